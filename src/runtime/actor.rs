@@ -1,0 +1,954 @@
+//! `EntityActor<E>`: the actix actor that hosts one entity instance and its database.
+//!
+//! It owns the supervision (panics are caught per handler, the actor reloads itself from its database and backs off on
+//! repeated failure), group commit (mutations that arrive together share one IMMEDIATE transaction with a savepoint
+//! each), topic publishing after commit, outbox delivery, idle passivation and the drain-then-close shutdown.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use diesel::connection::Connection;
+use diesel::sqlite::SqliteConnection;
+use futures_util::FutureExt;
+use tokio::sync::{oneshot, OwnedSemaphorePermit};
+
+use super::db::{self, Synchronous};
+use super::entity::{message_name, Command, Delivery, Effects, Entity, EntityCtx, Mutation, Read, SnapshotError, Tx};
+use super::error::{ActivationFailure, CallError};
+use super::outbox::{self, DeliveryOutcome, OutboxRow, Source};
+use super::registry::{Registry, Slot};
+use super::topic::{Subscription, TopicEvent};
+
+pub(crate) type Reply<T, E> = oneshot::Sender<Result<T, CallError<E>>>;
+
+/// A read-only query for the actor (see [`Read`]).
+pub struct Query<M: Read> {
+    pub(crate) msg: M,
+    pub(crate) reply: Reply<M::Output, M::Error>,
+}
+impl<M: Read> Message for Query<M> {
+    type Result = ();
+}
+
+/// A mutation for the actor (see [`Mutation`]).
+pub struct Mutate<M: Mutation> {
+    pub(crate) msg: M,
+    pub(crate) reply: Reply<M::Output, M::Error>,
+}
+impl<M: Mutation> Message for Mutate<M> {
+    type Result = ();
+}
+
+/// A command for the actor (see [`Command`]).
+pub struct Exec<C: Command> {
+    pub(crate) cmd: C,
+    pub(crate) reply: Reply<C::Output, C::Error>,
+}
+impl<C: Command> Message for Exec<C> {
+    type Result = ();
+}
+
+/// An outbox message from another actor; applied at most once per (source, seq).
+pub struct Deliver<M: Mutation> {
+    pub(crate) source: Source,
+    pub(crate) seq: i64,
+    pub(crate) msg: M,
+    /// `true` if applied now, `false` if it was a duplicate.
+    pub(crate) reply: Reply<bool, M::Error>,
+}
+impl<M: Mutation> Message for Deliver<M> {
+    type Result = ();
+}
+
+/// Subscribe to a topic: publishes the current snapshot to the new subscriber.
+pub struct SubscribeTopic {
+    pub(crate) topic: String,
+    pub(crate) reply: Reply<Subscription, SnapshotError>,
+}
+impl Message for SubscribeTopic {
+    type Result = ();
+}
+
+/// Passivate now if idle (registry eviction, admin).
+pub(crate) struct Passivate {
+    pub(crate) done: Option<oneshot::Sender<bool>>,
+}
+impl Message for Passivate {
+    type Result = ();
+}
+
+/// Drain calls in flight, then close the database and stop (runtime shutdown).
+pub(crate) struct Shutdown {
+    pub(crate) done: oneshot::Sender<()>,
+}
+impl Message for Shutdown {
+    type Result = ();
+}
+
+/// Commit the mutations gathered so far (sent to self once the mailbox has been drained).
+struct Flush;
+impl Message for Flush {
+    type Result = ();
+}
+
+/// Back-off before the actor processes messages again after its `failures`-th consecutive failure: none for an
+/// isolated panic, then 10 ms doubling up to 5 s, so a poison message cannot make an actor spin.
+pub fn restart_backoff(failures: u32) -> Duration {
+    if failures <= 1 {
+        return Duration::ZERO;
+    }
+    let ms = 10u64.saturating_mul(1u64 << (failures - 2).min(20));
+    Duration::from_millis(ms.min(5_000))
+}
+
+pub(crate) struct Opened<E> {
+    pub conn: SqliteConnection,
+    pub entity: E,
+    pub versions: HashMap<String, u64>,
+    pub outbox_pending: bool,
+}
+
+/// Opens, migrates and loads an entity; runs on the blocking pool at activation and inline on restart.
+pub(crate) fn open_entity<E: Entity>(
+    key: &E::Key,
+    path: &Path,
+    encoded: &str,
+    sync: Synchronous,
+) -> Result<Opened<E>, ActivationFailure> {
+    let mut conn = db::open_actor_db(path, E::KIND, encoded, E::MIGRATIONS, sync)?;
+    let load = |e: diesel::result::Error| ActivationFailure::Load(e.to_string());
+    let versions = outbox::load_versions(&mut conn).map_err(load)?;
+    let outbox_pending = outbox::has_rows(&mut conn).map_err(load)?;
+    let entity = E::load(key, &mut conn).map_err(load)?;
+    Ok(Opened { conn, entity, versions, outbox_pending })
+}
+
+/// Logs instead of unwinding: a panic in background work must not take the arbiter thread (and every actor on it)
+/// down.
+pub(crate) fn guard_panics<F: Future<Output = ()>>(fut: F) -> impl Future<Output = ()> {
+    AssertUnwindSafe(fut).catch_unwind().map(|res| {
+        if let Err(p) = res {
+            tracing::error!(panic = %panic_text(&p), "background work panicked");
+        }
+    })
+}
+
+fn panic_text(p: &Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_owned()
+    }
+}
+
+/// One mutation waiting in a group-commit batch.
+trait PendingItem<E: Entity> {
+    /// Runs in the open transaction; `Err` means this item's writes must be rolled back.
+    fn apply(&mut self, entity: &E, tx: &mut Tx<'_>) -> Result<(), ItemFailed>;
+    /// Sends the reply once the batch's fate is known.
+    fn finish(self: Box<Self>, outcome: &BatchOutcome, kind: &'static str, key: &str);
+}
+
+enum ItemFailed {
+    Handler,
+    Panicked(String),
+    Db(diesel::result::Error),
+}
+
+impl From<diesel::result::Error> for ItemFailed {
+    fn from(e: diesel::result::Error) -> Self {
+        ItemFailed::Db(e)
+    }
+}
+
+enum BatchOutcome {
+    Committed,
+    StorageFailed(String),
+}
+
+enum ItemResult<T, E> {
+    NotRun,
+    Done(Result<T, E>),
+    Panicked(String),
+}
+
+fn finish_reply<T, Err>(
+    result: ItemResult<T, Err>,
+    reply: Reply<T, Err>,
+    outcome: &BatchOutcome,
+    kind: &'static str,
+    key: &str,
+    message: &'static str,
+) {
+    let answer = match (result, outcome) {
+        (ItemResult::Done(Err(e)), _) => Err(CallError::Handler(e)),
+        (ItemResult::Panicked(panic), _) => Err(CallError::Panicked { kind, key: key.to_owned(), message, panic }),
+        (ItemResult::Done(Ok(v)), BatchOutcome::Committed) => Ok(v),
+        (_, BatchOutcome::StorageFailed(m)) => {
+            Err(CallError::Storage { kind, key: key.to_owned(), message: m.clone() })
+        }
+        (ItemResult::NotRun, BatchOutcome::Committed) => {
+            Err(CallError::Storage { kind, key: key.to_owned(), message: "mutation was not applied".into() })
+        }
+    };
+    let _ = reply.send(answer);
+}
+
+struct MutationItem<M: Mutation> {
+    msg: Option<M>,
+    result: ItemResult<M::Output, M::Error>,
+    reply: Reply<M::Output, M::Error>,
+}
+
+impl<M: Mutation> PendingItem<M::Entity> for MutationItem<M> {
+    fn apply(&mut self, entity: &M::Entity, tx: &mut Tx<'_>) -> Result<(), ItemFailed> {
+        let Some(msg) = self.msg.take() else { return Ok(()) };
+        match catch_unwind(AssertUnwindSafe(|| msg.apply(entity, tx))) {
+            Ok(Ok(v)) => {
+                self.result = ItemResult::Done(Ok(v));
+                Ok(())
+            }
+            Ok(Err(e)) => {
+                self.result = ItemResult::Done(Err(e));
+                Err(ItemFailed::Handler)
+            }
+            Err(p) => {
+                let text = panic_text(&p);
+                self.result = ItemResult::Panicked(text.clone());
+                Err(ItemFailed::Panicked(text))
+            }
+        }
+    }
+    fn finish(self: Box<Self>, outcome: &BatchOutcome, kind: &'static str, key: &str) {
+        finish_reply(self.result, self.reply, outcome, kind, key, message_name::<M>());
+    }
+}
+
+struct DeliverItem<M: Mutation> {
+    source: Source,
+    seq: i64,
+    msg: Option<M>,
+    result: ItemResult<bool, M::Error>,
+    reply: Reply<bool, M::Error>,
+}
+
+impl<M: Mutation> PendingItem<M::Entity> for DeliverItem<M> {
+    fn apply(&mut self, entity: &M::Entity, tx: &mut Tx<'_>) -> Result<(), ItemFailed> {
+        let Some(msg) = self.msg.take() else { return Ok(()) };
+        if outbox::already_applied(tx.conn, &self.source, self.seq)? {
+            self.result = ItemResult::Done(Ok(false));
+            return Ok(());
+        }
+        match catch_unwind(AssertUnwindSafe(|| msg.apply(entity, tx))) {
+            Ok(Ok(_)) => {
+                outbox::record_applied(tx.conn, &self.source, self.seq)?;
+                self.result = ItemResult::Done(Ok(true));
+                Ok(())
+            }
+            Ok(Err(e)) => {
+                self.result = ItemResult::Done(Err(e));
+                Err(ItemFailed::Handler)
+            }
+            Err(p) => {
+                let text = panic_text(&p);
+                self.result = ItemResult::Panicked(text.clone());
+                Err(ItemFailed::Panicked(text))
+            }
+        }
+    }
+    fn finish(self: Box<Self>, outcome: &BatchOutcome, kind: &'static str, key: &str) {
+        finish_reply(self.result, self.reply, outcome, kind, key, message_name::<M>());
+    }
+}
+
+#[derive(Default)]
+struct OutboxState {
+    /// Rows may be waiting.
+    pending: bool,
+    /// A delivery is on its way; the next starts when it is acknowledged.
+    in_flight: bool,
+    backoff: Duration,
+}
+
+enum StopState {
+    Running,
+    /// Shutdown requested: retired, draining calls in flight; these wait for the database to close.
+    Draining(Vec<oneshot::Sender<()>>),
+    Stopped,
+}
+
+pub(crate) struct CoreParts<E: Entity> {
+    pub key: E::Key,
+    pub encoded: String,
+    pub path: PathBuf,
+    pub opened_conn: SqliteConnection,
+    pub slot: Arc<Slot<E>>,
+    pub registry: Registry<E>,
+    pub versions: HashMap<String, u64>,
+    pub outbox_pending: bool,
+    pub live_permit: OwnedSemaphorePermit,
+}
+
+/// Everything the runtime keeps per actor besides the entity value.
+pub struct Core<E: Entity> {
+    pub(crate) key: E::Key,
+    pub(crate) encoded: String,
+    path: PathBuf,
+    conn: Option<SqliteConnection>,
+    slot: Arc<Slot<E>>,
+    registry: Registry<E>,
+    versions: HashMap<String, u64>,
+    pending: Vec<Box<dyn PendingItem<E>>>,
+    flush_scheduled: bool,
+    outbox: OutboxState,
+    dirty_marked: bool,
+    failures: u32,
+    last_activity: Instant,
+    bg: HashMap<u64, SpawnHandle>,
+    next_bg: u64,
+    stop: StopState,
+    live_permit: Option<OwnedSemaphorePermit>,
+}
+
+impl<E: Entity> Core<E> {
+    /// The open connection. Handlers check `is_open()` first; the connection is only taken when the actor stops, after
+    /// which it handles nothing.
+    pub(crate) fn conn(&mut self) -> &mut SqliteConnection {
+        self.conn.as_mut().expect("connection is open while the actor handles messages")
+    }
+
+    fn is_open(&self) -> bool {
+        self.conn.is_some()
+    }
+
+    pub(crate) fn next_bg_id(&mut self) -> u64 {
+        self.next_bg += 1;
+        self.next_bg
+    }
+
+    pub(crate) fn track(&mut self, id: u64, handle: SpawnHandle) {
+        self.bg.insert(id, handle);
+    }
+
+    pub(crate) fn untrack_id(&mut self, id: u64) {
+        self.bg.remove(&id);
+    }
+
+    /// Background tasks started through `EntityCtx` that have not finished.
+    pub(crate) fn background_count(&self) -> usize {
+        self.bg.len()
+    }
+
+    pub(crate) fn untrack_handle(&mut self, handle: SpawnHandle) {
+        self.bg.retain(|_, h| *h != handle);
+    }
+
+    fn stats(&self) -> &super::registry::KindStats {
+        &self.registry.inner.stats
+    }
+}
+
+/// The actix actor hosting one entity of kind `E`.
+pub struct EntityActor<E: Entity> {
+    entity: E,
+    core: Core<E>,
+}
+
+impl<E: Entity> EntityActor<E> {
+    pub(crate) fn new(entity: E, p: CoreParts<E>) -> Self {
+        EntityActor {
+            entity,
+            core: Core {
+                key: p.key,
+                encoded: p.encoded,
+                path: p.path,
+                conn: Some(p.opened_conn),
+                slot: p.slot,
+                registry: p.registry,
+                versions: p.versions,
+                pending: Vec::new(),
+                flush_scheduled: false,
+                outbox: OutboxState { pending: p.outbox_pending, ..Default::default() },
+                dirty_marked: p.outbox_pending,
+                failures: 0,
+                last_activity: Instant::now(),
+                bg: HashMap::new(),
+                next_bg: 0,
+                stop: StopState::Running,
+                live_permit: Some(p.live_permit),
+            },
+        }
+    }
+
+    pub(crate) fn with_ctx<R>(
+        &mut self,
+        ctx: &mut Context<Self>,
+        f: impl FnOnce(&mut E, &mut EntityCtx<'_, E>) -> R,
+    ) -> R {
+        let EntityActor { entity, core } = self;
+        f(entity, &mut EntityCtx { core, ctx })
+    }
+
+    pub(crate) fn core_mut(&mut self) -> &mut Core<E> {
+        &mut self.core
+    }
+
+    fn shared(&self) -> &super::system::Shared {
+        &self.core.registry.inner.shared
+    }
+
+    /// Common prologue: refuses if the database is closed, records activity.
+    fn begin(&mut self) -> bool {
+        if !self.core.is_open() {
+            return false;
+        }
+        self.core.last_activity = Instant::now();
+        self.core.stats().messages.fetch_add(1, Ordering::Relaxed);
+        true
+    }
+
+    fn unavailable<Err>(&self) -> CallError<Err> {
+        if self.shared().is_shutting_down() {
+            CallError::ShuttingDown
+        } else {
+            CallError::Unavailable { kind: E::KIND, key: self.core.encoded.clone() }
+        }
+    }
+
+    fn call_started(&mut self, ctx: &mut Context<Self>) {
+        let res = catch_unwind(AssertUnwindSafe(|| self.with_ctx(ctx, |e, c| e.started(c))));
+        if let Err(p) = res {
+            tracing::error!(kind = E::KIND, key = %self.core.encoded, panic = %panic_text(&p), "started hook panicked");
+        }
+    }
+
+    fn schedule_flush(&mut self, ctx: &mut Context<Self>) {
+        let cfg = &self.core.registry.inner.config;
+        if !cfg.group_commit || self.core.pending.len() >= cfg.max_batch {
+            self.flush(ctx);
+        } else if !self.core.flush_scheduled {
+            self.core.flush_scheduled = true;
+            ctx.notify(Flush);
+        }
+    }
+
+    /// Commits every pending mutation in one IMMEDIATE transaction, one savepoint per mutation (when more than one),
+    /// then bumps topic versions, publishes snapshots, starts outbox delivery and replies.
+    fn flush(&mut self, ctx: &mut Context<Self>) {
+        if self.core.pending.is_empty() || !self.core.is_open() {
+            return;
+        }
+        let mut batch = std::mem::take(&mut self.core.pending);
+        let span = tracing::debug_span!("commit", kind = E::KIND, key = %self.core.encoded, batch = batch.len());
+        let _enter = span.enter();
+        let EntityActor { entity, core } = self;
+        let shared = core.registry.inner.shared.clone();
+        let single = batch.len() == 1;
+        let mut effects = Effects::default();
+        let mut panicked: Option<String> = None;
+        let mut new_versions: Vec<(String, u64)> = Vec::new();
+        let (versions, dirty_marked, encoded) = (&core.versions, core.dirty_marked, &core.encoded);
+        let conn = core.conn.as_mut().expect("checked is_open above");
+        let result = db::set_writable(conn, true).and_then(|()| {
+            conn.immediate_transaction::<_, diesel::result::Error, _>(|conn| {
+                for item in batch.iter_mut() {
+                    let mut eff = Effects::default();
+                    let res = if single {
+                        item.apply(entity, &mut Tx { conn, effects: &mut eff, runtime: &shared })
+                    } else {
+                        conn.transaction::<_, ItemFailed, _>(|conn| {
+                            item.apply(entity, &mut Tx { conn, effects: &mut eff, runtime: &shared })
+                        })
+                    };
+                    match res {
+                        Ok(()) => {
+                            for t in eff.touched {
+                                if !effects.touched.contains(&t) {
+                                    effects.touched.push(t);
+                                }
+                            }
+                            effects.outbox_written |= eff.outbox_written;
+                        }
+                        Err(ItemFailed::Db(e)) if single => return Err(e),
+                        Err(failed) => {
+                            if let ItemFailed::Panicked(p) = failed {
+                                panicked = Some(p);
+                            }
+                            if single {
+                                // A lone mutation has no savepoint: undo its writes by aborting the transaction.
+                                return Err(diesel::result::Error::RollbackTransaction);
+                            }
+                        }
+                    }
+                }
+                for topic in &effects.touched {
+                    let v = versions.get(topic).copied().unwrap_or(0) + 1;
+                    outbox::store_version(conn, topic, v)?;
+                    new_versions.push((topic.clone(), v));
+                }
+                if effects.outbox_written && !dirty_marked {
+                    shared
+                        .index
+                        .mark(E::KIND, encoded)
+                        .map_err(|e| diesel::result::Error::QueryBuilderError(format!("recovery index: {e}").into()))?;
+                }
+                Ok(())
+            })
+        });
+        let _ = db::set_writable(conn, false);
+        let stats = &core.registry.inner.stats;
+        let outcome = match result {
+            Ok(()) => {
+                stats.transactions.fetch_add(1, Ordering::Relaxed);
+                stats.committed_mutations.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                BatchOutcome::Committed
+            }
+            // A lone mutation's own failure rolled the transaction back: its reply carries its own error.
+            Err(diesel::result::Error::RollbackTransaction) => BatchOutcome::Committed,
+            Err(e) => {
+                new_versions.clear();
+                effects = Effects::default();
+                tracing::error!(error = %e, "commit failed");
+                BatchOutcome::StorageFailed(e.to_string())
+            }
+        };
+        for (topic, v) in new_versions {
+            core.versions.insert(topic, v);
+        }
+        if effects.outbox_written {
+            core.dirty_marked = true;
+            core.outbox.pending = true;
+        }
+        for topic in &effects.touched {
+            self.publish_topic(topic);
+        }
+        for item in batch {
+            item.finish(&outcome, E::KIND, &self.core.encoded);
+        }
+        if effects.outbox_written {
+            self.pump_outbox(ctx);
+        }
+        match panicked {
+            Some(p) => self.restart(ctx, &p),
+            None => self.core.failures = 0,
+        }
+    }
+
+    /// Publishes `topic`'s current snapshot if anyone listens. Errors are logged: subscribers keep the last good one.
+    fn publish_topic(&mut self, topic: &str) {
+        let shared = self.core.registry.inner.shared.clone();
+        if !shared.hub.has_subscribers(E::KIND, &self.core.encoded, topic) {
+            return;
+        }
+        if let Err(e) = self.publish_topic_now(topic) {
+            tracing::error!(kind = E::KIND, key = %self.core.encoded, topic, error = %e, "snapshot failed");
+        }
+    }
+
+    fn publish_topic_now(&mut self, topic: &str) -> Result<(), SnapshotError> {
+        let version = self.core.versions.get(topic).copied().unwrap_or(0);
+        let EntityActor { entity, core } = self;
+        let conn = core.conn.as_mut().expect("publishing happens only while open");
+        let value = match catch_unwind(AssertUnwindSafe(|| entity.snapshot(topic, conn))) {
+            Ok(v) => v?,
+            Err(p) => return Err(SnapshotError::Serialize(serde::ser::Error::custom(panic_text(&p)))),
+        };
+        let raw = serde_json::value::to_raw_value(&value)?;
+        core.registry.inner.shared.hub.publish(TopicEvent {
+            kind: E::KIND,
+            key: core.encoded.clone(),
+            topic: topic.to_owned(),
+            version,
+            snapshot: Arc::from(raw),
+        });
+        Ok(())
+    }
+
+    /// Reloads the entity from its database after a panic: background work is cancelled, the connection (and any
+    /// transaction it had open) is closed and reopened, and repeated failures back off.
+    fn restart(&mut self, ctx: &mut Context<Self>, why: &str) {
+        self.core.failures += 1;
+        self.core.stats().restarts.fetch_add(1, Ordering::Relaxed);
+        for (_, h) in self.core.bg.drain() {
+            ctx.cancel_future(h);
+        }
+        self.core.conn = None;
+        let sync = self.shared().config.synchronous;
+        match open_entity::<E>(&self.core.key, &self.core.path, &self.core.encoded, sync) {
+            Ok(opened) => {
+                self.entity = opened.entity;
+                self.core.conn = Some(opened.conn);
+                self.core.versions = opened.versions;
+                self.core.outbox.pending |= opened.outbox_pending;
+            }
+            Err(e) => {
+                tracing::error!(kind = E::KIND, key = %self.core.encoded, error = %e, "restart failed; stopping");
+                self.finish_stop(ctx, "restart failed");
+                return;
+            }
+        }
+        let backoff = restart_backoff(self.core.failures);
+        self.core.stats().last_backoff_ms.store(backoff.as_millis() as u64, Ordering::Relaxed);
+        tracing::warn!(
+            kind = E::KIND,
+            key = %self.core.encoded,
+            failures = self.core.failures,
+            backoff_ms = backoff.as_millis() as u64,
+            panic = why,
+            "actor restarted from its database"
+        );
+        if !backoff.is_zero() {
+            ctx.wait(actix::fut::wrap_future(actix_rt::time::sleep(backoff)));
+        }
+        self.call_started(ctx);
+        if self.core.outbox.pending {
+            self.pump_outbox(ctx);
+        }
+    }
+
+    fn check_idle(&mut self, ctx: &mut Context<Self>) {
+        let idle = self.core.registry.inner.config.idle_timeout;
+        let since = self.core.last_activity.elapsed();
+        if since >= idle && self.try_passivate(ctx) {
+            return;
+        }
+        let next = if since >= idle { idle } else { idle - since };
+        ctx.run_later(next, |act, ctx| act.check_idle(ctx));
+    }
+
+    /// Passivates if nothing is in flight and nothing keeps the actor busy.
+    fn try_passivate(&mut self, ctx: &mut Context<Self>) -> bool {
+        if !matches!(self.core.stop, StopState::Running) || !self.core.is_open() {
+            return false;
+        }
+        self.flush(ctx);
+        if !self.entity.can_passivate() || self.core.outbox.pending || self.core.outbox.in_flight {
+            return false;
+        }
+        if !self.core.slot.try_retire() {
+            return false;
+        }
+        self.finish_stop(ctx, "passivated");
+        true
+    }
+
+    fn drain_then_stop(&mut self, ctx: &mut Context<Self>) {
+        if self.core.slot.in_flight() == 0 {
+            self.finish_stop(ctx, "shut down");
+        } else {
+            ctx.run_later(Duration::from_millis(1), |act, ctx| act.drain_then_stop(ctx));
+        }
+    }
+
+    /// Commits what is pending, closes the database, leaves the registry and stops the actix actor.
+    fn finish_stop(&mut self, ctx: &mut Context<Self>, reason: &'static str) {
+        if matches!(self.core.stop, StopState::Stopped) {
+            return;
+        }
+        self.flush(ctx);
+        for (_, h) in self.core.bg.drain() {
+            ctx.cancel_future(h);
+        }
+        if self.core.is_open() && self.core.dirty_marked && !self.core.outbox.pending {
+            if let Err(e) = self.shared().index.unmark(E::KIND, &self.core.encoded) {
+                tracing::warn!(error = %e, "could not clear recovery marker");
+            }
+        }
+        self.core.slot.force_retire();
+        // Closing the last connection checkpoints the WAL into the database file.
+        self.core.conn = None;
+        self.core.live_permit = None;
+        self.core.registry.remove_slot(&self.core.key, &self.core.slot);
+        let stats = self.core.stats();
+        stats.live.fetch_sub(1, Ordering::Relaxed);
+        stats.passivations.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(kind = E::KIND, key = %self.core.encoded, reason, "actor stopped");
+        if let StopState::Draining(waiters) = std::mem::replace(&mut self.core.stop, StopState::Stopped) {
+            for w in waiters {
+                let _ = w.send(());
+            }
+        }
+        ctx.stop();
+    }
+
+    /// Sends the oldest outbox row; the next one goes when this one is acknowledged, which keeps delivery in order.
+    fn pump_outbox(&mut self, ctx: &mut Context<Self>) {
+        if self.core.outbox.in_flight || !self.core.is_open() || !matches!(self.core.stop, StopState::Running) {
+            return;
+        }
+        let row = match outbox::head(self.core.conn()) {
+            Ok(Some(row)) => row,
+            Ok(None) => {
+                self.core.outbox.pending = false;
+                return;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "reading outbox failed");
+                self.retry_outbox_later(ctx);
+                return;
+            }
+        };
+        let shared = self.core.registry.inner.shared.clone();
+        let Some(deliver) = shared.delivery_fn(&row.target_kind, &row.message) else {
+            tracing::warn!(target_kind = %row.target_kind, message = %row.message, "no receiver registered for outbox message; will retry");
+            self.retry_outbox_later(ctx);
+            return;
+        };
+        self.core.outbox.in_flight = true;
+        let source = Source { kind: E::KIND.to_owned(), key: self.core.encoded.clone() };
+        let fut = deliver(shared, row.target_key.clone(), source, row.seq, row.payload.clone());
+        ctx.spawn(
+            actix::fut::wrap_future(fut).map(move |outcome, act: &mut Self, ctx| act.on_delivered(row, outcome, ctx)),
+        );
+    }
+
+    fn on_delivered(&mut self, row: OutboxRow, outcome: DeliveryOutcome, ctx: &mut Context<Self>) {
+        self.core.outbox.in_flight = false;
+        if !self.core.is_open() {
+            return;
+        }
+        let written = match &outcome {
+            DeliveryOutcome::Applied | DeliveryOutcome::Duplicate => self.write_now(|c| outbox::delete(c, row.seq)),
+            DeliveryOutcome::Rejected(err) => {
+                tracing::warn!(seq = row.seq, target_kind = %row.target_kind, error = %err, "outbox message rejected; dead-lettered");
+                self.write_now(|c| outbox::dead_letter(c, &row, err))
+            }
+            DeliveryOutcome::Retry(err) => {
+                tracing::debug!(seq = row.seq, error = %err, "outbox delivery will be retried");
+                self.retry_outbox_later(ctx);
+                return;
+            }
+        };
+        match written {
+            Ok(()) => {
+                self.core.outbox.backoff = Duration::ZERO;
+                self.pump_outbox(ctx);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "acknowledging outbox row failed");
+                self.retry_outbox_later(ctx);
+            }
+        }
+    }
+
+    fn retry_outbox_later(&mut self, ctx: &mut Context<Self>) {
+        let b = &mut self.core.outbox.backoff;
+        *b = (*b * 2).clamp(Duration::from_millis(10), Duration::from_secs(5));
+        self.core.outbox.in_flight = true;
+        ctx.run_later(*b, |act, ctx| {
+            act.core.outbox.in_flight = false;
+            act.pump_outbox(ctx);
+        });
+    }
+
+    /// A small write outside any mutation (outbox acknowledgements).
+    fn write_now(
+        &mut self,
+        f: impl FnOnce(&mut SqliteConnection) -> diesel::QueryResult<()>,
+    ) -> diesel::QueryResult<()> {
+        let conn = self.core.conn();
+        db::set_writable(conn, true)?;
+        let res = conn.immediate_transaction(f);
+        let _ = db::set_writable(conn, false);
+        res
+    }
+}
+
+impl<E: Entity> Actor for EntityActor<E> {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let idle = self.core.registry.inner.config.idle_timeout;
+        ctx.run_later(idle, |act, ctx| act.check_idle(ctx));
+        self.call_started(ctx);
+        if self.core.outbox.pending {
+            self.pump_outbox(ctx);
+        }
+    }
+
+    fn stopped(&mut self, ctx: &mut Context<Self>) {
+        // Stopped from outside (arbiter or system shutting down): still commit and close cleanly.
+        if !matches!(self.core.stop, StopState::Stopped) {
+            self.finish_stop(ctx, "stopped by the system");
+        }
+    }
+}
+
+macro_rules! span {
+    ($self:ident, $msg:ty) => {
+        tracing::debug_span!("message", kind = E::KIND, key = %$self.core.encoded, message = message_name::<$msg>())
+    };
+}
+
+impl<E: Entity, M: Read<Entity = E>> Handler<Query<M>> for EntityActor<E> {
+    type Result = ();
+    fn handle(&mut self, q: Query<M>, ctx: &mut Context<Self>) {
+        let span = span!(self, M);
+        let _enter = span.enter();
+        if !self.begin() {
+            let _ = q.reply.send(Err(self.unavailable()));
+            return;
+        }
+        self.flush(ctx);
+        let Query { msg, reply } = q;
+        let EntityActor { entity, core } = self;
+        let conn = core.conn();
+        match catch_unwind(AssertUnwindSafe(|| msg.read(entity, conn))) {
+            Ok(r) => {
+                self.core.failures = 0;
+                let _ = reply.send(r.map_err(CallError::Handler));
+            }
+            Err(p) => {
+                let panic = panic_text(&p);
+                let key = self.core.encoded.clone();
+                let _ = reply.send(Err(CallError::Panicked {
+                    kind: E::KIND,
+                    key,
+                    message: message_name::<M>(),
+                    panic: panic.clone(),
+                }));
+                self.restart(ctx, &panic);
+            }
+        }
+    }
+}
+
+impl<E: Entity, M: Mutation<Entity = E>> Handler<Mutate<M>> for EntityActor<E> {
+    type Result = ();
+    fn handle(&mut self, m: Mutate<M>, ctx: &mut Context<Self>) {
+        let span = span!(self, M);
+        let _enter = span.enter();
+        if !self.begin() {
+            let _ = m.reply.send(Err(self.unavailable()));
+            return;
+        }
+        self.core.pending.push(Box::new(MutationItem { msg: Some(m.msg), result: ItemResult::NotRun, reply: m.reply }));
+        self.schedule_flush(ctx);
+    }
+}
+
+impl<E: Entity, M: Delivery<Entity = E>> Handler<Deliver<M>> for EntityActor<E>
+where
+    M::Error: std::fmt::Display,
+{
+    type Result = ();
+    fn handle(&mut self, d: Deliver<M>, ctx: &mut Context<Self>) {
+        let span = span!(self, M);
+        let _enter = span.enter();
+        if !self.begin() {
+            let _ = d.reply.send(Err(self.unavailable()));
+            return;
+        }
+        self.core.pending.push(Box::new(DeliverItem {
+            source: d.source,
+            seq: d.seq,
+            msg: Some(d.msg),
+            result: ItemResult::NotRun,
+            reply: d.reply,
+        }));
+        self.schedule_flush(ctx);
+    }
+}
+
+impl<E: Entity, C: Command<Entity = E>> Handler<Exec<C>> for EntityActor<E> {
+    type Result = ();
+    fn handle(&mut self, x: Exec<C>, ctx: &mut Context<Self>) {
+        let span = span!(self, C);
+        let _enter = span.enter();
+        if !self.begin() {
+            let _ = x.reply.send(Err(self.unavailable()));
+            return;
+        }
+        self.flush(ctx);
+        let Exec { cmd, reply } = x;
+        match catch_unwind(AssertUnwindSafe(|| self.with_ctx(ctx, |e, c| cmd.run(e, c)))) {
+            Ok(r) => {
+                let _ = reply.send(r.map_err(CallError::Handler));
+            }
+            Err(p) => {
+                let panic = panic_text(&p);
+                let key = self.core.encoded.clone();
+                let _ = reply.send(Err(CallError::Panicked {
+                    kind: E::KIND,
+                    key,
+                    message: message_name::<C>(),
+                    panic: panic.clone(),
+                }));
+                self.restart(ctx, &panic);
+            }
+        }
+    }
+}
+
+impl<E: Entity> Handler<SubscribeTopic> for EntityActor<E> {
+    type Result = ();
+    fn handle(&mut self, s: SubscribeTopic, ctx: &mut Context<Self>) {
+        if !self.begin() {
+            let _ = s.reply.send(Err(self.unavailable()));
+            return;
+        }
+        self.flush(ctx);
+        let sub = self.shared().hub.subscribe(E::KIND, &self.core.encoded, &s.topic);
+        let res = self.publish_topic_now(&s.topic).map(|()| sub).map_err(CallError::Handler);
+        let _ = s.reply.send(res);
+    }
+}
+
+impl<E: Entity> Handler<Passivate> for EntityActor<E> {
+    type Result = ();
+    fn handle(&mut self, p: Passivate, ctx: &mut Context<Self>) {
+        let done = self.try_passivate(ctx);
+        self.core.slot.evict_requested.store(false, Ordering::Relaxed);
+        if let Some(tx) = p.done {
+            let _ = tx.send(done);
+        }
+    }
+}
+
+impl<E: Entity> Handler<Shutdown> for EntityActor<E> {
+    type Result = ();
+    fn handle(&mut self, s: Shutdown, ctx: &mut Context<Self>) {
+        match &mut self.core.stop {
+            StopState::Stopped => {
+                let _ = s.done.send(());
+            }
+            StopState::Draining(waiters) => waiters.push(s.done),
+            StopState::Running => {
+                self.core.slot.force_retire();
+                self.core.stop = StopState::Draining(vec![s.done]);
+                self.drain_then_stop(ctx);
+            }
+        }
+    }
+}
+
+impl<E: Entity> Handler<Flush> for EntityActor<E> {
+    type Result = ();
+    fn handle(&mut self, _: Flush, ctx: &mut Context<Self>) {
+        self.core.flush_scheduled = false;
+        self.flush(ctx);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::restart_backoff;
+    use std::time::Duration;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        assert_eq!(restart_backoff(1), Duration::ZERO);
+        assert_eq!(restart_backoff(2), Duration::from_millis(10));
+        assert_eq!(restart_backoff(3), Duration::from_millis(20));
+        assert!(restart_backoff(6) > restart_backoff(5));
+        assert_eq!(restart_backoff(40), Duration::from_secs(5));
+    }
+}

@@ -1,0 +1,164 @@
+//! Per-actor SQLite: where an actor's file lives, how it is opened (pragmas), migrated and guarded read-only.
+//!
+//! Each actor owns one plain `SqliteConnection` (no pool: one actor is the only user, and r2d2 would add three threads
+//! per actor; see ARCHITECTURE.md). The connection sits in `query_only` mode except while the runtime runs a mutation
+//! batch, so a read handler that tries to write fails instead of silently writing.
+
+use std::path::{Path, PathBuf};
+
+use diesel::connection::SimpleConnection;
+use diesel::prelude::*;
+use diesel::sql_types::Text;
+use diesel::sqlite::SqliteConnection;
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness};
+
+use super::error::ActivationFailure;
+use super::key::file_stem;
+
+/// The runtime's own tables, applied to every actor database before the kind's migrations.
+pub const RUNTIME_MIGRATIONS: EmbeddedMigrations = diesel_migrations::embed_migrations!("migrations/runtime");
+
+/// `synchronous` setting for actor databases. `Normal` is safe against process crashes in WAL mode; `Full` also
+/// survives power loss at the cost of an fsync per commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Synchronous {
+    Normal,
+    Full,
+}
+
+impl Synchronous {
+    fn pragma(self) -> &'static str {
+        match self {
+            Synchronous::Normal => "NORMAL",
+            Synchronous::Full => "FULL",
+        }
+    }
+}
+
+/// `<data>/<kind>/<escaped key>.sqlite3`.
+pub fn actor_path(data_dir: &Path, kind: &str, encoded_key: &str) -> Result<PathBuf, ActivationFailure> {
+    let stem = file_stem(encoded_key)?;
+    Ok(data_dir.join(kind).join(format!("{stem}.sqlite3")))
+}
+
+/// Opens (creating if needed) an actor database, sets the per-connection pragmas, applies pending migrations (runtime
+/// tables first, then the kind's), checks the file belongs to this actor, and leaves the connection read-only.
+pub fn open_actor_db(
+    path: &Path,
+    kind: &str,
+    encoded_key: &str,
+    migrations: EmbeddedMigrations,
+    sync: Synchronous,
+) -> Result<SqliteConnection, ActivationFailure> {
+    let url = path.to_str().ok_or_else(|| ActivationFailure::Open {
+        path: path.display().to_string(),
+        message: "path is not valid UTF-8".into(),
+    })?;
+    let mut conn = SqliteConnection::establish(url)
+        .map_err(|e| ActivationFailure::Open { path: url.to_owned(), message: e.to_string() })?;
+    // journal_mode=WAL persists in the file; the others are per connection and must be set on every open.
+    conn.batch_execute(&format!(
+        "PRAGMA busy_timeout = 5000; PRAGMA journal_mode = WAL; PRAGMA synchronous = {}; PRAGMA foreign_keys = ON;",
+        sync.pragma()
+    ))
+    .map_err(|e| ActivationFailure::Open { path: url.to_owned(), message: e.to_string() })?;
+    run_migrations(&mut conn, RUNTIME_MIGRATIONS)?;
+    run_migrations(&mut conn, migrations)?;
+    check_identity(&mut conn, kind, encoded_key)?;
+    set_writable(&mut conn, false).map_err(|e| ActivationFailure::Load(e.to_string()))?;
+    Ok(conn)
+}
+
+/// Runs pending migrations one by one so a failure names the migration that failed.
+fn run_migrations(conn: &mut SqliteConnection, source: EmbeddedMigrations) -> Result<(), ActivationFailure> {
+    let pending = conn.pending_migrations(source).map_err(|e| ActivationFailure::Migration {
+        migration: "(listing migrations)".into(),
+        message: e.to_string(),
+    })?;
+    for migration in pending {
+        let name = migration.name().to_string();
+        conn.run_migration(&*migration)
+            .map_err(|e| ActivationFailure::Migration { migration: name.clone(), message: e.to_string() })?;
+        tracing::info!(migration = %name, "migration applied");
+    }
+    Ok(())
+}
+
+#[derive(QueryableByName)]
+struct IdentityRow {
+    #[diesel(sql_type = Text)]
+    kind: String,
+    #[diesel(sql_type = Text)]
+    key: String,
+}
+
+/// Records the owner on first open; afterwards refuses a file that belongs to another (kind, key). Two keys can only
+/// meet in one file through a hash collision of very long keys, so this is a guard, not a code path.
+fn check_identity(conn: &mut SqliteConnection, kind: &str, key: &str) -> Result<(), ActivationFailure> {
+    let load = |e: diesel::result::Error| ActivationFailure::Load(e.to_string());
+    let rows: Vec<IdentityRow> =
+        diesel::sql_query("SELECT kind, key FROM _foundry_identity WHERE id = 1").load(conn).map_err(load)?;
+    match rows.into_iter().next() {
+        Some(row) if row.kind == kind && row.key == key => Ok(()),
+        Some(row) => Err(ActivationFailure::IdentityMismatch { stored_kind: row.kind, stored_key: row.key }),
+        None => {
+            diesel::sql_query("INSERT INTO _foundry_identity (id, kind, key) VALUES (1, ?, ?)")
+                .bind::<Text, _>(kind)
+                .bind::<Text, _>(key)
+                .execute(conn)
+                .map_err(load)?;
+            Ok(())
+        }
+    }
+}
+
+/// Switches the connection between read-only (`query_only`) and writable. The runtime flips it around each mutation
+/// batch; every other moment the connection refuses writes.
+pub fn set_writable(conn: &mut SqliteConnection, writable: bool) -> QueryResult<()> {
+    conn.batch_execute(if writable { "PRAGMA query_only = 0" } else { "PRAGMA query_only = 1" })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EMPTY: EmbeddedMigrations = diesel_migrations::embed_migrations!("migrations/runtime");
+
+    #[derive(QueryableByName)]
+    struct Pragma {
+        #[diesel(sql_type = Text)]
+        value: String,
+    }
+
+    fn pragma(conn: &mut SqliteConnection, name: &str) -> String {
+        let rows: Vec<Pragma> =
+            diesel::sql_query(format!("SELECT CAST({name} AS TEXT) AS value FROM pragma_{name}")).load(conn).unwrap();
+        rows.into_iter().next().unwrap().value
+    }
+
+    #[test]
+    fn pragmas_are_set_and_connection_is_read_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.sqlite3");
+        let mut conn = open_actor_db(&path, "k", "a", EMPTY, Synchronous::Normal).unwrap();
+        assert_eq!(pragma(&mut conn, "journal_mode"), "wal");
+        assert_eq!(pragma(&mut conn, "foreign_keys"), "1");
+        assert_eq!(pragma(&mut conn, "synchronous"), "1"); // NORMAL
+        assert_eq!(pragma(&mut conn, "busy_timeout"), "5000");
+        let err = conn.batch_execute("INSERT INTO _foundry_topics VALUES ('t', 1)").unwrap_err();
+        assert!(err.to_string().contains("readonly"), "{err}");
+        set_writable(&mut conn, true).unwrap();
+        conn.batch_execute("INSERT INTO _foundry_topics VALUES ('t', 1)").unwrap();
+    }
+
+    #[test]
+    fn a_file_of_another_key_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.sqlite3");
+        drop(open_actor_db(&path, "k", "a", EMPTY, Synchronous::Normal).unwrap());
+        let Err(err) = open_actor_db(&path, "k", "b", EMPTY, Synchronous::Normal) else { panic!("opened") };
+        assert!(matches!(err, ActivationFailure::IdentityMismatch { .. }), "{err}");
+        // Reopening with the right identity works and is idempotent.
+        open_actor_db(&path, "k", "a", EMPTY, Synchronous::Full).unwrap();
+    }
+}

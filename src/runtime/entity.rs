@@ -1,0 +1,245 @@
+//! What a keyed actor kind implements: the [`Entity`] trait, and its three kinds of messages — [`Read`] (read-only
+//! query), [`Mutation`] (one transaction, group-committable) and [`Command`] (actor-context work such as starting or
+//! cancelling background tasks). [`Delivery`] marks a mutation that other actors may send through their outbox.
+
+use std::future::Future;
+use std::time::Duration;
+
+use actix::prelude::*;
+use diesel::sqlite::SqliteConnection;
+use diesel_migrations::EmbeddedMigrations;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::actor::{Core, EntityActor};
+use super::key::EntityKey;
+use super::outbox;
+
+/// Per-kind tuning. Defaults suit a domain actor; benchmarks and tests override them.
+#[derive(Debug, Clone)]
+pub struct KindConfig {
+    /// Calls in flight (queued or running) per actor. A full mailbox makes callers wait, or fail with `Overloaded`.
+    pub mailbox_capacity: usize,
+    /// An actor that handled nothing for this long passivates (closes its database, leaves the registry).
+    pub idle_timeout: Duration,
+    /// Largest number of mutations committed in one transaction.
+    pub max_batch: usize,
+    /// Whether mutations waiting together in the mailbox share one transaction.
+    pub group_commit: bool,
+}
+
+impl Default for KindConfig {
+    fn default() -> Self {
+        KindConfig { mailbox_capacity: 256, idle_timeout: Duration::from_secs(300), max_batch: 256, group_commit: true }
+    }
+}
+
+/// An error building a topic snapshot.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("{kind} has no topic {topic:?}")]
+    UnknownTopic { kind: &'static str, topic: String },
+    #[error(transparent)]
+    Db(#[from] diesel::result::Error),
+    #[error("snapshot does not serialise: {0}")]
+    Serialize(#[from] serde_json::Error),
+}
+
+/// A keyed actor kind. The runtime hosts it in an [`EntityActor`]: one instance per key, with its own database at
+/// `<data>/<KIND>/<key>.sqlite3`, migrated with [`Entity::MIGRATIONS`] on activation.
+///
+/// The entity value itself should hold only its identity (and runtime handles such as background work): all state
+/// lives in SQLite, which is what makes restarts and rollbacks exact.
+pub trait Entity: Sized + Unpin + Send + 'static {
+    type Key: EntityKey;
+    /// Directory name and label in logs and metrics.
+    const KIND: &'static str;
+    /// `embed_migrations!("migrations/<kind>")`.
+    const MIGRATIONS: EmbeddedMigrations;
+
+    /// Builds the actor from its freshly opened (read-only) database: on activation and after a restart.
+    fn load(key: &Self::Key, db: &mut SqliteConnection) -> diesel::QueryResult<Self>;
+
+    fn config() -> KindConfig {
+        KindConfig::default()
+    }
+
+    /// The full snapshot of `topic`, as published to subscribers. Runs read-only.
+    fn snapshot(&self, topic: &str, db: &mut SqliteConnection) -> Result<serde_json::Value, SnapshotError> {
+        let _ = db;
+        Err(SnapshotError::UnknownTopic { kind: Self::KIND, topic: topic.to_owned() })
+    }
+
+    /// Called once the actor runs (after activation and after each restart): start timers and background work here.
+    fn started(&mut self, ctx: &mut EntityCtx<'_, Self>) {
+        let _ = ctx;
+    }
+
+    /// Whether the actor may passivate now even though it is idle (e.g. not while a long job runs in the background).
+    fn can_passivate(&self) -> bool {
+        true
+    }
+
+    /// Declares the [`Delivery`] messages this kind accepts from other actors' outboxes.
+    fn accepts(deliveries: &mut outbox::Accepts<Self>) {
+        let _ = deliveries;
+    }
+}
+
+/// A read-only query. Runs against the committed state, with writes refused by the connection.
+pub trait Read: Send + 'static {
+    type Entity: Entity;
+    type Output: Send + 'static;
+    type Error: Send + 'static;
+    fn read(self, entity: &Self::Entity, db: &mut SqliteConnection) -> Result<Self::Output, Self::Error>;
+}
+
+/// A state change. Runs inside one transaction (a savepoint of a group commit); an `Err` rolls back everything it
+/// wrote, and the caller's reply is sent only after the transaction committed.
+pub trait Mutation: Send + 'static {
+    type Entity: Entity;
+    type Output: Send + 'static;
+    type Error: Send + 'static + From<diesel::result::Error>;
+    fn apply(self, entity: &Self::Entity, tx: &mut Tx<'_>) -> Result<Self::Output, Self::Error>;
+}
+
+/// A mutation other actors can send durably through their outbox (see [`Tx::send`]).
+pub trait Delivery: Mutation + Serialize + DeserializeOwned
+where
+    Self::Error: std::fmt::Display,
+{
+    /// Stable wire name, stored in outbox rows: renaming it strands undelivered messages.
+    const NAME: &'static str;
+}
+
+/// Work on the actor itself rather than its database: start, inspect or cancel scoped background work.
+pub trait Command: Send + 'static {
+    type Entity: Entity;
+    type Output: Send + 'static;
+    type Error: Send + 'static;
+    fn run(self, entity: &mut Self::Entity, ctx: &mut EntityCtx<'_, Self::Entity>)
+        -> Result<Self::Output, Self::Error>;
+}
+
+/// A short, readable message name for spans and errors (`Increment`, not `my_crate::counter::Increment`).
+pub fn message_name<T: ?Sized>() -> &'static str {
+    let full = std::any::type_name::<T>();
+    let base = full.split('<').next().unwrap_or(full);
+    base.rsplit("::").next().unwrap_or(base)
+}
+
+/// The side effects a mutation asked for besides its SQL; kept only if the mutation commits.
+#[derive(Default)]
+pub(crate) struct Effects {
+    pub touched: Vec<String>,
+    pub outbox_written: bool,
+}
+
+/// A mutation's view of its transaction.
+pub struct Tx<'a> {
+    pub(crate) conn: &'a mut SqliteConnection,
+    pub(crate) effects: &'a mut Effects,
+    pub(crate) runtime: &'a super::system::Shared,
+}
+
+impl<'a> Tx<'a> {
+    /// The connection, inside the open transaction.
+    pub fn conn(&mut self) -> &mut SqliteConnection {
+        self.conn
+    }
+
+    /// Marks `topic` changed: after commit its version grows by one and subscribers get the new snapshot.
+    pub fn touch(&mut self, topic: &str) {
+        if !self.effects.touched.iter().any(|t| t == topic) {
+            self.effects.touched.push(topic.to_owned());
+        }
+    }
+
+    /// Queues `msg` for the actor `key` of kind `M::Entity`, in this transaction: it is delivered (in order, exactly
+    /// once in effect) if and only if this mutation commits.
+    pub fn send<M>(&mut self, key: &<M::Entity as Entity>::Key, msg: &M) -> Result<(), diesel::result::Error>
+    where
+        M: Delivery,
+        M::Error: std::fmt::Display,
+    {
+        self.runtime.ensure_kind::<M::Entity>();
+        outbox::insert(self.conn, <M::Entity as Entity>::KIND, &key.encode(), M::NAME, msg)?;
+        self.effects.outbox_written = true;
+        Ok(())
+    }
+}
+
+/// The actor context given to [`Command`]s and [`Entity::started`]: read access to the database and scoped background
+/// work. Everything started here is cancelled when the actor stops, passivates or restarts.
+pub struct EntityCtx<'a, E: Entity> {
+    pub(crate) core: &'a mut Core<E>,
+    pub(crate) ctx: &'a mut Context<EntityActor<E>>,
+}
+
+impl<'a, E: Entity> EntityCtx<'a, E> {
+    pub fn key(&self) -> &E::Key {
+        &self.core.key
+    }
+
+    /// The database, read-only.
+    pub fn db(&mut self) -> &mut SqliteConnection {
+        self.core.conn()
+    }
+
+    /// Runs `fut` as background work of this actor; dropped (cancelled) when the actor stops.
+    pub fn spawn<F>(&mut self, fut: F) -> SpawnHandle
+    where
+        F: Future<Output = ()> + 'static,
+    {
+        let id = self.core.next_bg_id();
+        let fut = actix::fut::wrap_future::<_, EntityActor<E>>(super::actor::guard_panics(fut))
+            .map(move |(), act, _| act.core_mut().untrack_id(id));
+        let handle = self.ctx.spawn(fut);
+        self.core.track(id, handle);
+        handle
+    }
+
+    /// Runs `f` after `delay`, unless the actor stops first.
+    pub fn run_later<F>(&mut self, delay: Duration, f: F) -> SpawnHandle
+    where
+        F: FnOnce(&mut E, &mut EntityCtx<'_, E>) + 'static,
+    {
+        let id = self.core.next_bg_id();
+        let handle = self.ctx.run_later(delay, move |act, ctx| {
+            act.core_mut().untrack_id(id);
+            act.with_ctx(ctx, f)
+        });
+        self.core.track(id, handle);
+        handle
+    }
+
+    /// Runs `f` every `every`, until cancelled or the actor stops.
+    pub fn run_interval<F>(&mut self, every: Duration, mut f: F) -> SpawnHandle
+    where
+        F: FnMut(&mut E, &mut EntityCtx<'_, E>) + 'static,
+    {
+        let id = self.core.next_bg_id();
+        let handle = self.ctx.run_interval(every, move |act, ctx| act.with_ctx(ctx, &mut f));
+        self.core.track(id, handle);
+        handle
+    }
+
+    /// Stops processing messages until `fut` completes (the mailbox keeps filling, up to its capacity).
+    pub fn wait<F>(&mut self, fut: F)
+    where
+        F: Future<Output = ()> + 'static,
+    {
+        self.ctx.wait(actix::fut::wrap_future(super::actor::guard_panics(fut)));
+    }
+
+    /// Cancels background work started by this actor.
+    pub fn cancel(&mut self, handle: SpawnHandle) -> bool {
+        self.core.untrack_handle(handle);
+        self.ctx.cancel_future(handle)
+    }
+
+    /// Background tasks started here that are still running or scheduled.
+    pub fn background_count(&self) -> usize {
+        self.core.background_count()
+    }
+}

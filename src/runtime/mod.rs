@@ -1,0 +1,32 @@
+//! The actor runtime: keyed actor kinds on actix, each instance with its own SQLite database, reached through a
+//! lazily activating Registry. Knows nothing of the domain.
+//!
+//! - [`entity`]: what a kind implements ([`Entity`]) and its message traits ([`Read`], [`Mutation`], [`Command`]).
+//! - [`registry`]: get-or-create per key, bounded in-flight calls, typed call paths.
+//! - [`actor`]: the host actor: supervision, group commit, topics, outbox delivery, passivation, shutdown.
+//! - [`db`], [`key`]: per-actor files, pragmas, migrations, key escaping.
+//! - [`topic`], [`outbox`]: snapshots to subscribers, durable cross-actor delivery.
+//! - [`system`]: the [`Runtime`] tying it together.
+
+pub mod actor;
+pub mod db;
+pub mod entity;
+pub mod error;
+pub mod key;
+pub mod outbox;
+pub mod registry;
+pub mod system;
+pub mod topic;
+
+pub use actor::{restart_backoff, EntityActor};
+pub use db::Synchronous;
+pub use entity::{message_name, Command, Delivery, Entity, EntityCtx, KindConfig, Mutation, Read, SnapshotError, Tx};
+pub use error::{ActivationError, ActivationFailure, CallError, KeyError, RuntimeError};
+pub use key::EntityKey;
+pub use outbox::Accepts;
+pub use registry::{Backpressure, EntityRef, KindStats, Registry};
+pub use system::{RecoveryReport, Runtime, RuntimeConfig};
+pub use topic::{Subscription, TopicEvent};
+
+/// Re-exported so kinds can write `const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/<kind>")`.
+pub use diesel_migrations::{embed_migrations, EmbeddedMigrations};

@@ -1,0 +1,234 @@
+//! Durable cross-actor delivery: the outbox rows a mutation writes, the inbox that makes redelivery a no-op, the table
+//! of message types each kind accepts, and the SQL behind them.
+//!
+//! Protocol: a mutation calls `Tx::send`, which inserts an outbox row in the sender's transaction. After commit the
+//! sender delivers its rows oldest first, one at a time, as a `Deliver` mutation on the receiver; the receiver applies
+//! it and records `(source, seq)` in its `_foundry_inbox` in the same transaction, and skips any seq it has already
+//! recorded. Only when the receiver replied does the sender delete the row. A crash anywhere leaves either the row (it
+//! is sent again and deduplicated) or nothing to do. Senders with rows are listed in the runtime's recovery index so a
+//! restarted process resumes their delivery without waiting for someone to call them.
+
+use std::collections::HashMap;
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Text};
+use diesel::sqlite::SqliteConnection;
+use futures_util::future::BoxFuture;
+use serde::Serialize;
+
+use super::actor::Deliver;
+use super::entity::{Delivery, Entity};
+use super::error::CallError;
+use super::key::EntityKey;
+use super::system::Shared;
+
+/// Who sent an outbox message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Source {
+    pub kind: String,
+    pub key: String,
+}
+
+/// What happened to one delivery attempt.
+#[derive(Debug)]
+pub enum DeliveryOutcome {
+    Applied,
+    Duplicate,
+    /// The receiver refused it (a domain error, an undecodable payload): dead-letter it rather than retry forever.
+    Rejected(String),
+    /// Transient (receiver overloaded, shutting down, activation failed): try again later.
+    Retry(String),
+}
+
+pub(crate) type DeliverFn =
+    Arc<dyn Fn(Arc<Shared>, String, Source, i64, String) -> BoxFuture<'static, DeliveryOutcome> + Send + Sync>;
+
+/// Registration handle passed to `Entity::accepts`.
+pub struct Accepts<E: Entity> {
+    pub(crate) table: HashMap<String, DeliverFn>,
+    _kind: PhantomData<E>,
+}
+
+impl<E: Entity> Accepts<E> {
+    pub(crate) fn new() -> Self {
+        Accepts { table: HashMap::new(), _kind: PhantomData }
+    }
+
+    /// This kind accepts `M` from other actors' outboxes.
+    pub fn accept<M>(&mut self) -> &mut Self
+    where
+        M: Delivery<Entity = E>,
+        M::Error: std::fmt::Display,
+    {
+        self.table.insert(delivery_key(E::KIND, M::NAME), deliver_fn::<M>());
+        self
+    }
+}
+
+pub(crate) fn delivery_key(kind: &str, message: &str) -> String {
+    format!("{kind}\u{0}{message}")
+}
+
+fn deliver_fn<M>() -> DeliverFn
+where
+    M: Delivery,
+    M::Error: std::fmt::Display,
+{
+    Arc::new(|shared: Arc<Shared>, key: String, source: Source, seq: i64, payload: String| {
+        Box::pin(async move {
+            let key = match <M::Entity as Entity>::Key::decode(&key) {
+                Ok(k) => k,
+                Err(e) => return DeliveryOutcome::Rejected(e.to_string()),
+            };
+            let msg: M = match serde_json::from_str(&payload) {
+                Ok(m) => m,
+                Err(e) => return DeliveryOutcome::Rejected(format!("payload does not decode: {e}")),
+            };
+            let registry = shared.registry::<M::Entity>();
+            let res = registry.deliver_envelope(&key, |reply| Deliver { source, seq, msg, reply }).await;
+            match res {
+                Ok(true) => DeliveryOutcome::Applied,
+                Ok(false) => DeliveryOutcome::Duplicate,
+                Err(CallError::Handler(e)) => DeliveryOutcome::Rejected(e.to_string()),
+                Err(other) => DeliveryOutcome::Retry(other.to_string()),
+            }
+        }) as BoxFuture<'static, DeliveryOutcome>
+    })
+}
+
+pub(crate) fn insert<M: Serialize>(
+    conn: &mut SqliteConnection,
+    target_kind: &str,
+    target_key: &str,
+    message: &str,
+    msg: &M,
+) -> QueryResult<()> {
+    let payload = serde_json::to_string(msg).map_err(|e| diesel::result::Error::SerializationError(Box::new(e)))?;
+    diesel::sql_query(
+        "INSERT INTO _foundry_outbox (target_kind, target_key, message, payload, created_at_ms) VALUES (?, ?, ?, ?, ?)",
+    )
+    .bind::<Text, _>(target_kind)
+    .bind::<Text, _>(target_key)
+    .bind::<Text, _>(message)
+    .bind::<Text, _>(payload)
+    .bind::<BigInt, _>(now_ms())
+    .execute(conn)?;
+    Ok(())
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+#[derive(QueryableByName, Debug, Clone)]
+pub(crate) struct OutboxRow {
+    #[diesel(sql_type = BigInt)]
+    pub seq: i64,
+    #[diesel(sql_type = Text)]
+    pub target_kind: String,
+    #[diesel(sql_type = Text)]
+    pub target_key: String,
+    #[diesel(sql_type = Text)]
+    pub message: String,
+    #[diesel(sql_type = Text)]
+    pub payload: String,
+}
+
+pub(crate) fn head(conn: &mut SqliteConnection) -> QueryResult<Option<OutboxRow>> {
+    let rows: Vec<OutboxRow> = diesel::sql_query(
+        "SELECT seq, target_kind, target_key, message, payload FROM _foundry_outbox ORDER BY seq LIMIT 1",
+    )
+    .load(conn)?;
+    Ok(rows.into_iter().next())
+}
+
+#[derive(QueryableByName)]
+struct Count {
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+}
+
+pub(crate) fn has_rows(conn: &mut SqliteConnection) -> QueryResult<bool> {
+    let rows: Vec<Count> = diesel::sql_query("SELECT EXISTS (SELECT 1 FROM _foundry_outbox) AS n").load(conn)?;
+    Ok(rows.first().is_some_and(|c| c.n != 0))
+}
+
+/// Rows waiting in an actor's outbox (for tests and admin reads).
+pub fn pending_count(conn: &mut SqliteConnection) -> QueryResult<i64> {
+    let rows: Vec<Count> = diesel::sql_query("SELECT COUNT(*) AS n FROM _foundry_outbox").load(conn)?;
+    Ok(rows.first().map_or(0, |c| c.n))
+}
+
+pub(crate) fn delete(conn: &mut SqliteConnection, seq: i64) -> QueryResult<()> {
+    diesel::sql_query("DELETE FROM _foundry_outbox WHERE seq = ?").bind::<BigInt, _>(seq).execute(conn)?;
+    Ok(())
+}
+
+pub(crate) fn dead_letter(conn: &mut SqliteConnection, row: &OutboxRow, error: &str) -> QueryResult<()> {
+    diesel::sql_query(
+        "INSERT OR REPLACE INTO _foundry_dead_letters (seq, target_kind, target_key, message, payload, error, failed_at_ms) \
+         VALUES (?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind::<BigInt, _>(row.seq)
+    .bind::<Text, _>(&row.target_kind)
+    .bind::<Text, _>(&row.target_key)
+    .bind::<Text, _>(&row.message)
+    .bind::<Text, _>(&row.payload)
+    .bind::<Text, _>(error)
+    .bind::<BigInt, _>(now_ms())
+    .execute(conn)?;
+    delete(conn, row.seq)
+}
+
+#[derive(QueryableByName)]
+struct LastSeq {
+    #[diesel(sql_type = BigInt)]
+    last_seq: i64,
+}
+
+pub(crate) fn already_applied(conn: &mut SqliteConnection, source: &Source, seq: i64) -> QueryResult<bool> {
+    let rows: Vec<LastSeq> =
+        diesel::sql_query("SELECT last_seq FROM _foundry_inbox WHERE source_kind = ? AND source_key = ?")
+            .bind::<Text, _>(&source.kind)
+            .bind::<Text, _>(&source.key)
+            .load(conn)?;
+    Ok(rows.first().is_some_and(|r| r.last_seq >= seq))
+}
+
+pub(crate) fn record_applied(conn: &mut SqliteConnection, source: &Source, seq: i64) -> QueryResult<()> {
+    diesel::sql_query(
+        "INSERT INTO _foundry_inbox (source_kind, source_key, last_seq) VALUES (?, ?, ?) \
+         ON CONFLICT (source_kind, source_key) DO UPDATE SET last_seq = excluded.last_seq",
+    )
+    .bind::<Text, _>(&source.kind)
+    .bind::<Text, _>(&source.key)
+    .bind::<BigInt, _>(seq)
+    .execute(conn)?;
+    Ok(())
+}
+
+#[derive(QueryableByName)]
+struct TopicVersion {
+    #[diesel(sql_type = Text)]
+    topic: String,
+    #[diesel(sql_type = BigInt)]
+    version: i64,
+}
+
+pub(crate) fn load_versions(conn: &mut SqliteConnection) -> QueryResult<HashMap<String, u64>> {
+    let rows: Vec<TopicVersion> = diesel::sql_query("SELECT topic, version FROM _foundry_topics").load(conn)?;
+    Ok(rows.into_iter().map(|r| (r.topic, r.version as u64)).collect())
+}
+
+pub(crate) fn store_version(conn: &mut SqliteConnection, topic: &str, version: u64) -> QueryResult<()> {
+    diesel::sql_query(
+        "INSERT INTO _foundry_topics (topic, version) VALUES (?, ?) \
+         ON CONFLICT (topic) DO UPDATE SET version = excluded.version",
+    )
+    .bind::<Text, _>(topic)
+    .bind::<BigInt, _>(version as i64)
+    .execute(conn)?;
+    Ok(())
+}

@@ -1,0 +1,484 @@
+//! The per-kind Registry: get-or-create one live actor per key, bounded in-flight calls, typed call paths.
+//!
+//! Lookups go through a sharded map under short std mutexes, never through an actor's mailbox, so a hot registry is
+//! not a bottleneck. Cold keys are activated once even when many callers race (a `OnceCell` per slot); opening and
+//! migrating the database runs on the blocking pool, then the actor starts on the arbiter its key hashes to.
+//!
+//! Every call holds a permit of the slot's semaphore (the mailbox bound) and an in-flight count. An actor passivates
+//! only by atomically swapping an in-flight count of zero for the RETIRED bit, and a caller only sends after it
+//! incremented the count while RETIRED was clear; so no message is ever sent to an actor that is going away.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actix::prelude::*;
+use tokio::sync::{oneshot, OnceCell, Semaphore};
+
+use super::actor::{EntityActor, Exec, Mutate, Passivate, Query, Shutdown, SubscribeTopic};
+use super::entity::{Command, Entity, Mutation, Read, SnapshotError};
+use super::error::{ActivationError, ActivationFailure, CallError};
+use super::key::EntityKey;
+use super::system::Shared;
+use super::topic::{lock, Subscription};
+
+const SHARDS: usize = 64;
+const RETIRED: u64 = 1 << 63;
+
+/// How long a caller waits for a mailbox slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backpressure {
+    /// Wait as long as it takes (the default).
+    Wait,
+    /// Fail with `CallError::Overloaded` at once when the mailbox is full.
+    FailFast,
+    /// Wait up to this long, then fail with `CallError::Timeout` (the message is never sent).
+    WaitUpTo(Duration),
+}
+
+/// One key's place in the registry.
+pub(crate) struct Slot<E: Entity> {
+    pub(crate) cell: OnceCell<Addr<EntityActor<E>>>,
+    permits: Semaphore,
+    /// In-flight calls in the low bits, [`RETIRED`] in the top bit.
+    state: AtomicU64,
+    pub(crate) last_used_ms: AtomicU64,
+    pub(crate) evict_requested: AtomicBool,
+}
+
+impl<E: Entity> Slot<E> {
+    fn new(capacity: usize) -> Self {
+        Slot {
+            cell: OnceCell::new(),
+            permits: Semaphore::new(capacity),
+            state: AtomicU64::new(0),
+            last_used_ms: AtomicU64::new(0),
+            evict_requested: AtomicBool::new(false),
+        }
+    }
+
+    fn enter(&self) -> bool {
+        let prev = self.state.fetch_add(1, Ordering::SeqCst);
+        if prev & RETIRED != 0 {
+            self.state.fetch_sub(1, Ordering::SeqCst);
+            return false;
+        }
+        true
+    }
+
+    fn leave(&self) {
+        self.state.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Retires the slot if nobody is in flight (idle passivation, eviction).
+    pub(crate) fn try_retire(&self) -> bool {
+        self.state.compare_exchange(0, RETIRED, Ordering::SeqCst, Ordering::SeqCst).is_ok()
+    }
+
+    /// Retires the slot regardless; the actor then drains the calls already in flight (shutdown).
+    pub(crate) fn force_retire(&self) {
+        self.state.fetch_or(RETIRED, Ordering::SeqCst);
+    }
+
+    pub(crate) fn in_flight(&self) -> u64 {
+        self.state.load(Ordering::SeqCst) & !RETIRED
+    }
+
+    fn is_retired(&self) -> bool {
+        self.state.load(Ordering::SeqCst) & RETIRED != 0
+    }
+}
+
+/// Counters per kind, for metrics and benchmarks.
+#[derive(Debug, Default)]
+pub struct KindStats {
+    pub live: AtomicUsize,
+    pub activations: AtomicU64,
+    pub passivations: AtomicU64,
+    pub restarts: AtomicU64,
+    pub messages: AtomicU64,
+    pub transactions: AtomicU64,
+    pub committed_mutations: AtomicU64,
+    pub activation_failures: AtomicU64,
+    /// Milliseconds of the latest restart back-off (0 when the last restart needed none).
+    pub last_backoff_ms: AtomicU64,
+}
+
+pub(crate) struct RegistryInner<E: Entity> {
+    shards: Vec<Mutex<HashMap<E::Key, Arc<Slot<E>>>>>,
+    hasher: std::collections::hash_map::RandomState,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) config: super::entity::KindConfig,
+    pub(crate) stats: KindStats,
+    evict_cursor: AtomicUsize,
+}
+
+/// The typed handle to one kind's actors. Cheap to clone; get one with `Runtime::registry`.
+pub struct Registry<E: Entity> {
+    pub(crate) inner: Arc<RegistryInner<E>>,
+}
+
+impl<E: Entity> Clone for Registry<E> {
+    fn clone(&self) -> Self {
+        Registry { inner: self.inner.clone() }
+    }
+}
+
+/// A resolved live actor. Calls through it skip the map lookup but still respect the mailbox bound.
+pub struct EntityRef<E: Entity> {
+    slot: Arc<Slot<E>>,
+    addr: Addr<EntityActor<E>>,
+}
+
+impl<E: Entity> EntityRef<E> {
+    /// The live actix address (for code that wants to send its own actix messages).
+    pub fn addr(&self) -> &Addr<EntityActor<E>> {
+        &self.addr
+    }
+}
+
+impl<E: Entity> Registry<E> {
+    pub(crate) fn new(shared: Arc<Shared>, config: super::entity::KindConfig) -> Self {
+        Registry {
+            inner: Arc::new(RegistryInner {
+                shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+                hasher: Default::default(),
+                shared,
+                config,
+                stats: KindStats::default(),
+                evict_cursor: AtomicUsize::new(0),
+            }),
+        }
+    }
+
+    fn shard(&self, key: &E::Key) -> &Mutex<HashMap<E::Key, Arc<Slot<E>>>> {
+        let mut h = self.inner.hasher.build_hasher();
+        key.hash(&mut h);
+        &self.inner.shards[(h.finish() % SHARDS as u64) as usize]
+    }
+
+    fn slot(&self, key: &E::Key) -> Arc<Slot<E>> {
+        let mut map = lock(self.shard(key));
+        if let Some(slot) = map.get(key) {
+            return slot.clone();
+        }
+        let slot = Arc::new(Slot::new(self.inner.config.mailbox_capacity));
+        map.insert(key.clone(), slot.clone());
+        slot
+    }
+
+    /// Removes `key`'s slot if it is still `slot` (a newer activation may already have replaced it).
+    pub(crate) fn remove_slot(&self, key: &E::Key, slot: &Arc<Slot<E>>) {
+        let mut map = lock(self.shard(key));
+        if map.get(key).is_some_and(|s| Arc::ptr_eq(s, slot)) {
+            map.remove(key);
+        }
+    }
+
+    /// Returns the live actor for `key`, activating it (open, migrate, load) on first use.
+    pub async fn get_or_create(&self, key: &E::Key) -> Result<EntityRef<E>, ActivationError> {
+        loop {
+            let slot = self.slot(key);
+            if slot.is_retired() {
+                // The old actor is on its way out; step past it to a fresh slot.
+                self.remove_slot(key, &slot);
+                continue;
+            }
+            let res = slot.cell.get_or_try_init(|| self.activate(key.clone(), slot.clone())).await;
+            match res {
+                Ok(addr) if addr.connected() => return Ok(EntityRef { addr: addr.clone(), slot }),
+                Ok(_) => {
+                    // The actor died without retiring (its arbiter stopped): forget it and activate anew.
+                    self.remove_slot(key, &slot);
+                    if self.inner.shared.is_shutting_down() {
+                        return Err(self.activation_error(key, ActivationFailure::ShuttingDown));
+                    }
+                }
+                Err(e) => {
+                    self.remove_slot(key, &slot);
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    fn activation_error(&self, key: &E::Key, reason: ActivationFailure) -> ActivationError {
+        ActivationError { kind: E::KIND, key: key.encode(), reason }
+    }
+
+    async fn activate(&self, key: E::Key, slot: Arc<Slot<E>>) -> Result<Addr<EntityActor<E>>, ActivationError> {
+        let shared = &self.inner.shared;
+        let fail = |reason| {
+            self.inner.stats.activation_failures.fetch_add(1, Ordering::Relaxed);
+            self.activation_error(&key, reason)
+        };
+        if shared.is_shutting_down() {
+            return Err(fail(ActivationFailure::ShuttingDown));
+        }
+        let live_permit = shared.acquire_live_slot().await.map_err(fail)?;
+        let encoded = key.encode();
+        let path = super::db::actor_path(&shared.config.data_dir, E::KIND, &encoded).map_err(fail)?;
+        let started = std::time::Instant::now();
+        let (k, p, enc, sync) = (key.clone(), path.clone(), encoded.clone(), shared.config.synchronous);
+        let opened = actix_rt::task::spawn_blocking(move || super::actor::open_entity::<E>(&k, &p, &enc, sync))
+            .await
+            .map_err(|e| fail(ActivationFailure::Load(format!("activation task failed: {e}"))))?;
+        let opened = opened.map_err(fail)?;
+        let registry = self.clone();
+        let arbiter = shared.arbiter_for(&encoded);
+        let capacity = self.inner.config.mailbox_capacity;
+        let span_key = encoded.clone();
+        let addr = EntityActor::start_in_arbiter(&arbiter, move |ctx: &mut Context<EntityActor<E>>| {
+            // Our semaphore is the real bound; actix's own limit must never be what blocks.
+            ctx.set_mailbox_capacity(capacity * 2 + 16);
+            EntityActor::new(
+                opened.entity,
+                super::actor::CoreParts {
+                    key,
+                    encoded,
+                    path,
+                    opened_conn: opened.conn,
+                    slot,
+                    registry,
+                    versions: opened.versions,
+                    outbox_pending: opened.outbox_pending,
+                    live_permit,
+                },
+            )
+        });
+        self.inner.stats.activations.fetch_add(1, Ordering::Relaxed);
+        self.inner.stats.live.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(kind = E::KIND, key = %span_key, ms = started.elapsed().as_secs_f64() * 1e3, "activated");
+        Ok(addr)
+    }
+
+    /// Sends one envelope: resolves the actor, takes a mailbox slot (per `bp`), sends, and waits for the reply.
+    async fn call<T, Err, Msg>(
+        &self,
+        key: &E::Key,
+        bp: Backpressure,
+        make: impl FnOnce(oneshot::Sender<Result<T, CallError<Err>>>) -> Msg,
+    ) -> Result<T, CallError<Err>>
+    where
+        Msg: Message<Result = ()> + Send + 'static,
+        EntityActor<E>: Handler<Msg>,
+        <EntityActor<E> as Actor>::Context: actix::dev::ToEnvelope<EntityActor<E>, Msg>,
+    {
+        if self.inner.shared.is_shutting_down() {
+            return Err(CallError::ShuttingDown);
+        }
+        let mut make = Some(make);
+        for _ in 0..16 {
+            let target = self.get_or_create(key).await?;
+            let permit = match bp {
+                Backpressure::Wait => target.slot.permits.acquire().await.ok(),
+                Backpressure::FailFast => match target.slot.permits.try_acquire() {
+                    Ok(p) => Some(p),
+                    Err(_) => {
+                        return Err(CallError::Overloaded {
+                            kind: E::KIND,
+                            key: key.encode(),
+                            capacity: self.inner.config.mailbox_capacity,
+                        })
+                    }
+                },
+                Backpressure::WaitUpTo(d) => match tokio::time::timeout(d, target.slot.permits.acquire()).await {
+                    Ok(p) => p.ok(),
+                    Err(_) => return Err(CallError::Timeout(d)),
+                },
+            };
+            let Some(_permit) = permit else { continue };
+            if !target.slot.enter() {
+                continue;
+            }
+            let _in_flight = InFlight(&target.slot);
+            target.slot.last_used_ms.store(self.inner.shared.now_ms(), Ordering::Relaxed);
+            let (tx, rx) = oneshot::channel();
+            // `make` is taken only here, after the slot admitted us: the loop above never consumes the message.
+            let Some(make) = make.take() else { break };
+            if target.addr.try_send(make(tx)).is_err() {
+                return Err(CallError::Unavailable { kind: E::KIND, key: key.encode() });
+            }
+            return match rx.await {
+                Ok(reply) => reply,
+                Err(_) if self.inner.shared.is_shutting_down() => Err(CallError::ShuttingDown),
+                Err(_) => Err(CallError::Unavailable { kind: E::KIND, key: key.encode() }),
+            };
+        }
+        Err(CallError::Unavailable { kind: E::KIND, key: key.encode() })
+    }
+
+    /// Runs a read-only query on `key`'s actor.
+    pub async fn read<M: Read<Entity = E>>(&self, key: &E::Key, msg: M) -> Result<M::Output, CallError<M::Error>> {
+        self.read_with(key, msg, Backpressure::Wait).await
+    }
+
+    pub async fn read_with<M: Read<Entity = E>>(
+        &self,
+        key: &E::Key,
+        msg: M,
+        bp: Backpressure,
+    ) -> Result<M::Output, CallError<M::Error>> {
+        self.call(key, bp, |reply| Query { msg, reply }).await
+    }
+
+    /// Applies a mutation on `key`'s actor; the reply arrives after its transaction committed.
+    pub async fn mutate<M: Mutation<Entity = E>>(
+        &self,
+        key: &E::Key,
+        msg: M,
+    ) -> Result<M::Output, CallError<M::Error>> {
+        self.mutate_with(key, msg, Backpressure::Wait).await
+    }
+
+    pub async fn mutate_with<M: Mutation<Entity = E>>(
+        &self,
+        key: &E::Key,
+        msg: M,
+        bp: Backpressure,
+    ) -> Result<M::Output, CallError<M::Error>> {
+        self.call(key, bp, |reply| Mutate { msg, reply }).await
+    }
+
+    /// Runs a command in `key`'s actor context.
+    pub async fn exec<C: Command<Entity = E>>(&self, key: &E::Key, cmd: C) -> Result<C::Output, CallError<C::Error>> {
+        self.call(key, Backpressure::Wait, |reply| Exec { cmd, reply }).await
+    }
+
+    /// Subscribes to `topic` of `key`: the first `next()` yields the current snapshot, then one per change.
+    pub async fn subscribe(&self, key: &E::Key, topic: &str) -> Result<Subscription, CallError<SnapshotError>> {
+        let topic = topic.to_owned();
+        self.call(key, Backpressure::Wait, |reply| SubscribeTopic { topic, reply }).await
+    }
+
+    pub(crate) async fn deliver_envelope<T, Err, Msg>(
+        &self,
+        key: &E::Key,
+        make: impl FnOnce(oneshot::Sender<Result<T, CallError<Err>>>) -> Msg,
+    ) -> Result<T, CallError<Err>>
+    where
+        Msg: Message<Result = ()> + Send + 'static,
+        EntityActor<E>: Handler<Msg>,
+        <EntityActor<E> as Actor>::Context: actix::dev::ToEnvelope<EntityActor<E>, Msg>,
+    {
+        self.call(key, Backpressure::Wait, make).await
+    }
+
+    /// Whether `key` currently has a live actor.
+    pub fn is_live(&self, key: &E::Key) -> bool {
+        lock(self.shard(key)).get(key).is_some_and(|s| s.cell.initialized() && !s.is_retired())
+    }
+
+    /// Asks `key`'s actor to passivate now if it is idle. Returns whether a live actor was asked; the actor declines if
+    /// calls are in flight or it cannot passivate yet.
+    pub async fn passivate(&self, key: &E::Key) -> bool {
+        let slot = lock(self.shard(key)).get(key).cloned();
+        let Some(addr) = slot.and_then(|s| s.cell.get().cloned()) else { return false };
+        let (tx, rx) = oneshot::channel();
+        addr.do_send(Passivate { done: Some(tx) });
+        rx.await.unwrap_or(false)
+    }
+
+    /// Calls in flight to `key`'s actor (queued in its mailbox or running): its mailbox depth.
+    pub fn mailbox_depth(&self, key: &E::Key) -> usize {
+        lock(self.shard(key)).get(key).map_or(0, |s| s.in_flight() as usize)
+    }
+
+    /// Number of live actors of this kind.
+    pub fn live_count(&self) -> usize {
+        self.inner.stats.live.load(Ordering::Relaxed)
+    }
+
+    pub fn stats(&self) -> &KindStats {
+        &self.inner.stats
+    }
+
+    pub fn config(&self) -> &super::entity::KindConfig {
+        &self.inner.config
+    }
+
+    /// Asks every live actor to stop after draining; returns receivers that resolve when each has closed its database.
+    pub(crate) fn shutdown_all(&self) -> Vec<oneshot::Receiver<()>> {
+        let mut waits = Vec::new();
+        for shard in &self.inner.shards {
+            let slots: Vec<_> = lock(shard).values().cloned().collect();
+            for slot in slots {
+                if let Some(addr) = slot.cell.get() {
+                    let (tx, rx) = oneshot::channel();
+                    addr.do_send(Shutdown { done: tx });
+                    waits.push(rx);
+                }
+            }
+        }
+        waits
+    }
+
+    /// Asks the least recently used idle actor of one shard to passivate (to free a live slot).
+    pub(crate) fn evict_one(&self) -> bool {
+        let start = self.inner.evict_cursor.fetch_add(1, Ordering::Relaxed);
+        for i in 0..SHARDS {
+            let shard = &self.inner.shards[(start + i) % SHARDS];
+            let victim = lock(shard)
+                .values()
+                .filter(|s| s.in_flight() == 0 && !s.is_retired() && !s.evict_requested.load(Ordering::Relaxed))
+                .filter_map(|s| s.cell.get().map(|a| (s.last_used_ms.load(Ordering::Relaxed), s.clone(), a.clone())))
+                .min_by_key(|(t, _, _)| *t);
+            if let Some((_, slot, addr)) = victim {
+                slot.evict_requested.store(true, Ordering::Relaxed);
+                addr.do_send(Passivate { done: None });
+                return true;
+            }
+        }
+        false
+    }
+}
+
+/// Decrements the slot's in-flight count when a call ends, also when the caller's future is dropped mid-call.
+struct InFlight<'a, E: Entity>(&'a Slot<E>);
+
+impl<E: Entity> Drop for InFlight<'_, E> {
+    fn drop(&mut self) {
+        self.0.leave();
+    }
+}
+
+/// Type-erased view of a registry, for runtime-wide work (shutdown, eviction, recovery, metrics).
+pub(crate) trait KindHandle: Send + Sync {
+    fn kind(&self) -> &'static str;
+    fn live(&self) -> usize;
+    fn shutdown_all(&self) -> Vec<oneshot::Receiver<()>>;
+    fn evict_one(&self) -> bool;
+    fn recover(&self, encoded_key: String) -> futures_util::future::BoxFuture<'static, Result<(), ActivationError>>;
+    fn stats(&self) -> &KindStats;
+}
+
+impl<E: Entity> KindHandle for Registry<E> {
+    fn kind(&self) -> &'static str {
+        E::KIND
+    }
+    fn live(&self) -> usize {
+        self.live_count()
+    }
+    fn shutdown_all(&self) -> Vec<oneshot::Receiver<()>> {
+        Registry::shutdown_all(self)
+    }
+    fn evict_one(&self) -> bool {
+        Registry::evict_one(self)
+    }
+    fn recover(&self, encoded_key: String) -> futures_util::future::BoxFuture<'static, Result<(), ActivationError>> {
+        let this = self.clone();
+        Box::pin(async move {
+            let key = E::Key::decode(&encoded_key).map_err(|e| ActivationError {
+                kind: E::KIND,
+                key: encoded_key.clone(),
+                reason: e.into(),
+            })?;
+            this.get_or_create(&key).await.map(|_| ())
+        })
+    }
+    fn stats(&self) -> &KindStats {
+        &self.inner.stats
+    }
+}

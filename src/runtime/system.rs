@@ -1,0 +1,389 @@
+//! The `Runtime`: data directory, arbiters, the registries of every kind, the topic hub, the live-actor budget, the
+//! recovery index of senders with undelivered outbox rows, and graceful shutdown.
+
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use actix_rt::ArbiterHandle;
+use diesel::connection::SimpleConnection;
+use diesel::prelude::*;
+use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool};
+use diesel::sql_types::Text;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use super::db::Synchronous;
+use super::entity::Entity;
+use super::error::{ActivationError, ActivationFailure, RuntimeError};
+use super::key::placement_hash;
+use super::outbox::{Accepts, DeliverFn};
+use super::registry::{KindHandle, KindStats, Registry};
+use super::topic::{lock, TopicHub};
+
+/// How the runtime runs. `RuntimeConfig::new(dir)` gives production defaults.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    pub data_dir: PathBuf,
+    /// Arbiter threads actors are spread over by key hash. 0 runs every actor on the arbiter that activates it.
+    pub arbiters: usize,
+    /// Most actors open at once across all kinds (each holds three file descriptors: db, -wal, -shm). Beyond it, the
+    /// least recently used idle actors are passivated to make room.
+    pub max_live: usize,
+    pub synchronous: Synchronous,
+    /// How long an activation waits for a live slot before failing with `TooManyLive`.
+    pub activation_wait: Duration,
+}
+
+impl RuntimeConfig {
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        let fds = raise_fd_limit();
+        RuntimeConfig {
+            data_dir: data_dir.into(),
+            arbiters: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            max_live: (fds.saturating_sub(1024) / 3).clamp(64, 1_000_000) as usize,
+            synchronous: Synchronous::Normal,
+            activation_wait: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Raises the soft open-files limit to the hard limit and returns the new soft limit. Each live actor holds three
+/// descriptors, so the default soft limit (often 1024) would cap a process at ~300 actors.
+pub fn raise_fd_limit() -> u64 {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit only read/write the struct we pass, which lives on this stack frame.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return 1024;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let want = libc::rlimit { rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 {
+                lim.rlim_cur = lim.rlim_max;
+            }
+        }
+    }
+    lim.rlim_cur
+}
+
+/// State shared by the runtime, its registries and actors.
+pub struct Shared {
+    pub(crate) config: RuntimeConfig,
+    arbiters: Vec<ArbiterHandle>,
+    owned_arbiters: Mutex<Vec<Arbiter>>,
+    pub(crate) hub: TopicHub,
+    kinds: RwLock<HashMap<TypeId, Arc<dyn Any + Send + Sync>>>,
+    handles: RwLock<Vec<Arc<dyn KindHandle>>>,
+    deliveries: RwLock<HashMap<String, DeliverFn>>,
+    pub(crate) index: RecoveryIndex,
+    live: Arc<Semaphore>,
+    shutting_down: AtomicBool,
+    epoch: Instant,
+    me: Weak<Shared>,
+}
+
+impl Shared {
+    pub(crate) fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    pub(crate) fn arbiter_for(&self, encoded_key: &str) -> ArbiterHandle {
+        if self.arbiters.is_empty() {
+            return Arbiter::current();
+        }
+        self.arbiters[(placement_hash(encoded_key) % self.arbiters.len() as u64) as usize].clone()
+    }
+
+    /// The registry of kind `E`, created (directory, accepted deliveries) on first use.
+    pub(crate) fn registry<E: Entity>(&self) -> Registry<E> {
+        self.registry_with::<E>(None)
+    }
+
+    pub(crate) fn registry_with<E: Entity>(&self, config: Option<super::entity::KindConfig>) -> Registry<E> {
+        let id = TypeId::of::<E>();
+        if let Some(r) = self.kinds.read().unwrap_or_else(|p| p.into_inner()).get(&id) {
+            if let Some(r) = r.downcast_ref::<Registry<E>>() {
+                return r.clone();
+            }
+        }
+        let mut kinds = self.kinds.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(r) = kinds.get(&id).and_then(|r| r.downcast_ref::<Registry<E>>()) {
+            return r.clone();
+        }
+        // `me` is set by `Arc::new_cyclic` before any method can run, so the upgrade succeeds while `self` is alive.
+        let shared = self.me.upgrade().expect("Shared is alive while its methods run");
+        let registry = Registry::<E>::new(shared, config.unwrap_or_else(E::config));
+        let dir = self.config.data_dir.join(E::KIND);
+        if let Err(e) = std::fs::create_dir_all(&dir) {
+            tracing::error!(kind = E::KIND, dir = %dir.display(), error = %e, "cannot create kind directory");
+        }
+        let mut handles = self.handles.write().unwrap_or_else(|p| p.into_inner());
+        if handles.iter().any(|h| h.kind() == E::KIND) {
+            tracing::error!(kind = E::KIND, "two entity types share one KIND; their databases would collide");
+        }
+        handles.push(Arc::new(registry.clone()));
+        let mut accepts = Accepts::<E>::new();
+        E::accepts(&mut accepts);
+        self.deliveries.write().unwrap_or_else(|p| p.into_inner()).extend(accepts.table);
+        kinds.insert(id, Arc::new(registry.clone()));
+        registry
+    }
+
+    pub(crate) fn ensure_kind<E: Entity>(&self) {
+        let _ = self.registry::<E>();
+    }
+
+    pub(crate) fn delivery_fn(&self, kind: &str, message: &str) -> Option<DeliverFn> {
+        let key = super::outbox::delivery_key(kind, message);
+        self.deliveries.read().unwrap_or_else(|p| p.into_inner()).get(&key).cloned()
+    }
+
+    fn handles(&self) -> Vec<Arc<dyn KindHandle>> {
+        self.handles.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Takes one of `max_live` slots, passivating least recently used idle actors while none is free.
+    pub(crate) async fn acquire_live_slot(&self) -> Result<OwnedSemaphorePermit, ActivationFailure> {
+        if let Ok(p) = self.live.clone().try_acquire_owned() {
+            return Ok(p);
+        }
+        let deadline = Instant::now() + self.config.activation_wait;
+        loop {
+            for h in self.handles() {
+                if h.evict_one() {
+                    break;
+                }
+            }
+            match tokio::time::timeout(Duration::from_millis(20), self.live.clone().acquire_owned()).await {
+                Ok(Ok(p)) => return Ok(p),
+                Ok(Err(_)) => return Err(ActivationFailure::ShuttingDown),
+                Err(_) if Instant::now() >= deadline => {
+                    return Err(ActivationFailure::TooManyLive(self.config.activation_wait))
+                }
+                Err(_) => {}
+            }
+        }
+    }
+}
+
+/// The runtime. Create it inside an actix `System`; clone it freely.
+#[derive(Clone)]
+pub struct Runtime {
+    shared: Arc<Shared>,
+}
+
+/// What `Runtime::recover` did.
+#[derive(Debug, Default)]
+pub struct RecoveryReport {
+    /// Actors reactivated to resume delivering their outbox.
+    pub resumed: usize,
+    pub failed: Vec<ActivationError>,
+    /// Markers of kinds this runtime has no registry for (register them before recovering).
+    pub unknown_kinds: Vec<String>,
+}
+
+impl Runtime {
+    /// Prepares the data directory and starts the arbiters. Must run inside an actix `System`.
+    pub fn start(config: RuntimeConfig) -> Result<Runtime, RuntimeError> {
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(|source| RuntimeError::DataDir { path: config.data_dir.display().to_string(), source })?;
+        let index = RecoveryIndex::open(&config.data_dir.join("_foundry_index.sqlite3"))?;
+        let owned: Vec<Arbiter> = (0..config.arbiters).map(|_| Arbiter::new()).collect();
+        let arbiters = owned.iter().map(|a| a.handle()).collect();
+        let live = Arc::new(Semaphore::new(config.max_live));
+        let shared = Arc::new_cyclic(|me| Shared {
+            config,
+            arbiters,
+            owned_arbiters: Mutex::new(owned),
+            hub: TopicHub::default(),
+            kinds: RwLock::new(HashMap::new()),
+            handles: RwLock::new(Vec::new()),
+            deliveries: RwLock::new(HashMap::new()),
+            index,
+            live,
+            shutting_down: AtomicBool::new(false),
+            epoch: Instant::now(),
+            me: me.clone(),
+        });
+        tracing::info!(data_dir = %shared.config.data_dir.display(), arbiters = shared.config.arbiters, max_live = shared.config.max_live, "runtime started");
+        Ok(Runtime { shared })
+    }
+
+    /// The registry of kind `E` (registered with `E::config()` on first call).
+    pub fn registry<E: Entity>(&self) -> Registry<E> {
+        self.shared.registry::<E>()
+    }
+
+    /// Registers kind `E` with an explicit configuration (e.g. idle timeout from the command line). If the kind is
+    /// already registered, the existing registry is returned unchanged.
+    pub fn register<E: Entity>(&self, config: super::entity::KindConfig) -> Registry<E> {
+        self.shared.registry_with::<E>(Some(config))
+    }
+
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.shared.config
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.shared.config.data_dir
+    }
+
+    /// Number of topic channels held by the hub.
+    pub fn topic_channels(&self) -> usize {
+        self.shared.hub.channel_count()
+    }
+
+    /// Live actors across all kinds.
+    pub fn live_actors(&self) -> usize {
+        self.shared.handles().iter().map(|h| h.live()).sum()
+    }
+
+    /// Calls `f` with each registered kind's name and counters.
+    pub fn for_each_kind(&self, mut f: impl FnMut(&'static str, &KindStats)) {
+        for h in self.shared.handles() {
+            f(h.kind(), h.stats());
+        }
+    }
+
+    /// Reactivates every actor that had undelivered outbox rows when the process last stopped, so their delivery
+    /// resumes. Register every kind (`registry::<E>()`) before calling this.
+    pub async fn recover(&self) -> RecoveryReport {
+        let mut report = RecoveryReport::default();
+        let marked = match self.shared.index.list() {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read recovery index");
+                return report;
+            }
+        };
+        let handles = self.shared.handles();
+        for (kind, key) in marked {
+            let Some(h) = handles.iter().find(|h| h.kind() == kind) else {
+                report.unknown_kinds.push(kind);
+                continue;
+            };
+            match h.recover(key).await {
+                Ok(()) => report.resumed += 1,
+                Err(e) => report.failed.push(e),
+            }
+        }
+        tracing::info!(resumed = report.resumed, failed = report.failed.len(), "outbox recovery done");
+        report
+    }
+
+    /// Stops accepting calls, lets every actor finish the calls already in flight, commits, closes every database and
+    /// stops the arbiters. Idempotent.
+    pub async fn shutdown(&self) {
+        if self.shared.shutting_down.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        tracing::info!("runtime shutting down");
+        // Activations that were already past the shutdown check may add actors while we drain: sweep until none is left.
+        for _ in 0..50 {
+            let waits: Vec<_> = self.shared.handles().iter().flat_map(|h| h.shutdown_all()).collect();
+            if waits.is_empty() && self.live_actors() == 0 {
+                break;
+            }
+            for w in waits {
+                let _ = w.await;
+            }
+            if self.live_actors() > 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        self.shared.live.close();
+        self.shared.hub.close_all();
+        let arbiters: Vec<Arbiter> = std::mem::take(&mut *lock(&self.shared.owned_arbiters));
+        for a in &arbiters {
+            a.stop();
+        }
+        let _ = actix_rt::task::spawn_blocking(move || {
+            for a in arbiters {
+                let _ = a.join();
+            }
+        })
+        .await;
+        tracing::info!("runtime stopped");
+    }
+}
+
+#[derive(Debug)]
+struct IndexPragmas;
+
+impl CustomizeConnection<SqliteConnection, diesel::r2d2::Error> for IndexPragmas {
+    fn on_acquire(&self, conn: &mut SqliteConnection) -> Result<(), diesel::r2d2::Error> {
+        conn.batch_execute("PRAGMA busy_timeout = 5000; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")
+            .map_err(diesel::r2d2::Error::QueryError)
+    }
+}
+
+/// `<data>/_foundry_index.sqlite3`: which actors have outbox rows to deliver. Shared by all arbiter threads, hence a
+/// small r2d2 pool (one shared maintenance thread) rather than a per-actor connection.
+pub(crate) struct RecoveryIndex {
+    pool: Pool<ConnectionManager<SqliteConnection>>,
+}
+
+#[derive(QueryableByName)]
+struct Marker {
+    #[diesel(sql_type = Text)]
+    kind: String,
+    #[diesel(sql_type = Text)]
+    key: String,
+}
+
+impl RecoveryIndex {
+    fn open(path: &Path) -> Result<Self, RuntimeError> {
+        let url = path.to_str().ok_or_else(|| RuntimeError::Index("path is not UTF-8".into()))?;
+        let pool = Pool::builder()
+            .max_size(2)
+            .min_idle(Some(1))
+            .test_on_check_out(false)
+            .connection_timeout(Duration::from_secs(5))
+            .thread_pool(Arc::new(scheduled_thread_pool::ScheduledThreadPool::new(1)))
+            .connection_customizer(Box::new(IndexPragmas))
+            .build(ConnectionManager::<SqliteConnection>::new(url))
+            .map_err(|e| RuntimeError::Index(e.to_string()))?;
+        let mut conn = pool.get().map_err(|e| RuntimeError::Index(e.to_string()))?;
+        conn.batch_execute(
+            "CREATE TABLE IF NOT EXISTS outbox_pending (kind TEXT NOT NULL, key TEXT NOT NULL, PRIMARY KEY (kind, key)) WITHOUT ROWID",
+        )
+        .map_err(|e| RuntimeError::Index(e.to_string()))?;
+        Ok(RecoveryIndex { pool })
+    }
+
+    pub(crate) fn mark(&self, kind: &str, key: &str) -> Result<(), String> {
+        let mut conn = self.pool.get().map_err(|e| e.to_string())?;
+        diesel::sql_query("INSERT OR IGNORE INTO outbox_pending (kind, key) VALUES (?, ?)")
+            .bind::<Text, _>(kind)
+            .bind::<Text, _>(key)
+            .execute(&mut conn)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    pub(crate) fn unmark(&self, kind: &str, key: &str) -> Result<(), String> {
+        let mut conn = self.pool.get().map_err(|e| e.to_string())?;
+        diesel::sql_query("DELETE FROM outbox_pending WHERE kind = ? AND key = ?")
+            .bind::<Text, _>(kind)
+            .bind::<Text, _>(key)
+            .execute(&mut conn)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    fn list(&self) -> Result<Vec<(String, String)>, String> {
+        let mut conn = self.pool.get().map_err(|e| e.to_string())?;
+        let rows: Vec<Marker> = diesel::sql_query("SELECT kind, key FROM outbox_pending ORDER BY kind, key")
+            .load(&mut conn)
+            .map_err(|e| e.to_string())?;
+        Ok(rows.into_iter().map(|m| (m.kind, m.key)).collect())
+    }
+}

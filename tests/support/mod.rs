@@ -1,0 +1,320 @@
+//! A small test kind, `tally`, exercising every runtime feature: reads, mutations that fail or panic after writing,
+//! outbox deliveries, topics, scoped background work, and a gate that holds the mailbox.
+#![allow(dead_code)]
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use diesel::prelude::*;
+use diesel::sqlite::SqliteConnection;
+use foundry::runtime::{
+    embed_migrations, Accepts, Command, Delivery, EmbeddedMigrations, Entity, EntityCtx, KindConfig, Mutation, Read,
+    Runtime, RuntimeConfig, SnapshotError, Tx,
+};
+use serde::{Deserialize, Serialize};
+
+diesel::table! {
+    tally (id) {
+        id -> Integer,
+        value -> BigInt,
+    }
+}
+
+diesel::table! {
+    entries (id) {
+        id -> Integer,
+        note -> Text,
+    }
+}
+
+pub struct Tally {
+    pub key: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TallyError {
+    #[error("negative amounts are refused")]
+    Negative,
+    #[error(transparent)]
+    Db(#[from] diesel::result::Error),
+}
+
+impl Entity for Tally {
+    type Key = String;
+    const KIND: &'static str = "tally";
+    const MIGRATIONS: EmbeddedMigrations = embed_migrations!("tests/fixtures/migrations/tally");
+
+    fn load(key: &String, _db: &mut SqliteConnection) -> QueryResult<Self> {
+        Ok(Tally { key: key.clone() })
+    }
+
+    fn snapshot(&self, topic: &str, db: &mut SqliteConnection) -> Result<serde_json::Value, SnapshotError> {
+        match topic {
+            "tally" => {
+                let value = current(db)?;
+                let entries: i64 = entries::table.count().get_result(db)?;
+                Ok(serde_json::json!({ "key": self.key, "value": value, "entries": entries }))
+            }
+            _ => Err(SnapshotError::UnknownTopic { kind: Self::KIND, topic: topic.to_owned() }),
+        }
+    }
+
+    fn accepts(deliveries: &mut Accepts<Self>) {
+        deliveries.accept::<Received>();
+    }
+}
+
+pub fn current(db: &mut SqliteConnection) -> QueryResult<i64> {
+    tally::table.select(tally::value).find(1).first(db)
+}
+
+fn add(tx: &mut Tx<'_>, by: i64, note: &str) -> QueryResult<i64> {
+    diesel::update(tally::table.find(1)).set(tally::value.eq(tally::value + by)).execute(tx.conn())?;
+    diesel::insert_into(entries::table).values(entries::note.eq(note)).execute(tx.conn())?;
+    tx.touch("tally");
+    current(tx.conn())
+}
+
+/// Adds `by`. Writes first, then refuses negative amounts (so a refusal must roll back real writes) and panics on
+/// the note "panic" (so a panic must too).
+pub struct Add {
+    pub by: i64,
+    pub note: String,
+}
+
+impl Add {
+    pub fn new(by: i64) -> Self {
+        Add { by, note: format!("add {by}") }
+    }
+    pub fn panicking() -> Self {
+        Add { by: 1000, note: "panic".into() }
+    }
+}
+
+impl Mutation for Add {
+    type Entity = Tally;
+    type Output = i64;
+    type Error = TallyError;
+    fn apply(self, _: &Tally, tx: &mut Tx<'_>) -> Result<i64, TallyError> {
+        let v = add(tx, self.by, &self.note)?;
+        if self.note == "panic" {
+            panic!("poisoned mutation");
+        }
+        if self.by < 0 {
+            return Err(TallyError::Negative);
+        }
+        Ok(v)
+    }
+}
+
+/// Adds `by` here and tells `target` (through the outbox) to add it too.
+pub struct AddAndForward {
+    pub by: i64,
+    pub target: String,
+}
+
+impl Mutation for AddAndForward {
+    type Entity = Tally;
+    type Output = i64;
+    type Error = TallyError;
+    fn apply(self, _: &Tally, tx: &mut Tx<'_>) -> Result<i64, TallyError> {
+        let v = add(tx, self.by, "forward")?;
+        tx.send(&self.target, &Received { by: self.by })?;
+        Ok(v)
+    }
+}
+
+/// The outbox message `AddAndForward` sends.
+#[derive(Serialize, Deserialize)]
+pub struct Received {
+    pub by: i64,
+}
+
+impl Mutation for Received {
+    type Entity = Tally;
+    type Output = i64;
+    type Error = TallyError;
+    fn apply(self, _: &Tally, tx: &mut Tx<'_>) -> Result<i64, TallyError> {
+        Ok(add(tx, self.by, "received")?)
+    }
+}
+
+impl Delivery for Received {
+    const NAME: &'static str = "tally.received";
+}
+
+/// Tries to insert a second row into the singleton table.
+pub struct InsertSecondRow;
+
+impl Mutation for InsertSecondRow {
+    type Entity = Tally;
+    type Output = ();
+    type Error = TallyError;
+    fn apply(self, _: &Tally, tx: &mut Tx<'_>) -> Result<(), TallyError> {
+        diesel::insert_into(tally::table).values((tally::id.eq(2), tally::value.eq(0))).execute(tx.conn())?;
+        Ok(())
+    }
+}
+
+pub struct GetValue;
+
+impl Read for GetValue {
+    type Entity = Tally;
+    type Output = i64;
+    type Error = TallyError;
+    fn read(self, _: &Tally, db: &mut SqliteConnection) -> Result<i64, TallyError> {
+        Ok(current(db)?)
+    }
+}
+
+pub struct GetEntryCount;
+
+impl Read for GetEntryCount {
+    type Entity = Tally;
+    type Output = i64;
+    type Error = TallyError;
+    fn read(self, _: &Tally, db: &mut SqliteConnection) -> Result<i64, TallyError> {
+        Ok(entries::table.count().get_result(db)?)
+    }
+}
+
+/// A read that (wrongly) tries to write.
+pub struct WriteInRead;
+
+impl Read for WriteInRead {
+    type Entity = Tally;
+    type Output = ();
+    type Error = TallyError;
+    fn read(self, _: &Tally, db: &mut SqliteConnection) -> Result<(), TallyError> {
+        diesel::update(tally::table.find(1)).set(tally::value.eq(999)).execute(db)?;
+        Ok(())
+    }
+}
+
+pub struct PanicInRead;
+
+impl Read for PanicInRead {
+    type Entity = Tally;
+    type Output = ();
+    type Error = TallyError;
+    fn read(self, _: &Tally, _: &mut SqliteConnection) -> Result<(), TallyError> {
+        panic!("read panicked");
+    }
+}
+
+/// Sets its flag when dropped: proves a future was cancelled.
+pub struct DropFlag(pub Arc<AtomicBool>);
+
+impl Drop for DropFlag {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Starts scoped background work: an interval bumping `ticks`, a timer far in the future and a pending future; each
+/// holds a `DropFlag`, so the test sees them cancelled.
+pub struct StartBackground {
+    pub ticks: Arc<AtomicUsize>,
+    pub interval_dropped: Arc<AtomicBool>,
+    pub timer_dropped: Arc<AtomicBool>,
+    pub future_dropped: Arc<AtomicBool>,
+}
+
+impl Command for StartBackground {
+    type Entity = Tally;
+    type Output = usize;
+    type Error = TallyError;
+    fn run(self, _: &mut Tally, ctx: &mut EntityCtx<'_, Tally>) -> Result<usize, TallyError> {
+        let ticks = self.ticks;
+        let interval_flag = DropFlag(self.interval_dropped);
+        ctx.run_interval(Duration::from_millis(5), move |_, _| {
+            let _keep = &interval_flag;
+            ticks.fetch_add(1, Ordering::SeqCst);
+        });
+        let timer_flag = DropFlag(self.timer_dropped);
+        ctx.run_later(Duration::from_secs(3600), move |_, _| drop(timer_flag));
+        let future_flag = DropFlag(self.future_dropped);
+        ctx.spawn(async move {
+            let _keep = future_flag;
+            std::future::pending::<()>().await;
+        });
+        Ok(ctx.background_count())
+    }
+}
+
+/// Holds the actor's mailbox until `release` fires, so tests can queue messages deterministically.
+pub struct Gate {
+    pub release: tokio::sync::oneshot::Receiver<()>,
+}
+
+impl Command for Gate {
+    type Entity = Tally;
+    type Output = ();
+    type Error = TallyError;
+    fn run(self, _: &mut Tally, ctx: &mut EntityCtx<'_, Tally>) -> Result<(), TallyError> {
+        let rx = self.release;
+        ctx.wait(async move {
+            let _ = rx.await;
+        });
+        Ok(())
+    }
+}
+
+/// A kind whose second migration is broken.
+pub struct Broken;
+
+impl Entity for Broken {
+    type Key = String;
+    const KIND: &'static str = "broken";
+    const MIGRATIONS: EmbeddedMigrations = embed_migrations!("tests/fixtures/migrations/broken");
+    fn load(_: &String, _: &mut SqliteConnection) -> QueryResult<Self> {
+        Ok(Broken)
+    }
+}
+
+pub struct Ping;
+
+impl Read for Ping {
+    type Entity = Broken;
+    type Output = ();
+    type Error = std::convert::Infallible;
+    fn read(self, _: &Broken, _: &mut SqliteConnection) -> Result<(), std::convert::Infallible> {
+        Ok(())
+    }
+}
+
+/// A runtime on a fresh temporary directory; the directory lives as long as the returned guard.
+pub fn runtime(arbiters: usize) -> (Runtime, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rt = runtime_at(dir.path(), arbiters);
+    (rt, dir)
+}
+
+pub fn runtime_at(path: &std::path::Path, arbiters: usize) -> Runtime {
+    let mut config = RuntimeConfig::new(path);
+    config.arbiters = arbiters;
+    Runtime::start(config).expect("runtime starts")
+}
+
+pub fn config(f: impl FnOnce(&mut KindConfig)) -> KindConfig {
+    let mut c = KindConfig::default();
+    f(&mut c);
+    c
+}
+
+/// Waits (bounded) until `cond` holds; for effects that happen in the background, not for timing assertions.
+pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    for _ in 0..1000 {
+        if cond() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("timed out waiting for: {what}");
+}
+
+/// Opens an actor's database file directly (a second connection, as an outside observer).
+pub fn open_file(path: &std::path::Path) -> SqliteConnection {
+    SqliteConnection::establish(path.to_str().expect("utf-8 path")).expect("open db file")
+}
