@@ -131,8 +131,9 @@ mod tests {
     }
 
     fn pragma(conn: &mut SqliteConnection, name: &str) -> String {
-        let rows: Vec<Pragma> =
-            diesel::sql_query(format!("SELECT CAST({name} AS TEXT) AS value FROM pragma_{name}")).load(conn).unwrap();
+        let column = if name == "busy_timeout" { "timeout" } else { name };
+        let sql = format!("SELECT CAST({column} AS TEXT) AS value FROM pragma_{name}");
+        let rows: Vec<Pragma> = diesel::sql_query(sql).load(conn).unwrap();
         rows.into_iter().next().unwrap().value
     }
 

@@ -232,3 +232,89 @@ pub(crate) fn store_version(conn: &mut SqliteConnection, topic: &str, version: u
     .execute(conn)?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::{EmbeddedMigrations, Mutation, Runtime, RuntimeConfig, Tx};
+    use diesel::sql_types::BigInt;
+
+    struct Sink;
+
+    impl Entity for Sink {
+        type Key = String;
+        const KIND: &'static str = "sink";
+        const MIGRATIONS: EmbeddedMigrations = diesel_migrations::embed_migrations!("tests/fixtures/migrations/tally");
+        fn load(_: &String, _: &mut SqliteConnection) -> QueryResult<Self> {
+            Ok(Sink)
+        }
+    }
+
+    #[derive(Serialize, serde::Deserialize)]
+    struct Bump(i64);
+
+    impl Mutation for Bump {
+        type Entity = Sink;
+        type Output = ();
+        type Error = diesel::result::Error;
+        fn apply(self, _: &Sink, tx: &mut Tx<'_>) -> QueryResult<()> {
+            diesel::sql_query("UPDATE tally SET value = value + ? WHERE id = 1")
+                .bind::<BigInt, _>(self.0)
+                .execute(tx.conn())?;
+            Ok(())
+        }
+    }
+
+    impl Delivery for Bump {
+        const NAME: &'static str = "sink.bump";
+    }
+
+    #[derive(QueryableByName)]
+    struct Value {
+        #[diesel(sql_type = BigInt)]
+        value: i64,
+    }
+
+    struct GetValue;
+
+    impl crate::runtime::Read for GetValue {
+        type Entity = Sink;
+        type Output = i64;
+        type Error = diesel::result::Error;
+        fn read(self, _: &Sink, db: &mut SqliteConnection) -> QueryResult<i64> {
+            let rows: Vec<Value> = diesel::sql_query("SELECT value FROM tally WHERE id = 1").load(db)?;
+            Ok(rows[0].value)
+        }
+    }
+
+    #[actix_rt::test]
+    async fn a_redelivered_message_is_applied_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = RuntimeConfig::new(dir.path());
+        config.arbiters = 0;
+        let rt = Runtime::start(config).unwrap();
+        let reg = rt.registry::<Sink>();
+        let key = "s".to_string();
+        let source = |k: &str| Source { kind: "sender".into(), key: k.into() };
+        let deliver = |src: Source, seq: i64, by: i64| {
+            let reg = reg.clone();
+            let key = key.clone();
+            async move { reg.deliver_envelope(&key, |reply| Deliver { source: src, seq, msg: Bump(by), reply }).await }
+        };
+        assert!(deliver(source("a"), 1, 1).await.unwrap());
+        assert!(!deliver(source("a"), 1, 1).await.unwrap(), "same seq again is a duplicate");
+        assert!(deliver(source("a"), 2, 10).await.unwrap());
+        assert!(!deliver(source("a"), 1, 1).await.unwrap(), "an older seq is a duplicate too");
+        // Sequences are per sender.
+        assert!(deliver(source("b"), 1, 100).await.unwrap());
+        assert_eq!(reg.read(&key, GetValue).await.unwrap(), 111);
+        // The inbox survives a restart.
+        rt.shutdown().await;
+        let rt = Runtime::start(RuntimeConfig { arbiters: 0, ..RuntimeConfig::new(dir.path()) }).unwrap();
+        let reg = rt.registry::<Sink>();
+        let res =
+            reg.deliver_envelope(&key, |reply| Deliver { source: source("a"), seq: 2, msg: Bump(10), reply }).await;
+        assert!(!res.unwrap());
+        assert_eq!(reg.read(&key, GetValue).await.unwrap(), 111);
+    }
+}

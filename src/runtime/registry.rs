@@ -9,7 +9,7 @@
 //! incremented the count while RETIRED was clear; so no message is ever sent to an actor that is going away.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -106,8 +106,10 @@ pub struct KindStats {
     pub last_backoff_ms: AtomicU64,
 }
 
+type Shard<E> = Mutex<HashMap<<E as Entity>::Key, Arc<Slot<E>>>>;
+
 pub(crate) struct RegistryInner<E: Entity> {
-    shards: Vec<Mutex<HashMap<E::Key, Arc<Slot<E>>>>>,
+    shards: Vec<Shard<E>>,
     hasher: std::collections::hash_map::RandomState,
     pub(crate) shared: Arc<Shared>,
     pub(crate) config: super::entity::KindConfig,
@@ -153,10 +155,9 @@ impl<E: Entity> Registry<E> {
         }
     }
 
-    fn shard(&self, key: &E::Key) -> &Mutex<HashMap<E::Key, Arc<Slot<E>>>> {
-        let mut h = self.inner.hasher.build_hasher();
-        key.hash(&mut h);
-        &self.inner.shards[(h.finish() % SHARDS as u64) as usize]
+    fn shard(&self, key: &E::Key) -> &Shard<E> {
+        let h = self.inner.hasher.hash_one(key);
+        &self.inner.shards[(h % SHARDS as u64) as usize]
     }
 
     fn slot(&self, key: &E::Key) -> Arc<Slot<E>> {
