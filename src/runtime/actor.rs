@@ -454,12 +454,14 @@ impl<E: Entity> EntityActor<E> {
         let single = batch.len() == 1;
         let mut effects = Effects::default();
         let mut panicked: Option<String> = None;
+        // A savepoint that itself failed (not the mutation): that caller must not hear "committed".
+        let mut item_errors: Vec<Option<String>> = vec![None; batch.len()];
         let mut new_versions: Vec<(String, u64)> = Vec::new();
         let (versions, dirty_marked, encoded) = (&core.versions, core.dirty_marked, &core.encoded);
         let conn = core.conn.as_mut().expect("checked is_open above");
         let result = db::set_writable(conn, true).and_then(|()| {
             conn.immediate_transaction::<_, diesel::result::Error, _>(|conn| {
-                for item in batch.iter_mut() {
+                for (i, item) in batch.iter_mut().enumerate() {
                     let mut eff = Effects::default();
                     let res = if single {
                         item.apply(entity, &mut Tx { conn, effects: &mut eff, runtime: &shared })
@@ -479,8 +481,10 @@ impl<E: Entity> EntityActor<E> {
                         }
                         Err(ItemFailed::Db(e)) if single => return Err(e),
                         Err(failed) => {
-                            if let ItemFailed::Panicked(p) = failed {
-                                panicked = Some(p);
+                            match failed {
+                                ItemFailed::Panicked(p) => panicked = Some(p),
+                                ItemFailed::Db(e) => item_errors[i] = Some(e.to_string()),
+                                ItemFailed::Handler => {}
                             }
                             if single {
                                 // A lone mutation has no savepoint: undo its writes by aborting the transaction.
@@ -530,8 +534,13 @@ impl<E: Entity> EntityActor<E> {
         for topic in &effects.touched {
             self.publish_topic(topic);
         }
-        for item in batch {
-            item.finish(&outcome, E::KIND, &self.core.encoded);
+        for (item, err) in batch.into_iter().zip(item_errors) {
+            match (err, &outcome) {
+                (Some(e), BatchOutcome::Committed) => {
+                    item.finish(&BatchOutcome::StorageFailed(e), E::KIND, &self.core.encoded)
+                }
+                _ => item.finish(&outcome, E::KIND, &self.core.encoded),
+            }
         }
         if effects.outbox_written {
             self.pump_outbox(ctx);
@@ -582,7 +591,11 @@ impl<E: Entity> EntityActor<E> {
         }
         self.core.conn = None;
         let sync = self.shared().config.synchronous;
-        match open_entity::<E>(&self.core.key, &self.core.path, &self.core.encoded, sync) {
+        let reopened = catch_unwind(AssertUnwindSafe(|| {
+            open_entity::<E>(&self.core.key, &self.core.path, &self.core.encoded, sync)
+        }))
+        .unwrap_or_else(|p| Err(ActivationFailure::Load(format!("load panicked: {}", panic_text(&p)))));
+        match reopened {
             Ok(opened) => {
                 self.entity = opened.entity;
                 self.core.conn = Some(opened.conn);
