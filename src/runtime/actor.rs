@@ -91,6 +91,13 @@ impl Message for Shutdown {
     type Result = ();
 }
 
+/// The actor was activated by `Runtime::recover` because the recovery index lists it: it owns that marker now and
+/// clears it once its outbox is empty, even if it opened with no rows left.
+pub(crate) struct Recovered;
+impl Message for Recovered {
+    type Result = ();
+}
+
 /// Commit the mutations gathered so far (sent to self once the mailbox has been drained).
 struct Flush;
 impl Message for Flush {
@@ -109,6 +116,7 @@ pub fn restart_backoff(failures: u32) -> Duration {
 
 pub(crate) struct Opened<E> {
     pub conn: SqliteConnection,
+    pub incarnation: String,
     pub entity: E,
     pub versions: HashMap<String, u64>,
     pub outbox_pending: bool,
@@ -125,8 +133,9 @@ pub(crate) fn open_entity<E: Entity>(
     let load = |e: diesel::result::Error| ActivationFailure::Load(e.to_string());
     let versions = outbox::load_versions(&mut conn).map_err(load)?;
     let outbox_pending = outbox::has_rows(&mut conn).map_err(load)?;
+    let incarnation = db::incarnation(&mut conn).map_err(load)?;
     let entity = E::load(key, &mut conn).map_err(load)?;
-    Ok(Opened { conn, entity, versions, outbox_pending })
+    Ok(Opened { conn, incarnation, entity, versions, outbox_pending })
 }
 
 /// Logs instead of unwinding: a panic in background work must not take the arbiter thread (and every actor on it)
@@ -151,6 +160,7 @@ fn panic_text(p: &Box<dyn std::any::Any + Send>) -> String {
 
 /// One mutation waiting in a group-commit batch.
 trait PendingItem<E: Entity> {
+    fn name(&self) -> &'static str;
     /// Runs in the open transaction; `Err` means this item's writes must be rolled back.
     fn apply(&mut self, entity: &E, tx: &mut Tx<'_>) -> Result<(), ItemFailed>;
     /// Sends the reply once the batch's fate is known.
@@ -209,6 +219,9 @@ struct MutationItem<M: Mutation> {
 }
 
 impl<M: Mutation> PendingItem<M::Entity> for MutationItem<M> {
+    fn name(&self) -> &'static str {
+        message_name::<M>()
+    }
     fn apply(&mut self, entity: &M::Entity, tx: &mut Tx<'_>) -> Result<(), ItemFailed> {
         let Some(msg) = self.msg.take() else { return Ok(()) };
         match catch_unwind(AssertUnwindSafe(|| msg.apply(entity, tx))) {
@@ -241,6 +254,9 @@ struct DeliverItem<M: Mutation> {
 }
 
 impl<M: Mutation> PendingItem<M::Entity> for DeliverItem<M> {
+    fn name(&self) -> &'static str {
+        message_name::<M>()
+    }
     fn apply(&mut self, entity: &M::Entity, tx: &mut Tx<'_>) -> Result<(), ItemFailed> {
         let Some(msg) = self.msg.take() else { return Ok(()) };
         if outbox::already_applied(tx.conn, &self.source, self.seq)? {
@@ -276,7 +292,12 @@ struct OutboxState {
     /// A delivery is on its way; the next starts when it is acknowledged.
     in_flight: bool,
     backoff: Duration,
+    /// Panics of the receiver on the head row so far.
+    panics: u32,
 }
+
+/// A delivery the receiver keeps panicking on is dead-lettered after this many attempts.
+const MAX_DELIVERY_PANICS: u32 = 5;
 
 enum StopState {
     Running,
@@ -290,6 +311,7 @@ pub(crate) struct CoreParts<E: Entity> {
     pub encoded: String,
     pub path: PathBuf,
     pub opened_conn: SqliteConnection,
+    pub incarnation: String,
     pub slot: Arc<Slot<E>>,
     pub registry: Registry<E>,
     pub versions: HashMap<String, u64>,
@@ -301,6 +323,7 @@ pub(crate) struct CoreParts<E: Entity> {
 pub struct Core<E: Entity> {
     pub(crate) key: E::Key,
     pub(crate) encoded: String,
+    incarnation: String,
     path: PathBuf,
     conn: Option<SqliteConnection>,
     slot: Arc<Slot<E>>,
@@ -369,6 +392,7 @@ impl<E: Entity> EntityActor<E> {
             core: Core {
                 key: p.key,
                 encoded: p.encoded,
+                incarnation: p.incarnation,
                 path: p.path,
                 conn: Some(p.opened_conn),
                 slot: p.slot,
@@ -462,6 +486,8 @@ impl<E: Entity> EntityActor<E> {
         let result = db::set_writable(conn, true).and_then(|()| {
             conn.immediate_transaction::<_, diesel::result::Error, _>(|conn| {
                 for (i, item) in batch.iter_mut().enumerate() {
+                    let item_span = tracing::debug_span!("apply", msg = item.name());
+                    let _item_enter = item_span.enter();
                     let mut eff = Effects::default();
                     let res = if single {
                         item.apply(entity, &mut Tx { conn, effects: &mut eff, runtime: &shared })
@@ -599,6 +625,7 @@ impl<E: Entity> EntityActor<E> {
             Ok(opened) => {
                 self.entity = opened.entity;
                 self.core.conn = Some(opened.conn);
+                self.core.incarnation = opened.incarnation;
                 self.core.versions = opened.versions;
                 self.core.outbox.pending |= opened.outbox_pending;
             }
@@ -716,7 +743,11 @@ impl<E: Entity> EntityActor<E> {
             return;
         };
         self.core.outbox.in_flight = true;
-        let source = Source { kind: E::KIND.to_owned(), key: self.core.encoded.clone() };
+        let source = Source {
+            kind: E::KIND.to_owned(),
+            key: self.core.encoded.clone(),
+            incarnation: self.core.incarnation.clone(),
+        };
         let fut = deliver(shared, row.target_key.clone(), source, row.seq, row.payload.clone());
         ctx.spawn(
             actix::fut::wrap_future(fut).map(move |outcome, act: &mut Self, ctx| act.on_delivered(row, outcome, ctx)),
@@ -730,7 +761,13 @@ impl<E: Entity> EntityActor<E> {
         }
         let written = match &outcome {
             DeliveryOutcome::Applied | DeliveryOutcome::Duplicate => self.write_now(|c| outbox::delete(c, row.seq)),
-            DeliveryOutcome::Rejected(err) => {
+            DeliveryOutcome::Panicked(err) if self.core.outbox.panics + 1 < MAX_DELIVERY_PANICS => {
+                self.core.outbox.panics += 1;
+                tracing::warn!(seq = row.seq, error = %err, "receiver panicked on outbox message; will retry");
+                self.retry_outbox_later(ctx);
+                return;
+            }
+            DeliveryOutcome::Rejected(err) | DeliveryOutcome::Panicked(err) => {
                 tracing::warn!(seq = row.seq, target_kind = %row.target_kind, error = %err, "outbox message rejected; dead-lettered");
                 self.write_now(|c| outbox::dead_letter(c, &row, err))
             }
@@ -743,6 +780,7 @@ impl<E: Entity> EntityActor<E> {
         match written {
             Ok(()) => {
                 self.core.outbox.backoff = Duration::ZERO;
+                self.core.outbox.panics = 0;
                 self.pump_outbox(ctx);
             }
             Err(e) => {
@@ -797,7 +835,7 @@ impl<E: Entity> Actor for EntityActor<E> {
 
 macro_rules! span {
     ($self:ident, $msg:ty) => {
-        tracing::debug_span!("message", kind = E::KIND, key = %$self.core.encoded, message = message_name::<$msg>())
+        tracing::debug_span!("message", kind = E::KIND, key = %$self.core.encoded, msg = message_name::<$msg>())
     };
 }
 
@@ -940,6 +978,13 @@ impl<E: Entity> Handler<Shutdown> for EntityActor<E> {
                 self.drain_then_stop(ctx);
             }
         }
+    }
+}
+
+impl<E: Entity> Handler<Recovered> for EntityActor<E> {
+    type Result = ();
+    fn handle(&mut self, _: Recovered, _: &mut Context<Self>) {
+        self.core.dirty_marked = true;
     }
 }
 

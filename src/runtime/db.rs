@@ -62,15 +62,20 @@ pub fn open_actor_db(
         sync.pragma()
     ))
     .map_err(|e| ActivationFailure::Open { path: url.to_owned(), message: e.to_string() })?;
-    run_migrations(&mut conn, RUNTIME_MIGRATIONS)?;
-    run_migrations(&mut conn, migrations)?;
+    run_migrations(&mut conn, RUNTIME_MIGRATIONS, kind, encoded_key)?;
+    run_migrations(&mut conn, migrations, kind, encoded_key)?;
     check_identity(&mut conn, kind, encoded_key)?;
     set_writable(&mut conn, false).map_err(|e| ActivationFailure::Load(e.to_string()))?;
     Ok(conn)
 }
 
 /// Runs pending migrations one by one so a failure names the migration that failed.
-fn run_migrations(conn: &mut SqliteConnection, source: EmbeddedMigrations) -> Result<(), ActivationFailure> {
+fn run_migrations(
+    conn: &mut SqliteConnection,
+    source: EmbeddedMigrations,
+    kind: &str,
+    key: &str,
+) -> Result<(), ActivationFailure> {
     let pending = conn.pending_migrations(source).map_err(|e| ActivationFailure::Migration {
         migration: "(listing migrations)".into(),
         message: e.to_string(),
@@ -79,7 +84,7 @@ fn run_migrations(conn: &mut SqliteConnection, source: EmbeddedMigrations) -> Re
         let name = migration.name().to_string();
         conn.run_migration(&*migration)
             .map_err(|e| ActivationFailure::Migration { migration: name.clone(), message: e.to_string() })?;
-        tracing::info!(migration = %name, "migration applied");
+        tracing::info!(kind, key, migration = %name, "migration applied");
     }
     Ok(())
 }
@@ -102,14 +107,37 @@ fn check_identity(conn: &mut SqliteConnection, kind: &str, key: &str) -> Result<
         Some(row) if row.kind == kind && row.key == key => Ok(()),
         Some(row) => Err(ActivationFailure::IdentityMismatch { stored_kind: row.kind, stored_key: row.key }),
         None => {
-            diesel::sql_query("INSERT INTO _foundry_identity (id, kind, key) VALUES (1, ?, ?)")
+            diesel::sql_query("INSERT INTO _foundry_identity (id, kind, key, incarnation) VALUES (1, ?, ?, ?)")
                 .bind::<Text, _>(kind)
                 .bind::<Text, _>(key)
+                .bind::<Text, _>(new_incarnation())
                 .execute(conn)
                 .map_err(load)?;
             Ok(())
         }
     }
+}
+
+/// A fresh identifier for a new database file: wall-clock nanoseconds mixed with the process id and a per-process
+/// counter, enough to tell two lifetimes of one actor's file apart.
+fn new_incarnation() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+    format!("{nanos:x}-{:x}-{:x}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed))
+}
+
+#[derive(QueryableByName)]
+struct Incarnation {
+    #[diesel(sql_type = Text)]
+    incarnation: String,
+}
+
+/// This database file's incarnation (see `_foundry_identity`).
+pub fn incarnation(conn: &mut SqliteConnection) -> QueryResult<String> {
+    let rows: Vec<Incarnation> =
+        diesel::sql_query("SELECT incarnation FROM _foundry_identity WHERE id = 1").load(conn)?;
+    rows.into_iter().next().map(|r| r.incarnation).ok_or(diesel::result::Error::NotFound)
 }
 
 /// Switches the connection between read-only (`query_only`) and writable. The runtime flips it around each mutation

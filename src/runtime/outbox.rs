@@ -29,6 +29,8 @@ use super::system::Shared;
 pub struct Source {
     pub kind: String,
     pub key: String,
+    /// The sender's database incarnation: sequences restart only with a new one.
+    pub incarnation: String,
 }
 
 /// What happened to one delivery attempt.
@@ -40,6 +42,8 @@ pub enum DeliveryOutcome {
     Rejected(String),
     /// Transient (receiver overloaded, shutting down, activation failed): try again later.
     Retry(String),
+    /// The receiver panicked applying it: retried a few times, then dead-lettered.
+    Panicked(String),
 }
 
 pub(crate) type DeliverFn =
@@ -92,6 +96,7 @@ where
                 Ok(true) => DeliveryOutcome::Applied,
                 Ok(false) => DeliveryOutcome::Duplicate,
                 Err(CallError::Handler(e)) => DeliveryOutcome::Rejected(e.to_string()),
+                Err(p @ CallError::Panicked { .. }) => DeliveryOutcome::Panicked(p.to_string()),
                 Err(other) => DeliveryOutcome::Retry(other.to_string()),
             }
         }) as BoxFuture<'static, DeliveryOutcome>
@@ -184,26 +189,31 @@ pub(crate) fn dead_letter(conn: &mut SqliteConnection, row: &OutboxRow, error: &
 
 #[derive(QueryableByName)]
 struct LastSeq {
+    #[diesel(sql_type = Text)]
+    source_incarnation: String,
     #[diesel(sql_type = BigInt)]
     last_seq: i64,
 }
 
 pub(crate) fn already_applied(conn: &mut SqliteConnection, source: &Source, seq: i64) -> QueryResult<bool> {
-    let rows: Vec<LastSeq> =
-        diesel::sql_query("SELECT last_seq FROM _foundry_inbox WHERE source_kind = ? AND source_key = ?")
-            .bind::<Text, _>(&source.kind)
-            .bind::<Text, _>(&source.key)
-            .load(conn)?;
-    Ok(rows.first().is_some_and(|r| r.last_seq >= seq))
+    let rows: Vec<LastSeq> = diesel::sql_query(
+        "SELECT source_incarnation, last_seq FROM _foundry_inbox WHERE source_kind = ? AND source_key = ?",
+    )
+    .bind::<Text, _>(&source.kind)
+    .bind::<Text, _>(&source.key)
+    .load(conn)?;
+    Ok(rows.first().is_some_and(|r| r.source_incarnation == source.incarnation && r.last_seq >= seq))
 }
 
 pub(crate) fn record_applied(conn: &mut SqliteConnection, source: &Source, seq: i64) -> QueryResult<()> {
     diesel::sql_query(
-        "INSERT INTO _foundry_inbox (source_kind, source_key, last_seq) VALUES (?, ?, ?) \
-         ON CONFLICT (source_kind, source_key) DO UPDATE SET last_seq = excluded.last_seq",
+        "INSERT INTO _foundry_inbox (source_kind, source_key, source_incarnation, last_seq) VALUES (?, ?, ?, ?) \
+         ON CONFLICT (source_kind, source_key) DO UPDATE \
+         SET source_incarnation = excluded.source_incarnation, last_seq = excluded.last_seq",
     )
     .bind::<Text, _>(&source.kind)
     .bind::<Text, _>(&source.key)
+    .bind::<Text, _>(&source.incarnation)
     .bind::<BigInt, _>(seq)
     .execute(conn)?;
     Ok(())
@@ -295,7 +305,7 @@ mod tests {
         let rt = Runtime::start(config).unwrap();
         let reg = rt.registry::<Sink>();
         let key = "s".to_string();
-        let source = |k: &str| Source { kind: "sender".into(), key: k.into() };
+        let source = |k: &str| Source { kind: "sender".into(), key: k.into(), incarnation: "i1".into() };
         let deliver = |src: Source, seq: i64, by: i64| {
             let reg = reg.clone();
             let key = key.clone();

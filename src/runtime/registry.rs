@@ -241,6 +241,7 @@ impl<E: Entity> Registry<E> {
                     encoded,
                     path,
                     opened_conn: opened.conn,
+                    incarnation: opened.incarnation,
                     slot,
                     registry,
                     versions: opened.versions,
@@ -476,7 +477,9 @@ impl<E: Entity> KindHandle for Registry<E> {
                 key: encoded_key.clone(),
                 reason: e.into(),
             })?;
-            this.get_or_create(&key).await.map(|_| ())
+            let target = this.get_or_create(&key).await?;
+            target.addr.do_send(super::actor::Recovered);
+            Ok(())
         })
     }
     fn stats(&self) -> &KindStats {

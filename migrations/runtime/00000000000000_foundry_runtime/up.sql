@@ -4,7 +4,9 @@
 CREATE TABLE _foundry_identity (
     id INTEGER PRIMARY KEY NOT NULL CHECK (id = 1),
     kind TEXT NOT NULL,
-    key TEXT NOT NULL
+    key TEXT NOT NULL,
+    -- Random per database file: a sender recreated from scratch restarts its sequence under a new incarnation.
+    incarnation TEXT NOT NULL
 );
 
 -- Durable cross-actor messages written in the sender's mutation transaction, delivered in `seq` order.
@@ -33,6 +35,7 @@ CREATE TABLE _foundry_dead_letters (
 CREATE TABLE _foundry_inbox (
     source_kind TEXT NOT NULL,
     source_key TEXT NOT NULL,
+    source_incarnation TEXT NOT NULL,
     last_seq INTEGER NOT NULL,
     PRIMARY KEY (source_kind, source_key)
 ) WITHOUT ROWID;
