@@ -432,3 +432,32 @@ async fn state_survives_a_restart_of_the_runtime() {
     }
     assert_eq!(Tally::KIND, "tally");
 }
+
+#[derive(diesel::QueryableByName)]
+struct DeadLetter {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    payload: String,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    error: String,
+}
+
+#[actix_rt::test]
+async fn refused_and_poison_deliveries_are_dead_lettered_without_blocking_the_rest() {
+    use diesel::RunQueryDsl;
+    let (rt, dir) = runtime(2);
+    let reg = rt.registry::<Tally>();
+    let (a, b) = (key("dl-sender"), key("dl-receiver"));
+    for by in [-5, 666, 7] {
+        reg.mutate(&a, AddAndForward { by, target: b.clone() }).await.unwrap();
+    }
+    let mut conn = open_file(&dir.path().join("tally/dl-sender.sqlite3"));
+    eventually("outbox drained", || foundry::runtime::outbox::pending_count(&mut conn).unwrap() == 0).await;
+    // Only the good message was applied; the refused one and the panicking one changed nothing.
+    assert_eq!(reg.read(&b, GetValue).await.unwrap(), 7);
+    assert_eq!(reg.read(&b, GetEntryCount).await.unwrap(), 1);
+    let dead: Vec<DeadLetter> =
+        diesel::sql_query("SELECT payload, error FROM _foundry_dead_letters ORDER BY seq").load(&mut conn).unwrap();
+    assert_eq!(dead.len(), 2);
+    assert!(dead[0].payload.contains("-5") && dead[0].error.contains("negative"), "{}", dead[0].error);
+    assert!(dead[1].payload.contains("666") && dead[1].error.contains("panicked"), "{}", dead[1].error);
+}

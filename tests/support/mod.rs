@@ -136,7 +136,13 @@ impl Mutation for Received {
     type Output = i64;
     type Error = TallyError;
     fn apply(self, _: &Tally, tx: &mut Tx<'_>) -> Result<i64, TallyError> {
-        Ok(add(tx, self.by, "received")?)
+        let v = add(tx, self.by, "received")?;
+        // Poison amounts, to test how refused and panicking deliveries end.
+        match self.by {
+            666 => panic!("receiver cannot take 666"),
+            by if by < 0 => Err(TallyError::Negative),
+            _ => Ok(v),
+        }
     }
 }
 
