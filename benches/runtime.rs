@@ -264,7 +264,12 @@ async fn section_a(o: &Opts) {
     println!("\n== (a) read round trip: {n} sequential awaits per round, {rounds} rounds (best kept), warm-up {warm}");
     let mut rows = Vec::new();
     let mut worst_ratio: f64 = 0.0;
-    for arbiters in [0usize, 1] {
+    // `placement=0` or `placement=1` runs one placement only (for profiling).
+    let placements: Vec<usize> = match o.get("placement", 2) {
+        p @ (0 | 1) => vec![p as usize],
+        _ => vec![0, 1],
+    };
+    for arbiters in placements {
         let dir = tempdir();
         let rt = start_runtime(&dir, |c| c.arbiters = arbiters);
         let reg = rt.registry::<Bench>();

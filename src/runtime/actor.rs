@@ -10,7 +10,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actix::prelude::*;
 use diesel::connection::Connection;
@@ -128,8 +128,9 @@ pub(crate) fn open_entity<E: Entity>(
     path: &Path,
     encoded: &str,
     sync: Synchronous,
+    fresh: bool,
 ) -> Result<Opened<E>, ActivationFailure> {
-    let mut conn = db::open_actor_db(path, E::KIND, encoded, E::MIGRATIONS, sync)?;
+    let mut conn = db::open_actor_db(path, E::KIND, encoded, E::MIGRATIONS, sync, fresh)?;
     let load = |e: diesel::result::Error| ActivationFailure::Load(e.to_string());
     let versions = outbox::load_versions(&mut conn).map_err(load)?;
     let outbox_pending = outbox::has_rows(&mut conn).map_err(load)?;
@@ -334,7 +335,8 @@ pub struct Core<E: Entity> {
     outbox: OutboxState,
     dirty_marked: bool,
     failures: u32,
-    last_activity: Instant,
+    /// Coarse runtime clock (ms) at the last handled message.
+    last_activity_ms: u64,
     bg: HashMap<u64, SpawnHandle>,
     next_bg: u64,
     stop: StopState,
@@ -387,6 +389,7 @@ pub struct EntityActor<E: Entity> {
 
 impl<E: Entity> EntityActor<E> {
     pub(crate) fn new(entity: E, p: CoreParts<E>) -> Self {
+        let now_ms = p.registry.inner.shared.clock_ms();
         EntityActor {
             entity,
             core: Core {
@@ -403,7 +406,7 @@ impl<E: Entity> EntityActor<E> {
                 outbox: OutboxState { pending: p.outbox_pending, ..Default::default() },
                 dirty_marked: p.outbox_pending,
                 failures: 0,
-                last_activity: Instant::now(),
+                last_activity_ms: now_ms,
                 bg: HashMap::new(),
                 next_bg: 0,
                 stop: StopState::Running,
@@ -434,7 +437,10 @@ impl<E: Entity> EntityActor<E> {
         if !self.core.is_open() {
             return false;
         }
-        self.core.last_activity = Instant::now();
+        // The coarse clock is one relaxed load, not a clock read: it serves the idle timer and LRU eviction.
+        let ms = self.shared().clock_ms();
+        self.core.last_activity_ms = ms;
+        self.core.slot.last_used_ms.store(ms, Ordering::Relaxed);
         self.core.stats().messages.fetch_add(1, Ordering::Relaxed);
         true
     }
@@ -618,7 +624,7 @@ impl<E: Entity> EntityActor<E> {
         self.core.conn = None;
         let sync = self.shared().config.synchronous;
         let reopened = catch_unwind(AssertUnwindSafe(|| {
-            open_entity::<E>(&self.core.key, &self.core.path, &self.core.encoded, sync)
+            open_entity::<E>(&self.core.key, &self.core.path, &self.core.encoded, sync, false)
         }))
         .unwrap_or_else(|p| Err(ActivationFailure::Load(format!("load panicked: {}", panic_text(&p)))));
         match reopened {
@@ -656,7 +662,7 @@ impl<E: Entity> EntityActor<E> {
 
     fn check_idle(&mut self, ctx: &mut Context<Self>) {
         let idle = self.core.registry.inner.config.idle_timeout;
-        let since = self.core.last_activity.elapsed();
+        let since = Duration::from_millis(self.shared().clock_ms().saturating_sub(self.core.last_activity_ms));
         if since >= idle && self.try_passivate(ctx) {
             return;
         }
@@ -703,18 +709,30 @@ impl<E: Entity> EntityActor<E> {
             }
         }
         self.core.slot.force_retire();
-        // Closing the last connection checkpoints the WAL into the database file.
-        self.core.conn = None;
-        self.core.live_permit = None;
         self.core.registry.remove_slot(&self.core.key, &self.core.slot);
-        let stats = self.core.stats();
-        stats.live.fetch_sub(1, Ordering::Relaxed);
-        stats.passivations.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(kind = E::KIND, key = %self.core.encoded, reason, "actor stopped");
-        if let StopState::Draining(waiters) = std::mem::replace(&mut self.core.stop, StopState::Stopped) {
+        let waiters = match std::mem::replace(&mut self.core.stop, StopState::Stopped) {
+            StopState::Draining(waiters) => waiters,
+            _ => Vec::new(),
+        };
+        // Closing the last connection checkpoints the WAL into the database file (fsyncs): do it on the blocking pool
+        // so the arbiter's other actors keep committing. The live slot, the count and shutdown waiters are released
+        // only once the file is closed, which keeps open descriptors within `max_live`.
+        let (conn, permit, registry) =
+            (self.core.conn.take(), self.core.live_permit.take(), self.core.registry.clone());
+        let close = move || {
+            drop(conn);
+            drop(permit);
+            let stats = &registry.inner.stats;
+            stats.live.fetch_sub(1, Ordering::Relaxed);
+            stats.passivations.fetch_add(1, Ordering::Relaxed);
             for w in waiters {
                 let _ = w.send(());
             }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => drop(handle.spawn_blocking(close)),
+            Err(_) => close(),
         }
         ctx.stop();
     }

@@ -123,9 +123,10 @@ pub trait Command: Send + 'static {
 
 /// A short, readable message name for spans and errors (`Increment`, not `my_crate::counter::Increment`).
 pub fn message_name<T: ?Sized>() -> &'static str {
+    // Single-character searches (memchr), not substring ones: this runs for every handled message.
     let full = std::any::type_name::<T>();
-    let base = full.split('<').next().unwrap_or(full);
-    base.rsplit("::").next().unwrap_or(base)
+    let base = &full[..full.find('<').unwrap_or(full.len())];
+    base.rfind(':').map_or(base, |i| &base[i + 1..])
 }
 
 /// The side effects a mutation asked for besides its SQL; kept only if the mutation commits.

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix::prelude::*;
-use tokio::sync::{oneshot, OnceCell, Semaphore};
+use tokio::sync::{oneshot, Notify, OnceCell};
 
 use super::actor::{EntityActor, Exec, Mutate, Passivate, Query, Shutdown, SubscribeTopic};
 use super::entity::{Command, Entity, Mutation, Read, SnapshotError};
@@ -41,45 +41,92 @@ pub enum Backpressure {
 /// One key's place in the registry.
 pub(crate) struct Slot<E: Entity> {
     pub(crate) cell: OnceCell<Addr<EntityActor<E>>>,
-    permits: Semaphore,
-    /// In-flight calls in the low bits, [`RETIRED`] in the top bit.
+    /// Most calls in flight (the mailbox bound).
+    capacity: u64,
+    /// In-flight calls in the low bits, [`RETIRED`] in the top bit: admission, the mailbox bound and retirement are
+    /// one compare-and-swap.
     state: AtomicU64,
+    /// Callers waiting for room; `leave` wakes one only when there are any, so the fast path takes no lock.
+    waiters: AtomicU64,
+    room: Notify,
     pub(crate) last_used_ms: AtomicU64,
     pub(crate) evict_requested: AtomicBool,
+}
+
+enum Admission {
+    Admitted,
+    Full,
+    Retired,
 }
 
 impl<E: Entity> Slot<E> {
     fn new(capacity: usize) -> Self {
         Slot {
             cell: OnceCell::new(),
-            permits: Semaphore::new(capacity),
+            capacity: capacity.max(1) as u64,
             state: AtomicU64::new(0),
+            waiters: AtomicU64::new(0),
+            room: Notify::new(),
             last_used_ms: AtomicU64::new(0),
             evict_requested: AtomicBool::new(false),
         }
     }
 
-    fn enter(&self) -> bool {
-        let prev = self.state.fetch_add(1, Ordering::SeqCst);
-        if prev & RETIRED != 0 {
-            self.state.fetch_sub(1, Ordering::SeqCst);
-            return false;
+    fn try_enter(&self) -> Admission {
+        let mut cur = self.state.load(Ordering::SeqCst);
+        loop {
+            if cur & RETIRED != 0 {
+                return Admission::Retired;
+            }
+            if cur >= self.capacity {
+                return Admission::Full;
+            }
+            match self.state.compare_exchange_weak(cur, cur + 1, Ordering::SeqCst, Ordering::SeqCst) {
+                Ok(_) => return Admission::Admitted,
+                Err(actual) => cur = actual,
+            }
         }
-        true
+    }
+
+    /// Waits for room in the mailbox. `Retired` means the actor is going away: look the key up again.
+    async fn enter_waiting(&self) -> Admission {
+        loop {
+            match self.try_enter() {
+                Admission::Full => {}
+                other => return other,
+            }
+            let notified = self.room.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let _waiting = Waiting::new(&self.waiters);
+            // Room may have appeared between the first try and registering: try again before sleeping.
+            match self.try_enter() {
+                Admission::Full => notified.await,
+                other => return other,
+            }
+        }
     }
 
     fn leave(&self) {
         self.state.fetch_sub(1, Ordering::SeqCst);
+        if self.waiters.load(Ordering::SeqCst) > 0 {
+            self.room.notify_one();
+        }
     }
 
     /// Retires the slot if nobody is in flight (idle passivation, eviction).
     pub(crate) fn try_retire(&self) -> bool {
-        self.state.compare_exchange(0, RETIRED, Ordering::SeqCst, Ordering::SeqCst).is_ok()
+        let retired = self.state.compare_exchange(0, RETIRED, Ordering::SeqCst, Ordering::SeqCst).is_ok();
+        if retired {
+            self.room.notify_waiters();
+        }
+        retired
     }
 
     /// Retires the slot regardless; the actor then drains the calls already in flight (shutdown).
     pub(crate) fn force_retire(&self) {
         self.state.fetch_or(RETIRED, Ordering::SeqCst);
+        self.room.notify_waiters();
     }
 
     pub(crate) fn in_flight(&self) -> u64 {
@@ -106,15 +153,20 @@ pub struct KindStats {
     pub last_backoff_ms: AtomicU64,
 }
 
-type Shard<E> = Mutex<HashMap<<E as Entity>::Key, Arc<Slot<E>>>>;
+/// Keys come from users (organization, task ids), so hashing stays seeded; foldhash is a fraction of SipHash's cost
+/// on the hot lookup path.
+type KeyHasher = foldhash::fast::RandomState;
+type Shard<E> = Mutex<HashMap<<E as Entity>::Key, Arc<Slot<E>>, KeyHasher>>;
 
 pub(crate) struct RegistryInner<E: Entity> {
     shards: Vec<Shard<E>>,
-    hasher: std::collections::hash_map::RandomState,
+    hasher: KeyHasher,
     pub(crate) shared: Arc<Shared>,
     pub(crate) config: super::entity::KindConfig,
     pub(crate) stats: KindStats,
     evict_cursor: AtomicUsize,
+    /// Bytes of a migrated empty database for this kind (see `db::build_template`); `None` if it could not be built.
+    template: std::sync::OnceLock<Option<Arc<Vec<u8>>>>,
 }
 
 /// The typed handle to one kind's actors. Cheap to clone; get one with `Runtime::registry`.
@@ -128,9 +180,8 @@ impl<E: Entity> Clone for Registry<E> {
     }
 }
 
-/// A resolved live actor. Calls through it skip the map lookup but still respect the mailbox bound.
+/// A resolved live actor: its address at the time of the lookup (it goes stale if the actor passivates later).
 pub struct EntityRef<E: Entity> {
-    slot: Arc<Slot<E>>,
     addr: Addr<EntityActor<E>>,
 }
 
@@ -145,12 +196,13 @@ impl<E: Entity> Registry<E> {
     pub(crate) fn new(shared: Arc<Shared>, config: super::entity::KindConfig) -> Self {
         Registry {
             inner: Arc::new(RegistryInner {
-                shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+                shards: (0..SHARDS).map(|_| Mutex::new(HashMap::default())).collect(),
                 hasher: Default::default(),
                 shared,
                 config,
                 stats: KindStats::default(),
                 evict_cursor: AtomicUsize::new(0),
+                template: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -180,6 +232,23 @@ impl<E: Entity> Registry<E> {
 
     /// Returns the live actor for `key`, activating it (open, migrate, load) on first use.
     pub async fn get_or_create(&self, key: &E::Key) -> Result<EntityRef<E>, ActivationError> {
+        let slot = self.live_slot(key).await?;
+        // `live_slot` returns only initialised slots.
+        let addr = slot.cell.get().expect("live slot is initialised").clone();
+        Ok(EntityRef { addr })
+    }
+
+    /// The slot of `key`'s live actor, activating it if needed. The common case (already live) is one shard lock, one
+    /// hash lookup and one `Arc` clone.
+    async fn live_slot(&self, key: &E::Key) -> Result<Arc<Slot<E>>, ActivationError> {
+        {
+            let map = lock(self.shard(key));
+            if let Some(slot) = map.get(key) {
+                if slot.cell.get().is_some_and(|a| a.connected()) && !slot.is_retired() {
+                    return Ok(slot.clone());
+                }
+            }
+        }
         loop {
             let slot = self.slot(key);
             if slot.is_retired() {
@@ -189,7 +258,7 @@ impl<E: Entity> Registry<E> {
             }
             let res = slot.cell.get_or_try_init(|| self.activate(key.clone(), slot.clone())).await;
             match res {
-                Ok(addr) if addr.connected() => return Ok(EntityRef { addr: addr.clone(), slot }),
+                Ok(addr) if addr.connected() => return Ok(slot),
                 Ok(_) => {
                     // The actor died without retiring (its arbiter stopped): forget it and activate anew.
                     self.remove_slot(key, &slot);
@@ -223,9 +292,17 @@ impl<E: Entity> Registry<E> {
         let path = super::db::actor_path(&shared.config.data_dir, E::KIND, &encoded).map_err(fail)?;
         let started = std::time::Instant::now();
         let (k, p, enc, sync) = (key.clone(), path.clone(), encoded.clone(), shared.config.synchronous);
-        let opened = actix_rt::task::spawn_blocking(move || super::actor::open_entity::<E>(&k, &p, &enc, sync))
-            .await
-            .map_err(|e| fail(ActivationFailure::Load(format!("activation task failed: {e}"))))?;
+        let _opening = shared.opening.acquire().await.map_err(|_| fail(ActivationFailure::ShuttingDown))?;
+        let this = self.clone();
+        let opened = actix_rt::task::spawn_blocking(move || {
+            let fresh = !p.exists();
+            if fresh {
+                this.create_from_template(&p);
+            }
+            super::actor::open_entity::<E>(&k, &p, &enc, sync, fresh)
+        })
+        .await
+        .map_err(|e| fail(ActivationFailure::Load(format!("activation task failed: {e}"))))?;
         let opened = opened.map_err(fail)?;
         let registry = self.clone();
         let arbiter = shared.arbiter_for(&encoded);
@@ -256,6 +333,28 @@ impl<E: Entity> Registry<E> {
         Ok(addr)
     }
 
+    /// Creates a missing actor file as a copy of the kind's template (built once per process). Best effort: on any
+    /// failure the normal path creates and migrates the file, and reports errors with their migration names.
+    fn create_from_template(&self, path: &std::path::Path) {
+        if path.exists() {
+            return;
+        }
+        let template = self.inner.template.get_or_init(|| {
+            let dir = self.inner.shared.config.data_dir.join(E::KIND);
+            super::db::build_template(&dir, E::KIND, E::MIGRATIONS)
+                .map(Arc::new)
+                .inspect_err(
+                    |e| tracing::warn!(kind = E::KIND, error = %e, "no template database; creating files one by one"),
+                )
+                .ok()
+        });
+        if let Some(bytes) = template {
+            if let Err(e) = super::db::create_from_template(path, bytes) {
+                tracing::warn!(kind = E::KIND, path = %path.display(), error = %e, "copying the template failed");
+            }
+        }
+    }
+
     /// Sends one envelope: resolves the actor, takes a mailbox slot (per `bp`), sends, and waits for the reply.
     async fn call<T, Err, Msg>(
         &self,
@@ -273,34 +372,33 @@ impl<E: Entity> Registry<E> {
         }
         let mut make = Some(make);
         for _ in 0..16 {
-            let target = self.get_or_create(key).await?;
-            let permit = match bp {
-                Backpressure::Wait => target.slot.permits.acquire().await.ok(),
-                Backpressure::FailFast => match target.slot.permits.try_acquire() {
-                    Ok(p) => Some(p),
-                    Err(_) => {
-                        return Err(CallError::Overloaded {
-                            kind: E::KIND,
-                            key: key.encode(),
-                            capacity: self.inner.config.mailbox_capacity,
-                        })
+            let slot = self.live_slot(key).await?;
+            let admission = match (slot.try_enter(), bp) {
+                (Admission::Full, Backpressure::Wait) => slot.enter_waiting().await,
+                (Admission::Full, Backpressure::FailFast) => {
+                    return Err(CallError::Overloaded {
+                        kind: E::KIND,
+                        key: key.encode(),
+                        capacity: self.inner.config.mailbox_capacity,
+                    })
+                }
+                (Admission::Full, Backpressure::WaitUpTo(d)) => {
+                    match tokio::time::timeout(d, slot.enter_waiting()).await {
+                        Ok(a) => a,
+                        Err(_) => return Err(CallError::Timeout(d)),
                     }
-                },
-                Backpressure::WaitUpTo(d) => match tokio::time::timeout(d, target.slot.permits.acquire()).await {
-                    Ok(p) => p.ok(),
-                    Err(_) => return Err(CallError::Timeout(d)),
-                },
+                }
+                (other, _) => other,
             };
-            let Some(_permit) = permit else { continue };
-            if !target.slot.enter() {
+            if !matches!(admission, Admission::Admitted) {
                 continue;
             }
-            let _in_flight = InFlight(&target.slot);
-            target.slot.last_used_ms.store(self.inner.shared.now_ms(), Ordering::Relaxed);
+            let _in_flight = InFlight(&slot);
+            let Some(addr) = slot.cell.get() else { continue };
             let (tx, rx) = oneshot::channel();
             // `make` is taken only here, after the slot admitted us: the loop above never consumes the message.
             let Some(make) = make.take() else { break };
-            if target.addr.try_send(make(tx)).is_err() {
+            if addr.try_send(make(tx)).is_err() {
                 return Err(CallError::Unavailable { kind: E::KIND, key: key.encode() });
             }
             return match rx.await {
@@ -434,6 +532,22 @@ impl<E: Entity> Registry<E> {
             }
         }
         false
+    }
+}
+
+/// Counts a caller waiting for room, also when its future is dropped mid-wait.
+struct Waiting<'a>(&'a AtomicU64);
+
+impl<'a> Waiting<'a> {
+    fn new(count: &'a AtomicU64) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        Waiting(count)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

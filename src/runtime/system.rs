@@ -4,7 +4,7 @@
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -44,7 +44,9 @@ impl RuntimeConfig {
         RuntimeConfig {
             data_dir: data_dir.into(),
             arbiters: std::thread::available_parallelism().map_or(2, |n| n.get()),
-            max_live: (fds.saturating_sub(1024) / 3).clamp(64, 1_000_000) as usize,
+            // Three descriptors per live actor, within the fd limit; and no more than 4,096 by default, because SQLite
+            // scans a process-wide list of open files on every open, so activations slow down as that list grows.
+            max_live: (fds.saturating_sub(1024) / 3).clamp(64, 4096) as usize,
             synchronous: Synchronous::Normal,
             activation_wait: Duration::from_secs(10),
         }
@@ -81,8 +83,11 @@ pub struct Shared {
     deliveries: RwLock<HashMap<String, DeliverFn>>,
     pub(crate) index: RecoveryIndex,
     live: Arc<Semaphore>,
+    /// Bounds concurrent database opens: beyond a few per core they only contend on SQLite's global open lock.
+    pub(crate) opening: Semaphore,
     shutting_down: AtomicBool,
     epoch: Instant,
+    clock_ms: AtomicU64,
     me: Weak<Shared>,
 }
 
@@ -91,8 +96,9 @@ impl Shared {
         self.shutting_down.load(Ordering::Relaxed)
     }
 
-    pub(crate) fn now_ms(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64
+    /// Milliseconds since the runtime started, ticking every [`CLOCK_TICK`]: cheap enough to read per message.
+    pub(crate) fn clock_ms(&self) -> u64 {
+        self.clock_ms.load(Ordering::Relaxed)
     }
 
     pub(crate) fn arbiter_for(&self, encoded_key: &str) -> ArbiterHandle {
@@ -209,10 +215,13 @@ impl Runtime {
             deliveries: RwLock::new(HashMap::new()),
             index,
             live,
+            opening: Semaphore::new(4 * std::thread::available_parallelism().map_or(2, |n| n.get())),
             shutting_down: AtomicBool::new(false),
             epoch: Instant::now(),
+            clock_ms: AtomicU64::new(0),
             me: me.clone(),
         });
+        start_clock(&shared);
         tracing::info!(data_dir = %shared.config.data_dir.display(), arbiters = shared.config.arbiters, max_live = shared.config.max_live, "runtime started");
         Ok(Runtime { shared })
     }
@@ -312,6 +321,25 @@ impl Runtime {
         })
         .await;
         tracing::info!("runtime stopped");
+    }
+}
+
+/// Resolution of the runtime's coarse clock.
+const CLOCK_TICK: Duration = Duration::from_millis(2);
+
+/// Advances `Shared::clock_ms` until the runtime shuts down or is dropped (the thread holds only a weak reference).
+fn start_clock(shared: &Arc<Shared>) {
+    let weak = Arc::downgrade(shared);
+    let spawned = std::thread::Builder::new().name("foundry-clock".into()).spawn(move || loop {
+        std::thread::sleep(CLOCK_TICK);
+        let Some(shared) = weak.upgrade() else { break };
+        shared.clock_ms.store(shared.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+        if shared.is_shutting_down() {
+            break;
+        }
+    });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "cannot start the runtime clock; idle passivation will not advance");
     }
 }
 
