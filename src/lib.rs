@@ -3,5 +3,6 @@
 //! [`runtime`] is the actor framework (typed messages on actix, one SQLite database per actor); [`http`] is the web
 //! layer. See ARCHITECTURE.md for the map.
 
+pub mod actors;
 pub mod http;
 pub mod runtime;

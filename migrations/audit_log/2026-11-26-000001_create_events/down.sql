@@ -1,0 +1,3 @@
+DROP INDEX events_repo_task_id;
+DROP INDEX events_repo_id;
+DROP TABLE events;

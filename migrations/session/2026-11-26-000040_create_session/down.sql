@@ -1,0 +1,1 @@
+DROP TABLE transcript; DROP TABLE session_meta;

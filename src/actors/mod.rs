@@ -1,0 +1,69 @@
+//! The domain actors on the runtime: organization -> repository -> task -> session (a strict coordinator hierarchy),
+//! plus user (per-user state) and audit log. Each kind lives in its own folder with its state, messages, handlers and
+//! snapshot; its migrations are in `migrations/<kind>/`.
+
+pub mod audit_log;
+pub mod error;
+pub mod keys;
+pub mod models;
+pub mod organization;
+pub mod repository;
+pub mod session;
+pub mod summary;
+pub mod task;
+pub mod user;
+pub mod validate;
+
+pub use error::{DomainError, DomainResult};
+pub use keys::{RepoKey, SessionKey, TaskKey};
+
+use crate::runtime::Tx;
+
+/// Where an audit event belongs. Appends go through the sender's outbox (rule 7: fire-and-forget for the caller,
+/// never lost, never duplicated).
+#[derive(Debug, Clone, Copy)]
+pub struct Audit<'a> {
+    pub org: &'a str,
+    pub repo: Option<&'a str>,
+    pub task: Option<&'a str>,
+    pub session: Option<&'a str>,
+    pub user: Option<&'a str>,
+}
+
+impl<'a> Audit<'a> {
+    pub fn org(org: &'a str) -> Self {
+        Audit { org, repo: None, task: None, session: None, user: None }
+    }
+
+    pub fn task(key: &'a TaskKey) -> Self {
+        Audit { repo: Some(&key.repo), task: Some(&key.task), ..Audit::org(&key.org) }
+    }
+
+    pub fn session(key: &'a SessionKey) -> Self {
+        Audit { repo: Some(&key.repo), task: Some(&key.task), session: Some(&key.session), ..Audit::org(&key.org) }
+    }
+
+    pub fn by(self, user: Option<&'a str>) -> Self {
+        Audit { user, ..self }
+    }
+
+    /// Queues the event in `tx`'s outbox for the organization's audit log.
+    pub fn append(self, tx: &mut Tx<'_>, kind: &str, payload: serde_json::Value) -> DomainResult<()> {
+        let event = audit_log::AppendAuditEvent {
+            kind: kind.to_owned(),
+            repo_id: self.repo.map(str::to_owned),
+            task_id: self.task.map(str::to_owned),
+            session_id: self.session.map(str::to_owned),
+            user_id: self.user.map(str::to_owned),
+            payload,
+            at: now_ms(),
+        };
+        tx.send(&self.org.to_owned(), &event)?;
+        Ok(())
+    }
+}
+
+/// Milliseconds since the Unix epoch: the domain's timestamp unit.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}

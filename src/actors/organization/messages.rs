@@ -1,0 +1,212 @@
+//! Messages of the organization: its profile, its repository index and the task summaries its repositories push.
+
+use diesel::prelude::*;
+use diesel::sqlite::SqliteConnection;
+use serde::{Deserialize, Serialize};
+
+use super::schema::{self, organization_profile, repos, RepoRow};
+use super::{Organization, OrganizationSnapshot, TOPIC};
+use crate::actors::repository::InitializeRepository;
+use crate::actors::summary::TaskSummary;
+use crate::actors::{now_ms, validate, Audit, DomainError, DomainResult, RepoKey};
+use crate::runtime::{Delivery, Mutation, Read, Tx};
+
+/// Personal account or GitHub organization.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OrgKind {
+    Personal,
+    Organization,
+}
+
+impl OrgKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            OrgKind::Personal => "personal",
+            OrgKind::Organization => "organization",
+        }
+    }
+}
+
+/// Creates the organization (once).
+pub struct CreateOrganization {
+    pub login: String,
+    pub display_name: String,
+    pub kind: OrgKind,
+}
+
+impl Mutation for CreateOrganization {
+    type Entity = Organization;
+    type Output = ();
+    type Error = DomainError;
+    fn apply(self, org: &Organization, tx: &mut Tx<'_>) -> DomainResult<()> {
+        validate::name("login", &self.login, 100)?;
+        validate::name("display_name", &self.display_name, 200)?;
+        if schema::profile(tx.conn())?.is_some() {
+            return Err(DomainError::Conflict(format!("organization {:?} already exists", org.id)));
+        }
+        let now = now_ms();
+        diesel::insert_into(organization_profile::table)
+            .values((
+                organization_profile::id.eq(1),
+                organization_profile::login.eq(self.login.trim()),
+                organization_profile::display_name.eq(self.display_name.trim()),
+                organization_profile::kind.eq(self.kind.as_str()),
+                organization_profile::created_at.eq(now),
+                organization_profile::updated_at.eq(now),
+            ))
+            .execute(tx.conn())?;
+        tx.touch(TOPIC);
+        Audit::org(&org.id).append(tx, "organization.created", serde_json::json!({ "login": self.login }))
+    }
+}
+
+/// Imports a repository: the organization is its coordinator and alone creates it.
+pub struct AddRepository {
+    pub repo_id: String,
+    pub full_name: String,
+    pub remote_url: String,
+    pub default_branch: String,
+    pub user_id: Option<String>,
+}
+
+impl Mutation for AddRepository {
+    type Entity = Organization;
+    type Output = RepoRow;
+    type Error = DomainError;
+    fn apply(self, org: &Organization, tx: &mut Tx<'_>) -> DomainResult<RepoRow> {
+        schema::require_profile(tx.conn(), &org.id)?;
+        validate::id("repo_id", &self.repo_id)?;
+        validate::name("full_name", &self.full_name, 200)?;
+        validate::name("remote_url", &self.remote_url, 2000)?;
+        validate::branch(&self.default_branch).map_err(|e| e.with_field("default_branch"))?;
+        if schema::find_repo(tx.conn(), &self.repo_id)?.is_some() {
+            return Err(DomainError::Conflict(format!("repository {:?} already exists", self.repo_id)));
+        }
+        let row = RepoRow {
+            repo_id: self.repo_id.clone(),
+            full_name: self.full_name.trim().to_owned(),
+            remote_url: self.remote_url.trim().to_owned(),
+            default_branch: self.default_branch.clone(),
+            task_count: 0,
+            latest_activity_at: None,
+            created_at: now_ms(),
+        };
+        diesel::insert_into(repos::table).values(&row).execute(tx.conn()).map_err(|e| match e {
+            diesel::result::Error::DatabaseError(diesel::result::DatabaseErrorKind::UniqueViolation, _) => {
+                DomainError::Conflict(format!("repository {:?} is already imported", self.full_name))
+            }
+            e => e.into(),
+        })?;
+        let init = InitializeRepository {
+            full_name: row.full_name.clone(),
+            remote_url: row.remote_url.clone(),
+            default_branch: row.default_branch.clone(),
+        };
+        tx.send(&RepoKey::new(&org.id, &row.repo_id), &init)?;
+        tx.touch(TOPIC);
+        let audit = Audit { repo: Some(&row.repo_id), user: self.user_id.as_deref(), ..Audit::org(&org.id) };
+        audit.append(tx, "repository.added", serde_json::json!({ "fullName": row.full_name }))?;
+        Ok(row)
+    }
+}
+
+/// A repository's summary, pushed up after its tasks change: its counters and the task summaries that changed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApplyRepoSummary {
+    pub repo_id: String,
+    pub task_count: i32,
+    pub latest_activity_at: Option<i64>,
+    pub changed: Vec<TaskSummary>,
+}
+
+impl Mutation for ApplyRepoSummary {
+    type Entity = Organization;
+    type Output = ();
+    type Error = DomainError;
+    fn apply(self, _: &Organization, tx: &mut Tx<'_>) -> DomainResult<()> {
+        let updated = diesel::update(repos::table.find(&self.repo_id))
+            .set((repos::task_count.eq(self.task_count), repos::latest_activity_at.eq(self.latest_activity_at)))
+            .execute(tx.conn())?;
+        if updated == 0 {
+            return Err(DomainError::not_found("repository", &self.repo_id));
+        }
+        for summary in &self.changed {
+            schema::upsert_task_summary(tx.conn(), summary)?;
+        }
+        tx.touch(TOPIC);
+        Ok(())
+    }
+}
+
+impl Delivery for ApplyRepoSummary {
+    const NAME: &'static str = "organization.apply_repo_summary";
+}
+
+/// Recovery: replaces everything the organization holds about one repository's tasks with `tasks` (as read from the
+/// repository coordinator).
+pub struct AdminReplaceRepoTasks {
+    pub repo_id: String,
+    pub tasks: Vec<TaskSummary>,
+}
+
+impl Mutation for AdminReplaceRepoTasks {
+    type Entity = Organization;
+    type Output = usize;
+    type Error = DomainError;
+    fn apply(self, _: &Organization, tx: &mut Tx<'_>) -> DomainResult<usize> {
+        if schema::find_repo(tx.conn(), &self.repo_id)?.is_none() {
+            return Err(DomainError::not_found("repository", &self.repo_id));
+        }
+        schema::delete_repo_summaries(tx.conn(), &self.repo_id)?;
+        for summary in &self.tasks {
+            schema::upsert_task_summary(tx.conn(), summary)?;
+        }
+        let latest = self.tasks.iter().map(|t| t.updated_at).max();
+        diesel::update(repos::table.find(&self.repo_id))
+            .set((repos::task_count.eq(self.tasks.len() as i32), repos::latest_activity_at.eq(latest)))
+            .execute(tx.conn())?;
+        tx.touch(TOPIC);
+        Ok(self.tasks.len())
+    }
+}
+
+/// The organization snapshot (profile, repositories, task summaries of all repositories).
+pub struct GetOrganizationSnapshot;
+
+impl Read for GetOrganizationSnapshot {
+    type Entity = Organization;
+    type Output = OrganizationSnapshot;
+    type Error = DomainError;
+    fn read(self, org: &Organization, db: &mut SqliteConnection) -> DomainResult<OrganizationSnapshot> {
+        org.build_snapshot(db)
+    }
+}
+
+/// One repository of the index.
+pub struct GetRepository {
+    pub repo_id: String,
+}
+
+impl Read for GetRepository {
+    type Entity = Organization;
+    type Output = RepoRow;
+    type Error = DomainError;
+    fn read(self, org: &Organization, db: &mut SqliteConnection) -> DomainResult<RepoRow> {
+        schema::require_profile(db, &org.id)?;
+        schema::find_repo(db, &self.repo_id)?.ok_or_else(|| DomainError::not_found("repository", &self.repo_id))
+    }
+}
+
+/// The repository index.
+pub struct ListRepositories;
+
+impl Read for ListRepositories {
+    type Entity = Organization;
+    type Output = Vec<RepoRow>;
+    type Error = DomainError;
+    fn read(self, org: &Organization, db: &mut SqliteConnection) -> DomainResult<Vec<RepoRow>> {
+        schema::require_profile(db, &org.id)?;
+        schema::list_repos(db)
+    }
+}

@@ -1,0 +1,69 @@
+//! The organization actor (key: organization id): profile, the coordinator index of its repositories, and the task
+//! summaries its repositories push up. Publishes the `organization` topic.
+
+mod messages;
+pub mod schema;
+
+use diesel::sqlite::SqliteConnection;
+use serde::Serialize;
+
+pub use messages::*;
+pub use schema::{ProfileRow, RepoRow};
+
+use crate::actors::summary::TaskSummary;
+use crate::actors::{DomainError, DomainResult};
+use crate::runtime::{embed_migrations, Accepts, EmbeddedMigrations, Entity, SnapshotError};
+
+pub const TOPIC: &str = "organization";
+
+pub struct Organization {
+    pub id: String,
+}
+
+/// What `organizationUpdated` carries.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct OrganizationSnapshot {
+    pub organization_id: String,
+    pub profile: ProfileRow,
+    pub repos: Vec<RepoRow>,
+    pub task_summaries: Vec<TaskSummary>,
+}
+
+impl Organization {
+    /// Three queries, whatever the number of repositories and tasks.
+    fn build_snapshot(&self, db: &mut SqliteConnection) -> DomainResult<OrganizationSnapshot> {
+        let profile = schema::require_profile(db, &self.id)?;
+        Ok(OrganizationSnapshot {
+            organization_id: self.id.clone(),
+            profile,
+            repos: schema::list_repos(db)?,
+            task_summaries: schema::list_task_summaries(db)?,
+        })
+    }
+}
+
+impl Entity for Organization {
+    type Key = String;
+    const KIND: &'static str = "organization";
+    const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/organization");
+
+    fn load(key: &String, _: &mut SqliteConnection) -> diesel::QueryResult<Self> {
+        Ok(Organization { id: key.clone() })
+    }
+
+    fn snapshot(&self, topic: &str, db: &mut SqliteConnection) -> Result<serde_json::Value, SnapshotError> {
+        if topic != TOPIC {
+            return Err(SnapshotError::UnknownTopic { kind: Self::KIND, topic: topic.to_owned() });
+        }
+        match self.build_snapshot(db) {
+            Ok(s) => Ok(serde_json::to_value(s)?),
+            Err(DomainError::Db(e)) => Err(e.into()),
+            Err(other) => Err(SnapshotError::Serialize(serde::ser::Error::custom(other.to_string()))),
+        }
+    }
+
+    fn accepts(deliveries: &mut Accepts<Self>) {
+        deliveries.accept::<ApplyRepoSummary>();
+    }
+}

@@ -1,0 +1,216 @@
+//! Messages of the repository: its initialisation, task creation (it owns the task index, assigns task ids and keeps
+//! branches unique) and the task summaries its tasks push up.
+
+use diesel::prelude::*;
+use diesel::sqlite::SqliteConnection;
+use serde::{Deserialize, Serialize};
+
+use super::naming;
+use super::schema::{self, repo_meta};
+use super::Repository;
+use crate::actors::organization::ApplyRepoSummary;
+use crate::actors::summary::{TaskStatus, TaskSummary};
+use crate::actors::task::InitializeTask;
+use crate::actors::{models, now_ms, validate, Audit, DomainError, DomainResult, TaskKey};
+use crate::runtime::{Delivery, Mutation, Read, Tx};
+
+/// Sent by the organization when it imports the repository. Idempotent.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InitializeRepository {
+    pub full_name: String,
+    pub remote_url: String,
+    pub default_branch: String,
+}
+
+impl Mutation for InitializeRepository {
+    type Entity = Repository;
+    type Output = ();
+    type Error = DomainError;
+    fn apply(self, _: &Repository, tx: &mut Tx<'_>) -> DomainResult<()> {
+        let now = now_ms();
+        diesel::insert_or_ignore_into(repo_meta::table)
+            .values((
+                repo_meta::id.eq(1),
+                repo_meta::full_name.eq(&self.full_name),
+                repo_meta::remote_url.eq(&self.remote_url),
+                repo_meta::default_branch.eq(&self.default_branch),
+                repo_meta::created_at.eq(now),
+                repo_meta::updated_at.eq(now),
+            ))
+            .execute(tx.conn())?;
+        Ok(())
+    }
+}
+
+impl Delivery for InitializeRepository {
+    const NAME: &'static str = "repository.initialize";
+}
+
+/// Creates a task from a prompt. Title and branch are kept as given (validated) or derived; the branch must be
+/// unused and never changes afterwards.
+#[derive(Debug, Clone)]
+pub struct CreateTask {
+    pub prompt: String,
+    pub title: Option<String>,
+    pub branch: Option<String>,
+    /// Model of the first session; the task uses the catalog default when `None`.
+    pub model: Option<String>,
+    pub user_id: Option<String>,
+}
+
+/// What `CreateTask` assigned.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreatedTask {
+    pub task: TaskKey,
+    pub title: String,
+    pub branch: String,
+    pub session_id: String,
+}
+
+/// The first session every task starts with.
+pub const FIRST_SESSION: &str = "s1";
+
+impl Mutation for CreateTask {
+    type Entity = Repository;
+    type Output = (CreatedTask, InitializeTask);
+    type Error = DomainError;
+    fn apply(self, repo: &Repository, tx: &mut Tx<'_>) -> DomainResult<(CreatedTask, InitializeTask)> {
+        let meta = schema::require_meta(tx.conn(), &repo.key.repo)?;
+        validate::text("prompt", &self.prompt)?;
+        let model = self.model.clone().unwrap_or_else(|| models::DEFAULT_MODEL.to_owned());
+        if !models::is_known_model(&model) {
+            return Err(DomainError::invalid("model", format!("unknown model {model:?}")));
+        }
+        let title = match &self.title {
+            Some(t) => {
+                validate::name("title", t, 200)?;
+                t.trim().to_owned()
+            }
+            None => naming::derive_title(&self.prompt),
+        };
+        let branch = match &self.branch {
+            Some(b) => {
+                validate::branch(b)?;
+                if schema::branch_taken(tx.conn(), b)? {
+                    return Err(DomainError::Conflict(format!("branch {b:?} already has a task")));
+                }
+                b.clone()
+            }
+            None => {
+                let base = naming::derive_branch(&title);
+                let conn = tx.conn();
+                let mut err = None;
+                let b = naming::unique_branch(&base, |b| {
+                    schema::branch_taken(conn, b).unwrap_or_else(|e| {
+                        err = Some(e);
+                        false
+                    })
+                });
+                if let Some(e) = err {
+                    return Err(e);
+                }
+                b
+            }
+        };
+        let task_id = format!("t{}", meta.next_task_seq);
+        let now = now_ms();
+        diesel::update(repo_meta::table.find(1))
+            .set((repo_meta::next_task_seq.eq(meta.next_task_seq + 1), repo_meta::updated_at.eq(now)))
+            .execute(tx.conn())?;
+        let summary = TaskSummary {
+            repo_id: repo.key.repo.clone(),
+            task_id: task_id.clone(),
+            title: title.clone(),
+            branch: branch.clone(),
+            status: TaskStatus::InitBootstrapDb,
+            pull_request: None,
+            sessions: Vec::new(),
+            created_at: now,
+            updated_at: now,
+        };
+        schema::insert_task(tx.conn(), &summary)?;
+        let key = repo.key.task(&task_id);
+        let init = InitializeTask {
+            title: title.clone(),
+            branch: branch.clone(),
+            prompt: self.prompt.clone(),
+            explicit_title: self.title.is_some(),
+            explicit_branch: self.branch.is_some(),
+            model,
+            user_id: self.user_id.clone(),
+            created_at: now,
+        };
+        tx.send(&key, &init)?;
+        push_up(tx, repo, vec![summary])?;
+        let audit = Audit::task(&key).by(self.user_id.as_deref());
+        audit.append(tx, "task.created", serde_json::json!({ "title": title, "branch": branch }))?;
+        let created = CreatedTask { task: key, title, branch, session_id: FIRST_SESSION.to_owned() };
+        Ok((created, init))
+    }
+}
+
+/// Sends the repository's counters and the changed task summaries to the organization.
+fn push_up(tx: &mut Tx<'_>, repo: &Repository, changed: Vec<TaskSummary>) -> DomainResult<()> {
+    let (count, latest) = schema::counters(tx.conn())?;
+    let summary = ApplyRepoSummary {
+        repo_id: repo.key.repo.clone(),
+        task_count: count as i32,
+        latest_activity_at: latest,
+        changed,
+    };
+    tx.send(&repo.key.org, &summary)?;
+    Ok(())
+}
+
+/// A task's summary, pushed up whenever the task changes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApplyTaskSummary {
+    pub summary: TaskSummary,
+}
+
+impl Mutation for ApplyTaskSummary {
+    type Entity = Repository;
+    type Output = ();
+    type Error = DomainError;
+    fn apply(self, repo: &Repository, tx: &mut Tx<'_>) -> DomainResult<()> {
+        let Some(current) = schema::task_summary(tx.conn(), &self.summary.task_id)? else {
+            return Err(DomainError::not_found("task", &self.summary.task_id));
+        };
+        // Branches never change: keep the index's branch whatever the summary says.
+        let summary = TaskSummary { branch: current.branch, ..self.summary };
+        schema::update_task(tx.conn(), &summary)?;
+        push_up(tx, repo, vec![summary])
+    }
+}
+
+impl Delivery for ApplyTaskSummary {
+    const NAME: &'static str = "repository.apply_task_summary";
+}
+
+/// Every task summary of the repository (one query).
+pub struct ListTaskSummaries;
+
+impl Read for ListTaskSummaries {
+    type Entity = Repository;
+    type Output = Vec<TaskSummary>;
+    type Error = DomainError;
+    fn read(self, repo: &Repository, db: &mut SqliteConnection) -> DomainResult<Vec<TaskSummary>> {
+        schema::require_meta(db, &repo.key.repo)?;
+        schema::list_tasks(db)
+    }
+}
+
+/// One task's index entry.
+pub struct GetTaskSummary {
+    pub task_id: String,
+}
+
+impl Read for GetTaskSummary {
+    type Entity = Repository;
+    type Output = TaskSummary;
+    type Error = DomainError;
+    fn read(self, _: &Repository, db: &mut SqliteConnection) -> DomainResult<TaskSummary> {
+        schema::task_summary(db, &self.task_id)?.ok_or_else(|| DomainError::not_found("task", &self.task_id))
+    }
+}

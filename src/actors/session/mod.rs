@@ -1,0 +1,86 @@
+//! The session actor (key: task key + session id), data side: its model settings, status and transcript. It pushes
+//! its summary to its task only. Publishes the `session` topic. (The agent loop that runs turns comes with the agent
+//! sessions work.)
+
+mod messages;
+pub mod schema;
+
+use diesel::sqlite::SqliteConnection;
+use serde::Serialize;
+
+pub use messages::*;
+pub use schema::TranscriptItem;
+
+use crate::actors::summary::SessionStatus;
+use crate::actors::{DomainError, DomainResult, SessionKey};
+use crate::runtime::{embed_migrations, Accepts, EmbeddedMigrations, Entity, SnapshotError};
+
+pub const TOPIC: &str = "session";
+
+pub struct Session {
+    pub key: SessionKey,
+}
+
+/// What `sessionUpdated` carries.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionDetail {
+    pub org_id: String,
+    pub repo_id: String,
+    pub task_id: String,
+    pub session_id: String,
+    pub name: String,
+    pub model: String,
+    pub mode: String,
+    pub thought_level: String,
+    pub status: SessionStatus,
+    pub transcript: Vec<TranscriptItem>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl Session {
+    /// Two queries, whatever the transcript's length.
+    fn build_detail(&self, db: &mut SqliteConnection) -> DomainResult<SessionDetail> {
+        let m = schema::require_meta(db, &self.key.session)?;
+        Ok(SessionDetail {
+            org_id: self.key.org.clone(),
+            repo_id: self.key.repo.clone(),
+            task_id: self.key.task.clone(),
+            session_id: self.key.session.clone(),
+            status: m.status(),
+            transcript: schema::transcript_items(db)?,
+            name: m.name,
+            model: m.model,
+            mode: m.mode,
+            thought_level: m.thought_level,
+            created_at: m.created_at,
+            updated_at: m.updated_at,
+        })
+    }
+}
+
+impl Entity for Session {
+    type Key = SessionKey;
+    const KIND: &'static str = "session";
+    const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/session");
+
+    fn load(key: &SessionKey, _: &mut SqliteConnection) -> diesel::QueryResult<Self> {
+        Ok(Session { key: key.clone() })
+    }
+
+    fn snapshot(&self, topic: &str, db: &mut SqliteConnection) -> Result<serde_json::Value, SnapshotError> {
+        if topic != TOPIC {
+            return Err(SnapshotError::UnknownTopic { kind: Self::KIND, topic: topic.to_owned() });
+        }
+        match self.build_detail(db) {
+            Ok(d) => Ok(serde_json::to_value(d)?),
+            Err(DomainError::Db(e)) => Err(e.into()),
+            Err(other) => Err(SnapshotError::Serialize(serde::ser::Error::custom(other.to_string()))),
+        }
+    }
+
+    fn accepts(deliveries: &mut Accepts<Self>) {
+        deliveries.accept::<InitializeSession>().accept::<CloseSessionNow>();
+    }
+}

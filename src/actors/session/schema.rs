@@ -1,0 +1,103 @@
+//! The session's tables and the small queries over them.
+
+use diesel::prelude::*;
+use diesel::sqlite::SqliteConnection;
+use serde::{Deserialize, Serialize};
+
+use crate::actors::summary::SessionStatus;
+use crate::actors::{DomainError, DomainResult};
+
+diesel::table! {
+    session_meta (id) {
+        id -> Integer,
+        name -> Text,
+        model -> Text,
+        mode -> Text,
+        thought_level -> Text,
+        status -> Text,
+        agent_session_id -> Nullable<Text>,
+        created_at -> BigInt,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    transcript (seq) {
+        seq -> BigInt,
+        kind -> Text,
+        role -> Text,
+        text -> Text,
+        payload -> Text,
+        user_id -> Nullable<Text>,
+        at -> BigInt,
+    }
+}
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = session_meta)]
+pub struct MetaRow {
+    pub id: i32,
+    pub name: String,
+    pub model: String,
+    pub mode: String,
+    pub thought_level: String,
+    pub status: String,
+    pub agent_session_id: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl MetaRow {
+    pub fn status(&self) -> SessionStatus {
+        SessionStatus::parse(&self.status).unwrap_or(SessionStatus::Error)
+    }
+}
+
+/// One complete transcript item.
+#[derive(Debug, Clone, Queryable, Selectable, Serialize, Deserialize, PartialEq)]
+#[diesel(table_name = transcript)]
+#[serde(rename_all = "camelCase")]
+pub struct TranscriptItem {
+    pub seq: i64,
+    /// `message`, `tool_call`, `file_change`, `status`.
+    pub kind: String,
+    /// `user`, `agent` or `system`.
+    pub role: String,
+    pub text: String,
+    pub payload: String,
+    pub user_id: Option<String>,
+    pub at: i64,
+}
+
+pub fn meta(conn: &mut SqliteConnection) -> DomainResult<Option<MetaRow>> {
+    Ok(session_meta::table.select(MetaRow::as_select()).find(1).first(conn).optional()?)
+}
+
+pub fn require_meta(conn: &mut SqliteConnection, session: &str) -> DomainResult<MetaRow> {
+    meta(conn)?.ok_or_else(|| DomainError::not_found("session", session))
+}
+
+pub fn append(
+    conn: &mut SqliteConnection,
+    kind: &str,
+    role: &str,
+    text: &str,
+    user_id: Option<&str>,
+    at: i64,
+) -> DomainResult<()> {
+    diesel::insert_into(transcript::table)
+        .values((
+            transcript::kind.eq(kind),
+            transcript::role.eq(role),
+            transcript::text.eq(text),
+            transcript::user_id.eq(user_id),
+            transcript::at.eq(at),
+        ))
+        .execute(conn)?;
+    Ok(())
+}
+
+/// The whole transcript in order: one query.
+pub fn transcript_items(conn: &mut SqliteConnection) -> DomainResult<Vec<TranscriptItem>> {
+    Ok(transcript::table.select(TranscriptItem::as_select()).order(transcript::seq).load(conn)?)
+}

@@ -1,0 +1,348 @@
+//! Messages of the task: initialisation from its repository, task operations, and the coordination of its sessions
+//! (create, close) with the session summaries they push up.
+
+use diesel::prelude::*;
+use diesel::sqlite::SqliteConnection;
+use serde::{Deserialize, Serialize};
+
+use super::schema::{self, task, task_runtime, TaskRow};
+use super::{Task, TaskDetail, TOPIC};
+use crate::actors::repository::ApplyTaskSummary;
+use crate::actors::session::{CloseSessionNow, InitializeSession};
+use crate::actors::summary::{PullRequestSummary, SessionStatus, SessionSummary, TaskStatus, TaskSummary};
+use crate::actors::{models, now_ms, validate, Audit, DomainError, DomainResult};
+use crate::runtime::{Delivery, Mutation, Read, Tx};
+
+/// Sent by the repository when it created the task. Idempotent: the first delivery creates the task and its first
+/// session (which receives the prompt), later ones change nothing.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InitializeTask {
+    pub title: String,
+    pub branch: String,
+    pub prompt: String,
+    pub explicit_title: bool,
+    pub explicit_branch: bool,
+    pub model: String,
+    pub user_id: Option<String>,
+    pub created_at: i64,
+}
+
+impl Mutation for InitializeTask {
+    type Entity = Task;
+    /// The first session's initialisation, when this call created the task.
+    type Output = Option<InitializeSession>;
+    type Error = DomainError;
+    fn apply(self, t: &Task, tx: &mut Tx<'_>) -> DomainResult<Option<InitializeSession>> {
+        if schema::row(tx.conn())?.is_some() {
+            return Ok(None);
+        }
+        let now = self.created_at;
+        diesel::insert_into(task::table)
+            .values((
+                task::id.eq(1),
+                task::title.eq(&self.title),
+                task::branch.eq(&self.branch),
+                task::prompt.eq(&self.prompt),
+                task::status.eq(TaskStatus::InitComplete.as_str()),
+                task::explicit_title.eq(self.explicit_title),
+                task::explicit_branch.eq(self.explicit_branch),
+                task::next_session_seq.eq(1),
+                task::created_at.eq(now),
+                task::updated_at.eq(now),
+            ))
+            .execute(tx.conn())?;
+        diesel::insert_into(task_runtime::table)
+            .values((task_runtime::id.eq(1), task_runtime::updated_at.eq(now)))
+            .execute(tx.conn())?;
+        let init = new_session(t, tx, None, self.model, Some(self.prompt), self.user_id.as_deref())?;
+        Ok(Some(init))
+    }
+}
+
+impl Delivery for InitializeTask {
+    const NAME: &'static str = "task.initialize";
+}
+
+/// Adds a session to the index and queues its initialisation; returns it so the caller can apply it at once.
+fn new_session(
+    t: &Task,
+    tx: &mut Tx<'_>,
+    name: Option<String>,
+    model: String,
+    prompt: Option<String>,
+    user: Option<&str>,
+) -> DomainResult<InitializeSession> {
+    let row = schema::require_row(tx.conn(), &t.key.task)?;
+    let seq = row.next_session_seq;
+    let session_id = format!("s{seq}");
+    let now = now_ms();
+    diesel::update(task::table.find(1)).set(task::next_session_seq.eq(seq + 1)).execute(tx.conn())?;
+    let name = name.unwrap_or_else(|| format!("Session {seq}"));
+    let summary = SessionSummary {
+        session_id: session_id.clone(),
+        name: name.clone(),
+        model: model.clone(),
+        status: SessionStatus::Ready,
+        created_at: now,
+        updated_at: now,
+    };
+    schema::upsert_session(tx.conn(), &summary)?;
+    let init = InitializeSession {
+        name,
+        model,
+        mode: models::MODES[0].to_owned(),
+        thought_level: "medium".to_owned(),
+        prompt,
+        user_id: user.map(str::to_owned),
+        created_at: now,
+    };
+    let key = t.key.session(&session_id);
+    tx.send(&key, &init)?;
+    refresh(t, tx, now)?;
+    Audit::session(&key).by(user).append(tx, "task.session.created", serde_json::json!({ "name": summary.name }))?;
+    Ok(init)
+}
+
+/// Recomputes the status from the sessions (unless archiving or killing), pushes the summary to the repository and
+/// marks the `task` topic changed.
+fn refresh(t: &Task, tx: &mut Tx<'_>, now: i64) -> DomainResult<()> {
+    let row = schema::require_row(tx.conn(), &t.key.task)?;
+    let sessions = schema::sessions(tx.conn())?;
+    let mut status = row.status();
+    if !status.is_winding_down() && !matches!(status, TaskStatus::InitBootstrapDb | TaskStatus::InitEnqueueProvision) {
+        status = TaskStatus::derive(&sessions);
+    }
+    schema::set_status(tx.conn(), status, now)?;
+    let summary = TaskSummary {
+        repo_id: t.key.repo.clone(),
+        task_id: t.key.task.clone(),
+        title: row.title.clone(),
+        branch: row.branch.clone(),
+        status,
+        pull_request: row.pull_request()?,
+        sessions,
+        created_at: row.created_at,
+        updated_at: now,
+    };
+    tx.send(&t.key.repo_key(), &ApplyTaskSummary { summary })?;
+    tx.touch(TOPIC);
+    Ok(())
+}
+
+fn require_live(row: &TaskRow) -> DomainResult<()> {
+    match row.status() {
+        TaskStatus::Archived | TaskStatus::Killed => {
+            Err(DomainError::Unprocessable(format!("task is {}", row.status().as_str())))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Renames the task (the branch never changes).
+pub struct RenameTask {
+    pub title: String,
+    pub user_id: Option<String>,
+}
+
+impl Mutation for RenameTask {
+    type Entity = Task;
+    type Output = ();
+    type Error = DomainError;
+    fn apply(self, t: &Task, tx: &mut Tx<'_>) -> DomainResult<()> {
+        validate::name("title", &self.title, 200)?;
+        let row = schema::require_row(tx.conn(), &t.key.task)?;
+        require_live(&row)?;
+        let title = self.title.trim();
+        diesel::update(task::table.find(1))
+            .set((task::title.eq(title), task::explicit_title.eq(true)))
+            .execute(tx.conn())?;
+        refresh(t, tx, now_ms())?;
+        let payload = serde_json::json!({ "from": row.title, "to": title });
+        Audit::task(&t.key).by(self.user_id.as_deref()).append(tx, "task.title.changed", payload)
+    }
+}
+
+/// Opens another session on the task.
+pub struct CreateSession {
+    pub name: Option<String>,
+    pub model: Option<String>,
+    pub user_id: Option<String>,
+}
+
+impl Mutation for CreateSession {
+    type Entity = Task;
+    type Output = (String, InitializeSession);
+    type Error = DomainError;
+    fn apply(self, t: &Task, tx: &mut Tx<'_>) -> DomainResult<(String, InitializeSession)> {
+        if let Some(n) = &self.name {
+            validate::name("name", n, 200)?;
+        }
+        let model = self.model.unwrap_or_else(|| models::DEFAULT_MODEL.to_owned());
+        if !models::is_known_model(&model) {
+            return Err(DomainError::invalid("model", format!("unknown model {model:?}")));
+        }
+        let row = schema::require_row(tx.conn(), &t.key.task)?;
+        require_live(&row)?;
+        let id = format!("s{}", row.next_session_seq);
+        let init = new_session(t, tx, self.name.map(|n| n.trim().to_owned()), model, None, self.user_id.as_deref())?;
+        Ok((id, init))
+    }
+}
+
+/// Closes a session (the task keeps at least one open).
+pub struct CloseSession {
+    pub session_id: String,
+    pub user_id: Option<String>,
+}
+
+impl Mutation for CloseSession {
+    type Entity = Task;
+    type Output = ();
+    type Error = DomainError;
+    fn apply(self, t: &Task, tx: &mut Tx<'_>) -> DomainResult<()> {
+        schema::require_row(tx.conn(), &t.key.task)?;
+        let sessions = schema::sessions(tx.conn())?;
+        let Some(target) = sessions.iter().find(|s| s.session_id == self.session_id) else {
+            return Err(DomainError::not_found("session", &self.session_id));
+        };
+        if target.status == SessionStatus::Closed {
+            return Ok(());
+        }
+        if sessions.iter().filter(|s| s.status != SessionStatus::Closed).count() <= 1 {
+            return Err(DomainError::Conflict("a task keeps at least one open session".into()));
+        }
+        let now = now_ms();
+        let closed = SessionSummary { status: SessionStatus::Closed, updated_at: now, ..target.clone() };
+        schema::upsert_session(tx.conn(), &closed)?;
+        let key = t.key.session(&self.session_id);
+        tx.send(&key, &CloseSessionNow)?;
+        refresh(t, tx, now)?;
+        Audit::session(&key).by(self.user_id.as_deref()).append(tx, "task.session.closed", serde_json::json!({}))
+    }
+}
+
+/// A session's summary, pushed up whenever the session changes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApplySessionSummary {
+    pub summary: SessionSummary,
+}
+
+impl Mutation for ApplySessionSummary {
+    type Entity = Task;
+    type Output = ();
+    type Error = DomainError;
+    fn apply(self, t: &Task, tx: &mut Tx<'_>) -> DomainResult<()> {
+        schema::require_row(tx.conn(), &t.key.task)?;
+        let known = schema::sessions(tx.conn())?;
+        let Some(current) = known.iter().find(|s| s.session_id == self.summary.session_id) else {
+            return Err(DomainError::not_found("session", &self.summary.session_id));
+        };
+        // The coordinator's close wins over a late summary from the session.
+        let status = if current.status == SessionStatus::Closed { SessionStatus::Closed } else { self.summary.status };
+        schema::upsert_session(tx.conn(), &SessionSummary { status, ..self.summary })?;
+        refresh(t, tx, now_ms())
+    }
+}
+
+impl Delivery for ApplySessionSummary {
+    const NAME: &'static str = "task.apply_session_summary";
+}
+
+/// One step of archiving or killing. Steps must come in order (`TaskStatus::ARCHIVE_STEPS` / `KILL_STEPS`).
+pub struct AdvanceLifecycle {
+    pub to: TaskStatus,
+    pub user_id: Option<String>,
+}
+
+impl Mutation for AdvanceLifecycle {
+    type Entity = Task;
+    type Output = TaskStatus;
+    type Error = DomainError;
+    fn apply(self, t: &Task, tx: &mut Tx<'_>) -> DomainResult<TaskStatus> {
+        let row = schema::require_row(tx.conn(), &t.key.task)?;
+        let from = row.status();
+        let valid = [&TaskStatus::ARCHIVE_STEPS[..], &TaskStatus::KILL_STEPS[..]].iter().any(|steps| {
+            match steps.iter().position(|s| *s == self.to) {
+                Some(0) => {
+                    !from.is_winding_down() || (self.to == TaskStatus::KillDestroySandbox && from != TaskStatus::Killed)
+                }
+                Some(i) => steps[i - 1] == from,
+                None => false,
+            }
+        });
+        if !valid {
+            return Err(DomainError::Unprocessable(format!(
+                "task cannot go from {} to {}",
+                from.as_str(),
+                self.to.as_str()
+            )));
+        }
+        let now = now_ms();
+        schema::set_status(tx.conn(), self.to, now)?;
+        refresh(t, tx, now)?;
+        let audit = Audit::task(&t.key).by(self.user_id.as_deref());
+        match self.to {
+            TaskStatus::Archived => audit.append(tx, "task.archived", serde_json::json!({}))?,
+            TaskStatus::Killed => audit.append(tx, "task.killed", serde_json::json!({}))?,
+            _ => {}
+        }
+        Ok(self.to)
+    }
+}
+
+/// Records the pull request published for the task.
+pub struct RecordPullRequest {
+    pub pull_request: PullRequestSummary,
+    pub user_id: Option<String>,
+}
+
+impl Mutation for RecordPullRequest {
+    type Entity = Task;
+    type Output = ();
+    type Error = DomainError;
+    fn apply(self, t: &Task, tx: &mut Tx<'_>) -> DomainResult<()> {
+        let row = schema::require_row(tx.conn(), &t.key.task)?;
+        require_live(&row)?;
+        let now = now_ms();
+        schema::set_pull_request(tx.conn(), &self.pull_request, now)?;
+        refresh(t, tx, now)?;
+        let payload = serde_json::json!({ "number": self.pull_request.number, "url": self.pull_request.url });
+        Audit::task(&t.key).by(self.user_id.as_deref()).append(tx, "task.pr.published", payload)
+    }
+}
+
+/// Records a git operation done on the task's branch (push, merge, revert of a file) in the task and the audit log.
+pub struct RecordGitOperation {
+    /// `task.pushed`, `task.merged` or `task.file.reverted`.
+    pub kind: &'static str,
+    pub payload: serde_json::Value,
+    pub user_id: Option<String>,
+}
+
+impl Mutation for RecordGitOperation {
+    type Entity = Task;
+    type Output = ();
+    type Error = DomainError;
+    fn apply(self, t: &Task, tx: &mut Tx<'_>) -> DomainResult<()> {
+        if !["task.pushed", "task.merged", "task.file.reverted"].contains(&self.kind) {
+            return Err(DomainError::invalid("kind", format!("not a git operation: {}", self.kind)));
+        }
+        let row = schema::require_row(tx.conn(), &t.key.task)?;
+        require_live(&row)?;
+        schema::touch(tx.conn(), now_ms())?;
+        tx.touch(TOPIC);
+        Audit::task(&t.key).by(self.user_id.as_deref()).append(tx, self.kind, self.payload)
+    }
+}
+
+/// The task detail (without any viewer's overlay).
+pub struct GetTaskDetail;
+
+impl Read for GetTaskDetail {
+    type Entity = Task;
+    type Output = TaskDetail;
+    type Error = DomainError;
+    fn read(self, t: &Task, db: &mut SqliteConnection) -> DomainResult<TaskDetail> {
+        t.build_detail(db)
+    }
+}

@@ -1,0 +1,92 @@
+//! The task actor (key: organization + repository + task id): a branch with work on it. It coordinates its sessions
+//! (their index and summaries), derives its status from all of them, and pushes its summary to its repository only.
+//! Publishes the `task` topic (the shared detail; a viewer's overlay is applied at read time from the user actor).
+
+mod messages;
+pub mod schema;
+
+use diesel::sqlite::SqliteConnection;
+use serde::Serialize;
+
+pub use messages::*;
+pub use schema::RuntimeRow;
+
+use crate::actors::summary::{PullRequestSummary, SessionSummary, TaskStatus};
+use crate::actors::{DomainError, DomainResult, TaskKey};
+use crate::runtime::{embed_migrations, Accepts, EmbeddedMigrations, Entity, SnapshotError};
+
+pub const TOPIC: &str = "task";
+
+pub struct Task {
+    pub key: TaskKey,
+}
+
+/// What `taskUpdated` carries.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskDetail {
+    pub org_id: String,
+    pub repo_id: String,
+    pub task_id: String,
+    pub title: String,
+    pub branch: String,
+    pub prompt: String,
+    pub status: TaskStatus,
+    pub explicit_title: bool,
+    pub explicit_branch: bool,
+    pub sandbox_provider: String,
+    pub runtime: Option<RuntimeRow>,
+    pub pull_request: Option<PullRequestSummary>,
+    pub sessions: Vec<SessionSummary>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl Task {
+    /// Three queries, whatever the number of sessions.
+    fn build_detail(&self, db: &mut SqliteConnection) -> DomainResult<TaskDetail> {
+        let row = schema::require_row(db, &self.key.task)?;
+        Ok(TaskDetail {
+            org_id: self.key.org.clone(),
+            repo_id: self.key.repo.clone(),
+            task_id: self.key.task.clone(),
+            status: row.status(),
+            pull_request: row.pull_request()?,
+            runtime: schema::runtime(db)?,
+            sessions: schema::sessions(db)?,
+            title: row.title,
+            branch: row.branch,
+            prompt: row.prompt,
+            explicit_title: row.explicit_title,
+            explicit_branch: row.explicit_branch,
+            sandbox_provider: row.sandbox_provider,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        })
+    }
+}
+
+impl Entity for Task {
+    type Key = TaskKey;
+    const KIND: &'static str = "task";
+    const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/task");
+
+    fn load(key: &TaskKey, _: &mut SqliteConnection) -> diesel::QueryResult<Self> {
+        Ok(Task { key: key.clone() })
+    }
+
+    fn snapshot(&self, topic: &str, db: &mut SqliteConnection) -> Result<serde_json::Value, SnapshotError> {
+        if topic != TOPIC {
+            return Err(SnapshotError::UnknownTopic { kind: Self::KIND, topic: topic.to_owned() });
+        }
+        match self.build_detail(db) {
+            Ok(d) => Ok(serde_json::to_value(d)?),
+            Err(DomainError::Db(e)) => Err(e.into()),
+            Err(other) => Err(SnapshotError::Serialize(serde::ser::Error::custom(other.to_string()))),
+        }
+    }
+
+    fn accepts(deliveries: &mut Accepts<Self>) {
+        deliveries.accept::<InitializeTask>().accept::<ApplySessionSummary>();
+    }
+}

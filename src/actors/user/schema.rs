@@ -1,0 +1,271 @@
+//! The user actor's tables and the small queries its handlers run. Every list is one query (no per-row queries).
+
+use diesel::prelude::*;
+use diesel::sqlite::{Sqlite, SqliteConnection};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::actors::keys::{SessionKey, TaskKey};
+
+diesel::table! {
+    /// Singleton (`id = 1`): who this user is.
+    user (id) {
+        id -> Integer,
+        user_id -> Text,
+        name -> Text,
+        email -> Text,
+        avatar_url -> Nullable<Text>,
+        created_at -> BigInt,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    /// Singleton (`id = 1`), created with `user`: profile and preferences.
+    user_profile (id) {
+        id -> Integer,
+        github_login -> Nullable<Text>,
+        role -> Text,
+        eligible_org_ids -> Text,
+        starter_repo_status -> Text,
+        default_model -> Text,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    /// Per task: the session tab this user has open.
+    user_task_state (org_id, repo_id, task_id) {
+        org_id -> Text,
+        repo_id -> Text,
+        task_id -> Text,
+        active_session_id -> Nullable<Text>,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    /// Per session: unread flag and the unsent draft.
+    user_session_state (org_id, repo_id, task_id, session_id) {
+        org_id -> Text,
+        repo_id -> Text,
+        task_id -> Text,
+        session_id -> Text,
+        unread -> Bool,
+        draft_text -> Text,
+        draft_attachments -> Text,
+        draft_updated_at -> Nullable<BigInt>,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::allow_tables_to_appear_in_same_query!(user, user_profile, user_task_state, user_session_state);
+
+/// The singleton row's id.
+const SINGLETON: i32 = 1;
+
+/// A row of `user`.
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable, AsChangeset)]
+#[diesel(table_name = user, check_for_backend(Sqlite), treat_none_as_null = true)]
+pub struct UserRow {
+    pub user_id: String,
+    pub name: String,
+    pub email: String,
+    pub avatar_url: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// A row of `user_profile` (`eligible_org_ids` is a JSON array).
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable, AsChangeset)]
+#[diesel(table_name = user_profile, check_for_backend(Sqlite), treat_none_as_null = true)]
+pub struct ProfileRow {
+    pub github_login: Option<String>,
+    pub role: String,
+    pub eligible_org_ids: String,
+    pub starter_repo_status: String,
+    pub default_model: String,
+    pub updated_at: i64,
+}
+
+/// A row of `user_session_state` (`draft_attachments` is a JSON array).
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable)]
+#[diesel(table_name = user_session_state, check_for_backend(Sqlite))]
+pub struct SessionStateRow {
+    pub session_id: String,
+    pub unread: bool,
+    pub draft_text: String,
+    pub draft_attachments: String,
+    pub draft_updated_at: Option<i64>,
+}
+
+/// Parses a JSON column; a malformed value is a deserialisation error of the query.
+pub fn decode_json<T: DeserializeOwned>(text: &str) -> QueryResult<T> {
+    serde_json::from_str(text).map_err(|e| diesel::result::Error::DeserializationError(Box::new(e)))
+}
+
+/// Serialises a value for a JSON column.
+pub fn encode_json<T: Serialize + ?Sized>(value: &T) -> QueryResult<String> {
+    serde_json::to_string(value).map_err(|e| diesel::result::Error::SerializationError(Box::new(e)))
+}
+
+pub fn find_user(conn: &mut SqliteConnection) -> QueryResult<Option<UserRow>> {
+    user::table.find(SINGLETON).select(UserRow::as_select()).first(conn).optional()
+}
+
+pub fn find_profile(conn: &mut SqliteConnection) -> QueryResult<Option<ProfileRow>> {
+    user_profile::table.find(SINGLETON).select(ProfileRow::as_select()).first(conn).optional()
+}
+
+/// The user with their profile, in one query; `None` if the user was never created.
+pub fn find_user_with_profile(conn: &mut SqliteConnection) -> QueryResult<Option<(UserRow, ProfileRow)>> {
+    user::table
+        .inner_join(user_profile::table.on(user_profile::id.eq(user::id)))
+        .filter(user::id.eq(SINGLETON))
+        .select((UserRow::as_select(), ProfileRow::as_select()))
+        .first(conn)
+        .optional()
+}
+
+pub fn user_exists(conn: &mut SqliteConnection) -> QueryResult<bool> {
+    diesel::select(diesel::dsl::exists(user::table.find(SINGLETON))).get_result(conn)
+}
+
+/// Creates the user and their profile (other profile columns take their defaults).
+pub fn insert_user(conn: &mut SqliteConnection, row: &UserRow, default_model: &str) -> QueryResult<()> {
+    diesel::insert_into(user::table)
+        .values((
+            user::id.eq(SINGLETON),
+            user::user_id.eq(&row.user_id),
+            user::name.eq(&row.name),
+            user::email.eq(&row.email),
+            user::avatar_url.eq(&row.avatar_url),
+            user::created_at.eq(row.created_at),
+            user::updated_at.eq(row.updated_at),
+        ))
+        .execute(conn)?;
+    diesel::insert_into(user_profile::table)
+        .values((
+            user_profile::id.eq(SINGLETON),
+            user_profile::default_model.eq(default_model),
+            user_profile::updated_at.eq(row.updated_at),
+        ))
+        .execute(conn)?;
+    Ok(())
+}
+
+pub fn save_user(conn: &mut SqliteConnection, row: &UserRow) -> QueryResult<()> {
+    diesel::update(user::table.find(SINGLETON)).set(row).execute(conn)?;
+    Ok(())
+}
+
+pub fn save_profile(conn: &mut SqliteConnection, row: &ProfileRow) -> QueryResult<()> {
+    diesel::update(user_profile::table.find(SINGLETON)).set(row).execute(conn)?;
+    Ok(())
+}
+
+pub fn set_active_session(conn: &mut SqliteConnection, task: &TaskKey, session_id: &str, now: i64) -> QueryResult<()> {
+    diesel::insert_into(user_task_state::table)
+        .values((
+            user_task_state::org_id.eq(&task.org),
+            user_task_state::repo_id.eq(&task.repo),
+            user_task_state::task_id.eq(&task.task),
+            user_task_state::active_session_id.eq(session_id),
+            user_task_state::updated_at.eq(now),
+        ))
+        .on_conflict((user_task_state::org_id, user_task_state::repo_id, user_task_state::task_id))
+        .do_update()
+        .set((user_task_state::active_session_id.eq(session_id), user_task_state::updated_at.eq(now)))
+        .execute(conn)?;
+    Ok(())
+}
+
+pub fn set_unread(conn: &mut SqliteConnection, session: &SessionKey, unread: bool, now: i64) -> QueryResult<()> {
+    diesel::insert_into(user_session_state::table)
+        .values((
+            user_session_state::org_id.eq(&session.org),
+            user_session_state::repo_id.eq(&session.repo),
+            user_session_state::task_id.eq(&session.task),
+            user_session_state::session_id.eq(&session.session),
+            user_session_state::unread.eq(unread),
+            user_session_state::updated_at.eq(now),
+        ))
+        .on_conflict(session_state_pk())
+        .do_update()
+        .set((user_session_state::unread.eq(unread), user_session_state::updated_at.eq(now)))
+        .execute(conn)?;
+    Ok(())
+}
+
+/// Replaces the draft of `session` (text and JSON attachments), stamped `now`.
+pub fn save_draft(
+    conn: &mut SqliteConnection,
+    session: &SessionKey,
+    text: &str,
+    attachments_json: &str,
+    now: i64,
+) -> QueryResult<()> {
+    diesel::insert_into(user_session_state::table)
+        .values((
+            user_session_state::org_id.eq(&session.org),
+            user_session_state::repo_id.eq(&session.repo),
+            user_session_state::task_id.eq(&session.task),
+            user_session_state::session_id.eq(&session.session),
+            user_session_state::draft_text.eq(text),
+            user_session_state::draft_attachments.eq(attachments_json),
+            user_session_state::draft_updated_at.eq(now),
+            user_session_state::updated_at.eq(now),
+        ))
+        .on_conflict(session_state_pk())
+        .do_update()
+        .set((
+            user_session_state::draft_text.eq(text),
+            user_session_state::draft_attachments.eq(attachments_json),
+            user_session_state::draft_updated_at.eq(now),
+            user_session_state::updated_at.eq(now),
+        ))
+        .execute(conn)?;
+    Ok(())
+}
+
+fn session_state_pk() -> (
+    user_session_state::org_id,
+    user_session_state::repo_id,
+    user_session_state::task_id,
+    user_session_state::session_id,
+) {
+    (
+        user_session_state::org_id,
+        user_session_state::repo_id,
+        user_session_state::task_id,
+        user_session_state::session_id,
+    )
+}
+
+/// This user's state for `task` in two queries: whether the user exists together with the task's active session
+/// (`None` if the user was never created), then every session row of the task, sorted by session id.
+pub fn task_overlay(
+    conn: &mut SqliteConnection,
+    task: &TaskKey,
+) -> QueryResult<Option<(Option<String>, Vec<SessionStateRow>)>> {
+    let head: Option<(i32, Option<String>)> = user::table
+        .left_join(
+            user_task_state::table.on(user_task_state::org_id
+                .eq(&task.org)
+                .and(user_task_state::repo_id.eq(&task.repo))
+                .and(user_task_state::task_id.eq(&task.task))),
+        )
+        .filter(user::id.eq(SINGLETON))
+        .select((user::id, user_task_state::active_session_id.nullable()))
+        .first(conn)
+        .optional()?;
+    let Some((_, active_session_id)) = head else { return Ok(None) };
+    let sessions = user_session_state::table
+        .filter(user_session_state::org_id.eq(&task.org))
+        .filter(user_session_state::repo_id.eq(&task.repo))
+        .filter(user_session_state::task_id.eq(&task.task))
+        .order(user_session_state::session_id.asc())
+        .select(SessionStateRow::as_select())
+        .load(conn)?;
+    Ok(Some((active_session_id, sessions)))
+}
