@@ -1,8 +1,9 @@
 //! foundry: the backend for teams running AI coding agents on their repositories.
 //!
-//! [`runtime`] is the actor framework (typed messages on actix, one SQLite database per actor); [`http`] is the web
-//! layer. See ARCHITECTURE.md for the map.
+//! [`runtime`] is the actor framework (typed messages on actix, one SQLite database per actor); [`actors`] is the
+//! domain on it; [`http`] is the web layer; [`integrations`] reach outside systems behind traits. See ARCHITECTURE.md for the map.
 
 pub mod actors;
 pub mod http;
+pub mod integrations;
 pub mod runtime;

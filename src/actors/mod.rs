@@ -3,6 +3,7 @@
 //! snapshot; its migrations are in `migrations/<kind>/`.
 
 pub mod audit_log;
+pub mod domain;
 pub mod error;
 pub mod keys;
 pub mod models;
@@ -14,6 +15,7 @@ pub mod task;
 pub mod user;
 pub mod validate;
 
+pub use domain::{Domain, DomainCallError, TaskView};
 pub use error::{DomainError, DomainResult};
 pub use keys::{RepoKey, SessionKey, TaskKey};
 

@@ -1,0 +1,221 @@
+//! `Domain`: the operations that span several actors, each going down the coordinator hierarchy
+//! (organization -> repository -> task -> session) with full keys.
+//!
+//! Every cross-actor effect is also written to the sender's outbox in the same transaction, so a crash between two
+//! steps loses nothing; the facade additionally applies the next step at once (the receiving messages are
+//! idempotent) so that a caller sees the whole operation done when it returns.
+
+use std::sync::Arc;
+
+use super::audit_log::{AuditLog, AuditPage, ListAuditEvents};
+use super::organization::{
+    AddRepository, AdminReplaceRepoTasks, GetRepository, ListRepositories, Organization, RepoRow,
+};
+use super::repository::{CreateTask, CreatedTask, InitializeRepository, ListTaskSummaries, Repository};
+use super::session::Session;
+use super::summary::TaskStatus;
+use super::task::{
+    AdvanceLifecycle, CreateSession, GetTaskDetail, RecordGitOperation, RecordPullRequest, Task, TaskDetail,
+};
+use super::user::{GetTaskOverlay, GetUser, MarkSessionUnread, TaskOverlay, User};
+use super::{DomainError, RepoKey, TaskKey};
+use crate::integrations::git::{GitHost, LocalGitHost};
+use crate::runtime::{CallError, Registry, Runtime};
+
+/// Errors of domain operations: a domain refusal or a runtime failure, typed.
+pub type DomainCallError = CallError<DomainError>;
+type Result<T> = std::result::Result<T, DomainCallError>;
+
+/// A task detail as one viewer sees it: the shared detail plus that viewer's overlay (active session, unread,
+/// drafts), applied at read time.
+#[derive(Debug, Clone, serde::Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskView {
+    #[serde(flatten)]
+    pub detail: TaskDetail,
+    pub overlay: Option<TaskOverlay>,
+}
+
+/// Handles to every domain kind, and the flows between them.
+#[derive(Clone)]
+pub struct Domain {
+    pub runtime: Runtime,
+    pub orgs: Registry<Organization>,
+    pub repos: Registry<Repository>,
+    pub tasks: Registry<Task>,
+    pub sessions: Registry<Session>,
+    pub users: Registry<User>,
+    pub audit: Registry<AuditLog>,
+    git: Arc<dyn GitHost>,
+}
+
+impl Domain {
+    /// Registers every domain kind on `runtime`, with the local git host.
+    pub fn new(runtime: Runtime) -> Self {
+        Self::with_git(runtime, Arc::new(LocalGitHost::default()))
+    }
+
+    pub fn with_git(runtime: Runtime, git: Arc<dyn GitHost>) -> Self {
+        Domain {
+            orgs: runtime.registry(),
+            repos: runtime.registry(),
+            tasks: runtime.registry(),
+            sessions: runtime.registry(),
+            users: runtime.registry(),
+            audit: runtime.registry(),
+            runtime,
+            git,
+        }
+    }
+
+    /// Imports a repository into an organization and initialises its coordinator.
+    pub async fn add_repository(&self, org: &str, msg: AddRepository) -> Result<RepoRow> {
+        let row = self.orgs.mutate(&org.to_owned(), msg).await?;
+        let init = InitializeRepository {
+            full_name: row.full_name.clone(),
+            remote_url: row.remote_url.clone(),
+            default_branch: row.default_branch.clone(),
+        };
+        self.repos.mutate(&RepoKey::new(org, &row.repo_id), init).await?;
+        Ok(row)
+    }
+
+    /// Creates a task from a prompt: organization (knows the repository) -> repository (assigns id and branch) ->
+    /// task (creates its first session) -> session (stores the prompt). Without an explicit model, the creating
+    /// user's default model is used.
+    pub async fn create_task(&self, repo: &RepoKey, mut msg: CreateTask) -> Result<CreatedTask> {
+        self.orgs.read(&repo.org, GetRepository { repo_id: repo.repo.clone() }).await?;
+        if msg.model.is_none() {
+            if let Some(user) = &msg.user_id {
+                match self.users.read(user, GetUser).await {
+                    Ok(u) => msg.model = Some(u.default_model),
+                    Err(CallError::Handler(DomainError::NotFound { .. })) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        let (created, init) = self.repos.mutate(repo, msg).await?;
+        if let Some(session_init) = self.tasks.mutate(&created.task, init).await? {
+            self.sessions.mutate(&created.task.session(&created.session_id), session_init).await?;
+        }
+        Ok(created)
+    }
+
+    /// Opens another session on a task; returns its id.
+    pub async fn create_session(&self, task: &TaskKey, msg: CreateSession) -> Result<String> {
+        let (id, init) = self.tasks.mutate(task, msg).await?;
+        self.sessions.mutate(&task.session(&id), init).await?;
+        Ok(id)
+    }
+
+    /// The task detail with `viewer`'s overlay.
+    pub async fn task_view(&self, task: &TaskKey, viewer: Option<&str>) -> Result<TaskView> {
+        let detail = self.tasks.read(task, GetTaskDetail).await?;
+        let overlay = match viewer {
+            Some(user) => Some(self.users.read(&user.to_owned(), GetTaskOverlay { task: task.clone() }).await?),
+            None => None,
+        };
+        Ok(TaskView { detail, overlay })
+    }
+
+    /// Marks every open session of the task unread for `user`.
+    pub async fn mark_task_unread(&self, task: &TaskKey, user: &str) -> Result<()> {
+        let detail = self.tasks.read(task, GetTaskDetail).await?;
+        for s in detail.sessions.iter().filter(|s| s.status != super::summary::SessionStatus::Closed) {
+            let msg = MarkSessionUnread { session: task.session(&s.session_id), unread: true };
+            self.users.mutate(&user.to_owned(), msg).await?;
+        }
+        Ok(())
+    }
+
+    /// Archives the task through each intermediate status.
+    pub async fn archive_task(&self, task: &TaskKey, user: Option<&str>) -> Result<TaskStatus> {
+        self.walk(task, &TaskStatus::ARCHIVE_STEPS, user).await
+    }
+
+    /// Kills the task through each intermediate status.
+    pub async fn kill_task(&self, task: &TaskKey, user: Option<&str>) -> Result<TaskStatus> {
+        self.walk(task, &TaskStatus::KILL_STEPS, user).await
+    }
+
+    async fn walk(&self, task: &TaskKey, steps: &[TaskStatus], user: Option<&str>) -> Result<TaskStatus> {
+        let mut last = None;
+        for &to in steps {
+            last = Some(self.tasks.mutate(task, AdvanceLifecycle { to, user_id: user.map(str::to_owned) }).await?);
+        }
+        Ok(last.unwrap_or(TaskStatus::Error))
+    }
+
+    async fn repo_and_task(&self, task: &TaskKey) -> Result<(RepoRow, TaskDetail)> {
+        let repo = self.orgs.read(&task.org, GetRepository { repo_id: task.repo.clone() }).await?;
+        let detail = self.tasks.read(task, GetTaskDetail).await?;
+        Ok((repo, detail))
+    }
+
+    fn git_error(e: crate::integrations::git::GitError) -> DomainCallError {
+        CallError::Handler(DomainError::Unprocessable(e.to_string()))
+    }
+
+    /// Opens a pull request for the task's branch and records it on the task.
+    pub async fn publish_pull_request(&self, task: &TaskKey, user: Option<&str>) -> Result<i64> {
+        let (repo, detail) = self.repo_and_task(task).await?;
+        if let Some(pr) = &detail.pull_request {
+            return Err(CallError::Handler(DomainError::Conflict(format!("pull request #{} exists", pr.number))));
+        }
+        let pr = self
+            .git
+            .publish_pull_request(&repo.full_name, task, &detail.branch, &repo.default_branch, &detail.title)
+            .map_err(Self::git_error)?;
+        let number = pr.number;
+        self.tasks.mutate(task, RecordPullRequest { pull_request: pr, user_id: user.map(str::to_owned) }).await?;
+        Ok(number)
+    }
+
+    /// Pushes the task's branch.
+    pub async fn push_task(&self, task: &TaskKey, user: Option<&str>) -> Result<()> {
+        let (repo, detail) = self.repo_and_task(task).await?;
+        let out = self.git.push(&repo.full_name, &detail.branch).map_err(Self::git_error)?;
+        self.record(task, "task.pushed", serde_json::json!({ "branch": detail.branch, "result": out }), user).await
+    }
+
+    /// Merges the task's branch into the repository's default branch.
+    pub async fn merge_task(&self, task: &TaskKey, user: Option<&str>) -> Result<()> {
+        let (repo, detail) = self.repo_and_task(task).await?;
+        let out = self.git.merge(&repo.full_name, &detail.branch, &repo.default_branch).map_err(Self::git_error)?;
+        self.record(task, "task.merged", serde_json::json!({ "branch": detail.branch, "result": out }), user).await
+    }
+
+    /// Reverts one file of the task's branch.
+    pub async fn revert_file(&self, task: &TaskKey, path: &str, user: Option<&str>) -> Result<()> {
+        let (repo, detail) = self.repo_and_task(task).await?;
+        self.git.revert_file(&repo.full_name, &detail.branch, path).map_err(Self::git_error)?;
+        self.record(task, "task.file.reverted", serde_json::json!({ "path": path }), user).await
+    }
+
+    async fn record(
+        &self,
+        task: &TaskKey,
+        kind: &'static str,
+        payload: serde_json::Value,
+        user: Option<&str>,
+    ) -> Result<()> {
+        self.tasks.mutate(task, RecordGitOperation { kind, payload, user_id: user.map(str::to_owned) }).await
+    }
+
+    /// Lists an organization's audit events (newest first, paginated).
+    pub async fn audit_events(&self, org: &str, query: ListAuditEvents) -> Result<AuditPage> {
+        self.audit.read(&org.to_owned(), query).await
+    }
+
+    /// Recovery: rebuilds the organization's task projection from its repository coordinators. Returns the number of
+    /// task summaries written.
+    pub async fn admin_rebuild_organization(&self, org: &str) -> Result<usize> {
+        let repos = self.orgs.read(&org.to_owned(), ListRepositories).await?;
+        let mut total = 0;
+        for repo in repos {
+            let tasks = self.repos.read(&RepoKey::new(org, &repo.repo_id), ListTaskSummaries).await?;
+            total += self.orgs.mutate(&org.to_owned(), AdminReplaceRepoTasks { repo_id: repo.repo_id, tasks }).await?;
+        }
+        Ok(total)
+    }
+}

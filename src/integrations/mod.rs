@@ -1,0 +1,3 @@
+//! Integrations with outside systems, each behind a trait with a local implementation usable without network.
+
+pub mod git;
