@@ -24,6 +24,8 @@ const BUILTIN: &[ModelInfo] = &[
 /// Modes and thought levels a session may select.
 pub const MODES: &[&str] = &["default", "plan", "accept-edits", "full-access"];
 pub const THOUGHT_LEVELS: &[&str] = &["low", "medium", "high"];
+/// The thought level new sessions start with.
+pub const DEFAULT_THOUGHT_LEVEL: &str = "medium";
 
 /// The model new sessions use when neither the request nor the user's profile names one.
 pub const DEFAULT_MODEL: &str = "gpt-5.3-codex";

@@ -308,25 +308,33 @@ impl<E: Entity> Registry<E> {
         let arbiter = shared.arbiter_for(&encoded);
         let capacity = self.inner.config.mailbox_capacity;
         let span_key = encoded.clone();
-        let addr = EntityActor::start_in_arbiter(&arbiter, move |ctx: &mut Context<EntityActor<E>>| {
-            // Our semaphore is the real bound; actix's own limit must never be what blocks.
-            ctx.set_mailbox_capacity(capacity * 2 + 16);
-            EntityActor::new(
-                opened.entity,
-                super::actor::CoreParts {
-                    key,
-                    encoded,
-                    path,
-                    opened_conn: opened.conn,
-                    incarnation: opened.incarnation,
-                    slot,
-                    registry,
-                    versions: opened.versions,
-                    outbox_pending: opened.outbox_pending,
-                    live_permit,
-                },
-            )
+        // The channel is created with its final capacity before the address exists: `start_in_arbiter` would hand
+        // out the address while actix's default capacity (16) still applies, and early `try_send`s would fail.
+        // Our admission is the real bound; actix's own limit is set above it so it never is what refuses.
+        let (tx, rx) = actix::dev::channel::channel::<EntityActor<E>>(capacity * 2 + 16);
+        let parts = super::actor::CoreParts {
+            key,
+            encoded,
+            path,
+            opened_conn: opened.conn,
+            incarnation: opened.incarnation,
+            slot,
+            registry,
+            versions: opened.versions,
+            outbox_pending: opened.outbox_pending,
+            live_permit,
+        };
+        let entity = opened.entity;
+        let spawned = arbiter.spawn_fn(move || {
+            let ctx = Context::with_receiver(rx);
+            actix_rt::spawn(ctx.into_future(EntityActor::new(entity, parts)));
         });
+        if !spawned {
+            self.inner.stats.activation_failures.fetch_add(1, Ordering::Relaxed);
+            let reason = ActivationFailure::Load("the actor's arbiter has stopped".into());
+            return Err(ActivationError { kind: E::KIND, key: span_key, reason });
+        }
+        let addr = Addr::new(tx);
         self.inner.stats.activations.fetch_add(1, Ordering::Relaxed);
         self.inner.stats.live.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(kind = E::KIND, key = %span_key, ms = started.elapsed().as_secs_f64() * 1e3, "activated");

@@ -29,12 +29,23 @@ pub struct InitializeTask {
 
 impl Mutation for InitializeTask {
     type Entity = Task;
-    /// The first session's initialisation, when this call created the task.
+    /// The first session's initialisation (also when the task already existed), to apply at once.
     type Output = Option<InitializeSession>;
     type Error = DomainError;
     fn apply(self, t: &Task, tx: &mut Tx<'_>) -> DomainResult<Option<InitializeSession>> {
         if schema::row(tx.conn())?.is_some() {
-            return Ok(None);
+            // Already initialised (the outbox copy may arrive before or after the direct call): hand back the first
+            // session's initialisation again, so whoever applies it next gets the session (it is idempotent too).
+            let first = schema::sessions(tx.conn())?.into_iter().next();
+            return Ok(first.map(|s| InitializeSession {
+                name: s.name,
+                model: s.model,
+                mode: models::MODES[0].to_owned(),
+                thought_level: models::DEFAULT_THOUGHT_LEVEL.to_owned(),
+                prompt: Some(self.prompt),
+                user_id: self.user_id,
+                created_at: s.created_at,
+            }));
         }
         let now = self.created_at;
         diesel::insert_into(task::table)
@@ -91,7 +102,7 @@ fn new_session(
         name,
         model,
         mode: models::MODES[0].to_owned(),
-        thought_level: "medium".to_owned(),
+        thought_level: models::DEFAULT_THOUGHT_LEVEL.to_owned(),
         prompt,
         user_id: user.map(str::to_owned),
         created_at: now,
