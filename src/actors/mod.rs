@@ -19,7 +19,25 @@ pub use domain::{Domain, DomainCallError, TaskView};
 pub use error::{DomainError, DomainResult};
 pub use keys::{RepoKey, SessionKey, TaskKey};
 
-use crate::runtime::Tx;
+use crate::runtime::{SnapshotError, Tx};
+
+/// A topic snapshot built by a domain read: `build` runs only for `expected`, and domain refusals become snapshot
+/// errors (a database error keeps its type).
+pub(crate) fn topic_snapshot<T: serde::Serialize>(
+    kind: &'static str,
+    topic: &str,
+    expected: &str,
+    build: impl FnOnce() -> DomainResult<T>,
+) -> Result<serde_json::Value, SnapshotError> {
+    if topic != expected {
+        return Err(SnapshotError::UnknownTopic { kind, topic: topic.to_owned() });
+    }
+    match build() {
+        Ok(v) => Ok(serde_json::to_value(v)?),
+        Err(DomainError::Db(e)) => Err(e.into()),
+        Err(other) => Err(SnapshotError::Serialize(serde::ser::Error::custom(other.to_string()))),
+    }
+}
 
 /// Where an audit event belongs. Appends go through the sender's outbox (rule 7: fire-and-forget for the caller,
 /// never lost, never duplicated).

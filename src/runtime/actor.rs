@@ -213,6 +213,26 @@ fn finish_reply<T, Err>(
     let _ = reply.send(answer);
 }
 
+/// Runs one mutation under `catch_unwind`, storing its result for the reply and telling the batch whether to keep
+/// its writes.
+fn run_item<T, E>(slot: &mut ItemResult<T, E>, f: impl FnOnce() -> Result<T, E>) -> Result<(), ItemFailed> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(v)) => {
+            *slot = ItemResult::Done(Ok(v));
+            Ok(())
+        }
+        Ok(Err(e)) => {
+            *slot = ItemResult::Done(Err(e));
+            Err(ItemFailed::Handler)
+        }
+        Err(p) => {
+            let text = panic_text(&p);
+            *slot = ItemResult::Panicked(text.clone());
+            Err(ItemFailed::Panicked(text))
+        }
+    }
+}
+
 struct MutationItem<M: Mutation> {
     msg: Option<M>,
     result: ItemResult<M::Output, M::Error>,
@@ -225,21 +245,7 @@ impl<M: Mutation> PendingItem<M::Entity> for MutationItem<M> {
     }
     fn apply(&mut self, entity: &M::Entity, tx: &mut Tx<'_>) -> Result<(), ItemFailed> {
         let Some(msg) = self.msg.take() else { return Ok(()) };
-        match catch_unwind(AssertUnwindSafe(|| msg.apply(entity, tx))) {
-            Ok(Ok(v)) => {
-                self.result = ItemResult::Done(Ok(v));
-                Ok(())
-            }
-            Ok(Err(e)) => {
-                self.result = ItemResult::Done(Err(e));
-                Err(ItemFailed::Handler)
-            }
-            Err(p) => {
-                let text = panic_text(&p);
-                self.result = ItemResult::Panicked(text.clone());
-                Err(ItemFailed::Panicked(text))
-            }
-        }
+        run_item(&mut self.result, || msg.apply(entity, tx))
     }
     fn finish(self: Box<Self>, outcome: &BatchOutcome, kind: &'static str, key: &str) {
         finish_reply(self.result, self.reply, outcome, kind, key, message_name::<M>());
@@ -264,22 +270,11 @@ impl<M: Mutation> PendingItem<M::Entity> for DeliverItem<M> {
             self.result = ItemResult::Done(Ok(false));
             return Ok(());
         }
-        match catch_unwind(AssertUnwindSafe(|| msg.apply(entity, tx))) {
-            Ok(Ok(_)) => {
-                outbox::record_applied(tx.conn, &self.source, self.seq)?;
-                self.result = ItemResult::Done(Ok(true));
-                Ok(())
-            }
-            Ok(Err(e)) => {
-                self.result = ItemResult::Done(Err(e));
-                Err(ItemFailed::Handler)
-            }
-            Err(p) => {
-                let text = panic_text(&p);
-                self.result = ItemResult::Panicked(text.clone());
-                Err(ItemFailed::Panicked(text))
-            }
-        }
+        run_item(&mut self.result, || msg.apply(entity, tx).map(|_| true))?;
+        // Recorded in the same savepoint: the message and its sequence commit or roll back together. A failure here
+        // is a storage error (retried by the sender), not the receiver refusing the message.
+        outbox::record_applied(tx.conn, &self.source, self.seq)?;
+        Ok(())
     }
     fn finish(self: Box<Self>, outcome: &BatchOutcome, kind: &'static str, key: &str) {
         finish_reply(self.result, self.reply, outcome, kind, key, message_name::<M>());

@@ -11,7 +11,7 @@ pub use messages::*;
 pub use schema::{ProfileRow, RepoRow};
 
 use crate::actors::summary::TaskSummary;
-use crate::actors::{DomainError, DomainResult};
+use crate::actors::DomainResult;
 use crate::runtime::{embed_migrations, Accepts, EmbeddedMigrations, Entity, SnapshotError};
 
 pub const TOPIC: &str = "organization";
@@ -53,14 +53,7 @@ impl Entity for Organization {
     }
 
     fn snapshot(&self, topic: &str, db: &mut SqliteConnection) -> Result<serde_json::Value, SnapshotError> {
-        if topic != TOPIC {
-            return Err(SnapshotError::UnknownTopic { kind: Self::KIND, topic: topic.to_owned() });
-        }
-        match self.build_snapshot(db) {
-            Ok(s) => Ok(serde_json::to_value(s)?),
-            Err(DomainError::Db(e)) => Err(e.into()),
-            Err(other) => Err(SnapshotError::Serialize(serde::ser::Error::custom(other.to_string()))),
-        }
+        crate::actors::topic_snapshot(Self::KIND, topic, TOPIC, || self.build_snapshot(db))
     }
 
     fn accepts(deliveries: &mut Accepts<Self>) {

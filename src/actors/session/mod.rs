@@ -12,7 +12,7 @@ pub use messages::*;
 pub use schema::TranscriptItem;
 
 use crate::actors::summary::SessionStatus;
-use crate::actors::{DomainError, DomainResult, SessionKey};
+use crate::actors::{DomainResult, SessionKey};
 use crate::runtime::{embed_migrations, Accepts, EmbeddedMigrations, Entity, SnapshotError};
 
 pub const TOPIC: &str = "session";
@@ -70,14 +70,7 @@ impl Entity for Session {
     }
 
     fn snapshot(&self, topic: &str, db: &mut SqliteConnection) -> Result<serde_json::Value, SnapshotError> {
-        if topic != TOPIC {
-            return Err(SnapshotError::UnknownTopic { kind: Self::KIND, topic: topic.to_owned() });
-        }
-        match self.build_detail(db) {
-            Ok(d) => Ok(serde_json::to_value(d)?),
-            Err(DomainError::Db(e)) => Err(e.into()),
-            Err(other) => Err(SnapshotError::Serialize(serde::ser::Error::custom(other.to_string()))),
-        }
+        crate::actors::topic_snapshot(Self::KIND, topic, TOPIC, || self.build_detail(db))
     }
 
     fn accepts(deliveries: &mut Accepts<Self>) {

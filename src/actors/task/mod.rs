@@ -12,7 +12,7 @@ pub use messages::*;
 pub use schema::RuntimeRow;
 
 use crate::actors::summary::{PullRequestSummary, SessionSummary, TaskStatus};
-use crate::actors::{DomainError, DomainResult, TaskKey};
+use crate::actors::{DomainResult, TaskKey};
 use crate::runtime::{embed_migrations, Accepts, EmbeddedMigrations, Entity, SnapshotError};
 
 pub const TOPIC: &str = "task";
@@ -76,14 +76,7 @@ impl Entity for Task {
     }
 
     fn snapshot(&self, topic: &str, db: &mut SqliteConnection) -> Result<serde_json::Value, SnapshotError> {
-        if topic != TOPIC {
-            return Err(SnapshotError::UnknownTopic { kind: Self::KIND, topic: topic.to_owned() });
-        }
-        match self.build_detail(db) {
-            Ok(d) => Ok(serde_json::to_value(d)?),
-            Err(DomainError::Db(e)) => Err(e.into()),
-            Err(other) => Err(SnapshotError::Serialize(serde::ser::Error::custom(other.to_string()))),
-        }
+        crate::actors::topic_snapshot(Self::KIND, topic, TOPIC, || self.build_detail(db))
     }
 
     fn accepts(deliveries: &mut Accepts<Self>) {
