@@ -13,7 +13,7 @@ use foundry::actors::organization::{
 use foundry::actors::repository::{CreateTask, ListTaskSummaries};
 use foundry::actors::session::{ChangeModel, GetSessionDetail, RenameSession, SendMessage, Session, StopSession};
 use foundry::actors::summary::{SessionStatus, TaskStatus};
-use foundry::actors::task::{CloseSession, CreateSession, GetTaskDetail, RenameTask, Task};
+use foundry::actors::task::{CloseSession, CreateSession, GetTaskDetail, RenameTask, SwitchTask, Task};
 use foundry::actors::user::{GetAppSnapshot, SaveDraft, SetActiveSession, UpsertUser};
 use foundry::actors::{Domain, DomainError, RepoKey, TaskKey};
 use foundry::runtime::{CallError, EntityKey, Read};
@@ -277,6 +277,11 @@ async fn archive_kill_and_git_operations_walk_their_steps_and_are_audited() {
     assert_eq!(domain.publish_pull_request(&a.task, Some("u1")).await.unwrap(), 1);
     assert!(matches!(refused(domain.publish_pull_request(&a.task, None).await.unwrap_err()), DomainError::Conflict(_)));
     domain.push_task(&a.task, Some("u1")).await.unwrap();
+    domain.tasks.mutate(&a.task, SwitchTask { target: "release/1.0".into(), user_id: None }).await.unwrap();
+    let bad = SwitchTask { target: "no spaces allowed".into(), user_id: None };
+    assert!(matches!(refused(domain.tasks.mutate(&a.task, bad).await.unwrap_err()), DomainError::Invalid { .. }));
+    let runtime = domain.tasks.read(&a.task, GetTaskDetail).await.unwrap().runtime.unwrap();
+    assert_eq!(runtime.switch_target.as_deref(), Some("release/1.0"));
     domain.merge_task(&a.task, Some("u1")).await.unwrap();
     domain.revert_file(&a.task, "src/main.rs", Some("u1")).await.unwrap();
     assert!(domain.revert_file(&a.task, "../etc/passwd", None).await.is_err());
@@ -325,6 +330,7 @@ async fn archive_kill_and_git_operations_walk_their_steps_and_are_audited() {
             "task.pr.published",
             "task.pushed",
             "task.session.created",
+            "task.switch",
         ]
     );
     let everything = domain.audit_events(ORG, all(None)).await.unwrap();
@@ -444,4 +450,38 @@ async fn snapshots_cost_a_constant_number_of_queries() {
     let (_, o100, t100, s100, r100) = counts[1];
     assert_eq!((o1, t1, s1, r1), (o100, t100, s100, r100), "query counts for 1 vs 100 rows: {counts:?}");
     assert!(o1 <= 3 && t1 <= 3 && s1 <= 2 && r1 <= 2, "{counts:?}");
+}
+
+#[actix_rt::test]
+async fn topics_publish_full_snapshots_after_each_change() {
+    let (rt, _dir) = runtime(2);
+    let domain = Domain::new(rt);
+    setup(&domain).await;
+    let mut org_sub = domain.orgs.subscribe(&ORG.to_owned(), "organization").await.unwrap();
+    let first = org_sub.next().await.unwrap();
+    assert_eq!(first.event_name(), "organizationUpdated");
+    let t = domain.create_task(&repo(), prompt("Watch me")).await.unwrap();
+    // The organization snapshot arrives with the task once the summaries have travelled up; versions only grow.
+    let mut last = first.version;
+    loop {
+        let ev = tokio::time::timeout(Duration::from_secs(10), org_sub.next()).await.unwrap().unwrap();
+        assert!(ev.version > last);
+        last = ev.version;
+        let snap: serde_json::Value = ev.snapshot_as().unwrap();
+        if snap["taskSummaries"].as_array().is_some_and(|a| a.len() == 1 && a[0]["status"] == "idle") {
+            break;
+        }
+    }
+    let mut task_sub = domain.tasks.subscribe(&t.task, "task").await.unwrap();
+    assert_eq!(task_sub.next().await.unwrap().event_name(), "taskUpdated");
+    domain.tasks.mutate(&t.task, RenameTask { title: "Watched".into(), user_id: None }).await.unwrap();
+    let ev = task_sub.next().await.unwrap();
+    assert_eq!(ev.snapshot_as::<serde_json::Value>().unwrap()["title"], "Watched");
+    let mut session_sub = domain.sessions.subscribe(&t.task.session("s1"), "session").await.unwrap();
+    assert_eq!(session_sub.next().await.unwrap().event_name(), "sessionUpdated");
+    domain.sessions.mutate(&t.task.session("s1"), SendMessage { text: "ping".into(), user_id: None }).await.unwrap();
+    let ev = session_sub.next().await.unwrap();
+    assert_eq!(ev.snapshot_as::<serde_json::Value>().unwrap()["transcript"].as_array().unwrap().len(), 2);
+    let mut app_sub = domain.users.subscribe(&"u1".to_owned(), "app").await.unwrap();
+    assert_eq!(app_sub.next().await.unwrap().event_name(), "appUpdated");
 }

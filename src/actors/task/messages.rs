@@ -346,6 +346,31 @@ impl Mutation for RecordGitOperation {
     }
 }
 
+/// Points the task's sandbox at another target (a branch or commit to check out).
+pub struct SwitchTask {
+    pub target: String,
+    pub user_id: Option<String>,
+}
+
+impl Mutation for SwitchTask {
+    type Entity = Task;
+    type Output = ();
+    type Error = DomainError;
+    fn apply(self, t: &Task, tx: &mut Tx<'_>) -> DomainResult<()> {
+        validate::branch(&self.target).map_err(|e| e.with_field("target"))?;
+        let row = schema::require_row(tx.conn(), &t.key.task)?;
+        require_live(&row)?;
+        let now = now_ms();
+        diesel::update(task_runtime::table.find(1))
+            .set((task_runtime::switch_target.eq(&self.target), task_runtime::updated_at.eq(now)))
+            .execute(tx.conn())?;
+        schema::touch(tx.conn(), now)?;
+        tx.touch(TOPIC);
+        let payload = serde_json::json!({ "target": self.target });
+        Audit::task(&t.key).by(self.user_id.as_deref()).append(tx, "task.switch", payload)
+    }
+}
+
 /// The task detail (without any viewer's overlay).
 pub struct GetTaskDetail;
 
