@@ -485,3 +485,41 @@ async fn topics_publish_full_snapshots_after_each_change() {
     let mut app_sub = domain.users.subscribe(&"u1".to_owned(), "app").await.unwrap();
     assert_eq!(app_sub.next().await.unwrap().event_name(), "appUpdated");
 }
+
+#[actix_rt::test]
+async fn a_stop_between_coordinator_steps_loses_nothing() {
+    let (rt, dir) = runtime(2);
+    let domain = Domain::new(rt.clone());
+    setup(&domain).await;
+    // Only the repository step runs here; the rest of the chain is left to the outboxes, then the runtime stops at
+    // once (whatever was not yet delivered stays in the outboxes).
+    let (created, _init) = domain.repos.mutate(&repo(), prompt("Survive a stop")).await.unwrap();
+    rt.shutdown().await;
+
+    let domain = Domain::new(runtime_at(dir.path(), 2));
+    let report = domain.runtime.recover().await;
+    assert!(report.failed.is_empty() && report.unknown_kinds.is_empty(), "{report:?}");
+    let session = created.task.session("s1");
+    let detail =
+        until("the first session to exist", || domain.sessions.read(&session, GetSessionDetail), |d| d.is_ok())
+            .await
+            .unwrap();
+    assert_eq!(detail.transcript.len(), 1, "the prompt arrived exactly once");
+    assert_eq!(detail.transcript[0].text, "Survive a stop");
+    let snap = until(
+        "organization projection",
+        || org_snapshot(&domain),
+        |s| s.task_summaries.len() == 1 && s.task_summaries[0].status == TaskStatus::Idle,
+    )
+    .await;
+    assert_eq!(snap.task_summaries[0].task_id, created.task.task);
+    let events = domain
+        .audit_events(
+            ORG,
+            ListAuditEvents { repo_id: Some("web".into()), task_id: Some("t1".into()), before_id: None, limit: 50 },
+        )
+        .await
+        .unwrap();
+    let created_events = events.events.iter().filter(|e| e.kind == "task.created").count();
+    assert_eq!(created_events, 1);
+}
