@@ -12,13 +12,14 @@ use super::organization::{
     AddRepository, AdminReplaceRepoTasks, GetRepository, ListRepositories, Organization, RepoRow,
 };
 use super::repository::{CreateTask, CreatedTask, InitializeRepository, ListTaskSummaries, Repository};
-use super::session::Session;
+use super::session::{Interrupt, RunQueue, Session, SessionAgent, Steer, SubmitPrompt, Submitted};
 use super::summary::TaskStatus;
 use super::task::{
     AdvanceLifecycle, CreateSession, GetTaskDetail, RecordGitOperation, RecordPullRequest, Task, TaskDetail,
 };
 use super::user::{GetTaskOverlay, GetUser, MarkSessionUnread, TaskOverlay, User};
-use super::{DomainError, RepoKey, TaskKey};
+use super::{DomainError, RepoKey, SessionKey, TaskKey};
+use crate::integrations::agent::{AgentBackend, BuiltinAgent};
 use crate::integrations::git::{GitHost, LocalGitHost};
 use crate::runtime::{CallError, Registry, Runtime};
 
@@ -50,8 +51,23 @@ pub struct Domain {
 }
 
 impl Domain {
-    /// Registers every domain kind on `runtime`, with the local git host.
+    /// Registers every domain kind on `runtime`, with the built-in agent (unless the runtime already has one) and
+    /// the local git host.
     pub fn new(runtime: Runtime) -> Self {
+        if runtime.service::<SessionAgent>().is_none() {
+            runtime.provide(Arc::new(SessionAgent(Arc::new(BuiltinAgent::default()))));
+        }
+        Self::with_git(runtime, Arc::new(LocalGitHost::default()))
+    }
+
+    /// Sessions run their turns on `agent`.
+    pub fn with_agent(runtime: Runtime, agent: Arc<dyn AgentBackend>) -> Self {
+        runtime.provide(Arc::new(SessionAgent(agent)));
+        Self::with_git(runtime, Arc::new(LocalGitHost::default()))
+    }
+
+    /// No agent backend: prompts are recorded and stay queued (for tests of the data side, and tools).
+    pub fn without_agent(runtime: Runtime) -> Self {
         Self::with_git(runtime, Arc::new(LocalGitHost::default()))
     }
 
@@ -95,9 +111,12 @@ impl Domain {
             }
         }
         let (created, init) = self.repos.mutate(repo, msg).await?;
+        let session = created.task.session(&created.session_id);
         if let Some(session_init) = self.tasks.mutate(&created.task, init).await? {
-            self.sessions.mutate(&created.task.session(&created.session_id), session_init).await?;
+            self.sessions.mutate(&session, session_init).await?;
         }
+        // The prompt was queued with the session; start its turn.
+        self.sessions.exec(&session, RunQueue).await?;
         Ok(created)
     }
 
@@ -106,6 +125,22 @@ impl Domain {
         let (id, init) = self.tasks.mutate(task, msg).await?;
         self.sessions.mutate(&task.session(&id), init).await?;
         Ok(id)
+    }
+
+    /// Sends a prompt to one session's agent: it runs now, or after the running turn as a follow-up.
+    pub async fn send_message(&self, session: &SessionKey, text: &str, user: Option<&str>) -> Result<Submitted> {
+        let msg = SubmitPrompt { text: text.to_owned(), user_id: user.map(str::to_owned) };
+        self.sessions.exec(session, msg).await
+    }
+
+    /// Guidance for the turn running in exactly this session.
+    pub async fn steer(&self, session: &SessionKey, guidance: &str, user: Option<&str>) -> Result<()> {
+        self.sessions.exec(session, Steer { guidance: guidance.to_owned(), user_id: user.map(str::to_owned) }).await
+    }
+
+    /// Cancels the turn running in exactly this session; queued follow-ups then run unless `drop_queued`.
+    pub async fn interrupt(&self, session: &SessionKey, drop_queued: bool, user: Option<&str>) -> Result<usize> {
+        self.sessions.exec(session, Interrupt { drop_queued, user_id: user.map(str::to_owned) }).await
     }
 
     /// The task detail with `viewer`'s overlay.

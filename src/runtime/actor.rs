@@ -104,6 +104,33 @@ impl Message for Flush {
     type Result = ();
 }
 
+/// Inside a write transaction, after the writes: bumps the versions of touched topics and, if outbox rows were
+/// written, marks the actor in the recovery index (before the commit, so a crash right after it still resumes
+/// delivery). Returns the new versions, to apply in memory once committed.
+fn stage_effects(
+    conn: &mut SqliteConnection,
+    shared: &super::system::Shared,
+    kind: &str,
+    encoded: &str,
+    versions: &HashMap<String, u64>,
+    dirty_marked: bool,
+    effects: &Effects,
+) -> diesel::QueryResult<Vec<(String, u64)>> {
+    let mut new_versions = Vec::with_capacity(effects.touched.len());
+    for topic in &effects.touched {
+        let v = versions.get(topic).copied().unwrap_or(0) + 1;
+        outbox::store_version(conn, topic, v)?;
+        new_versions.push((topic.clone(), v));
+    }
+    if effects.outbox_written && !dirty_marked {
+        shared
+            .index
+            .mark(kind, encoded)
+            .map_err(|e| diesel::result::Error::QueryBuilderError(format!("recovery index: {e}").into()))?;
+    }
+    Ok(new_versions)
+}
+
 /// Back-off before the actor processes messages again after its `failures`-th consecutive failure: none for an
 /// isolated panic, then 10 ms doubling up to 5 s, so a poison message cannot make an actor spin.
 pub fn restart_backoff(failures: u32) -> Duration {
@@ -336,6 +363,9 @@ pub struct Core<E: Entity> {
     next_bg: u64,
     stop: StopState,
     live_permit: Option<OwnedSemaphorePermit>,
+    /// Effects of `EntityCtx::write` waiting to be published once the command or callback returns.
+    written_topics: Vec<String>,
+    written_outbox: bool,
 }
 
 impl<E: Entity> Core<E> {
@@ -360,6 +390,44 @@ impl<E: Entity> Core<E> {
 
     pub(crate) fn untrack_id(&mut self, id: u64) {
         self.bg.remove(&id);
+    }
+
+    pub(crate) fn shared(&self) -> &super::system::Shared {
+        &self.registry.inner.shared
+    }
+
+    /// One write transaction from a command or a background callback (see `EntityCtx::write`).
+    pub(crate) fn write<T, Err>(&mut self, f: impl FnOnce(&mut Tx<'_>) -> Result<T, Err>) -> Result<T, Err>
+    where
+        Err: From<diesel::result::Error>,
+    {
+        let shared = self.registry.inner.shared.clone();
+        let mut effects = Effects::default();
+        let mut new_versions = Vec::new();
+        let (versions, dirty_marked, encoded) = (&self.versions, self.dirty_marked, &self.encoded);
+        let conn = self.conn.as_mut().expect("commands and callbacks only run while the database is open");
+        db::set_writable(conn, true)?;
+        let res = conn.immediate_transaction::<T, Err, _>(|conn| {
+            let out = f(&mut Tx { conn, effects: &mut effects, runtime: &shared })?;
+            new_versions = stage_effects(conn, &shared, E::KIND, encoded, versions, dirty_marked, &effects)?;
+            Ok(out)
+        });
+        let _ = db::set_writable(conn, false);
+        if res.is_ok() {
+            self.registry.inner.stats.transactions.fetch_add(1, Ordering::Relaxed);
+            self.versions.extend(new_versions);
+            for t in effects.touched {
+                if !self.written_topics.contains(&t) {
+                    self.written_topics.push(t);
+                }
+            }
+            if effects.outbox_written {
+                self.dirty_marked = true;
+                self.outbox.pending = true;
+                self.written_outbox = true;
+            }
+        }
+        res
     }
 
     /// Background tasks started through `EntityCtx` that have not finished.
@@ -406,17 +474,27 @@ impl<E: Entity> EntityActor<E> {
                 next_bg: 0,
                 stop: StopState::Running,
                 live_permit: Some(p.live_permit),
+                written_topics: Vec::new(),
+                written_outbox: false,
             },
         }
     }
 
+    /// Runs `f` with the entity and its context, then publishes what its writes touched and starts outbox delivery.
     pub(crate) fn with_ctx<R>(
         &mut self,
         ctx: &mut Context<Self>,
         f: impl FnOnce(&mut E, &mut EntityCtx<'_, E>) -> R,
     ) -> R {
         let EntityActor { entity, core } = self;
-        f(entity, &mut EntityCtx { core, ctx })
+        let out = f(entity, &mut EntityCtx { core, ctx });
+        for topic in std::mem::take(&mut self.core.written_topics) {
+            self.publish_topic(&topic);
+        }
+        if std::mem::take(&mut self.core.written_outbox) {
+            self.pump_outbox(ctx);
+        }
+        out
     }
 
     pub(crate) fn core_mut(&mut self) -> &mut Core<E> {
@@ -520,17 +598,7 @@ impl<E: Entity> EntityActor<E> {
                         }
                     }
                 }
-                for topic in &effects.touched {
-                    let v = versions.get(topic).copied().unwrap_or(0) + 1;
-                    outbox::store_version(conn, topic, v)?;
-                    new_versions.push((topic.clone(), v));
-                }
-                if effects.outbox_written && !dirty_marked {
-                    shared
-                        .index
-                        .mark(E::KIND, encoded)
-                        .map_err(|e| diesel::result::Error::QueryBuilderError(format!("recovery index: {e}").into()))?;
-                }
+                new_versions = stage_effects(conn, &shared, E::KIND, encoded, versions, dirty_marked, &effects)?;
                 Ok(())
             })
         });

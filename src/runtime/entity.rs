@@ -170,6 +170,28 @@ impl<'a> Tx<'a> {
     }
 }
 
+/// A background task's way back into its own actor.
+pub struct Myself<E: Entity> {
+    addr: Addr<EntityActor<E>>,
+}
+
+impl<E: Entity> Clone for Myself<E> {
+    fn clone(&self) -> Self {
+        Myself { addr: self.addr.clone() }
+    }
+}
+
+impl<E: Entity> Myself<E> {
+    /// Runs `cmd` on the actor. Not subject to the registry's admission (the actor's own work must never be refused
+    /// by its own mailbox bound); callers await one at a time, which keeps it bounded.
+    pub async fn exec<C: Command<Entity = E>>(&self, cmd: C) -> Result<C::Output, super::error::CallError<C::Error>> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let unavailable = || super::error::CallError::Unavailable { kind: E::KIND, key: String::new() };
+        self.addr.send(super::actor::Exec { cmd, reply: tx }).await.map_err(|_| unavailable())?;
+        rx.await.map_err(|_| unavailable())?
+    }
+}
+
 /// The actor context given to [`Command`]s and [`Entity::started`]: read access to the database and scoped background
 /// work. Everything started here is cancelled when the actor stops, passivates or restarts.
 pub struct EntityCtx<'a, E: Entity> {
@@ -185,6 +207,25 @@ impl<'a, E: Entity> EntityCtx<'a, E> {
     /// The database, read-only.
     pub fn db(&mut self) -> &mut SqliteConnection {
         self.core.conn()
+    }
+
+    /// Runs `f` in one write transaction, like a mutation: everything it wrote commits together or not at all, and
+    /// topics it touched are published (and outbox rows delivered) once the command or callback returns.
+    pub fn write<T, Err>(&mut self, f: impl FnOnce(&mut Tx<'_>) -> Result<T, Err>) -> Result<T, Err>
+    where
+        Err: From<diesel::result::Error>,
+    {
+        self.core.write(f)
+    }
+
+    /// A service provided to the runtime (`Runtime::provide`), e.g. the agent backend.
+    pub fn service<T: Send + Sync + 'static>(&self) -> Option<std::sync::Arc<T>> {
+        self.core.shared().service::<T>()
+    }
+
+    /// A handle background work can use to send commands back to this actor (each awaited one at a time).
+    pub fn myself(&self) -> Myself<E> {
+        Myself { addr: self.ctx.address() }
     }
 
     /// Runs `fut` as background work of this actor; dropped (cancelled) when the actor stops.

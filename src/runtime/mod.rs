@@ -20,7 +20,9 @@ pub mod topic;
 
 pub use actor::{restart_backoff, EntityActor};
 pub use db::Synchronous;
-pub use entity::{message_name, Command, Delivery, Entity, EntityCtx, KindConfig, Mutation, Read, SnapshotError, Tx};
+pub use entity::{
+    message_name, Command, Delivery, Entity, EntityCtx, KindConfig, Mutation, Myself, Read, SnapshotError, Tx,
+};
 pub use error::{ActivationError, ActivationFailure, CallError, KeyError, RuntimeError};
 pub use key::EntityKey;
 pub use outbox::Accepts;

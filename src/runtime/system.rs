@@ -81,6 +81,8 @@ pub struct Shared {
     kinds: RwLock<HashMap<TypeId, Arc<dyn Any + Send + Sync>>>,
     handles: RwLock<Vec<Arc<dyn KindHandle>>>,
     deliveries: RwLock<HashMap<String, DeliverFn>>,
+    /// Services actors reach through `EntityCtx::service` (agent backends, git hosts, ...), by type.
+    services: RwLock<HashMap<TypeId, Arc<dyn Any + Send + Sync>>>,
     pub(crate) index: RecoveryIndex,
     live: Arc<Semaphore>,
     /// Bounds concurrent database opens: beyond a few per core they only contend on SQLite's global open lock.
@@ -141,6 +143,11 @@ impl Shared {
         self.deliveries.write().unwrap_or_else(|p| p.into_inner()).extend(accepts.table);
         kinds.insert(id, Arc::new(registry.clone()));
         registry
+    }
+
+    pub(crate) fn service<T: Send + Sync + 'static>(&self) -> Option<Arc<T>> {
+        let services = self.services.read().unwrap_or_else(|p| p.into_inner());
+        services.get(&TypeId::of::<T>()).cloned().and_then(|s| s.downcast::<T>().ok())
     }
 
     pub(crate) fn ensure_kind<E: Entity>(&self) {
@@ -213,6 +220,7 @@ impl Runtime {
             kinds: RwLock::new(HashMap::new()),
             handles: RwLock::new(Vec::new()),
             deliveries: RwLock::new(HashMap::new()),
+            services: RwLock::new(HashMap::new()),
             index,
             live,
             opening: Semaphore::new(4 * std::thread::available_parallelism().map_or(2, |n| n.get())),
@@ -239,6 +247,17 @@ impl Runtime {
 
     pub fn config(&self) -> &RuntimeConfig {
         &self.shared.config
+    }
+
+    /// Makes `service` available to every actor through `EntityCtx::service::<T>()` (one value per type; a later
+    /// call replaces it for actors that look it up afterwards).
+    pub fn provide<T: Send + Sync + 'static>(&self, service: Arc<T>) {
+        self.shared.services.write().unwrap_or_else(|p| p.into_inner()).insert(TypeId::of::<T>(), service);
+    }
+
+    /// The service of type `T`, if one was provided.
+    pub fn service<T: Send + Sync + 'static>(&self) -> Option<Arc<T>> {
+        self.shared.service::<T>()
     }
 
     pub fn data_dir(&self) -> &Path {

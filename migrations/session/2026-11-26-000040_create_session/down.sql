@@ -1,1 +1,1 @@
-DROP TABLE transcript; DROP TABLE session_meta;
+DROP TABLE pending_prompts; DROP TABLE transcript; DROP TABLE session_meta;

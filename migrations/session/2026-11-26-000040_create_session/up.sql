@@ -20,3 +20,15 @@ CREATE TABLE transcript (
     user_id TEXT,
     at BIGINT NOT NULL
 );
+
+-- Text the agent has streamed in the running turn, not yet a complete transcript item.
+ALTER TABLE session_meta ADD COLUMN partial_text TEXT NOT NULL DEFAULT '';
+
+-- Prompts waiting for the session's agent, oldest first. A prompt is queued in the same transaction that records it,
+-- so it is never dropped; a turn takes the oldest when it starts.
+CREATE TABLE pending_prompts (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    text TEXT NOT NULL,
+    user_id TEXT,
+    at BIGINT NOT NULL
+);

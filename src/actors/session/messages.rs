@@ -9,8 +9,9 @@ use super::schema::{self, session_meta, MetaRow};
 use super::{Session, SessionDetail, TOPIC};
 use crate::actors::summary::{SessionStatus, SessionSummary};
 use crate::actors::task::ApplySessionSummary;
+use crate::actors::SessionKey;
 use crate::actors::{models, now_ms, validate, Audit, DomainError, DomainResult};
-use crate::runtime::{Delivery, Mutation, Read, Tx};
+use crate::runtime::{Command, Delivery, EntityCtx, Mutation, Read, Tx};
 
 /// Sent by the task when it opens the session. Idempotent. A first prompt becomes the first transcript item in the
 /// same transaction that creates the session, so it can never be dropped.
@@ -48,6 +49,8 @@ impl Mutation for InitializeSession {
             .execute(tx.conn())?;
         if let Some(prompt) = &self.prompt {
             schema::append(tx.conn(), "message", "user", prompt, self.user_id.as_deref(), self.created_at)?;
+            // Queued in the transaction that creates the session: the first prompt can never be dropped.
+            schema::enqueue(tx.conn(), prompt, self.user_id.as_deref(), self.created_at)?;
             let payload = serde_json::json!({ "chars": prompt.chars().count(), "first": true });
             Audit::session(&s.key).by(self.user_id.as_deref()).append(tx, "task.message.sent", payload)?;
         }
@@ -62,26 +65,51 @@ impl Delivery for InitializeSession {
 
 /// Pushes the summary to the task and marks the `session` topic changed.
 fn push_up(s: &Session, tx: &mut Tx<'_>) -> DomainResult<()> {
-    let m = schema::require_meta(tx.conn(), &s.key.session)?;
+    push_up_key(&s.key, tx)
+}
+
+pub(super) fn push_up_key(key: &SessionKey, tx: &mut Tx<'_>) -> DomainResult<()> {
+    let m = schema::require_meta(tx.conn(), &key.session)?;
     let summary = SessionSummary {
-        session_id: s.key.session.clone(),
+        session_id: key.session.clone(),
         status: m.status(),
         name: m.name,
         model: m.model,
         created_at: m.created_at,
         updated_at: m.updated_at,
     };
-    tx.send(&s.key.task_key(), &ApplySessionSummary { summary })?;
+    tx.send(&key.task_key(), &ApplySessionSummary { summary })?;
     tx.touch(TOPIC);
     Ok(())
 }
 
 fn require_open(s: &Session, tx: &mut Tx<'_>) -> DomainResult<MetaRow> {
-    let m = schema::require_meta(tx.conn(), &s.key.session)?;
+    require_open_key(&s.key, tx)
+}
+
+fn require_open_key(key: &SessionKey, tx: &mut Tx<'_>) -> DomainResult<MetaRow> {
+    let m = schema::require_meta(tx.conn(), &key.session)?;
     if m.status() == SessionStatus::Closed {
-        return Err(DomainError::Unprocessable(format!("session {} is closed", s.key.session)));
+        return Err(DomainError::Unprocessable(format!("session {} is closed", key.session)));
     }
     Ok(m)
+}
+
+/// Records a user's message in the transcript and queues it for the agent, in the caller's transaction.
+pub(super) fn record_user_message(
+    key: &SessionKey,
+    tx: &mut Tx<'_>,
+    text: &str,
+    user_id: Option<&str>,
+) -> DomainResult<()> {
+    require_open_key(key, tx)?;
+    let now = now_ms();
+    schema::append(tx.conn(), "message", "user", text, user_id, now)?;
+    schema::enqueue(tx.conn(), text, user_id, now)?;
+    diesel::update(session_meta::table.find(1)).set(session_meta::updated_at.eq(now)).execute(tx.conn())?;
+    push_up_key(key, tx)?;
+    let payload = serde_json::json!({ "chars": text.chars().count() });
+    Audit::session(key).by(user_id).append(tx, "task.message.sent", payload)
 }
 
 /// Renames the session.
@@ -148,7 +176,8 @@ impl Mutation for ChangeModel {
     }
 }
 
-/// A user's message to the session's agent: stored as a complete transcript item.
+/// A user's message to the session's agent: stored as a complete transcript item and queued for the agent (which
+/// runs it when someone runs the queue: use the `SubmitPrompt` command to also start the turn).
 pub struct SendMessage {
     pub text: String,
     pub user_id: Option<String>,
@@ -160,32 +189,33 @@ impl Mutation for SendMessage {
     type Error = DomainError;
     fn apply(self, s: &Session, tx: &mut Tx<'_>) -> DomainResult<()> {
         validate::text("text", &self.text)?;
-        require_open(s, tx)?;
-        let now = now_ms();
-        schema::append(tx.conn(), "message", "user", &self.text, self.user_id.as_deref(), now)?;
-        diesel::update(session_meta::table.find(1)).set(session_meta::updated_at.eq(now)).execute(tx.conn())?;
-        push_up(s, tx)?;
-        let payload = serde_json::json!({ "chars": self.text.chars().count() });
-        Audit::session(&s.key).by(self.user_id.as_deref()).append(tx, "task.message.sent", payload)
+        record_user_message(&s.key, tx, &self.text, self.user_id.as_deref())
     }
 }
 
-/// Stops the session's agent (its running turn, once agents run).
+/// Stops the session: cancels its running turn (if any), drops queued follow-ups, and marks it stopped.
 pub struct StopSession {
     pub user_id: Option<String>,
 }
 
-impl Mutation for StopSession {
+impl Command for StopSession {
     type Entity = Session;
     type Output = ();
     type Error = DomainError;
-    fn apply(self, s: &Session, tx: &mut Tx<'_>) -> DomainResult<()> {
-        require_open(s, tx)?;
-        diesel::update(session_meta::table.find(1))
-            .set((session_meta::status.eq(SessionStatus::Stopped.as_str()), session_meta::updated_at.eq(now_ms())))
-            .execute(tx.conn())?;
-        push_up(s, tx)?;
-        Audit::session(&s.key).by(self.user_id.as_deref()).append(tx, "task.session.stopped", serde_json::json!({}))
+    fn run(self, s: &mut Session, ctx: &mut EntityCtx<'_, Session>) -> DomainResult<()> {
+        if let Some(turn) = s.turn.take() {
+            ctx.cancel(turn.handle());
+        }
+        let key = s.key.clone();
+        ctx.write(|tx: &mut Tx<'_>| -> DomainResult<()> {
+            require_open_key(&key, tx)?;
+            let now = now_ms();
+            schema::flush_partial(tx.conn(), now)?;
+            schema::clear_queue(tx.conn())?;
+            schema::set_status(tx.conn(), SessionStatus::Stopped, now)?;
+            push_up_key(&key, tx)?;
+            Audit::session(&key).by(self.user_id.as_deref()).append(tx, "task.session.stopped", serde_json::json!({}))
+        })
     }
 }
 

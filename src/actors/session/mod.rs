@@ -1,24 +1,35 @@
 //! The session actor (key: task key + session id), data side: its model settings, status and transcript. It pushes
-//! its summary to its task only. Publishes the `session` topic. (The agent loop that runs turns comes with the agent
-//! sessions work.)
+//! its summary to its task only. Publishes the `session` topic. Its agent loop (turns as background work, steer,
+//! interrupt, follow-ups) is in `agent.rs`.
 
+mod agent;
 mod messages;
 pub mod schema;
 
 use diesel::sqlite::SqliteConnection;
 use serde::Serialize;
 
+pub use agent::{Interrupt, RunQueue, SessionAgent, Steer, SubmitPrompt, Submitted};
 pub use messages::*;
 pub use schema::TranscriptItem;
 
 use crate::actors::summary::SessionStatus;
 use crate::actors::{DomainResult, SessionKey};
-use crate::runtime::{embed_migrations, Accepts, EmbeddedMigrations, Entity, SnapshotError};
+use crate::runtime::{embed_migrations, Accepts, EmbeddedMigrations, Entity, EntityCtx, EntityKey, SnapshotError};
 
 pub const TOPIC: &str = "session";
 
 pub struct Session {
     pub key: SessionKey,
+    /// The running turn: a runtime handle, not state (the turn's effects are all in the database).
+    turn: Option<agent::RunningTurn>,
+    next_turn: u64,
+}
+
+impl Session {
+    pub fn new(key: SessionKey) -> Self {
+        Session { key, turn: None, next_turn: 0 }
+    }
 }
 
 /// What `sessionUpdated` carries.
@@ -35,12 +46,16 @@ pub struct SessionDetail {
     pub thought_level: String,
     pub status: SessionStatus,
     pub transcript: Vec<TranscriptItem>,
+    /// Text streamed by the running turn so far.
+    pub partial_text: String,
+    /// Prompts waiting for a turn.
+    pub queued: i64,
     pub created_at: i64,
     pub updated_at: i64,
 }
 
 impl Session {
-    /// Two queries, whatever the transcript's length.
+    /// Three queries, whatever the transcript's length.
     fn build_detail(&self, db: &mut SqliteConnection) -> DomainResult<SessionDetail> {
         let m = schema::require_meta(db, &self.key.session)?;
         Ok(SessionDetail {
@@ -50,6 +65,8 @@ impl Session {
             session_id: self.key.session.clone(),
             status: m.status(),
             transcript: schema::transcript_items(db)?,
+            queued: schema::queued(db)?,
+            partial_text: m.partial_text,
             name: m.name,
             model: m.model,
             mode: m.mode,
@@ -66,7 +83,17 @@ impl Entity for Session {
     const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/session");
 
     fn load(key: &SessionKey, _: &mut SqliteConnection) -> diesel::QueryResult<Self> {
-        Ok(Session { key: key.clone() })
+        Ok(Session::new(key.clone()))
+    }
+
+    fn started(&mut self, ctx: &mut EntityCtx<'_, Self>) {
+        if let Err(e) = self.recover_turn(ctx) {
+            tracing::error!(session = %self.key.encode(), error = %e, "could not recover the agent loop");
+        }
+    }
+
+    fn can_passivate(&self) -> bool {
+        self.turn.is_none()
     }
 
     fn snapshot(&self, topic: &str, db: &mut SqliteConnection) -> Result<serde_json::Value, SnapshotError> {

@@ -18,6 +18,16 @@ diesel::table! {
         agent_session_id -> Nullable<Text>,
         created_at -> BigInt,
         updated_at -> BigInt,
+        partial_text -> Text,
+    }
+}
+
+diesel::table! {
+    pending_prompts (seq) {
+        seq -> BigInt,
+        text -> Text,
+        user_id -> Nullable<Text>,
+        at -> BigInt,
     }
 }
 
@@ -45,6 +55,7 @@ pub struct MetaRow {
     pub agent_session_id: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
+    pub partial_text: String,
 }
 
 impl MetaRow {
@@ -100,4 +111,58 @@ pub fn append(
 /// The whole transcript in order: one query.
 pub fn transcript_items(conn: &mut SqliteConnection) -> DomainResult<Vec<TranscriptItem>> {
     Ok(transcript::table.select(TranscriptItem::as_select()).order(transcript::seq).load(conn)?)
+}
+
+/// Queues a prompt for the session's agent.
+pub fn enqueue(conn: &mut SqliteConnection, text: &str, user_id: Option<&str>, at: i64) -> DomainResult<()> {
+    diesel::insert_into(pending_prompts::table)
+        .values((pending_prompts::text.eq(text), pending_prompts::user_id.eq(user_id), pending_prompts::at.eq(at)))
+        .execute(conn)?;
+    Ok(())
+}
+
+/// Takes the oldest queued prompt off the queue.
+pub fn dequeue(conn: &mut SqliteConnection) -> DomainResult<Option<String>> {
+    let next: Option<(i64, String)> = pending_prompts::table
+        .select((pending_prompts::seq, pending_prompts::text))
+        .order(pending_prompts::seq)
+        .first(conn)
+        .optional()?;
+    if let Some((seq, _)) = &next {
+        diesel::delete(pending_prompts::table.find(seq)).execute(conn)?;
+    }
+    Ok(next.map(|(_, text)| text))
+}
+
+pub fn queued(conn: &mut SqliteConnection) -> DomainResult<i64> {
+    Ok(pending_prompts::table.count().get_result(conn)?)
+}
+
+pub fn clear_queue(conn: &mut SqliteConnection) -> DomainResult<usize> {
+    Ok(diesel::delete(pending_prompts::table).execute(conn)?)
+}
+
+pub fn set_status(conn: &mut SqliteConnection, status: SessionStatus, at: i64) -> DomainResult<()> {
+    diesel::update(session_meta::table.find(1))
+        .set((session_meta::status.eq(status.as_str()), session_meta::updated_at.eq(at)))
+        .execute(conn)?;
+    Ok(())
+}
+
+/// Folds streamed text into the partial buffer.
+pub fn append_partial(conn: &mut SqliteConnection, text: &str) -> DomainResult<()> {
+    diesel::update(session_meta::table.find(1))
+        .set(session_meta::partial_text.eq(session_meta::partial_text.concat(text)))
+        .execute(conn)?;
+    Ok(())
+}
+
+/// Turns the partial buffer into a complete agent message item (if any text was streamed).
+pub fn flush_partial(conn: &mut SqliteConnection, at: i64) -> DomainResult<()> {
+    let text: String = session_meta::table.select(session_meta::partial_text).find(1).first(conn)?;
+    if !text.is_empty() {
+        append(conn, "message", "agent", text.trim_end(), None, at)?;
+        diesel::update(session_meta::table.find(1)).set(session_meta::partial_text.eq("")).execute(conn)?;
+    }
+    Ok(())
 }

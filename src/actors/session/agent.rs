@@ -1,0 +1,318 @@
+//! The session's agent loop. Each session runs its own turns, one at a time, as background work of its actor: the
+//! mailbox stays free, so steer, interrupt and reads never wait behind a running turn, and sessions never wait for
+//! each other. Prompts wait in `pending_prompts` (written in the same transaction that records them) until a turn
+//! takes them; streamed deltas are folded into `partial_text` and become a complete transcript item when the turn
+//! ends; a turn interrupted by a crash is marked failed when the actor next starts.
+
+use std::sync::Arc;
+
+use actix::SpawnHandle;
+use diesel::prelude::*;
+use tokio::sync::mpsc;
+
+use super::schema;
+use super::{Session, TOPIC};
+use crate::actors::summary::SessionStatus;
+use crate::actors::{now_ms, validate, Audit, DomainError, DomainResult};
+use crate::integrations::agent::{AgentBackend, AgentEvent, TurnEnd, TurnRequest};
+use crate::runtime::{Command, EntityCtx, Myself, Tx};
+
+/// The agent backend sessions use, provided to the runtime (`Runtime::provide(Arc::new(SessionAgent(..)))`).
+pub struct SessionAgent(pub Arc<dyn AgentBackend>);
+
+/// The turn a session is running.
+pub(super) struct RunningTurn {
+    id: u64,
+    handle: SpawnHandle,
+    steer: mpsc::UnboundedSender<String>,
+}
+
+impl RunningTurn {
+    pub(super) fn handle(&self) -> SpawnHandle {
+        self.handle
+    }
+}
+
+/// Most events folded into one transaction: a fast stream is coalesced into few commits and few snapshots.
+const MAX_EVENTS_PER_COMMIT: usize = 256;
+
+impl Session {
+    /// Starts the next queued prompt's turn if none is running. Call after anything that queued a prompt.
+    pub(super) fn run_queue(&mut self, ctx: &mut EntityCtx<'_, Session>) -> DomainResult<bool> {
+        if self.turn.is_some() {
+            return Ok(false);
+        }
+        let Some(agent) = ctx.service::<SessionAgent>() else {
+            // Without an agent backend the prompts stay queued (durably) until one is provided.
+            return Ok(false);
+        };
+        let key = self.key.clone();
+        let started = ctx.write(|tx: &mut Tx<'_>| -> DomainResult<Option<TurnRequest>> {
+            let m = schema::require_meta(tx.conn(), &key.session)?;
+            if m.status() == SessionStatus::Closed {
+                return Ok(None);
+            }
+            let Some(prompt) = schema::dequeue(tx.conn())? else { return Ok(None) };
+            schema::set_status(tx.conn(), SessionStatus::Running, now_ms())?;
+            push_summary(&key, tx)?;
+            Ok(Some(TurnRequest {
+                session: key.clone(),
+                model: m.model,
+                mode: m.mode,
+                thought_level: m.thought_level,
+                prompt,
+            }))
+        })?;
+        let Some(request) = started else { return Ok(false) };
+        self.next_turn += 1;
+        let id = self.next_turn;
+        let (events_tx, events_rx) = mpsc::channel(256);
+        let (steer_tx, steer_rx) = mpsc::unbounded_channel();
+        let turn = agent.0.run_turn(request, events_tx, steer_rx);
+        let handle = ctx.spawn(drive_turn(ctx.myself(), id, turn, events_rx));
+        self.turn = Some(RunningTurn { id, handle, steer: steer_tx });
+        Ok(true)
+    }
+
+    /// After a restart no turn is running: a session stored as running lost its turn (crash). Mark it failed and
+    /// carry on with the queue.
+    pub(super) fn recover_turn(&mut self, ctx: &mut EntityCtx<'_, Session>) -> DomainResult<()> {
+        let key = self.key.clone();
+        ctx.write(|tx: &mut Tx<'_>| -> DomainResult<()> {
+            let Some(m) = schema::meta(tx.conn())? else { return Ok(()) };
+            if m.status() != SessionStatus::Running {
+                return Ok(());
+            }
+            let now = now_ms();
+            schema::flush_partial(tx.conn(), now)?;
+            schema::append(tx.conn(), "status", "system", "turn failed: the session restarted mid-turn", None, now)?;
+            schema::set_status(tx.conn(), SessionStatus::Error, now)?;
+            push_summary(&key, tx)
+        })?;
+        self.run_queue(ctx).map(|_| ())
+    }
+}
+
+/// Pushes the session's summary to its task and marks the `session` topic changed.
+fn push_summary(key: &crate::actors::SessionKey, tx: &mut Tx<'_>) -> DomainResult<()> {
+    super::messages::push_up_key(key, tx)
+}
+
+/// Streams one turn: events are applied in batches (whatever arrived while the previous batch committed), then the
+/// end of the turn. Dropping this future (interrupt, passivation, stop) drops the agent's turn with it.
+async fn drive_turn(
+    me: Myself<Session>,
+    id: u64,
+    turn: futures_util::future::BoxFuture<'static, TurnEnd>,
+    mut events: mpsc::Receiver<AgentEvent>,
+) {
+    let mut turn = turn;
+    let mut end = None;
+    loop {
+        tokio::select! {
+            Some(first) = events.recv() => {
+                let mut batch = vec![first];
+                while batch.len() < MAX_EVENTS_PER_COMMIT {
+                    match events.try_recv() {
+                        Ok(e) => batch.push(e),
+                        Err(_) => break,
+                    }
+                }
+                if me.exec(ApplyTurnEvents { turn: id, events: batch }).await.is_err() {
+                    return;
+                }
+            }
+            result = &mut turn, if end.is_none() => end = Some(result),
+            else => break,
+        }
+    }
+    let _ = me.exec(FinishTurn { turn: id, end: end.unwrap_or(TurnEnd::Completed) }).await;
+}
+
+fn stale(session: &Session, turn: u64) -> bool {
+    session.turn.as_ref().is_none_or(|t| t.id != turn)
+}
+
+/// Applies a batch of streamed events of turn `turn` (ignored if that turn was interrupted meanwhile).
+pub(super) struct ApplyTurnEvents {
+    turn: u64,
+    events: Vec<AgentEvent>,
+}
+
+impl Command for ApplyTurnEvents {
+    type Entity = Session;
+    type Output = ();
+    type Error = DomainError;
+    fn run(self, s: &mut Session, ctx: &mut EntityCtx<'_, Session>) -> DomainResult<()> {
+        if stale(s, self.turn) {
+            return Ok(());
+        }
+        ctx.write(|tx: &mut Tx<'_>| -> DomainResult<()> {
+            let now = now_ms();
+            for event in &self.events {
+                match event {
+                    AgentEvent::TextDelta { text } => schema::append_partial(tx.conn(), text)?,
+                    other => {
+                        // A tool call or file change is a complete item; text streamed before it is one too.
+                        schema::flush_partial(tx.conn(), now)?;
+                        let (kind, text) = match other {
+                            AgentEvent::ToolCall { name, .. } => ("tool_call", name.clone()),
+                            AgentEvent::ToolResult { output, .. } => ("tool_result", output.clone()),
+                            AgentEvent::FileChange { path, .. } => ("file_change", path.clone()),
+                            AgentEvent::TextDelta { .. } => unreachable!("handled above"),
+                        };
+                        let payload = serde_json::to_string(other).unwrap_or_default();
+                        diesel::insert_into(super::schema::transcript::table)
+                            .values((
+                                super::schema::transcript::kind.eq(kind),
+                                super::schema::transcript::role.eq("agent"),
+                                super::schema::transcript::text.eq(text),
+                                super::schema::transcript::payload.eq(payload),
+                                super::schema::transcript::at.eq(now),
+                            ))
+                            .execute(tx.conn())?;
+                    }
+                }
+            }
+            tx.touch(TOPIC);
+            Ok(())
+        })
+    }
+}
+
+/// Ends turn `turn`: its text becomes a complete item, and the next queued prompt (if any) starts.
+pub(super) struct FinishTurn {
+    turn: u64,
+    end: TurnEnd,
+}
+
+impl Command for FinishTurn {
+    type Entity = Session;
+    type Output = ();
+    type Error = DomainError;
+    fn run(self, s: &mut Session, ctx: &mut EntityCtx<'_, Session>) -> DomainResult<()> {
+        if stale(s, self.turn) {
+            return Ok(());
+        }
+        s.turn = None;
+        let key = s.key.clone();
+        ctx.write(|tx: &mut Tx<'_>| -> DomainResult<()> {
+            let now = now_ms();
+            schema::flush_partial(tx.conn(), now)?;
+            if schema::require_meta(tx.conn(), &key.session)?.status() == SessionStatus::Closed {
+                return Ok(());
+            }
+            let status = match &self.end {
+                TurnEnd::Completed => SessionStatus::Idle,
+                TurnEnd::Failed(why) => {
+                    schema::append(tx.conn(), "status", "system", &format!("turn failed: {why}"), None, now)?;
+                    SessionStatus::Error
+                }
+            };
+            schema::set_status(tx.conn(), status, now)?;
+            push_summary(&key, tx)
+        })?;
+        s.run_queue(ctx).map(|_| ())
+    }
+}
+
+/// Queues a prompt for the session's agent; it runs now if no turn is running, else as a follow-up.
+pub struct SubmitPrompt {
+    pub text: String,
+    pub user_id: Option<String>,
+}
+
+/// Where a submitted prompt went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Submitted {
+    Started,
+    Queued,
+}
+
+impl Command for SubmitPrompt {
+    type Entity = Session;
+    type Output = Submitted;
+    type Error = DomainError;
+    fn run(self, s: &mut Session, ctx: &mut EntityCtx<'_, Session>) -> DomainResult<Submitted> {
+        validate::text("text", &self.text)?;
+        let key = s.key.clone();
+        ctx.write(|tx: &mut Tx<'_>| -> DomainResult<()> {
+            super::messages::record_user_message(&key, tx, &self.text, self.user_id.as_deref())
+        })?;
+        Ok(if s.run_queue(ctx)? { Submitted::Started } else { Submitted::Queued })
+    }
+}
+
+/// Starts queued prompts if no turn is running (after the first prompt arrived with the session, or when an agent
+/// backend became available).
+pub struct RunQueue;
+
+impl Command for RunQueue {
+    type Entity = Session;
+    type Output = bool;
+    type Error = DomainError;
+    fn run(self, s: &mut Session, ctx: &mut EntityCtx<'_, Session>) -> DomainResult<bool> {
+        s.run_queue(ctx)
+    }
+}
+
+/// Guidance for the turn running in this session (and only this one).
+pub struct Steer {
+    pub guidance: String,
+    pub user_id: Option<String>,
+}
+
+impl Command for Steer {
+    type Entity = Session;
+    type Output = ();
+    type Error = DomainError;
+    fn run(self, s: &mut Session, ctx: &mut EntityCtx<'_, Session>) -> DomainResult<()> {
+        validate::text("guidance", &self.guidance)?;
+        let Some(turn) = &s.turn else {
+            return Err(DomainError::Unprocessable("no turn is running in this session".into()));
+        };
+        if turn.steer.send(self.guidance.clone()).is_err() {
+            return Err(DomainError::Unprocessable("the running turn no longer takes guidance".into()));
+        }
+        ctx.write(|tx: &mut Tx<'_>| -> DomainResult<()> {
+            schema::append(tx.conn(), "steer", "user", &self.guidance, self.user_id.as_deref(), now_ms())?;
+            tx.touch(TOPIC);
+            Ok(())
+        })
+    }
+}
+
+/// Cancels the turn running in this session (and only this one), including a tool call in progress. Queued
+/// follow-ups then run, or are dropped if `drop_queued`.
+pub struct Interrupt {
+    pub drop_queued: bool,
+    pub user_id: Option<String>,
+}
+
+impl Command for Interrupt {
+    type Entity = Session;
+    /// Follow-ups dropped.
+    type Output = usize;
+    type Error = DomainError;
+    fn run(self, s: &mut Session, ctx: &mut EntityCtx<'_, Session>) -> DomainResult<usize> {
+        let Some(turn) = s.turn.take() else {
+            return Err(DomainError::Unprocessable("no turn is running in this session".into()));
+        };
+        ctx.cancel(turn.handle);
+        let key = s.key.clone();
+        let dropped = ctx.write(|tx: &mut Tx<'_>| -> DomainResult<usize> {
+            let now = now_ms();
+            schema::flush_partial(tx.conn(), now)?;
+            schema::append(tx.conn(), "status", "system", "interrupted", self.user_id.as_deref(), now)?;
+            let dropped = if self.drop_queued { schema::clear_queue(tx.conn())? } else { 0 };
+            schema::set_status(tx.conn(), SessionStatus::Idle, now)?;
+            push_summary(&key, tx)?;
+            let payload = serde_json::json!({ "droppedFollowUps": dropped });
+            Audit::session(&key).by(self.user_id.as_deref()).append(tx, "task.session.stopped", payload)?;
+            Ok(dropped)
+        })?;
+        s.run_queue(ctx)?;
+        Ok(dropped)
+    }
+}
