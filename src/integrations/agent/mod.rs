@@ -4,8 +4,10 @@
 //! tests; real model-backed agents implement the same trait.
 
 pub mod builtin;
+pub mod sandbox;
 
 pub use builtin::{BuiltinAgent, TurnGate};
+pub use sandbox::SandboxAgent;
 
 /// What a session asks its agent to do in one turn.
 #[derive(Debug, Clone, PartialEq)]
