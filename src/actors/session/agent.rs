@@ -35,6 +35,9 @@ impl RunningTurn {
 
 /// Most events folded into one transaction: a fast stream is coalesced into few commits and few snapshots.
 const MAX_EVENTS_PER_COMMIT: usize = 256;
+/// How long streamed events gather before they are committed and published: at most ~40 session snapshots per
+/// second per session, whatever the agent's pace, for a delay readers do not notice.
+const COALESCE_WINDOW: std::time::Duration = std::time::Duration::from_millis(25);
 
 impl Session {
     /// Starts the next queued prompt's turn if none is running. Call after anything that queued a prompt.
@@ -98,8 +101,9 @@ fn push_summary(key: &crate::actors::SessionKey, tx: &mut Tx<'_>) -> DomainResul
     super::messages::push_up_key(key, tx)
 }
 
-/// Streams one turn: events are applied in batches (whatever arrived while the previous batch committed), then the
-/// end of the turn. Dropping this future (interrupt, passivation, stop) drops the agent's turn with it.
+/// Streams one turn: events are applied in batches, and the agent keeps running while a batch commits, so whatever
+/// it produced meanwhile forms the next batch (a fast stream costs few transactions and few snapshots). Dropping this
+/// future (interrupt, passivation, stop) drops the agent's turn with it.
 async fn drive_turn(
     me: Myself<Session>,
     id: u64,
@@ -111,15 +115,32 @@ async fn drive_turn(
     loop {
         tokio::select! {
             Some(first) = events.recv() => {
+                // Gather what arrives within the window (the agent keeps running), then commit it in one go.
                 let mut batch = vec![first];
+                let window = tokio::time::sleep(COALESCE_WINDOW);
+                tokio::pin!(window);
                 while batch.len() < MAX_EVENTS_PER_COMMIT {
-                    match events.try_recv() {
-                        Ok(e) => batch.push(e),
-                        Err(_) => break,
+                    tokio::select! {
+                        _ = &mut window => break,
+                        next = events.recv() => match next {
+                            Some(e) => batch.push(e),
+                            None => break,
+                        },
+                        result = &mut turn, if end.is_none() => end = Some(result),
                     }
                 }
-                if me.exec(ApplyTurnEvents { turn: id, events: batch }).await.is_err() {
-                    return;
+                let apply = me.exec(ApplyTurnEvents { turn: id, events: batch });
+                tokio::pin!(apply);
+                loop {
+                    tokio::select! {
+                        applied = &mut apply => {
+                            if applied.is_err() {
+                                return;
+                            }
+                            break;
+                        }
+                        result = &mut turn, if end.is_none() => end = Some(result),
+                    }
                 }
             }
             result = &mut turn, if end.is_none() => end = Some(result),
