@@ -45,19 +45,26 @@ fn main() -> std::io::Result<()> {
     match cli.command {
         Command::Serve { bind, data_dir, log, agent_url, agent } => {
             tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::new(log)).init();
-            let agent: Arc<dyn AgentBackend> = match agent_url {
-                Some(url) => Arc::new(SandboxAgent::new(&url, &agent)),
-                None => Arc::new(BuiltinAgent::default()),
-            };
-            actix_rt::System::new().block_on(serve(bind, data_dir, agent))
+            let backend = agent_url.map(|url| (SandboxAgent::new(&url, &agent), agent));
+            actix_rt::System::new().block_on(serve(bind, data_dir, backend))
         }
     }
 }
 
-async fn serve(bind: SocketAddr, data_dir: PathBuf, agent: Arc<dyn AgentBackend>) -> std::io::Result<()> {
+async fn serve(bind: SocketAddr, data_dir: PathBuf, backend: Option<(SandboxAgent, String)>) -> std::io::Result<()> {
     let runtime = Runtime::start(RuntimeConfig::new(data_dir)).map_err(std::io::Error::other)?;
     // Registers every domain kind, so recovery can reach all of them.
-    let _domain = Domain::with_agent(runtime.clone(), agent);
+    let agent: Arc<dyn AgentBackend> = match &backend {
+        Some((server, _)) => Arc::new(server.clone()),
+        None => Arc::new(BuiltinAgent::default()),
+    };
+    let domain = Domain::with_agent(runtime.clone(), agent);
+    if let Some((server, agent_id)) = &backend {
+        match domain.refresh_models(server, agent_id).await {
+            Ok(n) => tracing::info!(models = n, agent = %agent_id, "model catalog from sandbox-agent"),
+            Err(e) => tracing::warn!(error = %e, "sandbox-agent catalog unavailable; using the built-in catalog"),
+        }
+    }
     let report = runtime.recover().await;
     if !report.failed.is_empty() {
         tracing::warn!(failed = report.failed.len(), "some actors could not resume outbox delivery");

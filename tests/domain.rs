@@ -523,3 +523,24 @@ async fn a_stop_between_coordinator_steps_loses_nothing() {
     let created_events = events.events.iter().filter(|e| e.kind == "task.created").count();
     assert_eq!(created_events, 1);
 }
+
+#[actix_rt::test]
+async fn the_model_catalog_service_decides_which_models_sessions_may_use() {
+    use foundry::actors::models::{CatalogModel, ModelCatalog};
+    let (rt, _dir) = runtime(2);
+    let only = |id: &str| CatalogModel { id: id.into(), label: id.into(), agent: "codex".into() };
+    rt.provide(std::sync::Arc::new(ModelCatalog::from_models(vec![only("codex-a"), only("codex-b")], "test")));
+    let domain = Domain::without_agent(rt);
+    setup(&domain).await;
+    assert_eq!(domain.models().len(), 2);
+    // Without a model (and with a user whose default is not in the catalog) a task gets the catalog's first model.
+    let created = domain.create_task(&repo(), CreateTask { user_id: None, ..prompt("Catalog") }).await.unwrap();
+    let s1 = created.task.session("s1");
+    assert_eq!(domain.sessions.read(&s1, GetSessionDetail).await.unwrap().model, "codex-a");
+    let to = |m: &str| ChangeModel { model: m.into(), mode: None, thought_level: None, user_id: None };
+    domain.sessions.mutate(&s1, to("codex-b")).await.unwrap();
+    let err = refused(domain.sessions.mutate(&s1, to("claude-opus-4")).await.unwrap_err());
+    assert!(matches!(err, DomainError::Invalid { field: "model", .. }), "{err}");
+    let bad = CreateTask { model: Some("gpt-5.3-codex".into()), ..prompt("x") };
+    assert!(matches!(refused(domain.create_task(&repo(), bad).await.unwrap_err()), DomainError::Invalid { .. }));
+}

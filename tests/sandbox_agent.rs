@@ -66,6 +66,15 @@ async fn catalog_comes_from_the_server() {
     assert!(catalog.iter().any(|a| a.id == "mock"), "{catalog:?}");
     let codex = catalog.iter().find(|a| a.id == "codex").expect("codex in the catalog");
     assert!(!codex.models.is_empty() && !codex.thought_levels.is_empty(), "{codex:?}");
+    // The domain's catalog refreshes from it: models are then the server's codex models.
+    let (rt, _dir) = support::runtime(0);
+    let domain = Domain::without_agent(rt);
+    let n = domain.refresh_models(&agent, "codex").await.unwrap();
+    assert_eq!(n, codex.models.len());
+    assert!(domain.models().iter().all(|m| m.agent == "codex"));
+    // An agent the server does not offer keeps the current catalog.
+    assert!(domain.refresh_models(&agent, "no-such-agent").await.is_err());
+    assert_eq!(domain.models().len(), n);
 }
 
 #[actix_rt::test]

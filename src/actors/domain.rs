@@ -8,6 +8,7 @@
 use std::sync::Arc;
 
 use super::audit_log::{AuditLog, AuditPage, ListAuditEvents};
+use super::models::{CatalogModel, ModelCatalog};
 use super::organization::{
     AddRepository, AdminReplaceRepoTasks, GetRepository, ListRepositories, Organization, RepoRow,
 };
@@ -19,6 +20,7 @@ use super::task::{
 };
 use super::user::{GetTaskOverlay, GetUser, MarkSessionUnread, TaskOverlay, User};
 use super::{DomainError, RepoKey, SessionKey, TaskKey};
+use crate::integrations::agent::SandboxAgent;
 use crate::integrations::agent::{AgentBackend, BuiltinAgent};
 use crate::integrations::git::{GitHost, LocalGitHost};
 use crate::runtime::{CallError, Registry, Runtime};
@@ -72,6 +74,9 @@ impl Domain {
     }
 
     pub fn with_git(runtime: Runtime, git: Arc<dyn GitHost>) -> Self {
+        if runtime.service::<ModelCatalog>().is_none() {
+            runtime.provide(Arc::new(ModelCatalog::builtin()));
+        }
         Domain {
             orgs: runtime.registry(),
             repos: runtime.registry(),
@@ -102,13 +107,7 @@ impl Domain {
     pub async fn create_task(&self, repo: &RepoKey, mut msg: CreateTask) -> Result<CreatedTask> {
         self.orgs.read(&repo.org, GetRepository { repo_id: repo.repo.clone() }).await?;
         if msg.model.is_none() {
-            if let Some(user) = &msg.user_id {
-                match self.users.read(user, GetUser).await {
-                    Ok(u) => msg.model = Some(u.default_model),
-                    Err(CallError::Handler(DomainError::NotFound { .. })) => {}
-                    Err(e) => return Err(e),
-                }
-            }
+            msg.model = self.default_model_of(msg.user_id.as_deref()).await?;
         }
         let (created, init) = self.repos.mutate(repo, msg).await?;
         let session = created.task.session(&created.session_id);
@@ -120,8 +119,39 @@ impl Domain {
         Ok(created)
     }
 
-    /// Opens another session on a task; returns its id.
-    pub async fn create_session(&self, task: &TaskKey, msg: CreateSession) -> Result<String> {
+    /// The user's default (starred) model, if the user exists.
+    async fn default_model_of(&self, user: Option<&str>) -> Result<Option<String>> {
+        let Some(user) = user else { return Ok(None) };
+        match self.users.read(&user.to_owned(), GetUser).await {
+            Ok(u) => Ok(Some(u.default_model)),
+            Err(CallError::Handler(DomainError::NotFound { .. })) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The models sessions may use now.
+    pub fn models(&self) -> Vec<CatalogModel> {
+        self.catalog().models()
+    }
+
+    fn catalog(&self) -> Arc<ModelCatalog> {
+        // `with_git` provides a catalog when none was, and services are never removed.
+        self.runtime.service::<ModelCatalog>().unwrap_or_else(|| Arc::new(ModelCatalog::builtin()))
+    }
+
+    /// Replaces the catalog with `agent_id`'s models on a sandbox-agent server (kept as it was on failure).
+    pub async fn refresh_models(&self, server: &SandboxAgent, agent_id: &str) -> Result<usize> {
+        self.catalog()
+            .refresh_from(server, agent_id)
+            .await
+            .map_err(|e| CallError::Handler(DomainError::Unprocessable(e.to_string())))
+    }
+
+    /// Opens another session on a task; returns its id. Without an explicit model, the user's default is used.
+    pub async fn create_session(&self, task: &TaskKey, mut msg: CreateSession) -> Result<String> {
+        if msg.model.is_none() {
+            msg.model = self.default_model_of(msg.user_id.as_deref()).await?;
+        }
         let (id, init) = self.tasks.mutate(task, msg).await?;
         self.sessions.mutate(&task.session(&id), init).await?;
         Ok(id)

@@ -149,6 +149,11 @@ impl<'a> Tx<'a> {
         self.conn
     }
 
+    /// A service provided to the runtime (`Runtime::provide`), e.g. the model catalog.
+    pub fn service<T: Send + Sync + 'static>(&self) -> Option<std::sync::Arc<T>> {
+        self.runtime.service::<T>()
+    }
+
     /// Marks `topic` changed: after commit its version grows by one and subscribers get the new snapshot.
     pub fn touch(&mut self, topic: &str) {
         if !self.effects.touched.iter().any(|t| t == topic) {

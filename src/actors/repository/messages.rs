@@ -78,8 +78,8 @@ impl Mutation for CreateTask {
     fn apply(self, repo: &Repository, tx: &mut Tx<'_>) -> DomainResult<(CreatedTask, InitializeTask)> {
         let meta = schema::require_meta(tx.conn(), &repo.key.repo)?;
         validate::text("prompt", &self.prompt)?;
-        let model = self.model.clone().unwrap_or_else(|| models::DEFAULT_MODEL.to_owned());
-        if !models::is_known_model(&model) {
+        let model = self.model.clone().unwrap_or_else(|| models::default_for(tx));
+        if !models::is_allowed(tx, &model) {
             return Err(DomainError::invalid("model", format!("unknown model {model:?}")));
         }
         let title = match &self.title {

@@ -148,7 +148,7 @@ impl Mutation for ChangeModel {
     type Output = ();
     type Error = DomainError;
     fn apply(self, s: &Session, tx: &mut Tx<'_>) -> DomainResult<()> {
-        if !models::is_known_model(&self.model) {
+        if !models::is_allowed(tx, &self.model) {
             return Err(DomainError::invalid("model", format!("unknown model {:?}", self.model)));
         }
         if let Some(mode) = &self.mode {

@@ -188,8 +188,8 @@ impl Mutation for CreateSession {
         if let Some(n) = &self.name {
             validate::name("name", n, 200)?;
         }
-        let model = self.model.unwrap_or_else(|| models::DEFAULT_MODEL.to_owned());
-        if !models::is_known_model(&model) {
+        let model = self.model.unwrap_or_else(|| models::default_for(tx));
+        if !models::is_allowed(tx, &model) {
             return Err(DomainError::invalid("model", format!("unknown model {model:?}")));
         }
         let row = schema::require_row(tx.conn(), &t.key.task)?;

@@ -238,7 +238,7 @@ impl Mutation for SetDefaultModel {
     type Error = DomainError;
 
     fn apply(self, user: &User, tx: &mut Tx<'_>) -> DomainResult<()> {
-        if !models::is_known_model(&self.model) {
+        if !models::is_allowed(tx, &self.model) {
             return Err(DomainError::invalid("model", format!("unknown model {:?}", self.model)));
         }
         let before = require_profile(user, tx.conn())?;
