@@ -213,3 +213,48 @@ async fn a_turn_cut_by_a_stop_is_marked_failed_after_restart() {
     assert!(d.transcript.iter().any(|i| i.kind == "status" && i.text.contains("turn failed")), "{:?}", d.transcript);
     assert!(agent_text(&d).contains("queued behind it"));
 }
+
+const KILL_CHILD_DIR: &str = "FOUNDRY_AGENT_KILL_CHILD_DIR";
+
+/// Child side of the SIGKILL test: starts a turn that never finishes (held by the gate), says so, and waits to be
+/// killed. Returns at once in a normal test run.
+#[actix_rt::test]
+async fn child_runs_a_turn_until_killed() {
+    let Some(dir) = std::env::var_os(KILL_CHILD_DIR) else { return };
+    let rt = runtime_at(std::path::Path::new(&dir), 2);
+    let (agent, mut gate) = BuiltinAgent::with_gate(Duration::from_millis(1));
+    let domain = Domain::with_agent(rt, Arc::new(agent));
+    setup(&domain).await;
+    let created = domain.create_task(&RepoKey::new(ORG, "web"), prompt("Work that gets killed")).await.unwrap();
+    let s = created.task.session("s1");
+    gate.started().await;
+    domain.send_message(&s, "follow-up that must survive", None).await.unwrap();
+    println!("TURN-RUNNING");
+    std::future::pending::<()>().await;
+}
+
+#[actix_rt::test]
+async fn killing_the_process_mid_turn_leaves_no_session_running() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "child_runs_a_turn_until_killed", "--nocapture", "--test-threads=1"])
+        .env(KILL_CHILD_DIR, dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let ready = std::thread::spawn(move || {
+        BufReader::new(stdout).lines().map_while(Result::ok).any(|l| l.contains("TURN-RUNNING"))
+    });
+    assert!(ready.join().unwrap(), "the child never started its turn");
+    child.kill().unwrap(); // SIGKILL: no shutdown, no cleanup
+    child.wait().unwrap();
+
+    let domain = Domain::with_agent(runtime_at(dir.path(), 2), Arc::new(BuiltinAgent::new(Duration::from_millis(1))));
+    let s = RepoKey::new(ORG, "web").task("t1").session("s1");
+    let d = until(&domain, &s, "recovered after SIGKILL", |d| d.status == SessionStatus::Idle && d.queued == 0).await;
+    assert!(d.transcript.iter().any(|i| i.kind == "status" && i.text.contains("turn failed")), "{:?}", d.transcript);
+    assert!(agent_text(&d).contains("follow-up that must survive"), "{}", agent_text(&d));
+}
