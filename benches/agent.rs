@@ -25,14 +25,13 @@
 //! rounds 1 and 2), `timeout_s` (120).
 //! Temporary data goes under `BENCH_TMP` (default `/work/bench-tmp`, else the system temp dir) and is deleted.
 
-use std::collections::HashMap;
-use std::path::PathBuf;
+mod common;
+
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::Arbiter;
-use foundry::actors::organization::{AddRepository, CreateOrganization, OrgKind};
 use foundry::actors::repository::CreateTask;
 use foundry::actors::session::Submitted;
 use foundry::actors::task::CreateSession;
@@ -43,104 +42,20 @@ use futures_util::future::join_all;
 use serde::Deserialize;
 use tokio::sync::mpsc;
 
+use common::{create_org_with_repos, percentile, table, tmp_base, Opts};
+
 const ORG: &str = "acme";
 
 // ---------------------------------------------------------------------------------------------------------------
 // Options, helpers
 
-struct Opts {
-    kv: HashMap<String, String>,
-}
-
-impl Opts {
-    fn parse() -> Opts {
-        let kv = std::env::args()
-            .skip(1)
-            .filter(|a| !a.starts_with("--")) // `cargo bench` passes `--bench`
-            .filter_map(|a| a.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())))
-            .collect();
-        Opts { kv }
-    }
-
-    fn raw(&self, name: &str) -> Option<String> {
-        let env = std::env::var(format!("BENCH_{}", name.to_uppercase())).ok();
-        self.kv.get(name).cloned().or(env)
-    }
-
-    fn get(&self, name: &str, default: u64) -> u64 {
-        self.raw(name).and_then(|v| v.parse().ok()).unwrap_or(default)
-    }
-
-    fn list(&self, name: &str, default: &[u64]) -> Vec<u64> {
-        match self.raw(name) {
-            Some(v) => v.split(',').filter_map(|p| p.trim().parse().ok()).collect(),
-            None => default.to_vec(),
-        }
-    }
-}
-
-fn tmp_base() -> PathBuf {
-    if let Ok(p) = std::env::var("BENCH_TMP") {
-        return PathBuf::from(p);
-    }
-    let work = PathBuf::from("/work/bench-tmp");
-    if std::fs::create_dir_all(&work).is_ok() {
-        work
-    } else {
-        std::env::temp_dir()
-    }
-}
-
 fn tempdir() -> tempfile::TempDir {
-    let base = tmp_base();
-    let _ = std::fs::create_dir_all(&base);
-    tempfile::Builder::new().prefix("foundry-bench-agent-").tempdir_in(base).expect("create temp dir")
+    common::tempdir("foundry-bench-agent-")
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let idx = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
-    sorted[idx]
-}
-
+/// Milliseconds with one digit after the point (this bench's tables are coarser than the others').
 fn ms(d: Duration) -> String {
-    format!("{:.1}", d.as_secs_f64() * 1e3)
-}
-
-fn table(title: &str, header: &[&str], rows: &[Vec<String>]) {
-    println!("\n{title}");
-    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for r in rows {
-        for (i, c) in r.iter().enumerate() {
-            widths[i] = widths[i].max(c.len());
-        }
-    }
-    let line = |cells: Vec<String>| {
-        let parts: Vec<String> = cells.iter().enumerate().map(|(i, c)| format!("{:<w$}", c, w = widths[i])).collect();
-        println!("| {} |", parts.join(" | "));
-    };
-    line(header.iter().map(|s| s.to_string()).collect());
-    println!("|{}|", widths.iter().map(|w| "-".repeat(w + 2)).collect::<Vec<_>>().join("|"));
-    for r in rows {
-        line(r.clone());
-    }
-}
-
-async fn setup(domain: &Domain, repos: usize) {
-    let org = CreateOrganization { login: ORG.into(), display_name: "Acme Inc".into(), kind: OrgKind::Organization };
-    domain.orgs.mutate(&ORG.to_owned(), org).await.expect("create organization");
-    for i in 0..repos {
-        let add = AddRepository {
-            repo_id: format!("r{i}"),
-            full_name: format!("acme/repo-{i}"),
-            remote_url: format!("https://github.com/acme/repo-{i}.git"),
-            default_branch: "main".into(),
-            user_id: None,
-        };
-        domain.add_repository(ORG, add).await.expect("add repository");
-    }
+    common::ms_with(d, 1)
 }
 
 /// Per-kind counters: messages, transactions, committed mutations.
@@ -266,7 +181,7 @@ async fn run(o: &Opts, pace_ms: u64, rounds: usize) -> Scenario {
     let dir = tempdir();
     let rt = Runtime::start(RuntimeConfig::new(dir.path())).expect("runtime starts");
     let domain = Domain::with_agent(rt.clone(), Arc::new(BuiltinAgent::new(Duration::from_millis(pace_ms))));
-    setup(&domain, repos).await;
+    create_org_with_repos(&domain, ORG, repos, None).await;
 
     // Tasks (each runs its initial prompt's turn) and their extra sessions.
     let t = Instant::now();

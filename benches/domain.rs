@@ -20,14 +20,14 @@
 //! `tasks`, `repos`, `conc`, `snap_reads`, `topic_tasks`, `gap_ms`.
 //! Temporary data goes under `BENCH_TMP` (default `/work/bench-tmp`, else the system temp dir) and is deleted.
 
-use std::collections::HashMap;
-use std::path::PathBuf;
+mod common;
+
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::Arbiter;
-use foundry::actors::organization::{AddRepository, CreateOrganization, GetOrganizationSnapshot, OrgKind};
+use foundry::actors::organization::GetOrganizationSnapshot;
 use foundry::actors::repository::CreateTask;
 use foundry::actors::summary::TaskStatus;
 use foundry::actors::user::UpsertUser;
@@ -36,79 +36,16 @@ use foundry::runtime::{Entity, KindStats, Registry, Runtime, RuntimeConfig, Topi
 use futures_util::stream::{self, StreamExt};
 use serde::Deserialize;
 
+use common::{create_org_with_repos, ms, percentile, table, tmp_base, Opts};
+
 const ORG: &str = "acme";
 const USER: &str = "u1";
 
 // ---------------------------------------------------------------------------------------------------------------
 // Options, helpers
 
-struct Opts {
-    kv: HashMap<String, String>,
-}
-
-impl Opts {
-    fn parse() -> Opts {
-        let kv = std::env::args()
-            .skip(1)
-            .filter(|a| !a.starts_with("--")) // `cargo bench` passes `--bench`
-            .filter_map(|a| a.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())))
-            .collect();
-        Opts { kv }
-    }
-
-    fn get(&self, name: &str, default: u64) -> u64 {
-        let env = std::env::var(format!("BENCH_{}", name.to_uppercase())).ok();
-        self.kv.get(name).cloned().or(env).and_then(|v| v.parse().ok()).unwrap_or(default)
-    }
-}
-
-fn tmp_base() -> PathBuf {
-    if let Ok(p) = std::env::var("BENCH_TMP") {
-        return PathBuf::from(p);
-    }
-    let work = PathBuf::from("/work/bench-tmp");
-    if std::fs::create_dir_all(&work).is_ok() {
-        work
-    } else {
-        std::env::temp_dir()
-    }
-}
-
 fn tempdir() -> tempfile::TempDir {
-    let base = tmp_base();
-    let _ = std::fs::create_dir_all(&base);
-    tempfile::Builder::new().prefix("foundry-bench-domain-").tempdir_in(base).expect("create temp dir")
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let idx = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
-    sorted[idx]
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.3}", d.as_secs_f64() * 1e3)
-}
-
-fn table(title: &str, header: &[&str], rows: &[Vec<String>]) {
-    println!("\n{title}");
-    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for r in rows {
-        for (i, c) in r.iter().enumerate() {
-            widths[i] = widths[i].max(c.len());
-        }
-    }
-    let line = |cells: Vec<String>| {
-        let parts: Vec<String> = cells.iter().enumerate().map(|(i, c)| format!("{:<w$}", c, w = widths[i])).collect();
-        println!("| {} |", parts.join(" | "));
-    };
-    line(header.iter().map(|s| s.to_string()).collect());
-    println!("|{}|", widths.iter().map(|w| "-".repeat(w + 2)).collect::<Vec<_>>().join("|"));
-    for r in rows {
-        line(r.clone());
-    }
+    common::tempdir("foundry-bench-domain-")
 }
 
 fn repo_key(i: usize) -> RepoKey {
@@ -127,18 +64,7 @@ fn prompt(i: usize) -> CreateTask {
 }
 
 async fn setup(domain: &Domain, repos: usize) {
-    let org = CreateOrganization { login: ORG.into(), display_name: "Acme Inc".into(), kind: OrgKind::Organization };
-    domain.orgs.mutate(&ORG.to_owned(), org).await.expect("create organization");
-    for i in 0..repos {
-        let add = AddRepository {
-            repo_id: format!("r{i}"),
-            full_name: format!("acme/repo-{i}"),
-            remote_url: format!("https://github.com/acme/repo-{i}.git"),
-            default_branch: "main".into(),
-            user_id: Some(USER.into()),
-        };
-        domain.add_repository(ORG, add).await.expect("add repository");
-    }
+    create_org_with_repos(domain, ORG, repos, Some(USER)).await;
     let user = UpsertUser { name: "Ada".into(), email: "ada@example.com".into(), avatar_url: None };
     domain.users.mutate(&USER.to_owned(), user).await.expect("upsert user");
 }

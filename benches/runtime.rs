@@ -16,8 +16,8 @@
 //! `subs`, `pubs`.
 //! Temporary data goes under `BENCH_TMP` (default `/work/bench-tmp`, else the system temp dir) and is deleted.
 
-use std::collections::HashMap;
-use std::path::PathBuf;
+mod common;
+
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -31,6 +31,8 @@ use foundry::runtime::{
 };
 use futures_util::future::join_all;
 use futures_util::stream::{self, StreamExt};
+
+use common::{ms, percentile, table, tmp_base, Opts};
 
 diesel::table! {
     counter (id) {
@@ -113,54 +115,8 @@ impl Handler<Ping> for RawActor {
 // ---------------------------------------------------------------------------------------------------------------
 // Options, helpers
 
-struct Opts {
-    section: String,
-    kv: HashMap<String, String>,
-}
-
-impl Opts {
-    fn parse() -> Opts {
-        let mut section = "all".to_owned();
-        let mut kv = HashMap::new();
-        for arg in std::env::args().skip(1) {
-            if arg.starts_with("--") {
-                continue; // `cargo bench` passes `--bench`
-            }
-            if let Some((k, v)) = arg.split_once('=') {
-                kv.insert(k.to_owned(), v.to_owned());
-            } else {
-                section = arg;
-            }
-        }
-        Opts { section, kv }
-    }
-
-    fn get(&self, name: &str, default: u64) -> u64 {
-        let env = std::env::var(format!("BENCH_{}", name.to_uppercase())).ok();
-        self.kv.get(name).cloned().or(env).and_then(|v| v.parse().ok()).unwrap_or(default)
-    }
-
-    fn runs(&self, s: &str) -> bool {
-        self.section == "all" || self.section.split(',').any(|x| x == s)
-    }
-}
-
-fn tmp_base() -> PathBuf {
-    if let Ok(p) = std::env::var("BENCH_TMP") {
-        return PathBuf::from(p);
-    }
-    let work = PathBuf::from("/work/bench-tmp");
-    if std::fs::create_dir_all(&work).is_ok() {
-        work
-    } else {
-        std::env::temp_dir()
-    }
-}
-
 fn tempdir() -> tempfile::TempDir {
-    let base = tmp_base();
-    let _ = std::fs::create_dir_all(&base);
-    tempfile::Builder::new().prefix("foundry-bench-").tempdir_in(base).expect("create temp dir")
+    common::tempdir("foundry-bench-")
 }
 
 fn start_runtime(dir: &tempfile::TempDir, f: impl FnOnce(&mut RuntimeConfig)) -> Runtime {
@@ -173,18 +129,6 @@ fn kind_config(f: impl FnOnce(&mut KindConfig)) -> KindConfig {
     let mut c = KindConfig::default();
     f(&mut c);
     c
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let idx = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
-    sorted[idx]
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.3}", d.as_secs_f64() * 1e3)
 }
 
 fn rss_kib() -> u64 {
@@ -209,25 +153,6 @@ fn fd_limits() -> (u64, u64) {
         return (0, 0);
     }
     (lim.rlim_cur, lim.rlim_max)
-}
-
-fn table(title: &str, header: &[&str], rows: &[Vec<String>]) {
-    println!("\n{title}");
-    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for r in rows {
-        for (i, c) in r.iter().enumerate() {
-            widths[i] = widths[i].max(c.len());
-        }
-    }
-    let line = |cells: Vec<String>| {
-        let parts: Vec<String> = cells.iter().enumerate().map(|(i, c)| format!("{:<w$}", c, w = widths[i])).collect();
-        println!("| {} |", parts.join(" | "));
-    };
-    line(header.iter().map(|s| s.to_string()).collect());
-    println!("|{}|", widths.iter().map(|w| "-".repeat(w + 2)).collect::<Vec<_>>().join("|"));
-    for r in rows {
-        line(r.clone());
-    }
 }
 
 fn verdict(ok: bool) -> &'static str {

@@ -494,6 +494,11 @@ impl<E: Entity> Registry<E> {
         lock(self.shard(key)).get(key).map_or(0, |s| s.in_flight() as usize)
     }
 
+    /// Calls in flight to all live actors of this kind (the sum of their mailbox depths).
+    pub fn in_flight_total(&self) -> u64 {
+        self.inner.shards.iter().map(|s| lock(s).values().map(|slot| slot.in_flight()).sum::<u64>()).sum()
+    }
+
     /// Number of live actors of this kind.
     pub fn live_count(&self) -> usize {
         self.inner.stats.live.load(Ordering::Relaxed)
@@ -576,6 +581,7 @@ pub(crate) trait KindHandle: Send + Sync {
     fn evict_one(&self) -> bool;
     fn recover(&self, encoded_key: String) -> futures_util::future::BoxFuture<'static, Result<(), ActivationError>>;
     fn stats(&self) -> &KindStats;
+    fn in_flight_total(&self) -> u64;
 }
 
 impl<E: Entity> KindHandle for Registry<E> {
@@ -606,5 +612,8 @@ impl<E: Entity> KindHandle for Registry<E> {
     }
     fn stats(&self) -> &KindStats {
         &self.inner.stats
+    }
+    fn in_flight_total(&self) -> u64 {
+        Registry::in_flight_total(self)
     }
 }

@@ -274,11 +274,16 @@ impl Runtime {
         self.shared.handles().iter().map(|h| h.live()).sum()
     }
 
-    /// Calls `f` with each registered kind's name and counters.
-    pub fn for_each_kind(&self, mut f: impl FnMut(&'static str, &KindStats)) {
+    /// Calls `f` with each registered kind's name, counters and current mailbox depth (calls in flight).
+    pub fn for_each_kind(&self, mut f: impl FnMut(&'static str, &KindStats, u64)) {
         for h in self.shared.handles() {
-            f(h.kind(), h.stats());
+            f(h.kind(), h.stats(), h.in_flight_total());
         }
+    }
+
+    /// True once `shutdown` has begun.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shared.is_shutting_down()
     }
 
     /// Reactivates every actor that had undelivered outbox rows when the process last stopped, so their delivery
