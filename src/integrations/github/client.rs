@@ -1,0 +1,373 @@
+//! The GitHub REST client: token auth, `Link: rel="next"` pagination, rate limits honoured (`x-ratelimit-*`,
+//! `retry-after`: wait and retry, bounded), transient 5xx retried with back-off, 401/403/404 as typed errors.
+//!
+//! The base URL is configurable (default `https://api.github.com`). The crate's HTTP client is built without TLS so
+//! far (tests and examples use the local GitHub-compatible server over plain HTTP); reaching api.github.com needs
+//! reqwest's rustls feature, to be enabled with the GitHub sync work.
+
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use reqwest::header::HeaderMap;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+pub const DEFAULT_BASE_URL: &str = "https://api.github.com";
+
+/// What can go wrong calling GitHub.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GitHubError {
+    #[error("GitHub rejected the credentials (401)")]
+    Unauthorized,
+    #[error("GitHub refused access (403): {0}")]
+    Forbidden(String),
+    #[error("not found on GitHub (404): {0}")]
+    NotFound(String),
+    #[error("GitHub rate limit: retry in {retry_after:?}, more than the client may wait")]
+    RateLimited { retry_after: Duration },
+    #[error("GitHub answered {status} after {attempts} attempts")]
+    Server { status: u16, attempts: u32 },
+    #[error("GitHub answered {status}: {message}")]
+    Unexpected { status: u16, message: String },
+    #[error("cannot reach GitHub: {0}")]
+    Transport(String),
+    #[error("unexpected JSON from GitHub: {0}")]
+    Decode(String),
+}
+
+/// A repository as the REST API returns it (the fields foundry uses).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Repository {
+    pub id: u64,
+    pub name: String,
+    pub full_name: String,
+    pub private: bool,
+    pub default_branch: String,
+    pub clone_url: String,
+    #[serde(default)]
+    pub html_url: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Branch {
+    pub name: String,
+    pub commit: CommitRef,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommitRef {
+    pub sha: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PullRequest {
+    pub id: u64,
+    pub number: u64,
+    pub title: String,
+    #[serde(default)]
+    pub body: Option<String>,
+    pub state: String,
+    #[serde(default)]
+    pub draft: bool,
+    #[serde(default)]
+    pub merged_at: Option<String>,
+    pub updated_at: String,
+    pub html_url: String,
+    pub head: PullRef,
+    pub base: PullRef,
+    pub user: Account,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PullRef {
+    #[serde(rename = "ref")]
+    pub ref_name: String,
+    #[serde(default)]
+    pub sha: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Account {
+    pub login: String,
+    #[serde(default)]
+    pub id: u64,
+}
+
+#[derive(Debug, Deserialize)]
+struct InstallationRepos {
+    repositories: Vec<Repository>,
+}
+
+/// Which pull requests to list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PullState {
+    Open,
+    Closed,
+    All,
+}
+
+impl PullState {
+    fn as_str(self) -> &'static str {
+        match self {
+            PullState::Open => "open",
+            PullState::Closed => "closed",
+            PullState::All => "all",
+        }
+    }
+}
+
+type Res<T> = Result<T, GitHubError>;
+
+/// What foundry asks of GitHub.
+pub trait GitHubApi: Send + Sync + 'static {
+    fn list_org_repos(&self, org: &str) -> BoxFuture<'_, Res<Vec<Repository>>>;
+    fn list_user_repos(&self) -> BoxFuture<'_, Res<Vec<Repository>>>;
+    fn list_installation_repos(&self) -> BoxFuture<'_, Res<Vec<Repository>>>;
+    fn get_repo(&self, full_name: &str) -> BoxFuture<'_, Res<Repository>>;
+    fn list_branches(&self, full_name: &str) -> BoxFuture<'_, Res<Vec<Branch>>>;
+    /// Pull requests, most recently updated first; `limit` bounds how many are fetched (recently closed ones).
+    fn list_pulls(&self, full_name: &str, state: PullState, limit: usize) -> BoxFuture<'_, Res<Vec<PullRequest>>>;
+    fn get_pull(&self, full_name: &str, number: u64) -> BoxFuture<'_, Res<PullRequest>>;
+    fn list_org_members(&self, org: &str) -> BoxFuture<'_, Res<Vec<Account>>>;
+}
+
+/// Retry and wait bounds.
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    /// Attempts for one request (transient 5xx, transport errors, rate limits).
+    pub max_attempts: u32,
+    /// First back-off after a 5xx; doubles each attempt.
+    pub backoff: Duration,
+    /// Longest rate-limit wait the client accepts before failing with `RateLimited`.
+    pub max_rate_limit_wait: Duration,
+    pub per_page: u32,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 4,
+            backoff: Duration::from_millis(200),
+            max_rate_limit_wait: Duration::from_secs(60),
+            per_page: 100,
+        }
+    }
+}
+
+/// The REST client.
+#[derive(Clone)]
+pub struct GitHubClient {
+    base: String,
+    token: String,
+    http: reqwest::Client,
+    policy: RetryPolicy,
+}
+
+impl GitHubClient {
+    pub fn new(base_url: &str, token: &str) -> Self {
+        Self::with_policy(base_url, token, RetryPolicy::default())
+    }
+
+    pub fn with_policy(base_url: &str, token: &str, policy: RetryPolicy) -> Self {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(60))
+            .user_agent("foundry")
+            .build()
+            .unwrap_or_default();
+        GitHubClient { base: base_url.trim_end_matches('/').to_owned(), token: token.to_owned(), http, policy }
+    }
+
+    /// One GET with retries; returns the decoded body and the `Link: rel="next"` URL.
+    async fn get_page<T: DeserializeOwned>(&self, url: &str) -> Res<(T, Option<String>)> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let sent = self
+                .http
+                .get(url)
+                .header("authorization", format!("Bearer {}", self.token))
+                .header("accept", "application/vnd.github+json")
+                .header("x-github-api-version", "2022-11-28")
+                .send()
+                .await;
+            let res = match sent {
+                Ok(r) => r,
+                Err(e) if attempt < self.policy.max_attempts => {
+                    tracing::debug!(error = %e, attempt, "GitHub transport error; retrying");
+                    tokio::time::sleep(self.backoff(attempt)).await;
+                    continue;
+                }
+                Err(e) => return Err(GitHubError::Transport(e.to_string())),
+            };
+            let status = res.status().as_u16();
+            let headers = res.headers().clone();
+            if (200..300).contains(&status) {
+                let next = next_link(&headers);
+                let body = res.text().await.map_err(|e| GitHubError::Transport(e.to_string()))?;
+                let value = serde_json::from_str(&body).map_err(|e| GitHubError::Decode(e.to_string()))?;
+                return Ok((value, next));
+            }
+            let message = res.text().await.ok().and_then(|b| error_message(&b)).unwrap_or_default();
+            if let Some(wait) = rate_limit_wait(status, &headers) {
+                if wait > self.policy.max_rate_limit_wait || attempt >= self.policy.max_attempts {
+                    return Err(GitHubError::RateLimited { retry_after: wait });
+                }
+                tracing::info!(wait_ms = wait.as_millis() as u64, "GitHub rate limit; waiting");
+                tokio::time::sleep(wait).await;
+                continue;
+            }
+            match status {
+                401 => return Err(GitHubError::Unauthorized),
+                403 => return Err(GitHubError::Forbidden(message)),
+                404 => return Err(GitHubError::NotFound(message)),
+                500..=599 if attempt < self.policy.max_attempts => {
+                    tokio::time::sleep(self.backoff(attempt)).await;
+                }
+                500..=599 => return Err(GitHubError::Server { status, attempts: attempt }),
+                _ => return Err(GitHubError::Unexpected { status, message }),
+            }
+        }
+    }
+
+    fn backoff(&self, attempt: u32) -> Duration {
+        self.policy.backoff.saturating_mul(1 << (attempt - 1).min(10))
+    }
+
+    /// Follows `Link: rel="next"` from `first` until the last page (or `limit` items).
+    async fn get_all<T: DeserializeOwned>(&self, first: String, limit: usize) -> Res<Vec<T>> {
+        let mut out = Vec::new();
+        let mut next = Some(first);
+        while let Some(url) = next.take() {
+            let (page, link): (Vec<T>, _) = self.get_page(&url).await?;
+            out.extend(page);
+            if out.len() >= limit {
+                out.truncate(limit);
+                break;
+            }
+            next = link;
+        }
+        Ok(out)
+    }
+
+    fn url(&self, path: &str, query: &str) -> String {
+        let sep = if query.is_empty() { "" } else { "&" };
+        format!("{}{path}?per_page={}{sep}{query}", self.base, self.policy.per_page)
+    }
+}
+
+/// The `rel="next"` URL of a `Link` header.
+fn next_link(headers: &HeaderMap) -> Option<String> {
+    let link = headers.get("link")?.to_str().ok()?;
+    link.split(',').find_map(|part| {
+        let (url, params) = part.split_once(';')?;
+        params.split(';').any(|p| p.trim() == "rel=\"next\"").then(|| url.trim().trim_matches(['<', '>']).to_owned())
+    })
+}
+
+/// How long to wait if this response is a rate limit (403/429 with `retry-after` or an exhausted
+/// `x-ratelimit-remaining`), else `None`.
+fn rate_limit_wait(status: u16, headers: &HeaderMap) -> Option<Duration> {
+    if status != 403 && status != 429 {
+        return None;
+    }
+    let header =
+        |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok());
+    if let Some(secs) = header("retry-after") {
+        return Some(Duration::from_secs(secs));
+    }
+    if header("x-ratelimit-remaining") == Some(0) {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        return Some(Duration::from_secs(header("x-ratelimit-reset").unwrap_or(now).saturating_sub(now).max(1)));
+    }
+    (status == 429).then_some(Duration::from_secs(1))
+}
+
+fn error_message(body: &str) -> Option<String> {
+    serde_json::from_str::<serde_json::Value>(body).ok()?.get("message")?.as_str().map(str::to_owned)
+}
+
+impl GitHubApi for GitHubClient {
+    fn list_org_repos(&self, org: &str) -> BoxFuture<'_, Res<Vec<Repository>>> {
+        let url = self.url(&format!("/orgs/{org}/repos"), "");
+        Box::pin(self.get_all(url, usize::MAX))
+    }
+
+    fn list_user_repos(&self) -> BoxFuture<'_, Res<Vec<Repository>>> {
+        let url = self.url("/user/repos", "");
+        Box::pin(self.get_all(url, usize::MAX))
+    }
+
+    fn list_installation_repos(&self) -> BoxFuture<'_, Res<Vec<Repository>>> {
+        let url = self.url("/installation/repositories", "");
+        Box::pin(async move {
+            let mut out = Vec::new();
+            let mut next = Some(url);
+            while let Some(u) = next.take() {
+                let (page, link): (InstallationRepos, _) = self.get_page(&u).await?;
+                out.extend(page.repositories);
+                next = link;
+            }
+            Ok(out)
+        })
+    }
+
+    fn get_repo(&self, full_name: &str) -> BoxFuture<'_, Res<Repository>> {
+        let url = format!("{}/repos/{full_name}", self.base);
+        Box::pin(async move { self.get_page(&url).await.map(|(r, _)| r) })
+    }
+
+    fn list_branches(&self, full_name: &str) -> BoxFuture<'_, Res<Vec<Branch>>> {
+        let url = self.url(&format!("/repos/{full_name}/branches"), "");
+        Box::pin(self.get_all(url, usize::MAX))
+    }
+
+    fn list_pulls(&self, full_name: &str, state: PullState, limit: usize) -> BoxFuture<'_, Res<Vec<PullRequest>>> {
+        let query = format!("state={}&sort=updated&direction=desc", state.as_str());
+        let url = self.url(&format!("/repos/{full_name}/pulls"), &query);
+        Box::pin(self.get_all(url, limit))
+    }
+
+    fn get_pull(&self, full_name: &str, number: u64) -> BoxFuture<'_, Res<PullRequest>> {
+        let url = format!("{}/repos/{full_name}/pulls/{number}", self.base);
+        Box::pin(async move { self.get_page(&url).await.map(|(r, _)| r) })
+    }
+
+    fn list_org_members(&self, org: &str) -> BoxFuture<'_, Res<Vec<Account>>> {
+        let url = self.url(&format!("/orgs/{org}/members"), "");
+        Box::pin(self.get_all(url, usize::MAX))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::HeaderValue;
+
+    #[test]
+    fn next_link_is_found_among_others() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "link",
+            HeaderValue::from_static(
+                "<https://x/r?page=2&per_page=100>; rel=\"next\", <https://x/r?page=9&per_page=100>; rel=\"last\"",
+            ),
+        );
+        assert_eq!(next_link(&h).as_deref(), Some("https://x/r?page=2&per_page=100"));
+        h.insert("link", HeaderValue::from_static("<https://x/r?page=1>; rel=\"prev\""));
+        assert_eq!(next_link(&h), None);
+    }
+
+    #[test]
+    fn rate_limits_are_recognised() {
+        let mut h = HeaderMap::new();
+        assert_eq!(rate_limit_wait(403, &h), None, "a plain 403 is a refusal, not a rate limit");
+        h.insert("retry-after", HeaderValue::from_static("7"));
+        assert_eq!(rate_limit_wait(403, &h), Some(Duration::from_secs(7)));
+        assert_eq!(rate_limit_wait(404, &h), None);
+        let mut h = HeaderMap::new();
+        h.insert("x-ratelimit-remaining", HeaderValue::from_static("0"));
+        h.insert("x-ratelimit-reset", HeaderValue::from_static("0"));
+        assert_eq!(rate_limit_wait(403, &h), Some(Duration::from_secs(1)));
+    }
+}
