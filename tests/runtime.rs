@@ -470,3 +470,30 @@ async fn refused_and_poison_deliveries_are_dead_lettered_without_blocking_the_re
     assert!(dead[0].payload.contains("-5") && dead[0].error.contains("negative"), "{}", dead[0].error);
     assert!(dead[1].payload.contains("666") && dead[1].error.contains("panicked"), "{}", dead[1].error);
 }
+
+#[actix_rt::test]
+async fn a_retryable_refusal_is_retried_until_the_receiver_is_ready() {
+    let (rt, dir) = runtime(2);
+    let reg = rt.registry::<Tally>();
+    let (a, b) = (key("ny-sender"), key("ny-receiver"));
+    // The receiver refuses 777 with a retryable error until it holds at least 10.
+    reg.mutate(&a, AddAndForward { by: 777, target: b.clone() }).await.unwrap();
+    let mut conn = open_file(&dir.path().join("tally/ny-sender.sqlite3"));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(foundry::runtime::outbox::pending_count(&mut conn).unwrap(), 1, "kept, not dead-lettered");
+    assert_eq!(reg.read(&b, GetValue).await.unwrap(), 0);
+    reg.mutate(&b, Add::new(10)).await.unwrap();
+    eventually("delivered once ready", || foundry::runtime::outbox::pending_count(&mut conn).unwrap() == 0).await;
+    assert_eq!(reg.read(&b, GetValue).await.unwrap(), 787);
+    let dead: i64 = {
+        use diesel::RunQueryDsl;
+        diesel::sql_query("SELECT COUNT(*) AS n FROM _foundry_dead_letters").load::<Count>(&mut conn).unwrap()[0].n
+    };
+    assert_eq!(dead, 0);
+}
+
+#[derive(diesel::QueryableByName)]
+struct Count {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    n: i64,
+}

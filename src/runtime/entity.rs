@@ -110,6 +110,13 @@ where
 {
     /// Stable wire name, stored in outbox rows: renaming it strands undelivered messages.
     const NAME: &'static str;
+
+    /// Whether a refusal is temporary (e.g. the receiver is not initialised yet): the sender then retries with
+    /// back-off instead of dead-lettering the message.
+    fn is_retryable(error: &Self::Error) -> bool {
+        let _ = error;
+        false
+    }
 }
 
 /// Work on the actor itself rather than its database: start, inspect or cancel scoped background work.

@@ -95,6 +95,7 @@ where
             match res {
                 Ok(true) => DeliveryOutcome::Applied,
                 Ok(false) => DeliveryOutcome::Duplicate,
+                Err(CallError::Handler(e)) if M::is_retryable(&e) => DeliveryOutcome::Retry(e.to_string()),
                 Err(CallError::Handler(e)) => DeliveryOutcome::Rejected(e.to_string()),
                 Err(p @ CallError::Panicked { .. }) => DeliveryOutcome::Panicked(p.to_string()),
                 Err(other) => DeliveryOutcome::Retry(other.to_string()),

@@ -36,6 +36,8 @@ pub struct Tally {
 pub enum TallyError {
     #[error("negative amounts are refused")]
     Negative,
+    #[error("not ready for this amount yet")]
+    NotYet,
     #[error(transparent)]
     Db(#[from] diesel::result::Error),
 }
@@ -137,9 +139,10 @@ impl Mutation for Received {
     type Error = TallyError;
     fn apply(self, _: &Tally, tx: &mut Tx<'_>) -> Result<i64, TallyError> {
         let v = add(tx, self.by, "received")?;
-        // Poison amounts, to test how refused and panicking deliveries end.
+        // Poison amounts, to test how refused, not-yet and panicking deliveries end.
         match self.by {
             666 => panic!("receiver cannot take 666"),
+            777 if v < 777 + 10 => Err(TallyError::NotYet),
             by if by < 0 => Err(TallyError::Negative),
             _ => Ok(v),
         }
@@ -148,6 +151,10 @@ impl Mutation for Received {
 
 impl Delivery for Received {
     const NAME: &'static str = "tally.received";
+
+    fn is_retryable(error: &TallyError) -> bool {
+        matches!(error, TallyError::NotYet)
+    }
 }
 
 /// Tries to insert a second row into the singleton table.
