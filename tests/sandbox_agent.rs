@@ -34,10 +34,23 @@ async fn start_server() -> Option<Server> {
         println!("skipped: SANDBOX_AGENT_BIN is not set (.ci/run installs @sandbox-agent/cli-linux-x64 from npm)");
         return None;
     };
-    let installed =
-        Command::new(&bin).args(["install-agent", "mock"]).stdout(Stdio::null()).stderr(Stdio::null()).status();
-    if !installed.is_ok_and(|s| s.success()) {
-        println!("skipped: `{bin} install-agent mock` failed");
+    // The mock agent is built in; installing it is local, but never let a hung install hang the suite.
+    let mut install =
+        Command::new(&bin).args(["install-agent", "mock"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().ok()?;
+    let mut installed = false;
+    for _ in 0..600 {
+        match install.try_wait() {
+            Ok(Some(status)) => {
+                installed = status.success();
+                break;
+            }
+            Ok(None) => tokio::time::sleep(Duration::from_millis(100)).await,
+            Err(_) => break,
+        }
+    }
+    if !installed {
+        let _ = install.kill();
+        println!("skipped: `{bin} install-agent mock` failed or hung");
         return None;
     }
     let port = TcpListener::bind("127.0.0.1:0").ok()?.local_addr().ok()?.port();
