@@ -5,6 +5,7 @@
 pub mod audit_log;
 pub mod domain;
 pub mod error;
+pub mod github_data;
 pub mod keys;
 pub mod models;
 pub mod organization;

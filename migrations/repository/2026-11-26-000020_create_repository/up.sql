@@ -13,6 +13,8 @@ CREATE TABLE tasks (
     task_id TEXT PRIMARY KEY NOT NULL,
     branch TEXT NOT NULL UNIQUE,
     summary TEXT NOT NULL,
+    -- 0 for tasks created lazily from a pull request: no task actor (and no database) until first used.
+    materialized BOOLEAN NOT NULL DEFAULT 1,
     created_at BIGINT NOT NULL,
     updated_at BIGINT NOT NULL
 );

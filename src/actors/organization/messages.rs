@@ -210,3 +210,98 @@ impl Read for ListRepositories {
         schema::list_repos(db)
     }
 }
+
+/// A repository found by the GitHub sync: imported into the index (once) and its coordinator initialised.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ImportRepository {
+    pub repo_id: String,
+    pub full_name: String,
+    pub remote_url: String,
+    pub default_branch: String,
+}
+
+impl Mutation for ImportRepository {
+    type Entity = Organization;
+    type Output = bool;
+    type Error = DomainError;
+    fn apply(self, org: &Organization, tx: &mut Tx<'_>) -> DomainResult<bool> {
+        schema::require_profile(tx.conn(), &org.id)?;
+        if schema::find_repo(tx.conn(), &self.repo_id)?.is_some() {
+            return Ok(false);
+        }
+        let row = RepoRow {
+            repo_id: self.repo_id.clone(),
+            full_name: self.full_name.clone(),
+            remote_url: self.remote_url.clone(),
+            default_branch: self.default_branch.clone(),
+            task_count: 0,
+            latest_activity_at: None,
+            created_at: now_ms(),
+        };
+        diesel::insert_into(repos::table).values(&row).execute(tx.conn())?;
+        let init = InitializeRepository {
+            full_name: self.full_name,
+            remote_url: self.remote_url,
+            default_branch: self.default_branch,
+        };
+        tx.send(&RepoKey::new(&org.id, &row.repo_id), &init)?;
+        tx.touch(TOPIC);
+        Ok(true)
+    }
+}
+
+impl Delivery for ImportRepository {
+    const NAME: &'static str = "organization.import_repository";
+
+    /// A sync can run before the organization was created: retry until it exists.
+    fn is_retryable(error: &DomainError) -> bool {
+        matches!(error, DomainError::NotFound { what: "organization", .. })
+    }
+}
+
+/// GitHub sync progress, pushed by the github-data actor; the organization snapshot shows it live.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApplySyncProgress {
+    pub generation: i32,
+    pub status: String,
+    pub phase: Option<String>,
+    pub synced: i32,
+    pub total: i32,
+    pub error: Option<String>,
+    pub finished_at: Option<i64>,
+}
+
+impl Mutation for ApplySyncProgress {
+    type Entity = Organization;
+    type Output = ();
+    type Error = DomainError;
+    fn apply(self, org: &Organization, tx: &mut Tx<'_>) -> DomainResult<()> {
+        let profile = schema::require_profile(tx.conn(), &org.id)?;
+        // Progress of an older sync arriving late never overwrites a newer one.
+        if self.generation < profile.sync_generation {
+            return Ok(());
+        }
+        diesel::update(organization_profile::table.find(1))
+            .set((
+                organization_profile::sync_generation.eq(self.generation),
+                organization_profile::sync_status.eq(&self.status),
+                organization_profile::sync_phase.eq(&self.phase),
+                organization_profile::sync_synced.eq(self.synced),
+                organization_profile::sync_total.eq(self.total),
+                organization_profile::sync_error.eq(&self.error),
+                organization_profile::last_sync_at.eq(self.finished_at.or(profile.last_sync_at)),
+                organization_profile::updated_at.eq(now_ms()),
+            ))
+            .execute(tx.conn())?;
+        tx.touch(TOPIC);
+        Ok(())
+    }
+}
+
+impl Delivery for ApplySyncProgress {
+    const NAME: &'static str = "organization.apply_sync_progress";
+
+    fn is_retryable(error: &DomainError) -> bool {
+        matches!(error, DomainError::NotFound { what: "organization", .. })
+    }
+}

@@ -57,6 +57,6 @@ impl Entity for Organization {
     }
 
     fn accepts(deliveries: &mut Accepts<Self>) {
-        deliveries.accept::<ApplyRepoSummary>();
+        deliveries.accept::<ApplyRepoSummary>().accept::<ImportRepository>().accept::<ApplySyncProgress>();
     }
 }

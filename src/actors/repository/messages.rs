@@ -9,8 +9,8 @@ use super::naming;
 use super::schema::{self, repo_meta};
 use super::Repository;
 use crate::actors::organization::ApplyRepoSummary;
-use crate::actors::summary::{TaskStatus, TaskSummary};
-use crate::actors::task::InitializeTask;
+use crate::actors::summary::{PullRequestSummary, TaskStatus, TaskSummary};
+use crate::actors::task::{ApplyPullRequest, InitializeTask};
 use crate::actors::{models, now_ms, validate, Audit, DomainError, DomainResult, TaskKey};
 use crate::runtime::{Delivery, Mutation, Read, Tx};
 
@@ -113,11 +113,8 @@ impl Mutation for CreateTask {
                 b
             }
         };
-        let task_id = format!("t{}", meta.next_task_seq);
         let now = now_ms();
-        diesel::update(repo_meta::table.find(1))
-            .set((repo_meta::next_task_seq.eq(meta.next_task_seq + 1), repo_meta::updated_at.eq(now)))
-            .execute(tx.conn())?;
+        let task_id = schema::next_task_id(tx.conn(), &meta, now)?;
         let summary = TaskSummary {
             repo_id: repo.key.repo.clone(),
             task_id: task_id.clone(),
@@ -129,7 +126,7 @@ impl Mutation for CreateTask {
             created_at: now,
             updated_at: now,
         };
-        schema::insert_task(tx.conn(), &summary)?;
+        schema::insert_task(tx.conn(), &summary, true)?;
         let key = repo.key.task(&task_id);
         let init = InitializeTask {
             title: title.clone(),
@@ -212,5 +209,74 @@ impl Read for GetTaskSummary {
     type Error = DomainError;
     fn read(self, _: &Repository, db: &mut SqliteConnection) -> DomainResult<TaskSummary> {
         schema::task_summary(db, &self.task_id)?.ok_or_else(|| DomainError::not_found("task", &self.task_id))
+    }
+}
+
+/// Pull requests of this repository, from the GitHub sync or a webhook: each updates the task owning its branch, or
+/// (if open and no task claims the branch) becomes a task row in the index at once. The task's own actor is only
+/// told when it exists; a lazily created task gets one on first use, so thousands of PRs spawn no actors.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApplyPullRequests {
+    pub pull_requests: Vec<PullRequestSummary>,
+}
+
+impl Mutation for ApplyPullRequests {
+    type Entity = Repository;
+    /// Tasks created.
+    type Output = usize;
+    type Error = DomainError;
+    fn apply(self, repo: &Repository, tx: &mut Tx<'_>) -> DomainResult<usize> {
+        let mut meta = schema::require_meta(tx.conn(), &repo.key.repo)?;
+        let now = now_ms();
+        let mut changed = Vec::new();
+        let mut created = 0;
+        for pr in self.pull_requests {
+            match schema::task_on_branch(tx.conn(), &pr.head_ref)? {
+                Some((mut summary, materialized)) => {
+                    if summary.pull_request.as_ref() == Some(&pr) {
+                        continue;
+                    }
+                    summary.pull_request = Some(pr.clone());
+                    summary.updated_at = now;
+                    schema::update_task(tx.conn(), &summary)?;
+                    if materialized {
+                        tx.send(&repo.key.task(&summary.task_id), &ApplyPullRequest { pull_request: pr })?;
+                    }
+                    changed.push(summary);
+                }
+                None if pr.state == "open" => {
+                    let task_id = schema::next_task_id(tx.conn(), &meta, now)?;
+                    meta.next_task_seq += 1;
+                    let summary = TaskSummary {
+                        repo_id: repo.key.repo.clone(),
+                        task_id,
+                        title: pr.title.clone(),
+                        branch: pr.head_ref.clone(),
+                        status: TaskStatus::InitComplete,
+                        pull_request: Some(pr),
+                        sessions: Vec::new(),
+                        created_at: now,
+                        updated_at: now,
+                    };
+                    schema::insert_task(tx.conn(), &summary, false)?;
+                    created += 1;
+                    changed.push(summary);
+                }
+                None => {}
+            }
+        }
+        if !changed.is_empty() {
+            push_up(tx, repo, changed)?;
+        }
+        Ok(created)
+    }
+}
+
+impl Delivery for ApplyPullRequests {
+    const NAME: &'static str = "repository.apply_pull_requests";
+
+    /// The sync may reach a repository before the organization initialised it: retry until it is.
+    fn is_retryable(error: &DomainError) -> bool {
+        matches!(error, DomainError::NotFound { what: "repository", .. })
     }
 }

@@ -27,6 +27,6 @@ impl Entity for Repository {
     }
 
     fn accepts(deliveries: &mut Accepts<Self>) {
-        deliveries.accept::<InitializeRepository>().accept::<ApplyTaskSummary>();
+        deliveries.accept::<InitializeRepository>().accept::<ApplyTaskSummary>().accept::<ApplyPullRequests>();
     }
 }

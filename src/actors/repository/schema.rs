@@ -25,6 +25,7 @@ diesel::table! {
         task_id -> Text,
         branch -> Text,
         summary -> Text,
+        materialized -> Bool,
         created_at -> BigInt,
         updated_at -> BigInt,
     }
@@ -56,12 +57,13 @@ pub fn branch_taken(conn: &mut SqliteConnection, branch: &str) -> DomainResult<b
     Ok(diesel::select(diesel::dsl::exists(tasks::table.filter(tasks::branch.eq(branch)))).get_result(conn)?)
 }
 
-pub fn insert_task(conn: &mut SqliteConnection, summary: &TaskSummary) -> DomainResult<()> {
+pub fn insert_task(conn: &mut SqliteConnection, summary: &TaskSummary, materialized: bool) -> DomainResult<()> {
     diesel::insert_into(tasks::table)
         .values((
             tasks::task_id.eq(&summary.task_id),
             tasks::branch.eq(&summary.branch),
             tasks::summary.eq(encode(summary)?),
+            tasks::materialized.eq(materialized),
             tasks::created_at.eq(summary.created_at),
             tasks::updated_at.eq(summary.updated_at),
         ))
@@ -92,4 +94,22 @@ pub fn list_tasks(conn: &mut SqliteConnection) -> DomainResult<Vec<TaskSummary>>
 /// Task count and latest activity, for the summary pushed to the organization.
 pub fn counters(conn: &mut SqliteConnection) -> DomainResult<(i64, Option<i64>)> {
     Ok(tasks::table.select((count_star(), max(tasks::updated_at))).first(conn)?)
+}
+
+/// The task on `branch`, with whether its actor exists.
+pub fn task_on_branch(conn: &mut SqliteConnection, branch: &str) -> DomainResult<Option<(TaskSummary, bool)>> {
+    let row: Option<(String, bool)> = tasks::table
+        .select((tasks::summary, tasks::materialized))
+        .filter(tasks::branch.eq(branch))
+        .first(conn)
+        .optional()?;
+    row.map(|(s, m)| decode(&s).map(|t| (t, m))).transpose()
+}
+
+/// Next task id, reserved.
+pub fn next_task_id(conn: &mut SqliteConnection, meta: &RepoMeta, now: i64) -> DomainResult<String> {
+    diesel::update(repo_meta::table.find(1))
+        .set((repo_meta::next_task_seq.eq(meta.next_task_seq + 1), repo_meta::updated_at.eq(now)))
+        .execute(conn)?;
+    Ok(format!("t{}", meta.next_task_seq))
 }

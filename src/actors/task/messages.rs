@@ -322,6 +322,28 @@ impl Mutation for RecordPullRequest {
     }
 }
 
+/// Pull request data for this task, from its repository (sync or webhook).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApplyPullRequest {
+    pub pull_request: PullRequestSummary,
+}
+
+impl Mutation for ApplyPullRequest {
+    type Entity = Task;
+    type Output = ();
+    type Error = DomainError;
+    fn apply(self, t: &Task, tx: &mut Tx<'_>) -> DomainResult<()> {
+        schema::require_row(tx.conn(), &t.key.task)?;
+        let now = now_ms();
+        schema::set_pull_request(tx.conn(), &self.pull_request, now)?;
+        refresh(t, tx, now)
+    }
+}
+
+impl Delivery for ApplyPullRequest {
+    const NAME: &'static str = "task.apply_pull_request";
+}
+
 /// Records a git operation done on the task's branch (push, merge, revert of a file) in the task and the audit log.
 pub struct RecordGitOperation {
     /// `task.pushed`, `task.merged` or `task.file.reverted`.

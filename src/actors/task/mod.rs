@@ -80,6 +80,6 @@ impl Entity for Task {
     }
 
     fn accepts(deliveries: &mut Accepts<Self>) {
-        deliveries.accept::<InitializeTask>().accept::<ApplySessionSummary>();
+        deliveries.accept::<InitializeTask>().accept::<ApplySessionSummary>().accept::<ApplyPullRequest>();
     }
 }

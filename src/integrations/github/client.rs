@@ -118,8 +118,22 @@ impl PullState {
 
 type Res<T> = Result<T, GitHubError>;
 
+/// Whose repositories a sync lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AccountKind {
+    Organization,
+    User,
+}
+
+/// One page of a list and where the next one is.
+pub type Page<T> = (Vec<T>, Option<String>);
+
 /// What foundry asks of GitHub.
 pub trait GitHubApi: Send + Sync + 'static {
+    /// One page of the account's repositories: the first when `next` is `None`, else the page `next` points at (the
+    /// URL a previous page returned). Lets a sync store each page as it arrives.
+    fn repos_page(&self, kind: AccountKind, login: &str, next: Option<String>) -> BoxFuture<'_, Res<Page<Repository>>>;
     fn list_org_repos(&self, org: &str) -> BoxFuture<'_, Res<Vec<Repository>>>;
     fn list_user_repos(&self) -> BoxFuture<'_, Res<Vec<Repository>>>;
     fn list_installation_repos(&self) -> BoxFuture<'_, Res<Vec<Repository>>>;
@@ -288,6 +302,14 @@ fn error_message(body: &str) -> Option<String> {
 }
 
 impl GitHubApi for GitHubClient {
+    fn repos_page(&self, kind: AccountKind, login: &str, next: Option<String>) -> BoxFuture<'_, Res<Page<Repository>>> {
+        let url = next.unwrap_or_else(|| match kind {
+            AccountKind::Organization => self.url(&format!("/orgs/{login}/repos"), ""),
+            AccountKind::User => self.url("/user/repos", ""),
+        });
+        Box::pin(async move { self.get_page(&url).await })
+    }
+
     fn list_org_repos(&self, org: &str) -> BoxFuture<'_, Res<Vec<Repository>>> {
         let url = self.url(&format!("/orgs/{org}/repos"), "");
         Box::pin(self.get_all(url, usize::MAX))

@@ -1,0 +1,547 @@
+//! The sync: its messages, the background loop, and the conversion of GitHub payloads.
+
+use std::sync::Arc;
+
+use diesel::prelude::*;
+use diesel::sqlite::SqliteConnection;
+use serde::Serialize;
+
+use super::schema::{self, branches, github_meta, members, pull_requests, repositories, Meta};
+use super::{GitHubData, GitHubService};
+use crate::actors::organization::{ApplySyncProgress, ImportRepository};
+use crate::actors::repository::ApplyPullRequests;
+use crate::actors::summary::PullRequestSummary;
+use crate::actors::{now_ms, validate, DomainError, DomainResult, RepoKey};
+use crate::integrations::github::client::{
+    Account, AccountKind, Branch, GitHubApi, PullRequest, PullState, Repository,
+};
+use crate::runtime::{Command, EntityCtx, Mutation, Myself, Read, Tx};
+
+/// Repositories whose branches and pull requests are fetched and stored together.
+pub const REPO_BATCH: usize = 10;
+/// Recently closed pull requests fetched per repository (open ones are all fetched).
+pub const CLOSED_PULLS: usize = 20;
+
+const PHASE_REPOS: &str = "syncing_repositories";
+const PHASE_DETAILS: &str = "syncing_branches_and_pull_requests";
+const PHASE_MEMBERS: &str = "syncing_members";
+
+fn kind_str(kind: AccountKind) -> &'static str {
+    match kind {
+        AccountKind::Organization => "organization",
+        AccountKind::User => "user",
+    }
+}
+
+/// Connects (or re-points) the organization's GitHub account.
+pub struct ConnectGitHub {
+    pub login: String,
+    pub kind: AccountKind,
+}
+
+impl Mutation for ConnectGitHub {
+    type Entity = GitHubData;
+    type Output = ();
+    type Error = DomainError;
+    fn apply(self, _: &GitHubData, tx: &mut Tx<'_>) -> DomainResult<()> {
+        validate::name("login", &self.login, 100)?;
+        diesel::insert_into(github_meta::table)
+            .values((
+                github_meta::id.eq(1),
+                github_meta::account_login.eq(&self.login),
+                github_meta::account_kind.eq(kind_str(self.kind)),
+                github_meta::updated_at.eq(now_ms()),
+            ))
+            .on_conflict(github_meta::id)
+            .do_update()
+            .set((github_meta::account_login.eq(&self.login), github_meta::account_kind.eq(kind_str(self.kind))))
+            .execute(tx.conn())?;
+        Ok(())
+    }
+}
+
+/// Sends the current progress to the organization.
+fn push_progress(org: &str, tx: &mut Tx<'_>) -> DomainResult<()> {
+    let m = schema::require_meta(tx.conn(), org)?;
+    let progress = ApplySyncProgress {
+        generation: m.generation,
+        status: m.status,
+        phase: m.phase,
+        synced: m.synced,
+        total: m.total,
+        error: m.last_error,
+        finished_at: m.finished_at,
+    };
+    tx.send(&org.to_owned(), &progress)?;
+    Ok(())
+}
+
+fn set_progress(conn: &mut SqliteConnection, phase: Option<&str>, synced: i32, total: i32) -> DomainResult<()> {
+    diesel::update(github_meta::table.find(1))
+        .set((
+            github_meta::phase.eq(phase),
+            github_meta::synced.eq(synced),
+            github_meta::total.eq(total),
+            github_meta::updated_at.eq(now_ms()),
+        ))
+        .execute(conn)?;
+    Ok(())
+}
+
+/// Starts a sync (one per organization at a time); returns its generation.
+pub struct StartSync;
+
+impl Command for StartSync {
+    type Entity = GitHubData;
+    type Output = i32;
+    type Error = DomainError;
+    fn run(self, g: &mut GitHubData, ctx: &mut EntityCtx<'_, GitHubData>) -> DomainResult<i32> {
+        if g.sync.is_some() {
+            return Err(DomainError::Conflict("a sync is already running for this organization".into()));
+        }
+        let Some(api) = ctx.service::<GitHubService>() else {
+            return Err(DomainError::Unprocessable("no GitHub client is configured".into()));
+        };
+        let org = g.org.clone();
+        let meta = ctx.write(|tx: &mut Tx<'_>| -> DomainResult<Meta> {
+            let m = schema::require_meta(tx.conn(), &org)?;
+            let now = now_ms();
+            diesel::update(github_meta::table.find(1))
+                .set((
+                    github_meta::generation.eq(m.generation + 1),
+                    github_meta::status.eq("syncing"),
+                    github_meta::phase.eq(Some(PHASE_REPOS)),
+                    github_meta::synced.eq(0),
+                    github_meta::total.eq(0),
+                    github_meta::started_at.eq(Some(now)),
+                    github_meta::last_error.eq(None::<String>),
+                    github_meta::updated_at.eq(now),
+                ))
+                .execute(tx.conn())?;
+            push_progress(&org, tx)?;
+            schema::require_meta(tx.conn(), &org)
+        })?;
+        let kind = if meta.account_kind == "user" { AccountKind::User } else { AccountKind::Organization };
+        let handle =
+            ctx.spawn(run_sync(ctx.myself(), api.0.clone(), kind, meta.account_login.clone(), meta.generation));
+        g.sync = Some(handle);
+        Ok(meta.generation)
+    }
+}
+
+/// Recovery: a full resync (the same as `StartSync`, for admins).
+pub struct AdminFullSync;
+
+impl Command for AdminFullSync {
+    type Entity = GitHubData;
+    type Output = i32;
+    type Error = DomainError;
+    fn run(self, g: &mut GitHubData, ctx: &mut EntityCtx<'_, GitHubData>) -> DomainResult<i32> {
+        StartSync.run(g, ctx)
+    }
+}
+
+/// Recovery: stops any sync and forgets everything mirrored from GitHub (the connection stays).
+pub struct AdminClearState;
+
+impl Command for AdminClearState {
+    type Entity = GitHubData;
+    type Output = ();
+    type Error = DomainError;
+    fn run(self, g: &mut GitHubData, ctx: &mut EntityCtx<'_, GitHubData>) -> DomainResult<()> {
+        if let Some(h) = g.sync.take() {
+            ctx.cancel(h);
+        }
+        let org = g.org.clone();
+        ctx.write(|tx: &mut Tx<'_>| -> DomainResult<()> {
+            schema::require_meta(tx.conn(), &org)?;
+            diesel::delete(repositories::table).execute(tx.conn())?;
+            diesel::delete(branches::table).execute(tx.conn())?;
+            diesel::delete(pull_requests::table).execute(tx.conn())?;
+            diesel::delete(members::table).execute(tx.conn())?;
+            diesel::update(github_meta::table.find(1))
+                .set((github_meta::status.eq("cleared"), github_meta::last_error.eq(None::<String>)))
+                .execute(tx.conn())?;
+            set_progress(tx.conn(), None, 0, 0)?;
+            push_progress(&org, tx)
+        })
+    }
+}
+
+/// Sync status and row counts.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct SyncStatus {
+    pub meta: Meta,
+    pub repositories: i64,
+    pub branches: i64,
+    pub pull_requests: i64,
+    pub members: i64,
+}
+
+pub struct GetSyncStatus;
+
+impl Read for GetSyncStatus {
+    type Entity = GitHubData;
+    type Output = SyncStatus;
+    type Error = DomainError;
+    fn read(self, g: &GitHubData, db: &mut SqliteConnection) -> DomainResult<SyncStatus> {
+        let meta = schema::require_meta(db, &g.org)?;
+        let (repositories, branches, pull_requests, members) = schema::counts(db)?;
+        Ok(SyncStatus { meta, repositories, branches, pull_requests, members })
+    }
+}
+
+/// Marks a sync that a restart cut short as failed (called when the actor starts).
+pub(super) fn fail_interrupted(g: &mut GitHubData, ctx: &mut EntityCtx<'_, GitHubData>) -> DomainResult<()> {
+    let org = g.org.clone();
+    ctx.write(|tx: &mut Tx<'_>| -> DomainResult<()> {
+        match schema::meta(tx.conn())? {
+            Some(m) if m.status == "syncing" => {
+                diesel::update(github_meta::table.find(1))
+                    .set((
+                        github_meta::status.eq("error"),
+                        github_meta::last_error.eq(Some("interrupted by a restart")),
+                        github_meta::finished_at.eq(Some(now_ms())),
+                    ))
+                    .execute(tx.conn())?;
+                push_progress(&org, tx)
+            }
+            _ => Ok(()),
+        }
+    })
+}
+
+/// The loop: fetch, hand each chunk to the actor, end each phase, end the sync (with the error if any).
+async fn run_sync(me: Myself<GitHubData>, api: Arc<dyn GitHubApi>, kind: AccountKind, login: String, generation: i32) {
+    let result = sync_phases(&me, api.as_ref(), kind, &login, generation).await;
+    let _ = me.exec(EndSync { generation, error: result.err() }).await;
+}
+
+async fn sync_phases(
+    me: &Myself<GitHubData>,
+    api: &dyn GitHubApi,
+    kind: AccountKind,
+    login: &str,
+    generation: i32,
+) -> Result<(), String> {
+    let err = |e: &dyn std::fmt::Display| e.to_string();
+    let mut next = None;
+    loop {
+        let (repos, more) = api.repos_page(kind, login, next).await.map_err(|e| err(&e))?;
+        me.exec(StoreRepos { generation, repos }).await.map_err(|e| err(&e))?;
+        match more {
+            Some(url) => next = Some(url),
+            None => break,
+        }
+    }
+    let repos = me.exec(EndPhase { generation, phase: PHASE_REPOS }).await.map_err(|e| err(&e))?;
+    for batch in repos.chunks(REPO_BATCH) {
+        let mut items = Vec::with_capacity(batch.len());
+        for (repo_id, full_name) in batch {
+            let branches = api.list_branches(full_name).await.map_err(|e| err(&e))?;
+            let mut pulls = api.list_pulls(full_name, PullState::Open, usize::MAX).await.map_err(|e| err(&e))?;
+            pulls.extend(api.list_pulls(full_name, PullState::Closed, CLOSED_PULLS).await.map_err(|e| err(&e))?);
+            items.push(RepoDetails { repo_id: repo_id.clone(), branches, pulls });
+        }
+        me.exec(StoreRepoDetails { generation, items }).await.map_err(|e| err(&e))?;
+    }
+    me.exec(EndPhase { generation, phase: PHASE_DETAILS }).await.map_err(|e| err(&e))?;
+    let found = match kind {
+        AccountKind::Organization => api.list_org_members(login).await.map_err(|e| err(&e))?,
+        AccountKind::User => Vec::new(),
+    };
+    me.exec(StoreMembers { generation, members: found }).await.map_err(|e| err(&e))?;
+    me.exec(EndPhase { generation, phase: PHASE_MEMBERS }).await.map_err(|e| err(&e))?;
+    Ok(())
+}
+
+/// Runs `f` in a write transaction if `generation` is still the current sync (a cancelled sync's late chunks are
+/// ignored).
+fn in_generation<T: Default>(
+    g: &GitHubData,
+    ctx: &mut EntityCtx<'_, GitHubData>,
+    generation: i32,
+    f: impl FnOnce(&mut Tx<'_>, &Meta) -> DomainResult<T>,
+) -> DomainResult<T> {
+    let org = g.org.clone();
+    ctx.write(|tx: &mut Tx<'_>| -> DomainResult<T> {
+        let m = schema::require_meta(tx.conn(), &org)?;
+        if m.generation != generation || m.status != "syncing" {
+            return Ok(T::default());
+        }
+        f(tx, &m)
+    })
+}
+
+struct StoreRepos {
+    generation: i32,
+    repos: Vec<Repository>,
+}
+
+impl Command for StoreRepos {
+    type Entity = GitHubData;
+    type Output = ();
+    type Error = DomainError;
+    fn run(self, g: &mut GitHubData, ctx: &mut EntityCtx<'_, GitHubData>) -> DomainResult<()> {
+        let org = g.org.clone();
+        in_generation(g, ctx, self.generation, |tx, m| {
+            for r in &self.repos {
+                let known: bool =
+                    diesel::select(diesel::dsl::exists(repositories::table.find(&r.name))).get_result(tx.conn())?;
+                diesel::insert_into(repositories::table)
+                    .values((
+                        repositories::repo_id.eq(&r.name),
+                        repositories::github_id.eq(r.id as i64),
+                        repositories::full_name.eq(&r.full_name),
+                        repositories::clone_url.eq(&r.clone_url),
+                        repositories::private.eq(r.private),
+                        repositories::default_branch.eq(&r.default_branch),
+                        repositories::generation.eq(self.generation),
+                    ))
+                    .on_conflict(repositories::repo_id)
+                    .do_update()
+                    .set((
+                        repositories::full_name.eq(&r.full_name),
+                        repositories::clone_url.eq(&r.clone_url),
+                        repositories::private.eq(r.private),
+                        repositories::default_branch.eq(&r.default_branch),
+                        repositories::generation.eq(self.generation),
+                    ))
+                    .execute(tx.conn())?;
+                if !known {
+                    let import = ImportRepository {
+                        repo_id: r.name.clone(),
+                        full_name: r.full_name.clone(),
+                        remote_url: r.clone_url.clone(),
+                        default_branch: r.default_branch.clone(),
+                    };
+                    tx.send(&org, &import)?;
+                }
+            }
+            let n = m.synced + self.repos.len() as i32;
+            set_progress(tx.conn(), Some(PHASE_REPOS), n, n)?;
+            push_progress(&org, tx)
+        })
+    }
+}
+
+struct RepoDetails {
+    repo_id: String,
+    branches: Vec<Branch>,
+    pulls: Vec<PullRequest>,
+}
+
+struct StoreRepoDetails {
+    generation: i32,
+    items: Vec<RepoDetails>,
+}
+
+impl Command for StoreRepoDetails {
+    type Entity = GitHubData;
+    type Output = ();
+    type Error = DomainError;
+    fn run(self, g: &mut GitHubData, ctx: &mut EntityCtx<'_, GitHubData>) -> DomainResult<()> {
+        let org = g.org.clone();
+        let generation = self.generation;
+        in_generation(g, ctx, generation, |tx, m| {
+            for item in &self.items {
+                for b in &item.branches {
+                    diesel::insert_into(branches::table)
+                        .values((
+                            branches::repo_id.eq(&item.repo_id),
+                            branches::name.eq(&b.name),
+                            branches::sha.eq(&b.commit.sha),
+                            branches::generation.eq(generation),
+                        ))
+                        .on_conflict((branches::repo_id, branches::name))
+                        .do_update()
+                        .set((branches::sha.eq(&b.commit.sha), branches::generation.eq(generation)))
+                        .execute(tx.conn())?;
+                }
+                let summaries: Vec<PullRequestSummary> = item.pulls.iter().map(pull_summary).collect();
+                for (pr, summary) in item.pulls.iter().zip(&summaries) {
+                    let json = serde_json::to_string(summary)
+                        .map_err(|e| diesel::result::Error::SerializationError(Box::new(e)))?;
+                    diesel::insert_into(pull_requests::table)
+                        .values((
+                            pull_requests::repo_id.eq(&item.repo_id),
+                            pull_requests::number.eq(pr.number as i64),
+                            pull_requests::state.eq(&summary.state),
+                            pull_requests::summary.eq(&json),
+                            pull_requests::generation.eq(generation),
+                        ))
+                        .on_conflict((pull_requests::repo_id, pull_requests::number))
+                        .do_update()
+                        .set((
+                            pull_requests::state.eq(&summary.state),
+                            pull_requests::summary.eq(&json),
+                            pull_requests::generation.eq(generation),
+                        ))
+                        .execute(tx.conn())?;
+                }
+                if !summaries.is_empty() {
+                    let to = RepoKey::new(&org, &item.repo_id);
+                    tx.send(&to, &ApplyPullRequests { pull_requests: summaries })?;
+                }
+            }
+            set_progress(tx.conn(), Some(PHASE_DETAILS), m.synced + self.items.len() as i32, m.total)?;
+            push_progress(&org, tx)
+        })
+    }
+}
+
+struct StoreMembers {
+    generation: i32,
+    members: Vec<Account>,
+}
+
+impl Command for StoreMembers {
+    type Entity = GitHubData;
+    type Output = ();
+    type Error = DomainError;
+    fn run(self, g: &mut GitHubData, ctx: &mut EntityCtx<'_, GitHubData>) -> DomainResult<()> {
+        let generation = self.generation;
+        in_generation(g, ctx, generation, |tx, _| {
+            for a in &self.members {
+                diesel::insert_into(members::table)
+                    .values((
+                        members::member_id.eq(a.id as i64),
+                        members::login.eq(&a.login),
+                        members::generation.eq(generation),
+                    ))
+                    .on_conflict(members::member_id)
+                    .do_update()
+                    .set((members::login.eq(&a.login), members::generation.eq(generation)))
+                    .execute(tx.conn())?;
+            }
+            let n = self.members.len() as i32;
+            set_progress(tx.conn(), Some(PHASE_MEMBERS), n, n)
+        })
+    }
+}
+
+/// Ends a phase: sweeps what this sync did not see, moves progress to the next phase. After the repositories phase
+/// it returns the repositories to fetch details for.
+struct EndPhase {
+    generation: i32,
+    phase: &'static str,
+}
+
+impl Command for EndPhase {
+    type Entity = GitHubData;
+    type Output = Vec<(String, String)>;
+    type Error = DomainError;
+    fn run(self, g: &mut GitHubData, ctx: &mut EntityCtx<'_, GitHubData>) -> DomainResult<Vec<(String, String)>> {
+        let org = g.org.clone();
+        let generation = self.generation;
+        in_generation(g, ctx, generation, |tx, _| {
+            let conn = tx.conn();
+            match self.phase {
+                PHASE_REPOS => {
+                    diesel::delete(repositories::table.filter(repositories::generation.lt(generation)))
+                        .execute(conn)?;
+                    let repos: Vec<(String, String)> = repositories::table
+                        .select((repositories::repo_id, repositories::full_name))
+                        .order(repositories::repo_id)
+                        .load(conn)?;
+                    set_progress(conn, Some(PHASE_DETAILS), 0, repos.len() as i32)?;
+                    push_progress(&org, tx)?;
+                    Ok(repos)
+                }
+                PHASE_DETAILS => {
+                    diesel::delete(branches::table.filter(branches::generation.lt(generation))).execute(conn)?;
+                    diesel::delete(pull_requests::table.filter(pull_requests::generation.lt(generation)))
+                        .execute(conn)?;
+                    set_progress(conn, Some(PHASE_MEMBERS), 0, 0)?;
+                    push_progress(&org, tx)?;
+                    Ok(Vec::new())
+                }
+                _ => {
+                    diesel::delete(members::table.filter(members::generation.lt(generation))).execute(conn)?;
+                    Ok(Vec::new())
+                }
+            }
+        })
+    }
+}
+
+struct EndSync {
+    generation: i32,
+    error: Option<String>,
+}
+
+impl Command for EndSync {
+    type Entity = GitHubData;
+    type Output = ();
+    type Error = DomainError;
+    fn run(self, g: &mut GitHubData, ctx: &mut EntityCtx<'_, GitHubData>) -> DomainResult<()> {
+        g.sync = None;
+        let org = g.org.clone();
+        let error = self.error;
+        in_generation(g, ctx, self.generation, |tx, m| {
+            let status = if error.is_some() { "error" } else { "synced" };
+            if let Some(e) = &error {
+                tracing::warn!(org = %org, error = %e, "GitHub sync failed; rows kept");
+            }
+            diesel::update(github_meta::table.find(1))
+                .set((
+                    github_meta::status.eq(status),
+                    github_meta::phase.eq(if error.is_some() { m.phase.clone() } else { None }),
+                    github_meta::last_error.eq(&error),
+                    github_meta::finished_at.eq(Some(now_ms())),
+                ))
+                .execute(tx.conn())?;
+            push_progress(&org, tx)
+        })
+    }
+}
+
+/// A GitHub pull request as task data (rule 10).
+fn pull_summary(pr: &PullRequest) -> PullRequestSummary {
+    let state = if pr.merged_at.is_some() { "merged".to_owned() } else { pr.state.clone() };
+    PullRequestSummary {
+        number: pr.number as i64,
+        title: pr.title.clone(),
+        state,
+        url: pr.html_url.clone(),
+        head_ref: pr.head.ref_name.clone(),
+        base_ref: pr.base.ref_name.clone(),
+        is_draft: pr.draft,
+        author_login: Some(pr.user.login.clone()),
+        updated_at: parse_rfc3339_ms(&pr.updated_at).unwrap_or(0),
+    }
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ` (GitHub's timestamps) to Unix milliseconds.
+pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    if b.len() < 20 {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, se) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    // Days from civil (Howard Hinnant's algorithm).
+    let y = if mo <= 2 { y - 1 } else { y };
+    let era = if y >= 0 { y } else { y - 399 } / 400;
+    let yoe = y - era * 400;
+    let mp = (mo + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(((days * 86_400) + h * 3600 + mi * 60 + se) * 1000)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_rfc3339_ms;
+
+    #[test]
+    fn github_timestamps_parse() {
+        assert_eq!(parse_rfc3339_ms("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(parse_rfc3339_ms("2026-11-26T12:34:56Z"), Some(1_795_696_496_000));
+        assert_eq!(parse_rfc3339_ms("2000-02-29T00:00:01Z"), Some(951_782_401_000));
+        assert_eq!(parse_rfc3339_ms("nope"), None);
+    }
+}

@@ -1,0 +1,143 @@
+//! The GitHub sync against the local GitHub-compatible server: exact counts for 300 repositories x 20 branches x 10
+//! pull requests, progress visible in the organization snapshot, pull requests becoming tasks lazily (no task actors),
+//! a failure midway keeping every row, a retry completing, and a closed pull request updating its task.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use foundry::actors::github_data::{ConnectGitHub, GetSyncStatus, GitHubData, GitHubService, StartSync, SyncStatus};
+use foundry::actors::organization::{CreateOrganization, GetOrganizationSnapshot, OrgKind, OrganizationSnapshot};
+use foundry::actors::repository::ListTaskSummaries;
+use foundry::actors::{Domain, DomainError, RepoKey};
+use foundry::integrations::github::client::{AccountKind, GitHubClient, RetryPolicy};
+use foundry::integrations::github::fake::{FakeGitHub, Fixture};
+use foundry::runtime::{CallError, Registry};
+
+const ORG: &str = "acme";
+const TOKEN: &str = "sync-token";
+
+async fn setup(fixture: Fixture) -> (Domain, Registry<GitHubData>, FakeGitHub, tempfile::TempDir) {
+    let gh = FakeGitHub::start(fixture, TOKEN).await;
+    let (rt, dir) = support::runtime(2);
+    let policy = RetryPolicy { backoff: Duration::from_millis(1), ..Default::default() };
+    rt.provide(Arc::new(GitHubService(Arc::new(GitHubClient::with_policy(&gh.base_url(), TOKEN, policy)))));
+    let domain = Domain::without_agent(rt.clone());
+    let org = CreateOrganization { login: ORG.into(), display_name: "Acme".into(), kind: OrgKind::Organization };
+    domain.orgs.mutate(&ORG.to_owned(), org).await.unwrap();
+    let github = rt.registry::<GitHubData>();
+    github.mutate(&ORG.to_owned(), ConnectGitHub { login: ORG.into(), kind: AccountKind::Organization }).await.unwrap();
+    (domain, github, gh, dir)
+}
+
+async fn wait_for_sync(github: &Registry<GitHubData>, generation: i32) -> SyncStatus {
+    for _ in 0..3000 {
+        let s = github.read(&ORG.to_owned(), GetSyncStatus).await.unwrap();
+        if s.meta.generation == generation && s.meta.status != "syncing" {
+            return s;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("sync {generation} did not finish");
+}
+
+async fn org_until(domain: &Domain, what: &str, done: impl Fn(&OrganizationSnapshot) -> bool) -> OrganizationSnapshot {
+    for _ in 0..3000 {
+        let s = domain.orgs.read(&ORG.to_owned(), GetOrganizationSnapshot).await.unwrap();
+        if done(&s) {
+            return s;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[actix_rt::test]
+async fn a_full_sync_mirrors_exact_counts_and_creates_tasks_lazily() {
+    let (domain, github, gh, dir) = setup(Fixture::generate(ORG, 300, 20, 10)).await;
+    let mut sub = domain.orgs.subscribe(&ORG.to_owned(), "organization").await.unwrap();
+    let generation = github.exec(&ORG.to_owned(), StartSync).await.unwrap();
+    // Only one sync at a time.
+    let again = github.exec(&ORG.to_owned(), StartSync).await.unwrap_err();
+    assert!(matches!(again, CallError::Handler(DomainError::Conflict(_))), "{again:?}");
+    // Progress is visible in the organization snapshot while the sync runs, and never goes backwards within a phase.
+    let mut seen = Vec::new();
+    loop {
+        let ev = tokio::time::timeout(Duration::from_secs(60), sub.next()).await.unwrap().unwrap();
+        let snap: serde_json::Value = ev.snapshot_as().unwrap();
+        let p = &snap["profile"];
+        seen.push((p["syncPhase"].as_str().unwrap_or("").to_owned(), p["syncSynced"].as_i64().unwrap_or(0)));
+        if p["syncStatus"] == "synced" {
+            break;
+        }
+    }
+    let details: Vec<i64> =
+        seen.iter().filter(|(phase, _)| phase == "syncing_branches_and_pull_requests").map(|(_, n)| *n).collect();
+    assert!(details.len() >= 2 && details.windows(2).all(|w| w[0] <= w[1]), "{seen:?}");
+    let status = wait_for_sync(&github, generation).await;
+    assert_eq!(status.meta.status, "synced");
+    assert_eq!(
+        (status.repositories, status.branches, status.pull_requests, status.members),
+        (300, 300 * 21, 300 * 10, 5)
+    );
+    // Every repository was imported into the organization; open pull requests on unclaimed branches became tasks
+    // (8 open of 10 per repository), as index rows only.
+    let snap =
+        org_until(&domain, "repositories and PR tasks", |s| s.repos.len() == 300 && s.task_summaries.len() == 2400)
+            .await;
+    assert!(snap.task_summaries.iter().all(|t| t.pull_request.as_ref().is_some_and(|p| p.state == "open")));
+    let task_dir = dir.path().join("task");
+    let task_files = std::fs::read_dir(&task_dir).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(task_files, 0, "no task actor was created during the sync");
+    gh.stop().await;
+}
+
+#[actix_rt::test]
+async fn a_failed_sync_keeps_its_rows_and_a_retry_completes() {
+    let (domain, github, gh, _dir) = setup(Fixture::generate(ORG, 150, 2, 3)).await;
+    // The second page of repositories fails on every one of the client's attempts (4 by default).
+    gh.fail_next("page=2", 502, RetryPolicy::default().max_attempts);
+    let generation = github.exec(&ORG.to_owned(), StartSync).await.unwrap();
+    let failed = wait_for_sync(&github, generation).await;
+    assert_eq!(failed.meta.status, "error");
+    assert!(failed.meta.last_error.as_deref().is_some_and(|e| e.contains("502")), "{:?}", failed.meta.last_error);
+    assert_eq!(failed.repositories, 100, "the first page was stored and kept");
+    let snap = org_until(&domain, "error shown", |s| s.profile.sync_status == "error").await;
+    assert!(snap.profile.sync_error.is_some());
+    // Retry (the fault is used up): clean completion with exact counts.
+    let generation = github.exec(&ORG.to_owned(), StartSync).await.unwrap();
+    let done = wait_for_sync(&github, generation).await;
+    assert_eq!(done.meta.status, "synced");
+    assert_eq!((done.repositories, done.branches, done.pull_requests), (150, 150 * 3, 150 * 3));
+    gh.stop().await;
+}
+
+#[actix_rt::test]
+async fn a_closed_pull_request_updates_its_task() {
+    let (domain, github, gh, _dir) = setup(Fixture::generate(ORG, 2, 3, 3)).await;
+    let generation = github.exec(&ORG.to_owned(), StartSync).await.unwrap();
+    wait_for_sync(&github, generation).await;
+    let repo = RepoKey::new(ORG, "repo-000");
+    let tasks = org_until(&domain, "PR tasks", |s| s.task_summaries.len() == 6).await;
+    assert!(tasks.task_summaries.iter().any(|t| t.branch == "feature-001"));
+    // Pull request #1 of repo-000 gets merged on GitHub; the next sync carries it to its task.
+    gh.with_fixture(|f| {
+        let pr = f.repos[0].pulls.iter_mut().find(|p| p.number == 1).unwrap();
+        pr.state = "closed".into();
+        pr.merged = true;
+        pr.updated_at = "2030-01-01T00:00:00Z".into();
+    });
+    let generation = github.exec(&ORG.to_owned(), StartSync).await.unwrap();
+    wait_for_sync(&github, generation).await;
+    for _ in 0..1000 {
+        let list = domain.repos.read(&repo, ListTaskSummaries).await.unwrap();
+        let task = list.iter().find(|t| t.branch == "feature-001").unwrap();
+        if task.pull_request.as_ref().is_some_and(|p| p.state == "merged") {
+            gh.stop().await;
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the merged pull request never reached its task");
+}
