@@ -141,3 +141,84 @@ async fn a_closed_pull_request_updates_its_task() {
     }
     panic!("the merged pull request never reached its task");
 }
+
+fn pr_payload(action: &str, number: u64, branch: &str, state: &str, merged: bool) -> serde_json::Value {
+    serde_json::json!({
+        "action": action,
+        "repository": { "name": "repo-000", "full_name": "acme/repo-000" },
+        "pull_request": {
+            "id": 9_000_000 + number, "number": number, "title": format!("PR {number}"), "body": null,
+            "state": state, "draft": false,
+            "merged_at": if merged { serde_json::json!("2030-01-02T00:00:00Z") } else { serde_json::Value::Null },
+            "updated_at": "2030-01-01T00:00:00Z",
+            "html_url": format!("https://github.com/acme/repo-000/pull/{number}"),
+            "head": { "ref": branch, "sha": "abc" }, "base": { "ref": "main" }, "user": { "login": "dev-1" }
+        }
+    })
+}
+
+#[actix_rt::test]
+async fn webhook_deliveries_apply_once_and_update_the_mirror() {
+    use foundry::actors::github_data::{HandleWebhook, WebhookOutcome};
+    let (domain, github, gh, _dir) = setup(Fixture::generate(ORG, 2, 2, 2)).await;
+    let generation = github.exec(&ORG.to_owned(), StartSync).await.unwrap();
+    let before = wait_for_sync(&github, generation).await;
+    let org = ORG.to_owned();
+    let deliver = |id: &str, event: &str, payload: serde_json::Value| {
+        github.exec(&org, HandleWebhook { delivery_id: id.into(), event: event.into(), payload })
+    };
+    let repo = RepoKey::new(ORG, "repo-000");
+    let tasks_before = domain.repos.read(&repo, ListTaskSummaries).await.unwrap().len();
+    // A pull request opened on a new branch becomes a task; the same delivery again changes nothing.
+    let opened = pr_payload("opened", 77, "feature-hook", "open", false);
+    assert_eq!(deliver("d-1", "pull_request", opened.clone()).await.unwrap(), WebhookOutcome::Applied);
+    assert_eq!(deliver("d-1", "pull_request", opened).await.unwrap(), WebhookOutcome::Duplicate);
+    let mut found = None;
+    for _ in 0..500 {
+        let list = domain.repos.read(&repo, ListTaskSummaries).await.unwrap();
+        if let Some(t) = list.iter().find(|t| t.branch == "feature-hook") {
+            found = Some((list.len(), t.clone()));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (count, task) = found.expect("the webhook's pull request became a task");
+    assert_eq!(count, tasks_before + 1);
+    assert_eq!(task.pull_request.as_ref().unwrap().number, 77);
+    // Merged: the task's pull request state follows.
+    let merged = pr_payload("closed", 77, "feature-hook", "closed", true);
+    assert_eq!(deliver("d-2", "pull_request", merged).await.unwrap(), WebhookOutcome::Applied);
+    let mut state = String::new();
+    for _ in 0..500 {
+        let list = domain.repos.read(&repo, ListTaskSummaries).await.unwrap();
+        state = list.iter().find(|t| t.branch == "feature-hook").unwrap().pull_request.clone().unwrap().state;
+        if state == "merged" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(state, "merged");
+    // Branches and members follow push/create/delete and member events.
+    let repo_json = serde_json::json!({ "name": "repo-000" });
+    let push = serde_json::json!({ "ref": "refs/heads/hotfix", "after": "f00", "repository": repo_json });
+    assert_eq!(deliver("d-3", "push", push).await.unwrap(), WebhookOutcome::Applied);
+    let s = github.read(&org, GetSyncStatus).await.unwrap();
+    assert_eq!(s.branches, before.branches + 1);
+    let del = serde_json::json!({ "ref": "hotfix", "ref_type": "branch", "repository": repo_json });
+    deliver("d-4", "delete", del).await.unwrap();
+    let member = serde_json::json!({ "action": "added", "member": { "id": 99, "login": "newbie" } });
+    deliver("d-5", "member", member).await.unwrap();
+    let s = github.read(&org, GetSyncStatus).await.unwrap();
+    assert_eq!((s.branches, s.members), (before.branches, before.members + 1));
+    assert_eq!(deliver("d-6", "star", serde_json::json!({})).await.unwrap(), WebhookOutcome::Ignored);
+    // Uninstalling clears the mirror; reinstalling syncs it again.
+    let uninstall = serde_json::json!({ "action": "deleted" });
+    assert_eq!(deliver("d-7", "installation", uninstall).await.unwrap(), WebhookOutcome::Cleared);
+    assert_eq!(github.read(&org, GetSyncStatus).await.unwrap().repositories, 0);
+    let install = serde_json::json!({ "action": "created" });
+    assert_eq!(deliver("d-8", "installation", install).await.unwrap(), WebhookOutcome::SyncStarted);
+    let after = github.read(&org, GetSyncStatus).await.unwrap();
+    let resynced = wait_for_sync(&github, after.meta.generation).await;
+    assert_eq!((resynced.meta.status.as_str(), resynced.repositories), ("synced", 2));
+    gh.stop().await;
+}

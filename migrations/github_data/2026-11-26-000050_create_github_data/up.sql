@@ -46,3 +46,10 @@ CREATE TABLE members (
     login TEXT NOT NULL,
     generation INTEGER NOT NULL
 );
+
+-- Webhook deliveries already applied: GitHub redelivers, and each delivery id must take effect once.
+CREATE TABLE webhook_deliveries (
+    delivery_id TEXT PRIMARY KEY NOT NULL,
+    event TEXT NOT NULL,
+    received_at BIGINT NOT NULL
+) WITHOUT ROWID;

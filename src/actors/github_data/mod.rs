@@ -7,6 +7,7 @@
 
 pub mod schema;
 mod sync;
+pub mod webhook;
 
 use std::sync::Arc;
 
@@ -14,6 +15,7 @@ use actix::SpawnHandle;
 use diesel::sqlite::SqliteConnection;
 
 pub use sync::*;
+pub use webhook::{verify_signature, HandleWebhook, WebhookOutcome};
 
 use crate::integrations::github::client::GitHubApi;
 use crate::runtime::{embed_migrations, EmbeddedMigrations, Entity};

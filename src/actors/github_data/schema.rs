@@ -54,6 +54,14 @@ diesel::table! {
 }
 
 diesel::table! {
+    webhook_deliveries (delivery_id) {
+        delivery_id -> Text,
+        event -> Text,
+        received_at -> BigInt,
+    }
+}
+
+diesel::table! {
     members (member_id) {
         member_id -> BigInt,
         login -> Text,

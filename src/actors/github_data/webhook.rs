@@ -1,0 +1,263 @@
+//! GitHub webhook deliveries: signature verification (HMAC-SHA256 over the raw body, constant-time compare) and the
+//! handling of each event on the github-data actor, once per delivery id. The HTTP route that receives them comes
+//! with the service's API; it verifies the signature first (401 and no effect otherwise) and then sends
+//! [`HandleWebhook`].
+
+use diesel::prelude::*;
+use hmac::{Hmac, Mac};
+use serde_json::Value;
+use sha2::Sha256;
+
+use super::schema::{self, branches, members, pull_requests, repositories};
+use super::sync::pull_summary;
+use super::GitHubData;
+use crate::actors::organization::ImportRepository;
+use crate::actors::repository::ApplyPullRequests;
+use crate::actors::{now_ms, DomainError, DomainResult, RepoKey};
+use crate::integrations::github::client::{PullRequest, Repository};
+use crate::runtime::{Command, EntityCtx, Tx};
+
+/// Whether `signature_header` (`X-Hub-Signature-256: sha256=<hex>`) is the HMAC-SHA256 of `body` under `secret`.
+/// The comparison is constant-time; a missing or malformed header is simply not valid.
+pub fn verify_signature(secret: &[u8], body: &[u8], signature_header: Option<&str>) -> bool {
+    let Some(hex) = signature_header.and_then(|h| h.strip_prefix("sha256=")) else { return false };
+    let Some(expected) = decode_hex(hex) else { return false };
+    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret) else { return false };
+    mac.update(body);
+    mac.verify_slice(&expected).is_ok()
+}
+
+fn decode_hex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
+}
+
+/// The `sha256=<hex>` signature of `body` (for senders and tests).
+pub fn sign(secret: &[u8], body: &[u8]) -> String {
+    // HMAC accepts keys of any length, so this cannot fail.
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
+    mac.update(body);
+    let bytes = mac.finalize().into_bytes();
+    format!("sha256={}", bytes.iter().map(|b| format!("{b:02x}")).collect::<String>())
+}
+
+/// What a delivery did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WebhookOutcome {
+    Applied,
+    /// The delivery id was seen before: nothing happened again.
+    Duplicate,
+    /// An event foundry does not act on (recorded, so a redelivery is also a duplicate).
+    Ignored,
+    /// The installation changed: a sync was started (or the mirror cleared).
+    SyncStarted,
+    Cleared,
+}
+
+/// One verified webhook delivery (`X-GitHub-Event`, `X-GitHub-Delivery`, the parsed body).
+pub struct HandleWebhook {
+    pub delivery_id: String,
+    pub event: String,
+    pub payload: Value,
+}
+
+fn field<T: serde::de::DeserializeOwned>(payload: &Value, name: &str) -> DomainResult<T> {
+    serde_json::from_value(payload[name].clone()).map_err(|e| DomainError::invalid("payload", format!("{name}: {e}")))
+}
+
+impl Command for HandleWebhook {
+    type Entity = GitHubData;
+    type Output = WebhookOutcome;
+    type Error = DomainError;
+    fn run(self, g: &mut GitHubData, ctx: &mut EntityCtx<'_, GitHubData>) -> DomainResult<WebhookOutcome> {
+        if self.delivery_id.is_empty() || self.delivery_id.len() > 100 {
+            return Err(DomainError::invalid("delivery_id", "must be 1-100 characters"));
+        }
+        let action = self.payload["action"].as_str().unwrap_or_default().to_owned();
+        // Installation changes restart or clear the mirror; the delivery is recorded first so it applies once.
+        let installation_event =
+            matches!((self.event.as_str(), action.as_str()), ("installation", _) | ("installation_repositories", _));
+        let org = g.org.clone();
+        let outcome = ctx.write(|tx: &mut Tx<'_>| -> DomainResult<WebhookOutcome> {
+            let m = schema::require_meta(tx.conn(), &org)?;
+            let fresh = diesel::insert_or_ignore_into(schema::webhook_deliveries::table)
+                .values((
+                    schema::webhook_deliveries::delivery_id.eq(&self.delivery_id),
+                    schema::webhook_deliveries::event.eq(&self.event),
+                    schema::webhook_deliveries::received_at.eq(now_ms()),
+                ))
+                .execute(tx.conn())?;
+            if fresh == 0 {
+                return Ok(WebhookOutcome::Duplicate);
+            }
+            if installation_event {
+                return Ok(WebhookOutcome::SyncStarted);
+            }
+            apply_event(tx, &org, m.generation, &self.event, &action, &self.payload)
+        })?;
+        if outcome != WebhookOutcome::SyncStarted {
+            return Ok(outcome);
+        }
+        if self.event == "installation" && matches!(action.as_str(), "deleted" | "suspend") {
+            super::AdminClearState.run(g, ctx)?;
+            return Ok(WebhookOutcome::Cleared);
+        }
+        match super::StartSync.run(g, ctx) {
+            // A sync already running will see the change.
+            Ok(_) | Err(DomainError::Conflict(_)) => Ok(WebhookOutcome::SyncStarted),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+fn apply_event(
+    tx: &mut Tx<'_>,
+    org: &str,
+    generation: i32,
+    event: &str,
+    action: &str,
+    payload: &Value,
+) -> DomainResult<WebhookOutcome> {
+    let repo_name = payload["repository"]["name"].as_str().unwrap_or_default().to_owned();
+    match event {
+        "pull_request"
+            if matches!(action, "opened" | "edited" | "closed" | "reopened" | "synchronize" | "ready_for_review") =>
+        {
+            let pr: PullRequest = field(payload, "pull_request")?;
+            let summary = pull_summary(&pr);
+            let json =
+                serde_json::to_string(&summary).map_err(|e| diesel::result::Error::SerializationError(Box::new(e)))?;
+            diesel::insert_into(pull_requests::table)
+                .values((
+                    pull_requests::repo_id.eq(&repo_name),
+                    pull_requests::number.eq(pr.number as i64),
+                    pull_requests::state.eq(&summary.state),
+                    pull_requests::summary.eq(&json),
+                    pull_requests::generation.eq(generation),
+                ))
+                .on_conflict((pull_requests::repo_id, pull_requests::number))
+                .do_update()
+                .set((pull_requests::state.eq(&summary.state), pull_requests::summary.eq(&json)))
+                .execute(tx.conn())?;
+            tx.send(&RepoKey::new(org, &repo_name), &ApplyPullRequests { pull_requests: vec![summary] })?;
+            Ok(WebhookOutcome::Applied)
+        }
+        "push" => {
+            let Some(branch) = payload["ref"].as_str().and_then(|r| r.strip_prefix("refs/heads/")) else {
+                return Ok(WebhookOutcome::Ignored);
+            };
+            if payload["deleted"].as_bool() == Some(true) {
+                delete_branch(tx, &repo_name, branch)?;
+            } else {
+                let sha = payload["after"].as_str().unwrap_or_default();
+                upsert_branch(tx, &repo_name, branch, sha, generation)?;
+            }
+            Ok(WebhookOutcome::Applied)
+        }
+        "create" | "delete" if payload["ref_type"] == "branch" => {
+            let branch = payload["ref"].as_str().unwrap_or_default();
+            if event == "create" {
+                upsert_branch(tx, &repo_name, branch, "", generation)?;
+            } else {
+                delete_branch(tx, &repo_name, branch)?;
+            }
+            Ok(WebhookOutcome::Applied)
+        }
+        "repository" => {
+            let repo: Repository = field(payload, "repository")?;
+            if action == "deleted" {
+                diesel::delete(repositories::table.find(&repo.name)).execute(tx.conn())?;
+                diesel::delete(branches::table.filter(branches::repo_id.eq(&repo.name))).execute(tx.conn())?;
+                diesel::delete(pull_requests::table.filter(pull_requests::repo_id.eq(&repo.name)))
+                    .execute(tx.conn())?;
+            } else {
+                diesel::insert_into(repositories::table)
+                    .values((
+                        repositories::repo_id.eq(&repo.name),
+                        repositories::github_id.eq(repo.id as i64),
+                        repositories::full_name.eq(&repo.full_name),
+                        repositories::clone_url.eq(&repo.clone_url),
+                        repositories::private.eq(repo.private),
+                        repositories::default_branch.eq(&repo.default_branch),
+                        repositories::generation.eq(generation),
+                    ))
+                    .on_conflict(repositories::repo_id)
+                    .do_update()
+                    .set((
+                        repositories::full_name.eq(&repo.full_name),
+                        repositories::private.eq(repo.private),
+                        repositories::default_branch.eq(&repo.default_branch),
+                    ))
+                    .execute(tx.conn())?;
+                let import = ImportRepository {
+                    repo_id: repo.name.clone(),
+                    full_name: repo.full_name.clone(),
+                    remote_url: repo.clone_url.clone(),
+                    default_branch: repo.default_branch.clone(),
+                };
+                tx.send(&org.to_owned(), &import)?;
+            }
+            Ok(WebhookOutcome::Applied)
+        }
+        "member" => {
+            let id = payload["member"]["id"].as_i64().unwrap_or_default();
+            let login = payload["member"]["login"].as_str().unwrap_or_default();
+            if action == "removed" {
+                diesel::delete(members::table.find(id)).execute(tx.conn())?;
+            } else {
+                diesel::insert_into(members::table)
+                    .values((members::member_id.eq(id), members::login.eq(login), members::generation.eq(generation)))
+                    .on_conflict(members::member_id)
+                    .do_update()
+                    .set(members::login.eq(login))
+                    .execute(tx.conn())?;
+            }
+            Ok(WebhookOutcome::Applied)
+        }
+        _ => Ok(WebhookOutcome::Ignored),
+    }
+}
+
+fn upsert_branch(tx: &mut Tx<'_>, repo: &str, name: &str, sha: &str, generation: i32) -> DomainResult<()> {
+    diesel::insert_into(branches::table)
+        .values((
+            branches::repo_id.eq(repo),
+            branches::name.eq(name),
+            branches::sha.eq(sha),
+            branches::generation.eq(generation),
+        ))
+        .on_conflict((branches::repo_id, branches::name))
+        .do_update()
+        .set(branches::sha.eq(sha))
+        .execute(tx.conn())?;
+    Ok(())
+}
+
+fn delete_branch(tx: &mut Tx<'_>, repo: &str, name: &str) -> DomainResult<()> {
+    diesel::delete(branches::table.filter(branches::repo_id.eq(repo)).filter(branches::name.eq(name)))
+        .execute(tx.conn())?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signatures_verify_only_with_the_right_secret_and_body() {
+        // The example from GitHub's documentation on validating webhook deliveries.
+        let secret = b"It's a Secret to Everybody";
+        let body = b"Hello, World!";
+        let header = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
+        assert_eq!(sign(secret, body), header);
+        assert!(verify_signature(secret, body, Some(header)));
+        assert!(!verify_signature(b"wrong secret", body, Some(header)));
+        assert!(!verify_signature(secret, b"Hello, World?", Some(header)));
+        assert!(!verify_signature(secret, body, None));
+        assert!(!verify_signature(secret, body, Some("sha1=abc")));
+        assert!(!verify_signature(secret, body, Some("sha256=zz")));
+    }
+}
