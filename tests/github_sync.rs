@@ -222,3 +222,34 @@ async fn webhook_deliveries_apply_once_and_update_the_mirror() {
     assert_eq!((resynced.meta.status.as_str(), resynced.repositories), ("synced", 2));
     gh.stop().await;
 }
+
+#[actix_rt::test]
+async fn a_task_created_from_a_pull_request_gets_its_actor_on_first_use() {
+    use foundry::actors::task::CreateSession;
+    let (domain, github, gh, dir) = setup(Fixture::generate(ORG, 1, 2, 2)).await;
+    let generation = github.exec(&ORG.to_owned(), StartSync).await.unwrap();
+    wait_for_sync(&github, generation).await;
+    let snap = org_until(&domain, "PR tasks", |s| s.task_summaries.len() == 2).await;
+    assert!(!dir.path().join("task").exists() || std::fs::read_dir(dir.path().join("task")).unwrap().count() == 0);
+    let lazy = &snap.task_summaries[0];
+    let key = RepoKey::new(ORG, &lazy.repo_id).task(&lazy.task_id);
+    // First use: the task actor is created from the index row, with its pull request and no session.
+    let view = domain.task_view(&key, None).await.unwrap();
+    assert_eq!(view.detail.branch, lazy.branch);
+    assert_eq!(view.detail.pull_request, lazy.pull_request);
+    assert!(view.detail.sessions.is_empty(), "no session until a user opens one");
+    let databases = std::fs::read_dir(dir.path().join("task"))
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".sqlite3"))
+        .count();
+    assert_eq!(databases, 1, "exactly this task got a database");
+    // Using it again does not re-initialise it; opening a session works.
+    domain.task_view(&key, None).await.unwrap();
+    let s = domain.create_session(&key, CreateSession { name: None, model: None, user_id: None }).await.unwrap();
+    assert_eq!(s, "s1");
+    // An unknown task is refused without creating anything.
+    let ghost = RepoKey::new(ORG, &lazy.repo_id).task("t999");
+    let err = domain.task_view(&ghost, None).await.unwrap_err();
+    assert!(matches!(err, CallError::Handler(DomainError::NotFound { what: "task", .. })), "{err:?}");
+    gh.stop().await;
+}

@@ -12,7 +12,9 @@ use super::models::{CatalogModel, ModelCatalog};
 use super::organization::{
     AddRepository, AdminReplaceRepoTasks, GetRepository, ListRepositories, Organization, RepoRow,
 };
-use super::repository::{CreateTask, CreatedTask, InitializeRepository, ListTaskSummaries, Repository};
+use super::repository::{
+    CreateTask, CreatedTask, InitializeRepository, ListTaskSummaries, MaterializeTask, Repository,
+};
 use super::session::{Interrupt, RunQueue, Session, SessionAgent, Steer, SubmitPrompt, Submitted};
 use super::summary::TaskStatus;
 use super::task::{
@@ -149,6 +151,7 @@ impl Domain {
 
     /// Opens another session on a task; returns its id. Without an explicit model, the user's default is used.
     pub async fn create_session(&self, task: &TaskKey, mut msg: CreateSession) -> Result<String> {
+        self.ensure_task(task).await?;
         if msg.model.is_none() {
             msg.model = self.default_model_of(msg.user_id.as_deref()).await?;
         }
@@ -173,8 +176,17 @@ impl Domain {
         self.sessions.exec(session, Interrupt { drop_queued, user_id: user.map(str::to_owned) }).await
     }
 
+    /// Makes sure a task created lazily from a pull request has its own actor (first use).
+    pub async fn ensure_task(&self, task: &TaskKey) -> Result<()> {
+        if let Some(init) = self.repos.mutate(&task.repo_key(), MaterializeTask { task_id: task.task.clone() }).await? {
+            self.tasks.mutate(task, init).await?;
+        }
+        Ok(())
+    }
+
     /// The task detail with `viewer`'s overlay.
     pub async fn task_view(&self, task: &TaskKey, viewer: Option<&str>) -> Result<TaskView> {
+        self.ensure_task(task).await?;
         let detail = self.tasks.read(task, GetTaskDetail).await?;
         let overlay = match viewer {
             Some(user) => Some(self.users.read(&user.to_owned(), GetTaskOverlay { task: task.clone() }).await?),

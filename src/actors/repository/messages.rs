@@ -137,6 +137,8 @@ impl Mutation for CreateTask {
             model,
             user_id: self.user_id.clone(),
             created_at: now,
+            first_session: true,
+            pull_request: None,
         };
         tx.send(&key, &init)?;
         push_up(tx, repo, vec![summary])?;
@@ -278,5 +280,41 @@ impl Delivery for ApplyPullRequests {
     /// The sync may reach a repository before the organization initialised it: retry until it is.
     fn is_retryable(error: &DomainError) -> bool {
         matches!(error, DomainError::NotFound { what: "repository", .. })
+    }
+}
+
+/// Gives a task created lazily from a pull request its own actor, on first use: marks it materialised and returns
+/// the initialisation to apply (also queued in the outbox). `None` if the task already has its actor.
+pub struct MaterializeTask {
+    pub task_id: String,
+}
+
+impl Mutation for MaterializeTask {
+    type Entity = Repository;
+    type Output = Option<InitializeTask>;
+    type Error = DomainError;
+    fn apply(self, repo: &Repository, tx: &mut Tx<'_>) -> DomainResult<Option<InitializeTask>> {
+        let Some((summary, materialized)) = schema::task_by_id(tx.conn(), &self.task_id)? else {
+            return Err(DomainError::not_found("task", &self.task_id));
+        };
+        if materialized {
+            return Ok(None);
+        }
+        schema::set_materialized(tx.conn(), &self.task_id)?;
+        let prompt = summary.pull_request.as_ref().map_or_else(|| summary.title.clone(), |pr| pr.title.clone());
+        let init = InitializeTask {
+            title: summary.title.clone(),
+            branch: summary.branch.clone(),
+            prompt,
+            explicit_title: false,
+            explicit_branch: true,
+            model: models::default_for(tx),
+            user_id: None,
+            created_at: summary.created_at,
+            first_session: false,
+            pull_request: summary.pull_request.clone(),
+        };
+        tx.send(&repo.key.task(&self.task_id), &init)?;
+        Ok(Some(init))
     }
 }

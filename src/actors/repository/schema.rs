@@ -113,3 +113,15 @@ pub fn next_task_id(conn: &mut SqliteConnection, meta: &RepoMeta, now: i64) -> D
         .execute(conn)?;
     Ok(format!("t{}", meta.next_task_seq))
 }
+
+/// A task by id, with whether its actor exists.
+pub fn task_by_id(conn: &mut SqliteConnection, task_id: &str) -> DomainResult<Option<(TaskSummary, bool)>> {
+    let row: Option<(String, bool)> =
+        tasks::table.select((tasks::summary, tasks::materialized)).find(task_id).first(conn).optional()?;
+    row.map(|(s, m)| decode(&s).map(|t| (t, m))).transpose()
+}
+
+pub fn set_materialized(conn: &mut SqliteConnection, task_id: &str) -> DomainResult<()> {
+    diesel::update(tasks::table.find(task_id)).set(tasks::materialized.eq(true)).execute(conn)?;
+    Ok(())
+}

@@ -25,6 +25,16 @@ pub struct InitializeTask {
     pub model: String,
     pub user_id: Option<String>,
     pub created_at: i64,
+    /// False for a task created from a pull request: no session until a user opens one.
+    #[serde(default = "first_session_default")]
+    pub first_session: bool,
+    /// The pull request the task was created for, if any.
+    #[serde(default)]
+    pub pull_request: Option<PullRequestSummary>,
+}
+
+fn first_session_default() -> bool {
+    true
 }
 
 impl Mutation for InitializeTask {
@@ -65,6 +75,13 @@ impl Mutation for InitializeTask {
         diesel::insert_into(task_runtime::table)
             .values((task_runtime::id.eq(1), task_runtime::updated_at.eq(now)))
             .execute(tx.conn())?;
+        if let Some(pr) = &self.pull_request {
+            schema::set_pull_request(tx.conn(), pr, now)?;
+        }
+        if !self.first_session {
+            refresh(t, tx, now)?;
+            return Ok(None);
+        }
         let init = new_session(t, tx, None, self.model, Some(self.prompt), self.user_id.as_deref())?;
         Ok(Some(init))
     }
