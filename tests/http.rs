@@ -23,7 +23,7 @@ async fn health_readiness_and_metrics_over_http() {
     let handle = server.handle();
     actix_rt::spawn(server);
     let base = format!("http://{addr}");
-    let client = reqwest::Client::new();
+    let client = foundry::integrations::http_client_builder().build().unwrap();
 
     let health: serde_json::Value = client.get(format!("{base}/healthz")).send().await.unwrap().json().await.unwrap();
     assert_eq!(health["status"], "ok");

@@ -75,7 +75,10 @@ pub struct SandboxAgent {
 impl SandboxAgent {
     /// `base_url` like `http://127.0.0.1:2468`; `agent` the server's agent id (`mock`, `claude`, `codex`, ...).
     pub fn new(base_url: &str, agent: &str) -> Self {
-        let client = reqwest::Client::builder().connect_timeout(Duration::from_secs(5)).build().unwrap_or_default();
+        let client = crate::integrations::http_client_builder()
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .unwrap_or_else(|_| reqwest::Client::new());
         SandboxAgent {
             inner: Arc::new(Inner {
                 base: base_url.trim_end_matches('/').to_owned(),

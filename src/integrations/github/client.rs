@@ -183,7 +183,7 @@ impl GitHubClient {
     }
 
     pub fn with_policy(base_url: &str, token: &str, policy: RetryPolicy) -> Self {
-        let http = reqwest::Client::builder()
+        let http = crate::integrations::http_client_builder()
             .connect_timeout(Duration::from_secs(10))
             .timeout(Duration::from_secs(60))
             .user_agent("foundry")

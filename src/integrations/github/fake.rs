@@ -578,7 +578,7 @@ mod tests {
     const TOKEN: &str = "test-token";
 
     fn client() -> reqwest::Client {
-        reqwest::Client::new()
+        crate::integrations::http_client_builder().build().unwrap()
     }
 
     async fn get(gh: &FakeGitHub, path: &str) -> reqwest::Response {
