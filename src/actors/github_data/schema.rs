@@ -117,3 +117,104 @@ pub fn counts(conn: &mut SqliteConnection) -> DomainResult<(i64, i64, i64, i64)>
     .get_result(conn)?;
     Ok((c.r, c.b, c.p, c.m))
 }
+
+/// Inserts or refreshes a repository row (stamped with `generation`); true if it was new.
+pub fn upsert_repository(
+    conn: &mut SqliteConnection,
+    r: &crate::integrations::github::client::Repository,
+    generation: i32,
+) -> DomainResult<bool> {
+    let known: bool = diesel::select(diesel::dsl::exists(repositories::table.find(&r.name))).get_result(conn)?;
+    diesel::insert_into(repositories::table)
+        .values((
+            repositories::repo_id.eq(&r.name),
+            repositories::github_id.eq(r.id as i64),
+            repositories::full_name.eq(&r.full_name),
+            repositories::clone_url.eq(&r.clone_url),
+            repositories::private.eq(r.private),
+            repositories::default_branch.eq(&r.default_branch),
+            repositories::generation.eq(generation),
+        ))
+        .on_conflict(repositories::repo_id)
+        .do_update()
+        .set((
+            repositories::full_name.eq(&r.full_name),
+            repositories::clone_url.eq(&r.clone_url),
+            repositories::private.eq(r.private),
+            repositories::default_branch.eq(&r.default_branch),
+            repositories::generation.eq(generation),
+        ))
+        .execute(conn)?;
+    Ok(!known)
+}
+
+/// Removes a repository and everything mirrored under it.
+pub fn delete_repository(conn: &mut SqliteConnection, repo_id: &str) -> DomainResult<()> {
+    diesel::delete(repositories::table.find(repo_id)).execute(conn)?;
+    diesel::delete(branches::table.filter(branches::repo_id.eq(repo_id))).execute(conn)?;
+    diesel::delete(pull_requests::table.filter(pull_requests::repo_id.eq(repo_id))).execute(conn)?;
+    Ok(())
+}
+
+pub fn upsert_branch(
+    conn: &mut SqliteConnection,
+    repo: &str,
+    name: &str,
+    sha: &str,
+    generation: i32,
+) -> DomainResult<()> {
+    diesel::insert_into(branches::table)
+        .values((
+            branches::repo_id.eq(repo),
+            branches::name.eq(name),
+            branches::sha.eq(sha),
+            branches::generation.eq(generation),
+        ))
+        .on_conflict((branches::repo_id, branches::name))
+        .do_update()
+        .set((branches::sha.eq(sha), branches::generation.eq(generation)))
+        .execute(conn)?;
+    Ok(())
+}
+
+pub fn delete_branch(conn: &mut SqliteConnection, repo: &str, name: &str) -> DomainResult<()> {
+    diesel::delete(branches::table.filter(branches::repo_id.eq(repo)).filter(branches::name.eq(name))).execute(conn)?;
+    Ok(())
+}
+
+/// Inserts or refreshes a pull request row (its summary as JSON).
+pub fn upsert_pull(
+    conn: &mut SqliteConnection,
+    repo: &str,
+    summary: &crate::actors::summary::PullRequestSummary,
+    generation: i32,
+) -> DomainResult<()> {
+    let json = serde_json::to_string(summary).map_err(|e| diesel::result::Error::SerializationError(Box::new(e)))?;
+    diesel::insert_into(pull_requests::table)
+        .values((
+            pull_requests::repo_id.eq(repo),
+            pull_requests::number.eq(summary.number),
+            pull_requests::state.eq(&summary.state),
+            pull_requests::summary.eq(&json),
+            pull_requests::generation.eq(generation),
+        ))
+        .on_conflict((pull_requests::repo_id, pull_requests::number))
+        .do_update()
+        .set((
+            pull_requests::state.eq(&summary.state),
+            pull_requests::summary.eq(&json),
+            pull_requests::generation.eq(generation),
+        ))
+        .execute(conn)?;
+    Ok(())
+}
+
+pub fn upsert_member(conn: &mut SqliteConnection, id: i64, login: &str, generation: i32) -> DomainResult<()> {
+    diesel::insert_into(members::table)
+        .values((members::member_id.eq(id), members::login.eq(login), members::generation.eq(generation)))
+        .on_conflict(members::member_id)
+        .do_update()
+        .set((members::login.eq(login), members::generation.eq(generation)))
+        .execute(conn)?;
+    Ok(())
+}

@@ -287,29 +287,8 @@ impl Command for StoreRepos {
         let org = g.org.clone();
         in_generation(g, ctx, self.generation, |tx, m| {
             for r in &self.repos {
-                let known: bool =
-                    diesel::select(diesel::dsl::exists(repositories::table.find(&r.name))).get_result(tx.conn())?;
-                diesel::insert_into(repositories::table)
-                    .values((
-                        repositories::repo_id.eq(&r.name),
-                        repositories::github_id.eq(r.id as i64),
-                        repositories::full_name.eq(&r.full_name),
-                        repositories::clone_url.eq(&r.clone_url),
-                        repositories::private.eq(r.private),
-                        repositories::default_branch.eq(&r.default_branch),
-                        repositories::generation.eq(self.generation),
-                    ))
-                    .on_conflict(repositories::repo_id)
-                    .do_update()
-                    .set((
-                        repositories::full_name.eq(&r.full_name),
-                        repositories::clone_url.eq(&r.clone_url),
-                        repositories::private.eq(r.private),
-                        repositories::default_branch.eq(&r.default_branch),
-                        repositories::generation.eq(self.generation),
-                    ))
-                    .execute(tx.conn())?;
-                if !known {
+                let new = schema::upsert_repository(tx.conn(), r, self.generation)?;
+                if new {
                     let import = ImportRepository {
                         repo_id: r.name.clone(),
                         full_name: r.full_name.clone(),
@@ -347,38 +326,11 @@ impl Command for StoreRepoDetails {
         in_generation(g, ctx, generation, |tx, m| {
             for item in &self.items {
                 for b in &item.branches {
-                    diesel::insert_into(branches::table)
-                        .values((
-                            branches::repo_id.eq(&item.repo_id),
-                            branches::name.eq(&b.name),
-                            branches::sha.eq(&b.commit.sha),
-                            branches::generation.eq(generation),
-                        ))
-                        .on_conflict((branches::repo_id, branches::name))
-                        .do_update()
-                        .set((branches::sha.eq(&b.commit.sha), branches::generation.eq(generation)))
-                        .execute(tx.conn())?;
+                    schema::upsert_branch(tx.conn(), &item.repo_id, &b.name, &b.commit.sha, generation)?;
                 }
                 let summaries: Vec<PullRequestSummary> = item.pulls.iter().map(pull_summary).collect();
-                for (pr, summary) in item.pulls.iter().zip(&summaries) {
-                    let json = serde_json::to_string(summary)
-                        .map_err(|e| diesel::result::Error::SerializationError(Box::new(e)))?;
-                    diesel::insert_into(pull_requests::table)
-                        .values((
-                            pull_requests::repo_id.eq(&item.repo_id),
-                            pull_requests::number.eq(pr.number as i64),
-                            pull_requests::state.eq(&summary.state),
-                            pull_requests::summary.eq(&json),
-                            pull_requests::generation.eq(generation),
-                        ))
-                        .on_conflict((pull_requests::repo_id, pull_requests::number))
-                        .do_update()
-                        .set((
-                            pull_requests::state.eq(&summary.state),
-                            pull_requests::summary.eq(&json),
-                            pull_requests::generation.eq(generation),
-                        ))
-                        .execute(tx.conn())?;
+                for summary in &summaries {
+                    schema::upsert_pull(tx.conn(), &item.repo_id, summary, generation)?;
                 }
                 if !summaries.is_empty() {
                     let to = RepoKey::new(&org, &item.repo_id);
@@ -404,16 +356,7 @@ impl Command for StoreMembers {
         let generation = self.generation;
         in_generation(g, ctx, generation, |tx, _| {
             for a in &self.members {
-                diesel::insert_into(members::table)
-                    .values((
-                        members::member_id.eq(a.id as i64),
-                        members::login.eq(&a.login),
-                        members::generation.eq(generation),
-                    ))
-                    .on_conflict(members::member_id)
-                    .do_update()
-                    .set((members::login.eq(&a.login), members::generation.eq(generation)))
-                    .execute(tx.conn())?;
+                schema::upsert_member(tx.conn(), a.id as i64, &a.login, generation)?;
             }
             let n = self.members.len() as i32;
             set_progress(tx.conn(), Some(PHASE_MEMBERS), n, n)

@@ -8,7 +8,7 @@ use hmac::{Hmac, Mac};
 use serde_json::Value;
 use sha2::Sha256;
 
-use super::schema::{self, branches, members, pull_requests, repositories};
+use super::schema::{self, members};
 use super::sync::pull_summary;
 use super::GitHubData;
 use crate::actors::organization::ImportRepository;
@@ -128,20 +128,7 @@ fn apply_event(
         {
             let pr: PullRequest = field(payload, "pull_request")?;
             let summary = pull_summary(&pr);
-            let json =
-                serde_json::to_string(&summary).map_err(|e| diesel::result::Error::SerializationError(Box::new(e)))?;
-            diesel::insert_into(pull_requests::table)
-                .values((
-                    pull_requests::repo_id.eq(&repo_name),
-                    pull_requests::number.eq(pr.number as i64),
-                    pull_requests::state.eq(&summary.state),
-                    pull_requests::summary.eq(&json),
-                    pull_requests::generation.eq(generation),
-                ))
-                .on_conflict((pull_requests::repo_id, pull_requests::number))
-                .do_update()
-                .set((pull_requests::state.eq(&summary.state), pull_requests::summary.eq(&json)))
-                .execute(tx.conn())?;
+            schema::upsert_pull(tx.conn(), &repo_name, &summary, generation)?;
             tx.send(&RepoKey::new(org, &repo_name), &ApplyPullRequests { pull_requests: vec![summary] })?;
             Ok(WebhookOutcome::Applied)
         }
@@ -150,48 +137,28 @@ fn apply_event(
                 return Ok(WebhookOutcome::Ignored);
             };
             if payload["deleted"].as_bool() == Some(true) {
-                delete_branch(tx, &repo_name, branch)?;
+                schema::delete_branch(tx.conn(), &repo_name, branch)?;
             } else {
                 let sha = payload["after"].as_str().unwrap_or_default();
-                upsert_branch(tx, &repo_name, branch, sha, generation)?;
+                schema::upsert_branch(tx.conn(), &repo_name, branch, sha, generation)?;
             }
             Ok(WebhookOutcome::Applied)
         }
         "create" | "delete" if payload["ref_type"] == "branch" => {
             let branch = payload["ref"].as_str().unwrap_or_default();
             if event == "create" {
-                upsert_branch(tx, &repo_name, branch, "", generation)?;
+                schema::upsert_branch(tx.conn(), &repo_name, branch, "", generation)?;
             } else {
-                delete_branch(tx, &repo_name, branch)?;
+                schema::delete_branch(tx.conn(), &repo_name, branch)?;
             }
             Ok(WebhookOutcome::Applied)
         }
         "repository" => {
             let repo: Repository = field(payload, "repository")?;
             if action == "deleted" {
-                diesel::delete(repositories::table.find(&repo.name)).execute(tx.conn())?;
-                diesel::delete(branches::table.filter(branches::repo_id.eq(&repo.name))).execute(tx.conn())?;
-                diesel::delete(pull_requests::table.filter(pull_requests::repo_id.eq(&repo.name)))
-                    .execute(tx.conn())?;
+                schema::delete_repository(tx.conn(), &repo.name)?;
             } else {
-                diesel::insert_into(repositories::table)
-                    .values((
-                        repositories::repo_id.eq(&repo.name),
-                        repositories::github_id.eq(repo.id as i64),
-                        repositories::full_name.eq(&repo.full_name),
-                        repositories::clone_url.eq(&repo.clone_url),
-                        repositories::private.eq(repo.private),
-                        repositories::default_branch.eq(&repo.default_branch),
-                        repositories::generation.eq(generation),
-                    ))
-                    .on_conflict(repositories::repo_id)
-                    .do_update()
-                    .set((
-                        repositories::full_name.eq(&repo.full_name),
-                        repositories::private.eq(repo.private),
-                        repositories::default_branch.eq(&repo.default_branch),
-                    ))
-                    .execute(tx.conn())?;
+                schema::upsert_repository(tx.conn(), &repo, generation)?;
                 let import = ImportRepository {
                     repo_id: repo.name.clone(),
                     full_name: repo.full_name.clone(),
@@ -208,38 +175,12 @@ fn apply_event(
             if action == "removed" {
                 diesel::delete(members::table.find(id)).execute(tx.conn())?;
             } else {
-                diesel::insert_into(members::table)
-                    .values((members::member_id.eq(id), members::login.eq(login), members::generation.eq(generation)))
-                    .on_conflict(members::member_id)
-                    .do_update()
-                    .set(members::login.eq(login))
-                    .execute(tx.conn())?;
+                schema::upsert_member(tx.conn(), id, login, generation)?;
             }
             Ok(WebhookOutcome::Applied)
         }
         _ => Ok(WebhookOutcome::Ignored),
     }
-}
-
-fn upsert_branch(tx: &mut Tx<'_>, repo: &str, name: &str, sha: &str, generation: i32) -> DomainResult<()> {
-    diesel::insert_into(branches::table)
-        .values((
-            branches::repo_id.eq(repo),
-            branches::name.eq(name),
-            branches::sha.eq(sha),
-            branches::generation.eq(generation),
-        ))
-        .on_conflict((branches::repo_id, branches::name))
-        .do_update()
-        .set(branches::sha.eq(sha))
-        .execute(tx.conn())?;
-    Ok(())
-}
-
-fn delete_branch(tx: &mut Tx<'_>, repo: &str, name: &str) -> DomainResult<()> {
-    diesel::delete(branches::table.filter(branches::repo_id.eq(repo)).filter(branches::name.eq(name)))
-        .execute(tx.conn())?;
-    Ok(())
 }
 
 #[cfg(test)]
