@@ -237,13 +237,19 @@ async fn sync_phases(
     }
     let repos = me.exec(EndPhase { generation, phase: PHASE_REPOS }).await.map_err(|e| err(&e))?;
     for batch in repos.chunks(REPO_BATCH) {
-        let mut items = Vec::with_capacity(batch.len());
-        for (repo_id, full_name) in batch {
-            let branches = api.list_branches(full_name).await.map_err(|e| err(&e))?;
-            let mut pulls = api.list_pulls(full_name, PullState::Open, usize::MAX).await.map_err(|e| err(&e))?;
-            pulls.extend(api.list_pulls(full_name, PullState::Closed, CLOSED_PULLS).await.map_err(|e| err(&e))?);
-            items.push(RepoDetails { repo_id: repo_id.clone(), branches, pulls });
-        }
+        // The repositories of a batch are fetched concurrently (the sync is bound by round trips to GitHub); the
+        // batch is then stored in one transaction.
+        let fetches = batch.iter().map(|(repo_id, full_name)| async move {
+            let branches = api.list_branches(full_name).await?;
+            let mut pulls = api.list_pulls(full_name, PullState::Open, usize::MAX).await?;
+            pulls.extend(api.list_pulls(full_name, PullState::Closed, CLOSED_PULLS).await?);
+            Ok::<_, crate::integrations::github::client::GitHubError>(RepoDetails {
+                repo_id: repo_id.clone(),
+                branches,
+                pulls,
+            })
+        });
+        let items = futures_util::future::try_join_all(fetches).await.map_err(|e| err(&e))?;
         me.exec(StoreRepoDetails { generation, items }).await.map_err(|e| err(&e))?;
     }
     me.exec(EndPhase { generation, phase: PHASE_DETAILS }).await.map_err(|e| err(&e))?;
