@@ -297,7 +297,8 @@ fn rate_limit_wait(status: u16, headers: &HeaderMap) -> Option<Duration> {
     (status == 429).then_some(Duration::from_secs(1))
 }
 
-fn error_message(body: &str) -> Option<String> {
+/// The `message` of a GitHub JSON error body.
+pub(super) fn error_message(body: &str) -> Option<String> {
     serde_json::from_str::<serde_json::Value>(body).ok()?.get("message")?.as_str().map(str::to_owned)
 }
 

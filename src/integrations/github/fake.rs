@@ -3,6 +3,9 @@
 //! [`FakeGitHub`] serves a deterministic [`Fixture`] over plain HTTP on `127.0.0.1` with the JSON shapes, auth,
 //! rate-limit headers and `Link` pagination of GitHub's REST v3 API, plus fault controls (injected failures,
 //! rate limiting, latency) so clients can be exercised without reaching GitHub.
+//!
+//! It also plays github.com for OAuth sign-in: `/login/oauth/authorize` (with a configurable signed-in browser user),
+//! `/login/oauth/access_token`, and `/user`, `/user/emails` for the tokens it issues.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -12,6 +15,8 @@ use actix_web::dev::ServerHandle;
 use actix_web::http::StatusCode;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use serde_json::{json, Value};
+
+use super::oauth::percent_encode;
 
 /// The data a [`FakeGitHub`] serves: one owner (org or user) with its repositories and members.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,6 +59,18 @@ pub struct FakePull {
 pub struct FakeMember {
     pub id: u64,
     pub login: String,
+}
+
+/// The GitHub account a fake OAuth sign-in grants access to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FakeOAuthUser {
+    pub id: i64,
+    pub login: String,
+    pub name: Option<String>,
+    /// The profile's public email (`email` of `/user`); `None` serves `null`, as GitHub does for private emails.
+    pub public_email: Option<String>,
+    /// `/user/emails`: (email, primary, verified).
+    pub emails: Vec<(String, bool, bool)>,
 }
 
 /// Epoch seconds of 2024-01-01T00:00:00Z, the base of all generated timestamps.
@@ -151,9 +168,32 @@ struct FailRule {
     remaining: u32,
 }
 
+/// What an OAuth code or token stands for: a user and the scopes granted, comma-separated as GitHub reports them.
+#[derive(Clone)]
+struct Grant {
+    user: FakeOAuthUser,
+    scope: String,
+}
+
+struct IssuedCode {
+    grant: Grant,
+    /// The `redirect_uri` of the authorize request, which the exchange must repeat if it sends one.
+    redirect_uri: Option<String>,
+}
+
+/// The scopes [`FakeGitHub::issue_code`] grants: enough for a profile and its emails.
+const ISSUE_CODE_SCOPE: &str = "read:user,user:email";
+
 struct State {
     fixture: Fixture,
     token: String,
+    /// (client_id, client_secret) of the one OAuth app the fake knows.
+    oauth_app: Option<(String, String)>,
+    browser_user: Option<FakeOAuthUser>,
+    oauth_codes: HashMap<String, IssuedCode>,
+    oauth_tokens: HashMap<String, Grant>,
+    /// Makes every code and token distinct, even within one clock tick.
+    oauth_serial: u64,
     base_url: String,
     requests: u64,
     failures: Vec<FailRule>,
@@ -187,6 +227,11 @@ impl FakeGitHub {
         let state = Arc::new(Mutex::new(State {
             fixture,
             token: token.to_string(),
+            oauth_app: None,
+            browser_user: None,
+            oauth_codes: HashMap::new(),
+            oauth_tokens: HashMap::new(),
+            oauth_serial: 0,
             base_url: String::new(),
             requests: 0,
             failures: Vec::new(),
@@ -259,6 +304,25 @@ impl FakeGitHub {
     pub fn fixture(&self) -> Fixture {
         lock(&self.state).fixture.clone()
     }
+
+    /// Registers the OAuth app the OAuth endpoints accept (replacing any previous one).
+    pub fn configure_oauth_app(&self, client_id: &str, client_secret: &str) {
+        lock(&self.state).oauth_app = Some((client_id.to_string(), client_secret.to_string()));
+    }
+
+    /// The user signed in to the "browser" that visits `/login/oauth/authorize`; until set, authorizing answers 401.
+    /// The user approves any app and scopes at once.
+    pub fn set_browser_user(&self, user: FakeOAuthUser) {
+        lock(&self.state).browser_user = Some(user);
+    }
+
+    /// A fresh single-use code for `user`, as if they had just authorized the app (scopes `read:user,user:email`,
+    /// no `redirect_uri` to match), without going through the browser redirect.
+    pub fn issue_code(&self, user: FakeOAuthUser) -> String {
+        let mut s = lock(&self.state);
+        let grant = Grant { user, scope: ISSUE_CODE_SCOPE.to_string() };
+        new_code(&mut s, grant, None)
+    }
 }
 
 /// Rate-limit header values for one response.
@@ -273,15 +337,16 @@ struct Reply {
     body: Value,
     link: Option<String>,
     retry_after: Option<u64>,
+    headers: Vec<(&'static str, String)>,
 }
 
 impl Reply {
     fn ok(body: Value) -> Reply {
-        Reply { status: 200, body, link: None, retry_after: None }
+        Reply { status: 200, body, link: None, retry_after: None, headers: Vec::new() }
     }
 
     fn message(status: u16, message: &str) -> Reply {
-        Reply { status, body: json!({ "message": message }), link: None, retry_after: None }
+        Reply { status, body: json!({ "message": message }), link: None, retry_after: None, headers: Vec::new() }
     }
 
     fn not_found() -> Reply {
@@ -290,11 +355,12 @@ impl Reply {
             body: json!({"message": "Not Found", "documentation_url": "https://docs.github.com/rest"}),
             link: None,
             retry_after: None,
+            headers: Vec::new(),
         }
     }
 }
 
-async fn handle(req: HttpRequest, state: web::Data<Shared>) -> HttpResponse {
+async fn handle(req: HttpRequest, body: web::Bytes, state: web::Data<Shared>) -> HttpResponse {
     let delay = {
         let mut s = lock(&state);
         s.requests += 1;
@@ -302,6 +368,10 @@ async fn handle(req: HttpRequest, state: web::Data<Shared>) -> HttpResponse {
     };
     if delay > 0 {
         tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
+    // github.com's pages, not the REST API: no API auth, rate limits or JSON-only answers.
+    if req.path().starts_with("/login/oauth/") {
+        return oauth_web(&mut lock(&state), &req, &body);
     }
     let mut s = lock(&state);
     let now = now_epoch();
@@ -327,6 +397,9 @@ async fn handle(req: HttpRequest, state: web::Data<Shared>) -> HttpResponse {
     if let Some(secs) = reply.retry_after {
         builder.insert_header(("retry-after", secs.to_string()));
     }
+    for header in reply.headers {
+        builder.insert_header(header);
+    }
     builder.body(reply.body.to_string())
 }
 
@@ -338,23 +411,28 @@ fn respond(s: &mut State, req: &HttpRequest, now: u64) -> (Reply, RateHeaders) {
         used: s.window_used,
     };
 
-    let authorized = req
+    let presented = req
         .headers()
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().split_once(' '))
-        .is_some_and(|(scheme, tok)| {
-            (scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("token")) && tok.trim() == s.token
-        });
-    if !authorized {
-        let reply = Reply {
-            status: 401,
-            body: json!({"message": "Bad credentials", "documentation_url": "https://docs.github.com/rest"}),
-            link: None,
-            retry_after: None,
-        };
-        return (reply, current(s));
-    }
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("token"))
+        .map(|(_, tok)| tok.trim().to_string());
+    // OAuth-issued tokens only reach the endpoints sign-in needs; everything else keeps the fixed token.
+    let oauth_token = match presented {
+        Some(t) if t == s.token => None,
+        Some(t) if matches!(req.path(), "/user" | "/user/emails") && s.oauth_tokens.contains_key(&t) => Some(t),
+        _ => {
+            let reply = Reply {
+                status: 401,
+                body: json!({"message": "Bad credentials", "documentation_url": "https://docs.github.com/rest"}),
+                link: None,
+                retry_after: None,
+                headers: Vec::new(),
+            };
+            return (reply, current(s));
+        }
+    };
 
     if s.rate_limited > 0 {
         s.rate_limited -= 1;
@@ -380,10 +458,12 @@ fn respond(s: &mut State, req: &HttpRequest, now: u64) -> (Reply, RateHeaders) {
         return (Reply::message(status, text), current(s));
     }
 
-    let reply = if req.method() == actix_web::http::Method::GET || req.method() == actix_web::http::Method::HEAD {
-        route(s, req)
-    } else {
+    let reply = if req.method() != actix_web::http::Method::GET && req.method() != actix_web::http::Method::HEAD {
         Reply::not_found()
+    } else if let Some(token) = oauth_token {
+        oauth_api(s, req, &token)
+    } else {
+        route(s, req)
     };
     (reply, current(s))
 }
@@ -568,7 +648,218 @@ fn paginate(s: &State, req: &HttpRequest, items: Vec<Value>, wrap_installation: 
 
     let body =
         if wrap_installation { json!({"total_count": total, "repositories": slice}) } else { Value::Array(slice) };
-    Reply { status: 200, body, link: (!links.is_empty()).then(|| links.join(", ")), retry_after: None }
+    Reply {
+        status: 200,
+        body,
+        link: (!links.is_empty()).then(|| links.join(", ")),
+        retry_after: None,
+        headers: Vec::new(),
+    }
+}
+
+// ---- OAuth: github.com's sign-in pages and the endpoints behind them ----
+
+const OAUTH_ERRORS_DOC: &str =
+    "https://docs.github.com/apps/managing-oauth-apps/troubleshooting-oauth-app-access-token-request-errors";
+
+/// A distinct hex string of `len` (at most 40) characters.
+fn fresh_hex(s: &mut State, kind: &str, len: usize) -> String {
+    s.oauth_serial += 1;
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    let mut out = fake_sha(&format!("{kind}:{}:{nanos}:{}", s.oauth_serial, s.base_url));
+    out.truncate(len);
+    out
+}
+
+fn new_code(s: &mut State, grant: Grant, redirect_uri: Option<String>) -> String {
+    // GitHub's codes are 20 hex digits.
+    let code = fresh_hex(s, "code", 20);
+    s.oauth_codes.insert(code.clone(), IssuedCode { grant, redirect_uri });
+    code
+}
+
+/// Scopes as GitHub reports a grant: comma-separated, whatever separators were asked with.
+fn normalize_scope(requested: &str) -> String {
+    let mut scopes: Vec<&str> = Vec::new();
+    for scope in requested.split([' ', ',']).filter(|p| !p.is_empty()) {
+        if !scopes.contains(&scope) {
+            scopes.push(scope);
+        }
+    }
+    scopes.join(",")
+}
+
+fn has_scope(granted: &str, wanted: &str) -> bool {
+    // `user` includes `read:user` and `user:email`.
+    granted.split(',').any(|s| s == wanted || (s == "user" && matches!(wanted, "read:user" | "user:email")))
+}
+
+fn parse_form(text: &str) -> HashMap<String, String> {
+    web::Query::<HashMap<String, String>>::from_query(text).map(|q| q.into_inner()).unwrap_or_default()
+}
+
+/// The parameters of a POST, from a form or a JSON body, over those of its query string (GitHub reads both).
+fn post_params(req: &HttpRequest, body: &[u8]) -> HashMap<String, String> {
+    let mut params = parse_form(req.query_string());
+    let content_type = req.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    if content_type.contains("json") {
+        if let Ok(serde_json::Value::Object(map)) = serde_json::from_slice::<Value>(body) {
+            params.extend(map.into_iter().map(|(k, v)| {
+                let text = v.as_str().map_or_else(|| v.to_string(), str::to_owned);
+                (k, text)
+            }));
+        }
+    } else if let Ok(text) = std::str::from_utf8(body) {
+        params.extend(parse_form(text));
+    }
+    params
+}
+
+fn page(status: StatusCode, text: &str) -> HttpResponse {
+    HttpResponse::build(status)
+        .insert_header(("content-type", "text/html; charset=utf-8"))
+        .body(format!("<!DOCTYPE html><html><body><h1>{text}</h1></body></html>"))
+}
+
+fn oauth_web(s: &mut State, req: &HttpRequest, body: &[u8]) -> HttpResponse {
+    match (req.method().as_str(), req.path()) {
+        ("GET", "/login/oauth/authorize") => authorize(s, &parse_form(req.query_string())),
+        ("POST", "/login/oauth/access_token") => {
+            let answer = access_token(s, &post_params(req, body));
+            let wants_json = req
+                .headers()
+                .get("accept")
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|a| a.contains("application/json"));
+            // GitHub answers 200 even for errors; only the body tells.
+            if wants_json {
+                let object: serde_json::Map<String, Value> =
+                    answer.into_iter().map(|(k, v)| (k.to_string(), Value::from(v))).collect();
+                HttpResponse::Ok()
+                    .insert_header(("content-type", "application/json; charset=utf-8"))
+                    .body(Value::Object(object).to_string())
+            } else {
+                let form: Vec<String> = answer.iter().map(|(k, v)| format!("{k}={}", percent_encode(v))).collect();
+                HttpResponse::Ok()
+                    .insert_header(("content-type", "application/x-www-form-urlencoded; charset=utf-8"))
+                    .body(form.join("&"))
+            }
+        }
+        _ => page(StatusCode::NOT_FOUND, "Not Found"),
+    }
+}
+
+fn authorize(s: &mut State, query: &HashMap<String, String>) -> HttpResponse {
+    let known_app = s.oauth_app.as_ref().is_some_and(|(id, _)| query.get("client_id") == Some(id));
+    if !known_app {
+        return page(StatusCode::NOT_FOUND, "Not Found");
+    }
+    let Some(user) = s.browser_user.clone() else {
+        return page(StatusCode::UNAUTHORIZED, "Sign in to GitHub to continue");
+    };
+    // GitHub would fall back to the app's registered callback; the fake registers none.
+    let Some(redirect) = query.get("redirect_uri").filter(|r| !r.is_empty()).cloned() else {
+        return page(StatusCode::BAD_REQUEST, "redirect_uri is required");
+    };
+    let scope = normalize_scope(query.get("scope").map(String::as_str).unwrap_or_default());
+    let code = new_code(s, Grant { user, scope }, Some(redirect.clone()));
+    let separator = if redirect.contains('?') { '&' } else { '?' };
+    let mut location = format!("{redirect}{separator}code={code}");
+    if let Some(state) = query.get("state") {
+        location.push_str("&state=");
+        location.push_str(&percent_encode(state));
+    }
+    HttpResponse::Found().insert_header(("location", location)).finish()
+}
+
+/// The fields of the answer to a code exchange: a token, or GitHub's `error`, `error_description`, `error_uri`.
+fn access_token(s: &mut State, params: &HashMap<String, String>) -> Vec<(&'static str, String)> {
+    let param = |k: &str| params.get(k).map(String::as_str).unwrap_or_default();
+    let error = |error: &str, description: &str| {
+        vec![
+            ("error", error.to_string()),
+            ("error_description", description.to_string()),
+            ("error_uri", format!("{OAUTH_ERRORS_DOC}#{}", error.replace('_', "-"))),
+        ]
+    };
+    let credentials_ok = s
+        .oauth_app
+        .as_ref()
+        .is_some_and(|(id, secret)| param("client_id") == id.as_str() && param("client_secret") == secret.as_str());
+    if !credentials_ok {
+        return error("incorrect_client_credentials", "The client_id and/or client_secret passed are incorrect.");
+    }
+    let code = param("code");
+    let Some(issued) = s.oauth_codes.get(code) else {
+        return error("bad_verification_code", "The code passed is incorrect or expired.");
+    };
+    if let (Some(sent), Some(expected)) = (params.get("redirect_uri"), &issued.redirect_uri) {
+        if sent != expected {
+            return error(
+                "redirect_uri_mismatch",
+                "The redirect_uri MUST match the registered callback URL for this application.",
+            );
+        }
+    }
+    let Some(issued) = s.oauth_codes.remove(code) else {
+        return error("bad_verification_code", "The code passed is incorrect or expired.");
+    };
+    // GitHub's OAuth app tokens: `gho_` and 36 characters.
+    let token = format!("gho_{}", fresh_hex(s, "token", 36));
+    let scope = issued.grant.scope.clone();
+    s.oauth_tokens.insert(token.clone(), issued.grant);
+    vec![("access_token", token), ("token_type", "bearer".to_string()), ("scope", scope)]
+}
+
+/// `/user` and `/user/emails` for an OAuth-issued token (known to be valid).
+fn oauth_api(s: &State, req: &HttpRequest, token: &str) -> Reply {
+    let Some(grant) = s.oauth_tokens.get(token) else {
+        return Reply::not_found();
+    };
+    let u = &grant.user;
+    let mut reply = match req.path() {
+        "/user" => Reply::ok(json!({
+            "login": u.login,
+            "id": u.id,
+            "node_id": format!("U_fake{}", u.id),
+            "avatar_url": format!("https://avatars.githubusercontent.com/u/{}?v=4", u.id),
+            "html_url": format!("https://github.com/{}", u.login),
+            "type": "User",
+            "site_admin": false,
+            "name": u.name,
+            "company": null,
+            "blog": "",
+            "location": null,
+            "email": u.public_email,
+            "bio": null,
+            "public_repos": 0,
+            "followers": 0,
+            "following": 0,
+            "created_at": rfc3339(BASE_EPOCH),
+            "updated_at": rfc3339(BASE_EPOCH),
+        })),
+        // Without the scope GitHub answers 404, not 403.
+        "/user/emails" if has_scope(&grant.scope, "user:email") => {
+            let emails = u
+                .emails
+                .iter()
+                .map(|(email, primary, verified)| {
+                    let visibility = if u.public_email.as_ref() == Some(email) {
+                        Value::from("public")
+                    } else if *primary {
+                        Value::from("private")
+                    } else {
+                        Value::Null
+                    };
+                    json!({"email": email, "primary": primary, "verified": verified, "visibility": visibility})
+                })
+                .collect();
+            Reply::ok(Value::Array(emails))
+        }
+        _ => Reply::not_found(),
+    };
+    reply.headers.push(("x-oauth-scopes", grant.scope.replace(',', ", ")));
+    reply
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
-//! GitHub: the REST client the github-data actor uses (behind the `GitHubApi` trait), and a local GitHub-compatible
-//! server for tests and examples (GitHub itself cannot be reached from here).
+//! GitHub: the REST client the github-data actor uses (behind the `GitHubApi` trait), OAuth sign-in, and a local
+//! GitHub-compatible server for tests and examples (GitHub itself cannot be reached from here).
 
 pub mod client;
 pub mod fake;
+pub mod oauth;
