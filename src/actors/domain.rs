@@ -8,6 +8,7 @@
 use std::sync::Arc;
 
 use super::audit_log::{AuditLog, AuditPage, ListAuditEvents};
+use super::auth_directory::AuthDirectory;
 use super::models::{CatalogModel, ModelCatalog};
 use super::organization::{
     AddRepository, AdminReplaceRepoTasks, GetRepository, ListRepositories, Organization, RepoRow,
@@ -51,6 +52,8 @@ pub struct Domain {
     pub sessions: Registry<Session>,
     pub users: Registry<User>,
     pub audit: Registry<AuditLog>,
+    /// The app-level auth index (one instance, key [`AUTH_DIRECTORY_KEY`](super::auth_directory::AUTH_DIRECTORY_KEY)).
+    pub auth: Registry<AuthDirectory>,
     git: Arc<dyn GitHost>,
 }
 
@@ -86,6 +89,7 @@ impl Domain {
             sessions: runtime.registry(),
             users: runtime.registry(),
             audit: runtime.registry(),
+            auth: runtime.registry(),
             runtime,
             git,
         }

@@ -1,8 +1,10 @@
 //! The domain actors on the runtime: organization -> repository -> task -> session (a strict coordinator hierarchy),
-//! plus user (per-user state) and audit log. Each kind lives in its own folder with its state, messages, handlers and
-//! snapshot; its migrations are in `migrations/<kind>/`.
+//! plus user (per-user state, auth sessions, OAuth accounts), audit log and the app-level auth directory. Each kind
+//! lives in its own folder with its state, messages, handlers and snapshot; its migrations are in
+//! `migrations/<kind>/`.
 
 pub mod audit_log;
+pub mod auth_directory;
 pub mod domain;
 pub mod error;
 pub mod github_data;

@@ -47,6 +47,28 @@ pub fn text(field: &'static str, value: &str) -> DomainResult<()> {
     Ok(())
 }
 
+/// The SHA-256 of a secret (session token, OAuth state) as hex: exactly 64 ASCII hex digits. Secrets themselves are
+/// never passed to actors, so anything else is a caller bug.
+pub fn sha256_hex(field: &'static str, value: &str) -> DomainResult<()> {
+    if value.len() == 64 && value.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(())
+    } else {
+        Err(DomainError::invalid(field, "must be a SHA-256 hash: 64 hex digits"))
+    }
+}
+
+/// An identifier issued elsewhere (user ids, session ids, provider account ids): 1 to `max` characters, no whitespace
+/// or control characters, otherwise opaque.
+pub fn opaque_id(field: &'static str, value: &str, max: usize) -> DomainResult<()> {
+    if value.is_empty() || value.chars().count() > max {
+        return Err(DomainError::invalid(field, format!("must be 1 to {max} characters")));
+    }
+    if value.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(DomainError::invalid(field, "must not contain whitespace or control characters"));
+    }
+    Ok(())
+}
+
 /// A git branch name, by the rules of `git check-ref-format --branch`.
 pub fn branch(value: &str) -> DomainResult<()> {
     let bad = |why: &str| Err(DomainError::invalid("branch", why.to_owned()));
@@ -92,5 +114,16 @@ mod tests {
         assert!(id("repo_id", "repo-1.x_y").is_ok());
         assert!(id("repo_id", "a/b").is_err());
         assert!(text("prompt", &"x".repeat(MAX_TEXT + 1)).is_err());
+        assert!(opaque_id("user_id", "u-1|github:42", 20).is_ok());
+        assert!(opaque_id("user_id", "a b", 20).is_err());
+        assert!(opaque_id("user_id", "", 20).is_err());
+        assert!(opaque_id("user_id", "abc", 2).is_err());
+    }
+
+    #[test]
+    fn hashes() {
+        assert!(sha256_hex("token_hash", &"ab".repeat(32)).is_ok());
+        assert!(sha256_hex("token_hash", &"ab".repeat(31)).is_err());
+        assert!(sha256_hex("token_hash", &"zz".repeat(32)).is_err());
     }
 }

@@ -1,8 +1,10 @@
 //! Messages of the user actor and their handlers. Every mutation validates its input before touching the database and
 //! refuses with [`DomainError::Invalid`] (or [`DomainError::NotFound`] for a user never upserted), changing nothing.
 //! Mutations that change the [`AppSnapshot`] touch the `app` topic; writes that change nothing touch nothing.
+//! Auth sessions and OAuth accounts are in [`super::auth`].
 
 use diesel::sqlite::SqliteConnection;
+use serde::{Deserialize, Serialize};
 
 use super::schema::{self, ProfileRow, UserRow};
 use super::{
@@ -10,7 +12,7 @@ use super::{
     TaskOverlay, User, UserSnapshot, APP_TOPIC,
 };
 use crate::actors::{models, now_ms, DomainError, DomainResult, SessionKey, TaskKey};
-use crate::runtime::{Mutation, Read, Tx};
+use crate::runtime::{Delivery, Mutation, Read, Tx};
 
 /// Longest user name, in characters.
 pub const MAX_NAME_CHARS: usize = 200;
@@ -66,7 +68,7 @@ fn not_found(user: &User) -> DomainError {
     DomainError::not_found("user", user.key())
 }
 
-fn require_user(user: &User, conn: &mut SqliteConnection) -> DomainResult<()> {
+pub(super) fn require_user(user: &User, conn: &mut SqliteConnection) -> DomainResult<()> {
     if schema::user_exists(conn)? {
         Ok(())
     } else {
@@ -224,6 +226,74 @@ impl Mutation for UpdateProfile {
         save_profile_if_changed(tx, &before, profile)?;
         Ok(info)
     }
+}
+
+/// Applies `edit` to the eligible organization ids, saving (and touching `app`) only if they changed. A user never
+/// upserted has no profile to reflect anything in: nothing happens, successfully.
+fn edit_eligible_orgs(tx: &mut Tx<'_>, edit: impl FnOnce(&mut Vec<String>) -> DomainResult<()>) -> DomainResult<()> {
+    let Some(before) = schema::find_profile(tx.conn())? else { return Ok(()) };
+    let mut ids: Vec<String> = schema::decode_json(&before.eligible_org_ids)?;
+    edit(&mut ids)?;
+    let profile = ProfileRow { eligible_org_ids: schema::encode_json(&ids)?, ..before.clone() };
+    save_profile_if_changed(tx, &before, profile)?;
+    Ok(())
+}
+
+/// Reflects a new organization membership in the user's eligible organizations (appended; already there: no
+/// change). A no-op for a user never upserted, as the organization's member table, not this list, authorizes.
+/// Deliverable from the organization's outbox (`user.grant_organization`) or sent directly with `registry.mutate`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GrantOrganization {
+    pub org_id: String,
+}
+
+impl Mutation for GrantOrganization {
+    type Entity = User;
+    type Output = ();
+    type Error = DomainError;
+
+    fn apply(self, _: &User, tx: &mut Tx<'_>) -> DomainResult<()> {
+        check_id("org_id", "organization id", &self.org_id)?;
+        edit_eligible_orgs(tx, |ids| {
+            if ids.contains(&self.org_id) {
+                return Ok(());
+            }
+            if ids.len() >= MAX_ELIGIBLE_ORGS {
+                return Err(DomainError::invalid("org_id", format!("more than {MAX_ELIGIBLE_ORGS} organizations")));
+            }
+            ids.push(self.org_id);
+            Ok(())
+        })
+    }
+}
+
+impl Delivery for GrantOrganization {
+    const NAME: &'static str = "user.grant_organization";
+}
+
+/// Removes an organization from the user's eligible organizations (absent: no change; user never upserted: no-op).
+/// Deliverable (`user.revoke_organization`) or sent directly, like [`GrantOrganization`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevokeOrganization {
+    pub org_id: String,
+}
+
+impl Mutation for RevokeOrganization {
+    type Entity = User;
+    type Output = ();
+    type Error = DomainError;
+
+    fn apply(self, _: &User, tx: &mut Tx<'_>) -> DomainResult<()> {
+        check_id("org_id", "organization id", &self.org_id)?;
+        edit_eligible_orgs(tx, |ids| {
+            ids.retain(|id| *id != self.org_id);
+            Ok(())
+        })
+    }
+}
+
+impl Delivery for RevokeOrganization {
+    const NAME: &'static str = "user.revoke_organization";
 }
 
 /// Sets the user's default model (a model of the catalog, see [`models::is_known_model`]).

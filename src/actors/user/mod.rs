@@ -6,19 +6,26 @@
 //! never derives from this state; the task actor overlays it for its viewer through [`GetTaskOverlay`].
 //!
 //! Topic `app` carries [`AppSnapshot`] (user, profile, default model, organizations); every mutation that changes it
-//! touches the topic. Auth sessions and OAuth accounts arrive with the HTTP layer.
+//! touches the topic. Organization membership reaches it as [`GrantOrganization`] / [`RevokeOrganization`]
+//! (deliveries from an organization's outbox), which edit the eligible organizations.
 //!
-//! Messages and their validation limits are in [`messages`], tables and queries in [`schema`]; migrations in
-//! `migrations/user/`.
+//! It is also the authority on the user's sign-in sessions (token stored only as a SHA-256 hash, revocable one by one
+//! or all at once) and linked OAuth accounts (with their access token, never listed); see [`auth`]. The app-level
+//! [`AuthDirectory`](crate::actors::auth_directory::AuthDirectory) indexes them to route requests here.
+//!
+//! Messages and their validation limits are in [`messages`] and [`auth`], tables and queries in [`schema`];
+//! migrations in `migrations/user/`.
 
+pub mod auth;
 pub mod messages;
 pub mod schema;
 
 use diesel::sqlite::SqliteConnection;
 use serde::{Deserialize, Serialize};
 
-use crate::runtime::{embed_migrations, EmbeddedMigrations, Entity, SnapshotError};
+use crate::runtime::{embed_migrations, Accepts, EmbeddedMigrations, Entity, SnapshotError};
 
+pub use auth::*;
 pub use messages::*;
 
 /// The per-user topic of the app shell.
@@ -51,6 +58,10 @@ impl Entity for User {
             APP_TOPIC => Ok(serde_json::to_value(app_snapshot(db)?)?),
             _ => Err(SnapshotError::UnknownTopic { kind: Self::KIND, topic: topic.to_owned() }),
         }
+    }
+
+    fn accepts(deliveries: &mut Accepts<Self>) {
+        deliveries.accept::<GrantOrganization>().accept::<RevokeOrganization>();
     }
 }
 

@@ -1,4 +1,5 @@
-//! The user actor's tables and the small queries its handlers run. Every list is one query (no per-row queries).
+//! The user actor's tables (profile and UI state, auth sessions, OAuth accounts) and the small queries its handlers
+//! run. Every list is one query (no per-row queries).
 
 use diesel::prelude::*;
 use diesel::sqlite::{Sqlite, SqliteConnection};
@@ -55,6 +56,31 @@ diesel::table! {
         draft_text -> Text,
         draft_attachments -> Text,
         draft_updated_at -> Nullable<BigInt>,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    /// The user's sign-in sessions; the token is stored only as its SHA-256 hex.
+    auth_sessions (session_id) {
+        session_id -> Text,
+        token_hash -> Text,
+        created_at -> BigInt,
+        expires_at -> BigInt,
+        revoked_at -> Nullable<BigInt>,
+        user_agent -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    /// Linked OAuth accounts with their access token (server-side use only).
+    accounts (provider, account_id) {
+        provider -> Text,
+        account_id -> Text,
+        login -> Text,
+        access_token -> Text,
+        scopes -> Text,
+        created_at -> BigInt,
         updated_at -> BigInt,
     }
 }
@@ -268,4 +294,128 @@ pub fn task_overlay(
         .select(SessionStateRow::as_select())
         .load(conn)?;
     Ok(Some((active_session_id, sessions)))
+}
+
+/// A row of `auth_sessions`.
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable, Insertable)]
+#[diesel(table_name = auth_sessions, check_for_backend(Sqlite))]
+pub struct AuthSessionRow {
+    pub session_id: String,
+    pub token_hash: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub revoked_at: Option<i64>,
+    pub user_agent: Option<String>,
+}
+
+/// A row of `accounts` without its access token: what listings may show.
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable)]
+#[diesel(table_name = accounts, check_for_backend(Sqlite))]
+pub struct AccountRow {
+    pub provider: String,
+    pub account_id: String,
+    pub login: String,
+    pub scopes: String,
+    pub updated_at: i64,
+}
+
+/// Whether a session with this id or this token hash exists (either would break the table's uniqueness).
+pub fn auth_session_clashes(conn: &mut SqliteConnection, session_id: &str, token_hash: &str) -> QueryResult<bool> {
+    let clash = auth_sessions::table
+        .filter(auth_sessions::session_id.eq(session_id).or(auth_sessions::token_hash.eq(token_hash)));
+    diesel::select(diesel::dsl::exists(clash)).get_result(conn)
+}
+
+pub fn insert_auth_session(conn: &mut SqliteConnection, row: &AuthSessionRow) -> QueryResult<()> {
+    diesel::insert_into(auth_sessions::table).values(row).execute(conn)?;
+    Ok(())
+}
+
+/// Deletes up to 100 sessions that expired before `cutoff`; returns how many.
+pub fn prune_auth_sessions(conn: &mut SqliteConnection, cutoff: i64) -> QueryResult<usize> {
+    // Raw SQL: diesel refuses a delete filtered by a subquery on the same table.
+    diesel::sql_query(
+        "DELETE FROM auth_sessions WHERE session_id IN \
+         (SELECT session_id FROM auth_sessions WHERE expires_at < ? LIMIT 100)",
+    )
+    .bind::<diesel::sql_types::BigInt, _>(cutoff)
+    .execute(conn)
+}
+
+/// Marks the session revoked at `now` unless it already is; returns its token hash if this call revoked it.
+pub fn revoke_auth_session(conn: &mut SqliteConnection, session_id: &str, now: i64) -> QueryResult<Option<String>> {
+    diesel::update(auth_sessions::table.find(session_id).filter(auth_sessions::revoked_at.is_null()))
+        .set(auth_sessions::revoked_at.eq(now))
+        .returning(auth_sessions::token_hash)
+        .get_result(conn)
+        .optional()
+}
+
+/// Marks every unrevoked session revoked at `now`; returns their token hashes.
+pub fn revoke_all_auth_sessions(conn: &mut SqliteConnection, now: i64) -> QueryResult<Vec<String>> {
+    diesel::update(auth_sessions::table.filter(auth_sessions::revoked_at.is_null()))
+        .set(auth_sessions::revoked_at.eq(now))
+        .returning(auth_sessions::token_hash)
+        .get_results(conn)
+}
+
+pub fn find_auth_session(conn: &mut SqliteConnection, session_id: &str) -> QueryResult<Option<AuthSessionRow>> {
+    auth_sessions::table.find(session_id).select(AuthSessionRow::as_select()).first(conn).optional()
+}
+
+/// Every session, newest first (ties by id, so the order is stable).
+pub fn list_auth_sessions(conn: &mut SqliteConnection) -> QueryResult<Vec<AuthSessionRow>> {
+    auth_sessions::table
+        .order((auth_sessions::created_at.desc(), auth_sessions::session_id.desc()))
+        .select(AuthSessionRow::as_select())
+        .load(conn)
+}
+
+/// The fields [`upsert_account`] writes.
+#[derive(Debug, Clone, Copy)]
+pub struct AccountUpsert<'a> {
+    pub provider: &'a str,
+    pub account_id: &'a str,
+    pub login: &'a str,
+    pub access_token: &'a str,
+    pub scopes: &'a str,
+}
+
+/// Inserts the account or replaces its login, token and scopes (keeping `created_at`).
+pub fn upsert_account(conn: &mut SqliteConnection, a: AccountUpsert<'_>, now: i64) -> QueryResult<()> {
+    diesel::insert_into(accounts::table)
+        .values((
+            accounts::provider.eq(a.provider),
+            accounts::account_id.eq(a.account_id),
+            accounts::login.eq(a.login),
+            accounts::access_token.eq(a.access_token),
+            accounts::scopes.eq(a.scopes),
+            accounts::created_at.eq(now),
+            accounts::updated_at.eq(now),
+        ))
+        .on_conflict((accounts::provider, accounts::account_id))
+        .do_update()
+        .set((
+            accounts::login.eq(a.login),
+            accounts::access_token.eq(a.access_token),
+            accounts::scopes.eq(a.scopes),
+            accounts::updated_at.eq(now),
+        ))
+        .execute(conn)?;
+    Ok(())
+}
+
+/// Every account (without tokens), by provider and account id.
+pub fn list_accounts(conn: &mut SqliteConnection) -> QueryResult<Vec<AccountRow>> {
+    accounts::table.order((accounts::provider, accounts::account_id)).select(AccountRow::as_select()).load(conn)
+}
+
+/// The access token of the most recently updated account of `provider`.
+pub fn access_token(conn: &mut SqliteConnection, provider: &str) -> QueryResult<Option<String>> {
+    accounts::table
+        .filter(accounts::provider.eq(provider))
+        .order((accounts::updated_at.desc(), accounts::account_id.desc()))
+        .select(accounts::access_token)
+        .first(conn)
+        .optional()
 }

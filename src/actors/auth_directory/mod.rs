@@ -1,0 +1,49 @@
+//! The `auth_directory` actor kind: the app-level routing index of authentication. One instance
+//! ([`AUTH_DIRECTORY_KEY`]) resolves what a request carries — a session token, an email, an OAuth account — to a user
+//! id, before any user or organization actor is known.
+//!
+//! It holds only indexes; the user actor is the authority on its own sessions and accounts (`user::auth`). Secrets
+//! never reach it: session tokens and OAuth `state` values arrive as SHA-256 hex, generated and hashed by the HTTP
+//! layer.
+//!
+//! - Sessions: [`IndexAuthSession`], [`ResolveAuthSession`], [`RemoveAuthSession`], [`RemoveUserAuthSessions`].
+//! - Accounts and emails: [`LinkAccount`] (find or assign the user of an OAuth sign-in), [`ResolveAccount`],
+//!   [`ResolveEmail`], [`IndexEmail`].
+//! - OAuth flows: [`CreateVerification`], [`ConsumeVerification`] (single use).
+//!
+//! It publishes no topic. Messages and limits are in [`messages`], tables and queries in [`schema`]; migrations in
+//! `migrations/auth_directory/`.
+
+pub mod messages;
+pub mod schema;
+
+use diesel::sqlite::SqliteConnection;
+use diesel::QueryResult;
+
+use crate::runtime::{embed_migrations, EmbeddedMigrations, Entity};
+
+pub use messages::*;
+
+/// The key of the one auth directory.
+pub const AUTH_DIRECTORY_KEY: &str = "app";
+
+/// The auth directory actor. Holds only its key; every index lives in SQLite.
+pub struct AuthDirectory {
+    key: String,
+}
+
+impl AuthDirectory {
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+}
+
+impl Entity for AuthDirectory {
+    type Key = String;
+    const KIND: &'static str = "auth_directory";
+    const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/auth_directory");
+
+    fn load(key: &String, _db: &mut SqliteConnection) -> QueryResult<Self> {
+        Ok(AuthDirectory { key: key.clone() })
+    }
+}
