@@ -155,7 +155,8 @@ async fn run(o: &Opts, delay_ms: u64) -> Scenario {
     rt.provide(Arc::new(GitHubService(Arc::new(GitHubClient::new(&gh.base_url(), TOKEN)))));
     let domain = Domain::without_agent(rt.clone());
     let org = ORG.to_owned();
-    let create = CreateOrganization { login: ORG.into(), display_name: "Acme".into(), kind: OrgKind::Organization };
+    let create =
+        CreateOrganization { login: ORG.into(), display_name: "Acme".into(), kind: OrgKind::Organization, owner: None };
     domain.orgs.mutate(&org, create).await.expect("create organization");
     let github = rt.registry::<GitHubData>();
     let connect = ConnectGitHub { login: ORG.into(), kind: AccountKind::Organization };

@@ -25,7 +25,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .users
         .mutate(&user, UpsertUser { name: "Ada".into(), email: "ada@acme.dev".into(), avatar_url: None })
         .await?;
-    let create = CreateOrganization { login: "acme".into(), display_name: "Acme".into(), kind: OrgKind::Organization };
+    let create = CreateOrganization {
+        login: "acme".into(),
+        display_name: "Acme".into(),
+        kind: OrgKind::Organization,
+        owner: None,
+    };
     domain.orgs.mutate(&org, create).await?;
     let add = AddRepository {
         repo_id: "web".into(),

@@ -1,14 +1,20 @@
-//! `foundry serve`: the long-running service.
+//! `foundry serve`: the long-running service. With no flags it runs on an embedded default: data in `./data`, the
+//! built-in agent, bound to loopback with dev sign-in enabled. GitHub (sync, OAuth sign-in, webhooks) is enabled by
+//! its flags.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-
-use actix_web::{web, App, HttpServer};
-use clap::{Parser, Subcommand};
 use std::sync::Arc;
+use std::time::Duration;
 
+use clap::{Args, Parser, Subcommand};
+
+use foundry::actors::github_data::GitHubService;
 use foundry::actors::Domain;
+use foundry::http::{Api, AuthSettings};
 use foundry::integrations::agent::{AgentBackend, BuiltinAgent, SandboxAgent};
+use foundry::integrations::github::client::GitHubClient;
+use foundry::integrations::github::oauth::{GitHubOAuth, OAuthConfig};
 use foundry::runtime::{Runtime, RuntimeConfig};
 
 #[derive(Parser)]
@@ -20,48 +26,108 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the HTTP service.
-    Serve {
-        /// Address to listen on.
-        #[arg(long, env = "FOUNDRY_BIND", default_value = "127.0.0.1:7070")]
-        bind: SocketAddr,
-        /// Directory holding every actor's database.
-        #[arg(long, env = "FOUNDRY_DATA_DIR", default_value = "./data")]
-        data_dir: PathBuf,
-        /// Log filter (tracing-subscriber env-filter syntax).
-        #[arg(long, env = "FOUNDRY_LOG", default_value = "info")]
-        log: String,
-        /// A sandbox-agent server to run sessions on (e.g. http://127.0.0.1:2468); the built-in agent if unset.
-        #[arg(long, env = "FOUNDRY_AGENT_URL")]
-        agent_url: Option<String>,
-        /// The sandbox-agent agent id to use with --agent-url.
-        #[arg(long, env = "FOUNDRY_AGENT", default_value = "claude")]
-        agent: String,
-    },
+    /// Run the HTTP/WebSocket service.
+    Serve(Serve),
+}
+
+#[derive(Args)]
+struct Serve {
+    /// Address to listen on.
+    #[arg(long, env = "FOUNDRY_BIND", default_value = "127.0.0.1:7070")]
+    bind: SocketAddr,
+    /// Directory holding every actor's database.
+    #[arg(long, env = "FOUNDRY_DATA_DIR", default_value = "./data")]
+    data_dir: PathBuf,
+    /// Log filter (tracing-subscriber env-filter syntax).
+    #[arg(long, env = "FOUNDRY_LOG", default_value = "info")]
+    log: String,
+    /// HTTP worker threads (default: one per core).
+    #[arg(long, env = "FOUNDRY_WORKERS")]
+    workers: Option<usize>,
+    /// A sandbox-agent server to run sessions on (e.g. http://127.0.0.1:2468); the built-in agent if unset.
+    #[arg(long, env = "FOUNDRY_AGENT_URL")]
+    agent_url: Option<String>,
+    /// The sandbox-agent agent id to use with --agent-url.
+    #[arg(long, env = "FOUNDRY_AGENT", default_value = "claude")]
+    agent: String,
+    /// This server's public URL (for the OAuth callback; https makes the session cookie Secure).
+    #[arg(long, env = "FOUNDRY_PUBLIC_URL")]
+    public_url: Option<String>,
+    /// Turn off dev sign-in (otherwise enabled when, and only when, bound to a loopback address).
+    #[arg(long, env = "FOUNDRY_NO_DEV_SIGN_IN")]
+    no_dev_sign_in: bool,
+    /// Session token lifetime, in hours.
+    #[arg(long, env = "FOUNDRY_SESSION_TTL_HOURS", default_value_t = 720)]
+    session_ttl_hours: u64,
+    /// GitHub REST API base URL.
+    #[arg(long, env = "FOUNDRY_GITHUB_API_URL", default_value = "https://api.github.com")]
+    github_api_url: String,
+    /// GitHub web base URL (OAuth authorize and token exchange).
+    #[arg(long, env = "FOUNDRY_GITHUB_WEB_URL", default_value = "https://github.com")]
+    github_web_url: String,
+    /// Token the GitHub sync uses (an installation token or a personal access token); no sync without it.
+    #[arg(long, env = "FOUNDRY_GITHUB_TOKEN", hide_env_values = true)]
+    github_token: Option<String>,
+    /// OAuth app client id (enables "Sign in with GitHub" together with the secret).
+    #[arg(long, env = "FOUNDRY_GITHUB_CLIENT_ID")]
+    github_client_id: Option<String>,
+    #[arg(long, env = "FOUNDRY_GITHUB_CLIENT_SECRET", hide_env_values = true)]
+    github_client_secret: Option<String>,
+    /// Secret of the GitHub webhook (enables `POST /v1/webhooks/github`).
+    #[arg(long, env = "FOUNDRY_WEBHOOK_SECRET", hide_env_values = true)]
+    webhook_secret: Option<String>,
 }
 
 fn main() -> std::io::Result<()> {
-    let cli = Cli::parse();
-    match cli.command {
-        Command::Serve { bind, data_dir, log, agent_url, agent } => {
-            tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::new(log)).init();
-            let backend = agent_url.map(|url| (SandboxAgent::new(&url, &agent), agent));
-            actix_rt::System::new().block_on(serve(bind, data_dir, backend))
-        }
-    }
+    let Command::Serve(args) = Cli::parse().command;
+    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::new(&args.log)).init();
+    actix_rt::System::new().block_on(serve(args))
 }
 
-async fn serve(bind: SocketAddr, data_dir: PathBuf, backend: Option<(SandboxAgent, String)>) -> std::io::Result<()> {
-    let runtime = Runtime::start(RuntimeConfig::new(data_dir)).map_err(std::io::Error::other)?;
-    // Registers every domain kind, so recovery can reach all of them.
+fn auth_settings(args: &Serve) -> std::io::Result<AuthSettings> {
+    let github = match (&args.github_client_id, &args.github_client_secret) {
+        (Some(id), Some(secret)) => Some(Arc::new(GitHubOAuth::new(OAuthConfig {
+            client_id: id.clone(),
+            client_secret: secret.clone(),
+            web_base: args.github_web_url.trim_end_matches('/').to_owned(),
+            api_base: args.github_api_url.trim_end_matches('/').to_owned(),
+            redirect_uri: args
+                .public_url
+                .as_ref()
+                .map(|u| format!("{}/v1/auth/github/callback", u.trim_end_matches('/'))),
+            scopes: "read:user user:email read:org".into(),
+        }))),
+        (None, None) => None,
+        _ => return Err(std::io::Error::other("--github-client-id and --github-client-secret go together")),
+    };
+    let dev_sign_in = args.bind.ip().is_loopback() && !args.no_dev_sign_in;
+    if dev_sign_in {
+        tracing::warn!("dev sign-in is enabled (loopback bind): anyone on this machine can sign in as anyone");
+    }
+    Ok(AuthSettings {
+        dev_sign_in,
+        session_ttl: Duration::from_secs(args.session_ttl_hours.max(1) * 3600),
+        secure_cookies: args.public_url.as_deref().is_some_and(|u| u.starts_with("https://")),
+        github,
+    })
+}
+
+async fn serve(args: Serve) -> std::io::Result<()> {
+    let auth = auth_settings(&args)?;
+    let runtime = Runtime::start(RuntimeConfig::new(args.data_dir.clone())).map_err(std::io::Error::other)?;
+    if let Some(token) = &args.github_token {
+        runtime.provide(Arc::new(GitHubService(Arc::new(GitHubClient::new(&args.github_api_url, token)))));
+    }
+    let backend = args.agent_url.as_ref().map(|url| SandboxAgent::new(url, &args.agent));
     let agent: Arc<dyn AgentBackend> = match &backend {
-        Some((server, _)) => Arc::new(server.clone()),
+        Some(server) => Arc::new(server.clone()),
         None => Arc::new(BuiltinAgent::default()),
     };
+    // Registers every domain kind, so recovery can reach all of them.
     let domain = Domain::with_agent(runtime.clone(), agent);
-    if let Some((server, agent_id)) = &backend {
-        match domain.refresh_models(server, agent_id).await {
-            Ok(n) => tracing::info!(models = n, agent = %agent_id, "model catalog from sandbox-agent"),
+    if let Some(server) = &backend {
+        match domain.refresh_models(server, &args.agent).await {
+            Ok(n) => tracing::info!(models = n, agent = %args.agent, "model catalog from sandbox-agent"),
             Err(e) => tracing::warn!(error = %e, "sandbox-agent catalog unavailable; using the built-in catalog"),
         }
     }
@@ -69,13 +135,16 @@ async fn serve(bind: SocketAddr, data_dir: PathBuf, backend: Option<(SandboxAgen
     if !report.failed.is_empty() {
         tracing::warn!(failed = report.failed.len(), "some actors could not resume outbox delivery");
     }
-    let data = web::Data::new(runtime.clone());
-    tracing::info!(%bind, "listening");
-    // actix-web stops accepting and drains requests on SIGINT/SIGTERM; then the runtime drains and closes databases.
-    HttpServer::new(move || App::new().app_data(data.clone()).configure(foundry::http::configure))
-        .bind(bind)?
-        .run()
-        .await?;
+    let mut api = Api::new(domain, auth);
+    api.webhook_secret = args.webhook_secret.as_ref().map(|s| s.as_bytes().to_vec());
+    let workers = args.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let api = Arc::new(api);
+    let (server, addr) = foundry::http::server(api.clone(), args.bind, workers)?;
+    tracing::info!(%addr, "listening");
+    // On SIGINT/SIGTERM: WebSockets close, the server stops accepting and drains requests; then the runtime drains
+    // its mailboxes and closes databases.
+    actix_rt::spawn(foundry::http::stop_on_signals(api, server.handle()));
+    server.await?;
     runtime.shutdown().await;
     Ok(())
 }

@@ -20,7 +20,12 @@ use support::{runtime, runtime_at};
 const ORG: &str = "acme";
 
 async fn setup(domain: &Domain) {
-    let org = CreateOrganization { login: "acme".into(), display_name: "Acme".into(), kind: OrgKind::Organization };
+    let org = CreateOrganization {
+        login: "acme".into(),
+        display_name: "Acme".into(),
+        kind: OrgKind::Organization,
+        owner: None,
+    };
     domain.orgs.mutate(&ORG.to_owned(), org).await.unwrap();
     for repo in ["web", "api"] {
         let add = AddRepository {

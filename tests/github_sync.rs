@@ -24,7 +24,8 @@ async fn setup(fixture: Fixture) -> (Domain, Registry<GitHubData>, FakeGitHub, t
     let policy = RetryPolicy { backoff: Duration::from_millis(1), ..Default::default() };
     rt.provide(Arc::new(GitHubService(Arc::new(GitHubClient::with_policy(&gh.base_url(), TOKEN, policy)))));
     let domain = Domain::without_agent(rt.clone());
-    let org = CreateOrganization { login: ORG.into(), display_name: "Acme".into(), kind: OrgKind::Organization };
+    let org =
+        CreateOrganization { login: ORG.into(), display_name: "Acme".into(), kind: OrgKind::Organization, owner: None };
     domain.orgs.mutate(&ORG.to_owned(), org).await.unwrap();
     let github = rt.registry::<GitHubData>();
     github.mutate(&ORG.to_owned(), ConnectGitHub { login: ORG.into(), kind: AccountKind::Organization }).await.unwrap();

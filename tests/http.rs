@@ -2,28 +2,20 @@
 
 mod support;
 
-use actix_web::{web, App, HttpServer};
 use foundry::actors::organization::{CreateOrganization, OrgKind};
-use foundry::actors::Domain;
 
 #[actix_rt::test]
 async fn health_readiness_and_metrics_over_http() {
-    let (rt, _dir) = support::runtime(2);
-    let domain = Domain::without_agent(rt.clone());
-    let org = CreateOrganization { login: "acme".into(), display_name: "Acme".into(), kind: OrgKind::Organization };
-    domain.orgs.mutate(&"acme".to_owned(), org).await.unwrap();
-
-    let data = web::Data::new(rt.clone());
-    let server = HttpServer::new(move || App::new().app_data(data.clone()).configure(foundry::http::configure))
-        .workers(1)
-        .bind("127.0.0.1:0")
-        .unwrap();
-    let addr = server.addrs()[0];
-    let server = server.run();
-    let handle = server.handle();
-    actix_rt::spawn(server);
-    let base = format!("http://{addr}");
-    let client = foundry::integrations::http_client_builder().build().unwrap();
+    let s = support::web::start(|_, _| {}).await;
+    let org = CreateOrganization {
+        login: "acme".into(),
+        display_name: "Acme".into(),
+        kind: OrgKind::Organization,
+        owner: None,
+    };
+    s.api.domain.orgs.mutate(&"acme".to_owned(), org).await.unwrap();
+    let base = &s.base;
+    let client = &s.client;
 
     let health: serde_json::Value = client.get(format!("{base}/healthz")).send().await.unwrap().json().await.unwrap();
     assert_eq!(health["status"], "ok");
@@ -39,9 +31,10 @@ async fn health_readiness_and_metrics_over_http() {
     assert!(text.contains("foundry_committed_mutations_total{kind=\"organization\"} 1"), "{text}");
     assert!(text.contains("foundry_mailbox_depth{kind=\"organization\"} 0"), "{text}");
     assert!(text.contains("foundry_live_actors{kind=\"task\"} 0"), "every domain kind is listed: {text}");
+    assert!(text.contains("# TYPE foundry_ws_sessions gauge\nfoundry_ws_sessions 0"), "{text}");
 
-    rt.shutdown().await;
+    s.rt.shutdown().await;
     let ready = client.get(format!("{base}/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 503);
-    handle.stop(true).await;
+    s.stop().await;
 }

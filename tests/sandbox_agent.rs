@@ -95,7 +95,12 @@ async fn a_session_turn_runs_through_the_real_server() {
     let Some(server) = start_server().await else { return };
     let (rt, _dir) = support::runtime(2);
     let domain = Domain::with_agent(rt, Arc::new(SandboxAgent::new(&server.url, "mock")));
-    let org = CreateOrganization { login: "acme".into(), display_name: "Acme".into(), kind: OrgKind::Organization };
+    let org = CreateOrganization {
+        login: "acme".into(),
+        display_name: "Acme".into(),
+        kind: OrgKind::Organization,
+        owner: None,
+    };
     domain.orgs.mutate(&"acme".to_owned(), org).await.unwrap();
     let add = AddRepository {
         repo_id: "web".into(),

@@ -123,7 +123,12 @@ pub fn table(title: &str, header: &[&str], rows: &[Vec<String>]) {
 /// Creates organization `org` ("Acme Inc") and `repos` repositories `r0`, `r1`, ... in it through
 /// `Domain::add_repository`, attributed to `user_id`.
 pub async fn create_org_with_repos(domain: &Domain, org: &str, repos: usize, user_id: Option<&str>) {
-    let create = CreateOrganization { login: org.into(), display_name: "Acme Inc".into(), kind: OrgKind::Organization };
+    let create = CreateOrganization {
+        login: org.into(),
+        display_name: "Acme Inc".into(),
+        kind: OrgKind::Organization,
+        owner: None,
+    };
     domain.orgs.mutate(&org.to_owned(), create).await.expect("create organization");
     for i in 0..repos {
         let add = AddRepository {

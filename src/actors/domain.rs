@@ -14,7 +14,7 @@ use super::organization::{
     AddRepository, AdminReplaceRepoTasks, GetRepository, ListRepositories, Organization, RepoRow,
 };
 use super::repository::{
-    CreateTask, CreatedTask, InitializeRepository, ListTaskSummaries, MaterializeTask, Repository,
+    CreateTask, CreatedTask, GetTaskSummary, InitializeRepository, ListTaskSummaries, MaterializeTask, Repository,
 };
 use super::session::{Interrupt, RunQueue, Session, SessionAgent, Steer, SubmitPrompt, Submitted};
 use super::summary::TaskStatus;
@@ -178,6 +178,27 @@ impl Domain {
     /// Cancels the turn running in exactly this session; queued follow-ups then run unless `drop_queued`.
     pub async fn interrupt(&self, session: &SessionKey, drop_queued: bool, user: Option<&str>) -> Result<usize> {
         self.sessions.exec(session, Interrupt { drop_queued, user_id: user.map(str::to_owned) }).await
+    }
+
+    /// `NotFound` unless the task exists (also one created lazily from a pull request), checked down the coordinator
+    /// hierarchy so that no actor or database is created for a key that names nothing.
+    pub async fn locate_task(&self, task: &TaskKey) -> Result<()> {
+        self.orgs.read(&task.org, GetRepository { repo_id: task.repo.clone() }).await?;
+        self.repos.read(&task.repo_key(), GetTaskSummary { task_id: task.task.clone() }).await?;
+        Ok(())
+    }
+
+    /// `NotFound` unless the session exists (see [`Domain::locate_task`]).
+    pub async fn locate_session(&self, session: &SessionKey) -> Result<()> {
+        let task = session.task_key();
+        self.locate_task(&task).await?;
+        self.ensure_task(&task).await?;
+        let detail = self.tasks.read(&task, GetTaskDetail).await?;
+        if detail.sessions.iter().any(|s| s.session_id == session.session) {
+            Ok(())
+        } else {
+            Err(CallError::Handler(DomainError::not_found("session", &session.session)))
+        }
     }
 
     /// Makes sure a task created lazily from a pull request has its own actor (first use).

@@ -1,81 +1,179 @@
-//! The web layer. For now: liveness (`/healthz`), readiness (`/readyz`) and Prometheus metrics (`/metrics`); the
-//! domain API and WebSocket topics come with the HTTP issue.
+//! The web layer (actix-web): the JSON API under `/v1`, WebSocket topic subscriptions (`/v1/ws`), the GitHub
+//! webhook, and the operational routes (`/healthz`, `/readyz`, `/metrics`).
+//!
+//! Every route under `/v1` except sign-in and the webhook takes a [`Caller`] (401 without a valid session) and
+//! checks membership of the organization in its path ([`member`]: 404 for an unknown organization, 403 for a
+//! non-member). Handlers translate requests into domain messages; every failure is an [`ApiError`] JSON body.
 
-use std::fmt::Write;
-use std::sync::atomic::Ordering;
+pub mod auth;
+mod error;
+mod ops;
+mod orgs;
+mod tasks;
+mod webhook;
+pub mod ws;
 
-use actix_web::{web, HttpResponse};
-use serde::Serialize;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
 
-use crate::runtime::Runtime;
+use actix_web::{web, HttpRequest, HttpResponse};
 
-#[derive(Serialize)]
-struct Health {
-    status: &'static str,
-    live_actors: usize,
+pub use auth::{AuthSettings, Caller};
+pub use error::ApiError;
+pub use ops::render_metrics;
+
+use crate::actors::organization::{GetMember, MemberRole, MemberRow};
+use crate::actors::{validate, Domain};
+use crate::runtime::Backpressure;
+
+/// Largest JSON request body (prompts are at most 64 KiB; drafts carry attachments).
+pub const MAX_JSON_BODY: usize = 256 * 1024;
+/// Largest webhook body GitHub sends (25 MB).
+pub const MAX_WEBHOOK_BODY: usize = 25 * 1024 * 1024;
+
+/// Counters of the web layer, exported on `/metrics`.
+#[derive(Default)]
+pub struct HttpStats {
+    pub ws_sessions: AtomicU64,
+    pub ws_opened: AtomicU64,
+    pub ws_frames: AtomicU64,
+    pub ws_dropped: AtomicU64,
 }
 
-async fn healthz(rt: web::Data<Runtime>) -> HttpResponse {
-    HttpResponse::Ok().json(Health { status: "ok", live_actors: rt.live_actors() })
+/// Everything the handlers share.
+pub struct Api {
+    pub domain: Domain,
+    pub auth: AuthSettings,
+    /// The GitHub webhook secret; without it the webhook route answers 404.
+    pub webhook_secret: Option<Vec<u8>>,
+    pub ws: ws::WsSettings,
+    pub stats: HttpStats,
+    /// Flipped once at shutdown: open WebSocket connections close with 1001 instead of holding the server's drain.
+    closing: tokio::sync::watch::Sender<bool>,
 }
 
-/// Ready while the runtime accepts calls; 503 once it is shutting down (load balancers stop sending traffic).
-async fn readyz(rt: web::Data<Runtime>) -> HttpResponse {
-    if rt.is_shutting_down() {
-        HttpResponse::ServiceUnavailable().json(Health { status: "shutting_down", live_actors: rt.live_actors() })
-    } else {
-        HttpResponse::Ok().json(Health { status: "ready", live_actors: rt.live_actors() })
-    }
-}
-
-/// Prometheus text exposition of the runtime's counters, per actor kind.
-pub fn render_metrics(rt: &Runtime) -> String {
-    type Metric = (&'static str, &'static str, &'static str, fn(&crate::runtime::KindStats, u64) -> u64);
-    const METRICS: &[Metric] = &[
-        ("foundry_live_actors", "gauge", "Live actors.", |s, _| s.live.load(Ordering::Relaxed) as u64),
-        ("foundry_mailbox_depth", "gauge", "Calls in flight (queued or running) to live actors.", |_, d| d),
-        ("foundry_messages_total", "counter", "Messages handled.", |s, _| s.messages.load(Ordering::Relaxed)),
-        ("foundry_transactions_total", "counter", "Write transactions committed.", |s, _| {
-            s.transactions.load(Ordering::Relaxed)
-        }),
-        ("foundry_committed_mutations_total", "counter", "Mutations committed.", |s, _| {
-            s.committed_mutations.load(Ordering::Relaxed)
-        }),
-        ("foundry_activations_total", "counter", "Actor activations.", |s, _| s.activations.load(Ordering::Relaxed)),
-        ("foundry_activation_failures_total", "counter", "Failed activations.", |s, _| {
-            s.activation_failures.load(Ordering::Relaxed)
-        }),
-        ("foundry_passivations_total", "counter", "Actors stopped (idle, evicted or shut down).", |s, _| {
-            s.passivations.load(Ordering::Relaxed)
-        }),
-        ("foundry_restarts_total", "counter", "Restarts after a panic.", |s, _| s.restarts.load(Ordering::Relaxed)),
-    ];
-    let mut rows: Vec<(&'static str, Vec<u64>)> = Vec::new();
-    rt.for_each_kind(|kind, stats, depth| rows.push((kind, METRICS.iter().map(|m| (m.3)(stats, depth)).collect())));
-    rows.sort_by_key(|(kind, _)| *kind);
-    let mut out = String::new();
-    for (i, (name, kind, help, _)) in METRICS.iter().enumerate() {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        for (actor_kind, values) in &rows {
-            let _ = writeln!(out, "{name}{{kind=\"{actor_kind}\"}} {}", values[i]);
+impl Api {
+    pub fn new(domain: Domain, auth: AuthSettings) -> Self {
+        Api {
+            domain,
+            auth,
+            webhook_secret: None,
+            ws: ws::WsSettings::default(),
+            stats: HttpStats::default(),
+            closing: tokio::sync::watch::channel(false).0,
         }
     }
-    let _ = writeln!(
-        out,
-        "# HELP foundry_topic_channels Topic channels with subscribers.\n# TYPE foundry_topic_channels gauge\n\
-         foundry_topic_channels {}",
-        rt.topic_channels()
-    );
-    out
+
+    /// Closes every WebSocket connection ("going away"); call before stopping the HTTP server.
+    pub fn close_connections(&self) {
+        self.closing.send_replace(true);
+    }
+
+    pub(crate) fn closing(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.closing.subscribe()
+    }
 }
 
-async fn metrics(rt: web::Data<Runtime>) -> HttpResponse {
-    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(render_metrics(&rt))
+/// The shared state of a request.
+pub(crate) fn api(req: &HttpRequest) -> Result<web::Data<Api>, ApiError> {
+    req.app_data::<web::Data<Api>>().cloned().ok_or_else(|| {
+        tracing::error!("the app was configured without foundry::http::Api");
+        ApiError::internal()
+    })
 }
 
-/// Registers the routes on an actix-web app (which must hold `web::Data<Runtime>`).
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/healthz", web::get().to(healthz))
-        .route("/readyz", web::get().to(readyz))
-        .route("/metrics", web::get().to(metrics));
+/// The caller's membership of `org`: 400 for a malformed id, 404 if the organization does not exist, 403 if the
+/// caller is not a member.
+pub async fn member(api: &Api, caller: &Caller, org: &str) -> Result<MemberRow, ApiError> {
+    validate::id("org", org)?;
+    let msg = GetMember { user_id: caller.user_id.clone() };
+    api.domain
+        .orgs
+        .read_with(&org.to_owned(), msg, Backpressure::FailFast)
+        .await?
+        .ok_or_else(|| ApiError::forbidden(format!("not a member of organization {org:?}")))
+}
+
+/// Like [`member`], and the caller must be an admin or owner.
+pub async fn admin(api: &Api, caller: &Caller, org: &str) -> Result<MemberRow, ApiError> {
+    let m = member(api, caller, org).await?;
+    if m.role() < MemberRole::Admin {
+        return Err(ApiError::forbidden(format!("only admins of {org:?} may do this")));
+    }
+    Ok(m)
+}
+
+async fn not_found(req: HttpRequest) -> HttpResponse {
+    use actix_web::ResponseError;
+    ApiError::new(
+        actix_web::http::StatusCode::NOT_FOUND,
+        "route_not_found",
+        format!("no route for {} {}", req.method(), req.path()),
+    )
+    .error_response()
+}
+
+/// Configures an app with every route; `api` is shared by all workers.
+pub fn configure(api: web::Data<Api>) -> impl Fn(&mut web::ServiceConfig) + Clone {
+    move |cfg| {
+        cfg.app_data(api.clone())
+            .app_data(web::JsonConfig::default().limit(MAX_JSON_BODY).error_handler(error::json_error))
+            .app_data(web::QueryConfig::default().error_handler(error::query_error))
+            .app_data(web::PathConfig::default().error_handler(error::path_error))
+            .configure(ops::routes)
+            .service(
+                web::scope("/v1")
+                    .configure(auth::routes)
+                    .configure(orgs::routes)
+                    .configure(tasks::routes)
+                    .configure(webhook::routes)
+                    .configure(ws::routes),
+            )
+            .default_service(web::to(not_found));
+    }
+}
+
+/// An HTTP server for `api` on `bind` (port 0 picks one), with its address. The caller runs or spawns it.
+pub fn server(
+    api: Arc<Api>,
+    bind: std::net::SocketAddr,
+    workers: usize,
+) -> std::io::Result<(actix_web::dev::Server, std::net::SocketAddr)> {
+    let listener = std::net::TcpListener::bind(bind)?;
+    let addr = listener.local_addr()?;
+    Ok((server_on(api, listener, workers)?, addr))
+}
+
+/// An HTTP server for `api` on an already-bound listener.
+pub fn server_on(
+    api: Arc<Api>,
+    listener: std::net::TcpListener,
+    workers: usize,
+) -> std::io::Result<actix_web::dev::Server> {
+    let data = web::Data::from(api);
+    let server = actix_web::HttpServer::new(move || actix_web::App::new().configure(configure(data.clone())))
+        .workers(workers)
+        // WebSocket connections are long-lived: after this long, graceful shutdown stops waiting for them.
+        .shutdown_timeout(10)
+        // The service handles SIGINT/SIGTERM itself (see `stop_on_signals`) to close WebSockets first.
+        .disable_signals()
+        .listen(listener)?;
+    Ok(server.run())
+}
+
+/// Waits for SIGINT or SIGTERM, then closes WebSocket connections, stops accepting and drains in-flight requests.
+pub async fn stop_on_signals(api: Arc<Api>, server: actix_web::dev::ServerHandle) {
+    let mut term = match actix_rt::signal::unix::signal(actix_rt::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGTERM");
+            return;
+        }
+    };
+    tokio::select! {
+        _ = actix_rt::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+    }
+    api.close_connections();
+    server.stop(true).await;
 }

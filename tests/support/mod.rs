@@ -2,6 +2,8 @@
 //! outbox deliveries, topics, scoped background work, and a gate that holds the mailbox.
 #![allow(dead_code)]
 
+pub mod web;
+
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;

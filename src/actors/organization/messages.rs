@@ -28,11 +28,19 @@ impl OrgKind {
     }
 }
 
-/// Creates the organization (once).
+/// Creates the organization (once), with its first owner if given (in the same transaction, so an organization
+/// created over the API is never left without one).
 pub struct CreateOrganization {
     pub login: String,
     pub display_name: String,
     pub kind: OrgKind,
+    pub owner: Option<Owner>,
+}
+
+/// The first owner of a new organization.
+pub struct Owner {
+    pub user_id: String,
+    pub login: String,
 }
 
 impl Mutation for CreateOrganization {
@@ -42,6 +50,10 @@ impl Mutation for CreateOrganization {
     fn apply(self, org: &Organization, tx: &mut Tx<'_>) -> DomainResult<()> {
         validate::name("login", &self.login, 100)?;
         validate::name("display_name", &self.display_name, 200)?;
+        if let Some(owner) = &self.owner {
+            validate::id("owner.user_id", &owner.user_id)?;
+            validate::name("owner.login", &owner.login, 100)?;
+        }
         if schema::profile(tx.conn())?.is_some() {
             return Err(DomainError::Conflict(format!("organization {:?} already exists", org.id)));
         }
@@ -56,8 +68,12 @@ impl Mutation for CreateOrganization {
                 organization_profile::updated_at.eq(now),
             ))
             .execute(tx.conn())?;
+        if let Some(owner) = &self.owner {
+            super::members::put_member(org, tx, &owner.user_id, &owner.login, super::MemberRole::Owner)?;
+        }
         tx.touch(TOPIC);
-        Audit::org(&org.id).append(tx, "organization.created", serde_json::json!({ "login": self.login }))
+        let audit = Audit { user: self.owner.as_ref().map(|o| o.user_id.as_str()), ..Audit::org(&org.id) };
+        audit.append(tx, "organization.created", serde_json::json!({ "login": self.login }))
     }
 }
 
@@ -180,6 +196,18 @@ impl Read for GetOrganizationSnapshot {
     type Error = DomainError;
     fn read(self, org: &Organization, db: &mut SqliteConnection) -> DomainResult<OrganizationSnapshot> {
         org.build_snapshot(db)
+    }
+}
+
+/// The profile alone (cheap, whatever the number of repositories and tasks).
+pub struct GetOrganizationProfile;
+
+impl Read for GetOrganizationProfile {
+    type Entity = Organization;
+    type Output = schema::ProfileRow;
+    type Error = DomainError;
+    fn read(self, org: &Organization, db: &mut SqliteConnection) -> DomainResult<schema::ProfileRow> {
+        schema::require_profile(db, &org.id)
     }
 }
 

@@ -1,14 +1,16 @@
 //! The organization actor (key: organization id): profile, the coordinator index of its repositories, and the task
 //! summaries its repositories push up. Publishes the `organization` topic.
 
+mod members;
 mod messages;
 pub mod schema;
 
 use diesel::sqlite::SqliteConnection;
 use serde::Serialize;
 
+pub use members::*;
 pub use messages::*;
-pub use schema::{ProfileRow, RepoRow};
+pub use schema::{MemberRow, ProfileRow, RepoRow};
 
 use crate::actors::summary::TaskSummary;
 use crate::actors::DomainResult;
@@ -27,17 +29,19 @@ pub struct OrganizationSnapshot {
     pub organization_id: String,
     pub profile: ProfileRow,
     pub repos: Vec<RepoRow>,
+    pub members: Vec<MemberRow>,
     pub task_summaries: Vec<TaskSummary>,
 }
 
 impl Organization {
-    /// Three queries, whatever the number of repositories and tasks.
+    /// Four queries, whatever the number of repositories and tasks.
     fn build_snapshot(&self, db: &mut SqliteConnection) -> DomainResult<OrganizationSnapshot> {
         let profile = schema::require_profile(db, &self.id)?;
         Ok(OrganizationSnapshot {
             organization_id: self.id.clone(),
             profile,
             repos: schema::list_repos(db)?,
+            members: schema::list_members(db)?,
             task_summaries: schema::list_task_summaries(db)?,
         })
     }

@@ -143,3 +143,51 @@ pub(crate) fn encode<T: serde::Serialize>(value: &T) -> DomainResult<String> {
 pub(crate) fn decode<T: serde::de::DeserializeOwned>(text: &str) -> DomainResult<T> {
     serde_json::from_str(text).map_err(|e| DomainError::Db(diesel::result::Error::DeserializationError(Box::new(e))))
 }
+
+diesel::table! {
+    members (user_id) {
+        user_id -> Text,
+        login -> Text,
+        role -> Text,
+        state -> Text,
+        updated_at -> BigInt,
+    }
+}
+
+/// A member of the organization: who may see and change it.
+#[derive(Debug, Clone, Queryable, Selectable, Insertable, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+#[diesel(table_name = members)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberRow {
+    pub user_id: String,
+    pub login: String,
+    pub role: String,
+    pub state: String,
+    pub updated_at: i64,
+}
+
+pub fn list_members(conn: &mut SqliteConnection) -> DomainResult<Vec<MemberRow>> {
+    Ok(members::table.select(MemberRow::as_select()).order(members::user_id).load(conn)?)
+}
+
+pub fn find_member(conn: &mut SqliteConnection, user_id: &str) -> DomainResult<Option<MemberRow>> {
+    Ok(members::table.select(MemberRow::as_select()).find(user_id).first(conn).optional()?)
+}
+
+pub fn upsert_member(conn: &mut SqliteConnection, row: &MemberRow) -> DomainResult<()> {
+    diesel::insert_into(members::table)
+        .values(row)
+        .on_conflict(members::user_id)
+        .do_update()
+        .set((members::login.eq(&row.login), members::role.eq(&row.role), members::updated_at.eq(row.updated_at)))
+        .execute(conn)?;
+    Ok(())
+}
+
+pub fn delete_member(conn: &mut SqliteConnection, user_id: &str) -> DomainResult<bool> {
+    Ok(diesel::delete(members::table.find(user_id)).execute(conn)? > 0)
+}
+
+pub fn count_owners(conn: &mut SqliteConnection) -> DomainResult<i64> {
+    Ok(members::table.filter(members::role.eq("owner")).count().get_result(conn)?)
+}

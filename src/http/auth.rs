@@ -1,0 +1,380 @@
+//! Authentication: session tokens (random, 256 bits, only their SHA-256 hash is stored, expiring, revocable), the
+//! [`Caller`] extractor every protected route takes, and the sign-in routes (GitHub OAuth; dev sign-in, only when
+//! enabled, which `serve` does only on a loopback bind).
+//!
+//! A token resolves through the app-level auth directory (token hash -> user, before any user or organization actor
+//! is known); the session itself lives on the user's actor, so signing out revokes it there and removes the index
+//! entry. Browsers carry the token in an HttpOnly, SameSite=Lax cookie (so a WebSocket upgrade is authenticated too);
+//! API clients send `Authorization: Bearer <token>`.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use actix_web::http::{header, StatusCode};
+use actix_web::{web, FromRequest, HttpRequest, HttpResponse};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::{Api, ApiError};
+use crate::actors::auth_directory::{
+    ConsumeVerification, CreateVerification, IndexAuthSession, LinkAccount, RemoveAuthSession, ResolveAuthSession,
+    AUTH_DIRECTORY_KEY,
+};
+use crate::actors::now_ms;
+use crate::actors::user::{
+    AuthSessionInfo, LinkOAuthAccount, ListAuthSessions, RevokeAuthSession, StartAuthSession, UpdateProfile, UpsertUser,
+};
+use crate::integrations::github::oauth::GitHubOAuth;
+use crate::runtime::Backpressure;
+
+/// The cookie that carries a browser's session token.
+pub const SESSION_COOKIE: &str = "foundry_session";
+/// Prefix of session tokens (recognisable in logs and secret scanners).
+const TOKEN_PREFIX: &str = "fdy_";
+/// How long an OAuth `state` stays valid.
+const OAUTH_STATE_TTL: Duration = Duration::from_secs(600);
+
+/// How users sign in.
+#[derive(Clone)]
+pub struct AuthSettings {
+    /// `POST /v1/auth/dev/sign-in` signs anyone in by login: for local development only.
+    pub dev_sign_in: bool,
+    /// Lifetime of a session token.
+    pub session_ttl: Duration,
+    /// Mark the session cookie `Secure` (served over HTTPS).
+    pub secure_cookies: bool,
+    /// GitHub OAuth, when configured.
+    pub github: Option<std::sync::Arc<GitHubOAuth>>,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        AuthSettings {
+            dev_sign_in: false,
+            session_ttl: Duration::from_secs(30 * 24 * 3600),
+            secure_cookies: false,
+            github: None,
+        }
+    }
+}
+
+/// `n` bytes from the OS generator, hex-encoded.
+pub fn random_hex(n: usize) -> Result<String, ApiError> {
+    let mut bytes = vec![0u8; n];
+    getrandom::getrandom(&mut bytes).map_err(|e| {
+        tracing::error!(error = %e, "OS random generator failed");
+        ApiError::internal()
+    })?;
+    Ok(hex(&bytes))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// What is stored for a secret: its SHA-256, hex. A leaked database does not sign anyone in.
+pub fn hash_secret(secret: &str) -> String {
+    hex(&Sha256::digest(secret.as_bytes()))
+}
+
+/// The token a request carries: `Authorization: Bearer`, else the session cookie.
+fn request_token(req: &HttpRequest) -> Option<String> {
+    if let Some(value) = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+        return value.strip_prefix("Bearer ").map(|t| t.trim().to_owned());
+    }
+    req.headers()
+        .get_all(header::COOKIE)
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == SESSION_COOKIE)
+        .map(|(_, value)| value.to_owned())
+}
+
+/// The signed-in user of a request. Taking it as an argument makes a route require authentication (401 otherwise).
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub user_id: String,
+    pub session_id: String,
+    pub expires_at_ms: i64,
+    pub token_hash: String,
+}
+
+impl Caller {
+    /// Resolves a token to its user: 401 if it is unknown, expired or revoked.
+    pub async fn resolve(api: &Api, token: &str) -> Result<Caller, ApiError> {
+        // A well-formed token is the prefix plus 64 hex digits; anything else cannot be one of ours.
+        let well_formed = token
+            .strip_prefix(TOKEN_PREFIX)
+            .is_some_and(|rest| rest.len() == 64 && rest.bytes().all(|b| b.is_ascii_hexdigit()));
+        if !well_formed {
+            return Err(ApiError::unauthenticated("invalid session token"));
+        }
+        let token_hash = hash_secret(token);
+        let msg = ResolveAuthSession { token_hash: token_hash.clone(), now_ms: now_ms() };
+        let found = api.domain.auth.read_with(&AUTH_DIRECTORY_KEY.to_owned(), msg, Backpressure::FailFast).await?;
+        let session = found.ok_or_else(|| ApiError::unauthenticated("session expired or signed out"))?;
+        Ok(Caller {
+            user_id: session.user_id,
+            session_id: session.session_id,
+            expires_at_ms: session.expires_at_ms,
+            token_hash,
+        })
+    }
+
+    /// The caller of `req`, if it carries a valid token.
+    pub async fn from_request_async(req: &HttpRequest) -> Result<Caller, ApiError> {
+        let api = super::api(req)?;
+        let token = request_token(req).ok_or_else(|| ApiError::unauthenticated("sign in first"))?;
+        Caller::resolve(&api, &token).await
+    }
+}
+
+impl FromRequest for Caller {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Caller, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        let req = req.clone();
+        Box::pin(async move { Caller::from_request_async(&req).await })
+    }
+}
+
+/// A new session for a signed-in user.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SignedIn {
+    pub token: String,
+    pub user_id: String,
+    pub session_id: String,
+    pub expires_at_ms: i64,
+    /// Whether this sign-in created the user.
+    pub created: bool,
+}
+
+/// Finds or creates the user of an external account, refreshes their name/email, and starts a session.
+async fn sign_in(api: &Api, req: &HttpRequest, account: Account<'_>) -> Result<SignedIn, ApiError> {
+    let new_user_id = format!("u_{}", random_hex(12)?);
+    let link = LinkAccount {
+        provider: account.provider.to_owned(),
+        account_id: account.account_id.to_owned(),
+        email: account.email.clone(),
+        new_user_id,
+    };
+    let linked = api.domain.auth.mutate(&AUTH_DIRECTORY_KEY.to_owned(), link).await?;
+    let user = linked.user_id.clone();
+    let email = account.email.clone().unwrap_or_else(|| format!("{}@users.noreply.github.com", account.login));
+    let upsert = UpsertUser { name: account.name.to_owned(), email, avatar_url: account.avatar_url.clone() };
+    api.domain.users.mutate(&user, upsert).await?;
+    if account.provider == "github" {
+        let profile = UpdateProfile { github_login: Some(account.login.to_owned()), ..Default::default() };
+        api.domain.users.mutate(&user, profile).await?;
+    }
+    let token = format!("{TOKEN_PREFIX}{}", random_hex(32)?);
+    let token_hash = hash_secret(&token);
+    let session_id = format!("as_{}", random_hex(8)?);
+    let expires_at_ms = now_ms() + api.auth.session_ttl.as_millis() as i64;
+    let user_agent = req.headers().get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    // The session is recorded on the user first: an index entry never points at a session the user lacks.
+    let start =
+        StartAuthSession { session_id: session_id.clone(), token_hash: token_hash.clone(), expires_at_ms, user_agent };
+    api.domain.users.mutate(&user, start).await?;
+    let index = IndexAuthSession { token_hash, user_id: user.clone(), session_id: session_id.clone(), expires_at_ms };
+    api.domain.auth.mutate(&AUTH_DIRECTORY_KEY.to_owned(), index).await?;
+    Ok(SignedIn { token, user_id: user, session_id, expires_at_ms, created: linked.created })
+}
+
+struct Account<'a> {
+    provider: &'a str,
+    account_id: &'a str,
+    login: &'a str,
+    name: &'a str,
+    email: Option<String>,
+    avatar_url: Option<String>,
+}
+
+fn session_cookie(api: &Api, token: &str, max_age: Duration) -> String {
+    let secure = if api.auth.secure_cookies { "; Secure" } else { "" };
+    format!("{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{secure}", max_age.as_secs())
+}
+
+fn signed_in_response(api: &Api, signed: &SignedIn) -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((header::SET_COOKIE, session_cookie(api, &signed.token, api.auth.session_ttl)))
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(signed)
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct DevSignIn {
+    login: String,
+    name: Option<String>,
+    email: Option<String>,
+}
+
+/// `POST /v1/auth/dev/sign-in {login, name?, email?}`: signs in (creating the user) without a provider. Refused
+/// (404, as if absent) unless dev sign-in is enabled.
+async fn dev_sign_in(req: HttpRequest, body: web::Json<DevSignIn>) -> Result<HttpResponse, ApiError> {
+    let api = super::api(&req)?;
+    if !api.auth.dev_sign_in {
+        return Err(ApiError::not_found("dev sign-in is disabled on this server"));
+    }
+    let body = body.into_inner();
+    crate::actors::validate::id("login", &body.login)?;
+    let name = body.name.unwrap_or_else(|| body.login.clone());
+    let email = Some(body.email.unwrap_or_else(|| format!("{}@dev.invalid", body.login)));
+    let account =
+        Account { provider: "dev", account_id: &body.login, login: &body.login, name: &name, email, avatar_url: None };
+    let signed = sign_in(&api, &req, account).await?;
+    Ok(signed_in_response(&api, &signed))
+}
+
+#[derive(Deserialize)]
+struct StartQuery {
+    redirect: Option<String>,
+}
+
+/// `GET /v1/auth/github/start?redirect=/path`: redirects the browser to GitHub's authorize page with a fresh,
+/// single-use `state`. `redirect` (where to land afterwards) must be a path on this site.
+async fn github_start(req: HttpRequest, q: web::Query<StartQuery>) -> Result<HttpResponse, ApiError> {
+    let api = super::api(&req)?;
+    let oauth = api.auth.github.clone().ok_or_else(|| ApiError::not_found("GitHub sign-in is not configured"))?;
+    let redirect = q.into_inner().redirect;
+    if let Some(r) = &redirect {
+        if !r.starts_with('/') || r.starts_with("//") || r.contains('\\') || r.len() > 2000 {
+            return Err(ApiError::bad_request("invalid_redirect", "redirect must be a path on this site"));
+        }
+    }
+    let state = random_hex(16)?;
+    let verification = CreateVerification {
+        state_hash: hash_secret(&state),
+        provider: "github".into(),
+        redirect,
+        expires_at_ms: now_ms() + OAUTH_STATE_TTL.as_millis() as i64,
+    };
+    api.domain.auth.mutate(&AUTH_DIRECTORY_KEY.to_owned(), verification).await?;
+    Ok(HttpResponse::Found().insert_header((header::LOCATION, oauth.config().authorize_url(&state))).finish())
+}
+
+#[derive(Deserialize)]
+struct CallbackQuery {
+    code: Option<String>,
+    state: Option<String>,
+    error: Option<String>,
+}
+
+/// `GET /v1/auth/github/callback?code&state`: GitHub sends the browser back here. The state must be one we issued
+/// (once); the code is exchanged for a token, the GitHub user found or created, and a session started. Lands on the
+/// `redirect` given at start (with the cookie set), or answers the session as JSON.
+async fn github_callback(req: HttpRequest, q: web::Query<CallbackQuery>) -> Result<HttpResponse, ApiError> {
+    let api = super::api(&req)?;
+    let oauth = api.auth.github.clone().ok_or_else(|| ApiError::not_found("GitHub sign-in is not configured"))?;
+    let q = q.into_inner();
+    if let Some(error) = q.error {
+        return Err(ApiError::bad_request("oauth_denied", format!("GitHub refused the sign-in: {error}")));
+    }
+    let (Some(code), Some(state)) = (q.code, q.state) else {
+        return Err(ApiError::bad_request("invalid_query", "code and state are required"));
+    };
+    let consume = ConsumeVerification { state_hash: hash_secret(&state), now_ms: now_ms() };
+    let verification = api.domain.auth.mutate(&AUTH_DIRECTORY_KEY.to_owned(), consume).await?;
+    let verification =
+        verification.ok_or_else(|| ApiError::bad_request("invalid_state", "unknown or expired state"))?;
+    let oauth_failed = |e: crate::integrations::github::oauth::OAuthError| {
+        tracing::warn!(error = %e, "GitHub OAuth failed");
+        ApiError::new(StatusCode::BAD_GATEWAY, "oauth_failed", format!("GitHub sign-in failed: {e}"))
+    };
+    let token = oauth.exchange_code(&code).await.map_err(|e| match e {
+        crate::integrations::github::oauth::OAuthError::BadCode(m) => ApiError::bad_request("invalid_code", m),
+        e => oauth_failed(e),
+    })?;
+    let gh = oauth.authenticated_user(&token.access_token).await.map_err(oauth_failed)?;
+    let account_id = gh.id.to_string();
+    let name = gh.name.clone().unwrap_or_else(|| gh.login.clone());
+    let account = Account {
+        provider: "github",
+        account_id: &account_id,
+        login: &gh.login,
+        name: &name,
+        email: gh.email.clone(),
+        avatar_url: gh.avatar_url.clone(),
+    };
+    let signed = sign_in(&api, &req, account).await?;
+    let link = LinkOAuthAccount {
+        provider: "github".into(),
+        account_id,
+        login: gh.login.clone(),
+        access_token: token.access_token,
+        scopes: token.scope,
+    };
+    api.domain.users.mutate(&signed.user_id, link).await?;
+    match verification.redirect {
+        Some(to) => Ok(HttpResponse::Found()
+            .insert_header((header::SET_COOKIE, session_cookie(&api, &signed.token, api.auth.session_ttl)))
+            .insert_header((header::LOCATION, to))
+            .finish()),
+        None => Ok(signed_in_response(&api, &signed)),
+    }
+}
+
+/// Ends one of the user's sessions: revoked on the user, removed from the index (so the token stops working at once).
+async fn revoke(api: &Api, user_id: &str, session_id: &str) -> Result<bool, ApiError> {
+    let hash =
+        api.domain.users.mutate(&user_id.to_owned(), RevokeAuthSession { session_id: session_id.to_owned() }).await?;
+    let Some(token_hash) = hash else { return Ok(false) };
+    api.domain.auth.mutate(&AUTH_DIRECTORY_KEY.to_owned(), RemoveAuthSession { token_hash }).await?;
+    Ok(true)
+}
+
+/// `POST /v1/auth/sign-out`: ends the caller's session and clears the cookie.
+async fn sign_out(req: HttpRequest, caller: Caller) -> Result<HttpResponse, ApiError> {
+    let api = super::api(&req)?;
+    revoke(&api, &caller.user_id, &caller.session_id).await?;
+    Ok(HttpResponse::NoContent().insert_header((header::SET_COOKIE, session_cookie(&api, "", Duration::ZERO))).finish())
+}
+
+/// `GET /v1/auth/sessions`: the caller's sessions (never their tokens).
+async fn list_sessions(req: HttpRequest, caller: Caller) -> Result<web::Json<Vec<AuthSessionInfo>>, ApiError> {
+    let api = super::api(&req)?;
+    Ok(web::Json(api.domain.users.read(&caller.user_id, ListAuthSessions).await?))
+}
+
+/// `DELETE /v1/auth/sessions/{id}`: signs one of the caller's sessions out (e.g. a lost laptop).
+async fn delete_session(req: HttpRequest, caller: Caller, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let api = super::api(&req)?;
+    if revoke(&api, &caller.user_id, &path.into_inner()).await? {
+        Ok(HttpResponse::NoContent().finish())
+    } else {
+        Err(ApiError::not_found("no such active session"))
+    }
+}
+
+/// `GET /v1/auth/whoami`: the caller's user and session ids.
+async fn whoami(caller: Caller) -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({
+        "userId": caller.user_id,
+        "sessionId": caller.session_id,
+        "expiresAtMs": caller.expires_at_ms,
+    }))
+}
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/auth/dev/sign-in", web::post().to(dev_sign_in))
+        .route("/auth/github/start", web::get().to(github_start))
+        .route("/auth/github/callback", web::get().to(github_callback))
+        .route("/auth/sign-out", web::post().to(sign_out))
+        .route("/auth/whoami", web::get().to(whoami))
+        .route("/auth/sessions", web::get().to(list_sessions))
+        .route("/auth/sessions/{session}", web::delete().to(delete_session));
+}
+
+impl Caller {
+    /// Whether the session is still signed in (not revoked, not expired).
+    pub async fn still_valid(&self, api: &Api) -> Result<bool, ApiError> {
+        let msg = ResolveAuthSession { token_hash: self.token_hash.clone(), now_ms: now_ms() };
+        let found = api.domain.auth.read_with(&AUTH_DIRECTORY_KEY.to_owned(), msg, Backpressure::FailFast).await?;
+        Ok(found.is_some_and(|s| s.session_id == self.session_id))
+    }
+}

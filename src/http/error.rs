@@ -1,0 +1,168 @@
+//! The web layer's error: every failure leaves as `{"error": {"code", "message"}}` with the right status. Domain
+//! refusals keep their stable code; runtime failures map to 429/503/500 and never expose internals (those are logged).
+
+use actix_web::http::{header, StatusCode};
+use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
+
+use crate::actors::DomainError;
+use crate::runtime::{ActivationFailure, CallError};
+
+/// An HTTP error with a stable machine-readable code and a human message.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{status} {code}: {message}")]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    /// Seconds a client should wait before retrying (429/503).
+    pub retry_after: Option<u32>,
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    error: Inner<'a>,
+}
+
+#[derive(Serialize)]
+struct Inner<'a> {
+    code: &'a str,
+    message: &'a str,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError { status, code, message: message.into(), retry_after: None }
+    }
+
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    pub fn unauthenticated(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthenticated", message)
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    pub fn internal() -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; see the server log")
+    }
+
+    fn unavailable(code: &'static str, message: impl Into<String>) -> Self {
+        ApiError { retry_after: Some(1), ..Self::new(StatusCode::SERVICE_UNAVAILABLE, code, message) }
+    }
+
+    /// The JSON body, also used for WebSocket error frames.
+    pub fn body(code: &str, message: &str) -> serde_json::Value {
+        serde_json::json!({ "error": { "code": code, "message": message } })
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut res = HttpResponse::build(self.status);
+        if let Some(secs) = self.retry_after {
+            res.insert_header((header::RETRY_AFTER, secs.to_string()));
+        }
+        res.json(Body { error: Inner { code: self.code, message: &self.message } })
+    }
+}
+
+impl From<DomainError> for ApiError {
+    fn from(e: DomainError) -> Self {
+        let status = match &e {
+            DomainError::NotFound { .. } => StatusCode::NOT_FOUND,
+            DomainError::Conflict(_) => StatusCode::CONFLICT,
+            DomainError::Invalid { .. } => StatusCode::BAD_REQUEST,
+            DomainError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            DomainError::Db(err) => {
+                tracing::error!(error = %err, "storage error");
+                return ApiError::internal();
+            }
+        };
+        ApiError::new(status, e.code(), e.to_string())
+    }
+}
+
+impl<E: Into<ApiError> + std::fmt::Display> From<CallError<E>> for ApiError {
+    fn from(e: CallError<E>) -> Self {
+        match e {
+            CallError::Handler(e) => e.into(),
+            CallError::Overloaded { .. } => ApiError {
+                retry_after: Some(1),
+                ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, "overloaded", "too many requests in flight; retry")
+            },
+            CallError::Timeout(_) => ApiError::unavailable("timeout", "timed out waiting for capacity; retry"),
+            CallError::ShuttingDown => ApiError::unavailable("shutting_down", "the service is shutting down"),
+            CallError::Activation(a) => match a.reason {
+                ActivationFailure::Key(k) => ApiError::bad_request("invalid_input", k.to_string()),
+                ActivationFailure::ShuttingDown => {
+                    ApiError::unavailable("shutting_down", "the service is shutting down")
+                }
+                ActivationFailure::TooManyLive(_) => ApiError::unavailable("overloaded", "too many live actors; retry"),
+                other => {
+                    tracing::error!(kind = a.kind, key = %a.key, error = %other, "activation failed");
+                    ApiError::internal()
+                }
+            },
+            CallError::Unavailable { kind, key } => {
+                tracing::error!(kind, %key, "actor unavailable");
+                ApiError::unavailable("unavailable", "temporarily unavailable; retry")
+            }
+            other @ (CallError::Panicked { .. } | CallError::Storage { .. }) => {
+                tracing::error!(error = %other, "call failed");
+                ApiError::internal()
+            }
+        }
+    }
+}
+
+impl From<crate::runtime::SnapshotError> for ApiError {
+    fn from(e: crate::runtime::SnapshotError) -> Self {
+        match e {
+            crate::runtime::SnapshotError::UnknownTopic { topic, .. } => {
+                ApiError::bad_request("unknown_topic", format!("unknown topic {topic:?}"))
+            }
+            other => {
+                tracing::error!(error = %other, "snapshot failed");
+                ApiError::internal()
+            }
+        }
+    }
+}
+
+/// Errors of the request body and query extractors as JSON: 413 for too large, 415 for a non-JSON body, 400 for
+/// malformed JSON or fields.
+pub fn json_error(err: actix_web::error::JsonPayloadError, _: &actix_web::HttpRequest) -> actix_web::Error {
+    use actix_web::error::JsonPayloadError as J;
+    let e = match &err {
+        J::OverflowKnownLength { .. } | J::Overflow { .. } => {
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", err.to_string())
+        }
+        J::ContentType => {
+            ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "expected application/json")
+        }
+        J::Deserialize(d) if d.is_data() => ApiError::bad_request("invalid_field", d.to_string()),
+        _ => ApiError::bad_request("malformed_json", err.to_string()),
+    };
+    e.into()
+}
+
+pub fn query_error(err: actix_web::error::QueryPayloadError, _: &actix_web::HttpRequest) -> actix_web::Error {
+    ApiError::bad_request("invalid_query", err.to_string()).into()
+}
+
+pub fn path_error(err: actix_web::error::PathError, _: &actix_web::HttpRequest) -> actix_web::Error {
+    ApiError::bad_request("invalid_path", err.to_string()).into()
+}

@@ -1,0 +1,101 @@
+//! Operational routes: liveness (`/healthz`), readiness (`/readyz`, 503 while shutting down) and Prometheus metrics
+//! (`/metrics`: per actor kind, plus HTTP and WebSocket counters).
+
+use std::fmt::Write;
+use std::sync::atomic::Ordering;
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Serialize;
+
+use super::{ApiError, HttpStats};
+use crate::runtime::Runtime;
+
+#[derive(Serialize)]
+struct Health {
+    status: &'static str,
+    live_actors: usize,
+}
+
+async fn healthz(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let api = super::api(&req)?;
+    Ok(HttpResponse::Ok().json(Health { status: "ok", live_actors: api.domain.runtime.live_actors() }))
+}
+
+/// Ready while the runtime accepts calls; 503 once it is shutting down (load balancers stop sending traffic).
+async fn readyz(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let rt = &super::api(&req)?.domain.runtime;
+    Ok(if rt.is_shutting_down() {
+        HttpResponse::ServiceUnavailable().json(Health { status: "shutting_down", live_actors: rt.live_actors() })
+    } else {
+        HttpResponse::Ok().json(Health { status: "ready", live_actors: rt.live_actors() })
+    })
+}
+
+/// Prometheus text exposition of the runtime's counters, per actor kind.
+pub fn render_metrics(rt: &Runtime) -> String {
+    type Metric = (&'static str, &'static str, &'static str, fn(&crate::runtime::KindStats, u64) -> u64);
+    const METRICS: &[Metric] = &[
+        ("foundry_live_actors", "gauge", "Live actors.", |s, _| s.live.load(Ordering::Relaxed) as u64),
+        ("foundry_mailbox_depth", "gauge", "Calls in flight (queued or running) to live actors.", |_, d| d),
+        ("foundry_messages_total", "counter", "Messages handled.", |s, _| s.messages.load(Ordering::Relaxed)),
+        ("foundry_transactions_total", "counter", "Write transactions committed.", |s, _| {
+            s.transactions.load(Ordering::Relaxed)
+        }),
+        ("foundry_committed_mutations_total", "counter", "Mutations committed.", |s, _| {
+            s.committed_mutations.load(Ordering::Relaxed)
+        }),
+        ("foundry_activations_total", "counter", "Actor activations.", |s, _| s.activations.load(Ordering::Relaxed)),
+        ("foundry_activation_failures_total", "counter", "Failed activations.", |s, _| {
+            s.activation_failures.load(Ordering::Relaxed)
+        }),
+        ("foundry_passivations_total", "counter", "Actors stopped (idle, evicted or shut down).", |s, _| {
+            s.passivations.load(Ordering::Relaxed)
+        }),
+        ("foundry_restarts_total", "counter", "Restarts after a panic.", |s, _| s.restarts.load(Ordering::Relaxed)),
+    ];
+    let mut rows: Vec<(&'static str, Vec<u64>)> = Vec::new();
+    rt.for_each_kind(|kind, stats, depth| rows.push((kind, METRICS.iter().map(|m| (m.3)(stats, depth)).collect())));
+    rows.sort_by_key(|(kind, _)| *kind);
+    let mut out = String::new();
+    for (i, (name, kind, help, _)) in METRICS.iter().enumerate() {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (actor_kind, values) in &rows {
+            let _ = writeln!(out, "{name}{{kind=\"{actor_kind}\"}} {}", values[i]);
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP foundry_topic_channels Topic channels with subscribers.\n# TYPE foundry_topic_channels gauge\n\
+         foundry_topic_channels {}",
+        rt.topic_channels()
+    );
+    out
+}
+
+/// The web layer's own gauges and counters, appended to [`render_metrics`].
+pub fn render_http_metrics(stats: &HttpStats, out: &mut String) {
+    let rows: [(&str, &str, &str, u64); 4] = [
+        ("foundry_ws_sessions", "gauge", "Open WebSocket sessions.", stats.ws_sessions.load(Ordering::Relaxed)),
+        ("foundry_ws_sessions_total", "counter", "WebSocket sessions opened.", stats.ws_opened.load(Ordering::Relaxed)),
+        ("foundry_ws_frames_sent_total", "counter", "Snapshot frames sent.", stats.ws_frames.load(Ordering::Relaxed)),
+        ("foundry_ws_dropped_total", "counter", "WebSocket clients dropped (dead, too slow or oversize frames).", {
+            stats.ws_dropped.load(Ordering::Relaxed)
+        }),
+    ];
+    for (name, kind, help, value) in rows {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+    }
+}
+
+async fn metrics(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let api = super::api(&req)?;
+    let mut text = render_metrics(&api.domain.runtime);
+    render_http_metrics(&api.stats, &mut text);
+    Ok(HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(text))
+}
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/healthz", web::get().to(healthz))
+        .route("/readyz", web::get().to(readyz))
+        .route("/metrics", web::get().to(metrics));
+}

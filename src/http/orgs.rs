@@ -1,0 +1,311 @@
+//! Routes of the signed-in user (`/v1/me`, `/v1/models`) and of organizations: profile and snapshot, members,
+//! repositories, audit log, GitHub connection and sync, and admin recovery operations.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+
+use super::{admin, member, Api, ApiError, Caller};
+use crate::actors::audit_log::ListAuditEvents;
+use crate::actors::github_data::{
+    AdminClearState, AdminFullSync, ConnectGitHub, GetSyncStatus, GitHubData, GitHubService, StartSync,
+};
+use crate::actors::organization::{
+    AddMember, AddRepository, CreateOrganization, GetOrganizationSnapshot, GetRepository, ListMembers,
+    ListRepositories, MemberRole, OrgKind, Owner, RemoveMember,
+};
+use crate::actors::repository::ListTaskSummaries;
+use crate::actors::user::{GetAppSnapshot, GetUser, SetDefaultModel, SetStarterRepoStatus, StarterRepoStatus};
+use crate::actors::DomainError;
+use crate::actors::{validate, RepoKey};
+use crate::integrations::github::client::AccountKind;
+use crate::runtime::{CallError, Registry};
+
+type Json<T> = web::Json<T>;
+type Res = Result<HttpResponse, ApiError>;
+
+fn ok<T: serde::Serialize>(value: T) -> Res {
+    Ok(HttpResponse::Ok().json(value))
+}
+
+fn github(api: &Api) -> Registry<GitHubData> {
+    api.domain.runtime.registry()
+}
+
+/// 422 unless the server was given GitHub API credentials (nothing could sync).
+fn require_github(api: &Api) -> Result<(), ApiError> {
+    if api.domain.runtime.service::<GitHubService>().is_none() {
+        return Err(ApiError::new(
+            actix_web::http::StatusCode::UNPROCESSABLE_ENTITY,
+            "github_not_configured",
+            "this server has no GitHub API token (see --github-token)",
+        ));
+    }
+    Ok(())
+}
+
+/// `GET /v1/me`: the caller's `app` snapshot (user, profile, default model, organizations).
+async fn me(req: HttpRequest, caller: Caller) -> Res {
+    ok(super::api(&req)?.domain.users.read(&caller.user_id, GetAppSnapshot).await?)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ModelBody {
+    model: String,
+}
+
+/// `PUT /v1/me/default-model {model}`.
+async fn set_default_model(req: HttpRequest, caller: Caller, body: Json<ModelBody>) -> Res {
+    let api = super::api(&req)?;
+    api.domain.users.mutate(&caller.user_id, SetDefaultModel { model: body.into_inner().model }).await?;
+    ok(api.domain.users.read(&caller.user_id, GetAppSnapshot).await?)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StarterBody {
+    status: StarterRepoStatus,
+}
+
+/// `PUT /v1/me/starter-repo {status: "starred" | "skipped"}`.
+async fn set_starter_repo(req: HttpRequest, caller: Caller, body: Json<StarterBody>) -> Res {
+    let api = super::api(&req)?;
+    api.domain.users.mutate(&caller.user_id, SetStarterRepoStatus { status: body.into_inner().status }).await?;
+    ok(api.domain.users.read(&caller.user_id, GetAppSnapshot).await?)
+}
+
+/// `GET /v1/models`: the models sessions may use.
+async fn models(req: HttpRequest, _: Caller) -> Res {
+    ok(super::api(&req)?.domain.models())
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct CreateOrgBody {
+    id: String,
+    display_name: String,
+    login: Option<String>,
+    kind: Option<OrgKind>,
+}
+
+/// `POST /v1/orgs {id, displayName, login?, kind?}`: creates an organization with the caller as its owner.
+async fn create_org(req: HttpRequest, caller: Caller, body: Json<CreateOrgBody>) -> Res {
+    let api = super::api(&req)?;
+    let body = body.into_inner();
+    validate::id("id", &body.id)?;
+    let user = api.domain.users.read(&caller.user_id, GetUser).await?;
+    let owner_login = user.profile.github_login.clone().unwrap_or_else(|| user.user.name.clone());
+    let msg = CreateOrganization {
+        login: body.login.unwrap_or_else(|| body.id.clone()),
+        display_name: body.display_name,
+        kind: body.kind.unwrap_or(OrgKind::Organization),
+        owner: Some(Owner { user_id: caller.user_id.clone(), login: owner_login }),
+    };
+    api.domain.orgs.mutate(&body.id, msg).await?;
+    Ok(HttpResponse::Created().json(api.domain.orgs.read(&body.id, GetOrganizationSnapshot).await?))
+}
+
+/// `GET /v1/orgs/{org}`: the organization snapshot (what `organizationUpdated` carries).
+async fn get_org(req: HttpRequest, caller: Caller, org: web::Path<String>) -> Res {
+    let api = super::api(&req)?;
+    member(&api, &caller, &org).await?;
+    ok(api.domain.orgs.read(&org, GetOrganizationSnapshot).await?)
+}
+
+async fn list_members(req: HttpRequest, caller: Caller, org: web::Path<String>) -> Res {
+    let api = super::api(&req)?;
+    member(&api, &caller, &org).await?;
+    ok(api.domain.orgs.read(&org, ListMembers).await?)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MemberBody {
+    role: MemberRole,
+    login: Option<String>,
+}
+
+/// `PUT /v1/orgs/{org}/members/{user} {role, login?}`: adds a signed-up user or changes their role (admins; only
+/// owners make owners).
+async fn put_member(
+    req: HttpRequest,
+    caller: Caller,
+    path: web::Path<(String, String)>,
+    body: Json<MemberBody>,
+) -> Res {
+    let api = super::api(&req)?;
+    let (org, user_id) = path.into_inner();
+    let me = admin(&api, &caller, &org).await?;
+    let body = body.into_inner();
+    if body.role == MemberRole::Owner && me.role() != MemberRole::Owner {
+        return Err(ApiError::forbidden("only owners may make owners"));
+    }
+    validate::id("user", &user_id)?;
+    let user = api.domain.users.read(&user_id, GetUser).await?;
+    let login = body.login.or(user.profile.github_login).unwrap_or(user.user.name);
+    let msg = AddMember { user_id, login, role: body.role, by: Some(caller.user_id.clone()) };
+    ok(api.domain.orgs.mutate(&org, msg).await?)
+}
+
+/// `DELETE /v1/orgs/{org}/members/{user}`: admins remove members; anyone may leave.
+async fn delete_member(req: HttpRequest, caller: Caller, path: web::Path<(String, String)>) -> Res {
+    let api = super::api(&req)?;
+    let (org, user_id) = path.into_inner();
+    if user_id == caller.user_id {
+        member(&api, &caller, &org).await?;
+    } else {
+        admin(&api, &caller, &org).await?;
+    }
+    if api.domain.orgs.mutate(&org, RemoveMember { user_id, by: Some(caller.user_id.clone()) }).await? {
+        Ok(HttpResponse::NoContent().finish())
+    } else {
+        Err(ApiError::not_found("not a member"))
+    }
+}
+
+async fn list_repos(req: HttpRequest, caller: Caller, org: web::Path<String>) -> Res {
+    let api = super::api(&req)?;
+    member(&api, &caller, &org).await?;
+    ok(api.domain.orgs.read(&org, ListRepositories).await?)
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct AddRepoBody {
+    repo_id: String,
+    full_name: String,
+    remote_url: String,
+    default_branch: Option<String>,
+}
+
+/// `POST /v1/orgs/{org}/repos {repoId, fullName, remoteUrl, defaultBranch?}`: imports a repository (admins).
+async fn add_repo(req: HttpRequest, caller: Caller, org: web::Path<String>, body: Json<AddRepoBody>) -> Res {
+    let api = super::api(&req)?;
+    admin(&api, &caller, &org).await?;
+    let b = body.into_inner();
+    let msg = AddRepository {
+        repo_id: b.repo_id,
+        full_name: b.full_name,
+        remote_url: b.remote_url,
+        default_branch: b.default_branch.unwrap_or_else(|| "main".into()),
+        user_id: Some(caller.user_id.clone()),
+    };
+    Ok(HttpResponse::Created().json(api.domain.add_repository(&org, msg).await?))
+}
+
+async fn get_repo(req: HttpRequest, caller: Caller, path: web::Path<(String, String)>) -> Res {
+    let api = super::api(&req)?;
+    let (org, repo) = path.into_inner();
+    member(&api, &caller, &org).await?;
+    ok(api.domain.orgs.read(&org, GetRepository { repo_id: repo }).await?)
+}
+
+/// `GET /v1/orgs/{org}/repos/{repo}/tasks`: the repository's task summaries.
+async fn list_tasks(req: HttpRequest, caller: Caller, path: web::Path<(String, String)>) -> Res {
+    let api = super::api(&req)?;
+    let (org, repo) = path.into_inner();
+    member(&api, &caller, &org).await?;
+    validate::id("repo", &repo)?;
+    api.domain.orgs.read(&org, GetRepository { repo_id: repo.clone() }).await?;
+    ok(api.domain.repos.read(&RepoKey::new(&org, &repo), ListTaskSummaries).await?)
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct AuditQuery {
+    repo: Option<String>,
+    task: Option<String>,
+    before: Option<i64>,
+    limit: Option<u32>,
+}
+
+/// `GET /v1/orgs/{org}/audit?repo&task&before&limit`: audit events, newest first.
+async fn audit(req: HttpRequest, caller: Caller, org: web::Path<String>, q: web::Query<AuditQuery>) -> Res {
+    let api = super::api(&req)?;
+    member(&api, &caller, &org).await?;
+    let q = q.into_inner();
+    let limit = q.limit.unwrap_or(50);
+    if limit == 0 || limit > 500 {
+        return Err(ApiError::bad_request("invalid_query", "limit must be 1 to 500"));
+    }
+    let msg = ListAuditEvents { repo_id: q.repo, task_id: q.task, before_id: q.before, limit };
+    ok(api.domain.audit_events(&org, msg).await?)
+}
+
+/// `GET /v1/orgs/{org}/github`: sync status and mirror counts.
+async fn github_status(req: HttpRequest, caller: Caller, org: web::Path<String>) -> Res {
+    let api = super::api(&req)?;
+    member(&api, &caller, &org).await?;
+    match github(&api).read(&org, GetSyncStatus).await {
+        Ok(status) => ok(serde_json::json!({ "connected": true, "status": status })),
+        Err(CallError::Handler(DomainError::NotFound { .. })) => ok(serde_json::json!({ "connected": false })),
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConnectBody {
+    login: String,
+    kind: AccountKind,
+}
+
+/// `POST /v1/orgs/{org}/github/connect {login, kind}`: links a GitHub account (admins), then starts a sync.
+async fn github_connect(req: HttpRequest, caller: Caller, org: web::Path<String>, body: Json<ConnectBody>) -> Res {
+    let api = super::api(&req)?;
+    admin(&api, &caller, &org).await?;
+    require_github(&api)?;
+    let b = body.into_inner();
+    github(&api).mutate(&org, ConnectGitHub { login: b.login, kind: b.kind }).await?;
+    let generation = github(&api).exec(&org, StartSync).await?;
+    Ok(HttpResponse::Accepted().json(serde_json::json!({ "generation": generation })))
+}
+
+/// `POST /v1/orgs/{org}/github/sync`: starts a sync (members); a running one is reported, not doubled.
+async fn github_sync(req: HttpRequest, caller: Caller, org: web::Path<String>) -> Res {
+    let api = super::api(&req)?;
+    member(&api, &caller, &org).await?;
+    require_github(&api)?;
+    let generation = github(&api).exec(&org, StartSync).await?;
+    Ok(HttpResponse::Accepted().json(serde_json::json!({ "generation": generation })))
+}
+
+/// `POST /v1/orgs/{org}/admin/{op}`: recovery operations (admins): `full-sync`, `clear-github`, `rebuild`.
+async fn admin_op(req: HttpRequest, caller: Caller, path: web::Path<(String, String)>) -> Res {
+    let api = super::api(&req)?;
+    let (org, op) = path.into_inner();
+    admin(&api, &caller, &org).await?;
+    match op.as_str() {
+        "full-sync" => {
+            require_github(&api)?;
+            ok(serde_json::json!({ "generation": github(&api).exec(&org, AdminFullSync).await? }))
+        }
+        "clear-github" => {
+            github(&api).exec(&org, AdminClearState).await?;
+            Ok(HttpResponse::NoContent().finish())
+        }
+        "rebuild" => ok(serde_json::json!({ "taskSummaries": api.domain.admin_rebuild_organization(&org).await? })),
+        _ => Err(ApiError::not_found(format!("no admin operation {op:?}"))),
+    }
+}
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/me", web::get().to(me))
+        .route("/me/default-model", web::put().to(set_default_model))
+        .route("/me/starter-repo", web::put().to(set_starter_repo))
+        .route("/models", web::get().to(models))
+        .route("/orgs", web::post().to(create_org))
+        .route("/orgs/{org}", web::get().to(get_org))
+        .route("/orgs/{org}/members", web::get().to(list_members))
+        .route("/orgs/{org}/members/{user}", web::put().to(put_member))
+        .route("/orgs/{org}/members/{user}", web::delete().to(delete_member))
+        .route("/orgs/{org}/repos", web::get().to(list_repos))
+        .route("/orgs/{org}/repos", web::post().to(add_repo))
+        .route("/orgs/{org}/repos/{repo}", web::get().to(get_repo))
+        .route("/orgs/{org}/repos/{repo}/tasks", web::get().to(list_tasks))
+        .route("/orgs/{org}/audit", web::get().to(audit))
+        .route("/orgs/{org}/github", web::get().to(github_status))
+        .route("/orgs/{org}/github/connect", web::post().to(github_connect))
+        .route("/orgs/{org}/github/sync", web::post().to(github_sync))
+        .route("/orgs/{org}/admin/{op}", web::post().to(admin_op));
+}

@@ -1,0 +1,350 @@
+//! Routes of tasks and sessions, addressed by full key:
+//! `/v1/orgs/{org}/repos/{repo}/tasks/{task}/sessions/{session}/...`. Every route checks the caller's membership of
+//! `{org}`; the task view carries the caller's own overlay (active session, unread, drafts), never another user's.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+
+use super::{member, Api, ApiError, Caller};
+use crate::actors::repository::CreateTask;
+use crate::actors::session::{ChangeModel, GetSessionDetail, RenameSession, StopSession};
+use crate::actors::task::{CloseSession, CreateSession, RenameTask, SwitchTask};
+use crate::actors::user::{DraftAttachment, MarkSessionUnread, SaveDraft, SetActiveSession};
+use crate::actors::{validate, RepoKey, SessionKey, TaskKey};
+
+type Json<T> = web::Json<T>;
+type Res = Result<HttpResponse, ApiError>;
+
+fn ok<T: serde::Serialize>(value: T) -> Res {
+    Ok(HttpResponse::Ok().json(value))
+}
+
+/// The api, after checking the caller is a member of the key's organization and the key's ids are well formed.
+async fn authorized(req: &HttpRequest, caller: &Caller, ids: &[&str]) -> Result<web::Data<Api>, ApiError> {
+    let api = super::api(req)?;
+    member(&api, caller, ids[0]).await?;
+    for (field, id) in ["repo", "task", "session"].iter().zip(&ids[1..]) {
+        validate::id(field, id)?;
+    }
+    Ok(api)
+}
+
+async fn task_of(
+    req: &HttpRequest,
+    caller: &Caller,
+    path: (String, String, String),
+) -> Result<(web::Data<Api>, TaskKey), ApiError> {
+    let api = authorized(req, caller, &[&path.0, &path.1, &path.2]).await?;
+    let task = RepoKey::new(&path.0, &path.1).task(&path.2);
+    api.domain.locate_task(&task).await?;
+    Ok((api, task))
+}
+
+async fn session_of(
+    req: &HttpRequest,
+    caller: &Caller,
+    p: (String, String, String, String),
+) -> Result<(web::Data<Api>, SessionKey), ApiError> {
+    let api = authorized(req, caller, &[&p.0, &p.1, &p.2, &p.3]).await?;
+    let session = RepoKey::new(&p.0, &p.1).task(&p.2).session(&p.3);
+    api.domain.locate_session(&session).await?;
+    Ok((api, session))
+}
+
+type TaskPath = web::Path<(String, String, String)>;
+type SessionPath = web::Path<(String, String, String, String)>;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateTaskBody {
+    prompt: String,
+    title: Option<String>,
+    branch: Option<String>,
+    model: Option<String>,
+}
+
+/// `POST .../repos/{repo}/tasks {prompt, title?, branch?, model?}`: creates a task with its first session, whose
+/// agent starts on the prompt.
+async fn create_task(
+    req: HttpRequest,
+    caller: Caller,
+    path: web::Path<(String, String)>,
+    body: Json<CreateTaskBody>,
+) -> Res {
+    let (org, repo) = path.into_inner();
+    let api = authorized(&req, &caller, &[&org, &repo]).await?;
+    let b = body.into_inner();
+    let msg = CreateTask {
+        prompt: b.prompt,
+        title: b.title,
+        branch: b.branch,
+        model: b.model,
+        user_id: Some(caller.user_id),
+    };
+    let created = api.domain.create_task(&RepoKey::new(&org, &repo), msg).await?;
+    Ok(HttpResponse::Created().json(serde_json::json!({
+        "orgId": created.task.org,
+        "repoId": created.task.repo,
+        "taskId": created.task.task,
+        "title": created.title,
+        "branch": created.branch,
+        "sessionId": created.session_id,
+    })))
+}
+
+/// `GET .../tasks/{task}`: the task detail with the caller's overlay.
+async fn get_task(req: HttpRequest, caller: Caller, path: TaskPath) -> Res {
+    let (api, task) = task_of(&req, &caller, path.into_inner()).await?;
+    ok(api.domain.task_view(&task, Some(&caller.user_id)).await?)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RenameBody {
+    title: String,
+}
+
+/// `PATCH .../tasks/{task} {title}`.
+async fn rename_task(req: HttpRequest, caller: Caller, path: TaskPath, body: Json<RenameBody>) -> Res {
+    let (api, task) = task_of(&req, &caller, path.into_inner()).await?;
+    api.domain.ensure_task(&task).await?;
+    api.domain
+        .tasks
+        .mutate(&task, RenameTask { title: body.into_inner().title, user_id: Some(caller.user_id.clone()) })
+        .await?;
+    ok(api.domain.task_view(&task, Some(&caller.user_id)).await?)
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ActionBody {
+    /// `revert`: the file to revert.
+    path: Option<String>,
+    /// `switch`: the branch or task to switch to.
+    target: Option<String>,
+}
+
+/// `POST .../tasks/{task}/{action}`: `archive`, `kill`, `unread`, `pull-request`, `push`, `merge`, `revert {path}`,
+/// `switch {target}`.
+async fn task_action(
+    req: HttpRequest,
+    caller: Caller,
+    path: web::Path<(String, String, String, String)>,
+    body: Option<Json<ActionBody>>,
+) -> Res {
+    let (org, repo, task, action) = path.into_inner();
+    let (api, task) = task_of(&req, &caller, (org, repo, task)).await?;
+    let body = body.map(|b| b.into_inner()).unwrap_or_default();
+    let user = Some(caller.user_id.as_str());
+    let d = &api.domain;
+    d.ensure_task(&task).await?;
+    match action.as_str() {
+        "archive" => return ok(serde_json::json!({ "status": d.archive_task(&task, user).await? })),
+        "kill" => return ok(serde_json::json!({ "status": d.kill_task(&task, user).await? })),
+        "unread" => d.mark_task_unread(&task, &caller.user_id).await?,
+        "pull-request" => {
+            return Ok(HttpResponse::Created()
+                .json(serde_json::json!({ "number": d.publish_pull_request(&task, user).await? })))
+        }
+        "push" => d.push_task(&task, user).await?,
+        "merge" => d.merge_task(&task, user).await?,
+        "revert" => {
+            let path = body.path.ok_or_else(|| ApiError::bad_request("invalid_field", "path is required"))?;
+            d.revert_file(&task, &path, user).await?
+        }
+        "switch" => {
+            let target = body.target.ok_or_else(|| ApiError::bad_request("invalid_field", "target is required"))?;
+            d.tasks.mutate(&task, SwitchTask { target, user_id: Some(caller.user_id.clone()) }).await?
+        }
+        _ => return Err(ApiError::not_found(format!("no task action {action:?}"))),
+    };
+    ok(d.task_view(&task, user).await?)
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ActiveSessionBody {
+    session_id: String,
+}
+
+/// `PUT .../tasks/{task}/active-session {sessionId}`: the caller's open tab.
+async fn set_active_session(req: HttpRequest, caller: Caller, path: TaskPath, body: Json<ActiveSessionBody>) -> Res {
+    let (api, task) = task_of(&req, &caller, path.into_inner()).await?;
+    let msg = SetActiveSession { task: task.clone(), session_id: body.into_inner().session_id };
+    api.domain.users.mutate(&caller.user_id, msg).await?;
+    ok(api.domain.task_view(&task, Some(&caller.user_id)).await?)
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct CreateSessionBody {
+    name: Option<String>,
+    model: Option<String>,
+    /// A first message for the new session's agent.
+    prompt: Option<String>,
+}
+
+/// `POST .../tasks/{task}/sessions {name?, model?, prompt?}`: opens another session.
+async fn create_session(
+    req: HttpRequest,
+    caller: Caller,
+    path: TaskPath,
+    body: Option<Json<CreateSessionBody>>,
+) -> Res {
+    let (api, task) = task_of(&req, &caller, path.into_inner()).await?;
+    let b = body.map(|b| b.into_inner()).unwrap_or_default();
+    if let Some(prompt) = &b.prompt {
+        validate::text("prompt", prompt)?;
+    }
+    let msg = CreateSession { name: b.name, model: b.model, user_id: Some(caller.user_id.clone()) };
+    let id = api.domain.create_session(&task, msg).await?;
+    let session = task.session(&id);
+    if let Some(prompt) = b.prompt {
+        api.domain.send_message(&session, &prompt, Some(&caller.user_id)).await?;
+    }
+    Ok(HttpResponse::Created().json(api.domain.sessions.read(&session, GetSessionDetail).await?))
+}
+
+/// `GET .../sessions/{session}`: the session detail with its transcript.
+async fn get_session(req: HttpRequest, caller: Caller, path: SessionPath) -> Res {
+    let (api, session) = session_of(&req, &caller, path.into_inner()).await?;
+    ok(api.domain.sessions.read(&session, GetSessionDetail).await?)
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct UpdateSessionBody {
+    name: Option<String>,
+    model: Option<String>,
+    mode: Option<String>,
+    thought_level: Option<String>,
+}
+
+/// `PATCH .../sessions/{session} {name?, model?, mode?, thoughtLevel?}`.
+async fn update_session(req: HttpRequest, caller: Caller, path: SessionPath, body: Json<UpdateSessionBody>) -> Res {
+    let (api, session) = session_of(&req, &caller, path.into_inner()).await?;
+    let b = body.into_inner();
+    let user_id = Some(caller.user_id.clone());
+    if b.model.is_none() && (b.mode.is_some() || b.thought_level.is_some()) {
+        return Err(ApiError::bad_request("invalid_field", "mode and thoughtLevel are set together with model"));
+    }
+    // Validate everything before changing anything: a rename must not land if the model change is refused.
+    if let Some(name) = &b.name {
+        validate::name("name", name, 200)?;
+    }
+    if let Some(model) = b.model {
+        let msg = ChangeModel { model, mode: b.mode, thought_level: b.thought_level, user_id: user_id.clone() };
+        api.domain.sessions.mutate(&session, msg).await?;
+    }
+    if let Some(name) = b.name {
+        api.domain.sessions.mutate(&session, RenameSession { name, user_id }).await?;
+    }
+    ok(api.domain.sessions.read(&session, GetSessionDetail).await?)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TextBody {
+    text: String,
+}
+
+/// `POST .../sessions/{session}/messages {text}`: runs now, or queues after the running turn.
+async fn send_message(req: HttpRequest, caller: Caller, path: SessionPath, body: Json<TextBody>) -> Res {
+    let (api, session) = session_of(&req, &caller, path.into_inner()).await?;
+    let submitted = api.domain.send_message(&session, &body.into_inner().text, Some(&caller.user_id)).await?;
+    Ok(HttpResponse::Accepted().json(serde_json::json!({ "submitted": submitted })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SteerBody {
+    guidance: String,
+}
+
+/// `POST .../sessions/{session}/steer {guidance}`: guidance for the running turn of exactly this session.
+async fn steer(req: HttpRequest, caller: Caller, path: SessionPath, body: Json<SteerBody>) -> Res {
+    let (api, session) = session_of(&req, &caller, path.into_inner()).await?;
+    api.domain.steer(&session, &body.into_inner().guidance, Some(&caller.user_id)).await?;
+    Ok(HttpResponse::Accepted().finish())
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct InterruptBody {
+    #[serde(default)]
+    drop_queued: bool,
+}
+
+/// `POST .../sessions/{session}/interrupt {dropQueued?}`: cancels the running turn of exactly this session.
+async fn interrupt(req: HttpRequest, caller: Caller, path: SessionPath, body: Option<Json<InterruptBody>>) -> Res {
+    let (api, session) = session_of(&req, &caller, path.into_inner()).await?;
+    let drop_queued = body.map(|b| b.drop_queued).unwrap_or(false);
+    let dropped = api.domain.interrupt(&session, drop_queued, Some(&caller.user_id)).await?;
+    ok(serde_json::json!({ "droppedPrompts": dropped }))
+}
+
+/// `POST .../sessions/{session}/stop`: stops the session's agent.
+async fn stop(req: HttpRequest, caller: Caller, path: SessionPath) -> Res {
+    let (api, session) = session_of(&req, &caller, path.into_inner()).await?;
+    api.domain.sessions.exec(&session, StopSession { user_id: Some(caller.user_id.clone()) }).await?;
+    ok(api.domain.sessions.read(&session, GetSessionDetail).await?)
+}
+
+/// `DELETE .../sessions/{session}`: closes the session (a task keeps at least one open).
+async fn close(req: HttpRequest, caller: Caller, path: SessionPath) -> Res {
+    let (api, session) = session_of(&req, &caller, path.into_inner()).await?;
+    let msg = CloseSession { session_id: session.session.clone(), user_id: Some(caller.user_id.clone()) };
+    api.domain.tasks.mutate(&session.task_key(), msg).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DraftBody {
+    text: String,
+    #[serde(default)]
+    attachments: Vec<DraftAttachment>,
+}
+
+/// `PUT .../sessions/{session}/draft {text, attachments}`: the caller's unsent message.
+async fn save_draft(req: HttpRequest, caller: Caller, path: SessionPath, body: Json<DraftBody>) -> Res {
+    let (api, session) = session_of(&req, &caller, path.into_inner()).await?;
+    let b = body.into_inner();
+    let task = session.task_key();
+    api.domain.users.mutate(&caller.user_id, SaveDraft { session, text: b.text, attachments: b.attachments }).await?;
+    ok(api.domain.task_view(&task, Some(&caller.user_id)).await?)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UnreadBody {
+    unread: bool,
+}
+
+/// `PUT .../sessions/{session}/unread {unread}`: the caller's unread mark.
+async fn set_unread(req: HttpRequest, caller: Caller, path: SessionPath, body: Json<UnreadBody>) -> Res {
+    let (api, session) = session_of(&req, &caller, path.into_inner()).await?;
+    let task = session.task_key();
+    api.domain.users.mutate(&caller.user_id, MarkSessionUnread { session, unread: body.unread }).await?;
+    ok(api.domain.task_view(&task, Some(&caller.user_id)).await?)
+}
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    const T: &str = "/orgs/{org}/repos/{repo}/tasks/{task}";
+    const S: &str = "/orgs/{org}/repos/{repo}/tasks/{task}/sessions/{session}";
+    cfg.route("/orgs/{org}/repos/{repo}/tasks", web::post().to(create_task))
+        .route(T, web::get().to(get_task))
+        .route(T, web::patch().to(rename_task))
+        .route(&format!("{T}/active-session"), web::put().to(set_active_session))
+        .route(&format!("{T}/sessions"), web::post().to(create_session))
+        .route(&format!("{T}/{{action}}"), web::post().to(task_action))
+        .route(S, web::get().to(get_session))
+        .route(S, web::patch().to(update_session))
+        .route(S, web::delete().to(close))
+        .route(&format!("{S}/messages"), web::post().to(send_message))
+        .route(&format!("{S}/steer"), web::post().to(steer))
+        .route(&format!("{S}/interrupt"), web::post().to(interrupt))
+        .route(&format!("{S}/stop"), web::post().to(stop))
+        .route(&format!("{S}/draft"), web::put().to(save_draft))
+        .route(&format!("{S}/unread"), web::put().to(set_unread));
+}

@@ -1,0 +1,434 @@
+//! `GET /v1/ws`: WebSocket topic subscriptions (actix-ws).
+//!
+//! One task per connection owns its subscriptions (runtime topic channels). A topic channel holds only the latest
+//! snapshot, and a send waits for the socket (actix-ws's channel is bounded and the HTTP writer stops pulling when the
+//! TCP buffer is full), so a slow client receives coalesced latest snapshots and never grows a buffer; a client that
+//! takes longer than `send_timeout` for one frame is dropped. Heartbeats drop clients that stop answering; the
+//! session token and every subscription's membership are re-checked periodically, so sign-out or removal from an
+//! organization ends access on open connections too.
+//!
+//! Client frames: `{"type":"subscribe","topic","key"}`, `{"type":"unsubscribe","topic","key"}`, `{"type":"ping"}`.
+//! Server frames: `{"type":"{topic}Updated","key","version","snapshot"}`, `{"type":"error","code","message"}`,
+//! `{"type":"pong"}`, `{"type":"unsubscribed","topic","key"}`. Keys: `app` takes none (the caller's own), otherwise
+//! `{"org"}`, `{"org","repo","task"}` or `{"org","repo","task","session"}`.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use actix_ws::{CloseCode, CloseReason, Message, MessageStream, ProtocolError, Session};
+use serde::Deserialize;
+
+use super::{member, Api, ApiError, Caller};
+use crate::actors::{organization, session, task, user, RepoKey, SessionKey, TaskKey};
+use crate::runtime::{Subscription, TopicEvent};
+
+/// Connection limits and timers.
+#[derive(Debug, Clone)]
+pub struct WsSettings {
+    /// How often the server pings, and re-checks the session and memberships every `recheck_every` pings.
+    pub heartbeat: Duration,
+    /// A client silent for this long is dropped.
+    pub client_timeout: Duration,
+    pub recheck_every: u32,
+    /// Largest client frame; a larger one closes the connection (1009).
+    pub max_frame: usize,
+    pub max_subscriptions: usize,
+    /// Longest wait for the socket to take one frame before the client is dropped as too slow.
+    pub send_timeout: Duration,
+}
+
+impl Default for WsSettings {
+    fn default() -> Self {
+        WsSettings {
+            heartbeat: Duration::from_secs(15),
+            client_timeout: Duration::from_secs(45),
+            recheck_every: 2,
+            max_frame: 64 * 1024,
+            max_subscriptions: 256,
+            send_timeout: Duration::from_secs(20),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ClientFrame {
+    #[serde(rename = "type")]
+    kind: String,
+    topic: Option<String>,
+    key: Option<FrameKey>,
+}
+
+#[derive(Deserialize, Clone, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+struct FrameKey {
+    org: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    repo: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    task: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    session: Option<String>,
+}
+
+/// What a subscription is to.
+#[derive(Clone, PartialEq, Eq, Hash)]
+enum Target {
+    App(String),
+    Organization(String),
+    Task(TaskKey),
+    Session(SessionKey),
+}
+
+impl Target {
+    fn org(&self) -> Option<&str> {
+        match self {
+            Target::App(_) => None,
+            Target::Organization(org) => Some(org),
+            Target::Task(t) => Some(&t.org),
+            Target::Session(s) => Some(&s.org),
+        }
+    }
+
+    fn topic(&self) -> &'static str {
+        match self {
+            Target::App(_) => user::APP_TOPIC,
+            Target::Organization(_) => organization::TOPIC,
+            Target::Task(_) => task::TOPIC,
+            Target::Session(_) => session::TOPIC,
+        }
+    }
+}
+
+struct Sub {
+    /// The key as the client names it in frames (JSON).
+    key_json: String,
+    channel: Subscription,
+}
+
+/// Parses a subscribe/unsubscribe target; the caller's own user for `app`.
+fn target(caller: &Caller, topic: &str, key: Option<FrameKey>) -> Result<Target, ApiError> {
+    let need = |k: Option<FrameKey>| k.ok_or_else(|| ApiError::bad_request("invalid_frame", "key is required"));
+    let field = |v: Option<String>, name: &str| {
+        v.ok_or_else(|| ApiError::bad_request("invalid_frame", format!("key.{name} is required for topic {topic:?}")))
+    };
+    Ok(match topic {
+        "app" => match key {
+            None => Target::App(caller.user_id.clone()),
+            Some(_) => return Err(ApiError::bad_request("invalid_frame", "topic app takes no key (it is your own)")),
+        },
+        "organization" => Target::Organization(need(key)?.org),
+        "task" => {
+            let k = need(key)?;
+            Target::Task(RepoKey::new(&k.org, &field(k.repo, "repo")?).task(field(k.task, "task")?))
+        }
+        "session" => {
+            let k = need(key)?;
+            let task = RepoKey::new(&k.org, &field(k.repo, "repo")?).task(field(k.task, "task")?);
+            Target::Session(task.session(field(k.session, "session")?))
+        }
+        "sandboxProcesses" => {
+            return Err(ApiError::bad_request(
+                "unsupported_topic",
+                "sandbox processes are not tracked by this server (sessions run on the agent backend)",
+            ))
+        }
+        other => return Err(ApiError::bad_request("unknown_topic", format!("unknown topic {other:?}"))),
+    })
+}
+
+fn key_json(target: &Target) -> String {
+    let key = match target {
+        Target::App(user) => return serde_json::json!({ "user": user }).to_string(),
+        Target::Organization(org) => FrameKey { org: org.clone(), repo: None, task: None, session: None },
+        Target::Task(t) => {
+            FrameKey { org: t.org.clone(), repo: Some(t.repo.clone()), task: Some(t.task.clone()), session: None }
+        }
+        Target::Session(s) => FrameKey {
+            org: s.org.clone(),
+            repo: Some(s.repo.clone()),
+            task: Some(s.task.clone()),
+            session: Some(s.session.clone()),
+        },
+    };
+    serde_json::to_string(&key).unwrap_or_default()
+}
+
+/// `{"type":"{topic}Updated","key","version","snapshot"}`: the snapshot is spliced in as already-serialised JSON, so
+/// a thousand subscribers cost a thousand string copies, not a thousand serialisations.
+fn update_frame(key_json: &str, ev: &TopicEvent) -> String {
+    format!(
+        r#"{{"type":"{}Updated","key":{},"version":{},"snapshot":{}}}"#,
+        ev.topic,
+        key_json,
+        ev.version,
+        ev.snapshot.get()
+    )
+}
+
+fn error_frame(e: &ApiError) -> String {
+    serde_json::json!({ "type": "error", "code": e.code, "message": e.message }).to_string()
+}
+
+/// Checks access to `target` and opens its topic channel.
+async fn open(api: &Api, caller: &Caller, target: &Target) -> Result<Subscription, ApiError> {
+    if let Some(org) = target.org() {
+        member(api, caller, org).await?;
+    }
+    let d = &api.domain;
+    let sub = match target {
+        Target::App(user) => d.users.subscribe(user, user::APP_TOPIC).await,
+        Target::Organization(org) => d.orgs.subscribe(org, organization::TOPIC).await,
+        Target::Task(t) => {
+            d.locate_task(t).await?;
+            d.ensure_task(t).await?;
+            d.tasks.subscribe(t, task::TOPIC).await
+        }
+        Target::Session(s) => {
+            d.locate_session(s).await?;
+            d.sessions.subscribe(s, session::TOPIC).await
+        }
+    };
+    Ok(sub?)
+}
+
+enum Event {
+    Incoming(Option<Result<Message, ProtocolError>>),
+    Tick,
+    Changed(Target, Option<Arc<TopicEvent>>),
+}
+
+type Change<'a> = Pin<Box<dyn Future<Output = (Target, Option<Arc<TopicEvent>>)> + 'a>>;
+
+/// The next snapshot of any subscription (never resolves without subscriptions).
+async fn next_change(subs: &mut HashMap<Target, Sub>) -> (Target, Option<Arc<TopicEvent>>) {
+    if subs.is_empty() {
+        return std::future::pending().await;
+    }
+    let waits = subs.iter_mut().map(|(t, s)| -> Change<'_> {
+        let t = t.clone();
+        Box::pin(async move { (t, s.channel.next().await) })
+    });
+    futures_util::future::select_all(waits).await.0
+}
+
+struct Connection {
+    api: web::Data<Api>,
+    caller: Caller,
+    session: Session,
+    subs: HashMap<Target, Sub>,
+    last_heard: Instant,
+    ticks: u32,
+}
+
+/// Why a connection ends.
+enum End {
+    Client,
+    Close(CloseReason),
+    Dropped(&'static str),
+}
+
+impl Connection {
+    /// Sends one frame, waiting for the socket up to the send timeout.
+    async fn send(&mut self, frame: String) -> Result<(), End> {
+        match tokio::time::timeout(self.api.ws.send_timeout, self.session.text(frame)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(End::Client),
+            Err(_) => Err(End::Dropped("too slow")),
+        }
+    }
+
+    async fn run(mut self, mut stream: MessageStream) {
+        let stats = &self.api.stats;
+        stats.ws_sessions.fetch_add(1, Ordering::Relaxed);
+        stats.ws_opened.fetch_add(1, Ordering::Relaxed);
+        let mut tick = tokio::time::interval(self.api.ws.heartbeat);
+        tick.tick().await;
+        let mut closing = self.api.closing();
+        let end = loop {
+            if *closing.borrow_and_update() {
+                break End::Close(CloseReason {
+                    code: CloseCode::Away,
+                    description: Some("server shutting down".into()),
+                });
+            }
+            let event = tokio::select! {
+                _ = closing.changed() => continue,
+                m = stream.recv() => Event::Incoming(m),
+                _ = tick.tick() => Event::Tick,
+                (t, ev) = next_change(&mut self.subs) => Event::Changed(t, ev),
+            };
+            let step = match event {
+                Event::Incoming(m) => self.incoming(m).await,
+                Event::Tick => self.heartbeat().await,
+                Event::Changed(t, ev) => self.changed(t, ev).await,
+            };
+            if let Err(end) = step {
+                break end;
+            }
+        };
+        let stats = &self.api.stats;
+        stats.ws_sessions.fetch_sub(1, Ordering::Relaxed);
+        let reason = match end {
+            End::Client => None,
+            End::Close(reason) => Some(reason),
+            End::Dropped(why) => {
+                stats.ws_dropped.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(user = %self.caller.user_id, why, "WebSocket client dropped");
+                Some(CloseReason { code: CloseCode::Away, description: Some(why.to_owned()) })
+            }
+        };
+        if let Some(reason) = reason {
+            let _ = tokio::time::timeout(Duration::from_secs(1), self.session.clone().close(Some(reason))).await;
+        }
+    }
+
+    async fn incoming(&mut self, m: Option<Result<Message, ProtocolError>>) -> Result<(), End> {
+        self.last_heard = Instant::now();
+        match m {
+            None | Some(Ok(Message::Close(_))) => Err(End::Client),
+            Some(Ok(Message::Text(text))) => self.frame(&text).await,
+            Some(Ok(Message::Ping(bytes))) => self.session.pong(&bytes).await.map_err(|_| End::Client),
+            Some(Ok(Message::Pong(_) | Message::Nop)) => Ok(()),
+            Some(Ok(Message::Binary(_) | Message::Continuation(_))) => {
+                let e = ApiError::bad_request("invalid_frame", "send JSON text frames");
+                self.send(error_frame(&e)).await
+            }
+            Some(Err(ProtocolError::Overflow)) => {
+                let why = format!("frame larger than {} bytes", self.api.ws.max_frame);
+                self.api.stats.ws_dropped.fetch_add(1, Ordering::Relaxed);
+                Err(End::Close(CloseReason { code: CloseCode::Size, description: Some(why) }))
+            }
+            Some(Err(e)) => {
+                Err(End::Close(CloseReason { code: CloseCode::Protocol, description: Some(e.to_string()) }))
+            }
+        }
+    }
+
+    async fn frame(&mut self, text: &str) -> Result<(), End> {
+        let reply = match serde_json::from_str::<ClientFrame>(text) {
+            Err(e) => Err(ApiError::bad_request("invalid_frame", e.to_string())),
+            Ok(f) => match f.kind.as_str() {
+                "ping" => return self.send(r#"{"type":"pong"}"#.to_owned()).await,
+                "subscribe" | "unsubscribe" => match f.topic.as_deref() {
+                    None => Err(ApiError::bad_request("invalid_frame", "topic is required")),
+                    Some(topic) => match target(&self.caller, topic, f.key) {
+                        Err(e) => Err(e),
+                        Ok(t) if f.kind == "subscribe" => self.subscribe(t).await,
+                        Ok(t) => {
+                            let frame =
+                                format!(r#"{{"type":"unsubscribed","topic":"{}","key":{}}}"#, t.topic(), key_json(&t));
+                            self.subs.remove(&t);
+                            return self.send(frame).await;
+                        }
+                    },
+                },
+                other => Err(ApiError::bad_request("invalid_frame", format!("unknown frame type {other:?}"))),
+            },
+        };
+        match reply {
+            Ok(()) => Ok(()),
+            Err(e) => self.send(error_frame(&e)).await,
+        }
+    }
+
+    /// Subscribing again to the same target resends its current snapshot.
+    async fn subscribe(&mut self, t: Target) -> Result<(), ApiError> {
+        if !self.subs.contains_key(&t) && self.subs.len() >= self.api.ws.max_subscriptions {
+            let max = self.api.ws.max_subscriptions;
+            return Err(ApiError::bad_request("too_many_subscriptions", format!("at most {max} per connection")));
+        }
+        let channel = open(&self.api, &self.caller, &t).await?;
+        // The first `next()` of a fresh channel yields the current snapshot: the loop sends it like any change.
+        self.subs.insert(t.clone(), Sub { key_json: key_json(&t), channel });
+        Ok(())
+    }
+
+    async fn changed(&mut self, t: Target, ev: Option<Arc<TopicEvent>>) -> Result<(), End> {
+        let Some(ev) = ev else {
+            // The runtime is shutting down: its topic channels are gone.
+            return Err(End::Close(CloseReason {
+                code: CloseCode::Restart,
+                description: Some("server restarting".into()),
+            }));
+        };
+        let Some(sub) = self.subs.get(&t) else { return Ok(()) };
+        let frame = update_frame(&sub.key_json, &ev);
+        self.send(frame).await?;
+        self.api.stats.ws_frames.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    async fn heartbeat(&mut self) -> Result<(), End> {
+        if self.last_heard.elapsed() > self.api.ws.client_timeout {
+            return Err(End::Dropped("no heartbeat"));
+        }
+        self.ticks += 1;
+        if self.ticks.is_multiple_of(self.api.ws.recheck_every.max(1)) {
+            self.recheck().await?;
+        }
+        match tokio::time::timeout(self.api.ws.send_timeout, self.session.ping(b"")).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(End::Client),
+            Err(_) => Err(End::Dropped("too slow")),
+        }
+    }
+
+    /// Ends the connection if its session was revoked or expired; drops subscriptions the caller lost access to.
+    async fn recheck(&mut self) -> Result<(), End> {
+        match self.caller.still_valid(&self.api).await {
+            Ok(true) => {}
+            Ok(false) => {
+                let e = ApiError::unauthenticated("session expired or signed out");
+                self.send(error_frame(&e)).await?;
+                return Err(End::Close(CloseReason {
+                    code: CloseCode::Policy,
+                    description: Some("signed out".into()),
+                }));
+            }
+            // The directory is busy or restarting: keep the connection; the next recheck decides.
+            Err(_) => return Ok(()),
+        }
+        let orgs: Vec<String> = self.subs.keys().filter_map(|t| t.org()).map(str::to_owned).collect();
+        let mut lost = Vec::new();
+        for org in dedup(orgs) {
+            if let Err(e) = member(&self.api, &self.caller, &org).await {
+                if e.status.as_u16() == 403 || e.status.as_u16() == 404 {
+                    lost.push((org, e));
+                }
+            }
+        }
+        for (org, e) in lost {
+            self.subs.retain(|t, _| t.org() != Some(org.as_str()));
+            self.send(error_frame(&e)).await?;
+        }
+        Ok(())
+    }
+}
+
+fn dedup(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v.dedup();
+    v
+}
+
+/// Upgrades an authenticated request (401 before the upgrade otherwise).
+async fn ws(req: HttpRequest, body: web::Payload) -> Result<HttpResponse, ApiError> {
+    let api = super::api(&req)?;
+    let caller = Caller::from_request_async(&req).await?;
+    let (response, session, stream) = actix_ws::handle(&req, body)
+        .map_err(|e| ApiError::bad_request("not_websocket", format!("expected a WebSocket upgrade: {e}")))?;
+    let stream = stream.max_frame_size(api.ws.max_frame);
+    let conn = Connection { api, caller, session, subs: HashMap::new(), last_heard: Instant::now(), ticks: 0 };
+    actix_web::rt::spawn(conn.run(stream));
+    Ok(response)
+}
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/ws", web::get().to(ws));
+}

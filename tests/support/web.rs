@@ -1,0 +1,75 @@
+//! A running foundry HTTP server on a temporary data directory, and a small JSON client for it.
+
+use std::sync::Arc;
+
+use actix_web::dev::ServerHandle;
+use foundry::actors::Domain;
+use foundry::http::{Api, AuthSettings};
+use foundry::runtime::Runtime;
+use serde_json::Value;
+
+pub struct TestServer {
+    pub base: String,
+    pub addr: std::net::SocketAddr,
+    pub api: Arc<Api>,
+    pub rt: Runtime,
+    pub client: reqwest::Client,
+    handle: ServerHandle,
+    pub dir: tempfile::TempDir,
+}
+
+/// Starts a server (dev sign-in on) after `configure` adjusts the api.
+pub async fn start(configure: impl FnOnce(&mut Api, &str)) -> TestServer {
+    let (rt, dir) = super::runtime(2);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let base = format!("http://{addr}");
+    let mut api = Api::new(Domain::new(rt.clone()), AuthSettings { dev_sign_in: true, ..AuthSettings::default() });
+    configure(&mut api, &base);
+    let api = Arc::new(api);
+    let server = foundry::http::server_on(api.clone(), listener, 2).unwrap();
+    let handle = server.handle();
+    actix_rt::spawn(server);
+    let client =
+        foundry::integrations::http_client_builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    TestServer { base, addr, api, rt, client, handle, dir }
+}
+
+impl TestServer {
+    /// Dev sign-in; returns the session token.
+    pub async fn sign_in(&self, login: &str) -> String {
+        let (status, body) =
+            self.call("POST", "/v1/auth/dev/sign-in", None, Some(serde_json::json!({ "login": login }))).await;
+        assert_eq!(status, 200, "{body}");
+        body["token"].as_str().unwrap().to_owned()
+    }
+
+    /// The user id behind a token.
+    pub async fn user_id(&self, token: &str) -> String {
+        let (status, body) = self.call("GET", "/v1/auth/whoami", Some(token), None).await;
+        assert_eq!(status, 200, "{body}");
+        body["userId"].as_str().unwrap().to_owned()
+    }
+
+    /// One JSON request; the status and the body (`null` when empty or not JSON).
+    pub async fn call(&self, method: &str, path: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut req = self.client.request(method, format!("{}{path}", self.base));
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let res = req.send().await.unwrap();
+        let status = res.status().as_u16();
+        let text = res.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    pub async fn stop(self) {
+        self.api.close_connections();
+        self.handle.stop(true).await;
+        self.rt.shutdown().await;
+    }
+}

@@ -1,0 +1,261 @@
+//! WebSocket topic subscriptions with a real WebSocket client over TCP against the running server: authentication
+//! before the upgrade, snapshot first then every change, membership checks, per-user `app` isolation, error frames
+//! that leave the connection usable, oversize frames, heartbeats, and sign-out/removal ending access.
+
+mod support;
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use support::web::{start, TestServer};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::Message;
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn connect(s: &TestServer, token: Option<&str>) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
+    let mut req = format!("ws://{}/v1/ws", s.addr).into_client_request().unwrap();
+    if let Some(token) = token {
+        req.headers_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+    }
+    tokio_tungstenite::connect_async(req).await.map(|(ws, _)| ws)
+}
+
+async fn send(ws: &mut Ws, frame: Value) {
+    ws.send(Message::Text(frame.to_string().into())).await.unwrap();
+}
+
+/// The next JSON text frame (pings are answered by the client library).
+async fn recv(ws: &mut Ws) -> Value {
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(20), ws.next()).await.expect("a frame within 20 s");
+        match msg.expect("connection open").expect("no protocol error") {
+            Message::Text(t) => return serde_json::from_str(&t).unwrap(),
+            Message::Ping(_) | Message::Pong(_) => continue,
+            other => panic!("unexpected frame {other:?}"),
+        }
+    }
+}
+
+/// Frames until one of `kind`, skipping others.
+async fn recv_type(ws: &mut Ws, kind: &str) -> Value {
+    loop {
+        let f = recv(ws).await;
+        if f["type"] == kind {
+            return f;
+        }
+    }
+}
+
+async fn world(s: &TestServer) -> (String, String) {
+    let alice = s.sign_in("alice").await;
+    let bob = s.sign_in("bob").await;
+    let (st, _) = s.call("POST", "/v1/orgs", Some(&alice), Some(json!({ "id": "acme", "displayName": "Acme" }))).await;
+    assert_eq!(st, 201);
+    let repo = json!({ "repoId": "r1", "fullName": "acme/r1", "remoteUrl": "https://example.invalid/acme/r1.git" });
+    let (st, _) = s.call("POST", "/v1/orgs/acme/repos", Some(&alice), Some(repo)).await;
+    assert_eq!(st, 201);
+    (alice, bob)
+}
+
+#[actix_rt::test]
+async fn subscriptions_get_the_snapshot_then_every_change() {
+    let s = start(|_, _| {}).await;
+    let (alice, bob) = world(&s).await;
+
+    match connect(&s, None).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(res)) => assert_eq!(res.status(), 401),
+        other => panic!("an unauthenticated upgrade must be refused, got {:?}", other.map(|_| ())),
+    }
+
+    let mut ws = connect(&s, Some(&alice)).await.unwrap();
+    send(&mut ws, json!({ "type": "subscribe", "topic": "organization", "key": { "org": "acme" } })).await;
+    let first = recv(&mut ws).await;
+    assert_eq!(first["type"], "organizationUpdated", "{first}");
+    assert_eq!(first["key"], json!({ "org": "acme" }));
+    assert_eq!(first["snapshot"]["repos"][0]["repoId"], "r1");
+    let v0 = first["version"].as_u64().unwrap();
+
+    let (st, _) =
+        s.call("POST", "/v1/orgs/acme/repos/r1/tasks", Some(&alice), Some(json!({ "prompt": "Fix login" }))).await;
+    assert_eq!(st, 201);
+    // Coalesced or not, the latest snapshot arrives with a newer version and the task in it.
+    let mut latest = first;
+    while latest["snapshot"]["taskSummaries"].as_array().is_none_or(|t| t.is_empty()) {
+        latest = recv_type(&mut ws, "organizationUpdated").await;
+        assert!(latest["version"].as_u64().unwrap() > v0);
+    }
+    assert_eq!(latest["snapshot"]["taskSummaries"][0]["taskId"], "t1", "{latest}");
+
+    // Task and session topics.
+    send(
+        &mut ws,
+        json!({ "type": "subscribe", "topic": "task", "key": { "org": "acme", "repo": "r1", "task": "t1" } }),
+    )
+    .await;
+    let task = recv_type(&mut ws, "taskUpdated").await;
+    assert_eq!(task["snapshot"]["taskId"], "t1");
+    let key = json!({ "org": "acme", "repo": "r1", "task": "t1", "session": "s1" });
+    send(&mut ws, json!({ "type": "subscribe", "topic": "session", "key": key })).await;
+    let session = recv_type(&mut ws, "sessionUpdated").await;
+    assert_eq!(session["snapshot"]["sessionId"], "s1");
+
+    // Malformed and refused frames get error frames; the connection stays usable.
+    ws.send(Message::Text("{not json".into())).await.unwrap();
+    assert_eq!(recv_type(&mut ws, "error").await["code"], "invalid_frame");
+    send(&mut ws, json!({ "type": "subscribe", "topic": "weather", "key": { "org": "acme" } })).await;
+    assert_eq!(recv_type(&mut ws, "error").await["code"], "unknown_topic");
+    send(
+        &mut ws,
+        json!({ "type": "subscribe", "topic": "task", "key": { "org": "acme", "repo": "r1", "task": "t404" } }),
+    )
+    .await;
+    assert_eq!(recv_type(&mut ws, "error").await["code"], "not_found");
+    send(&mut ws, json!({ "type": "subscribe", "topic": "organization", "key": { "org": "nope" } })).await;
+    assert_eq!(recv_type(&mut ws, "error").await["code"], "not_found");
+    send(&mut ws, json!({ "type": "ping" })).await;
+    assert_eq!(recv_type(&mut ws, "pong").await["type"], "pong");
+    send(&mut ws, json!({ "type": "unsubscribe", "topic": "session", "key": key })).await;
+    assert_eq!(recv_type(&mut ws, "unsubscribed").await["topic"], "session");
+
+    // A non-member is refused the organization's topics, on the same usable connection.
+    let mut bobws = connect(&s, Some(&bob)).await.unwrap();
+    send(&mut bobws, json!({ "type": "subscribe", "topic": "organization", "key": { "org": "acme" } })).await;
+    assert_eq!(recv(&mut bobws).await["code"], "forbidden");
+    send(
+        &mut bobws,
+        json!({ "type": "subscribe", "topic": "task", "key": { "org": "acme", "repo": "r1", "task": "t1" } }),
+    )
+    .await;
+    assert_eq!(recv(&mut bobws).await["code"], "forbidden");
+    send(&mut bobws, json!({ "type": "ping" })).await;
+    assert_eq!(recv(&mut bobws).await["type"], "pong");
+    s.stop().await;
+}
+
+#[actix_rt::test]
+async fn the_app_topic_reaches_only_its_own_user() {
+    let s = start(|_, _| {}).await;
+    let (alice, bob) = world(&s).await;
+    let alice_id = s.user_id(&alice).await;
+    let bob_id = s.user_id(&bob).await;
+    let mut a = connect(&s, Some(&alice)).await.unwrap();
+    let mut b = connect(&s, Some(&bob)).await.unwrap();
+    send(&mut a, json!({ "type": "subscribe", "topic": "app" })).await;
+    send(&mut b, json!({ "type": "subscribe", "topic": "app" })).await;
+    let fa = recv_type(&mut a, "appUpdated").await;
+    let fb = recv_type(&mut b, "appUpdated").await;
+    assert_eq!(fa["snapshot"]["user"]["id"], alice_id.as_str());
+    assert_eq!(fb["snapshot"]["user"]["id"], bob_id.as_str());
+    // Naming another user's app is refused: app always means your own.
+    send(&mut b, json!({ "type": "subscribe", "topic": "app", "key": { "org": alice_id } })).await;
+    assert_eq!(recv_type(&mut b, "error").await["code"], "invalid_frame");
+
+    // alice changes her app state; her connection sees it, bob's never does.
+    let (st, models) = s.call("GET", "/v1/models", Some(&alice), None).await;
+    assert_eq!(st, 200);
+    let other = models
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .find(|m| *m != fa["snapshot"]["defaultModel"])
+        .unwrap()
+        .to_owned();
+    let (st, _) = s.call("PUT", "/v1/me/default-model", Some(&alice), Some(json!({ "model": other }))).await;
+    assert_eq!(st, 200);
+    let next = recv_type(&mut a, "appUpdated").await;
+    assert_eq!(next["snapshot"]["defaultModel"], other.as_str());
+    send(&mut b, json!({ "type": "ping" })).await;
+    loop {
+        let f = recv(&mut b).await;
+        assert!(!f.to_string().contains(&alice_id), "bob received alice's state: {f}");
+        if f["type"] == "pong" {
+            break;
+        }
+    }
+    s.stop().await;
+}
+
+#[actix_rt::test]
+async fn oversize_frames_close_and_dead_clients_are_dropped() {
+    let s = start(|api, _| {
+        api.ws.heartbeat = Duration::from_millis(50);
+        api.ws.client_timeout = Duration::from_millis(200);
+        api.ws.max_frame = 1024;
+    })
+    .await;
+    let (alice, _) = world(&s).await;
+
+    let mut ws = connect(&s, Some(&alice)).await.unwrap();
+    send(&mut ws, json!({ "type": "ping", "pad": "x".repeat(4096) })).await;
+    let close = loop {
+        match tokio::time::timeout(Duration::from_secs(20), ws.next()).await.unwrap() {
+            Some(Ok(Message::Close(frame))) => break frame.expect("a close reason"),
+            Some(Ok(_)) => continue,
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    };
+    assert_eq!(close.code, CloseCode::Size);
+    assert!(close.reason.contains("1024"), "{}", close.reason);
+
+    // A client that never reads (so never answers pings) is dropped by the heartbeat.
+    let before = s.api.stats.ws_dropped.load(std::sync::atomic::Ordering::Relaxed);
+    let silent = connect(&s, Some(&alice)).await.unwrap();
+    support::eventually("the silent client is dropped", || {
+        s.api.stats.ws_dropped.load(std::sync::atomic::Ordering::Relaxed) > before
+    })
+    .await;
+    drop(silent);
+    support::eventually("no sessions left open", || {
+        s.api.stats.ws_sessions.load(std::sync::atomic::Ordering::Relaxed) == 0
+    })
+    .await;
+    let (_, metrics) = (0, s.client.get(format!("{}/metrics", s.base)).send().await.unwrap().text().await.unwrap());
+    assert!(metrics.contains("foundry_ws_sessions 0"), "{metrics}");
+    assert!(metrics.contains("foundry_ws_sessions_total 2"), "{metrics}");
+    s.stop().await;
+}
+
+#[actix_rt::test]
+async fn sign_out_and_removal_end_access_on_open_connections() {
+    let s = start(|api, _| {
+        api.ws.heartbeat = Duration::from_millis(50);
+        api.ws.recheck_every = 1;
+    })
+    .await;
+    let (alice, bob) = world(&s).await;
+    let bob_id = s.user_id(&bob).await;
+    let (st, _) = s
+        .call("PUT", &format!("/v1/orgs/acme/members/{bob_id}"), Some(&alice), Some(json!({ "role": "member" })))
+        .await;
+    assert_eq!(st, 200);
+
+    let mut b = connect(&s, Some(&bob)).await.unwrap();
+    send(&mut b, json!({ "type": "subscribe", "topic": "organization", "key": { "org": "acme" } })).await;
+    assert_eq!(recv(&mut b).await["type"], "organizationUpdated");
+    let (st, _) = s.call("DELETE", &format!("/v1/orgs/acme/members/{bob_id}"), Some(&alice), None).await;
+    assert_eq!(st, 204);
+    let lost = recv_type(&mut b, "error").await;
+    assert_eq!(lost["code"], "forbidden", "{lost}");
+    send(&mut b, json!({ "type": "ping" })).await;
+    recv_type(&mut b, "pong").await;
+
+    let mut a = connect(&s, Some(&alice)).await.unwrap();
+    send(&mut a, json!({ "type": "subscribe", "topic": "app" })).await;
+    recv_type(&mut a, "appUpdated").await;
+    let (st, _) = s.call("POST", "/v1/auth/sign-out", Some(&alice), None).await;
+    assert_eq!(st, 204);
+    assert_eq!(recv_type(&mut a, "error").await["code"], "unauthenticated");
+    let close = loop {
+        match tokio::time::timeout(Duration::from_secs(20), a.next()).await.unwrap() {
+            Some(Ok(Message::Close(frame))) => break frame.expect("a close reason"),
+            Some(Ok(_)) => continue,
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    };
+    assert_eq!(close.code, CloseCode::Policy);
+    s.stop().await;
+}
