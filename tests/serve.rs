@@ -1,0 +1,122 @@
+//! `foundry serve` as a process: the embedded default (loopback, dev sign-in), graceful shutdown on SIGTERM (open
+//! WebSockets closed with 1001, exit 0), state and sessions surviving a restart, and dev sign-in refused off loopback.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::Message;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn spawn(bind: &str, data: &std::path::Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_foundry"))
+        .args(["serve", "--bind", bind, "--log", "warn", "--data-dir"])
+        .arg(data)
+        .env_remove("FOUNDRY_NO_DEV_SIGN_IN")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap()
+}
+
+async fn ready(client: &reqwest::Client, base: &str) {
+    for _ in 0..400 {
+        if let Ok(res) = client.get(format!("{base}/readyz")).send().await {
+            if res.status() == 200 {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the server did not become ready");
+}
+
+fn sigterm(child: &Child) {
+    // SAFETY: plain kill(2) on our own child's pid.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+}
+
+fn wait_exit(mut child: Child) -> std::process::ExitStatus {
+    for _ in 0..400 {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    panic!("the server did not exit after SIGTERM");
+}
+
+async fn post(client: &reqwest::Client, url: String, token: Option<&str>, body: Value) -> (u16, Value) {
+    let mut req = client.post(url).json(&body);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let res = req.send().await.unwrap();
+    (res.status().as_u16(), res.json().await.unwrap_or(Value::Null))
+}
+
+#[actix_rt::test]
+async fn serve_runs_drains_on_sigterm_and_keeps_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let client = foundry::integrations::http_client_builder().build().unwrap();
+    let child = spawn(&format!("127.0.0.1:{port}"), dir.path());
+    ready(&client, &base).await;
+
+    let (st, signed) = post(&client, format!("{base}/v1/auth/dev/sign-in"), None, json!({ "login": "alice" })).await;
+    assert_eq!(st, 200, "dev sign-in is on by default on loopback: {signed}");
+    let token = signed["token"].as_str().unwrap().to_owned();
+    let (st, _) =
+        post(&client, format!("{base}/v1/orgs"), Some(&token), json!({ "id": "acme", "displayName": "Acme" })).await;
+    assert_eq!(st, 201);
+
+    let mut req = format!("ws://127.0.0.1:{port}/v1/ws").into_client_request().unwrap();
+    req.headers_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    ws.send(Message::Text(json!({ "type": "subscribe", "topic": "organization", "key": { "org": "acme" } }).to_string().into()))
+        .await
+        .unwrap();
+    match ws.next().await.unwrap().unwrap() {
+        Message::Text(t) => assert!(t.contains("organizationUpdated"), "{t}"),
+        other => panic!("{other:?}"),
+    }
+
+    sigterm(&child);
+    let close = loop {
+        match tokio::time::timeout(Duration::from_secs(20), ws.next()).await.unwrap() {
+            Some(Ok(Message::Close(frame))) => break frame.expect("a close reason"),
+            Some(Ok(_)) => continue,
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    };
+    assert_eq!(close.code, CloseCode::Away);
+    drop(ws);
+    let status = tokio::task::spawn_blocking(move || wait_exit(child)).await.unwrap();
+    assert!(status.success(), "graceful exit: {status:?}");
+
+    // Restarted on the same data: the session token and the organization are still there.
+    let child = spawn(&format!("127.0.0.1:{port}"), dir.path());
+    ready(&client, &base).await;
+    let res = client.get(format!("{base}/v1/orgs/acme")).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    sigterm(&child);
+    assert!(tokio::task::spawn_blocking(move || wait_exit(child)).await.unwrap().success());
+
+    // Off loopback, dev sign-in does not exist.
+    let port = free_port();
+    let child = spawn(&format!("0.0.0.0:{port}"), dir.path());
+    let base = format!("http://127.0.0.1:{port}");
+    ready(&client, &base).await;
+    let (st, body) = post(&client, format!("{base}/v1/auth/dev/sign-in"), None, json!({ "login": "mallory" })).await;
+    assert_eq!(st, 404, "{body}");
+    sigterm(&child);
+    assert!(tokio::task::spawn_blocking(move || wait_exit(child)).await.unwrap().success());
+}
