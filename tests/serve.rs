@@ -81,9 +81,11 @@ async fn serve_runs_drains_on_sigterm_and_keeps_state() {
     let mut req = format!("ws://127.0.0.1:{port}/v1/ws").into_client_request().unwrap();
     req.headers_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
     let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
-    ws.send(Message::Text(json!({ "type": "subscribe", "topic": "organization", "key": { "org": "acme" } }).to_string().into()))
-        .await
-        .unwrap();
+    ws.send(Message::Text(
+        json!({ "type": "subscribe", "topic": "organization", "key": { "org": "acme" } }).to_string().into(),
+    ))
+    .await
+    .unwrap();
     match ws.next().await.unwrap().unwrap() {
         Message::Text(t) => assert!(t.contains("organizationUpdated"), "{t}"),
         other => panic!("{other:?}"),

@@ -259,3 +259,51 @@ async fn sign_out_and_removal_end_access_on_open_connections() {
     assert_eq!(close.code, CloseCode::Policy);
     s.stop().await;
 }
+
+/// `taskUpdated` carries the shared detail plus the viewer's own overlay; a draft reaches only its author.
+#[actix_rt::test]
+async fn task_frames_carry_only_the_viewers_overlay() {
+    let s = start(|_, _| {}).await;
+    let (alice, bob) = world(&s).await;
+    let bob_id = s.user_id(&bob).await;
+    let (st, _) = s
+        .call("PUT", &format!("/v1/orgs/acme/members/{bob_id}"), Some(&alice), Some(json!({ "role": "member" })))
+        .await;
+    assert_eq!(st, 200);
+    let (st, _) =
+        s.call("POST", "/v1/orgs/acme/repos/r1/tasks", Some(&alice), Some(json!({ "prompt": "Fix login" }))).await;
+    assert_eq!(st, 201);
+
+    let key = json!({ "org": "acme", "repo": "r1", "task": "t1" });
+    let mut a = connect(&s, Some(&alice)).await.unwrap();
+    let mut b = connect(&s, Some(&bob)).await.unwrap();
+    send(&mut a, json!({ "type": "subscribe", "topic": "task", "key": key })).await;
+    send(&mut b, json!({ "type": "subscribe", "topic": "task", "key": key })).await;
+    let fa = recv_type(&mut a, "taskUpdated").await;
+    let fb = recv_type(&mut b, "taskUpdated").await;
+    assert_eq!(fa["snapshot"]["taskId"], "t1");
+    assert!(fa["snapshot"]["overlay"].is_object(), "{fa}");
+    assert_eq!(fb["snapshot"]["title"], fa["snapshot"]["title"]);
+
+    let draft = json!({ "text": "alice's private draft" });
+    let (st, _) = s.call("PUT", "/v1/orgs/acme/repos/r1/tasks/t1/sessions/s1/draft", Some(&alice), Some(draft)).await;
+    assert_eq!(st, 200);
+    let mut latest = fa.clone();
+    while !latest.to_string().contains("alice's private draft") {
+        latest = recv_type(&mut a, "taskUpdated").await;
+        assert!(latest["version"].as_u64() > fa["version"].as_u64());
+    }
+    assert_eq!(latest["snapshot"]["overlay"]["sessions"][0]["draft"]["text"], "alice's private draft", "{latest}");
+    // bob's connection: a shared change (rename) arrives, alice's draft never does.
+    let (st, _) =
+        s.call("PATCH", "/v1/orgs/acme/repos/r1/tasks/t1", Some(&alice), Some(json!({ "title": "Renamed" }))).await;
+    assert_eq!(st, 200);
+    loop {
+        let f = recv_type(&mut b, "taskUpdated").await;
+        assert!(!f.to_string().contains("alice's private draft"), "bob received alice's draft: {f}");
+        if f["snapshot"]["title"] == "Renamed" {
+            break;
+        }
+    }
+    s.stop().await;
+}

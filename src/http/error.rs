@@ -166,3 +166,45 @@ pub fn query_error(err: actix_web::error::QueryPayloadError, _: &actix_web::Http
 pub fn path_error(err: actix_web::error::PathError, _: &actix_web::HttpRequest) -> actix_web::Error {
     ApiError::bad_request("invalid_path", err.to_string()).into()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status_and_code(e: CallError<DomainError>) -> (u16, &'static str, Option<u32>) {
+        let e = ApiError::from(e);
+        (e.status.as_u16(), e.code, e.retry_after)
+    }
+
+    #[test]
+    fn every_failure_has_its_status_and_stable_code() {
+        let handler = |d| status_and_code(CallError::Handler(d));
+        assert_eq!(handler(DomainError::not_found("task", "t1")), (404, "not_found", None));
+        assert_eq!(handler(DomainError::Conflict("x".into())), (409, "conflict", None));
+        assert_eq!(handler(DomainError::invalid("title", "empty")), (400, "invalid_input", None));
+        assert_eq!(handler(DomainError::Unprocessable("x".into())), (422, "unprocessable", None));
+        assert_eq!(handler(DomainError::Db(diesel::result::Error::NotFound)), (500, "internal", None));
+        let overloaded = CallError::Overloaded { kind: "task", key: "k".into(), capacity: 1 };
+        assert_eq!(status_and_code(overloaded), (429, "overloaded", Some(1)));
+        assert_eq!(status_and_code(CallError::Timeout(std::time::Duration::ZERO)), (503, "timeout", Some(1)));
+        assert_eq!(status_and_code(CallError::ShuttingDown), (503, "shutting_down", Some(1)));
+        let panicked = CallError::<DomainError>::Panicked {
+            kind: "task",
+            key: "k".into(),
+            message: "m",
+            panic: "secret detail".into(),
+        };
+        let e = ApiError::from(panicked);
+        assert_eq!((e.status.as_u16(), e.code), (500, "internal"));
+        assert!(!e.message.contains("secret detail"), "internals stay in the log");
+    }
+
+    #[test]
+    fn the_body_is_the_documented_shape_with_retry_after() {
+        let e = ApiError::from(CallError::<DomainError>::Overloaded { kind: "task", key: "k".into(), capacity: 1 });
+        let res = e.error_response();
+        assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(res.headers().get(header::RETRY_AFTER).unwrap(), "1");
+        assert_eq!(ApiError::body("c", "m"), serde_json::json!({ "error": { "code": "c", "message": "m" } }));
+    }
+}

@@ -109,6 +109,10 @@ struct Sub {
     /// The key as the client names it in frames (JSON).
     key_json: String,
     channel: Subscription,
+    /// Task subscriptions: the caller's own overlay of the task, composed into each `taskUpdated` frame.
+    overlay: Option<Subscription>,
+    /// Version of the last frame sent: the composed task frame is sent again only when it is newer.
+    sent: Option<u64>,
 }
 
 /// Parses a subscribe/unsubscribe target; the caller's own user for `app`.
@@ -175,8 +179,24 @@ fn error_frame(e: &ApiError) -> String {
     serde_json::json!({ "type": "error", "code": e.code, "message": e.message }).to_string()
 }
 
-/// Checks access to `target` and opens its topic channel.
-async fn open(api: &Api, caller: &Caller, target: &Target) -> Result<Subscription, ApiError> {
+/// `taskUpdated`: the shared task detail with the viewer's overlay spliced in as `overlay` (the same shape as
+/// `GET .../tasks/{task}`). The version is the sum of both versions, so it grows when either changes.
+fn task_frame(key_json: &str, detail: &TopicEvent, overlay: &TopicEvent) -> String {
+    let raw = detail.snapshot.get().trim_end();
+    let body = raw.strip_suffix('}').unwrap_or(raw);
+    let sep = if body.trim_end().ends_with('{') { "" } else { "," };
+    format!(
+        r#"{{"type":"taskUpdated","key":{},"version":{},"snapshot":{}{}"overlay":{}}}}}"#,
+        key_json,
+        detail.version + overlay.version,
+        body,
+        sep,
+        overlay.snapshot.get()
+    )
+}
+
+/// Checks access to `target` and opens its topic channel (and, for a task, the caller's overlay channel).
+async fn open(api: &Api, caller: &Caller, target: &Target) -> Result<(Subscription, Option<Subscription>), ApiError> {
     if let Some(org) = target.org() {
         member(api, caller, org).await?;
     }
@@ -187,14 +207,15 @@ async fn open(api: &Api, caller: &Caller, target: &Target) -> Result<Subscriptio
         Target::Task(t) => {
             d.locate_task(t).await?;
             d.ensure_task(t).await?;
-            d.tasks.subscribe(t, task::TOPIC).await
+            let overlay = d.users.subscribe(&caller.user_id, &user::overlay_topic(t)).await?;
+            return Ok((d.tasks.subscribe(t, task::TOPIC).await?, Some(overlay)));
         }
         Target::Session(s) => {
             d.locate_session(s).await?;
             d.sessions.subscribe(s, session::TOPIC).await
         }
     };
-    Ok(sub?)
+    Ok((sub?, None))
 }
 
 enum Event {
@@ -210,9 +231,17 @@ async fn next_change(subs: &mut HashMap<Target, Sub>) -> (Target, Option<Arc<Top
     if subs.is_empty() {
         return std::future::pending().await;
     }
-    let waits = subs.iter_mut().map(|(t, s)| -> Change<'_> {
-        let t = t.clone();
-        Box::pin(async move { (t, s.channel.next().await) })
+    let waits = subs.iter_mut().flat_map(|(t, s)| {
+        let Sub { channel, overlay, .. } = s;
+        let main: Change<'_> = {
+            let t = t.clone();
+            Box::pin(async move { (t, channel.next().await) })
+        };
+        let overlay = overlay.as_mut().map(|o| -> Change<'_> {
+            let t = t.clone();
+            Box::pin(async move { (t, o.next().await) })
+        });
+        std::iter::once(main).chain(overlay)
     });
     futures_util::future::select_all(waits).await.0
 }
@@ -343,9 +372,9 @@ impl Connection {
             let max = self.api.ws.max_subscriptions;
             return Err(ApiError::bad_request("too_many_subscriptions", format!("at most {max} per connection")));
         }
-        let channel = open(&self.api, &self.caller, &t).await?;
+        let (channel, overlay) = open(&self.api, &self.caller, &t).await?;
         // The first `next()` of a fresh channel yields the current snapshot: the loop sends it like any change.
-        self.subs.insert(t.clone(), Sub { key_json: key_json(&t), channel });
+        self.subs.insert(t.clone(), Sub { key_json: key_json(&t), channel, overlay, sent: None });
         Ok(())
     }
 
@@ -357,8 +386,21 @@ impl Connection {
                 description: Some("server restarting".into()),
             }));
         };
-        let Some(sub) = self.subs.get(&t) else { return Ok(()) };
-        let frame = update_frame(&sub.key_json, &ev);
+        let Some(sub) = self.subs.get_mut(&t) else { return Ok(()) };
+        let (version, frame) = match &sub.overlay {
+            None => (ev.version, update_frame(&sub.key_json, &ev)),
+            // Either half may have changed: compose the latest of both, once both exist.
+            Some(overlay) => match (sub.channel.latest(), overlay.latest()) {
+                (Some(detail), Some(overlay)) => {
+                    (detail.version + overlay.version, task_frame(&sub.key_json, &detail, &overlay))
+                }
+                _ => return Ok(()),
+            },
+        };
+        if sub.sent.is_some_and(|sent| version <= sent) {
+            return Ok(());
+        }
+        sub.sent = Some(version);
         self.send(frame).await?;
         self.api.stats.ws_frames.fetch_add(1, Ordering::Relaxed);
         Ok(())
@@ -431,4 +473,42 @@ async fn ws(req: HttpRequest, body: web::Payload) -> Result<HttpResponse, ApiErr
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/ws", web::get().to(ws));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(topic: &str, version: u64, json: &str) -> TopicEvent {
+        TopicEvent {
+            kind: "test",
+            key: "k".into(),
+            topic: topic.into(),
+            version,
+            snapshot: serde_json::value::RawValue::from_string(json.into()).unwrap().into(),
+        }
+    }
+
+    #[test]
+    fn task_frames_splice_the_overlay_into_the_detail() {
+        let frame =
+            task_frame(r#"{"org":"a"}"#, &event("task", 3, r#"{"taskId":"t1","title":"x"}"#), &event("o", 2, "null"));
+        let v: serde_json::Value = serde_json::from_str(&frame).unwrap();
+        assert_eq!(v["type"], "taskUpdated");
+        assert_eq!(v["version"], 5);
+        assert_eq!(v["snapshot"], serde_json::json!({ "taskId": "t1", "title": "x", "overlay": null }));
+        let empty = task_frame("{}", &event("task", 1, "{ }"), &event("o", 1, r#"{"a":1}"#));
+        let v: serde_json::Value = serde_json::from_str(&empty).unwrap();
+        assert_eq!(v["snapshot"], serde_json::json!({ "overlay": { "a": 1 } }));
+    }
+
+    #[test]
+    fn update_frames_carry_the_clients_key_and_the_raw_snapshot() {
+        let frame = update_frame(r#"{"org":"acme"}"#, &event("organization", 7, r#"{"repos":[]}"#));
+        let v: serde_json::Value = serde_json::from_str(&frame).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({ "type": "organizationUpdated", "key": { "org": "acme" }, "version": 7, "snapshot": { "repos": [] } })
+        );
+    }
 }

@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use super::schema::{self, ProfileRow, UserRow};
 use super::{
-    app_snapshot, task_overlay, user_snapshot, AppSnapshot, Draft, DraftAttachment, ProfileInfo, StarterRepoStatus,
-    TaskOverlay, User, UserSnapshot, APP_TOPIC,
+    app_snapshot, overlay_topic, task_overlay, user_snapshot, AppSnapshot, Draft, DraftAttachment, ProfileInfo,
+    StarterRepoStatus, TaskOverlay, User, UserSnapshot, APP_TOPIC,
 };
 use crate::actors::{models, now_ms, DomainError, DomainResult, SessionKey, TaskKey};
 use crate::runtime::{Delivery, Mutation, Read, Tx};
@@ -357,6 +357,7 @@ impl Mutation for SetActiveSession {
         check_id("session_id", "session id", &self.session_id)?;
         require_user(user, tx.conn())?;
         schema::set_active_session(tx.conn(), &self.task, &self.session_id, now_ms())?;
+        tx.touch(&overlay_topic(&self.task));
         Ok(())
     }
 }
@@ -377,6 +378,7 @@ impl Mutation for MarkSessionUnread {
         check_session(&self.session)?;
         require_user(user, tx.conn())?;
         schema::set_unread(tx.conn(), &self.session, self.unread, now_ms())?;
+        tx.touch(&overlay_topic(&self.session.task_key()));
         Ok(())
     }
 }
@@ -430,6 +432,7 @@ impl Mutation for SaveDraft {
         let now = now_ms();
         let attachments_json = schema::encode_json(&self.attachments)?;
         schema::save_draft(tx.conn(), &self.session, &self.text, &attachments_json, now)?;
+        tx.touch(&overlay_topic(&self.session.task_key()));
         Ok(Draft { text: self.text, attachments: self.attachments, updated_at_ms: Some(now) })
     }
 }

@@ -31,6 +31,15 @@ pub use messages::*;
 /// The per-user topic of the app shell.
 pub const APP_TOPIC: &str = "app";
 
+/// The per-user topic of this user's overlay of one task (active session, unread marks, drafts): its snapshot is the
+/// [`TaskOverlay`]. Only the user's own connections subscribe to it; they compose it with the shared task detail.
+pub fn overlay_topic(task: &crate::actors::TaskKey) -> String {
+    use crate::runtime::EntityKey;
+    format!("{OVERLAY_TOPIC_PREFIX}{}", task.encode())
+}
+
+const OVERLAY_TOPIC_PREFIX: &str = "overlay/";
+
 /// A user actor. Holds only its key (the user id); all state is in its SQLite database.
 pub struct User {
     key: String,
@@ -52,11 +61,18 @@ impl Entity for User {
         Ok(User { key: key.clone() })
     }
 
-    /// `app`: the [`AppSnapshot`], or `null` while the user has never been created.
+    /// `app`: the [`AppSnapshot`], or `null` while the user has never been created; `overlay/<task>`: the
+    /// [`TaskOverlay`] of that task (see [`overlay_topic`]).
     fn snapshot(&self, topic: &str, db: &mut SqliteConnection) -> Result<serde_json::Value, SnapshotError> {
+        use crate::runtime::EntityKey;
+        let unknown = || SnapshotError::UnknownTopic { kind: Self::KIND, topic: topic.to_owned() };
         match topic {
             APP_TOPIC => Ok(serde_json::to_value(app_snapshot(db)?)?),
-            _ => Err(SnapshotError::UnknownTopic { kind: Self::KIND, topic: topic.to_owned() }),
+            _ => {
+                let task = topic.strip_prefix(OVERLAY_TOPIC_PREFIX).ok_or_else(unknown)?;
+                let task = crate::actors::TaskKey::decode(task).map_err(|_| unknown())?;
+                Ok(serde_json::to_value(task_overlay(db, &task)?)?)
+            }
         }
     }
 
