@@ -483,3 +483,137 @@ async fn webhooks_are_verified_then_applied_once() {
     assert_eq!(res.status(), 404, "no secret configured: no webhooks");
     s.stop().await;
 }
+
+/// The GitHub mirror's members become organization members when they sign in with GitHub (and the other way round),
+/// and leave when GitHub reports they left; manual memberships are never touched.
+#[actix_rt::test]
+async fn github_organization_members_are_linked_to_signed_in_users() {
+    use foundry::actors::github_data::webhook::sign;
+    use foundry::actors::github_data::GitHubService;
+    use foundry::integrations::github::client::GitHubClient;
+    use foundry::integrations::github::fake::{FakeGitHub, FakeMember, FakeOAuthUser, Fixture};
+    use foundry::integrations::github::oauth::{GitHubOAuth, OAuthConfig};
+
+    let mut fixture = Fixture::generate("acme", 1, 1, 0);
+    fixture.members.push(FakeMember { id: 583231, login: "octocat".into() });
+    let gh = FakeGitHub::start(fixture, "app-token").await;
+    gh.configure_oauth_app("client-1", "secret-1");
+    let gh_base = gh.base_url();
+    let s = start(|api, base| {
+        api.webhook_secret = Some(b"hook".to_vec());
+        api.auth.github = Some(std::sync::Arc::new(GitHubOAuth::new(OAuthConfig {
+            client_id: "client-1".into(),
+            client_secret: "secret-1".into(),
+            web_base: gh_base.clone(),
+            api_base: gh_base.clone(),
+            redirect_uri: Some(format!("{base}/v1/auth/github/callback")),
+            scopes: "read:user user:email read:org".into(),
+        })));
+        let client = GitHubClient::new(&gh_base, "app-token");
+        api.domain.runtime.provide(std::sync::Arc::new(GitHubService(std::sync::Arc::new(client))));
+    })
+    .await;
+    let alice = s.sign_in("alice").await;
+    let (st, _) = s.call("POST", "/v1/orgs", Some(&alice), Some(json!({ "id": "acme", "displayName": "Acme" }))).await;
+    assert_eq!(st, 201);
+    let (st, body) = s
+        .call(
+            "POST",
+            "/v1/orgs/acme/github/connect",
+            Some(&alice),
+            Some(json!({ "login": "acme", "kind": "organization" })),
+        )
+        .await;
+    assert_eq!(st, 202, "{body}");
+    for _ in 0..500 {
+        let (_, body) = s.call("GET", "/v1/orgs/acme/github", Some(&alice), None).await;
+        if body["status"]["meta"]["status"] == "synced" {
+            assert_eq!(body["status"]["members"], 6, "{body}");
+            break;
+        }
+        actix_rt::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+
+    // octocat is a member on GitHub: signing in with GitHub makes them a member here.
+    let octocat = FakeOAuthUser {
+        id: 583231,
+        login: "octocat".into(),
+        name: None,
+        public_email: Some("octocat@example.com".into()),
+        emails: vec![],
+    };
+    let octo = github_sign_in(&s, &gh, octocat).await;
+    wait_status(&s, &octo, 200).await;
+    let (_, members) = s.call("GET", "/v1/orgs/acme/members", Some(&alice), None).await;
+    assert!(members.to_string().contains("\"source\":\"github\""), "{members}");
+
+    // hubot signs in first (not a member on GitHub yet: 403), then GitHub reports them added.
+    let hubot = FakeOAuthUser {
+        id: 9919,
+        login: "hubot".into(),
+        name: None,
+        public_email: Some("hubot@example.com".into()),
+        emails: vec![],
+    };
+    let bot = github_sign_in(&s, &gh, hubot).await;
+    let (st, _) = s.call("GET", "/v1/orgs/acme", Some(&bot), None).await;
+    assert_eq!(st, 403);
+    let webhook = |action: &str, id: i64, login: &str, delivery: &str| {
+        let body = json!({
+            "action": action,
+            "membership": { "user": { "id": id, "login": login } },
+            "organization": { "login": "acme", "id": 1 },
+        })
+        .to_string();
+        s.client
+            .post(format!("{}/v1/webhooks/github", s.base))
+            .header("content-type", "application/json")
+            .header("x-github-event", "organization")
+            .header("x-github-delivery", delivery)
+            .header("x-hub-signature-256", sign(b"hook", body.as_bytes()))
+            .body(body)
+            .send()
+    };
+    assert_eq!(webhook("member_added", 9919, "hubot", "w1").await.unwrap().status(), 202);
+    wait_status(&s, &bot, 200).await;
+
+    // GitHub reports octocat left: their GitHub-sourced membership ends. alice (manual owner) is untouched.
+    assert_eq!(webhook("member_removed", 583231, "octocat", "w2").await.unwrap().status(), 202);
+    wait_status(&s, &octo, 403).await;
+    let (st, _) = s.call("GET", "/v1/orgs/acme", Some(&alice), None).await;
+    assert_eq!(st, 200);
+    // An admin's explicit change makes hubot's membership manual: GitHub removing them no longer does.
+    let (_, who) = s.call("GET", "/v1/auth/whoami", Some(&bot), None).await;
+    let path = format!("/v1/orgs/acme/members/{}", who["userId"].as_str().unwrap());
+    let (st, _) = s.call("PUT", &path, Some(&alice), Some(json!({ "role": "admin" }))).await;
+    assert_eq!(st, 200);
+    assert_eq!(webhook("member_removed", 9919, "hubot", "w3").await.unwrap().status(), 202);
+    let (st, _) = s.call("GET", "/v1/orgs/acme/github", Some(&bot), None).await;
+    assert_eq!(st, 200, "the admin-managed membership stays");
+    s.stop().await;
+    gh.stop().await;
+}
+
+async fn wait_status(s: &TestServer, token: &str, want: u16) {
+    for _ in 0..500 {
+        let (st, _) = s.call("GET", "/v1/orgs/acme", Some(token), None).await;
+        if st == want {
+            return;
+        }
+        actix_rt::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("GET /v1/orgs/acme never answered {want}");
+}
+
+async fn github_sign_in(
+    s: &TestServer,
+    gh: &foundry::integrations::github::fake::FakeGitHub,
+    user: foundry::integrations::github::fake::FakeOAuthUser,
+) -> String {
+    gh.set_browser_user(user);
+    let res = s.client.get(format!("{}/v1/auth/github/start", s.base)).send().await.unwrap();
+    let res = s.client.get(header(&res, "location")).send().await.unwrap();
+    let res = s.client.get(header(&res, "location")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    res.json::<Value>().await.unwrap()["token"].as_str().unwrap().to_owned()
+}

@@ -181,6 +181,7 @@ impl Mutation for LinkAccount {
         validate::opaque_id("new_user_id", &self.new_user_id, MAX_ID_CHARS)?;
         let email = self.email.as_deref().map(normalized_email).transpose()?;
         if let Some(user_id) = schema::find_account(tx.conn(), &self.provider, &self.account_id)? {
+            super::orgs::link_to_orgs(tx, &self.provider, &self.account_id, &user_id)?;
             return Ok(LinkedAccount { user_id, created: false });
         }
         let by_email = match &email {
@@ -195,6 +196,7 @@ impl Mutation for LinkAccount {
         if let (true, Some(email)) = (created, &email) {
             schema::insert_email_if_free(tx.conn(), email, &user_id)?;
         }
+        super::orgs::link_to_orgs(tx, &self.provider, &self.account_id, &user_id)?;
         Ok(LinkedAccount { user_id, created })
     }
 }

@@ -10,19 +10,23 @@
 //! - Accounts and emails: [`LinkAccount`] (find or assign the user of an OAuth sign-in), [`ResolveAccount`],
 //!   [`ResolveEmail`], [`IndexEmail`].
 //! - OAuth flows: [`CreateVerification`], [`ConsumeVerification`] (single use).
+//! - Organization membership from linked accounts: [`SetOrganizationAccounts`] (from each organization's GitHub
+//!   mirror); see `orgs.rs`.
 //!
 //! It publishes no topic. Messages and limits are in [`messages`], tables and queries in [`schema`]; migrations in
 //! `migrations/auth_directory/`.
 
 pub mod messages;
+mod orgs;
 pub mod schema;
 
 use diesel::sqlite::SqliteConnection;
 use diesel::QueryResult;
 
-use crate::runtime::{embed_migrations, EmbeddedMigrations, Entity};
+use crate::runtime::{embed_migrations, Accepts, EmbeddedMigrations, Entity};
 
 pub use messages::*;
+pub use orgs::{OrgAccount, SetOrganizationAccounts};
 
 /// The key of the one auth directory.
 pub const AUTH_DIRECTORY_KEY: &str = "app";
@@ -45,5 +49,19 @@ impl Entity for AuthDirectory {
 
     fn load(key: &String, _db: &mut SqliteConnection) -> QueryResult<Self> {
         Ok(AuthDirectory { key: key.clone() })
+    }
+
+    fn accepts(deliveries: &mut Accepts<Self>) {
+        deliveries.accept::<SetOrganizationAccounts>();
+    }
+
+    /// Every authenticated request reads this one actor: a deep mailbox, and it never passivates (reopening it would
+    /// stall every request at once).
+    fn config() -> crate::runtime::KindConfig {
+        crate::runtime::KindConfig {
+            mailbox_capacity: 8192,
+            idle_timeout: std::time::Duration::from_secs(365 * 24 * 3600),
+            ..Default::default()
+        }
     }
 }

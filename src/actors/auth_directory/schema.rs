@@ -43,6 +43,18 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    /// (provider, account) -> the organizations whose GitHub mirror lists that account as a member.
+    account_orgs (provider, account_id, org_id) {
+        provider -> Text,
+        account_id -> Text,
+        org_id -> Text,
+        login -> Text,
+    }
+}
+
+diesel::allow_tables_to_appear_in_same_query!(account_orgs, auth_account_index);
+
 /// A row of `auth_session_index`.
 #[derive(Debug, Clone, PartialEq, Queryable, Selectable, Insertable)]
 #[diesel(table_name = auth_session_index, check_for_backend(Sqlite))]
@@ -157,4 +169,53 @@ pub fn prune_verifications(conn: &mut SqliteConnection, now: i64) -> QueryResult
     .bind::<BigInt, _>(now)
     .bind::<BigInt, _>(PRUNE_BATCH)
     .execute(conn)
+}
+
+/// The organizations an account belongs to, with its login there.
+pub fn orgs_of_account(
+    conn: &mut SqliteConnection,
+    provider: &str,
+    account_id: &str,
+) -> QueryResult<Vec<(String, String)>> {
+    account_orgs::table
+        .filter(account_orgs::provider.eq(provider).and(account_orgs::account_id.eq(account_id)))
+        .select((account_orgs::org_id, account_orgs::login))
+        .order(account_orgs::org_id)
+        .load(conn)
+}
+
+/// An organization's accounts of `provider`: (account id, login).
+pub fn accounts_of_org(
+    conn: &mut SqliteConnection,
+    org_id: &str,
+    provider: &str,
+) -> QueryResult<Vec<(String, String)>> {
+    account_orgs::table
+        .filter(account_orgs::org_id.eq(org_id).and(account_orgs::provider.eq(provider)))
+        .select((account_orgs::account_id, account_orgs::login))
+        .order(account_orgs::account_id)
+        .load(conn)
+}
+
+pub fn replace_org_accounts(
+    conn: &mut SqliteConnection,
+    org_id: &str,
+    provider: &str,
+    accounts: &[(String, String)],
+) -> QueryResult<()> {
+    diesel::delete(
+        account_orgs::table.filter(account_orgs::org_id.eq(org_id).and(account_orgs::provider.eq(provider))),
+    )
+    .execute(conn)?;
+    for (account_id, login) in accounts {
+        diesel::insert_or_ignore_into(account_orgs::table)
+            .values((
+                account_orgs::provider.eq(provider),
+                account_orgs::account_id.eq(account_id),
+                account_orgs::org_id.eq(org_id),
+                account_orgs::login.eq(login),
+            ))
+            .execute(conn)?;
+    }
+    Ok(())
 }

@@ -218,3 +218,15 @@ pub fn upsert_member(conn: &mut SqliteConnection, id: i64, login: &str, generati
         .execute(conn)?;
     Ok(())
 }
+
+/// Reports the mirrored members to the auth directory, which links them to signed-in users (see
+/// `auth_directory::SetOrganizationAccounts`). Called after every change of the members table, in its transaction.
+pub fn report_members(tx: &mut crate::runtime::Tx<'_>, org: &str) -> crate::actors::DomainResult<()> {
+    use crate::actors::auth_directory::{OrgAccount, SetOrganizationAccounts, AUTH_DIRECTORY_KEY};
+    let rows: Vec<(i64, String)> =
+        members::table.select((members::member_id, members::login)).order(members::member_id).load(tx.conn())?;
+    let accounts = rows.into_iter().map(|(id, login)| OrgAccount { account_id: id.to_string(), login }).collect();
+    let msg = SetOrganizationAccounts { org_id: org.to_owned(), provider: "github".into(), accounts };
+    tx.send(&AUTH_DIRECTORY_KEY.to_owned(), &msg)?;
+    Ok(())
+}

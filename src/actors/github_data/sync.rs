@@ -159,6 +159,7 @@ impl Command for AdminClearState {
             diesel::delete(branches::table).execute(tx.conn())?;
             diesel::delete(pull_requests::table).execute(tx.conn())?;
             diesel::delete(members::table).execute(tx.conn())?;
+            schema::report_members(tx, &org)?;
             diesel::update(github_meta::table.find(1))
                 .set((github_meta::status.eq("cleared"), github_meta::last_error.eq(None::<String>)))
                 .execute(tx.conn())?;
@@ -408,6 +409,7 @@ impl Command for EndPhase {
                 }
                 _ => {
                     diesel::delete(members::table.filter(members::generation.lt(generation))).execute(conn)?;
+                    schema::report_members(tx, &org)?;
                     Ok(Vec::new())
                 }
             }

@@ -169,14 +169,22 @@ fn apply_event(
             }
             Ok(WebhookOutcome::Applied)
         }
-        "member" => {
-            let id = payload["member"]["id"].as_i64().unwrap_or_default();
-            let login = payload["member"]["login"].as_str().unwrap_or_default();
-            if action == "removed" {
-                diesel::delete(members::table.find(id)).execute(tx.conn())?;
-            } else {
-                schema::upsert_member(tx.conn(), id, login, generation)?;
+        // `organization` member_added/member_removed is GitHub's organization membership; `member` (collaborator
+        // changes) is kept as before for personal accounts, whose "members" are their collaborators.
+        "member" | "organization" => {
+            let user = if event == "organization" { &payload["membership"]["user"] } else { &payload["member"] };
+            let id = user["id"].as_i64().unwrap_or_default();
+            let login = user["login"].as_str().unwrap_or_default();
+            match action {
+                "removed" | "member_removed" => {
+                    diesel::delete(members::table.find(id)).execute(tx.conn())?;
+                }
+                "added" | "edited" | "member_added" if id > 0 => {
+                    schema::upsert_member(tx.conn(), id, login, generation)?
+                }
+                _ => return Ok(WebhookOutcome::Ignored),
             }
+            schema::report_members(tx, org)?;
             Ok(WebhookOutcome::Applied)
         }
         _ => Ok(WebhookOutcome::Ignored),

@@ -45,6 +45,9 @@ impl MemberRow {
     }
 }
 
+const SOURCE_MANUAL: &str = "manual";
+const SOURCE_GITHUB: &str = "github";
+
 fn check_user(user_id: &str, login: Option<&str>) -> DomainResult<()> {
     validate::id("user_id", user_id)?;
     if let Some(login) = login {
@@ -69,6 +72,7 @@ pub(super) fn put_member(
     user_id: &str,
     login: &str,
     role: MemberRole,
+    source: &str,
 ) -> DomainResult<MemberRow> {
     let row = MemberRow {
         user_id: user_id.to_owned(),
@@ -76,6 +80,7 @@ pub(super) fn put_member(
         role: role.as_str().to_owned(),
         state: "active".to_owned(),
         updated_at: now_ms(),
+        source: source.to_owned(),
     };
     schema::upsert_member(tx.conn(), &row)?;
     tx.send(&row.user_id, &crate::actors::user::GrantOrganization { org_id: org.id.clone() })?;
@@ -94,7 +99,8 @@ impl Mutation for AddMember {
         if before.as_ref().is_some_and(|m| m.role() == MemberRole::Owner && self.role != MemberRole::Owner) {
             refuse_last_owner(tx.conn())?;
         }
-        let row = put_member(org, tx, &self.user_id, &self.login, self.role)?;
+        // An admin's explicit change makes the membership manual: GitHub no longer removes it.
+        let row = put_member(org, tx, &self.user_id, &self.login, self.role, SOURCE_MANUAL)?;
         let audit = Audit { user: self.by.as_deref(), ..Audit::org(&org.id) };
         let payload = serde_json::json!({ "userId": row.user_id, "role": row.role });
         audit.append(tx, if before.is_some() { "member.role_changed" } else { "member.added" }, payload)?;
@@ -161,4 +167,47 @@ impl Read for ListMembers {
         schema::require_profile(db, &org.id)?;
         schema::list_members(db)
     }
+}
+
+/// A user linked to an account of the organization's GitHub mirror (they signed in with it, or GitHub reported them
+/// as a member): `present` adds them as a `member` unless they already are one; absent removes them only if they
+/// joined that way and are not an owner. Sent by the auth directory through its outbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApplyLinkedMember {
+    pub user_id: String,
+    pub login: String,
+    pub present: bool,
+}
+
+impl Mutation for ApplyLinkedMember {
+    type Entity = Organization;
+    type Output = ();
+    type Error = DomainError;
+    fn apply(self, org: &Organization, tx: &mut Tx<'_>) -> DomainResult<()> {
+        check_user(&self.user_id, None)?;
+        // An organization that does not exist (any more) has nobody to add.
+        if schema::profile(tx.conn())?.is_none() {
+            return Ok(());
+        }
+        let before = schema::find_member(tx.conn(), &self.user_id)?;
+        let audit = Audit::org(&org.id);
+        match (self.present, before) {
+            (true, None) => {
+                let login = if self.login.trim().is_empty() { self.user_id.clone() } else { self.login.clone() };
+                put_member(org, tx, &self.user_id, &login, MemberRole::Member, SOURCE_GITHUB)?;
+                audit.append(tx, "member.added", serde_json::json!({ "userId": self.user_id, "source": "github" }))
+            }
+            (false, Some(m)) if m.source == SOURCE_GITHUB && m.role() != MemberRole::Owner => {
+                schema::delete_member(tx.conn(), &self.user_id)?;
+                tx.send(&self.user_id, &crate::actors::user::RevokeOrganization { org_id: org.id.clone() })?;
+                tx.touch(TOPIC);
+                audit.append(tx, "member.removed", serde_json::json!({ "userId": self.user_id, "source": "github" }))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+impl crate::runtime::Delivery for ApplyLinkedMember {
+    const NAME: &'static str = "organization.apply_linked_member";
 }

@@ -69,7 +69,7 @@ impl Mutation for CreateOrganization {
             ))
             .execute(tx.conn())?;
         if let Some(owner) = &self.owner {
-            super::members::put_member(org, tx, &owner.user_id, &owner.login, super::MemberRole::Owner)?;
+            super::members::put_member(org, tx, &owner.user_id, &owner.login, super::MemberRole::Owner, "manual")?;
         }
         tx.touch(TOPIC);
         let audit = Audit { user: self.owner.as_ref().map(|o| o.user_id.as_str()), ..Audit::org(&org.id) };

@@ -61,6 +61,10 @@ impl Entity for Organization {
     }
 
     fn accepts(deliveries: &mut Accepts<Self>) {
-        deliveries.accept::<ApplyRepoSummary>().accept::<ImportRepository>().accept::<ApplySyncProgress>();
+        deliveries
+            .accept::<ApplyRepoSummary>()
+            .accept::<ImportRepository>()
+            .accept::<ApplySyncProgress>()
+            .accept::<ApplyLinkedMember>();
     }
 }

@@ -151,6 +151,7 @@ diesel::table! {
         role -> Text,
         state -> Text,
         updated_at -> BigInt,
+        source -> Text,
     }
 }
 
@@ -164,6 +165,8 @@ pub struct MemberRow {
     pub role: String,
     pub state: String,
     pub updated_at: i64,
+    /// `manual` or `github` (joined through the linked GitHub organization).
+    pub source: String,
 }
 
 pub fn list_members(conn: &mut SqliteConnection) -> DomainResult<Vec<MemberRow>> {
@@ -179,7 +182,12 @@ pub fn upsert_member(conn: &mut SqliteConnection, row: &MemberRow) -> DomainResu
         .values(row)
         .on_conflict(members::user_id)
         .do_update()
-        .set((members::login.eq(&row.login), members::role.eq(&row.role), members::updated_at.eq(row.updated_at)))
+        .set((
+            members::login.eq(&row.login),
+            members::role.eq(&row.role),
+            members::updated_at.eq(row.updated_at),
+            members::source.eq(&row.source),
+        ))
         .execute(conn)?;
     Ok(())
 }
