@@ -15,6 +15,7 @@ use foundry::http::{Api, AuthSettings};
 use foundry::integrations::agent::{AgentBackend, BuiltinAgent, SandboxAgent};
 use foundry::integrations::github::client::GitHubClient;
 use foundry::integrations::github::oauth::{GitHubOAuth, OAuthConfig};
+use foundry::integrations::sandbox::{ProcessService, SandboxProcesses};
 use foundry::runtime::{Runtime, RuntimeConfig};
 
 #[derive(Parser)]
@@ -119,6 +120,10 @@ async fn serve(args: Serve) -> std::io::Result<()> {
         runtime.provide(Arc::new(GitHubService(Arc::new(GitHubClient::new(&args.github_api_url, token)))));
     }
     let backend = args.agent_url.as_ref().map(|url| SandboxAgent::new(url, &args.agent));
+    if let Some(url) = &args.agent_url {
+        // Tasks run their sandbox processes on the same sandbox-agent server as the sessions.
+        runtime.provide(Arc::new(ProcessService(Arc::new(SandboxProcesses::new(url)))));
+    }
     let agent: Arc<dyn AgentBackend> = match &backend {
         Some(server) => Arc::new(server.clone()),
         None => Arc::new(BuiltinAgent::default()),

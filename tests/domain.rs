@@ -469,7 +469,7 @@ async fn snapshots_cost_a_constant_number_of_queries() {
         };
         let org = Organization { id: ORG.into() };
         let org_q = count_queries(&path("organization", ORG), &org, GetOrganizationSnapshot);
-        let task_q = count_queries(&path("task", &task.encode()), &Task { key: task.clone() }, GetTaskDetail);
+        let task_q = count_queries(&path("task", &task.encode()), &Task::new(task.clone()), GetTaskDetail);
         let session_q =
             count_queries(&path("session", &session.encode()), &Session::new(session.clone()), GetSessionDetail);
         let repo_q = count_queries(

@@ -4,8 +4,6 @@
 
 mod support;
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,60 +13,10 @@ use foundry::actors::session::GetSessionDetail;
 use foundry::actors::summary::SessionStatus;
 use foundry::actors::{Domain, RepoKey};
 use foundry::integrations::agent::SandboxAgent;
+use support::sandbox::Server;
 
-struct Server {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts `sandbox-agent server --no-token` on a free loopback port, or explains why it cannot.
 async fn start_server() -> Option<Server> {
-    let Ok(bin) = std::env::var("SANDBOX_AGENT_BIN") else {
-        println!("skipped: SANDBOX_AGENT_BIN is not set (.ci/run installs @sandbox-agent/cli-linux-x64 from npm)");
-        return None;
-    };
-    // The mock agent is built in; installing it is local, but never let a hung install hang the suite.
-    let mut install =
-        Command::new(&bin).args(["install-agent", "mock"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().ok()?;
-    let mut installed = false;
-    for _ in 0..600 {
-        match install.try_wait() {
-            Ok(Some(status)) => {
-                installed = status.success();
-                break;
-            }
-            Ok(None) => tokio::time::sleep(Duration::from_millis(100)).await,
-            Err(_) => break,
-        }
-    }
-    if !installed {
-        let _ = install.kill();
-        println!("skipped: `{bin} install-agent mock` failed or hung");
-        return None;
-    }
-    let port = TcpListener::bind("127.0.0.1:0").ok()?.local_addr().ok()?.port();
-    let child = Command::new(&bin)
-        .args(["server", "--no-token", "-p", &port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .ok()?;
-    let server = Server { child, url: format!("http://127.0.0.1:{port}") };
-    let agent = SandboxAgent::new(&server.url, "mock");
-    for _ in 0..200 {
-        if agent.health().await.is_ok() {
-            return Some(server);
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("sandbox-agent did not become healthy on {}", server.url);
+    support::sandbox::start(true).await
 }
 
 #[actix_rt::test]

@@ -9,6 +9,7 @@ pub mod auth;
 mod error;
 mod ops;
 mod orgs;
+mod processes;
 mod tasks;
 mod webhook;
 pub mod ws;
@@ -125,6 +126,7 @@ pub fn configure(api: web::Data<Api>) -> impl Fn(&mut web::ServiceConfig) + Clon
                 web::scope("/v1")
                     .configure(auth::routes)
                     .configure(orgs::routes)
+                    .configure(processes::routes)
                     .configure(tasks::routes)
                     .configure(webhook::routes)
                     .configure(ws::routes),

@@ -29,7 +29,7 @@ async fn authorized(req: &HttpRequest, caller: &Caller, ids: &[&str]) -> Result<
     Ok(api)
 }
 
-async fn task_of(
+pub(super) async fn task_of(
     req: &HttpRequest,
     caller: &Caller,
     path: (String, String, String),

@@ -10,7 +10,7 @@
 //! Client frames: `{"type":"subscribe","topic","key"}`, `{"type":"unsubscribe","topic","key"}`, `{"type":"ping"}`.
 //! Server frames: `{"type":"{topic}Updated","key","version","snapshot"}`, `{"type":"error","code","message"}`,
 //! `{"type":"pong"}`, `{"type":"unsubscribed","topic","key"}`. Keys: `app` takes none (the caller's own), otherwise
-//! `{"org"}`, `{"org","repo","task"}` or `{"org","repo","task","session"}`.
+//! `{"org"}`, `{"org","repo","task"}` (task, sandboxProcesses) or `{"org","repo","task","session"}`.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -83,6 +83,7 @@ enum Target {
     Organization(String),
     Task(TaskKey),
     Session(SessionKey),
+    Processes(TaskKey),
 }
 
 impl Target {
@@ -90,7 +91,7 @@ impl Target {
         match self {
             Target::App(_) => None,
             Target::Organization(org) => Some(org),
-            Target::Task(t) => Some(&t.org),
+            Target::Task(t) | Target::Processes(t) => Some(&t.org),
             Target::Session(s) => Some(&s.org),
         }
     }
@@ -101,6 +102,7 @@ impl Target {
             Target::Organization(_) => organization::TOPIC,
             Target::Task(_) => task::TOPIC,
             Target::Session(_) => session::TOPIC,
+            Target::Processes(_) => task::processes::PROCESSES_TOPIC,
         }
     }
 }
@@ -137,10 +139,8 @@ fn target(caller: &Caller, topic: &str, key: Option<FrameKey>) -> Result<Target,
             Target::Session(task.session(field(k.session, "session")?))
         }
         "sandboxProcesses" => {
-            return Err(ApiError::bad_request(
-                "unsupported_topic",
-                "sandbox processes are not tracked by this server (sessions run on the agent backend)",
-            ))
+            let k = need(key)?;
+            Target::Processes(RepoKey::new(&k.org, &field(k.repo, "repo")?).task(field(k.task, "task")?))
         }
         other => return Err(ApiError::bad_request("unknown_topic", format!("unknown topic {other:?}"))),
     })
@@ -150,7 +150,7 @@ fn key_json(target: &Target) -> String {
     let key = match target {
         Target::App(user) => return serde_json::json!({ "user": user }).to_string(),
         Target::Organization(org) => FrameKey { org: org.clone(), repo: None, task: None, session: None },
-        Target::Task(t) => {
+        Target::Task(t) | Target::Processes(t) => {
             FrameKey { org: t.org.clone(), repo: Some(t.repo.clone()), task: Some(t.task.clone()), session: None }
         }
         Target::Session(s) => FrameKey {
@@ -213,6 +213,11 @@ async fn open(api: &Api, caller: &Caller, target: &Target) -> Result<(Subscripti
         Target::Session(s) => {
             d.locate_session(s).await?;
             d.sessions.subscribe(s, session::TOPIC).await
+        }
+        Target::Processes(t) => {
+            d.locate_task(t).await?;
+            d.ensure_task(t).await?;
+            d.tasks.subscribe(t, task::processes::PROCESSES_TOPIC).await
         }
     };
     Ok((sub?, None))

@@ -14,3 +14,4 @@ pub fn http_client_builder() -> reqwest::ClientBuilder {
 }
 pub mod git;
 pub mod github;
+pub mod sandbox;

@@ -1,8 +1,10 @@
 //! The task actor (key: organization + repository + task id): a branch with work on it. It coordinates its sessions
 //! (their index and summaries), derives its status from all of them, and pushes its summary to its repository only.
-//! Publishes the `task` topic (the shared detail; a viewer's overlay is applied at read time from the user actor).
+//! Publishes the `task` topic (the shared detail; a viewer's overlay is applied at read time from the user actor) and
+//! `sandboxProcesses` (the processes it started in the sandbox, see [`processes`]).
 
 mod messages;
+pub mod processes;
 pub mod schema;
 
 use diesel::sqlite::SqliteConnection;
@@ -19,6 +21,14 @@ pub const TOPIC: &str = "task";
 
 pub struct Task {
     pub key: TaskKey,
+    /// The running status poll of the task's sandbox processes (a runtime handle, not state).
+    poller: Option<actix::SpawnHandle>,
+}
+
+impl Task {
+    pub fn new(key: TaskKey) -> Self {
+        Task { key, poller: None }
+    }
 }
 
 /// What `taskUpdated` carries.
@@ -72,11 +82,19 @@ impl Entity for Task {
     const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/task");
 
     fn load(key: &TaskKey, _: &mut SqliteConnection) -> diesel::QueryResult<Self> {
-        Ok(Task { key: key.clone() })
+        Ok(Task::new(key.clone()))
     }
 
+    /// `task`: the [`TaskDetail`]; `sandboxProcesses`: the task's processes.
     fn snapshot(&self, topic: &str, db: &mut SqliteConnection) -> Result<serde_json::Value, SnapshotError> {
+        if topic == processes::PROCESSES_TOPIC {
+            return Ok(serde_json::to_value(processes::ProcessesSnapshot { processes: processes::list(db)? })?);
+        }
         crate::actors::topic_snapshot(Self::KIND, topic, TOPIC, || self.build_detail(db))
+    }
+
+    fn started(&mut self, ctx: &mut crate::runtime::EntityCtx<'_, Self>) {
+        processes::resume(self, ctx);
     }
 
     fn accepts(deliveries: &mut Accepts<Self>) {

@@ -1,0 +1,136 @@
+//! Sandbox processes of a task: `T/processes` (list, start), `T/processes/{id}` (get, delete), `.../stop`, `.../kill`,
+//! `.../logs`, where `T = /v1/orgs/{org}/repos/{repo}/tasks/{task}`. The sandbox's process host runs them; the task
+//! records which are its own (another task's process id is 404) and publishes them on `sandboxProcesses`.
+
+use std::sync::Arc;
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+
+use super::tasks::task_of;
+use super::{Api, ApiError, Caller};
+use crate::actors::task::processes::{ForgetProcess, GetTaskProcess, ListTaskProcesses, TrackProcess};
+use crate::integrations::sandbox::{ProcessError, ProcessHost, ProcessService, ProcessSpec};
+
+type Res = Result<HttpResponse, ApiError>;
+type TaskPath = web::Path<(String, String, String)>;
+type ProcessPath = web::Path<(String, String, String, String)>;
+
+const MAX_COMMAND_CHARS: usize = 1000;
+const MAX_ARGS: usize = 100;
+const MAX_ARG_BYTES: usize = 16 * 1024;
+const MAX_ENV: usize = 100;
+
+impl From<ProcessError> for ApiError {
+    fn from(e: ProcessError) -> Self {
+        match e {
+            ProcessError::NotFound(id) => ApiError::not_found(format!("process {id:?} not found in the sandbox")),
+            ProcessError::Refused(m) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "sandbox_refused", m),
+            e => {
+                tracing::warn!(error = %e, "sandbox process host failed");
+                ApiError::new(StatusCode::BAD_GATEWAY, "sandbox_unreachable", e.to_string())
+            }
+        }
+    }
+}
+
+fn host(api: &Api) -> Result<Arc<dyn ProcessHost>, ApiError> {
+    api.domain.runtime.service::<ProcessService>().map(|s| s.0.clone()).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "sandbox_unavailable",
+            "this server runs no sandbox (start it with --agent-url)",
+        )
+    })
+}
+
+fn check(spec: &ProcessSpec) -> Result<(), ApiError> {
+    let bad = |m: String| Err(ApiError::bad_request("invalid_input", m));
+    if spec.command.trim().is_empty() || spec.command.chars().count() > MAX_COMMAND_CHARS {
+        return bad(format!("command must be 1 to {MAX_COMMAND_CHARS} characters"));
+    }
+    if spec.args.len() > MAX_ARGS || spec.args.iter().any(|a| a.len() > MAX_ARG_BYTES) {
+        return bad(format!("at most {MAX_ARGS} arguments of at most {MAX_ARG_BYTES} bytes"));
+    }
+    if spec.env.len() > MAX_ENV || spec.env.keys().any(|k| k.is_empty() || k.contains('=')) {
+        return bad(format!("at most {MAX_ENV} environment variables with non-empty names without '='"));
+    }
+    Ok(())
+}
+
+async fn list(req: HttpRequest, caller: Caller, path: TaskPath) -> Res {
+    let (api, task) = task_of(&req, &caller, path.into_inner()).await?;
+    api.domain.ensure_task(&task).await?;
+    Ok(HttpResponse::Ok()
+        .json(serde_json::json!({ "processes": api.domain.tasks.read(&task, ListTaskProcesses).await? })))
+}
+
+/// `POST T/processes {command, args?, cwd?, env?}`: starts a process in the sandbox (201 with the process).
+async fn start(req: HttpRequest, caller: Caller, path: TaskPath, body: web::Json<ProcessSpec>) -> Res {
+    let (api, task) = task_of(&req, &caller, path.into_inner()).await?;
+    let spec = body.into_inner();
+    check(&spec)?;
+    let host = host(&api)?;
+    api.domain.ensure_task(&task).await?;
+    let info = host.start(&spec).await?;
+    api.domain.tasks.exec(&task, TrackProcess { info: info.clone() }).await?;
+    Ok(HttpResponse::Created().json(info))
+}
+
+async fn get(req: HttpRequest, caller: Caller, path: ProcessPath) -> Res {
+    let (org, repo, task, id) = path.into_inner();
+    let (api, task) = task_of(&req, &caller, (org, repo, task)).await?;
+    Ok(HttpResponse::Ok().json(api.domain.tasks.read(&task, GetTaskProcess { process_id: id }).await?))
+}
+
+/// `POST T/processes/{id}/{stop|kill}`: SIGTERM or SIGKILL.
+async fn signal(req: HttpRequest, caller: Caller, path: web::Path<(String, String, String, String, String)>) -> Res {
+    let (org, repo, task, id, op) = path.into_inner();
+    let (api, task) = task_of(&req, &caller, (org, repo, task)).await?;
+    api.domain.tasks.read(&task, GetTaskProcess { process_id: id.clone() }).await?;
+    let host = host(&api)?;
+    let info = match op.as_str() {
+        "stop" => host.stop(&id).await?,
+        "kill" => host.kill(&id).await?,
+        _ => return Err(ApiError::not_found(format!("no process operation {op:?}"))),
+    };
+    api.domain.tasks.exec(&task, TrackProcess { info: info.clone() }).await?;
+    Ok(HttpResponse::Ok().json(info))
+}
+
+/// `DELETE T/processes/{id}`: removes an exited process (and its logs) from the sandbox and the task.
+async fn delete(req: HttpRequest, caller: Caller, path: ProcessPath) -> Res {
+    let (org, repo, task, id) = path.into_inner();
+    let (api, task) = task_of(&req, &caller, (org, repo, task)).await?;
+    let row = api.domain.tasks.read(&task, GetTaskProcess { process_id: id.clone() }).await?;
+    if row.status == "running" {
+        return Err(ApiError::new(StatusCode::CONFLICT, "conflict", "stop or kill the process first"));
+    }
+    match host(&api)?.delete(&id).await {
+        // Already gone from the sandbox: forgetting it is all that is left.
+        Ok(()) | Err(ProcessError::NotFound(_)) => {}
+        Err(e) => return Err(e.into()),
+    }
+    api.domain.tasks.exec(&task, ForgetProcess { process_id: id }).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// `GET T/processes/{id}/logs`: the output so far (entries with `stream`, `data`, `encoding`).
+async fn logs(req: HttpRequest, caller: Caller, path: ProcessPath) -> Res {
+    let (org, repo, task, id) = path.into_inner();
+    let (api, task) = task_of(&req, &caller, (org, repo, task)).await?;
+    api.domain.tasks.read(&task, GetTaskProcess { process_id: id.clone() }).await?;
+    let entries = host(&api)?.logs(&id).await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "processId": id, "entries": entries })))
+}
+
+/// Registered before the task's `{action}` route, which would otherwise take `processes`.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    const P: &str = "/orgs/{org}/repos/{repo}/tasks/{task}/processes";
+    cfg.route(P, web::get().to(list))
+        .route(P, web::post().to(start))
+        .route(&format!("{P}/{{process}}"), web::get().to(get))
+        .route(&format!("{P}/{{process}}"), web::delete().to(delete))
+        .route(&format!("{P}/{{process}}/logs"), web::get().to(logs))
+        .route(&format!("{P}/{{process}}/{{op}}"), web::post().to(signal));
+}
