@@ -617,3 +617,47 @@ async fn github_sign_in(
     assert_eq!(res.status(), 200);
     res.json::<Value>().await.unwrap()["token"].as_str().unwrap().to_owned()
 }
+
+/// Cookie-authenticated requests that act must come from this server's own origin (CSRF and cross-site WebSocket
+/// hijacking); bearer tokens are not sent by browsers on their own, so they are not restricted.
+#[actix_rt::test]
+async fn cookie_sessions_refuse_cross_origin_actions() {
+    let s = start(|_, _| {}).await;
+    let token = s.sign_in("alice").await;
+    let cookie = format!("foundry_session={token}");
+    let create = |origin: Option<String>| {
+        let mut req = s
+            .client
+            .post(format!("{}/v1/orgs", s.base))
+            .header("cookie", &cookie)
+            .json(&json!({ "id": "acme", "displayName": "Acme" }));
+        if let Some(origin) = origin {
+            req = req.header("origin", origin);
+        }
+        req.send()
+    };
+    let res = create(Some("https://evil.example".into())).await.unwrap();
+    assert_eq!(res.status(), 403);
+    let res = s
+        .client
+        .get(format!("{}/v1/me", s.base))
+        .header("cookie", &cookie)
+        .header("origin", "https://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "reads are not actions");
+    let res = s
+        .client
+        .post(format!("{}/v1/orgs", s.base))
+        .bearer_auth(&token)
+        .header("origin", "https://evil.example")
+        .json(&json!({ "id": "acme", "displayName": "Acme" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201, "bearer tokens are not ambient credentials");
+    let res = create(Some(format!("http://{}", s.addr))).await.unwrap();
+    assert_eq!(res.status(), 409, "same origin passes (and the organization exists already)");
+    s.stop().await;
+}

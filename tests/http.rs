@@ -22,6 +22,12 @@ async fn health_readiness_and_metrics_over_http() {
     let ready = client.get(format!("{base}/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 200);
 
+    let (st, _) = s.call("GET", "/v1/me", None, None).await;
+    assert_eq!(st, 401);
+    let token = s.sign_in("alice").await;
+    let (st, _) = s.call("GET", "/v1/me", Some(&token), None).await;
+    assert_eq!(st, 200);
+
     let res = client.get(format!("{base}/metrics")).send().await.unwrap();
     assert!(res.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
     let text = res.text().await.unwrap();
@@ -32,6 +38,8 @@ async fn health_readiness_and_metrics_over_http() {
     assert!(text.contains("foundry_mailbox_depth{kind=\"organization\"} 0"), "{text}");
     assert!(text.contains("foundry_live_actors{kind=\"task\"} 0"), "every domain kind is listed: {text}");
     assert!(text.contains("# TYPE foundry_ws_sessions gauge\nfoundry_ws_sessions 0"), "{text}");
+    assert!(text.contains("foundry_http_responses_total{class=\"2xx\"} 2"), "sign-in and /me: {text}");
+    assert!(text.contains("foundry_http_responses_total{class=\"4xx\"} 1"), "{text}");
 
     s.rt.shutdown().await;
     let ready = client.get(format!("{base}/readyz")).send().await.unwrap();

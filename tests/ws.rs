@@ -307,3 +307,25 @@ async fn task_frames_carry_only_the_viewers_overlay() {
     }
     s.stop().await;
 }
+
+/// A cookie-authenticated upgrade from another site's page is refused (cross-site WebSocket hijacking).
+#[actix_rt::test]
+async fn cross_origin_upgrades_with_the_cookie_are_refused() {
+    let s = start(|_, _| {}).await;
+    let token = s.sign_in("alice").await;
+    let upgrade = |origin: String| {
+        let mut req = format!("ws://{}/v1/ws", s.addr).into_client_request().unwrap();
+        req.headers_mut().insert("cookie", format!("foundry_session={token}").parse().unwrap());
+        req.headers_mut().insert("origin", origin.parse().unwrap());
+        tokio_tungstenite::connect_async(req)
+    };
+    match upgrade("https://evil.example".into()).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(res)) => assert_eq!(res.status(), 403),
+        other => panic!("expected 403, got {:?}", other.map(|_| ())),
+    }
+    let (mut ws, _) = upgrade(format!("http://{}", s.addr)).await.unwrap();
+    send(&mut ws, json!({ "type": "ping" })).await;
+    assert_eq!(recv(&mut ws).await["type"], "pong");
+    drop(ws);
+    s.stop().await;
+}

@@ -78,10 +78,10 @@ pub fn hash_secret(secret: &str) -> String {
     hex(&Sha256::digest(secret.as_bytes()))
 }
 
-/// The token a request carries: `Authorization: Bearer`, else the session cookie.
-fn request_token(req: &HttpRequest) -> Option<String> {
+/// The token a request carries: `Authorization: Bearer`, else the session cookie (then `true`).
+fn request_token(req: &HttpRequest) -> Option<(String, bool)> {
     if let Some(value) = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
-        return value.strip_prefix("Bearer ").map(|t| t.trim().to_owned());
+        return value.strip_prefix("Bearer ").map(|t| (t.trim().to_owned(), false));
     }
     req.headers()
         .get_all(header::COOKIE)
@@ -89,7 +89,24 @@ fn request_token(req: &HttpRequest) -> Option<String> {
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
         .find(|(name, _)| *name == SESSION_COOKIE)
-        .map(|(_, value)| value.to_owned())
+        .map(|(_, value)| (value.to_owned(), true))
+}
+
+/// A browser sends the cookie with requests other sites make it send; for those that act (not GET, except the
+/// WebSocket upgrade, which browsers never restrict by origin) the `Origin` must be this server's own.
+fn check_origin(req: &HttpRequest) -> Result<(), ApiError> {
+    let acts = req.method() != actix_web::http::Method::GET || req.headers().contains_key(header::UPGRADE);
+    let Some(origin) = req.headers().get(header::ORIGIN).and_then(|v| v.to_str().ok()) else { return Ok(()) };
+    if !acts {
+        return Ok(());
+    }
+    let origin_host = origin.split_once("://").map_or(origin, |(_, rest)| rest).trim_end_matches('/');
+    let host = req.headers().get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    if origin_host.eq_ignore_ascii_case(host) {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden(format!("cross-origin request from {origin} with a session cookie")))
+    }
 }
 
 /// The signed-in user of a request. Taking it as an argument makes a route require authentication (401 otherwise).
@@ -126,7 +143,10 @@ impl Caller {
     /// The caller of `req`, if it carries a valid token.
     pub async fn from_request_async(req: &HttpRequest) -> Result<Caller, ApiError> {
         let api = super::api(req)?;
-        let token = request_token(req).ok_or_else(|| ApiError::unauthenticated("sign in first"))?;
+        let (token, via_cookie) = request_token(req).ok_or_else(|| ApiError::unauthenticated("sign in first"))?;
+        if via_cookie {
+            check_origin(req)?;
+        }
         Caller::resolve(&api, &token).await
     }
 }

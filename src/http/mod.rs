@@ -39,6 +39,15 @@ pub struct HttpStats {
     pub ws_opened: AtomicU64,
     pub ws_frames: AtomicU64,
     pub ws_dropped: AtomicU64,
+    /// Responses of `/v1` by status class: 2xx, 3xx, 4xx, 5xx.
+    pub responses: [AtomicU64; 4],
+}
+
+impl HttpStats {
+    fn count(&self, status: u16) {
+        let class = (status / 100).clamp(2, 5) as usize - 2;
+        self.responses[class].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// Everything the handlers share.
@@ -114,6 +123,39 @@ async fn not_found(req: HttpRequest) -> HttpResponse {
     .error_response()
 }
 
+/// Counts each `/v1` response by status class and logs it (server errors at warn, the rest at debug).
+fn observe<S>(
+    req: actix_web::dev::ServiceRequest,
+    srv: &S,
+) -> impl std::future::Future<Output = Result<actix_web::dev::ServiceResponse, actix_web::Error>>
+where
+    S: actix_web::dev::Service<
+        actix_web::dev::ServiceRequest,
+        Response = actix_web::dev::ServiceResponse,
+        Error = actix_web::Error,
+    >,
+{
+    let started = std::time::Instant::now();
+    let method = req.method().clone();
+    let path = req.path().to_owned();
+    let api = req.app_data::<web::Data<Api>>().cloned();
+    let call = srv.call(req);
+    async move {
+        let res = call.await?;
+        let status = res.status().as_u16();
+        if let Some(api) = api {
+            api.stats.count(status);
+        }
+        let ms = started.elapsed().as_secs_f64() * 1000.0;
+        if status >= 500 {
+            tracing::warn!(%method, %path, status, ms, "request failed");
+        } else {
+            tracing::debug!(%method, %path, status, ms, "request");
+        }
+        Ok(res)
+    }
+}
+
 /// Configures an app with every route; `api` is shared by all workers.
 pub fn configure(api: web::Data<Api>) -> impl Fn(&mut web::ServiceConfig) + Clone {
     move |cfg| {
@@ -124,6 +166,7 @@ pub fn configure(api: web::Data<Api>) -> impl Fn(&mut web::ServiceConfig) + Clon
             .configure(ops::routes)
             .service(
                 web::scope("/v1")
+                    .wrap_fn(observe)
                     .configure(auth::routes)
                     .configure(orgs::routes)
                     .configure(processes::routes)

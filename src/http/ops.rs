@@ -85,6 +85,11 @@ pub fn render_http_metrics(stats: &HttpStats, out: &mut String) {
     for (name, kind, help, value) in rows {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
     }
+    let name = "foundry_http_responses_total";
+    let _ = writeln!(out, "# HELP {name} API responses by status class.\n# TYPE {name} counter");
+    for (i, class) in ["2xx", "3xx", "4xx", "5xx"].iter().enumerate() {
+        let _ = writeln!(out, "{name}{{class=\"{class}\"}} {}", stats.responses[i].load(Ordering::Relaxed));
+    }
 }
 
 async fn metrics(req: HttpRequest) -> Result<HttpResponse, ApiError> {
