@@ -14,7 +14,7 @@ use super::organization::{
     AddRepository, AdminReplaceRepoTasks, GetRepository, ListRepositories, Organization, RepoRow,
 };
 use super::repository::{
-    CreateTask, CreatedTask, GetTaskSummary, InitializeRepository, ListTaskSummaries, MaterializeTask, Repository,
+    CreateTask, CreatedTask, InitializeRepository, IsTaskMaterialized, ListTaskSummaries, MaterializeTask, Repository,
 };
 use super::session::{Interrupt, RunQueue, Session, SessionAgent, Steer, SubmitPrompt, Submitted};
 use super::summary::TaskStatus;
@@ -155,7 +155,7 @@ impl Domain {
 
     /// Opens another session on a task; returns its id. Without an explicit model, the user's default is used.
     pub async fn create_session(&self, task: &TaskKey, mut msg: CreateSession) -> Result<String> {
-        self.ensure_task(task).await?;
+        self.open_task(task).await?;
         if msg.model.is_none() {
             msg.model = self.default_model_of(msg.user_id.as_deref()).await?;
         }
@@ -180,19 +180,29 @@ impl Domain {
         self.sessions.exec(session, Interrupt { drop_queued, user_id: user.map(str::to_owned) }).await
     }
 
-    /// `NotFound` unless the task exists (also one created lazily from a pull request), checked down the coordinator
-    /// hierarchy so that no actor or database is created for a key that names nothing.
-    pub async fn locate_task(&self, task: &TaskKey) -> Result<()> {
+    /// Opens a task for use: `NotFound` unless it exists, checked down the coordinator hierarchy so that no actor or
+    /// database is created for a key that names nothing; a task created lazily from a pull request gets its actor.
+    /// A live task actor was opened this way before, so it skips the checks (two reads, and no write once
+    /// materialized).
+    pub async fn open_task(&self, task: &TaskKey) -> Result<()> {
+        if self.tasks.is_live(task) {
+            return Ok(());
+        }
         self.orgs.read(&task.org, GetRepository { repo_id: task.repo.clone() }).await?;
-        self.repos.read(&task.repo_key(), GetTaskSummary { task_id: task.task.clone() }).await?;
+        let materialized = self.repos.read(&task.repo_key(), IsTaskMaterialized { task_id: task.task.clone() }).await?;
+        if !materialized {
+            self.ensure_task(task).await?;
+        }
         Ok(())
     }
 
-    /// `NotFound` unless the session exists (see [`Domain::locate_task`]).
-    pub async fn locate_session(&self, session: &SessionKey) -> Result<()> {
+    /// `NotFound` unless the session exists (see [`Domain::open_task`]).
+    pub async fn open_session(&self, session: &SessionKey) -> Result<()> {
+        if self.sessions.is_live(session) {
+            return Ok(());
+        }
         let task = session.task_key();
-        self.locate_task(&task).await?;
-        self.ensure_task(&task).await?;
+        self.open_task(&task).await?;
         let detail = self.tasks.read(&task, GetTaskDetail).await?;
         if detail.sessions.iter().any(|s| s.session_id == session.session) {
             Ok(())
@@ -211,7 +221,7 @@ impl Domain {
 
     /// The task detail with `viewer`'s overlay.
     pub async fn task_view(&self, task: &TaskKey, viewer: Option<&str>) -> Result<TaskView> {
-        self.ensure_task(task).await?;
+        self.open_task(task).await?;
         let detail = self.tasks.read(task, GetTaskDetail).await?;
         let overlay = match viewer {
             Some(user) => Some(self.users.read(&user.to_owned(), GetTaskOverlay { task: task.clone() }).await?),

@@ -26,7 +26,6 @@ use crate::actors::user::{
     AuthSessionInfo, LinkOAuthAccount, ListAuthSessions, RevokeAuthSession, StartAuthSession, UpdateProfile, UpsertUser,
 };
 use crate::integrations::github::oauth::GitHubOAuth;
-use crate::runtime::Backpressure;
 
 /// The cookie that carries a browser's session token.
 pub const SESSION_COOKIE: &str = "foundry_session";
@@ -130,7 +129,7 @@ impl Caller {
         }
         let token_hash = hash_secret(token);
         let msg = ResolveAuthSession { token_hash: token_hash.clone(), now_ms: now_ms() };
-        let found = api.domain.auth.read_with(&AUTH_DIRECTORY_KEY.to_owned(), msg, Backpressure::FailFast).await?;
+        let found = api.domain.auth.read_with(&AUTH_DIRECTORY_KEY.to_owned(), msg, super::CHECK_BACKPRESSURE).await?;
         let session = found.ok_or_else(|| ApiError::unauthenticated("session expired or signed out"))?;
         Ok(Caller {
             user_id: session.user_id,
@@ -394,7 +393,7 @@ impl Caller {
     /// Whether the session is still signed in (not revoked, not expired).
     pub async fn still_valid(&self, api: &Api) -> Result<bool, ApiError> {
         let msg = ResolveAuthSession { token_hash: self.token_hash.clone(), now_ms: now_ms() };
-        let found = api.domain.auth.read_with(&AUTH_DIRECTORY_KEY.to_owned(), msg, Backpressure::FailFast).await?;
+        let found = api.domain.auth.read_with(&AUTH_DIRECTORY_KEY.to_owned(), msg, super::CHECK_BACKPRESSURE).await?;
         Ok(found.is_some_and(|s| s.session_id == self.session_id))
     }
 }

@@ -27,6 +27,10 @@ use crate::actors::organization::{GetMember, MemberRole, MemberRow};
 use crate::actors::{validate, Domain};
 use crate::runtime::Backpressure;
 
+/// How the per-request checks (session token, membership) wait for a busy actor: a burst queues briefly instead of
+/// being refused at once; past this the request fails with 503 and `Retry-After`.
+pub(crate) const CHECK_BACKPRESSURE: Backpressure = Backpressure::WaitUpTo(std::time::Duration::from_secs(2));
+
 /// Largest JSON request body (prompts are at most 64 KiB; drafts carry attachments).
 pub const MAX_JSON_BODY: usize = 256 * 1024;
 /// Largest webhook body GitHub sends (25 MB).
@@ -99,7 +103,7 @@ pub async fn member(api: &Api, caller: &Caller, org: &str) -> Result<MemberRow, 
     let msg = GetMember { user_id: caller.user_id.clone() };
     api.domain
         .orgs
-        .read_with(&org.to_owned(), msg, Backpressure::FailFast)
+        .read_with(&org.to_owned(), msg, CHECK_BACKPRESSURE)
         .await?
         .ok_or_else(|| ApiError::forbidden(format!("not a member of organization {org:?}")))
 }

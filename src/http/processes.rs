@@ -60,7 +60,6 @@ fn check(spec: &ProcessSpec) -> Result<(), ApiError> {
 
 async fn list(req: HttpRequest, caller: Caller, path: TaskPath) -> Res {
     let (api, task) = task_of(&req, &caller, path.into_inner()).await?;
-    api.domain.ensure_task(&task).await?;
     Ok(HttpResponse::Ok()
         .json(serde_json::json!({ "processes": api.domain.tasks.read(&task, ListTaskProcesses).await? })))
 }
@@ -71,7 +70,6 @@ async fn start(req: HttpRequest, caller: Caller, path: TaskPath, body: web::Json
     let spec = body.into_inner();
     check(&spec)?;
     let host = host(&api)?;
-    api.domain.ensure_task(&task).await?;
     let info = host.start(&spec).await?;
     api.domain.tasks.exec(&task, TrackProcess { info: info.clone() }).await?;
     Ok(HttpResponse::Created().json(info))

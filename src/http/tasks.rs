@@ -36,7 +36,7 @@ pub(super) async fn task_of(
 ) -> Result<(web::Data<Api>, TaskKey), ApiError> {
     let api = authorized(req, caller, &[&path.0, &path.1, &path.2]).await?;
     let task = RepoKey::new(&path.0, &path.1).task(&path.2);
-    api.domain.locate_task(&task).await?;
+    api.domain.open_task(&task).await?;
     Ok((api, task))
 }
 
@@ -47,7 +47,7 @@ async fn session_of(
 ) -> Result<(web::Data<Api>, SessionKey), ApiError> {
     let api = authorized(req, caller, &[&p.0, &p.1, &p.2, &p.3]).await?;
     let session = RepoKey::new(&p.0, &p.1).task(&p.2).session(&p.3);
-    api.domain.locate_session(&session).await?;
+    api.domain.open_session(&session).await?;
     Ok((api, session))
 }
 
@@ -107,7 +107,6 @@ struct RenameBody {
 /// `PATCH .../tasks/{task} {title}`.
 async fn rename_task(req: HttpRequest, caller: Caller, path: TaskPath, body: Json<RenameBody>) -> Res {
     let (api, task) = task_of(&req, &caller, path.into_inner()).await?;
-    api.domain.ensure_task(&task).await?;
     api.domain
         .tasks
         .mutate(&task, RenameTask { title: body.into_inner().title, user_id: Some(caller.user_id.clone()) })
@@ -137,7 +136,6 @@ async fn task_action(
     let body = body.map(|b| b.into_inner()).unwrap_or_default();
     let user = Some(caller.user_id.as_str());
     let d = &api.domain;
-    d.ensure_task(&task).await?;
     match action.as_str() {
         "archive" => return ok(serde_json::json!({ "status": d.archive_task(&task, user).await? })),
         "kill" => return ok(serde_json::json!({ "status": d.kill_task(&task, user).await? })),

@@ -205,18 +205,16 @@ async fn open(api: &Api, caller: &Caller, target: &Target) -> Result<(Subscripti
         Target::App(user) => d.users.subscribe(user, user::APP_TOPIC).await,
         Target::Organization(org) => d.orgs.subscribe(org, organization::TOPIC).await,
         Target::Task(t) => {
-            d.locate_task(t).await?;
-            d.ensure_task(t).await?;
+            d.open_task(t).await?;
             let overlay = d.users.subscribe(&caller.user_id, &user::overlay_topic(t)).await?;
             return Ok((d.tasks.subscribe(t, task::TOPIC).await?, Some(overlay)));
         }
         Target::Session(s) => {
-            d.locate_session(s).await?;
+            d.open_session(s).await?;
             d.sessions.subscribe(s, session::TOPIC).await
         }
         Target::Processes(t) => {
-            d.locate_task(t).await?;
-            d.ensure_task(t).await?;
+            d.open_task(t).await?;
             d.tasks.subscribe(t, task::processes::PROCESSES_TOPIC).await
         }
     };
@@ -345,13 +343,21 @@ impl Connection {
     }
 
     async fn frame(&mut self, text: &str) -> Result<(), End> {
+        // An error about a subscription names its topic and key, so a client with several pending can tell which.
+        let mut about = serde_json::Map::new();
         let reply = match serde_json::from_str::<ClientFrame>(text) {
             Err(e) => Err(ApiError::bad_request("invalid_frame", e.to_string())),
             Ok(f) => match f.kind.as_str() {
                 "ping" => return self.send(r#"{"type":"pong"}"#.to_owned()).await,
                 "subscribe" | "unsubscribe" => match f.topic.as_deref() {
                     None => Err(ApiError::bad_request("invalid_frame", "topic is required")),
-                    Some(topic) => match target(&self.caller, topic, f.key) {
+                    Some(topic) => match {
+                        about.insert("topic".into(), topic.into());
+                        if let Some(key) = &f.key {
+                            about.insert("key".into(), serde_json::to_value(key).unwrap_or_default());
+                        }
+                        target(&self.caller, topic, f.key)
+                    } {
                         Err(e) => Err(e),
                         Ok(t) if f.kind == "subscribe" => self.subscribe(t).await,
                         Ok(t) => {
@@ -367,7 +373,13 @@ impl Connection {
         };
         match reply {
             Ok(()) => Ok(()),
-            Err(e) => self.send(error_frame(&e)).await,
+            Err(e) => {
+                let mut frame = serde_json::json!({ "type": "error", "code": e.code, "message": e.message });
+                if let Some(obj) = frame.as_object_mut() {
+                    obj.extend(about);
+                }
+                self.send(frame.to_string()).await
+            }
         }
     }
 

@@ -214,6 +214,22 @@ impl Read for GetTaskSummary {
     }
 }
 
+/// Whether a task of the index already has its own actor (`NotFound` if the task does not exist): lets callers skip
+/// the write of [`MaterializeTask`] on every use.
+pub struct IsTaskMaterialized {
+    pub task_id: String,
+}
+
+impl Read for IsTaskMaterialized {
+    type Entity = Repository;
+    type Output = bool;
+    type Error = DomainError;
+    fn read(self, _: &Repository, db: &mut SqliteConnection) -> DomainResult<bool> {
+        let found = schema::task_by_id(db, &self.task_id)?;
+        found.map(|(_, materialized)| materialized).ok_or_else(|| DomainError::not_found("task", &self.task_id))
+    }
+}
+
 /// Pull requests of this repository, from the GitHub sync or a webhook: each updates the task owning its branch, or
 /// (if open and no task claims the branch) becomes a task row in the index at once. The task's own actor is only
 /// told when it exists; a lazily created task gets one on first use, so thousands of PRs spawn no actors.
