@@ -343,33 +343,34 @@ impl Connection {
     }
 
     async fn frame(&mut self, text: &str) -> Result<(), End> {
+        let f = match serde_json::from_str::<ClientFrame>(text) {
+            Ok(f) => f,
+            Err(e) => return self.send(error_frame(&ApiError::bad_request("invalid_frame", e.to_string()))).await,
+        };
         // An error about a subscription names its topic and key, so a client with several pending can tell which.
         let mut about = serde_json::Map::new();
-        let reply = match serde_json::from_str::<ClientFrame>(text) {
-            Err(e) => Err(ApiError::bad_request("invalid_frame", e.to_string())),
-            Ok(f) => match f.kind.as_str() {
-                "ping" => return self.send(r#"{"type":"pong"}"#.to_owned()).await,
-                "subscribe" | "unsubscribe" => match f.topic.as_deref() {
-                    None => Err(ApiError::bad_request("invalid_frame", "topic is required")),
-                    Some(topic) => match {
-                        about.insert("topic".into(), topic.into());
-                        if let Some(key) = &f.key {
-                            about.insert("key".into(), serde_json::to_value(key).unwrap_or_default());
-                        }
-                        target(&self.caller, topic, f.key)
-                    } {
-                        Err(e) => Err(e),
-                        Ok(t) if f.kind == "subscribe" => self.subscribe(t).await,
-                        Ok(t) => {
-                            let frame =
-                                format!(r#"{{"type":"unsubscribed","topic":"{}","key":{}}}"#, t.topic(), key_json(&t));
-                            self.subs.remove(&t);
-                            return self.send(frame).await;
-                        }
-                    },
-                },
-                other => Err(ApiError::bad_request("invalid_frame", format!("unknown frame type {other:?}"))),
+        if let Some(topic) = &f.topic {
+            about.insert("topic".into(), topic.as_str().into());
+        }
+        if let Some(key) = &f.key {
+            about.insert("key".into(), serde_json::to_value(key).unwrap_or_default());
+        }
+        let reply = match (f.kind.as_str(), f.topic.as_deref()) {
+            ("ping", _) => return self.send(r#"{"type":"pong"}"#.to_owned()).await,
+            ("subscribe" | "unsubscribe", None) => Err(ApiError::bad_request("invalid_frame", "topic is required")),
+            ("subscribe", Some(topic)) => match target(&self.caller, topic, f.key) {
+                Ok(t) => self.subscribe(t).await,
+                Err(e) => Err(e),
             },
+            ("unsubscribe", Some(topic)) => match target(&self.caller, topic, f.key) {
+                Ok(t) => {
+                    let frame = format!(r#"{{"type":"unsubscribed","topic":"{}","key":{}}}"#, t.topic(), key_json(&t));
+                    self.subs.remove(&t);
+                    return self.send(frame).await;
+                }
+                Err(e) => Err(e),
+            },
+            (other, _) => Err(ApiError::bad_request("invalid_frame", format!("unknown frame type {other:?}"))),
         };
         match reply {
             Ok(()) => Ok(()),
