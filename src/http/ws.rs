@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use actix_ws::{CloseCode, CloseReason, Message, MessageStream, ProtocolError, Session};
+use bytestring::ByteString;
 use serde::Deserialize;
 
 use super::{member, Api, ApiError, Caller};
@@ -267,7 +268,7 @@ enum End {
 
 impl Connection {
     /// Sends one frame, waiting for the socket up to the send timeout.
-    async fn send(&mut self, frame: String) -> Result<(), End> {
+    async fn send(&mut self, frame: impl Into<ByteString>) -> Result<(), End> {
         match tokio::time::timeout(self.api.ws.send_timeout, self.session.text(frame)).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => Err(End::Client),
@@ -406,11 +407,15 @@ impl Connection {
         };
         let Some(sub) = self.subs.get_mut(&t) else { return Ok(()) };
         let (version, frame) = match &sub.overlay {
-            None => (ev.version, update_frame(&sub.key_json, &ev)),
+            // Every subscriber of this event names it with the same key: one frame, shared.
+            None => {
+                let shared = ev.memo(|| ByteString::from(update_frame(&sub.key_json, &ev)));
+                (ev.version, shared.unwrap_or_else(|| ByteString::from(update_frame(&sub.key_json, &ev))))
+            }
             // Either half may have changed: compose the latest of both, once both exist.
             Some(overlay) => match (sub.channel.latest(), overlay.latest()) {
                 (Some(detail), Some(overlay)) => {
-                    (detail.version + overlay.version, task_frame(&sub.key_json, &detail, &overlay))
+                    (detail.version + overlay.version, ByteString::from(task_frame(&sub.key_json, &detail, &overlay)))
                 }
                 _ => return Ok(()),
             },
@@ -498,13 +503,13 @@ mod tests {
     use super::*;
 
     fn event(topic: &str, version: u64, json: &str) -> TopicEvent {
-        TopicEvent {
-            kind: "test",
-            key: "k".into(),
-            topic: topic.into(),
+        TopicEvent::new(
+            "test",
+            "k".into(),
+            topic.into(),
             version,
-            snapshot: serde_json::value::RawValue::from_string(json.into()).unwrap().into(),
-        }
+            serde_json::value::RawValue::from_string(json.into()).unwrap().into(),
+        )
     }
 
     #[test]

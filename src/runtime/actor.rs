@@ -666,13 +666,8 @@ impl<E: Entity> EntityActor<E> {
             Err(p) => return Err(SnapshotError::Serialize(serde::ser::Error::custom(panic_text(&p)))),
         };
         let raw = serde_json::value::to_raw_value(&value)?;
-        core.registry.inner.shared.hub.publish(TopicEvent {
-            kind: E::KIND,
-            key: core.encoded.clone(),
-            topic: topic.to_owned(),
-            version,
-            snapshot: Arc::from(raw),
-        });
+        let event = TopicEvent::new(E::KIND, core.encoded.clone(), topic.to_owned(), version, Arc::from(raw));
+        core.registry.inner.shared.hub.publish(event);
         Ok(())
     }
 

@@ -25,9 +25,27 @@ pub struct TopicEvent {
     pub version: u64,
     /// The snapshot, serialised once for every subscriber.
     pub snapshot: Arc<serde_json::value::RawValue>,
+    /// One derived encoding shared by every subscriber (e.g. the web layer's wire frame), built by the first that asks.
+    memo: std::sync::OnceLock<Box<dyn std::any::Any + Send + Sync>>,
 }
 
 impl TopicEvent {
+    pub fn new(
+        kind: &'static str,
+        key: String,
+        topic: String,
+        version: u64,
+        snapshot: Arc<serde_json::value::RawValue>,
+    ) -> Self {
+        TopicEvent { kind, key, topic, version, snapshot, memo: std::sync::OnceLock::new() }
+    }
+
+    /// `build()` once per event, shared by all who ask for a `T`: a thousand subscribers of one snapshot then cost
+    /// one encoding. `None` if the memo already holds another type (one derived encoding per event).
+    pub fn memo<T: Clone + Send + Sync + 'static>(&self, build: impl FnOnce() -> T) -> Option<T> {
+        self.memo.get_or_init(|| Box::new(build())).downcast_ref::<T>().cloned()
+    }
+
     /// `{topic}Updated`, the event's name on the wire.
     pub fn event_name(&self) -> String {
         format!("{}Updated", self.topic)
