@@ -89,6 +89,25 @@ async fn subscriptions_get_the_snapshot_then_every_change() {
     }
     assert_eq!(latest["snapshot"]["taskSummaries"][0]["taskId"], "t1", "{latest}");
 
+    // While subscribed, GET serves the topic's snapshot: the same document, and current right after a change.
+    let (st, fetched) = s.call("GET", "/v1/orgs/acme", Some(&alice), None).await;
+    assert_eq!(st, 200);
+    assert!(s.api.domain.orgs.latest_snapshot(&"acme".to_owned(), "organization").is_some(), "served from the topic");
+    let (_, read) = (
+        0,
+        s.api
+            .domain
+            .orgs
+            .read(&"acme".to_owned(), foundry::actors::organization::GetOrganizationSnapshot)
+            .await
+            .unwrap(),
+    );
+    assert_eq!(fetched, serde_json::to_value(&read).unwrap(), "the topic's snapshot is the read's");
+    let repo = json!({ "repoId": "r2", "fullName": "acme/r2", "remoteUrl": "https://example.invalid/acme/r2.git" });
+    assert_eq!(s.call("POST", "/v1/orgs/acme/repos", Some(&alice), Some(repo)).await.0, 201);
+    let (_, fetched) = s.call("GET", "/v1/orgs/acme", Some(&alice), None).await;
+    assert_eq!(fetched["repos"].as_array().unwrap().len(), 2, "read-your-writes: {fetched}");
+
     // Task and session topics.
     send(
         &mut ws,

@@ -105,10 +105,14 @@ async fn create_org(req: HttpRequest, caller: Caller, body: Json<CreateOrgBody>)
     Ok(HttpResponse::Created().json(api.domain.orgs.read(&body.id, GetOrganizationSnapshot).await?))
 }
 
-/// `GET /v1/orgs/{org}`: the organization snapshot (what `organizationUpdated` carries).
+/// `GET /v1/orgs/{org}`: the organization snapshot (what `organizationUpdated` carries). While WebSocket clients
+/// subscribe to it, the topic's already-serialised snapshot is served without asking the actor.
 async fn get_org(req: HttpRequest, caller: Caller, org: web::Path<String>) -> Res {
     let api = super::api(&req)?;
     member(&api, &caller, &org).await?;
+    if let Some(ev) = api.domain.orgs.latest_snapshot(&org, crate::actors::organization::TOPIC) {
+        return Ok(HttpResponse::Ok().content_type("application/json").body(ev.snapshot.get().to_owned()));
+    }
     ok(api.domain.orgs.read(&org, GetOrganizationSnapshot).await?)
 }
 

@@ -474,6 +474,12 @@ impl<E: Entity> Registry<E> {
         self.call(key, Backpressure::Wait, make).await
     }
 
+    /// The latest published snapshot of `topic` of `key` if someone subscribes to it (see [`super::topic::TopicHub::latest`]):
+    /// a read served without a message to the actor.
+    pub fn latest_snapshot(&self, key: &E::Key, topic: &str) -> Option<Arc<super::TopicEvent>> {
+        self.inner.shared.hub.latest(E::KIND, &key.encode(), topic)
+    }
+
     /// Whether `key` currently has a live actor.
     pub fn is_live(&self, key: &E::Key) -> bool {
         lock(self.shard(key)).get(key).is_some_and(|s| s.cell.initialized() && !s.is_retired())

@@ -128,6 +128,20 @@ impl TopicHub {
         Subscription { rx }
     }
 
+    /// The latest snapshot of a topic someone subscribes to, without subscribing or touching the actor. While a topic
+    /// has subscribers every committed change is published to it before the change's callers get their replies, so
+    /// this is the current committed snapshot; `None` when nobody subscribes (or before the first publish).
+    pub fn latest(&self, kind: &'static str, key: &str, topic: &str) -> Option<Arc<TopicEvent>> {
+        let id = TopicId { kind, key: key.to_owned(), topic: topic.to_owned() };
+        let map = lock(self.shard(key, topic));
+        let tx = map.get(&id)?;
+        if tx.receiver_count() == 0 {
+            return None;
+        }
+        let latest = tx.borrow().clone();
+        latest
+    }
+
     /// Publishes `event` unless the channel already holds the same or a newer version.
     pub fn publish(&self, event: TopicEvent) {
         let map = lock(self.shard(&event.key, &event.topic));
