@@ -91,6 +91,24 @@ async fn tokens_are_random_hashed_expiring_and_revocable() {
     assert_eq!(st, 404);
     let (st, _) = s.call("GET", "/v1/me", Some(&c), None).await;
     assert_eq!(st, 200);
+
+    // Sign out everywhere: every session of the caller ends; other users keep theirs.
+    let d = s.sign_in("alice").await;
+    let e = s.sign_in("alice").await;
+    let (st, body) = s.call("DELETE", "/v1/auth/sessions", Some(&d), None).await;
+    assert_eq!(st, 200, "{body}");
+    assert!(body["revoked"].as_u64().unwrap() >= 2, "{body}");
+    for t in [&d, &e, &c] {
+        assert_eq!(s.call("GET", "/v1/me", Some(t), None).await.0, 401);
+    }
+    assert_eq!(s.call("GET", "/v1/me", Some(&bob), None).await.0, 200);
+    // The profile: name and avatar change; a blank name is refused and changes nothing.
+    let (st, me) = s.call("PATCH", "/v1/me", Some(&bob), Some(json!({ "name": "Bob B." }))).await;
+    assert_eq!((st, me["user"]["name"].as_str()), (200, Some("Bob B.")), "{me}");
+    let (st, _) = s.call("PATCH", "/v1/me", Some(&bob), Some(json!({ "name": " " }))).await;
+    assert_eq!(st, 400);
+    let (_, me) = s.call("GET", "/v1/me", Some(&bob), None).await;
+    assert_eq!(me["user"]["name"], "Bob B.");
     s.stop().await;
 
     // Expiry: a zero-length lifetime is expired as soon as it is issued.

@@ -18,12 +18,13 @@ use sha2::{Digest, Sha256};
 
 use super::{Api, ApiError};
 use crate::actors::auth_directory::{
-    ConsumeVerification, CreateVerification, IndexAuthSession, LinkAccount, RemoveAuthSession, ResolveAuthSession,
-    AUTH_DIRECTORY_KEY,
+    ConsumeVerification, CreateVerification, IndexAuthSession, LinkAccount, RemoveAuthSession, RemoveUserAuthSessions,
+    ResolveAuthSession, AUTH_DIRECTORY_KEY,
 };
 use crate::actors::now_ms;
 use crate::actors::user::{
-    AuthSessionInfo, LinkOAuthAccount, ListAuthSessions, RevokeAuthSession, StartAuthSession, UpdateProfile, UpsertUser,
+    AuthSessionInfo, LinkOAuthAccount, ListAuthSessions, RevokeAllAuthSessions, RevokeAuthSession, StartAuthSession,
+    UpdateProfile, UpsertUser,
 };
 use crate::integrations::github::oauth::GitHubOAuth;
 
@@ -370,6 +371,17 @@ async fn delete_session(req: HttpRequest, caller: Caller, path: web::Path<String
     }
 }
 
+/// `DELETE /v1/auth/sessions`: signs the caller out everywhere (every session, this one included).
+async fn delete_all_sessions(req: HttpRequest, caller: Caller) -> Result<HttpResponse, ApiError> {
+    let api = super::api(&req)?;
+    let revoked = api.domain.users.mutate(&caller.user_id, RevokeAllAuthSessions).await?;
+    let msg = RemoveUserAuthSessions { user_id: caller.user_id.clone() };
+    api.domain.auth.mutate(&AUTH_DIRECTORY_KEY.to_owned(), msg).await?;
+    Ok(HttpResponse::Ok()
+        .insert_header((header::SET_COOKIE, session_cookie(&api, "", Duration::ZERO)))
+        .json(serde_json::json!({ "revoked": revoked.len() })))
+}
+
 /// `GET /v1/auth/whoami`: the caller's user and session ids.
 async fn whoami(caller: Caller) -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({
@@ -386,6 +398,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/auth/sign-out", web::post().to(sign_out))
         .route("/auth/whoami", web::get().to(whoami))
         .route("/auth/sessions", web::get().to(list_sessions))
+        .route("/auth/sessions", web::delete().to(delete_all_sessions))
         .route("/auth/sessions/{session}", web::delete().to(delete_session));
 }
 

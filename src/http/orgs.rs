@@ -14,7 +14,9 @@ use crate::actors::organization::{
     ListRepositories, MemberRole, OrgKind, Owner, RemoveMember,
 };
 use crate::actors::repository::ListTaskSummaries;
-use crate::actors::user::{GetAppSnapshot, GetUser, SetDefaultModel, SetStarterRepoStatus, StarterRepoStatus};
+use crate::actors::user::{
+    GetAppSnapshot, GetUser, SetDefaultModel, SetStarterRepoStatus, StarterRepoStatus, UpsertUser,
+};
 use crate::actors::DomainError;
 use crate::actors::{validate, RepoKey};
 use crate::integrations::github::client::AccountKind;
@@ -46,6 +48,27 @@ fn require_github(api: &Api) -> Result<(), ApiError> {
 /// `GET /v1/me`: the caller's `app` snapshot (user, profile, default model, organizations).
 async fn me(req: HttpRequest, caller: Caller) -> Res {
     ok(super::api(&req)?.domain.users.read(&caller.user_id, GetAppSnapshot).await?)
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ProfileBody {
+    name: Option<String>,
+    avatar_url: Option<String>,
+}
+
+/// `PATCH /v1/me {name?, avatarUrl?}`: the caller's display name and avatar (the email comes from the sign-in).
+async fn update_me(req: HttpRequest, caller: Caller, body: Json<ProfileBody>) -> Res {
+    let api = super::api(&req)?;
+    let b = body.into_inner();
+    let user = api.domain.users.read(&caller.user_id, GetUser).await?;
+    let upsert = UpsertUser {
+        name: b.name.unwrap_or(user.user.name),
+        email: user.user.email,
+        avatar_url: b.avatar_url.or(user.user.avatar_url),
+    };
+    api.domain.users.mutate(&caller.user_id, upsert).await?;
+    ok(api.domain.users.read(&caller.user_id, GetAppSnapshot).await?)
 }
 
 #[derive(Deserialize)]
@@ -295,6 +318,7 @@ async fn admin_op(req: HttpRequest, caller: Caller, path: web::Path<(String, Str
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/me", web::get().to(me))
+        .route("/me", web::patch().to(update_me))
         .route("/me/default-model", web::put().to(set_default_model))
         .route("/me/starter-repo", web::put().to(set_starter_repo))
         .route("/models", web::get().to(models))
