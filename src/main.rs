@@ -72,6 +72,7 @@ struct Serve {
     /// OAuth app client id (enables "Sign in with GitHub" together with the secret).
     #[arg(long, env = "FOUNDRY_GITHUB_CLIENT_ID")]
     github_client_id: Option<String>,
+    /// OAuth app client secret.
     #[arg(long, env = "FOUNDRY_GITHUB_CLIENT_SECRET", hide_env_values = true)]
     github_client_secret: Option<String>,
     /// Secret of the GitHub webhook (enables `POST /v1/webhooks/github`).
