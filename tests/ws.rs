@@ -136,6 +136,14 @@ async fn subscriptions_get_the_snapshot_then_every_change() {
     assert_eq!(recv_type(&mut ws, "error").await["code"], "not_found");
     send(&mut ws, json!({ "type": "ping" })).await;
     assert_eq!(recv_type(&mut ws, "pong").await["type"], "pong");
+    send(&mut ws, json!({ "type": "subscribe", "topic": "task", "key": { "org": "acme", "task": "t1" } })).await;
+    let err = recv_type(&mut ws, "error").await;
+    assert_eq!(err["code"], "invalid_frame", "a task key needs its repository: {err}");
+    send(&mut ws, json!({ "type": "subscribe", "topic": "organization", "key": { "org": "acme", "color": "red" } }))
+        .await;
+    assert_eq!(recv_type(&mut ws, "error").await["code"], "invalid_frame", "unknown key fields are refused");
+    send(&mut ws, json!({ "type": "subscribe", "topic": "organization", "key": { "org": "../etc" } })).await;
+    assert_eq!(recv_type(&mut ws, "error").await["code"], "invalid_input");
     send(&mut ws, json!({ "type": "unsubscribe", "topic": "session", "key": key })).await;
     assert_eq!(recv_type(&mut ws, "unsubscribed").await["topic"], "session");
 
@@ -195,6 +203,32 @@ async fn the_app_topic_reaches_only_its_own_user() {
             break;
         }
     }
+    s.stop().await;
+}
+
+/// A connection holds a bounded number of subscriptions; past it, subscribing is refused and the rest keep working.
+#[actix_rt::test]
+async fn subscriptions_per_connection_are_bounded() {
+    let s = start(|api, _| api.ws.max_subscriptions = 2).await;
+    let (alice, _) = world(&s).await;
+    let (st, _) =
+        s.call("POST", "/v1/orgs/acme/repos/r1/tasks", Some(&alice), Some(json!({ "prompt": "Fix login" }))).await;
+    assert_eq!(st, 201);
+    let mut ws = connect(&s, Some(&alice)).await.unwrap();
+    send(&mut ws, json!({ "type": "subscribe", "topic": "organization", "key": { "org": "acme" } })).await;
+    recv_type(&mut ws, "organizationUpdated").await;
+    send(&mut ws, json!({ "type": "subscribe", "topic": "app" })).await;
+    recv_type(&mut ws, "appUpdated").await;
+    send(
+        &mut ws,
+        json!({ "type": "subscribe", "topic": "task", "key": { "org": "acme", "repo": "r1", "task": "t1" } }),
+    )
+    .await;
+    assert_eq!(recv_type(&mut ws, "error").await["code"], "too_many_subscriptions");
+    // Subscribing again to one held is not a new subscription: it resends the current snapshot.
+    send(&mut ws, json!({ "type": "subscribe", "topic": "app" })).await;
+    recv_type(&mut ws, "appUpdated").await;
+    drop(ws);
     s.stop().await;
 }
 
