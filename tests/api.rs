@@ -485,6 +485,19 @@ async fn webhooks_are_verified_then_applied_once() {
     assert_eq!(res.json::<Value>().await.unwrap()["outcome"], "applied");
     let res = post(Some(sign(b"hook-secret", body.as_bytes())), "d1").await.unwrap();
     assert_eq!(res.json::<Value>().await.unwrap()["outcome"], "duplicate");
+    // GitHub logins are case-insensitive: `Acme` reaches organization `acme`.
+    let upper = body.replace("\"login\":\"acme\"", "\"login\":\"Acme\"");
+    let res = s
+        .client
+        .post(format!("{}/v1/webhooks/github", s.base))
+        .header("x-github-event", "repository")
+        .header("x-github-delivery", "d2")
+        .header("x-hub-signature-256", sign(b"hook-secret", upper.as_bytes()))
+        .body(upper.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 202, "{upper}");
     for _ in 0..200 {
         let (_, repos) = s.call("GET", "/v1/orgs/acme/repos", Some(&alice), None).await;
         if repos.as_array().unwrap().len() == 2 {

@@ -44,5 +44,7 @@ async fn health_readiness_and_metrics_over_http() {
     s.rt.shutdown().await;
     let ready = client.get(format!("{base}/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 503);
+    let (st, body) = s.call("GET", "/v1/me", Some(&token), None).await;
+    assert_eq!((st, body["error"]["code"].as_str()), (503, Some("shutting_down")), "{body}");
     s.stop().await;
 }

@@ -43,8 +43,17 @@ async fn github_webhook(req: HttpRequest, body: web::Bytes) -> Result<HttpRespon
         })?
         .to_owned();
     validate::id("organization", &org)?;
-    // Unknown organizations are refused before an actor (and its database) is created for them.
-    api.domain.orgs.read(&org, GetOrganizationProfile).await?;
+    // Unknown organizations are refused before an actor (and its database) is created for them. GitHub logins are
+    // case-insensitive: an organization created as `acme` receives `Acme`'s deliveries.
+    let org = match api.domain.orgs.read(&org, GetOrganizationProfile).await {
+        Ok(_) => org,
+        Err(_) if org != org.to_lowercase() => {
+            let lower = org.to_lowercase();
+            api.domain.orgs.read(&lower, GetOrganizationProfile).await?;
+            lower
+        }
+        Err(e) => return Err(e.into()),
+    };
     let msg = HandleWebhook { delivery_id: delivery_id.to_owned(), event: event.to_owned(), payload };
     let outcome = api.domain.runtime.registry::<GitHubData>().exec(&org, msg).await?;
     Ok(HttpResponse::Accepted().json(serde_json::json!({ "outcome": outcome })))
