@@ -13,7 +13,8 @@ use foundry::actors::github_data::GitHubService;
 use foundry::actors::Domain;
 use foundry::http::{Api, AuthSettings};
 use foundry::integrations::agent::{AgentBackend, BuiltinAgent, SandboxAgent};
-use foundry::integrations::github::client::GitHubClient;
+use foundry::integrations::github::app::{AppClient, GitHubApp};
+use foundry::integrations::github::client::{GitHubApi, GitHubClient};
 use foundry::integrations::github::oauth::{GitHubOAuth, OAuthConfig};
 use foundry::integrations::sandbox::{ProcessService, SandboxProcesses};
 use foundry::runtime::{Runtime, RuntimeConfig};
@@ -69,6 +70,13 @@ struct Serve {
     /// Token the GitHub sync uses (an installation token or a personal access token); no sync without it.
     #[arg(long, env = "FOUNDRY_GITHUB_TOKEN", hide_env_values = true)]
     github_token: Option<String>,
+    /// GitHub App id: the sync authenticates as the App's installation on each account (with the private key file;
+    /// instead of --github-token).
+    #[arg(long, env = "FOUNDRY_GITHUB_APP_ID")]
+    github_app_id: Option<String>,
+    /// Path of the GitHub App's private key (the PEM GitHub hands out; PKCS#8 also accepted).
+    #[arg(long, env = "FOUNDRY_GITHUB_APP_PRIVATE_KEY_FILE")]
+    github_app_private_key_file: Option<PathBuf>,
     /// OAuth app client id (enables "Sign in with GitHub" together with the secret).
     #[arg(long, env = "FOUNDRY_GITHUB_CLIENT_ID")]
     github_client_id: Option<String>,
@@ -114,11 +122,39 @@ fn auth_settings(args: &Serve) -> std::io::Result<AuthSettings> {
     })
 }
 
+/// The GitHub API the sync uses: a static token's, a GitHub App's, or none.
+fn github_api(args: &Serve) -> std::io::Result<Option<Arc<dyn GitHubApi>>> {
+    let app = match (&args.github_app_id, &args.github_app_private_key_file) {
+        (Some(id), Some(path)) => Some((id, path)),
+        (None, None) => None,
+        _ => {
+            return Err(std::io::Error::other("--github-app-id and --github-app-private-key-file go together"));
+        }
+    };
+    match (&args.github_token, app) {
+        (Some(_), Some(_)) => Err(std::io::Error::other(
+            "--github-token and --github-app-id are exclusive: the sync authenticates either with a token or as an App",
+        )),
+        (Some(token), None) => Ok(Some(Arc::new(GitHubClient::new(&args.github_api_url, token)))),
+        (None, Some((id, path))) => {
+            let pem = std::fs::read_to_string(path).map_err(|e| {
+                std::io::Error::other(format!("cannot read the GitHub App private key {}: {e}", path.display()))
+            })?;
+            let app = GitHubApp::new(id, &pem, &args.github_api_url)
+                .map_err(|e| std::io::Error::other(format!("{}: {e}", path.display())))?;
+            tracing::info!(app_id = %app.app_id(), "GitHub sync authenticates as a GitHub App");
+            Ok(Some(Arc::new(AppClient::new(Arc::new(app)))))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
 async fn serve(args: Serve) -> std::io::Result<()> {
     let auth = auth_settings(&args)?;
+    let github = github_api(&args)?;
     let runtime = Runtime::start(RuntimeConfig::new(args.data_dir.clone())).map_err(std::io::Error::other)?;
-    if let Some(token) = &args.github_token {
-        runtime.provide(Arc::new(GitHubService(Arc::new(GitHubClient::new(&args.github_api_url, token)))));
+    if let Some(api) = github {
+        runtime.provide(Arc::new(GitHubService(api)));
     }
     let backend = args.agent_url.as_ref().map(|url| SandboxAgent::new(url, &args.agent));
     if let Some(url) = &args.agent_url {

@@ -119,7 +119,7 @@ impl PullState {
 type Res<T> = Result<T, GitHubError>;
 
 /// Whose repositories a sync lists.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AccountKind {
     Organization,
@@ -192,14 +192,46 @@ impl GitHubClient {
         GitHubClient { base: base_url.trim_end_matches('/').to_owned(), token: token.to_owned(), http, policy }
     }
 
-    /// One GET with retries; returns the decoded body and the `Link: rel="next"` URL.
+    /// The same client (connection pool and policy) authenticating with another token.
+    pub fn with_token(&self, token: &str) -> GitHubClient {
+        GitHubClient { token: token.to_owned(), ..self.clone() }
+    }
+
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    /// GET `{base}{path}` with this client's token, auth errors and retries, for endpoints outside `GitHubApi`.
+    pub async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Res<T> {
+        let url = format!("{}{path}", self.base);
+        self.send_page(reqwest::Method::GET, &url).await.map(|(v, _)| v)
+    }
+
+    /// POST `{base}{path}` without a body (e.g. an App's installation token exchange).
+    pub async fn post_json<T: DeserializeOwned>(&self, path: &str) -> Res<T> {
+        let url = format!("{}{path}", self.base);
+        self.send_page(reqwest::Method::POST, &url).await.map(|(v, _)| v)
+    }
+
+    /// One page of `/installation/repositories` (an installation token's repositories), like `repos_page`.
+    pub async fn installation_repos_page(&self, next: Option<String>) -> Res<Page<Repository>> {
+        let url = next.unwrap_or_else(|| self.url("/installation/repositories", ""));
+        let (page, next): (InstallationRepos, _) = self.get_page(&url).await?;
+        Ok((page.repositories, next))
+    }
+
     async fn get_page<T: DeserializeOwned>(&self, url: &str) -> Res<(T, Option<String>)> {
+        self.send_page(reqwest::Method::GET, url).await
+    }
+
+    /// One request with retries; returns the decoded body and the `Link: rel="next"` URL.
+    async fn send_page<T: DeserializeOwned>(&self, method: reqwest::Method, url: &str) -> Res<(T, Option<String>)> {
         let mut attempt = 0;
         loop {
             attempt += 1;
             let sent = self
                 .http
-                .get(url)
+                .request(method.clone(), url)
                 .header("authorization", format!("Bearer {}", self.token))
                 .header("accept", "application/vnd.github+json")
                 .header("x-github-api-version", "2022-11-28")

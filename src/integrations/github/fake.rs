@@ -6,6 +6,10 @@
 //!
 //! It also plays github.com for OAuth sign-in: `/login/oauth/authorize` (with a configurable signed-in browser user),
 //! `/login/oauth/access_token`, and `/user`, `/user/emails` for the tokens it issues.
+//!
+//! And it plays GitHub for a GitHub App: `GET /orgs/{org}/installation`, `GET /users/{user}/installation` and
+//! `POST /app/installations/{id}/access_tokens` check the App's RS256 JWT (signature, `iss`, `iat`, `exp`) against the
+//! configured public key; the installation tokens they issue are then accepted on the API like the fixed token.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -14,8 +18,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use actix_web::dev::ServerHandle;
 use actix_web::http::StatusCode;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use ring::signature::{UnparsedPublicKey, RSA_PKCS1_2048_8192_SHA256};
 use serde_json::{json, Value};
 
+use super::app::base64_decode;
 use super::oauth::percent_encode;
 
 /// The data a [`FakeGitHub`] serves: one owner (org or user) with its repositories and members.
@@ -194,6 +200,12 @@ struct State {
     oauth_tokens: HashMap<String, Grant>,
     /// Makes every code and token distinct, even within one clock tick.
     oauth_serial: u64,
+    /// (app id, RSA public key as PKCS#1 DER) of the one GitHub App the fake knows.
+    github_app: Option<(String, Vec<u8>)>,
+    /// Lower-cased account login -> installation id of the App.
+    installations: HashMap<String, i64>,
+    /// Issued installation token -> its expiry (epoch seconds).
+    installation_tokens: HashMap<String, u64>,
     base_url: String,
     requests: u64,
     failures: Vec<FailRule>,
@@ -232,6 +244,9 @@ impl FakeGitHub {
             oauth_codes: HashMap::new(),
             oauth_tokens: HashMap::new(),
             oauth_serial: 0,
+            github_app: None,
+            installations: HashMap::new(),
+            installation_tokens: HashMap::new(),
             base_url: String::new(),
             requests: 0,
             failures: Vec::new(),
@@ -314,6 +329,18 @@ impl FakeGitHub {
     /// The user approves any app and scopes at once.
     pub fn set_browser_user(&self, user: FakeOAuthUser) {
         lock(&self.state).browser_user = Some(user);
+    }
+
+    /// Registers the GitHub App whose JWTs the App endpoints accept: its id (the JWT's `iss`) and RSA public key
+    /// (PKCS#1 `RSAPublicKey` DER, e.g. `GitHubApp::public_key_der`). Replaces any previous one.
+    pub fn configure_app(&self, app_id: &str, public_key_der: Vec<u8>) {
+        lock(&self.state).github_app = Some((app_id.to_string(), public_key_der));
+    }
+
+    /// Installs the App on an account: both `/orgs/{owner}/installation` and `/users/{owner}/installation` answer
+    /// `installation_id`, and tokens can be issued for it.
+    pub fn set_installation(&self, owner: &str, installation_id: i64) {
+        lock(&self.state).installations.insert(owner.to_ascii_lowercase(), installation_id);
     }
 
     /// A fresh single-use code for `user`, as if they had just authorized the app (scopes `read:user,user:email`,
@@ -418,9 +445,24 @@ fn respond(s: &mut State, req: &HttpRequest, now: u64) -> (Reply, RateHeaders) {
         .and_then(|v| v.trim().split_once(' '))
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("token"))
         .map(|(_, tok)| tok.trim().to_string());
+    let app_endpoint = is_app_endpoint(req);
+    if app_endpoint {
+        if let Err(message) = verify_jwt(s, presented.as_deref(), now) {
+            let reply = Reply {
+                status: 401,
+                body: json!({"message": message, "documentation_url": "https://docs.github.com/rest"}),
+                link: None,
+                retry_after: None,
+                headers: Vec::new(),
+            };
+            return (reply, current(s));
+        }
+    }
     // OAuth-issued tokens only reach the endpoints sign-in needs; everything else keeps the fixed token.
     let oauth_token = match presented {
+        _ if app_endpoint => None,
         Some(t) if t == s.token => None,
+        Some(t) if s.installation_tokens.get(&t).is_some_and(|&expires| expires > now) => None,
         Some(t) if matches!(req.path(), "/user" | "/user/emails") && s.oauth_tokens.contains_key(&t) => Some(t),
         _ => {
             let reply = Reply {
@@ -458,7 +500,9 @@ fn respond(s: &mut State, req: &HttpRequest, now: u64) -> (Reply, RateHeaders) {
         return (Reply::message(status, text), current(s));
     }
 
-    let reply = if req.method() != actix_web::http::Method::GET && req.method() != actix_web::http::Method::HEAD {
+    let reply = if app_endpoint {
+        app_route(s, req, now)
+    } else if req.method() != actix_web::http::Method::GET && req.method() != actix_web::http::Method::HEAD {
         Reply::not_found()
     } else if let Some(token) = oauth_token {
         oauth_api(s, req, &token)
@@ -654,6 +698,105 @@ fn paginate(s: &State, req: &HttpRequest, items: Vec<Value>, wrap_installation: 
         link: (!links.is_empty()).then(|| links.join(", ")),
         retry_after: None,
         headers: Vec::new(),
+    }
+}
+
+// ---- GitHub App: JWT-authenticated endpoints ----
+
+const JWT_UNDECODABLE: &str = "A JSON web token could not be decoded";
+
+/// The App endpoints, which take the App's JWT instead of a token.
+fn is_app_endpoint(req: &HttpRequest) -> bool {
+    let segments: Vec<&str> = req.path().split('/').filter(|p| !p.is_empty()).collect();
+    matches!(segments.as_slice(), ["app", ..] | ["orgs" | "users", _, "installation"])
+}
+
+/// Checks an App JWT as GitHub does; the error is GitHub's message for the failure.
+fn verify_jwt(s: &State, jwt: Option<&str>, now: u64) -> Result<(), &'static str> {
+    let Some((app_id, public_key)) = &s.github_app else {
+        return Err(JWT_UNDECODABLE);
+    };
+    let jwt = jwt.ok_or(JWT_UNDECODABLE)?;
+    let mut parts = jwt.split('.');
+    let (Some(header), Some(claims), Some(signature), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(JWT_UNDECODABLE);
+    };
+    let json_part = |part: &str| base64_decode(part).and_then(|b| serde_json::from_slice::<Value>(&b).ok());
+    let (Some(header), Some(claims), Some(signature)) =
+        (json_part(header), json_part(claims), base64_decode(signature))
+    else {
+        return Err(JWT_UNDECODABLE);
+    };
+    let signed = &jwt[..jwt.rfind('.').unwrap_or(0)];
+    let key = UnparsedPublicKey::new(&RSA_PKCS1_2048_8192_SHA256, public_key);
+    if header["alg"] != "RS256" || key.verify(signed.as_bytes(), &signature).is_err() {
+        return Err(JWT_UNDECODABLE);
+    }
+    let iss_matches = match &claims["iss"] {
+        Value::String(iss) => iss == app_id,
+        Value::Number(iss) => iss.to_string() == *app_id,
+        _ => false,
+    };
+    if !iss_matches {
+        return Err("Integration not found");
+    }
+    let (Some(iat), Some(exp)) = (claims["iat"].as_u64(), claims["exp"].as_u64()) else {
+        return Err(JWT_UNDECODABLE);
+    };
+    if iat > now + 60 {
+        return Err(
+            "'Issued at' claim ('iat') must be an Integer representing the time that the assertion was issued.",
+        );
+    }
+    if exp <= now {
+        return Err("'Expiration time' claim ('exp') must be a numeric value representing the future time at which \
+                    the assertion expires.");
+    }
+    // GitHub refuses JWTs valid for more than 10 minutes.
+    if exp.saturating_sub(iat) > 600 {
+        return Err("'Expiration time' claim ('exp') is too far in the future.");
+    }
+    Ok(())
+}
+
+/// The App endpoints, for a verified JWT.
+fn app_route(s: &mut State, req: &HttpRequest, now: u64) -> Reply {
+    let segments: Vec<&str> = req.path().split('/').filter(|p| !p.is_empty()).collect();
+    let method = req.method().as_str();
+    let app_id = s.github_app.as_ref().map(|(id, _)| id.clone()).unwrap_or_default();
+    match (method, segments.as_slice()) {
+        ("GET", [kind @ ("orgs" | "users"), owner, "installation"]) => {
+            match s.installations.get(&owner.to_ascii_lowercase()) {
+                Some(id) => Reply::ok(json!({
+                    "id": id,
+                    "account": {"login": owner, "type": if *kind == "orgs" { "Organization" } else { "User" }},
+                    "app_id": app_id.parse::<u64>().map_or(Value::from(app_id.clone()), Value::from),
+                    "target_type": if *kind == "orgs" { "Organization" } else { "User" },
+                    "repository_selection": "all",
+                })),
+                None => Reply::not_found(),
+            }
+        }
+        ("POST", ["app", "installations", id, "access_tokens"]) => {
+            let known = id.parse::<i64>().ok().is_some_and(|id| s.installations.values().any(|&i| i == id));
+            if !known {
+                return Reply::not_found();
+            }
+            // GitHub's installation tokens: `ghs_` and 36 characters, valid for an hour.
+            let token = format!("ghs_{}", fresh_hex(s, "installation", 36));
+            let expires = now + 3600;
+            s.installation_tokens.insert(token.clone(), expires);
+            let mut reply = Reply::ok(json!({
+                "token": token,
+                "expires_at": rfc3339(expires),
+                "permissions": {"contents": "read", "pull_requests": "read", "members": "read", "metadata": "read"},
+                "repository_selection": "all",
+            }));
+            reply.status = 201;
+            reply
+        }
+        _ => Reply::not_found(),
     }
 }
 
