@@ -13,7 +13,7 @@ use crate::actors::repository::ApplyPullRequests;
 use crate::actors::summary::PullRequestSummary;
 use crate::actors::{now_ms, validate, DomainError, DomainResult, RepoKey};
 use crate::integrations::github::client::{
-    Account, AccountKind, Branch, GitHubApi, PullRequest, PullState, Repository,
+    parse_rfc3339_ms, Account, AccountKind, Branch, GitHubApi, PullRequest, PullState, Repository,
 };
 use crate::runtime::{Command, EntityCtx, Mutation, Myself, Read, Tx};
 
@@ -461,38 +461,5 @@ pub(super) fn pull_summary(pr: &PullRequest) -> PullRequestSummary {
         is_draft: pr.draft,
         author_login: Some(pr.user.login.clone()),
         updated_at: parse_rfc3339_ms(&pr.updated_at).unwrap_or(0),
-    }
-}
-
-/// `YYYY-MM-DDTHH:MM:SSZ` (GitHub's timestamps) to Unix milliseconds.
-pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {
-    let b = s.as_bytes();
-    if b.len() < 20 {
-        return None;
-    }
-    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
-    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (h, mi, se) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    // Days from civil (Howard Hinnant's algorithm).
-    let y = if mo <= 2 { y - 1 } else { y };
-    let era = if y >= 0 { y } else { y - 399 } / 400;
-    let yoe = y - era * 400;
-    let mp = (mo + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some(((days * 86_400) + h * 3600 + mi * 60 + se) * 1000)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_rfc3339_ms;
-
-    #[test]
-    fn github_timestamps_parse() {
-        assert_eq!(parse_rfc3339_ms("1970-01-01T00:00:00Z"), Some(0));
-        assert_eq!(parse_rfc3339_ms("2026-11-26T12:34:56Z"), Some(1_795_696_496_000));
-        assert_eq!(parse_rfc3339_ms("2000-02-29T00:00:01Z"), Some(951_782_401_000));
-        assert_eq!(parse_rfc3339_ms("nope"), None);
     }
 }

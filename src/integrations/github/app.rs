@@ -15,11 +15,11 @@ use ring::rand::SystemRandom;
 use ring::signature::{RsaKeyPair, RSA_PKCS1_SHA256};
 use serde::Deserialize;
 
+use super::client::parse_rfc3339_ms;
 use super::client::{
     Account, AccountKind, Branch, GitHubApi, GitHubClient, GitHubError, Page, PullRequest, PullState, Repository,
     RetryPolicy,
 };
-use crate::actors::github_data::parse_rfc3339_ms;
 
 type Res<T> = Result<T, GitHubError>;
 
