@@ -176,7 +176,20 @@ async fn webhook_deliveries_apply_once_and_update_the_mirror() {
         github.exec(&org, HandleWebhook { delivery_id: id.into(), event: event.into(), payload })
     };
     let repo = RepoKey::new(ORG, "repo-000");
-    let tasks_before = domain.repos.read(&repo, ListTaskSummaries).await.unwrap().len();
+    // The sync's repositories and pull requests reach the repository coordinator through outboxes: wait until it
+    // exists and holds every open pull request of the fixture before counting.
+    let open_prs = gh.fixture().repos[0].pulls.iter().filter(|p| p.state == "open").count();
+    let mut tasks_before = None;
+    for _ in 0..3000 {
+        if let Ok(list) = domain.repos.read(&repo, ListTaskSummaries).await {
+            if list.len() >= open_prs {
+                tasks_before = Some(list.len());
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let tasks_before = tasks_before.expect("the synced pull requests reached the repository");
     // A pull request opened on a new branch becomes a task; the same delivery again changes nothing.
     let opened = pr_payload("opened", 77, "feature-hook", "open", false);
     assert_eq!(deliver("d-1", "pull_request", opened.clone()).await.unwrap(), WebhookOutcome::Applied);

@@ -382,3 +382,57 @@ async fn cross_origin_upgrades_with_the_cookie_are_refused() {
     drop(ws);
     s.stop().await;
 }
+
+/// A client that stops reading gets coalesced snapshots, not a queue: while it is stalled, hundreds of versions of a
+/// growing organization snapshot (tens of MB in all, far beyond what the socket buffers and the bounded send channel
+/// hold) are committed; when it reads again it receives far fewer frames than versions, and the last is the latest.
+#[actix_rt::test]
+async fn a_stalled_client_gets_the_latest_snapshot_not_a_backlog() {
+    use foundry::actors::repository::CreateTask;
+    use foundry::actors::RepoKey;
+    // The stall below is deliberate: it must not count as a dead or too-slow client.
+    let s = start(|api, _| api.ws.send_timeout = Duration::from_secs(300)).await;
+    let (alice, _) = world(&s).await;
+    let mut ws = connect(&s, Some(&alice)).await.unwrap();
+    send(&mut ws, json!({ "type": "subscribe", "topic": "organization", "key": { "org": "acme" } })).await;
+    let first = recv_type(&mut ws, "organizationUpdated").await;
+    let v0 = first["version"].as_u64().unwrap();
+
+    // The client now reads nothing while the organization changes many times.
+    const TASKS: usize = 250;
+    let repo = RepoKey::new("acme", "r1");
+    for i in 0..TASKS {
+        let prompt = format!("Task {i}: {}", "make the build faster and the tests clearer ".repeat(4));
+        let msg = CreateTask { prompt, title: None, branch: None, model: None, user_id: None };
+        s.api.domain.create_task(&repo, msg).await.unwrap();
+    }
+    let last = format!("\"taskId\":\"t{TASKS}\"");
+    // Wait until the organization has every task (summaries arrive through outboxes) before reading.
+    let org = "acme".to_owned();
+    for _ in 0..2000 {
+        let snap = s.api.domain.orgs.read(&org, foundry::actors::organization::GetOrganizationSnapshot).await.unwrap();
+        if snap.task_summaries.len() == TASKS {
+            break;
+        }
+        actix_rt::time::sleep(Duration::from_millis(10)).await;
+    }
+    let versions = s.api.domain.orgs.latest_snapshot(&org, "organization").unwrap().version - v0;
+    let (mut frames, mut bytes) = (0u64, 0usize);
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(30), ws.next()).await.unwrap().unwrap().unwrap();
+        let Message::Text(text) = msg else { continue };
+        frames += 1;
+        bytes += text.len();
+        if text.contains(&last) && !text.contains("\"taskSummaries\":[]") {
+            let f: Value = serde_json::from_str(&text).unwrap();
+            if f["snapshot"]["taskSummaries"].as_array().unwrap().len() == TASKS {
+                break;
+            }
+        }
+    }
+    println!("stalled client: {frames} frames for {versions} versions, {bytes} bytes");
+    assert!(versions as usize >= TASKS, "{versions} versions for {TASKS} tasks");
+    assert!(frames < versions, "coalesced: {frames} frames for {versions} versions ({bytes} bytes read)");
+    drop(ws);
+    s.stop().await;
+}
