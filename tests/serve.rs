@@ -103,6 +103,9 @@ async fn serve_runs_drains_on_sigterm_and_keeps_state() {
     drop(ws);
     let status = tokio::task::spawn_blocking(move || wait_exit(child)).await.unwrap();
     assert!(status.success(), "graceful exit: {status:?}");
+    // Every database was closed: SQLite removes a WAL file when its last connection closes cleanly.
+    let left: Vec<_> = walk(dir.path()).into_iter().filter(|p| p.to_string_lossy().ends_with("-wal")).collect();
+    assert!(left.is_empty(), "databases left open: {left:?}");
 
     // Restarted on the same data: the session token and the organization are still there.
     let child = spawn(&format!("127.0.0.1:{port}"), dir.path());
@@ -121,4 +124,17 @@ async fn serve_runs_drains_on_sigterm_and_keeps_state() {
     assert_eq!(st, 404, "{body}");
     sigterm(&child);
     assert!(tokio::task::spawn_blocking(move || wait_exit(child)).await.unwrap().success());
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
 }

@@ -334,6 +334,7 @@ impl Runtime {
         }
         self.shared.live.close();
         self.shared.hub.close_all();
+        self.shared.index.close();
         let arbiters: Vec<Arbiter> = std::mem::take(&mut *lock(&self.shared.owned_arbiters));
         for a in &arbiters {
             a.stop();
@@ -380,8 +381,11 @@ impl CustomizeConnection<SqliteConnection, diesel::r2d2::Error> for IndexPragmas
 /// `<data>/_foundry_index.sqlite3`: which actors have outbox rows to deliver. Shared by all arbiter threads, hence a
 /// small r2d2 pool (one shared maintenance thread) rather than a per-actor connection.
 pub(crate) struct RecoveryIndex {
-    pool: Pool<ConnectionManager<SqliteConnection>>,
+    /// `None` once closed at shutdown (dropping the pool closes its connections, so SQLite removes the WAL files).
+    pool: Mutex<Option<Pool<ConnectionManager<SqliteConnection>>>>,
 }
+
+type IndexConn = r2d2::PooledConnection<ConnectionManager<SqliteConnection>>;
 
 #[derive(QueryableByName)]
 struct Marker {
@@ -408,11 +412,28 @@ impl RecoveryIndex {
             "CREATE TABLE IF NOT EXISTS outbox_pending (kind TEXT NOT NULL, key TEXT NOT NULL, PRIMARY KEY (kind, key)) WITHOUT ROWID",
         )
         .map_err(|e| RuntimeError::Index(e.to_string()))?;
-        Ok(RecoveryIndex { pool })
+        drop(conn);
+        Ok(RecoveryIndex { pool: Mutex::new(Some(pool)) })
+    }
+
+    fn conn(&self) -> Result<IndexConn, String> {
+        let pool = lock(&self.pool).clone().ok_or_else(|| "the recovery index is closed".to_owned())?;
+        pool.get().map_err(|e| e.to_string())
+    }
+
+    /// Checkpoints and closes the index (at shutdown, once every actor has stopped).
+    fn close(&self) {
+        let Some(pool) = lock(&self.pool).take() else { return };
+        if let Ok(mut conn) = pool.get() {
+            if let Err(e) = conn.batch_execute("PRAGMA wal_checkpoint(TRUNCATE)") {
+                tracing::warn!(error = %e, "recovery index checkpoint failed");
+            }
+        }
+        drop(pool);
     }
 
     pub(crate) fn mark(&self, kind: &str, key: &str) -> Result<(), String> {
-        let mut conn = self.pool.get().map_err(|e| e.to_string())?;
+        let mut conn = self.conn()?;
         diesel::sql_query("INSERT OR IGNORE INTO outbox_pending (kind, key) VALUES (?, ?)")
             .bind::<Text, _>(kind)
             .bind::<Text, _>(key)
@@ -422,7 +443,7 @@ impl RecoveryIndex {
     }
 
     pub(crate) fn unmark(&self, kind: &str, key: &str) -> Result<(), String> {
-        let mut conn = self.pool.get().map_err(|e| e.to_string())?;
+        let mut conn = self.conn()?;
         diesel::sql_query("DELETE FROM outbox_pending WHERE kind = ? AND key = ?")
             .bind::<Text, _>(kind)
             .bind::<Text, _>(key)
@@ -432,7 +453,7 @@ impl RecoveryIndex {
     }
 
     fn list(&self) -> Result<Vec<(String, String)>, String> {
-        let mut conn = self.pool.get().map_err(|e| e.to_string())?;
+        let mut conn = self.conn()?;
         let rows: Vec<Marker> = diesel::sql_query("SELECT kind, key FROM outbox_pending ORDER BY kind, key")
             .load(&mut conn)
             .map_err(|e| e.to_string())?;
