@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use super::audit_log::{AuditLog, AuditPage, ListAuditEvents};
 use super::auth_directory::AuthDirectory;
+use super::github_data::GitHubData;
 use super::models::{CatalogModel, ModelCatalog};
 use super::organization::{
     AddRepository, AdminReplaceRepoTasks, GetRepository, ListRepositories, Organization, RepoRow,
@@ -52,6 +53,7 @@ pub struct Domain {
     pub sessions: Registry<Session>,
     pub users: Registry<User>,
     pub audit: Registry<AuditLog>,
+    pub github: Registry<GitHubData>,
     /// The app-level auth index (one instance, key [`AUTH_DIRECTORY_KEY`](super::auth_directory::AUTH_DIRECTORY_KEY)).
     pub auth: Registry<AuthDirectory>,
     git: Arc<dyn GitHost>,
@@ -89,6 +91,7 @@ impl Domain {
             sessions: runtime.registry(),
             users: runtime.registry(),
             audit: runtime.registry(),
+            github: runtime.registry(),
             auth: runtime.registry(),
             runtime,
             git,

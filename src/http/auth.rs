@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 use super::{Api, ApiError};
 use crate::actors::auth_directory::{
     ConsumeVerification, CreateVerification, IndexAuthSession, LinkAccount, RemoveAuthSession, RemoveUserAuthSessions,
-    ResolveAuthSession, AUTH_DIRECTORY_KEY,
+    ResolveAuthSession, ResolvedSession, AUTH_DIRECTORY_KEY,
 };
 use crate::actors::now_ms;
 use crate::actors::user::{
@@ -109,6 +109,12 @@ fn check_origin(req: &HttpRequest) -> Result<(), ApiError> {
     }
 }
 
+/// The live session a token hash stands for (not expired, not revoked).
+async fn lookup(api: &Api, token_hash: &str) -> Result<Option<ResolvedSession>, ApiError> {
+    let msg = ResolveAuthSession { token_hash: token_hash.to_owned(), now_ms: now_ms() };
+    Ok(api.domain.auth.read_with(&AUTH_DIRECTORY_KEY.to_owned(), msg, super::CHECK_BACKPRESSURE).await?)
+}
+
 /// The signed-in user of a request. Taking it as an argument makes a route require authentication (401 otherwise).
 #[derive(Debug, Clone)]
 pub struct Caller {
@@ -129,9 +135,9 @@ impl Caller {
             return Err(ApiError::unauthenticated("invalid session token"));
         }
         let token_hash = hash_secret(token);
-        let msg = ResolveAuthSession { token_hash: token_hash.clone(), now_ms: now_ms() };
-        let found = api.domain.auth.read_with(&AUTH_DIRECTORY_KEY.to_owned(), msg, super::CHECK_BACKPRESSURE).await?;
-        let session = found.ok_or_else(|| ApiError::unauthenticated("session expired or signed out"))?;
+        let session = lookup(api, &token_hash)
+            .await?
+            .ok_or_else(|| ApiError::unauthenticated("session expired or signed out"))?;
         Ok(Caller {
             user_id: session.user_id,
             session_id: session.session_id,
@@ -405,8 +411,6 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 impl Caller {
     /// Whether the session is still signed in (not revoked, not expired).
     pub async fn still_valid(&self, api: &Api) -> Result<bool, ApiError> {
-        let msg = ResolveAuthSession { token_hash: self.token_hash.clone(), now_ms: now_ms() };
-        let found = api.domain.auth.read_with(&AUTH_DIRECTORY_KEY.to_owned(), msg, super::CHECK_BACKPRESSURE).await?;
-        Ok(found.is_some_and(|s| s.session_id == self.session_id))
+        Ok(lookup(api, &self.token_hash).await?.is_some_and(|s| s.session_id == self.session_id))
     }
 }

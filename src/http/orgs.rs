@@ -7,7 +7,7 @@ use serde::Deserialize;
 use super::{admin, member, Api, ApiError, Caller};
 use crate::actors::audit_log::ListAuditEvents;
 use crate::actors::github_data::{
-    AdminClearState, AdminFullSync, ConnectGitHub, GetSyncStatus, GitHubData, GitHubService, StartSync,
+    AdminClearState, AdminFullSync, ConnectGitHub, GetSyncStatus, GitHubService, StartSync,
 };
 use crate::actors::organization::{
     AddMember, AddRepository, CreateOrganization, GetOrganizationSnapshot, GetRepository, ListMembers,
@@ -20,17 +20,13 @@ use crate::actors::user::{
 use crate::actors::DomainError;
 use crate::actors::{validate, RepoKey};
 use crate::integrations::github::client::AccountKind;
-use crate::runtime::{CallError, Registry};
+use crate::runtime::CallError;
 
 type Json<T> = web::Json<T>;
 type Res = Result<HttpResponse, ApiError>;
 
 fn ok<T: serde::Serialize>(value: T) -> Res {
     Ok(HttpResponse::Ok().json(value))
-}
-
-fn github(api: &Api) -> Registry<GitHubData> {
-    api.domain.runtime.registry()
 }
 
 /// 422 unless the server was given GitHub API credentials (nothing could sync).
@@ -263,7 +259,7 @@ async fn audit(req: HttpRequest, caller: Caller, org: web::Path<String>, q: web:
 async fn github_status(req: HttpRequest, caller: Caller, org: web::Path<String>) -> Res {
     let api = super::api(&req)?;
     member(&api, &caller, &org).await?;
-    match github(&api).read(&org, GetSyncStatus).await {
+    match api.domain.github.read(&org, GetSyncStatus).await {
         Ok(status) => ok(serde_json::json!({ "connected": true, "status": status })),
         Err(CallError::Handler(DomainError::NotFound { .. })) => ok(serde_json::json!({ "connected": false })),
         Err(e) => Err(e.into()),
@@ -283,8 +279,8 @@ async fn github_connect(req: HttpRequest, caller: Caller, org: web::Path<String>
     admin(&api, &caller, &org).await?;
     require_github(&api)?;
     let b = body.into_inner();
-    github(&api).mutate(&org, ConnectGitHub { login: b.login, kind: b.kind }).await?;
-    let generation = github(&api).exec(&org, StartSync).await?;
+    api.domain.github.mutate(&org, ConnectGitHub { login: b.login, kind: b.kind }).await?;
+    let generation = api.domain.github.exec(&org, StartSync).await?;
     Ok(HttpResponse::Accepted().json(serde_json::json!({ "generation": generation })))
 }
 
@@ -293,7 +289,7 @@ async fn github_sync(req: HttpRequest, caller: Caller, org: web::Path<String>) -
     let api = super::api(&req)?;
     member(&api, &caller, &org).await?;
     require_github(&api)?;
-    let generation = github(&api).exec(&org, StartSync).await?;
+    let generation = api.domain.github.exec(&org, StartSync).await?;
     Ok(HttpResponse::Accepted().json(serde_json::json!({ "generation": generation })))
 }
 
@@ -305,10 +301,10 @@ async fn admin_op(req: HttpRequest, caller: Caller, path: web::Path<(String, Str
     match op.as_str() {
         "full-sync" => {
             require_github(&api)?;
-            ok(serde_json::json!({ "generation": github(&api).exec(&org, AdminFullSync).await? }))
+            ok(serde_json::json!({ "generation": api.domain.github.exec(&org, AdminFullSync).await? }))
         }
         "clear-github" => {
-            github(&api).exec(&org, AdminClearState).await?;
+            api.domain.github.exec(&org, AdminClearState).await?;
             Ok(HttpResponse::NoContent().finish())
         }
         "rebuild" => ok(serde_json::json!({ "taskSummaries": api.domain.admin_rebuild_organization(&org).await? })),

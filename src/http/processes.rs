@@ -58,6 +58,17 @@ fn check(spec: &ProcessSpec) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// The task (opened, membership checked) and the process id of a `T/processes/{id}` path.
+async fn process_of(
+    req: &HttpRequest,
+    caller: &Caller,
+    path: ProcessPath,
+) -> Result<(web::Data<Api>, crate::actors::TaskKey, String), ApiError> {
+    let (org, repo, task, id) = path.into_inner();
+    let (api, task) = task_of(req, caller, (org, repo, task)).await?;
+    Ok((api, task, id))
+}
+
 async fn list(req: HttpRequest, caller: Caller, path: TaskPath) -> Res {
     let (api, task) = task_of(&req, &caller, path.into_inner()).await?;
     Ok(HttpResponse::Ok()
@@ -76,8 +87,7 @@ async fn start(req: HttpRequest, caller: Caller, path: TaskPath, body: web::Json
 }
 
 async fn get(req: HttpRequest, caller: Caller, path: ProcessPath) -> Res {
-    let (org, repo, task, id) = path.into_inner();
-    let (api, task) = task_of(&req, &caller, (org, repo, task)).await?;
+    let (api, task, id) = process_of(&req, &caller, path).await?;
     Ok(HttpResponse::Ok().json(api.domain.tasks.read(&task, GetTaskProcess { process_id: id }).await?))
 }
 
@@ -98,8 +108,7 @@ async fn signal(req: HttpRequest, caller: Caller, path: web::Path<(String, Strin
 
 /// `DELETE T/processes/{id}`: removes an exited process (and its logs) from the sandbox and the task.
 async fn delete(req: HttpRequest, caller: Caller, path: ProcessPath) -> Res {
-    let (org, repo, task, id) = path.into_inner();
-    let (api, task) = task_of(&req, &caller, (org, repo, task)).await?;
+    let (api, task, id) = process_of(&req, &caller, path).await?;
     let row = api.domain.tasks.read(&task, GetTaskProcess { process_id: id.clone() }).await?;
     if row.status == "running" {
         return Err(ApiError::new(StatusCode::CONFLICT, "conflict", "stop or kill the process first"));
@@ -115,8 +124,7 @@ async fn delete(req: HttpRequest, caller: Caller, path: ProcessPath) -> Res {
 
 /// `GET T/processes/{id}/logs`: the output so far (entries with `stream`, `data`, `encoding`).
 async fn logs(req: HttpRequest, caller: Caller, path: ProcessPath) -> Res {
-    let (org, repo, task, id) = path.into_inner();
-    let (api, task) = task_of(&req, &caller, (org, repo, task)).await?;
+    let (api, task, id) = process_of(&req, &caller, path).await?;
     api.domain.tasks.read(&task, GetTaskProcess { process_id: id.clone() }).await?;
     let entries = host(&api)?.logs(&id).await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "processId": id, "entries": entries })))

@@ -6,7 +6,7 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::{ApiError, MAX_WEBHOOK_BODY};
-use crate::actors::github_data::{verify_signature, GitHubData, HandleWebhook};
+use crate::actors::github_data::{verify_signature, HandleWebhook};
 use crate::actors::organization::GetOrganizationProfile;
 use crate::actors::validate;
 
@@ -55,7 +55,7 @@ async fn github_webhook(req: HttpRequest, body: web::Bytes) -> Result<HttpRespon
         Err(e) => return Err(e.into()),
     };
     let msg = HandleWebhook { delivery_id: delivery_id.to_owned(), event: event.to_owned(), payload };
-    let outcome = api.domain.runtime.registry::<GitHubData>().exec(&org, msg).await?;
+    let outcome = api.domain.github.exec(&org, msg).await?;
     Ok(HttpResponse::Accepted().json(serde_json::json!({ "outcome": outcome })))
 }
 

@@ -176,8 +176,18 @@ fn update_frame(key_json: &str, ev: &TopicEvent) -> String {
     )
 }
 
+/// `{"type":"error","code","message"}`, plus `about` (the topic and key of the subscription it concerns).
+fn error_frame_about(e: &ApiError, about: serde_json::Map<String, serde_json::Value>) -> String {
+    let mut frame = serde_json::Map::new();
+    frame.insert("type".into(), "error".into());
+    frame.insert("code".into(), e.code.into());
+    frame.insert("message".into(), e.message.as_str().into());
+    frame.extend(about);
+    serde_json::Value::Object(frame).to_string()
+}
+
 fn error_frame(e: &ApiError) -> String {
-    serde_json::json!({ "type": "error", "code": e.code, "message": e.message }).to_string()
+    error_frame_about(e, serde_json::Map::new())
 }
 
 /// `taskUpdated`: the shared task detail with the viewer's overlay spliced in as `overlay` (the same shape as
@@ -375,13 +385,7 @@ impl Connection {
         };
         match reply {
             Ok(()) => Ok(()),
-            Err(e) => {
-                let mut frame = serde_json::json!({ "type": "error", "code": e.code, "message": e.message });
-                if let Some(obj) = frame.as_object_mut() {
-                    obj.extend(about);
-                }
-                self.send(frame.to_string()).await
-            }
+            Err(e) => self.send(error_frame_about(&e, about)).await,
         }
     }
 
