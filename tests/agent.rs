@@ -15,6 +15,7 @@ use foundry::actors::task::CreateSession;
 use foundry::actors::{Domain, DomainError, RepoKey, SessionKey, TaskKey};
 use foundry::integrations::agent::{BuiltinAgent, TurnGate};
 use foundry::runtime::CallError;
+use foundry::runtime::EntityKey;
 use support::{runtime, runtime_at};
 
 const ORG: &str = "acme";
@@ -75,7 +76,7 @@ async fn four_sessions(domain: &Domain) -> Vec<SessionKey> {
 /// Waits until the turns of all `sessions` have started (each announced by the gate) — they overlap by construction.
 async fn all_started(gate: &mut TurnGate, sessions: &[SessionKey]) {
     let mut seen = HashSet::new();
-    while !sessions.iter().all(|s| seen.contains(s)) {
+    while !sessions.iter().all(|s| seen.contains(&s.encode())) {
         let s = tokio::time::timeout(Duration::from_secs(10), gate.started()).await.expect("turn start");
         seen.insert(s);
     }
@@ -150,14 +151,14 @@ async fn prompts_are_serialised_per_session_and_follow_ups_run_or_are_dropped() 
     setup(&domain).await;
     let task: TaskKey = domain.create_task(&RepoKey::new(ORG, "web"), prompt("Initial work")).await.unwrap().task;
     let s = task.session("s1");
-    assert_eq!(gate.started().await, s);
+    assert_eq!(gate.started().await, s.encode());
     // Mid-turn prompts queue up behind the running turn.
     assert_eq!(domain.send_message(&s, "follow-up one", None).await.unwrap(), Submitted::Queued);
     assert_eq!(domain.send_message(&s, "follow-up two", None).await.unwrap(), Submitted::Queued);
     assert_eq!(detail(&domain, &s).await.queued, 2);
     // Interrupt keeping the follow-ups: the next one starts.
     assert_eq!(domain.interrupt(&s, false, None).await.unwrap(), 0);
-    assert_eq!(gate.started().await, s);
+    assert_eq!(gate.started().await, s.encode());
     assert_eq!(detail(&domain, &s).await.queued, 1);
     // Interrupt dropping the rest.
     assert_eq!(domain.interrupt(&s, true, None).await.unwrap(), 1);
@@ -206,7 +207,7 @@ async fn a_turn_cut_by_a_stop_is_marked_failed_after_restart() {
     setup(&domain).await;
     let created = domain.create_task(&RepoKey::new(ORG, "web"), prompt("Long running work")).await.unwrap();
     let s = created.task.session("s1");
-    assert_eq!(gate.started().await, s);
+    assert_eq!(gate.started().await, s.encode());
     domain.send_message(&s, "queued behind it", None).await.unwrap();
     // The process goes away mid-turn (the stop cancels the turn; the database still says `running`).
     rt.shutdown().await;

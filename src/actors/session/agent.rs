@@ -8,17 +8,31 @@ use std::sync::Arc;
 
 use actix::SpawnHandle;
 use diesel::prelude::*;
+use futures_util::future::BoxFuture;
 use tokio::sync::mpsc;
 
 use super::schema;
 use super::{Session, TOPIC};
 use crate::actors::summary::SessionStatus;
-use crate::actors::{now_ms, validate, Audit, DomainError, DomainResult};
+use crate::actors::{now_ms, validate, Audit, DomainError, DomainResult, TaskKey};
 use crate::integrations::agent::{AgentBackend, AgentEvent, TurnEnd, TurnRequest};
-use crate::runtime::{Command, EntityCtx, Myself, Tx};
+use crate::runtime::{Command, EntityCtx, EntityKey, Myself, Tx};
 
 /// The agent backend sessions use, provided to the runtime (`Runtime::provide(Arc::new(SessionAgent(..)))`).
 pub struct SessionAgent(pub Arc<dyn AgentBackend>);
+
+/// What a turn needs from its task's workspace. The task side provides it as a runtime service
+/// ([`SessionWorkspace`]); without one, turns run with no working directory.
+pub trait TurnWorkspace: Send + Sync + 'static {
+    /// Resolves once the task's workspace is ready, with its directory (`None`: the task has no workspace). An error
+    /// says why it cannot be had, and the turn fails with it, visibly.
+    fn prepare(&self, task: TaskKey) -> BoxFuture<'static, Result<Option<String>, String>>;
+    /// The agent finished a turn in the workspace (not called for an interrupted turn): record its work.
+    fn turn_finished(&self, task: TaskKey, prompt: String) -> BoxFuture<'static, ()>;
+}
+
+/// The [`TurnWorkspace`] sessions use, as a runtime service.
+pub struct SessionWorkspace(pub Arc<dyn TurnWorkspace>);
 
 /// The turn a session is running.
 pub(super) struct RunningTurn {
@@ -58,12 +72,15 @@ impl Session {
             let Some(prompt) = schema::dequeue(tx.conn())? else { return Ok(None) };
             schema::set_status(tx.conn(), SessionStatus::Running, now_ms())?;
             push_summary(&key, tx)?;
+            let resume = m.agent_state();
             Ok(Some(TurnRequest {
-                session: key.clone(),
+                session_id: key.encode(),
                 model: m.model,
                 mode: m.mode,
                 thought_level: m.thought_level,
                 prompt,
+                resume,
+                ..TurnRequest::default()
             }))
         })?;
         let Some(request) = started else { return Ok(false) };
@@ -71,8 +88,25 @@ impl Session {
         let id = self.next_turn;
         let (events_tx, events_rx) = mpsc::channel(256);
         let (steer_tx, steer_rx) = mpsc::unbounded_channel();
-        let turn = agent.0.run_turn(request, events_tx, steer_rx);
-        let handle = ctx.spawn(drive_turn(ctx.myself(), id, turn, events_rx));
+        let workspace = ctx.service::<SessionWorkspace>();
+        let me = ctx.myself();
+        let task = key.task_key();
+        let handle = ctx.spawn(async move {
+            let mut request = request;
+            if let Some(ws) = &workspace {
+                match ws.0.prepare(task.clone()).await {
+                    Ok(cwd) => request.cwd = cwd,
+                    Err(why) => {
+                        let end = TurnEnd::Failed(format!("the workspace is not ready: {why}"));
+                        let _ = me.exec(FinishTurn { turn: id, end }).await;
+                        return;
+                    }
+                }
+            }
+            let after = workspace.map(|ws| (ws, task, request.prompt.clone()));
+            let turn = agent.0.run_turn(request, events_tx, steer_rx);
+            drive_turn(me, id, turn, events_rx, after).await
+        });
         self.turn = Some(RunningTurn { id, handle, steer: steer_tx });
         Ok(true)
     }
@@ -107,8 +141,9 @@ fn push_summary(key: &crate::actors::SessionKey, tx: &mut Tx<'_>) -> DomainResul
 async fn drive_turn(
     me: Myself<Session>,
     id: u64,
-    turn: futures_util::future::BoxFuture<'static, TurnEnd>,
+    turn: BoxFuture<'static, TurnEnd>,
     mut events: mpsc::Receiver<AgentEvent>,
+    after: Option<(Arc<SessionWorkspace>, TaskKey, String)>,
 ) {
     let mut turn = turn;
     let mut end = None;
@@ -147,6 +182,10 @@ async fn drive_turn(
             else => break,
         }
     }
+    if let Some((ws, task, prompt)) = after {
+        // Before the session reports idle, so a reader who sees the turn done also sees its work recorded.
+        ws.0.turn_finished(task, prompt).await;
+    }
     let _ = me.exec(FinishTurn { turn: id, end: end.unwrap_or(TurnEnd::Completed) }).await;
 }
 
@@ -173,6 +212,7 @@ impl Command for ApplyTurnEvents {
             for event in &self.events {
                 match event {
                     AgentEvent::TextDelta { text } => schema::append_partial(tx.conn(), text)?,
+                    AgentEvent::Checkpoint { state } => schema::set_agent_state(tx.conn(), state)?,
                     other => {
                         // A tool call or file change is a complete item; text streamed before it is one too.
                         schema::flush_partial(tx.conn(), now)?;
@@ -180,7 +220,9 @@ impl Command for ApplyTurnEvents {
                             AgentEvent::ToolCall { name, .. } => ("tool_call", name.clone()),
                             AgentEvent::ToolResult { output, .. } => ("tool_result", output.clone()),
                             AgentEvent::FileChange { path, .. } => ("file_change", path.clone()),
-                            AgentEvent::TextDelta { .. } => unreachable!("handled above"),
+                            AgentEvent::TextDelta { .. } | AgentEvent::Checkpoint { .. } => {
+                                unreachable!("handled above")
+                            }
                         };
                         let payload = serde_json::to_string(other).unwrap_or_default();
                         diesel::insert_into(super::schema::transcript::table)

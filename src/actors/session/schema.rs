@@ -19,6 +19,7 @@ diesel::table! {
         created_at -> BigInt,
         updated_at -> BigInt,
         partial_text -> Text,
+        agent_state -> Nullable<Text>,
     }
 }
 
@@ -56,6 +57,15 @@ pub struct MetaRow {
     pub created_at: i64,
     pub updated_at: i64,
     pub partial_text: String,
+    pub agent_state: Option<String>,
+}
+
+impl MetaRow {
+    /// The agent backend's saved state ([`AgentEvent::Checkpoint`](crate::integrations::agent::AgentEvent)), if any
+    /// (an unreadable one counts as none: the backend then starts a new agent session).
+    pub fn agent_state(&self) -> Option<serde_json::Value> {
+        self.agent_state.as_deref().and_then(|s| serde_json::from_str(s).ok())
+    }
 }
 
 impl MetaRow {
@@ -164,5 +174,13 @@ pub fn flush_partial(conn: &mut SqliteConnection, at: i64) -> DomainResult<()> {
         append(conn, "message", "agent", text.trim_end(), None, at)?;
         diesel::update(session_meta::table.find(1)).set(session_meta::partial_text.eq("")).execute(conn)?;
     }
+    Ok(())
+}
+
+/// Stores the agent backend's state for the next turn.
+pub fn set_agent_state(conn: &mut SqliteConnection, state: &serde_json::Value) -> DomainResult<()> {
+    diesel::update(session_meta::table.find(1))
+        .set(session_meta::agent_state.eq(Some(state.to_string())))
+        .execute(conn)?;
     Ok(())
 }

@@ -13,7 +13,6 @@ use tokio::sync::mpsc::{self, Sender, UnboundedReceiver, UnboundedSender};
 use tokio::sync::Notify;
 
 use super::{AgentBackend, AgentEvent, TurnEnd, TurnRequest};
-use crate::actors::SessionKey;
 
 /// The id of the (single) tool call of a turn.
 const TOOL_ID: &str = "tool-1";
@@ -65,7 +64,7 @@ impl AgentBackend for BuiltinAgent {
         let gate = self.gate.clone();
         async move {
             if let Some(gate) = gate {
-                gate.hold(&request.session).await;
+                gate.hold(&request.session_id).await;
             }
             run(pace, &request.prompt, events, steer).await
         }
@@ -187,22 +186,22 @@ async fn run(
 #[derive(Debug, Default)]
 struct GateState {
     /// Per session, how many of its turns may still pass.
-    permits: HashMap<SessionKey, usize>,
+    permits: HashMap<String, usize>,
     /// Every turn passes (set by `release_all`).
     open: bool,
 }
 
 #[derive(Debug)]
 struct GateShared {
-    started: UnboundedSender<SessionKey>,
+    started: UnboundedSender<String>,
     state: Mutex<GateState>,
     notify: Notify,
 }
 
 impl GateShared {
     /// Announces the turn's start, then waits until it may continue (consuming one permit of its session).
-    async fn hold(&self, session: &SessionKey) {
-        let _ = self.started.send(session.clone());
+    async fn hold(&self, session: &str) {
+        let _ = self.started.send(session.to_owned());
         loop {
             let notified = self.notify.notified();
             tokio::pin!(notified);
@@ -229,20 +228,20 @@ impl GateShared {
 #[derive(Debug)]
 pub struct TurnGate {
     shared: Arc<GateShared>,
-    started: UnboundedReceiver<SessionKey>,
+    started: UnboundedReceiver<String>,
 }
 
 impl TurnGate {
     /// Waits until a turn has started (each turn announces itself, in order, before its first event) and returns its
-    /// session. Turns announce themselves even after `release_all`.
-    pub async fn started(&mut self) -> SessionKey {
+    /// session (the turn request's `session_id`). Turns announce themselves even after `release_all`.
+    pub async fn started(&mut self) -> String {
         self.started.recv().await.expect("the gate holds the sender, so the channel never closes")
     }
 
     /// Lets one turn of `session` continue: the one held now, or (remembered) the next one to start.
-    pub fn release(&self, session: &SessionKey) {
+    pub fn release(&self, session: &str) {
         let mut state = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
-        *state.permits.entry(session.clone()).or_default() += 1;
+        *state.permits.entry(session.to_owned()).or_default() += 1;
         drop(state);
         self.shared.notify.notify_waiters();
     }
@@ -264,19 +263,19 @@ impl Drop for TurnGate {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::actors::RepoKey;
 
-    fn session(id: &str) -> SessionKey {
-        RepoKey::new("org", "repo").task("t1").session(id)
+    fn session(id: &str) -> String {
+        format!("org/repo/t1/{id}")
     }
 
     fn request(id: &str, prompt: &str) -> TurnRequest {
         TurnRequest {
-            session: session(id),
+            session_id: session(id),
             model: "builtin".into(),
             mode: "code".into(),
             thought_level: "normal".into(),
             prompt: prompt.into(),
+            ..TurnRequest::default()
         }
     }
 
@@ -463,7 +462,7 @@ mod tests {
             receivers.push(rx);
         }
         let mut started = vec![gate.started().await, gate.started().await];
-        started.sort_by(|x, y| x.session.cmp(&y.session));
+        started.sort();
         assert_eq!(started, vec![session("a"), session("b")]);
         for _ in 0..10 {
             tokio::task::yield_now().await;

@@ -10,23 +10,58 @@ pub use builtin::{BuiltinAgent, TurnGate};
 pub use sandbox::SandboxAgent;
 
 /// What a session asks its agent to do in one turn.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct TurnRequest {
-    pub session: crate::actors::SessionKey,
+    /// The conversation this turn belongs to, unique within this install (the session's encoded key). Opaque to the
+    /// backend: it only derives its own ids from it.
+    pub session_id: String,
+    /// The task's workspace (where the agent reads and edits files), or `None` when the task has none.
+    pub cwd: Option<String>,
     pub model: String,
     pub mode: String,
     pub thought_level: String,
     pub prompt: String,
+    /// What the backend last saved for this conversation ([`AgentEvent::Checkpoint`]), if anything.
+    pub resume: Option<serde_json::Value>,
+    /// The conversation so far (oldest first), for a backend that must prime a new agent session with it.
+    pub history: Vec<HistoryItem>,
+}
+
+/// One earlier message of a conversation.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct HistoryItem {
+    /// `user` or `agent`.
+    pub role: String,
+    pub text: String,
 }
 
 /// One thing the agent produced during a turn (text arrives as deltas).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum AgentEvent {
-    TextDelta { text: String },
-    ToolCall { id: String, name: String, input: serde_json::Value },
-    ToolResult { id: String, output: String },
-    FileChange { path: String, added: u32, removed: u32 },
+    TextDelta {
+        text: String,
+    },
+    ToolCall {
+        id: String,
+        name: String,
+        input: serde_json::Value,
+    },
+    ToolResult {
+        id: String,
+        output: String,
+    },
+    FileChange {
+        path: String,
+        added: u32,
+        removed: u32,
+    },
+    /// Not output: state the backend needs to continue this conversation later (its ids, its event cursor). The
+    /// session stores it in the same transaction as the events before it and hands it back as
+    /// [`TurnRequest::resume`].
+    Checkpoint {
+        state: serde_json::Value,
+    },
 }
 
 /// How a turn ended (an interrupt is the caller dropping the turn future; it never returns).

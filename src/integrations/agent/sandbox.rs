@@ -20,7 +20,6 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
 use super::{AgentBackend, AgentEvent, TurnEnd, TurnRequest};
-use crate::runtime::EntityKey;
 
 /// Failures talking to the sandbox-agent server.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -332,7 +331,7 @@ impl Drop for CancelOnDrop {
 
 /// The ACP server id of a session: its encoded key with only `[A-Za-z0-9-]`.
 fn server_id(request: &TurnRequest) -> String {
-    let key = request.session.encode();
+    let key = &request.session_id;
     let mut out = String::from("foundry-");
     for b in key.bytes() {
         if b.is_ascii_alphanumeric() {

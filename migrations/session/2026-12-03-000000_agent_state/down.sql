@@ -1,0 +1,1 @@
+ALTER TABLE session_meta DROP COLUMN agent_state;
