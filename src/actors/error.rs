@@ -12,6 +12,15 @@ pub enum DomainError {
     Invalid { field: &'static str, message: String },
     #[error("{0}")]
     Unprocessable(String),
+    /// The task is archived or killed: its sessions take no prompts (`task_archived`, 409).
+    #[error("{0}")]
+    TaskArchived(String),
+    /// The task's workspace cannot do this now (`workspace_unavailable`, 409): not provisioned, failed, released.
+    #[error("{0}")]
+    WorkspaceUnavailable(String),
+    /// The git host refused or failed (`git_failed`, 422 for a refusal, 502 when it could not be reached).
+    #[error("{message}")]
+    Git { message: String, unreachable: bool },
     #[error("storage: {0}")]
     Db(#[from] diesel::result::Error),
 }
@@ -40,6 +49,9 @@ impl DomainError {
             DomainError::Conflict(_) => "conflict",
             DomainError::Invalid { .. } => "invalid_input",
             DomainError::Unprocessable(_) => "unprocessable",
+            DomainError::TaskArchived(_) => "task_archived",
+            DomainError::WorkspaceUnavailable(_) => "workspace_unavailable",
+            DomainError::Git { .. } => "git_failed",
             DomainError::Db(_) => "storage",
         }
     }

@@ -86,6 +86,9 @@ impl From<DomainError> for ApiError {
             DomainError::Conflict(_) => StatusCode::CONFLICT,
             DomainError::Invalid { .. } => StatusCode::BAD_REQUEST,
             DomainError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            DomainError::TaskArchived(_) | DomainError::WorkspaceUnavailable(_) => StatusCode::CONFLICT,
+            DomainError::Git { unreachable: false, .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            DomainError::Git { unreachable: true, .. } => StatusCode::BAD_GATEWAY,
             DomainError::Db(err) => {
                 tracing::error!(error = %err, "storage error");
                 return ApiError::internal();
@@ -183,6 +186,7 @@ mod tests {
         assert_eq!(handler(DomainError::Conflict("x".into())), (409, "conflict", None));
         assert_eq!(handler(DomainError::invalid("title", "empty")), (400, "invalid_input", None));
         assert_eq!(handler(DomainError::Unprocessable("x".into())), (422, "unprocessable", None));
+        assert_eq!(handler(DomainError::TaskArchived("x".into())), (409, "task_archived", None));
         assert_eq!(handler(DomainError::Db(diesel::result::Error::NotFound)), (500, "internal", None));
         let overloaded = CallError::Overloaded { kind: "task", key: "k".into(), capacity: 1 };
         assert_eq!(status_and_code(overloaded), (429, "overloaded", Some(1)));
