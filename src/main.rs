@@ -10,6 +10,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use foundry::actors::github_data::GitHubService;
+use foundry::actors::task::GitTokens;
 use foundry::actors::Domain;
 use foundry::http::{Api, AuthSettings};
 use foundry::integrations::agent::{AgentBackend, BuiltinAgent, SandboxAgent};
@@ -17,6 +18,7 @@ use foundry::integrations::github::app::{AppClient, GitHubApp};
 use foundry::integrations::github::client::{GitHubApi, GitHubClient};
 use foundry::integrations::github::oauth::{GitHubOAuth, OAuthConfig};
 use foundry::integrations::sandbox::{ProcessService, SandboxProcesses};
+use foundry::integrations::workspace::{AppTokens, LocalShell, SandboxShell, Shell, StaticToken, TokenSource, Workspaces};
 use foundry::runtime::{Runtime, RuntimeConfig};
 
 #[derive(Parser)]
@@ -52,6 +54,14 @@ struct Serve {
     /// The sandbox-agent agent id to use with --agent-url.
     #[arg(long, env = "FOUNDRY_AGENT", default_value = "claude")]
     agent: String,
+    /// Where task workspaces live: `local` (under the data directory, git runs on this host) or `sandbox-agent` (on
+    /// the --agent-url server's machine, git runs through its process API, next to the agent).
+    #[arg(long, env = "FOUNDRY_SANDBOX", default_value = "local", value_parser = ["local", "sandbox-agent"])]
+    sandbox: String,
+    /// With --sandbox sandbox-agent: the directory on the agent server's machine holding workspaces and repository
+    /// mirrors (default: /tmp/foundry-<id of this data directory>).
+    #[arg(long, env = "FOUNDRY_SANDBOX_ROOT")]
+    sandbox_root: Option<String>,
     /// This server's public URL (for the OAuth callback; https makes the session cookie Secure).
     #[arg(long, env = "FOUNDRY_PUBLIC_URL")]
     public_url: Option<String>,
@@ -122,8 +132,33 @@ fn auth_settings(args: &Serve) -> std::io::Result<AuthSettings> {
     })
 }
 
-/// The GitHub API the sync uses: a static token's, a GitHub App's, or none.
-fn github_api(args: &Serve) -> std::io::Result<Option<Arc<dyn GitHubApi>>> {
+/// Task workspaces: where they live and how git reaches them.
+fn workspaces(args: &Serve) -> std::io::Result<Workspaces> {
+    let shell: Arc<dyn Shell> = match args.sandbox.as_str() {
+        "sandbox-agent" => {
+            let url = args
+                .agent_url
+                .as_deref()
+                .ok_or_else(|| std::io::Error::other("--sandbox sandbox-agent needs --agent-url"))?;
+            let root = match &args.sandbox_root {
+                Some(root) => root.clone(),
+                None => {
+                    use sha2::Digest;
+                    let dir = std::path::absolute(&args.data_dir)?;
+                    let digest = sha2::Sha256::digest(dir.to_string_lossy().as_bytes());
+                    let id: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
+                    format!("/tmp/foundry-{id}")
+                }
+            };
+            Arc::new(SandboxShell::new(url, &root))
+        }
+        _ => Arc::new(LocalShell::new(std::path::absolute(args.data_dir.join("sandboxes"))?)),
+    };
+    Ok(Workspaces::new(shell))
+}
+
+/// The GitHub API the sync uses: a static token's, a GitHub App's, or none; and where git gets its tokens.
+fn github_api(args: &Serve) -> std::io::Result<(Option<Arc<dyn GitHubApi>>, Arc<dyn TokenSource>)> {
     let app = match (&args.github_app_id, &args.github_app_private_key_file) {
         (Some(id), Some(path)) => Some((id, path)),
         (None, None) => None,
@@ -135,7 +170,10 @@ fn github_api(args: &Serve) -> std::io::Result<Option<Arc<dyn GitHubApi>>> {
         (Some(_), Some(_)) => Err(std::io::Error::other(
             "--github-token and --github-app-id are exclusive: the sync authenticates either with a token or as an App",
         )),
-        (Some(token), None) => Ok(Some(Arc::new(GitHubClient::new(&args.github_api_url, token)))),
+        (Some(token), None) => Ok((
+            Some(Arc::new(GitHubClient::new(&args.github_api_url, token))),
+            Arc::new(StaticToken(Some(token.clone()))),
+        )),
         (None, Some((id, path))) => {
             let pem = std::fs::read_to_string(path).map_err(|e| {
                 std::io::Error::other(format!("cannot read the GitHub App private key {}: {e}", path.display()))
@@ -143,19 +181,24 @@ fn github_api(args: &Serve) -> std::io::Result<Option<Arc<dyn GitHubApi>>> {
             let app = GitHubApp::new(id, &pem, &args.github_api_url)
                 .map_err(|e| std::io::Error::other(format!("{}: {e}", path.display())))?;
             tracing::info!(app_id = %app.app_id(), "GitHub sync authenticates as a GitHub App");
-            Ok(Some(Arc::new(AppClient::new(Arc::new(app)))))
+            let app = Arc::new(app);
+            Ok((Some(Arc::new(AppClient::new(app.clone()))), Arc::new(AppTokens(app))))
         }
-        (None, None) => Ok(None),
+        (None, None) => Ok((None, Arc::new(StaticToken(None)))),
     }
 }
 
 async fn serve(args: Serve) -> std::io::Result<()> {
     let auth = auth_settings(&args)?;
-    let github = github_api(&args)?;
+    let (github, tokens) = github_api(&args)?;
+    let workspaces = workspaces(&args)?;
     let runtime = Runtime::start(RuntimeConfig::new(args.data_dir.clone())).map_err(std::io::Error::other)?;
     if let Some(api) = github {
         runtime.provide(Arc::new(GitHubService(api)));
     }
+    tracing::info!(provider = workspaces.provider(), "task workspaces");
+    runtime.provide(Arc::new(workspaces));
+    runtime.provide(Arc::new(GitTokens(tokens)));
     let backend = args.agent_url.as_ref().map(|url| SandboxAgent::new(url, &args.agent));
     if let Some(url) = &args.agent_url {
         // Tasks run their sandbox processes on the same sandbox-agent server as the sessions.

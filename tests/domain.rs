@@ -298,34 +298,37 @@ async fn per_user_state_overlays_the_task_view() {
 }
 
 #[actix_rt::test]
-async fn archive_kill_and_git_operations_walk_their_steps_and_are_audited() {
+async fn archive_kill_walk_their_steps_and_git_needs_a_workspace() {
     let (rt, _dir) = runtime(2);
     let domain = Domain::without_agent(rt);
     setup(&domain).await;
     let a = domain.create_task(&repo(), prompt("Ship the feature")).await.unwrap();
     let b = domain.create_task(&repo(), prompt("Abandon this")).await.unwrap();
-    assert_eq!(domain.publish_pull_request(&a.task, Some("u1")).await.unwrap(), 1);
-    assert!(matches!(refused(domain.publish_pull_request(&a.task, None).await.unwrap_err()), DomainError::Conflict(_)));
-    domain.push_task(&a.task, Some("u1")).await.unwrap();
+    // No workspaces and no GitHub here: git operations say so and change nothing (tests/workspace.rs has them real).
+    let err = refused(domain.publish_pull_request(&a.task, None).await.unwrap_err());
+    assert!(matches!(err, DomainError::Git { unreachable: false, .. }), "{err:?}");
+    let err = refused(domain.push_task(&a.task, None).await.unwrap_err());
+    assert!(matches!(err, DomainError::WorkspaceUnavailable(_)), "{err:?}");
+    assert!(matches!(refused(domain.merge_task(&a.task, None).await.unwrap_err()), DomainError::Conflict(_)));
+    let err = refused(domain.revert_file(&a.task, "src/main.rs", None).await.unwrap_err());
+    assert!(matches!(err, DomainError::WorkspaceUnavailable(_)), "{err:?}");
     domain.tasks.mutate(&a.task, SwitchTask { target: "release/1.0".into(), user_id: None }).await.unwrap();
     let bad = SwitchTask { target: "no spaces allowed".into(), user_id: None };
     assert!(matches!(refused(domain.tasks.mutate(&a.task, bad).await.unwrap_err()), DomainError::Invalid { .. }));
     let runtime = domain.tasks.read(&a.task, GetTaskDetail).await.unwrap().runtime.unwrap();
     assert_eq!(runtime.switch_target.as_deref(), Some("release/1.0"));
-    domain.merge_task(&a.task, Some("u1")).await.unwrap();
-    domain.revert_file(&a.task, "src/main.rs", Some("u1")).await.unwrap();
     assert!(domain.revert_file(&a.task, "../etc/passwd", None).await.is_err());
-    assert_eq!(domain.archive_task(&a.task, Some("u1")).await.unwrap(), TaskStatus::Archived);
+    assert_eq!(domain.archive_task(&a.task, false, Some("u1")).await.unwrap(), TaskStatus::Archived);
     assert_eq!(domain.kill_task(&b.task, Some("u1")).await.unwrap(), TaskStatus::Killed);
     // Finished tasks refuse further work, and steps cannot be skipped or replayed.
     let err = refused(domain.tasks.mutate(&a.task, RenameTask { title: "x".into(), user_id: None }).await.unwrap_err());
     assert!(matches!(err, DomainError::Unprocessable(_)));
-    assert!(domain.archive_task(&a.task, None).await.is_err());
+    assert!(domain.archive_task(&a.task, false, None).await.is_err());
     let snap = until(
         "summaries of archived and killed tasks",
         || org_snapshot(&domain),
         |s| {
-            s.task_summaries.iter().any(|t| t.status == TaskStatus::Archived && t.pull_request.is_some())
+            s.task_summaries.iter().any(|t| t.status == TaskStatus::Archived)
                 && s.task_summaries.iter().any(|t| t.status == TaskStatus::Killed)
         },
     )
@@ -349,20 +352,13 @@ async fn archive_kill_and_git_operations_walk_their_steps_and_are_audited() {
     let mut kinds: Vec<&str> = page.events.iter().map(|e| e.kind.as_str()).collect();
     assert!(page.events.windows(2).all(|w| w[0].id > w[1].id), "newest first");
     kinds.sort_unstable();
-    assert_eq!(
-        kinds,
-        [
-            "task.archived",
-            "task.created",
-            "task.file.reverted",
-            "task.merged",
-            "task.message.sent",
-            "task.pr.published",
-            "task.pushed",
-            "task.session.created",
-            "task.switch",
-        ]
-    );
+    kinds.dedup();
+    for kind in ["task.archived", "task.created", "task.message.sent", "task.session.created", "task.switch"] {
+        assert!(kinds.contains(&kind), "{kind} in {kinds:?}");
+    }
+    for refused_kind in ["task.pushed", "task.merged", "task.pr.published", "task.file.reverted"] {
+        assert!(!kinds.contains(&refused_kind), "{refused_kind} in {kinds:?}");
+    }
     let everything = domain.audit_events(ORG, all(None)).await.unwrap();
     assert!(everything.events.iter().any(|e| e.kind == "task.killed"));
     assert!(everything.events.iter().any(|e| e.kind == "repository.added"));

@@ -18,15 +18,12 @@ use super::repository::{
     CreateTask, CreatedTask, InitializeRepository, IsTaskMaterialized, ListTaskSummaries, MaterializeTask, Repository,
 };
 use super::session::{Interrupt, RunQueue, Session, SessionAgent, Steer, SubmitPrompt, Submitted};
-use super::summary::TaskStatus;
-use super::task::{
-    AdvanceLifecycle, CreateSession, GetTaskDetail, RecordGitOperation, RecordPullRequest, Task, TaskDetail,
-};
+use super::task::{CreateSession, GetTaskDetail, Task, TaskDetail};
 use super::user::{GetTaskOverlay, GetUser, MarkSessionUnread, TaskOverlay, User};
 use super::{DomainError, RepoKey, SessionKey, TaskKey};
 use crate::integrations::agent::SandboxAgent;
 use crate::integrations::agent::{AgentBackend, BuiltinAgent};
-use crate::integrations::git::{GitHost, LocalGitHost};
+use crate::integrations::workspace::Workspaces;
 use crate::runtime::{CallError, Registry, Runtime};
 
 /// Errors of domain operations: a domain refusal or a runtime failure, typed.
@@ -56,35 +53,35 @@ pub struct Domain {
     pub github: Registry<GitHubData>,
     /// The app-level auth index (one instance, key [`AUTH_DIRECTORY_KEY`](super::auth_directory::AUTH_DIRECTORY_KEY)).
     pub auth: Registry<AuthDirectory>,
-    git: Arc<dyn GitHost>,
 }
 
 impl Domain {
-    /// Registers every domain kind on `runtime`, with the built-in agent (unless the runtime already has one) and
-    /// the local git host.
+    /// Registers every domain kind on `runtime`, with the built-in agent (unless the runtime already has one). Tasks
+    /// get workspaces when the runtime provides [`Workspaces`] (and git credentials as
+    /// [`GitTokens`](super::task::GitTokens)); pull requests need a [`GitHubService`](super::github_data::GitHubService).
     pub fn new(runtime: Runtime) -> Self {
         if runtime.service::<SessionAgent>().is_none() {
             runtime.provide(Arc::new(SessionAgent(Arc::new(BuiltinAgent::default()))));
         }
-        Self::with_git(runtime, Arc::new(LocalGitHost::default()))
+        Self::build(runtime)
     }
 
     /// Sessions run their turns on `agent`.
     pub fn with_agent(runtime: Runtime, agent: Arc<dyn AgentBackend>) -> Self {
         runtime.provide(Arc::new(SessionAgent(agent)));
-        Self::with_git(runtime, Arc::new(LocalGitHost::default()))
+        Self::build(runtime)
     }
 
     /// No agent backend: prompts are recorded and stay queued (for tests of the data side, and tools).
     pub fn without_agent(runtime: Runtime) -> Self {
-        Self::with_git(runtime, Arc::new(LocalGitHost::default()))
+        Self::build(runtime)
     }
 
-    pub fn with_git(runtime: Runtime, git: Arc<dyn GitHost>) -> Self {
+    fn build(runtime: Runtime) -> Self {
         if runtime.service::<ModelCatalog>().is_none() {
             runtime.provide(Arc::new(ModelCatalog::builtin()));
         }
-        Domain {
+        let domain = Domain {
             orgs: runtime.registry(),
             repos: runtime.registry(),
             tasks: runtime.registry(),
@@ -94,8 +91,9 @@ impl Domain {
             github: runtime.registry(),
             auth: runtime.registry(),
             runtime,
-            git,
-        }
+        };
+        super::workspace_flow::install(&domain);
+        domain
     }
 
     /// Imports a repository into an organization and initialises its coordinator.
@@ -122,6 +120,10 @@ impl Domain {
         let session = created.task.session(&created.session_id);
         if let Some(session_init) = self.tasks.mutate(&created.task, init).await? {
             self.sessions.mutate(&session, session_init).await?;
+        }
+        if self.runtime.service::<Workspaces>().is_some() {
+            // The workspace is cloned meanwhile; the first turn waits for it.
+            self.provision_workspace(&created.task, false).await?;
         }
         // The prompt was queued with the session; start its turn.
         self.sessions.exec(&session, RunQueue).await?;
@@ -241,80 +243,6 @@ impl Domain {
             self.users.mutate(&user.to_owned(), msg).await?;
         }
         Ok(())
-    }
-
-    /// Archives the task through each intermediate status.
-    pub async fn archive_task(&self, task: &TaskKey, user: Option<&str>) -> Result<TaskStatus> {
-        self.walk(task, &TaskStatus::ARCHIVE_STEPS, user).await
-    }
-
-    /// Kills the task through each intermediate status.
-    pub async fn kill_task(&self, task: &TaskKey, user: Option<&str>) -> Result<TaskStatus> {
-        self.walk(task, &TaskStatus::KILL_STEPS, user).await
-    }
-
-    async fn walk(&self, task: &TaskKey, steps: &[TaskStatus], user: Option<&str>) -> Result<TaskStatus> {
-        let mut last = None;
-        for &to in steps {
-            last = Some(self.tasks.mutate(task, AdvanceLifecycle { to, user_id: user.map(str::to_owned) }).await?);
-        }
-        Ok(last.unwrap_or(TaskStatus::Error))
-    }
-
-    async fn repo_and_task(&self, task: &TaskKey) -> Result<(RepoRow, TaskDetail)> {
-        let repo = self.orgs.read(&task.org, GetRepository { repo_id: task.repo.clone() }).await?;
-        let detail = self.tasks.read(task, GetTaskDetail).await?;
-        Ok((repo, detail))
-    }
-
-    fn git_error(e: crate::integrations::git::GitError) -> DomainCallError {
-        CallError::Handler(DomainError::Unprocessable(e.to_string()))
-    }
-
-    /// Opens a pull request for the task's branch and records it on the task.
-    pub async fn publish_pull_request(&self, task: &TaskKey, user: Option<&str>) -> Result<i64> {
-        let (repo, detail) = self.repo_and_task(task).await?;
-        if let Some(pr) = &detail.pull_request {
-            return Err(CallError::Handler(DomainError::Conflict(format!("pull request #{} exists", pr.number))));
-        }
-        let pr = self
-            .git
-            .publish_pull_request(&repo.full_name, task, &detail.branch, &repo.default_branch, &detail.title)
-            .map_err(Self::git_error)?;
-        let number = pr.number;
-        self.tasks.mutate(task, RecordPullRequest { pull_request: pr, user_id: user.map(str::to_owned) }).await?;
-        Ok(number)
-    }
-
-    /// Pushes the task's branch.
-    pub async fn push_task(&self, task: &TaskKey, user: Option<&str>) -> Result<()> {
-        let (repo, detail) = self.repo_and_task(task).await?;
-        let out = self.git.push(&repo.full_name, &detail.branch).map_err(Self::git_error)?;
-        self.record(task, "task.pushed", serde_json::json!({ "branch": detail.branch, "result": out }), user).await
-    }
-
-    /// Merges the task's branch into the repository's default branch.
-    pub async fn merge_task(&self, task: &TaskKey, user: Option<&str>) -> Result<()> {
-        let (repo, detail) = self.repo_and_task(task).await?;
-        let out = self.git.merge(&repo.full_name, &detail.branch, &repo.default_branch).map_err(Self::git_error)?;
-        self.record(task, "task.merged", serde_json::json!({ "branch": detail.branch, "result": out }), user).await
-    }
-
-    /// Reverts one file of the task's branch.
-    pub async fn revert_file(&self, task: &TaskKey, path: &str, user: Option<&str>) -> Result<()> {
-        let (repo, detail) = self.repo_and_task(task).await?;
-        self.git.revert_file(&repo.full_name, &detail.branch, path).map_err(Self::git_error)?;
-        self.record(task, "task.file.reverted", serde_json::json!({ "path": path }), user).await
-    }
-
-    async fn record(
-        &self,
-        task: &TaskKey,
-        kind: &'static str,
-        payload: serde_json::Value,
-        user: Option<&str>,
-    ) -> Result<()> {
-        self.tasks.mutate(task, RecordGitOperation { kind, payload, user_id: user.map(str::to_owned) }).await
     }
 
     /// Lists an organization's audit events (newest first, paginated).

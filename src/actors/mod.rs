@@ -17,6 +17,7 @@ pub mod summary;
 pub mod task;
 pub mod user;
 pub mod validate;
+pub mod workspace_flow;
 
 pub use domain::{Domain, DomainCallError, TaskView};
 pub use error::{DomainError, DomainResult};

@@ -121,10 +121,13 @@ struct ActionBody {
     path: Option<String>,
     /// `switch`: the branch or task to switch to.
     target: Option<String>,
+    /// `archive`: archive even if work that is not on the remote cannot be pushed (it is discarded).
+    #[serde(default)]
+    force: bool,
 }
 
-/// `POST .../tasks/{task}/{action}`: `archive`, `kill`, `unread`, `pull-request`, `push`, `merge`, `revert {path}`,
-/// `switch {target}`.
+/// `POST .../tasks/{task}/{action}`: `archive {force?}`, `unarchive`, `kill`, `provision` (retry a failed
+/// workspace), `unread`, `pull-request`, `push`, `merge`, `revert {path}`, `switch {target}`.
 async fn task_action(
     req: HttpRequest,
     caller: Caller,
@@ -137,18 +140,26 @@ async fn task_action(
     let user = Some(caller.user_id.as_str());
     let d = &api.domain;
     match action.as_str() {
-        "archive" => return ok(serde_json::json!({ "status": d.archive_task(&task, user).await? })),
+        "archive" => return ok(serde_json::json!({ "status": d.archive_task(&task, body.force, user).await? })),
+        "unarchive" => return ok(serde_json::json!({ "status": d.unarchive_task(&task, user).await? })),
         "kill" => return ok(serde_json::json!({ "status": d.kill_task(&task, user).await? })),
+        "provision" => {
+            d.provision_workspace(&task, true).await?;
+        }
         "unread" => d.mark_task_unread(&task, &caller.user_id).await?,
         "pull-request" => {
             return Ok(HttpResponse::Created()
                 .json(serde_json::json!({ "number": d.publish_pull_request(&task, user).await? })))
         }
-        "push" => d.push_task(&task, user).await?,
-        "merge" => d.merge_task(&task, user).await?,
+        "push" => {
+            d.push_task(&task, user).await?;
+        }
+        "merge" => {
+            d.merge_task(&task, user).await?;
+        }
         "revert" => {
             let path = body.path.ok_or_else(|| ApiError::bad_request("invalid_field", "path is required"))?;
-            d.revert_file(&task, &path, user).await?
+            d.revert_file(&task, &path, user).await?;
         }
         "switch" => {
             let target = body.target.ok_or_else(|| ApiError::bad_request("invalid_field", "target is required"))?;
@@ -157,6 +168,20 @@ async fn task_action(
         _ => return Err(ApiError::not_found(format!("no task action {action:?}"))),
     };
     ok(d.task_view(&task, user).await?)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DiffQuery {
+    path: String,
+}
+
+/// `GET .../tasks/{task}/diff?path=...`: one file's diff against the base branch (`text/x-diff`; empty when the
+/// file is unchanged).
+async fn file_diff(req: HttpRequest, caller: Caller, path: TaskPath, query: web::Query<DiffQuery>) -> Res {
+    let (api, task) = task_of(&req, &caller, path.into_inner()).await?;
+    let diff = api.domain.file_diff(&task, &query.into_inner().path).await?;
+    Ok(HttpResponse::Ok().content_type("text/x-diff; charset=utf-8").body(diff))
 }
 
 #[derive(Deserialize)]
@@ -334,6 +359,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route(T, web::get().to(get_task))
         .route(T, web::patch().to(rename_task))
         .route(&format!("{T}/active-session"), web::put().to(set_active_session))
+        .route(&format!("{T}/diff"), web::get().to(file_diff))
         .route(&format!("{T}/sessions"), web::post().to(create_session))
         .route(&format!("{T}/{{action}}"), web::post().to(task_action))
         .route(S, web::get().to(get_session))

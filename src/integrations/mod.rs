@@ -12,6 +12,6 @@ pub fn http_client_builder() -> reqwest::ClientBuilder {
     });
     reqwest::Client::builder()
 }
-pub mod git;
 pub mod github;
 pub mod sandbox;
+pub mod workspace;

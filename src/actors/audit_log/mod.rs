@@ -39,6 +39,7 @@ pub const AUDIT_KINDS: &[&str] = &[
     "task.file.reverted",
     "task.archived",
     "task.killed",
+    "task.unarchived",
     "task.pushed",
     "task.merged",
     "task.unread.marked",

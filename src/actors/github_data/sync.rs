@@ -449,7 +449,7 @@ impl Command for EndSync {
 }
 
 /// A GitHub pull request as task data (rule 10).
-pub(super) fn pull_summary(pr: &PullRequest) -> PullRequestSummary {
+pub fn pull_summary(pr: &PullRequest) -> PullRequestSummary {
     let state = if pr.merged_at.is_some() { "merged".to_owned() } else { pr.state.clone() };
     PullRequestSummary {
         number: pr.number as i64,

@@ -10,7 +10,7 @@ use super::{Task, TaskDetail, TOPIC};
 use crate::actors::repository::ApplyTaskSummary;
 use crate::actors::session::{CloseSessionNow, InitializeSession};
 use crate::actors::summary::{PullRequestSummary, SessionStatus, SessionSummary, TaskStatus, TaskSummary};
-use crate::actors::{models, now_ms, validate, Audit, DomainError, DomainResult};
+use crate::actors::{models, now_ms, validate, Audit, DomainError, DomainResult, TaskKey};
 use crate::runtime::{Delivery, Mutation, Read, Tx};
 
 /// Sent by the repository when it created the task. Idempotent: the first delivery creates the task and its first
@@ -134,16 +134,26 @@ fn new_session(
 /// Recomputes the status from the sessions (unless archiving or killing), pushes the summary to the repository and
 /// marks the `task` topic changed.
 fn refresh(t: &Task, tx: &mut Tx<'_>, now: i64) -> DomainResult<()> {
-    let row = schema::require_row(tx.conn(), &t.key.task)?;
+    refresh_key(&t.key, tx, now)
+}
+
+/// [`refresh`] by key. While the workspace is provisioning the task is `init_enqueue_provision`; a failed
+/// provisioning makes it `error` (the workspace's message says why).
+pub(super) fn refresh_key(key: &TaskKey, tx: &mut Tx<'_>, now: i64) -> DomainResult<()> {
+    let row = schema::require_row(tx.conn(), &key.task)?;
     let sessions = schema::sessions(tx.conn())?;
     let mut status = row.status();
-    if !status.is_winding_down() && !matches!(status, TaskStatus::InitBootstrapDb | TaskStatus::InitEnqueueProvision) {
-        status = TaskStatus::derive(&sessions);
+    if !status.is_winding_down() && status != TaskStatus::InitBootstrapDb {
+        status = match super::workspace::row(tx.conn())?.as_ref().map(|w| w.status.as_str()) {
+            Some("provisioning") => TaskStatus::InitEnqueueProvision,
+            Some("error") => TaskStatus::Error,
+            _ => TaskStatus::derive(&sessions),
+        };
     }
     schema::set_status(tx.conn(), status, now)?;
     let summary = TaskSummary {
-        repo_id: t.key.repo.clone(),
-        task_id: t.key.task.clone(),
+        repo_id: key.repo.clone(),
+        task_id: key.task.clone(),
         title: row.title.clone(),
         branch: row.branch.clone(),
         status,
@@ -152,7 +162,7 @@ fn refresh(t: &Task, tx: &mut Tx<'_>, now: i64) -> DomainResult<()> {
         created_at: row.created_at,
         updated_at: now,
     };
-    tx.send(&t.key.repo_key(), &ApplyTaskSummary { summary })?;
+    tx.send(&key.repo_key(), &ApplyTaskSummary { summary })?;
     tx.touch(TOPIC);
     Ok(())
 }
@@ -315,6 +325,29 @@ impl Mutation for AdvanceLifecycle {
             _ => {}
         }
         Ok(self.to)
+    }
+}
+
+/// Brings an archived task back (a killed one stays killed): its status is derived from its sessions again.
+pub struct UnarchiveTask {
+    pub user_id: Option<String>,
+}
+
+impl Mutation for UnarchiveTask {
+    type Entity = Task;
+    type Output = TaskStatus;
+    type Error = DomainError;
+    fn apply(self, t: &Task, tx: &mut Tx<'_>) -> DomainResult<TaskStatus> {
+        let row = schema::require_row(tx.conn(), &t.key.task)?;
+        if row.status() != TaskStatus::Archived {
+            return Err(DomainError::Conflict(format!("task is {}, not archived", row.status().as_str())));
+        }
+        let now = now_ms();
+        let sessions = schema::sessions(tx.conn())?;
+        schema::set_status(tx.conn(), TaskStatus::derive(&sessions), now)?;
+        refresh(t, tx, now)?;
+        Audit::task(&t.key).by(self.user_id.as_deref()).append(tx, "task.unarchived", serde_json::json!({}))?;
+        Ok(schema::require_row(tx.conn(), &t.key.task)?.status())
     }
 }
 

@@ -6,12 +6,17 @@
 mod messages;
 pub mod processes;
 pub mod schema;
+pub mod workspace;
 
 use diesel::sqlite::SqliteConnection;
 use serde::Serialize;
 
 pub use messages::*;
 pub use schema::RuntimeRow;
+pub use workspace::{
+    AwaitWorkspace, GetWorkspace, GitTokens, MarkWorkspaceGone, RecordGitState, StartProvision, WorkspaceView,
+    WorkspaceWait,
+};
 
 use crate::actors::summary::{PullRequestSummary, SessionSummary, TaskStatus};
 use crate::actors::{DomainResult, TaskKey};
@@ -23,11 +28,16 @@ pub struct Task {
     pub key: TaskKey,
     /// The running status poll of the task's sandbox processes (a runtime handle, not state).
     poller: Option<actix::SpawnHandle>,
+    /// The running provisioning job of the workspace (a runtime handle, not state).
+    provision: Option<actix::SpawnHandle>,
+    /// Turns waiting for the workspace watch this (the database has the same in `task_workspace`).
+    ready: tokio::sync::watch::Sender<workspace::Readiness>,
 }
 
 impl Task {
     pub fn new(key: TaskKey) -> Self {
-        Task { key, poller: None }
+        let (ready, _) = tokio::sync::watch::channel(workspace::Readiness::Pending);
+        Task { key, poller: None, provision: None, ready }
     }
 }
 
@@ -46,6 +56,8 @@ pub struct TaskDetail {
     pub explicit_branch: bool,
     pub sandbox_provider: String,
     pub runtime: Option<RuntimeRow>,
+    /// The task's workspace (its checkout and git state), once provisioning started.
+    pub workspace: Option<WorkspaceView>,
     pub pull_request: Option<PullRequestSummary>,
     pub sessions: Vec<SessionSummary>,
     pub created_at: i64,
@@ -53,7 +65,7 @@ pub struct TaskDetail {
 }
 
 impl Task {
-    /// Three queries, whatever the number of sessions.
+    /// Four queries, whatever the number of sessions.
     fn build_detail(&self, db: &mut SqliteConnection) -> DomainResult<TaskDetail> {
         let row = schema::require_row(db, &self.key.task)?;
         Ok(TaskDetail {
@@ -63,6 +75,7 @@ impl Task {
             status: row.status(),
             pull_request: row.pull_request()?,
             runtime: schema::runtime(db)?,
+            workspace: workspace::row(db)?.map(|w| w.view()),
             sessions: schema::sessions(db)?,
             title: row.title,
             branch: row.branch,
@@ -95,6 +108,11 @@ impl Entity for Task {
 
     fn started(&mut self, ctx: &mut crate::runtime::EntityCtx<'_, Self>) {
         processes::resume(self, ctx);
+        workspace::resume(self, ctx);
+    }
+
+    fn can_passivate(&self) -> bool {
+        self.provision.is_none()
     }
 
     fn accepts(deliveries: &mut Accepts<Self>) {

@@ -1,9 +1,13 @@
 //! The built-in agent: deterministic, no network. Its reply is derived from the prompt (same prompt, same events,
-//! apart from steer), streamed one word per `TextDelta` with `pace` between deltas. A prompt containing "tool" always
-//! makes a `read_file` tool call (and others do now and then, by a stable hash of the prompt); one containing "edit"
-//! always reports a file change (likewise now and then for others). [`TurnGate`] lets tests hold turns at their start.
+//! apart from steer), streamed one word per `TextDelta` with `pace` between deltas. With a workspace (`cwd`) it works
+//! on real files: its tool calls (`list_directory`, `read_file`) really run there, and a prompt asking for a change
+//! ("edit", "add", "fix", "create", ... or, now and then, by a stable hash of the prompt) appends lines derived from
+//! the prompt to a file of the workspace (one the prompt names, else one picked by the hash; "create" makes a new
+//! file), so its `FileChange` items are exactly the diff it made. Without a workspace it changes nothing and says so.
+//! [`TurnGate`] lets tests hold turns at their start.
 
 use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,9 +20,6 @@ use super::{AgentBackend, AgentEvent, TurnEnd, TurnRequest};
 
 /// The id of the (single) tool call of a turn.
 const TOOL_ID: &str = "tool-1";
-
-/// Files the built-in agent pretends to read and change.
-const FILES: [&str; 6] = ["lib", "main", "config", "handlers", "session", "routes"];
 
 /// Openings of the reply, picked by the prompt hash.
 const OPENINGS: [&str; 3] = ["I'll look into:", "Let me work on:", "Looking at:"];
@@ -66,7 +67,7 @@ impl AgentBackend for BuiltinAgent {
             if let Some(gate) = gate {
                 gate.hold(&request.session_id).await;
             }
-            run(pace, &request.prompt, events, steer).await
+            run(pace, &request.prompt, request.cwd.map(PathBuf::from), events, steer).await
         }
         .boxed()
     }
@@ -76,8 +77,10 @@ impl AgentBackend for BuiltinAgent {
 #[derive(Debug, Clone, PartialEq)]
 enum Step {
     Word(String),
-    Tool { path: String, lines: u32 },
-    File { path: String, added: u32, removed: u32 },
+    /// A tool call: `list_directory` of the workspace root, or `read_file` of the file the turn works on.
+    Tool,
+    /// The change the prompt asks for.
+    Edit,
 }
 
 /// 64-bit FNV-1a: stable across runs and platforms (unlike std's randomly seeded hasher).
@@ -89,32 +92,39 @@ fn words(text: &str) -> impl Iterator<Item = Step> + '_ {
     text.split_whitespace().map(|w| Step::Word(format!("{w} ")))
 }
 
+/// Words that ask for a change.
+const CHANGE_WORDS: [&str; 10] = ["edit", "add", "fix", "create", "update", "write", "implement", "change", "refactor", "rename"];
+
+/// The first words of the prompt, for the reply and the lines the agent writes.
+fn summary(prompt: &str) -> String {
+    let summary: Vec<&str> = prompt.split_whitespace().take(SUMMARY_WORDS).collect();
+    let summary = summary.join(" ");
+    let summary = summary.trim_end_matches(|c: char| c.is_ascii_punctuation());
+    if summary.is_empty() {
+        "the request".to_owned()
+    } else {
+        summary.to_owned()
+    }
+}
+
 /// The deterministic steps of a turn for `prompt`.
 fn plan(prompt: &str) -> Vec<Step> {
     let hash = fnv1a(prompt);
     let lower = prompt.to_lowercase();
     let tool = lower.contains("tool") || hash.is_multiple_of(3);
-    let edit = lower.contains("edit") || (hash >> 8).is_multiple_of(4);
-    let path = format!("src/{}.rs", FILES[((hash >> 16) % FILES.len() as u64) as usize]);
-
-    let mut summary: Vec<&str> = prompt.split_whitespace().take(SUMMARY_WORDS).collect();
-    if summary.is_empty() {
-        summary.push("the request");
-    }
-    let summary = summary.join(" ");
-    let summary = summary.trim_end_matches(|c: char| c.is_ascii_punctuation());
-    let summary = if summary.is_empty() { "the request" } else { summary };
+    let edit = CHANGE_WORDS.iter().any(|w| lower.split(|c: char| !c.is_alphanumeric()).any(|x| x == *w))
+        || (hash >> 8).is_multiple_of(4);
 
     let mut steps: Vec<Step> = Vec::new();
     steps.extend(words(OPENINGS[(hash % OPENINGS.len() as u64) as usize]));
-    steps.extend(words(&format!("{summary}.")));
+    steps.extend(words(&format!("{}.", summary(prompt))));
     steps.extend(words("First, I will read the relevant code to understand the current behaviour."));
     if tool {
-        steps.push(Step::Tool { path: path.clone(), lines: 20 + ((hash >> 24) % 200) as u32 });
+        steps.push(Step::Tool);
     }
     steps.extend(words("Then I will make the smallest change that addresses it and check the result."));
     if edit {
-        steps.push(Step::File { path, added: 1 + ((hash >> 32) % 20) as u32, removed: ((hash >> 40) % 7) as u32 });
+        steps.push(Step::Edit);
     }
     steps.extend(words("Done."));
     steps
@@ -133,6 +143,7 @@ async fn pause(pace: Duration) {
 async fn run(
     pace: Duration,
     prompt: &str,
+    cwd: Option<PathBuf>,
     events: Sender<AgentEvent>,
     mut steer: UnboundedReceiver<String>,
 ) -> TurnEnd {
@@ -156,30 +167,194 @@ async fn run(
                     return TurnEnd::Completed;
                 }
             }
-            Step::Tool { path, lines } => {
-                let call = AgentEvent::ToolCall {
-                    id: TOOL_ID.to_owned(),
-                    name: "read_file".to_owned(),
-                    input: serde_json::json!({ "path": path }),
+            Step::Tool => {
+                let (name, input) = match &cwd {
+                    Some(dir) => match target_file(dir, prompt) {
+                        Target::Existing(path) => ("read_file", serde_json::json!({ "path": path })),
+                        Target::New(_) => ("list_directory", serde_json::json!({ "path": "." })),
+                    },
+                    None => ("list_directory", serde_json::json!({ "path": "." })),
                 };
+                let call = AgentEvent::ToolCall { id: TOOL_ID.to_owned(), name: name.to_owned(), input: input.clone() };
                 if events.send(call).await.is_err() {
                     return TurnEnd::Completed;
                 }
                 // The tool call is in progress: dropping the turn future here cancels it.
                 pause(pace).await;
-                let output = format!("read {lines} lines of {path}");
+                let output = match &cwd {
+                    Some(dir) => run_tool(dir, name, input["path"].as_str().unwrap_or(".")),
+                    None => "no workspace: there are no files to look at".to_owned(),
+                };
                 if events.send(AgentEvent::ToolResult { id: TOOL_ID.to_owned(), output }).await.is_err() {
                     return TurnEnd::Completed;
                 }
             }
-            Step::File { path, added, removed } => {
-                if events.send(AgentEvent::FileChange { path, added, removed }).await.is_err() {
+            Step::Edit => {
+                let Some(dir) = &cwd else {
+                    let note = "(No workspace, so no files were changed.) ";
+                    if events.send(AgentEvent::TextDelta { text: note.to_owned() }).await.is_err() {
+                        return TurnEnd::Completed;
+                    }
+                    continue;
+                };
+                let event = match edit(dir, prompt) {
+                    Ok((path, added, removed)) => AgentEvent::FileChange { path, added, removed },
+                    Err(e) => AgentEvent::TextDelta { text: format!("(The change failed: {e}.) ") },
+                };
+                if events.send(event).await.is_err() {
                     return TurnEnd::Completed;
                 }
             }
         }
     }
     TurnEnd::Completed
+}
+
+/// The file a turn works on.
+#[derive(Debug, Clone, PartialEq)]
+enum Target {
+    Existing(String),
+    New(String),
+}
+
+/// Files the agent may look at and change: not under `.git`, not too large, text only, sorted.
+fn workspace_files(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(dir.join(&rel)) else { continue };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name == ".git" {
+                continue;
+            }
+            let path = rel.join(&name);
+            match entry.file_type() {
+                Ok(t) if t.is_dir() => stack.push(path),
+                Ok(t) if t.is_file() => {
+                    let small = entry.metadata().is_ok_and(|m| m.len() <= 256 * 1024);
+                    if small && is_text(&dir.join(&path)) {
+                        out.push(path.to_string_lossy().into_owned());
+                    }
+                }
+                _ => {}
+            }
+        }
+        if out.len() > 10_000 {
+            break;
+        }
+    }
+    out.sort();
+    out
+}
+
+fn is_text(path: &Path) -> bool {
+    std::fs::read(path).is_ok_and(|b| !b[..b.len().min(8000)].contains(&0) && std::str::from_utf8(&b).is_ok())
+}
+
+/// The file the prompt names (a word that is a path of the workspace), a new file if it asks to create one, else a
+/// file picked by the prompt's hash (or a new `NOTES.md` in an empty workspace).
+fn target_file(dir: &Path, prompt: &str) -> Target {
+    let files = workspace_files(dir);
+    let named = prompt
+        .split_whitespace()
+        .map(|w| w.trim_matches(|c: char| matches!(c, '`' | '"' | '\'' | ',' | ';' | ':' | '(' | ')')))
+        .map(|w| w.trim_end_matches(['.', ',', '!', '?']))
+        .find(|w| files.iter().any(|f| f == w));
+    if let Some(path) = named {
+        return Target::Existing(path.to_owned());
+    }
+    let lower = prompt.to_lowercase();
+    if lower.split(|c: char| !c.is_alphanumeric()).any(|w| w == "create") {
+        let slug: String = summary(prompt)
+            .to_lowercase()
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .collect::<String>()
+            .split('-')
+            .filter(|p| !p.is_empty())
+            .take(6)
+            .collect::<Vec<_>>()
+            .join("-");
+        let slug = if slug.is_empty() { "note".to_owned() } else { slug };
+        return Target::New(format!("notes/{slug}.md"));
+    }
+    if files.is_empty() {
+        return Target::New("NOTES.md".to_owned());
+    }
+    Target::Existing(files[((fnv1a(prompt) >> 16) % files.len() as u64) as usize].clone())
+}
+
+fn run_tool(dir: &Path, name: &str, path: &str) -> String {
+    if name == "read_file" {
+        match std::fs::read_to_string(dir.join(path)) {
+            Ok(text) => format!("read {} lines of {path}", text.lines().count()),
+            Err(e) => format!("cannot read {path}: {e}"),
+        }
+    } else {
+        match std::fs::read_dir(dir.join(path)) {
+            Ok(entries) => {
+                let mut names: Vec<String> = entries
+                    .flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n != ".git")
+                    .collect();
+                names.sort();
+                format!("{} entries: {}", names.len(), names.join(", "))
+            }
+            Err(e) => format!("cannot list {path}: {e}"),
+        }
+    }
+}
+
+/// The comment marker for lines added to `path`.
+fn comment_prefix(path: &str) -> &'static str {
+    let ext = path.rsplit('.').next().unwrap_or_default();
+    match ext {
+        "rs" | "js" | "ts" | "tsx" | "jsx" | "go" | "c" | "h" | "cc" | "cpp" | "java" | "kt" | "swift" | "scala" => "// ",
+        "py" | "sh" | "rb" | "toml" | "yml" | "yaml" | "pl" | "r" | "conf" | "ini" => "# ",
+        "sql" | "lua" | "hs" => "-- ",
+        "html" | "xml" | "svg" => "<!-- ",
+        _ => "",
+    }
+}
+
+/// Appends the lines the prompt asks for to the target file. Returns (path, lines added, lines removed) as git
+/// counts them.
+fn edit(dir: &Path, prompt: &str) -> std::io::Result<(String, u32, u32)> {
+    let (path, existing) = match target_file(dir, prompt) {
+        Target::Existing(p) => {
+            let text = std::fs::read_to_string(dir.join(&p))?;
+            (p, Some(text))
+        }
+        Target::New(p) => {
+            let text = std::fs::read_to_string(dir.join(&p)).ok();
+            (p, text)
+        }
+    };
+    let prefix = comment_prefix(&path);
+    let suffix = if prefix == "<!-- " { " -->" } else { "" };
+    let count = 1 + (fnv1a(prompt) >> 32) % 3;
+    let summary = summary(prompt);
+    let mut added_text = String::new();
+    for i in 1..=count {
+        added_text.push_str(&format!("{prefix}foundry: {summary} ({i}/{count}){suffix}\n"));
+    }
+    let (mut added, mut removed) = (count as u32, 0);
+    let mut text = existing.unwrap_or_default();
+    if !text.is_empty() && !text.ends_with('\n') {
+        // The last line gains its newline: git counts it as removed and added again.
+        text.push('\n');
+        added += 1;
+        removed += 1;
+    }
+    text.push_str(&added_text);
+    let full = dir.join(&path);
+    if let Some(parent) = full.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(full, text)?;
+    Ok((path, added, removed))
 }
 
 /// Releases remembered by a gate.
@@ -326,41 +501,82 @@ mod tests {
         assert_eq!(serde_json::from_value::<AgentEvent>(json).unwrap(), a[0]);
     }
 
+    /// A workspace with a few files.
+    fn workspace() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("src")).unwrap();
+        std::fs::write(dir.path().join("src/lib.rs"), "pub fn hello() {}\n").unwrap();
+        std::fs::write(dir.path().join("README.md"), "# Demo\nNo newline at the end").unwrap();
+        std::fs::create_dir_all(dir.path().join(".git")).unwrap();
+        std::fs::write(dir.path().join(".git/config"), "[core]\n").unwrap();
+        dir
+    }
+
+    async fn collect_in(agent: &BuiltinAgent, prompt: &str, cwd: &Path) -> Vec<AgentEvent> {
+        let (tx, mut rx) = mpsc::channel(1024);
+        let (_steer_tx, steer_rx) = mpsc::unbounded_channel();
+        let request = TurnRequest { cwd: Some(cwd.to_string_lossy().into_owned()), ..request("s1", prompt) };
+        assert_eq!(agent.run_turn(request, tx, steer_rx).await, TurnEnd::Completed);
+        let mut events = Vec::new();
+        while let Some(e) = rx.recv().await {
+            events.push(e);
+        }
+        events
+    }
+
     #[actix_rt::test]
-    async fn tool_and_edit_prompts_always_call_tools_and_change_files() {
+    async fn tools_really_run_and_edits_really_change_the_named_file() {
         let agent = BuiltinAgent::new(Duration::ZERO);
-        for prompt in ["use a tool", "please use the tool here", "Tool time"] {
+        let ws = workspace();
+        let events = collect_in(&agent, "use a tool to edit src/lib.rs please", ws.path()).await;
+        let call = events.iter().position(|e| matches!(e, AgentEvent::ToolCall { .. })).unwrap();
+        assert!(matches!(&events[call], AgentEvent::ToolCall { name, input, .. }
+            if name == "read_file" && input["path"] == "src/lib.rs"));
+        assert!(matches!(&events[call + 1], AgentEvent::ToolResult { output, .. } if output == "read 1 lines of src/lib.rs"));
+        let (path, added, removed) = events
+            .iter()
+            .find_map(|e| match e {
+                AgentEvent::FileChange { path, added, removed } => Some((path.clone(), *added, *removed)),
+                _ => None,
+            })
+            .expect("a file change");
+        assert_eq!(path, "src/lib.rs");
+        let text = std::fs::read_to_string(ws.path().join("src/lib.rs")).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "pub fn hello() {}");
+        assert_eq!((lines.len() - 1) as u32, added);
+        assert_eq!(removed, 0);
+        assert!(lines[1].starts_with("// foundry: use a tool to edit src/lib.rs please"), "{text}");
+
+        // A file without a final newline: git counts its last line as changed.
+        let events = collect_in(&agent, "fix README.md", ws.path()).await;
+        assert!(events.iter().any(|e| matches!(e, AgentEvent::FileChange { path, removed: 1, .. } if path == "README.md")));
+        // "create" makes a new file; the tool lists the directory then.
+        let events = collect_in(&agent, "create a tool guide", ws.path()).await;
+        assert!(events.iter().any(|e| matches!(e, AgentEvent::ToolResult { output, .. } if output.contains("README.md"))));
+        assert!(events.iter().any(|e| matches!(e, AgentEvent::FileChange { path, .. } if path == "notes/create-a-tool-guide.md")));
+        assert!(ws.path().join("notes/create-a-tool-guide.md").exists());
+        // Nothing under .git is ever touched.
+        assert_eq!(std::fs::read_to_string(ws.path().join(".git/config")).unwrap(), "[core]\n");
+    }
+
+    #[actix_rt::test]
+    async fn without_a_workspace_nothing_is_changed_or_claimed() {
+        let agent = BuiltinAgent::new(Duration::ZERO);
+        for prompt in ["use a tool", "please edit it", "Edit README"] {
             let (events, end) = collect(&agent, prompt).await;
             assert_eq!(end, TurnEnd::Completed);
-            let call = events.iter().position(|e| matches!(e, AgentEvent::ToolCall { .. })).expect(prompt);
-            match &events[call] {
-                AgentEvent::ToolCall { id, name, input } => {
-                    assert_eq!(id, "tool-1");
-                    assert_eq!(name, "read_file");
-                    let path = input["path"].as_str().unwrap();
-                    assert!(path.starts_with("src/") && path.ends_with(".rs"), "{path}");
-                }
-                _ => unreachable!(),
-            }
-            assert!(matches!(&events[call + 1], AgentEvent::ToolResult { id, .. } if id == "tool-1"));
+            assert!(!events.iter().any(|e| matches!(e, AgentEvent::FileChange { .. })), "{prompt}");
         }
-        for prompt in ["edit the config", "Edit README", "please edit it"] {
-            let (events, _) = collect(&agent, prompt).await;
-            assert!(
-                events.iter().any(|e| matches!(e, AgentEvent::FileChange { path, .. } if path.starts_with("src/"))),
-                "{prompt}"
-            );
-        }
-        // The hash makes some other prompts call tools or change files, but not all of them.
+        let (events, _) = collect(&agent, "use a tool").await;
+        assert!(events.iter().any(|e| matches!(e, AgentEvent::ToolResult { output, .. } if output.starts_with("no workspace"))));
+        // The hash makes some other prompts call tools or edit, but not all of them.
         let mut tools = 0;
-        let mut files = 0;
         for i in 0..40 {
             let (events, _) = collect(&agent, &format!("prompt number {i}")).await;
             tools += events.iter().filter(|e| matches!(e, AgentEvent::ToolCall { .. })).count();
-            files += events.iter().filter(|e| matches!(e, AgentEvent::FileChange { .. })).count();
         }
         assert!(tools > 0 && tools < 40, "{tools}");
-        assert!(files > 0 && files < 40, "{files}");
     }
 
     #[actix_rt::test]

@@ -1,0 +1,350 @@
+//! The [`Domain`]'s flows around a task's workspace: provisioning it from the repository, the workspace a turn runs
+//! in (and the commit after each turn), the git operations (push, pull request, merge, revert a file, one file's
+//! diff) and archive / kill / unarchive, which stop the sessions and release or destroy the workspace.
+//!
+//! Git runs in the [`Workspaces`] service, outside any actor; the task actor records the results. Pull requests go
+//! through the GitHub API the sync uses ([`GitHubService`]).
+//!
+//! Archive never loses work silently: work not on the remote is pushed first, and if that push fails the archive is
+//! refused unless `force` (which discards it).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+
+use super::domain::DomainCallError;
+use super::github_data::{pull_summary, GitHubService};
+use super::organization::GetRepository;
+use super::session::{ResumeSession, SessionWorkspace, SuspendSession, TurnWorkspace};
+use super::summary::{PullRequestSummary, SessionStatus, TaskStatus};
+use super::task::workspace::Readiness;
+use super::task::{
+    AdvanceLifecycle, AwaitWorkspace, GetTaskDetail, GetWorkspace, GitTokens, MarkWorkspaceGone, RecordGitOperation,
+    RecordGitState, RecordPullRequest, StartProvision, UnarchiveTask, WorkspaceWait,
+};
+use super::{Domain, DomainError, TaskKey};
+use crate::integrations::github::client::{GitHubError, MergeMethod};
+use crate::integrations::workspace::{GitAuth, GitState, WorkspaceError, WorkspaceSpec, Workspaces};
+use crate::runtime::CallError;
+
+type Result<T> = std::result::Result<T, DomainCallError>;
+
+/// How long a turn waits for its workspace to be provisioned.
+const PROVISION_WAIT: Duration = Duration::from_secs(15 * 60);
+
+fn refused(e: DomainError) -> DomainCallError {
+    CallError::Handler(e)
+}
+
+/// A workspace failure as the domain reports it.
+pub fn workspace_error(e: WorkspaceError) -> DomainCallError {
+    refused(match e {
+        WorkspaceError::Unreachable(message) => DomainError::Git { message, unreachable: true },
+        e @ WorkspaceError::Git { .. } => DomainError::Git { message: e.to_string(), unreachable: false },
+        WorkspaceError::Invalid(message) => DomainError::Invalid { field: "path", message },
+        WorkspaceError::Missing => DomainError::WorkspaceUnavailable("the task's workspace is not provisioned".into()),
+    })
+}
+
+fn github_error(e: GitHubError) -> DomainCallError {
+    let unreachable = matches!(e, GitHubError::Transport(_));
+    refused(DomainError::Git { message: format!("GitHub: {e}"), unreachable })
+}
+
+/// A ready workspace and what operating on it needs.
+struct Ready {
+    workspaces: Arc<Workspaces>,
+    spec: WorkspaceSpec,
+    auth: GitAuth,
+    full_name: String,
+}
+
+impl Domain {
+    /// Starts provisioning the task's workspace from its repository (the pull request's base for a task made from
+    /// one). Idempotent while it runs or once ready; `retry` starts again after a failure (or re-checks a ready one).
+    pub async fn provision_workspace(&self, task: &TaskKey, retry: bool) -> Result<bool> {
+        let repo = self.orgs.read(&task.org, GetRepository { repo_id: task.repo.clone() }).await?;
+        let detail = self.tasks.read(task, GetTaskDetail).await?;
+        let base_branch = detail.pull_request.as_ref().map_or(repo.default_branch, |pr| pr.base_ref.clone());
+        let msg = StartProvision { full_name: repo.full_name, remote_url: repo.remote_url, base_branch, retry };
+        self.tasks.exec(task, msg).await
+    }
+
+    /// Resolves when the task's workspace is ready, with its directory; `Ok(None)` when workspaces are not
+    /// configured. Starts provisioning if nobody did.
+    pub async fn wait_for_workspace(&self, task: &TaskKey) -> std::result::Result<Option<String>, String> {
+        let mut started = false;
+        loop {
+            let wait = self.tasks.exec(task, AwaitWorkspace).await.map_err(|e| e.to_string())?;
+            match wait {
+                WorkspaceWait::NoProvider => return Ok(None),
+                WorkspaceWait::Ready(cwd) => return Ok(Some(cwd)),
+                WorkspaceWait::Failed(why) | WorkspaceWait::Gone(why) => return Err(why),
+                WorkspaceWait::NotStarted if !started => {
+                    started = true;
+                    self.provision_workspace(task, false).await.map_err(|e| e.to_string())?;
+                }
+                WorkspaceWait::NotStarted => return Err("provisioning did not start".into()),
+                WorkspaceWait::Pending(mut rx) => {
+                    let done = rx.wait_for(|r| *r != Readiness::Pending);
+                    let outcome = tokio::time::timeout(PROVISION_WAIT, done).await.map(|r| r.is_ok());
+                    match outcome {
+                        Ok(true) => {}
+                        // The task actor went away (passivated, restarted): ask again.
+                        Ok(false) => tokio::time::sleep(Duration::from_millis(50)).await,
+                        Err(_) => return Err("provisioning takes too long".into()),
+                    }
+                }
+            }
+        }
+    }
+
+    async fn ready_workspace(&self, task: &TaskKey) -> Result<Ready> {
+        let unavailable = |m: &str| refused(DomainError::WorkspaceUnavailable(m.to_owned()));
+        let workspaces = self
+            .runtime
+            .service::<Workspaces>()
+            .ok_or_else(|| unavailable("workspaces are not configured on this server"))?;
+        let Some((row, branch)) = self.tasks.read(task, GetWorkspace).await? else {
+            return Err(unavailable("the task has no workspace yet"));
+        };
+        match row.status.as_str() {
+            "ready" => {}
+            "provisioning" => return Err(unavailable(&format!("the workspace is being provisioned ({})", row.message))),
+            "error" => return Err(unavailable(&format!("provisioning failed: {} (retry it)", row.message))),
+            other => return Err(unavailable(&format!("the workspace was {other}"))),
+        }
+        let spec = row.spec(task, &branch);
+        let auth = self.git_auth(&row.full_name).await?;
+        Ok(Ready { workspaces, spec, auth, full_name: row.full_name })
+    }
+
+    async fn git_auth(&self, full_name: &str) -> Result<GitAuth> {
+        let token = match self.runtime.service::<GitTokens>() {
+            Some(tokens) => tokens.0.token(full_name).await.map_err(workspace_error)?,
+            None => None,
+        };
+        Ok(GitAuth { token, ..GitAuth::default() })
+    }
+
+    fn github(&self) -> Result<Arc<GitHubService>> {
+        self.runtime.service::<GitHubService>().ok_or_else(|| {
+            refused(DomainError::Git {
+                message: "no GitHub connection is configured (serve --github-token, --github-app-id or --demo)".into(),
+                unreachable: false,
+            })
+        })
+    }
+
+    async fn record_state(&self, task: &TaskKey, state: &GitState) -> Result<()> {
+        self.tasks.mutate(task, RecordGitState { state: state.clone() }).await
+    }
+
+    async fn record(&self, task: &TaskKey, kind: &'static str, payload: serde_json::Value, user: Option<&str>) -> Result<()> {
+        self.tasks.mutate(task, RecordGitOperation { kind, payload, user_id: user.map(str::to_owned) }).await
+    }
+
+    /// Recomputes and records the workspace's git state.
+    pub async fn refresh_git_state(&self, task: &TaskKey) -> Result<GitState> {
+        let r = self.ready_workspace(task).await?;
+        let state = r.workspaces.state(&r.spec, &r.auth).await.map_err(workspace_error)?;
+        self.record_state(task, &state).await?;
+        Ok(state)
+    }
+
+    /// Commits what the agent changed in a turn (the prompt's first line is the message) and records the new state.
+    pub async fn commit_turn(&self, task: &TaskKey, prompt: &str) -> Result<Option<String>> {
+        let r = self.ready_workspace(task).await?;
+        let first = prompt.lines().next().unwrap_or_default().trim();
+        let message: String = if first.chars().count() > 72 {
+            format!("{}...", first.chars().take(69).collect::<String>())
+        } else {
+            first.to_owned()
+        };
+        let commit = r.workspaces.commit(&r.spec, &r.auth, &message).await.map_err(workspace_error)?;
+        let state = r.workspaces.state(&r.spec, &r.auth).await.map_err(workspace_error)?;
+        self.record_state(task, &state).await?;
+        Ok(commit)
+    }
+
+    /// Pushes the task's branch (committing what is not committed yet).
+    pub async fn push_task(&self, task: &TaskKey, user: Option<&str>) -> Result<GitState> {
+        let r = self.ready_workspace(task).await?;
+        let state = r.workspaces.push(&r.spec, &r.auth).await.map_err(workspace_error)?;
+        self.record_state(task, &state).await?;
+        let payload = serde_json::json!({ "branch": r.spec.branch, "head": state.head });
+        self.record(task, "task.pushed", payload, user).await?;
+        Ok(state)
+    }
+
+    /// Pushes the branch and opens a pull request for it against the base branch; the pull request is stored as task
+    /// data exactly as the sync stores it.
+    pub async fn publish_pull_request(&self, task: &TaskKey, user: Option<&str>) -> Result<i64> {
+        let detail = self.tasks.read(task, GetTaskDetail).await?;
+        if let Some(pr) = detail.pull_request.as_ref().filter(|pr| pr.state == "open") {
+            return Err(refused(DomainError::Conflict(format!("pull request #{} is open", pr.number))));
+        }
+        let github = self.github()?;
+        self.push_task(task, user).await?;
+        let r = self.ready_workspace(task).await?;
+        let body = format!("{}\n\nOpened from foundry task {}.", detail.prompt, task.task);
+        let pr = github
+            .0
+            .create_pull(&r.full_name, &r.spec.branch, &r.spec.base_branch, &detail.title, Some(&body), false)
+            .await
+            .map_err(github_error)?;
+        let summary = pull_summary(&pr);
+        let number = summary.number;
+        self.tasks.mutate(task, RecordPullRequest { pull_request: summary, user_id: user.map(str::to_owned) }).await?;
+        Ok(number)
+    }
+
+    /// Merges the task's pull request on GitHub (a merge commit), then records the pull request as merged.
+    pub async fn merge_task(&self, task: &TaskKey, user: Option<&str>) -> Result<PullRequestSummary> {
+        let detail = self.tasks.read(task, GetTaskDetail).await?;
+        let Some(pr) = detail.pull_request else {
+            return Err(refused(DomainError::Conflict("the task has no pull request: publish one first".into())));
+        };
+        let github = self.github()?;
+        let repo = self.orgs.read(&task.org, GetRepository { repo_id: task.repo.clone() }).await?;
+        let number = pr.number as u64;
+        let outcome = github.0.merge_pull(&repo.full_name, number, MergeMethod::Merge, None).await.map_err(github_error)?;
+        let merged = github.0.get_pull(&repo.full_name, number).await.map_err(github_error)?;
+        let summary = pull_summary(&merged);
+        self.tasks
+            .mutate(task, super::task::ApplyPullRequest { pull_request: summary.clone() })
+            .await?;
+        let payload = serde_json::json!({ "number": number, "sha": outcome.sha, "base": pr.base_ref });
+        self.record(task, "task.merged", payload, user).await?;
+        Ok(summary)
+    }
+
+    /// Restores one file as it is on the base branch, committed.
+    pub async fn revert_file(&self, task: &TaskKey, path: &str, user: Option<&str>) -> Result<GitState> {
+        crate::integrations::workspace::validate_path(path).map_err(workspace_error)?;
+        let r = self.ready_workspace(task).await?;
+        let state = r.workspaces.revert_file(&r.spec, &r.auth, path).await.map_err(workspace_error)?;
+        self.record_state(task, &state).await?;
+        self.record(task, "task.file.reverted", serde_json::json!({ "path": path }), user).await?;
+        Ok(state)
+    }
+
+    /// One file's diff against the base branch.
+    pub async fn file_diff(&self, task: &TaskKey, path: &str) -> Result<String> {
+        crate::integrations::workspace::validate_path(path).map_err(workspace_error)?;
+        let r = self.ready_workspace(task).await?;
+        r.workspaces.file_diff(&r.spec, &r.auth, path).await.map_err(workspace_error)
+    }
+
+    async fn suspend_sessions(&self, task: &TaskKey, reason: &str, user: Option<&str>) -> Result<()> {
+        let detail = self.tasks.read(task, GetTaskDetail).await?;
+        for s in detail.sessions.iter().filter(|s| s.status != SessionStatus::Closed) {
+            let msg = SuspendSession { reason: reason.to_owned(), user_id: user.map(str::to_owned) };
+            self.sessions.exec(&task.session(&s.session_id), msg).await?;
+        }
+        Ok(())
+    }
+
+    /// Archives the task: its turns are cancelled and its sessions take no prompts, work not on the remote is pushed
+    /// (refused if that fails, unless `force`), and the workspace is released.
+    pub async fn archive_task(&self, task: &TaskKey, force: bool, user: Option<&str>) -> Result<TaskStatus> {
+        let detail = self.tasks.read(task, GetTaskDetail).await?;
+        if detail.status.is_winding_down() {
+            return Err(refused(DomainError::TaskArchived(format!("task is {}", detail.status.as_str()))));
+        }
+        let ready = match self.ready_workspace(task).await {
+            Ok(r) => Some(r),
+            Err(CallError::Handler(DomainError::WorkspaceUnavailable(_))) => None,
+            Err(e) => return Err(e),
+        };
+        if let Some(r) = &ready {
+            let state = r.workspaces.state(&r.spec, &r.auth).await.map_err(workspace_error)?;
+            if state.has_unpushed_work() {
+                if let Err(e) = r.workspaces.push(&r.spec, &r.auth).await {
+                    if !force {
+                        return Err(refused(DomainError::Conflict(format!(
+                            "the workspace has work that is not on the remote and pushing it failed ({e}); \
+                             archive with force to discard it"
+                        ))));
+                    }
+                }
+            }
+        }
+        let user_id = user.map(str::to_owned);
+        for &to in &TaskStatus::ARCHIVE_STEPS {
+            self.tasks.mutate(task, AdvanceLifecycle { to, user_id: user_id.clone() }).await?;
+            match to {
+                TaskStatus::ArchiveStopStatusSync => self.suspend_sessions(task, "archived", user).await?,
+                TaskStatus::ArchiveReleaseSandbox => {
+                    if let Some(r) = &ready {
+                        r.workspaces.release(&r.spec).await.map_err(workspace_error)?;
+                    }
+                    self.tasks.exec(task, MarkWorkspaceGone { destroyed: false }).await?;
+                }
+                _ => {}
+            }
+        }
+        Ok(TaskStatus::Archived)
+    }
+
+    /// Kills the task: turns cancelled, sessions closed to prompts, the workspace destroyed at once (unpushed work is
+    /// gone).
+    pub async fn kill_task(&self, task: &TaskKey, user: Option<&str>) -> Result<TaskStatus> {
+        let user_id = user.map(str::to_owned);
+        for &to in &TaskStatus::KILL_STEPS {
+            self.tasks.mutate(task, AdvanceLifecycle { to, user_id: user_id.clone() }).await?;
+            if to == TaskStatus::KillDestroySandbox {
+                self.suspend_sessions(task, "killed", user).await?;
+                if let (Some(workspaces), Some((row, branch))) =
+                    (self.runtime.service::<Workspaces>(), self.tasks.read(task, GetWorkspace).await?)
+                {
+                    workspaces.release(&row.spec(task, &branch)).await.map_err(workspace_error)?;
+                }
+                self.tasks.exec(task, MarkWorkspaceGone { destroyed: true }).await?;
+            }
+        }
+        Ok(TaskStatus::Killed)
+    }
+
+    /// Brings an archived task back: its sessions take prompts again and its workspace is provisioned again from the
+    /// branch on the remote.
+    pub async fn unarchive_task(&self, task: &TaskKey, user: Option<&str>) -> Result<TaskStatus> {
+        let status = self.tasks.mutate(task, UnarchiveTask { user_id: user.map(str::to_owned) }).await?;
+        let detail = self.tasks.read(task, GetTaskDetail).await?;
+        for s in detail.sessions.iter().filter(|s| s.status != SessionStatus::Closed) {
+            let msg = ResumeSession { user_id: user.map(str::to_owned) };
+            self.sessions.exec(&task.session(&s.session_id), msg).await?;
+        }
+        if self.runtime.service::<Workspaces>().is_some() {
+            self.provision_workspace(task, true).await?;
+        }
+        Ok(status)
+    }
+}
+
+/// Turns wait for their task's workspace and commit their work after: the [`TurnWorkspace`] of the domain.
+pub struct TaskWorkspaces(pub Domain);
+
+impl TurnWorkspace for TaskWorkspaces {
+    fn prepare(&self, task: TaskKey) -> BoxFuture<'static, std::result::Result<Option<String>, String>> {
+        let domain = self.0.clone();
+        Box::pin(async move { domain.wait_for_workspace(&task).await })
+    }
+
+    fn turn_finished(&self, task: TaskKey, prompt: String) -> BoxFuture<'static, ()> {
+        let domain = self.0.clone();
+        Box::pin(async move {
+            if let Err(e) = domain.commit_turn(&task, &prompt).await {
+                tracing::warn!(task = %task.task, error = %e, "could not commit the turn's work");
+            }
+        })
+    }
+}
+
+/// Sessions of `domain` run in their task's workspace (when workspaces are configured).
+pub(super) fn install(domain: &Domain) {
+    if domain.runtime.service::<Workspaces>().is_some() && domain.runtime.service::<SessionWorkspace>().is_none() {
+        domain.runtime.provide(Arc::new(SessionWorkspace(Arc::new(TaskWorkspaces(domain.clone())))));
+    }
+}

@@ -1,0 +1,205 @@
+//! Where workspace commands run: [`LocalShell`] (child processes on this host) and [`SandboxShell`] (a sandbox-agent
+//! server's `POST /v1/processes/run`).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use serde_json::json;
+
+use super::WorkspaceError;
+
+/// One command to run.
+#[derive(Debug, Clone, Default)]
+pub struct Cmd {
+    pub program: String,
+    pub args: Vec<String>,
+    pub cwd: Option<String>,
+    /// Added to the environment; values may hold secrets and are never logged.
+    pub env: Vec<(String, String)>,
+    pub timeout: Duration,
+}
+
+/// What a command printed and how it exited.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CmdOutput {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl CmdOutput {
+    pub fn success(&self) -> bool {
+        self.code == 0
+    }
+}
+
+/// Runs commands where the workspaces live.
+pub trait Shell: Send + Sync + 'static {
+    /// `local` or `sandbox-agent`: shown on the task.
+    fn provider(&self) -> &'static str;
+    /// The directory holding the mirrors and workspaces, as the shell's machine sees it.
+    fn root(&self) -> &str;
+    fn run(&self, cmd: Cmd) -> BoxFuture<'_, Result<CmdOutput, WorkspaceError>>;
+
+    /// Removes a directory tree (nothing if it does not exist).
+    fn remove_dir<'a>(&'a self, dir: &'a str) -> BoxFuture<'a, Result<(), WorkspaceError>> {
+        Box::pin(async move {
+            let out = self
+                .run(Cmd {
+                    program: "rm".into(),
+                    args: vec!["-rf".into(), "--".into(), dir.into()],
+                    timeout: Duration::from_secs(120),
+                    ..Cmd::default()
+                })
+                .await?;
+            if out.success() {
+                Ok(())
+            } else {
+                Err(WorkspaceError::Git { op: "remove", message: out.stderr.trim().to_owned() })
+            }
+        })
+    }
+}
+
+/// Runs commands as child processes on this host; workspaces live under `root` (in the data directory).
+pub struct LocalShell {
+    root: String,
+}
+
+impl LocalShell {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        LocalShell { root: root.into().to_string_lossy().trim_end_matches('/').to_owned() }
+    }
+}
+
+impl Shell for LocalShell {
+    fn provider(&self) -> &'static str {
+        "local"
+    }
+
+    fn root(&self) -> &str {
+        &self.root
+    }
+
+    fn run(&self, cmd: Cmd) -> BoxFuture<'_, Result<CmdOutput, WorkspaceError>> {
+        Box::pin(async move {
+            if let Some(cwd) = &cmd.cwd {
+                // git clone creates its target, but a first clone needs the parent to exist.
+                let _ = std::fs::create_dir_all(cwd);
+            }
+            let mut command = tokio::process::Command::new(&cmd.program);
+            command
+                .args(&cmd.args)
+                .envs(cmd.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .kill_on_drop(true);
+            if let Some(cwd) = &cmd.cwd {
+                command.current_dir(cwd);
+            }
+            let child = command
+                .spawn()
+                .map_err(|e| WorkspaceError::Unreachable(format!("cannot run {}: {e}", cmd.program)))?;
+            let timeout = if cmd.timeout.is_zero() { Duration::from_secs(600) } else { cmd.timeout };
+            match tokio::time::timeout(timeout, child.wait_with_output()).await {
+                Ok(Ok(out)) => Ok(CmdOutput {
+                    code: out.status.code().unwrap_or(-1),
+                    stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+                    stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+                }),
+                Ok(Err(e)) => Err(WorkspaceError::Unreachable(format!("{} failed to run: {e}", cmd.program))),
+                Err(_) => Err(WorkspaceError::Git {
+                    op: "run",
+                    message: format!("{} timed out after {} s", cmd.program, timeout.as_secs()),
+                }),
+            }
+        })
+    }
+}
+
+/// Runs commands on a sandbox-agent server (`POST /v1/processes/run`); workspaces live under `root` on that server's
+/// machine.
+pub struct SandboxShell {
+    base: String,
+    root: String,
+    http: reqwest::Client,
+}
+
+impl SandboxShell {
+    /// `base_url` like `http://127.0.0.1:2468`; `root` a directory on the server's machine.
+    pub fn new(base_url: &str, root: &str) -> Self {
+        let http = crate::integrations::http_client_builder()
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .unwrap_or_else(|_| reqwest::Client::new());
+        SandboxShell {
+            base: base_url.trim_end_matches('/').to_owned(),
+            root: root.trim_end_matches('/').to_owned(),
+            http,
+        }
+    }
+}
+
+impl Shell for SandboxShell {
+    fn provider(&self) -> &'static str {
+        "sandbox-agent"
+    }
+
+    fn root(&self) -> &str {
+        &self.root
+    }
+
+    fn run(&self, cmd: Cmd) -> BoxFuture<'_, Result<CmdOutput, WorkspaceError>> {
+        Box::pin(async move {
+            let timeout = if cmd.timeout.is_zero() { Duration::from_secs(600) } else { cmd.timeout };
+            // The server starts processes in an existing directory only: create the parent chain first.
+            let (program, args) = match &cmd.cwd {
+                Some(cwd) => {
+                    let mut args = vec!["-c".to_owned(), "mkdir -p -- \"$0\" && cd -- \"$0\" && exec \"$@\"".to_owned()];
+                    args.push(cwd.clone());
+                    args.push(cmd.program.clone());
+                    args.extend(cmd.args.iter().cloned());
+                    ("sh".to_owned(), args)
+                }
+                None => (cmd.program.clone(), cmd.args.clone()),
+            };
+            let env: serde_json::Map<String, serde_json::Value> =
+                cmd.env.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone()))).collect();
+            let body = json!({
+                "command": program,
+                "args": args,
+                "cwd": "/",
+                "env": env,
+                "timeoutMs": timeout.as_millis() as u64,
+            });
+            let res = self
+                .http
+                .post(format!("{}/v1/processes/run", self.base))
+                .json(&body)
+                .timeout(timeout + Duration::from_secs(10))
+                .send()
+                .await
+                .map_err(|e| WorkspaceError::Unreachable(e.without_url().to_string()))?;
+            let status = res.status();
+            let text = res.text().await.map_err(|e| WorkspaceError::Unreachable(e.to_string()))?;
+            if !status.is_success() {
+                return Err(WorkspaceError::Unreachable(format!("processes/run answered {status}: {text}")));
+            }
+            let v: serde_json::Value = serde_json::from_str(&text)
+                .map_err(|e| WorkspaceError::Unreachable(format!("processes/run: {e}: {text}")))?;
+            if v["timedOut"].as_bool() == Some(true) {
+                return Err(WorkspaceError::Git {
+                    op: "run",
+                    message: format!("{} timed out after {} s", cmd.program, timeout.as_secs()),
+                });
+            }
+            Ok(CmdOutput {
+                code: v["exitCode"].as_i64().unwrap_or(-1) as i32,
+                stdout: v["stdout"].as_str().unwrap_or_default().to_owned(),
+                stderr: v["stderr"].as_str().unwrap_or_default().to_owned(),
+            })
+        })
+    }
+}
