@@ -111,7 +111,9 @@ impl Domain {
         };
         match row.status.as_str() {
             "ready" => {}
-            "provisioning" => return Err(unavailable(&format!("the workspace is being provisioned ({})", row.message))),
+            "provisioning" => {
+                return Err(unavailable(&format!("the workspace is being provisioned ({})", row.message)))
+            }
             "error" => return Err(unavailable(&format!("provisioning failed: {} (retry it)", row.message))),
             other => return Err(unavailable(&format!("the workspace was {other}"))),
         }
@@ -141,7 +143,13 @@ impl Domain {
         self.tasks.mutate(task, RecordGitState { state: state.clone() }).await
     }
 
-    async fn record(&self, task: &TaskKey, kind: &'static str, payload: serde_json::Value, user: Option<&str>) -> Result<()> {
+    async fn record(
+        &self,
+        task: &TaskKey,
+        kind: &'static str,
+        payload: serde_json::Value,
+        user: Option<&str>,
+    ) -> Result<()> {
         self.tasks.mutate(task, RecordGitOperation { kind, payload, user_id: user.map(str::to_owned) }).await
     }
 
@@ -209,12 +217,11 @@ impl Domain {
         let github = self.github()?;
         let repo = self.orgs.read(&task.org, GetRepository { repo_id: task.repo.clone() }).await?;
         let number = pr.number as u64;
-        let outcome = github.0.merge_pull(&repo.full_name, number, MergeMethod::Merge, None).await.map_err(github_error)?;
+        let outcome =
+            github.0.merge_pull(&repo.full_name, number, MergeMethod::Merge, None).await.map_err(github_error)?;
         let merged = github.0.get_pull(&repo.full_name, number).await.map_err(github_error)?;
         let summary = pull_summary(&merged);
-        self.tasks
-            .mutate(task, super::task::ApplyPullRequest { pull_request: summary.clone() })
-            .await?;
+        self.tasks.mutate(task, super::task::ApplyPullRequest { pull_request: summary.clone() }).await?;
         let payload = serde_json::json!({ "number": number, "sha": outcome.sha, "base": pr.base_ref });
         self.record(task, "task.merged", payload, user).await?;
         Ok(summary)
@@ -329,12 +336,20 @@ pub struct TaskWorkspaces(pub Domain);
 impl TurnWorkspace for TaskWorkspaces {
     fn prepare(&self, task: TaskKey) -> BoxFuture<'static, std::result::Result<Option<String>, String>> {
         let domain = self.0.clone();
-        Box::pin(async move { domain.wait_for_workspace(&task).await })
+        Box::pin(async move {
+            if domain.runtime.service::<Workspaces>().is_none() {
+                return Ok(None);
+            }
+            domain.wait_for_workspace(&task).await
+        })
     }
 
     fn turn_finished(&self, task: TaskKey, prompt: String) -> BoxFuture<'static, ()> {
         let domain = self.0.clone();
         Box::pin(async move {
+            if domain.runtime.service::<Workspaces>().is_none() {
+                return;
+            }
             if let Err(e) = domain.commit_turn(&task, &prompt).await {
                 tracing::warn!(task = %task.task, error = %e, "could not commit the turn's work");
             }
@@ -342,9 +357,10 @@ impl TurnWorkspace for TaskWorkspaces {
     }
 }
 
-/// Sessions of `domain` run in their task's workspace (when workspaces are configured).
+/// Sessions of `domain` run in their task's workspace (once the runtime provides [`Workspaces`]; services may be
+/// provided after the domain is built).
 pub(super) fn install(domain: &Domain) {
-    if domain.runtime.service::<Workspaces>().is_some() && domain.runtime.service::<SessionWorkspace>().is_none() {
+    if domain.runtime.service::<SessionWorkspace>().is_none() {
         domain.runtime.provide(Arc::new(SessionWorkspace(Arc::new(TaskWorkspaces(domain.clone())))));
     }
 }
