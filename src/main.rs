@@ -18,7 +18,9 @@ use foundry::integrations::github::app::{AppClient, GitHubApp};
 use foundry::integrations::github::client::{GitHubApi, GitHubClient};
 use foundry::integrations::github::oauth::{GitHubOAuth, OAuthConfig};
 use foundry::integrations::sandbox::{ProcessService, SandboxProcesses};
-use foundry::integrations::workspace::{AppTokens, LocalShell, SandboxShell, Shell, StaticToken, TokenSource, Workspaces};
+use foundry::integrations::workspace::{
+    AppTokens, LocalShell, SandboxShell, Shell, StaticToken, TokenSource, Workspaces,
+};
 use foundry::runtime::{Runtime, RuntimeConfig};
 
 #[derive(Parser)]

@@ -93,7 +93,8 @@ fn words(text: &str) -> impl Iterator<Item = Step> + '_ {
 }
 
 /// Words that ask for a change.
-const CHANGE_WORDS: [&str; 10] = ["edit", "add", "fix", "create", "update", "write", "implement", "change", "refactor", "rename"];
+const CHANGE_WORDS: [&str; 10] =
+    ["edit", "add", "fix", "create", "update", "write", "implement", "change", "refactor", "rename"];
 
 /// The first words of the prompt, for the reply and the lines the agent writes.
 fn summary(prompt: &str) -> String {
@@ -311,7 +312,9 @@ fn run_tool(dir: &Path, name: &str, path: &str) -> String {
 fn comment_prefix(path: &str) -> &'static str {
     let ext = path.rsplit('.').next().unwrap_or_default();
     match ext {
-        "rs" | "js" | "ts" | "tsx" | "jsx" | "go" | "c" | "h" | "cc" | "cpp" | "java" | "kt" | "swift" | "scala" => "// ",
+        "rs" | "js" | "ts" | "tsx" | "jsx" | "go" | "c" | "h" | "cc" | "cpp" | "java" | "kt" | "swift" | "scala" => {
+            "// "
+        }
         "py" | "sh" | "rb" | "toml" | "yml" | "yaml" | "pl" | "r" | "conf" | "ini" => "# ",
         "sql" | "lua" | "hs" => "-- ",
         "html" | "xml" | "svg" => "<!-- ",
@@ -532,7 +535,9 @@ mod tests {
         let call = events.iter().position(|e| matches!(e, AgentEvent::ToolCall { .. })).unwrap();
         assert!(matches!(&events[call], AgentEvent::ToolCall { name, input, .. }
             if name == "read_file" && input["path"] == "src/lib.rs"));
-        assert!(matches!(&events[call + 1], AgentEvent::ToolResult { output, .. } if output == "read 1 lines of src/lib.rs"));
+        assert!(
+            matches!(&events[call + 1], AgentEvent::ToolResult { output, .. } if output == "read 1 lines of src/lib.rs")
+        );
         let (path, added, removed) = events
             .iter()
             .find_map(|e| match e {
@@ -550,11 +555,17 @@ mod tests {
 
         // A file without a final newline: git counts its last line as changed.
         let events = collect_in(&agent, "fix README.md", ws.path()).await;
-        assert!(events.iter().any(|e| matches!(e, AgentEvent::FileChange { path, removed: 1, .. } if path == "README.md")));
+        assert!(events
+            .iter()
+            .any(|e| matches!(e, AgentEvent::FileChange { path, removed: 1, .. } if path == "README.md")));
         // "create" makes a new file; the tool lists the directory then.
         let events = collect_in(&agent, "create a tool guide", ws.path()).await;
-        assert!(events.iter().any(|e| matches!(e, AgentEvent::ToolResult { output, .. } if output.contains("README.md"))));
-        assert!(events.iter().any(|e| matches!(e, AgentEvent::FileChange { path, .. } if path == "notes/create-a-tool-guide.md")));
+        assert!(events
+            .iter()
+            .any(|e| matches!(e, AgentEvent::ToolResult { output, .. } if output.contains("README.md"))));
+        assert!(events
+            .iter()
+            .any(|e| matches!(e, AgentEvent::FileChange { path, .. } if path == "notes/create-a-tool-guide.md")));
         assert!(ws.path().join("notes/create-a-tool-guide.md").exists());
         // Nothing under .git is ever touched.
         assert_eq!(std::fs::read_to_string(ws.path().join(".git/config")).unwrap(), "[core]\n");
@@ -569,7 +580,9 @@ mod tests {
             assert!(!events.iter().any(|e| matches!(e, AgentEvent::FileChange { .. })), "{prompt}");
         }
         let (events, _) = collect(&agent, "use a tool").await;
-        assert!(events.iter().any(|e| matches!(e, AgentEvent::ToolResult { output, .. } if output.starts_with("no workspace"))));
+        assert!(events
+            .iter()
+            .any(|e| matches!(e, AgentEvent::ToolResult { output, .. } if output.starts_with("no workspace"))));
         // The hash makes some other prompts call tools or edit, but not all of them.
         let mut tools = 0;
         for i in 0..40 {

@@ -114,7 +114,13 @@ impl<'a> Git<'a> {
     }
 
     /// Runs git; a non-zero exit is an error carrying git's message.
-    async fn ok(&self, op: &'static str, cwd: &str, args: &[&str], timeout: Duration) -> Result<String, WorkspaceError> {
+    async fn ok(
+        &self,
+        op: &'static str,
+        cwd: &str,
+        args: &[&str],
+        timeout: Duration,
+    ) -> Result<String, WorkspaceError> {
         let out = self.raw(cwd, args, timeout).await?;
         if out.success() {
             Ok(out.stdout)
@@ -270,7 +276,12 @@ impl<'a> Git<'a> {
         })
     }
 
-    pub(super) async fn file_diff(&self, dir: &str, spec: &WorkspaceSpec, path: &str) -> Result<String, WorkspaceError> {
+    pub(super) async fn file_diff(
+        &self,
+        dir: &str,
+        spec: &WorkspaceSpec,
+        path: &str,
+    ) -> Result<String, WorkspaceError> {
         self.stage_all(dir).await?;
         let mb = self.merge_base(dir, spec).await?;
         self.ok("diff", dir, &["diff", "--cached", "-M", &mb, "--", path], QUICK).await
@@ -400,7 +411,7 @@ mod tests {
 
     #[test]
     fn diff_listings_join() {
-        let numstat = "3\t1\tsrc/a.rs\0-\t-\tlogo.png\0" .to_owned() + "0\t0\t\0old.txt\0new.txt\0";
+        let numstat = "3\t1\tsrc/a.rs\0-\t-\tlogo.png\0".to_owned() + "0\t0\t\0old.txt\0new.txt\0";
         let names = "M\0src/a.rs\0A\0logo.png\0R100\0old.txt\0new.txt\0";
         let files = parse_files(&numstat, names);
         assert_eq!(files.len(), 3);

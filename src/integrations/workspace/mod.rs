@@ -263,7 +263,8 @@ fn validate_spec(spec: &WorkspaceSpec) -> Result<(), WorkspaceError> {
         return Err(WorkspaceError::Invalid(format!("not a workspace id: {:?}", spec.id)));
     }
     for (what, branch) in [("branch", &spec.branch), ("base branch", &spec.base_branch)] {
-        if branch.is_empty() || branch.starts_with('-') || branch.contains("..") || branch.contains(char::is_whitespace) {
+        if branch.is_empty() || branch.starts_with('-') || branch.contains("..") || branch.contains(char::is_whitespace)
+        {
             return Err(WorkspaceError::Invalid(format!("not a {what}: {branch:?}")));
         }
     }

@@ -99,9 +99,8 @@ impl Shell for LocalShell {
             if let Some(cwd) = &cmd.cwd {
                 command.current_dir(cwd);
             }
-            let child = command
-                .spawn()
-                .map_err(|e| WorkspaceError::Unreachable(format!("cannot run {}: {e}", cmd.program)))?;
+            let child =
+                command.spawn().map_err(|e| WorkspaceError::Unreachable(format!("cannot run {}: {e}", cmd.program)))?;
             let timeout = if cmd.timeout.is_zero() { Duration::from_secs(600) } else { cmd.timeout };
             match tokio::time::timeout(timeout, child.wait_with_output()).await {
                 Ok(Ok(out)) => Ok(CmdOutput {
@@ -157,7 +156,8 @@ impl Shell for SandboxShell {
             // The server starts processes in an existing directory only: create the parent chain first.
             let (program, args) = match &cmd.cwd {
                 Some(cwd) => {
-                    let mut args = vec!["-c".to_owned(), "mkdir -p -- \"$0\" && cd -- \"$0\" && exec \"$@\"".to_owned()];
+                    let mut args =
+                        vec!["-c".to_owned(), "mkdir -p -- \"$0\" && cd -- \"$0\" && exec \"$@\"".to_owned()];
                     args.push(cwd.clone());
                     args.push(cmd.program.clone());
                     args.extend(cmd.args.iter().cloned());
