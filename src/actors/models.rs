@@ -1,6 +1,6 @@
-//! The model catalog: which models a session may use. `ModelCatalog` is a runtime service holding the agent
-//! backend's live catalog (`GET /v1/agents?config=true` of a sandbox-agent server, refreshed on demand); the built-in
-//! list below is its fallback and what is used when no catalog service is provided.
+//! The model catalog: which models, modes and thought levels a session may use. `ModelCatalog` is a runtime service
+//! holding the agent backend's live catalog (`GET /v1/agents?config=true` of a sandbox-agent server, refreshed on
+//! demand); the built-in lists below are its fallback and what is used when no catalog service is provided.
 
 use std::sync::RwLock;
 
@@ -26,7 +26,8 @@ const BUILTIN: &[ModelInfo] = &[
     ModelInfo { id: "builtin-echo", label: "Built-in deterministic agent", agent: "mock" },
 ];
 
-/// Modes and thought levels a session may select.
+/// Modes and thought levels a session may select (built-in). `default` (the first mode) is always allowed: it means
+/// the agent's own default mode, whatever the agent calls it.
 pub const MODES: &[&str] = &["default", "plan", "accept-edits", "full-access"];
 pub const THOUGHT_LEVELS: &[&str] = &["low", "medium", "high"];
 /// The thought level new sessions start with.
@@ -54,11 +55,21 @@ pub struct CatalogModel {
     pub agent: String,
 }
 
+/// What a live catalog says besides its models (the built-in catalog has none of it).
+#[derive(Debug, Clone, Default)]
+struct LiveOptions {
+    /// The agent's own default model (its `currentValue`).
+    default_model: Option<String>,
+    modes: Vec<String>,
+    thought_levels: Vec<String>,
+}
+
 /// The models sessions may use, as a runtime service (`Runtime::provide(Arc::new(ModelCatalog::builtin()))`).
 #[derive(Debug)]
 pub struct ModelCatalog {
     models: RwLock<Vec<CatalogModel>>,
     source: RwLock<String>,
+    live: RwLock<Option<LiveOptions>>,
 }
 
 impl ModelCatalog {
@@ -68,12 +79,12 @@ impl ModelCatalog {
             .iter()
             .map(|m| CatalogModel { id: m.id.to_owned(), label: m.label.to_owned(), agent: m.agent.to_owned() })
             .collect();
-        ModelCatalog { models: RwLock::new(models), source: RwLock::new("builtin".to_owned()) }
+        ModelCatalog { models: RwLock::new(models), source: RwLock::new("builtin".to_owned()), live: RwLock::new(None) }
     }
 
     /// A catalog of the given models (another backend's list, tests).
     pub fn from_models(models: Vec<CatalogModel>, source: &str) -> Self {
-        ModelCatalog { models: RwLock::new(models), source: RwLock::new(source.to_owned()) }
+        ModelCatalog { models: RwLock::new(models), source: RwLock::new(source.to_owned()), live: RwLock::new(None) }
     }
 
     pub fn contains(&self, id: &str) -> bool {
@@ -84,43 +95,90 @@ impl ModelCatalog {
         self.models.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// The modes a session may select: `default` and the live agent's modes, else the built-in list.
+    pub fn modes(&self) -> Vec<String> {
+        match &*self.live.read().unwrap_or_else(|p| p.into_inner()) {
+            Some(live) if !live.modes.is_empty() => {
+                let mut modes = vec![MODES[0].to_owned()];
+                modes.extend(live.modes.iter().filter(|m| m.as_str() != MODES[0]).cloned());
+                modes
+            }
+            _ => MODES.iter().map(|m| (*m).to_owned()).collect(),
+        }
+    }
+
+    /// The thought levels a session may select: the live agent's (and [`DEFAULT_THOUGHT_LEVEL`], which new sessions
+    /// start with), else the built-in list.
+    pub fn thought_levels(&self) -> Vec<String> {
+        match &*self.live.read().unwrap_or_else(|p| p.into_inner()) {
+            Some(live) if !live.thought_levels.is_empty() => {
+                let mut levels = live.thought_levels.clone();
+                if !levels.iter().any(|l| l == DEFAULT_THOUGHT_LEVEL) {
+                    levels.push(DEFAULT_THOUGHT_LEVEL.to_owned());
+                }
+                levels
+            }
+            _ => THOUGHT_LEVELS.iter().map(|l| (*l).to_owned()).collect(),
+        }
+    }
+
+    /// The model new sessions get when nobody chose one: the live agent's own default, else [`DEFAULT_MODEL`] if
+    /// listed, else the first model listed.
+    pub fn default_model(&self) -> String {
+        let models = self.models.read().unwrap_or_else(|p| p.into_inner());
+        let live = self.live.read().unwrap_or_else(|p| p.into_inner());
+        let agent_default = live.as_ref().and_then(|l| l.default_model.as_deref());
+        agent_default
+            .filter(|d| models.iter().any(|m| m.id == *d))
+            .or_else(|| models.iter().any(|m| m.id == DEFAULT_MODEL).then_some(DEFAULT_MODEL))
+            .or_else(|| models.first().map(|m| m.id.as_str()))
+            .unwrap_or(DEFAULT_MODEL)
+            .to_owned()
+    }
+
     /// Where the current list came from (`builtin`, or the sandbox-agent agent it was read from).
     pub fn source(&self) -> String {
         self.source.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// Replaces the list with `agent_id`'s models from the sandbox-agent server. Keeps the current list (and says
-    /// why) when the server fails or offers no model for that agent. Returns the number of models now listed.
+    /// Replaces the lists with `agent_id`'s models, modes and thought levels from the sandbox-agent server. Keeps
+    /// the current lists (and says why) when the server fails or offers no model for that agent. Returns the number
+    /// of models now listed.
     pub async fn refresh_from(&self, server: &SandboxAgent, agent_id: &str) -> Result<usize, SandboxError> {
         let catalog = server.catalog().await?;
-        let models: Vec<CatalogModel> = catalog
+        let Some(agent) = catalog.iter().find(|a| a.id == agent_id) else {
+            return Err(SandboxError::Protocol(format!("agent {agent_id:?} offers no models")));
+        };
+        let models: Vec<CatalogModel> = agent
+            .models
             .iter()
-            .filter(|a| a.id == agent_id)
-            .flat_map(|a| {
-                a.models.iter().map(|o| CatalogModel {
-                    id: o.value.clone(),
-                    label: o.name.clone(),
-                    agent: a.id.clone(),
-                })
-            })
+            .map(|o| CatalogModel { id: o.value.clone(), label: o.name.clone(), agent: agent.id.clone() })
             .collect();
         if models.is_empty() {
             return Err(SandboxError::Protocol(format!("agent {agent_id:?} offers no models")));
         }
+        let values = |options: &[crate::integrations::agent::sandbox::CatalogOption]| {
+            options.iter().map(|o| o.value.clone()).collect::<Vec<_>>()
+        };
+        let live = LiveOptions {
+            default_model: agent.setting("model").and_then(|s| s.current.clone()),
+            modes: values(&agent.modes),
+            thought_levels: values(&agent.thought_levels),
+        };
         let n = models.len();
         *self.models.write().unwrap_or_else(|p| p.into_inner()) = models;
+        *self.live.write().unwrap_or_else(|p| p.into_inner()) = Some(live);
         *self.source.write().unwrap_or_else(|p| p.into_inner()) = format!("sandbox-agent:{agent_id}");
         Ok(n)
     }
 }
 
-/// The model a new session gets when nobody chose one: [`DEFAULT_MODEL`] if the catalog has it, else its first.
+/// The model a new session (or a new user) gets when nobody chose one: see [`ModelCatalog::default_model`];
+/// [`DEFAULT_MODEL`] without a catalog service.
 pub fn default_for(tx: &Tx<'_>) -> String {
     match tx.service::<ModelCatalog>() {
-        Some(catalog) if !catalog.contains(DEFAULT_MODEL) => {
-            catalog.models().first().map_or_else(|| DEFAULT_MODEL.to_owned(), |m| m.id.clone())
-        }
-        _ => DEFAULT_MODEL.to_owned(),
+        Some(catalog) => catalog.default_model(),
+        None => DEFAULT_MODEL.to_owned(),
     }
 }
 
@@ -129,5 +187,47 @@ pub fn is_allowed(tx: &Tx<'_>, id: &str) -> bool {
     match tx.service::<ModelCatalog>() {
         Some(catalog) => catalog.contains(id),
         None => is_known_model(id),
+    }
+}
+
+/// Whether a mutation may select `mode`: the provided catalog's modes, else the built-in list.
+pub fn is_mode_allowed(tx: &Tx<'_>, mode: &str) -> bool {
+    match tx.service::<ModelCatalog>() {
+        Some(catalog) => catalog.modes().iter().any(|m| m == mode),
+        None => MODES.contains(&mode),
+    }
+}
+
+/// Whether a mutation may select thought level `level`: the provided catalog's, else the built-in list.
+pub fn is_thought_level_allowed(tx: &Tx<'_>, level: &str) -> bool {
+    match tx.service::<ModelCatalog>() {
+        Some(catalog) => catalog.thought_levels().iter().any(|l| l == level),
+        None => THOUGHT_LEVELS.contains(&level),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn model(id: &str) -> CatalogModel {
+        CatalogModel { id: id.to_owned(), label: id.to_owned(), agent: "mock".to_owned() }
+    }
+
+    #[test]
+    fn live_options_replace_the_builtin_lists() {
+        let catalog = ModelCatalog::builtin();
+        assert_eq!(catalog.default_model(), DEFAULT_MODEL);
+        assert_eq!(catalog.modes(), MODES);
+        let catalog = ModelCatalog::from_models(vec![model("mock"), model("mock-fast")], "test");
+        assert_eq!(catalog.default_model(), "mock", "the first model when the default is not listed");
+        *catalog.live.write().unwrap() = Some(LiveOptions {
+            default_model: Some("mock-fast".into()),
+            modes: vec!["normal".into(), "plan".into()],
+            thought_levels: vec!["low".into(), "high".into()],
+        });
+        assert_eq!(catalog.default_model(), "mock-fast");
+        assert_eq!(catalog.modes(), ["default", "normal", "plan"]);
+        assert_eq!(catalog.thought_levels(), ["low", "high", DEFAULT_THOUGHT_LEVEL]);
     }
 }

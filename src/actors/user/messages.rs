@@ -91,8 +91,8 @@ fn save_profile_if_changed(tx: &mut Tx<'_>, before: &ProfileRow, mut profile: Pr
     Ok(true)
 }
 
-/// Creates the user (with a profile whose default model is [`models::DEFAULT_MODEL`]) or updates name, email and
-/// avatar. Replies with the stored user.
+/// Creates the user (with a profile whose default model is the catalog's default, [`models::default_for`]) or updates
+/// name, email and avatar (and replaces a default model the catalog no longer offers). Replies with the stored user.
 #[derive(Debug, Clone)]
 pub struct UpsertUser {
     pub name: String,
@@ -144,7 +144,9 @@ impl Mutation for UpsertUser {
                     created_at: now,
                     updated_at: now,
                 };
-                schema::insert_user(tx.conn(), &row, models::DEFAULT_MODEL)?;
+                // From the live catalog: a fixed name may not exist on the agent server in use.
+                let default_model = models::default_for(tx);
+                schema::insert_user(tx.conn(), &row, &default_model)?;
                 tx.touch(APP_TOPIC);
             }
             Some(before) => {
@@ -152,6 +154,13 @@ impl Mutation for UpsertUser {
                 if row != before {
                     schema::save_user(tx.conn(), &UserRow { updated_at: now, ..row })?;
                     tx.touch(APP_TOPIC);
+                }
+                // A default the catalog no longer offers would make every task this user creates fail validation.
+                if let Some(profile) = schema::find_profile(tx.conn())? {
+                    if !models::is_allowed(tx, &profile.default_model) {
+                        let default_model = models::default_for(tx);
+                        save_profile_if_changed(tx, &profile, ProfileRow { default_model, ..profile.clone() })?;
+                    }
                 }
             }
         }
