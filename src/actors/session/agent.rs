@@ -15,7 +15,7 @@ use super::schema;
 use super::{Session, TOPIC};
 use crate::actors::summary::SessionStatus;
 use crate::actors::{now_ms, validate, Audit, DomainError, DomainResult, TaskKey};
-use crate::integrations::agent::{AgentBackend, AgentEvent, TurnEnd, TurnRequest};
+use crate::integrations::agent::{AgentBackend, AgentEvent, HistoryItem, HistorySource, TurnEnd, TurnRequest};
 use crate::runtime::{Command, EntityCtx, EntityKey, Myself, Tx};
 
 /// The agent backend sessions use, provided to the runtime (`Runtime::provide(Arc::new(SessionAgent(..)))`).
@@ -64,12 +64,14 @@ impl Session {
             return Ok(false);
         };
         let key = self.key.clone();
+        let me = ctx.myself();
         let started = ctx.write(|tx: &mut Tx<'_>| -> DomainResult<Option<TurnRequest>> {
             let m = schema::require_meta(tx.conn(), &key.session)?;
-            if m.status() == SessionStatus::Closed {
+            // A suspended session keeps what is queued (if anything) but runs none of it.
+            if m.status() == SessionStatus::Closed || m.suspended.is_some() {
                 return Ok(None);
             }
-            let Some(prompt) = schema::dequeue(tx.conn())? else { return Ok(None) };
+            let Some(next) = schema::dequeue(tx.conn())? else { return Ok(None) };
             schema::set_status(tx.conn(), SessionStatus::Running, now_ms())?;
             push_summary(&key, tx)?;
             let resume = m.agent_state();
@@ -78,8 +80,9 @@ impl Session {
                 model: m.model,
                 mode: m.mode,
                 thought_level: m.thought_level,
-                prompt,
+                prompt: next.text,
                 resume,
+                history_source: Some(history_source(me.clone(), next.item_seq)),
                 ..TurnRequest::default()
             }))
         })?;
@@ -89,7 +92,6 @@ impl Session {
         let (events_tx, events_rx) = mpsc::channel(256);
         let (steer_tx, steer_rx) = mpsc::unbounded_channel();
         let workspace = ctx.service::<SessionWorkspace>();
-        let me = ctx.myself();
         let task = key.task_key();
         let handle = ctx.spawn(async move {
             let mut request = request;
@@ -127,6 +129,29 @@ impl Session {
             push_summary(&key, tx)
         })?;
         self.run_queue(ctx).map(|_| ())
+    }
+}
+
+/// Loads the conversation before transcript item `before` from the session itself, when the backend asks for it
+/// (only a backend that lost its agent session does: most turns never load it).
+fn history_source(me: Myself<Session>, before: Option<i64>) -> HistorySource {
+    HistorySource::new(move || {
+        let me = me.clone();
+        Box::pin(async move { me.exec(LoadHistory { before }).await.map_err(|e| e.to_string()) })
+    })
+}
+
+/// The user messages and agent replies before transcript item `before` (all if `None`).
+struct LoadHistory {
+    before: Option<i64>,
+}
+
+impl Command for LoadHistory {
+    type Entity = Session;
+    type Output = Vec<HistoryItem>;
+    type Error = DomainError;
+    fn run(self, _: &mut Session, ctx: &mut EntityCtx<'_, Session>) -> DomainResult<Vec<HistoryItem>> {
+        schema::history(ctx.db(), self.before)
     }
 }
 
@@ -209,10 +234,12 @@ impl Command for ApplyTurnEvents {
         }
         ctx.write(|tx: &mut Tx<'_>| -> DomainResult<()> {
             let now = now_ms();
+            // Each checkpoint supersedes the ones before it: only the batch's last one is written (with its events).
+            let mut checkpoint = None;
             for event in &self.events {
                 match event {
                     AgentEvent::TextDelta { text } => schema::append_partial(tx.conn(), text)?,
-                    AgentEvent::Checkpoint { state } => schema::set_agent_state(tx.conn(), state)?,
+                    AgentEvent::Checkpoint { state } => checkpoint = Some(state),
                     other => {
                         // A tool call or file change is a complete item; text streamed before it is one too.
                         schema::flush_partial(tx.conn(), now)?;
@@ -236,6 +263,9 @@ impl Command for ApplyTurnEvents {
                             .execute(tx.conn())?;
                     }
                 }
+            }
+            if let Some(state) = checkpoint {
+                schema::set_agent_state(tx.conn(), state)?;
             }
             tx.touch(TOPIC);
             Ok(())
@@ -316,6 +346,8 @@ impl Command for RunQueue {
     type Output = bool;
     type Error = DomainError;
     fn run(self, s: &mut Session, ctx: &mut EntityCtx<'_, Session>) -> DomainResult<bool> {
+        let m = schema::require_meta(ctx.db(), &s.key.session)?;
+        super::messages::refuse_if_suspended(&s.key, &m)?;
         s.run_queue(ctx)
     }
 }
@@ -332,6 +364,8 @@ impl Command for Steer {
     type Error = DomainError;
     fn run(self, s: &mut Session, ctx: &mut EntityCtx<'_, Session>) -> DomainResult<()> {
         validate::text("guidance", &self.guidance)?;
+        let m = schema::require_meta(ctx.db(), &s.key.session)?;
+        super::messages::refuse_if_suspended(&s.key, &m)?;
         let Some(turn) = &s.turn else {
             return Err(DomainError::Unprocessable("no turn is running in this session".into()));
         };

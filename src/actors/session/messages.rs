@@ -1,5 +1,5 @@
-//! Messages of the session (data side): initialisation with the first prompt, rename, model change, messages, stop
-//! and close. Every change pushes the session's summary to its task.
+//! Messages of the session (data side): initialisation with the first prompt, rename, model change, messages, stop,
+//! suspension (task archived or killed) and close. Every change pushes the session's summary to its task.
 
 use diesel::prelude::*;
 use diesel::sqlite::SqliteConnection;
@@ -48,9 +48,9 @@ impl Mutation for InitializeSession {
             ))
             .execute(tx.conn())?;
         if let Some(prompt) = &self.prompt {
-            schema::append(tx.conn(), "message", "user", prompt, self.user_id.as_deref(), self.created_at)?;
+            let item = schema::append(tx.conn(), "message", "user", prompt, self.user_id.as_deref(), self.created_at)?;
             // Queued in the transaction that creates the session: the first prompt can never be dropped.
-            schema::enqueue(tx.conn(), prompt, self.user_id.as_deref(), self.created_at)?;
+            schema::enqueue(tx.conn(), prompt, self.user_id.as_deref(), self.created_at, item)?;
             let payload = serde_json::json!({ "chars": prompt.chars().count(), "first": true });
             Audit::session(&s.key).by(self.user_id.as_deref()).append(tx, "task.message.sent", payload)?;
         }
@@ -95,6 +95,16 @@ fn require_open_key(key: &SessionKey, tx: &mut Tx<'_>) -> DomainResult<MetaRow> 
     Ok(m)
 }
 
+/// Refuses prompts to a suspended session (its task is archived or killed).
+pub(super) fn refuse_if_suspended(key: &SessionKey, m: &MetaRow) -> DomainResult<()> {
+    match &m.suspended {
+        Some(reason) => {
+            Err(DomainError::TaskArchived(format!("session {} takes no prompts: its task is {reason}", key.session)))
+        }
+        None => Ok(()),
+    }
+}
+
 /// Records a user's message in the transcript and queues it for the agent, in the caller's transaction.
 pub(super) fn record_user_message(
     key: &SessionKey,
@@ -102,10 +112,11 @@ pub(super) fn record_user_message(
     text: &str,
     user_id: Option<&str>,
 ) -> DomainResult<()> {
-    require_open_key(key, tx)?;
+    let m = require_open_key(key, tx)?;
+    refuse_if_suspended(key, &m)?;
     let now = now_ms();
-    schema::append(tx.conn(), "message", "user", text, user_id, now)?;
-    schema::enqueue(tx.conn(), text, user_id, now)?;
+    let item = schema::append(tx.conn(), "message", "user", text, user_id, now)?;
+    schema::enqueue(tx.conn(), text, user_id, now, item)?;
     diesel::update(session_meta::table.find(1)).set(session_meta::updated_at.eq(now)).execute(tx.conn())?;
     push_up_key(key, tx)?;
     let payload = serde_json::json!({ "chars": text.chars().count() });
@@ -135,7 +146,8 @@ impl Mutation for RenameSession {
     }
 }
 
-/// Changes the session's model (and optionally its mode and thought level).
+/// Changes the session's model (and optionally its mode and thought level), checked against the model catalog (the
+/// live agent's when one is loaded). A running turn keeps its settings: the change applies from the next turn.
 pub struct ChangeModel {
     pub model: String,
     pub mode: Option<String>,
@@ -152,12 +164,12 @@ impl Mutation for ChangeModel {
             return Err(DomainError::invalid("model", format!("unknown model {:?}", self.model)));
         }
         if let Some(mode) = &self.mode {
-            if !models::MODES.contains(&mode.as_str()) {
+            if !models::is_mode_allowed(tx, mode) {
                 return Err(DomainError::invalid("mode", format!("unknown mode {mode:?}")));
             }
         }
         if let Some(level) = &self.thought_level {
-            if !models::THOUGHT_LEVELS.contains(&level.as_str()) {
+            if !models::is_thought_level_allowed(tx, level) {
                 return Err(DomainError::invalid("thought_level", format!("unknown thought level {level:?}")));
             }
         }
@@ -219,6 +231,83 @@ impl Command for StopSession {
     }
 }
 
+/// Suspends the session because its task was archived or killed (`reason`: `archived` or `killed`): cancels the
+/// running turn (its streamed text is kept, and a status item says why it stopped), drops queued follow-ups, and
+/// marks the session stopped. Until [`ResumeSession`], prompts, steer and the queue are refused with
+/// [`DomainError::TaskArchived`]; the suspension is stored, so it outlives a restart. Idempotent.
+pub struct SuspendSession {
+    pub reason: String,
+    pub user_id: Option<String>,
+}
+
+impl Command for SuspendSession {
+    type Entity = Session;
+    type Output = ();
+    type Error = DomainError;
+    fn run(self, s: &mut Session, ctx: &mut EntityCtx<'_, Session>) -> DomainResult<()> {
+        validate::name("reason", &self.reason, 40)?;
+        let reason = self.reason.trim();
+        let key = s.key.clone();
+        if s.turn.is_none() {
+            let m = schema::require_meta(ctx.db(), &key.session)?;
+            if m.suspended.as_deref() == Some(reason) {
+                return Ok(());
+            }
+        }
+        let turn = s.turn.take();
+        if let Some(turn) = &turn {
+            ctx.cancel(turn.handle());
+        }
+        ctx.write(|tx: &mut Tx<'_>| -> DomainResult<()> {
+            let m = schema::require_meta(tx.conn(), &key.session)?;
+            let now = now_ms();
+            schema::flush_partial(tx.conn(), now)?;
+            if turn.is_some() {
+                let note = format!("turn cancelled: task {reason}");
+                schema::append(tx.conn(), "status", "system", &note, self.user_id.as_deref(), now)?;
+            }
+            let dropped = schema::clear_queue(tx.conn())?;
+            schema::set_suspended(tx.conn(), Some(reason))?;
+            if m.status() != SessionStatus::Closed {
+                schema::set_status(tx.conn(), SessionStatus::Stopped, now)?;
+            }
+            push_up_key(&key, tx)?;
+            let payload = serde_json::json!({ "reason": reason, "droppedFollowUps": dropped });
+            Audit::session(&key).by(self.user_id.as_deref()).append(tx, "task.session.suspended", payload)
+        })
+    }
+}
+
+/// Lifts a [`SuspendSession`] (the task was unarchived): the session is idle and takes prompts again. Idempotent.
+pub struct ResumeSession {
+    pub user_id: Option<String>,
+}
+
+impl Command for ResumeSession {
+    type Entity = Session;
+    type Output = ();
+    type Error = DomainError;
+    fn run(self, s: &mut Session, ctx: &mut EntityCtx<'_, Session>) -> DomainResult<()> {
+        let key = s.key.clone();
+        let resumed = ctx.write(|tx: &mut Tx<'_>| -> DomainResult<bool> {
+            let m = schema::require_meta(tx.conn(), &key.session)?;
+            let Some(reason) = m.suspended.clone() else { return Ok(false) };
+            schema::set_suspended(tx.conn(), None)?;
+            if m.status() == SessionStatus::Stopped {
+                schema::set_status(tx.conn(), SessionStatus::Idle, now_ms())?;
+            }
+            push_up_key(&key, tx)?;
+            let payload = serde_json::json!({ "was": reason });
+            Audit::session(&key).by(self.user_id.as_deref()).append(tx, "task.session.resumed", payload)?;
+            Ok(true)
+        })?;
+        if resumed {
+            s.run_queue(ctx)?;
+        }
+        Ok(())
+    }
+}
+
 /// Sent by the task (the coordinator) when it closes the session.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CloseSessionNow;
@@ -241,6 +330,19 @@ impl Mutation for CloseSessionNow {
 
 impl Delivery for CloseSessionNow {
     const NAME: &'static str = "session.close";
+}
+
+/// What the agent backend saved to continue the conversation (its ids and event cursor), if anything: for
+/// diagnostics and tests.
+pub struct GetAgentState;
+
+impl Read for GetAgentState {
+    type Entity = Session;
+    type Output = Option<serde_json::Value>;
+    type Error = DomainError;
+    fn read(self, s: &Session, db: &mut SqliteConnection) -> DomainResult<Option<serde_json::Value>> {
+        Ok(schema::require_meta(db, &s.key.session)?.agent_state())
+    }
 }
 
 /// The session detail with its transcript.

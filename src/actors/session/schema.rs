@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::actors::summary::SessionStatus;
 use crate::actors::{DomainError, DomainResult};
+use crate::integrations::agent::HistoryItem;
 
 diesel::table! {
     session_meta (id) {
@@ -20,6 +21,7 @@ diesel::table! {
         updated_at -> BigInt,
         partial_text -> Text,
         agent_state -> Nullable<Text>,
+        suspended -> Nullable<Text>,
     }
 }
 
@@ -29,6 +31,7 @@ diesel::table! {
         text -> Text,
         user_id -> Nullable<Text>,
         at -> BigInt,
+        item_seq -> Nullable<BigInt>,
     }
 }
 
@@ -58,6 +61,8 @@ pub struct MetaRow {
     pub updated_at: i64,
     pub partial_text: String,
     pub agent_state: Option<String>,
+    /// Why the session takes no prompts (`archived`, `killed`), if it does not.
+    pub suspended: Option<String>,
 }
 
 impl MetaRow {
@@ -98,6 +103,7 @@ pub fn require_meta(conn: &mut SqliteConnection, session: &str) -> DomainResult<
     meta(conn)?.ok_or_else(|| DomainError::not_found("session", session))
 }
 
+/// Appends a complete item; returns its `seq`.
 pub fn append(
     conn: &mut SqliteConnection,
     kind: &str,
@@ -105,8 +111,8 @@ pub fn append(
     text: &str,
     user_id: Option<&str>,
     at: i64,
-) -> DomainResult<()> {
-    diesel::insert_into(transcript::table)
+) -> DomainResult<i64> {
+    Ok(diesel::insert_into(transcript::table)
         .values((
             transcript::kind.eq(kind),
             transcript::role.eq(role),
@@ -114,8 +120,8 @@ pub fn append(
             transcript::user_id.eq(user_id),
             transcript::at.eq(at),
         ))
-        .execute(conn)?;
-    Ok(())
+        .returning(transcript::seq)
+        .get_result(conn)?)
 }
 
 /// The whole transcript in order: one query.
@@ -123,25 +129,73 @@ pub fn transcript_items(conn: &mut SqliteConnection) -> DomainResult<Vec<Transcr
     Ok(transcript::table.select(TranscriptItem::as_select()).order(transcript::seq).load(conn)?)
 }
 
-/// Queues a prompt for the session's agent.
-pub fn enqueue(conn: &mut SqliteConnection, text: &str, user_id: Option<&str>, at: i64) -> DomainResult<()> {
+/// Queues a prompt for the session's agent; `item_seq` is the transcript item it was recorded as.
+pub fn enqueue(
+    conn: &mut SqliteConnection,
+    text: &str,
+    user_id: Option<&str>,
+    at: i64,
+    item_seq: i64,
+) -> DomainResult<()> {
     diesel::insert_into(pending_prompts::table)
-        .values((pending_prompts::text.eq(text), pending_prompts::user_id.eq(user_id), pending_prompts::at.eq(at)))
+        .values((
+            pending_prompts::text.eq(text),
+            pending_prompts::user_id.eq(user_id),
+            pending_prompts::at.eq(at),
+            pending_prompts::item_seq.eq(item_seq),
+        ))
         .execute(conn)?;
     Ok(())
 }
 
+/// A prompt taken off the queue.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Dequeued {
+    pub text: String,
+    /// The transcript item it was recorded as (for prompts queued before that was stored: the latest user message
+    /// with its text), if known.
+    pub item_seq: Option<i64>,
+}
+
 /// Takes the oldest queued prompt off the queue.
-pub fn dequeue(conn: &mut SqliteConnection) -> DomainResult<Option<String>> {
-    let next: Option<(i64, String)> = pending_prompts::table
-        .select((pending_prompts::seq, pending_prompts::text))
+pub fn dequeue(conn: &mut SqliteConnection) -> DomainResult<Option<Dequeued>> {
+    let next: Option<(i64, String, Option<i64>)> = pending_prompts::table
+        .select((pending_prompts::seq, pending_prompts::text, pending_prompts::item_seq))
         .order(pending_prompts::seq)
         .first(conn)
         .optional()?;
-    if let Some((seq, _)) = &next {
-        diesel::delete(pending_prompts::table.find(seq)).execute(conn)?;
+    let Some((seq, text, item_seq)) = next else { return Ok(None) };
+    diesel::delete(pending_prompts::table.find(seq)).execute(conn)?;
+    let item_seq = match item_seq {
+        Some(s) => Some(s),
+        None => transcript::table
+            .select(transcript::seq)
+            .filter(transcript::kind.eq("message").and(transcript::role.eq("user")).and(transcript::text.eq(&text)))
+            .order(transcript::seq.desc())
+            .first(conn)
+            .optional()?,
+    };
+    Ok(Some(Dequeued { text, item_seq }))
+}
+
+/// The user messages and agent replies before transcript item `before` (all of them if `None`), oldest first.
+pub fn history(conn: &mut SqliteConnection, before: Option<i64>) -> DomainResult<Vec<HistoryItem>> {
+    let mut query = transcript::table
+        .select((transcript::role, transcript::text))
+        .filter(transcript::kind.eq("message").and(transcript::role.eq_any(["user", "agent"])))
+        .order(transcript::seq)
+        .into_boxed();
+    if let Some(before) = before {
+        query = query.filter(transcript::seq.lt(before));
     }
-    Ok(next.map(|(_, text)| text))
+    let rows: Vec<(String, String)> = query.load(conn)?;
+    Ok(rows.into_iter().map(|(role, text)| HistoryItem { role, text }).collect())
+}
+
+/// Suspends the session (`reason`) or lifts the suspension (`None`).
+pub fn set_suspended(conn: &mut SqliteConnection, reason: Option<&str>) -> DomainResult<()> {
+    diesel::update(session_meta::table.find(1)).set(session_meta::suspended.eq(reason)).execute(conn)?;
+    Ok(())
 }
 
 pub fn queued(conn: &mut SqliteConnection) -> DomainResult<i64> {

@@ -6,6 +6,10 @@
 pub mod builtin;
 pub mod sandbox;
 
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+
 pub use builtin::{BuiltinAgent, TurnGate};
 pub use sandbox::SandboxAgent;
 
@@ -25,6 +29,50 @@ pub struct TurnRequest {
     pub resume: Option<serde_json::Value>,
     /// The conversation so far (oldest first), for a backend that must prime a new agent session with it.
     pub history: Vec<HistoryItem>,
+    /// Where the conversation so far can be loaded from instead, when `history` is not given: loading a long
+    /// transcript for every turn would be wasted on a backend that only needs it after losing its agent session.
+    pub history_source: Option<HistorySource>,
+}
+
+impl TurnRequest {
+    /// The conversation before this turn: `history` if given, else what `history_source` loads.
+    pub async fn load_history(&self) -> Result<Vec<HistoryItem>, String> {
+        match &self.history_source {
+            Some(source) if self.history.is_empty() => source.load().await,
+            _ => Ok(self.history.clone()),
+        }
+    }
+}
+
+type LoadHistory = dyn Fn() -> BoxFuture<'static, Result<Vec<HistoryItem>, String>> + Send + Sync;
+
+/// Loads a conversation's earlier messages on demand (see [`TurnRequest::history_source`]).
+#[derive(Clone)]
+pub struct HistorySource(Arc<LoadHistory>);
+
+impl HistorySource {
+    pub fn new(
+        load: impl Fn() -> BoxFuture<'static, Result<Vec<HistoryItem>, String>> + Send + Sync + 'static,
+    ) -> Self {
+        HistorySource(Arc::new(load))
+    }
+
+    pub async fn load(&self) -> Result<Vec<HistoryItem>, String> {
+        (self.0)().await
+    }
+}
+
+impl std::fmt::Debug for HistorySource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HistorySource(..)")
+    }
+}
+
+/// Two sources are equal only if they are the same loader (a closure cannot be compared otherwise).
+impl PartialEq for HistorySource {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
 }
 
 /// One earlier message of a conversation.
