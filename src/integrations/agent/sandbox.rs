@@ -1,25 +1,37 @@
 //! The sandbox-agent backend: runs turns through a sandbox-agent server's HTTP API.
 //!
-//! - `GET /v1/health`; `GET /v1/agents?config=true` for the model catalog.
-//! - `POST /v1/acp/{server}?agent={id}` takes one ACP JSON-RPC envelope (`initialize`, `session/new`,
-//!   `session/prompt`, `session/cancel`); the prompt request returns when the turn ends.
-//! - `GET /v1/acp/{server}` streams every envelope of that server as server-sent events (`id:` numbered, replayed
-//!   from the start), from which the turn's `session/update` notifications become [`AgentEvent`]s.
+//! - `GET /v1/health`; `GET /v1/agents?config=true` for the catalog (models, modes, thought levels, and the ids of
+//!   the config options that select them).
+//! - `POST /v1/acp/{server}` takes one ACP JSON-RPC envelope and returns its answer (`session/prompt` returns when
+//!   the turn ends). Only the first POST, `initialize`, names the agent (`?agent=`), which creates the ACP server:
+//!   a later request to a server the sandbox-agent no longer knows (it restarted) is then refused instead of
+//!   silently reaching a new, uninitialised one.
+//! - `GET /v1/acp/{server}` streams every envelope of that server as server-sent events, numbered (`id:`), from
+//!   after `Last-Event-ID`. Turn output (`session/update` notifications) becomes [`AgentEvent`]s; the answer to a
+//!   request appears there too, after everything the request produced, which is how a turn knows where it ends.
 //!
-//! One ACP server per foundry session (its id derived from the session key). Steer is delivered as a follow-up
-//! prompt within the same turn (ACP has no steer method); interrupt sends `session/cancel`.
+//! Continuity is in the checkpoint state ([`AgentEvent::Checkpoint`], see `AgentState`) that the session commits with
+//! the events before it and hands back as [`TurnRequest::resume`]: the ACP server (its id has 128 random bits, so
+//! two installs sharing one sandbox-agent never share a transcript), the agent session, the stream cursor and the
+//! settings applied. A turn therefore needs nothing in memory: after a foundry restart it reopens the stream after
+//! the committed cursor and skips whatever is left there (a cut turn's uncommitted output, a cancelled turn's tail)
+//! up to an answer it asked for; after a sandbox-agent restart it opens a new agent session, loaded with
+//! `session/load` if the agent supports it, else primed with the conversation in one hidden prompt.
+//!
+//! Steer is delivered as a follow-up prompt within the same turn (ACP has no steer method); interrupt sends
+//! `session/cancel`, which the next turn of that session waits for before it prompts.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
-use super::{AgentBackend, AgentEvent, TurnEnd, TurnRequest};
+use super::{AgentBackend, AgentEvent, HistoryItem, TurnEnd, TurnRequest};
 
 /// Failures talking to the sandbox-agent server.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -34,6 +46,23 @@ pub enum SandboxError {
     Protocol(String),
 }
 
+impl SandboxError {
+    /// Whether the ACP server or the agent session is gone (the sandbox-agent or the agent restarted): a new agent
+    /// session is needed, not a retry.
+    pub fn is_gone(&self) -> bool {
+        match self {
+            SandboxError::Status { status: 404, .. } => true,
+            // A POST without `?agent=` to a server id the sandbox-agent does not know.
+            SandboxError::Status { status: 400, body } => body.contains("missing required 'agent'"),
+            SandboxError::Rpc(message) => {
+                let m = message.to_ascii_lowercase();
+                m.contains("session not found") || m.contains("session_not_found")
+            }
+            _ => false,
+        }
+    }
+}
+
 /// One agent of the server's catalog, with its selectable options.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CatalogAgent {
@@ -42,6 +71,15 @@ pub struct CatalogAgent {
     pub models: Vec<CatalogOption>,
     pub modes: Vec<CatalogOption>,
     pub thought_levels: Vec<CatalogOption>,
+    /// The config options the lists above come from.
+    pub settings: Vec<CatalogSetting>,
+}
+
+impl CatalogAgent {
+    /// The config option of `category` (`model`, `mode`, `thought_level`), if the agent has one.
+    pub fn setting(&self, category: &str) -> Option<&CatalogSetting> {
+        self.settings.iter().find(|s| s.category == category)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -50,19 +88,143 @@ pub struct CatalogOption {
     pub name: String,
 }
 
-#[derive(Default)]
-struct ServerState {
-    agent_session: Option<String>,
-    /// Highest SSE event id already consumed: the stream replays from the start.
-    last_event: u64,
+/// One config option of an agent (`configOptions[]`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CatalogSetting {
+    /// What `session/set_config_option` names it by (`configId`).
+    pub id: String,
+    pub category: String,
+    /// The agent's own default (`currentValue`).
+    pub current: Option<String>,
+    pub options: Vec<CatalogOption>,
 }
+
+impl CatalogSetting {
+    /// The agent's value for foundry's `wanted`: the same value, else the option whose value or name matches
+    /// ignoring case and punctuation (`accept-edits` is claude's `acceptEdits`, `default` is codex's `auto`, named
+    /// "Default"), else for `default` the agent's own default. `None` if the agent offers nothing like it.
+    pub fn pick(&self, wanted: &str) -> Option<String> {
+        if let Some(o) = self.options.iter().find(|o| o.value == wanted) {
+            return Some(o.value.clone());
+        }
+        let norm = |s: &str| s.chars().filter(char::is_ascii_alphanumeric).collect::<String>().to_ascii_lowercase();
+        let w = norm(wanted);
+        if let Some(o) = self.options.iter().find(|o| norm(&o.value) == w || norm(&o.name) == w) {
+            return Some(o.value.clone());
+        }
+        if wanted == "default" {
+            return self.current.clone().or_else(|| self.options.first().map(|o| o.value.clone()));
+        }
+        None
+    }
+}
+
+/// What this backend saves per conversation: the `state` of its checkpoints.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+struct AgentState {
+    /// The ACP server id: new (random) for every agent session opened.
+    server: String,
+    /// The agent's session on that server.
+    session: String,
+    /// The last stream event id consumed: forwarded and committed with this state, or deliberately skipped.
+    cursor: u64,
+    /// The directory the agent session was opened in.
+    #[serde(default)]
+    cwd: String,
+    /// The agent's values last applied to the agent session (none: the agent's defaults).
+    #[serde(default)]
+    applied: Settings,
+    /// How many agent sessions this conversation has had (1 for its first).
+    #[serde(default)]
+    generation: u64,
+}
+
+/// Agent values of the three settings.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+struct Settings {
+    model: Option<String>,
+    mode: Option<String>,
+    thought_level: Option<String>,
+}
+
+/// The settings a turn wants, in the agent's values, with the config option ids that set them (`None`: the agent
+/// does not offer that setting, or nothing like the session's value, so it is left alone).
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Wanted {
+    model: Option<(String, String)>,
+    mode: Option<String>,
+    thought_level: Option<(String, String)>,
+}
+
+impl Wanted {
+    fn of(catalog: Option<&CatalogAgent>, request: &TurnRequest) -> Wanted {
+        let Some(c) = catalog else { return Wanted::default() };
+        let config =
+            |category: &str, value: &str| c.setting(category).and_then(|s| s.pick(value).map(|v| (s.id.clone(), v)));
+        Wanted {
+            model: config("model", &request.model),
+            mode: c.setting("mode").and_then(|s| s.pick(&request.mode)),
+            thought_level: config("thought_level", &request.thought_level),
+        }
+    }
+}
+
+/// An open conversation: its state and its event stream (read from `state.cursor`).
+struct Conversation {
+    state: AgentState,
+    stream: SseStream,
+}
+
+/// Why a turn stops early.
+enum Stop {
+    /// The session no longer listens (its receiver is gone): end quietly.
+    Closed,
+    Failed(String),
+}
+
+impl From<SandboxError> for Stop {
+    fn from(e: SandboxError) -> Self {
+        Stop::Failed(e.to_string())
+    }
+}
+
+/// How a prompt failed.
+enum PromptError {
+    /// The server is gone; `forwarded` says whether any of the prompt's output already reached the session.
+    Gone {
+        forwarded: bool,
+        error: SandboxError,
+    },
+    Stop(Stop),
+}
+
+impl From<Stop> for PromptError {
+    fn from(s: Stop) -> Self {
+        PromptError::Stop(s)
+    }
+}
+
+/// How long a turn waits, after its prompt was answered, for the answer to show on the stream.
+const ANSWER_ON_STREAM: Duration = Duration::from_secs(5);
+/// How long a turn waits for the stream to catch up with its own marker request before it prompts.
+const SKIP_LIMIT: Duration = Duration::from_secs(10);
+/// How long a quiet stream counts as caught up, when there is no marker to wait for.
+const QUIET: Duration = Duration::from_millis(250);
+/// The most transcript text a new agent session is primed with (the latest messages are kept).
+const PRIMING_LIMIT: usize = 100_000;
 
 struct Inner {
     base: String,
     agent: String,
     client: reqwest::Client,
-    servers: Mutex<HashMap<String, ServerState>>,
+    /// JSON-RPC ids: seeded from the clock so that ids of requests sent by an earlier process (whose answers may still
+    /// be in a stream) are never reused.
     next_id: AtomicU64,
+    /// This agent's catalog entry, as last fetched.
+    catalog: Mutex<Option<CatalogAgent>>,
+    /// `session/cancel` notices still being sent, per ACP server: the next turn there waits for its notice, so a
+    /// late cancel never stops the new prompt.
+    cancels: Mutex<HashMap<String, tokio::task::JoinHandle<()>>>,
 }
 
 /// A sandbox-agent server reached over HTTP. Cheap to clone.
@@ -78,13 +240,17 @@ impl SandboxAgent {
             .connect_timeout(Duration::from_secs(5))
             .build()
             .unwrap_or_else(|_| reqwest::Client::new());
+        let now_ms =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
         SandboxAgent {
             inner: Arc::new(Inner {
                 base: base_url.trim_end_matches('/').to_owned(),
                 agent: agent.to_owned(),
                 client,
-                servers: Mutex::new(HashMap::new()),
-                next_id: AtomicU64::new(1),
+                // 1024 ids per millisecond, and still below 2^53 (exact in JavaScript agents) for two centuries.
+                next_id: AtomicU64::new(now_ms.saturating_mul(1024)),
+                catalog: Mutex::new(None),
+                cancels: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -105,6 +271,26 @@ impl SandboxAgent {
         Ok(agents.iter().map(parse_agent).collect())
     }
 
+    /// This backend's agent in the catalog: fetched again if `refresh` or never fetched; the last one fetched if the
+    /// server cannot say now (settings are then left as they are).
+    async fn agent_catalog(&self, refresh: bool) -> Option<CatalogAgent> {
+        let cached = self.inner.catalog.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if cached.is_some() && !refresh {
+            return cached;
+        }
+        match self.catalog().await {
+            Ok(agents) => {
+                let mine = agents.into_iter().find(|a| a.id == self.inner.agent);
+                *self.inner.catalog.lock().unwrap_or_else(|p| p.into_inner()) = mine.clone();
+                mine
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "sandbox-agent catalog unavailable; agent settings left as they are");
+                cached
+            }
+        }
+    }
+
     async fn get_json(&self, path: &str) -> Result<Value, SandboxError> {
         let res = self
             .inner
@@ -117,18 +303,29 @@ impl SandboxAgent {
         read_json(res).await
     }
 
-    fn acp_url(&self, server: &str) -> String {
-        format!("{}/v1/acp/{server}?agent={}", self.inner.base, self.inner.agent)
+    fn next_rpc_id(&self) -> u64 {
+        self.inner.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// One JSON-RPC request; returns its `result`.
-    async fn rpc(&self, server: &str, method: &str, params: Value) -> Result<Value, SandboxError> {
-        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+    /// One JSON-RPC request; returns its `result`. `create_as` names the agent: only for the request that creates
+    /// the server (see the module docs).
+    async fn call(
+        &self,
+        server: &str,
+        id: u64,
+        method: &str,
+        params: Value,
+        create_as: Option<&str>,
+    ) -> Result<Value, SandboxError> {
         let envelope = json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params });
+        let mut url = format!("{}/v1/acp/{server}", self.inner.base);
+        if let Some(agent) = create_as {
+            url = format!("{url}?agent={agent}");
+        }
         let res = self
             .inner
             .client
-            .post(self.acp_url(server))
+            .post(url)
             .json(&envelope)
             .send()
             .await
@@ -140,13 +337,17 @@ impl SandboxAgent {
         Ok(body.get("result").cloned().unwrap_or(Value::Null))
     }
 
+    async fn rpc(&self, server: &str, method: &str, params: Value) -> Result<Value, SandboxError> {
+        self.call(server, self.next_rpc_id(), method, params, None).await
+    }
+
     /// A notification (no reply expected, e.g. `session/cancel`).
     async fn notify(&self, server: &str, method: &str, params: Value) -> Result<(), SandboxError> {
         let envelope = json!({ "jsonrpc": "2.0", "method": method, "params": params });
         let res = self
             .inner
             .client
-            .post(self.acp_url(server))
+            .post(format!("{}/v1/acp/{server}", self.inner.base))
             .json(&envelope)
             .timeout(Duration::from_secs(5))
             .send()
@@ -159,88 +360,21 @@ impl SandboxAgent {
         }
     }
 
-    /// Initialises the ACP server of `server` and opens its agent session (once per server).
-    async fn ensure_session(&self, server: &str, cwd: &str) -> Result<String, SandboxError> {
-        if let Some(s) = self.state(server, |s| s.agent_session.clone()) {
-            return Ok(s);
+    /// Waits (bounded) for a `session/cancel` still being sent to `server`.
+    async fn settle_cancel(&self, server: &str) {
+        let pending = self.inner.cancels.lock().unwrap_or_else(|p| p.into_inner()).remove(server);
+        if let Some(handle) = pending {
+            let _ = tokio::time::timeout(Duration::from_secs(5), handle).await;
         }
-        self.rpc(server, "initialize", json!({ "protocolVersion": 1, "clientCapabilities": {} })).await?;
-        let created = self.rpc(server, "session/new", json!({ "cwd": cwd, "mcpServers": [] })).await?;
-        // Real agents name their session; the mock agent echoes and has none: use the server id.
-        let session = created["sessionId"].as_str().unwrap_or(server).to_owned();
-        self.state(server, |s| s.agent_session = Some(session.clone()));
-        Ok(session)
     }
 
-    fn state<T>(&self, server: &str, f: impl FnOnce(&mut ServerState) -> T) -> T {
-        let mut servers = self.inner.servers.lock().unwrap_or_else(|p| p.into_inner());
-        f(servers.entry(server.to_owned()).or_default())
-    }
-
-    async fn turn(
-        self,
-        request: TurnRequest,
-        events: mpsc::Sender<AgentEvent>,
-        mut steer: mpsc::UnboundedReceiver<String>,
-    ) -> TurnEnd {
-        let server = server_id(&request);
-        let session = match self.ensure_session(&server, "/tmp").await {
-            Ok(s) => s,
-            Err(e) => return TurnEnd::Failed(e.to_string()),
-        };
-        let _cancel_on_drop = CancelOnDrop { agent: self.clone(), server: server.clone(), session: session.clone() };
-        let mut stream = match self.open_stream(&server).await {
-            Ok(s) => s,
-            Err(e) => return TurnEnd::Failed(e.to_string()),
-        };
-        let mut prompts = vec![request.prompt.clone()];
-        while let Some(text) = prompts.pop() {
-            let params = json!({ "sessionId": session, "prompt": [{ "type": "text", "text": text }] });
-            let prompt = self.rpc(&server, "session/prompt", params);
-            tokio::pin!(prompt);
-            loop {
-                tokio::select! {
-                    result = &mut prompt => {
-                        if let Err(e) = result {
-                            return TurnEnd::Failed(e.to_string());
-                        }
-                        // Envelopes the server wrote before answering may still be in flight on the stream.
-                        self.drain_stream(&server, &mut stream, &events, Duration::from_millis(50)).await;
-                        break;
-                    }
-                    chunk = stream.chunk() => match chunk {
-                        Ok(Some(bytes)) => {
-                            if !self.forward(&server, stream_buffer(&mut stream.buf, &bytes), &events).await {
-                                return TurnEnd::Completed;
-                            }
-                        }
-                        Ok(None) | Err(_) => {
-                            // The stream ended early: keep waiting for the prompt's answer alone.
-                            let result = (&mut prompt).await;
-                            return match result {
-                                Ok(_) => TurnEnd::Completed,
-                                Err(e) => TurnEnd::Failed(e.to_string()),
-                            };
-                        }
-                    },
-                    Some(guidance) = steer.recv() => {
-                        let _ = events.send(AgentEvent::TextDelta { text: format!("[steer: {guidance}] ") }).await;
-                        prompts.push(format!("Guidance for the work in progress: {guidance}"));
-                    }
-                }
-            }
-        }
-        TurnEnd::Completed
-    }
-
-    async fn open_stream(&self, server: &str) -> Result<SseStream, SandboxError> {
-        let last = self.state(server, |s| s.last_event);
+    async fn open_stream(&self, server: &str, after: u64) -> Result<SseStream, SandboxError> {
         let res = self
             .inner
             .client
             .get(format!("{}/v1/acp/{server}", self.inner.base))
             .header("accept", "text/event-stream")
-            .header("last-event-id", last.to_string())
+            .header("last-event-id", after.to_string())
             .send()
             .await
             .map_err(|e| SandboxError::Unreachable(e.to_string()))?;
@@ -250,97 +384,443 @@ impl SandboxAgent {
                 body: res.text().await.unwrap_or_default(),
             });
         }
-        Ok(SseStream { res, buf: String::new() })
+        Ok(SseStream { res, buf: SseBuffer::default(), after })
     }
 
-    async fn drain_stream(
+    async fn turn(
+        self,
+        request: TurnRequest,
+        events: mpsc::Sender<AgentEvent>,
+        steer: mpsc::UnboundedReceiver<String>,
+    ) -> TurnEnd {
+        let mut guard = CancelOnDrop { agent: self.clone(), target: None };
+        let result = self.run(&request, &events, steer, &mut guard).await;
+        // A failed or abandoned turn may still be running in the agent: the guard cancels it (and the next turn
+        // waits for that). A completed one is over, and a cancel could only stop the next one.
+        match result {
+            Ok(()) => {
+                guard.target = None;
+                TurnEnd::Completed
+            }
+            Err(Stop::Closed) => TurnEnd::Completed,
+            Err(Stop::Failed(why)) => TurnEnd::Failed(why),
+        }
+    }
+
+    async fn run(
         &self,
-        server: &str,
-        stream: &mut SseStream,
+        request: &TurnRequest,
         events: &mpsc::Sender<AgentEvent>,
-        wait: Duration,
-    ) {
-        while let Ok(Ok(Some(bytes))) = tokio::time::timeout(wait, stream.chunk()).await {
-            if !self.forward(server, stream_buffer(&mut stream.buf, &bytes), events).await {
+        mut steer: mpsc::UnboundedReceiver<String>,
+        guard: &mut CancelOnDrop,
+    ) -> Result<(), Stop> {
+        let previous = request.resume.clone().and_then(|v| serde_json::from_value::<AgentState>(v).ok());
+        let mut conversation = self.attach(request, previous).await?;
+        guard.target = Some((conversation.state.server.clone(), conversation.state.session.clone()));
+        checkpoint(events, &conversation.state).await?;
+        let mut prompts = VecDeque::from([request.prompt.clone()]);
+        let mut reopened = false;
+        while let Some(text) = prompts.pop_front() {
+            match self.prompt(&mut conversation, &text, events, &mut steer, &mut prompts).await {
+                Ok(()) => {}
+                // The server went away between the turn's start and its prompt: once, and only if nothing of the
+                // prompt was shown yet, continue on a new agent session.
+                Err(PromptError::Gone { forwarded: false, error }) if !reopened => {
+                    tracing::info!(error = %error, "sandbox-agent session gone; opening a new one");
+                    reopened = true;
+                    conversation = self.open(request, Some(conversation.state)).await?;
+                    guard.target = Some((conversation.state.server.clone(), conversation.state.session.clone()));
+                    checkpoint(events, &conversation.state).await?;
+                    prompts.push_front(text);
+                }
+                Err(PromptError::Gone { error, .. }) => return Err(error.into()),
+                Err(PromptError::Stop(stop)) => return Err(stop),
+            }
+        }
+        Ok(())
+    }
+
+    /// The conversation to prompt in: the saved one if its server still has it (and it is in the requested
+    /// directory), else a new agent session. Either way with the wanted settings applied and the stream caught up.
+    async fn attach(&self, request: &TurnRequest, previous: Option<AgentState>) -> Result<Conversation, Stop> {
+        let Some(prev) = previous else { return self.open(request, None).await };
+        if request.cwd.as_ref().is_some_and(|cwd| *cwd != prev.cwd) {
+            // The task's workspace moved: the agent session must work there.
+            return self.open(request, Some(prev)).await;
+        }
+        self.settle_cancel(&prev.server).await;
+        let stream = match self.open_stream(&prev.server, prev.cursor).await {
+            Ok(stream) => stream,
+            Err(e) if e.is_gone() => return self.open(request, Some(prev)).await,
+            Err(e) => return Err(e.into()),
+        };
+        let mut conversation = Conversation { state: prev, stream };
+        let wanted = Wanted::of(self.agent_catalog(false).await.as_ref(), request);
+        match self.prepare(&mut conversation, &wanted, None).await {
+            Ok(()) => Ok(conversation),
+            Err(e) if e.is_gone() => self.open(request, Some(conversation.state)).await,
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Opens a new agent session for the conversation (after `previous`, if it had one): a new ACP server, loaded
+    /// with the previous agent session if the agent can, else primed with the conversation so far.
+    async fn open(&self, request: &TurnRequest, previous: Option<AgentState>) -> Result<Conversation, Stop> {
+        let server = new_server_id(&request.session_id)?;
+        let init = json!({ "protocolVersion": 1, "clientCapabilities": {} });
+        let agent = self.inner.agent.clone();
+        let initialized = self.call(&server, self.next_rpc_id(), "initialize", init, Some(&agent)).await?;
+        let can_load = initialized["agentCapabilities"]["loadSession"].as_bool() == Some(true);
+        let stream = self.open_stream(&server, 0).await?;
+        let cwd = match &request.cwd {
+            Some(cwd) => cwd.clone(),
+            None => scratch_dir(&server),
+        };
+        let mut loaded = None;
+        if let Some(prev) = previous.as_ref().filter(|_| can_load) {
+            let params = json!({ "sessionId": prev.session, "cwd": cwd, "mcpServers": [] });
+            match self.rpc(&server, "session/load", params).await {
+                Ok(_) => loaded = Some(prev.session.clone()),
+                Err(e) => tracing::info!(error = %e, "session/load failed; priming a new agent session instead"),
+            }
+        }
+        let session = match loaded.clone() {
+            Some(session) => session,
+            None => {
+                let created = self.rpc(&server, "session/new", json!({ "cwd": cwd, "mcpServers": [] })).await?;
+                // Real agents name their session; the mock agent echoes and has none: use the server id.
+                created["sessionId"].as_str().unwrap_or(&server).to_owned()
+            }
+        };
+        let priming = if loaded.is_some() {
+            None
+        } else {
+            let history = request.load_history().await.map_err(|e| {
+                Stop::Failed(format!("could not load the conversation to continue it in a new agent session: {e}"))
+            })?;
+            (!history.is_empty()).then(|| priming_text(&history))
+        };
+        let generation = previous.as_ref().map_or(0, |p| p.generation) + 1;
+        let state = AgentState { server, session, cursor: 0, cwd, applied: Settings::default(), generation };
+        let mut conversation = Conversation { state, stream };
+        let wanted = Wanted::of(self.agent_catalog(true).await.as_ref(), request);
+        self.prepare(&mut conversation, &wanted, priming).await?;
+        Ok(conversation)
+    }
+
+    /// Applies the settings that differ from what the agent session has, sends the priming prompt if any, and skips
+    /// the stream past everything so far: none of it is this turn's output.
+    async fn prepare(
+        &self,
+        conversation: &mut Conversation,
+        wanted: &Wanted,
+        priming: Option<String>,
+    ) -> Result<(), SandboxError> {
+        let server = conversation.state.server.clone();
+        let session = conversation.state.session.clone();
+        let applied = &mut conversation.state.applied;
+        if let Some((config, value)) = &wanted.model {
+            if applied.model.as_ref() != Some(value) {
+                let params = json!({ "sessionId": session, "configId": config, "value": value });
+                self.rpc(&server, "session/set_config_option", params).await?;
+                applied.model = Some(value.clone());
+            }
+        }
+        if let Some(mode) = &wanted.mode {
+            if applied.mode.as_ref() != Some(mode) {
+                self.rpc(&server, "session/set_mode", json!({ "sessionId": session, "modeId": mode })).await?;
+                applied.mode = Some(mode.clone());
+            }
+        }
+        if let Some((config, value)) = &wanted.thought_level {
+            if applied.thought_level.as_ref() != Some(value) {
+                let params = json!({ "sessionId": session, "configId": config, "value": value });
+                self.rpc(&server, "session/set_config_option", params).await?;
+                applied.thought_level = Some(value.clone());
+            }
+        }
+        if let Some(text) = priming {
+            let params = json!({ "sessionId": session, "prompt": [{ "type": "text", "text": text }] });
+            self.rpc(&server, "session/prompt", params).await?;
+        }
+        // The answer to this request marks "now" on the stream. An ACP extension method: an agent that does not
+        // know it still answers (with an error), and that answer is what counts.
+        let marker = self.next_rpc_id();
+        let sync = self.call(&server, marker, "_foundry/sync", json!({}), None);
+        let answer = tokio::time::timeout(SKIP_LIMIT, sync)
+            .await
+            .unwrap_or_else(|_| Err(SandboxError::Unreachable("no answer to _foundry/sync".into())));
+        match answer {
+            Ok(_) | Err(SandboxError::Rpc(_)) => skip_until(&mut conversation.stream, Some(marker)).await,
+            Err(e) if e.is_gone() => return Err(e),
+            Err(e) => {
+                tracing::debug!(error = %e, "no sync answer; skipping the stream until it is quiet");
+                skip_until(&mut conversation.stream, None).await;
+            }
+        }
+        conversation.state.cursor = conversation.stream.after;
+        Ok(())
+    }
+
+    /// Sends one prompt and forwards its output until its answer, taking steer meanwhile (queued into `prompts`).
+    async fn prompt(
+        &self,
+        conversation: &mut Conversation,
+        text: &str,
+        events: &mpsc::Sender<AgentEvent>,
+        steer: &mut mpsc::UnboundedReceiver<String>,
+        prompts: &mut VecDeque<String>,
+    ) -> Result<(), PromptError> {
+        let server = conversation.state.server.clone();
+        let id = self.next_rpc_id();
+        let params = json!({ "sessionId": conversation.state.session, "prompt": [{ "type": "text", "text": text }] });
+        let post = self.call(&server, id, "session/prompt", params, None);
+        tokio::pin!(post);
+        let mut answered = false;
+        let mut answer_seen = false;
+        let mut forwarded = false;
+        let mut stream_reopened = false;
+        while !(answered && answer_seen) {
+            tokio::select! {
+                result = &mut post, if !answered => match result {
+                    Ok(_) => answered = true,
+                    Err(error) if error.is_gone() => return Err(PromptError::Gone { forwarded, error }),
+                    Err(e) => return Err(Stop::from(e).into()),
+                },
+                next = conversation.stream.next(), if !answer_seen => match next {
+                    Ok(Some(event)) => {
+                        let envelope = event.envelope();
+                        if envelope.as_ref().is_some_and(|e| is_answer(e, id)) {
+                            answer_seen = true;
+                        } else if let Some(envelope) = envelope {
+                            for e in map_envelope(&envelope) {
+                                forwarded = true;
+                                events.send(e).await.map_err(|_| Stop::Closed)?;
+                            }
+                        }
+                        conversation.state.cursor = conversation.stream.after;
+                        if !conversation.stream.has_buffered() {
+                            checkpoint(events, &conversation.state).await?;
+                        }
+                    }
+                    // Answered already: only the answer's own echo is missing.
+                    Ok(None) | Err(_) if answered => break,
+                    Ok(None) | Err(_) if !stream_reopened => {
+                        // The stream broke mid-turn: pick it up again after the last event read.
+                        stream_reopened = true;
+                        conversation.stream = self
+                            .open_stream(&server, conversation.state.cursor)
+                            .await
+                            .map_err(|e| Stop::Failed(format!("the agent's event stream broke: {e}")))?;
+                    }
+                    Ok(None) | Err(_) => {
+                        return Err(Stop::Failed("the agent's event stream broke twice in one turn".into()).into());
+                    }
+                },
+                Some(guidance) = steer.recv() => {
+                    let text = format!("[steer: {guidance}] ");
+                    events.send(AgentEvent::TextDelta { text }).await.map_err(|_| Stop::Closed)?;
+                    prompts.push_back(format!("Guidance for the work in progress: {guidance}"));
+                }
+                _ = tokio::time::sleep(ANSWER_ON_STREAM), if answered => {
+                    tracing::warn!(server = %server, "the prompt's answer never showed on the stream");
+                    break;
+                }
+            }
+        }
+        checkpoint(events, &conversation.state).await?;
+        Ok(())
+    }
+}
+
+/// Sends the state as a checkpoint after the events before it.
+async fn checkpoint(events: &mpsc::Sender<AgentEvent>, state: &AgentState) -> Result<(), Stop> {
+    let state = serde_json::to_value(state).map_err(|e| Stop::Failed(e.to_string()))?;
+    events.send(AgentEvent::Checkpoint { state }).await.map_err(|_| Stop::Closed)
+}
+
+/// Reads the stream past the answer to request `marker` (or, without one, until it is quiet), dropping what it
+/// reads. Bounded: a stream that never shows the marker costs [`SKIP_LIMIT`], not the turn.
+async fn skip_until(stream: &mut SseStream, marker: Option<u64>) {
+    let deadline = tokio::time::Instant::now() + SKIP_LIMIT;
+    loop {
+        let wait = match marker {
+            Some(_) => deadline.saturating_duration_since(tokio::time::Instant::now()),
+            None => QUIET.min(deadline.saturating_duration_since(tokio::time::Instant::now())),
+        };
+        match tokio::time::timeout(wait, stream.next()).await {
+            Ok(Ok(Some(event))) => {
+                if let (Some(marker), Some(envelope)) = (marker, event.envelope()) {
+                    if is_answer(&envelope, marker) {
+                        return;
+                    }
+                }
+            }
+            Ok(Ok(None)) | Ok(Err(_)) => return,
+            Err(_) => {
+                if marker.is_some() {
+                    tracing::warn!("the stream did not catch up with the sync request in time");
+                }
                 return;
             }
         }
     }
+}
 
-    /// Turns complete SSE events in `buf` into agent events. False if the receiver is gone.
-    async fn forward(&self, server: &str, buf: &mut String, events: &mpsc::Sender<AgentEvent>) -> bool {
-        while let Some(end) = buf.find("\n\n") {
-            let raw: String = buf.drain(..end + 2).collect();
-            let (id, data) = parse_sse(&raw);
-            if let Some(id) = id {
-                let seen = self.state(server, |s| {
-                    let seen = id <= s.last_event;
-                    s.last_event = s.last_event.max(id);
-                    seen
-                });
-                if seen {
-                    continue;
-                }
-            }
-            let Some(data) = data else { continue };
-            let Ok(envelope) = serde_json::from_str::<Value>(&data) else { continue };
-            for event in map_envelope(&envelope) {
-                if events.send(event).await.is_err() {
-                    return false;
-                }
-            }
+/// Whether `envelope` is the answer to our request `id` (not a request of the agent's with the same id).
+fn is_answer(envelope: &Value, id: u64) -> bool {
+    envelope.get("method").is_none() && envelope.get("id").and_then(Value::as_u64) == Some(id)
+}
+
+/// A new ACP server id: `foundry-<128 random bits>-<session key>` (the key, with only `[A-Za-z0-9-]` and at most 64
+/// characters of it, is only there to make a server list readable).
+fn new_server_id(session_key: &str) -> Result<String, SandboxError> {
+    let mut random = [0u8; 16];
+    getrandom::getrandom(&mut random).map_err(|e| SandboxError::Protocol(format!("no randomness: {e}")))?;
+    let mut out = String::from("foundry-");
+    for b in random {
+        out.push_str(&format!("{b:02x}"));
+    }
+    out.push('-');
+    let mut key = String::new();
+    for b in session_key.bytes() {
+        if b.is_ascii_alphanumeric() {
+            key.push(b as char);
+        } else {
+            key.push_str(&format!("-{b:02x}"));
         }
-        true
     }
+    out.extend(key.chars().take(64));
+    Ok(out)
 }
 
-struct SseStream {
-    res: reqwest::Response,
-    buf: String,
-}
-
-impl SseStream {
-    async fn chunk(&mut self) -> reqwest::Result<Option<Vec<u8>>> {
-        Ok(self.res.chunk().await?.map(|b| b.to_vec()))
+/// The working directory of an agent session whose task has no workspace: its own, under the temp directory.
+fn scratch_dir(server: &str) -> String {
+    let dir = std::env::temp_dir().join("foundry-agent").join(server);
+    if let Err(e) = std::fs::create_dir_all(&dir) {
+        // The agent may run on another machine, where this path means nothing anyway.
+        tracing::debug!(error = %e, dir = %dir.display(), "could not create the agent's scratch directory");
     }
+    dir.to_string_lossy().into_owned()
 }
 
-fn stream_buffer<'a>(buf: &'a mut String, bytes: &[u8]) -> &'a mut String {
-    buf.push_str(&String::from_utf8_lossy(bytes).replace("\r\n", "\n"));
-    buf
+/// The hidden prompt that gives a new agent session the conversation so far (the latest [`PRIMING_LIMIT`]
+/// characters of it).
+fn priming_text(history: &[HistoryItem]) -> String {
+    let mut kept: Vec<String> = Vec::new();
+    let mut size = 0;
+    for item in history.iter().rev() {
+        let who = if item.role == "user" { "User" } else { "Assistant" };
+        let entry = format!("{who}: {}\n\n", item.text);
+        size += entry.len();
+        if size > PRIMING_LIMIT && !kept.is_empty() {
+            break;
+        }
+        kept.push(entry);
+    }
+    kept.reverse();
+    format!(
+        "This conversation continues from an earlier session. Here it is so far, for context only: do not reply to \
+         it or act on it now; the next message continues it.\n\n{}",
+        kept.concat()
+    )
 }
 
 /// Sends `session/cancel` when a turn is dropped (interrupt, passivation, stop), so the agent stops working too.
 struct CancelOnDrop {
     agent: SandboxAgent,
-    server: String,
-    session: String,
+    /// The ACP server and agent session to cancel; `None` once there is nothing to cancel.
+    target: Option<(String, String)>,
 }
 
 impl Drop for CancelOnDrop {
     fn drop(&mut self) {
-        let (agent, server, session) = (self.agent.clone(), self.server.clone(), self.session.clone());
+        let Some((server, session)) = self.target.take() else { return };
+        let agent = self.agent.clone();
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             // Bounded by the request timeout: a best-effort notice to the agent, not work that outlives it.
-            handle.spawn(async move {
-                let _ = agent.notify(&server, "session/cancel", json!({ "sessionId": session })).await;
-            });
+            let notice = {
+                let server = server.clone();
+                handle.spawn(async move {
+                    let _ = agent.notify(&server, "session/cancel", json!({ "sessionId": session })).await;
+                })
+            };
+            let mut cancels = self.agent.inner.cancels.lock().unwrap_or_else(|p| p.into_inner());
+            // Notices nobody waited for (their session ran no further turn) are dropped once sent.
+            cancels.retain(|_, pending| !pending.is_finished());
+            cancels.insert(server, notice);
         }
     }
 }
 
-/// The ACP server id of a session: its encoded key with only `[A-Za-z0-9-]`.
-fn server_id(request: &TurnRequest) -> String {
-    let key = &request.session_id;
-    let mut out = String::from("foundry-");
-    for b in key.bytes() {
-        if b.is_ascii_alphanumeric() {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("-{b:02x}"));
+/// One server-sent event.
+#[derive(Debug, Clone, PartialEq)]
+struct SseEvent {
+    id: Option<u64>,
+    data: Option<String>,
+}
+
+impl SseEvent {
+    fn envelope(&self) -> Option<Value> {
+        self.data.as_deref().and_then(|d| serde_json::from_str(d).ok())
+    }
+}
+
+/// Bytes read but not yet split into events (a chunk may end mid-event, or mid-character).
+#[derive(Debug, Default)]
+struct SseBuffer {
+    bytes: Vec<u8>,
+}
+
+impl SseBuffer {
+    fn push(&mut self, chunk: &[u8]) {
+        self.bytes.extend(chunk.iter().filter(|b| **b != b'\r'));
+    }
+
+    fn pop(&mut self) -> Option<SseEvent> {
+        let end = self.bytes.windows(2).position(|w| w == b"\n\n")?;
+        let raw: Vec<u8> = self.bytes.drain(..end + 2).collect();
+        let (id, data) = parse_sse(&String::from_utf8_lossy(&raw));
+        Some(SseEvent { id, data })
+    }
+
+    fn has_event(&self) -> bool {
+        self.bytes.windows(2).any(|w| w == b"\n\n")
+    }
+}
+
+struct SseStream {
+    res: reqwest::Response,
+    buf: SseBuffer,
+    /// The last event id read (or the id the stream was opened after).
+    after: u64,
+}
+
+impl SseStream {
+    /// The next event after `after` (events at or before it are skipped), or `None` when the stream ends.
+    /// Cancel-safe: bytes of an unfinished read stay buffered.
+    async fn next(&mut self) -> Result<Option<SseEvent>, SandboxError> {
+        loop {
+            while let Some(event) = self.buf.pop() {
+                match event.id {
+                    Some(id) if id <= self.after => continue,
+                    Some(id) => self.after = id,
+                    None if event.data.is_none() => continue,
+                    None => {}
+                }
+                return Ok(Some(event));
+            }
+            match self.res.chunk().await {
+                Ok(Some(bytes)) => self.buf.push(&bytes),
+                Ok(None) => return Ok(None),
+                Err(e) => return Err(SandboxError::Unreachable(e.to_string())),
+            }
         }
     }
-    out
+
+    fn has_buffered(&self) -> bool {
+        self.buf.has_event()
+    }
 }
 
 fn parse_sse(raw: &str) -> (Option<u64>, Option<String>) {
@@ -406,15 +886,6 @@ fn map_envelope(envelope: &Value) -> Vec<AgentEvent> {
     }
 }
 
-fn options(config: &Value, category: &str) -> Vec<CatalogOption> {
-    let Some(list) = config.as_array() else { return Vec::new() };
-    let mut out = Vec::new();
-    for opt in list.iter().filter(|c| c["category"] == category) {
-        collect_options(&opt["options"], &mut out);
-    }
-    out
-}
-
 /// Options may nest in groups (`{name, options: [...]}`).
 fn collect_options(list: &Value, out: &mut Vec<CatalogOption>) {
     for o in list.as_array().into_iter().flatten() {
@@ -427,13 +898,33 @@ fn collect_options(list: &Value, out: &mut Vec<CatalogOption>) {
 }
 
 fn parse_agent(a: &Value) -> CatalogAgent {
-    let config = &a["configOptions"];
+    let settings: Vec<CatalogSetting> = a["configOptions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| {
+            let category = c["category"].as_str()?.to_owned();
+            let mut options = Vec::new();
+            collect_options(&c["options"], &mut options);
+            Some(CatalogSetting {
+                // Older servers name no id: the category is what they accept.
+                id: c["id"].as_str().unwrap_or(&category).to_owned(),
+                current: c["currentValue"].as_str().map(str::to_owned),
+                category,
+                options,
+            })
+        })
+        .collect();
+    let options = |category: &str| -> Vec<CatalogOption> {
+        settings.iter().filter(|s| s.category == category).flat_map(|s| s.options.clone()).collect()
+    };
     CatalogAgent {
         id: a["id"].as_str().unwrap_or_default().to_owned(),
         installed: a["installed"].as_bool().unwrap_or(false),
-        models: options(config, "model"),
-        modes: options(config, "mode"),
-        thought_levels: options(config, "thought_level"),
+        models: options("model"),
+        modes: options("mode"),
+        thought_levels: options("thought_level"),
+        settings,
     }
 }
 
@@ -475,6 +966,42 @@ mod tests {
     }
 
     #[test]
+    fn sse_buffer_splits_events_across_chunks() {
+        let mut buf = SseBuffer::default();
+        let text = "id: 1\r\ndata: {\"t\":\"é\"}\r\n\r\nid: 2\ndata: x\n\n";
+        let bytes = text.as_bytes();
+        // Split inside the two-byte "é" and inside the separator.
+        let split = text.find('é').unwrap() + 1;
+        buf.push(&bytes[..split]);
+        assert!(buf.pop().is_none() && !buf.has_event());
+        buf.push(&bytes[split..]);
+        assert!(buf.has_event());
+        let first = buf.pop().unwrap();
+        assert_eq!(first.id, Some(1));
+        assert_eq!(first.envelope(), Some(json!({"t":"é"})));
+        assert_eq!(buf.pop(), Some(SseEvent { id: Some(2), data: Some("x".into()) }));
+        assert_eq!(buf.pop(), None);
+    }
+
+    #[test]
+    fn answers_are_told_from_agent_requests() {
+        assert!(is_answer(&json!({"jsonrpc":"2.0","id":5,"result":{}}), 5));
+        assert!(is_answer(&json!({"jsonrpc":"2.0","id":5,"error":{"code":-32601}}), 5));
+        assert!(!is_answer(&json!({"jsonrpc":"2.0","id":5,"method":"fs/read_text_file"}), 5));
+        assert!(!is_answer(&json!({"jsonrpc":"2.0","id":6,"result":{}}), 5));
+    }
+
+    fn mock_agent() -> Value {
+        json!({"id":"mock","installed":true,"configOptions":[
+            {"category":"model","id":"model","currentValue":"mock","options":[
+                {"value":"mock","name":"Mock"},{"value":"mock-fast","name":"Mock Fast"}]},
+            {"category":"mode","id":"mode","currentValue":"normal","options":[
+                {"value":"normal","name":"Normal"},{"value":"plan","name":"Plan"}]},
+            {"category":"thought_level","id":"thought_level","currentValue":"low","options":[
+                {"value":"low","name":"Low"},{"value":"medium","name":"Medium"},{"value":"high","name":"High"}]}]})
+    }
+
+    #[test]
     fn catalog_options_flatten_groups() {
         let agent = json!({"id":"codex","installed":true,"configOptions":[
             {"category":"model","options":[{"value":"a","name":"A"},{"name":"group","options":[{"value":"b","name":"B"}]}]},
@@ -483,5 +1010,88 @@ mod tests {
         assert_eq!(parsed.models.iter().map(|o| o.value.as_str()).collect::<Vec<_>>(), ["a", "b"]);
         assert_eq!(parsed.thought_levels.len(), 1);
         assert!(parsed.modes.is_empty());
+        assert_eq!(parsed.setting("model").map(|s| s.id.as_str()), Some("model"), "the category when no id");
+        let mock = parse_agent(&mock_agent());
+        assert_eq!(mock.setting("mode").and_then(|s| s.current.as_deref()), Some("normal"));
+    }
+
+    #[test]
+    fn foundry_settings_map_to_the_agents_values() {
+        let mock = parse_agent(&mock_agent());
+        let request = |model: &str, mode: &str, level: &str| TurnRequest {
+            model: model.into(),
+            mode: mode.into(),
+            thought_level: level.into(),
+            ..TurnRequest::default()
+        };
+        let wanted = Wanted::of(Some(&mock), &request("mock-fast", "default", "medium"));
+        assert_eq!(wanted.model, Some(("model".into(), "mock-fast".into())));
+        assert_eq!(wanted.mode.as_deref(), Some("normal"), "default is the agent's own default");
+        assert_eq!(wanted.thought_level, Some(("thought_level".into(), "medium".into())));
+        // Values the agent does not offer are left alone; without a catalog nothing is set.
+        let wanted = Wanted::of(Some(&mock), &request("gpt-5.3-codex", "full-access", "xhigh"));
+        assert_eq!(wanted, Wanted::default());
+        assert_eq!(Wanted::of(None, &request("mock", "plan", "low")), Wanted::default());
+        let modes = |values: &[(&str, &str)]| CatalogSetting {
+            id: "mode".into(),
+            category: "mode".into(),
+            current: None,
+            options: values.iter().map(|(v, n)| CatalogOption { value: (*v).into(), name: (*n).into() }).collect(),
+        };
+        let claude = modes(&[("default", "Default"), ("acceptEdits", "Accept Edits"), ("plan", "Plan")]);
+        assert_eq!(claude.pick("accept-edits").as_deref(), Some("acceptEdits"));
+        let codex = modes(&[("read-only", "Read Only"), ("auto", "Default"), ("full-access", "Full Access")]);
+        assert_eq!(codex.pick("default").as_deref(), Some("auto"));
+        assert_eq!(codex.pick("full-access").as_deref(), Some("full-access"));
+        assert_eq!(codex.pick("plan"), None);
+    }
+
+    #[test]
+    fn state_round_trips_and_tolerates_older_shapes() {
+        let state = AgentState {
+            server: "foundry-ab-x".into(),
+            session: "s".into(),
+            cursor: 42,
+            cwd: "/w".into(),
+            applied: Settings { model: Some("mock-fast".into()), mode: None, thought_level: Some("low".into()) },
+            generation: 2,
+        };
+        let value = serde_json::to_value(&state).unwrap();
+        assert_eq!(serde_json::from_value::<AgentState>(value).unwrap(), state);
+        let minimal: AgentState = serde_json::from_value(json!({"server":"a","session":"b","cursor":3})).unwrap();
+        assert_eq!((minimal.cursor, minimal.generation, minimal.applied), (3, 0, Settings::default()));
+        assert!(serde_json::from_value::<AgentState>(json!({"something":"else"})).is_err());
+    }
+
+    #[test]
+    fn server_ids_are_random_per_agent_session() {
+        let a = new_server_id("acme/web/t1/s1").unwrap();
+        let b = new_server_id("acme/web/t1/s1").unwrap();
+        assert_ne!(a, b);
+        assert!(a.starts_with("foundry-") && a.ends_with("acme-2fweb-2ft1-2fs1"), "{a}");
+        assert!(a.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-'), "{a}");
+        let long = new_server_id(&"k".repeat(500)).unwrap();
+        assert!(long.len() <= "foundry-".len() + 32 + 1 + 64, "{long}");
+    }
+
+    #[test]
+    fn gone_servers_are_recognised() {
+        let missing_agent = "{\"type\":\"urn:sandbox-agent:error:invalid_request\",\"detail\":\"invalid request: \
+                             missing required 'agent' query parameter for first POST to /v1/acp/x\"}";
+        assert!(SandboxError::Status { status: 400, body: missing_agent.into() }.is_gone());
+        assert!(SandboxError::Status { status: 404, body: "session_not_found".into() }.is_gone());
+        assert!(SandboxError::Rpc("{\"code\":-32002,\"message\":\"Session not found\"}".into()).is_gone());
+        assert!(!SandboxError::Status { status: 400, body: "bad prompt".into() }.is_gone());
+        assert!(!SandboxError::Unreachable("refused".into()).is_gone());
+    }
+
+    #[test]
+    fn priming_keeps_the_latest_messages() {
+        let item = |role: &str, text: &str| HistoryItem { role: role.into(), text: text.into() };
+        let text = priming_text(&[item("user", "first"), item("agent", "echo: first")]);
+        assert!(text.ends_with("User: first\n\nAssistant: echo: first\n\n"), "{text}");
+        let big = "x".repeat(PRIMING_LIMIT);
+        let text = priming_text(&[item("user", "old"), item("user", &big), item("user", "new")]);
+        assert!(!text.contains("User: old") && text.contains("User: new"));
     }
 }
