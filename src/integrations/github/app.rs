@@ -17,8 +17,8 @@ use serde::Deserialize;
 
 use super::client::parse_rfc3339_ms;
 use super::client::{
-    Account, AccountKind, Branch, GitHubApi, GitHubClient, GitHubError, Page, PullRequest, PullState, Repository,
-    RetryPolicy,
+    Account, AccountKind, Branch, GitHubApi, GitHubClient, GitHubError, MergeMethod, MergeOutcome, Page, PullRequest,
+    PullState, Repository, RetryPolicy,
 };
 
 type Res<T> = Result<T, GitHubError>;
@@ -288,6 +288,45 @@ impl GitHubApi for AppClient {
         Box::pin(
             async move { self.client_for(&org, Some(AccountKind::Organization)).await?.list_org_members(&org).await },
         )
+    }
+
+    fn create_pull(
+        &self,
+        full_name: &str,
+        head: &str,
+        base: &str,
+        title: &str,
+        body: Option<&str>,
+        draft: bool,
+    ) -> BoxFuture<'_, Res<PullRequest>> {
+        let (full_name, head, base, title) = (full_name.to_owned(), head.to_owned(), base.to_owned(), title.to_owned());
+        let body = body.map(str::to_owned);
+        Box::pin(async move {
+            let client = self.client_for(owner_of(&full_name), None).await?;
+            client.create_pull(&full_name, &head, &base, &title, body.as_deref(), draft).await
+        })
+    }
+
+    fn merge_pull(
+        &self,
+        full_name: &str,
+        number: u64,
+        method: MergeMethod,
+        expected_head_sha: Option<&str>,
+    ) -> BoxFuture<'_, Res<MergeOutcome>> {
+        let full_name = full_name.to_owned();
+        let expected = expected_head_sha.map(str::to_owned);
+        Box::pin(async move {
+            let client = self.client_for(owner_of(&full_name), None).await?;
+            client.merge_pull(&full_name, number, method, expected.as_deref()).await
+        })
+    }
+
+    fn update_pull_state(&self, full_name: &str, number: u64, open: bool) -> BoxFuture<'_, Res<PullRequest>> {
+        let full_name = full_name.to_owned();
+        Box::pin(async move {
+            self.client_for(owner_of(&full_name), None).await?.update_pull_state(&full_name, number, open).await
+        })
     }
 }
 

@@ -1,5 +1,10 @@
 //! The GitHub REST client: token auth, `Link: rel="next"` pagination, rate limits honoured (`x-ratelimit-*`,
-//! `retry-after`: wait and retry, bounded), transient 5xx retried with back-off, 401/403/404 as typed errors.
+//! `retry-after`: wait and retry, bounded), transient 5xx retried with back-off, 401/403/404 and the refusals of
+//! pull request writes (405/409/422, with GitHub's message) as typed errors.
+//!
+//! Writes are only repeated when that cannot do something twice: a rate-limit refusal or a connection that was
+//! never made, always; a 5xx or a lost answer, only for idempotent requests (a PATCH of a state, a merge pinned to a
+//! head sha), while a create first looks for what the lost attempt may have made.
 //!
 //! The base URL is configurable (default `https://api.github.com`). The crate's HTTP client is built without TLS so
 //! far (tests and examples use the local GitHub-compatible server over plain HTTP); reaching api.github.com needs
@@ -11,6 +16,8 @@ use futures_util::future::BoxFuture;
 use reqwest::header::HeaderMap;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+
+use super::oauth::percent_encode;
 
 pub const DEFAULT_BASE_URL: &str = "https://api.github.com";
 
@@ -53,6 +60,15 @@ pub enum GitHubError {
     Transport(String),
     #[error("unexpected JSON from GitHub: {0}")]
     Decode(String),
+    /// 422: GitHub's validation message, e.g. "No commits between main and feature".
+    #[error("GitHub refused the request (422): {0}")]
+    Unprocessable(String),
+    /// 405 on a merge: "Pull Request is not mergeable" (conflict, closed, draft).
+    #[error("GitHub cannot merge (405): {0}")]
+    NotMergeable(String),
+    /// 409: the state moved under the request, e.g. "Head branch was modified. Review and try the merge again."
+    #[error("GitHub reports a conflict (409): {0}")]
+    Conflict(String),
 }
 
 /// A repository as the REST API returns it (the fields foundry uses).
@@ -96,6 +112,13 @@ pub struct PullRequest {
     pub head: PullRef,
     pub base: PullRef,
     pub user: Account,
+    #[serde(default)]
+    pub merged: bool,
+    /// Only in the answer for one pull request; `None` while GitHub has not computed it.
+    #[serde(default)]
+    pub mergeable: Option<bool>,
+    #[serde(default)]
+    pub merge_commit_sha: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -136,6 +159,34 @@ impl PullState {
     }
 }
 
+/// How a pull request is merged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MergeMethod {
+    Merge,
+    Squash,
+    Rebase,
+}
+
+impl MergeMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MergeMethod::Merge => "merge",
+            MergeMethod::Squash => "squash",
+            MergeMethod::Rebase => "rebase",
+        }
+    }
+}
+
+/// GitHub's answer to a merge.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MergeOutcome {
+    /// The new head of the base branch.
+    pub sha: String,
+    pub merged: bool,
+    pub message: String,
+}
+
 type Res<T> = Result<T, GitHubError>;
 
 /// Whose repositories a sync lists.
@@ -163,6 +214,28 @@ pub trait GitHubApi: Send + Sync + 'static {
     fn list_pulls(&self, full_name: &str, state: PullState, limit: usize) -> BoxFuture<'_, Res<Vec<PullRequest>>>;
     fn get_pull(&self, full_name: &str, number: u64) -> BoxFuture<'_, Res<PullRequest>>;
     fn list_org_members(&self, org: &str) -> BoxFuture<'_, Res<Vec<Account>>>;
+    /// Opens a pull request from `head` (a branch of the same repository) into `base`. Refusals (no such head, no
+    /// commits between them, one already open) are [`GitHubError::Unprocessable`] with GitHub's message.
+    fn create_pull(
+        &self,
+        full_name: &str,
+        head: &str,
+        base: &str,
+        title: &str,
+        body: Option<&str>,
+        draft: bool,
+    ) -> BoxFuture<'_, Res<PullRequest>>;
+    /// Merges pull `number`; with `expected_head_sha`, only if the head is still there (else
+    /// [`GitHubError::Conflict`]). A conflict, a closed or a draft pull is [`GitHubError::NotMergeable`].
+    fn merge_pull(
+        &self,
+        full_name: &str,
+        number: u64,
+        method: MergeMethod,
+        expected_head_sha: Option<&str>,
+    ) -> BoxFuture<'_, Res<MergeOutcome>>;
+    /// Closes (`open == false`) or reopens pull `number`.
+    fn update_pull_state(&self, full_name: &str, number: u64, open: bool) -> BoxFuture<'_, Res<PullRequest>>;
 }
 
 /// Retry and wait bounds.
@@ -244,22 +317,34 @@ impl GitHubClient {
         self.send_page(reqwest::Method::GET, url).await
     }
 
-    /// One request with retries; returns the decoded body and the `Link: rel="next"` URL.
     async fn send_page<T: DeserializeOwned>(&self, method: reqwest::Method, url: &str) -> Res<(T, Option<String>)> {
+        self.send(method, url, None, Repeat::Always).await
+    }
+
+    /// One request (with a JSON body if given) with retries as `repeat` allows; returns the decoded body and the
+    /// `Link: rel="next"` URL.
+    async fn send<T: DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        url: &str,
+        body: Option<&serde_json::Value>,
+        repeat: Repeat,
+    ) -> Res<(T, Option<String>)> {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let sent = self
+            let mut request = self
                 .http
                 .request(method.clone(), url)
                 .header("authorization", format!("Bearer {}", self.token))
                 .header("accept", "application/vnd.github+json")
-                .header("x-github-api-version", "2022-11-28")
-                .send()
-                .await;
-            let res = match sent {
+                .header("x-github-api-version", "2022-11-28");
+            if let Some(body) = body {
+                request = request.json(body);
+            }
+            let res = match request.send().await {
                 Ok(r) => r,
-                Err(e) if attempt < self.policy.max_attempts => {
+                Err(e) if attempt < self.policy.max_attempts && (repeat == Repeat::Always || e.is_connect()) => {
                     tracing::debug!(error = %e, attempt, "GitHub transport error; retrying");
                     tokio::time::sleep(self.backoff(attempt)).await;
                     continue;
@@ -274,7 +359,8 @@ impl GitHubClient {
                 let value = serde_json::from_str(&body).map_err(|e| GitHubError::Decode(e.to_string()))?;
                 return Ok((value, next));
             }
-            let message = res.text().await.ok().and_then(|b| error_message(&b)).unwrap_or_default();
+            let text = res.text().await.unwrap_or_default();
+            let message = error_message(&text).unwrap_or_default();
             if let Some(wait) = rate_limit_wait(status, &headers) {
                 if wait > self.policy.max_rate_limit_wait || attempt >= self.policy.max_attempts {
                     return Err(GitHubError::RateLimited { retry_after: wait });
@@ -287,7 +373,10 @@ impl GitHubClient {
                 401 => return Err(GitHubError::Unauthorized),
                 403 => return Err(GitHubError::Forbidden(message)),
                 404 => return Err(GitHubError::NotFound(message)),
-                500..=599 if attempt < self.policy.max_attempts => {
+                405 => return Err(GitHubError::NotMergeable(message)),
+                409 => return Err(GitHubError::Conflict(message)),
+                422 => return Err(GitHubError::Unprocessable(validation_message(&text).unwrap_or(message))),
+                500..=599 if repeat == Repeat::Always && attempt < self.policy.max_attempts => {
                     tokio::time::sleep(self.backoff(attempt)).await;
                 }
                 500..=599 => return Err(GitHubError::Server { status, attempts: attempt }),
@@ -320,6 +409,25 @@ impl GitHubClient {
         let sep = if query.is_empty() { "" } else { "&" };
         format!("{}{path}?per_page={}{sep}{query}", self.base, self.policy.per_page)
     }
+
+    /// The open pull request from `head` into `base`, if there is one.
+    async fn find_open_pull(&self, full_name: &str, head: &str, base: &str) -> Res<Option<PullRequest>> {
+        let owner = full_name.split('/').next().unwrap_or_default();
+        let query =
+            format!("state=open&head={}&base={}", percent_encode(&format!("{owner}:{head}")), percent_encode(base));
+        let (pulls, _): (Vec<PullRequest>, _) =
+            self.get_page(&self.url(&format!("/repos/{full_name}/pulls"), &query)).await?;
+        Ok(pulls.into_iter().next())
+    }
+}
+
+/// Whether a failed request may simply be sent again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Repeat {
+    /// Reads and idempotent writes: after transport errors and 5xx too.
+    Always,
+    /// Other writes: only when GitHub surely did nothing (a rate-limit refusal, a connection never made).
+    IfNotSent,
 }
 
 /// The `rel="next"` URL of a `Link` header.
@@ -347,6 +455,21 @@ fn rate_limit_wait(status: u16, headers: &HeaderMap) -> Option<Duration> {
         return Some(Duration::from_secs(header("x-ratelimit-reset").unwrap_or(now).saturating_sub(now).max(1)));
     }
     (status == 429).then_some(Duration::from_secs(1))
+}
+
+/// GitHub's human message for a 422: the first error's `message`, else the `message` with the first error's field
+/// and code (e.g. "Validation Failed: head invalid").
+fn validation_message(body: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_str(body).ok()?;
+    let message = v.get("message").and_then(|m| m.as_str()).unwrap_or("Validation Failed");
+    let Some(first) = v.get("errors").and_then(|e| e.get(0)) else { return Some(message.to_owned()) };
+    if let Some(text) = first.as_str().or_else(|| first.get("message").and_then(|m| m.as_str())) {
+        return Some(text.to_owned());
+    }
+    match (first.get("field").and_then(|f| f.as_str()), first.get("code").and_then(|c| c.as_str())) {
+        (Some(field), Some(code)) => Some(format!("{message}: {field} {code}")),
+        _ => Some(message.to_owned()),
+    }
 }
 
 /// The `message` of a GitHub JSON error body.
@@ -412,6 +535,87 @@ impl GitHubApi for GitHubClient {
         let url = self.url(&format!("/orgs/{org}/members"), "");
         Box::pin(self.get_all(url, usize::MAX))
     }
+
+    fn create_pull(
+        &self,
+        full_name: &str,
+        head: &str,
+        base: &str,
+        title: &str,
+        body: Option<&str>,
+        draft: bool,
+    ) -> BoxFuture<'_, Res<PullRequest>> {
+        let url = format!("{}/repos/{full_name}/pulls", self.base);
+        let mut payload = serde_json::json!({"title": title, "head": head, "base": base, "draft": draft});
+        if let Some(body) = body {
+            payload["body"] = body.into();
+        }
+        let (full_name, head, base) = (full_name.to_owned(), head.to_owned(), base.to_owned());
+        Box::pin(async move {
+            let mut attempt = 0;
+            loop {
+                attempt += 1;
+                match self.send(reqwest::Method::POST, &url, Some(&payload), Repeat::IfNotSent).await {
+                    Ok((pull, _)) => return Ok(pull),
+                    Err(e @ (GitHubError::Server { .. } | GitHubError::Transport(_))) => {
+                        // The answer may be lost after GitHub created it: look before asking again, or there would
+                        // be two.
+                        if let Ok(Some(pull)) = self.find_open_pull(&full_name, &head, &base).await {
+                            return Ok(pull);
+                        }
+                        if attempt >= self.policy.max_attempts {
+                            return Err(e);
+                        }
+                        tokio::time::sleep(self.backoff(attempt)).await;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        })
+    }
+
+    fn merge_pull(
+        &self,
+        full_name: &str,
+        number: u64,
+        method: MergeMethod,
+        expected_head_sha: Option<&str>,
+    ) -> BoxFuture<'_, Res<MergeOutcome>> {
+        let url = format!("{}/repos/{full_name}/pulls/{number}/merge", self.base);
+        let mut payload = serde_json::json!({"merge_method": method.as_str()});
+        if let Some(sha) = expected_head_sha {
+            payload["sha"] = sha.into();
+        }
+        let full_name = full_name.to_owned();
+        let expected = expected_head_sha.map(str::to_owned);
+        Box::pin(async move {
+            // Pinned to a head, a merge can be repeated: the repeat merges that head or finds it merged.
+            let repeat = if expected.is_some() { Repeat::Always } else { Repeat::IfNotSent };
+            match self.send(reqwest::Method::PUT, &url, Some(&payload), repeat).await {
+                Ok((outcome, _)) => Ok(outcome),
+                Err(GitHubError::NotMergeable(message)) if expected.is_some() => {
+                    let pull = self.get_pull(&full_name, number).await?;
+                    match pull.merge_commit_sha {
+                        Some(sha) if pull.merged && pull.head.sha == expected => Ok(MergeOutcome {
+                            sha,
+                            merged: true,
+                            message: "Pull Request was already merged".to_owned(),
+                        }),
+                        _ => Err(GitHubError::NotMergeable(message)),
+                    }
+                }
+                Err(e) => Err(e),
+            }
+        })
+    }
+
+    fn update_pull_state(&self, full_name: &str, number: u64, open: bool) -> BoxFuture<'_, Res<PullRequest>> {
+        let url = format!("{}/repos/{full_name}/pulls/{number}", self.base);
+        let payload = serde_json::json!({"state": if open { "open" } else { "closed" }});
+        Box::pin(async move {
+            self.send(reqwest::Method::PATCH, &url, Some(&payload), Repeat::Always).await.map(|(pull, _)| pull)
+        })
+    }
 }
 
 #[cfg(test)]
@@ -431,6 +635,18 @@ mod tests {
         assert_eq!(next_link(&h).as_deref(), Some("https://x/r?page=2&per_page=100"));
         h.insert("link", HeaderValue::from_static("<https://x/r?page=1>; rel=\"prev\""));
         assert_eq!(next_link(&h), None);
+    }
+
+    #[test]
+    fn validation_messages_prefer_githubs_words() {
+        let body = r#"{"message":"Validation Failed","errors":[{"resource":"PullRequest","code":"custom",
+            "message":"No commits between main and x"}]}"#;
+        assert_eq!(validation_message(body).as_deref(), Some("No commits between main and x"));
+        let body =
+            r#"{"message":"Validation Failed","errors":[{"resource":"PullRequest","field":"head","code":"invalid"}]}"#;
+        assert_eq!(validation_message(body).as_deref(), Some("Validation Failed: head invalid"));
+        assert_eq!(validation_message(r#"{"message":"Nope"}"#).as_deref(), Some("Nope"));
+        assert_eq!(validation_message("not json"), None);
     }
 
     #[test]
