@@ -328,6 +328,12 @@ async fn conflicts_squash_rebase_and_close() {
     {
         api.create_pull(repo, branch, "main", title, None, false).await.unwrap();
     }
+    // A push to an open pull's head is a `synchronize`.
+    let moved = commit_and_push(&work, "rebased", "rebased", &[("d.txt", "d1\n")], "B three");
+    let sync = event(&got, "synchronize", |e, p| e == "pull_request" && p["action"] == "synchronize").await;
+    assert_eq!((sync["number"].as_u64(), sync["after"].as_str()), (Some(4), Some(moved.as_str())));
+    assert_eq!(sync["pull_request"]["head"]["sha"], moved.as_str());
+
     api.merge_pull(repo, 1, MergeMethod::Merge, None).await.unwrap();
     assert_eq!(api.get_pull(repo, 2).await.unwrap().mergeable, Some(false));
     let conflict = api.merge_pull(repo, 2, MergeMethod::Merge, None).await;
@@ -340,11 +346,14 @@ async fn conflicts_squash_rebase_and_close() {
     assert_eq!(bare(&dir, &["log", "-1", "--format=%an", &squash.sha]), "acme");
     assert_eq!(bare(&dir, &["show", "main:a.txt"]), "a2");
 
-    let rebase = api.merge_pull(repo, 4, MergeMethod::Rebase, Some(&rebased_head)).await.unwrap();
+    let stale = api.merge_pull(repo, 4, MergeMethod::Rebase, Some(&rebased_head)).await;
+    assert!(matches!(stale, Err(GitHubError::Conflict(_))), "{stale:?}");
+    let rebase = api.merge_pull(repo, 4, MergeMethod::Rebase, Some(&moved)).await.unwrap();
     assert_eq!(bare(&dir, &["rev-parse", "main"]), rebase.sha);
-    assert_eq!(bare(&dir, &["log", "-2", "--format=%s|%an|%P", "main"]).lines().count(), 2);
-    assert_eq!(bare(&dir, &["log", "-1", "--format=%s|%an", "main~1"]), "B one|Tester");
-    assert_eq!(bare(&dir, &["rev-parse", "main~2"]), squash.sha, "linear on top of the squash");
+    let replayed = bare(&dir, &["log", "-3", "--format=%s|%an|%P", "main"]);
+    assert!(replayed.lines().all(|l| l.split('|').nth(2).is_some_and(|p| !p.contains(' '))), "{replayed}");
+    assert_eq!(bare(&dir, &["log", "-1", "--format=%s|%an", "main~2"]), "B one|Tester");
+    assert_eq!(bare(&dir, &["rev-parse", "main~3"]), squash.sha, "linear on top of the squash");
     assert_eq!(bare(&dir, &["show", "main:c.txt"]), "c1");
 
     let closed = api.update_pull_state(repo, 2, false).await.unwrap();
@@ -393,6 +402,21 @@ async fn created_repositories_large_pushes_and_stable_histories() {
     ok(git(&work, Auth::Header(TOKEN), &["push", "-q", "origin", "trunk"]));
     let head = ok(git(&work, Auth::None, &["rev-parse", "HEAD"]));
     assert_eq!(api.list_branches("acme/big").await.unwrap()[0].commit.sha, head);
+
+    // A fetch from a clone with many commits of its own negotiates with over 1 KiB of "have" lines, which git
+    // sends gzipped.
+    let other_clone = tmp.path().join("other");
+    ok(git(tmp.path(), Auth::Header(TOKEN), &["clone", "-q", &repo.clone_url, "other"]));
+    for i in 0..40 {
+        ok(git(&other_clone, Auth::None, &["commit", "-q", "--allow-empty", "-m", &format!("local {i}")]));
+    }
+    std::fs::write(work.join("later.txt"), "later\n").unwrap();
+    ok(git(&work, Auth::None, &["add", "-A"]));
+    ok(git(&work, Auth::None, &["commit", "-q", "-m", "Later"]));
+    ok(git(&work, Auth::Header(TOKEN), &["push", "-q", "origin", "trunk"]));
+    ok(git(&other_clone, Auth::Header(TOKEN), &["fetch", "-q", "origin"]));
+    let later = ok(git(&other_clone, Auth::None, &["show", "origin/trunk:later.txt"]));
+    assert_eq!(later, "later");
 
     // The same fixture makes the same shas, whatever the directory or the day.
     let other = tempfile::tempdir().unwrap();

@@ -1,3 +1,6 @@
+//! Unit tests of the fake GitHub: pagination, auth, faults, pull filters, pull writes without git, CGI heads and ref
+//! files.
+
 use super::*;
 
 const TOKEN: &str = "test-token";
