@@ -39,15 +39,13 @@ pub(super) fn route(s: &State, req: &HttpRequest) -> Reply {
         },
         ["repos", o, name, "branches"] => match find_repo(o, name) {
             Some(r) => {
-                let refs = super::git::branch_refs(s, r);
-                let branches = r
-                    .branches
-                    .iter()
-                    .map(|b| {
-                        let sha = branch_sha(s, r, refs.as_ref(), b);
-                        json!({"name": b, "commit": {"sha": sha}, "protected": false})
-                    })
-                    .collect();
+                let branch =
+                    |name: &str, sha: String| json!({"name": name, "commit": {"sha": sha}, "protected": false});
+                // With git the refs are the truth (in GitHub's order, by name), however they were changed.
+                let branches = match super::git::branch_refs(s, r) {
+                    Some(refs) => refs.into_iter().map(|(name, sha)| branch(&name, sha)).collect(),
+                    None => r.branches.iter().map(|b| branch(b, branch_sha(s, r, None, b))).collect(),
+                };
                 paginate(s, req, branches, false)
             }
             None => Reply::not_found(),
