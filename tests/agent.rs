@@ -170,10 +170,9 @@ async fn prompts_are_serialised_per_session_and_follow_ups_run_or_are_dropped() 
     let d =
         until(&domain, &s, "final turn", |d| d.status == SessionStatus::Idle && agent_text(d).contains("Done.")).await;
     let kinds: Vec<&str> = d.transcript.iter().map(|i| i.kind.as_str()).collect();
-    assert!(
-        kinds.contains(&"tool_call") && kinds.contains(&"tool_result") && kinds.contains(&"file_change"),
-        "{kinds:?}"
-    );
+    // No workspace here: the tool ran (and said so) and no file change is claimed (tests/workspace.rs has real ones).
+    assert!(kinds.contains(&"tool_call") && kinds.contains(&"tool_result"), "{kinds:?}");
+    assert!(!kinds.contains(&"file_change"), "{kinds:?}");
     assert!(d.partial_text.is_empty(), "deltas were folded into complete items");
 }
 

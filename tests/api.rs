@@ -290,10 +290,11 @@ async fn errors_are_json_with_stable_codes_and_change_nothing() {
     assert_eq!((st, body["error"]["code"].as_str()), (404, Some("route_not_found")), "{body}");
     let (st, body) = s.call("GET", "/v1/orgs/acme/audit?limit=0", Some(&alice), None).await;
     assert_eq!((st, body["error"]["code"].as_str()), (400, Some("invalid_query")), "{body}");
+    // No GitHub connection on this server: publishing says so (tests/workspace.rs publishes for real).
     let (st, body) = s.call("POST", &format!("{t}/pull-request"), Some(&alice), None).await;
-    assert_eq!(st, 201, "{body}");
-    let (st, body) = s.call("POST", &format!("{t}/pull-request"), Some(&alice), None).await;
-    assert_eq!((st, body["error"]["code"].as_str()), (409, Some("conflict")), "{body}");
+    assert_eq!((st, body["error"]["code"].as_str()), (422, Some("git_failed")), "{body}");
+    let (st, body) = s.call("POST", &format!("{t}/push"), Some(&alice), None).await;
+    assert_eq!((st, body["error"]["code"].as_str()), (409, Some("workspace_unavailable")), "{body}");
 
     // No nonexistent key left a database behind.
     assert!(!s.dir.path().join("task").join("acme%2Fr1%2Ft999.sqlite3").exists());

