@@ -159,8 +159,11 @@ fn workspaces(args: &Serve) -> std::io::Result<Workspaces> {
     Ok(Workspaces::new(shell))
 }
 
+/// The GitHub API the sync and pull requests use (if any), and where git gets its tokens.
+type GitHubAccess = (Option<Arc<dyn GitHubApi>>, Arc<dyn TokenSource>);
+
 /// The GitHub API the sync uses: a static token's, a GitHub App's, or none; and where git gets its tokens.
-fn github_api(args: &Serve) -> std::io::Result<(Option<Arc<dyn GitHubApi>>, Arc<dyn TokenSource>)> {
+fn github_api(args: &Serve) -> std::io::Result<GitHubAccess> {
     let app = match (&args.github_app_id, &args.github_app_private_key_file) {
         (Some(id), Some(path)) => Some((id, path)),
         (None, None) => None,

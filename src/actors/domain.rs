@@ -134,7 +134,9 @@ impl Domain {
     async fn default_model_of(&self, user: Option<&str>) -> Result<Option<String>> {
         let Some(user) = user else { return Ok(None) };
         match self.users.read(&user.to_owned(), GetUser).await {
-            Ok(u) => Ok(Some(u.default_model)),
+            // A default the live catalog no longer offers (the agent server changed) falls back to the catalog's.
+            Ok(u) if self.catalog().contains(&u.default_model) => Ok(Some(u.default_model)),
+            Ok(_) => Ok(Some(self.catalog().default_model())),
             Err(CallError::Handler(DomainError::NotFound { .. })) => Ok(None),
             Err(e) => Err(e),
         }

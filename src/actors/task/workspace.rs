@@ -290,7 +290,7 @@ impl Command for FinishProvision {
         t.provision = None;
         let key = t.key.clone();
         let readiness = ctx.write(|tx: &mut Tx<'_>| -> DomainResult<Readiness> {
-            if !row(tx.conn())?.is_some_and(|r| r.status == "provisioning") {
+            if row(tx.conn())?.is_none_or(|r| r.status != "provisioning") {
                 // Archived or killed meanwhile: the job's result no longer matters.
                 return Ok(Readiness::Failed("the workspace was released".into()));
             }
