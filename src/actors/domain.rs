@@ -112,11 +112,24 @@ impl Domain {
     /// task (creates its first session) -> session (stores the prompt). Without an explicit model, the creating
     /// user's default model is used.
     pub async fn create_task(&self, repo: &RepoKey, mut msg: CreateTask) -> Result<CreatedTask> {
-        self.orgs.read(&repo.org, GetRepository { repo_id: repo.repo.clone() }).await?;
+        let row = self.orgs.read(&repo.org, GetRepository { repo_id: repo.repo.clone() }).await?;
         if msg.model.is_none() {
             msg.model = self.default_model_of(msg.user_id.as_deref()).await?;
         }
-        let (created, init) = self.repos.mutate(repo, msg).await?;
+        let (created, init) = match self.repos.mutate(repo, msg.clone()).await {
+            // Imported by a sync a moment ago: the organization's outbox has not initialised the coordinator yet.
+            // Initialising is idempotent, so do it now rather than answer "not found" for a listed repository.
+            Err(CallError::Handler(DomainError::NotFound { what: "repository", .. })) => {
+                let init = InitializeRepository {
+                    full_name: row.full_name.clone(),
+                    remote_url: row.remote_url.clone(),
+                    default_branch: row.default_branch.clone(),
+                };
+                self.repos.mutate(repo, init).await?;
+                self.repos.mutate(repo, msg).await?
+            }
+            other => other?,
+        };
         let session = created.task.session(&created.session_id);
         if let Some(session_init) = self.tasks.mutate(&created.task, init).await? {
             self.sessions.mutate(&session, session_init).await?;
