@@ -4,6 +4,7 @@
 //! domain on it; [`http`] is the web layer; [`integrations`] reach outside systems behind traits. See ARCHITECTURE.md for the map.
 
 pub mod actors;
+pub mod demo;
 pub mod http;
 pub mod integrations;
 pub mod runtime;

@@ -95,6 +95,13 @@ struct Serve {
     /// OAuth app client secret.
     #[arg(long, env = "FOUNDRY_GITHUB_CLIENT_SECRET", hide_env_values = true)]
     github_client_secret: Option<String>,
+    /// The whole loop offline: a local GitHub-compatible server in this process (sample repositories with real git
+    /// history under <data-dir>/demo-github) takes GitHub's place for the sync, pull requests and webhooks.
+    #[arg(long, env = "FOUNDRY_DEMO")]
+    demo: bool,
+    /// With --demo: the loopback port of the demo GitHub server (default: the bind port + 1).
+    #[arg(long, env = "FOUNDRY_DEMO_GITHUB_PORT")]
+    demo_github_port: Option<u16>,
     /// Secret of the GitHub webhook (enables `POST /v1/webhooks/github`).
     #[arg(long, env = "FOUNDRY_WEBHOOK_SECRET", hide_env_values = true)]
     webhook_secret: Option<String>,
@@ -195,8 +202,28 @@ fn github_api(args: &Serve) -> std::io::Result<GitHubAccess> {
 
 async fn serve(args: Serve) -> std::io::Result<()> {
     let auth = auth_settings(&args)?;
-    let (github, tokens) = github_api(&args)?;
+    let (mut github, mut tokens) = github_api(&args)?;
     let workspaces = workspaces(&args)?;
+    let mut webhook_secret = args.webhook_secret.as_ref().map(|s| s.as_bytes().to_vec());
+    let demo = if args.demo {
+        if github.is_some() {
+            return Err(std::io::Error::other("--demo brings its own GitHub: drop --github-token / --github-app-id"));
+        }
+        let port = args.demo_github_port.unwrap_or_else(|| args.bind.port().wrapping_add(1));
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let hook = format!("http://{}/v1/webhooks/github", loopback(args.bind));
+        let demo = foundry::demo::start(addr, &args.data_dir, &hook)
+            .await
+            .map_err(|e| std::io::Error::other(format!("demo GitHub on {addr}: {e}")))?;
+        let url = demo.server.base_url();
+        tracing::info!(%url, owner = foundry::demo::DEMO_OWNER, "demo GitHub serving the sample repositories");
+        github = Some(Arc::new(GitHubClient::new(&url, &demo.token)));
+        tokens = Arc::new(StaticToken(Some(demo.token.clone())));
+        webhook_secret = Some(demo.webhook_secret.as_bytes().to_vec());
+        Some(demo)
+    } else {
+        None
+    };
     let runtime = Runtime::start(RuntimeConfig::new(args.data_dir.clone())).map_err(std::io::Error::other)?;
     if let Some(api) = github {
         runtime.provide(Arc::new(GitHubService(api)));
@@ -226,7 +253,7 @@ async fn serve(args: Serve) -> std::io::Result<()> {
         tracing::warn!(failed = report.failed.len(), "some actors could not resume outbox delivery");
     }
     let mut api = Api::new(domain, auth);
-    api.webhook_secret = args.webhook_secret.as_ref().map(|s| s.as_bytes().to_vec());
+    api.webhook_secret = webhook_secret;
     let workers = args.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
     let api = Arc::new(api);
     let (server, addr) = foundry::http::server(api.clone(), args.bind, workers)?;
@@ -236,5 +263,17 @@ async fn serve(args: Serve) -> std::io::Result<()> {
     actix_rt::spawn(foundry::http::stop_on_signals(api, server.handle()));
     server.await?;
     runtime.shutdown().await;
+    if let Some(demo) = demo {
+        demo.server.stop().await;
+    }
     Ok(())
+}
+
+/// Where this server is reached on this machine (a wildcard bind is reached on loopback).
+fn loopback(bind: SocketAddr) -> SocketAddr {
+    if bind.ip().is_unspecified() {
+        SocketAddr::from(([127, 0, 0, 1], bind.port()))
+    } else {
+        bind
+    }
 }

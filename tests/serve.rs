@@ -138,3 +138,103 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+async fn get(client: &reqwest::Client, url: String, token: &str) -> Value {
+    let res = client.get(url).bearer_auth(token).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    res.json().await.unwrap()
+}
+
+/// README's offline path: `serve --demo`, sign in, create an organization, connect it to the demo GitHub, prompt a
+/// task, publish and merge its pull request; after a restart the repositories (and their clone URLs) still work.
+#[actix_rt::test]
+async fn demo_mode_goes_from_a_prompt_to_a_merged_pull_request() {
+    if std::process::Command::new("git").arg("--version").output().is_err() {
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "git is not installed (CI=true: not skipping)");
+        println!("skipped: git is not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (port, gh_port) = (free_port(), free_port());
+    let base = format!("http://127.0.0.1:{port}");
+    let client = foundry::integrations::http_client_builder().build().unwrap();
+    let spawn_demo = || {
+        Command::new(env!("CARGO_BIN_EXE_foundry"))
+            .args(["serve", "--demo", "--bind", &format!("127.0.0.1:{port}"), "--log", "warn"])
+            .args(["--demo-github-port", &gh_port.to_string(), "--data-dir"])
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap()
+    };
+    let child = spawn_demo();
+    ready(&client, &base).await;
+    let (_, body) = post(&client, format!("{base}/v1/auth/dev/sign-in"), None, json!({ "login": "alice" })).await;
+    let token = body["token"].as_str().unwrap().to_owned();
+    let (status, _) =
+        post(&client, format!("{base}/v1/orgs"), Some(&token), json!({ "id": "demo", "displayName": "Demo" })).await;
+    assert_eq!(status, 201);
+    let connect = json!({ "login": "demo", "kind": "organization" });
+    let (status, body) = post(&client, format!("{base}/v1/orgs/demo/github/connect"), Some(&token), connect).await;
+    assert_eq!(status, 202, "{body}");
+    let mut synced = false;
+    for _ in 0..200 {
+        let repos = get(&client, format!("{base}/v1/orgs/demo/repos"), &token).await;
+        if repos.as_array().is_some_and(|r| r.iter().any(|r| r["repoId"] == "hello-rust")) {
+            synced = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(synced, "the demo repositories were not synced");
+    let tasks = format!("{base}/v1/orgs/demo/repos/hello-rust/tasks");
+    let (status, body) =
+        post(&client, tasks.clone(), Some(&token), json!({ "prompt": "Add a greeting to README.md" })).await;
+    assert_eq!(status, 201, "{body}");
+    let task = format!("{tasks}/{}", body["taskId"].as_str().unwrap());
+    let mut view = Value::Null;
+    for _ in 0..400 {
+        view = get(&client, task.clone(), &token).await;
+        if view["status"] == "idle" && view["workspace"]["git"]["ahead"] == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(view["workspace"]["git"]["files"][0]["path"], "README.md", "{view}");
+    let (status, body) = post(&client, format!("{task}/pull-request"), Some(&token), json!({})).await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = post(&client, format!("{task}/merge"), Some(&token), json!({})).await;
+    assert_eq!((status, body["pullRequest"]["state"].as_str()), (200, Some("merged")), "{body}");
+    let readme = std::process::Command::new("git")
+        .arg("--git-dir")
+        .arg(dir.path().join("demo-github/demo/hello-rust.git"))
+        .args(["show", "main:README.md"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&readme.stdout).contains("foundry: Add a greeting"));
+
+    // After a restart the same clone URLs serve the same repositories: a new task gets its workspace.
+    sigterm(&child);
+    assert!(tokio::task::spawn_blocking(move || wait_exit(child)).await.unwrap().success());
+    let child = spawn_demo();
+    ready(&client, &base).await;
+    let (status, body) = post(&client, tasks, Some(&token), json!({ "prompt": "Fix the README.md wording" })).await;
+    assert_eq!(status, 201, "{body}");
+    let second = format!("{base}/v1/orgs/demo/repos/hello-rust/tasks/{}", body["taskId"].as_str().unwrap());
+    let mut view = Value::Null;
+    for _ in 0..400 {
+        view = get(&client, second.clone(), &token).await;
+        if view["workspace"]["status"] == "ready" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(view["workspace"]["status"], "ready", "{view}");
+    // The merged greeting is in the new task's base.
+    let cwd = view["workspace"]["cwd"].as_str().unwrap();
+    let text = std::fs::read_to_string(std::path::Path::new(cwd).join("README.md")).unwrap();
+    assert!(text.contains("foundry: Add a greeting"), "{text}");
+    sigterm(&child);
+    assert!(tokio::task::spawn_blocking(move || wait_exit(child)).await.unwrap().success());
+}

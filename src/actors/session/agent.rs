@@ -116,6 +116,10 @@ impl Session {
     /// After a restart no turn is running: a session stored as running lost its turn (crash). Mark it failed and
     /// carry on with the queue.
     pub(super) fn recover_turn(&mut self, ctx: &mut EntityCtx<'_, Session>) -> DomainResult<()> {
+        if schema::meta(ctx.db())?.is_none() {
+            // Activated by its initialisation: nothing to recover yet.
+            return Ok(());
+        }
         let key = self.key.clone();
         ctx.write(|tx: &mut Tx<'_>| -> DomainResult<()> {
             let Some(m) = schema::meta(tx.conn())? else { return Ok(()) };

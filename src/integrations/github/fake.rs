@@ -310,6 +310,15 @@ impl FakeGitHub {
     /// # Panics
     /// If the loopback port cannot be bound.
     pub async fn start(fixture: Fixture, token: &str) -> FakeGitHub {
+        match FakeGitHub::start_on(fixture, token, ("127.0.0.1", 0)).await {
+            Ok(gh) => gh,
+            Err(e) => panic!("fake GitHub: bind 127.0.0.1:0: {e}"),
+        }
+    }
+
+    /// [`FakeGitHub::start`] on a given address (the demo serves it on a fixed loopback port, so that the clone
+    /// URLs stored by foundry stay valid across restarts).
+    pub async fn start_on(fixture: Fixture, token: &str, addr: impl std::net::ToSocketAddrs) -> io::Result<FakeGitHub> {
         let state = Arc::new_cyclic(|weak| {
             Mutex::new(State {
                 fixture,
@@ -348,8 +357,7 @@ impl FakeGitHub {
         .workers(1)
         .disable_signals()
         .shutdown_timeout(1)
-        .bind(("127.0.0.1", 0))
-        .expect("fake GitHub: bind 127.0.0.1:0");
+        .bind(addr)?;
         let addr = server.addrs()[0];
         let base_url = format!("http://{addr}");
         lock(&state).base_url = base_url.clone();
@@ -359,7 +367,7 @@ impl FakeGitHub {
         // The server starts its workers on its first poll: yield once so it is serving when this returns, even if
         // the caller then blocks its thread (e.g. on a `git clone` against it).
         tokio::task::yield_now().await;
-        FakeGitHub { state, base_url, handle }
+        Ok(FakeGitHub { state, base_url, handle })
     }
 
     /// [`start`](Self::start), then [`enable_git`](Self::enable_git) under `root`.
