@@ -341,6 +341,24 @@ impl SandboxAgent {
         self.call(server, self.next_rpc_id(), method, params, None).await
     }
 
+    /// Answers a request the agent sent us (a JSON-RPC response envelope).
+    async fn respond(&self, server: &str, envelope: Value) -> Result<(), SandboxError> {
+        let res = self
+            .inner
+            .client
+            .post(format!("{}/v1/acp/{server}", self.inner.base))
+            .json(&envelope)
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+            .map_err(|e| SandboxError::Unreachable(e.to_string()))?;
+        if res.status().is_success() {
+            Ok(())
+        } else {
+            Err(SandboxError::Status { status: res.status().as_u16(), body: res.text().await.unwrap_or_default() })
+        }
+    }
+
     /// A notification (no reply expected, e.g. `session/cancel`).
     async fn notify(&self, server: &str, method: &str, params: Value) -> Result<(), SandboxError> {
         let envelope = json!({ "jsonrpc": "2.0", "method": method, "params": params });
@@ -592,6 +610,12 @@ impl SandboxAgent {
                         let envelope = event.envelope();
                         if envelope.as_ref().is_some_and(|e| is_answer(e, id)) {
                             answer_seen = true;
+                        } else if let Some(answer) = envelope.as_ref().and_then(permission_answer) {
+                            // The workspace is the task's own sandbox: the agent may act there (as the original
+                            // runs claude in acceptEdits and codex in full-access). Unanswered, the turn would hang.
+                            if let Err(e) = self.respond(&server, answer).await {
+                                return Err(Stop::Failed(format!("could not answer the agent's permission request: {e}")).into());
+                            }
                         } else if let Some(envelope) = envelope {
                             for e in map_envelope(&envelope) {
                                 forwarded = true;
@@ -845,6 +869,24 @@ fn parse_sse(raw: &str) -> (Option<u64>, Option<String>) {
 
 /// Maps one ACP envelope from the stream to agent events: `session/update` notifications (message chunks, tool calls
 /// and their updates) and the mock agent's `mock/echo` of a prompt.
+/// The answer to an agent's `session/request_permission`: the first "allow" option it offers (once before always),
+/// or a cancelled outcome if it offers none.
+fn permission_answer(envelope: &Value) -> Option<Value> {
+    if envelope["method"] != "session/request_permission" || envelope.get("id").is_none() {
+        return None;
+    }
+    let options = envelope["params"]["options"].as_array().cloned().unwrap_or_default();
+    let pick = ["allow_once", "allow_always"]
+        .iter()
+        .find_map(|kind| options.iter().find(|o| o["kind"] == *kind))
+        .and_then(|o| o["optionId"].as_str());
+    let outcome = match pick {
+        Some(option) => json!({ "outcome": "selected", "optionId": option }),
+        None => json!({ "outcome": "cancelled" }),
+    };
+    Some(json!({ "jsonrpc": "2.0", "id": envelope["id"], "result": { "outcome": outcome } }))
+}
+
 fn map_envelope(envelope: &Value) -> Vec<AgentEvent> {
     let method = envelope["method"].as_str().unwrap_or_default();
     let params = &envelope["params"];
@@ -963,6 +1005,16 @@ mod tests {
             "params":{"prompt":[{"type":"text","text":"hi"}]}}}});
         assert_eq!(map_envelope(&echo), vec![AgentEvent::TextDelta { text: "echo: hi".into() }]);
         assert!(map_envelope(&json!({"id":1,"result":{}})).is_empty());
+        let ask = json!({"jsonrpc":"2.0","id":7,"method":"session/request_permission","params":{"sessionId":"s",
+            "toolCall":{"toolCallId":"t"},"options":[{"optionId":"no","kind":"reject_once","name":"No"},
+            {"optionId":"always","kind":"allow_always","name":"Always"},{"optionId":"once","kind":"allow_once","name":"Once"}]}});
+        assert_eq!(
+            permission_answer(&ask),
+            Some(json!({"jsonrpc":"2.0","id":7,"result":{"outcome":{"outcome":"selected","optionId":"once"}}}))
+        );
+        let none = json!({"jsonrpc":"2.0","id":8,"method":"session/request_permission","params":{"options":[]}});
+        assert_eq!(permission_answer(&none).unwrap()["result"]["outcome"]["outcome"], "cancelled");
+        assert_eq!(permission_answer(&chunk), None);
     }
 
     #[test]
