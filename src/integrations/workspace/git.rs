@@ -59,6 +59,20 @@ impl GitState {
 }
 
 const QUICK: Duration = Duration::from_secs(60);
+
+/// `sh -c STATE_SCRIPT sh <base ref> <remote branch ref>`: see [`Git::state`]. Staging everything first makes new
+/// files count as changes; comparing with the merge base shows only the branch's own work.
+const STATE_SCRIPT: &str = r#"set -e
+printf '\036status\n'; git status --porcelain
+git add --all
+mb=$(git merge-base "$1" HEAD 2>/dev/null || echo "$1")
+printf '\036numstat\n'; git diff --cached --numstat -z -M "$mb"
+printf '\036names\n'; git diff --cached --name-status -z -M "$mb"
+printf '\036counts\n'; git rev-list --left-right --count "$1...HEAD" 2>/dev/null || true
+printf '\036remote\n'
+if git rev-parse --verify --quiet "$2" >/dev/null; then echo yes; git rev-list --count "$2..HEAD"; fi
+printf '\036log\n'; git log -1 --format=%H%x1f%s%x1f%an%x1f%ct 2>/dev/null || true
+"#;
 const NETWORK: Duration = Duration::from_secs(600);
 
 pub(super) struct Git<'a> {
@@ -240,28 +254,40 @@ impl<'a> Git<'a> {
         }
     }
 
+    /// The git state in one shell round trip (one HTTP call on a sandbox-agent server instead of nine): the script
+    /// prints each command's output after a `\x1e<name>` marker line.
     pub(super) async fn state(&self, dir: &str, spec: &WorkspaceSpec) -> Result<GitState, WorkspaceError> {
-        let porcelain = self.ok("status", dir, &["status", "--porcelain"], QUICK).await?;
-        self.stage_all(dir).await?;
-        let mb = self.merge_base(dir, spec).await?;
-        let numstat = self.ok("diff", dir, &["diff", "--cached", "--numstat", "-z", "-M", &mb], QUICK).await?;
-        let names = self.ok("diff", dir, &["diff", "--cached", "--name-status", "-z", "-M", &mb], QUICK).await?;
-        let base = format!("refs/remotes/origin/{}", spec.base_branch);
-        let range = format!("{base}...HEAD");
-        let counts = self.ok("rev-list", dir, &["rev-list", "--left-right", "--count", &range], QUICK).await;
-        let counts = counts.unwrap_or_default();
-        let mut parts = counts.split_whitespace().map(|n| n.parse::<u32>().unwrap_or(0));
+        let out = self
+            .shell
+            .run(Cmd {
+                program: "sh".into(),
+                args: vec![
+                    "-c".into(),
+                    STATE_SCRIPT.into(),
+                    "sh".into(),
+                    format!("refs/remotes/origin/{}", spec.base_branch),
+                    format!("refs/remotes/origin/{}", spec.branch),
+                ],
+                cwd: Some(dir.to_owned()),
+                env: self.env.clone(),
+                timeout: QUICK,
+            })
+            .await?;
+        if !out.success() {
+            return Err(WorkspaceError::Git { op: "status", message: git_message(&out) });
+        }
+        let mut sections = std::collections::HashMap::new();
+        for part in out.stdout.split('\x1e').skip(1) {
+            let (name, body) = part.split_once('\n').unwrap_or((part, ""));
+            sections.insert(name, body);
+        }
+        let section = |name: &str| sections.get(name).copied().unwrap_or_default();
+        let mut parts = section("counts").split_whitespace().map(|n| n.parse::<u32>().unwrap_or(0));
         let (behind, ahead) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
-        let remote = format!("refs/remotes/origin/{}", spec.branch);
-        let pushed = self.has_ref(dir, &remote).await?;
-        let unpushed = if pushed {
-            let n = self.ok("rev-list", dir, &["rev-list", "--count", &format!("{remote}..HEAD")], QUICK).await?;
-            n.trim().parse().unwrap_or(0)
-        } else {
-            ahead
-        };
-        let log = self.raw(dir, &["log", "-1", "--format=%H%x1f%s%x1f%an%x1f%ct"], QUICK).await?;
-        let last_commit = log.success().then(|| parse_log(&log.stdout)).flatten();
+        let mut remote = section("remote").lines();
+        let pushed = remote.next() == Some("yes");
+        let unpushed = if pushed { remote.next().and_then(|n| n.trim().parse().ok()).unwrap_or(0) } else { ahead };
+        let last_commit = parse_log(section("log"));
         Ok(GitState {
             branch: spec.branch.clone(),
             base: spec.base_branch.clone(),
@@ -270,9 +296,9 @@ impl<'a> Git<'a> {
             behind,
             unpushed,
             pushed,
-            dirty: !porcelain.trim().is_empty(),
+            dirty: !section("status").trim().is_empty(),
             last_commit,
-            files: parse_files(&numstat, &names),
+            files: parse_files(section("numstat"), section("names")),
         })
     }
 
