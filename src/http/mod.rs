@@ -11,6 +11,7 @@ mod ops;
 mod orgs;
 mod processes;
 mod tasks;
+mod webapp;
 mod webhook;
 pub mod ws;
 
@@ -168,6 +169,7 @@ pub fn configure(api: web::Data<Api>) -> impl Fn(&mut web::ServiceConfig) + Clon
             .app_data(web::QueryConfig::default().error_handler(error::query_error))
             .app_data(web::PathConfig::default().error_handler(error::path_error))
             .configure(ops::routes)
+            .configure(webapp::routes)
             .service(
                 web::scope("/v1")
                     .wrap_fn(observe)

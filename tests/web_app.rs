@@ -1,0 +1,487 @@
+//! The web app served at `/`: its assets over HTTP (ETag revalidation, content types, the shell for client-side
+//! routes, the JSON 404 kept for `/v1`), and a walk through it in a real headless Chromium driven over WebDriver
+//! (chromedriver's W3C JSON API, spoken with reqwest, so no client crate is built): sign in, create an
+//! organization, add a repository, create a task and watch the agent's reply stream in, follow up, rename, a second
+//! member's sidebar updating live and keyboard navigation, sign out, and a non-member who sees nothing.
+//!
+//! Needs `chromium` and `chromedriver` (Debian: `apt-get install chromium chromium-driver`); without them the browser
+//! test skips, saying why, except under `CI=true`, where it fails. Screenshots of the main screens are written to
+//! `target/web-app-screenshots/`.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use foundry::actors::session::SessionAgent;
+use foundry::integrations::agent::BuiltinAgent;
+use serde_json::{json, Value};
+use support::web::start;
+
+#[actix_rt::test]
+async fn assets_are_served_with_etags_and_the_api_keeps_its_404() {
+    let s = start(|_, _| {}).await;
+    let get = |path: &str| s.client.get(format!("{}{path}", s.base));
+
+    let res = get("/").send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["content-type"], "text/html; charset=utf-8");
+    assert_eq!(res.headers()["cache-control"], "no-cache");
+    let etag = res.headers()["etag"].to_str().unwrap().to_owned();
+    assert!(etag.starts_with('"') && etag.len() == 18, "{etag}");
+    let html = res.text().await.unwrap();
+    assert!(html.contains(r#"<script type="module" src="/app.js">"#), "{html}");
+
+    // Revalidation: the same bytes answer 304 with no body; another asset has another tag.
+    let res = get("/").header("if-none-match", &etag).send().await.unwrap();
+    assert_eq!(res.status(), 304);
+    assert_eq!(res.headers()["etag"].to_str().unwrap(), etag);
+    assert!(res.bytes().await.unwrap().is_empty());
+    let res = get("/app.js").header("if-none-match", "\"0000000000000000\"").send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["content-type"], "text/javascript; charset=utf-8");
+    assert_ne!(res.headers()["etag"].to_str().unwrap(), etag);
+    let res = get("/app.css").send().await.unwrap();
+    assert_eq!(
+        (res.status().as_u16(), res.headers()["content-type"].to_str().unwrap()),
+        (200, "text/css; charset=utf-8")
+    );
+    let res = get("/icon.svg").send().await.unwrap();
+    assert_eq!((res.status().as_u16(), res.headers()["content-type"].to_str().unwrap()), (200, "image/svg+xml"));
+
+    // Client-side routes get the shell, so a reload or a shared link works.
+    for path in ["/sign-in", "/orgs", "/orgs/acme", "/orgs/acme/repos/r1/tasks/t1"] {
+        let res = get(path).send().await.unwrap();
+        assert_eq!(res.status(), 200, "{path}");
+        assert_eq!(res.headers()["etag"].to_str().unwrap(), etag, "{path}");
+    }
+    // The API's unknown routes stay JSON.
+    for path in ["/v1/nope", "/v1/orgs/acme/nope/x", "/nope"] {
+        let res = get(path).send().await.unwrap();
+        assert_eq!(res.status(), 404, "{path}");
+        let body: Value = res.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "route_not_found", "{path}");
+    }
+    s.stop().await;
+}
+
+#[actix_rt::test]
+async fn a_team_works_in_the_browser() {
+    let Some(driver) = Driver::start().await else { return };
+    let began = Instant::now();
+    // A paced agent, so its reply is visibly streaming for a few seconds.
+    let s = start(|api, _| {
+        let agent = BuiltinAgent::new(Duration::from_millis(40));
+        api.domain.runtime.provide(Arc::new(SessionAgent(Arc::new(agent))));
+        // Sessions are re-checked every two heartbeats: fast enough to see a revoked one end in the browser.
+        api.ws.heartbeat = Duration::from_millis(300);
+    })
+    .await;
+    let shots = screenshot_dir();
+
+    // Sign in.
+    let a = driver.browser().await;
+    a.goto(&format!("{}/", s.base)).await;
+    a.wait("the sign-in form", "return !!document.querySelector('form[data-form=signin]')").await;
+    a.shot(&shots, "01-sign-in").await;
+    a.type_into("input[name=login]", "alice").await;
+    a.click("form[data-form=signin] button[type=submit]").await;
+    a.wait(
+        "the organizations page",
+        "return location.pathname === '/orgs' && !!document.querySelector('form[data-form=create-org]')",
+    )
+    .await;
+    a.wait("the live connection", "return document.querySelector('#conn').textContent === 'Live'").await;
+
+    // Create an organization: the id follows the name.
+    a.type_into("input[name=displayName]", "Acme Labs").await;
+    assert_eq!(a.js("return document.querySelector('input[name=id]').value", json!([])).await, "acme-labs");
+    a.shot(&shots, "02-organizations").await;
+    a.click("form[data-form=create-org] button[type=submit]").await;
+    a.wait("the organization page", "return document.querySelector('#org-title')?.textContent === 'Acme Labs'").await;
+    assert_eq!(a.js("return location.pathname", json!([])).await, "/orgs/acme-labs");
+
+    // Add a repository.
+    a.click("details.add-repo summary").await;
+    a.type_into("form[data-form=add-repo] input[name=fullName]", "acme/web").await;
+    a.type_into("form[data-form=add-repo] input[name=repoId]", "web").await;
+    a.type_into("form[data-form=add-repo] input[name=remoteUrl]", "https://example.invalid/acme/web.git").await;
+    a.click("form[data-form=add-repo] button[type=submit]").await;
+    a.wait("the repository in the list", "return document.querySelector('#repos')?.textContent.includes('acme/web')")
+        .await;
+    a.wait(
+        "the repository's sidebar group",
+        "return document.querySelector('#task-list')?.textContent.includes('acme/web')",
+    )
+    .await;
+    // An API error is shown as its message: the same repository again conflicts.
+    a.type_into("form[data-form=add-repo] input[name=fullName]", "acme/web").await;
+    a.type_into("form[data-form=add-repo] input[name=repoId]", "web").await;
+    a.type_into("form[data-form=add-repo] input[name=remoteUrl]", "https://example.invalid/acme/web.git").await;
+    a.click("form[data-form=add-repo] button[type=submit]").await;
+    a.wait(
+        "the conflict message",
+        "return document.querySelector('form[data-form=add-repo] .form-error')?.textContent.length > 0",
+    )
+    .await;
+    a.shot(&shots, "03-organization").await;
+
+    // A task from a prompt, with the model picker offering the user's default, starred.
+    a.click("#new-task").await;
+    a.wait("the new-task form", "return !!document.querySelector('#nt-repo option[value=web]')").await;
+    let starred =
+        a.js("return document.querySelector('select[name=model] option:checked').textContent", json!([])).await;
+    assert!(starred.as_str().unwrap().starts_with('★'), "{starred}");
+    a.type_into("textarea[name=prompt]", "Fix the login page redirect loop").await;
+    a.shot(&shots, "04-new-task").await;
+    a.click("form[data-form=new-task] button[type=submit]").await;
+    a.wait(
+        "the task view",
+        "return location.pathname === '/orgs/acme-labs/repos/web/tasks/t1' && !!document.querySelector('#task-title')",
+    )
+    .await;
+    // The reply streams: partial text shows while the turn runs, then becomes a message.
+    a.wait(
+        "streaming text",
+        "const p = document.querySelector('.partial'); return p && !p.hidden && p.textContent.includes('Fix the login')",
+    )
+    .await;
+    a.wait("the interrupt button while running", "return !document.querySelector('#interrupt').hidden").await;
+    a.shot(&shots, "05-task-streaming").await;
+    let agent_done = "return [...document.querySelectorAll('.items .msg-agent')].filter(m => m.textContent.includes('Done.')).length";
+    a.wait("the finished reply", &format!("{agent_done} >= 1 && document.querySelector('.partial').hidden")).await;
+    a.wait(
+        "the sidebar row",
+        "return document.querySelector('.task-row.current')?.textContent.includes('login page redirect loop')",
+    )
+    .await;
+
+    // A follow-up.
+    a.type_into("#composer", "Also add a test for it").await;
+    a.click("form[data-form=send] button[type=submit]").await;
+    a.wait(
+        "the follow-up",
+        "return [...document.querySelectorAll('.msg-user')].some(m => m.textContent.includes('Also add a test'))",
+    )
+    .await;
+    assert_eq!(a.js("return document.querySelector('#composer').value", json!([])).await, "");
+    a.wait("the second reply", &format!("{agent_done} >= 2")).await;
+
+    // Interrupt a running turn.
+    a.type_into("#composer", "Explain the redirect loop in detail").await;
+    a.click("form[data-form=send] button[type=submit]").await;
+    a.wait("the interrupt button", "return !document.querySelector('#interrupt').hidden").await;
+    a.click("#interrupt").await;
+    a.wait(
+        "the interrupted note",
+        "return [...document.querySelectorAll('.note')].some(n => n.textContent.includes('interrupted'))",
+    )
+    .await;
+    a.wait("the idle composer", "return document.querySelector('#interrupt').hidden").await;
+
+    // Rename.
+    a.click("[data-action=rename]").await;
+    a.clear("#rename-input").await;
+    a.type_into("#rename-input", "Login redirect fix").await;
+    a.click("form[data-form=rename] button[type=submit]").await;
+    a.wait("the new title", "return document.querySelector('#task-title')?.textContent === 'Login redirect fix'").await;
+    a.wait(
+        "the renamed sidebar row",
+        "return document.querySelector('.task-row.current')?.textContent.includes('Login redirect fix')",
+    )
+    .await;
+    a.shot(&shots, "06-task").await;
+
+    // A second person: signs up, is made a member, and sees the organization arrive live.
+    let b = driver.browser().await;
+    b.goto(&format!("{}/", s.base)).await;
+    b.wait("the sign-in form", "return !!document.querySelector('form[data-form=signin]')").await;
+    b.type_into("input[name=login]", "bob").await;
+    b.click("form[data-form=signin] button[type=submit]").await;
+    b.wait(
+        "bob's empty organizations page",
+        "return location.pathname === '/orgs' && document.querySelector('#conn')?.textContent === 'Live'",
+    )
+    .await;
+    let alice = s.sign_in("alice").await;
+    let bob = s.user_id(&s.sign_in("bob").await).await;
+    let (st, body) = s
+        .call("PUT", &format!("/v1/orgs/acme-labs/members/{bob}"), Some(&alice), Some(json!({ "role": "member" })))
+        .await;
+    assert_eq!(st, 200, "{body}");
+    b.wait(
+        "the organization in bob's switcher",
+        "return !!document.querySelector('#org-select option[value=\"acme-labs\"]')",
+    )
+    .await;
+    b.click(".org-card").await;
+    b.wait(
+        "alice's task in bob's sidebar",
+        "return document.querySelector('#task-list')?.textContent.includes('Login redirect fix')",
+    )
+    .await;
+    // A task created now appears in bob's sidebar without a reload, marked unread.
+    let (st, body) = s
+        .call(
+            "POST",
+            "/v1/orgs/acme-labs/repos/web/tasks",
+            Some(&alice),
+            Some(json!({ "prompt": "Add a dark mode toggle" })),
+        )
+        .await;
+    assert_eq!(st, 201, "{body}");
+    b.wait(
+        "the new task, unread, in bob's sidebar",
+        "return [...document.querySelectorAll('.task-row')].some(r => r.textContent.includes('dark mode') && r.classList.contains('unread'))",
+    )
+    .await;
+    b.shot(&shots, "07-member-sidebar").await;
+    // Keyboard: arrows move between tasks, Enter opens one.
+    b.js("document.querySelector('.task-row').focus()", json!([])).await;
+    let first = b.js("return document.activeElement.dataset.task", json!([])).await;
+    b.keys_to_active("\u{E015}").await; // ArrowDown
+    let second = b.js("return document.activeElement.dataset.task", json!([])).await;
+    assert_ne!(first, second, "ArrowDown moves to the next task");
+    b.keys_to_active("\u{E007}").await; // Enter
+    let want =
+        format!("return location.pathname.endsWith('/tasks/{}')", second.as_str().unwrap().split('/').nth(1).unwrap());
+    b.wait("the task opened from the keyboard", &want).await;
+    b.wait("its transcript", "return document.querySelectorAll('.items .msg').length >= 1").await;
+
+    // Sign out; a non-member signs in and sees nothing of the organization, even by its address.
+    b.click("[data-action=sign-out]").await;
+    b.wait("the sign-in form again", "return !!document.querySelector('form[data-form=signin]')").await;
+    b.type_into("input[name=login]", "carol").await;
+    b.click("form[data-form=signin] button[type=submit]").await;
+    b.wait(
+        "carol's organizations page",
+        "return location.pathname === '/orgs' && !!document.querySelector('form[data-form=create-org]')",
+    )
+    .await;
+    assert_eq!(
+        b.js("return !!document.querySelector('#org-select option[value=\"acme-labs\"]')", json!([])).await,
+        false
+    );
+    b.goto(&format!("{}/orgs/acme-labs", s.base)).await;
+    b.wait(
+        "the no-access page",
+        "return document.querySelector('#main')?.textContent.includes('Organization not available')",
+    )
+    .await;
+    let text = b.js("return document.body.innerText", json!([])).await;
+    let text = text.as_str().unwrap();
+    assert!(!text.contains("Login redirect fix") && !text.contains("acme/web"), "{text}");
+    b.shot(&shots, "08-non-member").await;
+
+    // A session revoked elsewhere ends here too: back to sign-in, saying why.
+    let carol = s.sign_in("carol").await;
+    let (st, body) = s.call("DELETE", "/v1/auth/sessions", Some(&carol), None).await;
+    assert_eq!(st, 200, "{body}");
+    b.wait(
+        "the sign-in form after the session ended",
+        "return location.pathname === '/sign-in' && document.querySelector('.notice')?.textContent.includes('session ended')",
+    )
+    .await;
+
+    a.quit().await;
+    b.quit().await;
+    s.stop().await;
+    drop(driver);
+    eprintln!("browser walk took {:?}; screenshots in {}", began.elapsed(), shots.display());
+}
+
+fn screenshot_dir() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/web-app-screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A chromedriver process for the test's lifetime.
+struct Driver {
+    child: std::process::Child,
+    url: String,
+    http: reqwest::Client,
+    profiles: tempfile::TempDir,
+    browsers: AtomicUsize,
+}
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+impl Driver {
+    /// Starts chromedriver, or `None` (saying why) when chromium or chromedriver is missing outside CI.
+    async fn start() -> Option<Driver> {
+        let chromium = std::env::var("CHROME_BIN").unwrap_or_else(|_| CHROMIUM.to_owned());
+        let missing = if !Path::new(&chromium).exists() {
+            Some(format!("no chromium at {chromium}"))
+        } else if std::process::Command::new("chromedriver").arg("--version").output().is_err() {
+            Some("no chromedriver on PATH".to_owned())
+        } else {
+            None
+        };
+        if let Some(why) = missing {
+            let msg = format!("{why}: install them with `apt-get install chromium chromium-driver`");
+            if std::env::var("CI").is_ok_and(|v| v == "true") {
+                panic!("CI=true and the browser test cannot run: {msg}");
+            }
+            eprintln!("skipping the browser test: {msg}");
+            return None;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = std::process::Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("chromedriver starts");
+        let http = foundry::integrations::http_client_builder().build().unwrap();
+        let url = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let ready = http.get(format!("{url}/status")).send().await.ok();
+            if let Some(res) = ready {
+                let body: Value = res.json().await.unwrap_or_default();
+                if body["value"]["ready"] == true {
+                    break;
+                }
+            }
+            assert!(Instant::now() < deadline, "chromedriver did not become ready on port {port}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Some(Driver { child, url, http, profiles: tempfile::tempdir().unwrap(), browsers: AtomicUsize::new(0) })
+    }
+
+    /// A new headless browser with its own profile (so its own cookies).
+    async fn browser(&self) -> Browser {
+        let profile = self.profiles.path().join(format!("profile-{}", self.browsers.fetch_add(1, Ordering::Relaxed)));
+        let chromium = std::env::var("CHROME_BIN").unwrap_or_else(|_| CHROMIUM.to_owned());
+        let caps = json!({ "capabilities": { "alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": chromium,
+                "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                         format!("--user-data-dir={}", profile.display()), "--window-size=1440,900"],
+            },
+        }}});
+        let res = self.http.post(format!("{}/session", self.url)).json(&caps).send().await.unwrap();
+        let body: Value = res.json().await.unwrap();
+        let id = body["value"]["sessionId"].as_str().unwrap_or_else(|| panic!("new session: {body}"));
+        Browser { http: self.http.clone(), session: format!("{}/session/{id}", self.url) }
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One WebDriver session.
+struct Browser {
+    http: reqwest::Client,
+    session: String,
+}
+
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+const WAIT: Duration = Duration::from_secs(15);
+
+impl Browser {
+    async fn cmd(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let mut req = self.http.request(method, format!("{}{path}", self.session));
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let res = req.send().await.unwrap();
+        let body: Value = res.json().await.unwrap();
+        if body["value"].get("error").is_some() {
+            panic!("WebDriver {path}: {}", body["value"]);
+        }
+        body["value"].clone()
+    }
+
+    async fn goto(&self, url: &str) {
+        self.cmd(reqwest::Method::POST, "/url", Some(json!({ "url": url }))).await;
+    }
+
+    async fn js(&self, script: &str, args: Value) -> Value {
+        self.cmd(reqwest::Method::POST, "/execute/sync", Some(json!({ "script": script, "args": args }))).await
+    }
+
+    /// Polls `condition` (a function body) until it returns something truthy; on timeout saves a screenshot.
+    async fn wait(&self, what: &str, condition: &str) {
+        let script = format!("try {{ return !!(function() {{ {condition} }})(); }} catch (e) {{ return false; }}");
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if self.js(&script, json!([])).await == true {
+                return;
+            }
+            if Instant::now() > deadline {
+                let dir = screenshot_dir();
+                self.shot(&dir, "failure").await;
+                let text = self.js("return document.body.innerText", json!([])).await;
+                panic!("timed out waiting for {what}; page text:\n{text}\n(screenshot: {}/failure.png)", dir.display());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn element(&self, css: &str) -> String {
+        self.wait(&format!("element {css}"), &format!("return !!document.querySelector({})", json!(css))).await;
+        let found =
+            self.cmd(reqwest::Method::POST, "/element", Some(json!({ "using": "css selector", "value": css }))).await;
+        found[ELEMENT].as_str().unwrap().to_owned()
+    }
+
+    async fn click(&self, css: &str) {
+        let id = self.element(css).await;
+        self.cmd(reqwest::Method::POST, &format!("/element/{id}/click"), Some(json!({}))).await;
+    }
+
+    /// Types as a user would (real key events).
+    async fn type_into(&self, css: &str, text: &str) {
+        let id = self.element(css).await;
+        self.cmd(reqwest::Method::POST, &format!("/element/{id}/value"), Some(json!({ "text": text }))).await;
+    }
+
+    async fn clear(&self, css: &str) {
+        let id = self.element(css).await;
+        self.cmd(reqwest::Method::POST, &format!("/element/{id}/clear"), Some(json!({}))).await;
+    }
+
+    /// Sends keys to the focused element.
+    async fn keys_to_active(&self, keys: &str) {
+        let active = self.cmd(reqwest::Method::GET, "/element/active", None).await;
+        let id = active[ELEMENT].as_str().unwrap().to_owned();
+        self.cmd(reqwest::Method::POST, &format!("/element/{id}/value"), Some(json!({ "text": keys }))).await;
+    }
+
+    async fn shot(&self, dir: &Path, name: &str) {
+        let png = self.cmd(reqwest::Method::GET, "/screenshot", None).await;
+        std::fs::write(dir.join(format!("{name}.png")), base64_decode(png.as_str().unwrap())).unwrap();
+    }
+
+    async fn quit(&self) {
+        let _ = self.http.delete(&self.session).send().await;
+    }
+}
+
+/// Standard base64 (screenshots); small enough not to need a crate.
+fn base64_decode(text: &str) -> Vec<u8> {
+    let value = |c: u8| match c {
+        b'A'..=b'Z' => c - b'A',
+        b'a'..=b'z' => c - b'a' + 26,
+        b'0'..=b'9' => c - b'0' + 52,
+        b'+' => 62,
+        b'/' => 63,
+        _ => panic!("not base64: {c}"),
+    };
+    let digits: Vec<u8> = text.bytes().filter(|c| *c != b'=' && !c.is_ascii_whitespace()).map(value).collect();
+    let mut out = Vec::with_capacity(digits.len() * 3 / 4);
+    for chunk in digits.chunks(4) {
+        let n = chunk.iter().enumerate().fold(0u32, |n, (i, d)| n | (u32::from(*d) << (18 - 6 * i)));
+        out.extend_from_slice(&n.to_be_bytes()[1..chunk.len()]);
+    }
+    out
+}
