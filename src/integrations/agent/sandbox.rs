@@ -343,31 +343,23 @@ impl SandboxAgent {
 
     /// Answers a request the agent sent us (a JSON-RPC response envelope).
     async fn respond(&self, server: &str, envelope: Value) -> Result<(), SandboxError> {
-        let res = self
-            .inner
-            .client
-            .post(format!("{}/v1/acp/{server}", self.inner.base))
-            .json(&envelope)
-            .timeout(Duration::from_secs(10))
-            .send()
-            .await
-            .map_err(|e| SandboxError::Unreachable(e.to_string()))?;
-        if res.status().is_success() {
-            Ok(())
-        } else {
-            Err(SandboxError::Status { status: res.status().as_u16(), body: res.text().await.unwrap_or_default() })
-        }
+        self.post_envelope(server, &envelope, Duration::from_secs(10)).await
     }
 
     /// A notification (no reply expected, e.g. `session/cancel`).
     async fn notify(&self, server: &str, method: &str, params: Value) -> Result<(), SandboxError> {
         let envelope = json!({ "jsonrpc": "2.0", "method": method, "params": params });
+        self.post_envelope(server, &envelope, Duration::from_secs(5)).await
+    }
+
+    /// Posts an envelope that gets no JSON-RPC answer of its own (a notification or a response).
+    async fn post_envelope(&self, server: &str, envelope: &Value, timeout: Duration) -> Result<(), SandboxError> {
         let res = self
             .inner
             .client
             .post(format!("{}/v1/acp/{server}", self.inner.base))
-            .json(&envelope)
-            .timeout(Duration::from_secs(5))
+            .json(envelope)
+            .timeout(timeout)
             .send()
             .await
             .map_err(|e| SandboxError::Unreachable(e.to_string()))?;
