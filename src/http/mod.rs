@@ -1,5 +1,5 @@
 //! The web layer (actix-web): the JSON API under `/v1`, WebSocket topic subscriptions (`/v1/ws`), the GitHub
-//! webhook, and the operational routes (`/healthz`, `/readyz`, `/metrics`).
+//! webhook, the operational routes (`/healthz`, `/readyz`, `/metrics`) and the browser app at `/` (`webapp`).
 //!
 //! Every route under `/v1` except sign-in and the webhook takes a [`Caller`] (401 without a valid session) and
 //! checks membership of the organization in its path ([`member`]: 404 for an unknown organization, 403 for a
