@@ -19,7 +19,7 @@ use foundry::integrations::github::client::{GitHubApi, GitHubClient};
 use foundry::integrations::github::oauth::{GitHubOAuth, OAuthConfig};
 use foundry::integrations::sandbox::{ProcessService, SandboxProcesses};
 use foundry::integrations::workspace::{
-    AppTokens, LocalShell, SandboxShell, Shell, StaticToken, TokenSource, Workspaces,
+    AppTokens, LocalShell, SandboxServers, SandboxShell, Shell, StaticToken, TokenSource, Workspaces,
 };
 use foundry::runtime::{Runtime, RuntimeConfig};
 
@@ -60,6 +60,11 @@ struct Serve {
     /// the --agent-url server's machine, git runs through its process API, next to the agent).
     #[arg(long, env = "FOUNDRY_SANDBOX", default_value = "local", value_parser = ["local", "sandbox-agent"])]
     sandbox: String,
+    /// A sandbox-agent binary: without --agent-url, foundry starts one server per task itself (free loopback port,
+    /// its own HOME under <data-dir>/sandboxes/homes, installed agents shared), which runs that task's git and agent,
+    /// plus one shared server for the model catalog and sandbox processes. Implies --sandbox sandbox-agent.
+    #[arg(long, env = "FOUNDRY_SANDBOX_AGENT_BIN")]
+    sandbox_agent_bin: Option<PathBuf>,
     /// With --sandbox sandbox-agent: the directory on the agent server's machine holding workspaces and repository
     /// mirrors (default: /tmp/foundry-<id of this data directory>).
     #[arg(long, env = "FOUNDRY_SANDBOX_ROOT")]
@@ -142,7 +147,10 @@ fn auth_settings(args: &Serve) -> std::io::Result<AuthSettings> {
 }
 
 /// Task workspaces: where they live and how git reaches them.
-fn workspaces(args: &Serve) -> std::io::Result<Workspaces> {
+fn workspaces(args: &Serve, servers: Option<Arc<SandboxServers>>) -> std::io::Result<Workspaces> {
+    if let (Some(servers), None) = (servers, &args.agent_url) {
+        return Ok(Workspaces::per_task(servers));
+    }
     let shell: Arc<dyn Shell> = match args.sandbox.as_str() {
         "sandbox-agent" => {
             let url = args
@@ -203,7 +211,18 @@ fn github_api(args: &Serve) -> std::io::Result<GitHubAccess> {
 async fn serve(args: Serve) -> std::io::Result<()> {
     let auth = auth_settings(&args)?;
     let (mut github, mut tokens) = github_api(&args)?;
-    let workspaces = workspaces(&args)?;
+    let servers = match &args.sandbox_agent_bin {
+        Some(bin) => Some(Arc::new(SandboxServers::new(bin, std::path::absolute(args.data_dir.join("sandboxes"))?))),
+        None => None,
+    };
+    // The sessions' agent server: the given one, else (with --sandbox-agent-bin) a shared one foundry starts; a task
+    // with its own server runs its turns there.
+    let agent_url = match (&args.agent_url, &servers) {
+        (Some(url), _) => Some(url.clone()),
+        (None, Some(servers)) => Some(servers.url_for("_shared").await.map_err(std::io::Error::other)?),
+        (None, None) => None,
+    };
+    let workspaces = workspaces(&args, servers.clone())?;
     let mut webhook_secret = args.webhook_secret.as_ref().map(|s| s.as_bytes().to_vec());
     let demo = if args.demo {
         if github.is_some() {
@@ -231,8 +250,8 @@ async fn serve(args: Serve) -> std::io::Result<()> {
     tracing::info!(provider = workspaces.provider(), "task workspaces");
     runtime.provide(Arc::new(workspaces));
     runtime.provide(Arc::new(GitTokens(tokens)));
-    let backend = args.agent_url.as_ref().map(|url| SandboxAgent::new(url, &args.agent));
-    if let Some(url) = &args.agent_url {
+    let backend = agent_url.as_ref().map(|url| SandboxAgent::new(url, &args.agent));
+    if let Some(url) = &agent_url {
         // Tasks run their sandbox processes on the same sandbox-agent server as the sessions.
         runtime.provide(Arc::new(ProcessService(Arc::new(SandboxProcesses::new(url)))));
     }

@@ -16,9 +16,9 @@ use futures_util::future::BoxFuture;
 use super::domain::DomainCallError;
 use super::github_data::{pull_summary, GitHubService};
 use super::organization::GetRepository;
-use super::session::{ResumeSession, SessionWorkspace, SuspendSession, TurnWorkspace};
+use super::session::{ResumeSession, SessionWorkspace, SuspendSession, TurnPlace, TurnWorkspace};
 use super::summary::{PullRequestSummary, SessionStatus, TaskStatus};
-use super::task::workspace::Readiness;
+use super::task::workspace::{workspace_id, Readiness};
 use super::task::{
     AdvanceLifecycle, AwaitWorkspace, GetTaskDetail, GetWorkspace, GitTokens, MarkWorkspaceGone, RecordGitOperation,
     RecordGitState, RecordPullRequest, StartProvision, UnarchiveTask, WorkspaceWait,
@@ -334,13 +334,13 @@ impl Domain {
 pub struct TaskWorkspaces(pub Domain);
 
 impl TurnWorkspace for TaskWorkspaces {
-    fn prepare(&self, task: TaskKey) -> BoxFuture<'static, std::result::Result<Option<String>, String>> {
+    fn prepare(&self, task: TaskKey) -> BoxFuture<'static, std::result::Result<Option<TurnPlace>, String>> {
         let domain = self.0.clone();
         Box::pin(async move {
-            if domain.runtime.service::<Workspaces>().is_none() {
-                return Ok(None);
-            }
-            domain.wait_for_workspace(&task).await
+            let Some(workspaces) = domain.runtime.service::<Workspaces>() else { return Ok(None) };
+            let Some(cwd) = domain.wait_for_workspace(&task).await? else { return Ok(None) };
+            let agent_url = workspaces.agent_url(&workspace_id(&task)).await.map_err(|e| e.to_string())?;
+            Ok(Some(TurnPlace { cwd, agent_url }))
         })
     }
 

@@ -26,9 +26,16 @@ pub struct SessionAgent(pub Arc<dyn AgentBackend>);
 pub trait TurnWorkspace: Send + Sync + 'static {
     /// Resolves once the task's workspace is ready, with its directory (`None`: the task has no workspace). An error
     /// says why it cannot be had, and the turn fails with it, visibly.
-    fn prepare(&self, task: TaskKey) -> BoxFuture<'static, Result<Option<String>, String>>;
+    fn prepare(&self, task: TaskKey) -> BoxFuture<'static, Result<Option<TurnPlace>, String>>;
     /// The agent finished a turn in the workspace (not called for an interrupted turn): record its work.
     fn turn_finished(&self, task: TaskKey, prompt: String) -> BoxFuture<'static, ()>;
+}
+
+/// Where a turn runs: the workspace directory, and the task's own agent server if it has one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TurnPlace {
+    pub cwd: String,
+    pub agent_url: Option<String>,
 }
 
 /// The [`TurnWorkspace`] sessions use, as a runtime service.
@@ -97,7 +104,10 @@ impl Session {
             let mut request = request;
             if let Some(ws) = &workspace {
                 match ws.0.prepare(task.clone()).await {
-                    Ok(cwd) => request.cwd = cwd,
+                    Ok(place) => {
+                        request.agent_url = place.as_ref().and_then(|p| p.agent_url.clone());
+                        request.cwd = place.map(|p| p.cwd);
+                    }
                     Err(why) => {
                         let end = TurnEnd::Failed(format!("the workspace is not ready: {why}"));
                         let _ = me.exec(FinishTurn { turn: id, end }).await;

@@ -9,7 +9,9 @@ pub mod schema;
 use diesel::sqlite::SqliteConnection;
 use serde::Serialize;
 
-pub use agent::{Interrupt, RunQueue, SessionAgent, SessionWorkspace, Steer, SubmitPrompt, Submitted, TurnWorkspace};
+pub use agent::{
+    Interrupt, RunQueue, SessionAgent, SessionWorkspace, Steer, SubmitPrompt, Submitted, TurnPlace, TurnWorkspace,
+};
 pub use messages::*;
 pub use schema::TranscriptItem;
 

@@ -21,6 +21,8 @@ pub struct TurnRequest {
     pub session_id: String,
     /// The task's workspace (where the agent reads and edits files), or `None` when the task has none.
     pub cwd: Option<String>,
+    /// The sandbox-agent server of this task's own sandbox, when each task has one (else the backend's own).
+    pub agent_url: Option<String>,
     pub model: String,
     pub mode: String,
     pub thought_level: String,

@@ -225,6 +225,8 @@ struct Inner {
     /// `session/cancel` notices still being sent, per ACP server: the next turn there waits for its notice, so a
     /// late cancel never stops the new prompt.
     cancels: Mutex<HashMap<String, tokio::task::JoinHandle<()>>>,
+    /// The same agent on the servers of tasks that have their own, by URL.
+    others: Mutex<HashMap<String, SandboxAgent>>,
 }
 
 /// A sandbox-agent server reached over HTTP. Cheap to clone.
@@ -251,8 +253,16 @@ impl SandboxAgent {
                 next_id: AtomicU64::new(now_ms.saturating_mul(1024)),
                 catalog: Mutex::new(None),
                 cancels: Mutex::new(HashMap::new()),
+                others: Mutex::new(HashMap::new()),
             }),
         }
+    }
+
+    /// The same agent on another server (a task's own sandbox), one client per server for the process's life.
+    fn for_endpoint(&self, url: &str) -> SandboxAgent {
+        let url = url.trim_end_matches('/');
+        let mut others = self.inner.others.lock().unwrap_or_else(|p| p.into_inner());
+        others.entry(url.to_owned()).or_insert_with(|| SandboxAgent::new(url, &self.inner.agent)).clone()
     }
 
     /// `GET /v1/health`.
@@ -978,7 +988,11 @@ impl AgentBackend for SandboxAgent {
         events: mpsc::Sender<AgentEvent>,
         steer: mpsc::UnboundedReceiver<String>,
     ) -> BoxFuture<'static, TurnEnd> {
-        Box::pin(self.clone().turn(request, events, steer))
+        let agent = match &request.agent_url {
+            Some(url) if url.trim_end_matches('/') != self.inner.base => self.for_endpoint(url),
+            _ => self.clone(),
+        };
+        Box::pin(agent.turn(request, events, steer))
     }
 }
 

@@ -12,6 +12,7 @@
 //! an argument or a file. Operations on one workspace are serialised; different workspaces run in parallel.
 
 mod git;
+mod servers;
 mod shell;
 
 use std::collections::HashMap;
@@ -24,6 +25,7 @@ use crate::integrations::github::app::GitHubApp;
 use crate::integrations::github::client::AccountKind;
 
 pub use git::{FileStat, GitState, LastCommit};
+pub use servers::SandboxServers;
 pub use shell::{Cmd, CmdOutput, LocalShell, SandboxShell, Shell};
 
 /// What a workspace is a checkout of. Plain data: the caller (the task) says what it needs.
@@ -116,35 +118,69 @@ pub struct Provisioned {
     pub state: GitState,
 }
 
+/// Where the workspaces' commands run.
+enum Backing {
+    /// One shell for every workspace (this host, or one given sandbox-agent server).
+    One(Arc<dyn Shell>),
+    /// A sandbox-agent server per workspace, started by foundry.
+    PerTask(Arc<SandboxServers>),
+}
+
 /// The workspaces of one provider, as a runtime service.
 pub struct Workspaces {
-    shell: Arc<dyn Shell>,
+    backing: Backing,
     /// One lock per workspace id and per mirror: git must not run twice at once in one repository.
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl Workspaces {
     pub fn new(shell: Arc<dyn Shell>) -> Self {
-        Workspaces { shell, locks: Mutex::new(HashMap::new()) }
+        Workspaces { backing: Backing::One(shell), locks: Mutex::new(HashMap::new()) }
+    }
+
+    /// Each workspace on its own sandbox-agent server, which its task's agent also uses.
+    pub fn per_task(servers: Arc<SandboxServers>) -> Self {
+        Workspaces { backing: Backing::PerTask(servers), locks: Mutex::new(HashMap::new()) }
     }
 
     /// `local` or `sandbox-agent`.
     pub fn provider(&self) -> &'static str {
-        self.shell.provider()
+        match &self.backing {
+            Backing::One(shell) => shell.provider(),
+            Backing::PerTask(_) => "sandbox-agent",
+        }
+    }
+
+    fn root(&self) -> String {
+        match &self.backing {
+            Backing::One(shell) => shell.root().to_owned(),
+            Backing::PerTask(servers) => servers.root(),
+        }
     }
 
     /// The directory of workspace `id` on the shell's machine.
     pub fn dir(&self, id: &str) -> String {
-        format!("{}/workspaces/{id}", self.shell.root())
+        format!("{}/workspaces/{id}", self.root())
+    }
+
+    /// The sandbox-agent server of workspace `id` when each has its own (its agent must run there), else `None`.
+    pub async fn agent_url(&self, id: &str) -> Result<Option<String>, WorkspaceError> {
+        match &self.backing {
+            Backing::One(_) => Ok(None),
+            Backing::PerTask(servers) => servers.url_for(id).await.map(Some),
+        }
+    }
+
+    async fn shell(&self, id: &str) -> Result<Arc<dyn Shell>, WorkspaceError> {
+        match &self.backing {
+            Backing::One(shell) => Ok(shell.clone()),
+            Backing::PerTask(servers) => Ok(servers.shell_for(id).await?),
+        }
     }
 
     fn lock_for(&self, name: &str) -> Arc<tokio::sync::Mutex<()>> {
         let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
         locks.entry(name.to_owned()).or_default().clone()
-    }
-
-    fn git(&self, auth: &GitAuth) -> git::Git<'_> {
-        git::Git::new(self.shell.as_ref(), auth)
     }
 
     /// Makes the workspace exist on its branch: updates the repository's mirror, then clones it (unless the workspace
@@ -156,9 +192,10 @@ impl Workspaces {
         progress: &(dyn Fn(&str) + Send + Sync),
     ) -> Result<Provisioned, WorkspaceError> {
         validate_spec(spec)?;
-        let mirror = format!("{}/mirrors/{}.git", self.shell.root(), mirror_name(&spec.remote_url));
+        let mirror = format!("{}/mirrors/{}.git", self.root(), mirror_name(&spec.remote_url));
         let dir = self.dir(&spec.id);
-        let git = self.git(auth);
+        let shell = self.shell(&spec.id).await?;
+        let git = git::Git::new(shell.as_ref(), auth);
         let _ws = self.lock_for(&spec.id).lock_owned().await;
         if git.is_repo(&dir).await? {
             progress("workspace ready");
@@ -182,16 +219,16 @@ impl Workspaces {
         auth: &GitAuth,
         message: &str,
     ) -> Result<Option<String>, WorkspaceError> {
-        let dir = self.existing(spec, auth).await?;
+        let (shell, dir) = self.existing(spec, auth).await?;
         let _ws = self.lock_for(&spec.id).lock_owned().await;
-        self.git(auth).commit_all(&dir, message).await
+        git::Git::new(shell.as_ref(), auth).commit_all(&dir, message).await
     }
 
     /// Commits pending changes, then pushes the branch to the remote.
     pub async fn push(&self, spec: &WorkspaceSpec, auth: &GitAuth) -> Result<GitState, WorkspaceError> {
-        let dir = self.existing(spec, auth).await?;
+        let (shell, dir) = self.existing(spec, auth).await?;
         let _ws = self.lock_for(&spec.id).lock_owned().await;
-        let git = self.git(auth);
+        let git = git::Git::new(shell.as_ref(), auth);
         git.commit_all(&dir, "Work in progress").await?;
         git.push(&dir, &spec.branch).await?;
         git.state(&dir, spec).await
@@ -199,17 +236,17 @@ impl Workspaces {
 
     /// The workspace's git state (changes against the base branch, ahead/behind, last commit).
     pub async fn state(&self, spec: &WorkspaceSpec, auth: &GitAuth) -> Result<GitState, WorkspaceError> {
-        let dir = self.existing(spec, auth).await?;
+        let (shell, dir) = self.existing(spec, auth).await?;
         let _ws = self.lock_for(&spec.id).lock_owned().await;
-        self.git(auth).state(&dir, spec).await
+        git::Git::new(shell.as_ref(), auth).state(&dir, spec).await
     }
 
     /// The diff of one file against the base branch (committed and not yet committed changes).
     pub async fn file_diff(&self, spec: &WorkspaceSpec, auth: &GitAuth, path: &str) -> Result<String, WorkspaceError> {
         validate_path(path)?;
-        let dir = self.existing(spec, auth).await?;
+        let (shell, dir) = self.existing(spec, auth).await?;
         let _ws = self.lock_for(&spec.id).lock_owned().await;
-        self.git(auth).file_diff(&dir, spec, path).await
+        git::Git::new(shell.as_ref(), auth).file_diff(&dir, spec, path).await
     }
 
     /// Restores one file as it is on the base branch (removes it if the base has none) and commits that.
@@ -220,25 +257,35 @@ impl Workspaces {
         path: &str,
     ) -> Result<GitState, WorkspaceError> {
         validate_path(path)?;
-        let dir = self.existing(spec, auth).await?;
+        let (shell, dir) = self.existing(spec, auth).await?;
         let _ws = self.lock_for(&spec.id).lock_owned().await;
-        let git = self.git(auth);
+        let git = git::Git::new(shell.as_ref(), auth);
         git.revert_file(&dir, spec, path).await?;
         git.state(&dir, spec).await
     }
 
-    /// Removes the workspace directory (what was not pushed is gone: callers check [`GitState::unpushed`] first).
+    /// Removes the workspace directory (what was not pushed is gone: callers check [`GitState::unpushed`] first),
+    /// and stops its own sandbox-agent server if it has one.
     pub async fn release(&self, spec: &WorkspaceSpec) -> Result<(), WorkspaceError> {
         validate_spec(spec)?;
         let _ws = self.lock_for(&spec.id).lock_owned().await;
-        self.shell.remove_dir(&self.dir(&spec.id)).await
+        let dir = self.dir(&spec.id);
+        match &self.backing {
+            Backing::One(shell) => shell.remove_dir(&dir).await,
+            Backing::PerTask(servers) => {
+                servers.stop(&spec.id).await;
+                // The servers run on this host: the directory is removed here.
+                LocalShell::new(servers.root()).remove_dir(&dir).await
+            }
+        }
     }
 
-    async fn existing(&self, spec: &WorkspaceSpec, auth: &GitAuth) -> Result<String, WorkspaceError> {
+    async fn existing(&self, spec: &WorkspaceSpec, auth: &GitAuth) -> Result<(Arc<dyn Shell>, String), WorkspaceError> {
         validate_spec(spec)?;
         let dir = self.dir(&spec.id);
-        if self.git(auth).is_repo(&dir).await? {
-            Ok(dir)
+        let shell = self.shell(&spec.id).await?;
+        if git::Git::new(shell.as_ref(), auth).is_repo(&dir).await? {
+            Ok((shell, dir))
         } else {
             Err(WorkspaceError::Missing)
         }
