@@ -282,6 +282,9 @@ async fn serve(args: Serve) -> std::io::Result<()> {
     actix_rt::spawn(foundry::http::stop_on_signals(api, server.handle()));
     server.await?;
     runtime.shutdown().await;
+    if let Some(servers) = servers {
+        servers.stop_all().await;
+    }
     if let Some(demo) = demo {
         demo.server.stop().await;
     }

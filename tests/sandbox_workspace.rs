@@ -172,4 +172,7 @@ async fn each_task_can_have_its_own_sandbox_agent_server() {
     domain.archive_task(&tasks[0].0, false, None).await.unwrap();
     assert_eq!(servers.running().await, 1);
     assert!(!std::path::Path::new(&ws.cwd.unwrap()).exists());
+    // The servers are this process's children: stop them rather than leave them to outlive the test.
+    servers.stop_all().await;
+    assert_eq!(servers.running().await, 0);
 }

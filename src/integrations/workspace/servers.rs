@@ -118,6 +118,14 @@ impl SandboxServers {
         }
     }
 
+    /// Stops every server (at shutdown: they are this process's children and would outlive it).
+    pub async fn stop_all(&self) {
+        let all: Vec<Running> = self.running.lock().await.drain().map(|(_, r)| r).collect();
+        for mut r in all {
+            let _ = r.child.kill().await;
+        }
+    }
+
     /// How many servers run now.
     pub async fn running(&self) -> usize {
         self.running.lock().await.len()
