@@ -170,10 +170,10 @@ impl Domain {
         } else {
             first.to_owned()
         };
-        let commit = r.workspaces.commit(&r.spec, &r.auth, &message).await.map_err(workspace_error)?;
-        let state = r.workspaces.state(&r.spec, &r.auth).await.map_err(workspace_error)?;
+        let (state, committed) =
+            r.workspaces.commit_and_state(&r.spec, &r.auth, &message).await.map_err(workspace_error)?;
         self.record_state(task, &state).await?;
-        Ok(commit)
+        Ok(if committed { state.head } else { None })
     }
 
     /// Pushes the task's branch (committing what is not committed yet).

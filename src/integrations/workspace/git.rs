@@ -60,6 +60,13 @@ impl GitState {
 
 const QUICK: Duration = Duration::from_secs(60);
 
+/// Put before [`STATE_SCRIPT`] to commit first (`$3`: the message): `git commit` runs only if something is staged.
+const COMMIT_SCRIPT: &str = r#"set -e
+git add --all
+if git diff --cached --quiet; then printf '\036committed\nno\n'; else
+  git commit --quiet --no-verify -m "$3"; printf '\036committed\nyes\n'; fi
+"#;
+
 /// `sh -c STATE_SCRIPT sh <base ref> <remote branch ref>`: see [`Git::state`]. Staging everything first makes new
 /// files count as changes; comparing with the merge base shows only the branch's own work.
 const STATE_SCRIPT: &str = r#"set -e
@@ -257,16 +264,42 @@ impl<'a> Git<'a> {
     /// The git state in one shell round trip (one HTTP call on a sandbox-agent server instead of nine): the script
     /// prints each command's output after a `\x1e<name>` marker line.
     pub(super) async fn state(&self, dir: &str, spec: &WorkspaceSpec) -> Result<GitState, WorkspaceError> {
+        self.state_after(dir, spec, None).await.map(|(state, _)| state)
+    }
+
+    /// Commits everything changed (if anything) with `message`, then the git state, in one shell round trip; also
+    /// whether a commit was made.
+    pub(super) async fn commit_and_state(
+        &self,
+        dir: &str,
+        spec: &WorkspaceSpec,
+        message: &str,
+    ) -> Result<(GitState, bool), WorkspaceError> {
+        let message = if message.trim().is_empty() { "Work in progress" } else { message };
+        self.state_after(dir, spec, Some(message)).await
+    }
+
+    async fn state_after(
+        &self,
+        dir: &str,
+        spec: &WorkspaceSpec,
+        commit: Option<&str>,
+    ) -> Result<(GitState, bool), WorkspaceError> {
+        let script = match commit {
+            Some(_) => format!("{COMMIT_SCRIPT}{STATE_SCRIPT}"),
+            None => STATE_SCRIPT.to_owned(),
+        };
         let out = self
             .shell
             .run(Cmd {
                 program: "sh".into(),
                 args: vec![
                     "-c".into(),
-                    STATE_SCRIPT.into(),
+                    script,
                     "sh".into(),
                     format!("refs/remotes/origin/{}", spec.base_branch),
                     format!("refs/remotes/origin/{}", spec.branch),
+                    commit.unwrap_or_default().to_owned(),
                 ],
                 cwd: Some(dir.to_owned()),
                 env: self.env.clone(),
@@ -288,7 +321,7 @@ impl<'a> Git<'a> {
         let pushed = remote.next() == Some("yes");
         let unpushed = if pushed { remote.next().and_then(|n| n.trim().parse().ok()).unwrap_or(0) } else { ahead };
         let last_commit = parse_log(section("log"));
-        Ok(GitState {
+        let state = GitState {
             branch: spec.branch.clone(),
             base: spec.base_branch.clone(),
             head: last_commit.as_ref().map(|c| c.sha.clone()),
@@ -299,7 +332,8 @@ impl<'a> Git<'a> {
             dirty: !section("status").trim().is_empty(),
             last_commit,
             files: parse_files(section("numstat"), section("names")),
-        })
+        };
+        Ok((state, section("committed").trim() == "yes"))
     }
 
     pub(super) async fn file_diff(

@@ -224,6 +224,19 @@ impl Workspaces {
         git::Git::new(shell.as_ref(), auth).commit_all(&dir, message).await
     }
 
+    /// Commits everything changed (message `message`), then computes the git state: one round trip. Also whether a
+    /// commit was made.
+    pub async fn commit_and_state(
+        &self,
+        spec: &WorkspaceSpec,
+        auth: &GitAuth,
+        message: &str,
+    ) -> Result<(GitState, bool), WorkspaceError> {
+        let (shell, dir) = self.existing(spec, auth).await?;
+        let _ws = self.lock_for(&spec.id).lock_owned().await;
+        git::Git::new(shell.as_ref(), auth).commit_and_state(&dir, spec, message).await
+    }
+
     /// Commits pending changes, then pushes the branch to the remote.
     pub async fn push(&self, spec: &WorkspaceSpec, auth: &GitAuth) -> Result<GitState, WorkspaceError> {
         let (shell, dir) = self.existing(spec, auth).await?;
