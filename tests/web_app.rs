@@ -1,7 +1,8 @@
 //! The web app served at `/`: its assets over HTTP (ETag revalidation, content types, the shell for client-side
 //! routes, the JSON 404 kept for `/v1`), and a walk through it in a real headless Chromium driven over WebDriver
 //! (chromedriver's W3C JSON API, spoken with reqwest, so no client crate is built): sign in, create an
-//! organization, add a repository, create a task and watch the agent's reply stream in, follow up, rename, a second
+//! organization, add a repository, create a task and watch the agent's reply stream in, follow up, steer and
+//! interrupt a turn, rename the task and its session tab, the organization's audit log, a second
 //! member's sidebar updating live and keyboard navigation, sign out, and a non-member who sees nothing.
 //!
 //! Needs `chromium` and `chromedriver` (Debian: `apt-get install chromium chromium-driver`); without them the browser
@@ -170,9 +171,18 @@ async fn a_team_works_in_the_browser() {
     assert_eq!(a.js("return document.querySelector('#composer').value", json!([])).await, "");
     a.wait("the second reply", &format!("{agent_done} >= 2")).await;
 
-    // Interrupt a running turn.
+    // Steer the running turn (the guidance shows up in the reply), then interrupt it.
     a.type_into("#composer", "Explain the redirect loop in detail").await;
     a.click("form[data-form=send] button[type=submit]").await;
+    a.wait("the steer button", "return !document.querySelector('#steer').hidden").await;
+    a.type_into("#composer", "keep it short").await;
+    a.click("#steer").await;
+    a.wait(
+        "the steered reply",
+        "return document.querySelector('#transcript').textContent.includes('[steer: keep it short]')",
+    )
+    .await;
+    assert_eq!(a.js("return document.querySelector('#composer').value", json!([])).await, "");
     a.wait("the interrupt button", "return !document.querySelector('#interrupt').hidden").await;
     a.click("#interrupt").await;
     a.wait(
@@ -193,7 +203,48 @@ async fn a_team_works_in_the_browser() {
         "return document.querySelector('.task-row.current')?.textContent.includes('Login redirect fix')",
     )
     .await;
+    // Rename the session's tab.
+    a.click("#rename-session").await;
+    a.clear("#session-name").await;
+    a.type_into("#session-name", "Main thread").await;
+    a.click("form[data-form=rename-session] button[type=submit]").await;
+    a.wait(
+        "the renamed tab",
+        "return document.querySelector('.tab[aria-selected=true]')?.textContent === 'Main thread'",
+    )
+    .await;
+    // The session's mode and thought level selects show its current values.
+    let shown = a
+        .js(
+            "return ['#session-mode', '#session-level'].map(s => document.querySelector(s).selectedOptions[0].textContent)",
+            json!([]),
+        )
+        .await;
+    assert!(
+        shown
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|v| !v.as_str().unwrap().is_empty() && !v.as_str().unwrap().contains("object")),
+        "{shown}"
+    );
+    // Steering with no running turn: the API's message is shown.
+    a.js("document.querySelector('#steer').hidden = false", json!([])).await;
+    a.type_into("#composer", "too late").await;
+    a.click("#steer").await;
+    a.wait("the steer error", "return document.querySelector('.toast-error')?.textContent.length > 0").await;
+    a.clear("#composer").await;
     a.shot(&shots, "06-task").await;
+
+    // The organization's audit log lists the task's creation.
+    a.goto(&format!("{}/orgs/acme-labs", s.base)).await;
+    a.click("#audit-link").await;
+    a.wait(
+        "the audit log",
+        "return location.pathname === '/orgs/acme-labs/audit' && [...document.querySelectorAll('.audit-kind')].some(k => k.textContent === 'task.created')",
+    )
+    .await;
+    a.shot(&shots, "06b-audit").await;
 
     // A second person: signs up, is made a member, and sees the organization arrive live.
     let b = driver.browser().await;

@@ -26,6 +26,7 @@ const S = {
   online: false,
   showArchived: false,
   renaming: false,
+  auditBefore: null, // the audit page's next `before`
 };
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -96,6 +97,7 @@ function parseRoute(path) {
   const org = p[1];
   if (p.length === 2) return { name: 'org', org };
   if (p[2] === 'new' && p.length === 3) return { name: 'new', org };
+  if (p[2] === 'audit' && p.length === 3) return { name: 'audit', org };
   if (p[2] === 'repos' && p[4] === 'tasks' && p.length === 6) return { name: 'task', org, repo: p[3], task: p[5] };
   return { name: 'org', org };
 }
@@ -523,6 +525,7 @@ function renderMain() {
   else if (r.name === 'org') renderOrg(main);
   else if (r.name === 'new') renderNewTask(main);
   else if (r.name === 'task') renderTask(main);
+  else if (r.name === 'audit') renderAudit(main);
 }
 
 // --- organizations -----------------------------------------------------------------------------------------------
@@ -551,7 +554,7 @@ function renderOrg(main) {
   main.innerHTML = `
     <div class="page">
       <header class="page-head"><div><h1 id="org-title">${esc(r.org)}</h1><p id="org-sub" class="muted"></p></div>
-        <a class="btn primary" href="${orgPath(r.org)}/new">New task</a></header>
+        <div class="actions"><a class="btn" id="audit-link" href="${orgPath(r.org)}/audit">Audit log</a><a class="btn primary" href="${orgPath(r.org)}/new">New task</a></div></header>
       <div class="grid">
         <section class="card span2">
           <h2>Repositories</h2>
@@ -614,6 +617,58 @@ function renderOrgLive() {
     .join('');
 }
 
+// --- audit log --------------------------------------------------------------------------------------------------
+
+const AUDIT_PAGE = 50;
+
+function renderAudit(main) {
+  const org = S.route.org;
+  main.innerHTML = `
+    <div class="page">
+      <header class="page-head"><div><h1>Audit log</h1><p class="muted">What happened in <a href="${orgPath(org)}">${esc(org)}</a>, newest first.</p></div></header>
+      <section class="card">
+        <table class="table audit"><thead><tr><th scope="col">When</th><th scope="col">Event</th><th scope="col">By</th><th scope="col">Where</th><th scope="col">Details</th></tr></thead><tbody id="audit-rows"></tbody></table>
+        <p id="audit-empty" class="muted" hidden>No events yet.</p>
+        <p class="form-error" id="audit-error" role="alert"></p>
+        <div class="actions"><button class="btn" id="audit-more" data-action="audit-more" hidden>Load more</button></div>
+      </section>
+    </div>`;
+  S.auditBefore = null;
+  loadAudit(org, true);
+}
+
+async function loadAudit(org, first) {
+  const q = new URLSearchParams({ limit: String(AUDIT_PAGE) });
+  if (!first && S.auditBefore != null) q.set('before', String(S.auditBefore));
+  const err = $('#audit-error');
+  try {
+    const page = await api('GET', `/v1/orgs/${enc(org)}/audit?${q}`);
+    if (S.route.name !== 'audit' || S.route.org !== org || !$('#audit-rows')) return;
+    if (err) err.textContent = '';
+    const members = new Map((S.org ? S.org.members : []).map((m) => [m.userId, m.login]));
+    const events = page.events || [];
+    $('#audit-rows').insertAdjacentHTML(
+      'beforeend',
+      events
+        .map((ev) => {
+          const repo = ev.repo_id ?? ev.repoId;
+          const task = ev.task_id ?? ev.taskId;
+          const user = ev.user_id ?? ev.userId;
+          const where = repo && task ? `<a href="${taskPath(org, repo, task)}">${esc(repo)}/${esc(task)}</a>` : esc(repo || '');
+          const payload = ev.payload && typeof ev.payload === 'object' && Object.keys(ev.payload).length ? JSON.stringify(ev.payload) : '';
+          return `<tr class="audit-row" data-id="${esc(ev.id)}"><td title="${esc(new Date(ev.at).toISOString())}">${esc(new Date(ev.at).toLocaleString())}</td><td><code class="audit-kind">${esc(ev.kind)}</code></td><td>${esc(user ? members.get(user) || user : '—')}</td><td>${where}</td><td class="audit-payload"><code>${esc(payload.length > 200 ? `${payload.slice(0, 200)}…` : payload)}</code></td></tr>`;
+        })
+        .join(''),
+    );
+    S.auditBefore = page.next_before ?? page.nextBefore ?? null;
+    $('#audit-more').hidden = S.auditBefore == null;
+    $('#audit-empty').hidden = !!document.querySelector('#audit-rows tr');
+  } catch (e) {
+    if (err && err.isConnected) err.textContent = e.message;
+    else fail(e);
+  }
+}
+
 // --- new task ---------------------------------------------------------------------------------------------------
 
 function renderNewTask(main) {
@@ -664,6 +719,7 @@ function renderTask(main) {
       <div class="task-body">
         <section class="conversation" aria-label="Conversation">
           <div class="tabs" id="tabs" role="tablist" aria-label="Sessions"></div>
+          <div class="session-bar" id="session-bar"></div>
           <div class="transcript" id="transcript" aria-live="polite"></div>
           <form class="composer" data-form="send">
             <label class="sr-only" for="composer">Message the agent</label>
@@ -671,7 +727,9 @@ function renderTask(main) {
             <div class="composer-bar">
               <span id="turn-status" class="muted small"></span>
               <span class="spacer"></span>
+              <button class="btn" type="button" data-action="steer" id="steer" hidden title="Send the text above as guidance to the running turn">Steer</button>
               <button class="btn" type="button" data-action="interrupt" id="interrupt" hidden>Interrupt</button>
+              <button class="btn danger-ghost" type="button" data-action="stop" id="stop" hidden>Stop</button>
               <button class="btn primary" type="submit">Send</button>
             </div>
           </form>
@@ -707,7 +765,10 @@ function renderTaskLive() {
         ${pr ? `<a class="pr-link" href="${esc(pr.url)}" target="_blank" rel="noopener">${prBadge(pr)} ${esc(pr.title)}</a>` : ''}
         <span class="spacer"></span>
         ${prActions}
+        ${winding ? '' : '<button class="btn" data-action="push">Push</button>'}
+        ${t.status === 'archived' ? '<button class="btn" data-action="unarchive">Unarchive</button>' : ''}
         ${winding ? '' : '<button class="btn danger-ghost" data-action="archive">Archive</button>'}
+        ${t.status === 'killed' || t.status.startsWith('kill') ? '' : '<button class="btn danger-ghost" data-action="kill">Kill</button>'}
       </div>`;
   }
   const tabs = $('#tabs');
@@ -733,15 +794,65 @@ function renderInspector() {
   const wcls = w.status === 'ready' ? 'ok' : w.status === 'error' ? 'bad' : w.status === 'provisioning' ? 'busy' : 'idle';
   const files = g && g.files.length
     ? `<ul class="files">${g.files
-        .map((f) => `<li><button class="file" data-action="diff" data-path="${esc(f.path)}"><span class="fs fs-${esc(f.status)}" title="${esc(f.status)}">${esc(f.status.slice(0, 1).toUpperCase())}</span><span class="path">${esc(f.path)}</span>${f.added == null ? '<span class="muted small">binary</span>' : `<span class="plus">+${f.added}</span><span class="minus">−${f.removed}</span>`}</button></li>`)
+        .map((f) => `<li class="file-row"><button class="file" data-action="diff" data-path="${esc(f.path)}"><span class="fs fs-${esc(f.status)}" title="${esc(f.status)}">${esc(f.status.slice(0, 1).toUpperCase())}</span><span class="path">${esc(f.path)}</span>${f.added == null ? '<span class="muted small">binary</span>' : `<span class="plus">+${f.added}</span><span class="minus">−${f.removed}</span>`}</button><button class="btn ghost small revert" data-action="revert" data-path="${esc(f.path)}" aria-label="Revert ${esc(f.path)}">Revert</button></li>`)
         .join('')}</ul>`
     : '<p class="muted small">No changes yet.</p>';
   el.innerHTML = `
     <h2>Workspace</h2>
-    <p><span class="badge badge-${wcls}">${esc(w.status)}</span> ${w.message ? `<span class="muted small">${esc(w.message)}</span>` : ''}</p>
+    <p><span class="badge badge-${wcls}">${esc(w.status)}</span> ${w.message ? `<span class="muted small">${esc(w.message)}</span>` : ''}${w.status === 'error' ? ' <button class="btn small" data-action="provision">Retry</button>' : ''}</p>
     ${g ? `<p class="small muted">${esc(g.ahead)} ahead · ${esc(g.behind)} behind <code>${esc(g.base)}</code>${g.unpushed ? ` · ${esc(g.unpushed)} unpushed` : ''}${g.dirty ? ' · uncommitted changes' : ''}</p>` : ''}
     <h3>Changed files</h3>
     ${files}`;
+}
+
+const MODES = ['default', 'plan', 'accept-edits', 'full-access'];
+const LEVELS = ['low', 'medium', 'high'];
+
+function options(list, cur) {
+  const all = list.some((o) => o.id === cur) ? list : [...list, { id: cur, label: cur }];
+  return all.map((o) => `<option value="${esc(o.id)}"${o.id === cur ? ' selected' : ''}>${esc(o.label)}</option>`).join('');
+}
+
+function renderSessionBar() {
+  const bar = $('#session-bar');
+  if (!bar) return;
+  const s = S.session;
+  if (!s) {
+    bar.innerHTML = '';
+    bar.dataset.html = '';
+    return;
+  }
+  const plain = (list) => list.map((v) => ({ id: v, label: v }));
+  const html = `
+    <label><span class="sr-only">Model</span><select id="session-model" data-change="session-model" title="Model">${options(S.models.map((m) => ({ id: m.id, label: m.label })), s.model)}</select></label>
+    <label><span class="sr-only">Mode</span><select id="session-mode" data-change="session-mode" title="Mode">${options(plain(MODES), s.mode)}</select></label>
+    <label><span class="sr-only">Thought level</span><select id="session-level" data-change="session-level" title="Thought level">${options(plain(LEVELS), s.thoughtLevel)}</select></label>
+    <span class="spacer"></span>
+    <button class="btn ghost small" data-action="rename-session" id="rename-session">Rename tab</button>
+    <button class="btn ghost small" data-action="close-session" id="close-session">Close tab</button>`;
+  if (bar.dataset.html === html) return;
+  bar.innerHTML = html;
+  bar.dataset.html = html;
+}
+
+async function changeSession(field, value) {
+  const s = S.session;
+  if (!s) return;
+  const body = { model: s.model };
+  if (field === 'model') body.model = value;
+  else body[field] = value;
+  try {
+    const detail = await api('PATCH', sessionBase(), body);
+    if (S.session && detail && detail.sessionId === S.session.sessionId) {
+      S.session = detail;
+      invalidate('session');
+    }
+  } catch (e) {
+    fail(e);
+    const bar = $('#session-bar');
+    if (bar) bar.dataset.html = ''; // put the select back to the session's value
+    renderSessionBar();
+  }
 }
 
 function renderItem(item, members) {
@@ -803,6 +914,11 @@ function renderTranscript() {
   if (nearBottom) el.scrollTop = el.scrollHeight;
   const running = s.status === 'running';
   if (interrupt) interrupt.hidden = !running;
+  for (const id of ['#steer', '#stop']) {
+    const b = $(id);
+    if (b) b.hidden = !running;
+  }
+  renderSessionBar();
   if (status) {
     const queued = s.queued ? ` · ${s.queued} queued` : '';
     status.textContent = running ? `Agent is working…${queued}` : s.status === 'error' ? 'The last turn failed.' : `${s.model}${queued}`;
@@ -926,6 +1042,13 @@ const forms = {
       throw e;
     }
   },
+  async 'rename-session'(form, data) {
+    const name = data.name.trim();
+    const detail = await api('PATCH', sessionBase(), { name });
+    $('#dialog').close();
+    if (S.session && detail && detail.sessionId === S.session.sessionId) S.session = detail;
+    invalidate('task', 'session');
+  },
   async rename(form, data) {
     const title = data.title.trim();
     S.task = await api('PATCH', taskBase(), { title });
@@ -975,6 +1098,66 @@ const actions = {
   },
   async interrupt() {
     await api('POST', `${sessionBase()}/interrupt`, {});
+  },
+  async steer() {
+    const box = $('#composer');
+    const guidance = box.value.trim();
+    if (!guidance) throw new Error('Type the guidance for the running turn in the message box, then press Steer.');
+    await api('POST', `${sessionBase()}/steer`, { guidance });
+    box.value = '';
+    toast('Guidance sent to the running turn', 'info');
+  },
+  async stop() {
+    await api('POST', `${sessionBase()}/stop`);
+  },
+  'rename-session'() {
+    const s = S.session;
+    const cur = s ? s.name : '';
+    const d = $('#dialog');
+    d.className = 'dialog';
+    d.innerHTML = `<form data-form="rename-session" class="form"><h2>Rename this tab</h2><label>Name<input id="session-name" name="name" value="${esc(cur)}" required maxlength="200"></label><p class="form-error" role="alert"></p><div class="actions"><button class="btn ghost" type="button" data-action="close-dialog">Cancel</button><button class="btn primary" type="submit">Save</button></div></form>`;
+    d.showModal();
+    const input = $('#session-name', d);
+    input.focus();
+    input.select();
+  },
+  'close-session'() {
+    const id = currentSessionId();
+    confirmDialog('Close this tab?', 'Its agent stops; the conversation is no longer shown here.', 'Close tab', async () => {
+      await api('DELETE', `${taskBase()}/sessions/${enc(id)}`);
+      S.sessionPick = null;
+      S.session = null;
+      syncSubs();
+      invalidate('task', 'session');
+    });
+  },
+  async push() {
+    await api('POST', `${taskBase()}/push`);
+    toast('Pushed', 'info');
+  },
+  async unarchive() {
+    await api('POST', `${taskBase()}/unarchive`);
+    toast('Task unarchived', 'info');
+  },
+  kill() {
+    confirmDialog('Kill this task?', 'Running turns are cancelled and the workspace is destroyed at once. Work that was not pushed is lost.', 'Kill task', async () => {
+      await api('POST', `${taskBase()}/kill`);
+      toast('Task killed', 'info');
+    });
+  },
+  revert(el) {
+    const path = el.dataset.path;
+    confirmDialog(`Revert ${path}?`, 'The file is restored as on the base branch (removed if the base has none), and that is committed.', 'Revert file', async () => {
+      await api('POST', `${taskBase()}/revert`, { path });
+      toast(`Reverted ${path}`, 'info');
+    });
+  },
+  async provision() {
+    await api('POST', `${taskBase()}/provision`);
+    toast('Provisioning the workspace again…', 'info');
+  },
+  async 'audit-more'() {
+    await loadAudit(S.route.org, false);
   },
   async 'publish-pr'() {
     await api('POST', `${taskBase()}/pull-request`);
@@ -1086,6 +1269,9 @@ document.addEventListener('submit', async (e) => {
 document.addEventListener('change', (e) => {
   const kind = e.target.dataset && e.target.dataset.change;
   if (kind === 'org') go(e.target.value ? orgPath(e.target.value) : '/orgs');
+  if (kind === 'session-model') changeSession('model', e.target.value);
+  if (kind === 'session-mode') changeSession('mode', e.target.value);
+  if (kind === 'session-level') changeSession('thoughtLevel', e.target.value);
   if (kind === 'archived') {
     S.showArchived = e.target.checked;
     invalidate('sidebar');
