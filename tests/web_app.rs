@@ -245,6 +245,15 @@ async fn a_team_works_in_the_browser() {
     )
     .await;
     a.shot(&shots, "06b-audit").await;
+    // Older events page in with "Load more" (here three at a time), with no event twice.
+    a.goto(&format!("{}/orgs/acme-labs/audit?limit=3", s.base)).await;
+    a.wait("a first page of three", "return document.querySelectorAll('.audit-row').length === 3").await;
+    a.click("#audit-more").await;
+    a.wait("a second page", "return document.querySelectorAll('.audit-row').length === 6").await;
+    let ids =
+        a.js("return [...document.querySelectorAll('.audit-row')].map(r => Number(r.dataset.id))", json!([])).await;
+    let ids: Vec<i64> = ids.as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect();
+    assert!(ids.windows(2).all(|w| w[0] > w[1]), "newest first, no repeats: {ids:?}");
 
     // A second person: signs up, is made a member, and sees the organization arrive live.
     let b = driver.browser().await;

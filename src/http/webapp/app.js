@@ -638,7 +638,10 @@ function renderAudit(main) {
 }
 
 async function loadAudit(org, first) {
-  const q = new URLSearchParams({ limit: String(AUDIT_PAGE) });
+  // `?limit=` on the page's address sets the page size (1 to 500).
+  const asked = Number(new URLSearchParams(location.search).get('limit'));
+  const limit = asked >= 1 && asked <= 500 ? Math.floor(asked) : AUDIT_PAGE;
+  const q = new URLSearchParams({ limit: String(limit) });
   if (!first && S.auditBefore != null) q.set('before', String(S.auditBefore));
   const err = $('#audit-error');
   try {
