@@ -234,6 +234,31 @@ async fn a_team_works_in_the_browser() {
     a.click("#steer").await;
     a.wait("the steer error", "return document.querySelector('.toast-error')?.textContent.length > 0").await;
     a.clear("#composer").await;
+    // Mode and thought level: a valid mode is saved; a level the server does not know shows its message.
+    a.js("document.querySelectorAll('.toast').forEach(t => t.remove())", json!([])).await;
+    a.js(
+        "const m = document.querySelector('#session-mode'); m.value = 'plan'; m.dispatchEvent(new Event('change', { bubbles: true }))",
+        json!([]),
+    )
+    .await;
+    a.wait(
+        "the saved mode",
+        "return document.querySelector('#session-bar').dataset.html.includes('value=\"plan\" selected')",
+    )
+    .await;
+    a.js(
+        "const l = document.querySelector('#session-level'); l.add(new Option('extreme', 'extreme')); l.value = 'extreme'; \
+         l.dispatchEvent(new Event('change', { bubbles: true }))",
+        json!([]),
+    )
+    .await;
+    a.wait("the refused level", "return document.querySelector('.toast-error')?.textContent.includes('thought level')")
+        .await;
+    // The only open session cannot be closed: the API's message shows in the confirmation.
+    a.click("#close-session").await;
+    a.click("#confirm-ok").await;
+    a.wait("the close refusal", "return document.querySelector('#dialog .form-error')?.textContent.length > 0").await;
+    a.js("document.querySelector('#dialog').close()", json!([])).await;
     a.shot(&shots, "06-task").await;
 
     // The organization's audit log lists the task's creation.
