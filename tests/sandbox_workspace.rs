@@ -23,6 +23,25 @@ use foundry::integrations::workspace::{SandboxServers, SandboxShell, StaticToken
 
 const TOKEN: &str = "ghs_sandbox_workspace";
 
+/// Organization `acme` with repository `api` on the local GitHub server.
+async fn add_repository(domain: &Domain, fake: &FakeGitHub) {
+    let org = CreateOrganization {
+        login: "acme".into(),
+        display_name: "Acme".into(),
+        kind: OrgKind::Organization,
+        owner: None,
+    };
+    domain.orgs.mutate(&"acme".to_owned(), org).await.unwrap();
+    let add = AddRepository {
+        repo_id: "api".into(),
+        full_name: "acme/api".into(),
+        remote_url: format!("{}/acme/api.git", fake.base_url()),
+        default_branch: "main".into(),
+        user_id: None,
+    };
+    domain.add_repository("acme", add).await.unwrap();
+}
+
 #[actix_rt::test]
 async fn git_runs_through_the_process_api_and_the_agent_works_in_the_workspace() {
     let Some(server) = support::sandbox::start(true).await else { return };
@@ -40,21 +59,7 @@ async fn git_runs_through_the_process_api_and_the_agent_works_in_the_workspace()
     rt.provide(Arc::new(GitTokens(Arc::new(StaticToken(Some(TOKEN.into()))))));
     let domain = Domain::with_agent(rt, Arc::new(SandboxAgent::new(&server.url, "mock")));
     domain.refresh_models(&SandboxAgent::new(&server.url, "mock"), "mock").await.unwrap();
-    let org = CreateOrganization {
-        login: "acme".into(),
-        display_name: "Acme".into(),
-        kind: OrgKind::Organization,
-        owner: None,
-    };
-    domain.orgs.mutate(&"acme".to_owned(), org).await.unwrap();
-    let add = AddRepository {
-        repo_id: "api".into(),
-        full_name: "acme/api".into(),
-        remote_url: format!("{}/acme/api.git", fake.base_url()),
-        default_branch: "main".into(),
-        user_id: None,
-    };
-    domain.add_repository("acme", add).await.unwrap();
+    add_repository(&domain, &fake).await;
     let prompt = CreateTask { prompt: "Say hello".into(), title: None, branch: None, model: None, user_id: None };
     let created = domain.create_task(&RepoKey::new("acme", "api"), prompt).await.unwrap();
     let session = created.task.session(&created.session_id);
@@ -126,21 +131,7 @@ async fn each_task_can_have_its_own_sandbox_agent_server() {
     domain.refresh_models(&SandboxAgent::new(&shared, "mock"), "mock").await.unwrap();
     // From here on only the tasks' own servers can answer.
     servers.stop("_shared").await;
-    let org = CreateOrganization {
-        login: "acme".into(),
-        display_name: "Acme".into(),
-        kind: OrgKind::Organization,
-        owner: None,
-    };
-    domain.orgs.mutate(&"acme".to_owned(), org).await.unwrap();
-    let add = AddRepository {
-        repo_id: "api".into(),
-        full_name: "acme/api".into(),
-        remote_url: format!("{}/acme/api.git", fake.base_url()),
-        default_branch: "main".into(),
-        user_id: None,
-    };
-    domain.add_repository("acme", add).await.unwrap();
+    add_repository(&domain, &fake).await;
     let mut tasks = Vec::new();
     for text in ["First task", "Second task"] {
         let prompt = CreateTask { prompt: text.into(), title: None, branch: None, model: None, user_id: None };
