@@ -18,7 +18,7 @@ use super::repository::{
     CreateTask, CreatedTask, InitializeRepository, IsTaskMaterialized, ListTaskSummaries, MaterializeTask, Repository,
 };
 use super::session::{Interrupt, RunQueue, Session, SessionAgent, Steer, SubmitPrompt, Submitted};
-use super::task::{CreateSession, GetTaskDetail, Task, TaskDetail};
+use super::task::{CreateSession, GetTaskDetail, StartProvision, Task, TaskDetail};
 use super::user::{GetTaskOverlay, GetUser, MarkSessionUnread, TaskOverlay, User};
 use super::{DomainError, RepoKey, SessionKey, TaskKey};
 use crate::integrations::agent::SandboxAgent;
@@ -135,8 +135,15 @@ impl Domain {
             self.sessions.mutate(&session, session_init).await?;
         }
         if self.runtime.service::<Workspaces>().is_some() {
-            // The workspace is cloned meanwhile; the first turn waits for it.
-            self.provision_workspace(&created.task, false).await?;
+            // The workspace is cloned meanwhile; the first turn waits for it. A new task has no pull request, so its
+            // base is the repository's default branch (already read above).
+            let start = StartProvision {
+                full_name: row.full_name,
+                remote_url: row.remote_url,
+                base_branch: row.default_branch,
+                retry: false,
+            };
+            self.tasks.exec(&created.task, start).await?;
         }
         // The prompt was queued with the session; start its turn.
         self.sessions.exec(&session, RunQueue).await?;

@@ -153,14 +153,6 @@ impl Domain {
         self.tasks.mutate(task, RecordGitOperation { kind, payload, user_id: user.map(str::to_owned) }).await
     }
 
-    /// Recomputes and records the workspace's git state.
-    pub async fn refresh_git_state(&self, task: &TaskKey) -> Result<GitState> {
-        let r = self.ready_workspace(task).await?;
-        let state = r.workspaces.state(&r.spec, &r.auth).await.map_err(workspace_error)?;
-        self.record_state(task, &state).await?;
-        Ok(state)
-    }
-
     /// Commits what the agent changed in a turn (the prompt's first line is the message) and records the new state.
     pub async fn commit_turn(&self, task: &TaskKey, prompt: &str) -> Result<Option<String>> {
         let r = self.ready_workspace(task).await?;
@@ -179,6 +171,10 @@ impl Domain {
     /// Pushes the task's branch (committing what is not committed yet).
     pub async fn push_task(&self, task: &TaskKey, user: Option<&str>) -> Result<GitState> {
         let r = self.ready_workspace(task).await?;
+        self.push_ready(task, &r, user).await
+    }
+
+    async fn push_ready(&self, task: &TaskKey, r: &Ready, user: Option<&str>) -> Result<GitState> {
         let state = r.workspaces.push(&r.spec, &r.auth).await.map_err(workspace_error)?;
         self.record_state(task, &state).await?;
         let payload = serde_json::json!({ "branch": r.spec.branch, "head": state.head });
@@ -194,8 +190,8 @@ impl Domain {
             return Err(refused(DomainError::Conflict(format!("pull request #{} is open", pr.number))));
         }
         let github = self.github()?;
-        self.push_task(task, user).await?;
         let r = self.ready_workspace(task).await?;
+        self.push_ready(task, &r, user).await?;
         let body = format!("{}\n\nOpened from foundry task {}.", detail.prompt, task.task);
         let pr = github
             .0

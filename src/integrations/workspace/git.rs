@@ -232,14 +232,14 @@ impl<'a> Git<'a> {
         self.ok("add", dir, &["add", "--all"], QUICK).await.map(drop)
     }
 
-    pub(super) async fn commit_all(&self, dir: &str, message: &str) -> Result<Option<String>, WorkspaceError> {
+    /// Commits everything changed, if anything (the state that follows reports the new head).
+    pub(super) async fn commit_all(&self, dir: &str, message: &str) -> Result<(), WorkspaceError> {
         self.stage_all(dir).await?;
         if self.raw(dir, &["diff", "--cached", "--quiet"], QUICK).await?.success() {
-            return Ok(None);
+            return Ok(());
         }
         let message = if message.trim().is_empty() { "Work in progress" } else { message };
-        self.ok("commit", dir, &["commit", "--quiet", "--no-verify", "-m", message], QUICK).await?;
-        Ok(Some(self.ok("rev-parse", dir, &["rev-parse", "HEAD"], QUICK).await?.trim().to_owned()))
+        self.ok("commit", dir, &["commit", "--quiet", "--no-verify", "-m", message], QUICK).await.map(drop)
     }
 
     pub(super) async fn push(&self, dir: &str, branch: &str) -> Result<(), WorkspaceError> {
@@ -360,7 +360,7 @@ impl<'a> Git<'a> {
             }
             self.ok("rm", dir, &["rm", "-r", "-f", "--quiet", "--", path], QUICK).await?;
         }
-        self.commit_all(dir, &format!("Revert {path}")).await.map(drop)
+        self.commit_all(dir, &format!("Revert {path}")).await
     }
 }
 

@@ -212,18 +212,6 @@ impl Workspaces {
         Ok(Provisioned { state: git.state(&dir, spec).await?, cwd: dir })
     }
 
-    /// Commits everything changed in the workspace (if anything); returns the new commit.
-    pub async fn commit(
-        &self,
-        spec: &WorkspaceSpec,
-        auth: &GitAuth,
-        message: &str,
-    ) -> Result<Option<String>, WorkspaceError> {
-        let (shell, dir) = self.existing(spec, auth).await?;
-        let _ws = self.lock_for(&spec.id).lock_owned().await;
-        git::Git::new(shell.as_ref(), auth).commit_all(&dir, message).await
-    }
-
     /// Commits everything changed (message `message`), then computes the git state: one round trip. Also whether a
     /// commit was made.
     pub async fn commit_and_state(
