@@ -15,7 +15,8 @@ use super::organization::{
     AddRepository, AdminReplaceRepoTasks, GetRepository, ListRepositories, Organization, RepoRow,
 };
 use super::repository::{
-    CreateTask, CreatedTask, InitializeRepository, IsTaskMaterialized, ListTaskSummaries, MaterializeTask, Repository,
+    CreateTask, CreatedTask, InitializeRepository, IsTaskMaterialized, ListTaskSummaries, MaterializeTask,
+    PreviewTaskNames, Repository, TaskNames,
 };
 use super::session::{Interrupt, RunQueue, Session, SessionAgent, Steer, SubmitPrompt, Submitted};
 use super::task::{CreateSession, GetTaskDetail, StartProvision, Task, TaskDetail};
@@ -111,6 +112,26 @@ impl Domain {
     /// Creates a task from a prompt: organization (knows the repository) -> repository (assigns id and branch) ->
     /// task (creates its first session) -> session (stores the prompt). Without an explicit model, the creating
     /// user's default model is used.
+    /// The title and branch `CreateTask` would assign now (validated the same way), for a form's preview.
+    pub async fn preview_task_names(&self, repo: &RepoKey, msg: PreviewTaskNames) -> Result<TaskNames> {
+        let row = self.orgs.read(&repo.org, GetRepository { repo_id: repo.repo.clone() }).await?;
+        let again =
+            PreviewTaskNames { prompt: msg.prompt.clone(), title: msg.title.clone(), branch: msg.branch.clone() };
+        match self.repos.read(repo, msg).await {
+            // Imported a moment ago and not initialised yet (see `create_task`): initialising is idempotent.
+            Err(CallError::Handler(DomainError::NotFound { what: "repository", .. })) => {
+                let init = InitializeRepository {
+                    full_name: row.full_name,
+                    remote_url: row.remote_url,
+                    default_branch: row.default_branch,
+                };
+                self.repos.mutate(repo, init).await?;
+                Ok(self.repos.read(repo, again).await?)
+            }
+            other => Ok(other?),
+        }
+    }
+
     pub async fn create_task(&self, repo: &RepoKey, mut msg: CreateTask) -> Result<CreatedTask> {
         let row = self.orgs.read(&repo.org, GetRepository { repo_id: repo.repo.clone() }).await?;
         if msg.model.is_none() {

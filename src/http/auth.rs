@@ -18,8 +18,8 @@ use sha2::{Digest, Sha256};
 
 use super::{Api, ApiError};
 use crate::actors::auth_directory::{
-    ConsumeVerification, CreateVerification, IndexAuthSession, LinkAccount, RemoveAuthSession, RemoveUserAuthSessions,
-    ResolveAuthSession, ResolvedSession, AUTH_DIRECTORY_KEY,
+    ConsumeVerification, CreateVerification, IndexAuthSession, IndexLogin, LinkAccount, RemoveAuthSession,
+    RemoveUserAuthSessions, ResolveAuthSession, ResolvedSession, AUTH_DIRECTORY_KEY,
 };
 use crate::actors::now_ms;
 use crate::actors::user::{
@@ -190,6 +190,9 @@ async fn sign_in(api: &Api, req: &HttpRequest, account: Account<'_>) -> Result<S
     };
     let linked = api.domain.auth.mutate(&AUTH_DIRECTORY_KEY.to_owned(), link).await?;
     let user = linked.user_id.clone();
+    let index =
+        IndexLogin { provider: account.provider.to_owned(), login: account.login.to_owned(), user_id: user.clone() };
+    api.domain.auth.mutate(&AUTH_DIRECTORY_KEY.to_owned(), index).await?;
     let email = account.email.clone().unwrap_or_else(|| format!("{}@users.noreply.github.com", account.login));
     let upsert = UpsertUser { name: account.name.to_owned(), email, avatar_url: account.avatar_url.clone() };
     api.domain.users.mutate(&user, upsert).await?;

@@ -1,16 +1,18 @@
 //! Routes of the signed-in user (`/v1/me`, `/v1/models`) and of organizations: profile and snapshot, members,
 //! repositories, audit log, GitHub connection and sync, and admin recovery operations.
 
+use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
 use super::{admin, member, Api, ApiError, Caller};
 use crate::actors::audit_log::ListAuditEvents;
+use crate::actors::auth_directory::{ResolveLogin, AUTH_DIRECTORY_KEY};
 use crate::actors::github_data::{
     AdminClearState, AdminFullSync, ConnectGitHub, GetSyncStatus, GitHubService, StartSync,
 };
 use crate::actors::organization::{
-    AddMember, AddRepository, CreateOrganization, GetOrganizationSnapshot, GetRepository, ListMembers,
+    AddMember, AddRepository, CreateOrganization, GetMember, GetOrganizationSnapshot, GetRepository, ListMembers,
     ListRepositories, MemberRole, OrgKind, Owner, RemoveMember,
 };
 use crate::actors::repository::ListTaskSummaries;
@@ -61,7 +63,12 @@ async fn update_me(req: HttpRequest, caller: Caller, body: Json<ProfileBody>) ->
     let upsert = UpsertUser {
         name: b.name.unwrap_or(user.user.name),
         email: user.user.email,
-        avatar_url: b.avatar_url.or(user.user.avatar_url),
+        // An empty URL removes the picture; an absent one keeps it.
+        avatar_url: match b.avatar_url {
+            Some(url) if url.trim().is_empty() => None,
+            Some(url) => Some(url),
+            None => user.user.avatar_url,
+        },
     };
     api.domain.users.mutate(&caller.user_id, upsert).await?;
     ok(api.domain.users.read(&caller.user_id, GetAppSnapshot).await?)
@@ -168,6 +175,45 @@ async fn put_member(
     let login = body.login.or(user.profile.github_login).unwrap_or(user.user.name);
     let msg = AddMember { user_id, login, role: body.role, by: Some(caller.user_id.clone()) };
     ok(api.domain.orgs.mutate(&org, msg).await?)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InviteBody {
+    login: String,
+    role: MemberRole,
+}
+
+/// `POST /v1/orgs/{org}/members {login, role}`: adds the user who signed in with that login (GitHub first, then a
+/// development login); admins only, only owners make owners. 404 `user_not_found` if nobody has signed in with it,
+/// 409 if they are already a member.
+async fn invite_member(req: HttpRequest, caller: Caller, org: web::Path<String>, body: Json<InviteBody>) -> Res {
+    let api = super::api(&req)?;
+    let org = org.into_inner();
+    let me = admin(&api, &caller, &org).await?;
+    let body = body.into_inner();
+    if body.role == MemberRole::Owner && me.role() != MemberRole::Owner {
+        return Err(ApiError::forbidden("only owners may make owners"));
+    }
+    let login = body.login.trim().to_owned();
+    validate::id("login", &login)?;
+    let Some(user_id) =
+        api.domain.auth.read(&AUTH_DIRECTORY_KEY.to_owned(), ResolveLogin { login: login.clone() }).await?
+    else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "user_not_found",
+            format!("nobody has signed in as {login:?} yet: they can be added after their first sign-in"),
+        ));
+    };
+    if api.domain.orgs.read(&org, GetMember { user_id: user_id.clone() }).await?.is_some() {
+        return Err(ApiError::new(StatusCode::CONFLICT, "conflict", format!("{login} is already a member")));
+    }
+    // Listed under their GitHub login when they have one, else the login as indexed (lowercase).
+    let user = api.domain.users.read(&user_id, GetUser).await?;
+    let login = user.profile.github_login.unwrap_or_else(|| login.to_lowercase());
+    let msg = AddMember { user_id, login, role: body.role, by: Some(caller.user_id.clone()) };
+    Ok(HttpResponse::Created().json(api.domain.orgs.mutate(&org, msg).await?))
 }
 
 /// `DELETE /v1/orgs/{org}/members/{user}`: admins remove members; anyone may leave.
@@ -321,6 +367,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/orgs", web::post().to(create_org))
         .route("/orgs/{org}", web::get().to(get_org))
         .route("/orgs/{org}/members", web::get().to(list_members))
+        .route("/orgs/{org}/members", web::post().to(invite_member))
         .route("/orgs/{org}/members/{user}", web::put().to(put_member))
         .route("/orgs/{org}/members/{user}", web::delete().to(delete_member))
         .route("/orgs/{org}/repos", web::get().to(list_repos))

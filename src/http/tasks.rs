@@ -6,7 +6,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
 use super::{member, Api, ApiError, Caller};
-use crate::actors::repository::CreateTask;
+use crate::actors::repository::{CreateTask, PreviewTaskNames};
 use crate::actors::session::{ChangeModel, GetSessionDetail, RenameSession, StopSession};
 use crate::actors::task::{CloseSession, CreateSession, RenameTask, SwitchTask};
 use crate::actors::user::{DraftAttachment, MarkSessionUnread, SaveDraft, SetActiveSession};
@@ -90,6 +90,29 @@ async fn create_task(
         "branch": created.branch,
         "sessionId": created.session_id,
     })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TaskNamesBody {
+    prompt: String,
+    title: Option<String>,
+    branch: Option<String>,
+}
+
+/// `POST .../repos/{repo}/task-names {prompt, title?, branch?}`: the `{title, branch}` a task created with this body
+/// would get now (validated as creation validates them; nothing is created or reserved).
+async fn task_names(
+    req: HttpRequest,
+    caller: Caller,
+    path: web::Path<(String, String)>,
+    body: Json<TaskNamesBody>,
+) -> Res {
+    let (org, repo) = path.into_inner();
+    let api = authorized(&req, &caller, &[&org, &repo]).await?;
+    let b = body.into_inner();
+    let msg = PreviewTaskNames { prompt: b.prompt, title: b.title, branch: b.branch };
+    ok(api.domain.preview_task_names(&RepoKey::new(&org, &repo), msg).await?)
 }
 
 /// `GET .../tasks/{task}`: the task detail with the caller's overlay.
@@ -356,6 +379,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     const T: &str = "/orgs/{org}/repos/{repo}/tasks/{task}";
     const S: &str = "/orgs/{org}/repos/{repo}/tasks/{task}/sessions/{session}";
     cfg.route("/orgs/{org}/repos/{repo}/tasks", web::post().to(create_task))
+        .route("/orgs/{org}/repos/{repo}/task-names", web::post().to(task_names))
         .route(T, web::get().to(get_task))
         .route(T, web::patch().to(rename_task))
         .route(&format!("{T}/active-session"), web::put().to(set_active_session))

@@ -80,6 +80,7 @@ async fn icon(req: HttpRequest) -> HttpResponse {
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/", web::get().to(index))
         .route("/sign-in", web::get().to(index))
+        .route("/settings", web::get().to(index))
         .route("/orgs", web::get().to(index))
         .route("/orgs/{rest:.*}", web::get().to(index))
         .route("/app.js", web::get().to(app_js))

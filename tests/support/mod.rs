@@ -2,6 +2,7 @@
 //! outbox deliveries, topics, scoped background work, and a gate that holds the mailbox.
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod sandbox;
 pub mod web;
 

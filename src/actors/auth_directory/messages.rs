@@ -219,6 +219,49 @@ impl Read for ResolveAccount {
     }
 }
 
+/// Records the login a user signed in with (case-insensitive), so admins can add them by it.
+#[derive(Debug, Clone)]
+pub struct IndexLogin {
+    pub provider: String,
+    pub login: String,
+    pub user_id: String,
+}
+
+impl Mutation for IndexLogin {
+    type Entity = AuthDirectory;
+    type Output = ();
+    type Error = DomainError;
+
+    fn apply(self, _: &AuthDirectory, tx: &mut Tx<'_>) -> DomainResult<()> {
+        check_account(&self.provider, &self.login)?;
+        validate::opaque_id("user_id", &self.user_id, MAX_ID_CHARS)?;
+        Ok(schema::upsert_login(tx.conn(), &self.provider, &self.login.to_lowercase(), &self.user_id)?)
+    }
+}
+
+/// The user who last signed in with a login (case-insensitive): GitHub logins first, then development logins.
+#[derive(Debug, Clone)]
+pub struct ResolveLogin {
+    pub login: String,
+}
+
+impl Read for ResolveLogin {
+    type Entity = AuthDirectory;
+    type Output = Option<String>;
+    type Error = DomainError;
+
+    fn read(self, _: &AuthDirectory, db: &mut SqliteConnection) -> DomainResult<Option<String>> {
+        check_account("github", &self.login)?;
+        let login = self.login.to_lowercase();
+        for provider in ["github", "dev"] {
+            if let Some(user) = schema::find_login(db, provider, &login)? {
+                return Ok(Some(user));
+            }
+        }
+        Ok(None)
+    }
+}
+
 /// The user an email is bound to (case-insensitive).
 #[derive(Debug, Clone)]
 pub struct ResolveEmail {

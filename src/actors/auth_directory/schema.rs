@@ -53,6 +53,15 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    /// (provider, lowercased sign-in login) -> user.
+    auth_login_index (provider, login) {
+        provider -> Text,
+        login -> Text,
+        user_id -> Text,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(account_orgs, auth_account_index);
 
 /// A row of `auth_session_index`.
@@ -126,6 +135,26 @@ pub fn insert_email_if_free(conn: &mut SqliteConnection, email: &str, user_id: &
         .on_conflict_do_nothing()
         .execute(conn)?;
     Ok(inserted > 0)
+}
+
+pub fn find_login(conn: &mut SqliteConnection, provider: &str, login: &str) -> QueryResult<Option<String>> {
+    auth_login_index::table.find((provider, login)).select(auth_login_index::user_id).first(conn).optional()
+}
+
+/// Points `(provider, login)` at `user_id`, dropping the user's previous login of that provider (a renamed account).
+pub fn upsert_login(conn: &mut SqliteConnection, provider: &str, login: &str, user_id: &str) -> QueryResult<()> {
+    use auth_login_index::dsl as l;
+    diesel::delete(
+        l::auth_login_index.filter(l::provider.eq(provider)).filter(l::user_id.eq(user_id)).filter(l::login.ne(login)),
+    )
+    .execute(conn)?;
+    diesel::insert_into(l::auth_login_index)
+        .values((l::provider.eq(provider), l::login.eq(login), l::user_id.eq(user_id)))
+        .on_conflict((l::provider, l::login))
+        .do_update()
+        .set(l::user_id.eq(user_id))
+        .execute(conn)?;
+    Ok(())
 }
 
 pub fn find_account(conn: &mut SqliteConnection, provider: &str, account_id: &str) -> QueryResult<Option<String>> {

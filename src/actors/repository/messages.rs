@@ -14,6 +14,73 @@ use crate::actors::task::{ApplyPullRequest, InitializeTask};
 use crate::actors::{models, now_ms, validate, Audit, DomainError, DomainResult, TaskKey};
 use crate::runtime::{Delivery, Mutation, Read, Tx};
 
+/// The title and branch a task would get: as given (validated) or derived from the prompt, the branch made unique
+/// in this repository. Shared by [`CreateTask`] and [`PreviewTaskNames`] so a preview never disagrees with creation.
+fn assign_names(
+    conn: &mut SqliteConnection,
+    prompt: &str,
+    title: Option<&str>,
+    branch: Option<&str>,
+) -> DomainResult<TaskNames> {
+    let title = match title {
+        Some(t) => {
+            validate::name("title", t, 200)?;
+            t.trim().to_owned()
+        }
+        None => naming::derive_title(prompt),
+    };
+    let branch = match branch {
+        Some(b) => {
+            validate::branch(b)?;
+            if schema::branch_taken(conn, b)? {
+                return Err(DomainError::Conflict(format!("branch {b:?} already has a task")));
+            }
+            b.to_owned()
+        }
+        None => {
+            let base = naming::derive_branch(&title);
+            let mut err = None;
+            let b = naming::unique_branch(&base, |b| {
+                schema::branch_taken(conn, b).unwrap_or_else(|e| {
+                    err = Some(e);
+                    false
+                })
+            });
+            if let Some(e) = err {
+                return Err(e);
+            }
+            b
+        }
+    };
+    Ok(TaskNames { title, branch })
+}
+
+/// A task's title and branch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TaskNames {
+    pub title: String,
+    pub branch: String,
+}
+
+/// What [`CreateTask`] would name a task now (a read: nothing is reserved, so a concurrent creation may take the
+/// branch first and creation then picks the next free one).
+pub struct PreviewTaskNames {
+    pub prompt: String,
+    pub title: Option<String>,
+    pub branch: Option<String>,
+}
+
+impl Read for PreviewTaskNames {
+    type Entity = Repository;
+    type Output = TaskNames;
+    type Error = DomainError;
+    fn read(self, repo: &Repository, db: &mut SqliteConnection) -> DomainResult<TaskNames> {
+        schema::require_meta(db, &repo.key.repo)?;
+        validate::text("prompt", &self.prompt)?;
+        assign_names(db, &self.prompt, self.title.as_deref(), self.branch.as_deref())
+    }
+}
+
 /// Sent by the organization when it imports the repository. Idempotent.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct InitializeRepository {
@@ -82,37 +149,8 @@ impl Mutation for CreateTask {
         if !models::is_allowed(tx, &model) {
             return Err(DomainError::invalid("model", format!("unknown model {model:?}")));
         }
-        let title = match &self.title {
-            Some(t) => {
-                validate::name("title", t, 200)?;
-                t.trim().to_owned()
-            }
-            None => naming::derive_title(&self.prompt),
-        };
-        let branch = match &self.branch {
-            Some(b) => {
-                validate::branch(b)?;
-                if schema::branch_taken(tx.conn(), b)? {
-                    return Err(DomainError::Conflict(format!("branch {b:?} already has a task")));
-                }
-                b.clone()
-            }
-            None => {
-                let base = naming::derive_branch(&title);
-                let conn = tx.conn();
-                let mut err = None;
-                let b = naming::unique_branch(&base, |b| {
-                    schema::branch_taken(conn, b).unwrap_or_else(|e| {
-                        err = Some(e);
-                        false
-                    })
-                });
-                if let Some(e) = err {
-                    return Err(e);
-                }
-                b
-            }
-        };
+        let TaskNames { title, branch } =
+            assign_names(tx.conn(), &self.prompt, self.title.as_deref(), self.branch.as_deref())?;
         let now = now_ms();
         let task_id = schema::next_task_id(tx.conn(), &meta, now)?;
         let summary = TaskSummary {

@@ -27,6 +27,8 @@ const S = {
   showArchived: false,
   renaming: false,
   auditBefore: null, // the audit page's next `before`
+  processes: [], // the routed task's sandbox processes (its `sandboxProcesses` topic)
+  draftSession: null, // the session whose draft the composer holds
 };
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -92,6 +94,7 @@ function fail(e) {
 function parseRoute(path) {
   const p = path.split('/').filter(Boolean).map(decodeURIComponent);
   if (p[0] === 'sign-in') return { name: 'signin' };
+  if (p[0] === 'settings' && p.length === 1) return { name: 'settings' };
   if (p[0] !== 'orgs') return { name: 'home' };
   if (p.length === 1) return { name: 'orgs' };
   const org = p[1];
@@ -123,6 +126,7 @@ function onRoute() {
     const target = orgs.includes(last) ? last : orgs[0];
     return go(target ? orgPath(target) : '/orgs', true);
   }
+  if (prev.name === 'task') saveDraftNow(); // while the route still names the session it belongs to
   S.route = r;
   if (r.org !== prev.org) {
     S.org = null;
@@ -135,6 +139,8 @@ function onRoute() {
     S.session = null;
     S.sessionPick = null;
     S.renaming = false;
+    S.processes = [];
+    S.draftSession = null;
   }
   syncSubs();
   renderMain();
@@ -170,6 +176,7 @@ function desiredSubs() {
   if (r.name === 'task') {
     const key = { org: r.org, repo: r.repo, task: r.task };
     subs.push({ topic: 'task', key });
+    subs.push({ topic: 'sandboxProcesses', key });
     const session = currentSessionId();
     if (session) subs.push({ topic: 'session', key: { ...key, session } });
   }
@@ -271,6 +278,7 @@ function onFrame(f) {
       S.me = f.snapshot;
       invalidate('top');
       if (S.route.name === 'orgs') invalidate('orgs');
+      if (S.route.name === 'settings') invalidate('settings');
       break;
     case 'organizationUpdated':
       if (f.key && f.key.org === S.route.org) {
@@ -285,6 +293,12 @@ function onFrame(f) {
         markSeen(S.task.repoId, S.task.taskId, S.task.updatedAt);
         syncSubs(); // the open tab may have changed
         invalidate('task');
+      }
+      break;
+    case 'sandboxProcessesUpdated':
+      if (keyMatchesTask(f.key)) {
+        S.processes = Array.isArray(f.snapshot) ? f.snapshot : f.snapshot.processes || [];
+        invalidate('processes');
       }
       break;
     case 'sessionUpdated':
@@ -376,6 +390,9 @@ function flush() {
   if (parts.has('orgs') && S.route.name === 'orgs') renderMain();
   if (parts.has('task') && S.route.name === 'task') renderTaskLive();
   if ((parts.has('session') || parts.has('task')) && S.route.name === 'task') renderTranscript();
+  if ((parts.has('processes') || parts.has('task')) && S.route.name === 'task') renderProcesses();
+  if (parts.has('task') && S.route.name === 'task') restoreDraft();
+  if (parts.has('settings') && S.route.name === 'settings') renderSettingsLive();
 }
 
 const TASK_STATUS = {
@@ -411,6 +428,12 @@ function timeAgo(ms) {
   return new Date(ms).toLocaleDateString();
 }
 
+// An avatar: the user's picture when they gave an http(s) URL, else their initial.
+function avatarHtml(name, url) {
+  if (url && /^https?:\/\//i.test(url)) return `<img src="${esc(url)}" alt="" width="24" height="24" referrerpolicy="no-referrer">`;
+  return esc(String(name || '?').slice(0, 1).toUpperCase());
+}
+
 function renderShell() {
   $('#app').className = 'layout';
   $('#app').removeAttribute('aria-busy');
@@ -420,7 +443,7 @@ function renderShell() {
       <label class="org-switch"><span class="sr-only">Organization</span><select id="org-select" data-change="org"></select></label>
       <span class="spacer"></span>
       <span id="conn" class="conn" role="status"></span>
-      <span id="user-name" class="user-name"></span>
+      <a id="user-link" class="user-link" href="/settings" title="Your settings"><span id="user-avatar" class="avatar small" aria-hidden="true"></span><span id="user-name" class="user-name"></span></a>
       <button class="btn ghost" data-action="sign-out">Sign out</button>
     </header>
     <aside class="sidebar" aria-label="Tasks">
@@ -439,6 +462,12 @@ function renderTop() {
   conn.className = `conn ${S.online ? 'on' : 'off'}`;
   conn.textContent = S.online ? 'Live' : 'Offline — reconnecting…';
   $('#user-name').textContent = me ? me.user.name || me.user.email : '';
+  const av = $('#user-avatar');
+  const avHtml = me ? avatarHtml(me.user.name || me.user.email, me.user.avatarUrl) : '';
+  if (av.dataset.html !== avHtml) {
+    av.innerHTML = avHtml;
+    av.dataset.html = avHtml;
+  }
   const orgs = me ? [...me.organizations] : [];
   const cur = S.route.org;
   if (cur && !orgs.includes(cur) && S.org) orgs.push(cur); // just created; the app snapshot catches up
@@ -526,6 +555,7 @@ function renderMain() {
   else if (r.name === 'new') renderNewTask(main);
   else if (r.name === 'task') renderTask(main);
   else if (r.name === 'audit') renderAudit(main);
+  else if (r.name === 'settings') renderSettings(main);
 }
 
 // --- organizations -----------------------------------------------------------------------------------------------
@@ -578,12 +608,31 @@ function renderOrg(main) {
             <label>GitHub account<input name="login" required placeholder="acme" autocomplete="off"></label>
             <label>Account type<select name="kind"><option value="organization">Organization</option><option value="user">User</option></select></label>
             <p class="form-error" role="alert"></p>
-            <div class="actions"><button class="btn" type="submit">Connect and sync</button><button class="btn ghost" type="button" data-action="sync">Sync now</button></div>
+            <div class="actions"><button class="btn" type="submit">Connect and sync</button></div>
           </form>
+          <div class="actions"><button class="btn ghost" type="button" data-action="sync">Sync now</button></div>
         </section>
         <section class="card">
           <h2>Members</h2>
           <ul id="members" class="members"></ul>
+          <form data-form="invite" class="form" id="invite" hidden>
+            <div class="cols">
+              <label>Login<input name="login" required placeholder="their-login" autocomplete="off"></label>
+              <label>Role<select name="role"><option value="member">Member</option><option value="admin">Admin</option><option value="owner" data-owner-only>Owner</option></select></label>
+            </div>
+            <p class="hint">They must have signed in once, with GitHub or on this server.</p>
+            <p class="form-error" role="alert"></p>
+            <div class="actions"><button class="btn" type="submit">Add member</button></div>
+          </form>
+        </section>
+        <section class="card" id="admin-card" hidden>
+          <h2>Administration</h2>
+          <p class="muted small">Recovery operations. Each is recorded in the audit log.</p>
+          <div class="admin-ops">
+            <div><button class="btn" data-action="admin-op" data-op="full-sync">Full sync</button><span class="hint">Fetch everything from GitHub again, from scratch.</span></div>
+            <div><button class="btn danger-ghost" data-action="admin-op" data-op="clear-github">Clear GitHub data</button><span class="hint">Forget the mirrored GitHub data; tasks stay.</span></div>
+            <div><button class="btn" data-action="admin-op" data-op="rebuild">Rebuild task index</button><span class="hint">Recompute the sidebar's task summaries from the tasks.</span></div>
+          </div>
         </section>
       </div>
     </div>`;
@@ -612,9 +661,39 @@ function renderOrgLive() {
       ${p.lastSyncAt ? `<dt>Last sync</dt><dd>${esc(timeAgo(p.lastSyncAt))}</dd>` : ''}
       ${p.syncError ? `<dt>Error</dt><dd class="error-text">${esc(p.syncError)}</dd>` : ''}
     </dl>`;
-  $('#members').innerHTML = o.members
-    .map((m) => `<li><span class="avatar small">${esc((m.login || m.userId).slice(0, 1).toUpperCase())}</span><span class="grow">${esc(m.login || m.userId)}</span><span class="badge">${esc(m.role)}</span></li>`)
+  const isAdmin = !!me && (me.role === 'admin' || me.role === 'owner');
+  const isOwner = !!me && me.role === 'owner';
+  const roles = ['member', 'admin', 'owner'];
+  const html = o.members
+    .map((m) => {
+      const name = m.login || m.userId;
+      const self = S.me && m.userId === S.me.user.id;
+      // Admins change roles (only owners touch owners) and remove others; everyone may leave.
+      const editable = isAdmin && !self && (isOwner || m.role !== 'owner');
+      const role = editable
+        ? `<label><span class="sr-only">Role of ${esc(name)}</span><select data-change="member-role" data-user="${esc(m.userId)}" data-role="${esc(m.role)}">${roles
+            .filter((r) => isOwner || r !== 'owner')
+            .map((r) => `<option value="${r}"${r === m.role ? ' selected' : ''}>${r}</option>`)
+            .join('')}</select></label>`
+        : `<span class="badge">${esc(m.role)}</span>`;
+      const act = self
+        ? '<button class="btn ghost small" data-action="leave-org">Leave</button>'
+        : editable
+          ? `<button class="btn ghost small" data-action="remove-member" data-user="${esc(m.userId)}" data-name="${esc(name)}" aria-label="Remove ${esc(name)}">Remove</button>`
+          : '';
+      return `<li data-user="${esc(m.userId)}"><span class="avatar small">${esc(name.slice(0, 1).toUpperCase())}</span><span class="grow">${esc(name)}${self ? ' <span class="muted small">(you)</span>' : ''}</span>${role}${act}</li>`;
+    })
     .join('');
+  const list = $('#members');
+  if (list.dataset.html !== html) {
+    list.innerHTML = html;
+    list.dataset.html = html;
+  }
+  const invite = $('#invite');
+  invite.hidden = !isAdmin;
+  for (const opt of invite.querySelectorAll('[data-owner-only]')) opt.disabled = !isOwner;
+  $('#admin-card').hidden = !isAdmin;
+  $('form[data-form=connect]').hidden = !isAdmin;
 }
 
 // --- audit log --------------------------------------------------------------------------------------------------
@@ -672,6 +751,82 @@ async function loadAudit(org, first) {
   }
 }
 
+// --- settings ---------------------------------------------------------------------------------------------------
+
+function renderSettings(main) {
+  const me = S.me;
+  main.innerHTML = `
+    <div class="page narrow">
+      <h1>Settings</h1>
+      <section class="card">
+        <h2>Profile</h2>
+        <form data-form="profile" class="form">
+          <div class="profile-row"><span class="avatar large" id="settings-avatar" aria-hidden="true"></span>
+            <div class="grow">
+              <label>Name<input name="name" required maxlength="200" autocomplete="name" value="${esc(me.user.name)}"></label>
+              <label><span>Avatar URL <span class="hint">https://…, optional</span></span><input name="avatarUrl" type="url" maxlength="2048" autocomplete="photo" value="${esc(me.user.avatarUrl || '')}"></label>
+            </div>
+          </div>
+          <p class="muted small">${esc(me.user.email)}${me.profile.githubLogin ? ` · GitHub <strong>${esc(me.profile.githubLogin)}</strong>` : ''}</p>
+          <p class="form-error" role="alert"></p>
+          <div class="actions"><button class="btn primary" type="submit">Save profile</button></div>
+        </form>
+      </section>
+      <section class="card">
+        <h2>Default model</h2>
+        <form data-form="default-model" class="form">
+          <label>New tasks and sessions start with<select name="model" id="settings-model"></select></label>
+          <p class="form-error" role="alert"></p>
+          <div class="actions"><button class="btn primary" type="submit">Save default</button></div>
+        </form>
+      </section>
+      <section class="card">
+        <h2>Sign-in sessions</h2>
+        <ul id="auth-sessions" class="members"><li class="muted">Loading…</li></ul>
+        <div class="actions"><button class="btn danger-ghost" data-action="revoke-sessions">Sign out everywhere</button></div>
+      </section>
+    </div>`;
+  renderSettingsLive();
+  loadAuthSessions();
+}
+
+function renderSettingsLive() {
+  const me = S.me;
+  const av = $('#settings-avatar');
+  if (!me || !av) return;
+  av.innerHTML = avatarHtml(me.user.name || me.user.email, me.user.avatarUrl);
+  const select = $('#settings-model');
+  const html = S.models.map((m) => `<option value="${esc(m.id)}"${m.id === me.defaultModel ? ' selected' : ''}>${m.id === me.defaultModel ? '★ ' : ''}${esc(m.label)}</option>`).join('');
+  if (select.dataset.html !== html) {
+    select.innerHTML = html;
+    select.dataset.html = html;
+  }
+}
+
+async function loadAuthSessions() {
+  let list;
+  let me;
+  try {
+    [list, me] = await Promise.all([api('GET', '/v1/auth/sessions'), api('GET', '/v1/auth/whoami')]);
+  } catch (e) {
+    fail(e);
+    return;
+  }
+  const el = $('#auth-sessions');
+  if (!el) return;
+  const now = Date.now();
+  const live = list.filter((x) => !x.revokedAtMs && x.expiresAtMs > now);
+  el.innerHTML = live
+    .map((x) => {
+      const current = x.sessionId === me.sessionId;
+      const end = current
+        ? '<span class="badge badge-ok">this browser</span>'
+        : `<button class="btn ghost small" data-action="revoke-session" data-session="${esc(x.sessionId)}">Sign out</button>`;
+      return `<li><span class="grow">${esc(x.userAgent || 'Unknown client')}<div class="muted small">signed in ${esc(new Date(x.createdAtMs).toLocaleString())}</div></span>${end}</li>`;
+    })
+    .join('');
+}
+
 // --- new task ---------------------------------------------------------------------------------------------------
 
 function renderNewTask(main) {
@@ -687,6 +842,7 @@ function renderNewTask(main) {
         <label>Model<select name="model">${models
           .map((m) => `<option value="${esc(m.id)}"${m.id === def ? ' selected' : ''}>${m.id === def ? '★ ' : ''}${esc(m.label)}${m.id === def ? ' (your default)' : ''}</option>`)
           .join('')}</select></label>
+        <p class="preview" id="nt-preview" aria-live="polite"><span class="muted">Title and branch appear here as you type.</span></p>
         <details><summary>Title and branch</summary>
           <div class="cols">
             <label><span>Title <span class="hint">derived from the prompt if empty</span></span><input name="title" maxlength="200" autocomplete="off"></label>
@@ -711,7 +867,88 @@ function renderNewTaskLive() {
   select.innerHTML = html || '<option value="">No repositories: add one first</option>';
   select.dataset.html = html;
   if (keep && S.org.repos.some((r) => r.repoId === keep)) select.value = keep;
+  schedulePreview(select.form);
 }
+
+// The title and branch the server would assign, asked of it (so the preview never disagrees with creation),
+// at most once per pause in typing; an answer to an older input is dropped.
+let previewTimer = null;
+let previewSeq = 0;
+
+function schedulePreview(form) {
+  clearTimeout(previewTimer);
+  previewTimer = setTimeout(() => previewNames(form), 250);
+}
+
+async function previewNames(form) {
+  const out = $('#nt-preview');
+  if (!out || !form.isConnected) return;
+  const data = Object.fromEntries(new FormData(form));
+  if (!data.repo || !data.prompt.trim()) {
+    out.innerHTML = '<span class="muted">Title and branch appear here as you type.</span>';
+    return;
+  }
+  const body = { prompt: data.prompt };
+  if (data.title.trim()) body.title = data.title.trim();
+  if (data.branch.trim()) body.branch = data.branch.trim();
+  const seq = ++previewSeq;
+  try {
+    const names = await api('POST', `/v1/orgs/${enc(S.route.org)}/repos/${enc(data.repo)}/task-names`, body);
+    if (seq !== previewSeq || !out.isConnected) return;
+    out.innerHTML = `<span class="muted">Title</span> <strong id="nt-title">${esc(names.title)}</strong> <span class="muted">on branch</span> <code id="nt-branch">${esc(names.branch)}</code>`;
+  } catch (e) {
+    if (seq !== previewSeq || !out.isConnected) return;
+    out.innerHTML = `<span class="error-text">${esc(e.message)}</span>`;
+  }
+}
+
+// --- drafts -----------------------------------------------------------------------------------------------------
+// The composer's text is the session's draft on the server (per user): saved a moment after typing stops and when
+// leaving the session, restored when the session is opened here or on another device.
+
+let draftTimer = null;
+let draftSent = new Map(); // "repo/task/session" -> the text the server has
+
+const draftKey = () => `${S.route.repo}/${S.route.task}/${S.draftSession}`;
+
+function scheduleDraft() {
+  clearTimeout(draftTimer);
+  draftTimer = setTimeout(saveDraftNow, 600);
+}
+
+function saveDraftNow() {
+  clearTimeout(draftTimer);
+  draftTimer = null;
+  const box = $('#composer');
+  if (!box || !S.draftSession || S.route.name !== 'task') return;
+  const key = draftKey();
+  const text = box.value;
+  if (draftSent.get(key) === text) return;
+  draftSent.set(key, text);
+  const path = `${taskBase()}/sessions/${enc(S.draftSession)}/draft`;
+  api('PUT', path, { text, attachments: [] }).catch((e) => {
+    draftSent.delete(key);
+    if (e.status !== 404) fail(e); // a closed session has no draft to keep
+  });
+}
+
+// Fills the composer from the open session's saved draft when a session is opened (never over what is typed
+// here), and clears the session's unread mark, since it is now being looked at.
+function restoreDraft() {
+  const t = S.task;
+  const box = $('#composer');
+  const sid = currentSessionId();
+  if (!t || !box || !sid || S.draftSession === sid) return;
+  if (S.draftSession) saveDraftNow();
+  S.draftSession = sid;
+  const mine = t.overlay && t.overlay.sessions ? t.overlay.sessions.find((o) => o.sessionId === sid) : null;
+  const text = mine && mine.draft ? mine.draft.text : '';
+  draftSent.set(draftKey(), text);
+  box.value = text;
+  if (mine && mine.unread) api('PUT', `${taskBase()}/sessions/${enc(sid)}/unread`, { unread: false }).catch(fail);
+}
+
+window.addEventListener('pagehide', saveDraftNow);
 
 // --- task -------------------------------------------------------------------------------------------------------
 
@@ -737,7 +974,7 @@ function renderTask(main) {
             </div>
           </form>
         </section>
-        <aside class="inspector" id="inspector" aria-label="Workspace"></aside>
+        <aside class="inspector" aria-label="Workspace and processes"><div id="inspector"></div><section id="processes" class="processes" aria-label="Sandbox processes"></section></aside>
       </div>
     </div>`;
   renderTaskLive();
@@ -808,6 +1045,75 @@ function renderInspector() {
     ${files}`;
 }
 
+// --- sandbox processes ------------------------------------------------------------------------------------------
+
+function renderProcesses() {
+  const el = $('#processes');
+  const t = S.task;
+  if (!el || !t) return;
+  if (!el.dataset.ready) {
+    el.dataset.ready = '1';
+    el.innerHTML = `
+      <h2>Processes</h2>
+      <form data-form="run-process" class="form run-process">
+        <label><span class="sr-only">Command</span><input name="commandLine" required placeholder="npm test" autocomplete="off" spellcheck="false"></label>
+        <button class="btn small" type="submit">Run</button>
+        <p class="form-error" role="alert"></p>
+      </form>
+      <ul id="process-list" class="processes-list"></ul>`;
+  }
+  const list = $('#process-list', el);
+  const rows = [...S.processes].reverse();
+  const html = rows.length
+    ? rows
+        .map((p) => {
+          const cls = p.status === 'running' ? 'busy' : p.exitCode === 0 ? 'ok' : p.status === 'missing' || p.exitCode ? 'bad' : 'idle';
+          const label = p.status === 'running' ? 'running' : p.status === 'missing' ? 'gone' : `exit ${p.exitCode ?? '?'}`;
+          const cmd = [p.command, ...(p.args || [])].join(' ');
+          const buttons = p.status === 'running'
+            ? `<button class="btn ghost small" data-action="process-stop" data-id="${esc(p.id)}">Stop</button><button class="btn ghost small" data-action="process-kill" data-id="${esc(p.id)}">Kill</button>`
+            : `<button class="btn ghost small" data-action="process-remove" data-id="${esc(p.id)}">Remove</button>`;
+          return `<li class="process" data-id="${esc(p.id)}"><button class="file" data-action="process-logs" data-id="${esc(p.id)}" title="Show the output"><span class="badge badge-${cls}">${esc(label)}</span><code class="path">${esc(cmd)}</code></button>${buttons}</li>`;
+        })
+        .join('')
+    : '<li class="muted small">Run a command in the task\'s sandbox: its output stays here.</li>';
+  if (list.dataset.html !== html) {
+    list.innerHTML = html;
+    list.dataset.html = html;
+  }
+  if (S.logsOf) refreshLogs();
+}
+
+// A command line split into words; quotes group words ('a b' or "a b"), as a shell would without expansion.
+function splitCommand(line) {
+  const words = [];
+  const re = /"([^"]*)"|'([^']*)'|(\S+)/g;
+  let m;
+  while ((m = re.exec(line))) words.push(m[1] ?? m[2] ?? m[3]);
+  return words;
+}
+
+async function refreshLogs() {
+  const id = S.logsOf;
+  const pre = $('#process-log');
+  if (!id || !pre) {
+    S.logsOf = null;
+    return;
+  }
+  const res = await api('GET', `${taskBase()}/processes/${enc(id)}/logs`).catch((e) => ({ error: e }));
+  if (S.logsOf !== id || !pre.isConnected) return;
+  if (res.error) {
+    pre.textContent = res.error.message;
+    return;
+  }
+  const text = res.entries
+    .map((e) => (e.encoding === 'base64' ? atob(e.data) : e.data))
+    .join('');
+  const atEnd = pre.scrollHeight - pre.scrollTop - pre.clientHeight < 40;
+  pre.textContent = text || '(no output yet)';
+  if (atEnd) pre.scrollTop = pre.scrollHeight;
+}
+
 const MODES = ['default', 'plan', 'accept-edits', 'full-access'];
 const LEVELS = ['low', 'medium', 'high'];
 
@@ -838,6 +1144,17 @@ function renderSessionBar() {
   bar.dataset.html = html;
 }
 
+async function changeRole(select) {
+  const user = select.dataset.user;
+  try {
+    await api('PUT', `/v1/orgs/${enc(S.route.org)}/members/${enc(user)}`, { role: select.value });
+    toast('Role changed', 'info');
+  } catch (e) {
+    fail(e);
+    select.value = select.dataset.role; // unchanged on the server
+  }
+}
+
 async function changeSession(field, value) {
   const s = S.session;
   if (!s) return;
@@ -858,11 +1175,81 @@ async function changeSession(field, value) {
   }
 }
 
+// --- markdown ---------------------------------------------------------------------------------------------------
+// Agent replies are Markdown. A small renderer over escaped text: fenced code, headings, lists, quotes, paragraphs,
+// inline code, bold, italics and http(s) links. Nothing the agent writes becomes markup of its own.
+
+function mdInline(text) {
+  return text
+    .split(/(`[^`\n]+`)/)
+    .map((part, i) => {
+      if (i % 2) return `<code>${esc(part.slice(1, -1))}</code>`;
+      return esc(part)
+        .replace(/\[([^\]\n]+)\]\((https?:\/\/[^\s)]+)\)/g, '<a href="$2" target="_blank" rel="noopener noreferrer">$1</a>')
+        .replace(/\*\*([^*\n]+)\*\*/g, '<strong>$1</strong>')
+        .replace(/(^|[\s(])\*([^*\s][^*\n]*?)\*(?=[\s).,;:!?]|$)/g, '$1<em>$2</em>')
+        .replace(/(^|[\s(])_([^_\s][^_\n]*?)_(?=[\s).,;:!?]|$)/g, '$1<em>$2</em>');
+    })
+    .join('');
+}
+
+function mdBlocks(text) {
+  const out = [];
+  let para = [];
+  let list = null; // { tag, items }
+  const flushPara = () => {
+    if (para.length) out.push(`<p>${para.map(mdInline).join('<br>')}</p>`);
+    para = [];
+  };
+  const flushList = () => {
+    if (list) out.push(`<${list.tag}>${list.items.map((it) => `<li>${mdInline(it)}</li>`).join('')}</${list.tag}>`);
+    list = null;
+  };
+  for (const line of text.split('\n')) {
+    const h = /^(#{1,4})\s+(.*)$/.exec(line);
+    const ul = /^\s*[-*+]\s+(.*)$/.exec(line);
+    const ol = /^\s*\d+[.)]\s+(.*)$/.exec(line);
+    const q = /^>\s?(.*)$/.exec(line);
+    if (!line.trim()) {
+      flushPara();
+      flushList();
+    } else if (h) {
+      flushPara();
+      flushList();
+      const n = Math.min(6, h[1].length + 2); // inside a message, headings stay below the page's own
+      out.push(`<h${n}>${mdInline(h[2])}</h${n}>`);
+    } else if (ul || ol) {
+      flushPara();
+      const tag = ul ? 'ul' : 'ol';
+      if (list && list.tag !== tag) flushList();
+      if (!list) list = { tag, items: [] };
+      list.items.push((ul || ol)[1]);
+    } else if (q) {
+      flushPara();
+      flushList();
+      out.push(`<blockquote>${mdInline(q[1])}</blockquote>`);
+    } else {
+      flushList();
+      para.push(line);
+    }
+  }
+  flushPara();
+  flushList();
+  return out.join('');
+}
+
+function markdown(text) {
+  const parts = String(text ?? '').split(/^```[^\n]*\n?/m);
+  // Even parts are prose, odd parts code (an unterminated fence, as while streaming, runs to the end).
+  return parts.map((part, i) => (i % 2 ? `<pre class="code"><code>${esc(part.replace(/\n$/, ''))}</code></pre>` : mdBlocks(part))).join('');
+}
+
 function renderItem(item, members) {
   const who = item.userId ? (S.me && item.userId === S.me.user.id ? 'You' : members.get(item.userId) || item.userId) : 'You';
   if (item.kind === 'message') {
     const agent = item.role === 'agent';
-    return `<div class="msg ${agent ? 'msg-agent' : 'msg-user'}" data-seq="${item.seq}"><div class="msg-who">${agent ? 'Agent' : esc(who)}</div><div class="msg-text">${esc(item.text)}</div></div>`;
+    const body = agent ? `<div class="msg-md">${markdown(item.text)}</div>` : `<div class="msg-text">${esc(item.text)}</div>`;
+    return `<div class="msg ${agent ? 'msg-agent' : 'msg-user'}" data-seq="${item.seq}"><div class="msg-who">${agent ? 'Agent' : esc(who)}</div>${body}</div>`;
   }
   if (item.kind === 'tool_call' || item.kind === 'file_change') {
     let detail = '';
@@ -1024,6 +1411,24 @@ const forms = {
     await api('POST', `/v1/orgs/${enc(S.route.org)}/github/connect`, { login: data.login.trim(), kind: data.kind });
     toast('Connected; syncing repositories…', 'info');
   },
+  async invite(form, data) {
+    const login = data.login.trim();
+    await api('POST', `/v1/orgs/${enc(S.route.org)}/members`, { login, role: data.role });
+    form.reset();
+    toast(`Added ${login}`, 'info');
+  },
+  async profile(form, data) {
+    const body = { name: data.name.trim() };
+    body.avatarUrl = data.avatarUrl.trim(); // empty: no picture
+    S.me = await api('PATCH', '/v1/me', body);
+    invalidate('top', 'settings');
+    toast('Profile saved', 'info');
+  },
+  async 'default-model'(form, data) {
+    S.me = await api('PUT', '/v1/me/default-model', { model: data.model });
+    invalidate('top', 'settings');
+    toast('Default model saved', 'info');
+  },
   async 'new-task'(form, data) {
     if (!data.repo) throw new Error('Choose a repository first.');
     const body = { prompt: data.prompt };
@@ -1044,6 +1449,16 @@ const forms = {
       box.value = text; // nothing was sent: keep what was typed
       throw e;
     }
+    saveDraftNow(); // the draft is now empty
+  },
+  async 'run-process'(form, data) {
+    const [command, ...args] = splitCommand(data.commandLine);
+    if (!command) throw new Error('Type a command to run.');
+    const body = { command, args };
+    const w = S.task && S.task.workspace;
+    if (w && w.status === 'ready' && w.cwd) body.cwd = w.cwd; // in the task's checkout
+    await api('POST', `${taskBase()}/processes`, body);
+    form.reset();
   },
   async 'rename-session'(form, data) {
     const name = data.name.trim();
@@ -1068,6 +1483,44 @@ const actions = {
       signedOut('You signed out.');
     }
   },
+  'remove-member'(el) {
+    const user = el.dataset.user;
+    confirmDialog(`Remove ${el.dataset.name}?`, 'They lose access to this organization and its tasks at once.', 'Remove member', async () => {
+      await api('DELETE', `/v1/orgs/${enc(S.route.org)}/members/${enc(user)}`);
+      toast(`Removed ${el.dataset.name}`, 'info');
+    });
+  },
+  'leave-org'() {
+    const org = S.route.org;
+    confirmDialog('Leave this organization?', 'You lose access to its repositories and tasks until an admin adds you again.', 'Leave', async () => {
+      await api('DELETE', `/v1/orgs/${enc(org)}/members/${enc(S.me.user.id)}`);
+      localStorage.removeItem('foundry.org');
+      go('/orgs');
+      toast(`You left ${org}`, 'info');
+    });
+  },
+  'admin-op'(el) {
+    const op = el.dataset.op;
+    const org = S.route.org;
+    const texts = {
+      'full-sync': ['Run a full sync?', 'Everything is fetched from GitHub again; the repositories and pull requests are replaced by what GitHub reports.', 'Full sync'],
+      'clear-github': ['Clear the GitHub data?', 'The mirrored repositories, members and pull requests of GitHub are forgotten until the next sync. Tasks stay.', 'Clear'],
+      rebuild: ['Rebuild the task index?', 'The task summaries are recomputed from each task. The sidebar shows the result.', 'Rebuild'],
+    };
+    const [title, text, confirm] = texts[op];
+    confirmDialog(title, text, confirm, async () => {
+      await api('POST', `/v1/orgs/${enc(org)}/admin/${op}`);
+      toast(`${confirm}: done`, 'info');
+    });
+  },
+  async 'revoke-session'(el) {
+    await api('DELETE', `/v1/auth/sessions/${enc(el.dataset.session)}`);
+    await loadAuthSessions();
+  },
+  async 'revoke-sessions'() {
+    const res = await api('DELETE', '/v1/auth/sessions');
+    signedOut(`Signed out everywhere (${res.revoked} ${res.revoked === 1 ? 'session' : 'sessions'}).`);
+  },
   async sync() {
     await api('POST', `/v1/orgs/${enc(S.route.org)}/github/sync`);
     toast('Sync started', 'info');
@@ -1085,19 +1538,23 @@ const actions = {
     renderTaskLive();
   },
   async tab(el) {
+    saveDraftNow();
     S.sessionPick = el.dataset.session;
     S.session = null;
     syncSubs();
     renderTaskLive();
     renderTranscript();
+    restoreDraft();
     await api('PUT', `${taskBase()}/active-session`, { sessionId: S.sessionPick });
   },
   async 'new-session'() {
+    saveDraftNow();
     const created = await api('POST', `${taskBase()}/sessions`, {});
     S.sessionPick = created.sessionId;
     S.session = null;
     syncSubs();
     renderTranscript();
+    restoreDraft();
   },
   async interrupt() {
     await api('POST', `${sessionBase()}/interrupt`, {});
@@ -1108,6 +1565,7 @@ const actions = {
     if (!guidance) throw new Error('Type the guidance for the running turn in the message box, then press Steer.');
     await api('POST', `${sessionBase()}/steer`, { guidance });
     box.value = '';
+    saveDraftNow();
     toast('Guidance sent to the running turn', 'info');
   },
   async stop() {
@@ -1202,6 +1660,34 @@ const actions = {
   'close-dialog'() {
     $('#dialog').close();
   },
+  'process-logs'(el) {
+    const id = el.dataset.id;
+    const p = S.processes.find((x) => x.id === id);
+    const d = $('#dialog');
+    d.className = 'dialog wide';
+    d.innerHTML = `<header class="dialog-head"><h2><code>${esc(p ? [p.command, ...(p.args || [])].join(' ') : id)}</code></h2><button class="btn ghost small" data-action="close-dialog" aria-label="Close">Close</button></header><pre class="diff log" id="process-log">Loading…</pre>`;
+    S.logsOf = id;
+    // Output is not pushed: poll it while the dialog is open and the process runs.
+    const timer = setInterval(() => {
+      const cur = S.processes.find((x) => x.id === id);
+      if (cur && cur.status === 'running') refreshLogs();
+    }, 1000);
+    d.addEventListener('close', () => {
+      S.logsOf = null;
+      clearInterval(timer);
+    }, { once: true });
+    d.showModal();
+    refreshLogs();
+  },
+  async 'process-stop'(el) {
+    await api('POST', `${taskBase()}/processes/${enc(el.dataset.id)}/stop`);
+  },
+  async 'process-kill'(el) {
+    await api('POST', `${taskBase()}/processes/${enc(el.dataset.id)}/kill`);
+  },
+  async 'process-remove'(el) {
+    await api('DELETE', `${taskBase()}/processes/${enc(el.dataset.id)}`);
+  },
 };
 
 function confirmDialog(title, text, confirm, run) {
@@ -1272,6 +1758,8 @@ document.addEventListener('submit', async (e) => {
 document.addEventListener('change', (e) => {
   const kind = e.target.dataset && e.target.dataset.change;
   if (kind === 'org') go(e.target.value ? orgPath(e.target.value) : '/orgs');
+  if (e.target.id === 'nt-repo') schedulePreview(e.target.form);
+  if (kind === 'member-role') changeRole(e.target);
   if (kind === 'session-model') changeSession('model', e.target.value);
   if (kind === 'session-mode') changeSession('mode', e.target.value);
   if (kind === 'session-level') changeSession('thoughtLevel', e.target.value);
@@ -1282,8 +1770,16 @@ document.addEventListener('change', (e) => {
 });
 
 document.addEventListener('input', (e) => {
-  // The organization id follows its name until the user edits the id.
+  if (e.target.id === 'composer') {
+    scheduleDraft();
+    return;
+  }
   const form = e.target.form;
+  if (form && form.dataset.form === 'new-task') {
+    schedulePreview(form);
+    return;
+  }
+  // The organization id follows its name until the user edits the id.
   if (!form || form.dataset.form !== 'create-org') return;
   if (e.target.name === 'id') form.id.dataset.edited = '1';
   if (e.target.name === 'displayName' && !form.id.dataset.edited) {
