@@ -1297,6 +1297,8 @@ function renderTranscript() {
     list.insertAdjacentHTML('beforeend', items.filter((i) => i.seq > lastSeq).map((i) => renderItem(i, members)).join(''));
   }
   list.dataset.last = String(newest);
+  // The task view is usable once its conversation is on screen (read by benches/web_app.rs): once per page load.
+  if (!performance.getEntriesByName('foundry:task-interactive').length) performance.mark('foundry:task-interactive');
   const partial = el.querySelector('.partial');
   partial.hidden = !s.partialText;
   $('.msg-text', partial).textContent = s.partialText || '';
