@@ -1,5 +1,7 @@
-//! Drives the domain actors directly: an organization with a repository, two tasks created from prompts, sessions and
-//! messages; then prints the organization snapshot and the audit log.
+//! Drives the domain actors directly: an organization with a repository, two tasks created from prompts (the built-in
+//! agent answers them), a second session, a follow-up in each session answered the way a client's message is
+//! (`Domain::send_message`, as `POST .../messages` does); then prints a transcript, the organization snapshot and the
+//! audit log. `cargo test` runs it (`tests/readme.rs`).
 //!
 //! Run: `cargo run --example domain` (data goes to a temporary directory).
 
@@ -8,7 +10,8 @@ use std::time::Duration;
 use foundry::actors::audit_log::ListAuditEvents;
 use foundry::actors::organization::{AddRepository, CreateOrganization, GetOrganizationSnapshot, OrgKind};
 use foundry::actors::repository::CreateTask;
-use foundry::actors::session::{GetSessionDetail, SendMessage};
+use foundry::actors::session::GetSessionDetail;
+use foundry::actors::summary::SessionStatus;
 use foundry::actors::task::CreateSession;
 use foundry::actors::user::UpsertUser;
 use foundry::actors::{Domain, RepoKey};
@@ -51,15 +54,24 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         tasks.push(created);
     }
 
-    // A second session on the first task, and a message in each.
+    // A second session on the first task, and a follow-up in each: it runs now, or after the running turn.
     let first = &tasks[0].task;
     let review = CreateSession { name: Some("Review".into()), model: Some("claude-sonnet-4".into()), user_id: None };
     let s2 = domain.create_session(first, review).await?;
     for session in ["s1", s2.as_str()] {
-        let msg = SendMessage { text: format!("Status update please ({session})"), user_id: Some(user.clone()) };
-        domain.sessions.mutate(&first.session(session), msg).await?;
+        let text = format!("Status update please ({session})");
+        domain.send_message(&first.session(session), &text, Some(&user)).await?;
     }
-    let detail = domain.sessions.read(&first.session("s1"), GetSessionDetail).await?;
+    // Turns run in the background; wait until the first session has answered both prompts.
+    let mut detail = domain.sessions.read(&first.session("s1"), GetSessionDetail).await?;
+    for _ in 0..500 {
+        let replies = detail.transcript.iter().filter(|i| i.role == "agent").count();
+        if detail.status == SessionStatus::Idle && detail.queued == 0 && replies >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        detail = domain.sessions.read(&first.session("s1"), GetSessionDetail).await?;
+    }
     println!("\nsession {} transcript:", detail.session_id);
     for item in &detail.transcript {
         println!("  [{}] {}: {}", item.seq, item.role, item.text);

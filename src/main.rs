@@ -47,6 +47,13 @@ struct Serve {
     /// Log filter (tracing-subscriber env-filter syntax).
     #[arg(long, env = "FOUNDRY_LOG", default_value = "info")]
     log: String,
+    /// Log lines as `text` (coloured only on a terminal) or `json` (one object per line, for log shippers).
+    #[arg(long, env = "FOUNDRY_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
+    /// Delay between the words of the built-in agent's replies, in milliseconds: raise it (e.g. 150) to watch replies
+    /// stream and to steer or interrupt a turn by hand.
+    #[arg(long, env = "FOUNDRY_BUILTIN_AGENT_PACE_MS", default_value_t = 5)]
+    builtin_agent_pace_ms: u64,
     /// HTTP worker threads (default: one per core).
     #[arg(long, env = "FOUNDRY_WORKERS")]
     workers: Option<usize>,
@@ -114,7 +121,14 @@ struct Serve {
 
 fn main() -> std::io::Result<()> {
     let Command::Serve(args) = Cli::parse().command;
-    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::new(&args.log)).init();
+    let filter = tracing_subscriber::EnvFilter::new(&args.log);
+    if args.log_format == "json" {
+        tracing_subscriber::fmt().json().with_env_filter(filter).init();
+    } else {
+        // Colour codes only for a person at a terminal, never into files or pipes.
+        let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+        tracing_subscriber::fmt().with_ansi(ansi).with_env_filter(filter).init();
+    }
     actix_rt::System::new().block_on(serve(args))
 }
 
@@ -257,7 +271,7 @@ async fn serve(args: Serve) -> std::io::Result<()> {
     }
     let agent: Arc<dyn AgentBackend> = match &backend {
         Some(server) => Arc::new(server.clone()),
-        None => Arc::new(BuiltinAgent::default()),
+        None => Arc::new(BuiltinAgent::new(std::time::Duration::from_millis(args.builtin_agent_pace_ms))),
     };
     // Registers every domain kind, so recovery can reach all of them.
     let domain = Domain::with_agent(runtime.clone(), agent);

@@ -1,5 +1,6 @@
 //! `foundry serve` as a process: the embedded default (loopback, dev sign-in), graceful shutdown on SIGTERM (open
-//! WebSockets closed with 1001, exit 0), state and sessions surviving a restart, and dev sign-in refused off loopback.
+//! WebSockets closed with 1001, exit 0), state and sessions surviving a restart, dev sign-in refused off loopback,
+//! the demo mode's loop, and the log formats (no colour codes off a terminal; JSON lines on request).
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -237,4 +238,37 @@ async fn demo_mode_goes_from_a_prompt_to_a_merged_pull_request() {
     assert!(text.contains("foundry: Add a greeting"), "{text}");
     sigterm(&child);
     assert!(tokio::task::spawn_blocking(move || wait_exit(child)).await.unwrap().success());
+}
+
+#[actix_rt::test]
+async fn logs_are_plain_text_off_a_terminal_or_json_on_request() {
+    for format in ["text", "json"] {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_foundry"))
+            .args(["serve", "--bind", &format!("127.0.0.1:{port}"), "--log", "info", "--log-format", format])
+            .arg("--data-dir")
+            .arg(dir.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let client = foundry::integrations::http_client_builder().build().unwrap();
+        ready(&client, &format!("http://127.0.0.1:{port}")).await;
+        let stdout = child.stdout.take().unwrap();
+        sigterm(&child);
+        let status = tokio::task::spawn_blocking(move || wait_exit(child)).await.unwrap();
+        assert!(status.success());
+        let out = std::io::read_to_string(stdout).unwrap();
+        let lines: Vec<&str> = out.lines().collect();
+        assert!(lines.iter().any(|l| l.contains("listening")), "{out}");
+        // Stdout is a pipe here: no colour codes in either format.
+        assert!(!out.contains('\u{1b}'), "ANSI escapes in {format} logs:\n{out}");
+        if format == "json" {
+            for line in &lines {
+                let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+                assert!(v["level"].is_string() && v["timestamp"].is_string(), "{line}");
+            }
+        }
+    }
 }
