@@ -84,7 +84,7 @@ impl Mutation for CreateTask {
         }
         let title = match &self.title {
             Some(t) => {
-                validate::name("title", t, 200)?;
+                validate::display_name("title", t)?;
                 t.trim().to_owned()
             }
             None => naming::derive_title(&self.prompt),
