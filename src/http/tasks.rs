@@ -23,8 +23,9 @@ fn ok<T: serde::Serialize>(value: T) -> Res {
 async fn authorized(req: &HttpRequest, caller: &Caller, ids: &[&str]) -> Result<web::Data<Api>, ApiError> {
     let api = super::api(req)?;
     member(&api, caller, ids[0]).await?;
-    for (field, id) in ["repo", "task", "session"].iter().zip(&ids[1..]) {
-        validate::id(field, id)?;
+    let rules = [validate::repo_id, validate::task_id, validate::session_id];
+    for ((rule, field), id) in rules.iter().zip(["repo", "task", "session"]).zip(&ids[1..]) {
+        rule(field, id)?;
     }
     Ok(api)
 }
@@ -194,7 +195,7 @@ struct ActiveSessionBody {
 async fn set_active_session(req: HttpRequest, caller: Caller, path: TaskPath, body: Json<ActiveSessionBody>) -> Res {
     let (api, task) = task_of(&req, &caller, path.into_inner()).await?;
     let msg = SetActiveSession { task: task.clone(), session_id: body.into_inner().session_id };
-    api.domain.users.mutate(&caller.user_id, msg).await?;
+    api.domain.users.mutate_existing(&caller.user_id, msg).await?;
     ok(api.domain.task_view(&task, Some(&caller.user_id)).await?)
 }
 
@@ -253,7 +254,7 @@ async fn update_session(req: HttpRequest, caller: Caller, path: SessionPath, bod
     }
     // Validate everything before changing anything: a rename must not land if the model change is refused.
     if let Some(name) = &b.name {
-        validate::name("name", name, 200)?;
+        validate::display_name("name", name)?;
     }
     if let Some(model) = b.model {
         let msg = ChangeModel { model, mode: b.mode, thought_level: b.thought_level, user_id: user_id.clone() };
@@ -334,7 +335,10 @@ async fn save_draft(req: HttpRequest, caller: Caller, path: SessionPath, body: J
     let (api, session) = session_of(&req, &caller, path.into_inner()).await?;
     let b = body.into_inner();
     let task = session.task_key();
-    api.domain.users.mutate(&caller.user_id, SaveDraft { session, text: b.text, attachments: b.attachments }).await?;
+    api.domain
+        .users
+        .mutate_existing(&caller.user_id, SaveDraft { session, text: b.text, attachments: b.attachments })
+        .await?;
     ok(api.domain.task_view(&task, Some(&caller.user_id)).await?)
 }
 
@@ -348,7 +352,7 @@ struct UnreadBody {
 async fn set_unread(req: HttpRequest, caller: Caller, path: SessionPath, body: Json<UnreadBody>) -> Res {
     let (api, session) = session_of(&req, &caller, path.into_inner()).await?;
     let task = session.task_key();
-    api.domain.users.mutate(&caller.user_id, MarkSessionUnread { session, unread: body.unread }).await?;
+    api.domain.users.mutate_existing(&caller.user_id, MarkSessionUnread { session, unread: body.unread }).await?;
     ok(api.domain.task_view(&task, Some(&caller.user_id)).await?)
 }
 
