@@ -242,7 +242,7 @@ struct DevSignIn {
 
 /// `POST /v1/auth/dev/sign-in {login, name?, email?}`: signs in (creating the user) without a provider. Refused
 /// (404, as if absent) unless dev sign-in is enabled.
-async fn dev_sign_in(req: HttpRequest, body: web::Json<DevSignIn>) -> Result<HttpResponse, ApiError> {
+async fn dev_sign_in(req: HttpRequest, body: super::body::Json<DevSignIn>) -> Result<HttpResponse, ApiError> {
     let api = super::api(&req)?;
     if !api.auth.dev_sign_in {
         return Err(ApiError::not_found("dev sign-in is disabled on this server"));
@@ -358,7 +358,7 @@ async fn revoke(api: &Api, user_id: &str, session_id: &str) -> Result<bool, ApiE
 }
 
 /// `POST /v1/auth/sign-out`: ends the caller's session and clears the cookie.
-async fn sign_out(req: HttpRequest, caller: Caller) -> Result<HttpResponse, ApiError> {
+async fn sign_out(req: HttpRequest, caller: Caller, _: super::body::NoBody) -> Result<HttpResponse, ApiError> {
     let api = super::api(&req)?;
     revoke(&api, &caller.user_id, &caller.session_id).await?;
     Ok(HttpResponse::NoContent().insert_header((header::SET_COOKIE, session_cookie(&api, "", Duration::ZERO))).finish())
@@ -371,7 +371,12 @@ async fn list_sessions(req: HttpRequest, caller: Caller) -> Result<web::Json<Vec
 }
 
 /// `DELETE /v1/auth/sessions/{id}`: signs one of the caller's sessions out (e.g. a lost laptop).
-async fn delete_session(req: HttpRequest, caller: Caller, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn delete_session(
+    req: HttpRequest,
+    caller: Caller,
+    path: web::Path<String>,
+    _: super::body::NoBody,
+) -> Result<HttpResponse, ApiError> {
     let api = super::api(&req)?;
     if revoke(&api, &caller.user_id, &path.into_inner()).await? {
         Ok(HttpResponse::NoContent().finish())
@@ -381,7 +386,11 @@ async fn delete_session(req: HttpRequest, caller: Caller, path: web::Path<String
 }
 
 /// `DELETE /v1/auth/sessions`: signs the caller out everywhere (every session, this one included).
-async fn delete_all_sessions(req: HttpRequest, caller: Caller) -> Result<HttpResponse, ApiError> {
+async fn delete_all_sessions(
+    req: HttpRequest,
+    caller: Caller,
+    _: super::body::NoBody,
+) -> Result<HttpResponse, ApiError> {
     let api = super::api(&req)?;
     let revoked = api.domain.users.mutate_existing(&caller.user_id, RevokeAllAuthSessions).await?;
     let msg = RemoveUserAuthSessions { user_id: caller.user_id.clone() };

@@ -6,6 +6,7 @@
 //! non-member). Handlers translate requests into domain messages; every failure is an [`ApiError`] JSON body.
 
 pub mod auth;
+mod body;
 mod error;
 mod ops;
 mod orgs;
@@ -165,7 +166,6 @@ where
 pub fn configure(api: web::Data<Api>) -> impl Fn(&mut web::ServiceConfig) + Clone {
     move |cfg| {
         cfg.app_data(api.clone())
-            .app_data(web::JsonConfig::default().limit(MAX_JSON_BODY).error_handler(error::json_error))
             .app_data(web::QueryConfig::default().error_handler(error::query_error))
             .app_data(web::PathConfig::default().error_handler(error::path_error))
             .configure(ops::routes)

@@ -4,6 +4,7 @@
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
+use super::body::{Json, NoBody};
 use super::{admin, member, Api, ApiError, Caller};
 use crate::actors::audit_log::ListAuditEvents;
 use crate::actors::github_data::{
@@ -22,7 +23,6 @@ use crate::actors::{validate, RepoKey};
 use crate::integrations::github::client::AccountKind;
 use crate::runtime::CallError;
 
-type Json<T> = web::Json<T>;
 type Res = Result<HttpResponse, ApiError>;
 
 fn ok<T: serde::Serialize>(value: T) -> Res {
@@ -175,7 +175,7 @@ async fn put_member(
 }
 
 /// `DELETE /v1/orgs/{org}/members/{user}`: admins remove members; anyone may leave.
-async fn delete_member(req: HttpRequest, caller: Caller, path: web::Path<(String, String)>) -> Res {
+async fn delete_member(req: HttpRequest, caller: Caller, path: web::Path<(String, String)>, _: NoBody) -> Res {
     let api = super::api(&req)?;
     let (org, user_id) = path.into_inner();
     if user_id == caller.user_id {
@@ -304,7 +304,7 @@ async fn github_connect(req: HttpRequest, caller: Caller, org: web::Path<String>
 }
 
 /// `POST /v1/orgs/{org}/github/sync`: starts a sync (members); a running one is reported, not doubled.
-async fn github_sync(req: HttpRequest, caller: Caller, org: web::Path<String>) -> Res {
+async fn github_sync(req: HttpRequest, caller: Caller, org: web::Path<String>, _: NoBody) -> Res {
     let api = super::api(&req)?;
     member(&api, &caller, &org).await?;
     require_github(&api)?;
@@ -313,7 +313,7 @@ async fn github_sync(req: HttpRequest, caller: Caller, org: web::Path<String>) -
 }
 
 /// `POST /v1/orgs/{org}/admin/{op}`: recovery operations (admins): `full-sync`, `clear-github`, `rebuild`.
-async fn admin_op(req: HttpRequest, caller: Caller, path: web::Path<(String, String)>) -> Res {
+async fn admin_op(req: HttpRequest, caller: Caller, path: web::Path<(String, String)>, _: NoBody) -> Res {
     let api = super::api(&req)?;
     let (org, op) = path.into_inner();
     admin(&api, &caller, &org).await?;

@@ -5,6 +5,7 @@
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
+use super::body::{Json, NoBody, OptionalJson};
 use super::{member, Api, ApiError, Caller};
 use crate::actors::repository::CreateTask;
 use crate::actors::session::{ChangeModel, GetSessionDetail, RenameSession, StopSession};
@@ -12,7 +13,6 @@ use crate::actors::task::{CloseSession, CreateSession, RenameTask, SwitchTask};
 use crate::actors::user::{DraftAttachment, MarkSessionUnread, SaveDraft, SetActiveSession};
 use crate::actors::{validate, RepoKey, SessionKey, TaskKey};
 
-type Json<T> = web::Json<T>;
 type Res = Result<HttpResponse, ApiError>;
 
 fn ok<T: serde::Serialize>(value: T) -> Res {
@@ -133,11 +133,11 @@ async fn task_action(
     req: HttpRequest,
     caller: Caller,
     path: web::Path<(String, String, String, String)>,
-    body: Option<Json<ActionBody>>,
+    body: OptionalJson<ActionBody>,
 ) -> Res {
     let (org, repo, task, action) = path.into_inner();
     let (api, task) = task_of(&req, &caller, (org, repo, task)).await?;
-    let body = body.map(|b| b.into_inner()).unwrap_or_default();
+    let body = body.into_inner();
     let user = Some(caller.user_id.as_str());
     let d = &api.domain;
     match action.as_str() {
@@ -213,10 +213,10 @@ async fn create_session(
     req: HttpRequest,
     caller: Caller,
     path: TaskPath,
-    body: Option<Json<CreateSessionBody>>,
+    body: OptionalJson<CreateSessionBody>,
 ) -> Res {
     let (api, task) = task_of(&req, &caller, path.into_inner()).await?;
-    let b = body.map(|b| b.into_inner()).unwrap_or_default();
+    let b = body.into_inner();
     if let Some(prompt) = &b.prompt {
         validate::text("prompt", prompt)?;
     }
@@ -300,22 +300,22 @@ struct InterruptBody {
 }
 
 /// `POST .../sessions/{session}/interrupt {dropQueued?}`: cancels the running turn of exactly this session.
-async fn interrupt(req: HttpRequest, caller: Caller, path: SessionPath, body: Option<Json<InterruptBody>>) -> Res {
+async fn interrupt(req: HttpRequest, caller: Caller, path: SessionPath, body: OptionalJson<InterruptBody>) -> Res {
     let (api, session) = session_of(&req, &caller, path.into_inner()).await?;
-    let drop_queued = body.map(|b| b.drop_queued).unwrap_or(false);
+    let drop_queued = body.into_inner().drop_queued;
     let dropped = api.domain.interrupt(&session, drop_queued, Some(&caller.user_id)).await?;
     ok(serde_json::json!({ "droppedPrompts": dropped }))
 }
 
 /// `POST .../sessions/{session}/stop`: stops the session's agent.
-async fn stop(req: HttpRequest, caller: Caller, path: SessionPath) -> Res {
+async fn stop(req: HttpRequest, caller: Caller, path: SessionPath, _: NoBody) -> Res {
     let (api, session) = session_of(&req, &caller, path.into_inner()).await?;
     api.domain.sessions.exec(&session, StopSession { user_id: Some(caller.user_id.clone()) }).await?;
     ok(api.domain.sessions.read(&session, GetSessionDetail).await?)
 }
 
 /// `DELETE .../sessions/{session}`: closes the session (a task keeps at least one open).
-async fn close(req: HttpRequest, caller: Caller, path: SessionPath) -> Res {
+async fn close(req: HttpRequest, caller: Caller, path: SessionPath, _: NoBody) -> Res {
     let (api, session) = session_of(&req, &caller, path.into_inner()).await?;
     let msg = CloseSession { session_id: session.session.clone(), user_id: Some(caller.user_id.clone()) };
     api.domain.tasks.mutate(&session.task_key(), msg).await?;
