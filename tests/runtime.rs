@@ -497,3 +497,93 @@ struct Count {
     #[diesel(sql_type = diesel::sql_types::BigInt)]
     n: i64,
 }
+
+/// Every `.sqlite3` file under the data directory (any kind), for "nothing was created" checks.
+fn db_files(dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for kind in std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).filter(|p| p.is_dir()) {
+        for f in std::fs::read_dir(&kind).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()) {
+            if f.ends_with(".sqlite3") {
+                out.push(format!("{}/{f}", kind.file_name().unwrap().to_string_lossy()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[actix_rt::test]
+async fn existing_only_calls_create_nothing_for_an_unknown_key() {
+    let (rt, dir) = runtime(0);
+    let reg = rt.registry::<Tally>();
+    let before = db_files(dir.path());
+    for k in ["unknown", ".", "..", "a/b"] {
+        let k = key(k);
+        assert!(reg.get_existing(&k).await.unwrap().is_none(), "{k:?}");
+        assert!(!reg.exists(&k).unwrap());
+        let err = reg.read_existing(&k, GetValue).await.unwrap_err();
+        assert!(matches!(err, CallError::NotFound { kind: "tally", .. }), "{err:?}");
+        let err = reg.mutate_existing(&k, Add::new(1)).await.unwrap_err();
+        assert!(matches!(err, CallError::NotFound { .. }), "{err:?}");
+        let err = reg.exec_existing(&k, Gate { release: tokio::sync::oneshot::channel().1 }).await.unwrap_err();
+        assert!(matches!(err, CallError::NotFound { .. }), "{err:?}");
+        assert!(matches!(reg.subscribe_existing(&k, "tally").await, Err(CallError::NotFound { .. })));
+        assert!(!reg.is_live(&k));
+    }
+    assert_eq!(db_files(dir.path()), before, "no database was created");
+    assert_eq!(reg.stats().activations.load(Ordering::SeqCst), 0);
+    assert_eq!(reg.live_count(), 0);
+    // A malformed key is still a typed activation error, as on the creating path.
+    let err = reg.read_existing(&key(""), GetValue).await.unwrap_err();
+    assert!(matches!(err, CallError::Activation(ref a) if matches!(a.reason, ActivationFailure::Key(_))), "{err}");
+}
+
+#[actix_rt::test]
+async fn existing_only_calls_reach_live_and_passivated_actors() {
+    let (rt, _dir) = runtime(0);
+    let reg = rt.registry::<Tally>();
+    let k = key("known");
+    reg.mutate(&k, Add::new(3)).await.unwrap();
+    // Live.
+    assert!(reg.get_existing(&k).await.unwrap().is_some());
+    assert_eq!(reg.read_existing(&k, GetValue).await.unwrap(), 3);
+    // Passivated: the database is on disk, so it is activated again.
+    assert!(reg.passivate(&k).await);
+    for _ in 0..100 {
+        if !reg.is_live(&k) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(!reg.is_live(&k));
+    assert!(reg.exists(&k).unwrap());
+    assert_eq!(reg.mutate_existing(&k, Add::new(1)).await.unwrap(), 4);
+    assert!(reg.is_live(&k));
+    assert_eq!(reg.stats().activations.load(Ordering::SeqCst), 2);
+}
+
+#[actix_rt::test]
+async fn existing_only_lookups_racing_a_creation_share_its_one_actor() {
+    let (rt, _dir) = runtime(2);
+    let reg = rt.registry::<Tally>();
+    for round in 0..20 {
+        let k = key(&format!("race-{round}"));
+        let lookups = (0..16).map(|i| {
+            let reg = reg.clone();
+            let k = k.clone();
+            async move {
+                if i % 2 == 0 {
+                    reg.get_existing(&k).await.unwrap().map(|r| r.addr().clone())
+                } else {
+                    Some(reg.get_or_create(&k).await.unwrap().addr().clone())
+                }
+            }
+        });
+        let addrs: Vec<_> = futures_util::future::join_all(lookups).await.into_iter().flatten().collect();
+        assert!(addrs.len() >= 8, "every creating lookup succeeded");
+        assert!(addrs.iter().all(|a| a == &addrs[0]), "one actor per key");
+        // The key exists now, and a later existing-only call finds the same actor.
+        assert_eq!(reg.get_existing(&k).await.unwrap().unwrap().addr(), &addrs[0]);
+    }
+    assert_eq!(reg.stats().activations.load(Ordering::SeqCst), 20);
+}

@@ -21,7 +21,7 @@ use super::repository::{
 use super::session::{Interrupt, RunQueue, Session, SessionAgent, Steer, SubmitPrompt, Submitted};
 use super::task::{CreateSession, GetTaskDetail, StartProvision, Task, TaskDetail};
 use super::user::{GetTaskOverlay, GetUser, MarkSessionUnread, TaskOverlay, User};
-use super::{DomainError, RepoKey, SessionKey, TaskKey};
+use super::{validate, DomainError, RepoKey, SessionKey, TaskKey};
 use crate::integrations::agent::SandboxAgent;
 use crate::integrations::agent::{AgentBackend, BuiltinAgent};
 use crate::integrations::workspace::Workspaces;
@@ -30,6 +30,21 @@ use crate::runtime::{CallError, Registry, Runtime};
 /// Errors of domain operations: a domain refusal or a runtime failure, typed.
 pub type DomainCallError = CallError<DomainError>;
 type Result<T> = std::result::Result<T, DomainCallError>;
+
+/// The runtime's "no such key" (from the `*_existing` calls, which create nothing) as the domain's `NotFound`, so
+/// callers of the facade match one refusal whichever way the key was found missing.
+trait OrNotFound {
+    fn or_not_found(self) -> Self;
+}
+
+impl<T> OrNotFound for Result<T> {
+    fn or_not_found(self) -> Self {
+        self.map_err(|e| match e {
+            CallError::NotFound { kind, key } => CallError::Handler(DomainError::not_found(kind, key)),
+            other => other,
+        })
+    }
+}
 
 /// A task detail as one viewer sees it: the shared detail plus that viewer's overlay (active session, unread,
 /// drafts), applied at read time.
@@ -99,7 +114,7 @@ impl Domain {
 
     /// Imports a repository into an organization and initialises its coordinator.
     pub async fn add_repository(&self, org: &str, msg: AddRepository) -> Result<RepoRow> {
-        let row = self.orgs.mutate(&org.to_owned(), msg).await?;
+        let row = self.orgs.mutate_existing(&org.to_owned(), msg).await.or_not_found()?;
         let init = InitializeRepository {
             full_name: row.full_name.clone(),
             remote_url: row.remote_url.clone(),
@@ -133,7 +148,8 @@ impl Domain {
     }
 
     pub async fn create_task(&self, repo: &RepoKey, mut msg: CreateTask) -> Result<CreatedTask> {
-        let row = self.orgs.read(&repo.org, GetRepository { repo_id: repo.repo.clone() }).await?;
+        let row =
+            self.orgs.read_existing(&repo.org, GetRepository { repo_id: repo.repo.clone() }).await.or_not_found()?;
         if msg.model.is_none() {
             msg.model = self.default_model_of(msg.user_id.as_deref()).await?;
         }
@@ -174,11 +190,11 @@ impl Domain {
     /// The user's default (starred) model, if the user exists.
     async fn default_model_of(&self, user: Option<&str>) -> Result<Option<String>> {
         let Some(user) = user else { return Ok(None) };
-        match self.users.read(&user.to_owned(), GetUser).await {
+        match self.users.read_existing(&user.to_owned(), GetUser).await {
             // A default the live catalog no longer offers (the agent server changed) falls back to the catalog's.
             Ok(u) if self.catalog().contains(&u.default_model) => Ok(Some(u.default_model)),
             Ok(_) => Ok(Some(self.catalog().default_model())),
-            Err(CallError::Handler(DomainError::NotFound { .. })) => Ok(None),
+            Err(CallError::NotFound { .. } | CallError::Handler(DomainError::NotFound { .. })) => Ok(None),
             Err(e) => Err(e),
         }
     }
@@ -215,17 +231,23 @@ impl Domain {
     /// Sends a prompt to one session's agent: it runs now, or after the running turn as a follow-up.
     pub async fn send_message(&self, session: &SessionKey, text: &str, user: Option<&str>) -> Result<Submitted> {
         let msg = SubmitPrompt { text: text.to_owned(), user_id: user.map(str::to_owned) };
-        self.sessions.exec(session, msg).await
+        self.sessions.exec_existing(session, msg).await.or_not_found()
     }
 
     /// Guidance for the turn running in exactly this session.
     pub async fn steer(&self, session: &SessionKey, guidance: &str, user: Option<&str>) -> Result<()> {
-        self.sessions.exec(session, Steer { guidance: guidance.to_owned(), user_id: user.map(str::to_owned) }).await
+        self.sessions
+            .exec_existing(session, Steer { guidance: guidance.to_owned(), user_id: user.map(str::to_owned) })
+            .await
+            .or_not_found()
     }
 
     /// Cancels the turn running in exactly this session; queued follow-ups then run unless `drop_queued`.
     pub async fn interrupt(&self, session: &SessionKey, drop_queued: bool, user: Option<&str>) -> Result<usize> {
-        self.sessions.exec(session, Interrupt { drop_queued, user_id: user.map(str::to_owned) }).await
+        self.sessions
+            .exec_existing(session, Interrupt { drop_queued, user_id: user.map(str::to_owned) })
+            .await
+            .or_not_found()
     }
 
     /// Opens a task for use: `NotFound` unless it exists, checked down the coordinator hierarchy so that no actor or
@@ -233,10 +255,13 @@ impl Domain {
     /// A live task actor was opened this way before, so it skips the checks (two reads, and no write once
     /// materialized).
     pub async fn open_task(&self, task: &TaskKey) -> Result<()> {
+        validate::org_id("org", &task.org).map_err(CallError::Handler)?;
+        validate::repo_id("repo", &task.repo).map_err(CallError::Handler)?;
+        validate::task_id("task", &task.task).map_err(CallError::Handler)?;
         if self.tasks.is_live(task) {
             return Ok(());
         }
-        self.orgs.read(&task.org, GetRepository { repo_id: task.repo.clone() }).await?;
+        self.orgs.read_existing(&task.org, GetRepository { repo_id: task.repo.clone() }).await.or_not_found()?;
         let materialized = self.repos.read(&task.repo_key(), IsTaskMaterialized { task_id: task.task.clone() }).await?;
         if !materialized {
             self.ensure_task(task).await?;
@@ -246,6 +271,7 @@ impl Domain {
 
     /// `NotFound` unless the session exists (see [`Domain::open_task`]).
     pub async fn open_session(&self, session: &SessionKey) -> Result<()> {
+        validate::session_id("session", &session.session).map_err(CallError::Handler)?;
         if self.sessions.is_live(session) {
             return Ok(());
         }
@@ -272,7 +298,12 @@ impl Domain {
         self.open_task(task).await?;
         let detail = self.tasks.read(task, GetTaskDetail).await?;
         let overlay = match viewer {
-            Some(user) => Some(self.users.read(&user.to_owned(), GetTaskOverlay { task: task.clone() }).await?),
+            Some(user) => Some(
+                self.users
+                    .read_existing(&user.to_owned(), GetTaskOverlay { task: task.clone() })
+                    .await
+                    .or_not_found()?,
+            ),
             None => None,
         };
         Ok(TaskView { detail, overlay })
@@ -283,24 +314,32 @@ impl Domain {
         let detail = self.tasks.read(task, GetTaskDetail).await?;
         for s in detail.sessions.iter().filter(|s| s.status != super::summary::SessionStatus::Closed) {
             let msg = MarkSessionUnread { session: task.session(&s.session_id), unread: true };
-            self.users.mutate(&user.to_owned(), msg).await?;
+            self.users.mutate_existing(&user.to_owned(), msg).await.or_not_found()?;
         }
         Ok(())
     }
 
     /// Lists an organization's audit events (newest first, paginated).
     pub async fn audit_events(&self, org: &str, query: ListAuditEvents) -> Result<AuditPage> {
-        self.audit.read(&org.to_owned(), query).await
+        match self.audit.read_existing(&org.to_owned(), query).await {
+            // No event was delivered yet (or the organization does not exist): an empty log, and no file for it.
+            Err(CallError::NotFound { .. }) => Ok(AuditPage { events: Vec::new(), next_before: None }),
+            other => other,
+        }
     }
 
     /// Recovery: rebuilds the organization's task projection from its repository coordinators. Returns the number of
     /// task summaries written.
     pub async fn admin_rebuild_organization(&self, org: &str) -> Result<usize> {
-        let repos = self.orgs.read(&org.to_owned(), ListRepositories).await?;
+        let repos = self.orgs.read_existing(&org.to_owned(), ListRepositories).await.or_not_found()?;
         let mut total = 0;
         for repo in repos {
             let tasks = self.repos.read(&RepoKey::new(org, &repo.repo_id), ListTaskSummaries).await?;
-            total += self.orgs.mutate(&org.to_owned(), AdminReplaceRepoTasks { repo_id: repo.repo_id, tasks }).await?;
+            total += self
+                .orgs
+                .mutate_existing(&org.to_owned(), AdminReplaceRepoTasks { repo_id: repo.repo_id, tasks })
+                .await
+                .or_not_found()?;
         }
         Ok(total)
     }

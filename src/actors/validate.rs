@@ -24,16 +24,65 @@ pub fn name(field: &'static str, value: &str, max: usize) -> DomainResult<()> {
     Ok(())
 }
 
-/// An identifier: 1 to 100 characters of `[A-Za-z0-9._-]`.
+/// Longest identifier of any kind: GitHub's limit for repository names (logins are at most 39 characters).
+pub const MAX_ID: usize = 100;
+
+/// An identifier: 1 to [`MAX_ID`] characters of `[A-Za-z0-9._-]`, and not `.` or `..`. Identifiers become URL path
+/// segments, file names and git refs, so no control characters, no separators and no names of directories.
+///
+/// Each kind of id has its own function below (all on this rule today): the HTTP edge and the domain messages call
+/// the same one, so a request is refused at the edge, before any actor or file exists, for exactly the reasons the
+/// domain would refuse it.
 pub fn id(field: &'static str, value: &str) -> DomainResult<()> {
-    let ok = !value.is_empty()
-        && value.len() <= 100
-        && value.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-    if ok {
-        Ok(())
-    } else {
-        Err(DomainError::invalid(field, "must be 1-100 characters of letters, digits, '.', '_' or '-'"))
+    let charset = value.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if value.is_empty() || value.len() > MAX_ID || !charset {
+        return Err(DomainError::invalid(
+            field,
+            format!("must be 1-{MAX_ID} characters of letters, digits, '.', '_' or '-'"),
+        ));
     }
+    if value == "." || value == ".." {
+        return Err(DomainError::invalid(field, "must not be '.' or '..'"));
+    }
+    Ok(())
+}
+
+/// An organization id (our own namespace; usually its GitHub login).
+pub fn org_id(field: &'static str, value: &str) -> DomainResult<()> {
+    id(field, value)
+}
+
+/// A repository id within its organization (GitHub repository names allow `.`, `-` and `_`, up to 100 characters).
+pub fn repo_id(field: &'static str, value: &str) -> DomainResult<()> {
+    id(field, value)
+}
+
+/// A task id within its repository (`t<n>`, assigned by the repository).
+pub fn task_id(field: &'static str, value: &str) -> DomainResult<()> {
+    id(field, value)
+}
+
+/// A session id within its task (`s<n>`, assigned by the task).
+pub fn session_id(field: &'static str, value: &str) -> DomainResult<()> {
+    id(field, value)
+}
+
+/// A user id (`u_<hex>`, assigned at sign-up).
+pub fn user_id(field: &'static str, value: &str) -> DomainResult<()> {
+    id(field, value)
+}
+
+/// An account login (GitHub: letters, digits and `-`, at most 39; dev sign-in: any identifier).
+pub fn login(field: &'static str, value: &str) -> DomainResult<()> {
+    id(field, value)
+}
+
+/// Longest display name (organization, user, task title, session name).
+pub const MAX_NAME: usize = 200;
+
+/// A display name (organization, user, task title, session name): see [`name`], at most [`MAX_NAME`] characters.
+pub fn display_name(field: &'static str, value: &str) -> DomainResult<()> {
+    name(field, value, MAX_NAME)
 }
 
 /// Free text (prompts, messages): non-empty, at most [`MAX_TEXT`] bytes.
@@ -113,6 +162,16 @@ mod tests {
         assert!(name("title", "a\u{7}", 10).is_err());
         assert!(id("repo_id", "repo-1.x_y").is_ok());
         assert!(id("repo_id", "a/b").is_err());
+        for bad in ["", ".", "..", "a\nb", "a\u{0}", "a b", "é", &"x".repeat(MAX_ID + 1)] {
+            assert!(org_id("org", bad).is_err(), "{bad:?}");
+        }
+        for ok in ["...", ".github", "a..b", "repo-1.x_y", &"x".repeat(MAX_ID)] {
+            assert!(repo_id("repo", ok).is_ok(), "{ok:?}");
+        }
+        for bad in ["", " ", "a\nb", "a\rb", "tab\there", "\u{1b}[31m", &"x".repeat(MAX_NAME + 1)] {
+            assert!(display_name("name", bad).is_err(), "{bad:?}");
+        }
+        assert!(display_name("name", "  Acme Corp  ").is_ok());
         assert!(text("prompt", &"x".repeat(MAX_TEXT + 1)).is_err());
         assert!(opaque_id("user_id", "u-1|github:42", 20).is_ok());
         assert!(opaque_id("user_id", "a b", 20).is_err());

@@ -245,13 +245,13 @@ struct DevSignIn {
 
 /// `POST /v1/auth/dev/sign-in {login, name?, email?}`: signs in (creating the user) without a provider. Refused
 /// (404, as if absent) unless dev sign-in is enabled.
-async fn dev_sign_in(req: HttpRequest, body: web::Json<DevSignIn>) -> Result<HttpResponse, ApiError> {
+async fn dev_sign_in(req: HttpRequest, body: super::body::Json<DevSignIn>) -> Result<HttpResponse, ApiError> {
     let api = super::api(&req)?;
     if !api.auth.dev_sign_in {
         return Err(ApiError::not_found("dev sign-in is disabled on this server"));
     }
     let body = body.into_inner();
-    crate::actors::validate::id("login", &body.login)?;
+    crate::actors::validate::login("login", &body.login)?;
     let name = body.name.unwrap_or_else(|| body.login.clone());
     let email = Some(body.email.unwrap_or_else(|| format!("{}@dev.invalid", body.login)));
     let account =
@@ -350,15 +350,18 @@ async fn github_callback(req: HttpRequest, q: web::Query<CallbackQuery>) -> Resu
 
 /// Ends one of the user's sessions: revoked on the user, removed from the index (so the token stops working at once).
 async fn revoke(api: &Api, user_id: &str, session_id: &str) -> Result<bool, ApiError> {
-    let hash =
-        api.domain.users.mutate(&user_id.to_owned(), RevokeAuthSession { session_id: session_id.to_owned() }).await?;
+    let hash = api
+        .domain
+        .users
+        .mutate_existing(&user_id.to_owned(), RevokeAuthSession { session_id: session_id.to_owned() })
+        .await?;
     let Some(token_hash) = hash else { return Ok(false) };
     api.domain.auth.mutate(&AUTH_DIRECTORY_KEY.to_owned(), RemoveAuthSession { token_hash }).await?;
     Ok(true)
 }
 
 /// `POST /v1/auth/sign-out`: ends the caller's session and clears the cookie.
-async fn sign_out(req: HttpRequest, caller: Caller) -> Result<HttpResponse, ApiError> {
+async fn sign_out(req: HttpRequest, caller: Caller, _: super::body::NoBody) -> Result<HttpResponse, ApiError> {
     let api = super::api(&req)?;
     revoke(&api, &caller.user_id, &caller.session_id).await?;
     Ok(HttpResponse::NoContent().insert_header((header::SET_COOKIE, session_cookie(&api, "", Duration::ZERO))).finish())
@@ -367,11 +370,16 @@ async fn sign_out(req: HttpRequest, caller: Caller) -> Result<HttpResponse, ApiE
 /// `GET /v1/auth/sessions`: the caller's sessions (never their tokens).
 async fn list_sessions(req: HttpRequest, caller: Caller) -> Result<web::Json<Vec<AuthSessionInfo>>, ApiError> {
     let api = super::api(&req)?;
-    Ok(web::Json(api.domain.users.read(&caller.user_id, ListAuthSessions).await?))
+    Ok(web::Json(api.domain.users.read_existing(&caller.user_id, ListAuthSessions).await?))
 }
 
 /// `DELETE /v1/auth/sessions/{id}`: signs one of the caller's sessions out (e.g. a lost laptop).
-async fn delete_session(req: HttpRequest, caller: Caller, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn delete_session(
+    req: HttpRequest,
+    caller: Caller,
+    path: web::Path<String>,
+    _: super::body::NoBody,
+) -> Result<HttpResponse, ApiError> {
     let api = super::api(&req)?;
     if revoke(&api, &caller.user_id, &path.into_inner()).await? {
         Ok(HttpResponse::NoContent().finish())
@@ -381,9 +389,13 @@ async fn delete_session(req: HttpRequest, caller: Caller, path: web::Path<String
 }
 
 /// `DELETE /v1/auth/sessions`: signs the caller out everywhere (every session, this one included).
-async fn delete_all_sessions(req: HttpRequest, caller: Caller) -> Result<HttpResponse, ApiError> {
+async fn delete_all_sessions(
+    req: HttpRequest,
+    caller: Caller,
+    _: super::body::NoBody,
+) -> Result<HttpResponse, ApiError> {
     let api = super::api(&req)?;
-    let revoked = api.domain.users.mutate(&caller.user_id, RevokeAllAuthSessions).await?;
+    let revoked = api.domain.users.mutate_existing(&caller.user_id, RevokeAllAuthSessions).await?;
     let msg = RemoveUserAuthSessions { user_id: caller.user_id.clone() };
     api.domain.auth.mutate(&AUTH_DIRECTORY_KEY.to_owned(), msg).await?;
     Ok(HttpResponse::Ok()

@@ -119,6 +119,7 @@ impl<E: Into<ApiError> + std::fmt::Display> From<CallError<E>> for ApiError {
                     ApiError::internal()
                 }
             },
+            CallError::NotFound { kind, key } => ApiError::not_found(format!("{} {key:?} not found", kind_noun(kind))),
             CallError::Unavailable { kind, key } => {
                 tracing::error!(kind, %key, "actor unavailable");
                 ApiError::unavailable("unavailable", "temporarily unavailable; retry")
@@ -128,6 +129,15 @@ impl<E: Into<ApiError> + std::fmt::Display> From<CallError<E>> for ApiError {
                 ApiError::internal()
             }
         }
+    }
+}
+
+/// What a runtime kind is called in a message to a client (the key is shown with it).
+fn kind_noun(kind: &str) -> &str {
+    match kind {
+        "github_data" => "GitHub connection of organization",
+        "audit_log" => "audit log of organization",
+        other => other,
     }
 }
 

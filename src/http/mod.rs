@@ -6,6 +6,7 @@
 //! non-member). Handlers translate requests into domain messages; every failure is an [`ApiError`] JSON body.
 
 pub mod auth;
+mod body;
 mod error;
 mod ops;
 mod orgs;
@@ -97,14 +98,14 @@ pub(crate) fn api(req: &HttpRequest) -> Result<web::Data<Api>, ApiError> {
     })
 }
 
-/// The caller's membership of `org`: 400 for a malformed id, 404 if the organization does not exist, 403 if the
-/// caller is not a member.
+/// The caller's membership of `org`: 400 for a malformed id, 404 if the organization does not exist (nothing is
+/// created for it), 403 if the caller is not a member.
 pub async fn member(api: &Api, caller: &Caller, org: &str) -> Result<MemberRow, ApiError> {
-    validate::id("org", org)?;
+    validate::org_id("org", org)?;
     let msg = GetMember { user_id: caller.user_id.clone() };
     api.domain
         .orgs
-        .read_with(&org.to_owned(), msg, CHECK_BACKPRESSURE)
+        .read_existing_with(&org.to_owned(), msg, CHECK_BACKPRESSURE)
         .await?
         .ok_or_else(|| ApiError::forbidden(format!("not a member of organization {org:?}")))
 }
@@ -165,7 +166,6 @@ where
 pub fn configure(api: web::Data<Api>) -> impl Fn(&mut web::ServiceConfig) + Clone {
     move |cfg| {
         cfg.app_data(api.clone())
-            .app_data(web::JsonConfig::default().limit(MAX_JSON_BODY).error_handler(error::json_error))
             .app_data(web::QueryConfig::default().error_handler(error::query_error))
             .app_data(web::PathConfig::default().error_handler(error::path_error))
             .configure(ops::routes)

@@ -5,6 +5,7 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
+use super::body::{Json, NoBody};
 use super::{admin, member, Api, ApiError, Caller};
 use crate::actors::audit_log::ListAuditEvents;
 use crate::actors::auth_directory::{ResolveLogin, AUTH_DIRECTORY_KEY};
@@ -24,7 +25,6 @@ use crate::actors::{validate, RepoKey};
 use crate::integrations::github::client::AccountKind;
 use crate::runtime::CallError;
 
-type Json<T> = web::Json<T>;
 type Res = Result<HttpResponse, ApiError>;
 
 fn ok<T: serde::Serialize>(value: T) -> Res {
@@ -45,7 +45,7 @@ fn require_github(api: &Api) -> Result<(), ApiError> {
 
 /// `GET /v1/me`: the caller's `app` snapshot (user, profile, default model, organizations).
 async fn me(req: HttpRequest, caller: Caller) -> Res {
-    ok(super::api(&req)?.domain.users.read(&caller.user_id, GetAppSnapshot).await?)
+    ok(super::api(&req)?.domain.users.read_existing(&caller.user_id, GetAppSnapshot).await?)
 }
 
 #[derive(Deserialize)]
@@ -59,7 +59,7 @@ struct ProfileBody {
 async fn update_me(req: HttpRequest, caller: Caller, body: Json<ProfileBody>) -> Res {
     let api = super::api(&req)?;
     let b = body.into_inner();
-    let user = api.domain.users.read(&caller.user_id, GetUser).await?;
+    let user = api.domain.users.read_existing(&caller.user_id, GetUser).await?;
     let upsert = UpsertUser {
         name: b.name.unwrap_or(user.user.name),
         email: user.user.email,
@@ -70,8 +70,8 @@ async fn update_me(req: HttpRequest, caller: Caller, body: Json<ProfileBody>) ->
             None => user.user.avatar_url,
         },
     };
-    api.domain.users.mutate(&caller.user_id, upsert).await?;
-    ok(api.domain.users.read(&caller.user_id, GetAppSnapshot).await?)
+    api.domain.users.mutate_existing(&caller.user_id, upsert).await?;
+    ok(api.domain.users.read_existing(&caller.user_id, GetAppSnapshot).await?)
 }
 
 #[derive(Deserialize)]
@@ -83,8 +83,8 @@ struct ModelBody {
 /// `PUT /v1/me/default-model {model}`.
 async fn set_default_model(req: HttpRequest, caller: Caller, body: Json<ModelBody>) -> Res {
     let api = super::api(&req)?;
-    api.domain.users.mutate(&caller.user_id, SetDefaultModel { model: body.into_inner().model }).await?;
-    ok(api.domain.users.read(&caller.user_id, GetAppSnapshot).await?)
+    api.domain.users.mutate_existing(&caller.user_id, SetDefaultModel { model: body.into_inner().model }).await?;
+    ok(api.domain.users.read_existing(&caller.user_id, GetAppSnapshot).await?)
 }
 
 #[derive(Deserialize)]
@@ -96,8 +96,9 @@ struct StarterBody {
 /// `PUT /v1/me/starter-repo {status: "starred" | "skipped"}`.
 async fn set_starter_repo(req: HttpRequest, caller: Caller, body: Json<StarterBody>) -> Res {
     let api = super::api(&req)?;
-    api.domain.users.mutate(&caller.user_id, SetStarterRepoStatus { status: body.into_inner().status }).await?;
-    ok(api.domain.users.read(&caller.user_id, GetAppSnapshot).await?)
+    let msg = SetStarterRepoStatus { status: body.into_inner().status };
+    api.domain.users.mutate_existing(&caller.user_id, msg).await?;
+    ok(api.domain.users.read_existing(&caller.user_id, GetAppSnapshot).await?)
 }
 
 /// `GET /v1/models`: the models sessions may use.
@@ -118,8 +119,8 @@ struct CreateOrgBody {
 async fn create_org(req: HttpRequest, caller: Caller, body: Json<CreateOrgBody>) -> Res {
     let api = super::api(&req)?;
     let body = body.into_inner();
-    validate::id("id", &body.id)?;
-    let user = api.domain.users.read(&caller.user_id, GetUser).await?;
+    validate::org_id("id", &body.id)?;
+    let user = api.domain.users.read_existing(&caller.user_id, GetUser).await?;
     let owner_login = user.profile.github_login.clone().unwrap_or_else(|| user.user.name.clone());
     let msg = CreateOrganization {
         login: body.login.unwrap_or_else(|| body.id.clone()),
@@ -127,8 +128,10 @@ async fn create_org(req: HttpRequest, caller: Caller, body: Json<CreateOrgBody>)
         kind: body.kind.unwrap_or(OrgKind::Organization),
         owner: Some(Owner { user_id: caller.user_id.clone(), login: owner_login }),
     };
+    // Everything is checked before the organization's database is created by the mutation.
+    msg.validate(&body.id)?;
     api.domain.orgs.mutate(&body.id, msg).await?;
-    Ok(HttpResponse::Created().json(api.domain.orgs.read(&body.id, GetOrganizationSnapshot).await?))
+    Ok(HttpResponse::Created().json(api.domain.orgs.read_existing(&body.id, GetOrganizationSnapshot).await?))
 }
 
 /// `GET /v1/orgs/{org}`: the organization snapshot (what `organizationUpdated` carries). While WebSocket clients
@@ -139,13 +142,13 @@ async fn get_org(req: HttpRequest, caller: Caller, org: web::Path<String>) -> Re
     if let Some(ev) = api.domain.orgs.latest_snapshot(&org, crate::actors::organization::TOPIC) {
         return Ok(HttpResponse::Ok().content_type("application/json").body(ev.snapshot.get().to_owned()));
     }
-    ok(api.domain.orgs.read(&org, GetOrganizationSnapshot).await?)
+    ok(api.domain.orgs.read_existing(&org, GetOrganizationSnapshot).await?)
 }
 
 async fn list_members(req: HttpRequest, caller: Caller, org: web::Path<String>) -> Res {
     let api = super::api(&req)?;
     member(&api, &caller, &org).await?;
-    ok(api.domain.orgs.read(&org, ListMembers).await?)
+    ok(api.domain.orgs.read_existing(&org, ListMembers).await?)
 }
 
 #[derive(Deserialize)]
@@ -170,11 +173,12 @@ async fn put_member(
     if body.role == MemberRole::Owner && me.role() != MemberRole::Owner {
         return Err(ApiError::forbidden("only owners may make owners"));
     }
-    validate::id("user", &user_id)?;
-    let user = api.domain.users.read(&user_id, GetUser).await?;
+    validate::user_id("user", &user_id)?;
+    // Only a user who signed up can be added: an unknown id is 404, and no user database is created for it.
+    let user = api.domain.users.read_existing(&user_id, GetUser).await?;
     let login = body.login.or(user.profile.github_login).unwrap_or(user.user.name);
     let msg = AddMember { user_id, login, role: body.role, by: Some(caller.user_id.clone()) };
-    ok(api.domain.orgs.mutate(&org, msg).await?)
+    ok(api.domain.orgs.mutate_existing(&org, msg).await?)
 }
 
 #[derive(Deserialize)]
@@ -196,7 +200,7 @@ async fn invite_member(req: HttpRequest, caller: Caller, org: web::Path<String>,
         return Err(ApiError::forbidden("only owners may make owners"));
     }
     let login = body.login.trim().to_owned();
-    validate::id("login", &login)?;
+    validate::login("login", &login)?;
     let Some(user_id) =
         api.domain.auth.read(&AUTH_DIRECTORY_KEY.to_owned(), ResolveLogin { login: login.clone() }).await?
     else {
@@ -217,7 +221,7 @@ async fn invite_member(req: HttpRequest, caller: Caller, org: web::Path<String>,
 }
 
 /// `DELETE /v1/orgs/{org}/members/{user}`: admins remove members; anyone may leave.
-async fn delete_member(req: HttpRequest, caller: Caller, path: web::Path<(String, String)>) -> Res {
+async fn delete_member(req: HttpRequest, caller: Caller, path: web::Path<(String, String)>, _: NoBody) -> Res {
     let api = super::api(&req)?;
     let (org, user_id) = path.into_inner();
     if user_id == caller.user_id {
@@ -225,7 +229,8 @@ async fn delete_member(req: HttpRequest, caller: Caller, path: web::Path<(String
     } else {
         admin(&api, &caller, &org).await?;
     }
-    if api.domain.orgs.mutate(&org, RemoveMember { user_id, by: Some(caller.user_id.clone()) }).await? {
+    validate::user_id("user", &user_id)?;
+    if api.domain.orgs.mutate_existing(&org, RemoveMember { user_id, by: Some(caller.user_id.clone()) }).await? {
         Ok(HttpResponse::NoContent().finish())
     } else {
         Err(ApiError::not_found("not a member"))
@@ -235,7 +240,7 @@ async fn delete_member(req: HttpRequest, caller: Caller, path: web::Path<(String
 async fn list_repos(req: HttpRequest, caller: Caller, org: web::Path<String>) -> Res {
     let api = super::api(&req)?;
     member(&api, &caller, &org).await?;
-    ok(api.domain.orgs.read(&org, ListRepositories).await?)
+    ok(api.domain.orgs.read_existing(&org, ListRepositories).await?)
 }
 
 #[derive(Deserialize)]
@@ -266,7 +271,8 @@ async fn get_repo(req: HttpRequest, caller: Caller, path: web::Path<(String, Str
     let api = super::api(&req)?;
     let (org, repo) = path.into_inner();
     member(&api, &caller, &org).await?;
-    ok(api.domain.orgs.read(&org, GetRepository { repo_id: repo }).await?)
+    validate::repo_id("repo", &repo)?;
+    ok(api.domain.orgs.read_existing(&org, GetRepository { repo_id: repo }).await?)
 }
 
 /// `GET /v1/orgs/{org}/repos/{repo}/tasks`: the repository's task summaries.
@@ -274,8 +280,10 @@ async fn list_tasks(req: HttpRequest, caller: Caller, path: web::Path<(String, S
     let api = super::api(&req)?;
     let (org, repo) = path.into_inner();
     member(&api, &caller, &org).await?;
-    validate::id("repo", &repo)?;
-    api.domain.orgs.read(&org, GetRepository { repo_id: repo.clone() }).await?;
+    validate::repo_id("repo", &repo)?;
+    api.domain.orgs.read_existing(&org, GetRepository { repo_id: repo.clone() }).await?;
+    // The organization knows the repository, so its coordinator may be created here (a sync imported it a moment
+    // ago and the organization's outbox has not initialised it yet).
     ok(api.domain.repos.read(&RepoKey::new(&org, &repo), ListTaskSummaries).await?)
 }
 
@@ -293,6 +301,12 @@ async fn audit(req: HttpRequest, caller: Caller, org: web::Path<String>, q: web:
     let api = super::api(&req)?;
     member(&api, &caller, &org).await?;
     let q = q.into_inner();
+    if let Some(repo) = &q.repo {
+        validate::repo_id("repo", repo)?;
+    }
+    if let Some(task) = &q.task {
+        validate::task_id("task", task)?;
+    }
     let limit = q.limit.unwrap_or(50);
     if limit == 0 || limit > 500 {
         return Err(ApiError::bad_request("invalid_query", "limit must be 1 to 500"));
@@ -305,9 +319,11 @@ async fn audit(req: HttpRequest, caller: Caller, org: web::Path<String>, q: web:
 async fn github_status(req: HttpRequest, caller: Caller, org: web::Path<String>) -> Res {
     let api = super::api(&req)?;
     member(&api, &caller, &org).await?;
-    match api.domain.github.read(&org, GetSyncStatus).await {
+    match api.domain.github.read_existing(&org, GetSyncStatus).await {
         Ok(status) => ok(serde_json::json!({ "connected": true, "status": status })),
-        Err(CallError::Handler(DomainError::NotFound { .. })) => ok(serde_json::json!({ "connected": false })),
+        Err(CallError::NotFound { .. } | CallError::Handler(DomainError::NotFound { .. })) => {
+            ok(serde_json::json!({ "connected": false }))
+        }
         Err(e) => Err(e.into()),
     }
 }
@@ -325,34 +341,38 @@ async fn github_connect(req: HttpRequest, caller: Caller, org: web::Path<String>
     admin(&api, &caller, &org).await?;
     require_github(&api)?;
     let b = body.into_inner();
-    api.domain.github.mutate(&org, ConnectGitHub { login: b.login, kind: b.kind }).await?;
+    let connect = ConnectGitHub { login: b.login, kind: b.kind };
+    // Checked before the mutation creates the organization's GitHub mirror.
+    connect.validate()?;
+    api.domain.github.mutate(&org, connect).await?;
     let generation = api.domain.github.exec(&org, StartSync).await?;
     Ok(HttpResponse::Accepted().json(serde_json::json!({ "generation": generation })))
 }
 
 /// `POST /v1/orgs/{org}/github/sync`: starts a sync (members); a running one is reported, not doubled.
-async fn github_sync(req: HttpRequest, caller: Caller, org: web::Path<String>) -> Res {
+async fn github_sync(req: HttpRequest, caller: Caller, org: web::Path<String>, _: NoBody) -> Res {
     let api = super::api(&req)?;
     member(&api, &caller, &org).await?;
     require_github(&api)?;
-    let generation = api.domain.github.exec(&org, StartSync).await?;
+    let generation = api.domain.github.exec_existing(&org, StartSync).await?;
     Ok(HttpResponse::Accepted().json(serde_json::json!({ "generation": generation })))
 }
 
 /// `POST /v1/orgs/{org}/admin/{op}`: recovery operations (admins): `full-sync`, `clear-github`, `rebuild`.
-async fn admin_op(req: HttpRequest, caller: Caller, path: web::Path<(String, String)>) -> Res {
+async fn admin_op(req: HttpRequest, caller: Caller, path: web::Path<(String, String)>, _: NoBody) -> Res {
     let api = super::api(&req)?;
     let (org, op) = path.into_inner();
     admin(&api, &caller, &org).await?;
     match op.as_str() {
         "full-sync" => {
             require_github(&api)?;
-            ok(serde_json::json!({ "generation": api.domain.github.exec(&org, AdminFullSync).await? }))
+            ok(serde_json::json!({ "generation": api.domain.github.exec_existing(&org, AdminFullSync).await? }))
         }
-        "clear-github" => {
-            api.domain.github.exec(&org, AdminClearState).await?;
-            Ok(HttpResponse::NoContent().finish())
-        }
+        "clear-github" => match api.domain.github.exec_existing(&org, AdminClearState).await {
+            // Never connected: nothing to clear.
+            Ok(()) | Err(CallError::NotFound { .. }) => Ok(HttpResponse::NoContent().finish()),
+            Err(e) => Err(e.into()),
+        },
         "rebuild" => ok(serde_json::json!({ "taskSummaries": api.domain.admin_rebuild_organization(&org).await? })),
         _ => Err(ApiError::not_found(format!("no admin operation {op:?}"))),
     }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 
+use super::body::{Json, NoBody};
 use super::tasks::task_of;
 use super::{Api, ApiError, Caller};
 use crate::actors::task::processes::{ForgetProcess, GetTaskProcess, ListTaskProcesses, TrackProcess};
@@ -76,7 +77,7 @@ async fn list(req: HttpRequest, caller: Caller, path: TaskPath) -> Res {
 }
 
 /// `POST T/processes {command, args?, cwd?, env?}`: starts a process in the sandbox (201 with the process).
-async fn start(req: HttpRequest, caller: Caller, path: TaskPath, body: web::Json<ProcessSpec>) -> Res {
+async fn start(req: HttpRequest, caller: Caller, path: TaskPath, body: Json<ProcessSpec>) -> Res {
     let (api, task) = task_of(&req, &caller, path.into_inner()).await?;
     let spec = body.into_inner();
     check(&spec)?;
@@ -92,7 +93,12 @@ async fn get(req: HttpRequest, caller: Caller, path: ProcessPath) -> Res {
 }
 
 /// `POST T/processes/{id}/{stop|kill}`: SIGTERM or SIGKILL.
-async fn signal(req: HttpRequest, caller: Caller, path: web::Path<(String, String, String, String, String)>) -> Res {
+async fn signal(
+    req: HttpRequest,
+    caller: Caller,
+    path: web::Path<(String, String, String, String, String)>,
+    _: NoBody,
+) -> Res {
     let (org, repo, task, id, op) = path.into_inner();
     let (api, task) = task_of(&req, &caller, (org, repo, task)).await?;
     api.domain.tasks.read(&task, GetTaskProcess { process_id: id.clone() }).await?;
@@ -107,7 +113,7 @@ async fn signal(req: HttpRequest, caller: Caller, path: web::Path<(String, Strin
 }
 
 /// `DELETE T/processes/{id}`: removes an exited process (and its logs) from the sandbox and the task.
-async fn delete(req: HttpRequest, caller: Caller, path: ProcessPath) -> Res {
+async fn delete(req: HttpRequest, caller: Caller, path: ProcessPath, _: NoBody) -> Res {
     let (api, task, id) = process_of(&req, &caller, path).await?;
     let row = api.domain.tasks.read(&task, GetTaskProcess { process_id: id.clone() }).await?;
     if row.status == "running" {

@@ -5,6 +5,7 @@
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
+use super::body::{Json, NoBody, OptionalJson};
 use super::{member, Api, ApiError, Caller};
 use crate::actors::repository::{CreateTask, PreviewTaskNames};
 use crate::actors::session::{ChangeModel, GetSessionDetail, RenameSession, StopSession};
@@ -12,7 +13,6 @@ use crate::actors::task::{CloseSession, CreateSession, RenameTask, SwitchTask};
 use crate::actors::user::{DraftAttachment, MarkSessionUnread, SaveDraft, SetActiveSession};
 use crate::actors::{validate, RepoKey, SessionKey, TaskKey};
 
-type Json<T> = web::Json<T>;
 type Res = Result<HttpResponse, ApiError>;
 
 fn ok<T: serde::Serialize>(value: T) -> Res {
@@ -23,8 +23,9 @@ fn ok<T: serde::Serialize>(value: T) -> Res {
 async fn authorized(req: &HttpRequest, caller: &Caller, ids: &[&str]) -> Result<web::Data<Api>, ApiError> {
     let api = super::api(req)?;
     member(&api, caller, ids[0]).await?;
-    for (field, id) in ["repo", "task", "session"].iter().zip(&ids[1..]) {
-        validate::id(field, id)?;
+    let rules = [validate::repo_id, validate::task_id, validate::session_id];
+    for ((rule, field), id) in rules.iter().zip(["repo", "task", "session"]).zip(&ids[1..]) {
+        rule(field, id)?;
     }
     Ok(api)
 }
@@ -155,11 +156,11 @@ async fn task_action(
     req: HttpRequest,
     caller: Caller,
     path: web::Path<(String, String, String, String)>,
-    body: Option<Json<ActionBody>>,
+    body: OptionalJson<ActionBody>,
 ) -> Res {
     let (org, repo, task, action) = path.into_inner();
     let (api, task) = task_of(&req, &caller, (org, repo, task)).await?;
-    let body = body.map(|b| b.into_inner()).unwrap_or_default();
+    let body = body.into_inner();
     let user = Some(caller.user_id.as_str());
     let d = &api.domain;
     match action.as_str() {
@@ -217,7 +218,7 @@ struct ActiveSessionBody {
 async fn set_active_session(req: HttpRequest, caller: Caller, path: TaskPath, body: Json<ActiveSessionBody>) -> Res {
     let (api, task) = task_of(&req, &caller, path.into_inner()).await?;
     let msg = SetActiveSession { task: task.clone(), session_id: body.into_inner().session_id };
-    api.domain.users.mutate(&caller.user_id, msg).await?;
+    api.domain.users.mutate_existing(&caller.user_id, msg).await?;
     ok(api.domain.task_view(&task, Some(&caller.user_id)).await?)
 }
 
@@ -235,10 +236,10 @@ async fn create_session(
     req: HttpRequest,
     caller: Caller,
     path: TaskPath,
-    body: Option<Json<CreateSessionBody>>,
+    body: OptionalJson<CreateSessionBody>,
 ) -> Res {
     let (api, task) = task_of(&req, &caller, path.into_inner()).await?;
-    let b = body.map(|b| b.into_inner()).unwrap_or_default();
+    let b = body.into_inner();
     if let Some(prompt) = &b.prompt {
         validate::text("prompt", prompt)?;
     }
@@ -276,7 +277,7 @@ async fn update_session(req: HttpRequest, caller: Caller, path: SessionPath, bod
     }
     // Validate everything before changing anything: a rename must not land if the model change is refused.
     if let Some(name) = &b.name {
-        validate::name("name", name, 200)?;
+        validate::display_name("name", name)?;
     }
     if let Some(model) = b.model {
         let msg = ChangeModel { model, mode: b.mode, thought_level: b.thought_level, user_id: user_id.clone() };
@@ -322,22 +323,22 @@ struct InterruptBody {
 }
 
 /// `POST .../sessions/{session}/interrupt {dropQueued?}`: cancels the running turn of exactly this session.
-async fn interrupt(req: HttpRequest, caller: Caller, path: SessionPath, body: Option<Json<InterruptBody>>) -> Res {
+async fn interrupt(req: HttpRequest, caller: Caller, path: SessionPath, body: OptionalJson<InterruptBody>) -> Res {
     let (api, session) = session_of(&req, &caller, path.into_inner()).await?;
-    let drop_queued = body.map(|b| b.drop_queued).unwrap_or(false);
+    let drop_queued = body.into_inner().drop_queued;
     let dropped = api.domain.interrupt(&session, drop_queued, Some(&caller.user_id)).await?;
     ok(serde_json::json!({ "droppedPrompts": dropped }))
 }
 
 /// `POST .../sessions/{session}/stop`: stops the session's agent.
-async fn stop(req: HttpRequest, caller: Caller, path: SessionPath) -> Res {
+async fn stop(req: HttpRequest, caller: Caller, path: SessionPath, _: NoBody) -> Res {
     let (api, session) = session_of(&req, &caller, path.into_inner()).await?;
     api.domain.sessions.exec(&session, StopSession { user_id: Some(caller.user_id.clone()) }).await?;
     ok(api.domain.sessions.read(&session, GetSessionDetail).await?)
 }
 
 /// `DELETE .../sessions/{session}`: closes the session (a task keeps at least one open).
-async fn close(req: HttpRequest, caller: Caller, path: SessionPath) -> Res {
+async fn close(req: HttpRequest, caller: Caller, path: SessionPath, _: NoBody) -> Res {
     let (api, session) = session_of(&req, &caller, path.into_inner()).await?;
     let msg = CloseSession { session_id: session.session.clone(), user_id: Some(caller.user_id.clone()) };
     api.domain.tasks.mutate(&session.task_key(), msg).await?;
@@ -357,7 +358,10 @@ async fn save_draft(req: HttpRequest, caller: Caller, path: SessionPath, body: J
     let (api, session) = session_of(&req, &caller, path.into_inner()).await?;
     let b = body.into_inner();
     let task = session.task_key();
-    api.domain.users.mutate(&caller.user_id, SaveDraft { session, text: b.text, attachments: b.attachments }).await?;
+    api.domain
+        .users
+        .mutate_existing(&caller.user_id, SaveDraft { session, text: b.text, attachments: b.attachments })
+        .await?;
     ok(api.domain.task_view(&task, Some(&caller.user_id)).await?)
 }
 
@@ -371,7 +375,7 @@ struct UnreadBody {
 async fn set_unread(req: HttpRequest, caller: Caller, path: SessionPath, body: Json<UnreadBody>) -> Res {
     let (api, session) = session_of(&req, &caller, path.into_inner()).await?;
     let task = session.task_key();
-    api.domain.users.mutate(&caller.user_id, MarkSessionUnread { session, unread: body.unread }).await?;
+    api.domain.users.mutate_existing(&caller.user_id, MarkSessionUnread { session, unread: body.unread }).await?;
     ok(api.domain.task_view(&task, Some(&caller.user_id)).await?)
 }
 

@@ -42,14 +42,14 @@ async fn github_webhook(req: HttpRequest, body: web::Bytes) -> Result<HttpRespon
             ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "unprocessable", "no organization in the payload")
         })?
         .to_owned();
-    validate::id("organization", &org)?;
+    validate::org_id("organization", &org)?;
     // Unknown organizations are refused before an actor (and its database) is created for them. GitHub logins are
     // case-insensitive: an organization created as `acme` receives `Acme`'s deliveries.
-    let org = match api.domain.orgs.read(&org, GetOrganizationProfile).await {
+    let org = match api.domain.orgs.read_existing(&org, GetOrganizationProfile).await {
         Ok(_) => org,
         Err(_) if org != org.to_lowercase() => {
             let lower = org.to_lowercase();
-            api.domain.orgs.read(&lower, GetOrganizationProfile).await?;
+            api.domain.orgs.read_existing(&lower, GetOrganizationProfile).await?;
             lower
         }
         Err(e) => return Err(e.into()),

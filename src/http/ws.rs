@@ -213,11 +213,11 @@ async fn open(api: &Api, caller: &Caller, target: &Target) -> Result<(Subscripti
     }
     let d = &api.domain;
     let sub = match target {
-        Target::App(user) => d.users.subscribe(user, user::APP_TOPIC).await,
-        Target::Organization(org) => d.orgs.subscribe(org, organization::TOPIC).await,
+        Target::App(user) => d.users.subscribe_existing(user, user::APP_TOPIC).await,
+        Target::Organization(org) => d.orgs.subscribe_existing(org, organization::TOPIC).await,
         Target::Task(t) => {
             d.open_task(t).await?;
-            let overlay = d.users.subscribe(&caller.user_id, &user::overlay_topic(t)).await?;
+            let overlay = d.users.subscribe_existing(&caller.user_id, &user::overlay_topic(t)).await?;
             return Ok((d.tasks.subscribe(t, task::TOPIC).await?, Some(overlay)));
         }
         Target::Session(s) => {

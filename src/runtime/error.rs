@@ -64,6 +64,9 @@ pub enum CallError<E> {
     Storage { kind: &'static str, key: String, message: String },
     #[error("the runtime is shutting down")]
     ShuttingDown,
+    /// The key names nothing: an `*_existing` call found neither a live actor nor a database, and created neither.
+    #[error("{kind} {key:?} does not exist")]
+    NotFound { kind: &'static str, key: String },
     /// The actor kept stopping under the call (should not happen; bounded retries give up).
     #[error("{kind} {key:?} is unavailable")]
     Unavailable { kind: &'static str, key: String },
@@ -89,6 +92,7 @@ impl<E> CallError<E> {
             CallError::Storage { kind, key, message } => CallError::Storage { kind, key, message },
             CallError::ShuttingDown => CallError::ShuttingDown,
             CallError::Unavailable { kind, key } => CallError::Unavailable { kind, key },
+            CallError::NotFound { kind, key } => CallError::NotFound { kind, key },
         }
     }
 }

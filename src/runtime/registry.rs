@@ -59,6 +59,24 @@ enum Admission {
     Retired,
 }
 
+/// Whether a lookup may create the actor's database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Open {
+    /// Activate, creating the database if there is none (`get_or_create`, `read`, `mutate`, ...).
+    OrCreate,
+    /// Activate only a key that has a live actor or a database on disk (`get_existing`, `read_existing`, ...).
+    IfExists,
+}
+
+/// Why initialising a slot produced no actor.
+enum InitError {
+    Failed(ActivationError),
+    /// `Open::IfExists` and the key has no database: nothing was created.
+    Missing,
+    /// The slot was removed from the map before this initialisation began (an earlier one failed): look again.
+    Stale,
+}
+
 impl<E: Entity> Slot<E> {
     fn new(capacity: usize) -> Self {
         Slot {
@@ -232,33 +250,69 @@ impl<E: Entity> Registry<E> {
 
     /// Returns the live actor for `key`, activating it (open, migrate, load) on first use.
     pub async fn get_or_create(&self, key: &E::Key) -> Result<EntityRef<E>, ActivationError> {
-        let slot = self.live_slot(key).await?;
-        // `live_slot` returns only initialised slots.
-        let addr = slot.cell.get().expect("live slot is initialised").clone();
+        let slot = self.live_slot(key, Open::OrCreate).await?;
+        // `Open::OrCreate` never answers "missing", and `live_slot` returns only initialised slots.
+        let addr = slot.and_then(|s| s.cell.get().cloned()).expect("live slot is initialised");
         Ok(EntityRef { addr })
     }
 
-    /// The slot of `key`'s live actor, activating it if needed. The common case (already live) is one shard lock, one
-    /// hash lookup and one `Arc` clone.
-    async fn live_slot(&self, key: &E::Key) -> Result<Arc<Slot<E>>, ActivationError> {
+    /// Returns `key`'s actor only if it exists: live, or with a database on disk (then it is activated). `None`
+    /// means the key names nothing; no file, actor or slot was created for it. Reads and requests that may be refused
+    /// use this (or the `*_existing` call paths) so that bad input never creates state.
+    pub async fn get_existing(&self, key: &E::Key) -> Result<Option<EntityRef<E>>, ActivationError> {
+        let slot = self.live_slot(key, Open::IfExists).await?;
+        Ok(slot.and_then(|s| s.cell.get().cloned()).map(|addr| EntityRef { addr }))
+    }
+
+    /// Whether `key` exists (a live actor or a database on disk), without activating it.
+    pub fn exists(&self, key: &E::Key) -> Result<bool, ActivationError> {
+        if self.is_live(key) {
+            return Ok(true);
+        }
+        self.may_exist_on_disk(key)
+    }
+
+    /// `false` only when `key`'s database file is certainly absent; an unreadable directory counts as "may exist",
+    /// so that activation reports the real error instead of a misleading "not found".
+    fn may_exist_on_disk(&self, key: &E::Key) -> Result<bool, ActivationError> {
+        let path = super::db::actor_path(&self.inner.shared.config.data_dir, E::KIND, &key.encode())
+            .map_err(|reason| self.activation_error(key, reason))?;
+        Ok(!matches!(path.try_exists(), Ok(false)))
+    }
+
+    /// The slot of `key`'s live actor, activating it if needed (`None`: `Open::IfExists` and the key has no
+    /// database). The common case (already live) is one shard lock, one hash lookup and one `Arc` clone.
+    async fn live_slot(&self, key: &E::Key, open: Open) -> Result<Option<Arc<Slot<E>>>, ActivationError> {
         {
             let map = lock(self.shard(key));
             if let Some(slot) = map.get(key) {
                 if slot.cell.get().is_some_and(|a| a.connected()) && !slot.is_retired() {
-                    return Ok(slot.clone());
+                    return Ok(Some(slot.clone()));
                 }
             }
         }
         loop {
-            let slot = self.slot(key);
+            let slot = match open {
+                Open::OrCreate => self.slot(key),
+                Open::IfExists => {
+                    let existing = lock(self.shard(key)).get(key).cloned();
+                    match existing {
+                        // Someone is activating (or just activated) the key: join that activation.
+                        Some(slot) => slot,
+                        // Checked before a slot is inserted, so an unknown key leaves no trace in the map either.
+                        None if !self.may_exist_on_disk(key)? => return Ok(None),
+                        None => self.slot(key),
+                    }
+                }
+            };
             if slot.is_retired() {
                 // The old actor is on its way out; step past it to a fresh slot.
                 self.remove_slot(key, &slot);
                 continue;
             }
-            let res = slot.cell.get_or_try_init(|| self.activate(key.clone(), slot.clone())).await;
+            let res = slot.cell.get_or_try_init(|| self.init_slot(key, &slot, open)).await;
             match res {
-                Ok(addr) if addr.connected() => return Ok(slot),
+                Ok(addr) if addr.connected() => return Ok(Some(slot)),
                 Ok(_) => {
                     // The actor died without retiring (its arbiter stopped): forget it and activate anew.
                     self.remove_slot(key, &slot);
@@ -266,30 +320,56 @@ impl<E: Entity> Registry<E> {
                         return Err(self.activation_error(key, ActivationFailure::ShuttingDown));
                     }
                 }
-                Err(e) => {
-                    self.remove_slot(key, &slot);
-                    return Err(e);
-                }
+                Err(InitError::Stale) => {}
+                Err(InitError::Missing) => return Ok(None),
+                Err(InitError::Failed(e)) => return Err(e),
             }
         }
+    }
+
+    /// Activates `key` into `slot`, which must still be the key's slot in the map.
+    ///
+    /// A failed activation removes its slot before returning, while it still holds the cell's initialisation
+    /// permit. A caller that was waiting on the same cell (it may want `Open::OrCreate` where this one wanted
+    /// `Open::IfExists`) then finds the slot gone and starts over on a fresh one, instead of activating into a slot
+    /// nobody can find, which would let a later caller start a second actor on the same database.
+    async fn init_slot(
+        &self,
+        key: &E::Key,
+        slot: &Arc<Slot<E>>,
+        open: Open,
+    ) -> Result<Addr<EntityActor<E>>, InitError> {
+        let current = lock(self.shard(key)).get(key).is_some_and(|s| Arc::ptr_eq(s, slot));
+        if !current {
+            return Err(InitError::Stale);
+        }
+        let res = self.activate(key.clone(), slot.clone(), open).await;
+        if res.is_err() {
+            self.remove_slot(key, slot);
+        }
+        res
     }
 
     fn activation_error(&self, key: &E::Key, reason: ActivationFailure) -> ActivationError {
         ActivationError { kind: E::KIND, key: key.encode(), reason }
     }
 
-    async fn activate(&self, key: E::Key, slot: Arc<Slot<E>>) -> Result<Addr<EntityActor<E>>, ActivationError> {
+    async fn activate(&self, key: E::Key, slot: Arc<Slot<E>>, open: Open) -> Result<Addr<EntityActor<E>>, InitError> {
         let shared = &self.inner.shared;
         let fail = |reason| {
             self.inner.stats.activation_failures.fetch_add(1, Ordering::Relaxed);
-            self.activation_error(&key, reason)
+            InitError::Failed(self.activation_error(&key, reason))
         };
         if shared.is_shutting_down() {
             return Err(fail(ActivationFailure::ShuttingDown));
         }
-        let live_permit = shared.acquire_live_slot().await.map_err(fail)?;
         let encoded = key.encode();
         let path = super::db::actor_path(&shared.config.data_dir, E::KIND, &encoded).map_err(fail)?;
+        // Before taking a live permit: making room may passivate another actor, which an unknown key must not cause.
+        if open == Open::IfExists && matches!(path.try_exists(), Ok(false)) {
+            return Err(InitError::Missing);
+        }
+        let live_permit = shared.acquire_live_slot().await.map_err(fail)?;
         let started = std::time::Instant::now();
         let (k, p, enc, sync) = (key.clone(), path.clone(), encoded.clone(), shared.config.synchronous);
         let _opening = shared.opening.acquire().await.map_err(|_| fail(ActivationFailure::ShuttingDown))?;
@@ -297,13 +377,18 @@ impl<E: Entity> Registry<E> {
         let opened = actix_rt::task::spawn_blocking(move || {
             let fresh = !p.exists();
             if fresh {
+                if open == Open::IfExists {
+                    return Ok(None);
+                }
                 this.create_from_template(&p);
             }
-            super::actor::open_entity::<E>(&k, &p, &enc, sync, fresh)
+            super::actor::open_entity::<E>(&k, &p, &enc, sync, fresh).map(Some)
         })
         .await
         .map_err(|e| fail(ActivationFailure::Load(format!("activation task failed: {e}"))))?;
-        let opened = opened.map_err(fail)?;
+        let Some(opened) = opened.map_err(fail)? else {
+            return Err(InitError::Missing);
+        };
         let registry = self.clone();
         let arbiter = shared.arbiter_for(&encoded);
         let capacity = self.inner.config.mailbox_capacity;
@@ -332,7 +417,7 @@ impl<E: Entity> Registry<E> {
         if !spawned {
             self.inner.stats.activation_failures.fetch_add(1, Ordering::Relaxed);
             let reason = ActivationFailure::Load("the actor's arbiter has stopped".into());
-            return Err(ActivationError { kind: E::KIND, key: span_key, reason });
+            return Err(InitError::Failed(ActivationError { kind: E::KIND, key: span_key, reason }));
         }
         let addr = Addr::new(tx);
         self.inner.stats.activations.fetch_add(1, Ordering::Relaxed);
@@ -367,6 +452,7 @@ impl<E: Entity> Registry<E> {
     async fn call<T, Err, Msg>(
         &self,
         key: &E::Key,
+        open: Open,
         bp: Backpressure,
         make: impl FnOnce(oneshot::Sender<Result<T, CallError<Err>>>) -> Msg,
     ) -> Result<T, CallError<Err>>
@@ -380,7 +466,9 @@ impl<E: Entity> Registry<E> {
         }
         let mut make = Some(make);
         for _ in 0..16 {
-            let slot = self.live_slot(key).await?;
+            let Some(slot) = self.live_slot(key, open).await? else {
+                return Err(CallError::NotFound { kind: E::KIND, key: key.encode() });
+            };
             let admission = match (slot.try_enter(), bp) {
                 (Admission::Full, Backpressure::Wait) => slot.enter_waiting().await,
                 (Admission::Full, Backpressure::FailFast) => {
@@ -429,7 +517,7 @@ impl<E: Entity> Registry<E> {
         msg: M,
         bp: Backpressure,
     ) -> Result<M::Output, CallError<M::Error>> {
-        self.call(key, bp, |reply| Query { msg, reply }).await
+        self.call(key, Open::OrCreate, bp, |reply| Query { msg, reply }).await
     }
 
     /// Applies a mutation on `key`'s actor; the reply arrives after its transaction committed.
@@ -447,18 +535,65 @@ impl<E: Entity> Registry<E> {
         msg: M,
         bp: Backpressure,
     ) -> Result<M::Output, CallError<M::Error>> {
-        self.call(key, bp, |reply| Mutate { msg, reply }).await
+        self.call(key, Open::OrCreate, bp, |reply| Mutate { msg, reply }).await
     }
 
     /// Runs a command in `key`'s actor context.
     pub async fn exec<C: Command<Entity = E>>(&self, key: &E::Key, cmd: C) -> Result<C::Output, CallError<C::Error>> {
-        self.call(key, Backpressure::Wait, |reply| Exec { cmd, reply }).await
+        self.call(key, Open::OrCreate, Backpressure::Wait, |reply| Exec { cmd, reply }).await
     }
 
     /// Subscribes to `topic` of `key`: the first `next()` yields the current snapshot, then one per change.
     pub async fn subscribe(&self, key: &E::Key, topic: &str) -> Result<Subscription, CallError<SnapshotError>> {
         let topic = topic.to_owned();
-        self.call(key, Backpressure::Wait, |reply| SubscribeTopic { topic, reply }).await
+        self.call(key, Open::OrCreate, Backpressure::Wait, |reply| SubscribeTopic { topic, reply }).await
+    }
+
+    /// [`Registry::read`] on an existing key only (see [`Registry::get_existing`]): `CallError::NotFound`, and
+    /// nothing created, when the key has neither a live actor nor a database.
+    pub async fn read_existing<M: Read<Entity = E>>(
+        &self,
+        key: &E::Key,
+        msg: M,
+    ) -> Result<M::Output, CallError<M::Error>> {
+        self.read_existing_with(key, msg, Backpressure::Wait).await
+    }
+
+    pub async fn read_existing_with<M: Read<Entity = E>>(
+        &self,
+        key: &E::Key,
+        msg: M,
+        bp: Backpressure,
+    ) -> Result<M::Output, CallError<M::Error>> {
+        self.call(key, Open::IfExists, bp, |reply| Query { msg, reply }).await
+    }
+
+    /// [`Registry::mutate`] on an existing key only (`CallError::NotFound` otherwise, nothing created).
+    pub async fn mutate_existing<M: Mutation<Entity = E>>(
+        &self,
+        key: &E::Key,
+        msg: M,
+    ) -> Result<M::Output, CallError<M::Error>> {
+        self.call(key, Open::IfExists, Backpressure::Wait, |reply| Mutate { msg, reply }).await
+    }
+
+    /// [`Registry::exec`] on an existing key only (`CallError::NotFound` otherwise, nothing created).
+    pub async fn exec_existing<C: Command<Entity = E>>(
+        &self,
+        key: &E::Key,
+        cmd: C,
+    ) -> Result<C::Output, CallError<C::Error>> {
+        self.call(key, Open::IfExists, Backpressure::Wait, |reply| Exec { cmd, reply }).await
+    }
+
+    /// [`Registry::subscribe`] on an existing key only (`CallError::NotFound` otherwise, nothing created).
+    pub async fn subscribe_existing(
+        &self,
+        key: &E::Key,
+        topic: &str,
+    ) -> Result<Subscription, CallError<SnapshotError>> {
+        let topic = topic.to_owned();
+        self.call(key, Open::IfExists, Backpressure::Wait, |reply| SubscribeTopic { topic, reply }).await
     }
 
     pub(crate) async fn deliver_envelope<T, Err, Msg>(
@@ -471,7 +606,7 @@ impl<E: Entity> Registry<E> {
         EntityActor<E>: Handler<Msg>,
         <EntityActor<E> as Actor>::Context: actix::dev::ToEnvelope<EntityActor<E>, Msg>,
     {
-        self.call(key, Backpressure::Wait, make).await
+        self.call(key, Open::OrCreate, Backpressure::Wait, make).await
     }
 
     /// The latest published snapshot of `topic` of `key` if someone subscribes to it (see [`super::topic::TopicHub::latest`]):

@@ -42,7 +42,7 @@ impl Mutation for SetOrganizationAccounts {
     type Error = DomainError;
 
     fn apply(self, _: &AuthDirectory, tx: &mut Tx<'_>) -> DomainResult<()> {
-        validate::id("org_id", &self.org_id)?;
+        validate::org_id("org_id", &self.org_id)?;
         validate::id("provider", &self.provider)?;
         let mut now: Vec<(String, String)> = Vec::with_capacity(self.accounts.len());
         for a in self.accounts {

@@ -39,12 +39,19 @@ pub struct ConnectGitHub {
     pub kind: AccountKind,
 }
 
+impl ConnectGitHub {
+    /// Run by the HTTP layer before the mutation too: a refused connect must not create the GitHub mirror.
+    pub fn validate(&self) -> DomainResult<()> {
+        validate::login("login", &self.login)
+    }
+}
+
 impl Mutation for ConnectGitHub {
     type Entity = GitHubData;
     type Output = ();
     type Error = DomainError;
     fn apply(self, _: &GitHubData, tx: &mut Tx<'_>) -> DomainResult<()> {
-        validate::name("login", &self.login, 100)?;
+        self.validate()?;
         diesel::insert_into(github_meta::table)
             .values((
                 github_meta::id.eq(1),

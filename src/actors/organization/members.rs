@@ -49,7 +49,7 @@ const SOURCE_MANUAL: &str = "manual";
 const SOURCE_GITHUB: &str = "github";
 
 fn check_user(user_id: &str, login: Option<&str>) -> DomainResult<()> {
-    validate::id("user_id", user_id)?;
+    validate::user_id("user_id", user_id)?;
     if let Some(login) = login {
         validate::name("login", login, 100)?;
     }

@@ -43,17 +43,27 @@ pub struct Owner {
     pub login: String,
 }
 
+impl CreateOrganization {
+    /// Every check that does not need the organization's state. The HTTP layer runs it before the mutation too:
+    /// a refused creation must not leave an organization database behind.
+    pub fn validate(&self, org_id: &str) -> DomainResult<()> {
+        validate::org_id("id", org_id)?;
+        validate::name("login", &self.login, 100)?;
+        validate::display_name("display_name", &self.display_name)?;
+        if let Some(owner) = &self.owner {
+            validate::user_id("owner.user_id", &owner.user_id)?;
+            validate::name("owner.login", &owner.login, 100)?;
+        }
+        Ok(())
+    }
+}
+
 impl Mutation for CreateOrganization {
     type Entity = Organization;
     type Output = ();
     type Error = DomainError;
     fn apply(self, org: &Organization, tx: &mut Tx<'_>) -> DomainResult<()> {
-        validate::name("login", &self.login, 100)?;
-        validate::name("display_name", &self.display_name, 200)?;
-        if let Some(owner) = &self.owner {
-            validate::id("owner.user_id", &owner.user_id)?;
-            validate::name("owner.login", &owner.login, 100)?;
-        }
+        self.validate(&org.id)?;
         if schema::profile(tx.conn())?.is_some() {
             return Err(DomainError::Conflict(format!("organization {:?} already exists", org.id)));
         }
@@ -92,7 +102,7 @@ impl Mutation for AddRepository {
     type Error = DomainError;
     fn apply(self, org: &Organization, tx: &mut Tx<'_>) -> DomainResult<RepoRow> {
         schema::require_profile(tx.conn(), &org.id)?;
-        validate::id("repo_id", &self.repo_id)?;
+        validate::repo_id("repo_id", &self.repo_id)?;
         validate::name("full_name", &self.full_name, 200)?;
         validate::name("remote_url", &self.remote_url, 2000)?;
         validate::branch(&self.default_branch).map_err(|e| e.with_field("default_branch"))?;

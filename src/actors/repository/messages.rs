@@ -24,7 +24,7 @@ fn assign_names(
 ) -> DomainResult<TaskNames> {
     let title = match title {
         Some(t) => {
-            validate::name("title", t, 200)?;
+            validate::display_name("title", t)?;
             t.trim().to_owned()
         }
         None => naming::derive_title(prompt),

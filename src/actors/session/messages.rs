@@ -134,7 +134,7 @@ impl Mutation for RenameSession {
     type Output = ();
     type Error = DomainError;
     fn apply(self, s: &Session, tx: &mut Tx<'_>) -> DomainResult<()> {
-        validate::name("name", &self.name, 200)?;
+        validate::display_name("name", &self.name)?;
         let m = require_open(s, tx)?;
         let name = self.name.trim();
         diesel::update(session_meta::table.find(1))

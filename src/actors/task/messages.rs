@@ -187,7 +187,7 @@ impl Mutation for RenameTask {
     type Output = ();
     type Error = DomainError;
     fn apply(self, t: &Task, tx: &mut Tx<'_>) -> DomainResult<()> {
-        validate::name("title", &self.title, 200)?;
+        validate::display_name("title", &self.title)?;
         let row = schema::require_row(tx.conn(), &t.key.task)?;
         require_live(&row)?;
         let title = self.title.trim();
@@ -213,7 +213,7 @@ impl Mutation for CreateSession {
     type Error = DomainError;
     fn apply(self, t: &Task, tx: &mut Tx<'_>) -> DomainResult<(String, InitializeSession)> {
         if let Some(n) = &self.name {
-            validate::name("name", n, 200)?;
+            validate::display_name("name", n)?;
         }
         let model = self.model.unwrap_or_else(|| models::default_for(tx));
         if !models::is_allowed(tx, &model) {

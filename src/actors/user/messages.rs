@@ -11,7 +11,7 @@ use super::{
     app_snapshot, overlay_topic, task_overlay, user_snapshot, AppSnapshot, Draft, DraftAttachment, ProfileInfo,
     StarterRepoStatus, TaskOverlay, User, UserSnapshot, APP_TOPIC,
 };
-use crate::actors::{models, now_ms, DomainError, DomainResult, SessionKey, TaskKey};
+use crate::actors::{models, now_ms, validate, DomainError, DomainResult, SessionKey, TaskKey};
 use crate::runtime::{Delivery, Mutation, Read, Tx};
 
 /// Longest user name, in characters.
@@ -102,12 +102,7 @@ pub struct UpsertUser {
 
 impl UpsertUser {
     fn validate(&self) -> DomainResult<()> {
-        if self.name.trim().is_empty() {
-            return Err(DomainError::invalid("name", "is empty"));
-        }
-        if chars(&self.name) > MAX_NAME_CHARS {
-            return Err(DomainError::invalid("name", format!("is longer than {MAX_NAME_CHARS} characters")));
-        }
+        validate::name("name", &self.name, MAX_NAME_CHARS)?;
         if !self.email.contains('@') {
             return Err(DomainError::invalid("email", "is not an email address"));
         }
@@ -138,7 +133,7 @@ impl Mutation for UpsertUser {
             None => {
                 let row = UserRow {
                     user_id: user.key().to_owned(),
-                    name: self.name,
+                    name: self.name.trim().to_owned(),
                     email: self.email,
                     avatar_url: self.avatar_url,
                     created_at: now,
@@ -150,7 +145,12 @@ impl Mutation for UpsertUser {
                 tx.touch(APP_TOPIC);
             }
             Some(before) => {
-                let row = UserRow { name: self.name, email: self.email, avatar_url: self.avatar_url, ..before.clone() };
+                let row = UserRow {
+                    name: self.name.trim().to_owned(),
+                    email: self.email,
+                    avatar_url: self.avatar_url,
+                    ..before.clone()
+                };
                 if row != before {
                     schema::save_user(tx.conn(), &UserRow { updated_at: now, ..row })?;
                     tx.touch(APP_TOPIC);

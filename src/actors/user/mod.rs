@@ -153,7 +153,7 @@ pub struct AppSnapshot {
 
 /// A code line attached to a draft.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DraftAttachment {
     pub id: String,
     pub file_path: String,
