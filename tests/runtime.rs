@@ -587,3 +587,57 @@ async fn existing_only_lookups_racing_a_creation_share_its_one_actor() {
     }
     assert_eq!(reg.stats().activations.load(Ordering::SeqCst), 20);
 }
+
+/// A kind whose actors never agree to passivate (as an actor with an outbox to deliver or a turn running).
+struct Pinned;
+
+impl Entity for Pinned {
+    type Key = String;
+    const KIND: &'static str = "pinned";
+    const MIGRATIONS: foundry::runtime::EmbeddedMigrations =
+        foundry::runtime::embed_migrations!("tests/fixtures/migrations/tally");
+
+    fn load(_key: &String, _db: &mut diesel::sqlite::SqliteConnection) -> diesel::QueryResult<Self> {
+        Ok(Pinned)
+    }
+
+    fn can_passivate(&self) -> bool {
+        false
+    }
+}
+
+struct Touch;
+
+impl foundry::runtime::Read for Touch {
+    type Entity = Pinned;
+    type Output = ();
+    type Error = diesel::result::Error;
+    fn read(self, _: &Pinned, _: &mut diesel::sqlite::SqliteConnection) -> diesel::QueryResult<()> {
+        Ok(())
+    }
+}
+
+#[actix_rt::test]
+async fn eviction_passes_over_actors_that_refuse_and_picks_across_kinds() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = foundry::runtime::RuntimeConfig::new(dir.path());
+    cfg.arbiters = 2;
+    cfg.max_live = 4;
+    cfg.activation_wait = Duration::from_secs(3);
+    let rt = foundry::runtime::Runtime::start(cfg).unwrap();
+    // Registered first, and the least recently used: the old eviction asked these again and again and never got
+    // to the idle tallies behind them.
+    let pinned = rt.registry::<Pinned>();
+    let tallies = rt.registry::<Tally>();
+    pinned.read(&key("p1"), Touch).await.unwrap();
+    pinned.read(&key("p2"), Touch).await.unwrap();
+    let started = std::time::Instant::now();
+    for i in 0..40 {
+        tallies.mutate(&format!("k{i}"), Add::new(1)).await.unwrap();
+    }
+    assert!(started.elapsed() < Duration::from_secs(3), "40 activations took {:?}", started.elapsed());
+    assert!(pinned.is_live(&key("p1")) && pinned.is_live(&key("p2")), "refusing actors stay");
+    assert!(rt.live_actors() <= 4, "live {}", rt.live_actors());
+    assert_eq!(tallies.stats().activation_failures.load(Ordering::Relaxed), 0);
+    rt.shutdown().await;
+}

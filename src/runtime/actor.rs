@@ -780,9 +780,10 @@ impl<E: Entity> EntityActor<E> {
             (self.core.conn.take(), self.core.live_permit.take(), self.core.registry.clone());
         let close = move || {
             drop(conn);
-            drop(permit);
             let stats = &registry.inner.stats;
+            // Counted out before the slot is handed on, so the live count never exceeds `max_live` either.
             stats.live.fetch_sub(1, Ordering::Relaxed);
+            drop(permit);
             stats.passivations.fetch_add(1, Ordering::Relaxed);
             for w in waiters {
                 let _ = w.send(());

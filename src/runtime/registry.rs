@@ -51,7 +51,17 @@ pub(crate) struct Slot<E: Entity> {
     room: Notify,
     pub(crate) last_used_ms: AtomicU64,
     pub(crate) evict_requested: AtomicBool,
+    /// When the actor last refused to passivate for eviction (runtime clock ms; 0: never). Eviction passes over it
+    /// for [`EVICT_REFUSAL_BACKOFF_MS`]: an actor with an outbox to deliver or a turn running cannot make room, and
+    /// asking it again and again is what kept a full runtime from evicting anyone else.
+    pub(crate) evict_refused_ms: AtomicU64,
 }
+
+/// An eviction candidate: when it was last used, its slot and its address.
+type Candidate<E> = (u64, Arc<Slot<E>>, Addr<EntityActor<E>>);
+
+/// How long eviction passes over an actor that refused to passivate.
+pub(crate) const EVICT_REFUSAL_BACKOFF_MS: u64 = 1_000;
 
 enum Admission {
     Admitted,
@@ -87,6 +97,7 @@ impl<E: Entity> Slot<E> {
             room: Notify::new(),
             last_used_ms: AtomicU64::new(0),
             evict_requested: AtomicBool::new(false),
+            evict_refused_ms: AtomicU64::new(0),
         }
     }
 
@@ -182,7 +193,6 @@ pub(crate) struct RegistryInner<E: Entity> {
     pub(crate) shared: Arc<Shared>,
     pub(crate) config: super::entity::KindConfig,
     pub(crate) stats: KindStats,
-    evict_cursor: AtomicUsize,
     /// Bytes of a migrated empty database for this kind (see `db::build_template`); `None` if it could not be built.
     template: std::sync::OnceLock<Option<Arc<Vec<u8>>>>,
 }
@@ -219,7 +229,6 @@ impl<E: Entity> Registry<E> {
                 shared,
                 config,
                 stats: KindStats::default(),
-                evict_cursor: AtomicUsize::new(0),
                 template: std::sync::OnceLock::new(),
             }),
         }
@@ -669,23 +678,50 @@ impl<E: Entity> Registry<E> {
         waits
     }
 
-    /// Asks the least recently used idle actor of one shard to passivate (to free a live slot).
-    pub(crate) fn evict_one(&self) -> bool {
-        let start = self.inner.evict_cursor.fetch_add(1, Ordering::Relaxed);
-        for i in 0..SHARDS {
-            let shard = &self.inner.shards[(start + i) % SHARDS];
-            let victim = lock(shard)
-                .values()
-                .filter(|s| s.in_flight() == 0 && !s.is_retired() && !s.evict_requested.load(Ordering::Relaxed))
-                .filter_map(|s| s.cell.get().map(|a| (s.last_used_ms.load(Ordering::Relaxed), s.clone(), a.clone())))
-                .min_by_key(|(t, _, _)| *t);
-            if let Some((_, slot, addr)) = victim {
-                slot.evict_requested.store(true, Ordering::Relaxed);
-                addr.do_send(Passivate { done: None });
-                return true;
+    /// The idle live actor of this kind used least recently that eviction may ask to passivate: nothing in flight,
+    /// not already asked, not refusing lately.
+    fn eviction_candidate(&self, now_ms: u64) -> Option<Candidate<E>> {
+        let mut best: Option<Candidate<E>> = None;
+        for shard in self.inner.shards.iter() {
+            for slot in lock(shard).values() {
+                if slot.in_flight() != 0 || slot.is_retired() || slot.evict_requested.load(Ordering::Relaxed) {
+                    continue;
+                }
+                let refused = slot.evict_refused_ms.load(Ordering::Relaxed);
+                if refused != 0 && now_ms < refused + EVICT_REFUSAL_BACKOFF_MS {
+                    continue;
+                }
+                let Some(addr) = slot.cell.get().filter(|a| a.connected()) else { continue };
+                let used = slot.last_used_ms.load(Ordering::Relaxed);
+                if best.as_ref().is_none_or(|(t, _, _)| used < *t) {
+                    best = Some((used, slot.clone(), addr.clone()));
+                }
             }
         }
-        false
+        best
+    }
+
+    /// When this kind's best eviction candidate was last used, if it has one.
+    pub(crate) fn oldest_idle(&self, now_ms: u64) -> Option<u64> {
+        self.eviction_candidate(now_ms).map(|(used, _, _)| used)
+    }
+
+    /// Asks this kind's best eviction candidate to passivate and waits for its answer: `true` if it is going away
+    /// (its live slot is returned once its database is closed). A refusal is remembered on the slot.
+    pub(crate) async fn evict_oldest(&self, now_ms: u64) -> bool {
+        let Some((_, slot, addr)) = self.eviction_candidate(now_ms) else { return false };
+        if slot.evict_requested.swap(true, Ordering::SeqCst) {
+            return false; // another activation asked it a moment ago
+        }
+        let (tx, rx) = oneshot::channel();
+        addr.do_send(Passivate { done: Some(tx) });
+        // A busy actor answers after the message it is handling; one that stopped meanwhile drops the sender.
+        let done = matches!(tokio::time::timeout(Duration::from_secs(1), rx).await, Ok(Ok(true)));
+        if !done {
+            slot.evict_refused_ms.store(now_ms.max(1), Ordering::Relaxed);
+            slot.evict_requested.store(false, Ordering::Relaxed);
+        }
+        done
     }
 }
 
@@ -719,7 +755,8 @@ pub(crate) trait KindHandle: Send + Sync {
     fn kind(&self) -> &'static str;
     fn live(&self) -> usize;
     fn shutdown_all(&self) -> Vec<oneshot::Receiver<()>>;
-    fn evict_one(&self) -> bool;
+    fn oldest_idle(&self, now_ms: u64) -> Option<u64>;
+    fn evict_oldest(&self, now_ms: u64) -> futures_util::future::BoxFuture<'static, bool>;
     fn recover(&self, encoded_key: String) -> futures_util::future::BoxFuture<'static, Result<(), ActivationError>>;
     fn stats(&self) -> &KindStats;
     fn in_flight_total(&self) -> u64;
@@ -735,8 +772,12 @@ impl<E: Entity> KindHandle for Registry<E> {
     fn shutdown_all(&self) -> Vec<oneshot::Receiver<()>> {
         Registry::shutdown_all(self)
     }
-    fn evict_one(&self) -> bool {
-        Registry::evict_one(self)
+    fn oldest_idle(&self, now_ms: u64) -> Option<u64> {
+        Registry::oldest_idle(self, now_ms)
+    }
+    fn evict_oldest(&self, now_ms: u64) -> futures_util::future::BoxFuture<'static, bool> {
+        let this = self.clone();
+        Box::pin(async move { this.evict_oldest(now_ms).await })
     }
     fn recover(&self, encoded_key: String) -> futures_util::future::BoxFuture<'static, Result<(), ActivationError>> {
         let this = self.clone();

@@ -163,15 +163,21 @@ impl Shared {
         self.handles.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// Takes one of `max_live` slots, passivating least recently used idle actors while none is free.
+    /// Takes one of `max_live` slots. While none is free, the least recently used idle actor of any kind is asked
+    /// to passivate (recency compared across kinds); one that refuses (an outbox to deliver, a turn running) is
+    /// passed over and the next is asked at once, so a few busy actors never stall every activation.
     pub(crate) async fn acquire_live_slot(&self) -> Result<OwnedSemaphorePermit, ActivationFailure> {
         if let Ok(p) = self.live.clone().try_acquire_owned() {
             return Ok(p);
         }
         let deadline = Instant::now() + self.config.activation_wait;
         loop {
-            for h in self.handles() {
-                if h.evict_one() {
+            for _ in 0..EVICT_ASKS_PER_ROUND {
+                let now = self.clock_ms();
+                let handles = self.handles();
+                let oldest = handles.iter().filter_map(|h| h.oldest_idle(now).map(|t| (t, h))).min_by_key(|(t, _)| *t);
+                let Some((_, handle)) = oldest else { break };
+                if handle.evict_oldest(now).await {
                     break;
                 }
             }
@@ -186,6 +192,10 @@ impl Shared {
         }
     }
 }
+
+/// Most actors one waiting activation asks to passivate before waiting for a slot again (refusals are cheap: one
+/// mailbox round trip each).
+const EVICT_ASKS_PER_ROUND: usize = 8;
 
 /// The runtime. Create it inside an actix `System`; clone it freely.
 #[derive(Clone)]
