@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use super::audit_log::{AuditLog, AuditPage, ListAuditEvents};
+use super::audit_log::{AppendAuditEvent, AuditLog, AuditPage, ListAuditEvents};
 use super::auth_directory::AuthDirectory;
 use super::github_data::GitHubData;
 use super::models::{CatalogModel, ModelCatalog};
@@ -328,9 +328,9 @@ impl Domain {
         }
     }
 
-    /// Recovery: rebuilds the organization's task projection from its repository coordinators. Returns the number of
-    /// task summaries written.
-    pub async fn admin_rebuild_organization(&self, org: &str) -> Result<usize> {
+    /// Recovery: rebuilds the organization's task projection from its repository coordinators (audited as
+    /// `admin.rebuild`, by `by`). Returns the number of task summaries written.
+    pub async fn admin_rebuild_organization(&self, org: &str, by: Option<&str>) -> Result<usize> {
         let repos = self.orgs.read_existing(&org.to_owned(), ListRepositories).await.or_not_found()?;
         let mut total = 0;
         for repo in repos {
@@ -341,6 +341,11 @@ impl Domain {
                 .await
                 .or_not_found()?;
         }
+        // The rebuild spans many mutations, none of which is "the" rebuild: its event is appended once it is done.
+        let mut event = AppendAuditEvent::new("admin.rebuild", super::now_ms())
+            .with_payload(serde_json::json!({ "taskSummaries": total }));
+        event.user_id = by.map(str::to_owned);
+        self.audit.mutate(&org.to_owned(), event).await?;
         Ok(total)
     }
 }
