@@ -18,7 +18,7 @@ use super::repository::{
     CreateTask, CreatedTask, InitializeRepository, IsTaskMaterialized, ListTaskSummaries, MaterializeTask,
     PreviewTaskNames, Repository, TaskNames,
 };
-use super::session::{Interrupt, RunQueue, Session, SessionAgent, Steer, SubmitPrompt, Submitted};
+use super::session::{GetSessionState, Interrupt, RunQueue, Session, SessionAgent, Steer, SubmitPrompt, Submitted};
 use super::task::{CreateSession, GetTaskDetail, StartProvision, Task, TaskDetail};
 use super::user::{GetTaskOverlay, GetUser, MarkSessionUnread, TaskOverlay, User};
 use super::{validate, DomainError, RepoKey, SessionKey, TaskKey};
@@ -153,7 +153,7 @@ impl Domain {
         if msg.model.is_none() {
             msg.model = self.default_model_of(msg.user_id.as_deref()).await?;
         }
-        let (created, init) = match self.repos.mutate(repo, msg.clone()).await {
+        let (mut created, init) = match self.repos.mutate(repo, msg.clone()).await {
             // Imported by a sync a moment ago: the organization's outbox has not initialised the coordinator yet.
             // Initialising is idempotent, so do it now rather than answer "not found" for a listed repository.
             Err(CallError::Handler(DomainError::NotFound { what: "repository", .. })) => {
@@ -182,6 +182,8 @@ impl Domain {
             };
             self.tasks.exec(&created.task, start).await?;
         }
+        // Where the session stands before its first turn: the client learns which frames come after creation.
+        created.session_version = self.sessions.read(&session, GetSessionState).await?.version;
         // The prompt was queued with the session; start its turn.
         self.sessions.exec(&session, RunQueue).await?;
         Ok(created)

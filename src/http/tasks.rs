@@ -65,7 +65,8 @@ struct CreateTaskBody {
 }
 
 /// `POST .../repos/{repo}/tasks {prompt, title?, branch?, model?}`: creates a task with its first session, whose
-/// agent starts on the prompt.
+/// agent starts on the prompt. `sessionVersion` is that session's topic version before the turn started: subscribing
+/// with `after` it, the client's first `sessionUpdated` is the turn's start (or anything later), never older.
 async fn create_task(
     req: HttpRequest,
     caller: Caller,
@@ -90,6 +91,7 @@ async fn create_task(
         "title": created.title,
         "branch": created.branch,
         "sessionId": created.session_id,
+        "sessionVersion": created.session_version,
     })))
 }
 
