@@ -206,13 +206,18 @@ async fn authorization_matrix_for_every_route_family() {
     assert_eq!(st, 403, "members do not promote themselves");
     for _ in 0..200 {
         let (_, me) = s.call("GET", "/v1/me", Some(&bob), None).await;
-        if me["organizations"] == json!(["acme"]) {
+        if me["organizations"][0]["role"] == "member" {
             break;
         }
         actix_rt::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     let (_, me) = s.call("GET", "/v1/me", Some(&bob), None).await;
-    assert_eq!(me["organizations"], json!(["acme"]), "{me}");
+    let acme = json!({ "id": "acme", "displayName": me["organizations"][0]["displayName"], "role": "member" });
+    assert_eq!(me["organizations"], json!([acme]), "{me}");
+    assert_eq!(me["activeOrganizationId"], "acme", "{me}");
+    let (st, orgs) = s.call("GET", "/v1/orgs", Some(&bob), None).await;
+    assert_eq!(st, 200, "{orgs}");
+    assert_eq!(orgs, json!({ "organizations": [acme], "activeOrganizationId": "acme" }));
 
     // Overlays are per user: bob's draft is not in alice's view.
     let (st, _) =
@@ -316,7 +321,9 @@ async fn sessions_steer_and_interrupt_target_one_session_over_http() {
     let (st, body) = s
         .call("POST", &format!("{t}/sessions/{id}/interrupt"), Some(&alice), Some(json!({ "dropQueued": true })))
         .await;
-    assert_eq!(st, 200, "{body}");
+    assert_eq!(st, 202, "{body}");
+    assert_eq!(body["sessionId"], json!(id), "{body}");
+    assert!(body["droppedPrompts"].is_u64() && body["version"].is_u64() && body["status"].is_string(), "{body}");
     let (_, view) = s.call("GET", t, Some(&alice), None).await;
     assert_eq!(view["sessions"].as_array().unwrap().len(), 2, "{view}");
     let (st, _) = s.call("DELETE", &format!("{t}/sessions/{id}"), Some(&alice), None).await;
@@ -448,6 +455,7 @@ async fn webhooks_are_verified_then_applied_once() {
     let connect = foundry::actors::github_data::ConnectGitHub {
         login: "acme".into(),
         kind: foundry::integrations::github::client::AccountKind::Organization,
+        by: None,
     };
     s.rt.registry::<foundry::actors::github_data::GitHubData>().mutate(&"acme".to_owned(), connect).await.unwrap();
     let payload = json!({

@@ -308,7 +308,7 @@ async fn organization_grants_change_the_app_snapshot() {
     let users = rt.registry::<User>();
     let k = "u-ada".to_owned();
     // Before the user exists there is nothing to reflect the membership in: a successful no-op.
-    users.mutate(&k, GrantOrganization { org_id: "acme".into() }).await.unwrap();
+    users.mutate(&k, GrantOrganization::new("acme")).await.unwrap();
     assert!(is_user_not_found(users.read(&k, GetAppSnapshot).await));
 
     users.mutate(&k, upsert("Ada")).await.unwrap();
@@ -316,23 +316,56 @@ async fn organization_grants_change_the_app_snapshot() {
     let first = sub.next().await.unwrap();
     assert!(first.snapshot_as::<AppSnapshot>().unwrap().organizations.is_empty());
 
-    users.mutate(&k, GrantOrganization { org_id: "acme".into() }).await.unwrap();
+    users.mutate(&k, GrantOrganization::new("acme")).await.unwrap();
     let granted = sub.next().await.unwrap();
     assert_eq!(granted.version, first.version + 1);
-    assert_eq!(granted.snapshot_as::<AppSnapshot>().unwrap().organizations, ["acme"]);
+    assert_eq!(ids(&granted.snapshot_as::<AppSnapshot>().unwrap()), ["acme"]);
 
     // Unchanged lists publish nothing; a refusal neither.
-    users.mutate(&k, GrantOrganization { org_id: "acme".into() }).await.unwrap();
+    users.mutate(&k, GrantOrganization::new("acme")).await.unwrap();
     users.mutate(&k, RevokeOrganization { org_id: "beta".into() }).await.unwrap();
-    assert_eq!(invalid_field(users.mutate(&k, GrantOrganization { org_id: String::new() }).await), "org_id");
+    assert_eq!(invalid_field(users.mutate(&k, GrantOrganization::new(String::new())).await), "org_id");
     assert!(futures_util::FutureExt::now_or_never(sub.next()).is_none());
 
-    users.mutate(&k, GrantOrganization { org_id: "beta".into() }).await.unwrap();
+    users.mutate(&k, GrantOrganization::new("beta")).await.unwrap();
     users.mutate(&k, RevokeOrganization { org_id: "acme".into() }).await.unwrap();
     let app = users.read(&k, GetAppSnapshot).await.unwrap();
-    assert_eq!(app.organizations, ["beta"]);
+    assert_eq!(ids(&app), ["beta"]);
     assert_eq!(app.profile.eligible_org_ids, ["beta"]);
+    // Without details an organization is listed by its id, role unknown; the active one is the first.
+    assert_eq!(app.organizations[0].display_name, "beta");
+    assert_eq!(app.organizations[0].role, None);
+    assert_eq!(app.active_organization_id.as_deref(), Some("beta"));
+
+    // An organization tells its name and the user's role; a later grant updates them.
+    let grant = |role: &str| GrantOrganization {
+        org_id: "gamma".into(),
+        display_name: Some("Gamma Inc.".into()),
+        role: Some(role.into()),
+    };
+    users.mutate(&k, grant("member")).await.unwrap();
+    users.mutate(&k, grant("admin")).await.unwrap();
+    let app = users.read(&k, GetAppSnapshot).await.unwrap();
+    assert_eq!(ids(&app), ["beta", "gamma"]);
+    let gamma = &app.organizations[1];
+    assert_eq!((gamma.display_name.as_str(), gamma.role.as_deref()), ("Gamma Inc.", Some("admin")));
+    let json = serde_json::to_value(&app).unwrap();
+    assert_eq!(
+        json["organizations"][1],
+        serde_json::json!({ "id": "gamma", "displayName": "Gamma Inc.", "role": "admin" })
+    );
+
+    // The active organization is the user's choice while they are a member of it.
+    users.mutate(&k, SetActiveOrganization { org_id: "gamma".into() }).await.unwrap();
+    assert_eq!(users.read(&k, GetAppSnapshot).await.unwrap().active_organization_id.as_deref(), Some("gamma"));
+    users.mutate(&k, RevokeOrganization { org_id: "gamma".into() }).await.unwrap();
+    let app = users.read(&k, GetAppSnapshot).await.unwrap();
+    assert_eq!((ids(&app), app.active_organization_id.as_deref()), (vec!["beta"], Some("beta")));
     rt.shutdown().await;
+}
+
+fn ids(app: &AppSnapshot) -> Vec<&str> {
+    app.organizations.iter().map(|o| o.id.as_str()).collect()
 }
 
 #[actix_rt::test]
@@ -348,7 +381,7 @@ async fn auth_state_survives_a_runtime_restart() {
     users.mutate(&k, upsert("Ada")).await.unwrap();
     users.mutate(&k, start("as1", &hash(1), Some("firefox".into()))).await.unwrap();
     users.mutate(&k, oauth("ada", "gho_kept")).await.unwrap();
-    users.mutate(&k, GrantOrganization { org_id: "acme".into() }).await.unwrap();
+    users.mutate(&k, GrantOrganization::new("acme")).await.unwrap();
     let sessions = users.read(&k, ListAuthSessions).await.unwrap();
     let accounts = users.read(&k, ListOAuthAccounts).await.unwrap();
     rt.shutdown().await;
@@ -365,6 +398,6 @@ async fn auth_state_survives_a_runtime_restart() {
     assert_eq!(users2.read(&k, ListOAuthAccounts).await.unwrap(), accounts);
     let token = users2.read(&k, GetOAuthAccessToken { provider: "github".into() }).await.unwrap();
     assert_eq!(token.as_deref(), Some("gho_kept"));
-    assert_eq!(users2.read(&k, GetAppSnapshot).await.unwrap().organizations, ["acme"]);
+    assert_eq!(ids(&users2.read(&k, GetAppSnapshot).await.unwrap()), ["acme"]);
     rt2.shutdown().await;
 }

@@ -406,7 +406,7 @@ async fn snapshots_are_identical_after_a_restart_and_the_projection_can_be_rebui
         .unwrap();
     assert_eq!(audit_after, audit_before);
     // Rebuilding the organization's projection from the repositories gives the same task summaries.
-    assert_eq!(domain.admin_rebuild_organization(ORG).await.unwrap(), 4);
+    assert_eq!(domain.admin_rebuild_organization(ORG, None).await.unwrap(), 4);
     let rebuilt = org_snapshot(&domain).await;
     let ids = |s: &OrganizationSnapshot| {
         let mut v: Vec<(String, String)> =

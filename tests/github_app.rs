@@ -106,7 +106,10 @@ async fn a_full_sync_runs_through_the_app() {
         CreateOrganization { login: ORG.into(), display_name: "Acme".into(), kind: OrgKind::Organization, owner: None };
     domain.orgs.mutate(&ORG.to_owned(), org).await.unwrap();
     let github = rt.registry::<GitHubData>();
-    github.mutate(&ORG.to_owned(), ConnectGitHub { login: ORG.into(), kind: AccountKind::Organization }).await.unwrap();
+    github
+        .mutate(&ORG.to_owned(), ConnectGitHub { login: ORG.into(), kind: AccountKind::Organization, by: None })
+        .await
+        .unwrap();
     let generation = github.exec(&ORG.to_owned(), StartSync).await.unwrap();
     let mut status = None;
     for _ in 0..3000 {

@@ -28,7 +28,10 @@ async fn setup(fixture: Fixture) -> (Domain, Registry<GitHubData>, FakeGitHub, t
         CreateOrganization { login: ORG.into(), display_name: "Acme".into(), kind: OrgKind::Organization, owner: None };
     domain.orgs.mutate(&ORG.to_owned(), org).await.unwrap();
     let github = rt.registry::<GitHubData>();
-    github.mutate(&ORG.to_owned(), ConnectGitHub { login: ORG.into(), kind: AccountKind::Organization }).await.unwrap();
+    github
+        .mutate(&ORG.to_owned(), ConnectGitHub { login: ORG.into(), kind: AccountKind::Organization, by: None })
+        .await
+        .unwrap();
     (domain, github, gh, dir)
 }
 

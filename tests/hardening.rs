@@ -336,7 +336,7 @@ async fn every_json_body_is_strict_on_every_route() {
 
     // Optional bodies: absent is the default, `application/json` with a valid body works. (Interrupt answers 422
     // when no turn runs: the body was accepted all the same.)
-    let accepted = |st: u16, res: &Value| st == 200 || (st == 422 && code(res) == "unprocessable");
+    let accepted = |st: u16, res: &Value| st == 202 || (st == 422 && code(res) == "unprocessable");
     let interrupt = format!("{t}/sessions/s1/interrupt");
     let (st, res) = raw(&s, "POST", &interrupt, &alice, None, "").await;
     assert!(accepted(st, &res), "{st} {res}");
@@ -344,6 +344,6 @@ async fn every_json_body_is_strict_on_every_route() {
     let (st, res) = raw(&s, "POST", &interrupt, &alice, ctype, "{}").await;
     assert!(accepted(st, &res), "{st} {res}");
     let (st, res) = raw(&s, "POST", &format!("{t}/sessions/s1/stop"), &alice, ctype, "{}").await;
-    assert_eq!(st, 200, "{res}");
+    assert_eq!(st, 202, "{res}");
     s.stop().await;
 }

@@ -76,6 +76,13 @@ async fn processes_run_in_the_sandbox_with_live_status() {
     let (st, started) = s.call("POST", &format!("{t1}/processes"), Some(&alice), Some(spec)).await;
     assert_eq!(st, 201, "{started}");
     let id = started["id"].as_str().unwrap().to_owned();
+    // One shape on every route: the task's record (`createdAt`/`exitedAt`/`updatedAt`), never the host's `*Ms`.
+    let mut fields: Vec<&str> = started.as_object().unwrap().keys().map(String::as_str).collect();
+    fields.sort();
+    let shape = ["args", "command", "createdAt", "exitCode", "exitedAt", "id", "pid", "status", "updatedAt"];
+    assert_eq!(fields, shape, "{started}");
+    let (_, one) = s.call("GET", &format!("{t1}/processes/{id}"), Some(&alice), None).await;
+    assert_eq!(one["createdAt"], started["createdAt"], "{one}");
     let exited = loop {
         let f = recv(&mut ws).await;
         let p = &f["snapshot"]["processes"][0];
@@ -105,8 +112,9 @@ async fn processes_run_in_the_sandbox_with_live_status() {
     assert_eq!(other, json!({ "processes": [] }));
     let (st, body) = s.call("DELETE", &format!("{t1}/processes/{long_id}"), Some(&alice), None).await;
     assert_eq!(st, 409, "a running process is stopped before it is deleted: {body}");
-    let (st, _) = s.call("POST", &format!("{t1}/processes/{long_id}/stop"), Some(&alice), None).await;
-    assert_eq!(st, 200);
+    let (st, stopped) = s.call("POST", &format!("{t1}/processes/{long_id}/stop"), Some(&alice), None).await;
+    assert_eq!(st, 200, "{stopped}");
+    assert!(stopped.get("createdAt").is_some() && stopped.get("createdAtMs").is_none(), "{stopped}");
     loop {
         let f = recv(&mut ws).await;
         let procs = f["snapshot"]["processes"].as_array().unwrap().clone();

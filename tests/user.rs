@@ -112,7 +112,10 @@ async fn upsert_creates_the_user_and_the_app_snapshot_shows_it() {
                 starter_repo_status: StarterRepoStatus::Starred,
             },
             default_model: models::DEFAULT_MODEL.into(),
-            organizations: vec!["acme".into(), "lovelace".into()],
+            organizations: ["acme", "lovelace"]
+                .map(|id| OrganizationEntry { id: id.into(), display_name: id.into(), role: None })
+                .to_vec(),
+            active_organization_id: Some("acme".into()),
         }
     );
     // camelCase on the wire.
@@ -330,7 +333,7 @@ async fn app_topic_publishes_the_snapshot_then_each_change() {
     reg.mutate(&k, UpdateProfile { eligible_org_ids: Some(vec!["acme".into()]), ..Default::default() }).await.unwrap();
     let third = sub.next().await.unwrap();
     assert_eq!(third.version, second.version + 1);
-    assert_eq!(third.snapshot_as::<AppSnapshot>().unwrap().organizations, vec!["acme".to_owned()]);
+    assert_eq!(third.snapshot_as::<AppSnapshot>().unwrap().organizations[0].id, "acme");
 
     assert!(matches!(reg.subscribe(&k, "task").await, Err(CallError::Handler(_))));
     rt.shutdown().await;

@@ -442,3 +442,68 @@ async fn a_stalled_client_gets_the_latest_snapshot_not_a_backlog() {
     drop(ws);
     s.stop().await;
 }
+
+/// A task's creator does not miss its first turn: the create reply's `sessionVersion` is the session before the
+/// turn started, and a subscription `after` it starts with the first newer snapshot: the turn running (held here),
+/// or, subscribing once the turn is over, its end with everything it did in the transcript.
+#[actix_rt::test]
+async fn a_created_tasks_first_turn_is_never_missed() {
+    let (agent, mut gate) = foundry::integrations::agent::BuiltinAgent::with_gate(Duration::from_millis(1));
+    let s = start(move |api, _| {
+        let agent = foundry::actors::session::SessionAgent(std::sync::Arc::new(agent));
+        api.domain.runtime.provide(std::sync::Arc::new(agent));
+    })
+    .await;
+    let (alice, _) = world(&s).await;
+    let mut ws = connect(&s, Some(&alice)).await.unwrap();
+    let tasks = "/v1/orgs/acme/repos/r1/tasks";
+
+    let (st, created) = s.call("POST", tasks, Some(&alice), Some(json!({ "prompt": "Fix the login page" }))).await;
+    assert_eq!(st, 201, "{created}");
+    let v0 = created["sessionVersion"].as_u64().expect("the create reply names the session's version");
+    let key = json!({ "org": "acme", "repo": "r1", "task": created["taskId"], "session": created["sessionId"] });
+    send(&mut ws, json!({ "type": "subscribe", "topic": "session", "key": key, "after": v0 })).await;
+    let first = recv_type(&mut ws, "sessionUpdated").await;
+    assert!(first["version"].as_u64().unwrap() > v0, "{first}");
+    assert_eq!(first["snapshot"]["status"], "running", "the first frame is the turn's start: {first}");
+    assert_eq!(first["snapshot"]["transcript"][0]["text"], "Fix the login page", "{first}");
+
+    // `after` the current version: nothing until the next change (the turn's end once released).
+    let now = first["version"].as_u64().unwrap();
+    send(&mut ws, json!({ "type": "subscribe", "topic": "session", "key": key, "after": now })).await;
+    assert!(tokio::time::timeout(Duration::from_millis(300), recv(&mut ws)).await.is_err(), "no repeat of {now}");
+    gate.started().await;
+    gate.release_all();
+    let mut next = recv_type(&mut ws, "sessionUpdated").await;
+    assert!(next["version"].as_u64().unwrap() > now, "{next}");
+    while next["snapshot"]["status"] == "running" {
+        next = recv_type(&mut ws, "sessionUpdated").await;
+    }
+    assert_eq!(next["snapshot"]["status"], "idle", "{next}");
+
+    // Subscribing late (the turn over) still starts after creation, with the whole turn in the transcript.
+    let (st, created) = s.call("POST", tasks, Some(&alice), Some(json!({ "prompt": "Add a test" }))).await;
+    assert_eq!(st, 201, "{created}");
+    let v0 = created["sessionVersion"].as_u64().unwrap();
+    let path = format!("{tasks}/{}/sessions/s1", created["taskId"].as_str().unwrap());
+    for _ in 0..500 {
+        let (_, detail) = s.call("GET", &path, Some(&alice), None).await;
+        if detail["status"] == "idle" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let key = json!({ "org": "acme", "repo": "r1", "task": created["taskId"], "session": "s1" });
+    send(&mut ws, json!({ "type": "subscribe", "topic": "session", "key": key, "after": v0 })).await;
+    let late = loop {
+        let f = recv_type(&mut ws, "sessionUpdated").await;
+        if f["key"] == key {
+            break f;
+        }
+    };
+    assert!(late["version"].as_u64().unwrap() > v0, "{late}");
+    assert_eq!(late["snapshot"]["status"], "idle", "{late}");
+    let transcript = late["snapshot"]["transcript"].as_array().unwrap();
+    assert!(transcript.iter().any(|i| i["role"] == "agent"), "the turn's output is there: {late}");
+    s.stop().await;
+}

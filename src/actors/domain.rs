@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use super::audit_log::{AuditLog, AuditPage, ListAuditEvents};
+use super::audit_log::{AppendAuditEvent, AuditLog, AuditPage, ListAuditEvents};
 use super::auth_directory::AuthDirectory;
 use super::github_data::GitHubData;
 use super::models::{CatalogModel, ModelCatalog};
@@ -18,7 +18,7 @@ use super::repository::{
     CreateTask, CreatedTask, InitializeRepository, IsTaskMaterialized, ListTaskSummaries, MaterializeTask,
     PreviewTaskNames, Repository, TaskNames,
 };
-use super::session::{Interrupt, RunQueue, Session, SessionAgent, Steer, SubmitPrompt, Submitted};
+use super::session::{GetSessionState, Interrupt, RunQueue, Session, SessionAgent, Steer, SubmitPrompt, Submitted};
 use super::task::{CreateSession, GetTaskDetail, StartProvision, Task, TaskDetail};
 use super::user::{GetTaskOverlay, GetUser, MarkSessionUnread, TaskOverlay, User};
 use super::{validate, DomainError, RepoKey, SessionKey, TaskKey};
@@ -153,7 +153,7 @@ impl Domain {
         if msg.model.is_none() {
             msg.model = self.default_model_of(msg.user_id.as_deref()).await?;
         }
-        let (created, init) = match self.repos.mutate(repo, msg.clone()).await {
+        let (mut created, init) = match self.repos.mutate(repo, msg.clone()).await {
             // Imported by a sync a moment ago: the organization's outbox has not initialised the coordinator yet.
             // Initialising is idempotent, so do it now rather than answer "not found" for a listed repository.
             Err(CallError::Handler(DomainError::NotFound { what: "repository", .. })) => {
@@ -182,6 +182,8 @@ impl Domain {
             };
             self.tasks.exec(&created.task, start).await?;
         }
+        // Where the session stands before its first turn: the client learns which frames come after creation.
+        created.session_version = self.sessions.read(&session, GetSessionState).await?.version;
         // The prompt was queued with the session; start its turn.
         self.sessions.exec(&session, RunQueue).await?;
         Ok(created)
@@ -328,9 +330,9 @@ impl Domain {
         }
     }
 
-    /// Recovery: rebuilds the organization's task projection from its repository coordinators. Returns the number of
-    /// task summaries written.
-    pub async fn admin_rebuild_organization(&self, org: &str) -> Result<usize> {
+    /// Recovery: rebuilds the organization's task projection from its repository coordinators (audited as
+    /// `admin.rebuild`, by `by`). Returns the number of task summaries written.
+    pub async fn admin_rebuild_organization(&self, org: &str, by: Option<&str>) -> Result<usize> {
         let repos = self.orgs.read_existing(&org.to_owned(), ListRepositories).await.or_not_found()?;
         let mut total = 0;
         for repo in repos {
@@ -341,6 +343,11 @@ impl Domain {
                 .await
                 .or_not_found()?;
         }
+        // The rebuild spans many mutations, none of which is "the" rebuild: its event is appended once it is done.
+        let mut event = AppendAuditEvent::new("admin.rebuild", super::now_ms())
+            .with_payload(serde_json::json!({ "taskSummaries": total }));
+        event.user_id = by.map(str::to_owned);
+        self.audit.mutate(&org.to_owned(), event).await?;
         Ok(total)
     }
 }

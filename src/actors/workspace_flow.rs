@@ -71,6 +71,14 @@ impl Domain {
         self.tasks.exec(task, msg).await
     }
 
+    /// `POST T/provision`: provisions the workspace again on someone's request (after a failure; re-checks a ready
+    /// one), audited as `task.workspace.provisioned`. Replies whether a provisioning job started.
+    pub async fn reprovision_workspace(&self, task: &TaskKey, user: Option<&str>) -> Result<bool> {
+        let started = self.provision_workspace(task, true).await?;
+        self.record(task, "task.workspace.provisioned", serde_json::json!({ "started": started }), user).await?;
+        Ok(started)
+    }
+
     /// Resolves when the task's workspace is ready, with its directory; `Ok(None)` when workspaces are not
     /// configured. Starts provisioning if nobody did.
     pub async fn wait_for_workspace(&self, task: &TaskKey) -> std::result::Result<Option<String>, String> {

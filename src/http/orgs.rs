@@ -10,7 +10,7 @@ use super::{admin, member, Api, ApiError, Caller};
 use crate::actors::audit_log::ListAuditEvents;
 use crate::actors::auth_directory::{ResolveLogin, AUTH_DIRECTORY_KEY};
 use crate::actors::github_data::{
-    AdminClearState, AdminFullSync, ConnectGitHub, GetSyncStatus, GitHubService, StartSync,
+    AdminClearState, AdminFullSync, ConnectGitHub, GetSyncStatus, GitHubService, RequestSync,
 };
 use crate::actors::organization::{
     AddMember, AddRepository, CreateOrganization, GetMember, GetOrganizationSnapshot, GetRepository, ListMembers,
@@ -18,7 +18,8 @@ use crate::actors::organization::{
 };
 use crate::actors::repository::ListTaskSummaries;
 use crate::actors::user::{
-    GetAppSnapshot, GetUser, SetDefaultModel, SetStarterRepoStatus, StarterRepoStatus, UpsertUser,
+    GetAppSnapshot, GetUser, GrantOrganization, SetActiveOrganization, SetDefaultModel, SetStarterRepoStatus,
+    StarterRepoStatus, UpsertUser,
 };
 use crate::actors::DomainError;
 use crate::actors::{validate, RepoKey};
@@ -130,8 +131,40 @@ async fn create_org(req: HttpRequest, caller: Caller, body: Json<CreateOrgBody>)
     };
     // Everything is checked before the organization's database is created by the mutation.
     msg.validate(&body.id)?;
+    let grant = GrantOrganization {
+        org_id: body.id.clone(),
+        display_name: Some(msg.display_name.trim().to_owned()),
+        role: Some(MemberRole::Owner.as_str().to_owned()),
+    };
     api.domain.orgs.mutate(&body.id, msg).await?;
+    // The organization's outbox tells the owner too; applied here as well (idempotent) so that the creator's
+    // `GET /v1/orgs` and `app` snapshot list the organization as soon as this answers.
+    api.domain.users.mutate_existing(&caller.user_id, grant).await?;
     Ok(HttpResponse::Created().json(api.domain.orgs.read_existing(&body.id, GetOrganizationSnapshot).await?))
+}
+
+/// `GET /v1/orgs`: the caller's organizations with names and roles, and the active one (the `app` snapshot's).
+async fn list_orgs(req: HttpRequest, caller: Caller) -> Res {
+    let app = super::api(&req)?.domain.users.read_existing(&caller.user_id, GetAppSnapshot).await?;
+    ok(serde_json::json!({
+        "organizations": app.organizations,
+        "activeOrganizationId": app.active_organization_id,
+    }))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ActiveOrgBody {
+    org_id: String,
+}
+
+/// `PUT /v1/me/active-organization {orgId}`: where the caller's app opens (members only).
+async fn set_active_org(req: HttpRequest, caller: Caller, body: Json<ActiveOrgBody>) -> Res {
+    let api = super::api(&req)?;
+    let org_id = body.into_inner().org_id;
+    member(&api, &caller, &org_id).await?;
+    api.domain.users.mutate_existing(&caller.user_id, SetActiveOrganization { org_id }).await?;
+    ok(api.domain.users.read_existing(&caller.user_id, GetAppSnapshot).await?)
 }
 
 /// `GET /v1/orgs/{org}`: the organization snapshot (what `organizationUpdated` carries). While WebSocket clients
@@ -341,11 +374,11 @@ async fn github_connect(req: HttpRequest, caller: Caller, org: web::Path<String>
     admin(&api, &caller, &org).await?;
     require_github(&api)?;
     let b = body.into_inner();
-    let connect = ConnectGitHub { login: b.login, kind: b.kind };
+    let connect = ConnectGitHub { login: b.login, kind: b.kind, by: Some(caller.user_id.clone()) };
     // Checked before the mutation creates the organization's GitHub mirror.
     connect.validate()?;
     api.domain.github.mutate(&org, connect).await?;
-    let generation = api.domain.github.exec(&org, StartSync).await?;
+    let generation = api.domain.github.exec(&org, RequestSync { by: Some(caller.user_id.clone()) }).await?;
     Ok(HttpResponse::Accepted().json(serde_json::json!({ "generation": generation })))
 }
 
@@ -354,7 +387,7 @@ async fn github_sync(req: HttpRequest, caller: Caller, org: web::Path<String>, _
     let api = super::api(&req)?;
     member(&api, &caller, &org).await?;
     require_github(&api)?;
-    let generation = api.domain.github.exec_existing(&org, StartSync).await?;
+    let generation = api.domain.github.exec_existing(&org, RequestSync { by: Some(caller.user_id.clone()) }).await?;
     Ok(HttpResponse::Accepted().json(serde_json::json!({ "generation": generation })))
 }
 
@@ -363,17 +396,21 @@ async fn admin_op(req: HttpRequest, caller: Caller, path: web::Path<(String, Str
     let api = super::api(&req)?;
     let (org, op) = path.into_inner();
     admin(&api, &caller, &org).await?;
+    let by = Some(caller.user_id.clone());
     match op.as_str() {
         "full-sync" => {
             require_github(&api)?;
-            ok(serde_json::json!({ "generation": api.domain.github.exec_existing(&org, AdminFullSync).await? }))
+            ok(serde_json::json!({ "generation": api.domain.github.exec_existing(&org, AdminFullSync { by }).await? }))
         }
-        "clear-github" => match api.domain.github.exec_existing(&org, AdminClearState).await {
-            // Never connected: nothing to clear.
+        "clear-github" => match api.domain.github.exec_existing(&org, AdminClearState { by }).await {
+            // Never connected: nothing to clear (and nothing to audit: nothing happened).
             Ok(()) | Err(CallError::NotFound { .. }) => Ok(HttpResponse::NoContent().finish()),
             Err(e) => Err(e.into()),
         },
-        "rebuild" => ok(serde_json::json!({ "taskSummaries": api.domain.admin_rebuild_organization(&org).await? })),
+        "rebuild" => {
+            let written = api.domain.admin_rebuild_organization(&org, by.as_deref()).await?;
+            ok(serde_json::json!({ "taskSummaries": written }))
+        }
         _ => Err(ApiError::not_found(format!("no admin operation {op:?}"))),
     }
 }
@@ -384,6 +421,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/me/default-model", web::put().to(set_default_model))
         .route("/me/starter-repo", web::put().to(set_starter_repo))
         .route("/models", web::get().to(models))
+        .route("/me/active-organization", web::put().to(set_active_org))
+        .route("/orgs", web::get().to(list_orgs))
         .route("/orgs", web::post().to(create_org))
         .route("/orgs/{org}", web::get().to(get_org))
         .route("/orgs/{org}/members", web::get().to(list_members))

@@ -1,6 +1,7 @@
 //! Sandbox processes of a task: `T/processes` (list, start), `T/processes/{id}` (get, delete), `.../stop`, `.../kill`,
 //! `.../logs`, where `T = /v1/orgs/{org}/repos/{repo}/tasks/{task}`. The sandbox's process host runs them; the task
-//! records which are its own (another task's process id is 404) and publishes them on `sandboxProcesses`.
+//! records which are its own (another task's process id is 404) and publishes them on `sandboxProcesses`. Every route
+//! answers with the task's record of the process (`createdAt`, `exitedAt`, `updatedAt`), never the host's own shape.
 
 use std::sync::Arc;
 
@@ -10,7 +11,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use super::body::{Json, NoBody};
 use super::tasks::task_of;
 use super::{Api, ApiError, Caller};
-use crate::actors::task::processes::{ForgetProcess, GetTaskProcess, ListTaskProcesses, TrackProcess};
+use crate::actors::task::processes::{ForgetProcess, GetTaskProcess, ListTaskProcesses, ProcessAction, TrackProcess};
 use crate::integrations::sandbox::{ProcessError, ProcessHost, ProcessService, ProcessSpec};
 
 type Res = Result<HttpResponse, ApiError>;
@@ -83,8 +84,8 @@ async fn start(req: HttpRequest, caller: Caller, path: TaskPath, body: Json<Proc
     check(&spec)?;
     let host = host(&api)?;
     let info = host.start(&spec).await?;
-    api.domain.tasks.exec(&task, TrackProcess { info: info.clone() }).await?;
-    Ok(HttpResponse::Created().json(info))
+    let track = TrackProcess { info, action: ProcessAction::Started, user_id: Some(caller.user_id.clone()) };
+    Ok(HttpResponse::Created().json(api.domain.tasks.exec(&task, track).await?))
 }
 
 async fn get(req: HttpRequest, caller: Caller, path: ProcessPath) -> Res {
@@ -103,13 +104,13 @@ async fn signal(
     let (api, task) = task_of(&req, &caller, (org, repo, task)).await?;
     api.domain.tasks.read(&task, GetTaskProcess { process_id: id.clone() }).await?;
     let host = host(&api)?;
-    let info = match op.as_str() {
-        "stop" => host.stop(&id).await?,
-        "kill" => host.kill(&id).await?,
+    let (info, action) = match op.as_str() {
+        "stop" => (host.stop(&id).await?, ProcessAction::Stopped),
+        "kill" => (host.kill(&id).await?, ProcessAction::Killed),
         _ => return Err(ApiError::not_found(format!("no process operation {op:?}"))),
     };
-    api.domain.tasks.exec(&task, TrackProcess { info: info.clone() }).await?;
-    Ok(HttpResponse::Ok().json(info))
+    let track = TrackProcess { info, action, user_id: Some(caller.user_id.clone()) };
+    Ok(HttpResponse::Ok().json(api.domain.tasks.exec(&task, track).await?))
 }
 
 /// `DELETE T/processes/{id}`: removes an exited process (and its logs) from the sandbox and the task.
@@ -124,7 +125,7 @@ async fn delete(req: HttpRequest, caller: Caller, path: ProcessPath, _: NoBody) 
         Ok(()) | Err(ProcessError::NotFound(_)) => {}
         Err(e) => return Err(e.into()),
     }
-    api.domain.tasks.exec(&task, ForgetProcess { process_id: id }).await?;
+    api.domain.tasks.exec(&task, ForgetProcess { process_id: id, user_id: Some(caller.user_id.clone()) }).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 

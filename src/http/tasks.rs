@@ -8,7 +8,7 @@ use serde::Deserialize;
 use super::body::{Json, NoBody, OptionalJson};
 use super::{member, Api, ApiError, Caller};
 use crate::actors::repository::{CreateTask, PreviewTaskNames};
-use crate::actors::session::{ChangeModel, GetSessionDetail, RenameSession, StopSession};
+use crate::actors::session::{ChangeModel, GetSessionDetail, GetSessionState, RenameSession, StopSession};
 use crate::actors::task::{CloseSession, CreateSession, RenameTask, SwitchTask};
 use crate::actors::user::{DraftAttachment, MarkSessionUnread, SaveDraft, SetActiveSession};
 use crate::actors::{validate, RepoKey, SessionKey, TaskKey};
@@ -65,7 +65,8 @@ struct CreateTaskBody {
 }
 
 /// `POST .../repos/{repo}/tasks {prompt, title?, branch?, model?}`: creates a task with its first session, whose
-/// agent starts on the prompt.
+/// agent starts on the prompt. `sessionVersion` is that session's topic version before the turn started: subscribing
+/// with `after` it, the client's first `sessionUpdated` is the turn's start (or anything later), never older.
 async fn create_task(
     req: HttpRequest,
     caller: Caller,
@@ -90,6 +91,7 @@ async fn create_task(
         "title": created.title,
         "branch": created.branch,
         "sessionId": created.session_id,
+        "sessionVersion": created.session_version,
     })))
 }
 
@@ -168,7 +170,7 @@ async fn task_action(
         "unarchive" => return ok(serde_json::json!({ "status": d.unarchive_task(&task, user).await? })),
         "kill" => return ok(serde_json::json!({ "status": d.kill_task(&task, user).await? })),
         "provision" => {
-            d.provision_workspace(&task, true).await?;
+            d.reprovision_workspace(&task, user).await?;
         }
         "unread" => d.mark_task_unread(&task, &caller.user_id).await?,
         "pull-request" => {
@@ -295,11 +297,26 @@ struct TextBody {
     text: String,
 }
 
+/// The answer of every session command route (`messages`, `steer`, `interrupt`, `stop`): 202 with where the session
+/// stands after the command (`{sessionId, status, queued, version}`) plus what the command itself reports. One
+/// shape, so a client handles them alike, and the version tells it which `sessionUpdated` frames are newer.
+async fn accepted(api: &Api, session: &SessionKey, extra: serde_json::Value) -> Res {
+    let state = api.domain.sessions.read(session, GetSessionState).await?;
+    let mut body = serde_json::to_value(state).map_err(|e| {
+        tracing::error!(error = %e, "cannot serialise a session state");
+        ApiError::internal()
+    })?;
+    if let (Some(body), serde_json::Value::Object(extra)) = (body.as_object_mut(), extra) {
+        body.extend(extra);
+    }
+    Ok(HttpResponse::Accepted().json(body))
+}
+
 /// `POST .../sessions/{session}/messages {text}`: runs now, or queues after the running turn.
 async fn send_message(req: HttpRequest, caller: Caller, path: SessionPath, body: Json<TextBody>) -> Res {
     let (api, session) = session_of(&req, &caller, path.into_inner()).await?;
     let submitted = api.domain.send_message(&session, &body.into_inner().text, Some(&caller.user_id)).await?;
-    Ok(HttpResponse::Accepted().json(serde_json::json!({ "submitted": submitted })))
+    accepted(&api, &session, serde_json::json!({ "submitted": submitted })).await
 }
 
 #[derive(Deserialize)]
@@ -312,7 +329,7 @@ struct SteerBody {
 async fn steer(req: HttpRequest, caller: Caller, path: SessionPath, body: Json<SteerBody>) -> Res {
     let (api, session) = session_of(&req, &caller, path.into_inner()).await?;
     api.domain.steer(&session, &body.into_inner().guidance, Some(&caller.user_id)).await?;
-    Ok(HttpResponse::Accepted().finish())
+    accepted(&api, &session, serde_json::json!({})).await
 }
 
 #[derive(Deserialize, Default)]
@@ -327,14 +344,14 @@ async fn interrupt(req: HttpRequest, caller: Caller, path: SessionPath, body: Op
     let (api, session) = session_of(&req, &caller, path.into_inner()).await?;
     let drop_queued = body.into_inner().drop_queued;
     let dropped = api.domain.interrupt(&session, drop_queued, Some(&caller.user_id)).await?;
-    ok(serde_json::json!({ "droppedPrompts": dropped }))
+    accepted(&api, &session, serde_json::json!({ "droppedPrompts": dropped })).await
 }
 
 /// `POST .../sessions/{session}/stop`: stops the session's agent.
 async fn stop(req: HttpRequest, caller: Caller, path: SessionPath, _: NoBody) -> Res {
     let (api, session) = session_of(&req, &caller, path.into_inner()).await?;
     api.domain.sessions.exec(&session, StopSession { user_id: Some(caller.user_id.clone()) }).await?;
-    ok(api.domain.sessions.read(&session, GetSessionDetail).await?)
+    accepted(&api, &session, serde_json::json!({})).await
 }
 
 /// `DELETE .../sessions/{session}`: closes the session (a task keeps at least one open).

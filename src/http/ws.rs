@@ -7,7 +7,8 @@
 //! session token and every subscription's membership are re-checked periodically, so sign-out or removal from an
 //! organization ends access on open connections too.
 //!
-//! Client frames: `{"type":"subscribe","topic","key"}`, `{"type":"unsubscribe","topic","key"}`, `{"type":"ping"}`.
+//! Client frames: `{"type":"subscribe","topic","key","after"?}`, `{"type":"unsubscribe","topic","key"}`,
+//! `{"type":"ping"}`.
 //! Server frames: `{"type":"{topic}Updated","key","version","snapshot"}`, `{"type":"error","code","message"}`,
 //! `{"type":"pong"}`, `{"type":"unsubscribed","topic","key"}`. Keys: `app` takes none (the caller's own), otherwise
 //! `{"org"}`, `{"org","repo","task"}` (task, sandboxProcesses) or `{"org","repo","task","session"}`.
@@ -63,6 +64,9 @@ struct ClientFrame {
     kind: String,
     topic: Option<String>,
     key: Option<FrameKey>,
+    /// `subscribe`: send only snapshots with a version above this one (e.g. a create reply's `sessionVersion`), so
+    /// the first frame is the first change the client has not seen.
+    after: Option<u64>,
 }
 
 #[derive(Deserialize, Clone, PartialEq, Eq, Hash, serde::Serialize)]
@@ -370,7 +374,7 @@ impl Connection {
             ("ping", _) => return self.send(r#"{"type":"pong"}"#.to_owned()).await,
             ("subscribe" | "unsubscribe", None) => Err(ApiError::bad_request("invalid_frame", "topic is required")),
             ("subscribe", Some(topic)) => match target(&self.caller, topic, f.key) {
-                Ok(t) => self.subscribe(t).await,
+                Ok(t) => self.subscribe(t, f.after).await,
                 Err(e) => Err(e),
             },
             ("unsubscribe", Some(topic)) => match target(&self.caller, topic, f.key) {
@@ -389,15 +393,16 @@ impl Connection {
         }
     }
 
-    /// Subscribing again to the same target resends its current snapshot.
-    async fn subscribe(&mut self, t: Target) -> Result<(), ApiError> {
+    /// Subscribing again to the same target resends its current snapshot (or waits for one newer than `after`).
+    async fn subscribe(&mut self, t: Target, after: Option<u64>) -> Result<(), ApiError> {
         if !self.subs.contains_key(&t) && self.subs.len() >= self.api.ws.max_subscriptions {
             let max = self.api.ws.max_subscriptions;
             return Err(ApiError::bad_request("too_many_subscriptions", format!("at most {max} per connection")));
         }
         let (channel, overlay) = open(&self.api, &self.caller, &t).await?;
         // The first `next()` of a fresh channel yields the current snapshot: the loop sends it like any change.
-        self.subs.insert(t.clone(), Sub { key_json: key_json(&t), channel, overlay, sent: None });
+        // `after` counts as already sent: frames at or below it are skipped like a repeat.
+        self.subs.insert(t.clone(), Sub { key_json: key_json(&t), channel, overlay, sent: after });
         Ok(())
     }
 

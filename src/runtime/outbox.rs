@@ -233,6 +233,19 @@ pub(crate) fn load_versions(conn: &mut SqliteConnection) -> QueryResult<HashMap<
     Ok(rows.into_iter().map(|r| (r.topic, r.version as u64)).collect())
 }
 
+/// The committed version of one of the actor's topics (0 if never touched), for reads that tell a client where a
+/// topic stands: a later `{topic}Updated` frame with a higher version is newer than what the read saw.
+pub fn topic_version(conn: &mut SqliteConnection, topic: &str) -> QueryResult<u64> {
+    #[derive(QueryableByName)]
+    struct Version {
+        #[diesel(sql_type = BigInt)]
+        version: i64,
+    }
+    let rows: Vec<Version> =
+        diesel::sql_query("SELECT version FROM _foundry_topics WHERE topic = ?").bind::<Text, _>(topic).load(conn)?;
+    Ok(rows.first().map_or(0, |r| r.version as u64))
+}
+
 pub(crate) fn store_version(conn: &mut SqliteConnection, topic: &str, version: u64) -> QueryResult<()> {
     diesel::sql_query(
         "INSERT INTO _foundry_topics (topic, version) VALUES (?, ?) \

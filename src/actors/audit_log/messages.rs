@@ -111,8 +111,9 @@ pub struct ListAuditEvents {
     pub limit: u32,
 }
 
-/// A stored event.
+/// A stored event (camelCase on the wire, like every other reply).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct AuditEvent {
     pub id: i64,
     pub kind: String,
@@ -124,8 +125,9 @@ pub struct AuditEvent {
     pub at: i64,
 }
 
-/// A page of [`ListAuditEvents`].
+/// A page of [`ListAuditEvents`] (`{events, nextBefore}` on the wire).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct AuditPage {
     /// Newest first.
     pub events: Vec<AuditEvent>,

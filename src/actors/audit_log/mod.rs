@@ -22,9 +22,11 @@ use crate::runtime::{embed_migrations, Accepts, EmbeddedMigrations, Entity};
 
 pub use messages::{AppendAuditEvent, AuditEvent, AuditPage, ListAuditEvents, MAX_PAGE};
 
-/// Every event kind the log accepts. The list of domain rule 7 (task lifecycle, sessions, messages, model and title
-/// changes, pull request, file revert, archive/kill, push/merge) plus `task.unread.marked`, `repository.added` and
-/// `organization.created`. Appending any other kind is refused as invalid input.
+/// Every event kind the log accepts: the list of domain rule 7 (task lifecycle, sessions, messages, model and title
+/// changes, pull request, file revert, archive/kill, push/merge), and the rest of what changes shared state or
+/// access: steering, suspension; organizations, repositories, membership and roles; the GitHub connection and each
+/// sync's start, end or failure; admin recovery operations; sandbox processes; sign-in and sign-out. Appending any
+/// other kind is refused as invalid input (and a refused delivery is dead-lettered: add a kind here before using it).
 pub const AUDIT_KINDS: &[&str] = &[
     "task.created",
     "task.switch",
@@ -32,6 +34,9 @@ pub const AUDIT_KINDS: &[&str] = &[
     "task.session.closed",
     "task.session.stopped",
     "task.session.renamed",
+    "task.session.steered",
+    "task.session.suspended",
+    "task.session.resumed",
     "task.message.sent",
     "task.model.changed",
     "task.title.changed",
@@ -43,8 +48,26 @@ pub const AUDIT_KINDS: &[&str] = &[
     "task.pushed",
     "task.merged",
     "task.unread.marked",
+    "task.workspace.provisioned",
     "repository.added",
     "organization.created",
+    "member.added",
+    "member.role_changed",
+    "member.removed",
+    "github.connected",
+    "github.sync.started",
+    "github.sync.finished",
+    "github.sync.failed",
+    "github.cleared",
+    "admin.full_sync",
+    "admin.clear_github",
+    "admin.rebuild",
+    "sandbox.process.started",
+    "sandbox.process.stopped",
+    "sandbox.process.killed",
+    "sandbox.process.deleted",
+    "auth.signed_in",
+    "auth.signed_out",
 ];
 
 /// Whether `kind` is one of [`AUDIT_KINDS`].

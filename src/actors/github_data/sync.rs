@@ -11,7 +11,7 @@ use super::{GitHubData, GitHubService};
 use crate::actors::organization::{ApplySyncProgress, ImportRepository};
 use crate::actors::repository::ApplyPullRequests;
 use crate::actors::summary::PullRequestSummary;
-use crate::actors::{now_ms, validate, DomainError, DomainResult, RepoKey};
+use crate::actors::{now_ms, validate, Audit, DomainError, DomainResult, RepoKey};
 use crate::integrations::github::client::{
     parse_rfc3339_ms, Account, AccountKind, Branch, GitHubApi, PullRequest, PullState, Repository,
 };
@@ -33,10 +33,11 @@ fn kind_str(kind: AccountKind) -> &'static str {
     }
 }
 
-/// Connects (or re-points) the organization's GitHub account.
+/// Connects (or re-points) the organization's GitHub account (audited as `github.connected`, by `by`).
 pub struct ConnectGitHub {
     pub login: String,
     pub kind: AccountKind,
+    pub by: Option<String>,
 }
 
 impl ConnectGitHub {
@@ -50,8 +51,10 @@ impl Mutation for ConnectGitHub {
     type Entity = GitHubData;
     type Output = ();
     type Error = DomainError;
-    fn apply(self, _: &GitHubData, tx: &mut Tx<'_>) -> DomainResult<()> {
+    fn apply(self, g: &GitHubData, tx: &mut Tx<'_>) -> DomainResult<()> {
         self.validate()?;
+        let payload = serde_json::json!({ "login": self.login, "kind": kind_str(self.kind) });
+        Audit::org(&g.org).by(self.by.as_deref()).append(tx, "github.connected", payload)?;
         diesel::insert_into(github_meta::table)
             .values((
                 github_meta::id.eq(1),
@@ -95,7 +98,8 @@ fn set_progress(conn: &mut SqliteConnection, phase: Option<&str>, synced: i32, t
     Ok(())
 }
 
-/// Starts a sync (one per organization at a time); returns its generation.
+/// Starts a sync (one per organization at a time); returns its generation. Audited as `github.sync.started` with
+/// no user; [`RequestSync`] names who asked.
 pub struct StartSync;
 
 impl Command for StartSync {
@@ -103,53 +107,89 @@ impl Command for StartSync {
     type Output = i32;
     type Error = DomainError;
     fn run(self, g: &mut GitHubData, ctx: &mut EntityCtx<'_, GitHubData>) -> DomainResult<i32> {
-        if g.sync.is_some() {
-            return Err(DomainError::Conflict("a sync is already running for this organization".into()));
-        }
-        let Some(api) = ctx.service::<GitHubService>() else {
-            return Err(DomainError::Unprocessable("no GitHub client is configured".into()));
-        };
-        let org = g.org.clone();
-        let meta = ctx.write(|tx: &mut Tx<'_>| -> DomainResult<Meta> {
-            let m = schema::require_meta(tx.conn(), &org)?;
-            let now = now_ms();
-            diesel::update(github_meta::table.find(1))
-                .set((
-                    github_meta::generation.eq(m.generation + 1),
-                    github_meta::status.eq("syncing"),
-                    github_meta::phase.eq(Some(PHASE_REPOS)),
-                    github_meta::synced.eq(0),
-                    github_meta::total.eq(0),
-                    github_meta::started_at.eq(Some(now)),
-                    github_meta::last_error.eq(None::<String>),
-                    github_meta::updated_at.eq(now),
-                ))
-                .execute(tx.conn())?;
-            push_progress(&org, tx)?;
-            schema::require_meta(tx.conn(), &org)
-        })?;
-        let kind = if meta.account_kind == "user" { AccountKind::User } else { AccountKind::Organization };
-        let handle =
-            ctx.spawn(run_sync(ctx.myself(), api.0.clone(), kind, meta.account_login.clone(), meta.generation));
-        g.sync = Some(handle);
-        Ok(meta.generation)
+        start_sync(g, ctx, None, "api")
     }
 }
 
-/// Recovery: a full resync (the same as `StartSync`, for admins).
-pub struct AdminFullSync;
+/// [`StartSync`] on someone's request (audited with who).
+pub struct RequestSync {
+    pub by: Option<String>,
+}
+
+impl Command for RequestSync {
+    type Entity = GitHubData;
+    type Output = i32;
+    type Error = DomainError;
+    fn run(self, g: &mut GitHubData, ctx: &mut EntityCtx<'_, GitHubData>) -> DomainResult<i32> {
+        start_sync(g, ctx, self.by.as_deref(), "api")
+    }
+}
+
+/// Starts a sync; `trigger` (`api`, `admin`, `webhook`) and `by` go to the audit log with the generation.
+pub(super) fn start_sync(
+    g: &mut GitHubData,
+    ctx: &mut EntityCtx<'_, GitHubData>,
+    by: Option<&str>,
+    trigger: &str,
+) -> DomainResult<i32> {
+    if g.sync.is_some() {
+        return Err(DomainError::Conflict("a sync is already running for this organization".into()));
+    }
+    let Some(api) = ctx.service::<GitHubService>() else {
+        return Err(DomainError::Unprocessable("no GitHub client is configured".into()));
+    };
+    let org = g.org.clone();
+    let meta = ctx.write(|tx: &mut Tx<'_>| -> DomainResult<Meta> {
+        let m = schema::require_meta(tx.conn(), &org)?;
+        let now = now_ms();
+        diesel::update(github_meta::table.find(1))
+            .set((
+                github_meta::generation.eq(m.generation + 1),
+                github_meta::status.eq("syncing"),
+                github_meta::phase.eq(Some(PHASE_REPOS)),
+                github_meta::synced.eq(0),
+                github_meta::total.eq(0),
+                github_meta::started_at.eq(Some(now)),
+                github_meta::last_error.eq(None::<String>),
+                github_meta::updated_at.eq(now),
+            ))
+            .execute(tx.conn())?;
+        push_progress(&org, tx)?;
+        let payload = serde_json::json!({ "generation": m.generation + 1, "trigger": trigger });
+        Audit::org(&org).by(by).append(tx, "github.sync.started", payload)?;
+        schema::require_meta(tx.conn(), &org)
+    })?;
+    let kind = if meta.account_kind == "user" { AccountKind::User } else { AccountKind::Organization };
+    let handle = ctx.spawn(run_sync(ctx.myself(), api.0.clone(), kind, meta.account_login.clone(), meta.generation));
+    g.sync = Some(handle);
+    Ok(meta.generation)
+}
+
+/// Recovery: a full resync (the same as `StartSync`, for admins; audited as `admin.full_sync` too).
+pub struct AdminFullSync {
+    pub by: Option<String>,
+}
 
 impl Command for AdminFullSync {
     type Entity = GitHubData;
     type Output = i32;
     type Error = DomainError;
     fn run(self, g: &mut GitHubData, ctx: &mut EntityCtx<'_, GitHubData>) -> DomainResult<i32> {
-        StartSync.run(g, ctx)
+        let generation = start_sync(g, ctx, self.by.as_deref(), "admin")?;
+        let org = g.org.clone();
+        ctx.write(|tx: &mut Tx<'_>| -> DomainResult<()> {
+            let payload = serde_json::json!({ "generation": generation });
+            Audit::org(&org).by(self.by.as_deref()).append(tx, "admin.full_sync", payload)
+        })?;
+        Ok(generation)
     }
 }
 
-/// Recovery: stops any sync and forgets everything mirrored from GitHub (the connection stays).
-pub struct AdminClearState;
+/// Recovery: stops any sync and forgets everything mirrored from GitHub (the connection stays). Audited as
+/// `admin.clear_github` when an admin asked (`by`), else as `github.cleared` (GitHub removed the installation).
+pub struct AdminClearState {
+    pub by: Option<String>,
+}
 
 impl Command for AdminClearState {
     type Entity = GitHubData;
@@ -171,7 +211,9 @@ impl Command for AdminClearState {
                 .set((github_meta::status.eq("cleared"), github_meta::last_error.eq(None::<String>)))
                 .execute(tx.conn())?;
             set_progress(tx.conn(), None, 0, 0)?;
-            push_progress(&org, tx)
+            push_progress(&org, tx)?;
+            let kind = if self.by.is_some() { "admin.clear_github" } else { "github.cleared" };
+            Audit::org(&org).by(self.by.as_deref()).append(tx, kind, serde_json::json!({}))
         })
     }
 }
@@ -213,7 +255,9 @@ pub(super) fn fail_interrupted(g: &mut GitHubData, ctx: &mut EntityCtx<'_, GitHu
                         github_meta::finished_at.eq(Some(now_ms())),
                     ))
                     .execute(tx.conn())?;
-                push_progress(&org, tx)
+                push_progress(&org, tx)?;
+                let payload = serde_json::json!({ "generation": m.generation, "error": "interrupted by a restart" });
+                Audit::org(&org).append(tx, "github.sync.failed", payload)
             }
             _ => Ok(()),
         }
@@ -450,7 +494,12 @@ impl Command for EndSync {
                     github_meta::finished_at.eq(Some(now_ms())),
                 ))
                 .execute(tx.conn())?;
-            push_progress(&org, tx)
+            push_progress(&org, tx)?;
+            let (kind, payload) = match &error {
+                Some(e) => ("github.sync.failed", serde_json::json!({ "generation": m.generation, "error": e })),
+                None => ("github.sync.finished", serde_json::json!({ "generation": m.generation })),
+            };
+            Audit::org(&org).append(tx, kind, payload)
         })
     }
 }

@@ -102,10 +102,10 @@ impl Command for HandleWebhook {
             return Ok(outcome);
         }
         if self.event == "installation" && matches!(action.as_str(), "deleted" | "suspend") {
-            super::AdminClearState.run(g, ctx)?;
+            super::AdminClearState { by: None }.run(g, ctx)?;
             return Ok(WebhookOutcome::Cleared);
         }
-        match super::StartSync.run(g, ctx) {
+        match super::sync::start_sync(g, ctx, None, "webhook") {
             // A sync already running will see the change.
             Ok(_) | Err(DomainError::Conflict(_)) => Ok(WebhookOutcome::SyncStarted),
             Err(e) => Err(e),

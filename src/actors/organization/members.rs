@@ -83,7 +83,14 @@ pub(super) fn put_member(
         source: source.to_owned(),
     };
     schema::upsert_member(tx.conn(), &row)?;
-    tx.send(&row.user_id, &crate::actors::user::GrantOrganization { org_id: org.id.clone() })?;
+    // The user's `app` snapshot names the organization and their role without asking it: tell them both.
+    let display_name = schema::require_profile(tx.conn(), &org.id)?.display_name;
+    let grant = crate::actors::user::GrantOrganization {
+        org_id: org.id.clone(),
+        display_name: Some(display_name),
+        role: Some(row.role.clone()),
+    };
+    tx.send(&row.user_id, &grant)?;
     tx.touch(TOPIC);
     Ok(row)
 }

@@ -133,6 +133,10 @@ pub struct CreatedTask {
     pub title: String,
     pub branch: String,
     pub session_id: String,
+    /// The first session's `session` topic version once the task exists with its prompt, before the first turn
+    /// starts (filled in by [`Domain::create_task`](crate::actors::Domain::create_task); 0 from the mutation alone):
+    /// a client subscribing with `after` this version gets the turn's start as its first frame.
+    pub session_version: u64,
 }
 
 /// The first session every task starts with.
@@ -182,7 +186,8 @@ impl Mutation for CreateTask {
         push_up(tx, repo, vec![summary])?;
         let audit = Audit::task(&key).by(self.user_id.as_deref());
         audit.append(tx, "task.created", serde_json::json!({ "title": title, "branch": branch }))?;
-        let created = CreatedTask { task: key, title, branch, session_id: FIRST_SESSION.to_owned() };
+        let created =
+            CreatedTask { task: key, title, branch, session_id: FIRST_SESSION.to_owned(), session_version: 0 };
         Ok((created, init))
     }
 }

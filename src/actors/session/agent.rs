@@ -386,10 +386,12 @@ impl Command for Steer {
         if turn.steer.send(self.guidance.clone()).is_err() {
             return Err(DomainError::Unprocessable("the running turn no longer takes guidance".into()));
         }
+        let key = s.key.clone();
         ctx.write(|tx: &mut Tx<'_>| -> DomainResult<()> {
             schema::append(tx.conn(), "steer", "user", &self.guidance, self.user_id.as_deref(), now_ms())?;
             tx.touch(TOPIC);
-            Ok(())
+            let payload = serde_json::json!({ "chars": self.guidance.chars().count() });
+            Audit::session(&key).by(self.user_id.as_deref()).append(tx, "task.session.steered", payload)
         })
     }
 }

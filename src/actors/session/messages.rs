@@ -356,3 +356,33 @@ impl Read for GetSessionDetail {
         s.build_detail(db)
     }
 }
+
+/// Where a session stands after a command: what the session command routes answer (`202`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionState {
+    pub session_id: String,
+    pub status: SessionStatus,
+    /// Prompts waiting for a turn.
+    pub queued: i64,
+    /// The `session` topic's version as of this read: a `sessionUpdated` frame with a higher one is newer.
+    pub version: u64,
+}
+
+/// The session's status, queue length and topic version (two small queries, no transcript).
+pub struct GetSessionState;
+
+impl Read for GetSessionState {
+    type Entity = Session;
+    type Output = SessionState;
+    type Error = DomainError;
+    fn read(self, s: &Session, db: &mut SqliteConnection) -> DomainResult<SessionState> {
+        let meta = schema::require_meta(db, &s.key.session)?;
+        Ok(SessionState {
+            session_id: s.key.session.clone(),
+            status: meta.status(),
+            queued: schema::queued(db)?,
+            version: crate::runtime::outbox::topic_version(db, TOPIC)?,
+        })
+    }
+}

@@ -394,9 +394,10 @@ impl Delivery for ApplyPullRequest {
     const NAME: &'static str = "task.apply_pull_request";
 }
 
-/// Records a git operation done on the task's branch (push, merge, revert of a file) in the task and the audit log.
+/// Records a git operation done on the task's branch (push, merge, revert of a file, a requested provisioning of its
+/// workspace) in the task and the audit log.
 pub struct RecordGitOperation {
-    /// `task.pushed`, `task.merged` or `task.file.reverted`.
+    /// `task.pushed`, `task.merged`, `task.file.reverted` or `task.workspace.provisioned`.
     pub kind: &'static str,
     pub payload: serde_json::Value,
     pub user_id: Option<String>,
@@ -407,7 +408,7 @@ impl Mutation for RecordGitOperation {
     type Output = ();
     type Error = DomainError;
     fn apply(self, t: &Task, tx: &mut Tx<'_>) -> DomainResult<()> {
-        if !["task.pushed", "task.merged", "task.file.reverted"].contains(&self.kind) {
+        if !["task.pushed", "task.merged", "task.file.reverted", "task.workspace.provisioned"].contains(&self.kind) {
             return Err(DomainError::invalid("kind", format!("not a git operation: {}", self.kind)));
         }
         let row = schema::require_row(tx.conn(), &t.key.task)?;

@@ -10,7 +10,7 @@ use diesel::sqlite::SqliteConnection;
 use serde::Serialize;
 
 use super::Task;
-use crate::actors::{now_ms, DomainError, DomainResult};
+use crate::actors::{now_ms, Audit, DomainError, DomainResult};
 use crate::integrations::sandbox::{ProcessHost, ProcessInfo, ProcessService};
 use crate::runtime::{Command, EntityCtx, Myself, Read, Tx};
 
@@ -126,30 +126,53 @@ async fn poll(me: Myself<Task>, host: Arc<dyn ProcessHost>) {
     }
 }
 
-/// Records a process the task started (or its new state after stop/kill), and polls while it runs.
+/// What the caller did to a process: recorded in the audit log with who did it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProcessAction {
+    Started,
+    Stopped,
+    Killed,
+}
+
+impl ProcessAction {
+    fn audit_kind(self) -> &'static str {
+        match self {
+            ProcessAction::Started => "sandbox.process.started",
+            ProcessAction::Stopped => "sandbox.process.stopped",
+            ProcessAction::Killed => "sandbox.process.killed",
+        }
+    }
+}
+
+/// Records a process the task started (or its new state after stop/kill), audits the action, and polls while it
+/// runs. Replies with the process as published (the shape every process route answers with).
 pub struct TrackProcess {
     pub info: ProcessInfo,
+    pub action: ProcessAction,
+    pub user_id: Option<String>,
 }
 
 impl Command for TrackProcess {
     type Entity = Task;
-    type Output = ();
+    type Output = ProcessRow;
     type Error = DomainError;
-    fn run(self, task: &mut Task, ctx: &mut EntityCtx<'_, Task>) -> DomainResult<()> {
+    fn run(self, task: &mut Task, ctx: &mut EntityCtx<'_, Task>) -> DomainResult<ProcessRow> {
         let running = self.info.is_running();
         let status = if running { "running" } else { "exited" };
-        let task_id = task.key.task.clone();
-        ctx.write(|tx: &mut Tx<'_>| -> DomainResult<()> {
-            super::schema::require_row(tx.conn(), &task_id)?;
+        let key = task.key.clone();
+        let row = ctx.write(|tx: &mut Tx<'_>| -> DomainResult<ProcessRow> {
+            super::schema::require_row(tx.conn(), &key.task)?;
             if upsert(tx.conn(), &self.info, status)? {
                 tx.touch(PROCESSES_TOPIC);
             }
-            Ok(())
+            let payload = serde_json::json!({ "processId": self.info.id, "command": self.info.command });
+            Audit::task(&key).by(self.user_id.as_deref()).append(tx, self.action.audit_kind(), payload)?;
+            find(tx.conn(), &self.info.id)?.ok_or_else(|| DomainError::not_found("process", &self.info.id))
         })?;
         if running {
             ensure_poller(task, ctx);
         }
-        Ok(())
+        Ok(row)
     }
 }
 
@@ -198,20 +221,24 @@ fn gone(row: &ProcessRow) -> ProcessInfo {
     }
 }
 
-/// Forgets a process (after the host deleted it). Replies whether it was the task's.
+/// Forgets a process (after the host deleted it), audited. Replies whether it was the task's.
 pub struct ForgetProcess {
     pub process_id: String,
+    pub user_id: Option<String>,
 }
 
 impl Command for ForgetProcess {
     type Entity = Task;
     type Output = bool;
     type Error = DomainError;
-    fn run(self, _: &mut Task, ctx: &mut EntityCtx<'_, Task>) -> DomainResult<bool> {
+    fn run(self, task: &mut Task, ctx: &mut EntityCtx<'_, Task>) -> DomainResult<bool> {
+        let key = task.key.clone();
         ctx.write(|tx: &mut Tx<'_>| -> DomainResult<bool> {
             let n = diesel::delete(task_processes::table.find(&self.process_id)).execute(tx.conn())?;
             if n > 0 {
                 tx.touch(PROCESSES_TOPIC);
+                let payload = serde_json::json!({ "processId": self.process_id });
+                Audit::task(&key).by(self.user_id.as_deref()).append(tx, "sandbox.process.deleted", payload)?;
             }
             Ok(n > 0)
         })

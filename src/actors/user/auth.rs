@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::messages::require_user;
 use super::schema::{self, AccountRow, AccountUpsert, AuthSessionRow};
 use super::User;
-use crate::actors::{now_ms, validate, DomainError, DomainResult};
+use crate::actors::{now_ms, validate, Audit, DomainError, DomainResult};
 use crate::runtime::{Mutation, Read, Tx};
 
 /// Longest session id or provider account id, in characters.
@@ -119,9 +119,27 @@ impl Mutation for StartAuthSession {
             revoked_at: None,
             user_agent: self.user_agent.map(|ua| ua.chars().take(MAX_USER_AGENT_CHARS).collect()),
         };
+        let payload = serde_json::json!({ "sessionId": row.session_id });
         schema::insert_auth_session(tx.conn(), &row)?;
-        Ok(())
+        audit_in_each_organization(user, tx, "auth.signed_in", payload)
     }
+}
+
+/// Sign-in and sign-out belong to no organization: each is recorded in the audit log of every organization the user
+/// is a member of at that moment (the admins of each may ask who had access when). A user of no organization leaves
+/// no audit event; their own session list (`GET /v1/auth/sessions`) keeps the times.
+fn audit_in_each_organization(
+    user: &User,
+    tx: &mut Tx<'_>,
+    kind: &str,
+    payload: serde_json::Value,
+) -> DomainResult<()> {
+    let Some(profile) = schema::find_profile(tx.conn())? else { return Ok(()) };
+    let orgs: Vec<String> = schema::decode_json(&profile.eligible_org_ids)?;
+    for org in &orgs {
+        Audit::org(org).by(Some(user.key())).append(tx, kind, payload.clone())?;
+    }
+    Ok(())
 }
 
 /// Revokes one session. Replies with its token hash if this call revoked it, so the caller removes it from the auth
@@ -136,9 +154,14 @@ impl Mutation for RevokeAuthSession {
     type Output = Option<String>;
     type Error = DomainError;
 
-    fn apply(self, _: &User, tx: &mut Tx<'_>) -> DomainResult<Option<String>> {
+    fn apply(self, user: &User, tx: &mut Tx<'_>) -> DomainResult<Option<String>> {
         check_session_id(&self.session_id)?;
-        Ok(schema::revoke_auth_session(tx.conn(), &self.session_id, now_ms())?)
+        let revoked = schema::revoke_auth_session(tx.conn(), &self.session_id, now_ms())?;
+        if revoked.is_some() {
+            let payload = serde_json::json!({ "sessionId": self.session_id });
+            audit_in_each_organization(user, tx, "auth.signed_out", payload)?;
+        }
+        Ok(revoked)
     }
 }
 
@@ -151,8 +174,13 @@ impl Mutation for RevokeAllAuthSessions {
     type Output = Vec<String>;
     type Error = DomainError;
 
-    fn apply(self, _: &User, tx: &mut Tx<'_>) -> DomainResult<Vec<String>> {
-        Ok(schema::revoke_all_auth_sessions(tx.conn(), now_ms())?)
+    fn apply(self, user: &User, tx: &mut Tx<'_>) -> DomainResult<Vec<String>> {
+        let revoked = schema::revoke_all_auth_sessions(tx.conn(), now_ms())?;
+        if !revoked.is_empty() {
+            let payload = serde_json::json!({ "everywhere": true, "sessions": revoked.len() });
+            audit_in_each_organization(user, tx, "auth.signed_out", payload)?;
+        }
+        Ok(revoked)
     }
 }
 

@@ -248,12 +248,26 @@ fn edit_eligible_orgs(tx: &mut Tx<'_>, edit: impl FnOnce(&mut Vec<String>) -> Do
     Ok(())
 }
 
-/// Reflects a new organization membership in the user's eligible organizations (appended; already there: no
-/// change). A no-op for a user never upserted, as the organization's member table, not this list, authorizes.
-/// Deliverable from the organization's outbox (`user.grant_organization`) or sent directly with `registry.mutate`.
+/// Reflects a membership in the user's eligible organizations (appended; already there: no change to the list) with
+/// what the organization tells about it: its display name and the user's role, stored for the `app` snapshot. Sent
+/// again by the organization whenever either changes. A no-op for a user never upserted, as the organization's
+/// member table, not this list, authorizes. Deliverable from the organization's outbox (`user.grant_organization`)
+/// or sent directly with `registry.mutate`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GrantOrganization {
     pub org_id: String,
+    /// Absent in deliveries queued before organizations sent it: the details stay as they were.
+    #[serde(default)]
+    pub display_name: Option<String>,
+    #[serde(default)]
+    pub role: Option<String>,
+}
+
+impl GrantOrganization {
+    /// A grant without details (the list only).
+    pub fn new(org_id: impl Into<String>) -> Self {
+        GrantOrganization { org_id: org_id.into(), display_name: None, role: None }
+    }
 }
 
 impl Mutation for GrantOrganization {
@@ -263,6 +277,9 @@ impl Mutation for GrantOrganization {
 
     fn apply(self, _: &User, tx: &mut Tx<'_>) -> DomainResult<()> {
         check_id("org_id", "organization id", &self.org_id)?;
+        if schema::find_profile(tx.conn())?.is_none() {
+            return Ok(());
+        }
         edit_eligible_orgs(tx, |ids| {
             if ids.contains(&self.org_id) {
                 return Ok(());
@@ -270,9 +287,16 @@ impl Mutation for GrantOrganization {
             if ids.len() >= MAX_ELIGIBLE_ORGS {
                 return Err(DomainError::invalid("org_id", format!("more than {MAX_ELIGIBLE_ORGS} organizations")));
             }
-            ids.push(self.org_id);
+            ids.push(self.org_id.clone());
             Ok(())
-        })
+        })?;
+        if let (Some(display_name), Some(role)) = (self.display_name, self.role) {
+            let row = schema::OrgDetailsRow { org_id: self.org_id, display_name, role };
+            if schema::put_org_details(tx.conn(), &row, now_ms())? {
+                tx.touch(APP_TOPIC);
+            }
+        }
+        Ok(())
     }
 }
 
@@ -280,8 +304,9 @@ impl Delivery for GrantOrganization {
     const NAME: &'static str = "user.grant_organization";
 }
 
-/// Removes an organization from the user's eligible organizations (absent: no change; user never upserted: no-op).
-/// Deliverable (`user.revoke_organization`) or sent directly, like [`GrantOrganization`].
+/// Removes an organization from the user's eligible organizations, with its details (absent: no change; user never
+/// upserted: no-op); the app opens elsewhere if it was the active one. Deliverable (`user.revoke_organization`) or
+/// sent directly, like [`GrantOrganization`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RevokeOrganization {
     pub org_id: String,
@@ -294,15 +319,44 @@ impl Mutation for RevokeOrganization {
 
     fn apply(self, _: &User, tx: &mut Tx<'_>) -> DomainResult<()> {
         check_id("org_id", "organization id", &self.org_id)?;
-        edit_eligible_orgs(tx, |ids| {
-            ids.retain(|id| *id != self.org_id);
-            Ok(())
-        })
+        let Some(before) = schema::find_profile(tx.conn())? else { return Ok(()) };
+        let mut ids: Vec<String> = schema::decode_json(&before.eligible_org_ids)?;
+        ids.retain(|id| *id != self.org_id);
+        let active = before.active_org_id.clone().filter(|a| *a != self.org_id);
+        let profile =
+            ProfileRow { eligible_org_ids: schema::encode_json(&ids)?, active_org_id: active, ..before.clone() };
+        save_profile_if_changed(tx, &before, profile)?;
+        if schema::delete_org_details(tx.conn(), &self.org_id)? {
+            tx.touch(APP_TOPIC);
+        }
+        Ok(())
     }
 }
 
 impl Delivery for RevokeOrganization {
     const NAME: &'static str = "user.revoke_organization";
+}
+
+/// Chooses the organization the user's app opens in (`activeOrganizationId` of the `app` snapshot). The caller
+/// checks membership first (the organization's member table is the authority): the user's own list may not have
+/// received a new membership yet.
+#[derive(Debug, Clone)]
+pub struct SetActiveOrganization {
+    pub org_id: String,
+}
+
+impl Mutation for SetActiveOrganization {
+    type Entity = User;
+    type Output = ();
+    type Error = DomainError;
+
+    fn apply(self, user: &User, tx: &mut Tx<'_>) -> DomainResult<()> {
+        check_id("org_id", "organization id", &self.org_id)?;
+        let before = require_profile(user, tx.conn())?;
+        let profile = ProfileRow { active_org_id: Some(self.org_id), ..before.clone() };
+        save_profile_if_changed(tx, &before, profile)?;
+        Ok(())
+    }
 }
 
 /// Sets the user's default model (a model of the catalog, see [`models::is_known_model`]).

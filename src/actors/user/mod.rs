@@ -140,6 +140,17 @@ pub struct UserSnapshot {
     pub updated_at_ms: i64,
 }
 
+/// One of the user's organizations, as the `app` snapshot and `GET /v1/orgs` list it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OrganizationEntry {
+    pub id: String,
+    /// The organization's display name (its id until the organization has told it).
+    pub display_name: String,
+    /// The user's role there (`owner`, `admin`, `member`); `None` until the organization has told it.
+    pub role: Option<String>,
+}
+
 /// The `app` topic's snapshot (and reply of [`GetAppSnapshot`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -147,8 +158,10 @@ pub struct AppSnapshot {
     pub user: UserInfo,
     pub profile: ProfileInfo,
     pub default_model: String,
-    /// The organizations the user may use (their eligible organization ids).
-    pub organizations: Vec<String>,
+    /// The organizations the user may use, in the order they joined.
+    pub organizations: Vec<OrganizationEntry>,
+    /// Where the user's app opens: the one they last chose while still a member, else the first; `None` without any.
+    pub active_organization_id: Option<String>,
 }
 
 /// A code line attached to a draft.
@@ -218,13 +231,30 @@ pub fn user_snapshot(db: &mut SqliteConnection) -> diesel::QueryResult<Option<Us
     }))
 }
 
-/// The `app` snapshot (one query); `None` if the user was never created.
+/// The `app` snapshot (two queries); `None` if the user was never created.
 pub fn app_snapshot(db: &mut SqliteConnection) -> diesel::QueryResult<Option<AppSnapshot>> {
-    Ok(user_snapshot(db)?.map(|u| AppSnapshot {
-        organizations: u.profile.eligible_org_ids.clone(),
-        user: u.user,
-        profile: u.profile,
-        default_model: u.default_model,
+    let Some((user, profile)) = schema::find_user_with_profile(db)? else { return Ok(None) };
+    let mut details: std::collections::HashMap<String, schema::OrgDetailsRow> =
+        schema::org_details(db)?.into_iter().map(|d| (d.org_id.clone(), d)).collect();
+    let info = profile_info(&profile)?;
+    let organizations: Vec<OrganizationEntry> = info
+        .eligible_org_ids
+        .iter()
+        .map(|id| match details.remove(id) {
+            Some(d) => OrganizationEntry { id: id.clone(), display_name: d.display_name, role: Some(d.role) },
+            None => OrganizationEntry { id: id.clone(), display_name: id.clone(), role: None },
+        })
+        .collect();
+    let active_organization_id = profile
+        .active_org_id
+        .filter(|a| organizations.iter().any(|o| o.id == *a))
+        .or_else(|| organizations.first().map(|o| o.id.clone()));
+    Ok(Some(AppSnapshot {
+        user: user_info(user),
+        profile: info,
+        default_model: profile.default_model,
+        organizations,
+        active_organization_id,
     }))
 }
 

@@ -31,6 +31,17 @@ diesel::table! {
         starter_repo_status -> Text,
         default_model -> Text,
         updated_at -> BigInt,
+        active_org_id -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    /// Per organization of the user: its display name and the user's role, as the organization last told them.
+    user_org_details (org_id) {
+        org_id -> Text,
+        display_name -> Text,
+        role -> Text,
+        updated_at -> BigInt,
     }
 }
 
@@ -85,7 +96,13 @@ diesel::table! {
     }
 }
 
-diesel::allow_tables_to_appear_in_same_query!(user, user_profile, user_task_state, user_session_state);
+diesel::allow_tables_to_appear_in_same_query!(
+    user,
+    user_profile,
+    user_task_state,
+    user_session_state,
+    user_org_details
+);
 
 /// The singleton row's id.
 const SINGLETON: i32 = 1;
@@ -112,6 +129,7 @@ pub struct ProfileRow {
     pub starter_repo_status: String,
     pub default_model: String,
     pub updated_at: i64,
+    pub active_org_id: Option<String>,
 }
 
 /// A row of `user_session_state` (`draft_attachments` is a JSON array).
@@ -188,6 +206,43 @@ pub fn save_user(conn: &mut SqliteConnection, row: &UserRow) -> QueryResult<()> 
 pub fn save_profile(conn: &mut SqliteConnection, row: &ProfileRow) -> QueryResult<()> {
     diesel::update(user_profile::table.find(SINGLETON)).set(row).execute(conn)?;
     Ok(())
+}
+
+/// A row of `user_org_details`.
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable)]
+#[diesel(table_name = user_org_details, check_for_backend(Sqlite))]
+pub struct OrgDetailsRow {
+    pub org_id: String,
+    pub display_name: String,
+    pub role: String,
+}
+
+/// Every organization's details (one query).
+pub fn org_details(conn: &mut SqliteConnection) -> QueryResult<Vec<OrgDetailsRow>> {
+    user_org_details::table.select(OrgDetailsRow::as_select()).load(conn)
+}
+
+/// Stores what an organization told; whether anything changed.
+pub fn put_org_details(conn: &mut SqliteConnection, row: &OrgDetailsRow, now: i64) -> QueryResult<bool> {
+    let before: Option<OrgDetailsRow> =
+        user_org_details::table.find(&row.org_id).select(OrgDetailsRow::as_select()).first(conn).optional()?;
+    if before.as_ref() == Some(row) {
+        return Ok(false);
+    }
+    diesel::replace_into(user_org_details::table)
+        .values((
+            user_org_details::org_id.eq(&row.org_id),
+            user_org_details::display_name.eq(&row.display_name),
+            user_org_details::role.eq(&row.role),
+            user_org_details::updated_at.eq(now),
+        ))
+        .execute(conn)?;
+    Ok(true)
+}
+
+/// Forgets an organization's details; whether there were any.
+pub fn delete_org_details(conn: &mut SqliteConnection, org_id: &str) -> QueryResult<bool> {
+    Ok(diesel::delete(user_org_details::table.find(org_id)).execute(conn)? > 0)
 }
 
 pub fn set_active_session(conn: &mut SqliteConnection, task: &TaskKey, session_id: &str, now: i64) -> QueryResult<()> {

@@ -115,15 +115,22 @@ function go(path, replace = false) {
 
 window.addEventListener('popstate', () => onRoute());
 
+// Tells the server the organization now in use, when it is one of the user's and not already the active one.
+function rememberOrg(org) {
+  const me = S.me;
+  if (!me || me.activeOrganizationId === org || !me.organizations.some((o) => o.id === org)) return;
+  me.activeOrganizationId = org; // the `app` snapshot confirms it
+  api('PUT', '/v1/me/active-organization', { orgId: org }).catch(() => {});
+}
+
 function onRoute() {
   if (S.phase !== 'app') return;
   const prev = S.route;
   const r = parseRoute(location.pathname);
   if (r.name === 'signin') return go('/', true);
   if (r.name === 'home') {
-    const orgs = S.me ? S.me.organizations : [];
-    const last = localStorage.getItem('foundry.org');
-    const target = orgs.includes(last) ? last : orgs[0];
+    // The server remembers where the user works (on every device): its active organization, else the first.
+    const target = S.me ? S.me.activeOrganizationId : null;
     return go(target ? orgPath(target) : '/orgs', true);
   }
   if (prev.name === 'task') saveDraftNow(); // while the route still names the session it belongs to
@@ -132,7 +139,7 @@ function onRoute() {
     S.org = null;
     S.orgError = null;
   }
-  if (r.org) localStorage.setItem('foundry.org', r.org);
+  if (r.org) rememberOrg(r.org);
   const sameTask = r.name === 'task' && prev.name === 'task' && r.org === prev.org && r.repo === prev.repo && r.task === prev.task;
   if (!sameTask) {
     S.task = null;
@@ -468,12 +475,12 @@ function renderTop() {
     av.innerHTML = avHtml;
     av.dataset.html = avHtml;
   }
-  const orgs = me ? [...me.organizations] : [];
+  const orgs = me ? me.organizations.map((o) => ({ id: o.id, name: o.displayName })) : [];
   const cur = S.route.org;
-  if (cur && !orgs.includes(cur) && S.org) orgs.push(cur); // just created; the app snapshot catches up
+  if (cur && S.org && !orgs.some((o) => o.id === cur)) orgs.push({ id: cur, name: S.org.profile.displayName }); // just created; the app snapshot catches up
   const select = $('#org-select');
   const html =
-    orgs.map((o) => `<option value="${esc(o)}"${o === cur ? ' selected' : ''}>${esc(o === cur && S.org ? S.org.profile.displayName : o)}</option>`).join('') +
+    orgs.map((o) => `<option value="${esc(o.id)}"${o.id === cur ? ' selected' : ''}>${esc(o.name)}</option>`).join('') +
     `<option value=""${cur ? '' : ' selected'}>All organizations…</option>`;
   if (select.dataset.html !== html) {
     select.innerHTML = html;
@@ -566,7 +573,7 @@ function renderOrgs(main) {
     <div class="page narrow">
       <h1>Organizations</h1>
       <p class="lead">Each organization holds repositories, the tasks your agents work on, and its members.</p>
-      ${orgs.length ? `<ul class="org-list">${orgs.map((o) => `<li><a class="org-card" href="${orgPath(o)}"><span class="avatar">${esc(o.slice(0, 1).toUpperCase())}</span><span>${esc(o)}</span></a></li>`).join('')}</ul>` : '<p class="muted">You are not a member of any organization yet. Create one to start.</p>'}
+      ${orgs.length ? `<ul class="org-list">${orgs.map((o) => `<li><a class="org-card" href="${orgPath(o.id)}"><span class="avatar">${esc(o.displayName.slice(0, 1).toUpperCase())}</span><span>${esc(o.displayName)}${o.role ? ` <span class="muted small">${esc(o.role)}</span>` : ''}</span></a></li>`).join('')}</ul>` : '<p class="muted">You are not a member of any organization yet. Create one to start.</p>'}
       <section class="card">
         <h2>Create an organization</h2>
         <form data-form="create-org" class="form">
@@ -733,16 +740,16 @@ async function loadAudit(org, first) {
       'beforeend',
       events
         .map((ev) => {
-          const repo = ev.repo_id ?? ev.repoId;
-          const task = ev.task_id ?? ev.taskId;
-          const user = ev.user_id ?? ev.userId;
+          const repo = ev.repoId;
+          const task = ev.taskId;
+          const user = ev.userId;
           const where = repo && task ? `<a href="${taskPath(org, repo, task)}">${esc(repo)}/${esc(task)}</a>` : esc(repo || '');
           const payload = ev.payload && typeof ev.payload === 'object' && Object.keys(ev.payload).length ? JSON.stringify(ev.payload) : '';
           return `<tr class="audit-row" data-id="${esc(ev.id)}"><td title="${esc(new Date(ev.at).toISOString())}">${esc(new Date(ev.at).toLocaleString())}</td><td><code class="audit-kind">${esc(ev.kind)}</code></td><td>${esc(user ? members.get(user) || user : '—')}</td><td>${where}</td><td class="audit-payload"><code>${esc(payload.length > 200 ? `${payload.slice(0, 200)}…` : payload)}</code></td></tr>`;
         })
         .join(''),
     );
-    S.auditBefore = page.next_before ?? page.nextBefore ?? null;
+    S.auditBefore = page.nextBefore ?? null;
     $('#audit-more').hidden = S.auditBefore == null;
     $('#audit-empty').hidden = !!document.querySelector('#audit-rows tr');
   } catch (e) {
@@ -1496,7 +1503,6 @@ const actions = {
     const org = S.route.org;
     confirmDialog('Leave this organization?', 'You lose access to its repositories and tasks until an admin adds you again.', 'Leave', async () => {
       await api('DELETE', `/v1/orgs/${enc(org)}/members/${enc(S.me.user.id)}`);
-      localStorage.removeItem('foundry.org');
       go('/orgs');
       toast(`You left ${org}`, 'info');
     });
