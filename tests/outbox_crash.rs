@@ -380,3 +380,23 @@ async fn recovery_clears_markers_of_senders_with_empty_outboxes() {
     rt.shutdown().await;
     assert_eq!(recovery_markers(&dir), Vec::<(String, String)>::new(), "stale marker survived recovery");
 }
+
+#[actix_rt::test]
+async fn markers_clear_once_an_outbox_settles_so_recovery_costs_what_is_pending() {
+    let (rt, tmp) = runtime(2);
+    let dir = tmp.path().to_owned();
+    let reg = rt.registry::<Tally>();
+    for i in 0..20 {
+        reg.mutate(&format!("settle-{i}"), AddAndForward { by: 1, target: "settle-receiver".into() }).await.unwrap();
+    }
+    assert_eq!(recovery_markers(&dir).len(), 20, "each sender is marked while its message is on its way");
+    // Delivered and quiet for a moment: the markers go although every sender is still live, so a SIGKILL now
+    // would make the next start recover nothing.
+    eventually("markers cleared", || recovery_markers(&dir).is_empty()).await;
+    assert!((0..20).all(|i| reg.is_live(&format!("settle-{i}"))), "cleared without passivating");
+    assert_eq!(reg.read(&"settle-receiver".to_owned(), GetValue).await.unwrap(), 20);
+    // A later outbox write marks again, inside its transaction.
+    reg.mutate(&"settle-0".to_owned(), AddAndForward { by: 1, target: "settle-receiver".into() }).await.unwrap();
+    assert!(recovery_markers(&dir).contains(&("tally".to_owned(), "settle-0".to_owned())));
+    rt.shutdown().await;
+}

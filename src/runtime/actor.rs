@@ -78,6 +78,11 @@ impl Message for SubscribeTopic {
 /// Passivate now if idle (registry eviction, admin).
 pub(crate) struct Passivate {
     pub(crate) done: Option<oneshot::Sender<bool>>,
+    /// Eviction with no idle actor left: passivate even with outbox rows still to deliver. They are durable (rows
+    /// in the actor's database, its marker in the recovery index) and the runtime reactivates the actor to deliver
+    /// them as soon as there is room. Without this, a full live set of actors waiting to deliver to actors that are
+    /// not live could never make room for them.
+    pub(crate) park_pending: bool,
 }
 impl Message for Passivate {
     type Result = ();
@@ -130,6 +135,9 @@ fn stage_effects(
     }
     Ok(new_versions)
 }
+
+/// How long an actor's outbox stays empty before its recovery marker is cleared.
+const UNMARK_AFTER: Duration = Duration::from_secs(2);
 
 /// Back-off before the actor processes messages again after its `failures`-th consecutive failure: none for an
 /// isolated panic, then 10 ms doubling up to 5 s, so a poison message cannot make an actor spin.
@@ -356,6 +364,8 @@ pub struct Core<E: Entity> {
     flush_scheduled: bool,
     outbox: OutboxState,
     dirty_marked: bool,
+    /// A check that clears this actor's recovery marker once its outbox has stayed empty is scheduled.
+    unmark_scheduled: bool,
     failures: u32,
     /// Coarse runtime clock (ms) at the last handled message.
     last_activity_ms: u64,
@@ -468,6 +478,7 @@ impl<E: Entity> EntityActor<E> {
                 flush_scheduled: false,
                 outbox: OutboxState { pending: p.outbox_pending, ..Default::default() },
                 dirty_marked: p.outbox_pending,
+                unmark_scheduled: false,
                 failures: 0,
                 last_activity_ms: now_ms,
                 bg: HashMap::new(),
@@ -721,7 +732,7 @@ impl<E: Entity> EntityActor<E> {
     fn check_idle(&mut self, ctx: &mut Context<Self>) {
         let idle = self.core.registry.inner.config.idle_timeout;
         let since = Duration::from_millis(self.shared().clock_ms().saturating_sub(self.core.last_activity_ms));
-        if since >= idle && self.try_passivate(ctx) {
+        if since >= idle && self.try_passivate(ctx, false) {
             return;
         }
         let next = if since >= idle { idle } else { idle - since };
@@ -729,18 +740,25 @@ impl<E: Entity> EntityActor<E> {
     }
 
     /// Passivates if nothing is in flight and nothing keeps the actor busy.
-    fn try_passivate(&mut self, ctx: &mut Context<Self>) -> bool {
+    fn try_passivate(&mut self, ctx: &mut Context<Self>, park_pending: bool) -> bool {
         if !matches!(self.core.stop, StopState::Running) || !self.core.is_open() {
             return false;
         }
         self.flush(ctx);
-        if !self.entity.can_passivate() || self.core.outbox.pending || self.core.outbox.in_flight {
+        let pending = self.core.outbox.pending;
+        // Parking also drops a delivery in flight (typically waiting for its target to get a live slot): the row
+        // stays in the outbox and is delivered again later, and receivers ignore a sequence number they applied.
+        let delivering = self.core.outbox.in_flight && !park_pending;
+        if !self.entity.can_passivate() || (pending && !park_pending) || delivering {
             return false;
         }
         if !self.core.slot.try_retire() {
             return false;
         }
-        self.finish_stop(ctx, "passivated");
+        self.finish_stop(ctx, if pending { "parked with outbox rows to deliver" } else { "passivated" });
+        if pending {
+            self.shared().park(E::KIND, &self.core.encoded);
+        }
         true
     }
 
@@ -796,6 +814,33 @@ impl<E: Entity> EntityActor<E> {
         ctx.stop();
     }
 
+    /// Clears the recovery marker once the outbox has stayed empty for [`UNMARK_AFTER`] and the entity has nothing
+    /// running, so a crash recovers only actors with something pending (not every actor that was live): recovery
+    /// costs what is pending, not what exists. The delay keeps a busy actor from re-marking on every write; the next
+    /// outbox write after an unmark marks again inside its transaction, before the commit.
+    fn schedule_unmark(&mut self, ctx: &mut Context<Self>) {
+        if !self.core.dirty_marked || self.core.unmark_scheduled {
+            return;
+        }
+        self.core.unmark_scheduled = true;
+        ctx.run_later(UNMARK_AFTER, |act, ctx| {
+            act.core.unmark_scheduled = false;
+            let settled = act.core.dirty_marked && !act.core.outbox.pending && !act.core.outbox.in_flight;
+            if !settled || !act.core.is_open() || !matches!(act.core.stop, StopState::Running) {
+                return;
+            }
+            if !act.entity.can_passivate() {
+                // Work in flight (a turn) must be resumed after a crash: keep the marker and look again later.
+                act.schedule_unmark(ctx);
+                return;
+            }
+            match act.shared().index.unmark(E::KIND, &act.core.encoded) {
+                Ok(()) => act.core.dirty_marked = false,
+                Err(e) => tracing::warn!(error = %e, "could not clear recovery marker"),
+            }
+        });
+    }
+
     /// Sends the oldest outbox row; the next one goes when this one is acknowledged, which keeps delivery in order.
     fn pump_outbox(&mut self, ctx: &mut Context<Self>) {
         if self.core.outbox.in_flight || !self.core.is_open() || !matches!(self.core.stop, StopState::Running) {
@@ -805,6 +850,7 @@ impl<E: Entity> EntityActor<E> {
             Ok(Some(row)) => row,
             Ok(None) => {
                 self.core.outbox.pending = false;
+                self.schedule_unmark(ctx);
                 return;
             }
             Err(e) => {
@@ -1033,7 +1079,7 @@ impl<E: Entity> Handler<SubscribeTopic> for EntityActor<E> {
 impl<E: Entity> Handler<Passivate> for EntityActor<E> {
     type Result = ();
     fn handle(&mut self, p: Passivate, ctx: &mut Context<Self>) {
-        let done = self.try_passivate(ctx);
+        let done = self.try_passivate(ctx, p.park_pending);
         self.core.slot.evict_requested.store(false, Ordering::Relaxed);
         if let Some(tx) = p.done {
             let _ = tx.send(done);

@@ -635,7 +635,7 @@ impl<E: Entity> Registry<E> {
         let slot = lock(self.shard(key)).get(key).cloned();
         let Some(addr) = slot.and_then(|s| s.cell.get().cloned()) else { return false };
         let (tx, rx) = oneshot::channel();
-        addr.do_send(Passivate { done: Some(tx) });
+        addr.do_send(Passivate { done: Some(tx), park_pending: false });
         rx.await.unwrap_or(false)
     }
 
@@ -680,7 +680,7 @@ impl<E: Entity> Registry<E> {
 
     /// The idle live actor of this kind used least recently that eviction may ask to passivate: nothing in flight,
     /// not already asked, not refusing lately.
-    fn eviction_candidate(&self, now_ms: u64) -> Option<Candidate<E>> {
+    fn eviction_candidate(&self, now_ms: u64, park_pending: bool) -> Option<Candidate<E>> {
         let mut best: Option<Candidate<E>> = None;
         for shard in self.inner.shards.iter() {
             for slot in lock(shard).values() {
@@ -688,7 +688,7 @@ impl<E: Entity> Registry<E> {
                     continue;
                 }
                 let refused = slot.evict_refused_ms.load(Ordering::Relaxed);
-                if refused != 0 && now_ms < refused + EVICT_REFUSAL_BACKOFF_MS {
+                if !park_pending && refused != 0 && now_ms < refused + EVICT_REFUSAL_BACKOFF_MS {
                     continue;
                 }
                 let Some(addr) = slot.cell.get().filter(|a| a.connected()) else { continue };
@@ -702,19 +702,19 @@ impl<E: Entity> Registry<E> {
     }
 
     /// When this kind's best eviction candidate was last used, if it has one.
-    pub(crate) fn oldest_idle(&self, now_ms: u64) -> Option<u64> {
-        self.eviction_candidate(now_ms).map(|(used, _, _)| used)
+    pub(crate) fn oldest_idle(&self, now_ms: u64, park_pending: bool) -> Option<u64> {
+        self.eviction_candidate(now_ms, park_pending).map(|(used, _, _)| used)
     }
 
     /// Asks this kind's best eviction candidate to passivate and waits for its answer: `true` if it is going away
     /// (its live slot is returned once its database is closed). A refusal is remembered on the slot.
-    pub(crate) async fn evict_oldest(&self, now_ms: u64) -> bool {
-        let Some((_, slot, addr)) = self.eviction_candidate(now_ms) else { return false };
+    pub(crate) async fn evict_oldest(&self, now_ms: u64, park_pending: bool) -> bool {
+        let Some((_, slot, addr)) = self.eviction_candidate(now_ms, park_pending) else { return false };
         if slot.evict_requested.swap(true, Ordering::SeqCst) {
             return false; // another activation asked it a moment ago
         }
         let (tx, rx) = oneshot::channel();
-        addr.do_send(Passivate { done: Some(tx) });
+        addr.do_send(Passivate { done: Some(tx), park_pending });
         // A busy actor answers after the message it is handling; one that stopped meanwhile drops the sender.
         let done = matches!(tokio::time::timeout(Duration::from_secs(1), rx).await, Ok(Ok(true)));
         if !done {
@@ -755,8 +755,8 @@ pub(crate) trait KindHandle: Send + Sync {
     fn kind(&self) -> &'static str;
     fn live(&self) -> usize;
     fn shutdown_all(&self) -> Vec<oneshot::Receiver<()>>;
-    fn oldest_idle(&self, now_ms: u64) -> Option<u64>;
-    fn evict_oldest(&self, now_ms: u64) -> futures_util::future::BoxFuture<'static, bool>;
+    fn oldest_idle(&self, now_ms: u64, park_pending: bool) -> Option<u64>;
+    fn evict_oldest(&self, now_ms: u64, park_pending: bool) -> futures_util::future::BoxFuture<'static, bool>;
     fn recover(&self, encoded_key: String) -> futures_util::future::BoxFuture<'static, Result<(), ActivationError>>;
     fn stats(&self) -> &KindStats;
     fn in_flight_total(&self) -> u64;
@@ -772,12 +772,12 @@ impl<E: Entity> KindHandle for Registry<E> {
     fn shutdown_all(&self) -> Vec<oneshot::Receiver<()>> {
         Registry::shutdown_all(self)
     }
-    fn oldest_idle(&self, now_ms: u64) -> Option<u64> {
-        Registry::oldest_idle(self, now_ms)
+    fn oldest_idle(&self, now_ms: u64, park_pending: bool) -> Option<u64> {
+        Registry::oldest_idle(self, now_ms, park_pending)
     }
-    fn evict_oldest(&self, now_ms: u64) -> futures_util::future::BoxFuture<'static, bool> {
+    fn evict_oldest(&self, now_ms: u64, park_pending: bool) -> futures_util::future::BoxFuture<'static, bool> {
         let this = self.clone();
-        Box::pin(async move { this.evict_oldest(now_ms).await })
+        Box::pin(async move { this.evict_oldest(now_ms, park_pending).await })
     }
     fn recover(&self, encoded_key: String) -> futures_util::future::BoxFuture<'static, Result<(), ActivationError>> {
         let this = self.clone();

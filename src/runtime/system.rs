@@ -85,6 +85,10 @@ pub struct Shared {
     services: RwLock<HashMap<TypeId, Arc<dyn Any + Send + Sync>>>,
     pub(crate) index: RecoveryIndex,
     live: Arc<Semaphore>,
+    /// Actors passivated under pressure with outbox rows still to deliver (kind, encoded key): reactivated by the
+    /// reviver as soon as a live slot is free.
+    parked: Mutex<std::collections::BTreeSet<(&'static str, String)>>,
+    parked_changed: tokio::sync::Notify,
     /// Bounds concurrent database opens: beyond a few per core they only contend on SQLite's global open lock.
     pub(crate) opening: Semaphore,
     shutting_down: AtomicBool,
@@ -163,6 +167,12 @@ impl Shared {
         self.handles.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// Remembers an actor that passivated with outbox rows to deliver, for the reviver.
+    pub(crate) fn park(&self, kind: &'static str, key: &str) {
+        lock(&self.parked).insert((kind, key.to_owned()));
+        self.parked_changed.notify_one();
+    }
+
     /// Takes one of `max_live` slots. While none is free, the least recently used idle actor of any kind is asked
     /// to passivate (recency compared across kinds); one that refuses (an outbox to deliver, a turn running) is
     /// passed over and the next is asked at once, so a few busy actors never stall every activation.
@@ -172,13 +182,19 @@ impl Shared {
         }
         let deadline = Instant::now() + self.config.activation_wait;
         loop {
-            for _ in 0..EVICT_ASKS_PER_ROUND {
-                let now = self.clock_ms();
-                let handles = self.handles();
-                let oldest = handles.iter().filter_map(|h| h.oldest_idle(now).map(|t| (t, h))).min_by_key(|(t, _)| *t);
-                let Some((_, handle)) = oldest else { break };
-                if handle.evict_oldest(now).await {
-                    break;
+            // Idle actors first; only when none agrees, actors whose outbox waits (parked: see `Passivate`).
+            'ask: for park_pending in [false, true] {
+                for _ in 0..EVICT_ASKS_PER_ROUND {
+                    let now = self.clock_ms();
+                    let handles = self.handles();
+                    let oldest = handles
+                        .iter()
+                        .filter_map(|h| h.oldest_idle(now, park_pending).map(|t| (t, h)))
+                        .min_by_key(|(t, _)| *t);
+                    let Some((_, handle)) = oldest else { break };
+                    if handle.evict_oldest(now, park_pending).await {
+                        break 'ask;
+                    }
                 }
             }
             match tokio::time::timeout(Duration::from_millis(20), self.live.clone().acquire_owned()).await {
@@ -233,6 +249,8 @@ impl Runtime {
             services: RwLock::new(HashMap::new()),
             index,
             live,
+            parked: Mutex::new(std::collections::BTreeSet::new()),
+            parked_changed: tokio::sync::Notify::new(),
             opening: Semaphore::new(4 * std::thread::available_parallelism().map_or(2, |n| n.get())),
             shutting_down: AtomicBool::new(false),
             epoch: Instant::now(),
@@ -240,6 +258,7 @@ impl Runtime {
             me: me.clone(),
         });
         start_clock(&shared);
+        actix_rt::spawn(revive_parked(Arc::downgrade(&shared)));
         tracing::info!(data_dir = %shared.config.data_dir.display(), arbiters = shared.config.arbiters, max_live = shared.config.max_live, "runtime started");
         Ok(Runtime { shared })
     }
@@ -356,6 +375,42 @@ impl Runtime {
         })
         .await;
         tracing::info!("runtime stopped");
+    }
+}
+
+/// Reactivates parked actors (see `Shared::park`) one at a time while a live slot is free, so their outboxes are
+/// delivered without waiting for a restart's recovery. Never evicts to do so: it only takes free room.
+async fn revive_parked(weak: Weak<Shared>) {
+    loop {
+        let next = {
+            let Some(shared) = weak.upgrade() else { return };
+            if shared.is_shutting_down() {
+                return;
+            }
+            let free = shared.live.available_permits() > 0;
+            let next = if free { lock(&shared.parked).pop_first() } else { None };
+            match next {
+                Some((kind, key)) => shared.handles().into_iter().find(|h| h.kind() == kind).map(|h| (h, kind, key)),
+                None => None,
+            }
+        };
+        match next {
+            Some((handle, kind, key)) => {
+                if let Err(e) = handle.recover(key.clone()).await {
+                    tracing::debug!(kind, key = %key, error = %e, "parked actor not revived yet");
+                    let Some(shared) = weak.upgrade() else { return };
+                    lock(&shared.parked).insert((kind, key));
+                    drop(shared);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+            None => {
+                let Some(shared) = weak.upgrade() else { return };
+                // Room appears without a notification (any passivation): look again shortly either way. Holding
+                // `shared` for those 50 ms delays its drop by as much at most.
+                let _ = tokio::time::timeout(Duration::from_millis(50), shared.parked_changed.notified()).await;
+            }
+        }
     }
 }
 
