@@ -114,6 +114,10 @@ struct Serve {
     /// With --demo: the loopback port of the demo GitHub server (default: the bind port + 1).
     #[arg(long, env = "FOUNDRY_DEMO_GITHUB_PORT")]
     demo_github_port: Option<u16>,
+    /// Token that opens `/metrics` to non-loopback scrapers (`Authorization: Bearer <token>`); without it `/metrics`
+    /// answers loopback clients only.
+    #[arg(long, env = "FOUNDRY_METRICS_TOKEN", hide_env_values = true)]
+    metrics_token: Option<String>,
     /// Secret of the GitHub webhook (enables `POST /v1/webhooks/github`).
     #[arg(long, env = "FOUNDRY_WEBHOOK_SECRET", hide_env_values = true)]
     webhook_secret: Option<String>,
@@ -287,6 +291,7 @@ async fn serve(args: Serve) -> std::io::Result<()> {
     }
     let mut api = Api::new(domain, auth);
     api.webhook_secret = webhook_secret;
+    api.metrics_token = args.metrics_token.clone().filter(|t| !t.is_empty());
     let workers = args.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
     let api = Arc::new(api);
     let (server, addr) = foundry::http::server(api.clone(), args.bind, workers)?;

@@ -41,6 +41,14 @@ async fn health_readiness_and_metrics_over_http() {
     assert!(text.contains("foundry_http_responses_total{class=\"2xx\"} 2"), "sign-in and /me: {text}");
     assert!(text.contains("foundry_http_responses_total{class=\"4xx\"} 1"), "{text}");
 
+    // With a metrics token, the token is required (also from loopback).
+    let s2 = support::web::start(|api, _| api.metrics_token = Some("scrape-me".into())).await;
+    let res = client.get(format!("{}/metrics", s2.base)).send().await.unwrap();
+    assert_eq!(res.status(), 401);
+    let res = client.get(format!("{}/metrics", s2.base)).bearer_auth("scrape-me").send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    s2.stop().await;
+
     s.rt.shutdown().await;
     let ready = client.get(format!("{base}/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 503);

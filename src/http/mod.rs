@@ -64,6 +64,8 @@ pub struct Api {
     pub webhook_secret: Option<Vec<u8>>,
     pub ws: ws::WsSettings,
     pub stats: HttpStats,
+    /// Bearer token that opens `/metrics` to non-loopback clients (`--metrics-token`); without it, loopback only.
+    pub metrics_token: Option<String>,
     /// Flipped once at shutdown: open WebSocket connections close with 1001 instead of holding the server's drain.
     closing: tokio::sync::watch::Sender<bool>,
 }
@@ -76,6 +78,7 @@ impl Api {
             webhook_secret: None,
             ws: ws::WsSettings::default(),
             stats: HttpStats::default(),
+            metrics_token: None,
             closing: tokio::sync::watch::channel(false).0,
         }
     }

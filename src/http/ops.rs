@@ -1,7 +1,8 @@
 //! Operational routes: liveness (`/healthz`), readiness (`/readyz`, 503 while shutting down) and Prometheus metrics
-//! (`/metrics`: per actor kind, plus HTTP and WebSocket counters).
+//! (`/metrics`: per actor kind, plus HTTP and WebSocket counters; loopback clients only, or holders of the metrics token).
 
 use std::fmt::Write;
+use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -92,8 +93,32 @@ pub fn render_http_metrics(stats: &HttpStats, out: &mut String) {
     }
 }
 
+/// Who may read `/metrics`: with a token configured, a caller presenting it (`Authorization: Bearer`); without one,
+/// loopback clients only (the counters describe the whole service, so they are not for anyone who reaches the port).
+fn metrics_allowed(peer: Option<IpAddr>, token: Option<&str>, authorization: Option<&str>) -> Result<(), ApiError> {
+    match token {
+        Some(token) => {
+            let given = authorization.and_then(|h| h.strip_prefix("Bearer ")).unwrap_or("");
+            // Digests compared with no early exit: the time taken must not tell how much of a guess was right.
+            use sha2::{Digest, Sha256};
+            let (a, b) = (Sha256::digest(given.as_bytes()), Sha256::digest(token.as_bytes()));
+            if a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0 {
+                Ok(())
+            } else {
+                Err(ApiError::unauthenticated("/metrics needs the metrics token (Authorization: Bearer <token>)"))
+            }
+        }
+        None if peer.is_some_and(|ip| ip.is_loopback()) => Ok(()),
+        None => Err(ApiError::forbidden(
+            "/metrics answers loopback clients only; start the server with --metrics-token to scrape it remotely",
+        )),
+    }
+}
+
 async fn metrics(req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let api = super::api(&req)?;
+    let authorization = req.headers().get("authorization").and_then(|h| h.to_str().ok());
+    metrics_allowed(req.peer_addr().map(|a| a.ip()), api.metrics_token.as_deref(), authorization)?;
     let mut text = render_metrics(&api.domain.runtime);
     render_http_metrics(&api.stats, &mut text);
     Ok(HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(text))
@@ -103,4 +128,24 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(healthz))
         .route("/readyz", web::get().to(readyz))
         .route("/metrics", web::get().to(metrics));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_are_for_loopback_or_token_holders() {
+        let lo: Option<IpAddr> = Some([127, 0, 0, 1].into());
+        let lan: Option<IpAddr> = Some([10, 0, 0, 7].into());
+        assert!(metrics_allowed(lo, None, None).is_ok());
+        assert!(metrics_allowed(Some(std::net::Ipv6Addr::LOCALHOST.into()), None, None).is_ok());
+        assert_eq!(metrics_allowed(lan, None, None).unwrap_err().code, "forbidden");
+        assert_eq!(metrics_allowed(None, None, None).unwrap_err().code, "forbidden");
+        // With a token, the token decides, wherever the caller is.
+        assert!(metrics_allowed(lan, Some("s3cret"), Some("Bearer s3cret")).is_ok());
+        for wrong in [None, Some("Bearer s3cre"), Some("Bearer s3cret2"), Some("s3cret"), Some("Basic s3cret")] {
+            assert_eq!(metrics_allowed(lo, Some("s3cret"), wrong).unwrap_err().code, "unauthenticated", "{wrong:?}");
+        }
+    }
 }
