@@ -319,6 +319,36 @@ async fn sign_out_and_removal_end_access_on_open_connections() {
     s.stop().await;
 }
 
+/// A sign-out ends that session's open WebSockets at once, not at the next heartbeat re-check; another session of
+/// the same user stays connected until "sign out everywhere".
+#[actix_rt::test]
+async fn sign_out_cuts_open_connections_at_once() {
+    let s = start(|api, _| {
+        // Re-checks alone would take minutes: whatever ends the connection below is the sign-out itself.
+        api.ws.heartbeat = Duration::from_secs(60);
+    })
+    .await;
+    let (alice, _) = world(&s).await;
+    let other = s.sign_in("alice").await;
+    let mut a = connect(&s, Some(&alice)).await.unwrap();
+    let mut o = connect(&s, Some(&other)).await.unwrap();
+    for ws in [&mut a, &mut o] {
+        send(ws, json!({ "type": "subscribe", "topic": "app" })).await;
+        recv_type(ws, "appUpdated").await;
+    }
+    let (st, _) = s.call("POST", "/v1/auth/sign-out", Some(&alice), None).await;
+    assert_eq!(st, 204);
+    let cut = tokio::time::timeout(Duration::from_secs(2), recv_type(&mut a, "error")).await;
+    assert_eq!(cut.expect("cut within 2 s")["code"], "unauthenticated");
+    send(&mut o, json!({ "type": "ping" })).await;
+    recv_type(&mut o, "pong").await;
+    let (st, _) = s.call("DELETE", "/v1/auth/sessions", Some(&other), None).await;
+    assert_eq!(st, 200);
+    let cut = tokio::time::timeout(Duration::from_secs(2), recv_type(&mut o, "error")).await;
+    assert_eq!(cut.expect("cut within 2 s")["code"], "unauthenticated");
+    s.stop().await;
+}
+
 /// `taskUpdated` carries the shared detail plus the viewer's own overlay; a draft reaches only its author.
 #[actix_rt::test]
 async fn task_frames_carry_only_the_viewers_overlay() {

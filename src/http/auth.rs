@@ -357,6 +357,7 @@ async fn revoke(api: &Api, user_id: &str, session_id: &str) -> Result<bool, ApiE
         .await?;
     let Some(token_hash) = hash else { return Ok(false) };
     api.domain.auth.mutate(&AUTH_DIRECTORY_KEY.to_owned(), RemoveAuthSession { token_hash }).await?;
+    api.notify_signed_out(user_id, Some(session_id));
     Ok(true)
 }
 
@@ -398,6 +399,7 @@ async fn delete_all_sessions(
     let revoked = api.domain.users.mutate_existing(&caller.user_id, RevokeAllAuthSessions).await?;
     let msg = RemoveUserAuthSessions { user_id: caller.user_id.clone() };
     api.domain.auth.mutate(&AUTH_DIRECTORY_KEY.to_owned(), msg).await?;
+    api.notify_signed_out(&caller.user_id, None);
     Ok(HttpResponse::Ok()
         .insert_header((header::SET_COOKIE, session_cookie(&api, "", Duration::ZERO)))
         .json(serde_json::json!({ "revoked": revoked.len() })))

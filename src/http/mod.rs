@@ -64,6 +64,9 @@ pub struct Api {
     pub webhook_secret: Option<Vec<u8>>,
     pub ws: ws::WsSettings,
     pub stats: HttpStats,
+    /// Sign-outs on this node, `(user id, session id or None for all of the user's sessions)`: open WebSockets of
+    /// those sessions re-check at once instead of at their next heartbeat re-check.
+    signed_out: tokio::sync::broadcast::Sender<(String, Option<String>)>,
     /// Bearer token that opens `/metrics` to non-loopback clients (`--metrics-token`); without it, loopback only.
     pub metrics_token: Option<String>,
     /// Flipped once at shutdown: open WebSocket connections close with 1001 instead of holding the server's drain.
@@ -79,6 +82,7 @@ impl Api {
             ws: ws::WsSettings::default(),
             stats: HttpStats::default(),
             metrics_token: None,
+            signed_out: tokio::sync::broadcast::channel(64).0,
             closing: tokio::sync::watch::channel(false).0,
         }
     }
@@ -86,6 +90,15 @@ impl Api {
     /// Closes every WebSocket connection ("going away"); call before stopping the HTTP server.
     pub fn close_connections(&self) {
         self.closing.send_replace(true);
+    }
+
+    /// Tells this node's WebSockets that `session` (or every session of `user` when `None`) was signed out.
+    pub(crate) fn notify_signed_out(&self, user: &str, session: Option<&str>) {
+        let _ = self.signed_out.send((user.to_owned(), session.map(str::to_owned)));
+    }
+
+    pub(crate) fn signed_out(&self) -> tokio::sync::broadcast::Receiver<(String, Option<String>)> {
+        self.signed_out.subscribe()
     }
 
     pub(crate) fn closing(&self) -> tokio::sync::watch::Receiver<bool> {

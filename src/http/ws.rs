@@ -239,6 +239,8 @@ async fn open(api: &Api, caller: &Caller, target: &Target) -> Result<(Subscripti
 enum Event {
     Incoming(Option<Result<Message, ProtocolError>>),
     Tick,
+    /// A sign-out on this node that may be this connection's (or `None`: some were missed, re-check anyway).
+    SignedOut(Option<(String, Option<String>)>),
     Changed(Target, Option<Arc<TopicEvent>>),
 }
 
@@ -297,6 +299,7 @@ impl Connection {
         let mut tick = tokio::time::interval(self.api.ws.heartbeat);
         tick.tick().await;
         let mut closing = self.api.closing();
+        let mut signed_out = self.api.signed_out();
         let end = loop {
             if *closing.borrow_and_update() {
                 break End::Close(CloseReason {
@@ -308,11 +311,27 @@ impl Connection {
                 _ = closing.changed() => continue,
                 m = stream.recv() => Event::Incoming(m),
                 _ = tick.tick() => Event::Tick,
+                r = signed_out.recv() => match r {
+                    Ok(who) => Event::SignedOut(Some(who)),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => Event::SignedOut(None),
+                    // The sender lives as long as the Api, which outlives every connection.
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => Event::Tick,
+                },
                 (t, ev) = next_change(&mut self.subs) => Event::Changed(t, ev),
             };
             let step = match event {
                 Event::Incoming(m) => self.incoming(m).await,
                 Event::Tick => self.heartbeat().await,
+                Event::SignedOut(who) => {
+                    let mine = who.is_none_or(|(user, session)| {
+                        user == self.caller.user_id && session.is_none_or(|s| s == self.caller.session_id)
+                    });
+                    if mine {
+                        self.recheck().await
+                    } else {
+                        Ok(())
+                    }
+                }
                 Event::Changed(t, ev) => self.changed(t, ev).await,
             };
             if let Err(end) = step {
