@@ -23,22 +23,8 @@ use foundry::integrations::sandbox::{ProcessService, SandboxProcesses};
 use foundry::integrations::workspace::{LocalShell, StaticToken, Workspaces};
 use serde_json::{json, Value};
 use support::browser::{screenshot_dir, Driver, Flaky};
+use support::eventually_some;
 use support::web::{start, TestServer};
-
-/// Polls `f` until it answers `Some`, for up to 15 s.
-async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    for _ in 0..600 {
-        if let Some(v) = f().await {
-            return v;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("timed out waiting for {what}");
-}
 
 async fn ok(s: &TestServer, method: &str, path: &str, token: &str, body: Option<Value>) -> Value {
     let (st, res) = s.call(method, path, Some(token), body).await;
@@ -89,7 +75,7 @@ async fn members_settings_previews_drafts_and_reconnects_in_the_browser() {
 
     // Roles: made an admin from the row's select.
     a.click(&format!("{bob_row} select option[value=admin]")).await;
-    eventually("bob's admin role", || async {
+    eventually_some("bob's admin role", || async {
         let members = ok(&s, "GET", "/v1/orgs/acme/members", &alice, None).await;
         members.as_array().unwrap().iter().any(|m| m["userId"] == bob.as_str() && m["role"] == "admin").then_some(())
     })
@@ -136,7 +122,7 @@ async fn members_settings_previews_drafts_and_reconnects_in_the_browser() {
     let model = model.expect("a second model in the catalog").to_owned();
     a.click(&format!("#settings-model option[value=\"{model}\"]")).await;
     a.click("form[data-form=default-model] button[type=submit]").await;
-    eventually("the new default model", || async {
+    eventually_some("the new default model", || async {
         (ok(&s, "GET", "/v1/me", &alice, None).await["defaultModel"] == model.as_str()).then_some(())
     })
     .await;
@@ -201,7 +187,7 @@ async fn members_settings_previews_drafts_and_reconnects_in_the_browser() {
 
     // Drafts: saved as you type, restored on another device, cleared by sending.
     a.type_into("#composer", "half a thought").await;
-    eventually("the saved draft", || async {
+    eventually_some("the saved draft", || async {
         (overlay(&s, &alice, &task).await["draft"]["text"] == "half a thought").then_some(())
     })
     .await;
@@ -211,13 +197,13 @@ async fn members_settings_previews_drafts_and_reconnects_in_the_browser() {
     assert_eq!(overlay(&s, &alice, &task).await["unread"], true);
     c.signed_in(&s.base, &other_device, &task_url).await;
     c.wait("the draft restored", "return document.querySelector('#composer')?.value === 'half a thought'").await;
-    eventually("unread cleared by viewing", || async {
+    eventually_some("unread cleared by viewing", || async {
         (overlay(&s, &alice, &task).await["unread"] == false).then_some(())
     })
     .await;
     c.quit().await;
     a.click("form[data-form=send] button[type=submit]").await;
-    eventually("the draft cleared by sending", || async {
+    eventually_some("the draft cleared by sending", || async {
         (overlay(&s, &alice, &task).await["draft"]["text"] == "").then_some(())
     })
     .await;
@@ -273,7 +259,7 @@ async fn a_task_workspace_in_the_browser() {
     ok(&s, "POST", "/v1/orgs", &alice, Some(json!({ "id": "acme", "displayName": "Acme" }))).await;
     let connect = json!({ "login": "acme", "kind": "organization" });
     ok(&s, "POST", "/v1/orgs/acme/github/connect", &alice, Some(connect)).await;
-    let repo = eventually("the synced repository", || async {
+    let repo = eventually_some("the synced repository", || async {
         let repos = ok(&s, "GET", "/v1/orgs/acme/repos", &alice, None).await;
         repos.as_array().unwrap().iter().find(|r| r["fullName"] == "acme/web").map(|r| r["repoId"].clone())
     })

@@ -16,6 +16,7 @@ use foundry::integrations::github::client::{GitHubApi, GitHubClient, MergeMethod
 use foundry::integrations::github::fake::{FakeGitHub, Fixture};
 use foundry::integrations::workspace::{LocalShell, StaticToken, Workspaces};
 use serde_json::{json, Value};
+use support::eventually_some;
 use support::web::TestServer;
 
 const TOKEN: &str = "ghs_workspace_test_token";
@@ -79,27 +80,13 @@ async fn start(agent: Option<BuiltinAgent>) -> Option<Env> {
     let connect = json!({ "login": "acme", "kind": "organization" });
     let (status, body) = server.call("POST", "/v1/orgs/acme/github/connect", Some(&token), Some(connect)).await;
     assert_eq!(status, 202, "{body}");
-    let repos = eventually("the synced repository", || async {
+    let repos = eventually_some("the synced repository", || async {
         let (_, repos) = server.call("GET", "/v1/orgs/acme/repos", Some(&token), None).await;
         repos.as_array().filter(|r| r.iter().any(|r| r["fullName"] == "acme/web")).cloned()
     })
     .await;
     let repo = repos.iter().find(|r| r["fullName"] == "acme/web").unwrap()["repoId"].as_str().unwrap().to_owned();
     Some(Env { fake, server, token, repo, sandboxes, _git_root: git_root })
-}
-
-async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    for _ in 0..600 {
-        if let Some(v) = f().await {
-            return v;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("timed out waiting for {what}");
 }
 
 impl Env {
@@ -130,7 +117,7 @@ impl Env {
 
     /// Waits until the session's turns are done and the workspace recorded the result.
     async fn settled(&self, task: &str, session: &str, agent_items: usize) -> (Value, Value) {
-        eventually("the turn and its commit", || async {
+        eventually_some("the turn and its commit", || async {
             let s = self.session(task, session).await;
             let replies = s["transcript"].as_array().unwrap().iter().filter(|i| i["role"] == "agent").count();
             let t = self.task(task).await;
@@ -262,7 +249,7 @@ async fn a_merge_on_github_reaches_the_task_through_its_webhook_and_tasks_never_
     // Someone merges it on GitHub itself: the webhook brings the merge to the task.
     let client = GitHubClient::new(&env.fake.base_url(), TOKEN);
     client.merge_pull("acme/web", number, MergeMethod::Merge, None).await.unwrap();
-    eventually("the merged pull request on the task", || async {
+    eventually_some("the merged pull request on the task", || async {
         (env.task(&b).await["pullRequest"]["state"] == "merged").then_some(())
     })
     .await;
@@ -274,7 +261,7 @@ async fn a_failed_clone_is_a_visible_error_and_a_retry_succeeds() {
     // The git server refuses the next fetches of the repository.
     env.fake.fail_next("/acme/web.git", 500, 1);
     let (task, session) = env.create_task("Add a note to README.md").await;
-    let view = eventually("the failed provisioning", || async {
+    let view = eventually_some("the failed provisioning", || async {
         let v = env.task(&task).await;
         (v["workspace"]["status"] == "error").then_some(v)
     })
@@ -282,7 +269,7 @@ async fn a_failed_clone_is_a_visible_error_and_a_retry_succeeds() {
     assert_eq!(view["status"], "error", "{view}");
     assert!(!view["workspace"]["message"].as_str().unwrap().is_empty(), "{view}");
     // The turn waiting for it failed visibly.
-    let s = eventually("the failed turn", || async {
+    let s = eventually_some("the failed turn", || async {
         let s = env.session(&task, &session).await;
         (s["status"] == "error").then_some(s)
     })
@@ -296,7 +283,7 @@ async fn a_failed_clone_is_a_visible_error_and_a_retry_succeeds() {
     // The server recovers; a retry provisions the workspace and the next prompt works.
     let (status, body) = env.action(&task, "provision", None).await;
     assert_eq!(status, 200, "{body}");
-    let v = eventually("provisioning to end", || async {
+    let v = eventually_some("provisioning to end", || async {
         let v = env.task(&task).await;
         (v["workspace"]["status"] != "provisioning").then_some(v)
     })
@@ -326,7 +313,7 @@ async fn archive_pushes_and_releases_kill_destroys_and_unarchive_provisions_agai
     let (status, body) =
         env.server.call("POST", &path, Some(&env.token), Some(json!({ "text": "write more docs please" }))).await;
     assert!(status < 300, "{status} {body}");
-    eventually("the running turn", || async {
+    eventually_some("the running turn", || async {
         (env.session(&task, &session).await["status"] == "running").then_some(())
     })
     .await;
@@ -349,7 +336,7 @@ async fn archive_pushes_and_releases_kill_destroys_and_unarchive_provisions_agai
     // Unarchive: provisioned again from the pushed branch, prompts accepted again.
     let (status, body) = env.action(&task, "unarchive", None).await;
     assert_eq!(status, 200, "{body}");
-    let view = eventually("the workspace again", || async {
+    let view = eventually_some("the workspace again", || async {
         let v = env.task(&task).await;
         (v["workspace"]["status"] == "ready").then_some(v)
     })

@@ -124,29 +124,36 @@ impl Domain {
         Ok(row)
     }
 
-    /// Creates a task from a prompt: organization (knows the repository) -> repository (assigns id and branch) ->
-    /// task (creates its first session) -> session (stores the prompt). Without an explicit model, the creating
-    /// user's default model is used.
+    /// Initialises a repository's coordinator from the organization's row of it. Needed when a sync imported it a
+    /// moment ago and the organization's outbox has not done so yet: initialising is idempotent, so doing it now
+    /// beats answering "not found" for a listed repository.
+    async fn initialize_repository(&self, repo: &RepoKey, row: &RepoRow) -> Result<()> {
+        let init = InitializeRepository {
+            full_name: row.full_name.clone(),
+            remote_url: row.remote_url.clone(),
+            default_branch: row.default_branch.clone(),
+        };
+        self.repos.mutate(repo, init).await
+    }
+
     /// The title and branch `CreateTask` would assign now (validated the same way), for a form's preview.
     pub async fn preview_task_names(&self, repo: &RepoKey, msg: PreviewTaskNames) -> Result<TaskNames> {
-        let row = self.orgs.read(&repo.org, GetRepository { repo_id: repo.repo.clone() }).await?;
+        let row =
+            self.orgs.read_existing(&repo.org, GetRepository { repo_id: repo.repo.clone() }).await.or_not_found()?;
         let again =
             PreviewTaskNames { prompt: msg.prompt.clone(), title: msg.title.clone(), branch: msg.branch.clone() };
         match self.repos.read(repo, msg).await {
-            // Imported a moment ago and not initialised yet (see `create_task`): initialising is idempotent.
             Err(CallError::Handler(DomainError::NotFound { what: "repository", .. })) => {
-                let init = InitializeRepository {
-                    full_name: row.full_name,
-                    remote_url: row.remote_url,
-                    default_branch: row.default_branch,
-                };
-                self.repos.mutate(repo, init).await?;
+                self.initialize_repository(repo, &row).await?;
                 Ok(self.repos.read(repo, again).await?)
             }
             other => Ok(other?),
         }
     }
 
+    /// Creates a task from a prompt: organization (knows the repository) -> repository (assigns id and branch) ->
+    /// task (creates its first session) -> session (stores the prompt). Without an explicit model, the creating
+    /// user's default model is used.
     pub async fn create_task(&self, repo: &RepoKey, mut msg: CreateTask) -> Result<CreatedTask> {
         let row =
             self.orgs.read_existing(&repo.org, GetRepository { repo_id: repo.repo.clone() }).await.or_not_found()?;
@@ -154,15 +161,8 @@ impl Domain {
             msg.model = self.default_model_of(msg.user_id.as_deref()).await?;
         }
         let (mut created, init) = match self.repos.mutate(repo, msg.clone()).await {
-            // Imported by a sync a moment ago: the organization's outbox has not initialised the coordinator yet.
-            // Initialising is idempotent, so do it now rather than answer "not found" for a listed repository.
             Err(CallError::Handler(DomainError::NotFound { what: "repository", .. })) => {
-                let init = InitializeRepository {
-                    full_name: row.full_name.clone(),
-                    remote_url: row.remote_url.clone(),
-                    default_branch: row.default_branch.clone(),
-                };
-                self.repos.mutate(repo, init).await?;
+                self.initialize_repository(repo, &row).await?;
                 self.repos.mutate(repo, msg).await?
             }
             other => other?,

@@ -181,12 +181,12 @@ impl Shared {
             return Ok(p);
         }
         let deadline = Instant::now() + self.config.activation_wait;
+        let handles = self.handles();
         loop {
             // Idle actors first; only when none agrees, actors whose outbox waits (parked: see `Passivate`).
             'ask: for park_pending in [false, true] {
                 for _ in 0..EVICT_ASKS_PER_ROUND {
                     let now = self.clock_ms();
-                    let handles = self.handles();
                     let oldest = handles
                         .iter()
                         .filter_map(|h| h.oldest_idle(now, park_pending).map(|t| (t, h)))

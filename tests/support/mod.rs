@@ -331,6 +331,21 @@ pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     panic!("timed out waiting for: {what}");
 }
 
+/// Polls `f` until it answers `Some` (every 25 ms, for up to 15 s) and returns that value.
+pub async fn eventually_some<T, F, Fut>(what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    for _ in 0..600 {
+        if let Some(v) = f().await {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
 /// Opens an actor's database file directly (a second connection, as an outside observer).
 pub fn open_file(path: &std::path::Path) -> SqliteConnection {
     SqliteConnection::establish(path.to_str().expect("utf-8 path")).expect("open db file")
