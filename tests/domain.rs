@@ -553,6 +553,35 @@ async fn a_stop_between_coordinator_steps_loses_nothing() {
     assert_eq!(created_events, 1);
 }
 
+/// The creating request normally starts the first turn once the chain is done; when it dies halfway (its process
+/// killed after the repository step, or after the session was initialised), the session answers the first prompt
+/// anyway: after a restart once the outboxes finish the chain, and in a live process once nobody started it.
+#[actix_rt::test]
+async fn a_creation_cut_short_still_answers_the_first_prompt() {
+    let answered = |d: &Result<foundry::actors::session::SessionDetail, _>| {
+        d.as_ref().is_ok_and(|d| d.status == SessionStatus::Idle && d.transcript.iter().any(|i| i.role == "agent"))
+    };
+    // Cut after the repository step, then a restart: the outboxes initialise task and session after recovery.
+    let (rt, dir) = runtime(2);
+    let domain = Domain::new(rt.clone());
+    setup(&domain).await;
+    let (created, _init) = domain.repos.mutate(&repo(), prompt("Survive a stop")).await.unwrap();
+    rt.shutdown().await;
+    let domain = Domain::new(runtime_at(dir.path(), 2));
+    domain.runtime.recover().await;
+    let session = created.task.session("s1");
+    let d = until("the first prompt answered", || domain.sessions.read(&session, GetSessionDetail), answered).await;
+    assert_eq!(d.unwrap().transcript.iter().filter(|i| i.role == "user").count(), 1);
+
+    // Cut after the session was initialised, in a live process: the session starts its first turn itself.
+    let (created, init) = domain.repos.mutate(&repo(), prompt("Nobody started me")).await.unwrap();
+    let session_init = domain.tasks.mutate(&created.task, init).await.unwrap().expect("a first session");
+    let session = created.task.session(&created.session_id);
+    domain.sessions.mutate(&session, session_init).await.unwrap();
+    let d = until("the first prompt answered", || domain.sessions.read(&session, GetSessionDetail), answered).await;
+    assert_eq!(d.unwrap().transcript[0].text, "Nobody started me");
+}
+
 #[actix_rt::test]
 async fn the_model_catalog_service_decides_which_models_sessions_may_use() {
     use foundry::actors::models::{CatalogModel, ModelCatalog};

@@ -298,6 +298,35 @@ async fn a_failed_clone_is_a_visible_error_and_a_retry_succeeds() {
     assert_eq!(view["workspace"]["git"]["files"][0]["path"], "README.md", "{view}");
 }
 
+/// A process killed while it set up a repository's mirror (initialised, not yet told what to fetch) must not leave the
+/// repository unusable: the next provisioning repairs the mirror's configuration and its workspace is ready.
+#[actix_rt::test]
+async fn a_mirror_left_half_configured_by_a_kill_is_repaired() {
+    let Some(env) = start(Some(BuiltinAgent::new(Duration::from_millis(0)))).await else { return };
+    let (first, _) = env.create_task("Look at README.md").await;
+    eventually_some("the first workspace", || async {
+        let v = env.task(&first).await;
+        (v["workspace"]["status"] == "ready").then_some(v)
+    })
+    .await;
+    let mirrors: Vec<_> =
+        std::fs::read_dir(env.sandboxes.path().join("mirrors")).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(mirrors.len(), 1, "{mirrors:?}");
+    // What `git init --bare` + the URL, without the fetch refspec and the fetch, looks like.
+    let mirror = &mirrors[0];
+    git(mirror, &["config", "--unset", "remote.origin.fetch"]);
+    git(mirror, &["update-ref", "-d", "refs/heads/main"]);
+
+    let (second, _) = env.create_task("Look at README.md again").await;
+    let v = eventually_some("the second workspace", || async {
+        let v = env.task(&second).await;
+        (v["workspace"]["status"] == "ready" || v["workspace"]["status"] == "error").then_some(v)
+    })
+    .await;
+    assert_eq!(v["workspace"]["status"], "ready", "{v}");
+    assert!(git(mirror, &["config", "remote.origin.fetch"]).contains("refs/heads/*"));
+}
+
 #[actix_rt::test]
 async fn archive_pushes_and_releases_kill_destroys_and_unarchive_provisions_again() {
     // A slow agent, so that a turn is still running when the task is archived.

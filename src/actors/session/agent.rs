@@ -59,6 +59,9 @@ const MAX_EVENTS_PER_COMMIT: usize = 256;
 /// How long streamed events gather before they are committed and published: at most ~40 session snapshots per
 /// second per session, whatever the agent's pace, for a delay readers do not notice.
 const COALESCE_WINDOW: std::time::Duration = std::time::Duration::from_millis(25);
+/// How long a new session waits for its creator to start the first turn before starting it itself (shorter than the
+/// runtime's 2 s before a settled actor's recovery marker is cleared).
+const FIRST_TURN_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Session {
     /// Starts the next queued prompt's turn if none is running. Call after anything that queued a prompt.
@@ -123,11 +126,28 @@ impl Session {
         Ok(true)
     }
 
+    /// Runs the queue if the session was initialised meanwhile (and no turn is running: `run_queue` checks).
+    fn run_owed_turn(&mut self, ctx: &mut EntityCtx<'_, Session>) -> DomainResult<()> {
+        if schema::meta(ctx.db())?.is_some() {
+            self.run_queue(ctx)?;
+        }
+        Ok(())
+    }
+
     /// After a restart no turn is running: a session stored as running lost its turn (crash). Mark it failed and
     /// carry on with the queue.
     pub(super) fn recover_turn(&mut self, ctx: &mut EntityCtx<'_, Session>) -> DomainResult<()> {
         if schema::meta(ctx.db())?.is_none() {
-            // Activated by its initialisation: nothing to recover yet.
+            // Activated to be initialised, by the creating request or by the task's outbox. The creator starts the
+            // first turn itself right after (having read the version before it); if nobody does — the creating
+            // request died with the previous process and the outbox finished the job after a restart — the session
+            // starts it. Well before the recovery marker its initialisation set can be cleared, so a crash before
+            // then still reactivates the session, whose recovery runs the queue.
+            ctx.run_later(FIRST_TURN_GRACE, |s, ctx| {
+                if let Err(e) = s.run_owed_turn(ctx) {
+                    tracing::warn!(session = %s.key.encode(), error = %e, "could not start the first turn");
+                }
+            });
             return Ok(());
         }
         let key = self.key.clone();

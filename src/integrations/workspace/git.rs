@@ -163,7 +163,10 @@ impl<'a> Git<'a> {
         Ok(out.success())
     }
 
-    /// Creates the bare mirror if needed and fetches every branch into it.
+    /// Creates the bare mirror if needed and fetches every branch into it. A new mirror is configured under a
+    /// temporary name and renamed into place, and the configuration is rewritten every time: a process killed halfway
+    /// through never leaves a mirror that fetches nothing (one without its fetch refspec would make every later
+    /// workspace of the repository fail with "no branch").
     pub(super) async fn update_mirror(&self, mirror: &str, url: &str) -> Result<(), WorkspaceError> {
         let head = format!("{mirror}/HEAD");
         let exists = self
@@ -171,15 +174,38 @@ impl<'a> Git<'a> {
             .run(Cmd { program: "test".into(), args: vec!["-e".into(), head], timeout: QUICK, ..Cmd::default() })
             .await?
             .success();
-        if !exists {
-            self.ok("init", "/", &["init", "--quiet", "--bare", mirror], QUICK).await?;
-            self.ok("config", mirror, &["config", "remote.origin.url", url], QUICK).await?;
-            self.ok("config", mirror, &["config", "remote.origin.fetch", "+refs/heads/*:refs/heads/*"], QUICK).await?;
-        } else {
+        let configure = |dir: String| async move {
             // The remote's URL may have changed (a renamed repository, another server).
-            self.ok("config", mirror, &["config", "remote.origin.url", url], QUICK).await?;
+            self.ok("config", &dir, &["config", "remote.origin.url", url], QUICK).await?;
+            self.ok("config", &dir, &["config", "remote.origin.fetch", "+refs/heads/*:refs/heads/*"], QUICK).await
+        };
+        if exists {
+            configure(mirror.to_owned()).await?;
+        } else {
+            let tmp = format!("{mirror}.partial");
+            self.shell.remove_dir(&tmp).await?;
+            self.ok("init", "/", &["init", "--quiet", "--bare", &tmp], QUICK).await?;
+            configure(tmp.clone()).await?;
+            self.rename(&tmp, mirror).await?;
         }
         self.ok("fetch", mirror, &["fetch", "--quiet", "--prune", "origin"], NETWORK).await.map(drop)
+    }
+
+    /// `mv -T from to`: atomic on one filesystem, so `to` is either absent or complete.
+    async fn rename(&self, from: &str, to: &str) -> Result<(), WorkspaceError> {
+        let out = self
+            .shell
+            .run(Cmd {
+                program: "mv".into(),
+                args: vec!["-T".into(), "--".into(), from.to_owned(), to.to_owned()],
+                timeout: QUICK,
+                ..Cmd::default()
+            })
+            .await?;
+        if !out.success() {
+            return Err(WorkspaceError::Git { op: "rename", message: out.stderr.trim().to_owned() });
+        }
+        Ok(())
     }
 
     /// Clones the mirror into `dir` (hard-linked objects), points `origin` at the real remote and checks out the
@@ -208,19 +234,7 @@ impl<'a> Git<'a> {
             format!("origin/{}", spec.base_branch)
         };
         self.ok("checkout", &tmp, &["checkout", "--quiet", "--no-track", "-B", &spec.branch, &start], NETWORK).await?;
-        let out = self
-            .shell
-            .run(Cmd {
-                program: "mv".into(),
-                args: vec!["-T".into(), "--".into(), tmp.clone(), dir.to_owned()],
-                timeout: QUICK,
-                ..Cmd::default()
-            })
-            .await?;
-        if !out.success() {
-            return Err(WorkspaceError::Git { op: "clone", message: out.stderr.trim().to_owned() });
-        }
-        Ok(())
+        self.rename(&tmp, dir).await
     }
 
     async fn has_ref(&self, dir: &str, name: &str) -> Result<bool, WorkspaceError> {
