@@ -52,7 +52,7 @@ struct Setup {
 async fn setup(mb: u64, agent: Option<BuiltinAgent>, workspaces: bool) -> Setup {
     let git_root = tempdir("ws-git");
     let fake = FakeGitHub::start_with_git(
-        Fixture { owner: "acme".into(), repos: Vec::new(), members: Vec::new() },
+        Fixture::new("acme"),
         TOKEN,
         git_root.path().to_path_buf(),
     )

@@ -239,7 +239,7 @@ async fn a_task_workspace_in_the_browser() {
     let Some(sandbox) = support::sandbox::start(false).await else { return };
     let Some(driver) = Driver::start().await else { return };
     let git_root = tempfile::tempdir().unwrap();
-    let fixture = Fixture { owner: "acme".into(), repos: Vec::new(), members: Vec::new() };
+    let fixture = Fixture::new("acme");
     let fake = FakeGitHub::start_with_git(fixture, TOKEN, git_root.path().to_path_buf()).await;
     let app_js = b"export function greet(name) {\n  return `Hello ${name}`;\n}\n".to_vec();
     fake.create_repo("web", "main", &[("README.md", b"# Web\n".to_vec()), ("src/app.js", app_js)]);

@@ -48,7 +48,7 @@ async fn start(agent: Option<BuiltinAgent>) -> Option<Env> {
         return None;
     }
     let git_root = tempfile::tempdir().unwrap();
-    let fixture = Fixture { owner: "acme".into(), repos: Vec::new(), members: Vec::new() };
+    let fixture = Fixture::new("acme");
     let fake = FakeGitHub::start_with_git(fixture, TOKEN, git_root.path().to_path_buf()).await;
     fake.create_repo(
         "web",

@@ -10,11 +10,18 @@
 //! Events are delivered as signed webhooks ([`FakeGitHub::set_webhook`]).
 //!
 //! It also plays github.com for OAuth sign-in: `/login/oauth/authorize` (with a configurable signed-in browser user),
-//! `/login/oauth/access_token`, and `/user`, `/user/emails` for the tokens it issues.
+//! `/login/oauth/access_token`, and for the tokens it issues `/user`, `/user/emails`, `/user/memberships/orgs/{org}`
+//! (the fixture organization's members, by account id, with their role; `read:org` scope required) and
+//! `/user/installations` (the App's installations the user may see: on their own account, on the organization they
+//! administer, or ones they installed).
 //!
-//! And it plays GitHub for a GitHub App: `GET /orgs/{org}/installation`, `GET /users/{user}/installation` and
-//! `POST /app/installations/{id}/access_tokens` check the App's RS256 JWT (signature, `iss`, `iat`, `exp`) against the
-//! configured public key; the installation tokens they issue are then accepted on the API like the fixed token.
+//! And it plays GitHub for a GitHub App: `GET /orgs/{org}/installation`, `GET /users/{user}/installation`,
+//! `GET /app/installations` and `POST /app/installations/{id}/access_tokens` check the App's RS256 JWT (signature,
+//! `iss`, `iat`, `exp`) against the configured public key; the installation tokens they issue are then accepted on the
+//! API like the fixed token.
+//!
+//! Accounts have GitHub's numeric ids: the fixture owner's is [`Fixture::owner_id`] (kept when the owner is renamed
+//! with [`FakeGitHub::with_fixture`]), members carry theirs, and any other login gets a stable [`account_id`].
 //!
 //! Submodules: `rest` (the read-only REST routes), `pulls` (pull request writes), `git` (bare repositories and smart
 //! HTTP), `hooks` (webhook deliveries), `accounts` (App and OAuth).
@@ -40,10 +47,12 @@ use serde_json::{json, Value};
 
 use accounts::{Grant, IssuedCode, ISSUE_CODE_SCOPE};
 
-/// The data a [`FakeGitHub`] serves: one owner (org or user) with its repositories and members.
+/// The data a [`FakeGitHub`] serves: one owner organization with its repositories and members.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fixture {
     pub owner: String,
+    /// The organization's numeric account id (GitHub's `id`: it survives renames, the login does not).
+    pub owner_id: u64,
     pub repos: Vec<FakeRepo>,
     pub members: Vec<FakeMember>,
 }
@@ -76,11 +85,35 @@ pub struct FakePull {
     pub updated_at: String,
 }
 
-/// A member of the fixture's organization.
+/// A member of the fixture's organization (an active membership).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FakeMember {
     pub id: u64,
     pub login: String,
+    /// Role `admin` (an owner of the organization) rather than `member`.
+    pub admin: bool,
+}
+
+impl FakeMember {
+    pub fn new(login: &str, admin: bool) -> FakeMember {
+        FakeMember { id: account_id(login), login: login.to_string(), admin }
+    }
+}
+
+impl FakeOAuthUser {
+    /// The GitHub user `login` with its [`account_id`], no name and no emails.
+    pub fn named(login: &str) -> FakeOAuthUser {
+        FakeOAuthUser { id: account_id(login) as i64, login: login.to_string(), name: None, public_email: None, emails: vec![] }
+    }
+}
+
+/// The stable numeric id the fake gives the account `login` (case-insensitive) when nothing else names one: GitHub's
+/// ids are stable per account, so the same login gets the same id on every run (in 10,000,000..100,000,000, clear of
+/// the small ids fixtures use).
+pub fn account_id(login: &str) -> u64 {
+    10_000_000 + u64::from_str_radix(&fake_sha(&format!("account:{}", login.to_ascii_lowercase()))[..12], 16)
+        .unwrap_or_default()
+        % 90_000_000
 }
 
 /// The GitHub account a fake OAuth sign-in grants access to.
@@ -106,7 +139,8 @@ impl Fixture {
     /// `number % 7 == 3` are drafts. Five members `dev-1`..`dev-5` (ids 5001..5005) author the pulls in turn.
     pub fn generate(owner: &str, repos: usize, branches_per_repo: usize, pulls_per_repo: usize) -> Fixture {
         let members: Vec<FakeMember> =
-            (1..=5u64).map(|i| FakeMember { id: 5000 + i, login: format!("dev-{i}") }).collect();
+            // dev-1 is the organization's admin, the others members (an organization always has an owner).
+            (1..=5u64).map(|i| FakeMember { id: 5000 + i, login: format!("dev-{i}"), admin: i == 1 }).collect();
         let repos = (0..repos)
             .map(|r| {
                 let mut branches = vec!["main".to_string()];
@@ -142,7 +176,12 @@ impl Fixture {
                 }
             })
             .collect();
-        Fixture { owner: owner.to_string(), repos, members }
+        Fixture { owner: owner.to_string(), owner_id: account_id(owner), repos, members }
+    }
+
+    /// The organization `owner` (id [`account_id`]) with no repositories and no members.
+    pub fn new(owner: &str) -> Fixture {
+        Fixture { owner: owner.to_string(), owner_id: account_id(owner), repos: Vec::new(), members: Vec::new() }
     }
 }
 
@@ -211,8 +250,8 @@ struct State {
     oauth_serial: u64,
     /// (app id, RSA public key as PKCS#1 DER) of the one GitHub App the fake knows.
     github_app: Option<(String, Vec<u8>)>,
-    /// Lower-cased account login -> installation id of the App.
-    installations: HashMap<String, i64>,
+    /// Lower-cased account login -> the App's installation there.
+    installations: HashMap<String, FakeInstallation>,
     /// Issued installation token -> its expiry (epoch seconds).
     installation_tokens: HashMap<String, u64>,
     git: Option<git::GitState>,
@@ -230,7 +269,35 @@ struct State {
     window_reset: u64,
 }
 
+/// The App installed on an account.
+#[derive(Clone)]
+struct FakeInstallation {
+    id: i64,
+    /// The login who installed it (GitHub lists an installation to the user who made it).
+    installed_by: Option<String>,
+}
+
 impl State {
+    /// The account `login` as GitHub would describe it: (canonical login, id, `Organization` | `User`). The fixture
+    /// owner is the organization; other logins are users (a signed-in OAuth user keeps its own id).
+    fn account(&self, login: &str) -> (String, u64, &'static str) {
+        if login.eq_ignore_ascii_case(&self.fixture.owner) {
+            return (self.fixture.owner.clone(), self.fixture.owner_id, "Organization");
+        }
+        let member = self.fixture.members.iter().find(|m| m.login.eq_ignore_ascii_case(login)).map(|m| (m.login.clone(), m.id));
+        let signed_in = || {
+            let grant = self.oauth_tokens.values().find(|g| g.user.login.eq_ignore_ascii_case(login))?;
+            Some((grant.user.login.clone(), grant.user.id as u64))
+        };
+        let (login, id) = member.or_else(signed_in).unwrap_or_else(|| (login.to_string(), account_id(login)));
+        (login, id, "User")
+    }
+
+    /// The fixture organization's member with this account id.
+    fn member(&self, id: u64) -> Option<&FakeMember> {
+        self.fixture.members.iter().find(|m| m.id == id)
+    }
+
     /// The fixture's repository `owner/name` (GitHub matches both case-insensitively).
     fn repo(&self, owner: &str, name: &str) -> Option<&FakeRepo> {
         if !owner.eq_ignore_ascii_case(&self.fixture.owner) {
@@ -296,7 +363,8 @@ fn fresh_hex(s: &mut State, kind: &str, len: usize) -> String {
     out
 }
 
-/// A running local GitHub-compatible server. See the module docs.
+/// A running local GitHub-compatible server. See the module docs. Clones are handles to the same server.
+#[derive(Clone)]
 pub struct FakeGitHub {
     state: Arc<Shared>,
     base_url: String,
@@ -541,14 +609,45 @@ impl FakeGitHub {
     /// Installs the App on an account: both `/orgs/{owner}/installation` and `/users/{owner}/installation` answer
     /// `installation_id`, and tokens can be issued for it.
     pub fn set_installation(&self, owner: &str, installation_id: i64) {
-        lock(&self.state).installations.insert(owner.to_ascii_lowercase(), installation_id);
+        let installation = FakeInstallation { id: installation_id, installed_by: None };
+        lock(&self.state).installations.insert(owner.to_ascii_lowercase(), installation);
+    }
+
+    /// [`set_installation`](Self::set_installation), made by the user `installer` (so their `/user/installations`
+    /// lists it even if they do not administer the account).
+    pub fn set_installation_by(&self, owner: &str, installation_id: i64, installer: &str) {
+        let installation = FakeInstallation { id: installation_id, installed_by: Some(installer.to_string()) };
+        lock(&self.state).installations.insert(owner.to_ascii_lowercase(), installation);
+    }
+
+    /// Adds a member to the fixture organization, or changes their login and role (matched by account id).
+    pub fn add_member(&self, member: FakeMember) {
+        let mut s = lock(&self.state);
+        match s.fixture.members.iter_mut().find(|m| m.id == member.id) {
+            Some(existing) => *existing = member,
+            None => s.fixture.members.push(member),
+        }
+    }
+
+    /// The OAuth access tokens issued so far to the GitHub user `login` (to check where they end up).
+    pub fn oauth_tokens_of(&self, login: &str) -> Vec<String> {
+        let s = lock(&self.state);
+        let mut tokens: Vec<String> =
+            s.oauth_tokens.iter().filter(|(_, g)| g.user.login.eq_ignore_ascii_case(login)).map(|(t, _)| t.clone()).collect();
+        tokens.sort();
+        tokens
     }
 
     /// A fresh single-use code for `user`, as if they had just authorized the app (scopes `read:user,user:email`,
     /// no `redirect_uri` to match), without going through the browser redirect.
     pub fn issue_code(&self, user: FakeOAuthUser) -> String {
+        self.issue_code_with_scope(user, ISSUE_CODE_SCOPE)
+    }
+
+    /// [`issue_code`](Self::issue_code) granting `scope` (comma- or space-separated, e.g. `read:user,read:org`).
+    pub fn issue_code_with_scope(&self, user: FakeOAuthUser, scope: &str) -> String {
         let mut s = lock(&self.state);
-        let grant = Grant { user, scope: ISSUE_CODE_SCOPE.to_string() };
+        let grant = Grant { user, scope: accounts::normalize_scope(scope) };
         accounts::new_code(&mut s, grant, None)
     }
 }
@@ -673,7 +772,7 @@ fn respond(s: &mut State, req: &HttpRequest, now: u64) -> (Routed, RateHeaders) 
         _ if app_endpoint => None,
         Some(t) if t == s.token => None,
         Some(t) if s.installation_tokens.get(&t).is_some_and(|&expires| expires > now) => None,
-        Some(t) if matches!(req.path(), "/user" | "/user/emails") && s.oauth_tokens.contains_key(&t) => Some(t),
+        Some(t) if accounts::is_user_endpoint(req) && s.oauth_tokens.contains_key(&t) => Some(t),
         _ => return (unauthorized("Bad credentials"), current(s)),
     };
 

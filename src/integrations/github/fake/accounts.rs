@@ -1,6 +1,7 @@
 //! The accounts side of [`FakeGitHub`](super::FakeGitHub): GitHub App endpoints (RS256 JWT checked against the
-//! configured public key, installation tokens issued) and github.com's OAuth sign-in pages with the `/user`,
-//! `/user/emails` endpoints behind the tokens they issue.
+//! configured public key, installations listed, installation tokens issued) and github.com's OAuth sign-in pages with
+//! the endpoints behind the tokens they issue: `/user`, `/user/emails`, `/user/memberships/orgs/{org}`,
+//! `/user/installations`.
 
 use std::collections::HashMap;
 
@@ -11,7 +12,7 @@ use serde_json::{json, Value};
 
 use super::super::app::base64_decode;
 use super::super::oauth::percent_encode;
-use super::{fresh_hex, rfc3339, FakeOAuthUser, Reply, State, BASE_EPOCH};
+use super::{fresh_hex, rfc3339, FakeInstallation, FakeOAuthUser, Reply, State, BASE_EPOCH};
 
 /// What an OAuth code or token stands for: a user and the scopes granted, comma-separated as GitHub reports them.
 #[derive(Clone)]
@@ -35,6 +36,25 @@ const JWT_UNDECODABLE: &str = "A JSON web token could not be decoded";
 pub(super) fn is_app_endpoint(req: &HttpRequest) -> bool {
     let segments: Vec<&str> = req.path().split('/').filter(|p| !p.is_empty()).collect();
     matches!(segments.as_slice(), ["app", ..] | ["orgs" | "users", _, "installation"])
+}
+
+/// The endpoints an OAuth user token reaches (the rest of the REST API keeps the fixed and installation tokens).
+pub(super) fn is_user_endpoint(req: &HttpRequest) -> bool {
+    let segments: Vec<&str> = req.path().split('/').filter(|p| !p.is_empty()).collect();
+    matches!(segments.as_slice(), ["user"] | ["user", "emails" | "installations"] | ["user", "memberships", "orgs", _])
+}
+
+/// An installation as GitHub's JSON.
+fn installation_json(s: &State, owner: &str, i: &FakeInstallation, app_id: &str) -> Value {
+    let (login, id, kind) = s.account(owner);
+    json!({
+        "id": i.id,
+        "account": {"login": login, "id": id, "type": kind},
+        "app_id": app_id.parse::<u64>().map_or(Value::from(app_id), Value::from),
+        "target_type": kind,
+        "repository_selection": "all",
+        "permissions": {"contents": "write", "pull_requests": "write", "members": "read", "metadata": "read"},
+    })
 }
 
 /// Checks an App JWT as GitHub does; the error is GitHub's message for the failure.
@@ -92,20 +112,18 @@ pub(super) fn app_route(s: &mut State, req: &HttpRequest, now: u64) -> Reply {
     let method = req.method().as_str();
     let app_id = s.github_app.as_ref().map(|(id, _)| id.clone()).unwrap_or_default();
     match (method, segments.as_slice()) {
-        ("GET", [kind @ ("orgs" | "users"), owner, "installation"]) => {
-            match s.installations.get(&owner.to_ascii_lowercase()) {
-                Some(id) => Reply::ok(json!({
-                    "id": id,
-                    "account": {"login": owner, "type": if *kind == "orgs" { "Organization" } else { "User" }},
-                    "app_id": app_id.parse::<u64>().map_or(Value::from(app_id.clone()), Value::from),
-                    "target_type": if *kind == "orgs" { "Organization" } else { "User" },
-                    "repository_selection": "all",
-                })),
-                None => Reply::not_found(),
-            }
+        ("GET", [_, owner, "installation"]) => match s.installations.get(&owner.to_ascii_lowercase()) {
+            Some(i) => Reply::ok(installation_json(s, owner, i, &app_id)),
+            None => Reply::not_found(),
+        },
+        ("GET", ["app", "installations"]) => {
+            let mut all: Vec<(&String, &FakeInstallation)> = s.installations.iter().collect();
+            all.sort_by_key(|(_, i)| i.id);
+            let items = all.into_iter().map(|(owner, i)| installation_json(s, owner, i, &app_id)).collect();
+            super::rest::paginate(s, req, items, false)
         }
         ("POST", ["app", "installations", id, "access_tokens"]) => {
-            let known = id.parse::<i64>().ok().is_some_and(|id| s.installations.values().any(|&i| i == id));
+            let known = id.parse::<i64>().ok().is_some_and(|id| s.installations.values().any(|i| i.id == id));
             if !known {
                 return Reply::not_found();
             }
@@ -137,7 +155,7 @@ pub(super) fn new_code(s: &mut State, grant: Grant, redirect_uri: Option<String>
 }
 
 /// Scopes as GitHub reports a grant: comma-separated, whatever separators were asked with.
-fn normalize_scope(requested: &str) -> String {
+pub(super) fn normalize_scope(requested: &str) -> String {
     let mut scopes: Vec<&str> = Vec::new();
     for scope in requested.split([' ', ',']).filter(|p| !p.is_empty()) {
         if !scopes.contains(&scope) {
@@ -148,8 +166,12 @@ fn normalize_scope(requested: &str) -> String {
 }
 
 fn has_scope(granted: &str, wanted: &str) -> bool {
-    // `user` includes `read:user` and `user:email`.
-    granted.split(',').any(|s| s == wanted || (s == "user" && matches!(wanted, "read:user" | "user:email")))
+    // `user` includes `read:user` and `user:email`; `write:org` and `admin:org` include `read:org`.
+    granted.split(',').any(|s| {
+        s == wanted
+            || (s == "user" && matches!(wanted, "read:user" | "user:email"))
+            || (matches!(s, "write:org" | "admin:org") && wanted == "read:org")
+    })
 }
 
 fn parse_form(text: &str) -> HashMap<String, String> {
@@ -269,12 +291,18 @@ fn access_token(s: &mut State, params: &HashMap<String, String>) -> Vec<(&'stati
     vec![("access_token", token), ("token_type", "bearer".to_string()), ("scope", scope)]
 }
 
-/// `/user` and `/user/emails` for an OAuth-issued token (known to be valid).
+/// The user endpoints for an OAuth-issued token (known to be valid).
 pub(super) fn oauth_api(s: &State, req: &HttpRequest, token: &str) -> Reply {
     let Some(grant) = s.oauth_tokens.get(token) else {
         return Reply::not_found();
     };
     let u = &grant.user;
+    let segments: Vec<&str> = req.path().split('/').filter(|p| !p.is_empty()).collect();
+    if let ["user", "memberships", "orgs", org] = segments.as_slice() {
+        let mut reply = membership(s, grant, org);
+        reply.headers.push(("x-oauth-scopes", grant.scope.replace(',', ", ")));
+        return reply;
+    }
     let mut reply = match req.path() {
         "/user" => Reply::ok(json!({
             "login": u.login,
@@ -314,8 +342,51 @@ pub(super) fn oauth_api(s: &State, req: &HttpRequest, token: &str) -> Reply {
                 .collect();
             Reply::ok(Value::Array(emails))
         }
+        "/user/installations" => {
+            let app_id = s.github_app.as_ref().map(|(id, _)| id.clone()).unwrap_or_default();
+            // What GitHub lists to a user: installations on their own account, on organizations they administer, and
+            // those they installed themselves.
+            let mut visible: Vec<(&String, &FakeInstallation)> = s
+                .installations
+                .iter()
+                .filter(|(owner, i)| {
+                    let (_, account, kind) = s.account(owner);
+                    let own = kind == "User" && account == u.id as u64;
+                    let administers = kind == "Organization" && s.member(u.id as u64).is_some_and(|m| m.admin);
+                    let installed = i.installed_by.as_ref().is_some_and(|by| by.eq_ignore_ascii_case(&u.login));
+                    own || administers || installed
+                })
+                .collect();
+            visible.sort_by_key(|(_, i)| i.id);
+            let items = visible.into_iter().map(|(owner, i)| installation_json(s, owner, i, &app_id)).collect();
+            let mut page = super::rest::paginate(s, req, items, false);
+            let total = page.body.as_array().map_or(0, Vec::len);
+            page.body = json!({"total_count": total, "installations": page.body});
+            page
+        }
         _ => Reply::not_found(),
     };
     reply.headers.push(("x-oauth-scopes", grant.scope.replace(',', ", ")));
     reply
+}
+
+/// `GET /user/memberships/orgs/{org}`: the token user's membership of the fixture organization (by account id), 404
+/// for a non-member or another organization, 403 without the `read:org` scope.
+fn membership(s: &State, grant: &Grant, org: &str) -> Reply {
+    if !has_scope(&grant.scope, "read:org") {
+        return Reply::message(403, "You need at least read:org scope or user scope to list your organization memberships.");
+    }
+    let u = &grant.user;
+    let f = &s.fixture;
+    let Some(m) = s.member(u.id as u64).filter(|_| org.eq_ignore_ascii_case(&f.owner)) else {
+        return Reply::not_found();
+    };
+    Reply::ok(json!({
+        "url": format!("{}/orgs/{}/memberships/{}", s.base_url, f.owner, u.login),
+        "state": "active",
+        "role": if m.admin { "admin" } else { "member" },
+        "organization_url": format!("{}/orgs/{}", s.base_url, f.owner),
+        "organization": {"login": f.owner, "id": f.owner_id, "node_id": format!("O_fake{}", f.owner_id)},
+        "user": {"login": u.login, "id": u.id, "type": "User"},
+    }))
 }
