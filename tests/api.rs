@@ -554,7 +554,8 @@ async fn github_organization_members_are_linked_to_signed_in_users() {
         api.domain.runtime.provide(std::sync::Arc::new(GitHubService(std::sync::Arc::new(client))));
     })
     .await;
-    let alice = s.sign_in("alice").await;
+    // The organization's creator signs in with GitHub as dev-1, an admin of `acme` there, and connects it.
+    let alice = github_sign_in(&s, &gh, FakeOAuthUser { id: 5001, ..FakeOAuthUser::named("dev-1") }).await;
     let (st, _) = s.call("POST", "/v1/orgs", Some(&alice), Some(json!({ "id": "acme", "displayName": "Acme" }))).await;
     assert_eq!(st, 201);
     let (st, body) = s
@@ -599,11 +600,12 @@ async fn github_organization_members_are_linked_to_signed_in_users() {
     let bot = github_sign_in(&s, &gh, hubot).await;
     let (st, _) = s.call("GET", "/v1/orgs/acme", Some(&bot), None).await;
     assert_eq!(st, 403);
+    let acme_id = gh.fixture().owner_id;
     let webhook = |action: &str, id: i64, login: &str, delivery: &str| {
         let body = json!({
             "action": action,
             "membership": { "user": { "id": id, "login": login } },
-            "organization": { "login": "acme", "id": 1 },
+            "organization": { "login": "acme", "id": acme_id },
         })
         .to_string();
         s.client

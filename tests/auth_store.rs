@@ -348,7 +348,10 @@ async fn oauth_tokens_are_sealed_at_rest() {
     let k = "u-ada".to_owned();
     domain.users.mutate(&k, upsert("Ada")).await.unwrap();
     domain.users.mutate(&k, oauth("ada", "gho_sealedsecret123")).await.unwrap();
-    assert_eq!(domain.users.exec(&k, github_token()).await.unwrap(), StoredAccessToken::Token("gho_sealedsecret123".into()));
+    assert_eq!(
+        domain.users.exec(&k, github_token()).await.unwrap(),
+        StoredAccessToken::Token("gho_sealedsecret123".into())
+    );
     rt.shutdown().await;
     assert!(tmp.path().join(KEY_FILE_NAME).exists(), "the key was generated in the data directory");
     assert!(!contains(&user_files_bytes(tmp.path()), "gho_sealedsecret123"), "the token is in no user file");
@@ -366,8 +369,14 @@ async fn oauth_tokens_are_sealed_at_rest() {
     drop(conn);
     let rt = runtime_at(tmp.path(), 2);
     let domain = Domain::without_agent(rt.clone());
-    assert_eq!(domain.users.exec(&k, github_token()).await.unwrap(), StoredAccessToken::Token("gho_legacyplain456".into()));
-    assert_eq!(domain.users.exec(&k, github_token()).await.unwrap(), StoredAccessToken::Token("gho_legacyplain456".into()));
+    assert_eq!(
+        domain.users.exec(&k, github_token()).await.unwrap(),
+        StoredAccessToken::Token("gho_legacyplain456".into())
+    );
+    assert_eq!(
+        domain.users.exec(&k, github_token()).await.unwrap(),
+        StoredAccessToken::Token("gho_legacyplain456".into())
+    );
     rt.shutdown().await;
     let stored = stored_tokens(&file);
     assert!(stored[0].starts_with("v1:"), "sealed on first use: {stored:?}");

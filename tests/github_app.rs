@@ -73,7 +73,10 @@ async fn installation_lookup_and_token_exchange_are_cached() {
     assert_eq!(client.get_pull("acme/repo-001", 2).await.unwrap().number, 2);
     assert_eq!(client.list_org_members(ORG).await.unwrap().len(), 5);
     assert_eq!(client.list_org_repos(ORG).await.unwrap().len(), 3);
-    let (page, next) = client.repos_page(&AccountRef { kind: AccountKind::Organization, login: ORG.into(), id: None }, None).await.unwrap();
+    let (page, next) = client
+        .repos_page(&AccountRef { kind: AccountKind::Organization, login: ORG.into(), id: None }, None)
+        .await
+        .unwrap();
     assert_eq!((page.len(), next), (3, None));
     assert_eq!(gh.request_count() - before, 6, "one request per call: no further token requests");
     // Calls that name no owner cannot pick an installation.
@@ -111,7 +114,15 @@ async fn a_full_sync_runs_through_the_app() {
     domain.orgs.mutate(&ORG.to_owned(), org).await.unwrap();
     let github = rt.registry::<GitHubData>();
     github
-        .mutate(&ORG.to_owned(), ConnectGitHub { login: ORG.into(), kind: AccountKind::Organization, account_id: gh.fixture().owner_id as i64, by: None })
+        .mutate(
+            &ORG.to_owned(),
+            ConnectGitHub {
+                login: ORG.into(),
+                kind: AccountKind::Organization,
+                account_id: gh.fixture().owner_id as i64,
+                by: None,
+            },
+        )
         .await
         .unwrap();
     let generation = github.exec(&ORG.to_owned(), StartSync).await.unwrap();

@@ -245,7 +245,10 @@ async fn a_task_workspace_in_the_browser() {
     fake.create_repo("web", "main", &[("README.md", b"# Web\n".to_vec()), ("src/app.js", app_js)]);
     let sandboxes = tempfile::tempdir().unwrap();
     let (gh, root, agent_url) = (fake.base_url(), sandboxes.path().to_path_buf(), sandbox.url.clone());
+    let github = fake.clone();
     let s = start(move |api, _| {
+        // alice signs in through the local GitHub as an admin of `acme` there, so she may connect it.
+        support::web::sign_in_through(api, &github, true);
         let rt = &api.domain.runtime;
         rt.provide(Arc::new(GitHubService(Arc::new(GitHubClient::new(&gh, TOKEN)))));
         rt.provide(Arc::new(Workspaces::new(Arc::new(LocalShell::new(root)))));

@@ -381,7 +381,12 @@ async fn github_callback(req: HttpRequest, q: web::Query<CallbackQuery>) -> Resu
 
 /// Exchanges a GitHub OAuth code, finds or creates the GitHub user's account here, stores their token and starts a
 /// session.
-async fn github_code_sign_in(api: &Api, req: &HttpRequest, oauth: &GitHubOAuth, code: &str) -> Result<SignedIn, ApiError> {
+async fn github_code_sign_in(
+    api: &Api,
+    req: &HttpRequest,
+    oauth: &GitHubOAuth,
+    code: &str,
+) -> Result<SignedIn, ApiError> {
     let oauth_failed = |e: crate::integrations::github::oauth::OAuthError| {
         tracing::warn!(error = %e, "GitHub OAuth failed");
         ApiError::new(StatusCode::BAD_GATEWAY, "oauth_failed", format!("GitHub sign-in failed: {e}"))

@@ -378,7 +378,12 @@ fn identity_required(message: impl Into<String>) -> ApiError {
 /// Asks GitHub, with the caller's own OAuth token, whether they control the account: 403 `github_identity_required`
 /// without a usable GitHub sign-in, 403 `github_not_admin` when GitHub says no, 502 `github_unavailable` when GitHub
 /// could not be asked.
-async fn prove_control(api: &Api, caller: &Caller, login: &str, kind: AccountKind) -> Result<ControlledAccount, ApiError> {
+async fn prove_control(
+    api: &Api,
+    caller: &Caller,
+    login: &str,
+    kind: AccountKind,
+) -> Result<ControlledAccount, ApiError> {
     let Some(base) = api.auth.github_api_base() else {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -425,7 +430,8 @@ async fn github_connect(req: HttpRequest, caller: Caller, org: web::Path<String>
     let b = body.into_inner();
     validate::login("login", &b.login)?;
     let account = prove_control(&api, &caller, &b.login, b.kind).await?;
-    let account_id = i64::try_from(account.id).map_err(|_| ApiError::bad_request("invalid_input", "account id out of range"))?;
+    let account_id =
+        i64::try_from(account.id).map_err(|_| ApiError::bad_request("invalid_input", "account id out of range"))?;
     let by = Some(caller.user_id.clone());
     let connect = ConnectGitHub { login: account.login, kind: b.kind, account_id, by: by.clone() };
     // Claims the account, then creates the organization's GitHub mirror; a refusal creates nothing.

@@ -31,7 +31,11 @@ async fn github_webhook(req: HttpRequest, body: web::Bytes) -> Result<HttpRespon
         return Ok(HttpResponse::Ok().json(serde_json::json!({ "outcome": "pong" })));
     }
     let (account_id, login) = delivery_account(&payload).ok_or_else(|| {
-        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "unprocessable", "no GitHub account (with its id) in the payload")
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unprocessable",
+            "no GitHub account (with its id) in the payload",
+        )
     })?;
     // Deliveries for accounts no organization connected are refused before any actor (or database) exists for them.
     let resolve = ResolveGitHubAccount { account_id };

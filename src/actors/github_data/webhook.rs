@@ -48,12 +48,12 @@ pub fn sign(secret: &[u8], body: &[u8]) -> String {
 /// organization (events of an organization's repositories and of the organization itself), else the repository's
 /// owner (a user's repositories). `None` when the payload names none with an id.
 pub fn delivery_account(payload: &Value) -> Option<(i64, String)> {
-    [&payload["installation"]["account"], &payload["organization"], &payload["repository"]["owner"]].into_iter().find_map(
-        |account| {
+    [&payload["installation"]["account"], &payload["organization"], &payload["repository"]["owner"]]
+        .into_iter()
+        .find_map(|account| {
             let id = account["id"].as_i64().filter(|id| *id > 0)?;
             Some((id, account["login"].as_str().unwrap_or_default().to_owned()))
-        },
-    )
+        })
 }
 
 /// What a delivery did.
@@ -140,7 +140,11 @@ impl Command for HandleWebhook {
 /// The connected account appears under another login: GitHub renamed it. The sync uses the new login from now on,
 /// the organization shows it, and the audit log keeps both.
 fn record_rename(tx: &mut Tx<'_>, org: &str, m: &schema::Meta, id: i64, login: &str) -> DomainResult<()> {
-    if m.account_id != Some(id) || login.is_empty() || login == m.account_login || validate::login("login", login).is_err() {
+    if m.account_id != Some(id)
+        || login.is_empty()
+        || login == m.account_login
+        || validate::login("login", login).is_err()
+    {
         return Ok(());
     }
     diesel::update(schema::github_meta::table.find(1))

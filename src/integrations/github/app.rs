@@ -303,9 +303,9 @@ impl GitHubApi for AppClient {
 
     fn list_org_repos(&self, org: &str) -> BoxFuture<'_, Res<Vec<Repository>>> {
         let org = org.to_owned();
-        Box::pin(
-            async move { self.client_for(&org, Some(AccountKind::Organization), None).await?.list_org_repos(&org).await },
-        )
+        Box::pin(async move {
+            self.client_for(&org, Some(AccountKind::Organization), None).await?.list_org_repos(&org).await
+        })
     }
 
     fn list_user_repos(&self) -> BoxFuture<'_, Res<Vec<Repository>>> {
@@ -323,7 +323,9 @@ impl GitHubApi for AppClient {
 
     fn list_branches(&self, full_name: &str) -> BoxFuture<'_, Res<Vec<Branch>>> {
         let full_name = full_name.to_owned();
-        Box::pin(async move { self.client_for(owner_of(&full_name), None, None).await?.list_branches(&full_name).await })
+        Box::pin(
+            async move { self.client_for(owner_of(&full_name), None, None).await?.list_branches(&full_name).await },
+        )
     }
 
     fn list_pulls(&self, full_name: &str, state: PullState, limit: usize) -> BoxFuture<'_, Res<Vec<PullRequest>>> {
@@ -335,14 +337,16 @@ impl GitHubApi for AppClient {
 
     fn get_pull(&self, full_name: &str, number: u64) -> BoxFuture<'_, Res<PullRequest>> {
         let full_name = full_name.to_owned();
-        Box::pin(async move { self.client_for(owner_of(&full_name), None, None).await?.get_pull(&full_name, number).await })
+        Box::pin(
+            async move { self.client_for(owner_of(&full_name), None, None).await?.get_pull(&full_name, number).await },
+        )
     }
 
     fn list_org_members(&self, org: &str) -> BoxFuture<'_, Res<Vec<Account>>> {
         let org = org.to_owned();
-        Box::pin(
-            async move { self.client_for(&org, Some(AccountKind::Organization), None).await?.list_org_members(&org).await },
-        )
+        Box::pin(async move {
+            self.client_for(&org, Some(AccountKind::Organization), None).await?.list_org_members(&org).await
+        })
     }
 
     fn create_pull(

@@ -543,7 +543,9 @@ impl GitHubApi for GitHubClient {
     fn repos_page(&self, account: &AccountRef, next: Option<String>) -> BoxFuture<'_, Res<Page<Repository>>> {
         let url = next.unwrap_or_else(|| match account.kind {
             AccountKind::Organization => self.url(&format!("/orgs/{}/repos", account.login), ""),
-            AccountKind::User => self.url("/user/repos", ""),
+            // The account's public repositories: `/user/repos` would list the token owner's own (private ones too),
+            // whoever the connected user is.
+            AccountKind::User => self.url(&format!("/users/{}/repos", account.login), ""),
         });
         Box::pin(async move { self.get_page(&url).await })
     }

@@ -38,7 +38,9 @@ pub enum ControlError {
     #[error("{0}")]
     NotControlled(String),
     /// GitHub refused the user's token (revoked, expired): a new sign-in with GitHub issues another.
-    #[error("GitHub no longer accepts your GitHub sign-in (the token was revoked or expired): sign in with GitHub again")]
+    #[error(
+        "GitHub no longer accepts your GitHub sign-in (the token was revoked or expired): sign in with GitHub again"
+    )]
     TokenRejected,
     /// GitHub could not be asked (unreachable, 5xx, rate limit, an unexpected answer).
     #[error("could not ask GitHub: {0}")]
@@ -88,13 +90,17 @@ pub async fn verify_control(
     if let Some(app_id) = app_id {
         let installations = user_api.user_installations().await.map_err(unavailable)?;
         let ours = |v: &serde_json::Value| v.as_str().map_or_else(|| v.to_string(), str::to_owned) == app_id;
-        if let Some(i) = installations.into_iter().find(|i| ours(&i.app_id) && i.account.login.eq_ignore_ascii_case(login)) {
+        if let Some(i) =
+            installations.into_iter().find(|i| ours(&i.app_id) && i.account.login.eq_ignore_ascii_case(login))
+        {
             if i.account.id > 0 {
                 let proof = Proof::AppInstallation;
                 return Ok(ControlledAccount { kind, login: i.account.login, id: i.account.id, proof });
             }
         }
-        return Err(ControlError::NotControlled(format!("{refusal}, and no installation of this server's GitHub App on {login} is yours")));
+        return Err(ControlError::NotControlled(format!(
+            "{refusal}, and no installation of this server's GitHub App on {login} is yours"
+        )));
     }
     Err(ControlError::NotControlled(refusal))
 }

@@ -103,7 +103,13 @@ impl FakeMember {
 impl FakeOAuthUser {
     /// The GitHub user `login` with its [`account_id`], no name and no emails.
     pub fn named(login: &str) -> FakeOAuthUser {
-        FakeOAuthUser { id: account_id(login) as i64, login: login.to_string(), name: None, public_email: None, emails: vec![] }
+        FakeOAuthUser {
+            id: account_id(login) as i64,
+            login: login.to_string(),
+            name: None,
+            public_email: None,
+            emails: vec![],
+        }
     }
 }
 
@@ -111,9 +117,10 @@ impl FakeOAuthUser {
 /// ids are stable per account, so the same login gets the same id on every run (in 10,000,000..100,000,000, clear of
 /// the small ids fixtures use).
 pub fn account_id(login: &str) -> u64 {
-    10_000_000 + u64::from_str_radix(&fake_sha(&format!("account:{}", login.to_ascii_lowercase()))[..12], 16)
-        .unwrap_or_default()
-        % 90_000_000
+    10_000_000
+        + u64::from_str_radix(&fake_sha(&format!("account:{}", login.to_ascii_lowercase()))[..12], 16)
+            .unwrap_or_default()
+            % 90_000_000
 }
 
 /// The GitHub account a fake OAuth sign-in grants access to.
@@ -284,7 +291,8 @@ impl State {
         if login.eq_ignore_ascii_case(&self.fixture.owner) {
             return (self.fixture.owner.clone(), self.fixture.owner_id, "Organization");
         }
-        let member = self.fixture.members.iter().find(|m| m.login.eq_ignore_ascii_case(login)).map(|m| (m.login.clone(), m.id));
+        let member =
+            self.fixture.members.iter().find(|m| m.login.eq_ignore_ascii_case(login)).map(|m| (m.login.clone(), m.id));
         let signed_in = || {
             let grant = self.oauth_tokens.values().find(|g| g.user.login.eq_ignore_ascii_case(login))?;
             Some((grant.user.login.clone(), grant.user.id as u64))
@@ -632,8 +640,12 @@ impl FakeGitHub {
     /// The OAuth access tokens issued so far to the GitHub user `login` (to check where they end up).
     pub fn oauth_tokens_of(&self, login: &str) -> Vec<String> {
         let s = lock(&self.state);
-        let mut tokens: Vec<String> =
-            s.oauth_tokens.iter().filter(|(_, g)| g.user.login.eq_ignore_ascii_case(login)).map(|(t, _)| t.clone()).collect();
+        let mut tokens: Vec<String> = s
+            .oauth_tokens
+            .iter()
+            .filter(|(_, g)| g.user.login.eq_ignore_ascii_case(login))
+            .map(|(t, _)| t.clone())
+            .collect();
         tokens.sort();
         tokens
     }

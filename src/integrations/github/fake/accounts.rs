@@ -374,7 +374,10 @@ pub(super) fn oauth_api(s: &State, req: &HttpRequest, token: &str) -> Reply {
 /// for a non-member or another organization, 403 without the `read:org` scope.
 fn membership(s: &State, grant: &Grant, org: &str) -> Reply {
     if !has_scope(&grant.scope, "read:org") {
-        return Reply::message(403, "You need at least read:org scope or user scope to list your organization memberships.");
+        return Reply::message(
+            403,
+            "You need at least read:org scope or user scope to list your organization memberships.",
+        );
     }
     let u = &grant.user;
     let f = &s.fixture;

@@ -28,6 +28,15 @@ pub(super) fn route(s: &State, req: &HttpRequest) -> Reply {
     match segments.as_slice() {
         ["orgs", org, "repos"] if owner_matches(org) => paginate(s, req, all_repos(), false),
         ["user", "repos"] => paginate(s, req, all_repos(), false),
+        // Another account's public repositories: the fixture owner's, and none for any other login.
+        ["users", user, "repos"] => {
+            let public = if owner_matches(user) {
+                f.repos.iter().filter(|r| !r.private).map(|r| repo_json(s, r)).collect()
+            } else {
+                Vec::new()
+            };
+            paginate(s, req, public, false)
+        }
         ["installation", "repositories"] => paginate(s, req, all_repos(), true),
         ["orgs", org, "members"] if owner_matches(org) => {
             // GitHub's `role` filter: `all` (the default), `admin` or `member`.
