@@ -346,7 +346,7 @@ async fn an_app_installation_proves_control_and_the_sync_finds_it_by_account_id(
         "organization": { "login": "acme-corp", "id": gh.fixture().owner_id },
     });
     let (st, body) = post_webhook(&s, "organization", "r-1", &rename).await;
-    assert_eq!(st, 202, "{body}");
+    assert_eq!((st, body["outcome"].as_str()), (202, Some("applied")), "{body}");
     let (st, _) = s.call("POST", "/v1/orgs/two/github/sync", Some(&dev2), None).await;
     assert_eq!(st, 202);
     let status = sync_done(&s, &dev2, "two").await;

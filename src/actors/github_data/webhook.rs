@@ -114,13 +114,18 @@ impl Command for HandleWebhook {
             if fresh == 0 {
                 return Ok(WebhookOutcome::Duplicate);
             }
-            if let Some((id, login)) = &account {
-                record_rename(tx, &org, &m, *id, login)?;
-            }
+            let renamed = match &account {
+                Some((id, login)) => record_rename(tx, &org, &m, *id, login)?,
+                None => false,
+            };
             if installation_event {
                 return Ok(WebhookOutcome::SyncStarted);
             }
-            apply_event(tx, &org, m.generation, &self.event, &action, &self.payload)
+            match apply_event(tx, &org, m.generation, &self.event, &action, &self.payload)? {
+                // An event foundry does not act on that showed the rename (`organization` `renamed`) did something.
+                WebhookOutcome::Ignored if renamed => Ok(WebhookOutcome::Applied),
+                outcome => Ok(outcome),
+            }
         })?;
         if outcome != WebhookOutcome::SyncStarted {
             return Ok(outcome);
@@ -138,14 +143,14 @@ impl Command for HandleWebhook {
 }
 
 /// The connected account appears under another login: GitHub renamed it. The sync uses the new login from now on,
-/// the organization shows it, and the audit log keeps both.
-fn record_rename(tx: &mut Tx<'_>, org: &str, m: &schema::Meta, id: i64, login: &str) -> DomainResult<()> {
+/// the organization shows it, and the audit log keeps both. True if it was a rename.
+fn record_rename(tx: &mut Tx<'_>, org: &str, m: &schema::Meta, id: i64, login: &str) -> DomainResult<bool> {
     if m.account_id != Some(id)
         || login.is_empty()
         || login == m.account_login
         || validate::login("login", login).is_err()
     {
-        return Ok(());
+        return Ok(false);
     }
     diesel::update(schema::github_meta::table.find(1))
         .set((schema::github_meta::account_login.eq(login), schema::github_meta::updated_at.eq(now_ms())))
@@ -153,7 +158,8 @@ fn record_rename(tx: &mut Tx<'_>, org: &str, m: &schema::Meta, id: i64, login: &
     let kind = if m.account_kind == "user" { AccountKind::User } else { AccountKind::Organization };
     tx.send(&org.to_owned(), &ApplyGitHubAccount { login: login.to_owned(), kind: super::sync::org_kind(kind) })?;
     let payload = serde_json::json!({ "accountId": id, "from": m.account_login, "to": login });
-    Audit::org(org).append(tx, "github.account_renamed", payload)
+    Audit::org(org).append(tx, "github.account_renamed", payload)?;
+    Ok(true)
 }
 
 fn apply_event(

@@ -348,7 +348,8 @@ impl Command for GetOAuthAccessToken {
             return Ok(match cipher.open(&stored, &context) {
                 Ok(token) => StoredAccessToken::Token(token),
                 Err(e) => {
-                    tracing::error!(user = %user.key(), provider = %self.provider, error = %e, "stored OAuth token unreadable");
+                    let (user, provider) = (user.key(), &self.provider);
+                    tracing::error!(user, %provider, error = %e, "stored OAuth token unreadable");
                     StoredAccessToken::Unreadable(e)
                 }
             });
@@ -356,7 +357,8 @@ impl Command for GetOAuthAccessToken {
         let sealed = cipher.seal(&stored, &context).map_err(|e| DomainError::Unprocessable(e.to_string()))?;
         let provider = self.provider.clone();
         ctx.write(|tx: &mut Tx<'_>| schema::replace_access_token(tx.conn(), &provider, &account_id, &stored, &sealed))?;
-        tracing::info!(user = %user.key(), provider = %self.provider, "sealed a plaintext OAuth token of an earlier version");
+        let (user, provider) = (user.key(), &self.provider);
+        tracing::info!(user, %provider, "sealed a plaintext OAuth token of an earlier version");
         Ok(StoredAccessToken::Token(stored))
     }
 }

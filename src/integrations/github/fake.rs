@@ -24,7 +24,7 @@
 //! with [`FakeGitHub::with_fixture`]), members carry theirs, and any other login gets a stable [`account_id`].
 //!
 //! Submodules: `rest` (the read-only REST routes), `pulls` (pull request writes), `git` (bare repositories and smart
-//! HTTP), `hooks` (webhook deliveries), `accounts` (App and OAuth).
+//! HTTP), `hooks` (webhook deliveries), `accounts` (account ids, members' roles, App and OAuth).
 
 mod accounts;
 mod git;
@@ -45,7 +45,8 @@ use actix_web::http::StatusCode;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use serde_json::{json, Value};
 
-use accounts::{Grant, IssuedCode, ISSUE_CODE_SCOPE};
+pub use accounts::account_id;
+use accounts::{FakeInstallation, Grant, IssuedCode};
 
 /// The data a [`FakeGitHub`] serves: one owner organization with its repositories and members.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,16 +112,6 @@ impl FakeOAuthUser {
             emails: vec![],
         }
     }
-}
-
-/// The stable numeric id the fake gives the account `login` (case-insensitive) when nothing else names one: GitHub's
-/// ids are stable per account, so the same login gets the same id on every run (in 10,000,000..100,000,000, clear of
-/// the small ids fixtures use).
-pub fn account_id(login: &str) -> u64 {
-    10_000_000
-        + u64::from_str_radix(&fake_sha(&format!("account:{}", login.to_ascii_lowercase()))[..12], 16)
-            .unwrap_or_default()
-            % 90_000_000
 }
 
 /// The GitHub account a fake OAuth sign-in grants access to.
@@ -257,8 +248,8 @@ struct State {
     oauth_serial: u64,
     /// (app id, RSA public key as PKCS#1 DER) of the one GitHub App the fake knows.
     github_app: Option<(String, Vec<u8>)>,
-    /// Lower-cased account login -> the App's installation there.
-    installations: HashMap<String, FakeInstallation>,
+    /// The App's installations, each on one account.
+    installations: Vec<FakeInstallation>,
     /// Issued installation token -> its expiry (epoch seconds).
     installation_tokens: HashMap<String, u64>,
     git: Option<git::GitState>,
@@ -276,36 +267,7 @@ struct State {
     window_reset: u64,
 }
 
-/// The App installed on an account.
-#[derive(Clone)]
-struct FakeInstallation {
-    id: i64,
-    /// The login who installed it (GitHub lists an installation to the user who made it).
-    installed_by: Option<String>,
-}
-
 impl State {
-    /// The account `login` as GitHub would describe it: (canonical login, id, `Organization` | `User`). The fixture
-    /// owner is the organization; other logins are users (a signed-in OAuth user keeps its own id).
-    fn account(&self, login: &str) -> (String, u64, &'static str) {
-        if login.eq_ignore_ascii_case(&self.fixture.owner) {
-            return (self.fixture.owner.clone(), self.fixture.owner_id, "Organization");
-        }
-        let member =
-            self.fixture.members.iter().find(|m| m.login.eq_ignore_ascii_case(login)).map(|m| (m.login.clone(), m.id));
-        let signed_in = || {
-            let grant = self.oauth_tokens.values().find(|g| g.user.login.eq_ignore_ascii_case(login))?;
-            Some((grant.user.login.clone(), grant.user.id as u64))
-        };
-        let (login, id) = member.or_else(signed_in).unwrap_or_else(|| (login.to_string(), account_id(login)));
-        (login, id, "User")
-    }
-
-    /// The fixture organization's member with this account id.
-    fn member(&self, id: u64) -> Option<&FakeMember> {
-        self.fixture.members.iter().find(|m| m.id == id)
-    }
-
     /// The fixture's repository `owner/name` (GitHub matches both case-insensitively).
     fn repo(&self, owner: &str, name: &str) -> Option<&FakeRepo> {
         if !owner.eq_ignore_ascii_case(&self.fixture.owner) {
@@ -406,7 +368,7 @@ impl FakeGitHub {
                 oauth_tokens: HashMap::new(),
                 oauth_serial: 0,
                 github_app: None,
-                installations: HashMap::new(),
+                installations: Vec::new(),
                 installation_tokens: HashMap::new(),
                 git: None,
                 pull_created: HashMap::new(),
@@ -595,72 +557,6 @@ impl FakeGitHub {
     /// A copy of the served data.
     pub fn fixture(&self) -> Fixture {
         lock(&self.state).fixture.clone()
-    }
-
-    /// Registers the OAuth app the OAuth endpoints accept (replacing any previous one).
-    pub fn configure_oauth_app(&self, client_id: &str, client_secret: &str) {
-        lock(&self.state).oauth_app = Some((client_id.to_string(), client_secret.to_string()));
-    }
-
-    /// The user signed in to the "browser" that visits `/login/oauth/authorize`; until set, authorizing answers 401.
-    /// The user approves any app and scopes at once.
-    pub fn set_browser_user(&self, user: FakeOAuthUser) {
-        lock(&self.state).browser_user = Some(user);
-    }
-
-    /// Registers the GitHub App whose JWTs the App endpoints accept: its id (the JWT's `iss`) and RSA public key
-    /// (PKCS#1 `RSAPublicKey` DER, e.g. `GitHubApp::public_key_der`). Replaces any previous one.
-    pub fn configure_app(&self, app_id: &str, public_key_der: Vec<u8>) {
-        lock(&self.state).github_app = Some((app_id.to_string(), public_key_der));
-    }
-
-    /// Installs the App on an account: both `/orgs/{owner}/installation` and `/users/{owner}/installation` answer
-    /// `installation_id`, and tokens can be issued for it.
-    pub fn set_installation(&self, owner: &str, installation_id: i64) {
-        let installation = FakeInstallation { id: installation_id, installed_by: None };
-        lock(&self.state).installations.insert(owner.to_ascii_lowercase(), installation);
-    }
-
-    /// [`set_installation`](Self::set_installation), made by the user `installer` (so their `/user/installations`
-    /// lists it even if they do not administer the account).
-    pub fn set_installation_by(&self, owner: &str, installation_id: i64, installer: &str) {
-        let installation = FakeInstallation { id: installation_id, installed_by: Some(installer.to_string()) };
-        lock(&self.state).installations.insert(owner.to_ascii_lowercase(), installation);
-    }
-
-    /// Adds a member to the fixture organization, or changes their login and role (matched by account id).
-    pub fn add_member(&self, member: FakeMember) {
-        let mut s = lock(&self.state);
-        match s.fixture.members.iter_mut().find(|m| m.id == member.id) {
-            Some(existing) => *existing = member,
-            None => s.fixture.members.push(member),
-        }
-    }
-
-    /// The OAuth access tokens issued so far to the GitHub user `login` (to check where they end up).
-    pub fn oauth_tokens_of(&self, login: &str) -> Vec<String> {
-        let s = lock(&self.state);
-        let mut tokens: Vec<String> = s
-            .oauth_tokens
-            .iter()
-            .filter(|(_, g)| g.user.login.eq_ignore_ascii_case(login))
-            .map(|(t, _)| t.clone())
-            .collect();
-        tokens.sort();
-        tokens
-    }
-
-    /// A fresh single-use code for `user`, as if they had just authorized the app (scopes `read:user,user:email`,
-    /// no `redirect_uri` to match), without going through the browser redirect.
-    pub fn issue_code(&self, user: FakeOAuthUser) -> String {
-        self.issue_code_with_scope(user, ISSUE_CODE_SCOPE)
-    }
-
-    /// [`issue_code`](Self::issue_code) granting `scope` (comma- or space-separated, e.g. `read:user,read:org`).
-    pub fn issue_code_with_scope(&self, user: FakeOAuthUser, scope: &str) -> String {
-        let mut s = lock(&self.state);
-        let grant = Grant { user, scope: accounts::normalize_scope(scope) };
-        accounts::new_code(&mut s, grant, None)
     }
 }
 

@@ -61,7 +61,7 @@ fn queue(s: &mut State, event: &str, label: &str, sender: &str, mut payload: Val
         .map_or_else(|| u64::from_str_radix(&fake_sha(sender)[..8], 16).unwrap_or_default(), |m| m.id);
     let kind = if sender.ends_with("[bot]") { "Bot" } else { "User" };
     payload["sender"] = json!({"login": sender, "id": id, "type": kind});
-    if let Some(installation) = s.installations.get(&s.fixture.owner.to_ascii_lowercase()) {
+    if let Some(installation) = s.installations.iter().find(|i| i.account_id == s.fixture.owner_id) {
         payload["installation"] = json!({"id": installation.id});
     }
     // Events of an organization's repositories name the organization, with its id (which survives renames).
