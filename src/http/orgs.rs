@@ -430,6 +430,8 @@ async fn github_connect(req: HttpRequest, caller: Caller, org: web::Path<String>
     let b = body.into_inner();
     validate::login("login", &b.login)?;
     let account = prove_control(&api, &caller, &b.login, b.kind).await?;
+    let (login, proof) = (&account.login, account.proof);
+    tracing::info!(org = %org, %login, account_id = account.id, ?proof, "GitHub account control shown");
     let account_id =
         i64::try_from(account.id).map_err(|_| ApiError::bad_request("invalid_input", "account id out of range"))?;
     let by = Some(caller.user_id.clone());

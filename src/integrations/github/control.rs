@@ -88,7 +88,12 @@ pub async fn verify_control(
         },
     };
     if let Some(app_id) = app_id {
-        let installations = user_api.user_installations().await.map_err(unavailable)?;
+        let installations = match user_api.user_installations().await {
+            Ok(installations) => installations,
+            // GitHub lists installations only to tokens it allows to (e.g. not to every OAuth app's): none shown.
+            Err(GitHubError::Forbidden(_) | GitHubError::NotFound(_)) => Vec::new(),
+            Err(e) => return Err(unavailable(e)),
+        };
         let ours = |v: &serde_json::Value| v.as_str().map_or_else(|| v.to_string(), str::to_owned) == app_id;
         if let Some(i) =
             installations.into_iter().find(|i| ours(&i.app_id) && i.account.login.eq_ignore_ascii_case(login))
