@@ -159,7 +159,8 @@ async fn run(o: &Opts, delay_ms: u64) -> Scenario {
         CreateOrganization { login: ORG.into(), display_name: "Acme".into(), kind: OrgKind::Organization, owner: None };
     domain.orgs.mutate(&org, create).await.expect("create organization");
     let github = rt.registry::<GitHubData>();
-    let connect = ConnectGitHub { login: ORG.into(), kind: AccountKind::Organization, by: None };
+    let account_id = gh.fixture().owner_id as i64;
+    let connect = ConnectGitHub { login: ORG.into(), kind: AccountKind::Organization, account_id, by: None };
     github.mutate(&org, connect).await.expect("connect GitHub");
 
     let full = sync(&github, &gh, timeout).await;

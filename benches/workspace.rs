@@ -51,12 +51,7 @@ struct Setup {
 /// with local workspaces and `agent` (none: no turns run).
 async fn setup(mb: u64, agent: Option<BuiltinAgent>, workspaces: bool) -> Setup {
     let git_root = tempdir("ws-git");
-    let fake = FakeGitHub::start_with_git(
-        Fixture { owner: "acme".into(), repos: Vec::new(), members: Vec::new() },
-        TOKEN,
-        git_root.path().to_path_buf(),
-    )
-    .await;
+    let fake = FakeGitHub::start_with_git(Fixture::new("acme"), TOKEN, git_root.path().to_path_buf()).await;
     let files = (mb as usize).max(1) * 4;
     let mut content: Vec<(String, Vec<u8>)> = (0..files)
         .map(|i| (format!("assets/blob-{i:04}.bin"), noise(i as u64 + 1, (mb as usize * 1024 * 1024) / files)))

@@ -1,6 +1,7 @@
 //! `foundry serve`: the long-running service. With no flags it runs on an embedded default: data in `./data`, the
 //! built-in agent, bound to loopback with dev sign-in enabled. GitHub (sync, OAuth sign-in, webhooks) is enabled by
-//! its flags.
+//! its flags. Users' GitHub OAuth tokens are stored sealed under the token key (`--token-key-file`, else
+//! `<data>/token-key`, generated with mode 0600).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -22,6 +23,7 @@ use foundry::integrations::workspace::{
     AppTokens, LocalShell, SandboxServers, SandboxShell, Shell, StaticToken, TokenSource, Workspaces,
 };
 use foundry::runtime::{Runtime, RuntimeConfig};
+use foundry::secrets::TokenCipher;
 
 #[derive(Parser)]
 #[command(name = "foundry", version, about = "Backend for teams running AI coding agents")]
@@ -121,6 +123,11 @@ struct Serve {
     /// Secret of the GitHub webhook (enables `POST /v1/webhooks/github`).
     #[arg(long, env = "FOUNDRY_WEBHOOK_SECRET", hide_env_values = true)]
     webhook_secret: Option<String>,
+    /// File holding the key (64 hex digits, mode 0600) that seals the users' GitHub OAuth tokens at rest; must exist.
+    /// Default: <data-dir>/token-key, generated on first start. Tokens sealed under another key cannot be read (those
+    /// users sign in with GitHub again).
+    #[arg(long, env = "FOUNDRY_TOKEN_KEY_FILE")]
+    token_key_file: Option<PathBuf>,
 }
 
 fn main() -> std::io::Result<()> {
@@ -147,7 +154,7 @@ fn auth_settings(args: &Serve) -> std::io::Result<AuthSettings> {
                 .public_url
                 .as_ref()
                 .map(|u| format!("{}/v1/auth/github/callback", u.trim_end_matches('/'))),
-            scopes: "read:user user:email read:org".into(),
+            scopes: foundry::integrations::github::oauth::SIGN_IN_SCOPES.into(),
         }))),
         (None, None) => None,
         _ => return Err(std::io::Error::other("--github-client-id and --github-client-secret go together")),
@@ -161,6 +168,7 @@ fn auth_settings(args: &Serve) -> std::io::Result<AuthSettings> {
         session_ttl: Duration::from_secs(args.session_ttl_hours.max(1) * 3600),
         secure_cookies: args.public_url.as_deref().is_some_and(|u| u.starts_with("https://")),
         github,
+        dev_github: None,
     })
 }
 
@@ -227,7 +235,14 @@ fn github_api(args: &Serve) -> std::io::Result<GitHubAccess> {
 }
 
 async fn serve(args: Serve) -> std::io::Result<()> {
-    let auth = auth_settings(&args)?;
+    let mut auth = auth_settings(&args)?;
+    // Loaded before anything else starts: a missing or unreadable key is a configuration error to fix now.
+    let cipher = match &args.token_key_file {
+        Some(path) => TokenCipher::load(path),
+        None => TokenCipher::load_or_create(&args.data_dir.join(foundry::secrets::KEY_FILE_NAME)),
+    }
+    .map_err(std::io::Error::other)?;
+    tracing::info!(key_id = cipher.key_id(), "OAuth tokens are sealed with the token key");
     let (mut github, mut tokens) = github_api(&args)?;
     let servers = match &args.sandbox_agent_bin {
         Some(bin) => Some(Arc::new(SandboxServers::new(bin, std::path::absolute(args.data_dir.join("sandboxes"))?))),
@@ -257,11 +272,15 @@ async fn serve(args: Serve) -> std::io::Result<()> {
         github = Some(Arc::new(GitHubClient::new(&url, &demo.token)));
         tokens = Arc::new(StaticToken(Some(demo.token.clone())));
         webhook_secret = Some(demo.webhook_secret.as_bytes().to_vec());
+        if auth.dev_sign_in {
+            auth.dev_github = Some(demo.dev_sign_in());
+        }
         Some(demo)
     } else {
         None
     };
     let runtime = Runtime::start(RuntimeConfig::new(args.data_dir.clone())).map_err(std::io::Error::other)?;
+    runtime.provide(Arc::new(cipher));
     if let Some(api) = github {
         runtime.provide(Arc::new(GitHubService(api)));
     }
@@ -291,6 +310,7 @@ async fn serve(args: Serve) -> std::io::Result<()> {
     }
     let mut api = Api::new(domain, auth);
     api.webhook_secret = webhook_secret;
+    api.github_app_id = args.github_app_id.clone();
     api.metrics_token = args.metrics_token.clone().filter(|t| !t.is_empty());
     let workers = args.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
     let api = Arc::new(api);

@@ -455,9 +455,10 @@ async fn webhooks_are_verified_then_applied_once() {
     let connect = foundry::actors::github_data::ConnectGitHub {
         login: "acme".into(),
         kind: foundry::integrations::github::client::AccountKind::Organization,
+        account_id: 1,
         by: None,
     };
-    s.rt.registry::<foundry::actors::github_data::GitHubData>().mutate(&"acme".to_owned(), connect).await.unwrap();
+    s.api.domain.connect_github("acme", connect).await.unwrap();
     let payload = json!({
         "action": "created",
         "repository": {
@@ -494,7 +495,7 @@ async fn webhooks_are_verified_then_applied_once() {
     assert_eq!(res.json::<Value>().await.unwrap()["outcome"], "applied");
     let res = post(Some(sign(b"hook-secret", body.as_bytes())), "d1").await.unwrap();
     assert_eq!(res.json::<Value>().await.unwrap()["outcome"], "duplicate");
-    // GitHub logins are case-insensitive: `Acme` reaches organization `acme`.
+    // Deliveries are routed by the account's id: the login's spelling does not matter.
     let upper = body.replace("\"login\":\"acme\"", "\"login\":\"Acme\"");
     let res = s
         .client
@@ -535,7 +536,7 @@ async fn github_organization_members_are_linked_to_signed_in_users() {
     use foundry::integrations::github::oauth::{GitHubOAuth, OAuthConfig};
 
     let mut fixture = Fixture::generate("acme", 1, 1, 0);
-    fixture.members.push(FakeMember { id: 583231, login: "octocat".into() });
+    fixture.members.push(FakeMember { id: 583231, login: "octocat".into(), admin: false });
     let gh = FakeGitHub::start(fixture, "app-token").await;
     gh.configure_oauth_app("client-1", "secret-1");
     let gh_base = gh.base_url();
@@ -553,7 +554,8 @@ async fn github_organization_members_are_linked_to_signed_in_users() {
         api.domain.runtime.provide(std::sync::Arc::new(GitHubService(std::sync::Arc::new(client))));
     })
     .await;
-    let alice = s.sign_in("alice").await;
+    // The organization's creator signs in with GitHub as dev-1, an admin of `acme` there, and connects it.
+    let alice = github_sign_in(&s, &gh, FakeOAuthUser { id: 5001, ..FakeOAuthUser::named("dev-1") }).await;
     let (st, _) = s.call("POST", "/v1/orgs", Some(&alice), Some(json!({ "id": "acme", "displayName": "Acme" }))).await;
     assert_eq!(st, 201);
     let (st, body) = s
@@ -598,11 +600,12 @@ async fn github_organization_members_are_linked_to_signed_in_users() {
     let bot = github_sign_in(&s, &gh, hubot).await;
     let (st, _) = s.call("GET", "/v1/orgs/acme", Some(&bot), None).await;
     assert_eq!(st, 403);
+    let acme_id = gh.fixture().owner_id;
     let webhook = |action: &str, id: i64, login: &str, delivery: &str| {
         let body = json!({
             "action": action,
             "membership": { "user": { "id": id, "login": login } },
-            "organization": { "login": "acme", "id": 1 },
+            "organization": { "login": "acme", "id": acme_id },
         })
         .to_string();
         s.client

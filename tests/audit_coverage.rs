@@ -15,7 +15,7 @@ use foundry::actors::github_data::GitHubService;
 use foundry::actors::session::SessionAgent;
 use foundry::integrations::agent::BuiltinAgent;
 use foundry::integrations::github::client::{GitHubClient, RetryPolicy};
-use foundry::integrations::github::fake::{FakeGitHub, Fixture};
+use foundry::integrations::github::fake::{FakeGitHub, FakeMember, Fixture};
 use foundry::integrations::sandbox::{ProcessService, SandboxProcesses};
 use serde_json::{json, Value};
 use support::web::{start, TestServer};
@@ -204,8 +204,12 @@ async fn world() -> World {
     let (agent, gate) = BuiltinAgent::with_gate(Duration::from_millis(1));
     let sandbox = support::sandbox::start(false).await;
     let url = sandbox.as_ref().map(|s| s.url.clone());
+    // Everyone signs in through the fake GitHub; alice administers `acme` there, so she may connect it.
+    gh.add_member(FakeMember::new("alice", true));
     let gh_url = gh.base_url();
+    let github = gh.clone();
     let s = start(move |api, _| {
+        support::web::sign_in_through(api, &github, false);
         let rt = &api.domain.runtime;
         rt.provide(Arc::new(SessionAgent(Arc::new(agent))));
         let policy = RetryPolicy { backoff: Duration::from_millis(1), ..Default::default() };

@@ -5,8 +5,12 @@ mod support;
 
 use foundry::actors::auth_directory::*;
 use foundry::actors::user::*;
+use std::sync::Arc;
+
+use diesel::prelude::*;
 use foundry::actors::{Domain, DomainError};
 use foundry::runtime::{CallError, Registry};
+use foundry::secrets::{SecretsError, TokenCipher, KEY_FILE_NAME};
 use support::{runtime, runtime_at};
 
 /// An expiry no test reaches (year 2255).
@@ -276,6 +280,7 @@ async fn user_auth_sessions_start_list_and_revoke() {
 #[actix_rt::test]
 async fn oauth_accounts_upsert_and_never_list_their_tokens() {
     let (rt, _dir) = runtime(2);
+    rt.provide(Arc::new(TokenCipher::generate().unwrap()));
     let users = rt.registry::<User>();
     let k = "u-ada".to_owned();
     assert!(is_user_not_found(users.mutate(&k, oauth("ada", "gho_first")).await));
@@ -296,10 +301,113 @@ async fn oauth_accounts_upsert_and_never_list_their_tokens() {
     assert!(json.contains("\"accountId\"") && json.contains("\"updatedAtMs\""), "{json}");
     assert!(!json.contains("gho_"), "never the access token: {json}");
 
-    let token = users.read(&k, GetOAuthAccessToken { provider: "github".into() }).await.unwrap();
-    assert_eq!(token.as_deref(), Some("gho_second"));
-    assert_eq!(users.read(&k, GetOAuthAccessToken { provider: "gitlab".into() }).await.unwrap(), None);
+    let token = users.exec(&k, GetOAuthAccessToken { provider: "github".into() }).await.unwrap();
+    assert_eq!(token, StoredAccessToken::Token("gho_second".into()));
+    let none = users.exec(&k, GetOAuthAccessToken { provider: "gitlab".into() }).await.unwrap();
+    assert_eq!(none, StoredAccessToken::Missing);
     rt.shutdown().await;
+}
+
+fn github_token() -> GetOAuthAccessToken {
+    GetOAuthAccessToken { provider: "github".into() }
+}
+
+/// The stored `access_token` column of every account row of the user database `file`.
+fn stored_tokens(file: &std::path::Path) -> Vec<String> {
+    use diesel::sql_types::Text;
+    #[derive(QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = Text)]
+        access_token: String,
+    }
+    let mut conn = diesel::SqliteConnection::establish(file.to_str().unwrap()).unwrap();
+    let rows: Vec<Row> = diesel::sql_query("SELECT access_token FROM accounts").load(&mut conn).unwrap();
+    rows.into_iter().map(|r| r.access_token).collect()
+}
+
+/// Every byte of the user kind's files (databases, WAL, shared memory).
+fn user_files_bytes(data: &std::path::Path) -> Vec<u8> {
+    let mut all = Vec::new();
+    for entry in std::fs::read_dir(data.join("user")).unwrap() {
+        all.extend(std::fs::read(entry.unwrap().path()).unwrap());
+    }
+    all
+}
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+/// OAuth tokens are sealed at rest under the data directory's key: the user's files never hold the token, a restart
+/// reads it back, a plaintext row of an earlier version is sealed on first use, and another key reports the
+/// mismatch instead of a token. Without a key nothing is stored.
+#[actix_rt::test]
+async fn oauth_tokens_are_sealed_at_rest() {
+    let (rt, tmp) = runtime(2);
+    let domain = Domain::without_agent(rt.clone());
+    let k = "u-ada".to_owned();
+    domain.users.mutate(&k, upsert("Ada")).await.unwrap();
+    domain.users.mutate(&k, oauth("ada", "gho_sealedsecret123")).await.unwrap();
+    assert_eq!(
+        domain.users.exec(&k, github_token()).await.unwrap(),
+        StoredAccessToken::Token("gho_sealedsecret123".into())
+    );
+    rt.shutdown().await;
+    assert!(tmp.path().join(KEY_FILE_NAME).exists(), "the key was generated in the data directory");
+    assert!(!contains(&user_files_bytes(tmp.path()), "gho_sealedsecret123"), "the token is in no user file");
+    let file = std::fs::read_dir(tmp.path().join("user"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "sqlite3"))
+        .unwrap();
+    let stored = stored_tokens(&file);
+    assert!(stored.len() == 1 && stored[0].starts_with("v1:"), "{stored:?}");
+
+    // An earlier version's plaintext row: read back after a restart, and sealed in place by that first use.
+    let mut conn = diesel::SqliteConnection::establish(file.to_str().unwrap()).unwrap();
+    diesel::sql_query("UPDATE accounts SET access_token = 'gho_legacyplain456'").execute(&mut conn).unwrap();
+    drop(conn);
+    let rt = runtime_at(tmp.path(), 2);
+    let domain = Domain::without_agent(rt.clone());
+    assert_eq!(
+        domain.users.exec(&k, github_token()).await.unwrap(),
+        StoredAccessToken::Token("gho_legacyplain456".into())
+    );
+    assert_eq!(
+        domain.users.exec(&k, github_token()).await.unwrap(),
+        StoredAccessToken::Token("gho_legacyplain456".into())
+    );
+    rt.shutdown().await;
+    let stored = stored_tokens(&file);
+    assert!(stored[0].starts_with("v1:"), "sealed on first use: {stored:?}");
+
+    // Another key: the token is reported unreadable, naming both keys, not returned as garbage.
+    let sealed_with = stored[0].split(':').nth(1).unwrap().to_owned();
+    std::fs::remove_file(tmp.path().join(KEY_FILE_NAME)).unwrap();
+    let rt = runtime_at(tmp.path(), 2);
+    let domain = Domain::without_agent(rt.clone());
+    match domain.users.exec(&k, github_token()).await.unwrap() {
+        StoredAccessToken::Unreadable(SecretsError::WrongKey { sealed_with: was, current }) => {
+            assert_eq!(was, sealed_with);
+            assert_ne!(current, sealed_with);
+            let message = SecretsError::WrongKey { sealed_with: was, current }.to_string();
+            assert!(message.contains("token-key-file"), "{message}");
+        }
+        other => panic!("expected a wrong-key refusal, got {other:?}"),
+    }
+    // Signing in again stores a token under the new key.
+    domain.users.mutate(&k, oauth("ada", "gho_fresh789")).await.unwrap();
+    assert_eq!(domain.users.exec(&k, github_token()).await.unwrap(), StoredAccessToken::Token("gho_fresh789".into()));
+    rt.shutdown().await;
+
+    // A runtime without a key stores no token at all.
+    let (bare, _dir) = runtime(2);
+    let users = bare.registry::<User>();
+    users.mutate(&k, upsert("Ada")).await.unwrap();
+    let refused = users.mutate(&k, oauth("ada", "gho_nowhere")).await;
+    assert!(matches!(refused, Err(CallError::Handler(DomainError::Unprocessable(_)))), "{refused:?}");
+    assert!(users.read(&k, ListOAuthAccounts).await.unwrap().is_empty());
+    bare.shutdown().await;
 }
 
 #[actix_rt::test]
@@ -396,8 +504,8 @@ async fn auth_state_survives_a_runtime_restart() {
     assert_eq!(consumed.map(|v| v.provider).as_deref(), Some("github"));
     assert_eq!(users2.read(&k, ListAuthSessions).await.unwrap(), sessions);
     assert_eq!(users2.read(&k, ListOAuthAccounts).await.unwrap(), accounts);
-    let token = users2.read(&k, GetOAuthAccessToken { provider: "github".into() }).await.unwrap();
-    assert_eq!(token.as_deref(), Some("gho_kept"));
+    let token = users2.exec(&k, GetOAuthAccessToken { provider: "github".into() }).await.unwrap();
+    assert_eq!(token, StoredAccessToken::Token("gho_kept".into()));
     assert_eq!(ids(&users2.read(&k, GetAppSnapshot).await.unwrap()), ["acme"]);
     rt2.shutdown().await;
 }

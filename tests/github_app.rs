@@ -12,7 +12,7 @@ use foundry::actors::github_data::{ConnectGitHub, GetSyncStatus, GitHubData, Git
 use foundry::actors::organization::{CreateOrganization, OrgKind};
 use foundry::actors::Domain;
 use foundry::integrations::github::app::{AppClient, GitHubApp};
-use foundry::integrations::github::client::{AccountKind, GitHubApi, GitHubError, PullState, RetryPolicy};
+use foundry::integrations::github::client::{AccountKind, AccountRef, GitHubApi, GitHubError, PullState, RetryPolicy};
 use foundry::integrations::github::fake::{FakeGitHub, Fixture};
 
 const ORG: &str = "acme";
@@ -73,7 +73,10 @@ async fn installation_lookup_and_token_exchange_are_cached() {
     assert_eq!(client.get_pull("acme/repo-001", 2).await.unwrap().number, 2);
     assert_eq!(client.list_org_members(ORG).await.unwrap().len(), 5);
     assert_eq!(client.list_org_repos(ORG).await.unwrap().len(), 3);
-    let (page, next) = client.repos_page(AccountKind::Organization, ORG, None).await.unwrap();
+    let (page, next) = client
+        .repos_page(&AccountRef { kind: AccountKind::Organization, login: ORG.into(), id: None }, None)
+        .await
+        .unwrap();
     assert_eq!((page.len(), next), (3, None));
     assert_eq!(gh.request_count() - before, 6, "one request per call: no further token requests");
     // Calls that name no owner cannot pick an installation.
@@ -83,15 +86,19 @@ async fn installation_lookup_and_token_exchange_are_cached() {
     gh.stop().await;
 }
 
+fn user_account() -> AccountRef {
+    AccountRef { kind: AccountKind::User, login: ORG.into(), id: None }
+}
+
 #[actix_rt::test]
 async fn user_accounts_list_their_installation_repositories() {
     let gh = fake(Fixture::generate(ORG, 120, 1, 0)).await;
     let client = AppClient::new(new_app(&gh, KEY));
-    let (first, next) = client.repos_page(AccountKind::User, ORG, None).await.unwrap();
+    let (first, next) = client.repos_page(&user_account(), None).await.unwrap();
     assert_eq!(first.len(), 100);
     let next = next.expect("a second page");
     assert!(next.contains("/installation/repositories"), "{next}");
-    let (second, last) = client.repos_page(AccountKind::User, ORG, Some(next)).await.unwrap();
+    let (second, last) = client.repos_page(&user_account(), Some(next)).await.unwrap();
     assert_eq!((second.len(), last), (20, None));
     gh.stop().await;
 }
@@ -107,7 +114,15 @@ async fn a_full_sync_runs_through_the_app() {
     domain.orgs.mutate(&ORG.to_owned(), org).await.unwrap();
     let github = rt.registry::<GitHubData>();
     github
-        .mutate(&ORG.to_owned(), ConnectGitHub { login: ORG.into(), kind: AccountKind::Organization, by: None })
+        .mutate(
+            &ORG.to_owned(),
+            ConnectGitHub {
+                login: ORG.into(),
+                kind: AccountKind::Organization,
+                account_id: gh.fixture().owner_id as i64,
+                by: None,
+            },
+        )
         .await
         .unwrap();
     let generation = github.exec(&ORG.to_owned(), StartSync).await.unwrap();

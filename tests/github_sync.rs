@@ -29,7 +29,15 @@ async fn setup(fixture: Fixture) -> (Domain, Registry<GitHubData>, FakeGitHub, t
     domain.orgs.mutate(&ORG.to_owned(), org).await.unwrap();
     let github = rt.registry::<GitHubData>();
     github
-        .mutate(&ORG.to_owned(), ConnectGitHub { login: ORG.into(), kind: AccountKind::Organization, by: None })
+        .mutate(
+            &ORG.to_owned(),
+            ConnectGitHub {
+                login: ORG.into(),
+                kind: AccountKind::Organization,
+                account_id: gh.fixture().owner_id as i64,
+                by: None,
+            },
+        )
         .await
         .unwrap();
     (domain, github, gh, dir)

@@ -46,7 +46,7 @@ async fn add_repository(domain: &Domain, fake: &FakeGitHub) {
 async fn git_runs_through_the_process_api_and_the_agent_works_in_the_workspace() {
     let Some(server) = support::sandbox::start(true).await else { return };
     let git_root = tempfile::tempdir().unwrap();
-    let fixture = Fixture { owner: "acme".into(), repos: Vec::new(), members: Vec::new() };
+    let fixture = Fixture::new("acme");
     let fake = FakeGitHub::start_with_git(fixture, TOKEN, git_root.path().to_path_buf()).await;
     fake.create_repo("api", "main", &[("README.md", b"# API\n".to_vec())]);
     // The sandbox's root is a directory on the agent server's machine (this one, in the test).
@@ -116,7 +116,7 @@ async fn each_task_can_have_its_own_sandbox_agent_server() {
     drop(probe);
     let bin = std::env::var("SANDBOX_AGENT_BIN").unwrap();
     let git_root = tempfile::tempdir().unwrap();
-    let fixture = Fixture { owner: "acme".into(), repos: Vec::new(), members: Vec::new() };
+    let fixture = Fixture::new("acme");
     let fake = FakeGitHub::start_with_git(fixture, TOKEN, git_root.path().to_path_buf()).await;
     fake.create_repo("api", "main", &[("README.md", b"# API\n".to_vec())]);
     let sandboxes = tempfile::tempdir().unwrap();

@@ -239,13 +239,16 @@ async fn a_task_workspace_in_the_browser() {
     let Some(sandbox) = support::sandbox::start(false).await else { return };
     let Some(driver) = Driver::start().await else { return };
     let git_root = tempfile::tempdir().unwrap();
-    let fixture = Fixture { owner: "acme".into(), repos: Vec::new(), members: Vec::new() };
+    let fixture = Fixture::new("acme");
     let fake = FakeGitHub::start_with_git(fixture, TOKEN, git_root.path().to_path_buf()).await;
     let app_js = b"export function greet(name) {\n  return `Hello ${name}`;\n}\n".to_vec();
     fake.create_repo("web", "main", &[("README.md", b"# Web\n".to_vec()), ("src/app.js", app_js)]);
     let sandboxes = tempfile::tempdir().unwrap();
     let (gh, root, agent_url) = (fake.base_url(), sandboxes.path().to_path_buf(), sandbox.url.clone());
+    let github = fake.clone();
     let s = start(move |api, _| {
+        // alice signs in through the local GitHub as an admin of `acme` there, so she may connect it.
+        support::web::sign_in_through(api, &github, true);
         let rt = &api.domain.runtime;
         rt.provide(Arc::new(GitHubService(Arc::new(GitHubClient::new(&gh, TOKEN)))));
         rt.provide(Arc::new(Workspaces::new(Arc::new(LocalShell::new(root)))));

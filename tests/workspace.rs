@@ -42,13 +42,13 @@ struct Env {
 }
 
 /// The local GitHub with repository `acme/web`, and foundry with local workspaces, connected to it (sync and
-/// webhooks), signed in as alice with organization `acme` synced.
+/// webhooks), signed in (through the local GitHub) as alice, an admin of `acme` there, with organization `acme` synced.
 async fn start(agent: Option<BuiltinAgent>) -> Option<Env> {
     if !git_available() {
         return None;
     }
     let git_root = tempfile::tempdir().unwrap();
-    let fixture = Fixture { owner: "acme".into(), repos: Vec::new(), members: Vec::new() };
+    let fixture = Fixture::new("acme");
     let fake = FakeGitHub::start_with_git(fixture, TOKEN, git_root.path().to_path_buf()).await;
     fake.create_repo(
         "web",
@@ -61,7 +61,9 @@ async fn start(agent: Option<BuiltinAgent>) -> Option<Env> {
     let sandboxes = tempfile::tempdir().unwrap();
     let gh = fake.base_url();
     let root = sandboxes.path().to_path_buf();
+    let github = fake.clone();
     let server = support::web::start(move |api, _| {
+        support::web::sign_in_through(api, &github, true);
         let rt = &api.domain.runtime;
         rt.provide(Arc::new(GitHubService(Arc::new(GitHubClient::new(&gh, TOKEN)))));
         rt.provide(Arc::new(Workspaces::new(Arc::new(LocalShell::new(root)))));

@@ -8,8 +8,8 @@
 use std::sync::Arc;
 
 use super::audit_log::{AppendAuditEvent, AuditLog, AuditPage, ListAuditEvents};
-use super::auth_directory::AuthDirectory;
-use super::github_data::GitHubData;
+use super::auth_directory::{AuthDirectory, ClaimGitHubAccount, ReleaseGitHubAccount, AUTH_DIRECTORY_KEY};
+use super::github_data::{ConnectGitHub, GitHubData};
 use super::models::{CatalogModel, ModelCatalog};
 use super::organization::{
     AddRepository, AdminReplaceRepoTasks, GetRepository, ListRepositories, Organization, RepoRow,
@@ -26,6 +26,7 @@ use crate::integrations::agent::SandboxAgent;
 use crate::integrations::agent::{AgentBackend, BuiltinAgent};
 use crate::integrations::workspace::Workspaces;
 use crate::runtime::{CallError, Registry, Runtime};
+use crate::secrets::TokenCipher;
 
 /// Errors of domain operations: a domain refusal or a runtime failure, typed.
 pub type DomainCallError = CallError<DomainError>;
@@ -97,6 +98,15 @@ impl Domain {
         if runtime.service::<ModelCatalog>().is_none() {
             runtime.provide(Arc::new(ModelCatalog::builtin()));
         }
+        // OAuth tokens are stored only sealed: without a key given to the runtime (`serve` loads --token-key-file
+        // first), the data directory's own key is used, generated on first use.
+        if runtime.service::<TokenCipher>().is_none() {
+            let path = runtime.data_dir().join(crate::secrets::KEY_FILE_NAME);
+            match TokenCipher::load_or_create(&path) {
+                Ok(cipher) => runtime.provide(Arc::new(cipher)),
+                Err(e) => tracing::error!(error = %e, "no token key: OAuth tokens will not be stored"),
+            }
+        }
         let domain = Domain {
             orgs: runtime.registry(),
             repos: runtime.registry(),
@@ -110,6 +120,29 @@ impl Domain {
         };
         super::workspace_flow::install(&domain);
         domain
+    }
+
+    /// Connects organization `org` to a GitHub account whose control the caller has established: claims the account's
+    /// id in the auth directory first (a [`DomainError::Conflict`] naming the holder when another organization has
+    /// it: nothing is created then), then records the connection on the organization's GitHub mirror. A claim this
+    /// call made is given back if recording fails.
+    pub async fn connect_github(&self, org: &str, msg: ConnectGitHub) -> Result<()> {
+        msg.validate().map_err(CallError::Handler)?;
+        validate::org_id("org", org).map_err(CallError::Handler)?;
+        let dir = AUTH_DIRECTORY_KEY.to_owned();
+        let claim = ClaimGitHubAccount { account_id: msg.account_id, login: msg.login.clone(), org_id: org.to_owned() };
+        let account_id = msg.account_id;
+        let fresh = self.auth.mutate(&dir, claim).await?;
+        if let Err(e) = self.github.mutate(&org.to_owned(), msg).await {
+            if fresh {
+                let release = ReleaseGitHubAccount { account_id, org_id: org.to_owned() };
+                if let Err(release_error) = self.auth.mutate(&dir, release).await {
+                    tracing::error!(org, account_id, error = %release_error, "could not release a GitHub account claim");
+                }
+            }
+            return Err(e);
+        }
+        Ok(())
     }
 
     /// Imports a repository into an organization and initialises its coordinator.

@@ -1,6 +1,9 @@
 //! Authentication: session tokens (random, 256 bits, only their SHA-256 hash is stored, expiring, revocable), the
 //! [`Caller`] extractor every protected route takes, and the sign-in routes (GitHub OAuth; dev sign-in, only when
-//! enabled, which `serve` does only on a loopback bind).
+//! enabled, which `serve` does only on a loopback bind; with `serve --demo` it signs in at the demo's local GitHub).
+//!
+//! A GitHub sign-in stores the user's OAuth token (sealed, on the user actor): connecting a GitHub account to an
+//! organization asks GitHub with it whether the caller controls that account.
 //!
 //! A token resolves through the app-level auth directory (token hash -> user, before any user or organization actor
 //! is known); the session itself lives on the user's actor, so signing out revokes it there and removes the index
@@ -35,6 +38,23 @@ const TOKEN_PREFIX: &str = "fdy_";
 /// How long an OAuth `state` stays valid.
 const OAUTH_STATE_TTL: Duration = Duration::from_secs(600);
 
+/// Who a dev sign-in names, handed to [`DevGitHub::issue_code`].
+pub struct DevIdentity<'a> {
+    pub login: &'a str,
+    pub name: Option<&'a str>,
+    pub email: Option<&'a str>,
+}
+
+/// Dev sign-in through a local GitHub-compatible server (`serve --demo`): the server issues an OAuth code for the
+/// login, as if that user had just approved the app there, and the sign-in then completes exactly like GitHub's
+/// (code exchange, `/user`, the token stored): the user has a GitHub identity on that server.
+#[derive(Clone)]
+pub struct DevGitHub {
+    /// The OAuth app registered on that server.
+    pub oauth: std::sync::Arc<GitHubOAuth>,
+    pub issue_code: std::sync::Arc<dyn Fn(&DevIdentity<'_>) -> String + Send + Sync>,
+}
+
 /// How users sign in.
 #[derive(Clone)]
 pub struct AuthSettings {
@@ -46,6 +66,16 @@ pub struct AuthSettings {
     pub secure_cookies: bool,
     /// GitHub OAuth, when configured.
     pub github: Option<std::sync::Arc<GitHubOAuth>>,
+    /// With dev sign-in: sign in at this GitHub-compatible server instead (`serve --demo`).
+    pub dev_github: Option<DevGitHub>,
+}
+
+impl AuthSettings {
+    /// The GitHub API the users' OAuth tokens were issued for (GitHub sign-in's, else the dev GitHub's).
+    pub fn github_api_base(&self) -> Option<&str> {
+        let oauth = self.github.as_ref().or(self.dev_github.as_ref().map(|d| &d.oauth))?;
+        Some(oauth.config().api_base.as_str())
+    }
 }
 
 impl Default for AuthSettings {
@@ -55,6 +85,7 @@ impl Default for AuthSettings {
             session_ttl: Duration::from_secs(30 * 24 * 3600),
             secure_cookies: false,
             github: None,
+            dev_github: None,
         }
     }
 }
@@ -200,6 +231,17 @@ async fn sign_in(api: &Api, req: &HttpRequest, account: Account<'_>) -> Result<S
         let profile = UpdateProfile { github_login: Some(account.login.to_owned()), ..Default::default() };
         api.domain.users.mutate(&user, profile).await?;
     }
+    // The provider's token is stored (sealed) before the session exists: a sign-in that could not keep it fails.
+    if let Some((access_token, scopes)) = account.oauth {
+        let link = LinkOAuthAccount {
+            provider: account.provider.to_owned(),
+            account_id: account.account_id.to_owned(),
+            login: account.login.to_owned(),
+            access_token,
+            scopes,
+        };
+        api.domain.users.mutate(&user, link).await?;
+    }
     let token = format!("{TOKEN_PREFIX}{}", random_hex(32)?);
     let token_hash = hash_secret(&token);
     let session_id = format!("as_{}", random_hex(8)?);
@@ -221,6 +263,8 @@ struct Account<'a> {
     name: &'a str,
     email: Option<String>,
     avatar_url: Option<String>,
+    /// The provider's access token and its scopes.
+    oauth: Option<(String, String)>,
 }
 
 fn session_cookie(api: &Api, token: &str, max_age: Duration) -> String {
@@ -243,8 +287,9 @@ struct DevSignIn {
     email: Option<String>,
 }
 
-/// `POST /v1/auth/dev/sign-in {login, name?, email?}`: signs in (creating the user) without a provider. Refused
-/// (404, as if absent) unless dev sign-in is enabled.
+/// `POST /v1/auth/dev/sign-in {login, name?, email?}`: signs in (creating the user) without a provider, or with
+/// [`AuthSettings::dev_github`] as that login at the local GitHub. Refused (404, as if absent) unless dev sign-in is
+/// enabled.
 async fn dev_sign_in(req: HttpRequest, body: super::body::Json<DevSignIn>) -> Result<HttpResponse, ApiError> {
     let api = super::api(&req)?;
     if !api.auth.dev_sign_in {
@@ -252,10 +297,23 @@ async fn dev_sign_in(req: HttpRequest, body: super::body::Json<DevSignIn>) -> Re
     }
     let body = body.into_inner();
     crate::actors::validate::login("login", &body.login)?;
+    if let Some(dev) = &api.auth.dev_github {
+        let who = DevIdentity { login: &body.login, name: body.name.as_deref(), email: body.email.as_deref() };
+        let code = (dev.issue_code)(&who);
+        let signed = github_code_sign_in(&api, &req, &dev.oauth, &code).await?;
+        return Ok(signed_in_response(&api, &signed));
+    }
     let name = body.name.unwrap_or_else(|| body.login.clone());
     let email = Some(body.email.unwrap_or_else(|| format!("{}@dev.invalid", body.login)));
-    let account =
-        Account { provider: "dev", account_id: &body.login, login: &body.login, name: &name, email, avatar_url: None };
+    let account = Account {
+        provider: "dev",
+        account_id: &body.login,
+        login: &body.login,
+        name: &name,
+        email,
+        avatar_url: None,
+        oauth: None,
+    };
     let signed = sign_in(&api, &req, account).await?;
     Ok(signed_in_response(&api, &signed))
 }
@@ -311,11 +369,29 @@ async fn github_callback(req: HttpRequest, q: web::Query<CallbackQuery>) -> Resu
     let verification = api.domain.auth.mutate(&AUTH_DIRECTORY_KEY.to_owned(), consume).await?;
     let verification =
         verification.ok_or_else(|| ApiError::bad_request("invalid_state", "unknown or expired state"))?;
+    let signed = github_code_sign_in(&api, &req, &oauth, &code).await?;
+    match verification.redirect {
+        Some(to) => Ok(HttpResponse::Found()
+            .insert_header((header::SET_COOKIE, session_cookie(&api, &signed.token, api.auth.session_ttl)))
+            .insert_header((header::LOCATION, to))
+            .finish()),
+        None => Ok(signed_in_response(&api, &signed)),
+    }
+}
+
+/// Exchanges a GitHub OAuth code, finds or creates the GitHub user's account here, stores their token and starts a
+/// session.
+async fn github_code_sign_in(
+    api: &Api,
+    req: &HttpRequest,
+    oauth: &GitHubOAuth,
+    code: &str,
+) -> Result<SignedIn, ApiError> {
     let oauth_failed = |e: crate::integrations::github::oauth::OAuthError| {
         tracing::warn!(error = %e, "GitHub OAuth failed");
         ApiError::new(StatusCode::BAD_GATEWAY, "oauth_failed", format!("GitHub sign-in failed: {e}"))
     };
-    let token = oauth.exchange_code(&code).await.map_err(|e| match e {
+    let token = oauth.exchange_code(code).await.map_err(|e| match e {
         crate::integrations::github::oauth::OAuthError::BadCode(m) => ApiError::bad_request("invalid_code", m),
         e => oauth_failed(e),
     })?;
@@ -329,23 +405,9 @@ async fn github_callback(req: HttpRequest, q: web::Query<CallbackQuery>) -> Resu
         name: &name,
         email: gh.email.clone(),
         avatar_url: gh.avatar_url.clone(),
+        oauth: Some((token.access_token, token.scope)),
     };
-    let signed = sign_in(&api, &req, account).await?;
-    let link = LinkOAuthAccount {
-        provider: "github".into(),
-        account_id,
-        login: gh.login.clone(),
-        access_token: token.access_token,
-        scopes: token.scope,
-    };
-    api.domain.users.mutate(&signed.user_id, link).await?;
-    match verification.redirect {
-        Some(to) => Ok(HttpResponse::Found()
-            .insert_header((header::SET_COOKIE, session_cookie(&api, &signed.token, api.auth.session_ttl)))
-            .insert_header((header::LOCATION, to))
-            .finish()),
-        None => Ok(signed_in_response(&api, &signed)),
-    }
+    sign_in(api, req, account).await
 }
 
 /// Ends one of the user's sessions: revoked on the user, removed from the index (so the token stops working at once).

@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use actix_web::{web, HttpRequest, HttpResponse};
 
-pub use auth::{AuthSettings, Caller};
+pub use auth::{AuthSettings, Caller, DevGitHub, DevIdentity};
 pub use error::ApiError;
 pub use ops::render_metrics;
 
@@ -62,6 +62,9 @@ pub struct Api {
     pub auth: AuthSettings,
     /// The GitHub webhook secret; without it the webhook route answers 404.
     pub webhook_secret: Option<Vec<u8>>,
+    /// The GitHub App this server authenticates as (`--github-app-id`): an installation of it on an account, which
+    /// the caller may access, also proves control of that account when connecting it.
+    pub github_app_id: Option<String>,
     pub ws: ws::WsSettings,
     pub stats: HttpStats,
     /// Sign-outs on this node, `(user id, session id or None for all of the user's sessions)`: open WebSockets of
@@ -79,6 +82,7 @@ impl Api {
             domain,
             auth,
             webhook_secret: None,
+            github_app_id: None,
             ws: ws::WsSettings::default(),
             stats: HttpStats::default(),
             metrics_token: None,

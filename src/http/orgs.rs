@@ -18,12 +18,13 @@ use crate::actors::organization::{
 };
 use crate::actors::repository::ListTaskSummaries;
 use crate::actors::user::{
-    GetAppSnapshot, GetUser, GrantOrganization, SetActiveOrganization, SetDefaultModel, SetStarterRepoStatus,
-    StarterRepoStatus, UpsertUser,
+    GetAppSnapshot, GetOAuthAccessToken, GetUser, GrantOrganization, SetActiveOrganization, SetDefaultModel,
+    SetStarterRepoStatus, StarterRepoStatus, StoredAccessToken, UpsertUser,
 };
 use crate::actors::DomainError;
 use crate::actors::{validate, RepoKey};
-use crate::integrations::github::client::AccountKind;
+use crate::integrations::github::client::{AccountKind, GitHubClient};
+use crate::integrations::github::control::{verify_control, ControlError, ControlledAccount};
 use crate::runtime::CallError;
 
 type Res = Result<HttpResponse, ApiError>;
@@ -116,7 +117,9 @@ struct CreateOrgBody {
     kind: Option<OrgKind>,
 }
 
-/// `POST /v1/orgs {id, displayName, login?, kind?}`: creates an organization with the caller as its owner.
+/// `POST /v1/orgs {id, displayName, login?, kind?}`: creates an organization with the caller as its owner. The id is
+/// foundry's own name for it, unrelated to any GitHub login: an organization reaches GitHub only through
+/// `github/connect`. `login` and `kind` are kept for older clients as the profile's label until a connection sets them.
 async fn create_org(req: HttpRequest, caller: Caller, body: Json<CreateOrgBody>) -> Res {
     let api = super::api(&req)?;
     let body = body.into_inner();
@@ -368,17 +371,74 @@ struct ConnectBody {
     kind: AccountKind,
 }
 
-/// `POST /v1/orgs/{org}/github/connect {login, kind}`: links a GitHub account (admins), then starts a sync.
+fn identity_required(message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::FORBIDDEN, "github_identity_required", message)
+}
+
+/// Asks GitHub, with the caller's own OAuth token, whether they control the account: 403 `github_identity_required`
+/// without a usable GitHub sign-in, 403 `github_not_admin` when GitHub says no, 502 `github_unavailable` when GitHub
+/// could not be asked.
+async fn prove_control(
+    api: &Api,
+    caller: &Caller,
+    login: &str,
+    kind: AccountKind,
+) -> Result<ControlledAccount, ApiError> {
+    let Some(base) = api.auth.github_api_base() else {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "github_not_configured",
+            "connecting a GitHub account needs GitHub sign-in on this server (--github-client-id and \
+             --github-client-secret): the caller proves control of the account with their GitHub identity",
+        ));
+    };
+    let stored = api.domain.users.exec_existing(&caller.user_id, GetOAuthAccessToken { provider: "github".into() });
+    let token = match stored.await? {
+        StoredAccessToken::Token(token) => token,
+        StoredAccessToken::Missing => {
+            return Err(identity_required(
+                "connecting a GitHub account needs your GitHub identity: sign in with GitHub first",
+            ))
+        }
+        StoredAccessToken::Unreadable(e) => {
+            return Err(identity_required(format!(
+                "your stored GitHub sign-in cannot be read on this server ({e}): sign in with GitHub again"
+            )))
+        }
+    };
+    let user_api = GitHubClient::new(base, &token);
+    verify_control(&user_api, login, kind, api.github_app_id.as_deref()).await.map_err(|e| match e {
+        ControlError::NotControlled(why) => ApiError::new(
+            StatusCode::FORBIDDEN,
+            "github_not_admin",
+            format!("only an admin of a GitHub organization (or the GitHub user themself) may connect it: {why}"),
+        ),
+        ControlError::TokenRejected => identity_required(e.to_string()),
+        ControlError::Unavailable(_) => {
+            tracing::warn!(error = %e, "GitHub could not check control of an account");
+            ApiError::new(StatusCode::BAD_GATEWAY, "github_unavailable", e.to_string())
+        }
+    })
+}
+
+/// `POST /v1/orgs/{org}/github/connect {login, kind}`: links a GitHub account (admins who control it on GitHub: see
+/// `prove_control`), then starts a sync. 409 when another organization holds the account.
 async fn github_connect(req: HttpRequest, caller: Caller, org: web::Path<String>, body: Json<ConnectBody>) -> Res {
     let api = super::api(&req)?;
     admin(&api, &caller, &org).await?;
     require_github(&api)?;
     let b = body.into_inner();
-    let connect = ConnectGitHub { login: b.login, kind: b.kind, by: Some(caller.user_id.clone()) };
-    // Checked before the mutation creates the organization's GitHub mirror.
-    connect.validate()?;
-    api.domain.github.mutate(&org, connect).await?;
-    let generation = api.domain.github.exec(&org, RequestSync { by: Some(caller.user_id.clone()) }).await?;
+    validate::login("login", &b.login)?;
+    let account = prove_control(&api, &caller, &b.login, b.kind).await?;
+    let (login, proof) = (&account.login, account.proof);
+    tracing::info!(org = %org, %login, account_id = account.id, ?proof, "GitHub account control shown");
+    let account_id =
+        i64::try_from(account.id).map_err(|_| ApiError::bad_request("invalid_input", "account id out of range"))?;
+    let by = Some(caller.user_id.clone());
+    let connect = ConnectGitHub { login: account.login, kind: b.kind, account_id, by: by.clone() };
+    // Claims the account, then creates the organization's GitHub mirror; a refusal creates nothing.
+    api.domain.connect_github(&org, connect).await?;
+    let generation = api.domain.github.exec(&org, RequestSync { by }).await?;
     Ok(HttpResponse::Accepted().json(serde_json::json!({ "generation": generation })))
 }
 

@@ -1,25 +1,18 @@
 //! `POST /v1/webhooks/github`: GitHub webhook deliveries. The HMAC-SHA256 signature over the raw body is checked
 //! before anything else (401, no effect, when it does not match); the delivery then goes to the github-data actor
-//! of the organization it concerns, which applies it once per delivery id.
+//! of the organization connected to the GitHub account it concerns, found by the account's numeric id (installation
+//! account, organization, repository owner), never by login: organization ids are foundry's own names, and a login
+//! can be renamed or taken over. It is applied once per delivery id.
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::{ApiError, MAX_WEBHOOK_BODY};
-use crate::actors::github_data::{verify_signature, HandleWebhook};
-use crate::actors::organization::GetOrganizationProfile;
-use crate::actors::validate;
+use crate::actors::auth_directory::{ResolveGitHubAccount, AUTH_DIRECTORY_KEY};
+use crate::actors::github_data::{delivery_account, verify_signature, HandleWebhook};
 
 fn header<'a>(req: &'a HttpRequest, name: &str) -> Option<&'a str> {
     req.headers().get(name).and_then(|v| v.to_str().ok())
-}
-
-/// The organization a delivery concerns: organization ids are GitHub logins.
-fn owner_login(payload: &serde_json::Value) -> Option<&str> {
-    payload["organization"]["login"]
-        .as_str()
-        .or_else(|| payload["repository"]["owner"]["login"].as_str())
-        .or_else(|| payload["installation"]["account"]["login"].as_str())
 }
 
 async fn github_webhook(req: HttpRequest, body: web::Bytes) -> Result<HttpResponse, ApiError> {
@@ -37,25 +30,20 @@ async fn github_webhook(req: HttpRequest, body: web::Bytes) -> Result<HttpRespon
     if event == "ping" {
         return Ok(HttpResponse::Ok().json(serde_json::json!({ "outcome": "pong" })));
     }
-    let org = owner_login(&payload)
-        .ok_or_else(|| {
-            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "unprocessable", "no organization in the payload")
-        })?
-        .to_owned();
-    validate::org_id("organization", &org)?;
-    // Unknown organizations are refused before an actor (and its database) is created for them. GitHub logins are
-    // case-insensitive: an organization created as `acme` receives `Acme`'s deliveries.
-    let org = match api.domain.orgs.read_existing(&org, GetOrganizationProfile).await {
-        Ok(_) => org,
-        Err(_) if org != org.to_lowercase() => {
-            let lower = org.to_lowercase();
-            api.domain.orgs.read_existing(&lower, GetOrganizationProfile).await?;
-            lower
-        }
-        Err(e) => return Err(e.into()),
-    };
+    let (account_id, login) = delivery_account(&payload).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unprocessable",
+            "no GitHub account (with its id) in the payload",
+        )
+    })?;
+    // Deliveries for accounts no organization connected are refused before any actor (or database) exists for them.
+    let resolve = ResolveGitHubAccount { account_id };
+    let org = api.domain.auth.read(&AUTH_DIRECTORY_KEY.to_owned(), resolve).await?.ok_or_else(|| {
+        ApiError::not_found(format!("no organization is connected to GitHub account {login:?} (id {account_id})"))
+    })?;
     let msg = HandleWebhook { delivery_id: delivery_id.to_owned(), event: event.to_owned(), payload };
-    let outcome = api.domain.github.exec(&org, msg).await?;
+    let outcome = api.domain.github.exec_existing(&org, msg).await?;
     Ok(HttpResponse::Accepted().json(serde_json::json!({ "outcome": outcome })))
 }
 

@@ -18,6 +18,14 @@ pub struct TestServer {
     pub dir: tempfile::TempDir,
 }
 
+/// Makes dev sign-in go through the local GitHub `gh` (as `serve --demo` does): a login signs in as the GitHub user of
+/// that name there, with a real OAuth code exchange and a stored token. With `admin_of_owner`, each such user is first
+/// made an admin of `gh`'s organization (so they may connect it).
+pub fn sign_in_through(api: &mut Api, gh: &foundry::integrations::github::fake::FakeGitHub, admin_of_owner: bool) {
+    gh.configure_oauth_app("dev-client", "dev-secret");
+    api.auth.dev_github = Some(foundry::demo::dev_sign_in_via(gh, ("dev-client", "dev-secret"), admin_of_owner));
+}
+
 /// Starts a server (dev sign-in on) after `configure` adjusts the api.
 pub async fn start(configure: impl FnOnce(&mut Api, &str)) -> TestServer {
     let (rt, dir) = super::runtime(2);

@@ -55,6 +55,7 @@ pub const AUDIT_KINDS: &[&str] = &[
     "member.role_changed",
     "member.removed",
     "github.connected",
+    "github.account_renamed",
     "github.sync.started",
     "github.sync.finished",
     "github.sync.failed",

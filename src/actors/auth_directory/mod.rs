@@ -12,10 +12,13 @@
 //! - OAuth flows: [`CreateVerification`], [`ConsumeVerification`] (single use).
 //! - Organization membership from linked accounts: [`SetOrganizationAccounts`] (from each organization's GitHub
 //!   mirror); see `orgs.rs`.
+//! - GitHub accounts by numeric id -> the one organization connected to each: [`ClaimGitHubAccount`],
+//!   [`ReleaseGitHubAccount`], [`ResolveGitHubAccount`] (webhook routing); see `github.rs`.
 //!
 //! It publishes no topic. Messages and limits are in [`messages`], tables and queries in [`schema`]; migrations in
 //! `migrations/auth_directory/`.
 
+mod github;
 pub mod messages;
 mod orgs;
 pub mod schema;
@@ -25,6 +28,7 @@ use diesel::QueryResult;
 
 use crate::runtime::{embed_migrations, Accepts, EmbeddedMigrations, Entity};
 
+pub use github::{ClaimGitHubAccount, ReleaseGitHubAccount, ResolveGitHubAccount};
 pub use messages::*;
 pub use orgs::{OrgAccount, SetOrganizationAccounts};
 
@@ -52,7 +56,7 @@ impl Entity for AuthDirectory {
     }
 
     fn accepts(deliveries: &mut Accepts<Self>) {
-        deliveries.accept::<SetOrganizationAccounts>();
+        deliveries.accept::<SetOrganizationAccounts>().accept::<ReleaseGitHubAccount>();
     }
 
     /// Every authenticated request reads this one actor: a deep mailbox, and it never passivates (reopening it would

@@ -248,3 +248,39 @@ pub fn replace_org_accounts(
     }
     Ok(())
 }
+
+diesel::table! {
+    /// GitHub account id -> the organization connected to it (one organization per account).
+    github_account_index (account_id) {
+        account_id -> BigInt,
+        org_id -> Text,
+        claimed_at -> BigInt,
+    }
+}
+
+/// The organization connected to a GitHub account.
+pub fn github_account_org(conn: &mut SqliteConnection, account_id: i64) -> QueryResult<Option<String>> {
+    github_account_index::table.find(account_id).select(github_account_index::org_id).first(conn).optional()
+}
+
+pub fn insert_github_account(conn: &mut SqliteConnection, account_id: i64, org_id: &str, now: i64) -> QueryResult<()> {
+    diesel::insert_into(github_account_index::table)
+        .values((
+            github_account_index::account_id.eq(account_id),
+            github_account_index::org_id.eq(org_id),
+            github_account_index::claimed_at.eq(now),
+        ))
+        .execute(conn)?;
+    Ok(())
+}
+
+/// Removes the account's entry if it belongs to `org_id`; true if it did.
+pub fn delete_github_account(conn: &mut SqliteConnection, account_id: i64, org_id: &str) -> QueryResult<bool> {
+    let rows = diesel::delete(
+        github_account_index::table
+            .filter(github_account_index::account_id.eq(account_id))
+            .filter(github_account_index::org_id.eq(org_id)),
+    )
+    .execute(conn)?;
+    Ok(rows > 0)
+}

@@ -4,6 +4,9 @@
 //! generation; rows of older generations are swept only when their phase completes, so a failed sync keeps every row
 //! it had and every row it fetched. Progress goes to the organization (its snapshot shows it live), new repositories
 //! are imported into it, and pull requests go to their repository coordinator.
+//!
+//! The connection records the account's GitHub id as well as its login: webhooks reach this actor by that id (through
+//! the auth directory's account index), and a delivery that shows the account under a new login updates the login.
 
 pub mod schema;
 mod sync;
@@ -15,7 +18,7 @@ use actix::SpawnHandle;
 use diesel::sqlite::SqliteConnection;
 
 pub use sync::*;
-pub use webhook::{verify_signature, HandleWebhook, WebhookOutcome};
+pub use webhook::{delivery_account, verify_signature, HandleWebhook, WebhookOutcome};
 
 use crate::integrations::github::client::GitHubApi;
 use crate::runtime::{embed_migrations, EmbeddedMigrations, Entity};

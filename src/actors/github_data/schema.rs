@@ -19,6 +19,7 @@ diesel::table! {
         finished_at -> Nullable<BigInt>,
         last_error -> Nullable<Text>,
         updated_at -> BigInt,
+        account_id -> Nullable<BigInt>,
     }
 }
 
@@ -87,6 +88,8 @@ pub struct Meta {
     pub finished_at: Option<i64>,
     pub last_error: Option<String>,
     pub updated_at: i64,
+    /// The connected account's GitHub id (`None` for a connection recorded before ids were).
+    pub account_id: Option<i64>,
 }
 
 pub fn meta(conn: &mut SqliteConnection) -> DomainResult<Option<Meta>> {

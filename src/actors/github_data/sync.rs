@@ -8,12 +8,13 @@ use serde::Serialize;
 
 use super::schema::{self, branches, github_meta, members, pull_requests, repositories, Meta};
 use super::{GitHubData, GitHubService};
-use crate::actors::organization::{ApplySyncProgress, ImportRepository};
+use crate::actors::auth_directory::{ReleaseGitHubAccount, AUTH_DIRECTORY_KEY};
+use crate::actors::organization::{ApplyGitHubAccount, ApplySyncProgress, ImportRepository, OrgKind};
 use crate::actors::repository::ApplyPullRequests;
 use crate::actors::summary::PullRequestSummary;
 use crate::actors::{now_ms, validate, Audit, DomainError, DomainResult, RepoKey};
 use crate::integrations::github::client::{
-    parse_rfc3339_ms, Account, AccountKind, Branch, GitHubApi, PullRequest, PullState, Repository,
+    parse_rfc3339_ms, Account, AccountKind, AccountRef, Branch, GitHubApi, PullRequest, PullState, Repository,
 };
 use crate::runtime::{Command, EntityCtx, Mutation, Myself, Read, Tx};
 
@@ -33,17 +34,33 @@ fn kind_str(kind: AccountKind) -> &'static str {
     }
 }
 
-/// Connects (or re-points) the organization's GitHub account (audited as `github.connected`, by `by`).
+pub(super) fn org_kind(kind: AccountKind) -> OrgKind {
+    match kind {
+        AccountKind::Organization => OrgKind::Organization,
+        AccountKind::User => OrgKind::Personal,
+    }
+}
+
+/// Connects (or re-points) the organization's GitHub account, audited as `github.connected` by `by`. Whoever sends it
+/// has established that the account may be connected (the HTTP layer: the caller proved control through GitHub) and
+/// claimed its id in the auth directory (`Domain::connect_github`); re-pointing releases the previous account's claim.
 pub struct ConnectGitHub {
+    /// The login as GitHub spells it.
     pub login: String,
     pub kind: AccountKind,
+    /// GitHub's numeric id of the account.
+    pub account_id: i64,
     pub by: Option<String>,
 }
 
 impl ConnectGitHub {
     /// Run by the HTTP layer before the mutation too: a refused connect must not create the GitHub mirror.
     pub fn validate(&self) -> DomainResult<()> {
-        validate::login("login", &self.login)
+        validate::login("login", &self.login)?;
+        if self.account_id <= 0 {
+            return Err(DomainError::invalid("account_id", "must be a positive GitHub account id"));
+        }
+        Ok(())
     }
 }
 
@@ -53,19 +70,32 @@ impl Mutation for ConnectGitHub {
     type Error = DomainError;
     fn apply(self, g: &GitHubData, tx: &mut Tx<'_>) -> DomainResult<()> {
         self.validate()?;
-        let payload = serde_json::json!({ "login": self.login, "kind": kind_str(self.kind) });
+        if let Some(previous) = schema::meta(tx.conn())?.and_then(|m| m.account_id) {
+            if previous != self.account_id {
+                let release = ReleaseGitHubAccount { account_id: previous, org_id: g.org.clone() };
+                tx.send(&AUTH_DIRECTORY_KEY.to_owned(), &release)?;
+            }
+        }
+        let payload =
+            serde_json::json!({ "login": self.login, "kind": kind_str(self.kind), "accountId": self.account_id });
         Audit::org(&g.org).by(self.by.as_deref()).append(tx, "github.connected", payload)?;
         diesel::insert_into(github_meta::table)
             .values((
                 github_meta::id.eq(1),
                 github_meta::account_login.eq(&self.login),
                 github_meta::account_kind.eq(kind_str(self.kind)),
+                github_meta::account_id.eq(Some(self.account_id)),
                 github_meta::updated_at.eq(now_ms()),
             ))
             .on_conflict(github_meta::id)
             .do_update()
-            .set((github_meta::account_login.eq(&self.login), github_meta::account_kind.eq(kind_str(self.kind))))
+            .set((
+                github_meta::account_login.eq(&self.login),
+                github_meta::account_kind.eq(kind_str(self.kind)),
+                github_meta::account_id.eq(Some(self.account_id)),
+            ))
             .execute(tx.conn())?;
+        tx.send(&g.org, &ApplyGitHubAccount { login: self.login, kind: org_kind(self.kind) })?;
         Ok(())
     }
 }
@@ -159,8 +189,12 @@ pub(super) fn start_sync(
         Audit::org(&org).by(by).append(tx, "github.sync.started", payload)?;
         schema::require_meta(tx.conn(), &org)
     })?;
-    let kind = if meta.account_kind == "user" { AccountKind::User } else { AccountKind::Organization };
-    let handle = ctx.spawn(run_sync(ctx.myself(), api.0.clone(), kind, meta.account_login.clone(), meta.generation));
+    let account = AccountRef {
+        kind: if meta.account_kind == "user" { AccountKind::User } else { AccountKind::Organization },
+        login: meta.account_login.clone(),
+        id: meta.account_id.and_then(|id| u64::try_from(id).ok()),
+    };
+    let handle = ctx.spawn(run_sync(ctx.myself(), api.0.clone(), account, meta.generation));
     g.sync = Some(handle);
     Ok(meta.generation)
 }
@@ -265,22 +299,21 @@ pub(super) fn fail_interrupted(g: &mut GitHubData, ctx: &mut EntityCtx<'_, GitHu
 }
 
 /// The loop: fetch, hand each chunk to the actor, end each phase, end the sync (with the error if any).
-async fn run_sync(me: Myself<GitHubData>, api: Arc<dyn GitHubApi>, kind: AccountKind, login: String, generation: i32) {
-    let result = sync_phases(&me, api.as_ref(), kind, &login, generation).await;
+async fn run_sync(me: Myself<GitHubData>, api: Arc<dyn GitHubApi>, account: AccountRef, generation: i32) {
+    let result = sync_phases(&me, api.as_ref(), &account, generation).await;
     let _ = me.exec(EndSync { generation, error: result.err() }).await;
 }
 
 async fn sync_phases(
     me: &Myself<GitHubData>,
     api: &dyn GitHubApi,
-    kind: AccountKind,
-    login: &str,
+    account: &AccountRef,
     generation: i32,
 ) -> Result<(), String> {
     let err = |e: &dyn std::fmt::Display| e.to_string();
     let mut next = None;
     loop {
-        let (repos, more) = api.repos_page(kind, login, next).await.map_err(|e| err(&e))?;
+        let (repos, more) = api.repos_page(account, next).await.map_err(|e| err(&e))?;
         me.exec(StoreRepos { generation, repos }).await.map_err(|e| err(&e))?;
         match more {
             Some(url) => next = Some(url),
@@ -305,8 +338,8 @@ async fn sync_phases(
         me.exec(StoreRepoDetails { generation, items }).await.map_err(|e| err(&e))?;
     }
     me.exec(EndPhase { generation, phase: PHASE_DETAILS }).await.map_err(|e| err(&e))?;
-    let found = match kind {
-        AccountKind::Organization => api.list_org_members(login).await.map_err(|e| err(&e))?,
+    let found = match account.kind {
+        AccountKind::Organization => api.list_org_members(&account.login).await.map_err(|e| err(&e))?,
         AccountKind::User => Vec::new(),
     };
     me.exec(StoreMembers { generation, members: found }).await.map_err(|e| err(&e))?;

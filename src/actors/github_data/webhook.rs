@@ -1,7 +1,8 @@
-//! GitHub webhook deliveries: signature verification (HMAC-SHA256 over the raw body, constant-time compare) and the
-//! handling of each event on the github-data actor, once per delivery id. The HTTP route that receives them comes
-//! with the service's API; it verifies the signature first (401 and no effect otherwise) and then sends
-//! [`HandleWebhook`].
+//! GitHub webhook deliveries: signature verification (HMAC-SHA256 over the raw body, constant-time compare), the
+//! account a delivery concerns ([`delivery_account`], by GitHub's numeric id), and the handling of each event on the
+//! github-data actor, once per delivery id. The HTTP route that receives them verifies the signature first (401 and no
+//! effect otherwise), finds the organization connected to the account, and sends it [`HandleWebhook`]. A delivery
+//! naming the connected account under a new login records the rename.
 
 use diesel::prelude::*;
 use hmac::{Hmac, Mac};
@@ -11,10 +12,10 @@ use sha2::Sha256;
 use super::schema::{self, members};
 use super::sync::pull_summary;
 use super::GitHubData;
-use crate::actors::organization::ImportRepository;
+use crate::actors::organization::{ApplyGitHubAccount, ImportRepository};
 use crate::actors::repository::ApplyPullRequests;
-use crate::actors::{now_ms, DomainError, DomainResult, RepoKey};
-use crate::integrations::github::client::{PullRequest, Repository};
+use crate::actors::{now_ms, validate, Audit, DomainError, DomainResult, RepoKey};
+use crate::integrations::github::client::{AccountKind, PullRequest, Repository};
 use crate::runtime::{Command, EntityCtx, Tx};
 
 /// Whether `signature_header` (`X-Hub-Signature-256: sha256=<hex>`) is the HMAC-SHA256 of `body` under `secret`.
@@ -41,6 +42,18 @@ pub fn sign(secret: &[u8], body: &[u8]) -> String {
     mac.update(body);
     let bytes = mac.finalize().into_bytes();
     format!("sha256={}", bytes.iter().map(|b| format!("{b:02x}")).collect::<String>())
+}
+
+/// The GitHub account a delivery concerns, `(id, login)`: the installation's account (installation events), else the
+/// organization (events of an organization's repositories and of the organization itself), else the repository's
+/// owner (a user's repositories). `None` when the payload names none with an id.
+pub fn delivery_account(payload: &Value) -> Option<(i64, String)> {
+    [&payload["installation"]["account"], &payload["organization"], &payload["repository"]["owner"]]
+        .into_iter()
+        .find_map(|account| {
+            let id = account["id"].as_i64().filter(|id| *id > 0)?;
+            Some((id, account["login"].as_str().unwrap_or_default().to_owned()))
+        })
 }
 
 /// What a delivery did.
@@ -81,8 +94,16 @@ impl Command for HandleWebhook {
         let installation_event =
             matches!((self.event.as_str(), action.as_str()), ("installation", _) | ("installation_repositories", _));
         let org = g.org.clone();
+        let account = delivery_account(&self.payload);
         let outcome = ctx.write(|tx: &mut Tx<'_>| -> DomainResult<WebhookOutcome> {
             let m = schema::require_meta(tx.conn(), &org)?;
+            if let (Some((id, _)), Some(connected)) = (&account, m.account_id) {
+                // The route finds the organization by this id; a mismatch is a stale route (the organization was
+                // re-pointed since), never something to apply here.
+                if *id != connected {
+                    return Err(DomainError::not_found("connection of GitHub account", id.to_string()));
+                }
+            }
             let fresh = diesel::insert_or_ignore_into(schema::webhook_deliveries::table)
                 .values((
                     schema::webhook_deliveries::delivery_id.eq(&self.delivery_id),
@@ -93,10 +114,18 @@ impl Command for HandleWebhook {
             if fresh == 0 {
                 return Ok(WebhookOutcome::Duplicate);
             }
+            let renamed = match &account {
+                Some((id, login)) => record_rename(tx, &org, &m, *id, login)?,
+                None => false,
+            };
             if installation_event {
                 return Ok(WebhookOutcome::SyncStarted);
             }
-            apply_event(tx, &org, m.generation, &self.event, &action, &self.payload)
+            match apply_event(tx, &org, m.generation, &self.event, &action, &self.payload)? {
+                // An event foundry does not act on that showed the rename (`organization` `renamed`) did something.
+                WebhookOutcome::Ignored if renamed => Ok(WebhookOutcome::Applied),
+                outcome => Ok(outcome),
+            }
         })?;
         if outcome != WebhookOutcome::SyncStarted {
             return Ok(outcome);
@@ -111,6 +140,26 @@ impl Command for HandleWebhook {
             Err(e) => Err(e),
         }
     }
+}
+
+/// The connected account appears under another login: GitHub renamed it. The sync uses the new login from now on,
+/// the organization shows it, and the audit log keeps both. True if it was a rename.
+fn record_rename(tx: &mut Tx<'_>, org: &str, m: &schema::Meta, id: i64, login: &str) -> DomainResult<bool> {
+    if m.account_id != Some(id)
+        || login.is_empty()
+        || login == m.account_login
+        || validate::login("login", login).is_err()
+    {
+        return Ok(false);
+    }
+    diesel::update(schema::github_meta::table.find(1))
+        .set((schema::github_meta::account_login.eq(login), schema::github_meta::updated_at.eq(now_ms())))
+        .execute(tx.conn())?;
+    let kind = if m.account_kind == "user" { AccountKind::User } else { AccountKind::Organization };
+    tx.send(&org.to_owned(), &ApplyGitHubAccount { login: login.to_owned(), kind: super::sync::org_kind(kind) })?;
+    let payload = serde_json::json!({ "accountId": id, "from": m.account_login, "to": login });
+    Audit::org(org).append(tx, "github.account_renamed", payload)?;
+    Ok(true)
 }
 
 fn apply_event(

@@ -297,6 +297,42 @@ impl Delivery for ImportRepository {
     }
 }
 
+/// The GitHub account the organization is connected to, as its login is now (sent by the github-data actor on connect
+/// and when a delivery shows the account renamed): the profile's `login` and `kind` show it. The organization's id
+/// stays what it was created with: ids are foundry's own namespace.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApplyGitHubAccount {
+    pub login: String,
+    pub kind: OrgKind,
+}
+
+impl Mutation for ApplyGitHubAccount {
+    type Entity = Organization;
+    type Output = ();
+    type Error = DomainError;
+    fn apply(self, org: &Organization, tx: &mut Tx<'_>) -> DomainResult<()> {
+        schema::require_profile(tx.conn(), &org.id)?;
+        validate::name("login", &self.login, 100)?;
+        diesel::update(organization_profile::table.find(1))
+            .set((
+                organization_profile::login.eq(self.login.trim()),
+                organization_profile::kind.eq(self.kind.as_str()),
+                organization_profile::updated_at.eq(now_ms()),
+            ))
+            .execute(tx.conn())?;
+        tx.touch(TOPIC);
+        Ok(())
+    }
+}
+
+impl Delivery for ApplyGitHubAccount {
+    const NAME: &'static str = "organization.apply_github_account";
+
+    fn is_retryable(error: &DomainError) -> bool {
+        matches!(error, DomainError::NotFound { what: "organization", .. })
+    }
+}
+
 /// GitHub sync progress, pushed by the github-data actor; the organization snapshot shows it live.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ApplySyncProgress {

@@ -65,6 +65,7 @@ impl Entity for Organization {
             .accept::<ApplyRepoSummary>()
             .accept::<ImportRepository>()
             .accept::<ApplySyncProgress>()
+            .accept::<ApplyGitHubAccount>()
             .accept::<ApplyLinkedMember>();
     }
 }

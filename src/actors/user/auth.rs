@@ -1,7 +1,8 @@
 //! The user's sign-in sessions and linked OAuth accounts. The user actor is their authority; the app-level
 //! [`AuthDirectory`](crate::actors::auth_directory::AuthDirectory) only indexes them so a request can find its user.
-//! Session tokens arrive as SHA-256 hex and are never read back; access tokens are only readable through
-//! [`GetOAuthAccessToken`], for server-side calls. None of this is in the `app` snapshot, so nothing here touches it.
+//! Session tokens arrive as SHA-256 hex and are never read back; access tokens are stored sealed under the server's
+//! token key ([`TokenCipher`], bound to user, provider and account) and only readable through [`GetOAuthAccessToken`],
+//! for server-side calls. None of this is in the `app` snapshot, so nothing here touches it.
 
 use diesel::sqlite::SqliteConnection;
 use serde::{Deserialize, Serialize};
@@ -10,7 +11,8 @@ use super::messages::require_user;
 use super::schema::{self, AccountRow, AccountUpsert, AuthSessionRow};
 use super::User;
 use crate::actors::{now_ms, validate, Audit, DomainError, DomainResult};
-use crate::runtime::{Mutation, Read, Tx};
+use crate::runtime::{Command, EntityCtx, Mutation, Read, Tx};
+use crate::secrets::{SecretsError, TokenCipher};
 
 /// Longest session id or provider account id, in characters.
 pub const MAX_AUTH_ID_CHARS: usize = 200;
@@ -216,14 +218,26 @@ impl Read for ListAuthSessions {
 }
 
 /// Links an OAuth account to an existing user ([`DomainError::NotFound`] otherwise), or refreshes its login, token
-/// and scopes.
-#[derive(Debug, Clone)]
+/// and scopes. The token is stored sealed with the runtime's [`TokenCipher`]; without one nothing is stored
+/// ([`DomainError::Unprocessable`]).
+#[derive(Clone)]
 pub struct LinkOAuthAccount {
     pub provider: String,
     pub account_id: String,
     pub login: String,
     pub access_token: String,
     pub scopes: String,
+}
+
+impl std::fmt::Debug for LinkOAuthAccount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LinkOAuthAccount")
+            .field("provider", &self.provider)
+            .field("account_id", &self.account_id)
+            .field("login", &self.login)
+            .field("access_token", &"<redacted>")
+            .finish_non_exhaustive()
+    }
 }
 
 impl LinkOAuthAccount {
@@ -242,6 +256,15 @@ impl LinkOAuthAccount {
     }
 }
 
+/// What a sealed token is bound to: the same token sealed for another user, provider or account does not open.
+fn token_context(user: &User, provider: &str, account_id: &str) -> String {
+    format!("foundry oauth token\0{}\0{provider}\0{account_id}", user.key())
+}
+
+fn no_cipher() -> DomainError {
+    DomainError::Unprocessable("this server has no token key, so it stores no OAuth tokens".into())
+}
+
 impl Mutation for LinkOAuthAccount {
     type Entity = User;
     type Output = ();
@@ -250,11 +273,15 @@ impl Mutation for LinkOAuthAccount {
     fn apply(self, user: &User, tx: &mut Tx<'_>) -> DomainResult<()> {
         self.validate()?;
         require_user(user, tx.conn())?;
+        let cipher = tx.service::<TokenCipher>().ok_or_else(no_cipher)?;
+        let sealed = cipher
+            .seal(&self.access_token, &token_context(user, &self.provider, &self.account_id))
+            .map_err(|e| DomainError::Unprocessable(e.to_string()))?;
         let account = AccountUpsert {
             provider: &self.provider,
             account_id: &self.account_id,
             login: &self.login,
-            access_token: &self.access_token,
+            access_token: &sealed,
             scopes: &self.scopes,
         };
         schema::upsert_account(tx.conn(), account, now_ms())?;
@@ -276,20 +303,62 @@ impl Read for ListOAuthAccounts {
     }
 }
 
+/// A stored access token as [`GetOAuthAccessToken`] finds it. Never `Debug`-printed with the token.
+#[derive(Clone, PartialEq, Eq)]
+pub enum StoredAccessToken {
+    /// No account of that provider is linked.
+    Missing,
+    Token(String),
+    /// The stored value does not open with this server's key (the key was replaced, or the row damaged): a new
+    /// sign-in with the provider stores a fresh one.
+    Unreadable(SecretsError),
+}
+
+impl std::fmt::Debug for StoredAccessToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoredAccessToken::Missing => f.write_str("Missing"),
+            StoredAccessToken::Token(_) => f.write_str("Token(<redacted>)"),
+            StoredAccessToken::Unreadable(e) => f.debug_tuple("Unreadable").field(e).finish(),
+        }
+    }
+}
+
 /// The access token of the user's account at `provider` (the most recently linked one if several), for server-side
-/// calls only: never send it to a client.
+/// calls only: never send it to a client. A command, not a read: a token stored in plaintext by an earlier version is
+/// sealed in place on this first use.
 #[derive(Debug, Clone)]
 pub struct GetOAuthAccessToken {
     pub provider: String,
 }
 
-impl Read for GetOAuthAccessToken {
+impl Command for GetOAuthAccessToken {
     type Entity = User;
-    type Output = Option<String>;
+    type Output = StoredAccessToken;
     type Error = DomainError;
 
-    fn read(self, _: &User, db: &mut SqliteConnection) -> DomainResult<Option<String>> {
+    fn run(self, user: &mut User, ctx: &mut EntityCtx<'_, User>) -> DomainResult<StoredAccessToken> {
         validate::id("provider", &self.provider)?;
-        Ok(schema::access_token(db, &self.provider)?)
+        let Some((account_id, stored)) = schema::access_token(ctx.db(), &self.provider)? else {
+            return Ok(StoredAccessToken::Missing);
+        };
+        let cipher = ctx.service::<TokenCipher>().ok_or_else(no_cipher)?;
+        let context = token_context(user, &self.provider, &account_id);
+        if TokenCipher::is_sealed(&stored) {
+            return Ok(match cipher.open(&stored, &context) {
+                Ok(token) => StoredAccessToken::Token(token),
+                Err(e) => {
+                    let (user, provider) = (user.key(), &self.provider);
+                    tracing::error!(user, %provider, error = %e, "stored OAuth token unreadable");
+                    StoredAccessToken::Unreadable(e)
+                }
+            });
+        }
+        let sealed = cipher.seal(&stored, &context).map_err(|e| DomainError::Unprocessable(e.to_string()))?;
+        let provider = self.provider.clone();
+        ctx.write(|tx: &mut Tx<'_>| schema::replace_access_token(tx.conn(), &provider, &account_id, &stored, &sealed))?;
+        let (user, provider) = (user.key(), &self.provider);
+        tracing::info!(user, %provider, "sealed a plaintext OAuth token of an earlier version");
+        Ok(StoredAccessToken::Token(stored))
     }
 }

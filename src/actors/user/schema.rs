@@ -84,7 +84,7 @@ diesel::table! {
 }
 
 diesel::table! {
-    /// Linked OAuth accounts with their access token (server-side use only).
+    /// Linked OAuth accounts with their access token (server-side use only), sealed (`secrets::TokenCipher`).
     accounts (provider, account_id) {
         provider -> Text,
         account_id -> Text,
@@ -465,12 +465,31 @@ pub fn list_accounts(conn: &mut SqliteConnection) -> QueryResult<Vec<AccountRow>
     accounts::table.order((accounts::provider, accounts::account_id)).select(AccountRow::as_select()).load(conn)
 }
 
-/// The access token of the most recently updated account of `provider`.
-pub fn access_token(conn: &mut SqliteConnection, provider: &str) -> QueryResult<Option<String>> {
+/// The account id and stored access token of the most recently updated account of `provider`.
+pub fn access_token(conn: &mut SqliteConnection, provider: &str) -> QueryResult<Option<(String, String)>> {
     accounts::table
         .filter(accounts::provider.eq(provider))
         .order((accounts::updated_at.desc(), accounts::account_id.desc()))
-        .select(accounts::access_token)
+        .select((accounts::account_id, accounts::access_token))
         .first(conn)
         .optional()
+}
+
+/// Replaces an account's stored token if it is still `old` (a sign-in in between wins).
+pub fn replace_access_token(
+    conn: &mut SqliteConnection,
+    provider: &str,
+    account_id: &str,
+    old: &str,
+    new: &str,
+) -> QueryResult<()> {
+    diesel::update(
+        accounts::table
+            .filter(accounts::provider.eq(provider))
+            .filter(accounts::account_id.eq(account_id))
+            .filter(accounts::access_token.eq(old)),
+    )
+    .set(accounts::access_token.eq(new))
+    .execute(conn)?;
+    Ok(())
 }

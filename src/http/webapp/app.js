@@ -614,6 +614,7 @@ function renderOrg(main) {
           <form data-form="connect" class="form">
             <label>GitHub account<input name="login" required placeholder="acme" autocomplete="off"></label>
             <label>Account type<select name="kind"><option value="organization">Organization</option><option value="user">User</option></select></label>
+            <p class="hint">Only an admin of the GitHub organization (or the GitHub user themself), signed in with GitHub, can connect it.</p>
             <p class="form-error" role="alert"></p>
             <div class="actions"><button class="btn" type="submit">Connect and sync</button></div>
           </form>

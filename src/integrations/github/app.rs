@@ -1,9 +1,12 @@
 //! GitHub App authentication: the App's RSA key signs short-lived JWTs (RS256), which buy per-installation access
 //! tokens (`POST /app/installations/{id}/access_tokens`); [`AppClient`] is a [`GitHubApi`] that picks each call's
 //! installation from the repository or account owner and delegates to a [`GitHubClient`] holding that
-//! installation's token.
+//! installation's token. A connected account's installation is found by the account's numeric id (in the App's
+//! installation list), not by its login: a renamed account keeps its installation, and a login someone else took over
+//! never leads to their installation.
 //!
-//! Installation ids and tokens are cached; a token is reused until 5 minutes before it expires. PEM and base64 are
+//! Installation ids and tokens are cached; a token is reused until 5 minutes before it expires. An installation that
+//! stopped existing (uninstalled, reinstalled) is forgotten when its token exchange answers 404. PEM and base64 are
 //! decoded here rather than with another crate: the few lines below are all the JWT and key loading need.
 
 use std::collections::HashMap;
@@ -17,8 +20,8 @@ use serde::Deserialize;
 
 use super::client::parse_rfc3339_ms;
 use super::client::{
-    Account, AccountKind, Branch, GitHubApi, GitHubClient, GitHubError, MergeMethod, MergeOutcome, Page, PullRequest,
-    PullState, Repository, RetryPolicy,
+    Account, AccountKind, AccountRef, Branch, GitHubApi, GitHubClient, GitHubError, MergeMethod, MergeOutcome, Page,
+    PullRequest, PullState, Repository, RetryPolicy,
 };
 
 type Res<T> = Result<T, GitHubError>;
@@ -49,6 +52,8 @@ struct AccessToken {
 #[derive(Deserialize)]
 struct Installation {
     id: i64,
+    #[serde(default)]
+    account: Option<Account>,
 }
 
 struct CachedToken {
@@ -65,7 +70,10 @@ pub struct GitHubApp {
     /// Authenticates nothing by itself: each App call uses a copy carrying a fresh JWT.
     http: GitHubClient,
     tokens: Mutex<HashMap<i64, CachedToken>>,
-    installations: Mutex<HashMap<(AccountKind, String), i64>>,
+    /// (kind, lowercased login) -> (installation id, the account's id).
+    installations: Mutex<HashMap<(AccountKind, String), (i64, u64)>>,
+    /// Account id -> installation id.
+    by_account: Mutex<HashMap<u64, i64>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -106,6 +114,7 @@ impl GitHubApp {
             http: GitHubClient::with_policy(api_base, "", policy),
             tokens: Mutex::new(HashMap::new()),
             installations: Mutex::new(HashMap::new()),
+            by_account: Mutex::new(HashMap::new()),
         })
     }
 
@@ -154,10 +163,10 @@ impl GitHubApp {
         Ok(issued.token)
     }
 
-    /// The id of the App's installation on an organization or user account (cached).
+    /// The id of the App's installation on an organization or user account, by login (cached).
     pub async fn installation_for(&self, owner: &str, kind: AccountKind) -> Res<i64> {
         let key = (kind, owner.to_ascii_lowercase());
-        if let Some(id) = lock(&self.installations).get(&key) {
+        if let Some((id, _)) = lock(&self.installations).get(&key) {
             return Ok(*id);
         }
         let path = match kind {
@@ -165,14 +174,43 @@ impl GitHubApp {
             AccountKind::User => format!("/users/{owner}/installation"),
         };
         let installation: Installation = self.app_client()?.get_json(&path).await?;
-        lock(&self.installations).insert(key, installation.id);
+        let account = installation.account.map_or(0, |a| a.id);
+        lock(&self.installations).insert(key, (installation.id, account));
+        if account > 0 {
+            lock(&self.by_account).insert(account, installation.id);
+        }
         Ok(installation.id)
+    }
+
+    /// The id of the App's installation on the GitHub account `account_id` (cached), found in the App's installation
+    /// list by the account's id: [`GitHubError::NotFound`] when the App is not installed there.
+    pub async fn installation_for_account(&self, account_id: u64) -> Res<i64> {
+        if let Some(id) = lock(&self.by_account).get(&account_id) {
+            return Ok(*id);
+        }
+        let all = self.app_client()?.app_installations().await?;
+        let mut by_account = lock(&self.by_account);
+        for i in &all {
+            by_account.insert(i.account.id, i.id);
+        }
+        by_account.get(&account_id).copied().ok_or_else(|| {
+            GitHubError::NotFound(format!("the GitHub App is not installed on GitHub account {account_id}"))
+        })
+    }
+
+    /// Forgets an installation and its token (it answered 404: uninstalled, or replaced by a new installation).
+    pub fn forget_installation(&self, installation_id: i64) {
+        lock(&self.tokens).remove(&installation_id);
+        lock(&self.installations).retain(|_, (id, _)| *id != installation_id);
+        lock(&self.by_account).retain(|_, id| *id != installation_id);
     }
 }
 
 /// The installation serving one owner, and the client for its current token.
 struct OwnerEntry {
     installation: i64,
+    /// The account id the installation was found by, when known.
+    account: Option<u64>,
     client: Option<Arc<GitHubClient>>,
 }
 
@@ -204,14 +242,16 @@ impl AppClient {
         &self.app
     }
 
-    /// The client for `owner`'s installation. Without a `kind` (a repository's owner), an organization installation
-    /// is looked for first, then a user one.
-    async fn client_for(&self, owner: &str, kind: Option<AccountKind>) -> Res<Arc<GitHubClient>> {
+    /// The client for `owner`'s installation: by the account's id when known (a connected account), else by login.
+    /// Without a `kind` (a repository's owner), an organization installation is looked for first, then a user one.
+    async fn client_for(&self, owner: &str, kind: Option<AccountKind>, account: Option<u64>) -> Res<Arc<GitHubClient>> {
         let mut owners = self.owners.lock().await;
         let key = owner.to_ascii_lowercase();
-        let installation = match owners.get(&key) {
-            Some(entry) => entry.installation,
-            None => match kind {
+        let cached = owners.get(&key).filter(|e| account.is_none() || e.account == account).map(|e| e.installation);
+        let installation = match (cached, account) {
+            (Some(installation), _) => installation,
+            (None, Some(id)) => self.app.installation_for_account(id).await?,
+            (None, None) => match kind {
                 Some(kind) => self.app.installation_for(owner, kind).await?,
                 None => match self.app.installation_for(owner, AccountKind::Organization).await {
                     Err(GitHubError::NotFound(_)) => self.app.installation_for(owner, AccountKind::User).await?,
@@ -219,8 +259,23 @@ impl AppClient {
                 },
             },
         };
-        let token = self.app.installation_token(installation).await?;
-        let entry = owners.entry(key).or_insert(OwnerEntry { installation, client: None });
+        let token = match self.app.installation_token(installation).await {
+            Ok(token) => token,
+            Err(e @ GitHubError::NotFound(_)) => {
+                // Gone: the next call looks the owner up afresh.
+                self.app.forget_installation(installation);
+                owners.remove(&key);
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        };
+        if owners.get(&key).is_some_and(|e| e.installation != installation) {
+            owners.remove(&key);
+        }
+        let entry = owners.entry(key).or_insert(OwnerEntry { installation, account, client: None });
+        if account.is_some() {
+            entry.account = account;
+        }
         match &entry.client {
             Some(client) if client.token() == token => Ok(client.clone()),
             _ => {
@@ -233,12 +288,12 @@ impl AppClient {
 }
 
 impl GitHubApi for AppClient {
-    fn repos_page(&self, kind: AccountKind, login: &str, next: Option<String>) -> BoxFuture<'_, Res<Page<Repository>>> {
-        let login = login.to_owned();
+    fn repos_page(&self, account: &AccountRef, next: Option<String>) -> BoxFuture<'_, Res<Page<Repository>>> {
+        let account = account.clone();
         Box::pin(async move {
-            let client = self.client_for(&login, Some(kind)).await?;
-            match kind {
-                AccountKind::Organization => client.repos_page(kind, &login, next).await,
+            let client = self.client_for(&account.login, Some(account.kind), account.id).await?;
+            match account.kind {
+                AccountKind::Organization => client.repos_page(&account, next).await,
                 // An installation token has no user behind it (`/user/repos` answers 403); its repositories are the
                 // ones installed on the account.
                 AccountKind::User => client.installation_repos_page(next).await,
@@ -248,9 +303,9 @@ impl GitHubApi for AppClient {
 
     fn list_org_repos(&self, org: &str) -> BoxFuture<'_, Res<Vec<Repository>>> {
         let org = org.to_owned();
-        Box::pin(
-            async move { self.client_for(&org, Some(AccountKind::Organization)).await?.list_org_repos(&org).await },
-        )
+        Box::pin(async move {
+            self.client_for(&org, Some(AccountKind::Organization), None).await?.list_org_repos(&org).await
+        })
     }
 
     fn list_user_repos(&self) -> BoxFuture<'_, Res<Vec<Repository>>> {
@@ -263,31 +318,35 @@ impl GitHubApi for AppClient {
 
     fn get_repo(&self, full_name: &str) -> BoxFuture<'_, Res<Repository>> {
         let full_name = full_name.to_owned();
-        Box::pin(async move { self.client_for(owner_of(&full_name), None).await?.get_repo(&full_name).await })
+        Box::pin(async move { self.client_for(owner_of(&full_name), None, None).await?.get_repo(&full_name).await })
     }
 
     fn list_branches(&self, full_name: &str) -> BoxFuture<'_, Res<Vec<Branch>>> {
         let full_name = full_name.to_owned();
-        Box::pin(async move { self.client_for(owner_of(&full_name), None).await?.list_branches(&full_name).await })
+        Box::pin(
+            async move { self.client_for(owner_of(&full_name), None, None).await?.list_branches(&full_name).await },
+        )
     }
 
     fn list_pulls(&self, full_name: &str, state: PullState, limit: usize) -> BoxFuture<'_, Res<Vec<PullRequest>>> {
         let full_name = full_name.to_owned();
         Box::pin(async move {
-            self.client_for(owner_of(&full_name), None).await?.list_pulls(&full_name, state, limit).await
+            self.client_for(owner_of(&full_name), None, None).await?.list_pulls(&full_name, state, limit).await
         })
     }
 
     fn get_pull(&self, full_name: &str, number: u64) -> BoxFuture<'_, Res<PullRequest>> {
         let full_name = full_name.to_owned();
-        Box::pin(async move { self.client_for(owner_of(&full_name), None).await?.get_pull(&full_name, number).await })
+        Box::pin(
+            async move { self.client_for(owner_of(&full_name), None, None).await?.get_pull(&full_name, number).await },
+        )
     }
 
     fn list_org_members(&self, org: &str) -> BoxFuture<'_, Res<Vec<Account>>> {
         let org = org.to_owned();
-        Box::pin(
-            async move { self.client_for(&org, Some(AccountKind::Organization)).await?.list_org_members(&org).await },
-        )
+        Box::pin(async move {
+            self.client_for(&org, Some(AccountKind::Organization), None).await?.list_org_members(&org).await
+        })
     }
 
     fn create_pull(
@@ -302,7 +361,7 @@ impl GitHubApi for AppClient {
         let (full_name, head, base, title) = (full_name.to_owned(), head.to_owned(), base.to_owned(), title.to_owned());
         let body = body.map(str::to_owned);
         Box::pin(async move {
-            let client = self.client_for(owner_of(&full_name), None).await?;
+            let client = self.client_for(owner_of(&full_name), None, None).await?;
             client.create_pull(&full_name, &head, &base, &title, body.as_deref(), draft).await
         })
     }
@@ -317,7 +376,7 @@ impl GitHubApi for AppClient {
         let full_name = full_name.to_owned();
         let expected = expected_head_sha.map(str::to_owned);
         Box::pin(async move {
-            let client = self.client_for(owner_of(&full_name), None).await?;
+            let client = self.client_for(owner_of(&full_name), None, None).await?;
             client.merge_pull(&full_name, number, method, expected.as_deref()).await
         })
     }
@@ -325,7 +384,7 @@ impl GitHubApi for AppClient {
     fn update_pull_state(&self, full_name: &str, number: u64, open: bool) -> BoxFuture<'_, Res<PullRequest>> {
         let full_name = full_name.to_owned();
         Box::pin(async move {
-            self.client_for(owner_of(&full_name), None).await?.update_pull_state(&full_name, number, open).await
+            self.client_for(owner_of(&full_name), None, None).await?.update_pull_state(&full_name, number, open).await
         })
     }
 }

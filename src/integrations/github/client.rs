@@ -197,6 +197,40 @@ pub enum AccountKind {
     User,
 }
 
+/// A connected GitHub account: its kind, its login as last seen, and its numeric id (`None` for a connection recorded
+/// before ids were; the id is what identifies the account, as logins can be renamed and then taken by someone else).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountRef {
+    pub kind: AccountKind,
+    pub login: String,
+    pub id: Option<u64>,
+}
+
+/// `GET /user/memberships/orgs/{org}`: the token user's membership of an organization.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct OrgMembership {
+    /// `active` or `pending` (invited, not yet accepted).
+    pub state: String,
+    /// `admin` (an owner of the organization) or `member`.
+    pub role: String,
+    pub organization: Account,
+}
+
+/// An App installation as `GET /user/installations` and `GET /app/installations` list it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Installation {
+    pub id: i64,
+    pub account: Account,
+    /// The App's id (GitHub sends a number).
+    #[serde(default)]
+    pub app_id: serde_json::Value,
+}
+
+#[derive(Debug, Deserialize)]
+struct UserInstallations {
+    installations: Vec<Installation>,
+}
+
 /// One page of a list and where the next one is.
 pub type Page<T> = (Vec<T>, Option<String>);
 
@@ -204,7 +238,7 @@ pub type Page<T> = (Vec<T>, Option<String>);
 pub trait GitHubApi: Send + Sync + 'static {
     /// One page of the account's repositories: the first when `next` is `None`, else the page `next` points at (the
     /// URL a previous page returned). Lets a sync store each page as it arrives.
-    fn repos_page(&self, kind: AccountKind, login: &str, next: Option<String>) -> BoxFuture<'_, Res<Page<Repository>>>;
+    fn repos_page(&self, account: &AccountRef, next: Option<String>) -> BoxFuture<'_, Res<Page<Repository>>>;
     fn list_org_repos(&self, org: &str) -> BoxFuture<'_, Res<Vec<Repository>>>;
     fn list_user_repos(&self) -> BoxFuture<'_, Res<Vec<Repository>>>;
     fn list_installation_repos(&self) -> BoxFuture<'_, Res<Vec<Repository>>>;
@@ -304,6 +338,34 @@ impl GitHubClient {
     pub async fn post_json<T: DeserializeOwned>(&self, path: &str) -> Res<T> {
         let url = format!("{}{path}", self.base);
         self.send_page(reqwest::Method::POST, &url).await.map(|(v, _)| v)
+    }
+
+    /// `GET /user`: who this (user) token belongs to.
+    pub async fn authenticated_user(&self) -> Res<Account> {
+        self.get_json("/user").await
+    }
+
+    /// `GET /user/memberships/orgs/{org}`: this (user) token's membership of `org`; [`GitHubError::NotFound`] when
+    /// not a member.
+    pub async fn org_membership(&self, org: &str) -> Res<OrgMembership> {
+        self.get_json(&format!("/user/memberships/orgs/{org}")).await
+    }
+
+    /// `GET /user/installations`, every page: the App installations this (user) token may access.
+    pub async fn user_installations(&self) -> Res<Vec<Installation>> {
+        let mut out = Vec::new();
+        let mut next = Some(self.url("/user/installations", ""));
+        while let Some(url) = next.take() {
+            let (page, link): (UserInstallations, _) = self.get_page(&url).await?;
+            out.extend(page.installations);
+            next = link;
+        }
+        Ok(out)
+    }
+
+    /// `GET /app/installations`, every page: an App's installations (with a JWT as the token).
+    pub async fn app_installations(&self) -> Res<Vec<Installation>> {
+        self.get_all(self.url("/app/installations", ""), usize::MAX).await
     }
 
     /// One page of `/installation/repositories` (an installation token's repositories), like `repos_page`.
@@ -478,10 +540,12 @@ pub(super) fn error_message(body: &str) -> Option<String> {
 }
 
 impl GitHubApi for GitHubClient {
-    fn repos_page(&self, kind: AccountKind, login: &str, next: Option<String>) -> BoxFuture<'_, Res<Page<Repository>>> {
-        let url = next.unwrap_or_else(|| match kind {
-            AccountKind::Organization => self.url(&format!("/orgs/{login}/repos"), ""),
-            AccountKind::User => self.url("/user/repos", ""),
+    fn repos_page(&self, account: &AccountRef, next: Option<String>) -> BoxFuture<'_, Res<Page<Repository>>> {
+        let url = next.unwrap_or_else(|| match account.kind {
+            AccountKind::Organization => self.url(&format!("/orgs/{}/repos", account.login), ""),
+            // The account's public repositories: `/user/repos` would list the token owner's own (private ones too),
+            // whoever the connected user is.
+            AccountKind::User => self.url(&format!("/users/{}/repos", account.login), ""),
         });
         Box::pin(async move { self.get_page(&url).await })
     }

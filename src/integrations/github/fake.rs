@@ -10,14 +10,21 @@
 //! Events are delivered as signed webhooks ([`FakeGitHub::set_webhook`]).
 //!
 //! It also plays github.com for OAuth sign-in: `/login/oauth/authorize` (with a configurable signed-in browser user),
-//! `/login/oauth/access_token`, and `/user`, `/user/emails` for the tokens it issues.
+//! `/login/oauth/access_token`, and for the tokens it issues `/user`, `/user/emails`, `/user/memberships/orgs/{org}`
+//! (the fixture organization's members, by account id, with their role; `read:org` scope required) and
+//! `/user/installations` (the App's installations the user may see: on their own account, on the organization they
+//! administer, or ones they installed).
 //!
-//! And it plays GitHub for a GitHub App: `GET /orgs/{org}/installation`, `GET /users/{user}/installation` and
-//! `POST /app/installations/{id}/access_tokens` check the App's RS256 JWT (signature, `iss`, `iat`, `exp`) against the
-//! configured public key; the installation tokens they issue are then accepted on the API like the fixed token.
+//! And it plays GitHub for a GitHub App: `GET /orgs/{org}/installation`, `GET /users/{user}/installation`,
+//! `GET /app/installations` and `POST /app/installations/{id}/access_tokens` check the App's RS256 JWT (signature,
+//! `iss`, `iat`, `exp`) against the configured public key; the installation tokens they issue are then accepted on the
+//! API like the fixed token.
+//!
+//! Accounts have GitHub's numeric ids: the fixture owner's is [`Fixture::owner_id`] (kept when the owner is renamed
+//! with [`FakeGitHub::with_fixture`]), members carry theirs, and any other login gets a stable [`account_id`].
 //!
 //! Submodules: `rest` (the read-only REST routes), `pulls` (pull request writes), `git` (bare repositories and smart
-//! HTTP), `hooks` (webhook deliveries), `accounts` (App and OAuth).
+//! HTTP), `hooks` (webhook deliveries), `accounts` (account ids, members' roles, App and OAuth).
 
 mod accounts;
 mod git;
@@ -38,12 +45,15 @@ use actix_web::http::StatusCode;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use serde_json::{json, Value};
 
-use accounts::{Grant, IssuedCode, ISSUE_CODE_SCOPE};
+pub use accounts::account_id;
+use accounts::{FakeInstallation, Grant, IssuedCode};
 
-/// The data a [`FakeGitHub`] serves: one owner (org or user) with its repositories and members.
+/// The data a [`FakeGitHub`] serves: one owner organization with its repositories and members.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fixture {
     pub owner: String,
+    /// The organization's numeric account id (GitHub's `id`: it survives renames, the login does not).
+    pub owner_id: u64,
     pub repos: Vec<FakeRepo>,
     pub members: Vec<FakeMember>,
 }
@@ -76,11 +86,32 @@ pub struct FakePull {
     pub updated_at: String,
 }
 
-/// A member of the fixture's organization.
+/// A member of the fixture's organization (an active membership).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FakeMember {
     pub id: u64,
     pub login: String,
+    /// Role `admin` (an owner of the organization) rather than `member`.
+    pub admin: bool,
+}
+
+impl FakeMember {
+    pub fn new(login: &str, admin: bool) -> FakeMember {
+        FakeMember { id: account_id(login), login: login.to_string(), admin }
+    }
+}
+
+impl FakeOAuthUser {
+    /// The GitHub user `login` with its [`account_id`], no name and no emails.
+    pub fn named(login: &str) -> FakeOAuthUser {
+        FakeOAuthUser {
+            id: account_id(login) as i64,
+            login: login.to_string(),
+            name: None,
+            public_email: None,
+            emails: vec![],
+        }
+    }
 }
 
 /// The GitHub account a fake OAuth sign-in grants access to.
@@ -106,7 +137,8 @@ impl Fixture {
     /// `number % 7 == 3` are drafts. Five members `dev-1`..`dev-5` (ids 5001..5005) author the pulls in turn.
     pub fn generate(owner: &str, repos: usize, branches_per_repo: usize, pulls_per_repo: usize) -> Fixture {
         let members: Vec<FakeMember> =
-            (1..=5u64).map(|i| FakeMember { id: 5000 + i, login: format!("dev-{i}") }).collect();
+            // dev-1 is the organization's admin, the others members (an organization always has an owner).
+            (1..=5u64).map(|i| FakeMember { id: 5000 + i, login: format!("dev-{i}"), admin: i == 1 }).collect();
         let repos = (0..repos)
             .map(|r| {
                 let mut branches = vec!["main".to_string()];
@@ -142,7 +174,12 @@ impl Fixture {
                 }
             })
             .collect();
-        Fixture { owner: owner.to_string(), repos, members }
+        Fixture { owner: owner.to_string(), owner_id: account_id(owner), repos, members }
+    }
+
+    /// The organization `owner` (id [`account_id`]) with no repositories and no members.
+    pub fn new(owner: &str) -> Fixture {
+        Fixture { owner: owner.to_string(), owner_id: account_id(owner), repos: Vec::new(), members: Vec::new() }
     }
 }
 
@@ -211,8 +248,8 @@ struct State {
     oauth_serial: u64,
     /// (app id, RSA public key as PKCS#1 DER) of the one GitHub App the fake knows.
     github_app: Option<(String, Vec<u8>)>,
-    /// Lower-cased account login -> installation id of the App.
-    installations: HashMap<String, i64>,
+    /// The App's installations, each on one account.
+    installations: Vec<FakeInstallation>,
     /// Issued installation token -> its expiry (epoch seconds).
     installation_tokens: HashMap<String, u64>,
     git: Option<git::GitState>,
@@ -296,7 +333,8 @@ fn fresh_hex(s: &mut State, kind: &str, len: usize) -> String {
     out
 }
 
-/// A running local GitHub-compatible server. See the module docs.
+/// A running local GitHub-compatible server. See the module docs. Clones are handles to the same server.
+#[derive(Clone)]
 pub struct FakeGitHub {
     state: Arc<Shared>,
     base_url: String,
@@ -330,7 +368,7 @@ impl FakeGitHub {
                 oauth_tokens: HashMap::new(),
                 oauth_serial: 0,
                 github_app: None,
-                installations: HashMap::new(),
+                installations: Vec::new(),
                 installation_tokens: HashMap::new(),
                 git: None,
                 pull_created: HashMap::new(),
@@ -520,37 +558,6 @@ impl FakeGitHub {
     pub fn fixture(&self) -> Fixture {
         lock(&self.state).fixture.clone()
     }
-
-    /// Registers the OAuth app the OAuth endpoints accept (replacing any previous one).
-    pub fn configure_oauth_app(&self, client_id: &str, client_secret: &str) {
-        lock(&self.state).oauth_app = Some((client_id.to_string(), client_secret.to_string()));
-    }
-
-    /// The user signed in to the "browser" that visits `/login/oauth/authorize`; until set, authorizing answers 401.
-    /// The user approves any app and scopes at once.
-    pub fn set_browser_user(&self, user: FakeOAuthUser) {
-        lock(&self.state).browser_user = Some(user);
-    }
-
-    /// Registers the GitHub App whose JWTs the App endpoints accept: its id (the JWT's `iss`) and RSA public key
-    /// (PKCS#1 `RSAPublicKey` DER, e.g. `GitHubApp::public_key_der`). Replaces any previous one.
-    pub fn configure_app(&self, app_id: &str, public_key_der: Vec<u8>) {
-        lock(&self.state).github_app = Some((app_id.to_string(), public_key_der));
-    }
-
-    /// Installs the App on an account: both `/orgs/{owner}/installation` and `/users/{owner}/installation` answer
-    /// `installation_id`, and tokens can be issued for it.
-    pub fn set_installation(&self, owner: &str, installation_id: i64) {
-        lock(&self.state).installations.insert(owner.to_ascii_lowercase(), installation_id);
-    }
-
-    /// A fresh single-use code for `user`, as if they had just authorized the app (scopes `read:user,user:email`,
-    /// no `redirect_uri` to match), without going through the browser redirect.
-    pub fn issue_code(&self, user: FakeOAuthUser) -> String {
-        let mut s = lock(&self.state);
-        let grant = Grant { user, scope: ISSUE_CODE_SCOPE.to_string() };
-        accounts::new_code(&mut s, grant, None)
-    }
 }
 
 /// Rate-limit header values for one response.
@@ -673,7 +680,7 @@ fn respond(s: &mut State, req: &HttpRequest, now: u64) -> (Routed, RateHeaders) 
         _ if app_endpoint => None,
         Some(t) if t == s.token => None,
         Some(t) if s.installation_tokens.get(&t).is_some_and(|&expires| expires > now) => None,
-        Some(t) if matches!(req.path(), "/user" | "/user/emails") && s.oauth_tokens.contains_key(&t) => Some(t),
+        Some(t) if accounts::is_user_endpoint(req) && s.oauth_tokens.contains_key(&t) => Some(t),
         _ => return (unauthorized("Bad credentials"), current(s)),
     };
 

@@ -14,6 +14,10 @@ use super::client::error_message;
 /// Where GitHub users authorize OAuth apps and codes are exchanged.
 pub const DEFAULT_WEB_BASE: &str = "https://github.com";
 
+/// The scopes foundry's sign-in asks for: the profile, the emails, and organization memberships (connecting a GitHub
+/// organization checks the caller's admin membership with their token, which needs `read:org`).
+pub const SIGN_IN_SCOPES: &str = "read:user user:email read:org";
+
 /// An OAuth app's registration and the GitHub it talks to.
 #[derive(Clone)]
 pub struct OAuthConfig {

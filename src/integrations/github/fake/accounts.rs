@@ -1,6 +1,8 @@
 //! The accounts side of [`FakeGitHub`](super::FakeGitHub): GitHub App endpoints (RS256 JWT checked against the
-//! configured public key, installation tokens issued) and github.com's OAuth sign-in pages with the `/user`,
-//! `/user/emails` endpoints behind the tokens they issue.
+//! configured public key, installations listed, installation tokens issued) and github.com's OAuth sign-in pages with
+//! the endpoints behind the tokens they issue: `/user`, `/user/emails`, `/user/memberships/orgs/{org}`,
+//! `/user/installations`. Also the accounts themselves: their numeric ids ([`account_id`]), installations tied to an
+//! account id, and the [`FakeGitHub`] methods that set them up.
 
 use std::collections::HashMap;
 
@@ -11,7 +13,7 @@ use serde_json::{json, Value};
 
 use super::super::app::base64_decode;
 use super::super::oauth::percent_encode;
-use super::{fresh_hex, rfc3339, FakeOAuthUser, Reply, State, BASE_EPOCH};
+use super::{fake_sha, fresh_hex, lock, rfc3339, FakeGitHub, FakeMember, FakeOAuthUser, Reply, State, BASE_EPOCH};
 
 /// What an OAuth code or token stands for: a user and the scopes granted, comma-separated as GitHub reports them.
 #[derive(Clone)]
@@ -31,10 +33,159 @@ pub(super) const ISSUE_CODE_SCOPE: &str = "read:user,user:email";
 
 const JWT_UNDECODABLE: &str = "A JSON web token could not be decoded";
 
+/// The stable numeric id the fake gives the account `login` (case-insensitive) when nothing else names one: GitHub's
+/// ids are stable per account, so the same login gets the same id on every run (in 10,000,000..100,000,000, clear of
+/// the small ids fixtures use).
+pub fn account_id(login: &str) -> u64 {
+    10_000_000
+        + u64::from_str_radix(&fake_sha(&format!("account:{}", login.to_ascii_lowercase()))[..12], 16)
+            .unwrap_or_default()
+            % 90_000_000
+}
+
+/// The App installed on an account: the account is known by its id, so a renamed account keeps its installation.
+#[derive(Clone)]
+pub(super) struct FakeInstallation {
+    pub(super) id: i64,
+    pub(super) account_id: u64,
+    /// The account's login when installed (the fixture owner's is always its current one).
+    login: String,
+    /// The login who installed it (GitHub lists an installation to the user who made it).
+    installed_by: Option<String>,
+}
+
+impl State {
+    /// The account `login` as GitHub would describe it: (canonical login, id, `Organization` | `User`). The fixture
+    /// owner is the organization; other logins are users (a signed-in OAuth user keeps its own id).
+    pub(super) fn account(&self, login: &str) -> (String, u64, &'static str) {
+        if login.eq_ignore_ascii_case(&self.fixture.owner) {
+            return (self.fixture.owner.clone(), self.fixture.owner_id, "Organization");
+        }
+        let member =
+            self.fixture.members.iter().find(|m| m.login.eq_ignore_ascii_case(login)).map(|m| (m.login.clone(), m.id));
+        let signed_in = || {
+            let grant = self.oauth_tokens.values().find(|g| g.user.login.eq_ignore_ascii_case(login))?;
+            Some((grant.user.login.clone(), grant.user.id as u64))
+        };
+        let (login, id) = member.or_else(signed_in).unwrap_or_else(|| (login.to_string(), account_id(login)));
+        (login, id, "User")
+    }
+
+    /// The installation's account as GitHub describes it now: (login, id, `Organization` | `User`).
+    pub(super) fn installation_account(&self, i: &FakeInstallation) -> (String, u64, &'static str) {
+        if i.account_id == self.fixture.owner_id {
+            return (self.fixture.owner.clone(), i.account_id, "Organization");
+        }
+        (i.login.clone(), i.account_id, "User")
+    }
+
+    /// The App's installation on the account whose login is now `owner`.
+    pub(super) fn installation_on(&self, owner: &str) -> Option<&FakeInstallation> {
+        self.installations.iter().find(|i| self.installation_account(i).0.eq_ignore_ascii_case(owner))
+    }
+
+    pub(super) fn install(&mut self, owner: &str, id: i64, installed_by: Option<String>) {
+        let (login, account_id, _) = self.account(owner);
+        self.installations.retain(|i| i.account_id != account_id);
+        self.installations.push(FakeInstallation { id, account_id, login, installed_by });
+    }
+
+    /// The fixture organization's member with this account id.
+    pub(super) fn member(&self, id: u64) -> Option<&FakeMember> {
+        self.fixture.members.iter().find(|m| m.id == id)
+    }
+}
+
+/// Accounts, the OAuth app and the GitHub App of the fake.
+impl FakeGitHub {
+    /// Registers the OAuth app the OAuth endpoints accept (replacing any previous one).
+    pub fn configure_oauth_app(&self, client_id: &str, client_secret: &str) {
+        lock(&self.state).oauth_app = Some((client_id.to_string(), client_secret.to_string()));
+    }
+
+    /// The user signed in to the "browser" that visits `/login/oauth/authorize`; until set, authorizing answers 401.
+    /// The user approves any app and scopes at once.
+    pub fn set_browser_user(&self, user: FakeOAuthUser) {
+        lock(&self.state).browser_user = Some(user);
+    }
+
+    /// Registers the GitHub App whose JWTs the App endpoints accept: its id (the JWT's `iss`) and RSA public key
+    /// (PKCS#1 `RSAPublicKey` DER, e.g. `GitHubApp::public_key_der`). Replaces any previous one.
+    pub fn configure_app(&self, app_id: &str, public_key_der: Vec<u8>) {
+        lock(&self.state).github_app = Some((app_id.to_string(), public_key_der));
+    }
+
+    /// Installs the App on an account: both `/orgs/{owner}/installation` and `/users/{owner}/installation` answer
+    /// `installation_id`, and tokens can be issued for it.
+    pub fn set_installation(&self, owner: &str, installation_id: i64) {
+        lock(&self.state).install(owner, installation_id, None);
+    }
+
+    /// [`set_installation`](Self::set_installation), made by the user `installer` (so their `/user/installations`
+    /// lists it even if they do not administer the account).
+    pub fn set_installation_by(&self, owner: &str, installation_id: i64, installer: &str) {
+        lock(&self.state).install(owner, installation_id, Some(installer.to_string()));
+    }
+
+    /// Adds a member to the fixture organization, or changes their login and role (matched by account id).
+    pub fn add_member(&self, member: FakeMember) {
+        let mut s = lock(&self.state);
+        match s.fixture.members.iter_mut().find(|m| m.id == member.id) {
+            Some(existing) => *existing = member,
+            None => s.fixture.members.push(member),
+        }
+    }
+
+    /// The OAuth access tokens issued so far to the GitHub user `login` (to check where they end up).
+    pub fn oauth_tokens_of(&self, login: &str) -> Vec<String> {
+        let s = lock(&self.state);
+        let mut tokens: Vec<String> = s
+            .oauth_tokens
+            .iter()
+            .filter(|(_, g)| g.user.login.eq_ignore_ascii_case(login))
+            .map(|(t, _)| t.clone())
+            .collect();
+        tokens.sort();
+        tokens
+    }
+
+    /// A fresh single-use code for `user`, as if they had just authorized the app (scopes `read:user,user:email`,
+    /// no `redirect_uri` to match), without going through the browser redirect.
+    pub fn issue_code(&self, user: FakeOAuthUser) -> String {
+        self.issue_code_with_scope(user, ISSUE_CODE_SCOPE)
+    }
+
+    /// [`issue_code`](Self::issue_code) granting `scope` (comma- or space-separated, e.g. `read:user,read:org`).
+    pub fn issue_code_with_scope(&self, user: FakeOAuthUser, scope: &str) -> String {
+        let mut s = lock(&self.state);
+        let grant = Grant { user, scope: normalize_scope(scope) };
+        new_code(&mut s, grant, None)
+    }
+}
+
 /// The App endpoints, which take the App's JWT instead of a token.
 pub(super) fn is_app_endpoint(req: &HttpRequest) -> bool {
     let segments: Vec<&str> = req.path().split('/').filter(|p| !p.is_empty()).collect();
     matches!(segments.as_slice(), ["app", ..] | ["orgs" | "users", _, "installation"])
+}
+
+/// The endpoints an OAuth user token reaches (the rest of the REST API keeps the fixed and installation tokens).
+pub(super) fn is_user_endpoint(req: &HttpRequest) -> bool {
+    let segments: Vec<&str> = req.path().split('/').filter(|p| !p.is_empty()).collect();
+    matches!(segments.as_slice(), ["user"] | ["user", "emails" | "installations"] | ["user", "memberships", "orgs", _])
+}
+
+/// An installation as GitHub's JSON.
+fn installation_json(s: &State, i: &FakeInstallation, app_id: &str) -> Value {
+    let (login, id, kind) = s.installation_account(i);
+    json!({
+        "id": i.id,
+        "account": {"login": login, "id": id, "type": kind},
+        "app_id": app_id.parse::<u64>().map_or(Value::from(app_id), Value::from),
+        "target_type": kind,
+        "repository_selection": "all",
+        "permissions": {"contents": "write", "pull_requests": "write", "members": "read", "metadata": "read"},
+    })
 }
 
 /// Checks an App JWT as GitHub does; the error is GitHub's message for the failure.
@@ -92,20 +243,18 @@ pub(super) fn app_route(s: &mut State, req: &HttpRequest, now: u64) -> Reply {
     let method = req.method().as_str();
     let app_id = s.github_app.as_ref().map(|(id, _)| id.clone()).unwrap_or_default();
     match (method, segments.as_slice()) {
-        ("GET", [kind @ ("orgs" | "users"), owner, "installation"]) => {
-            match s.installations.get(&owner.to_ascii_lowercase()) {
-                Some(id) => Reply::ok(json!({
-                    "id": id,
-                    "account": {"login": owner, "type": if *kind == "orgs" { "Organization" } else { "User" }},
-                    "app_id": app_id.parse::<u64>().map_or(Value::from(app_id.clone()), Value::from),
-                    "target_type": if *kind == "orgs" { "Organization" } else { "User" },
-                    "repository_selection": "all",
-                })),
-                None => Reply::not_found(),
-            }
+        ("GET", [_, owner, "installation"]) => match s.installation_on(owner) {
+            Some(i) => Reply::ok(installation_json(s, i, &app_id)),
+            None => Reply::not_found(),
+        },
+        ("GET", ["app", "installations"]) => {
+            let mut all: Vec<&FakeInstallation> = s.installations.iter().collect();
+            all.sort_by_key(|i| i.id);
+            let items = all.into_iter().map(|i| installation_json(s, i, &app_id)).collect();
+            super::rest::paginate(s, req, items, false)
         }
         ("POST", ["app", "installations", id, "access_tokens"]) => {
-            let known = id.parse::<i64>().ok().is_some_and(|id| s.installations.values().any(|&i| i == id));
+            let known = id.parse::<i64>().ok().is_some_and(|id| s.installations.iter().any(|i| i.id == id));
             if !known {
                 return Reply::not_found();
             }
@@ -137,7 +286,7 @@ pub(super) fn new_code(s: &mut State, grant: Grant, redirect_uri: Option<String>
 }
 
 /// Scopes as GitHub reports a grant: comma-separated, whatever separators were asked with.
-fn normalize_scope(requested: &str) -> String {
+pub(super) fn normalize_scope(requested: &str) -> String {
     let mut scopes: Vec<&str> = Vec::new();
     for scope in requested.split([' ', ',']).filter(|p| !p.is_empty()) {
         if !scopes.contains(&scope) {
@@ -148,8 +297,12 @@ fn normalize_scope(requested: &str) -> String {
 }
 
 fn has_scope(granted: &str, wanted: &str) -> bool {
-    // `user` includes `read:user` and `user:email`.
-    granted.split(',').any(|s| s == wanted || (s == "user" && matches!(wanted, "read:user" | "user:email")))
+    // `user` includes `read:user` and `user:email`; `write:org` and `admin:org` include `read:org`.
+    granted.split(',').any(|s| {
+        s == wanted
+            || (s == "user" && matches!(wanted, "read:user" | "user:email"))
+            || (matches!(s, "write:org" | "admin:org") && wanted == "read:org")
+    })
 }
 
 fn parse_form(text: &str) -> HashMap<String, String> {
@@ -269,12 +422,18 @@ fn access_token(s: &mut State, params: &HashMap<String, String>) -> Vec<(&'stati
     vec![("access_token", token), ("token_type", "bearer".to_string()), ("scope", scope)]
 }
 
-/// `/user` and `/user/emails` for an OAuth-issued token (known to be valid).
+/// The user endpoints for an OAuth-issued token (known to be valid).
 pub(super) fn oauth_api(s: &State, req: &HttpRequest, token: &str) -> Reply {
     let Some(grant) = s.oauth_tokens.get(token) else {
         return Reply::not_found();
     };
     let u = &grant.user;
+    let segments: Vec<&str> = req.path().split('/').filter(|p| !p.is_empty()).collect();
+    if let ["user", "memberships", "orgs", org] = segments.as_slice() {
+        let mut reply = membership(s, grant, org);
+        reply.headers.push(("x-oauth-scopes", grant.scope.replace(',', ", ")));
+        return reply;
+    }
     let mut reply = match req.path() {
         "/user" => Reply::ok(json!({
             "login": u.login,
@@ -314,8 +473,54 @@ pub(super) fn oauth_api(s: &State, req: &HttpRequest, token: &str) -> Reply {
                 .collect();
             Reply::ok(Value::Array(emails))
         }
+        "/user/installations" => {
+            let app_id = s.github_app.as_ref().map(|(id, _)| id.clone()).unwrap_or_default();
+            // What GitHub lists to a user: installations on their own account, on organizations they administer, and
+            // those they installed themselves.
+            let mut visible: Vec<&FakeInstallation> = s
+                .installations
+                .iter()
+                .filter(|i| {
+                    let (_, account, kind) = s.installation_account(i);
+                    let own = kind == "User" && account == u.id as u64;
+                    let administers = kind == "Organization" && s.member(u.id as u64).is_some_and(|m| m.admin);
+                    let installed = i.installed_by.as_ref().is_some_and(|by| by.eq_ignore_ascii_case(&u.login));
+                    own || administers || installed
+                })
+                .collect();
+            visible.sort_by_key(|i| i.id);
+            let items = visible.into_iter().map(|i| installation_json(s, i, &app_id)).collect();
+            let mut page = super::rest::paginate(s, req, items, false);
+            let total = page.body.as_array().map_or(0, Vec::len);
+            page.body = json!({"total_count": total, "installations": page.body});
+            page
+        }
         _ => Reply::not_found(),
     };
     reply.headers.push(("x-oauth-scopes", grant.scope.replace(',', ", ")));
     reply
+}
+
+/// `GET /user/memberships/orgs/{org}`: the token user's membership of the fixture organization (by account id), 404
+/// for a non-member or another organization, 403 without the `read:org` scope.
+fn membership(s: &State, grant: &Grant, org: &str) -> Reply {
+    if !has_scope(&grant.scope, "read:org") {
+        return Reply::message(
+            403,
+            "You need at least read:org scope or user scope to list your organization memberships.",
+        );
+    }
+    let u = &grant.user;
+    let f = &s.fixture;
+    let Some(m) = s.member(u.id as u64).filter(|_| org.eq_ignore_ascii_case(&f.owner)) else {
+        return Reply::not_found();
+    };
+    Reply::ok(json!({
+        "url": format!("{}/orgs/{}/memberships/{}", s.base_url, f.owner, u.login),
+        "state": "active",
+        "role": if m.admin { "admin" } else { "member" },
+        "organization_url": format!("{}/orgs/{}", s.base_url, f.owner),
+        "organization": {"login": f.owner, "id": f.owner_id, "node_id": format!("O_fake{}", f.owner_id)},
+        "user": {"login": u.login, "id": u.id, "type": "User"},
+    }))
 }

@@ -48,7 +48,8 @@ impl Hooks {
     }
 }
 
-/// Queues one delivery of `payload`, adding `sender` and, when the App is installed on the owner, `installation`.
+/// Queues one delivery of `payload`, adding `sender`, `organization` and, when the App is installed on the owner,
+/// `installation`.
 /// Must run on an actix runtime (the first call starts the sender there).
 fn queue(s: &mut State, event: &str, label: &str, sender: &str, mut payload: Value) {
     let Some((url, secret)) = s.hooks.target.clone() else { return };
@@ -60,9 +61,11 @@ fn queue(s: &mut State, event: &str, label: &str, sender: &str, mut payload: Val
         .map_or_else(|| u64::from_str_radix(&fake_sha(sender)[..8], 16).unwrap_or_default(), |m| m.id);
     let kind = if sender.ends_with("[bot]") { "Bot" } else { "User" };
     payload["sender"] = json!({"login": sender, "id": id, "type": kind});
-    if let Some(installation) = s.installations.get(&s.fixture.owner.to_ascii_lowercase()) {
-        payload["installation"] = json!({"id": installation});
+    if let Some(installation) = s.installations.iter().find(|i| i.account_id == s.fixture.owner_id) {
+        payload["installation"] = json!({"id": installation.id});
     }
+    // Events of an organization's repositories name the organization, with its id (which survives renames).
+    payload["organization"] = json!({"login": s.fixture.owner, "id": s.fixture.owner_id});
     let hex = fresh_hex(s, "delivery", 32);
     let id = format!("{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32]);
     let out = Outgoing {

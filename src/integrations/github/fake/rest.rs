@@ -28,9 +28,25 @@ pub(super) fn route(s: &State, req: &HttpRequest) -> Reply {
     match segments.as_slice() {
         ["orgs", org, "repos"] if owner_matches(org) => paginate(s, req, all_repos(), false),
         ["user", "repos"] => paginate(s, req, all_repos(), false),
+        // Another account's public repositories: the fixture owner's, and none for any other login.
+        ["users", user, "repos"] => {
+            let public = if owner_matches(user) {
+                f.repos.iter().filter(|r| !r.private).map(|r| repo_json(s, r)).collect()
+            } else {
+                Vec::new()
+            };
+            paginate(s, req, public, false)
+        }
         ["installation", "repositories"] => paginate(s, req, all_repos(), true),
         ["orgs", org, "members"] if owner_matches(org) => {
-            let members = f.members.iter().map(|m| json!({"id": m.id, "login": m.login, "type": "User"})).collect();
+            // GitHub's `role` filter: `all` (the default), `admin` or `member`.
+            let role = query.get("role").map_or("all", String::as_str);
+            let members = f
+                .members
+                .iter()
+                .filter(|m| role == "all" || (role == "admin") == m.admin)
+                .map(|m| json!({"id": m.id, "login": m.login, "type": "User"}))
+                .collect();
             paginate(s, req, members, false)
         }
         ["repos", o, name] => match find_repo(o, name) {
@@ -126,7 +142,7 @@ pub(super) fn repo_json(s: &State, r: &FakeRepo) -> Value {
         "default_branch": r.default_branch,
         "clone_url": clone_url,
         "html_url": format!("https://github.com/{full_name}"),
-        "owner": {"login": owner, "type": "Organization"},
+        "owner": {"login": owner, "id": s.fixture.owner_id, "type": "Organization"},
         "updated_at": updated_at,
         "pushed_at": updated_at,
     })

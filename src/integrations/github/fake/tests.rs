@@ -284,3 +284,78 @@ async fn pull_writes_without_git_are_bookkeeping() {
     assert_eq!(gh.request_count(), 9);
     gh.stop().await;
 }
+
+/// An OAuth token for `user` with `scope`, through the code exchange.
+async fn user_token(gh: &FakeGitHub, user: FakeOAuthUser, scope: &str) -> String {
+    gh.configure_oauth_app("c", "s");
+    let code = gh.issue_code_with_scope(user, scope);
+    let answer: Value = client()
+        .post(format!("{}/login/oauth/access_token", gh.base_url()))
+        .header("accept", "application/json")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("client_id=c&client_secret=s&code={code}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    answer["access_token"].as_str().unwrap().to_string()
+}
+
+async fn get_as(gh: &FakeGitHub, token: &str, path: &str) -> (u16, Value) {
+    let resp = client().get(format!("{}{path}", gh.base_url())).bearer_auth(token).send().await.unwrap();
+    (resp.status().as_u16(), resp.json().await.unwrap_or(Value::Null))
+}
+
+#[actix_rt::test]
+async fn user_tokens_see_their_memberships_and_installations_by_account_id() {
+    let gh = FakeGitHub::start(Fixture::generate("acme", 1, 1, 0), TOKEN).await;
+    let owner_id = gh.fixture().owner_id;
+    let admin = FakeOAuthUser { id: 5001, ..FakeOAuthUser::named("dev-1") };
+    let token = user_token(&gh, admin.clone(), "read:user,read:org").await;
+    let (status, m) = get_as(&gh, &token, "/user/memberships/orgs/ACME").await;
+    assert_eq!(status, 200, "{m}");
+    assert_eq!((m["state"].as_str(), m["role"].as_str()), (Some("active"), Some("admin")));
+    assert_eq!((m["organization"]["login"].as_str(), m["organization"]["id"].as_u64()), (Some("acme"), Some(owner_id)));
+    let member = user_token(&gh, FakeOAuthUser { id: 5002, ..FakeOAuthUser::named("dev-2") }, "read:org").await;
+    assert_eq!(get_as(&gh, &member, "/user/memberships/orgs/acme").await.1["role"], "member");
+    assert_eq!(get_as(&gh, &member, "/user/memberships/orgs/other").await.0, 404);
+    let stranger = user_token(&gh, FakeOAuthUser::named("stranger"), "read:org").await;
+    assert_eq!(get_as(&gh, &stranger, "/user/memberships/orgs/acme").await.0, 404);
+    // Without read:org GitHub does not show memberships.
+    let narrow = user_token(&gh, admin, "read:user").await;
+    assert_eq!(get_as(&gh, &narrow, "/user/memberships/orgs/acme").await.0, 403);
+    // OAuth tokens reach the user endpoints only.
+    assert_eq!(get_as(&gh, &token, "/orgs/acme/repos").await.0, 401);
+
+    // Installations: the admin sees acme's, a member only the one they installed, anyone their own account's.
+    gh.set_installation("acme", 77);
+    gh.set_installation("stranger", 78);
+    let listed = |v: &Value| -> Vec<i64> {
+        v["installations"].as_array().unwrap().iter().map(|i| i["id"].as_i64().unwrap()).collect()
+    };
+    assert_eq!(listed(&get_as(&gh, &token, "/user/installations").await.1), [77]);
+    assert_eq!(listed(&get_as(&gh, &member, "/user/installations").await.1), Vec::<i64>::new());
+    let (_, own) = get_as(&gh, &stranger, "/user/installations").await;
+    assert_eq!(
+        (listed(&own), own["installations"][0]["account"]["id"].as_u64()),
+        (vec![78], Some(account_id("stranger")))
+    );
+    gh.set_installation_by("acme", 79, "dev-2");
+    assert_eq!(listed(&get_as(&gh, &member, "/user/installations").await.1), [79]);
+
+    // A renamed organization keeps its id, its members and its installation.
+    gh.with_fixture(|f| f.owner = "acme-corp".into());
+    let (_, m) = get_as(&gh, &token, "/user/memberships/orgs/acme-corp").await;
+    assert_eq!(
+        (m["organization"]["login"].as_str(), m["organization"]["id"].as_u64()),
+        (Some("acme-corp"), Some(owner_id))
+    );
+    assert_eq!(get_as(&gh, &token, "/user/memberships/orgs/acme").await.0, 404);
+    let (_, installs) = get_as(&gh, &token, "/user/installations").await;
+    assert_eq!(installs["installations"][0]["account"]["login"], "acme-corp");
+    let repo: Value = get(&gh, "/repos/acme-corp/repo-000").await.json().await.unwrap();
+    assert_eq!((repo["owner"]["login"].as_str(), repo["owner"]["id"].as_u64()), (Some("acme-corp"), Some(owner_id)));
+    gh.stop().await;
+}

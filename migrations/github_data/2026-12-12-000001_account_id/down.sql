@@ -1,0 +1,1 @@
+ALTER TABLE github_meta DROP COLUMN account_id;
