@@ -8,6 +8,7 @@
 pub mod auth;
 mod body;
 mod error;
+pub mod idempotency;
 mod ops;
 mod orgs;
 mod processes;
