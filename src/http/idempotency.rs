@@ -172,3 +172,43 @@ where
         ApiError::internal()
     })?
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[actix_rt::test]
+    async fn work_run_to_completion_survives_its_caller_going_away() {
+        let (release, wait) = tokio::sync::oneshot::channel::<()>();
+        let (done_tx, done) = tokio::sync::oneshot::channel::<()>();
+        let caller = to_completion(async move {
+            let _ = wait.await;
+            let _ = done_tx.send(());
+            Ok(HttpResponse::Created().finish())
+        });
+        // The client disconnects: actix-web drops the handler's future before the work is done.
+        let gone = tokio::time::timeout(std::time::Duration::from_millis(20), caller).await;
+        assert!(gone.is_err(), "the work was still waiting");
+        release.send(()).unwrap();
+        done.await.expect("the work finished although nobody waited for it");
+    }
+
+    #[test]
+    fn keys_are_validated_and_scoped() {
+        let caller = Caller { user_id: "u1".into(), session_id: "s".into(), expires_at_ms: 0, token_hash: "h".into() };
+        let req = |v: &str| actix_web::test::TestRequest::default().insert_header((HEADER, v)).to_http_request();
+        let body = serde_json::json!({ "a": 1 });
+        let k = key(&req("abc"), &caller, "POST /x", &body).unwrap().unwrap();
+        assert_eq!((k.scope.as_str(), k.key.as_str()), ("u1 POST /x", "abc"));
+        let other = key(&req("abc"), &caller, "POST /x", &serde_json::json!({ "a": 2 })).unwrap().unwrap();
+        assert_ne!(k.fingerprint, other.fingerprint);
+        assert!(key(&actix_web::test::TestRequest::default().to_http_request(), &caller, "POST /x", &body)
+            .unwrap()
+            .is_none());
+        for bad in [String::new(), "x".repeat(MAX_KEY_LEN + 1)] {
+            let err = key(&req(&bad), &caller, "POST /x", &body).unwrap_err();
+            assert_eq!(err.code, "invalid_idempotency_key");
+        }
+        assert!(key(&req(&"x".repeat(MAX_KEY_LEN)), &caller, "POST /x", &body).unwrap().is_some());
+    }
+}
