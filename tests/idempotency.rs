@@ -9,7 +9,6 @@
 mod support;
 
 use std::collections::BTreeSet;
-use std::time::Duration;
 
 use serde_json::{json, Value};
 use support::web::{start, TestServer};

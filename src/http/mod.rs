@@ -9,6 +9,7 @@ pub mod auth;
 mod body;
 mod error;
 pub mod idempotency;
+pub mod limits;
 mod ops;
 mod orgs;
 mod processes;
@@ -23,6 +24,7 @@ use std::sync::Arc;
 use actix_web::{web, HttpRequest, HttpResponse};
 
 pub use auth::{AuthSettings, Caller};
+pub use limits::{RateLimit, RateLimits};
 pub use error::ApiError;
 pub use ops::render_metrics;
 
@@ -48,6 +50,8 @@ pub struct HttpStats {
     pub ws_dropped: AtomicU64,
     /// Responses of `/v1` by status class: 2xx, 3xx, 4xx, 5xx.
     pub responses: [AtomicU64; 4],
+    /// Requests refused by a rate limit (429 `rate_limited`).
+    pub rate_limited: AtomicU64,
 }
 
 impl HttpStats {
@@ -72,6 +76,8 @@ pub struct Api {
     pub metrics_token: Option<String>,
     /// Flipped once at shutdown: open WebSocket connections close with 1001 instead of holding the server's drain.
     closing: tokio::sync::watch::Sender<bool>,
+    /// Per-token and per-address request limits (none unless set with [`Api::set_rate_limits`]).
+    pub(crate) limits: limits::RateLimiter,
 }
 
 impl Api {
@@ -85,7 +91,13 @@ impl Api {
             metrics_token: None,
             signed_out: tokio::sync::broadcast::channel(64).0,
             closing: tokio::sync::watch::channel(false).0,
+            limits: limits::RateLimiter::new(RateLimits::default()),
         }
+    }
+
+    /// Sets the request limits (before the server starts).
+    pub fn set_rate_limits(&mut self, limits: RateLimits) {
+        self.limits = limits::RateLimiter::new(limits);
     }
 
     /// Closes every WebSocket connection ("going away"); call before stopping the HTTP server.
@@ -100,6 +112,20 @@ impl Api {
 
     pub(crate) fn signed_out(&self) -> tokio::sync::broadcast::Receiver<(String, Option<String>)> {
         self.signed_out.subscribe()
+    }
+
+    /// Counts a request of session token `token` against its rate limit.
+    pub(crate) fn limit_token(&self, token: &str) -> Result<(), ApiError> {
+        self.limits.check_token(token).inspect_err(|_| self.count_limited())
+    }
+
+    /// Counts a sign-in request against its client's rate limit.
+    pub(crate) fn limit_sign_in(&self, req: &HttpRequest) -> Result<(), ApiError> {
+        self.limits.check_sign_in(req).inspect_err(|_| self.count_limited())
+    }
+
+    fn count_limited(&self) {
+        self.stats.rate_limited.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     pub(crate) fn closing(&self) -> tokio::sync::watch::Receiver<bool> {
