@@ -48,7 +48,8 @@ async fn twice(s: &TestServer, path: &str, token: &str, key: &str, body: Value, 
 async fn task_ids(s: &TestServer, token: &str) -> Vec<String> {
     let (st, body) = s.call("GET", "/v1/orgs/acme/repos/r1/tasks", Some(token), None).await;
     assert_eq!(st, 200, "{body}");
-    let mut ids: Vec<String> = body.as_array().unwrap().iter().map(|t| t["taskId"].as_str().unwrap().to_owned()).collect();
+    let mut ids: Vec<String> =
+        body.as_array().unwrap().iter().map(|t| t["taskId"].as_str().unwrap().to_owned()).collect();
     ids.sort();
     ids
 }
@@ -116,7 +117,8 @@ async fn every_creating_route_answers_a_retried_key_with_its_first_answer() {
     let s2 = "/v1/orgs/acme/repos/r1/tasks/t1/sessions/s2";
     assert_eq!(user_messages(&s, &alice, s2).await, ["Check the tests"], "the first prompt was sent once");
 
-    let sent = twice(&s, &format!("{S1}/messages"), &alice, "message-1", json!({ "text": "And the footer" }), 202).await;
+    let sent =
+        twice(&s, &format!("{S1}/messages"), &alice, "message-1", json!({ "text": "And the footer" }), 202).await;
     assert!(sent["submitted"].is_string(), "{sent}");
     assert_eq!(user_messages(&s, &alice, S1).await, ["Fix the login page", "And the footer"]);
 
@@ -208,11 +210,13 @@ async fn a_refused_creation_records_nothing_so_its_key_stays_free() {
     assert_eq!(task_ids(&s, &alice).await, ["t1", "t2"]);
 
     // An organization refused because its id is taken releases the caller's claim of the key.
-    let (st, _, body) =
-        s.call_with("POST", "/v1/orgs", Some(&bob), Some(json!({ "id": "acme", "displayName": "Mine" })), &[(KEY, "b")]).await;
+    let (st, _, body) = s
+        .call_with("POST", "/v1/orgs", Some(&bob), Some(json!({ "id": "acme", "displayName": "Mine" })), &[(KEY, "b")])
+        .await;
     assert_eq!((st, code(&body)), (409, "conflict"), "{body}");
-    let (st, _, body) =
-        s.call_with("POST", "/v1/orgs", Some(&bob), Some(json!({ "id": "bobs", "displayName": "Bob's" })), &[(KEY, "b")]).await;
+    let (st, _, body) = s
+        .call_with("POST", "/v1/orgs", Some(&bob), Some(json!({ "id": "bobs", "displayName": "Bob's" })), &[(KEY, "b")])
+        .await;
     assert_eq!(st, 201, "{body}");
     s.stop().await;
 }
@@ -245,7 +249,8 @@ async fn malformed_keys_are_refused_before_anything_happens() {
     assert!(task_ids(&s, &alice).await.is_empty(), "nothing was created");
     // 200 printable characters (spaces included) are a key.
     let widest = format!("{} ~", "k".repeat(198));
-    let (st, _, body) = s.call_with("POST", tasks, Some(&alice), Some(json!({ "prompt": "x" })), &[(KEY, &widest)]).await;
+    let (st, _, body) =
+        s.call_with("POST", tasks, Some(&alice), Some(json!({ "prompt": "x" })), &[(KEY, &widest)]).await;
     assert_eq!(st, 201, "{body}");
     s.stop().await;
 }
@@ -289,7 +294,8 @@ async fn concurrent_requests_with_one_key_create_once() {
 async fn keys_are_the_callers_own_and_without_one_every_request_creates() {
     let s = start(|_, _| {}).await;
     let (alice, bob) = world(&s).await;
-    let (st, _) = s.call("POST", "/v1/orgs/acme/members", Some(&alice), Some(json!({ "login": "bob", "role": "member" }))).await;
+    let (st, _) =
+        s.call("POST", "/v1/orgs/acme/members", Some(&alice), Some(json!({ "login": "bob", "role": "member" }))).await;
     assert_eq!(st, 201);
     let tasks = "/v1/orgs/acme/repos/r1/tasks";
     let body = json!({ "prompt": "Same words" });
@@ -330,7 +336,14 @@ impl Drop for Serve {
     }
 }
 
-async fn call(client: &reqwest::Client, method: &str, url: String, token: &str, body: Option<Value>, key: Option<&str>) -> (u16, reqwest::header::HeaderMap, Value) {
+async fn call(
+    client: &reqwest::Client,
+    method: &str,
+    url: String,
+    token: &str,
+    body: Option<Value>,
+    key: Option<&str>,
+) -> (u16, reqwest::header::HeaderMap, Value) {
     let mut req = client.request(reqwest::Method::from_bytes(method.as_bytes()).unwrap(), url).bearer_auth(token);
     if let Some(key) = key {
         req = req.header(KEY, key);
@@ -365,10 +378,18 @@ async fn a_task_whose_reply_was_lost_is_found_by_the_retry_not_created_again() {
         client.get(format!("{base}/readyz")).send().await.ok().filter(|r| r.status() == 200)
     })
     .await;
-    let res = client.post(format!("{base}/v1/auth/dev/sign-in")).json(&json!({ "login": "alice" })).send().await.unwrap();
+    let res =
+        client.post(format!("{base}/v1/auth/dev/sign-in")).json(&json!({ "login": "alice" })).send().await.unwrap();
     let token = res.json::<Value>().await.unwrap()["token"].as_str().unwrap().to_owned();
-    let (st, _, _) =
-        call(&client, "POST", format!("{base}/v1/orgs"), &token, Some(json!({ "id": "acme", "displayName": "Acme" })), None).await;
+    let (st, _, _) = call(
+        &client,
+        "POST",
+        format!("{base}/v1/orgs"),
+        &token,
+        Some(json!({ "id": "acme", "displayName": "Acme" })),
+        None,
+    )
+    .await;
     assert_eq!(st, 201);
     // `serve` gives every task a workspace: a real repository to clone.
     let remote = bare_repository(dir.path());
@@ -396,8 +417,15 @@ async fn a_task_whose_reply_was_lost_is_found_by_the_retry_not_created_again() {
     drop(raw);
 
     // The retry, as the client was told: the same task, replayed, and still only one.
-    let (st, headers, created) =
-        call(&client, "POST", tasks.clone(), &token, Some(json!({ "prompt": "Tidy the settings page up" })), Some("lost-reply")).await;
+    let (st, headers, created) = call(
+        &client,
+        "POST",
+        tasks.clone(),
+        &token,
+        Some(json!({ "prompt": "Tidy the settings page up" })),
+        Some("lost-reply"),
+    )
+    .await;
     assert_eq!(st, 201, "{created}");
     assert_eq!(headers.get(REPLAYED).map(|v| v.to_str().unwrap()), Some("true"));
     assert_eq!((created["taskId"].as_str(), created["sessionId"].as_str()), (Some("t1"), Some("s1")), "{created}");

@@ -93,7 +93,10 @@ async fn paths_that_cannot_name_anything_get_a_json_400_before_any_route() {
         }
     }
     // Nothing of it reached an actor: no organization database exists.
-    assert!(!s.dir.path().join("organization").exists() || std::fs::read_dir(s.dir.path().join("organization")).unwrap().next().is_none());
+    assert!(
+        !s.dir.path().join("organization").exists()
+            || std::fs::read_dir(s.dir.path().join("organization")).unwrap().next().is_none()
+    );
     // A percent-encoded ordinary character still names what it spells.
     let a = raw(&s, get(b"/health%7A")).await;
     assert_eq!(a.status, 200, "{}", a.head);
@@ -116,7 +119,11 @@ async fn what_the_http_parser_refuses_before_our_code_runs() {
         ("a Content-Length that is not a number", post("Content-Length: two\r\n", "{}"), 400),
         ("a signed Content-Length", post("Content-Length: +2\r\n", "{}"), 400),
         ("a negative Content-Length", post("Content-Length: -1\r\n", "{}"), 400),
-        ("Content-Length with chunked encoding", post("Content-Length: 2\r\nTransfer-Encoding: chunked\r\n", "{}"), 400),
+        (
+            "Content-Length with chunked encoding",
+            post("Content-Length: 2\r\nTransfer-Encoding: chunked\r\n", "{}"),
+            400,
+        ),
         (
             "a request head over 128 KiB",
             [b"GET /healthz HTTP/1.1\r\nHost: test\r\nX-Big: ".as_slice(), &vec![b'a'; 140_000], b"\r\n\r\n"].concat(),

@@ -164,7 +164,10 @@ async fn a_keyed_start_starts_one_process_however_often_it_is_retried() {
     // While a first start with a key is on its way to the sandbox (its reservation is taken exactly as the route
     // takes it), a retry is told to come back: 409 with Retry-After, and nothing started.
     let user = s.user_id(&alice).await;
-    let spec_text = serde_json::to_string(&serde_json::from_value::<foundry::integrations::sandbox::ProcessSpec>(spec.clone()).unwrap()).unwrap();
+    let spec_text = serde_json::to_string(
+        &serde_json::from_value::<foundry::integrations::sandbox::ProcessSpec>(spec.clone()).unwrap(),
+    )
+    .unwrap();
     let held = foundry::runtime::IdempotencyKey {
         scope: format!("{user} POST {path}"),
         key: "start-2".into(),

@@ -123,7 +123,12 @@ impl Domain {
 
     /// [`Domain::add_repository`] at most once per idempotency key (recorded on the organization with the row). A
     /// replay that was never answered initialises the coordinator again (idempotent), in case the first was cut off.
-    pub async fn add_repository_once(&self, org: &str, msg: AddRepository, key: IdempotencyKey) -> Result<Once<RepoRow>> {
+    pub async fn add_repository_once(
+        &self,
+        org: &str,
+        msg: AddRepository,
+        key: IdempotencyKey,
+    ) -> Result<Once<RepoRow>> {
         let once = self.orgs.mutate_existing(&org.to_owned(), Idempotent { key, msg }).await.or_not_found()?;
         if let Once::Applied(row) | Once::Replayed { output: row, answer: None } = &once {
             self.initialize_repository(&RepoKey::new(org, &row.repo_id), row).await?;
@@ -170,7 +175,12 @@ impl Domain {
     /// [`Domain::create_task`] at most once per idempotency key: the repository records the key in the transaction
     /// that assigns the task, and replays it. A replay that was never answered (the first request was cut off after
     /// the task existed) runs the remaining steps again; each is idempotent, so the task ends up whole, once.
-    pub async fn create_task_once(&self, repo: &RepoKey, msg: CreateTask, key: IdempotencyKey) -> Result<Once<CreatedTask>> {
+    pub async fn create_task_once(
+        &self,
+        repo: &RepoKey,
+        msg: CreateTask,
+        key: IdempotencyKey,
+    ) -> Result<Once<CreatedTask>> {
         let (row, msg) = self.prepare_task(repo, msg).await?;
         match self.mutate_repository(repo, &row, Idempotent { key, msg }).await? {
             Once::Applied((created, init)) => Ok(Once::Applied(self.finish_task_creation(row, created, init).await?)),

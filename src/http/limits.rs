@@ -191,7 +191,11 @@ impl RateLimiter {
 fn limited(seconds: u32) -> ApiError {
     ApiError {
         retry_after: Some(seconds),
-        ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", format!("too many requests; retry in {seconds} s"))
+        ..ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!("too many requests; retry in {seconds} s"),
+        )
     }
 }
 

@@ -24,8 +24,8 @@ use std::sync::Arc;
 use actix_web::{web, HttpRequest, HttpResponse};
 
 pub use auth::{AuthSettings, Caller};
-pub use limits::{RateLimit, RateLimits};
 pub use error::ApiError;
+pub use limits::{RateLimit, RateLimits};
 pub use ops::render_metrics;
 
 use crate::actors::organization::{GetMember, MemberRole, MemberRow};
@@ -304,12 +304,12 @@ pub fn server_on(
     let server = actix_web::HttpServer::new(move || {
         actix_web::App::new().wrap_fn(guard_path).configure(configure(data.clone()))
     })
-        .workers(workers)
-        // WebSocket connections are long-lived: after this long, graceful shutdown stops waiting for them.
-        .shutdown_timeout(10)
-        // The service handles SIGINT/SIGTERM itself (see `stop_on_signals`) to close WebSockets first.
-        .disable_signals()
-        .listen(listener)?;
+    .workers(workers)
+    // WebSocket connections are long-lived: after this long, graceful shutdown stops waiting for them.
+    .shutdown_timeout(10)
+    // The service handles SIGINT/SIGTERM itself (see `stop_on_signals`) to close WebSockets first.
+    .disable_signals()
+    .listen(listener)?;
     Ok(server.run())
 }
 

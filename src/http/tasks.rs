@@ -322,7 +322,9 @@ async fn create_session(
         let detail = api.domain.sessions.read(&session, GetSessionDetail).await?;
         match &once {
             None => Ok(HttpResponse::Created().json(detail)),
-            Some(key) => idempotency::answer(&api.domain.tasks, &task, key, StatusCode::CREATED, detail, replayed).await,
+            Some(key) => {
+                idempotency::answer(&api.domain.tasks, &task, key, StatusCode::CREATED, detail, replayed).await
+            }
         }
     })
     .await

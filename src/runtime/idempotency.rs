@@ -129,7 +129,13 @@ pub fn reserve(conn: &mut SqliteConnection, key: &IdempotencyKey, now: i64) -> Q
     upsert(conn, key, "pending", None, now)
 }
 
-fn upsert(conn: &mut SqliteConnection, key: &IdempotencyKey, state: &str, output: Option<&str>, now: i64) -> QueryResult<()> {
+fn upsert(
+    conn: &mut SqliteConnection,
+    key: &IdempotencyKey,
+    state: &str,
+    output: Option<&str>,
+    now: i64,
+) -> QueryResult<()> {
     diesel::sql_query(
         "INSERT INTO _foundry_idempotency (scope, key, fingerprint, state, output, answer, created_at_ms) \
          VALUES (?, ?, ?, ?, ?, NULL, ?) ON CONFLICT (scope, key) DO UPDATE SET fingerprint = excluded.fingerprint, \
@@ -340,7 +346,8 @@ mod tests {
 
     fn db() -> (tempfile::TempDir, SqliteConnection) {
         let dir = tempfile::tempdir().unwrap();
-        let mut conn = open_actor_db(&dir.path().join("a.sqlite3"), "k", "a", NONE, Synchronous::Normal, false).unwrap();
+        let mut conn =
+            open_actor_db(&dir.path().join("a.sqlite3"), "k", "a", NONE, Synchronous::Normal, false).unwrap();
         set_writable(&mut conn, true).unwrap();
         (dir, conn)
     }

@@ -25,8 +25,8 @@ pub use db::Synchronous;
 pub use entity::{
     message_name, Command, Delivery, Entity, EntityCtx, KindConfig, Mutation, Myself, Read, SnapshotError, Tx,
 };
-pub use idempotency::{IdempotencyKey, Idempotent, Once, Recorded};
 pub use error::{ActivationError, ActivationFailure, CallError, KeyError, RuntimeError};
+pub use idempotency::{IdempotencyKey, Idempotent, Once, Recorded};
 pub use key::EntityKey;
 pub use outbox::Accepts;
 pub use registry::{Backpressure, EntityRef, KindStats, Registry};

@@ -379,7 +379,9 @@ impl Command for SubmitPromptOnce {
             Ok(before)
         })?;
         match before {
-            Recorded::Absent => Ok(Once::Applied(if s.run_queue(ctx)? { Submitted::Started } else { Submitted::Queued })),
+            Recorded::Absent => {
+                Ok(Once::Applied(if s.run_queue(ctx)? { Submitted::Started } else { Submitted::Queued }))
+            }
             Recorded::Created { answer: Some(answer), .. } => {
                 Ok(Once::Replayed { output: Submitted::Queued, answer: Some(answer) })
             }

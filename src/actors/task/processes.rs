@@ -171,9 +171,11 @@ impl Command for TrackProcess {
             }
             let payload = serde_json::json!({ "processId": self.info.id, "command": self.info.command });
             Audit::task(&key).by(self.user_id.as_deref()).append(tx, self.action.audit_kind(), payload)?;
-            let row = find(tx.conn(), &self.info.id)?.ok_or_else(|| DomainError::not_found("process", &self.info.id))?;
+            let row =
+                find(tx.conn(), &self.info.id)?.ok_or_else(|| DomainError::not_found("process", &self.info.id))?;
             if let Some(once) = &self.once {
-                let output = serde_json::to_string(&row).map_err(|e| DomainError::Db(diesel::result::Error::SerializationError(Box::new(e))))?;
+                let output = serde_json::to_string(&row)
+                    .map_err(|e| DomainError::Db(diesel::result::Error::SerializationError(Box::new(e))))?;
                 idempotency::record(tx.conn(), once, &output, idempotency::now_ms())?;
             }
             Ok(row)
