@@ -13,7 +13,7 @@ use clap::{Args, Parser, Subcommand};
 use foundry::actors::github_data::GitHubService;
 use foundry::actors::task::GitTokens;
 use foundry::actors::Domain;
-use foundry::http::{Api, AuthSettings};
+use foundry::http::{Api, AuthSettings, RateLimit, RateLimits};
 use foundry::integrations::agent::{AgentBackend, BuiltinAgent, SandboxAgent};
 use foundry::integrations::github::app::{AppClient, GitHubApp};
 use foundry::integrations::github::client::{GitHubApi, GitHubClient};
@@ -128,6 +128,24 @@ struct Serve {
     /// users sign in with GitHub again).
     #[arg(long, env = "FOUNDRY_TOKEN_KEY_FILE")]
     token_key_file: Option<PathBuf>,
+    /// Requests per minute one session token may make (API routes and WebSocket upgrades), sustained; above it
+    /// the answer is 429 with Retry-After. 0: no limit.
+    #[arg(long, env = "FOUNDRY_RATE_LIMIT_PER_TOKEN", default_value_t = 1200)]
+    rate_limit_per_token: u32,
+    /// Requests one session token may make at once, above its sustained rate.
+    #[arg(long, env = "FOUNDRY_RATE_LIMIT_TOKEN_BURST", default_value_t = 300)]
+    rate_limit_token_burst: u32,
+    /// Sign-in requests (dev sign-in, GitHub OAuth start and callback) per minute per client address, sustained.
+    /// 0: no limit.
+    #[arg(long, env = "FOUNDRY_RATE_LIMIT_SIGN_IN", default_value_t = 60)]
+    rate_limit_sign_in: u32,
+    /// Sign-in requests one client address may make at once, above its sustained rate.
+    #[arg(long, env = "FOUNDRY_RATE_LIMIT_SIGN_IN_BURST", default_value_t = 30)]
+    rate_limit_sign_in_burst: u32,
+    /// Behind a reverse proxy that appends the client's address to X-Forwarded-For: take the client address (for
+    /// the sign-in limit) from its last entry instead of the TCP peer. Without such a proxy, clients could pick it.
+    #[arg(long, env = "FOUNDRY_TRUST_FORWARDED_FOR")]
+    trust_forwarded_for: bool,
 }
 
 fn main() -> std::io::Result<()> {
@@ -312,6 +330,11 @@ async fn serve(args: Serve) -> std::io::Result<()> {
     api.webhook_secret = webhook_secret;
     api.github_app_id = args.github_app_id.clone();
     api.metrics_token = args.metrics_token.clone().filter(|t| !t.is_empty());
+    api.set_rate_limits(RateLimits {
+        token: RateLimit { per_minute: args.rate_limit_per_token, burst: args.rate_limit_token_burst },
+        sign_in: RateLimit { per_minute: args.rate_limit_sign_in, burst: args.rate_limit_sign_in_burst },
+        trust_forwarded_for: args.trust_forwarded_for,
+    });
     let workers = args.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
     let api = Arc::new(api);
     let (server, addr) = foundry::http::server(api.clone(), args.bind, workers)?;

@@ -1,6 +1,8 @@
 //! Sandbox processes of a task over HTTP and WebSocket, against the real sandbox-agent server's process API: start,
 //! live status on `sandboxProcesses` (running, then exited with its code), logs, stop, delete; another task cannot
-//! touch them; without a sandbox the routes say so. Skips (saying why) without `SANDBOX_AGENT_BIN`.
+//! touch them; without a sandbox the routes say so; a start with an `Idempotency-Key` starts one process however often
+//! it is retried, and a retry while the first start is still running is told to wait. Skips (saying why) without
+//! `SANDBOX_AGENT_BIN`.
 
 mod support;
 
@@ -130,6 +132,67 @@ async fn processes_run_in_the_sandbox_with_live_status() {
     // Bad input is refused before the sandbox sees it.
     let (st, _) = s.call("POST", &format!("{t1}/processes"), Some(&alice), Some(json!({ "command": "  " }))).await;
     assert_eq!(st, 400);
+    s.stop().await;
+}
+
+#[actix_rt::test]
+async fn a_keyed_start_starts_one_process_however_often_it_is_retried() {
+    use foundry::runtime::idempotency::{ReleaseIdempotency, ReserveIdempotency};
+    let Some(sandbox) = support::sandbox::start(false).await else { return };
+    let url = sandbox.url.clone();
+    let s = start(move |api, _| {
+        api.domain.runtime.provide(Arc::new(ProcessService(Arc::new(SandboxProcesses::new(&url)))));
+    })
+    .await;
+    let alice = world(&s).await;
+    let path = "/v1/orgs/acme/repos/r1/tasks/t1/processes";
+    let spec = json!({ "command": "sleep", "args": ["30"] });
+    let key = [("idempotency-key", "start-1")];
+    let (st, headers, first) = s.call_with("POST", path, Some(&alice), Some(spec.clone()), &key).await;
+    assert_eq!(st, 201, "{first}");
+    assert!(headers.get("idempotent-replayed").is_none());
+    let (st, headers, again) = s.call_with("POST", path, Some(&alice), Some(spec.clone()), &key).await;
+    assert_eq!(st, 201, "{again}");
+    assert_eq!(headers.get("idempotent-replayed").unwrap(), "true");
+    assert_eq!(again["id"], first["id"], "the same process: {again}");
+    let (_, listed) = s.call("GET", path, Some(&alice), None).await;
+    assert_eq!(listed["processes"].as_array().unwrap().len(), 1, "{listed}");
+    let other = json!({ "command": "sleep", "args": ["31"] });
+    let (st, _, body) = s.call_with("POST", path, Some(&alice), Some(other), &key).await;
+    assert_eq!((st, body["error"]["code"].as_str()), (422, Some("idempotency_key_reused")), "{body}");
+
+    // While a first start with a key is on its way to the sandbox (its reservation is taken exactly as the route
+    // takes it), a retry is told to come back: 409 with Retry-After, and nothing started.
+    let user = s.user_id(&alice).await;
+    let spec_text = serde_json::to_string(
+        &serde_json::from_value::<foundry::integrations::sandbox::ProcessSpec>(spec.clone()).unwrap(),
+    )
+    .unwrap();
+    let held = foundry::runtime::IdempotencyKey {
+        scope: format!("{user} POST {path}"),
+        key: "start-2".into(),
+        fingerprint: foundry::http::auth::hash_secret(&spec_text),
+    };
+    let task = foundry::actors::RepoKey::new("acme", "r1").task("t1");
+    let tasks = &s.api.domain.tasks;
+    tasks.mutate(&task, ReserveIdempotency::pending(held.clone())).await.unwrap();
+    let key2 = [("idempotency-key", "start-2")];
+    let (st, headers, body) = s.call_with("POST", path, Some(&alice), Some(spec.clone()), &key2).await;
+    assert_eq!((st, body["error"]["code"].as_str()), (409, Some("idempotency_in_progress")), "{body}");
+    assert_eq!(headers.get("retry-after").unwrap(), "1");
+    let (_, listed) = s.call("GET", path, Some(&alice), None).await;
+    assert_eq!(listed["processes"].as_array().unwrap().len(), 1, "{listed}");
+    // That first start failed (its reservation released): the retry starts the process.
+    tasks.mutate(&task, ReleaseIdempotency::new(held)).await.unwrap();
+    let (st, _, body) = s.call_with("POST", path, Some(&alice), Some(spec), &key2).await;
+    assert_eq!(st, 201, "{body}");
+    let (_, listed) = s.call("GET", path, Some(&alice), None).await;
+    assert_eq!(listed["processes"].as_array().unwrap().len(), 2, "{listed}");
+    for p in listed["processes"].as_array().unwrap() {
+        let id = p["id"].as_str().unwrap();
+        let (st, _) = s.call("POST", &format!("{path}/{id}/kill"), Some(&alice), None).await;
+        assert_eq!(st, 200);
+    }
     s.stop().await;
 }
 

@@ -185,10 +185,16 @@ async fn prompt_to_merged_pull_request_over_http() {
         env.server.call("GET", &format!("{}/diff?path=../x", env.task_path(&task)), Some(&env.token), None).await;
     assert_eq!((status, body["error"]["code"].as_str()), (400, Some("invalid_input")), "{body}");
 
-    // Publish: the branch is pushed and the pull request exists on the server with the commit.
-    let (status, body) = env.action(&task, "pull-request", None).await;
+    // Publish: the branch is pushed and the pull request exists on the server with the commit. Sent with an
+    // Idempotency-Key, its retry is the same answer (not "one is open").
+    let publish = format!("{}/pull-request", env.task_path(&task));
+    let key = [("idempotency-key", "publish-1")];
+    let (status, _, body) = env.server.call_with("POST", &publish, Some(&env.token), None, &key).await;
     assert_eq!(status, 201, "{body}");
     let number = body["number"].as_i64().unwrap();
+    let (status, headers, again) = env.server.call_with("POST", &publish, Some(&env.token), None, &key).await;
+    assert_eq!((status, &again), (201, &body), "the retry gets the first answer");
+    assert_eq!(headers.get("idempotent-replayed").unwrap(), "true");
     let bare = env.fake.git_dir("web").unwrap();
     let log = git(&bare, &["log", "--format=%s", &format!("main..{branch}")]);
     assert_eq!(log.trim(), "Add a greeting to README.md");

@@ -18,14 +18,16 @@ use super::repository::{
     CreateTask, CreatedTask, InitializeRepository, IsTaskMaterialized, ListTaskSummaries, MaterializeTask,
     PreviewTaskNames, Repository, TaskNames,
 };
-use super::session::{GetSessionState, Interrupt, RunQueue, Session, SessionAgent, Steer, SubmitPrompt, Submitted};
+use super::session::{
+    GetSessionState, Interrupt, RunQueue, Session, SessionAgent, Steer, SubmitPrompt, SubmitPromptOnce, Submitted,
+};
 use super::task::{CreateSession, GetTaskDetail, StartProvision, Task, TaskDetail};
 use super::user::{GetTaskOverlay, GetUser, MarkSessionUnread, TaskOverlay, User};
 use super::{validate, DomainError, RepoKey, SessionKey, TaskKey};
 use crate::integrations::agent::SandboxAgent;
 use crate::integrations::agent::{AgentBackend, BuiltinAgent};
 use crate::integrations::workspace::Workspaces;
-use crate::runtime::{CallError, Registry, Runtime};
+use crate::runtime::{CallError, IdempotencyKey, Idempotent, Mutation, Once, Registry, Runtime};
 use crate::secrets::TokenCipher;
 
 /// Errors of domain operations: a domain refusal or a runtime failure, typed.
@@ -148,13 +150,23 @@ impl Domain {
     /// Imports a repository into an organization and initialises its coordinator.
     pub async fn add_repository(&self, org: &str, msg: AddRepository) -> Result<RepoRow> {
         let row = self.orgs.mutate_existing(&org.to_owned(), msg).await.or_not_found()?;
-        let init = InitializeRepository {
-            full_name: row.full_name.clone(),
-            remote_url: row.remote_url.clone(),
-            default_branch: row.default_branch.clone(),
-        };
-        self.repos.mutate(&RepoKey::new(org, &row.repo_id), init).await?;
+        self.initialize_repository(&RepoKey::new(org, &row.repo_id), &row).await?;
         Ok(row)
+    }
+
+    /// [`Domain::add_repository`] at most once per idempotency key (recorded on the organization with the row). A
+    /// replay that was never answered initialises the coordinator again (idempotent), in case the first was cut off.
+    pub async fn add_repository_once(
+        &self,
+        org: &str,
+        msg: AddRepository,
+        key: IdempotencyKey,
+    ) -> Result<Once<RepoRow>> {
+        let once = self.orgs.mutate_existing(&org.to_owned(), Idempotent { key, msg }).await.or_not_found()?;
+        if let Once::Applied(row) | Once::Replayed { output: row, answer: None } = &once {
+            self.initialize_repository(&RepoKey::new(org, &row.repo_id), row).await?;
+        }
+        Ok(once)
     }
 
     /// Initialises a repository's coordinator from the organization's row of it. Needed when a sync imported it a
@@ -187,19 +199,65 @@ impl Domain {
     /// Creates a task from a prompt: organization (knows the repository) -> repository (assigns id and branch) ->
     /// task (creates its first session) -> session (stores the prompt). Without an explicit model, the creating
     /// user's default model is used.
-    pub async fn create_task(&self, repo: &RepoKey, mut msg: CreateTask) -> Result<CreatedTask> {
+    pub async fn create_task(&self, repo: &RepoKey, msg: CreateTask) -> Result<CreatedTask> {
+        let (row, msg) = self.prepare_task(repo, msg).await?;
+        let (created, init) = self.mutate_repository(repo, &row, msg).await?;
+        self.finish_task_creation(row, created, init).await
+    }
+
+    /// [`Domain::create_task`] at most once per idempotency key: the repository records the key in the transaction
+    /// that assigns the task, and replays it. A replay that was never answered (the first request was cut off after
+    /// the task existed) runs the remaining steps again; each is idempotent, so the task ends up whole, once.
+    pub async fn create_task_once(
+        &self,
+        repo: &RepoKey,
+        msg: CreateTask,
+        key: IdempotencyKey,
+    ) -> Result<Once<CreatedTask>> {
+        let (row, msg) = self.prepare_task(repo, msg).await?;
+        match self.mutate_repository(repo, &row, Idempotent { key, msg }).await? {
+            Once::Applied((created, init)) => Ok(Once::Applied(self.finish_task_creation(row, created, init).await?)),
+            Once::Replayed { output: (created, init), answer: None } => {
+                let output = self.finish_task_creation(row, created, init).await?;
+                Ok(Once::Replayed { output, answer: None })
+            }
+            other => Ok(other.map(|(created, _)| created)),
+        }
+    }
+
+    /// The repository's row (the organization must know it) and the message with the creator's default model.
+    async fn prepare_task(&self, repo: &RepoKey, mut msg: CreateTask) -> Result<(RepoRow, CreateTask)> {
         let row =
             self.orgs.read_existing(&repo.org, GetRepository { repo_id: repo.repo.clone() }).await.or_not_found()?;
         if msg.model.is_none() {
             msg.model = self.default_model_of(msg.user_id.as_deref()).await?;
         }
-        let (mut created, init) = match self.repos.mutate(repo, msg.clone()).await {
+        Ok((row, msg))
+    }
+
+    /// A mutation of a repository's coordinator, initialising the coordinator first if the organization imported
+    /// the repository a moment ago and its outbox has not done so yet.
+    async fn mutate_repository<M>(&self, repo: &RepoKey, row: &RepoRow, msg: M) -> Result<M::Output>
+    where
+        M: Mutation<Entity = Repository, Error = DomainError> + Clone,
+    {
+        match self.repos.mutate(repo, msg.clone()).await {
             Err(CallError::Handler(DomainError::NotFound { what: "repository", .. })) => {
-                self.initialize_repository(repo, &row).await?;
-                self.repos.mutate(repo, msg).await?
+                self.initialize_repository(repo, row).await?;
+                self.repos.mutate(repo, msg).await
             }
-            other => other?,
-        };
+            other => other,
+        }
+    }
+
+    /// The steps after the repository assigned the task (all idempotent): the task with its first session, the
+    /// session with the prompt, the workspace, and the first turn.
+    async fn finish_task_creation(
+        &self,
+        row: RepoRow,
+        mut created: CreatedTask,
+        init: super::task::InitializeTask,
+    ) -> Result<CreatedTask> {
         let session = created.task.session(&created.session_id);
         if let Some(session_init) = self.tasks.mutate(&created.task, init).await? {
             self.sessions.mutate(&session, session_init).await?;
@@ -253,19 +311,52 @@ impl Domain {
     }
 
     /// Opens another session on a task; returns its id. Without an explicit model, the user's default is used.
-    pub async fn create_session(&self, task: &TaskKey, mut msg: CreateSession) -> Result<String> {
-        self.open_task(task).await?;
-        if msg.model.is_none() {
-            msg.model = self.default_model_of(msg.user_id.as_deref()).await?;
-        }
+    pub async fn create_session(&self, task: &TaskKey, msg: CreateSession) -> Result<String> {
+        let msg = self.prepare_session(task, msg).await?;
         let (id, init) = self.tasks.mutate(task, msg).await?;
         self.sessions.mutate(&task.session(&id), init).await?;
         Ok(id)
     }
 
+    /// [`Domain::create_session`] at most once per idempotency key (recorded on the task with the session's id).
+    pub async fn create_session_once(
+        &self,
+        task: &TaskKey,
+        msg: CreateSession,
+        key: IdempotencyKey,
+    ) -> Result<Once<String>> {
+        let msg = self.prepare_session(task, msg).await?;
+        let once = self.tasks.mutate(task, Idempotent { key, msg }).await?;
+        if let Once::Applied((id, init)) | Once::Replayed { output: (id, init), answer: None } = &once {
+            // Idempotent: a replay that was never answered makes sure the session exists.
+            self.sessions.mutate(&task.session(id), init.clone()).await?;
+        }
+        Ok(once.map(|(id, _)| id))
+    }
+
+    async fn prepare_session(&self, task: &TaskKey, mut msg: CreateSession) -> Result<CreateSession> {
+        self.open_task(task).await?;
+        if msg.model.is_none() {
+            msg.model = self.default_model_of(msg.user_id.as_deref()).await?;
+        }
+        Ok(msg)
+    }
+
     /// Sends a prompt to one session's agent: it runs now, or after the running turn as a follow-up.
     pub async fn send_message(&self, session: &SessionKey, text: &str, user: Option<&str>) -> Result<Submitted> {
         let msg = SubmitPrompt { text: text.to_owned(), user_id: user.map(str::to_owned) };
+        self.sessions.exec_existing(session, msg).await.or_not_found()
+    }
+
+    /// [`Domain::send_message`] at most once per idempotency key (recorded on the session with the prompt).
+    pub async fn send_message_once(
+        &self,
+        session: &SessionKey,
+        text: &str,
+        user: Option<&str>,
+        key: IdempotencyKey,
+    ) -> Result<Once<Submitted>> {
+        let msg = SubmitPromptOnce { text: text.to_owned(), user_id: user.map(str::to_owned), key };
         self.sessions.exec_existing(session, msg).await.or_not_found()
     }
 

@@ -181,6 +181,8 @@ impl Caller {
     pub async fn from_request_async(req: &HttpRequest) -> Result<Caller, ApiError> {
         let api = super::api(req)?;
         let (token, via_cookie) = request_token(req).ok_or_else(|| ApiError::unauthenticated("sign in first"))?;
+        // Counted before anything is looked up: a client over its limit costs this check only.
+        api.limit_token(&token)?;
         if via_cookie {
             check_origin(req)?;
         }
@@ -292,6 +294,7 @@ struct DevSignIn {
 /// enabled.
 async fn dev_sign_in(req: HttpRequest, body: super::body::Json<DevSignIn>) -> Result<HttpResponse, ApiError> {
     let api = super::api(&req)?;
+    api.limit_sign_in(&req)?;
     if !api.auth.dev_sign_in {
         return Err(ApiError::not_found("dev sign-in is disabled on this server"));
     }
@@ -327,6 +330,7 @@ struct StartQuery {
 /// single-use `state`. `redirect` (where to land afterwards) must be a path on this site.
 async fn github_start(req: HttpRequest, q: web::Query<StartQuery>) -> Result<HttpResponse, ApiError> {
     let api = super::api(&req)?;
+    api.limit_sign_in(&req)?;
     let oauth = api.auth.github.clone().ok_or_else(|| ApiError::not_found("GitHub sign-in is not configured"))?;
     let redirect = q.into_inner().redirect;
     if let Some(r) = &redirect {
@@ -357,6 +361,7 @@ struct CallbackQuery {
 /// `redirect` given at start (with the cookie set), or answers the session as JSON.
 async fn github_callback(req: HttpRequest, q: web::Query<CallbackQuery>) -> Result<HttpResponse, ApiError> {
     let api = super::api(&req)?;
+    api.limit_sign_in(&req)?;
     let oauth = api.auth.github.clone().ok_or_else(|| ApiError::not_found("GitHub sign-in is not configured"))?;
     let q = q.into_inner();
     if let Some(error) = q.error {

@@ -132,6 +132,13 @@ impl<E: Into<ApiError> + std::fmt::Display> From<CallError<E>> for ApiError {
     }
 }
 
+impl From<diesel::result::Error> for ApiError {
+    fn from(e: diesel::result::Error) -> Self {
+        tracing::error!(error = %e, "storage error");
+        ApiError::internal()
+    }
+}
+
 /// What a runtime kind is called in a message to a client (the key is shown with it).
 fn kind_noun(kind: &str) -> &str {
     match kind {

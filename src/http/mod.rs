@@ -8,6 +8,8 @@
 pub mod auth;
 mod body;
 mod error;
+pub mod idempotency;
+pub mod limits;
 mod ops;
 mod orgs;
 mod processes;
@@ -23,6 +25,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 
 pub use auth::{AuthSettings, Caller, DevGitHub, DevIdentity};
 pub use error::ApiError;
+pub use limits::{RateLimit, RateLimits};
 pub use ops::render_metrics;
 
 use crate::actors::organization::{GetMember, MemberRole, MemberRow};
@@ -47,6 +50,8 @@ pub struct HttpStats {
     pub ws_dropped: AtomicU64,
     /// Responses of `/v1` by status class: 2xx, 3xx, 4xx, 5xx.
     pub responses: [AtomicU64; 4],
+    /// Requests refused by a rate limit (429 `rate_limited`).
+    pub rate_limited: AtomicU64,
 }
 
 impl HttpStats {
@@ -74,6 +79,8 @@ pub struct Api {
     pub metrics_token: Option<String>,
     /// Flipped once at shutdown: open WebSocket connections close with 1001 instead of holding the server's drain.
     closing: tokio::sync::watch::Sender<bool>,
+    /// Per-token and per-address request limits (none unless set with [`Api::set_rate_limits`]).
+    pub(crate) limits: limits::RateLimiter,
 }
 
 impl Api {
@@ -88,7 +95,13 @@ impl Api {
             metrics_token: None,
             signed_out: tokio::sync::broadcast::channel(64).0,
             closing: tokio::sync::watch::channel(false).0,
+            limits: limits::RateLimiter::new(RateLimits::default()),
         }
+    }
+
+    /// Sets the request limits (before the server starts).
+    pub fn set_rate_limits(&mut self, limits: RateLimits) {
+        self.limits = limits::RateLimiter::new(limits);
     }
 
     /// Closes every WebSocket connection ("going away"); call before stopping the HTTP server.
@@ -103,6 +116,20 @@ impl Api {
 
     pub(crate) fn signed_out(&self) -> tokio::sync::broadcast::Receiver<(String, Option<String>)> {
         self.signed_out.subscribe()
+    }
+
+    /// Counts a request of session token `token` against its rate limit.
+    pub(crate) fn limit_token(&self, token: &str) -> Result<(), ApiError> {
+        self.limits.check_token(token).inspect_err(|_| self.count_limited())
+    }
+
+    /// Counts a sign-in request against its client's rate limit.
+    pub(crate) fn limit_sign_in(&self, req: &HttpRequest) -> Result<(), ApiError> {
+        self.limits.check_sign_in(req).inspect_err(|_| self.count_limited())
+    }
+
+    fn count_limited(&self) {
+        self.stats.rate_limited.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     pub(crate) fn closing(&self) -> tokio::sync::watch::Receiver<bool> {
@@ -182,6 +209,62 @@ where
     }
 }
 
+/// Why a request path cannot name anything: a `%` not followed by two hex digits, or a path that decodes to a control
+/// character (NUL included) or to bytes that are not UTF-8. Raw control bytes never get here: the HTTP/1 parser
+/// refuses them (see ARCHITECTURE.md, "Protocol errors").
+fn path_problem(raw: &str) -> Option<&'static str> {
+    let bytes = raw.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = match bytes[i] {
+            b'%' => {
+                let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+                let Some(v) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) else {
+                    return Some("malformed percent-encoding");
+                };
+                i += 3;
+                v
+            }
+            b => {
+                i += 1;
+                b
+            }
+        };
+        if b < 0x20 || b == 0x7f {
+            return Some("a control character");
+        }
+        decoded.push(b);
+    }
+    std::str::from_utf8(&decoded).is_err().then_some("bytes that are not UTF-8")
+}
+
+/// Refuses requests whose path cannot name anything (see [`path_problem`]) with 400 `invalid_path`, before routing:
+/// every route, the web app's and the JSON 404 alike.
+fn guard_path<S>(
+    req: actix_web::dev::ServiceRequest,
+    srv: &S,
+) -> futures_util::future::Either<
+    std::future::Ready<Result<actix_web::dev::ServiceResponse, actix_web::Error>>,
+    S::Future,
+>
+where
+    S: actix_web::dev::Service<
+        actix_web::dev::ServiceRequest,
+        Response = actix_web::dev::ServiceResponse,
+        Error = actix_web::Error,
+    >,
+{
+    use actix_web::ResponseError;
+    match path_problem(req.uri().path()) {
+        Some(problem) => {
+            let e = ApiError::bad_request("invalid_path", format!("the request path contains {problem}"));
+            futures_util::future::Either::Left(std::future::ready(Ok(req.into_response(e.error_response()))))
+        }
+        None => futures_util::future::Either::Right(srv.call(req)),
+    }
+}
+
 /// Configures an app with every route; `api` is shared by all workers.
 pub fn configure(api: web::Data<Api>) -> impl Fn(&mut web::ServiceConfig) + Clone {
     move |cfg| {
@@ -215,20 +298,22 @@ pub fn server(
     Ok((server_on(api, listener, workers)?, addr))
 }
 
-/// An HTTP server for `api` on an already-bound listener.
+/// An HTTP server for `api` on an already-bound listener: every route of [`configure`], behind the path guard.
 pub fn server_on(
     api: Arc<Api>,
     listener: std::net::TcpListener,
     workers: usize,
 ) -> std::io::Result<actix_web::dev::Server> {
     let data = web::Data::from(api);
-    let server = actix_web::HttpServer::new(move || actix_web::App::new().configure(configure(data.clone())))
-        .workers(workers)
-        // WebSocket connections are long-lived: after this long, graceful shutdown stops waiting for them.
-        .shutdown_timeout(10)
-        // The service handles SIGINT/SIGTERM itself (see `stop_on_signals`) to close WebSockets first.
-        .disable_signals()
-        .listen(listener)?;
+    let server = actix_web::HttpServer::new(move || {
+        actix_web::App::new().wrap_fn(guard_path).configure(configure(data.clone()))
+    })
+    .workers(workers)
+    // WebSocket connections are long-lived: after this long, graceful shutdown stops waiting for them.
+    .shutdown_timeout(10)
+    // The service handles SIGINT/SIGTERM itself (see `stop_on_signals`) to close WebSockets first.
+    .disable_signals()
+    .listen(listener)?;
     Ok(server.run())
 }
 
@@ -247,4 +332,29 @@ pub async fn stop_on_signals(api: Arc<Api>, server: actix_web::dev::ServerHandle
     }
     api.close_connections();
     server.stop(true).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::path_problem;
+
+    #[test]
+    fn paths_that_cannot_name_anything_are_told_apart() {
+        for ok in ["/", "/v1/orgs/acme", "/v1/orgs/ac%6De", "/orgs/caf%C3%A9", "/v1/orgs/a%2Fb", "/%25"] {
+            assert_eq!(path_problem(ok), None, "{ok}");
+        }
+        for (bad, why) in [
+            ("/v1/orgs/%00", "a control character"),
+            ("/v1/orgs/a%0Ab", "a control character"),
+            ("/v1/orgs/%7f", "a control character"),
+            ("/v1/orgs/%1F", "a control character"),
+            ("/v1/orgs/%ZZ", "malformed percent-encoding"),
+            ("/v1/orgs/%4", "malformed percent-encoding"),
+            ("/v1/orgs/%", "malformed percent-encoding"),
+            ("/v1/orgs/%FF", "bytes that are not UTF-8"),
+            ("/v1/orgs/%C3", "bytes that are not UTF-8"),
+        ] {
+            assert_eq!(path_problem(bad), Some(why), "{bad}");
+        }
+    }
 }

@@ -75,12 +75,15 @@ pub fn render_metrics(rt: &Runtime) -> String {
 
 /// The web layer's own gauges and counters, appended to [`render_metrics`].
 pub fn render_http_metrics(stats: &HttpStats, out: &mut String) {
-    let rows: [(&str, &str, &str, u64); 4] = [
+    let rows: [(&str, &str, &str, u64); 5] = [
         ("foundry_ws_sessions", "gauge", "Open WebSocket sessions.", stats.ws_sessions.load(Ordering::Relaxed)),
         ("foundry_ws_sessions_total", "counter", "WebSocket sessions opened.", stats.ws_opened.load(Ordering::Relaxed)),
         ("foundry_ws_frames_sent_total", "counter", "Snapshot frames sent.", stats.ws_frames.load(Ordering::Relaxed)),
         ("foundry_ws_dropped_total", "counter", "WebSocket clients dropped (dead, too slow or oversize frames).", {
             stats.ws_dropped.load(Ordering::Relaxed)
+        }),
+        ("foundry_http_rate_limited_total", "counter", "Requests refused by a rate limit.", {
+            stats.rate_limited.load(Ordering::Relaxed)
         }),
     ];
     for (name, kind, help, value) in rows {

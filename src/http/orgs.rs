@@ -3,9 +3,10 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::body::{Json, NoBody};
+use super::idempotency::{self, Step};
 use super::{admin, member, Api, ApiError, Caller};
 use crate::actors::audit_log::ListAuditEvents;
 use crate::actors::auth_directory::{ResolveLogin, AUTH_DIRECTORY_KEY};
@@ -13,7 +14,7 @@ use crate::actors::github_data::{
     AdminClearState, AdminFullSync, ConnectGitHub, GetSyncStatus, GitHubService, RequestSync,
 };
 use crate::actors::organization::{
-    AddMember, AddRepository, CreateOrganization, GetMember, GetOrganizationSnapshot, GetRepository, ListMembers,
+    AddMember, AddRepository, CreateOrganization, GetOrganizationSnapshot, GetRepository, ListMembers,
     ListRepositories, MemberRole, OrgKind, Owner, RemoveMember,
 };
 use crate::actors::repository::ListTaskSummaries;
@@ -25,7 +26,8 @@ use crate::actors::DomainError;
 use crate::actors::{validate, RepoKey};
 use crate::integrations::github::client::{AccountKind, GitHubClient};
 use crate::integrations::github::control::{verify_control, ControlError, ControlledAccount};
-use crate::runtime::CallError;
+use crate::runtime::idempotency::ReserveIdempotency;
+use crate::runtime::{CallError, Idempotent};
 
 type Res = Result<HttpResponse, ApiError>;
 
@@ -108,7 +110,7 @@ async fn models(req: HttpRequest, _: Caller) -> Res {
     ok(super::api(&req)?.domain.models())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct CreateOrgBody {
     id: String,
@@ -120,9 +122,14 @@ struct CreateOrgBody {
 /// `POST /v1/orgs {id, displayName, login?, kind?}`: creates an organization with the caller as its owner. The id is
 /// foundry's own name for it, unrelated to any GitHub login: an organization reaches GitHub only through
 /// `github/connect`. `login` and `kind` are kept for older clients as the profile's label until a connection sets them.
+///
+/// With an `Idempotency-Key`: the organization's id comes from the body, so the caller's own user actor holds the
+/// key's claim (the same key with another body, e.g. another id, is refused there) and the answer; the new
+/// organization records the key in the transaction that creates it, which makes the creation exactly-once.
 async fn create_org(req: HttpRequest, caller: Caller, body: Json<CreateOrgBody>) -> Res {
     let api = super::api(&req)?;
     let body = body.into_inner();
+    let once = idempotency::key(&req, &caller, "POST /v1/orgs", &body)?;
     validate::org_id("id", &body.id)?;
     let user = api.domain.users.read_existing(&caller.user_id, GetUser).await?;
     let owner_login = user.profile.github_login.clone().unwrap_or_else(|| user.user.name.clone());
@@ -139,11 +146,41 @@ async fn create_org(req: HttpRequest, caller: Caller, body: Json<CreateOrgBody>)
         display_name: Some(msg.display_name.trim().to_owned()),
         role: Some(MemberRole::Owner.as_str().to_owned()),
     };
-    api.domain.orgs.mutate(&body.id, msg).await?;
-    // The organization's outbox tells the owner too; applied here as well (idempotent) so that the creator's
-    // `GET /v1/orgs` and `app` snapshot list the organization as soon as this answers.
-    api.domain.users.mutate_existing(&caller.user_id, grant).await?;
-    Ok(HttpResponse::Created().json(api.domain.orgs.read_existing(&body.id, GetOrganizationSnapshot).await?))
+    let id = body.id;
+    let me = caller.user_id;
+    idempotency::to_completion(async move {
+        let users = &api.domain.users;
+        let mut replayed = false;
+        match &once {
+            None => api.domain.orgs.mutate(&id, msg).await?,
+            Some(key) => {
+                let claim = ReserveIdempotency::created(key.clone(), serde_json::json!(id).to_string());
+                if let Some(res) = idempotency::claimed(users.mutate_existing(&me, claim).await?)? {
+                    return Ok(res);
+                }
+                match api.domain.orgs.mutate(&id, Idempotent { key: key.clone(), msg }).await {
+                    Ok(once) => match idempotency::step(once)? {
+                        Step::Answered(res) => return Ok(res),
+                        Step::Finish((), again) => replayed = again,
+                    },
+                    Err(e) => {
+                        // Refused (the id is taken ...): nothing was created, so the key is free again.
+                        idempotency::release(users, &me, key).await;
+                        return Err(e.into());
+                    }
+                }
+            }
+        }
+        // The organization's outbox tells the owner too; applied here as well (idempotent) so that the creator's
+        // `GET /v1/orgs` and `app` snapshot list the organization as soon as this answers.
+        users.mutate_existing(&me, grant).await?;
+        let snapshot = api.domain.orgs.read_existing(&id, GetOrganizationSnapshot).await?;
+        match &once {
+            None => Ok(HttpResponse::Created().json(snapshot)),
+            Some(key) => idempotency::answer(users, &me, key, StatusCode::CREATED, snapshot, replayed).await,
+        }
+    })
+    .await
 }
 
 /// `GET /v1/orgs`: the caller's organizations with names and roles, and the active one (the `app` snapshot's).
@@ -213,11 +250,11 @@ async fn put_member(
     // Only a user who signed up can be added: an unknown id is 404, and no user database is created for it.
     let user = api.domain.users.read_existing(&user_id, GetUser).await?;
     let login = body.login.or(user.profile.github_login).unwrap_or(user.user.name);
-    let msg = AddMember { user_id, login, role: body.role, by: Some(caller.user_id.clone()) };
+    let msg = AddMember { user_id, login, role: body.role, by: Some(caller.user_id.clone()), new_only: false };
     ok(api.domain.orgs.mutate_existing(&org, msg).await?)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 struct InviteBody {
     login: String,
@@ -226,12 +263,13 @@ struct InviteBody {
 
 /// `POST /v1/orgs/{org}/members {login, role}`: adds the user who signed in with that login (GitHub first, then a
 /// development login); admins only, only owners make owners. 404 `user_not_found` if nobody has signed in with it,
-/// 409 if they are already a member.
+/// 409 if they are already a member (decided in the transaction that adds them, after an `Idempotency-Key`'s replay).
 async fn invite_member(req: HttpRequest, caller: Caller, org: web::Path<String>, body: Json<InviteBody>) -> Res {
     let api = super::api(&req)?;
     let org = org.into_inner();
     let me = admin(&api, &caller, &org).await?;
     let body = body.into_inner();
+    let once = idempotency::key(&req, &caller, &format!("POST /v1/orgs/{org}/members"), &body)?;
     if body.role == MemberRole::Owner && me.role() != MemberRole::Owner {
         return Err(ApiError::forbidden("only owners may make owners"));
     }
@@ -246,14 +284,20 @@ async fn invite_member(req: HttpRequest, caller: Caller, org: web::Path<String>,
             format!("nobody has signed in as {login:?} yet: they can be added after their first sign-in"),
         ));
     };
-    if api.domain.orgs.read(&org, GetMember { user_id: user_id.clone() }).await?.is_some() {
-        return Err(ApiError::new(StatusCode::CONFLICT, "conflict", format!("{login} is already a member")));
-    }
     // Listed under their GitHub login when they have one, else the login as indexed (lowercase).
     let user = api.domain.users.read(&user_id, GetUser).await?;
     let login = user.profile.github_login.unwrap_or_else(|| login.to_lowercase());
-    let msg = AddMember { user_id, login, role: body.role, by: Some(caller.user_id.clone()) };
-    Ok(HttpResponse::Created().json(api.domain.orgs.mutate(&org, msg).await?))
+    let msg = AddMember { user_id, login, role: body.role, by: Some(caller.user_id.clone()), new_only: true };
+    let Some(key) = once else { return Ok(HttpResponse::Created().json(api.domain.orgs.mutate(&org, msg).await?)) };
+    idempotency::to_completion(async move {
+        match idempotency::step(api.domain.orgs.mutate(&org, Idempotent { key: key.clone(), msg }).await?)? {
+            Step::Answered(res) => Ok(res),
+            Step::Finish(row, replayed) => {
+                idempotency::answer(&api.domain.orgs, &org, &key, StatusCode::CREATED, row, replayed).await
+            }
+        }
+    })
+    .await
 }
 
 /// `DELETE /v1/orgs/{org}/members/{user}`: admins remove members; anyone may leave.
@@ -279,7 +323,7 @@ async fn list_repos(req: HttpRequest, caller: Caller, org: web::Path<String>) ->
     ok(api.domain.orgs.read_existing(&org, ListRepositories).await?)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct AddRepoBody {
     repo_id: String,
@@ -288,11 +332,14 @@ struct AddRepoBody {
     default_branch: Option<String>,
 }
 
-/// `POST /v1/orgs/{org}/repos {repoId, fullName, remoteUrl, defaultBranch?}`: imports a repository (admins).
+/// `POST /v1/orgs/{org}/repos {repoId, fullName, remoteUrl, defaultBranch?}`: imports a repository (admins). With an
+/// `Idempotency-Key`, the organization records the key with the repository it adds.
 async fn add_repo(req: HttpRequest, caller: Caller, org: web::Path<String>, body: Json<AddRepoBody>) -> Res {
     let api = super::api(&req)?;
+    let org = org.into_inner();
     admin(&api, &caller, &org).await?;
     let b = body.into_inner();
+    let once = idempotency::key(&req, &caller, &format!("POST /v1/orgs/{org}/repos"), &b)?;
     let msg = AddRepository {
         repo_id: b.repo_id,
         full_name: b.full_name,
@@ -300,7 +347,18 @@ async fn add_repo(req: HttpRequest, caller: Caller, org: web::Path<String>, body
         default_branch: b.default_branch.unwrap_or_else(|| "main".into()),
         user_id: Some(caller.user_id.clone()),
     };
-    Ok(HttpResponse::Created().json(api.domain.add_repository(&org, msg).await?))
+    idempotency::to_completion(async move {
+        let Some(key) = once else {
+            return Ok(HttpResponse::Created().json(api.domain.add_repository(&org, msg).await?));
+        };
+        match idempotency::step(api.domain.add_repository_once(&org, msg, key.clone()).await?)? {
+            Step::Answered(res) => Ok(res),
+            Step::Finish(row, replayed) => {
+                idempotency::answer(&api.domain.orgs, &org, &key, StatusCode::CREATED, row, replayed).await
+            }
+        }
+    })
+    .await
 }
 
 async fn get_repo(req: HttpRequest, caller: Caller, path: web::Path<(String, String)>) -> Res {

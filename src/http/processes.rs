@@ -9,10 +9,12 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::body::{Json, NoBody};
+use super::idempotency;
 use super::tasks::task_of;
 use super::{Api, ApiError, Caller};
 use crate::actors::task::processes::{ForgetProcess, GetTaskProcess, ListTaskProcesses, ProcessAction, TrackProcess};
 use crate::integrations::sandbox::{ProcessError, ProcessHost, ProcessService, ProcessSpec};
+use crate::runtime::idempotency::ReserveIdempotency;
 
 type Res = Result<HttpResponse, ApiError>;
 type TaskPath = web::Path<(String, String, String)>;
@@ -78,14 +80,52 @@ async fn list(req: HttpRequest, caller: Caller, path: TaskPath) -> Res {
 }
 
 /// `POST T/processes {command, args?, cwd?, env?}`: starts a process in the sandbox (201 with the process).
+///
+/// With an `Idempotency-Key`: the start happens on the sandbox host, outside any transaction, so the task reserves
+/// the key first (a retry meanwhile gets 409 `idempotency_in_progress`), and records it with the process in the
+/// transaction that records the process; a failed start releases it.
 async fn start(req: HttpRequest, caller: Caller, path: TaskPath, body: Json<ProcessSpec>) -> Res {
-    let (api, task) = task_of(&req, &caller, path.into_inner()).await?;
+    let (org, repo, task) = path.into_inner();
+    let route = format!("POST /v1/orgs/{org}/repos/{repo}/tasks/{task}/processes");
+    let (api, task) = task_of(&req, &caller, (org, repo, task)).await?;
     let spec = body.into_inner();
     check(&spec)?;
     let host = host(&api)?;
-    let info = host.start(&spec).await?;
-    let track = TrackProcess { info, action: ProcessAction::Started, user_id: Some(caller.user_id.clone()) };
-    Ok(HttpResponse::Created().json(api.domain.tasks.exec(&task, track).await?))
+    let once = idempotency::key(&req, &caller, &route, &spec)?;
+    idempotency::to_completion(async move {
+        let tasks = &api.domain.tasks;
+        if let Some(key) = &once {
+            match tasks.mutate(&task, ReserveIdempotency::pending(key.clone())).await? {
+                crate::runtime::Recorded::Created { output, answer: None } => {
+                    // Recorded with the process, never answered: the process is the answer.
+                    let row: serde_json::Value = serde_json::from_str(&output).map_err(|_| ApiError::internal())?;
+                    return idempotency::answer(tasks, &task, key, StatusCode::CREATED, row, true).await;
+                }
+                before => {
+                    if let Some(res) = idempotency::claimed(before)? {
+                        return Ok(res);
+                    }
+                }
+            }
+        }
+        let info = match host.start(&spec).await {
+            Ok(info) => info,
+            Err(e) => {
+                if let Some(key) = &once {
+                    idempotency::release(tasks, &task, key).await;
+                }
+                return Err(e.into());
+            }
+        };
+        let user_id = Some(caller.user_id.clone());
+        let track = TrackProcess { info, action: ProcessAction::Started, user_id, once: once.clone() };
+        let row = tasks.exec(&task, track).await?;
+        match &once {
+            None => Ok(HttpResponse::Created().json(row)),
+            Some(key) => idempotency::answer(tasks, &task, key, StatusCode::CREATED, row, false).await,
+        }
+    })
+    .await
 }
 
 async fn get(req: HttpRequest, caller: Caller, path: ProcessPath) -> Res {
@@ -109,7 +149,7 @@ async fn signal(
         "kill" => (host.kill(&id).await?, ProcessAction::Killed),
         _ => return Err(ApiError::not_found(format!("no process operation {op:?}"))),
     };
-    let track = TrackProcess { info, action, user_id: Some(caller.user_id.clone()) };
+    let track = TrackProcess { info, action, user_id: Some(caller.user_id.clone()), once: None };
     Ok(HttpResponse::Ok().json(api.domain.tasks.exec(&task, track).await?))
 }
 

@@ -2,16 +2,19 @@
 //! `/v1/orgs/{org}/repos/{repo}/tasks/{task}/sessions/{session}/...`. Every route checks the caller's membership of
 //! `{org}`; the task view carries the caller's own overlay (active session, unread, drafts), never another user's.
 
+use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::body::{Json, NoBody, OptionalJson};
+use super::idempotency::{self, Step};
 use super::{member, Api, ApiError, Caller};
 use crate::actors::repository::{CreateTask, PreviewTaskNames};
 use crate::actors::session::{ChangeModel, GetSessionDetail, GetSessionState, RenameSession, StopSession};
 use crate::actors::task::{CloseSession, CreateSession, RenameTask, SwitchTask};
 use crate::actors::user::{DraftAttachment, MarkSessionUnread, SaveDraft, SetActiveSession};
 use crate::actors::{validate, RepoKey, SessionKey, TaskKey};
+use crate::runtime::IdempotencyKey;
 
 type Res = Result<HttpResponse, ApiError>;
 
@@ -55,7 +58,7 @@ async fn session_of(
 type TaskPath = web::Path<(String, String, String)>;
 type SessionPath = web::Path<(String, String, String, String)>;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 struct CreateTaskBody {
     prompt: String,
@@ -64,9 +67,22 @@ struct CreateTaskBody {
     model: Option<String>,
 }
 
+fn created_task(created: &crate::actors::repository::CreatedTask) -> serde_json::Value {
+    serde_json::json!({
+        "orgId": created.task.org,
+        "repoId": created.task.repo,
+        "taskId": created.task.task,
+        "title": created.title,
+        "branch": created.branch,
+        "sessionId": created.session_id,
+        "sessionVersion": created.session_version,
+    })
+}
+
 /// `POST .../repos/{repo}/tasks {prompt, title?, branch?, model?}`: creates a task with its first session, whose
 /// agent starts on the prompt. `sessionVersion` is that session's topic version before the turn started: subscribing
-/// with `after` it, the client's first `sessionUpdated` is the turn's start (or anything later), never older.
+/// with `after` it, the client's first `sessionUpdated` is the turn's start (or anything later), never older. With an
+/// `Idempotency-Key`, the repository records the key with the task it assigns.
 async fn create_task(
     req: HttpRequest,
     caller: Caller,
@@ -76,6 +92,8 @@ async fn create_task(
     let (org, repo) = path.into_inner();
     let api = authorized(&req, &caller, &[&org, &repo]).await?;
     let b = body.into_inner();
+    let once = idempotency::key(&req, &caller, &format!("POST /v1/orgs/{org}/repos/{repo}/tasks"), &b)?;
+    let repo = RepoKey::new(&org, &repo);
     let msg = CreateTask {
         prompt: b.prompt,
         title: b.title,
@@ -83,16 +101,19 @@ async fn create_task(
         model: b.model,
         user_id: Some(caller.user_id),
     };
-    let created = api.domain.create_task(&RepoKey::new(&org, &repo), msg).await?;
-    Ok(HttpResponse::Created().json(serde_json::json!({
-        "orgId": created.task.org,
-        "repoId": created.task.repo,
-        "taskId": created.task.task,
-        "title": created.title,
-        "branch": created.branch,
-        "sessionId": created.session_id,
-        "sessionVersion": created.session_version,
-    })))
+    idempotency::to_completion(async move {
+        let Some(key) = once else {
+            return Ok(HttpResponse::Created().json(created_task(&api.domain.create_task(&repo, msg).await?)));
+        };
+        match idempotency::step(api.domain.create_task_once(&repo, msg, key.clone()).await?)? {
+            Step::Answered(res) => Ok(res),
+            Step::Finish(created, replayed) => {
+                let body = created_task(&created);
+                idempotency::answer(&api.domain.repos, &repo, &key, StatusCode::CREATED, body, replayed).await
+            }
+        }
+    })
+    .await
 }
 
 #[derive(Deserialize)]
@@ -140,7 +161,7 @@ async fn rename_task(req: HttpRequest, caller: Caller, path: TaskPath, body: Jso
     ok(api.domain.task_view(&task, Some(&caller.user_id)).await?)
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields)]
 struct ActionBody {
     /// `revert`: the file to revert.
@@ -161,8 +182,13 @@ async fn task_action(
     body: OptionalJson<ActionBody>,
 ) -> Res {
     let (org, repo, task, action) = path.into_inner();
+    let route = format!("POST /v1/orgs/{org}/repos/{repo}/tasks/{task}/{action}");
     let (api, task) = task_of(&req, &caller, (org, repo, task)).await?;
     let body = body.into_inner();
+    if action == "pull-request" {
+        let once = idempotency::key(&req, &caller, &route, &body)?;
+        return idempotency::to_completion(publish_pull_request(api, task, caller.user_id, once)).await;
+    }
     let user = Some(caller.user_id.as_str());
     let d = &api.domain;
     match action.as_str() {
@@ -173,10 +199,6 @@ async fn task_action(
             d.reprovision_workspace(&task, user).await?;
         }
         "unread" => d.mark_task_unread(&task, &caller.user_id).await?,
-        "pull-request" => {
-            return Ok(HttpResponse::Created()
-                .json(serde_json::json!({ "number": d.publish_pull_request(&task, user).await? })))
-        }
         "push" => {
             d.push_task(&task, user).await?;
         }
@@ -194,6 +216,34 @@ async fn task_action(
         _ => return Err(ApiError::not_found(format!("no task action {action:?}"))),
     };
     ok(d.task_view(&task, user).await?)
+}
+
+/// `POST T/pull-request`: 201 `{number}`. With an `Idempotency-Key`: the pull request is opened on GitHub, outside
+/// any transaction, so the task reserves the key first (a retry meanwhile gets 409 `idempotency_in_progress`) and
+/// stores the answer once it is open; a failure releases the key. GitHub and the task both refuse a second open
+/// pull request for the branch, so even a retry after the reservation lapsed cannot open two.
+async fn publish_pull_request(api: web::Data<Api>, task: TaskKey, user: String, once: Option<IdempotencyKey>) -> Res {
+    let tasks = &api.domain.tasks;
+    if let Some(key) = &once {
+        let reserve = crate::runtime::idempotency::ReserveIdempotency::pending(key.clone());
+        if let Some(res) = idempotency::claimed(tasks.mutate(&task, reserve).await?)? {
+            return Ok(res);
+        }
+    }
+    let number = match api.domain.publish_pull_request(&task, Some(&user)).await {
+        Ok(number) => number,
+        Err(e) => {
+            if let Some(key) = &once {
+                idempotency::release(tasks, &task, key).await;
+            }
+            return Err(e.into());
+        }
+    };
+    let body = serde_json::json!({ "number": number });
+    match &once {
+        None => Ok(HttpResponse::Created().json(body)),
+        Some(key) => idempotency::answer(tasks, &task, key, StatusCode::CREATED, body, false).await,
+    }
 }
 
 #[derive(Deserialize)]
@@ -224,7 +274,7 @@ async fn set_active_session(req: HttpRequest, caller: Caller, path: TaskPath, bo
     ok(api.domain.task_view(&task, Some(&caller.user_id)).await?)
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields)]
 struct CreateSessionBody {
     name: Option<String>,
@@ -233,25 +283,51 @@ struct CreateSessionBody {
     prompt: Option<String>,
 }
 
-/// `POST .../tasks/{task}/sessions {name?, model?, prompt?}`: opens another session.
+/// `POST .../tasks/{task}/sessions {name?, model?, prompt?}`: opens another session. With an `Idempotency-Key`, the
+/// task records the key with the session it opens, and the first prompt is sent once under the same key.
 async fn create_session(
     req: HttpRequest,
     caller: Caller,
     path: TaskPath,
     body: OptionalJson<CreateSessionBody>,
 ) -> Res {
-    let (api, task) = task_of(&req, &caller, path.into_inner()).await?;
+    let (org, repo, task) = path.into_inner();
+    let route = format!("POST /v1/orgs/{org}/repos/{repo}/tasks/{task}/sessions");
+    let (api, task) = task_of(&req, &caller, (org, repo, task)).await?;
     let b = body.into_inner();
     if let Some(prompt) = &b.prompt {
         validate::text("prompt", prompt)?;
     }
-    let msg = CreateSession { name: b.name, model: b.model, user_id: Some(caller.user_id.clone()) };
-    let id = api.domain.create_session(&task, msg).await?;
-    let session = task.session(&id);
-    if let Some(prompt) = b.prompt {
-        api.domain.send_message(&session, &prompt, Some(&caller.user_id)).await?;
-    }
-    Ok(HttpResponse::Created().json(api.domain.sessions.read(&session, GetSessionDetail).await?))
+    let once = idempotency::key(&req, &caller, &route, &b)?;
+    let user = caller.user_id.clone();
+    let msg = CreateSession { name: b.name, model: b.model, user_id: Some(user.clone()) };
+    idempotency::to_completion(async move {
+        let (id, replayed) = match &once {
+            None => (api.domain.create_session(&task, msg).await?, false),
+            Some(key) => match idempotency::step(api.domain.create_session_once(&task, msg, key.clone()).await?)? {
+                Step::Answered(res) => return Ok(res),
+                Step::Finish(id, replayed) => (id, replayed),
+            },
+        };
+        let session = task.session(&id);
+        if let Some(prompt) = b.prompt {
+            match &once {
+                None => drop(api.domain.send_message(&session, &prompt, Some(&user)).await?),
+                Some(key) => {
+                    let key = IdempotencyKey { scope: format!("{} (first prompt)", key.scope), ..key.clone() };
+                    idempotency::step(api.domain.send_message_once(&session, &prompt, Some(&user), key).await?)?;
+                }
+            }
+        }
+        let detail = api.domain.sessions.read(&session, GetSessionDetail).await?;
+        match &once {
+            None => Ok(HttpResponse::Created().json(detail)),
+            Some(key) => {
+                idempotency::answer(&api.domain.tasks, &task, key, StatusCode::CREATED, detail, replayed).await
+            }
+        }
+    })
+    .await
 }
 
 /// `GET .../sessions/{session}`: the session detail with its transcript.
@@ -291,7 +367,7 @@ async fn update_session(req: HttpRequest, caller: Caller, path: SessionPath, bod
     ok(api.domain.sessions.read(&session, GetSessionDetail).await?)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 struct TextBody {
     text: String,
@@ -301,6 +377,15 @@ struct TextBody {
 /// stands after the command (`{sessionId, status, queued, version}`) plus what the command itself reports. One
 /// shape, so a client handles them alike, and the version tells it which `sessionUpdated` frames are newer.
 async fn accepted(api: &Api, session: &SessionKey, extra: serde_json::Value) -> Res {
+    Ok(HttpResponse::Accepted().json(session_state(api, session, extra).await?))
+}
+
+/// The body of [`accepted`].
+async fn session_state(
+    api: &Api,
+    session: &SessionKey,
+    extra: serde_json::Value,
+) -> Result<serde_json::Value, ApiError> {
     let state = api.domain.sessions.read(session, GetSessionState).await?;
     let mut body = serde_json::to_value(state).map_err(|e| {
         tracing::error!(error = %e, "cannot serialise a session state");
@@ -309,14 +394,31 @@ async fn accepted(api: &Api, session: &SessionKey, extra: serde_json::Value) -> 
     if let (Some(body), serde_json::Value::Object(extra)) = (body.as_object_mut(), extra) {
         body.extend(extra);
     }
-    Ok(HttpResponse::Accepted().json(body))
+    Ok(body)
 }
 
-/// `POST .../sessions/{session}/messages {text}`: runs now, or queues after the running turn.
+/// `POST .../sessions/{session}/messages {text}`: runs now, or queues after the running turn. With an
+/// `Idempotency-Key`, the session records the key with the prompt.
 async fn send_message(req: HttpRequest, caller: Caller, path: SessionPath, body: Json<TextBody>) -> Res {
-    let (api, session) = session_of(&req, &caller, path.into_inner()).await?;
-    let submitted = api.domain.send_message(&session, &body.into_inner().text, Some(&caller.user_id)).await?;
-    accepted(&api, &session, serde_json::json!({ "submitted": submitted })).await
+    let (org, repo, task, session) = path.into_inner();
+    let route = format!("POST /v1/orgs/{org}/repos/{repo}/tasks/{task}/sessions/{session}/messages");
+    let (api, session) = session_of(&req, &caller, (org, repo, task, session)).await?;
+    let text = body.into_inner();
+    let Some(key) = idempotency::key(&req, &caller, &route, &text)? else {
+        let submitted = api.domain.send_message(&session, &text.text, Some(&caller.user_id)).await?;
+        return accepted(&api, &session, serde_json::json!({ "submitted": submitted })).await;
+    };
+    idempotency::to_completion(async move {
+        let once = api.domain.send_message_once(&session, &text.text, Some(&caller.user_id), key.clone()).await?;
+        match idempotency::step(once)? {
+            Step::Answered(res) => Ok(res),
+            Step::Finish(submitted, replayed) => {
+                let state = session_state(&api, &session, serde_json::json!({ "submitted": submitted })).await?;
+                idempotency::answer(&api.domain.sessions, &session, &key, StatusCode::ACCEPTED, state, replayed).await
+            }
+        }
+    })
+    .await
 }
 
 #[derive(Deserialize)]

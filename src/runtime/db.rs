@@ -104,12 +104,23 @@ pub fn build_template(kind_dir: &Path, kind: &str, migrations: EmbeddedMigration
     built
 }
 
-/// Creates `path` as a copy of a kind's template. Written under a temporary name and renamed, so a crash never leaves
-/// a half-written database at `path`.
+/// Creates `path` as a copy of a kind's template, unless it exists. Written under a temporary name of its own and
+/// then linked into place, so a crash never leaves a half-written database at `path`, and two openers of one new key
+/// (an activation whose caller went away still runs on the blocking pool while the next caller activates the key)
+/// never replace a file the other already created and opened: a rename would, and the first would write to an
+/// unlinked file.
 pub fn create_from_template(path: &Path, template: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("sqlite3.creating");
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let tmp = path.with_extension(format!("sqlite3.creating-{}-{n}", std::process::id()));
     std::fs::write(&tmp, template)?;
-    std::fs::rename(&tmp, path)
+    let linked = std::fs::hard_link(&tmp, path);
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => Err(e),
+        _ => Ok(()),
+    }
 }
 
 /// Runs pending migrations one by one so a failure names the migration that failed.
@@ -141,23 +152,33 @@ struct IdentityRow {
 }
 
 /// Records the owner on first open; afterwards refuses a file that belongs to another (kind, key). Two keys can only
-/// meet in one file through a hash collision of very long keys, so this is a guard, not a code path.
+/// meet in one file through a hash collision of very long keys, so this is a guard, not a code path. Two openers of
+/// one new file at once (see [`create_from_template`]) agree on the identity the first one wrote.
 fn check_identity(conn: &mut SqliteConnection, kind: &str, key: &str) -> Result<(), ActivationFailure> {
     let load = |e: diesel::result::Error| ActivationFailure::Load(e.to_string());
-    let rows: Vec<IdentityRow> =
-        diesel::sql_query("SELECT kind, key FROM _foundry_identity WHERE id = 1").load(conn).map_err(load)?;
-    match rows.into_iter().next() {
-        Some(row) if row.kind == kind && row.key == key => Ok(()),
-        Some(row) => Err(ActivationFailure::IdentityMismatch { stored_kind: row.kind, stored_key: row.key }),
+    let stored = |conn: &mut SqliteConnection| -> Result<Option<IdentityRow>, ActivationFailure> {
+        let rows: Vec<IdentityRow> =
+            diesel::sql_query("SELECT kind, key FROM _foundry_identity WHERE id = 1").load(conn).map_err(load)?;
+        Ok(rows.into_iter().next())
+    };
+    let row = match stored(conn)? {
+        Some(row) => row,
         None => {
-            diesel::sql_query("INSERT INTO _foundry_identity (id, kind, key, incarnation) VALUES (1, ?, ?, ?)")
-                .bind::<Text, _>(kind)
-                .bind::<Text, _>(key)
-                .bind::<Text, _>(new_incarnation())
-                .execute(conn)
-                .map_err(load)?;
-            Ok(())
+            diesel::sql_query(
+                "INSERT OR IGNORE INTO _foundry_identity (id, kind, key, incarnation) VALUES (1, ?, ?, ?)",
+            )
+            .bind::<Text, _>(kind)
+            .bind::<Text, _>(key)
+            .bind::<Text, _>(new_incarnation())
+            .execute(conn)
+            .map_err(load)?;
+            stored(conn)?.ok_or_else(|| ActivationFailure::Load("the identity row was not written".into()))?
         }
+    };
+    if row.kind == kind && row.key == key {
+        Ok(())
+    } else {
+        Err(ActivationFailure::IdentityMismatch { stored_kind: row.kind, stored_key: row.key })
     }
 }
 
@@ -232,5 +253,41 @@ mod tests {
         assert!(matches!(err, ActivationFailure::IdentityMismatch { .. }), "{err}");
         // Reopening with the right identity works and is idempotent.
         open_actor_db(&path, "k", "a", EMPTY, Synchronous::Full, false).unwrap();
+    }
+}
+
+#[cfg(test)]
+mod concurrent_open_tests {
+    use super::*;
+
+    const RUNTIME_ONLY: EmbeddedMigrations = diesel_migrations::embed_migrations!("migrations/runtime");
+
+    /// An activation whose caller went away keeps opening its file on the blocking pool while the next caller
+    /// activates the same key: two opens of one new file at once must both succeed, as the same identity.
+    #[test]
+    fn two_opens_of_one_new_file_at_once_both_succeed() {
+        let dir = tempfile::tempdir().unwrap();
+        let template = build_template(dir.path(), "k", RUNTIME_ONLY).unwrap();
+        for i in 0..40 {
+            let path = dir.path().join(format!("a{i}.sqlite3"));
+            let barrier = std::sync::Arc::new(std::sync::Barrier::new(2));
+            let opens: Vec<_> = (0..2)
+                .map(|_| {
+                    let (path, barrier, template) = (path.clone(), barrier.clone(), template.clone());
+                    std::thread::spawn(move || {
+                        barrier.wait();
+                        if !path.exists() {
+                            let _ = create_from_template(&path, &template);
+                        }
+                        let mut conn = open_actor_db(&path, "k", "a", RUNTIME_ONLY, Synchronous::Normal, true)?;
+                        incarnation(&mut conn).map_err(|e| ActivationFailure::Load(e.to_string()))
+                    })
+                })
+                .collect();
+            let results: Vec<_> = opens.into_iter().map(|t| t.join().unwrap()).collect();
+            let incarnations: Vec<String> =
+                results.into_iter().map(|r| r.unwrap_or_else(|e| panic!("open {i}: {e}"))).collect();
+            assert_eq!(incarnations[0], incarnations[1], "one file, one identity");
+        }
     }
 }

@@ -6,12 +6,14 @@
 //! - [`actor`]: the host actor: supervision, group commit, topics, outbox delivery, passivation, shutdown.
 //! - [`db`], [`key`]: per-actor files, pragmas, migrations, key escaping.
 //! - [`topic`], [`outbox`]: snapshots to subscribers, durable cross-actor delivery.
+//! - [`idempotency`]: idempotency keys recorded in the transaction of the creation they stand for.
 //! - [`system`]: the [`Runtime`] tying it together.
 
 pub mod actor;
 pub mod db;
 pub mod entity;
 pub mod error;
+pub mod idempotency;
 pub mod key;
 pub mod outbox;
 pub mod registry;
@@ -24,6 +26,7 @@ pub use entity::{
     message_name, Command, Delivery, Entity, EntityCtx, KindConfig, Mutation, Myself, Read, SnapshotError, Tx,
 };
 pub use error::{ActivationError, ActivationFailure, CallError, KeyError, RuntimeError};
+pub use idempotency::{IdempotencyKey, Idempotent, Once, Recorded};
 pub use key::EntityKey;
 pub use outbox::Accepts;
 pub use registry::{Backpressure, EntityRef, KindStats, Registry};

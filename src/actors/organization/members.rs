@@ -63,6 +63,9 @@ pub struct AddMember {
     pub role: MemberRole,
     /// Who made the change (audit).
     pub by: Option<String>,
+    /// Only add (an invitation): an existing member is refused with `Conflict`, decided in this transaction so that
+    /// a keyed retry of the invitation replays it instead of meeting the member it added.
+    pub new_only: bool,
 }
 
 /// Writes a member row and tells the user's actor (used by [`AddMember`] and organization creation).
@@ -103,6 +106,9 @@ impl Mutation for AddMember {
         schema::require_profile(tx.conn(), &org.id)?;
         check_user(&self.user_id, Some(&self.login))?;
         let before = schema::find_member(tx.conn(), &self.user_id)?;
+        if self.new_only && before.is_some() {
+            return Err(DomainError::Conflict(format!("{} is already a member", self.login)));
+        }
         if before.as_ref().is_some_and(|m| m.role() == MemberRole::Owner && self.role != MemberRole::Owner) {
             refuse_last_owner(tx.conn())?;
         }

@@ -126,7 +126,7 @@ pub struct CreateTask {
 }
 
 /// What `CreateTask` assigned.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CreatedTask {
     pub task: TaskKey,

@@ -16,6 +16,7 @@ use super::{Session, TOPIC};
 use crate::actors::summary::SessionStatus;
 use crate::actors::{now_ms, validate, Audit, DomainError, DomainResult, TaskKey};
 use crate::integrations::agent::{AgentBackend, AgentEvent, HistoryItem, HistorySource, TurnEnd, TurnRequest};
+use crate::runtime::idempotency::{self, IdempotencyKey, Once, Recorded};
 use crate::runtime::{Command, EntityCtx, EntityKey, Myself, Tx};
 
 /// The agent backend sessions use, provided to the runtime (`Runtime::provide(Arc::new(SessionAgent(..)))`).
@@ -368,6 +369,52 @@ impl Command for SubmitPrompt {
             super::messages::record_user_message(&key, tx, &self.text, self.user_id.as_deref())
         })?;
         Ok(if s.run_queue(ctx)? { Submitted::Started } else { Submitted::Queued })
+    }
+}
+
+/// [`SubmitPrompt`] at most once per idempotency key: the key is recorded in the transaction that records the
+/// prompt, so a retried request finds it and replays instead of sending the prompt twice.
+pub struct SubmitPromptOnce {
+    pub text: String,
+    pub user_id: Option<String>,
+    pub key: IdempotencyKey,
+}
+
+impl Command for SubmitPromptOnce {
+    type Entity = Session;
+    type Output = Once<Submitted>;
+    type Error = DomainError;
+    fn run(self, s: &mut Session, ctx: &mut EntityCtx<'_, Session>) -> DomainResult<Once<Submitted>> {
+        validate::text("text", &self.text)?;
+        let key = s.key.clone();
+        let before = ctx.write(|tx: &mut Tx<'_>| -> DomainResult<Recorded> {
+            let now = idempotency::now_ms();
+            idempotency::prune(tx.conn(), now)?;
+            let before = idempotency::lookup(tx.conn(), &self.key, now)?;
+            if before == Recorded::Absent {
+                super::messages::record_user_message(&key, tx, &self.text, self.user_id.as_deref())?;
+                // Where the prompt went is decided after this commit; an unanswered replay re-reads it.
+                idempotency::record(tx.conn(), &self.key, "null", now)?;
+            }
+            Ok(before)
+        })?;
+        match before {
+            Recorded::Absent => {
+                Ok(Once::Applied(if s.run_queue(ctx)? { Submitted::Started } else { Submitted::Queued }))
+            }
+            Recorded::Created { answer: Some(answer), .. } => {
+                Ok(Once::Replayed { output: Submitted::Queued, answer: Some(answer) })
+            }
+            // Recorded, never answered (the first request was cut off): make sure the prompt runs, and say where it is.
+            Recorded::Created { answer: None, .. } => {
+                let started = s.run_queue(ctx)?;
+                let waiting = schema::queued(ctx.db())? > 0;
+                let output = if started || !waiting { Submitted::Started } else { Submitted::Queued };
+                Ok(Once::Replayed { output, answer: None })
+            }
+            Recorded::Mismatch => Ok(Once::KeyReused),
+            Recorded::Pending => Ok(Once::InProgress),
+        }
     }
 }
 

@@ -10,7 +10,8 @@ use diesel::sqlite::SqliteConnection;
 use serde::Serialize;
 
 pub use agent::{
-    Interrupt, RunQueue, SessionAgent, SessionWorkspace, Steer, SubmitPrompt, Submitted, TurnPlace, TurnWorkspace,
+    Interrupt, RunQueue, SessionAgent, SessionWorkspace, Steer, SubmitPrompt, SubmitPromptOnce, Submitted, TurnPlace,
+    TurnWorkspace,
 };
 pub use messages::*;
 pub use schema::TranscriptItem;

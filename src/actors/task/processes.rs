@@ -12,6 +12,7 @@ use serde::Serialize;
 use super::Task;
 use crate::actors::{now_ms, Audit, DomainError, DomainResult};
 use crate::integrations::sandbox::{ProcessHost, ProcessInfo, ProcessService};
+use crate::runtime::idempotency::{self, IdempotencyKey};
 use crate::runtime::{Command, EntityCtx, Myself, Read, Tx};
 
 /// The topic of the task's processes.
@@ -150,6 +151,9 @@ pub struct TrackProcess {
     pub info: ProcessInfo,
     pub action: ProcessAction,
     pub user_id: Option<String>,
+    /// The idempotency key reserved for this start: recorded, with the process as its output, in the transaction
+    /// that records the process.
+    pub once: Option<IdempotencyKey>,
 }
 
 impl Command for TrackProcess {
@@ -167,7 +171,14 @@ impl Command for TrackProcess {
             }
             let payload = serde_json::json!({ "processId": self.info.id, "command": self.info.command });
             Audit::task(&key).by(self.user_id.as_deref()).append(tx, self.action.audit_kind(), payload)?;
-            find(tx.conn(), &self.info.id)?.ok_or_else(|| DomainError::not_found("process", &self.info.id))
+            let row =
+                find(tx.conn(), &self.info.id)?.ok_or_else(|| DomainError::not_found("process", &self.info.id))?;
+            if let Some(once) = &self.once {
+                let output = serde_json::to_string(&row)
+                    .map_err(|e| DomainError::Db(diesel::result::Error::SerializationError(Box::new(e))))?;
+                idempotency::record(tx.conn(), once, &output, idempotency::now_ms())?;
+            }
+            Ok(row)
         })?;
         if running {
             ensure_poller(task, ctx);

@@ -42,8 +42,9 @@ class ApiError extends Error {
   }
 }
 
-async function api(method, path, body) {
+async function api(method, path, body, idempotencyKey) {
   const init = { method, credentials: 'same-origin', headers: {} };
+  if (idempotencyKey) init.headers['idempotency-key'] = idempotencyKey;
   if (body !== undefined) {
     init.headers['content-type'] = 'application/json';
     init.body = JSON.stringify(body);
@@ -69,6 +70,35 @@ async function api(method, path, body) {
     throw new ApiError(res.status, err.code, err.message);
   }
   return data;
+}
+
+// Creating requests carry an Idempotency-Key: one per submission, kept while that same submission may be sent
+// again (a second click, a retry after the connection dropped or the server answered 5xx/429), so the server creates
+// once whatever reached it. An answer that settles the submission (created, or refused for a reason a resend cannot
+// change) ends it: the next submission gets a fresh key.
+const pendingKeys = new Map();
+
+function newKey() {
+  const bytes = crypto.getRandomValues(new Uint8Array(16)); // randomUUID needs a secure context; this does not
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
+}
+
+async function create(path, body) {
+  const submission = `${path} ${JSON.stringify(body === undefined ? null : body)}`;
+  let key = pendingKeys.get(submission);
+  if (!key) {
+    key = newKey();
+    pendingKeys.set(submission, key);
+  }
+  try {
+    const created = await api('POST', path, body, key);
+    pendingKeys.delete(submission);
+    return created;
+  } catch (e) {
+    const resendable = e.status === 0 || e.status >= 500 || e.status === 429 || e.code === 'idempotency_in_progress';
+    if (!resendable) pendingKeys.delete(submission);
+    throw e;
+  }
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -1407,13 +1437,13 @@ const forms = {
   },
   async 'create-org'(form, data) {
     const id = data.id.trim();
-    await api('POST', '/v1/orgs', { id, displayName: data.displayName.trim() });
+    await create('/v1/orgs', { id, displayName: data.displayName.trim() });
     go(orgPath(id));
   },
   async 'add-repo'(form, data) {
     const body = { repoId: data.repoId.trim(), fullName: data.fullName.trim(), remoteUrl: data.remoteUrl.trim() };
     if (data.defaultBranch.trim()) body.defaultBranch = data.defaultBranch.trim();
-    await api('POST', `/v1/orgs/${enc(S.route.org)}/repos`, body);
+    await create(`/v1/orgs/${enc(S.route.org)}/repos`, body);
     form.reset();
     toast(`Added ${body.fullName}`, 'info');
   },
@@ -1423,7 +1453,7 @@ const forms = {
   },
   async invite(form, data) {
     const login = data.login.trim();
-    await api('POST', `/v1/orgs/${enc(S.route.org)}/members`, { login, role: data.role });
+    await create(`/v1/orgs/${enc(S.route.org)}/members`, { login, role: data.role });
     form.reset();
     toast(`Added ${login}`, 'info');
   },
@@ -1445,7 +1475,7 @@ const forms = {
     if (data.model) body.model = data.model;
     if (data.title.trim()) body.title = data.title.trim();
     if (data.branch.trim()) body.branch = data.branch.trim();
-    const created = await api('POST', `/v1/orgs/${enc(S.route.org)}/repos/${enc(data.repo)}/tasks`, body);
+    const created = await create(`/v1/orgs/${enc(S.route.org)}/repos/${enc(data.repo)}/tasks`, body);
     go(taskPath(S.route.org, created.repoId, created.taskId));
   },
   async send(form, data) {
@@ -1454,7 +1484,7 @@ const forms = {
     const box = $('#composer');
     box.value = '';
     try {
-      await api('POST', `${sessionBase()}/messages`, { text });
+      await create(`${sessionBase()}/messages`, { text });
     } catch (e) {
       box.value = text; // nothing was sent: keep what was typed
       throw e;
@@ -1467,7 +1497,7 @@ const forms = {
     const body = { command, args };
     const w = S.task && S.task.workspace;
     if (w && w.status === 'ready' && w.cwd) body.cwd = w.cwd; // in the task's checkout
-    await api('POST', `${taskBase()}/processes`, body);
+    await create(`${taskBase()}/processes`, body);
     form.reset();
   },
   async 'rename-session'(form, data) {
@@ -1558,7 +1588,7 @@ const actions = {
   },
   async 'new-session'() {
     saveDraftNow();
-    const created = await api('POST', `${taskBase()}/sessions`, {});
+    const created = await create(`${taskBase()}/sessions`, {});
     S.sessionPick = created.sessionId;
     S.session = null;
     syncSubs();
@@ -1630,7 +1660,7 @@ const actions = {
     await loadAudit(S.route.org, false);
   },
   async 'publish-pr'() {
-    await api('POST', `${taskBase()}/pull-request`);
+    await create(`${taskBase()}/pull-request`);
     toast('Pull request created', 'info');
   },
   async merge() {

@@ -1,0 +1,1 @@
+DROP TABLE _foundry_idempotency;
