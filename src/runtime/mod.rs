@@ -5,15 +5,18 @@
 //! - [`registry`]: get-or-create per key, bounded in-flight calls, typed call paths.
 //! - [`actor`]: the host actor: supervision, group commit, topics, outbox delivery, passivation, shutdown.
 //! - [`db`], [`key`]: per-actor files, pragmas, migrations, key escaping.
-//! - [`topic`], [`outbox`]: snapshots to subscribers, durable cross-actor delivery.
+//! - [`topic`], [`patch`], [`outbox`]: snapshots and patches to subscribers, durable cross-actor delivery.
 //! - [`system`]: the [`Runtime`] tying it together.
 
 pub mod actor;
+mod batch;
 pub mod db;
 pub mod entity;
 pub mod error;
 pub mod key;
 pub mod outbox;
+pub mod patch;
+mod publish;
 pub mod registry;
 pub mod system;
 pub mod topic;
@@ -28,7 +31,8 @@ pub use key::EntityKey;
 pub use outbox::Accepts;
 pub use registry::{Backpressure, EntityRef, KindStats, Registry};
 pub use system::{RecoveryReport, Runtime, RuntimeConfig};
-pub use topic::{Subscription, TopicEvent};
+pub use patch::{PatchError, PatchOp};
+pub use topic::{NeedFull, Subscription, TopicEvent, TopicFrame, TopicPatch};
 
 /// Re-exported so kinds can write `const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/<kind>")`.
 pub use diesel_migrations::{embed_migrations, EmbeddedMigrations};
