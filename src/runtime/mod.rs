@@ -29,9 +29,9 @@ pub use entity::{
 pub use error::{ActivationError, ActivationFailure, CallError, KeyError, RuntimeError};
 pub use key::EntityKey;
 pub use outbox::Accepts;
+pub use patch::{PatchError, PatchOp};
 pub use registry::{Backpressure, EntityRef, KindStats, Registry};
 pub use system::{RecoveryReport, Runtime, RuntimeConfig};
-pub use patch::{PatchError, PatchOp};
 pub use topic::{NeedFull, Subscription, TopicEvent, TopicFrame, TopicPatch};
 
 /// Re-exported so kinds can write `const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/<kind>")`.

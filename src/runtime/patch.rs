@@ -120,7 +120,9 @@ fn apply_one(doc: &mut Value, op: &PatchOp) -> Result<(), PatchError> {
                 Ok(())
             }
             PatchOp::Append { value, .. } => append_to(doc, value, path),
-            PatchOp::Remove { .. } => Err(PatchError::Mismatch { path: path.to_owned(), why: "cannot remove the root" }),
+            PatchOp::Remove { .. } => {
+                Err(PatchError::Mismatch { path: path.to_owned(), why: "cannot remove the root" })
+            }
         };
     };
     let mut parent = doc;
@@ -193,14 +195,23 @@ mod tests {
         for (op, err) in [
             (PatchOp::remove("/items/1"), PatchError::Missing("/items/1".into())),
             (PatchOp::replace("/nope", json!(1)), PatchError::Missing("/nope".into())),
-            (PatchOp::add("/items/2", json!(1)), PatchError::Mismatch { path: "/items/2".into(), why: "array index past the end" }),
-            (PatchOp::add("/items/01", json!(1)), PatchError::Mismatch { path: "/items/01".into(), why: "not an array index" }),
-            (PatchOp::append("/text", "x"), PatchError::Mismatch { path: "/text".into(), why: "append needs a string" }),
+            (
+                PatchOp::add("/items/2", json!(1)),
+                PatchError::Mismatch { path: "/items/2".into(), why: "array index past the end" },
+            ),
+            (
+                PatchOp::add("/items/01", json!(1)),
+                PatchError::Mismatch { path: "/items/01".into(), why: "not an array index" },
+            ),
+            (
+                PatchOp::append("/text", "x"),
+                PatchError::Mismatch { path: "/text".into(), why: "append needs a string" },
+            ),
             (PatchOp::remove("items"), PatchError::BadPointer("items".into())),
-            (PatchOp::add("/text/a", json!(1)), PatchError::Mismatch {
-                path: "/text/a".into(),
-                why: "the parent is neither an object nor an array",
-            }),
+            (
+                PatchOp::add("/text/a", json!(1)),
+                PatchError::Mismatch { path: "/text/a".into(), why: "the parent is neither an object nor an array" },
+            ),
         ] {
             assert_eq!(apply(&mut doc.clone(), &[op]), Err(err));
         }
