@@ -20,6 +20,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -187,6 +188,10 @@ fn update_frame(key_json: &str, ev: &TopicEvent) -> String {
     )
 }
 
+/// A client behind by several patches gets them in one frame, up to about this many bytes of operations: fewer
+/// frames (and socket writes) for a slow client, as coalesced snapshots were, without resending the snapshot.
+const MAX_MERGED_OPS: usize = 64 * 1024;
+
 /// `{"type":"{topic}Patched","key","version","base","ops"}`: the operations spliced in as already-serialised JSON.
 fn patch_frame(key_json: &str, p: &TopicPatch) -> String {
     format!(
@@ -196,6 +201,34 @@ fn patch_frame(key_json: &str, p: &TopicPatch) -> String {
         p.version,
         p.base(),
         p.ops.get()
+    )
+}
+
+/// One `{topic}Patched` frame for consecutive patches: from the first's base to the last's version, their operations
+/// in order.
+fn merged_patch_frame(key_json: &str, patches: &[Arc<TopicPatch>]) -> String {
+    let (Some(first), Some(last)) = (patches.first(), patches.last()) else { return String::new() };
+    let mut ops = String::from("[");
+    for p in patches {
+        // A serialised array of operations: `[` ... `]`.
+        let raw = p.ops.get();
+        let inner = raw.get(1..raw.len().saturating_sub(1)).unwrap_or_default();
+        if inner.is_empty() {
+            continue;
+        }
+        if ops.len() > 1 {
+            ops.push(',');
+        }
+        ops.push_str(inner);
+    }
+    ops.push(']');
+    format!(
+        r#"{{"type":"{}Patched","key":{},"version":{},"base":{},"ops":{}}}"#,
+        first.topic,
+        key_json,
+        last.version,
+        first.base(),
+        ops
     )
 }
 
@@ -475,8 +508,38 @@ impl Connection {
                 (ev.version, shared.unwrap_or_else(|| ByteString::from(update_frame(&sub.key_json, &ev))))
             }
             (None, TopicFrame::Patch(p)) => {
-                let shared = p.memo(|| ByteString::from(patch_frame(&sub.key_json, &p)));
-                (p.version, shared.unwrap_or_else(|| ByteString::from(patch_frame(&sub.key_json, &p))))
+                // Behind by more than this patch: take what else is ready (or the full snapshot that replaced it).
+                let mut behind = vec![p];
+                let mut bytes = behind[0].ops.get().len();
+                let mut full = None;
+                while bytes < MAX_MERGED_OPS {
+                    match sub.channel.try_next_frame() {
+                        Some(TopicFrame::Patch(next)) => {
+                            bytes += next.ops.get().len();
+                            behind.push(next);
+                        }
+                        Some(TopicFrame::Full(ev)) => {
+                            full = Some(ev);
+                            break;
+                        }
+                        None => break,
+                    }
+                }
+                match (full, behind.as_slice()) {
+                    (Some(ev), _) => {
+                        let shared = ev.memo(|| ByteString::from(update_frame(&sub.key_json, &ev)));
+                        (ev.version, shared.unwrap_or_else(|| ByteString::from(update_frame(&sub.key_json, &ev))))
+                    }
+                    // In step with the topic: the frame every such subscriber shares.
+                    (None, [p]) => {
+                        let shared = p.memo(|| ByteString::from(patch_frame(&sub.key_json, p)));
+                        (p.version, shared.unwrap_or_else(|| ByteString::from(patch_frame(&sub.key_json, p))))
+                    }
+                    (None, patches) => {
+                        let last = patches.last().map_or(0, |p| p.version);
+                        (last, ByteString::from(merged_patch_frame(&sub.key_json, patches)))
+                    }
+                }
             }
             // Either half may have changed: compose the latest of both, once both exist.
             (Some(overlay), _) => match (sub.channel.latest(), overlay.latest()) {
@@ -615,6 +678,29 @@ mod tests {
             v,
             serde_json::json!({ "type": "sessionPatched", "key": { "org": "a" }, "version": 6, "base": 5,
                 "ops": [{ "op": "append", "path": "/partialText", "value": "hi" }] })
+        );
+    }
+
+    #[test]
+    fn a_client_behind_gets_consecutive_patches_in_one_frame() {
+        let hub = crate::runtime::topic::TopicHub::default();
+        let mut sub = hub.subscribe("test", "k", "session");
+        hub.publish(event("session", 1, r#"{"partialText":"","transcript":[]}"#));
+        assert!(futures_util::FutureExt::now_or_never(sub.next_frame()).flatten().is_some());
+        let add = crate::runtime::PatchOp::add("/transcript/-", serde_json::json!({ "seq": 1 }));
+        let append = crate::runtime::PatchOp::append("/partialText", "hi");
+        hub.publish_patch("test", "k", "session", 2, std::slice::from_ref(&add)).unwrap();
+        hub.publish_patch("test", "k", "session", 3, &[]).unwrap();
+        hub.publish_patch("test", "k", "session", 4, std::slice::from_ref(&append)).unwrap();
+        let mut patches = Vec::new();
+        while let Some(crate::runtime::TopicFrame::Patch(p)) = sub.try_next_frame() {
+            patches.push(p);
+        }
+        let v: serde_json::Value = serde_json::from_str(&merged_patch_frame("{}", &patches)).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({ "type": "sessionPatched", "key": {}, "version": 4, "base": 1,
+                "ops": [serde_json::to_value(&add).unwrap(), serde_json::to_value(&append).unwrap()] })
         );
     }
 

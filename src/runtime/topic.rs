@@ -426,6 +426,12 @@ impl Subscription {
         }
     }
 
+    /// The next frame if one is ready now (see [`Subscription::next_frame`]), without waiting: a subscriber that
+    /// is behind takes the patches it missed one after another.
+    pub fn try_next_frame(&mut self) -> Option<TopicFrame> {
+        self.poll_frame()
+    }
+
     fn wants_full(&self, latest: u64) -> bool {
         self.seen.is_none_or(|s| latest > s) && self.after.is_none_or(|a| latest > a)
     }
