@@ -242,9 +242,10 @@ struct Channel {
     wake: watch::Sender<()>,
 }
 
-/// Every topic channel of the process.
+/// Every topic channel of the process. A channel is taken out of its shard before its state is locked, so folding
+/// one topic's snapshot never holds up the other topics of its shard.
 pub struct TopicHub {
-    shards: Vec<Mutex<HashMap<TopicId, Channel>>>,
+    shards: Vec<Mutex<HashMap<TopicId, Arc<Channel>>>>,
 }
 
 impl Default for TopicHub {
@@ -254,7 +255,7 @@ impl Default for TopicHub {
 }
 
 impl TopicHub {
-    fn shard(&self, key: &str, topic: &str) -> &Mutex<HashMap<TopicId, Channel>> {
+    fn shard(&self, key: &str, topic: &str) -> &Mutex<HashMap<TopicId, Arc<Channel>>> {
         let h = placement_hash(key) ^ placement_hash(topic).rotate_left(17);
         &self.shards[(h % SHARDS as u64) as usize]
     }
@@ -284,7 +285,7 @@ impl TopicHub {
         let mut map = lock(self.shard(key, topic));
         let ch = map
             .entry(Self::id(kind, key, topic))
-            .or_insert_with(|| Channel { state: Arc::default(), wake: watch::channel(()).0 });
+            .or_insert_with(|| Arc::new(Channel { state: Arc::default(), wake: watch::channel(()).0 }));
         Subscription { state: ch.state.clone(), rx: ch.wake.subscribe(), seen: None, after: None }
     }
 
@@ -296,9 +297,12 @@ impl TopicHub {
     }
 
     fn state(&self, kind: &'static str, key: &str, topic: &str) -> Option<Arc<Mutex<State>>> {
-        let map = lock(self.shard(key, topic));
-        let ch = map.get(&Self::id(kind, key, topic))?;
+        let ch = self.channel(kind, key, topic)?;
         (ch.wake.receiver_count() > 0).then(|| ch.state.clone())
+    }
+
+    fn channel(&self, kind: &'static str, key: &str, topic: &str) -> Option<Arc<Channel>> {
+        lock(self.shard(key, topic)).get(&Self::id(kind, key, topic)).cloned()
     }
 
     /// The latest snapshot of a topic someone subscribes to, without subscribing or touching the actor. While a topic
@@ -313,8 +317,7 @@ impl TopicHub {
     /// Publishes a full snapshot unless the topic already holds the same or a newer version. Patches before it are
     /// dropped: a subscriber behind it gets this snapshot.
     pub fn publish(&self, event: TopicEvent) {
-        let map = lock(self.shard(&event.key, &event.topic));
-        let Some(ch) = map.get(&Self::id(event.kind, &event.key, &event.topic)) else { return };
+        let Some(ch) = self.channel(event.kind, &event.key, &event.topic) else { return };
         let mut state = lock(&ch.state);
         if state.latest.is_some_and(|v| v >= event.version) {
             return;
@@ -337,13 +340,12 @@ impl TopicHub {
         version: u64,
         ops: &[PatchOp],
     ) -> Result<(), NeedFull> {
-        let map = lock(self.shard(key, topic));
-        let Some(ch) = map.get(&Self::id(kind, key, topic)) else { return Ok(()) };
+        let Some(ch) = self.channel(kind, key, topic) else { return Ok(()) };
+        let raw = serde_json::value::to_raw_value(ops).map_err(|_| NeedFull)?;
         let mut state = lock(&ch.state);
         if version == 0 || state.latest != Some(version - 1) {
             return Err(NeedFull);
         }
-        let raw = serde_json::value::to_raw_value(ops).map_err(|_| NeedFull)?;
         let patch = TopicPatch {
             kind,
             key: key.to_owned(),
