@@ -10,8 +10,10 @@
 //!   the `organization` topic of one organization; then `tasks` tasks are created one after another with
 //!   `Domain::create_task` (directly, not over HTTP, `gap_ms` apart; with `burst=1` also back to back). For every
 //!   (client, task) pair: the time from `create_task` returning (and from its call start) to the client's first
-//!   `organizationUpdated` frame whose snapshot lists the task. Also frames per client (snapshots are coalesced),
-//!   process RSS / fds and wall time.
+//!   frame that lists the task. Once per `modes` entry: `full` clients subscribe with the snapshot protocol (every
+//!   change an `organizationUpdated` with the whole snapshot, coalesced for a slow client), `patch` clients with
+//!   `"patches": true` (the first snapshot, then `organizationPatched` frames). Also frames and bytes per client and
+//!   per topic change, process RSS / fds and wall time.
 //! - `read`: `conc` keep-alive reqwest clients (built with `foundry::integrations::http_client_builder`) for `secs`
 //!   seconds each on `GET /healthz`, `GET /v1/auth/whoami` (token resolution only), `GET
 //!   /v1/orgs/acme/repos/r1/tasks/t1` and `GET /v1/orgs/acme` (an organization with `read_tasks` tasks): requests/s,
@@ -22,7 +24,8 @@
 //!
 //! Options (`name=value` or `BENCH_<NAME>`): `clients` (100,1000), `tasks` (200), `gap_ms` (10), `burst` (1),
 //! `users` (10), `client_threads` (2), `workers` (2), `connect_conc` (32 per client thread), `timeout_s` (30),
-//! `parse` (`scan`: substring search for `"taskId":"tN"` in each frame; `serde`: serde_json of every frame),
+//! `parse` (`scan`: substring search for `"taskId":"tN"` in each frame; `serde`: serde_json of every frame, patches
+//! applied to the snapshot the client holds), `modes` (`full,patch`),
 //! `conc` (32), `secs` (5), `warmup_ms` (500), `read_tasks` (100).
 //! Temporary data goes under `BENCH_TMP` (default `/work/bench-tmp`, else the system temp dir) and is deleted.
 
@@ -37,6 +40,7 @@ use actix_web::dev::ServerHandle;
 use foundry::actors::repository::CreateTask;
 use foundry::actors::{Domain, RepoKey};
 use foundry::http::{Api, AuthSettings};
+use foundry::runtime::patch::{self, PatchOp};
 use foundry::runtime::{Runtime, RuntimeConfig};
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
@@ -225,6 +229,28 @@ enum Parse {
     Serde,
 }
 
+/// Which protocol the clients speak.
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    /// The snapshot protocol: each change is the whole snapshot.
+    Full,
+    /// `"patches": true`: the first snapshot, then patches.
+    Patch,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Full => "full",
+            Mode::Patch => "patch",
+        }
+    }
+
+    fn subscribe(self) -> Value {
+        json!({ "type": "subscribe", "topic": "organization", "key": { "org": ORG }, "patches": self == Mode::Patch })
+    }
+}
+
 /// What one client shares with the others and the task creator.
 struct Shared {
     addr: SocketAddr,
@@ -236,6 +262,7 @@ struct Shared {
     /// `"taskId":"t{k+1}"` for task index k.
     needles: Vec<String>,
     parse: Parse,
+    mode: Mode,
     stop: tokio::sync::watch::Receiver<bool>,
     connect_limit: Vec<tokio::sync::Semaphore>,
 }
@@ -260,19 +287,9 @@ struct FullFrame {
     kind: String,
     #[serde(default)]
     version: u64,
-    snapshot: Option<FullSnapshot>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct FullSnapshot {
-    task_summaries: Vec<FullSummary>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct FullSummary {
-    task_id: String,
+    snapshot: Option<Value>,
+    #[serde(default)]
+    ops: Vec<PatchOp>,
 }
 
 /// `"version":N` of an update frame (the server writes it before the snapshot).
@@ -287,8 +304,7 @@ async fn ws_connect(shared: &Shared, token: &str) -> Result<Ws, String> {
     let auth = format!("Bearer {token}").parse().map_err(|e| format!("{e}"))?;
     req.headers_mut().insert("authorization", auth);
     let (mut ws, _) = tokio_tungstenite::connect_async(req).await.map_err(|e| format!("connect: {e}"))?;
-    let sub = json!({ "type": "subscribe", "topic": "organization", "key": { "org": ORG } });
-    ws.send(Message::Text(sub.to_string().into())).await.map_err(|e| format!("subscribe: {e}"))?;
+    ws.send(Message::Text(shared.mode.subscribe().to_string().into())).await.map_err(|e| format!("subscribe: {e}"))?;
     Ok(ws)
 }
 
@@ -308,6 +324,7 @@ async fn ws_client(shared: Arc<Shared>, thread: usize, token: String) -> ClientR
     let mut stop = shared.stop.clone();
     let mut initial = true;
     let mut lo = 0usize; // every task below `lo` has been seen
+    let mut doc = Value::Null; // parse=serde: the snapshot as of the last frame
     loop {
         let msg = tokio::select! {
             _ = stop.changed() => break,
@@ -334,8 +351,7 @@ async fn ws_client(shared: Arc<Shared>, thread: usize, token: String) -> ClientR
             // The organization's mailbox was full (the membership check fails fast): retry like a real client.
             r.subscribe_retries += 1;
             tokio::time::sleep(Duration::from_millis(10 * u64::from(r.subscribe_retries.min(20)))).await;
-            let sub = json!({ "type": "subscribe", "topic": "organization", "key": { "org": ORG } });
-            if let Err(e) = ws.send(Message::Text(sub.to_string().into())).await {
+            if let Err(e) = ws.send(Message::Text(shared.mode.subscribe().to_string().into())).await {
                 r.error = Some(format!("subscribe: {e}"));
                 break;
             }
@@ -344,7 +360,9 @@ async fn ws_client(shared: Arc<Shared>, thread: usize, token: String) -> ClientR
         let version;
         match shared.parse {
             Parse::Scan => {
-                if !text.starts_with(r#"{"type":"organizationUpdated""#) {
+                if !text.starts_with(r#"{"type":"organizationUpdated""#)
+                    && !text.starts_with(r#"{"type":"organizationPatched""#)
+                {
                     r.error = Some(format!("unexpected frame {}", &text[..text.len().min(200)]));
                     break;
                 }
@@ -364,13 +382,23 @@ async fn ws_client(shared: Arc<Shared>, thread: usize, token: String) -> ClientR
                         break;
                     }
                 };
-                if f.kind != "organizationUpdated" {
-                    r.error = Some(format!("unexpected frame type {}", f.kind));
-                    break;
+                match f.kind.as_str() {
+                    "organizationUpdated" => doc = f.snapshot.unwrap_or_default(),
+                    "organizationPatched" => {
+                        if let Err(e) = patch::apply(&mut doc, &f.ops) {
+                            r.error = Some(format!("patch to {} does not apply: {e}", f.version));
+                            break;
+                        }
+                    }
+                    other => {
+                        r.error = Some(format!("unexpected frame type {other}"));
+                        break;
+                    }
                 }
                 version = f.version;
-                for s in f.snapshot.map(|s| s.task_summaries).unwrap_or_default() {
-                    let k = s.task_id.strip_prefix('t').and_then(|n| n.parse::<usize>().ok());
+                for s in doc["taskSummaries"].as_array().into_iter().flatten() {
+                    let k =
+                        s["taskId"].as_str().and_then(|t| t.strip_prefix('t')).and_then(|n| n.parse::<usize>().ok());
                     if let Some(slot) = k.and_then(|k| r.seen.get_mut(k.wrapping_sub(1))) {
                         slot.get_or_insert(now);
                     }
@@ -407,6 +435,7 @@ async fn ws_client(shared: Arc<Shared>, thread: usize, token: String) -> ClientR
 struct WsRun {
     clients: usize,
     gap_ms: u64,
+    mode: Mode,
     tasks: usize,
     connect: Duration,
     failed: usize,
@@ -434,7 +463,7 @@ struct WsRun {
     errors: Vec<String>,
 }
 
-async fn ws_run(o: &Opts, clients: usize, gap_ms: u64) -> WsRun {
+async fn ws_run(o: &Opts, clients: usize, gap_ms: u64, mode: Mode) -> WsRun {
     let tasks = o.get("tasks", 200) as usize;
     let users = o.get("users", 10).max(1) as usize;
     let threads = o.get("client_threads", 2).max(1) as usize;
@@ -455,6 +484,7 @@ async fn ws_run(o: &Opts, clients: usize, gap_ms: u64) -> WsRun {
         failed: AtomicUsize::new(0),
         needles: (0..tasks).map(|k| format!(r#""taskId":"t{}""#, k + 1)).collect(),
         parse,
+        mode,
         stop: stop_rx,
         connect_limit: (0..threads).map(|_| tokio::sync::Semaphore::new(connect_conc)).collect(),
     });
@@ -575,6 +605,7 @@ async fn ws_run(o: &Opts, clients: usize, gap_ms: u64) -> WsRun {
     let run = WsRun {
         clients,
         gap_ms,
+        mode,
         tasks,
         connect,
         failed: shared.failed.load(Ordering::SeqCst),
@@ -610,24 +641,37 @@ async fn ws_section(o: &Opts) {
         if o.get("burst", 1) != 0 && gap != 0 {
             gaps.push(0);
         }
+        let modes: Vec<Mode> = o
+            .raw("modes")
+            .unwrap_or_else(|| "full,patch".into())
+            .split(',')
+            .filter_map(|m| match m.trim() {
+                "full" => Some(Mode::Full),
+                "patch" => Some(Mode::Patch),
+                _ => None,
+            })
+            .collect();
         let mut runs = Vec::new();
+        // The modes of one size and gap run back to back, so a comparison is between neighbouring runs.
         for &c in &clients {
             for &g in &gaps {
-                let t = Instant::now();
-                let r = ws_run(o, c as usize, g).await;
-                eprintln!("ws clients={c} gap_ms={g}: {:.1} s", t.elapsed().as_secs_f64());
-                runs.push(r);
+                for &m in &modes {
+                    let t = Instant::now();
+                    let r = ws_run(o, c as usize, g, m).await;
+                    eprintln!("ws clients={c} gap_ms={g} mode={}: {:.1} s", m.name(), t.elapsed().as_secs_f64());
+                    runs.push(r);
+                }
             }
         }
         let label = |r: &WsRun| {
             if r.gap_ms == 0 {
-                format!("{} clients, burst", r.clients)
+                format!("{} clients, burst, {}", r.clients, r.mode.name())
             } else {
-                format!("{} clients, gap {} ms", r.clients, r.gap_ms)
+                format!("{} clients, gap {} ms, {}", r.clients, r.gap_ms, r.mode.name())
             }
         };
         table(
-            "(ws-1) create_task return -> client receives an organization snapshot listing the task, over all (client, task) pairs",
+            "(ws-1) create_task return -> client receives a frame listing the task (full: a snapshot with it; patch: the patch adding it), over all (client, task) pairs",
             &["run", "pairs", "lost", "before return", "p50 ms", "p90 ms", "p99 ms", "max ms", "create p50 ms", "create p99 ms"],
             &runs
                 .iter()
@@ -677,6 +721,7 @@ async fn ws_section(o: &Opts) {
                 "frames/client mean (min-max)",
                 "frames/task",
                 "KiB/client",
+                "bytes/client/change",
                 "server frames",
                 "dropped",
                 "RSS MiB before/connected/after",
@@ -697,6 +742,7 @@ async fn ws_section(o: &Opts) {
                         format!("{:.1} ({}-{})", r.frames_mean, r.frames_min, r.frames_max),
                         format!("{:.2}", r.frames_mean / r.tasks.max(1) as f64),
                         format!("{:.0}", r.bytes_per_client / 1024.0),
+                        format!("{:.0}", r.bytes_per_client / r.versions.max(1) as f64),
                         r.server_frames.to_string(),
                         r.dropped.to_string(),
                         format!("{:.0} / {:.0} / {:.0}", r.rss[0], r.rss[1], r.rss[2]),
@@ -709,7 +755,8 @@ async fn ws_section(o: &Opts) {
         );
         println!(
             "(ws-3) topic versions = organization topic versions committed during the run; frames/client counts update \
-             frames after the initial snapshot; frames/task < versions/task means coalescing; server frames = \
+             frames after the initial snapshot; frames/task < versions/task means coalescing; bytes/client/change = \
+             bytes a client received after its initial snapshot / topic versions; server frames = \
              foundry_ws_frames (initial snapshots included); overloaded retries = `overloaded` error frames answered to subscribe frames (the client retries after 10 ms x attempt); CPU = client threads vs the rest of the process (server workers, runtime arbiters, task creator), first connect -> end; wall = first create call -> last delivery"
         );
         for r in &runs {

@@ -1,4 +1,4 @@
-//! Watches one topic of a running foundry server over its WebSocket (`/v1/ws`) and prints a line per snapshot: a
+//! Watches one topic of a running foundry server over its WebSocket (`/v1/ws`) and prints a line per change: a
 //! terminal client for the README's walk-through, and a way to wait for a state from a script.
 //!
 //! ```text
@@ -6,19 +6,22 @@
 //! ```
 //!
 //! `<topic>`: `app`, `organization`, `task`, `session` or `sandboxProcesses`; `<key>`: the ids joined by `/`
-//! (`acme`, `acme/web/t1`, `acme/web/t1/s1`). With `--until` it exits (0) after the first frame containing the text,
-//! and exits 1 if none came within `--timeout` (default 60 s). An `error` frame from the server exits 2.
+//! (`acme`, `acme/web/t1`, `acme/web/t1/s1`). It subscribes with `patches`: after the first full snapshot, changes
+//! arrive as `{topic}Patched` frames, applied here to the snapshot it holds (`foundry::runtime::patch`). With
+//! `--until` it exits (0) once the snapshot (as compact JSON) contains the text, and exits 1 if it did not within
+//! `--timeout` (default 60 s). An `error` frame from the server, or a patch that does not fit, exits 2.
 
 use std::time::Duration;
 
+use foundry::runtime::patch::{self, PatchOp};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
-/// One line about a snapshot: its status and the newest transcript item or title, not the whole document.
-fn describe(frame: &Value) -> String {
-    let s = &frame["snapshot"];
+/// One line about a frame and the snapshot after it: its status and the newest transcript item or title, not the
+/// whole document.
+fn describe(frame: &Value, s: &Value) -> String {
     let mut parts = vec![format!("{} v{}", frame["type"].as_str().unwrap_or("?"), frame["version"])];
     if let Some(status) = s["status"].as_str() {
         parts.push(format!("status={status}"));
@@ -66,22 +69,44 @@ async fn main() {
         std::process::exit(1);
     });
     let sub = if key.is_empty() {
-        json!({ "type": "subscribe", "topic": topic })
+        json!({ "type": "subscribe", "topic": topic, "patches": true })
     } else {
-        json!({ "type": "subscribe", "topic": topic, "key": key })
+        json!({ "type": "subscribe", "topic": topic, "key": key, "patches": true })
     };
     ws.send(Message::Text(sub.to_string().into())).await.expect("subscribe");
 
     let watch = async {
+        // The snapshot as of the last frame, and its version.
+        let mut state: Option<(u64, Value)> = None;
         while let Some(Ok(msg)) = ws.next().await {
             let Message::Text(text) = msg else { continue };
-            let frame: Value = serde_json::from_str(&text).unwrap_or_default();
-            if frame["type"] == "error" {
+            let mut frame: Value = serde_json::from_str(&text).unwrap_or_default();
+            let kind = frame["type"].as_str().unwrap_or_default().to_owned();
+            let version = frame["version"].as_u64().unwrap_or(0);
+            if kind == "error" {
                 eprintln!("error {}: {}", frame["code"], frame["message"]);
                 std::process::exit(2);
+            } else if kind.ends_with("Updated") {
+                state = Some((version, frame["snapshot"].take()));
+            } else if kind.ends_with("Patched") {
+                let ops: Vec<PatchOp> = serde_json::from_value(frame["ops"].take()).unwrap_or_default();
+                let applied = match &mut state {
+                    Some((have, doc)) if Some(*have) == frame["base"].as_u64() => patch::apply(doc, &ops),
+                    _ => Err(patch::PatchError::Missing(format!("version {}", frame["base"]))),
+                };
+                if let Err(e) = applied {
+                    eprintln!("patch to v{version} does not apply: {e}");
+                    std::process::exit(2);
+                }
+                if let Some((have, _)) = &mut state {
+                    *have = version;
+                }
+            } else {
+                continue;
             }
-            println!("{}", describe(&frame));
-            if until.as_deref().is_some_and(|u| text.contains(u)) {
+            let Some((_, doc)) = &state else { continue };
+            println!("{}", describe(&frame, doc));
+            if until.as_deref().is_some_and(|u| doc.to_string().contains(u)) {
                 return true;
             }
         }

@@ -1,17 +1,20 @@
 //! `GET /v1/ws`: WebSocket topic subscriptions (actix-ws).
 //!
-//! One task per connection owns its subscriptions (runtime topic channels). A topic channel holds only the latest
-//! snapshot, and a send waits for the socket (actix-ws's channel is bounded and the HTTP writer stops pulling when the
-//! TCP buffer is full), so a slow client receives coalesced latest snapshots and never grows a buffer; a client that
-//! takes longer than `send_timeout` for one frame is dropped. Heartbeats drop clients that stop answering; the
-//! session token and every subscription's membership are re-checked periodically, so sign-out or removal from an
-//! organization ends access on open connections too.
+//! One task per connection owns its subscriptions (runtime topic channels). A send waits for the socket (actix-ws's
+//! channel is bounded and the HTTP writer stops pulling when the TCP buffer is full), so the server never grows a
+//! buffer per client: a subscription with `patches` reads the runtime's contiguous patches (a client behind by more
+//! than the topic's patch ring gets a fresh full snapshot instead), one without reads only the latest full snapshot
+//! (coalesced). A client that takes longer than `send_timeout` for one frame is dropped. Heartbeats drop clients that
+//! stop answering; the session token and every subscription's membership are re-checked periodically, so sign-out or
+//! removal from an organization ends access on open connections too.
 //!
-//! Client frames: `{"type":"subscribe","topic","key","after"?}`, `{"type":"unsubscribe","topic","key"}`,
+//! Client frames: `{"type":"subscribe","topic","key","after"?,"patches"?}`, `{"type":"unsubscribe","topic","key"}`,
 //! `{"type":"ping"}`.
-//! Server frames: `{"type":"{topic}Updated","key","version","snapshot"}`, `{"type":"error","code","message"}`,
-//! `{"type":"pong"}`, `{"type":"unsubscribed","topic","key"}`. Keys: `app` takes none (the caller's own), otherwise
-//! `{"org"}`, `{"org","repo","task"}` (task, sandboxProcesses) or `{"org","repo","task","session"}`.
+//! Server frames: `{"type":"{topic}Updated","key","version","snapshot"}`,
+//! `{"type":"{topic}Patched","key","version","base","ops"}` (subscriptions with `patches` only),
+//! `{"type":"error","code","message"}`, `{"type":"pong"}`, `{"type":"unsubscribed","topic","key"}`. Keys: `app`
+//! takes none (the caller's own), otherwise `{"org"}`, `{"org","repo","task"}` (task, sandboxProcesses) or
+//! `{"org","repo","task","session"}`.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -27,7 +30,7 @@ use serde::Deserialize;
 
 use super::{member, Api, ApiError, Caller};
 use crate::actors::{organization, session, task, user, RepoKey, SessionKey, TaskKey};
-use crate::runtime::{Subscription, TopicEvent};
+use crate::runtime::{Subscription, TopicEvent, TopicFrame, TopicPatch};
 
 /// Connection limits and timers.
 #[derive(Debug, Clone)]
@@ -67,6 +70,9 @@ struct ClientFrame {
     /// `subscribe`: send only snapshots with a version above this one (e.g. a create reply's `sessionVersion`), so
     /// the first frame is the first change the client has not seen.
     after: Option<u64>,
+    /// `subscribe`: after the first full snapshot, send each change as a `{topic}Patched` frame (the client applies
+    /// it) instead of the whole snapshot again.
+    patches: Option<bool>,
 }
 
 #[derive(Deserialize, Clone, PartialEq, Eq, Hash, serde::Serialize)]
@@ -120,6 +126,8 @@ struct Sub {
     overlay: Option<Subscription>,
     /// Version of the last frame sent: the composed task frame is sent again only when it is newer.
     sent: Option<u64>,
+    /// The client applies `{topic}Patched` frames.
+    patches: bool,
 }
 
 /// Parses a subscribe/unsubscribe target; the caller's own user for `app`.
@@ -177,6 +185,50 @@ fn update_frame(key_json: &str, ev: &TopicEvent) -> String {
         key_json,
         ev.version,
         ev.snapshot.get()
+    )
+}
+
+/// A client behind by several patches gets them in one frame, up to about this many bytes of operations: fewer
+/// frames (and socket writes) for a slow client, as coalesced snapshots were, without resending the snapshot.
+const MAX_MERGED_OPS: usize = 64 * 1024;
+
+/// `{"type":"{topic}Patched","key","version","base","ops"}`: the operations spliced in as already-serialised JSON.
+fn patch_frame(key_json: &str, p: &TopicPatch) -> String {
+    format!(
+        r#"{{"type":"{}Patched","key":{},"version":{},"base":{},"ops":{}}}"#,
+        p.topic,
+        key_json,
+        p.version,
+        p.base(),
+        p.ops.get()
+    )
+}
+
+/// One `{topic}Patched` frame for consecutive patches: from the first's base to the last's version, their operations
+/// in order.
+fn merged_patch_frame(key_json: &str, patches: &[Arc<TopicPatch>]) -> String {
+    let (Some(first), Some(last)) = (patches.first(), patches.last()) else { return String::new() };
+    let mut ops = String::from("[");
+    for p in patches {
+        // A serialised array of operations: `[` ... `]`.
+        let raw = p.ops.get();
+        let inner = raw.get(1..raw.len().saturating_sub(1)).unwrap_or_default();
+        if inner.is_empty() {
+            continue;
+        }
+        if ops.len() > 1 {
+            ops.push(',');
+        }
+        ops.push_str(inner);
+    }
+    ops.push(']');
+    format!(
+        r#"{{"type":"{}Patched","key":{},"version":{},"base":{},"ops":{}}}"#,
+        first.topic,
+        key_json,
+        last.version,
+        first.base(),
+        ops
     )
 }
 
@@ -241,25 +293,32 @@ enum Event {
     Tick,
     /// A sign-out on this node that may be this connection's (or `None`: some were missed, re-check anyway).
     SignedOut(Option<(String, Option<String>)>),
-    Changed(Target, Option<Arc<TopicEvent>>),
+    Changed(Target, Option<TopicFrame>),
 }
 
-type Change<'a> = Pin<Box<dyn Future<Output = (Target, Option<Arc<TopicEvent>>)> + 'a>>;
+type Change<'a> = Pin<Box<dyn Future<Output = (Target, Option<TopicFrame>)> + 'a>>;
 
-/// The next snapshot of any subscription (never resolves without subscriptions).
-async fn next_change(subs: &mut HashMap<Target, Sub>) -> (Target, Option<Arc<TopicEvent>>) {
+/// The next frame of any subscription (never resolves without subscriptions). Every wait is cancel-safe: a frame
+/// counts as received only when its future completes.
+async fn next_change(subs: &mut HashMap<Target, Sub>) -> (Target, Option<TopicFrame>) {
     if subs.is_empty() {
         return std::future::pending().await;
     }
     let waits = subs.iter_mut().flat_map(|(t, s)| {
-        let Sub { channel, overlay, .. } = s;
+        let Sub { channel, overlay, patches, .. } = s;
+        // A task frame composes the latest of two snapshots, so its subscriptions read full snapshots only.
+        let patches = *patches && overlay.is_none();
         let main: Change<'_> = {
             let t = t.clone();
-            Box::pin(async move { (t, channel.next().await) })
+            if patches {
+                Box::pin(async move { (t, channel.next_frame().await) })
+            } else {
+                Box::pin(async move { (t, channel.next().await.map(TopicFrame::Full)) })
+            }
         };
         let overlay = overlay.as_mut().map(|o| -> Change<'_> {
             let t = t.clone();
-            Box::pin(async move { (t, o.next().await) })
+            Box::pin(async move { (t, o.next().await.map(TopicFrame::Full)) })
         });
         std::iter::once(main).chain(overlay)
     });
@@ -393,7 +452,7 @@ impl Connection {
             ("ping", _) => return self.send(r#"{"type":"pong"}"#.to_owned()).await,
             ("subscribe" | "unsubscribe", None) => Err(ApiError::bad_request("invalid_frame", "topic is required")),
             ("subscribe", Some(topic)) => match target(&self.caller, topic, f.key) {
-                Ok(t) => self.subscribe(t, f.after).await,
+                Ok(t) => self.subscribe(t, f.after, f.patches.unwrap_or(false)).await,
                 Err(e) => Err(e),
             },
             ("unsubscribe", Some(topic)) => match target(&self.caller, topic, f.key) {
@@ -413,20 +472,28 @@ impl Connection {
     }
 
     /// Subscribing again to the same target resends its current snapshot (or waits for one newer than `after`).
-    async fn subscribe(&mut self, t: Target, after: Option<u64>) -> Result<(), ApiError> {
+    async fn subscribe(&mut self, t: Target, after: Option<u64>, patches: bool) -> Result<(), ApiError> {
         if !self.subs.contains_key(&t) && self.subs.len() >= self.api.ws.max_subscriptions {
             let max = self.api.ws.max_subscriptions;
             return Err(ApiError::bad_request("too_many_subscriptions", format!("at most {max} per connection")));
         }
-        let (channel, overlay) = open(&self.api, &self.caller, &t).await?;
-        // The first `next()` of a fresh channel yields the current snapshot: the loop sends it like any change.
-        // `after` counts as already sent: frames at or below it are skipped like a repeat.
-        self.subs.insert(t.clone(), Sub { key_json: key_json(&t), channel, overlay, sent: after });
+        let (mut channel, overlay) = open(&self.api, &self.caller, &t).await?;
+        // The first frame of a fresh channel is the current snapshot: the loop sends it like any change. `after`
+        // counts as received, so the first frame is a full snapshot newer than it; a task frame's version is the sum
+        // of its two halves', so there it is compared with what the loop composes.
+        let sent = match (&overlay, after) {
+            (None, Some(after)) => {
+                channel.skip_through(after);
+                None
+            }
+            _ => after,
+        };
+        self.subs.insert(t.clone(), Sub { key_json: key_json(&t), channel, overlay, sent, patches });
         Ok(())
     }
 
-    async fn changed(&mut self, t: Target, ev: Option<Arc<TopicEvent>>) -> Result<(), End> {
-        let Some(ev) = ev else {
+    async fn changed(&mut self, t: Target, frame: Option<TopicFrame>) -> Result<(), End> {
+        let Some(frame) = frame else {
             // The runtime is shutting down: its topic channels are gone.
             return Err(End::Close(CloseReason {
                 code: CloseCode::Restart,
@@ -434,14 +501,48 @@ impl Connection {
             }));
         };
         let Some(sub) = self.subs.get_mut(&t) else { return Ok(()) };
-        let (version, frame) = match &sub.overlay {
+        let (version, frame) = match (&sub.overlay, frame) {
             // Every subscriber of this event names it with the same key: one frame, shared.
-            None => {
+            (None, TopicFrame::Full(ev)) => {
                 let shared = ev.memo(|| ByteString::from(update_frame(&sub.key_json, &ev)));
                 (ev.version, shared.unwrap_or_else(|| ByteString::from(update_frame(&sub.key_json, &ev))))
             }
+            (None, TopicFrame::Patch(p)) => {
+                // Behind by more than this patch: take what else is ready (or the full snapshot that replaced it).
+                let mut behind = vec![p];
+                let mut bytes = behind[0].ops.get().len();
+                let mut full = None;
+                while bytes < MAX_MERGED_OPS {
+                    match sub.channel.try_next_frame() {
+                        Some(TopicFrame::Patch(next)) => {
+                            bytes += next.ops.get().len();
+                            behind.push(next);
+                        }
+                        Some(TopicFrame::Full(ev)) => {
+                            full = Some(ev);
+                            break;
+                        }
+                        None => break,
+                    }
+                }
+                match (full, behind.as_slice()) {
+                    (Some(ev), _) => {
+                        let shared = ev.memo(|| ByteString::from(update_frame(&sub.key_json, &ev)));
+                        (ev.version, shared.unwrap_or_else(|| ByteString::from(update_frame(&sub.key_json, &ev))))
+                    }
+                    // In step with the topic: the frame every such subscriber shares.
+                    (None, [p]) => {
+                        let shared = p.memo(|| ByteString::from(patch_frame(&sub.key_json, p)));
+                        (p.version, shared.unwrap_or_else(|| ByteString::from(patch_frame(&sub.key_json, p))))
+                    }
+                    (None, patches) => {
+                        let last = patches.last().map_or(0, |p| p.version);
+                        (last, ByteString::from(merged_patch_frame(&sub.key_json, patches)))
+                    }
+                }
+            }
             // Either half may have changed: compose the latest of both, once both exist.
-            Some(overlay) => match (sub.channel.latest(), overlay.latest()) {
+            (Some(overlay), _) => match (sub.channel.latest(), overlay.latest()) {
                 (Some(detail), Some(overlay)) => {
                     (detail.version + overlay.version, ByteString::from(task_frame(&sub.key_json, &detail, &overlay)))
                 }
@@ -551,6 +652,56 @@ mod tests {
         let empty = task_frame("{}", &event("task", 1, "{ }"), &event("o", 1, r#"{"a":1}"#));
         let v: serde_json::Value = serde_json::from_str(&empty).unwrap();
         assert_eq!(v["snapshot"], serde_json::json!({ "overlay": { "a": 1 } }));
+    }
+
+    #[test]
+    fn patch_frames_name_their_base_and_carry_the_raw_ops() {
+        let hub = crate::runtime::topic::TopicHub::default();
+        let mut sub = hub.subscribe("test", "k", "session");
+        hub.publish(event("session", 4, r#"{"partialText":""}"#));
+        let ops = [crate::runtime::PatchOp::append("/partialText", "hi")];
+        hub.publish_patch("test", "k", "session", 5, &ops).unwrap();
+        sub.skip_through(4);
+        let Some(crate::runtime::TopicFrame::Full(_)) =
+            futures_util::FutureExt::now_or_never(sub.next_frame()).flatten()
+        else {
+            panic!("a full snapshot first");
+        };
+        hub.publish_patch("test", "k", "session", 6, &ops).unwrap();
+        let Some(crate::runtime::TopicFrame::Patch(p)) =
+            futures_util::FutureExt::now_or_never(sub.next_frame()).flatten()
+        else {
+            panic!("then a patch");
+        };
+        let v: serde_json::Value = serde_json::from_str(&patch_frame(r#"{"org":"a"}"#, &p)).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({ "type": "sessionPatched", "key": { "org": "a" }, "version": 6, "base": 5,
+                "ops": [{ "op": "append", "path": "/partialText", "value": "hi" }] })
+        );
+    }
+
+    #[test]
+    fn a_client_behind_gets_consecutive_patches_in_one_frame() {
+        let hub = crate::runtime::topic::TopicHub::default();
+        let mut sub = hub.subscribe("test", "k", "session");
+        hub.publish(event("session", 1, r#"{"partialText":"","transcript":[]}"#));
+        assert!(futures_util::FutureExt::now_or_never(sub.next_frame()).flatten().is_some());
+        let add = crate::runtime::PatchOp::add("/transcript/-", serde_json::json!({ "seq": 1 }));
+        let append = crate::runtime::PatchOp::append("/partialText", "hi");
+        hub.publish_patch("test", "k", "session", 2, std::slice::from_ref(&add)).unwrap();
+        hub.publish_patch("test", "k", "session", 3, &[]).unwrap();
+        hub.publish_patch("test", "k", "session", 4, std::slice::from_ref(&append)).unwrap();
+        let mut patches = Vec::new();
+        while let Some(crate::runtime::TopicFrame::Patch(p)) = sub.try_next_frame() {
+            patches.push(p);
+        }
+        let v: serde_json::Value = serde_json::from_str(&merged_patch_frame("{}", &patches)).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({ "type": "sessionPatched", "key": {}, "version": 4, "base": 1,
+                "ops": [serde_json::to_value(&add).unwrap(), serde_json::to_value(&append).unwrap()] })
+        );
     }
 
     #[test]

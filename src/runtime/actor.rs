@@ -18,12 +18,14 @@ use diesel::sqlite::SqliteConnection;
 use futures_util::FutureExt;
 use tokio::sync::{oneshot, OwnedSemaphorePermit};
 
+use super::batch::{BatchOutcome, DeliverItem, ItemFailed, ItemResult, MutationItem, PendingItem};
 use super::db::{self, Synchronous};
 use super::entity::{message_name, Command, Delivery, Effects, Entity, EntityCtx, Mutation, Read, SnapshotError, Tx};
 use super::error::{ActivationFailure, CallError};
 use super::outbox::{self, DeliveryOutcome, OutboxRow, Source};
+use super::publish::{stage_effects, Change};
 use super::registry::{Registry, Slot};
-use super::topic::{Subscription, TopicEvent};
+use super::topic::Subscription;
 
 pub(crate) type Reply<T, E> = oneshot::Sender<Result<T, CallError<E>>>;
 
@@ -109,33 +111,6 @@ impl Message for Flush {
     type Result = ();
 }
 
-/// Inside a write transaction, after the writes: bumps the versions of touched topics and, if outbox rows were
-/// written, marks the actor in the recovery index (before the commit, so a crash right after it still resumes
-/// delivery). Returns the new versions, to apply in memory once committed.
-fn stage_effects(
-    conn: &mut SqliteConnection,
-    shared: &super::system::Shared,
-    kind: &str,
-    encoded: &str,
-    versions: &HashMap<String, u64>,
-    dirty_marked: bool,
-    effects: &Effects,
-) -> diesel::QueryResult<Vec<(String, u64)>> {
-    let mut new_versions = Vec::with_capacity(effects.touched.len());
-    for topic in &effects.touched {
-        let v = versions.get(topic).copied().unwrap_or(0) + 1;
-        outbox::store_version(conn, topic, v)?;
-        new_versions.push((topic.clone(), v));
-    }
-    if effects.outbox_written && !dirty_marked {
-        shared
-            .index
-            .mark(kind, encoded)
-            .map_err(|e| diesel::result::Error::QueryBuilderError(format!("recovery index: {e}").into()))?;
-    }
-    Ok(new_versions)
-}
-
 /// How long an actor's outbox stays empty before its recovery marker is cleared.
 const UNMARK_AFTER: Duration = Duration::from_secs(2);
 
@@ -184,135 +159,13 @@ pub(crate) fn guard_panics<F: Future<Output = ()>>(fut: F) -> impl Future<Output
     })
 }
 
-fn panic_text(p: &Box<dyn std::any::Any + Send>) -> String {
+pub(crate) fn panic_text(p: &Box<dyn std::any::Any + Send>) -> String {
     if let Some(s) = p.downcast_ref::<&str>() {
         (*s).to_owned()
     } else if let Some(s) = p.downcast_ref::<String>() {
         s.clone()
     } else {
         "non-string panic payload".to_owned()
-    }
-}
-
-/// One mutation waiting in a group-commit batch.
-trait PendingItem<E: Entity> {
-    fn name(&self) -> &'static str;
-    /// Runs in the open transaction; `Err` means this item's writes must be rolled back.
-    fn apply(&mut self, entity: &E, tx: &mut Tx<'_>) -> Result<(), ItemFailed>;
-    /// Sends the reply once the batch's fate is known.
-    fn finish(self: Box<Self>, outcome: &BatchOutcome, kind: &'static str, key: &str);
-}
-
-enum ItemFailed {
-    Handler,
-    Panicked(String),
-    Db(diesel::result::Error),
-}
-
-impl From<diesel::result::Error> for ItemFailed {
-    fn from(e: diesel::result::Error) -> Self {
-        ItemFailed::Db(e)
-    }
-}
-
-enum BatchOutcome {
-    Committed,
-    StorageFailed(String),
-}
-
-enum ItemResult<T, E> {
-    NotRun,
-    Done(Result<T, E>),
-    Panicked(String),
-}
-
-fn finish_reply<T, Err>(
-    result: ItemResult<T, Err>,
-    reply: Reply<T, Err>,
-    outcome: &BatchOutcome,
-    kind: &'static str,
-    key: &str,
-    message: &'static str,
-) {
-    let answer = match (result, outcome) {
-        (ItemResult::Done(Err(e)), _) => Err(CallError::Handler(e)),
-        (ItemResult::Panicked(panic), _) => Err(CallError::Panicked { kind, key: key.to_owned(), message, panic }),
-        (ItemResult::Done(Ok(v)), BatchOutcome::Committed) => Ok(v),
-        (_, BatchOutcome::StorageFailed(m)) => {
-            Err(CallError::Storage { kind, key: key.to_owned(), message: m.clone() })
-        }
-        (ItemResult::NotRun, BatchOutcome::Committed) => {
-            Err(CallError::Storage { kind, key: key.to_owned(), message: "mutation was not applied".into() })
-        }
-    };
-    let _ = reply.send(answer);
-}
-
-/// Runs one mutation under `catch_unwind`, storing its result for the reply and telling the batch whether to keep
-/// its writes.
-fn run_item<T, E>(slot: &mut ItemResult<T, E>, f: impl FnOnce() -> Result<T, E>) -> Result<(), ItemFailed> {
-    match catch_unwind(AssertUnwindSafe(f)) {
-        Ok(Ok(v)) => {
-            *slot = ItemResult::Done(Ok(v));
-            Ok(())
-        }
-        Ok(Err(e)) => {
-            *slot = ItemResult::Done(Err(e));
-            Err(ItemFailed::Handler)
-        }
-        Err(p) => {
-            let text = panic_text(&p);
-            *slot = ItemResult::Panicked(text.clone());
-            Err(ItemFailed::Panicked(text))
-        }
-    }
-}
-
-struct MutationItem<M: Mutation> {
-    msg: Option<M>,
-    result: ItemResult<M::Output, M::Error>,
-    reply: Reply<M::Output, M::Error>,
-}
-
-impl<M: Mutation> PendingItem<M::Entity> for MutationItem<M> {
-    fn name(&self) -> &'static str {
-        message_name::<M>()
-    }
-    fn apply(&mut self, entity: &M::Entity, tx: &mut Tx<'_>) -> Result<(), ItemFailed> {
-        let Some(msg) = self.msg.take() else { return Ok(()) };
-        run_item(&mut self.result, || msg.apply(entity, tx))
-    }
-    fn finish(self: Box<Self>, outcome: &BatchOutcome, kind: &'static str, key: &str) {
-        finish_reply(self.result, self.reply, outcome, kind, key, message_name::<M>());
-    }
-}
-
-struct DeliverItem<M: Mutation> {
-    source: Source,
-    seq: i64,
-    msg: Option<M>,
-    result: ItemResult<bool, M::Error>,
-    reply: Reply<bool, M::Error>,
-}
-
-impl<M: Mutation> PendingItem<M::Entity> for DeliverItem<M> {
-    fn name(&self) -> &'static str {
-        message_name::<M>()
-    }
-    fn apply(&mut self, entity: &M::Entity, tx: &mut Tx<'_>) -> Result<(), ItemFailed> {
-        let Some(msg) = self.msg.take() else { return Ok(()) };
-        if outbox::already_applied(tx.conn, &self.source, self.seq)? {
-            self.result = ItemResult::Done(Ok(false));
-            return Ok(());
-        }
-        run_item(&mut self.result, || msg.apply(entity, tx).map(|_| true))?;
-        // Recorded in the same savepoint: the message and its sequence commit or roll back together. A failure here
-        // is a storage error (retried by the sender), not the receiver refusing the message.
-        outbox::record_applied(tx.conn, &self.source, self.seq)?;
-        Ok(())
-    }
-    fn finish(self: Box<Self>, outcome: &BatchOutcome, kind: &'static str, key: &str) {
-        finish_reply(self.result, self.reply, outcome, kind, key, message_name::<M>());
     }
 }
 
@@ -373,8 +226,9 @@ pub struct Core<E: Entity> {
     next_bg: u64,
     stop: StopState,
     live_permit: Option<OwnedSemaphorePermit>,
-    /// Effects of `EntityCtx::write` waiting to be published once the command or callback returns.
-    written_topics: Vec<String>,
+    /// Topic changes of `EntityCtx::write`s, in commit order, waiting to be published once the command or callback
+    /// returns.
+    written: Vec<Change>,
     written_outbox: bool,
 }
 
@@ -413,24 +267,23 @@ impl<E: Entity> Core<E> {
     {
         let shared = self.registry.inner.shared.clone();
         let mut effects = Effects::default();
-        let mut new_versions = Vec::new();
+        let mut changes = Vec::new();
         let (versions, dirty_marked, encoded) = (&self.versions, self.dirty_marked, &self.encoded);
         let conn = self.conn.as_mut().expect("commands and callbacks only run while the database is open");
         db::set_writable(conn, true)?;
         let res = conn.immediate_transaction::<T, Err, _>(|conn| {
             let out = f(&mut Tx { conn, effects: &mut effects, runtime: &shared })?;
-            new_versions = stage_effects(conn, &shared, E::KIND, encoded, versions, dirty_marked, &effects)?;
+            changes = stage_effects(conn, &shared, E::KIND, encoded, versions, dirty_marked, &mut effects)?;
             Ok(out)
         });
         let _ = db::set_writable(conn, false);
         if res.is_ok() {
             self.registry.inner.stats.transactions.fetch_add(1, Ordering::Relaxed);
-            self.versions.extend(new_versions);
-            for t in effects.touched {
-                if !self.written_topics.contains(&t) {
-                    self.written_topics.push(t);
-                }
+            // Each write is its own version: its patch is published in order with the others of the command.
+            for c in &changes {
+                self.versions.insert(c.topic.clone(), c.version);
             }
+            self.written.extend(changes);
             if effects.outbox_written {
                 self.dirty_marked = true;
                 self.outbox.pending = true;
@@ -445,6 +298,11 @@ impl<E: Entity> Core<E> {
         self.bg.len()
     }
 
+    /// The committed version of `topic` (0 if never touched).
+    pub(crate) fn version(&self, topic: &str) -> u64 {
+        self.versions.get(topic).copied().unwrap_or(0)
+    }
+
     pub(crate) fn untrack_handle(&mut self, handle: SpawnHandle) {
         self.bg.retain(|_, h| *h != handle);
     }
@@ -456,8 +314,8 @@ impl<E: Entity> Core<E> {
 
 /// The actix actor hosting one entity of kind `E`.
 pub struct EntityActor<E: Entity> {
-    entity: E,
-    core: Core<E>,
+    pub(super) entity: E,
+    pub(super) core: Core<E>,
 }
 
 impl<E: Entity> EntityActor<E> {
@@ -485,7 +343,7 @@ impl<E: Entity> EntityActor<E> {
                 next_bg: 0,
                 stop: StopState::Running,
                 live_permit: Some(p.live_permit),
-                written_topics: Vec::new(),
+                written: Vec::new(),
                 written_outbox: false,
             },
         }
@@ -499,9 +357,8 @@ impl<E: Entity> EntityActor<E> {
     ) -> R {
         let EntityActor { entity, core } = self;
         let out = f(entity, &mut EntityCtx { core, ctx });
-        for topic in std::mem::take(&mut self.core.written_topics) {
-            self.publish_topic(&topic);
-        }
+        let written = std::mem::take(&mut self.core.written);
+        self.publish_changes(written);
         if std::mem::take(&mut self.core.written_outbox) {
             self.pump_outbox(ctx);
         }
@@ -570,7 +427,7 @@ impl<E: Entity> EntityActor<E> {
         let mut panicked: Option<String> = None;
         // A savepoint that itself failed (not the mutation): that caller must not hear "committed".
         let mut item_errors: Vec<Option<String>> = vec![None; batch.len()];
-        let mut new_versions: Vec<(String, u64)> = Vec::new();
+        let mut changes: Vec<Change> = Vec::new();
         let (versions, dirty_marked, encoded) = (&core.versions, core.dirty_marked, &core.encoded);
         let conn = core.conn.as_mut().expect("checked is_open above");
         let result = db::set_writable(conn, true).and_then(|()| {
@@ -587,14 +444,7 @@ impl<E: Entity> EntityActor<E> {
                         })
                     };
                     match res {
-                        Ok(()) => {
-                            for t in eff.touched {
-                                if !effects.touched.contains(&t) {
-                                    effects.touched.push(t);
-                                }
-                            }
-                            effects.outbox_written |= eff.outbox_written;
-                        }
+                        Ok(()) => effects.merge(eff),
                         Err(ItemFailed::Db(e)) if single => return Err(e),
                         Err(failed) => {
                             match failed {
@@ -609,7 +459,7 @@ impl<E: Entity> EntityActor<E> {
                         }
                     }
                 }
-                new_versions = stage_effects(conn, &shared, E::KIND, encoded, versions, dirty_marked, &effects)?;
+                changes = stage_effects(conn, &shared, E::KIND, encoded, versions, dirty_marked, &mut effects)?;
                 Ok(())
             })
         });
@@ -624,22 +474,20 @@ impl<E: Entity> EntityActor<E> {
             // A lone mutation's own failure rolled the transaction back: its reply carries its own error.
             Err(diesel::result::Error::RollbackTransaction) => BatchOutcome::Committed,
             Err(e) => {
-                new_versions.clear();
+                changes.clear();
                 effects = Effects::default();
                 tracing::error!(error = %e, "commit failed");
                 BatchOutcome::StorageFailed(e.to_string())
             }
         };
-        for (topic, v) in new_versions {
-            core.versions.insert(topic, v);
+        for c in &changes {
+            core.versions.insert(c.topic.clone(), c.version);
         }
         if effects.outbox_written {
             core.dirty_marked = true;
             core.outbox.pending = true;
         }
-        for topic in &effects.touched {
-            self.publish_topic(topic);
-        }
+        self.publish_changes(changes);
         for (item, err) in batch.into_iter().zip(item_errors) {
             match (err, &outcome) {
                 (Some(e), BatchOutcome::Committed) => {
@@ -655,31 +503,6 @@ impl<E: Entity> EntityActor<E> {
             Some(p) => self.restart(ctx, &p),
             None => self.core.failures = 0,
         }
-    }
-
-    /// Publishes `topic`'s current snapshot if anyone listens. Errors are logged: subscribers keep the last good one.
-    fn publish_topic(&mut self, topic: &str) {
-        let shared = self.core.registry.inner.shared.clone();
-        if !shared.hub.has_subscribers(E::KIND, &self.core.encoded, topic) {
-            return;
-        }
-        if let Err(e) = self.publish_topic_now(topic) {
-            tracing::error!(kind = E::KIND, key = %self.core.encoded, topic, error = %e, "snapshot failed");
-        }
-    }
-
-    fn publish_topic_now(&mut self, topic: &str) -> Result<(), SnapshotError> {
-        let version = self.core.versions.get(topic).copied().unwrap_or(0);
-        let EntityActor { entity, core } = self;
-        let conn = core.conn.as_mut().expect("publishing happens only while open");
-        let value = match catch_unwind(AssertUnwindSafe(|| entity.snapshot(topic, conn))) {
-            Ok(v) => v?,
-            Err(p) => return Err(SnapshotError::Serialize(serde::ser::Error::custom(panic_text(&p)))),
-        };
-        let raw = serde_json::value::to_raw_value(&value)?;
-        let event = TopicEvent::new(E::KIND, core.encoded.clone(), topic.to_owned(), version, Arc::from(raw));
-        core.registry.inner.shared.hub.publish(event);
-        Ok(())
     }
 
     /// Reloads the entity from its database after a panic: background work is cancelled, the connection (and any
@@ -1071,7 +894,7 @@ impl<E: Entity> Handler<SubscribeTopic> for EntityActor<E> {
         }
         self.flush(ctx);
         let sub = self.shared().hub.subscribe(E::KIND, &self.core.encoded, &s.topic);
-        let res = self.publish_topic_now(&s.topic).map(|()| sub).map_err(CallError::Handler);
+        let res = self.publish_current(&s.topic).map(|()| sub).map_err(CallError::Handler);
         let _ = s.reply.send(res);
     }
 }

@@ -14,6 +14,7 @@ use serde::Serialize;
 use super::actor::{Core, EntityActor};
 use super::key::EntityKey;
 use super::outbox;
+use super::patch::PatchOp;
 
 /// Per-kind tuning. Defaults suit a domain actor; benchmarks and tests override them.
 #[derive(Debug, Clone)]
@@ -139,8 +140,39 @@ pub fn message_name<T: ?Sized>() -> &'static str {
 /// The side effects a mutation asked for besides its SQL; kept only if the mutation commits.
 #[derive(Default)]
 pub(crate) struct Effects {
-    pub touched: Vec<String>,
+    pub touched: Vec<Touched>,
     pub outbox_written: bool,
+}
+
+/// A topic a transaction changed, and how subscribers learn of it.
+pub(crate) struct Touched {
+    pub topic: String,
+    /// The change as patch operations, in order; `None`: publish a full snapshot (some write did not describe its
+    /// change, e.g. a structural one).
+    pub ops: Option<Vec<PatchOp>>,
+}
+
+impl Effects {
+    /// Records a change of `topic`. Patches of one transaction concatenate; a change without a patch makes the whole
+    /// transaction's change a full snapshot.
+    pub(crate) fn touch(&mut self, topic: &str, ops: Option<Vec<PatchOp>>) {
+        match self.touched.iter_mut().find(|t| t.topic == topic) {
+            Some(t) => match (&mut t.ops, ops) {
+                (Some(have), Some(more)) => have.extend(more),
+                (ops @ Some(_), None) => *ops = None,
+                (None, _) => {}
+            },
+            None => self.touched.push(Touched { topic: topic.to_owned(), ops }),
+        }
+    }
+
+    /// Adds what a later mutation of the same transaction did.
+    pub(crate) fn merge(&mut self, later: Effects) {
+        for t in later.touched {
+            self.touch(&t.topic, t.ops);
+        }
+        self.outbox_written |= later.outbox_written;
+    }
 }
 
 /// A mutation's view of its transaction.
@@ -161,10 +193,19 @@ impl<'a> Tx<'a> {
         self.runtime.service::<T>()
     }
 
-    /// Marks `topic` changed: after commit its version grows by one and subscribers get the new snapshot.
+    /// Marks `topic` changed: after commit its version grows by one and subscribers get the new full snapshot.
+    /// For structural or rare changes; a frequent one should describe itself with [`Tx::patch`].
     pub fn touch(&mut self, topic: &str) {
-        if !self.effects.touched.iter().any(|t| t == topic) {
-            self.effects.touched.push(topic.to_owned());
+        self.effects.touch(topic, None);
+    }
+
+    /// Marks `topic` changed by `ops` (applied to the snapshot as of before this transaction, after any earlier
+    /// patches of the same transaction): after commit its version grows by one and subscribers get the patch instead
+    /// of the whole snapshot. The operations must turn the snapshot [`Entity::snapshot`] built before into exactly
+    /// the one it builds after. No operations change nothing (and bump no version).
+    pub fn patch(&mut self, topic: &str, ops: Vec<PatchOp>) {
+        if !ops.is_empty() {
+            self.effects.touch(topic, Some(ops));
         }
     }
 

@@ -5,17 +5,20 @@
 //! - [`registry`]: get-or-create per key, bounded in-flight calls, typed call paths.
 //! - [`actor`]: the host actor: supervision, group commit, topics, outbox delivery, passivation, shutdown.
 //! - [`db`], [`key`]: per-actor files, pragmas, migrations, key escaping.
-//! - [`topic`], [`outbox`]: snapshots to subscribers, durable cross-actor delivery.
+//! - [`topic`], [`patch`], [`outbox`]: snapshots and patches to subscribers, durable cross-actor delivery.
 //! - [`idempotency`]: idempotency keys recorded in the transaction of the creation they stand for.
 //! - [`system`]: the [`Runtime`] tying it together.
 
 pub mod actor;
+mod batch;
 pub mod db;
 pub mod entity;
 pub mod error;
 pub mod idempotency;
 pub mod key;
 pub mod outbox;
+pub mod patch;
+mod publish;
 pub mod registry;
 pub mod system;
 pub mod topic;
@@ -29,9 +32,10 @@ pub use error::{ActivationError, ActivationFailure, CallError, KeyError, Runtime
 pub use idempotency::{IdempotencyKey, Idempotent, Once, Recorded};
 pub use key::EntityKey;
 pub use outbox::Accepts;
+pub use patch::{PatchError, PatchOp};
 pub use registry::{Backpressure, EntityRef, KindStats, Registry};
 pub use system::{RecoveryReport, Runtime, RuntimeConfig};
-pub use topic::{Subscription, TopicEvent};
+pub use topic::{NeedFull, Subscription, TopicEvent, TopicFrame, TopicPatch};
 
 /// Re-exported so kinds can write `const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/<kind>")`.
 pub use diesel_migrations::{embed_migrations, EmbeddedMigrations};

@@ -94,7 +94,8 @@ pub(super) fn put_member(
         role: Some(row.role.clone()),
     };
     tx.send(&row.user_id, &grant)?;
-    tx.touch(TOPIC);
+    let members = super::changes::members(tx.conn())?;
+    tx.patch(TOPIC, vec![members]);
     Ok(row)
 }
 
@@ -147,7 +148,8 @@ impl Mutation for RemoveMember {
         }
         schema::delete_member(tx.conn(), &self.user_id)?;
         tx.send(&self.user_id, &crate::actors::user::RevokeOrganization { org_id: org.id.clone() })?;
-        tx.touch(TOPIC);
+        let members = super::changes::members(tx.conn())?;
+        tx.patch(TOPIC, vec![members]);
         let audit = Audit { user: self.by.as_deref(), ..Audit::org(&org.id) };
         audit.append(tx, "member.removed", serde_json::json!({ "userId": self.user_id }))?;
         Ok(true)
@@ -213,7 +215,8 @@ impl Mutation for ApplyLinkedMember {
             (false, Some(m)) if m.source == SOURCE_GITHUB && m.role() != MemberRole::Owner => {
                 schema::delete_member(tx.conn(), &self.user_id)?;
                 tx.send(&self.user_id, &crate::actors::user::RevokeOrganization { org_id: org.id.clone() })?;
-                tx.touch(TOPIC);
+                let members = super::changes::members(tx.conn())?;
+                tx.patch(TOPIC, vec![members]);
                 audit.append(tx, "member.removed", serde_json::json!({ "userId": self.user_id, "source": "github" }))
             }
             _ => Ok(()),

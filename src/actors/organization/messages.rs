@@ -4,6 +4,7 @@ use diesel::prelude::*;
 use diesel::sqlite::SqliteConnection;
 use serde::{Deserialize, Serialize};
 
+use super::changes;
 use super::schema::{self, organization_profile, repos, RepoRow};
 use super::{Organization, OrganizationSnapshot, TOPIC};
 use crate::actors::repository::InitializeRepository;
@@ -130,7 +131,8 @@ impl Mutation for AddRepository {
             default_branch: row.default_branch.clone(),
         };
         tx.send(&RepoKey::new(&org.id, &row.repo_id), &init)?;
-        tx.touch(TOPIC);
+        let added = changes::repo(tx.conn(), &row.repo_id, true)?;
+        tx.patch(TOPIC, vec![added]);
         let audit = Audit { repo: Some(&row.repo_id), user: self.user_id.as_deref(), ..Audit::org(&org.id) };
         audit.append(tx, "repository.added", serde_json::json!({ "fullName": row.full_name }))?;
         Ok(row)
@@ -157,10 +159,11 @@ impl Mutation for ApplyRepoSummary {
         if updated == 0 {
             return Err(DomainError::not_found("repository", &self.repo_id));
         }
+        let mut ops = vec![changes::repo(tx.conn(), &self.repo_id, false)?];
         for summary in &self.changed {
-            schema::upsert_task_summary(tx.conn(), summary)?;
+            changes::put_task_summary(tx.conn(), summary, &mut ops)?;
         }
-        tx.touch(TOPIC);
+        tx.patch(TOPIC, ops);
         Ok(())
     }
 }
@@ -283,7 +286,8 @@ impl Mutation for ImportRepository {
             default_branch: self.default_branch,
         };
         tx.send(&RepoKey::new(&org.id, &row.repo_id), &init)?;
-        tx.touch(TOPIC);
+        let added = changes::repo(tx.conn(), &row.repo_id, true)?;
+        tx.patch(TOPIC, vec![added]);
         Ok(true)
     }
 }
@@ -367,7 +371,8 @@ impl Mutation for ApplySyncProgress {
                 organization_profile::updated_at.eq(now_ms()),
             ))
             .execute(tx.conn())?;
-        tx.touch(TOPIC);
+        let profile = changes::profile(tx.conn(), &org.id)?;
+        tx.patch(TOPIC, vec![profile]);
         Ok(())
     }
 }

@@ -1,6 +1,8 @@
 //! The organization actor (key: organization id): profile, the coordinator index of its repositories, and the task
-//! summaries its repositories push up. Publishes the `organization` topic.
+//! summaries its repositories push up. Publishes the `organization` topic (its frequent changes as row-level patches:
+//! `changes.rs`).
 
+mod changes;
 mod members;
 mod messages;
 pub mod schema;

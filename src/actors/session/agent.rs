@@ -7,17 +7,17 @@
 use std::sync::Arc;
 
 use actix::SpawnHandle;
-use diesel::prelude::*;
 use futures_util::future::BoxFuture;
 use tokio::sync::mpsc;
 
+use super::changes::{self, publishing};
 use super::schema;
 use super::{Session, TOPIC};
 use crate::actors::summary::SessionStatus;
 use crate::actors::{now_ms, validate, Audit, DomainError, DomainResult, TaskKey};
 use crate::integrations::agent::{AgentBackend, AgentEvent, HistoryItem, HistorySource, TurnEnd, TurnRequest};
 use crate::runtime::idempotency::{self, IdempotencyKey, Once, Recorded};
-use crate::runtime::{Command, EntityCtx, EntityKey, Myself, Tx};
+use crate::runtime::{Command, EntityCtx, EntityKey, Myself, PatchOp, Tx};
 
 /// The agent backend sessions use, provided to the runtime (`Runtime::provide(Arc::new(SessionAgent(..)))`).
 pub struct SessionAgent(pub Arc<dyn AgentBackend>);
@@ -82,20 +82,22 @@ impl Session {
             if m.status() == SessionStatus::Closed || m.suspended.is_some() {
                 return Ok(None);
             }
-            let Some(next) = schema::dequeue(tx.conn())? else { return Ok(None) };
-            schema::set_status(tx.conn(), SessionStatus::Running, now_ms())?;
-            push_summary(&key, tx)?;
-            let resume = m.agent_state();
-            Ok(Some(TurnRequest {
-                session_id: key.encode(),
-                model: m.model,
-                mode: m.mode,
-                thought_level: m.thought_level,
-                prompt: next.text,
-                resume,
-                history_source: Some(history_source(me.clone(), next.item_seq)),
-                ..TurnRequest::default()
-            }))
+            publishing(&key, tx, |tx| {
+                let Some(next) = schema::dequeue(tx.conn())? else { return Ok(None) };
+                schema::set_status(tx.conn(), SessionStatus::Running, now_ms())?;
+                push_summary(&key, tx)?;
+                let resume = m.agent_state();
+                Ok(Some(TurnRequest {
+                    session_id: key.encode(),
+                    model: m.model,
+                    mode: m.mode,
+                    thought_level: m.thought_level,
+                    prompt: next.text,
+                    resume,
+                    history_source: Some(history_source(me.clone(), next.item_seq)),
+                    ..TurnRequest::default()
+                }))
+            })
         })?;
         let Some(request) = started else { return Ok(false) };
         self.next_turn += 1;
@@ -157,11 +159,14 @@ impl Session {
             if m.status() != SessionStatus::Running {
                 return Ok(());
             }
-            let now = now_ms();
-            schema::flush_partial(tx.conn(), now)?;
-            schema::append(tx.conn(), "status", "system", "turn failed: the session restarted mid-turn", None, now)?;
-            schema::set_status(tx.conn(), SessionStatus::Error, now)?;
-            push_summary(&key, tx)
+            publishing(&key, tx, |tx| {
+                let now = now_ms();
+                schema::flush_partial(tx.conn(), now)?;
+                let why = "turn failed: the session restarted mid-turn";
+                schema::append(tx.conn(), "status", "system", why, None, now)?;
+                schema::set_status(tx.conn(), SessionStatus::Error, now)?;
+                push_summary(&key, tx)
+            })
         })?;
         self.run_queue(ctx).map(|_| ())
     }
@@ -190,7 +195,7 @@ impl Command for LoadHistory {
     }
 }
 
-/// Pushes the session's summary to its task and marks the `session` topic changed.
+/// Pushes the session's summary to its task.
 fn push_summary(key: &crate::actors::SessionKey, tx: &mut Tx<'_>) -> DomainResult<()> {
     super::messages::push_up_key(key, tx)
 }
@@ -271,13 +276,21 @@ impl Command for ApplyTurnEvents {
             let now = now_ms();
             // Each checkpoint supersedes the ones before it: only the batch's last one is written (with its events).
             let mut checkpoint = None;
+            // What subscribers are sent: the streamed text and the new items, never the transcript before them.
+            let mut ops = Vec::new();
             for event in &self.events {
                 match event {
-                    AgentEvent::TextDelta { text } => schema::append_partial(tx.conn(), text)?,
+                    AgentEvent::TextDelta { text } => {
+                        schema::append_partial(tx.conn(), text)?;
+                        changes::append_text(&mut ops, text);
+                    }
                     AgentEvent::Checkpoint { state } => checkpoint = Some(state),
                     other => {
                         // A tool call or file change is a complete item; text streamed before it is one too.
-                        schema::flush_partial(tx.conn(), now)?;
+                        if let Some(item) = schema::flush_partial(tx.conn(), now)? {
+                            ops.push(changes::add_item(&item)?);
+                            ops.push(PatchOp::replace(changes::PARTIAL_TEXT, "".into()));
+                        }
                         let (kind, text) = match other {
                             AgentEvent::ToolCall { name, .. } => ("tool_call", name.clone()),
                             AgentEvent::ToolResult { output, .. } => ("tool_result", output.clone()),
@@ -287,22 +300,15 @@ impl Command for ApplyTurnEvents {
                             }
                         };
                         let payload = serde_json::to_string(other).unwrap_or_default();
-                        diesel::insert_into(super::schema::transcript::table)
-                            .values((
-                                super::schema::transcript::kind.eq(kind),
-                                super::schema::transcript::role.eq("agent"),
-                                super::schema::transcript::text.eq(text),
-                                super::schema::transcript::payload.eq(payload),
-                                super::schema::transcript::at.eq(now),
-                            ))
-                            .execute(tx.conn())?;
+                        let item = schema::append_agent_item(tx.conn(), kind, &text, &payload, now)?;
+                        ops.push(changes::add_item(&item)?);
                     }
                 }
             }
             if let Some(state) = checkpoint {
                 schema::set_agent_state(tx.conn(), state)?;
             }
-            tx.touch(TOPIC);
+            tx.patch(TOPIC, ops);
             Ok(())
         })
     }
@@ -325,20 +331,22 @@ impl Command for FinishTurn {
         s.turn = None;
         let key = s.key.clone();
         ctx.write(|tx: &mut Tx<'_>| -> DomainResult<()> {
-            let now = now_ms();
-            schema::flush_partial(tx.conn(), now)?;
-            if schema::require_meta(tx.conn(), &key.session)?.status() == SessionStatus::Closed {
-                return Ok(());
-            }
-            let status = match &self.end {
-                TurnEnd::Completed => SessionStatus::Idle,
-                TurnEnd::Failed(why) => {
-                    schema::append(tx.conn(), "status", "system", &format!("turn failed: {why}"), None, now)?;
-                    SessionStatus::Error
+            publishing(&key, tx, |tx| {
+                let now = now_ms();
+                schema::flush_partial(tx.conn(), now)?;
+                if schema::require_meta(tx.conn(), &key.session)?.status() == SessionStatus::Closed {
+                    return Ok(());
                 }
-            };
-            schema::set_status(tx.conn(), status, now)?;
-            push_summary(&key, tx)
+                let status = match &self.end {
+                    TurnEnd::Completed => SessionStatus::Idle,
+                    TurnEnd::Failed(why) => {
+                        schema::append(tx.conn(), "status", "system", &format!("turn failed: {why}"), None, now)?;
+                        SessionStatus::Error
+                    }
+                };
+                schema::set_status(tx.conn(), status, now)?;
+                push_summary(&key, tx)
+            })
         })?;
         s.run_queue(ctx).map(|_| ())
     }
@@ -455,8 +463,9 @@ impl Command for Steer {
         }
         let key = s.key.clone();
         ctx.write(|tx: &mut Tx<'_>| -> DomainResult<()> {
-            schema::append(tx.conn(), "steer", "user", &self.guidance, self.user_id.as_deref(), now_ms())?;
-            tx.touch(TOPIC);
+            publishing(&key, tx, |tx| {
+                schema::append(tx.conn(), "steer", "user", &self.guidance, self.user_id.as_deref(), now_ms())
+            })?;
             let payload = serde_json::json!({ "chars": self.guidance.chars().count() });
             Audit::session(&key).by(self.user_id.as_deref()).append(tx, "task.session.steered", payload)
         })
@@ -482,12 +491,15 @@ impl Command for Interrupt {
         ctx.cancel(turn.handle);
         let key = s.key.clone();
         let dropped = ctx.write(|tx: &mut Tx<'_>| -> DomainResult<usize> {
-            let now = now_ms();
-            schema::flush_partial(tx.conn(), now)?;
-            schema::append(tx.conn(), "status", "system", "interrupted", self.user_id.as_deref(), now)?;
-            let dropped = if self.drop_queued { schema::clear_queue(tx.conn())? } else { 0 };
-            schema::set_status(tx.conn(), SessionStatus::Idle, now)?;
-            push_summary(&key, tx)?;
+            let dropped = publishing(&key, tx, |tx| {
+                let now = now_ms();
+                schema::flush_partial(tx.conn(), now)?;
+                schema::append(tx.conn(), "status", "system", "interrupted", self.user_id.as_deref(), now)?;
+                let dropped = if self.drop_queued { schema::clear_queue(tx.conn())? } else { 0 };
+                schema::set_status(tx.conn(), SessionStatus::Idle, now)?;
+                push_summary(&key, tx)?;
+                Ok(dropped)
+            })?;
             let payload = serde_json::json!({ "droppedFollowUps": dropped });
             Audit::session(&key).by(self.user_id.as_deref()).append(tx, "task.session.stopped", payload)?;
             Ok(dropped)

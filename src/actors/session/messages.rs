@@ -5,6 +5,7 @@ use diesel::prelude::*;
 use diesel::sqlite::SqliteConnection;
 use serde::{Deserialize, Serialize};
 
+use super::changes::publishing;
 use super::schema::{self, session_meta, MetaRow};
 use super::{Session, SessionDetail, TOPIC};
 use crate::actors::summary::{SessionStatus, SessionSummary};
@@ -35,6 +36,8 @@ impl Mutation for InitializeSession {
         if schema::meta(tx.conn())?.is_some() {
             return Ok(false);
         }
+        // A new session: its subscribers (if any yet) get the whole snapshot.
+        tx.touch(TOPIC);
         diesel::insert_into(session_meta::table)
             .values((
                 session_meta::id.eq(1),
@@ -63,7 +66,7 @@ impl Delivery for InitializeSession {
     const NAME: &'static str = "session.initialize";
 }
 
-/// Pushes the summary to the task and marks the `session` topic changed.
+/// Pushes the summary to the task (the write around it publishes the topic: `changes::publishing`).
 fn push_up(s: &Session, tx: &mut Tx<'_>) -> DomainResult<()> {
     push_up_key(&s.key, tx)
 }
@@ -79,7 +82,6 @@ pub(super) fn push_up_key(key: &SessionKey, tx: &mut Tx<'_>) -> DomainResult<()>
         updated_at: m.updated_at,
     };
     tx.send(&key.task_key(), &ApplySessionSummary { summary })?;
-    tx.touch(TOPIC);
     Ok(())
 }
 
@@ -114,11 +116,13 @@ pub(super) fn record_user_message(
 ) -> DomainResult<()> {
     let m = require_open_key(key, tx)?;
     refuse_if_suspended(key, &m)?;
-    let now = now_ms();
-    let item = schema::append(tx.conn(), "message", "user", text, user_id, now)?;
-    schema::enqueue(tx.conn(), text, user_id, now, item)?;
-    diesel::update(session_meta::table.find(1)).set(session_meta::updated_at.eq(now)).execute(tx.conn())?;
-    push_up_key(key, tx)?;
+    publishing(key, tx, |tx| {
+        let now = now_ms();
+        let item = schema::append(tx.conn(), "message", "user", text, user_id, now)?;
+        schema::enqueue(tx.conn(), text, user_id, now, item)?;
+        diesel::update(session_meta::table.find(1)).set(session_meta::updated_at.eq(now)).execute(tx.conn())?;
+        push_up_key(key, tx)
+    })?;
     let payload = serde_json::json!({ "chars": text.chars().count() });
     Audit::session(key).by(user_id).append(tx, "task.message.sent", payload)
 }
@@ -137,10 +141,12 @@ impl Mutation for RenameSession {
         validate::display_name("name", &self.name)?;
         let m = require_open(s, tx)?;
         let name = self.name.trim();
-        diesel::update(session_meta::table.find(1))
-            .set((session_meta::name.eq(name), session_meta::updated_at.eq(now_ms())))
-            .execute(tx.conn())?;
-        push_up(s, tx)?;
+        publishing(&s.key, tx, |tx| {
+            diesel::update(session_meta::table.find(1))
+                .set((session_meta::name.eq(name), session_meta::updated_at.eq(now_ms())))
+                .execute(tx.conn())?;
+            push_up(s, tx)
+        })?;
         let payload = serde_json::json!({ "from": m.name, "to": name });
         Audit::session(&s.key).by(self.user_id.as_deref()).append(tx, "task.session.renamed", payload)
     }
@@ -174,15 +180,17 @@ impl Mutation for ChangeModel {
             }
         }
         let m = require_open(s, tx)?;
-        diesel::update(session_meta::table.find(1))
-            .set((
-                session_meta::model.eq(&self.model),
-                session_meta::mode.eq(self.mode.as_deref().unwrap_or(&m.mode)),
-                session_meta::thought_level.eq(self.thought_level.as_deref().unwrap_or(&m.thought_level)),
-                session_meta::updated_at.eq(now_ms()),
-            ))
-            .execute(tx.conn())?;
-        push_up(s, tx)?;
+        publishing(&s.key, tx, |tx| {
+            diesel::update(session_meta::table.find(1))
+                .set((
+                    session_meta::model.eq(&self.model),
+                    session_meta::mode.eq(self.mode.as_deref().unwrap_or(&m.mode)),
+                    session_meta::thought_level.eq(self.thought_level.as_deref().unwrap_or(&m.thought_level)),
+                    session_meta::updated_at.eq(now_ms()),
+                ))
+                .execute(tx.conn())?;
+            push_up(s, tx)
+        })?;
         let payload = serde_json::json!({ "from": m.model, "to": self.model });
         Audit::session(&s.key).by(self.user_id.as_deref()).append(tx, "task.model.changed", payload)
     }
@@ -221,11 +229,13 @@ impl Command for StopSession {
         let key = s.key.clone();
         ctx.write(|tx: &mut Tx<'_>| -> DomainResult<()> {
             require_open_key(&key, tx)?;
-            let now = now_ms();
-            schema::flush_partial(tx.conn(), now)?;
-            schema::clear_queue(tx.conn())?;
-            schema::set_status(tx.conn(), SessionStatus::Stopped, now)?;
-            push_up_key(&key, tx)?;
+            publishing(&key, tx, |tx| {
+                let now = now_ms();
+                schema::flush_partial(tx.conn(), now)?;
+                schema::clear_queue(tx.conn())?;
+                schema::set_status(tx.conn(), SessionStatus::Stopped, now)?;
+                push_up_key(&key, tx)
+            })?;
             Audit::session(&key).by(self.user_id.as_deref()).append(tx, "task.session.stopped", serde_json::json!({}))
         })
     }
@@ -260,18 +270,21 @@ impl Command for SuspendSession {
         }
         ctx.write(|tx: &mut Tx<'_>| -> DomainResult<()> {
             let m = schema::require_meta(tx.conn(), &key.session)?;
-            let now = now_ms();
-            schema::flush_partial(tx.conn(), now)?;
-            if turn.is_some() {
-                let note = format!("turn cancelled: task {reason}");
-                schema::append(tx.conn(), "status", "system", &note, self.user_id.as_deref(), now)?;
-            }
-            let dropped = schema::clear_queue(tx.conn())?;
-            schema::set_suspended(tx.conn(), Some(reason))?;
-            if m.status() != SessionStatus::Closed {
-                schema::set_status(tx.conn(), SessionStatus::Stopped, now)?;
-            }
-            push_up_key(&key, tx)?;
+            let dropped = publishing(&key, tx, |tx| {
+                let now = now_ms();
+                schema::flush_partial(tx.conn(), now)?;
+                if turn.is_some() {
+                    let note = format!("turn cancelled: task {reason}");
+                    schema::append(tx.conn(), "status", "system", &note, self.user_id.as_deref(), now)?;
+                }
+                let dropped = schema::clear_queue(tx.conn())?;
+                schema::set_suspended(tx.conn(), Some(reason))?;
+                if m.status() != SessionStatus::Closed {
+                    schema::set_status(tx.conn(), SessionStatus::Stopped, now)?;
+                }
+                push_up_key(&key, tx)?;
+                Ok(dropped)
+            })?;
             let payload = serde_json::json!({ "reason": reason, "droppedFollowUps": dropped });
             Audit::session(&key).by(self.user_id.as_deref()).append(tx, "task.session.suspended", payload)
         })
@@ -292,11 +305,13 @@ impl Command for ResumeSession {
         let resumed = ctx.write(|tx: &mut Tx<'_>| -> DomainResult<bool> {
             let m = schema::require_meta(tx.conn(), &key.session)?;
             let Some(reason) = m.suspended.clone() else { return Ok(false) };
-            schema::set_suspended(tx.conn(), None)?;
-            if m.status() == SessionStatus::Stopped {
-                schema::set_status(tx.conn(), SessionStatus::Idle, now_ms())?;
-            }
-            push_up_key(&key, tx)?;
+            publishing(&key, tx, |tx| {
+                schema::set_suspended(tx.conn(), None)?;
+                if m.status() == SessionStatus::Stopped {
+                    schema::set_status(tx.conn(), SessionStatus::Idle, now_ms())?;
+                }
+                push_up_key(&key, tx)
+            })?;
             let payload = serde_json::json!({ "was": reason });
             Audit::session(&key).by(self.user_id.as_deref()).append(tx, "task.session.resumed", payload)?;
             Ok(true)
@@ -321,10 +336,12 @@ impl Mutation for CloseSessionNow {
         if m.status() == SessionStatus::Closed {
             return Ok(());
         }
-        diesel::update(session_meta::table.find(1))
-            .set((session_meta::status.eq(SessionStatus::Closed.as_str()), session_meta::updated_at.eq(now_ms())))
-            .execute(tx.conn())?;
-        push_up(s, tx)
+        publishing(&s.key, tx, |tx| {
+            diesel::update(session_meta::table.find(1))
+                .set((session_meta::status.eq(SessionStatus::Closed.as_str()), session_meta::updated_at.eq(now_ms())))
+                .execute(tx.conn())?;
+            push_up(s, tx)
+        })
     }
 }
 

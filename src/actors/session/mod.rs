@@ -1,8 +1,9 @@
 //! The session actor (key: task key + session id), data side: its model settings, status and transcript. It pushes
-//! its summary to its task only. Publishes the `session` topic. Its agent loop (turns as background work, steer,
-//! interrupt, follow-ups) is in `agent.rs`.
+//! its summary to its task only. Publishes the `session` topic (its changes as patches: `changes.rs`). Its agent loop
+//! (turns as background work, steer, interrupt, follow-ups) is in `agent.rs`.
 
 mod agent;
+mod changes;
 mod messages;
 pub mod schema;
 
@@ -57,18 +58,16 @@ pub struct SessionDetail {
     pub updated_at: i64,
 }
 
-impl Session {
-    /// Three queries, whatever the transcript's length.
-    fn build_detail(&self, db: &mut SqliteConnection) -> DomainResult<SessionDetail> {
-        let m = schema::require_meta(db, &self.key.session)?;
-        Ok(SessionDetail {
-            org_id: self.key.org.clone(),
-            repo_id: self.key.repo.clone(),
-            task_id: self.key.task.clone(),
-            session_id: self.key.session.clone(),
+impl SessionDetail {
+    pub(crate) fn new(key: &SessionKey, m: schema::MetaRow, transcript: Vec<TranscriptItem>, queued: i64) -> Self {
+        SessionDetail {
+            org_id: key.org.clone(),
+            repo_id: key.repo.clone(),
+            task_id: key.task.clone(),
+            session_id: key.session.clone(),
             status: m.status(),
-            transcript: schema::transcript_items(db)?,
-            queued: schema::queued(db)?,
+            transcript,
+            queued,
             partial_text: m.partial_text,
             name: m.name,
             model: m.model,
@@ -76,7 +75,15 @@ impl Session {
             thought_level: m.thought_level,
             created_at: m.created_at,
             updated_at: m.updated_at,
-        })
+        }
+    }
+}
+
+impl Session {
+    /// Three queries, whatever the transcript's length.
+    fn build_detail(&self, db: &mut SqliteConnection) -> DomainResult<SessionDetail> {
+        let m = schema::require_meta(db, &self.key.session)?;
+        Ok(SessionDetail::new(&self.key, m, schema::transcript_items(db)?, schema::queued(db)?))
     }
 }
 

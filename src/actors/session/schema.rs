@@ -129,6 +129,20 @@ pub fn transcript_items(conn: &mut SqliteConnection) -> DomainResult<Vec<Transcr
     Ok(transcript::table.select(TranscriptItem::as_select()).order(transcript::seq).load(conn)?)
 }
 
+/// The items after `seq`, in order (what a write appended).
+pub fn transcript_after(conn: &mut SqliteConnection, seq: i64) -> DomainResult<Vec<TranscriptItem>> {
+    Ok(transcript::table
+        .select(TranscriptItem::as_select())
+        .filter(transcript::seq.gt(seq))
+        .order(transcript::seq)
+        .load(conn)?)
+}
+
+/// The `seq` of the last item (0 if none).
+pub fn last_seq(conn: &mut SqliteConnection) -> DomainResult<i64> {
+    Ok(transcript::table.select(diesel::dsl::max(transcript::seq)).first::<Option<i64>>(conn)?.unwrap_or(0))
+}
+
 /// Queues a prompt for the session's agent; `item_seq` is the transcript item it was recorded as.
 pub fn enqueue(
     conn: &mut SqliteConnection,
@@ -221,14 +235,43 @@ pub fn append_partial(conn: &mut SqliteConnection, text: &str) -> DomainResult<(
     Ok(())
 }
 
-/// Turns the partial buffer into a complete agent message item (if any text was streamed).
-pub fn flush_partial(conn: &mut SqliteConnection, at: i64) -> DomainResult<()> {
+/// Turns the partial buffer into a complete agent message item (if any text was streamed), which it returns.
+pub fn flush_partial(conn: &mut SqliteConnection, at: i64) -> DomainResult<Option<TranscriptItem>> {
     let text: String = session_meta::table.select(session_meta::partial_text).find(1).first(conn)?;
-    if !text.is_empty() {
-        append(conn, "message", "agent", text.trim_end(), None, at)?;
-        diesel::update(session_meta::table.find(1)).set(session_meta::partial_text.eq("")).execute(conn)?;
+    if text.is_empty() {
+        return Ok(None);
     }
-    Ok(())
+    let item = diesel::insert_into(transcript::table)
+        .values((
+            transcript::kind.eq("message"),
+            transcript::role.eq("agent"),
+            transcript::text.eq(text.trim_end()),
+            transcript::at.eq(at),
+        ))
+        .returning(TranscriptItem::as_returning())
+        .get_result(conn)?;
+    diesel::update(session_meta::table.find(1)).set(session_meta::partial_text.eq("")).execute(conn)?;
+    Ok(Some(item))
+}
+
+/// Appends a complete agent item (a tool call, its result, a file change) and returns it.
+pub fn append_agent_item(
+    conn: &mut SqliteConnection,
+    kind: &str,
+    text: &str,
+    payload: &str,
+    at: i64,
+) -> DomainResult<TranscriptItem> {
+    Ok(diesel::insert_into(transcript::table)
+        .values((
+            transcript::kind.eq(kind),
+            transcript::role.eq("agent"),
+            transcript::text.eq(text),
+            transcript::payload.eq(payload),
+            transcript::at.eq(at),
+        ))
+        .returning(TranscriptItem::as_returning())
+        .get_result(conn)?)
 }
 
 /// Stores the agent backend's state for the next turn.

@@ -1,7 +1,8 @@
 // Foundry web app: one ES module, no framework and no build step (embedded into the server binary).
 //
-// Data flow: HTTP for actions, /v1/ws for state. The server sends full snapshots per topic, so the app keeps the
-// latest snapshot of each subscribed topic and re-renders the regions that depend on it, at most once per frame.
+// Data flow: HTTP for actions, /v1/ws for state. The server sends a full snapshot per topic, then each change as a
+// patch (subscriptions ask for `patches`), so the app keeps the latest snapshot of each subscribed topic and
+// re-renders the regions that depend on it, at most once per frame.
 // Lists are rendered as one HTML string per snapshot and every interaction goes through a few delegated listeners
 // on the document, which keeps 1,000 sidebar rows cheap.
 
@@ -195,6 +196,87 @@ const active = new Map(); // subscription id -> frame sent
 
 const subId = (s) => `${s.topic}|${s.key ? JSON.stringify(s.key) : ''}`;
 
+// The snapshot each subscription holds and its version, keyed like subId but by the key the server's frames carry.
+// `{topic}Patched` frames apply to it when their `base` is its version; otherwise (never expected: the server sends
+// a full snapshot rather than leave a gap) the app subscribes again and waits for a full `{topic}Updated`.
+const wire = new Map(); // `${topic}|${JSON.stringify(key)}` -> { version, doc, resync }
+
+function pointerTokens(path) {
+  if (path === '') return [];
+  if (path[0] !== '/') throw new Error(`bad pointer ${path}`);
+  return path.slice(1).split('/').map((t) => t.replace(/~1/g, '/').replace(/~0/g, '~'));
+}
+
+function arrayIndex(token, max) {
+  if (!/^(0|[1-9][0-9]*)$/.test(token) || Number(token) > max) throw new Error(`bad index ${token}`);
+  return Number(token);
+}
+
+// JSON Patch (RFC 6902: add, remove, replace) plus `append` to a string, as docs/API.md describes. Mutates `doc`
+// and returns it (a new value when the root itself is replaced); throws when the patch does not fit.
+function applyOps(doc, ops) {
+  for (const op of ops) {
+    const toks = pointerTokens(op.path);
+    if (!toks.length) {
+      if (op.op === 'append') doc += op.value;
+      else if (op.op === 'add' || op.op === 'replace') doc = op.value;
+      else throw new Error(`cannot ${op.op} the root`);
+      continue;
+    }
+    const last = toks.pop();
+    let parent = doc;
+    for (const t of toks) {
+      parent = Array.isArray(parent) ? parent[arrayIndex(t, parent.length - 1)] : parent && parent[t];
+      if (parent === null || typeof parent !== 'object') throw new Error(`nothing at ${op.path}`);
+    }
+    if (Array.isArray(parent)) {
+      if (op.op === 'add') {
+        parent.splice(last === '-' ? parent.length : arrayIndex(last, parent.length), 0, op.value);
+        continue;
+      }
+      const i = arrayIndex(last, parent.length - 1);
+      if (op.op === 'remove') parent.splice(i, 1);
+      else if (op.op === 'replace') parent[i] = op.value;
+      else if (op.op === 'append' && typeof parent[i] === 'string') parent[i] += op.value;
+      else throw new Error(`cannot ${op.op} ${op.path}`);
+    } else if (op.op === 'add') {
+      parent[last] = op.value;
+    } else {
+      if (!Object.prototype.hasOwnProperty.call(parent, last)) throw new Error(`nothing at ${op.path}`);
+      if (op.op === 'remove') delete parent[last];
+      else if (op.op === 'replace') parent[last] = op.value;
+      else if (op.op === 'append' && typeof parent[last] === 'string') parent[last] += op.value;
+      else throw new Error(`cannot ${op.op} ${op.path}`);
+    }
+  }
+  return doc;
+}
+
+// Keeps `wire` up to date; returns the frame as a full `{topic}Updated` (a patch applied to the held snapshot), or
+// null for a patch that cannot be applied (the app then resubscribes).
+function throughWire(f) {
+  const m = /^(.*)(Updated|Patched)$/.exec(f.type || '');
+  if (!m) return f;
+  const [, topic, kind] = m;
+  const id = `${topic}|${JSON.stringify(f.key)}`;
+  if (kind === 'Updated') {
+    wire.set(id, { version: f.version, doc: f.snapshot, resync: false });
+    return f;
+  }
+  const w = wire.get(id);
+  if (!w || w.resync) return null;
+  try {
+    if (w.version !== f.base) throw new Error(`patch from ${f.base}, have ${w.version}`);
+    w.doc = applyOps(w.doc, f.ops);
+    w.version = f.version;
+  } catch {
+    w.resync = true; // until the full snapshot the subscription resends
+    send({ type: 'subscribe', topic, ...(topic === 'app' ? {} : { key: f.key }), patches: true });
+    return null;
+  }
+  return { type: `${topic}Updated`, key: f.key, version: f.version, snapshot: w.doc };
+}
+
 function currentSessionId() {
   const t = S.task;
   if (!t) return null;
@@ -231,11 +313,12 @@ function syncSubs() {
     if (!want.has(id)) {
       send({ type: 'unsubscribe', ...s });
       active.delete(id);
+      wire.delete(id);
     }
   }
   for (const [id, s] of want) {
     if (!active.has(id)) {
-      send({ type: 'subscribe', ...s });
+      send({ type: 'subscribe', ...s, patches: true });
       active.set(id, s);
     }
   }
@@ -249,6 +332,7 @@ function connect() {
     retries = 0;
     S.online = true;
     active.clear();
+    wire.clear();
     syncSubs();
     clearInterval(pingTimer);
     // Keeps idle connections visibly alive through proxies; the server also pings.
@@ -262,7 +346,8 @@ function connect() {
     } catch {
       return;
     }
-    onFrame(frame);
+    frame = throughWire(frame);
+    if (frame) onFrame(frame);
   };
   sock.onclose = (e) => {
     if (ws !== sock) return;

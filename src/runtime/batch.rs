@@ -1,0 +1,131 @@
+//! The items of a group-commit batch: each mutation (or outbox delivery) waiting for the batch's transaction, run
+//! under `catch_unwind` in its own savepoint, and answered once the batch's fate is known.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use super::actor::{panic_text, Reply};
+use super::entity::{message_name, Entity, Mutation, Tx};
+use super::error::CallError;
+use super::outbox::{self, Source};
+
+/// One mutation waiting in a group-commit batch.
+pub(super) trait PendingItem<E: Entity> {
+    fn name(&self) -> &'static str;
+    /// Runs in the open transaction; `Err` means this item's writes must be rolled back.
+    fn apply(&mut self, entity: &E, tx: &mut Tx<'_>) -> Result<(), ItemFailed>;
+    /// Sends the reply once the batch's fate is known.
+    fn finish(self: Box<Self>, outcome: &BatchOutcome, kind: &'static str, key: &str);
+}
+
+pub(super) enum ItemFailed {
+    Handler,
+    Panicked(String),
+    Db(diesel::result::Error),
+}
+
+impl From<diesel::result::Error> for ItemFailed {
+    fn from(e: diesel::result::Error) -> Self {
+        ItemFailed::Db(e)
+    }
+}
+
+pub(super) enum BatchOutcome {
+    Committed,
+    StorageFailed(String),
+}
+
+pub(super) enum ItemResult<T, E> {
+    NotRun,
+    Done(Result<T, E>),
+    Panicked(String),
+}
+
+fn finish_reply<T, Err>(
+    result: ItemResult<T, Err>,
+    reply: Reply<T, Err>,
+    outcome: &BatchOutcome,
+    kind: &'static str,
+    key: &str,
+    message: &'static str,
+) {
+    let answer = match (result, outcome) {
+        (ItemResult::Done(Err(e)), _) => Err(CallError::Handler(e)),
+        (ItemResult::Panicked(panic), _) => Err(CallError::Panicked { kind, key: key.to_owned(), message, panic }),
+        (ItemResult::Done(Ok(v)), BatchOutcome::Committed) => Ok(v),
+        (_, BatchOutcome::StorageFailed(m)) => {
+            Err(CallError::Storage { kind, key: key.to_owned(), message: m.clone() })
+        }
+        (ItemResult::NotRun, BatchOutcome::Committed) => {
+            Err(CallError::Storage { kind, key: key.to_owned(), message: "mutation was not applied".into() })
+        }
+    };
+    let _ = reply.send(answer);
+}
+
+/// Runs one mutation under `catch_unwind`, storing its result for the reply and telling the batch whether to keep
+/// its writes.
+fn run_item<T, E>(slot: &mut ItemResult<T, E>, f: impl FnOnce() -> Result<T, E>) -> Result<(), ItemFailed> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(v)) => {
+            *slot = ItemResult::Done(Ok(v));
+            Ok(())
+        }
+        Ok(Err(e)) => {
+            *slot = ItemResult::Done(Err(e));
+            Err(ItemFailed::Handler)
+        }
+        Err(p) => {
+            let text = panic_text(&p);
+            *slot = ItemResult::Panicked(text.clone());
+            Err(ItemFailed::Panicked(text))
+        }
+    }
+}
+
+pub(super) struct MutationItem<M: Mutation> {
+    pub msg: Option<M>,
+    pub result: ItemResult<M::Output, M::Error>,
+    pub reply: Reply<M::Output, M::Error>,
+}
+
+impl<M: Mutation> PendingItem<M::Entity> for MutationItem<M> {
+    fn name(&self) -> &'static str {
+        message_name::<M>()
+    }
+    fn apply(&mut self, entity: &M::Entity, tx: &mut Tx<'_>) -> Result<(), ItemFailed> {
+        let Some(msg) = self.msg.take() else { return Ok(()) };
+        run_item(&mut self.result, || msg.apply(entity, tx))
+    }
+    fn finish(self: Box<Self>, outcome: &BatchOutcome, kind: &'static str, key: &str) {
+        finish_reply(self.result, self.reply, outcome, kind, key, message_name::<M>());
+    }
+}
+
+pub(super) struct DeliverItem<M: Mutation> {
+    pub source: Source,
+    pub seq: i64,
+    pub msg: Option<M>,
+    pub result: ItemResult<bool, M::Error>,
+    pub reply: Reply<bool, M::Error>,
+}
+
+impl<M: Mutation> PendingItem<M::Entity> for DeliverItem<M> {
+    fn name(&self) -> &'static str {
+        message_name::<M>()
+    }
+    fn apply(&mut self, entity: &M::Entity, tx: &mut Tx<'_>) -> Result<(), ItemFailed> {
+        let Some(msg) = self.msg.take() else { return Ok(()) };
+        if outbox::already_applied(tx.conn, &self.source, self.seq)? {
+            self.result = ItemResult::Done(Ok(false));
+            return Ok(());
+        }
+        run_item(&mut self.result, || msg.apply(entity, tx).map(|_| true))?;
+        // Recorded in the same savepoint: the message and its sequence commit or roll back together. A failure here
+        // is a storage error (retried by the sender), not the receiver refusing the message.
+        outbox::record_applied(tx.conn, &self.source, self.seq)?;
+        Ok(())
+    }
+    fn finish(self: Box<Self>, outcome: &BatchOutcome, kind: &'static str, key: &str) {
+        finish_reply(self.result, self.reply, outcome, kind, key, message_name::<M>());
+    }
+}
