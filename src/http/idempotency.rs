@@ -85,12 +85,21 @@ struct Answer {
 
 /// The stored answer, as a response marked replayed.
 pub fn replay(stored: &str) -> Result<HttpResponse, ApiError> {
+    stored_answer(stored, true)
+}
+
+/// The stored answer, marked as a replay or not.
+fn stored_answer(stored: &str, replayed: bool) -> Result<HttpResponse, ApiError> {
     let answer: Answer = serde_json::from_str(stored).map_err(|e| {
         tracing::error!(error = %e, "unreadable stored idempotent answer");
         ApiError::internal()
     })?;
     let status = StatusCode::from_u16(answer.status).map_err(|_| ApiError::internal())?;
-    Ok(HttpResponse::build(status).insert_header((REPLAYED, "true")).json(answer.body))
+    let mut res = HttpResponse::build(status);
+    if replayed {
+        res.insert_header((REPLAYED, "true"));
+    }
+    Ok(res.json(answer.body))
 }
 
 /// Where a keyed creation stands after its owner handled it.
@@ -140,8 +149,10 @@ pub async fn answer<E: Entity>(
     let mine = Answer { status: status.as_u16(), body };
     let text = serde_json::to_string(&mine).map_err(|_| ApiError::internal())?;
     match registry.mutate(owner, AnswerIdempotency::new(key.clone(), text.clone())).await {
-        // Someone else's answer to the same key was stored first: give that one.
-        Ok(Some(stored)) if stored != text => return replay(&stored),
+        // A concurrent retry finished the creation's steps and stored its answer first (it may differ in what it read
+        // later, e.g. a version): give that one, so every request with the key gets the same answer. The request that
+        // created is still not a replay.
+        Ok(Some(stored)) if stored != text => return stored_answer(&stored, replayed),
         Ok(_) => {}
         Err(e) => tracing::warn!(error = %e, "could not store an idempotent answer; a retry will re-derive it"),
     }
