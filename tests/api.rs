@@ -95,6 +95,10 @@ async fn tokens_are_random_hashed_expiring_and_revocable() {
     // Sign out everywhere: every session of the caller ends; other users keep theirs.
     let d = s.sign_in("alice").await;
     let e = s.sign_in("alice").await;
+    // Used first, so that this node has them cached: the cache must not outlive the sign-out.
+    for t in [&d, &e, &c] {
+        assert_eq!(s.call("GET", "/v1/me", Some(t), None).await.0, 200);
+    }
     let (st, body) = s.call("DELETE", "/v1/auth/sessions", Some(&d), None).await;
     assert_eq!(st, 200, "{body}");
     assert!(body["revoked"].as_u64().unwrap() >= 2, "{body}");

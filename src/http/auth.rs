@@ -141,9 +141,19 @@ fn check_origin(req: &HttpRequest) -> Result<(), ApiError> {
 }
 
 /// The live session a token hash stands for (not expired, not revoked).
+/// Answered from this node's cache when it can be (see `session_cache.rs` for why that stays correct).
 async fn lookup(api: &Api, token_hash: &str) -> Result<Option<ResolvedSession>, ApiError> {
-    let msg = ResolveAuthSession { token_hash: token_hash.to_owned(), now_ms: now_ms() };
-    Ok(api.domain.auth.read_with(&AUTH_DIRECTORY_KEY.to_owned(), msg, super::CHECK_BACKPRESSURE).await?)
+    let now = now_ms();
+    if let Some(session) = api.sessions.get(token_hash, now) {
+        return Ok(Some(session));
+    }
+    let epoch = api.sessions.epoch();
+    let msg = ResolveAuthSession { token_hash: token_hash.to_owned(), now_ms: now };
+    let found = api.domain.auth.read_with(&AUTH_DIRECTORY_KEY.to_owned(), msg, super::CHECK_BACKPRESSURE).await?;
+    if let Some(session) = &found {
+        api.sessions.insert(token_hash, session, epoch);
+    }
+    Ok(found)
 }
 
 /// The signed-in user of a request. Taking it as an argument makes a route require authentication (401 otherwise).

@@ -13,6 +13,7 @@ pub mod limits;
 mod ops;
 mod orgs;
 mod processes;
+pub mod session_cache;
 mod tasks;
 mod webapp;
 mod webhook;
@@ -40,6 +41,9 @@ pub(crate) const CHECK_BACKPRESSURE: Backpressure = Backpressure::WaitUpTo(std::
 pub const MAX_JSON_BODY: usize = 256 * 1024;
 /// Largest webhook body GitHub sends (25 MB).
 pub const MAX_WEBHOOK_BODY: usize = 25 * 1024 * 1024;
+/// How long this node trusts a resolved session token without asking the auth directory again. Sign-outs made here
+/// take effect at once regardless; this only bounds how stale a revocation made elsewhere can be.
+const SESSION_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Counters of the web layer, exported on `/metrics`.
 #[derive(Default)]
@@ -75,6 +79,8 @@ pub struct Api {
     /// Sign-outs on this node, `(user id, session id or None for all of the user's sessions)`: open WebSockets of
     /// those sessions re-check at once instead of at their next heartbeat re-check.
     signed_out: tokio::sync::broadcast::Sender<(String, Option<String>)>,
+    /// Resolved session tokens, so that authentication does not queue on the auth directory's mailbox.
+    pub(crate) sessions: session_cache::SessionCache,
     /// Bearer token that opens `/metrics` to non-loopback clients (`--metrics-token`); without it, loopback only.
     pub metrics_token: Option<String>,
     /// Flipped once at shutdown: open WebSocket connections close with 1001 instead of holding the server's drain.
@@ -94,6 +100,7 @@ impl Api {
             stats: HttpStats::default(),
             metrics_token: None,
             signed_out: tokio::sync::broadcast::channel(64).0,
+            sessions: session_cache::SessionCache::new(SESSION_CACHE_TTL),
             closing: tokio::sync::watch::channel(false).0,
             limits: limits::RateLimiter::new(RateLimits::default()),
         }
@@ -111,6 +118,7 @@ impl Api {
 
     /// Tells this node's WebSockets that `session` (or every session of `user` when `None`) was signed out.
     pub(crate) fn notify_signed_out(&self, user: &str, session: Option<&str>) {
+        self.sessions.forget(user, session);
         let _ = self.signed_out.send((user.to_owned(), session.map(str::to_owned)));
     }
 
