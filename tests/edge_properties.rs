@@ -751,3 +751,22 @@ async fn every_route_answers_generated_requests_safely() {
     assert!(refused > n / 2, "the generator should mostly produce refusals: {seen:?}");
     s.stop().await;
 }
+
+/// Found by the property above (`FOUNDRY_PROP_SEED=1796258550838603547`, case 113): the webhook's route answered
+/// another method than POST with an empty 405, the only route whose refusal was not JSON.
+#[actix_rt::test]
+async fn the_webhook_route_refuses_other_methods_with_json() {
+    let s = start(|_, _| {}).await;
+    for method in ["OPTIONS", "GET", "PUT", "DELETE"] {
+        let request = format!(
+            "{method} /v1/webhooks/github HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Type: text/plain\r\n\
+             Content-Length: 4\r\n\r\n#a9\n",
+            s.addr
+        );
+        let addr = s.addr;
+        let answer = actix_rt::task::spawn_blocking(move || send(addr, request.into_bytes())).await.unwrap();
+        let v: Value = serde_json::from_slice(&answer.body).unwrap_or(Value::Null);
+        assert_eq!((answer.status, v["error"]["code"].as_str()), (404, Some("route_not_found")), "{method}: {v}");
+    }
+    s.stop().await;
+}
