@@ -90,54 +90,13 @@ const TASK_ACTIONS: &[(&str, Audit)] = &[
     ("unread", NotAudited(PER_USER)),
 ];
 
-/// The mutating routes src/http/ registers: `.route(path, web::post()|put()|patch()|delete())`, with the path
-/// constants of each file and `format!` braces resolved.
+/// The mutating routes src/http/ registers (`support::routes`), as paths under `/v1`.
 fn registered_routes() -> BTreeSet<(String, String)> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/http");
-    let mut out = BTreeSet::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().is_none_or(|e| e != "rs") {
-            continue;
-        }
-        let text = std::fs::read_to_string(&path).unwrap();
-        let consts: Vec<(String, String)> = text
-            .lines()
-            .filter_map(|l| l.trim().strip_prefix("const "))
-            .filter_map(|l| {
-                let (name, rest) = l.split_once(": &str = \"")?;
-                Some((name.to_owned(), rest.split('"').next()?.to_owned()))
-            })
-            .collect();
-        for call in text.split(".route(").skip(1) {
-            let Some((target, rest)) = call.split_once(", web::") else { continue };
-            let method = rest.split("()").next().unwrap_or_default().to_uppercase();
-            if !["POST", "PUT", "PATCH", "DELETE"].contains(&method.as_str()) {
-                continue;
-            }
-            let target = target.trim().trim_start_matches("&format!(").trim_end_matches(')');
-            let mut route = match consts.iter().find(|(n, _)| n == target) {
-                Some((_, v)) => v.clone(),
-                None => target.trim_matches('"').to_owned(),
-            };
-            for (name, value) in &consts {
-                route = route.replace(&format!("{{{name}}}"), value);
-            }
-            out.insert((method, route.replace("{{", "{").replace("}}", "}")));
-        }
-        // `web::resource("path")...route(web::post()...)`.
-        for res in text.split("web::resource(\"").skip(1) {
-            let Some((route, rest)) = res.split_once('"') else { continue };
-            let rest = rest.split("web::resource(").next().unwrap_or(rest);
-            for call in rest.split(".route(web::").skip(1) {
-                let method = call.split("()").next().unwrap_or_default().to_uppercase();
-                if ["POST", "PUT", "PATCH", "DELETE"].contains(&method.as_str()) {
-                    out.insert((method, route.to_owned()));
-                }
-            }
-        }
-    }
-    out
+    support::routes::registered()
+        .into_iter()
+        .filter(|(method, _)| ["POST", "PUT", "PATCH", "DELETE"].contains(&method.as_str()))
+        .filter_map(|(method, path)| Some((method, path.strip_prefix("/v1")?.to_owned())))
+        .collect()
 }
 
 /// The kind a route appends; a route without one (or tested elsewhere) must say why.

@@ -48,8 +48,11 @@ async fn github_webhook(req: HttpRequest, body: web::Bytes) -> Result<HttpRespon
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
+    // The guard makes other methods fall through to the JSON 404 like every other route's (a resource answers an
+    // unmatched method itself with an empty 405).
     cfg.service(
         web::resource("/webhooks/github")
+            .guard(actix_web::guard::Post())
             .app_data(web::PayloadConfig::new(MAX_WEBHOOK_BODY))
             .route(web::post().to(github_webhook)),
     );

@@ -67,8 +67,13 @@ pub fn file_stem(encoded: &str) -> Result<String, KeyError> {
     while out.as_bytes()[cut - 1] == b'%' || out.as_bytes()[cut - 2] == b'%' {
         cut -= 1;
     }
-    let (h1, h2) = hash128(encoded.as_bytes());
-    Ok(format!("{}~{h1:016x}{h2:016x}", &out[..cut]))
+    Ok(format!("{}~{}", &out[..cut], hash128_hex(encoded)))
+}
+
+/// [`hash128`] of `text` as 32 hex digits: a name derived from text too long to be a file name.
+pub fn hash128_hex(text: &str) -> String {
+    let (h1, h2) = hash128(text.as_bytes());
+    format!("{h1:016x}{h2:016x}")
 }
 
 /// Two independent FNV-1a 64-bit hashes (different offset bases): stable across builds and platforms, unlike

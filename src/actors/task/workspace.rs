@@ -90,7 +90,15 @@ impl WorkspaceRow {
     }
 }
 
-/// A path-safe id unique per task: `org.repo.task` with other characters escaped.
+/// Longest workspace id kept as written: a file name may have 255 bytes, and the clone is made under the id plus
+/// `.partial` (8 bytes).
+const MAX_WORKSPACE_ID: usize = 247;
+
+/// A path-safe id unique per task: `org.repo.task` with other characters escaped (`_` and two hex digits).
+///
+/// Three valid ids can spell more than a file name may hold (up to 3 x 300 bytes once escaped), so a longer id keeps
+/// a prefix and a 128-bit hash of the whole key after `_z`, which no escaped name contains (an escape is `_` and hex
+/// digits); ids that fit are unchanged, so existing workspaces keep their directory.
 pub fn workspace_id(key: &TaskKey) -> String {
     let mut out = String::new();
     for (i, part) in [&key.org, &key.repo, &key.task].into_iter().enumerate() {
@@ -105,7 +113,15 @@ pub fn workspace_id(key: &TaskKey) -> String {
             }
         }
     }
-    out
+    if out.len() <= MAX_WORKSPACE_ID {
+        return out;
+    }
+    let mut cut = 200;
+    // Never cut an escape in half: the prefix stays a readable escaped name.
+    while out.as_bytes()[cut - 1] == b'_' || out.as_bytes()[cut - 2] == b'_' {
+        cut -= 1;
+    }
+    format!("{}_z{}", &out[..cut], crate::runtime::key::hash128_hex(&out))
 }
 
 pub fn row(conn: &mut SqliteConnection) -> DomainResult<Option<WorkspaceRow>> {
