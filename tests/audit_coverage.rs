@@ -82,11 +82,11 @@ const TASK_ACTIONS: &[(&str, Audit)] = &[
     ("unarchive", Event("task.unarchived")),
     ("kill", Event("task.killed")),
     ("switch", Event("task.switch")),
-    ("provision", Elsewhere("task.workspace.provisioned", "needs workspaces: tests/workspace.rs")),
-    ("push", Elsewhere("task.pushed", "needs a git remote: tests/workspace.rs")),
+    ("provision", Elsewhere("task.workspace.provisioned", "needs workspaces: tests/workspace.rs (failed clone)")),
+    ("push", Elsewhere("task.pushed", "needs a git remote: tests/workspace.rs (failed clone)")),
     ("pull-request", Elsewhere("task.pr.published", "needs a git remote: tests/workspace.rs")),
     ("merge", Elsewhere("task.merged", "needs a git remote: tests/workspace.rs")),
-    ("revert", Elsewhere("task.file.reverted", "needs a workspace")),
+    ("revert", Elsewhere("task.file.reverted", "needs a workspace: tests/workspace.rs (failed clone)")),
     ("unread", NotAudited(PER_USER)),
 ];
 

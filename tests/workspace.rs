@@ -130,6 +130,20 @@ impl Env {
         .await
     }
 
+    /// Waits until the organization's audit log holds an event of each kind for `task`, made by the signed-in user.
+    async fn audited(&self, task: &str, kinds: &[&str]) {
+        let (_, me) = self.server.call("GET", "/v1/auth/whoami", Some(&self.token), None).await;
+        let path = format!("/v1/orgs/acme/audit?repo={}&task={task}&limit=200", self.repo);
+        let events = eventually_some("the audit events", || async {
+            let (_, page) = self.server.call("GET", &path, Some(&self.token), None).await;
+            let events = page["events"].as_array().cloned().unwrap_or_default();
+            let by_me = |k: &&str| events.iter().any(|e| e["kind"] == *k && e["userId"] == me["userId"]);
+            kinds.iter().all(by_me).then_some(events)
+        })
+        .await;
+        assert!(!events.is_empty());
+    }
+
     async fn action(&self, task: &str, action: &str, body: Option<Value>) -> (u16, Value) {
         let path = format!("{}/{action}", self.task_path(task));
         self.server.call("POST", &path, Some(&self.token), body).await
@@ -304,6 +318,16 @@ async fn a_failed_clone_is_a_visible_error_and_a_retry_succeeds() {
     assert!(status == 200 || status == 202, "{status} {body}");
     let (view, _) = env.settled(&task, &session, 1).await;
     assert_eq!(view["workspace"]["git"]["files"][0]["path"], "README.md", "{view}");
+
+    // Push, then put README.md back as it is on main (committed): the branch no longer changes any file.
+    let (status, body) = env.action(&task, "push", None).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = env.action(&task, "revert", Some(json!({ "path": "README.md" }))).await;
+    assert_eq!(status, 200, "{body}");
+    let v = env.task(&task).await;
+    assert_eq!(v["workspace"]["git"]["files"].as_array().map(Vec::len), Some(0), "{v}");
+    // The workspace operations are in the audit log, by alice (tests/audit_coverage.rs points here for them).
+    env.audited(&task, &["task.workspace.provisioned", "task.pushed", "task.file.reverted"]).await;
 }
 
 /// A process killed while it set up a repository's mirror (initialised, not yet told what to fetch) must not leave the
