@@ -8,9 +8,7 @@
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::io::{Read, Write};
 use std::path::Path;
-use std::time::Duration;
 
 use foundry::actors::task::workspace::workspace_id;
 use foundry::actors::{validate, RepoKey, SessionKey, TaskKey};
@@ -550,19 +548,7 @@ struct Answer {
 /// Writes one request byte for byte (clients normalise `.`/`..` segments and escapes away; the server must cope with
 /// those that do not) and reads the answer until the server closes the connection.
 fn send(addr: std::net::SocketAddr, request: Vec<u8>) -> Answer {
-    let mut conn = std::net::TcpStream::connect(addr).unwrap();
-    conn.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let _ = conn.write_all(&request);
-    let mut out = Vec::new();
-    let mut buf = [0u8; 16384];
-    loop {
-        match conn.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => out.extend_from_slice(&buf[..n]),
-            Err(e) if !out.is_empty() && e.kind() == std::io::ErrorKind::ConnectionReset => break,
-            Err(e) => panic!("reading the answer: {e}"),
-        }
-    }
+    let out = support::web::raw_exchange(addr, &request);
     let split = out.windows(4).position(|w| w == b"\r\n\r\n").expect("a complete response head");
     let head = String::from_utf8_lossy(&out[..split]).to_ascii_lowercase();
     let status = head.split(' ').nth(1).and_then(|c| c.parse().ok()).expect("a status line");
@@ -610,16 +596,7 @@ fn files(root: &Path) -> BTreeSet<String> {
 
 /// Waits until the data directory stops changing (the background work of an accepted request has landed).
 async fn settle(root: &Path) -> BTreeSet<String> {
-    let mut last = files(root);
-    for _ in 0..100 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let now = files(root);
-        if now == last {
-            return now;
-        }
-        last = now;
-    }
-    panic!("the data directory keeps changing: {last:?}");
+    support::until_stable("the data directory", || files(root)).await
 }
 
 /// The error codes docs/API.md lists (every `` `snake_case` `` word in its errors section and beyond).

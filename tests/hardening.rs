@@ -44,16 +44,7 @@ fn databases(s: &TestServer) -> BTreeSet<String> {
 
 /// The database list once the setup's outbox deliveries have landed (it stops changing).
 async fn settled(s: &TestServer) -> BTreeSet<String> {
-    let mut last = databases(s);
-    for _ in 0..50 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let now = databases(s);
-        if now == last {
-            return now;
-        }
-        last = now;
-    }
-    panic!("the data directory keeps changing: {last:?}");
+    support::until_stable("the data directory", || databases(s)).await
 }
 
 async fn raw(s: &TestServer, method: &str, path: &str, token: &str, ctype: Option<&str>, body: &str) -> (u16, Value) {

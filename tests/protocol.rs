@@ -7,9 +7,6 @@
 
 mod support;
 
-use std::io::{Read, Write};
-use std::time::Duration;
-
 use serde_json::Value;
 use support::web::{start, TestServer};
 
@@ -22,26 +19,7 @@ struct Answer {
 /// Writes `request` byte for byte and reads the answer until the server closes the connection.
 async fn raw(s: &TestServer, request: Vec<u8>) -> Answer {
     let addr = s.addr;
-    let out = actix_rt::task::spawn_blocking(move || {
-        let mut conn = std::net::TcpStream::connect(addr).unwrap();
-        conn.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-        // The server may answer and close before it has read everything (a head over the limit): that is fine.
-        let _ = conn.write_all(&request);
-        let mut out = Vec::new();
-        let mut buf = [0u8; 8192];
-        loop {
-            match conn.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => out.extend_from_slice(&buf[..n]),
-                // A reset after the answer (the server closed with unread input) ends the read too.
-                Err(e) if !out.is_empty() && e.kind() == std::io::ErrorKind::ConnectionReset => break,
-                Err(e) => panic!("reading the answer: {e}"),
-            }
-        }
-        out
-    })
-    .await
-    .unwrap();
+    let out = actix_rt::task::spawn_blocking(move || support::web::raw_exchange(addr, &request)).await.unwrap();
     let split = out.windows(4).position(|w| w == b"\r\n\r\n").expect("a complete response head");
     let head = String::from_utf8_lossy(&out[..split]).into_owned();
     let status = head.split(' ').nth(1).and_then(|c| c.parse().ok()).expect("a status line");

@@ -351,3 +351,17 @@ where
 pub fn open_file(path: &std::path::Path) -> SqliteConnection {
     SqliteConnection::establish(path.to_str().expect("utf-8 path")).expect("open db file")
 }
+
+/// Polls `read` every 100 ms until two reads in a row agree (asynchronous work has landed); bounded.
+pub async fn until_stable<T: PartialEq + std::fmt::Debug>(what: &str, mut read: impl FnMut() -> T) -> T {
+    let mut last = read();
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = read();
+        if now == last {
+            return now;
+        }
+        last = now;
+    }
+    panic!("{what} keeps changing: {last:?}");
+}

@@ -108,3 +108,24 @@ impl TestServer {
         self.rt.shutdown().await;
     }
 }
+
+/// Writes `request` byte for byte to `addr` (clients normalise paths and escapes away; the server must cope with
+/// requests that do not) and reads the answer until the server closes the connection. The server may answer and
+/// close before it has read everything (a head over the limit); a reset after the answer ends the read too.
+pub fn raw_exchange(addr: std::net::SocketAddr, request: &[u8]) -> Vec<u8> {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(addr).unwrap();
+    conn.set_read_timeout(Some(std::time::Duration::from_secs(30))).unwrap();
+    let _ = conn.write_all(request);
+    let mut out = Vec::new();
+    let mut buf = [0u8; 16384];
+    loop {
+        match conn.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) if !out.is_empty() && e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(e) => panic!("reading the answer: {e}"),
+        }
+    }
+    out
+}
