@@ -5,13 +5,14 @@
 //! server is killed with SIGKILL and started again, and again stopped with SIGTERM and started.
 //!
 //! ```text
-//! cargo bench --bench scale -- [tasks=10000] [clients=16] [settle_s=4]
+//! cargo bench --bench scale -- [tasks=10000] [clients=16] [settle_s=4] [max_live=N]
 //! ```
 //!
 //! Reported: creation rate and errors by status, activation failures (`/metrics`), the live set and open files of the
 //! server (from `/proc`) after the load and after settling, and the time from each start to `/readyz` answering 200
 //! (recovery runs before the port opens, so this is what a restart costs) with the number of actors it resumed.
-//! Temporary data goes under `BENCH_TMP` (default `/work/bench-tmp`).
+//! `max_live` passes `--max-live` (reproduces the live cap at a small scale). The server's warnings and errors go to
+//! `SCALE_LOG` (default `/tmp/foundry-scale.log`). Temporary data goes under `BENCH_TMP` (default `/work/bench-tmp`).
 
 mod common;
 
@@ -28,15 +29,17 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-fn spawn(port: u16, data: &std::path::Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_foundry"))
-        .args(["serve", "--bind", &format!("127.0.0.1:{port}"), "--log", "warn", "--builtin-agent-pace-ms", "0"])
+/// Starts the server; its log (warnings and errors) is appended to `log`.
+fn spawn(port: u16, data: &std::path::Path, max_live: Option<u64>, log: &std::path::Path) -> Child {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_foundry"));
+    cmd.args(["serve", "--bind", &format!("127.0.0.1:{port}"), "--log", "warn", "--builtin-agent-pace-ms", "0"])
         .args(["--rate-limit-per-token", "0", "--rate-limit-sign-in", "0", "--data-dir"])
-        .arg(data)
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap()
+        .arg(data);
+    if let Some(n) = max_live {
+        cmd.args(["--max-live", &n.to_string()]);
+    }
+    cmd.stdout(Stdio::null()).stderr(log).spawn().unwrap()
 }
 
 /// Time from `since` until `/readyz` answers 200.
@@ -88,7 +91,7 @@ fn rss_mib(pid: u32) -> u64 {
 async fn metric(client: &reqwest::Client, base: &str, name: &str) -> u64 {
     let text = client.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
     text.lines()
-        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with('{'))
+        .filter(|l| l.starts_with(name) && (l[name.len()..].starts_with('{') || l[name.len()..].starts_with(' ')))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
         .sum()
 }
@@ -105,15 +108,18 @@ async fn main() {
     let tasks = o.get("tasks", 10_000) as usize;
     let clients = o.get("clients", 16) as usize;
     let settle = Duration::from_secs(o.get("settle_s", 4));
+    let max_live = o.raw("max_live").and_then(|v| v.parse().ok());
     let dir = common::tempdir("scale");
     let data = dir.path().join("data");
+    let log = std::path::PathBuf::from(std::env::var("SCALE_LOG").unwrap_or_else(|_| "/tmp/foundry-scale.log".into()));
+    let _ = std::fs::remove_file(&log);
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     let client = foundry::integrations::http_client_builder().timeout(Duration::from_secs(60)).build().unwrap();
     println!("foundry scale bench: tasks={tasks} clients={clients} tmp={}", dir.path().display());
 
     let started = Instant::now();
-    let mut child = spawn(port, &data);
+    let mut child = spawn(port, &data, max_live, &log);
     let first_ready = ready(&client, &base, started).await;
     let (_, signed) =
         post(&client, format!("{base}/v1/auth/dev/sign-in"), "", json!({ "login": "alice" })).await.unwrap();
@@ -152,9 +158,31 @@ async fn main() {
             })
         })
         .collect();
+    // Progress: every 10 s, tasks answered, the rate over the last window, the live set and open files.
+    let progress = {
+        let (client, base, statuses, pid) = (client.clone(), base.clone(), statuses.clone(), child.id());
+        actix_rt::spawn(async move {
+            let mut last = 0usize;
+            loop {
+                tokio::time::sleep(Duration::from_secs(10)).await;
+                let done: usize = statuses.lock().unwrap().values().sum();
+                let live = metric(&client, &base, "foundry_live_actors").await;
+                let running = metric(&client, &base, "foundry_turns_running").await;
+                let waiting = metric(&client, &base, "foundry_turns_waiting").await;
+                let (files, secs) = (open_files(pid), t0.elapsed().as_secs());
+                let rate = (done - last) as f64 / 10.0;
+                eprintln!(
+                    "  {secs:>5} s: {done} answered, {rate:.0}/s, {live} live, {files} files, turns {running} running \
+                     + {waiting} waiting"
+                );
+                last = done;
+            }
+        })
+    };
     for l in loops {
         l.await.unwrap();
     }
+    progress.abort();
     let create_time = t0.elapsed();
     let pid = child.id();
     let (live_loaded, files_loaded, rss_loaded) =
@@ -188,7 +216,7 @@ async fn main() {
     child.kill().unwrap();
     child.wait().unwrap();
     let t = Instant::now();
-    let mut child = spawn(port, &data);
+    let mut child = spawn(port, &data, max_live, &log);
     let after_kill = ready(&client, &base, t).await;
     let resumed_kill = metric(&client, &base, "foundry_activations_total").await;
     // SIGTERM (graceful), then start.
@@ -196,7 +224,7 @@ async fn main() {
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     child.wait().unwrap();
     let t = Instant::now();
-    let mut child = spawn(port, &data);
+    let mut child = spawn(port, &data, max_live, &log);
     let after_term = ready(&client, &base, t).await;
     let resumed_term = metric(&client, &base, "foundry_activations_total").await;
     let res = client.get(format!("{base}/v1/orgs/acme")).bearer_auth(&token).send().await.unwrap();

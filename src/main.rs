@@ -59,6 +59,15 @@ struct Serve {
     /// HTTP worker threads (default: one per core).
     #[arg(long, env = "FOUNDRY_WORKERS")]
     workers: Option<usize>,
+    /// Most actors open at once (each holds three file descriptors); beyond it the least recently used idle actors
+    /// are passivated. Default: sized from the open-files limit, at most 4,096.
+    #[arg(long, env = "FOUNDRY_MAX_LIVE", value_parser = clap::value_parser!(u64).range(8..))]
+    max_live: Option<u64>,
+    /// Most agent turns running at once; sessions beyond it wait in line (first come, first served), their prompts
+    /// queued, without holding a live actor.
+    #[arg(long, env = "FOUNDRY_MAX_TURNS", default_value_t = foundry::actors::session::DEFAULT_MAX_TURNS as u64,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    max_turns: u64,
     /// A sandbox-agent server to run sessions on (e.g. http://127.0.0.1:2468); the built-in agent if unset.
     #[arg(long, env = "FOUNDRY_AGENT_URL")]
     agent_url: Option<String>,
@@ -297,7 +306,12 @@ async fn serve(args: Serve) -> std::io::Result<()> {
     } else {
         None
     };
-    let runtime = Runtime::start(RuntimeConfig::new(args.data_dir.clone())).map_err(std::io::Error::other)?;
+    let mut config = RuntimeConfig::new(args.data_dir.clone());
+    if let Some(max_live) = args.max_live {
+        config.max_live = max_live as usize;
+    }
+    let runtime = Runtime::start(config).map_err(std::io::Error::other)?;
+    runtime.provide(Arc::new(foundry::actors::session::TurnPermits::new(args.max_turns as usize)));
     runtime.provide(Arc::new(cipher));
     if let Some(api) = github {
         runtime.provide(Arc::new(GitHubService(api)));

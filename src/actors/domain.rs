@@ -20,6 +20,7 @@ use super::repository::{
 };
 use super::session::{
     GetSessionState, Interrupt, RunQueue, Session, SessionAgent, Steer, SubmitPrompt, SubmitPromptOnce, Submitted,
+    TurnPermits, DEFAULT_MAX_TURNS,
 };
 use super::task::{CreateSession, GetTaskDetail, StartProvision, Task, TaskDetail};
 use super::user::{GetTaskOverlay, GetUser, MarkSessionUnread, TaskOverlay, User};
@@ -121,6 +122,12 @@ impl Domain {
             runtime,
         };
         super::workspace_flow::install(&domain);
+        if domain.runtime.service::<TurnPermits>().is_none() {
+            domain.runtime.provide(Arc::new(TurnPermits::new(DEFAULT_MAX_TURNS)));
+        }
+        if let Some(gate) = domain.runtime.service::<TurnPermits>() {
+            gate.start_dispatcher(domain.sessions.clone());
+        }
         domain
     }
 
@@ -262,9 +269,16 @@ impl Domain {
         if let Some(session_init) = self.tasks.mutate(&created.task, init).await? {
             self.sessions.mutate(&session, session_init).await?;
         }
-        if self.runtime.service::<Workspaces>().is_some() {
-            // The workspace is cloned meanwhile; the first turn waits for it. A new task has no pull request, so its
-            // base is the repository's default branch (already read above).
+        // Where the session stands before its first turn: the client learns which frames come after creation.
+        created.session_version = self.sessions.read(&session, GetSessionState).await?.version;
+        // The prompt was queued with the session; start its turn, or line it up for one (`TurnPermits`).
+        let started = self.sessions.exec(&session, RunQueue).await?;
+        let turns_run = self.runtime.service::<SessionAgent>().is_some();
+        if self.runtime.service::<Workspaces>().is_some() && (started || !turns_run) {
+            // The workspace is cloned meanwhile; the first turn waits for it (a turn that starts later, its permit
+            // once granted, starts provisioning itself: a task waiting for its turn holds no clone in progress).
+            // Without an agent no turn will, so it starts here. A new task has no pull request, so its base is the
+            // repository's default branch (already read above).
             let start = StartProvision {
                 full_name: row.full_name,
                 remote_url: row.remote_url,
@@ -273,10 +287,6 @@ impl Domain {
             };
             self.tasks.exec(&created.task, start).await?;
         }
-        // Where the session stands before its first turn: the client learns which frames come after creation.
-        created.session_version = self.sessions.read(&session, GetSessionState).await?.version;
-        // The prompt was queued with the session; start its turn.
-        self.sessions.exec(&session, RunQueue).await?;
         Ok(created)
     }
 

@@ -70,6 +70,19 @@ pub fn render_metrics(rt: &Runtime) -> String {
          foundry_topic_channels {}",
         rt.topic_channels()
     );
+    if let Some(gate) = rt.service::<crate::actors::session::TurnPermits>() {
+        let _ = writeln!(
+            out,
+            "# HELP foundry_turns_running Agent turns running (holding a turn permit).
+             # TYPE foundry_turns_running gauge
+foundry_turns_running {}
+             # HELP foundry_turns_waiting Sessions waiting for a turn permit.
+             # TYPE foundry_turns_waiting gauge
+foundry_turns_waiting {}",
+            gate.running(),
+            gate.waiting()
+        );
+    }
     out
 }
 

@@ -284,6 +284,7 @@ impl<E: Entity> Core<E> {
                 self.versions.insert(c.topic.clone(), c.version);
             }
             self.written.extend(changes);
+            self.dirty_marked |= effects.work_owed;
             if effects.outbox_written {
                 self.dirty_marked = true;
                 self.outbox.pending = true;
@@ -483,6 +484,7 @@ impl<E: Entity> EntityActor<E> {
         for c in &changes {
             core.versions.insert(c.topic.clone(), c.version);
         }
+        core.dirty_marked |= effects.work_owed;
         if effects.outbox_written {
             core.dirty_marked = true;
             core.outbox.pending = true;
@@ -602,7 +604,7 @@ impl<E: Entity> EntityActor<E> {
         for (_, h) in self.core.bg.drain() {
             ctx.cancel_future(h);
         }
-        if self.core.is_open() && self.core.dirty_marked && !self.core.outbox.pending {
+        if self.core.is_open() && self.core.dirty_marked && !self.core.outbox.pending && !self.entity.owes_work() {
             if let Err(e) = self.shared().index.unmark(E::KIND, &self.core.encoded) {
                 tracing::warn!(error = %e, "could not clear recovery marker");
             }
@@ -652,8 +654,9 @@ impl<E: Entity> EntityActor<E> {
             if !settled || !act.core.is_open() || !matches!(act.core.stop, StopState::Running) {
                 return;
             }
-            if !act.entity.can_passivate() {
-                // Work in flight (a turn) must be resumed after a crash: keep the marker and look again later.
+            if !act.entity.can_passivate() || act.entity.owes_work() {
+                // Work in flight (a turn) or owed (a queued one) must be resumed after a crash: keep the marker and
+                // look again later.
                 act.schedule_unmark(ctx);
                 return;
             }

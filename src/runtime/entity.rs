@@ -81,6 +81,12 @@ pub trait Entity: Sized + Unpin + Send + 'static {
         true
     }
 
+    /// Whether the actor owes work it has not started (recorded with [`Tx::owe_work`]): it may passivate, but its
+    /// recovery mark is kept, so a restart reactivates it and [`Entity::started`] can pick the work up.
+    fn owes_work(&self) -> bool {
+        false
+    }
+
     /// Declares the [`Delivery`] messages this kind accepts from other actors' outboxes.
     fn accepts(deliveries: &mut outbox::Accepts<Self>) {
         let _ = deliveries;
@@ -142,6 +148,8 @@ pub fn message_name<T: ?Sized>() -> &'static str {
 pub(crate) struct Effects {
     pub touched: Vec<Touched>,
     pub outbox_written: bool,
+    /// The transaction recorded work the actor owes (see [`Tx::owe_work`]).
+    pub work_owed: bool,
 }
 
 /// A topic a transaction changed, and how subscribers learn of it.
@@ -172,6 +180,7 @@ impl Effects {
             self.touch(&t.topic, t.ops);
         }
         self.outbox_written |= later.outbox_written;
+        self.work_owed |= later.work_owed;
     }
 }
 
@@ -207,6 +216,13 @@ impl<'a> Tx<'a> {
         if !ops.is_empty() {
             self.effects.touch(topic, Some(ops));
         }
+    }
+
+    /// Records, in this transaction, that the actor now owes work it must carry out even after a crash (a queued
+    /// job, such as a prompt waiting for its turn): the actor is marked in the recovery index before the commit, and
+    /// the mark stays while [`Entity::owes_work`] says so, so a restart reactivates it.
+    pub fn owe_work(&mut self) {
+        self.effects.work_owed = true;
     }
 
     /// Queues `msg` for the actor `key` of kind `M::Entity`, in this transaction: it is delivered (in order, exactly

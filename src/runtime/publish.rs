@@ -40,7 +40,7 @@ pub(crate) fn stage_effects(
         outbox::store_version(conn, &t.topic, version)?;
         changes.push(Change { topic: t.topic, version, ops: t.ops });
     }
-    if effects.outbox_written && !dirty_marked {
+    if (effects.outbox_written || effects.work_owed) && !dirty_marked {
         shared
             .index
             .mark(kind, encoded)

@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 
 use super::changes::{self, publishing};
 use super::schema;
+use super::turns::{Admission, TurnPermit, TurnPermits};
 use super::{Session, TOPIC};
 use crate::actors::summary::SessionStatus;
 use crate::actors::{now_ms, validate, Audit, DomainError, DomainResult, TaskKey};
@@ -47,6 +48,8 @@ pub(super) struct RunningTurn {
     id: u64,
     handle: SpawnHandle,
     steer: mpsc::UnboundedSender<String>,
+    /// Held until the turn ends (the session drops its `RunningTurn`), then handed to the next waiting session.
+    _permit: Option<TurnPermit>,
 }
 
 impl RunningTurn {
@@ -67,6 +70,17 @@ const FIRST_TURN_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 impl Session {
     /// Starts the next queued prompt's turn if none is running. Call after anything that queued a prompt.
     pub(super) fn run_queue(&mut self, ctx: &mut EntityCtx<'_, Session>) -> DomainResult<bool> {
+        self.run_queue_with(ctx, None)
+    }
+
+    /// [`Session::run_queue`], with the turn permit the gate handed to this session if it waited for one. Without a
+    /// permit, the turn takes one from the [`TurnPermits`]; if none is free the session waits in line (its prompt stays
+    /// queued, and it may passivate meanwhile).
+    pub(super) fn run_queue_with(
+        &mut self,
+        ctx: &mut EntityCtx<'_, Session>,
+        permit: Option<TurnPermit>,
+    ) -> DomainResult<bool> {
         if self.turn.is_some() {
             return Ok(false);
         }
@@ -75,6 +89,26 @@ impl Session {
             return Ok(false);
         };
         let key = self.key.clone();
+        // Only a session with a prompt it may run takes a permit or lines up for one.
+        let runnable = schema::meta(ctx.db())?
+            .is_some_and(|m| m.status() != SessionStatus::Closed && m.suspended.is_none())
+            && schema::queued(ctx.db())? > 0;
+        if !runnable {
+            self.waiting = false;
+            return Ok(false);
+        }
+        let permit = match (permit, ctx.service::<TurnPermits>()) {
+            (Some(p), _) => Some(p),
+            (None, None) => None,
+            (None, Some(gate)) => match gate.admit(&key) {
+                Admission::Run(p) => Some(p),
+                Admission::Wait => {
+                    self.waiting = true;
+                    return Ok(false);
+                }
+            },
+        };
+        self.waiting = false;
         let me = ctx.myself();
         let started = ctx.write(|tx: &mut Tx<'_>| -> DomainResult<Option<TurnRequest>> {
             let m = schema::require_meta(tx.conn(), &key.session)?;
@@ -125,7 +159,7 @@ impl Session {
             let turn = agent.0.run_turn(request, events_tx, steer_rx);
             drive_turn(me, id, turn, events_rx, after).await
         });
-        self.turn = Some(RunningTurn { id, handle, steer: steer_tx });
+        self.turn = Some(RunningTurn { id, handle, steer: steer_tx, _permit: permit });
         Ok(true)
     }
 

@@ -54,6 +54,7 @@ impl Mutation for InitializeSession {
             let item = schema::append(tx.conn(), "message", "user", prompt, self.user_id.as_deref(), self.created_at)?;
             // Queued in the transaction that creates the session: the first prompt can never be dropped.
             schema::enqueue(tx.conn(), prompt, self.user_id.as_deref(), self.created_at, item)?;
+            tx.owe_work();
             let payload = serde_json::json!({ "chars": prompt.chars().count(), "first": true });
             Audit::session(&s.key).by(self.user_id.as_deref()).append(tx, "task.message.sent", payload)?;
         }
@@ -120,6 +121,7 @@ pub(super) fn record_user_message(
         let now = now_ms();
         let item = schema::append(tx.conn(), "message", "user", text, user_id, now)?;
         schema::enqueue(tx.conn(), text, user_id, now, item)?;
+        tx.owe_work();
         diesel::update(session_meta::table.find(1)).set(session_meta::updated_at.eq(now)).execute(tx.conn())?;
         push_up_key(key, tx)
     })?;

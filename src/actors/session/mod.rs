@@ -6,6 +6,7 @@ mod agent;
 mod changes;
 mod messages;
 pub mod schema;
+mod turns;
 
 use diesel::sqlite::SqliteConnection;
 use serde::Serialize;
@@ -16,6 +17,7 @@ pub use agent::{
 };
 pub use messages::*;
 pub use schema::TranscriptItem;
+pub use turns::{StartQueuedTurn, TurnPermits, DEFAULT_MAX_TURNS};
 
 use crate::actors::summary::SessionStatus;
 use crate::actors::{DomainResult, SessionKey};
@@ -28,11 +30,13 @@ pub struct Session {
     /// The running turn: a runtime handle, not state (the turn's effects are all in the database).
     turn: Option<agent::RunningTurn>,
     next_turn: u64,
+    /// In the [`TurnPermits`]'s line: a queued prompt waits for a permit (the session may passivate meanwhile).
+    waiting: bool,
 }
 
 impl Session {
     pub fn new(key: SessionKey) -> Self {
-        Session { key, turn: None, next_turn: 0 }
+        Session { key, turn: None, next_turn: 0, waiting: false }
     }
 }
 
@@ -104,6 +108,10 @@ impl Entity for Session {
 
     fn can_passivate(&self) -> bool {
         self.turn.is_none()
+    }
+
+    fn owes_work(&self) -> bool {
+        self.waiting
     }
 
     fn snapshot(&self, topic: &str, db: &mut SqliteConnection) -> Result<serde_json::Value, SnapshotError> {
