@@ -20,7 +20,7 @@ use foundry::integrations::github::client::{GitHubApi, GitHubClient};
 use foundry::integrations::github::oauth::{GitHubOAuth, OAuthConfig};
 use foundry::integrations::sandbox::{ProcessService, SandboxProcesses};
 use foundry::integrations::workspace::{
-    AppTokens, LocalShell, SandboxServers, SandboxShell, Shell, StaticToken, TokenSource, Workspaces,
+    AppTokens, LocalShell, Runner, SandboxServers, SandboxShell, Shell, StaticToken, TokenSource, Workspaces,
 };
 use foundry::runtime::{Runtime, RuntimeConfig};
 use foundry::secrets::TokenCipher;
@@ -35,7 +35,10 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the HTTP/WebSocket service.
-    Serve(Serve),
+    Serve(Box<Serve>),
+    /// The command runner `serve` starts for itself (workspace commands start there): reads requests on stdin.
+    #[command(hide = true)]
+    RunCommands,
 }
 
 #[derive(Args)]
@@ -158,7 +161,13 @@ struct Serve {
 }
 
 fn main() -> std::io::Result<()> {
-    let Command::Serve(args) = Cli::parse().command;
+    let args = match Cli::parse().command {
+        Command::Serve(args) => *args,
+        Command::RunCommands => {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            return rt.block_on(foundry::integrations::workspace::serve_runner());
+        }
+    };
     let filter = tracing_subscriber::EnvFilter::new(&args.log);
     if args.log_format == "json" {
         tracing_subscriber::fmt().json().with_env_filter(filter).init();
@@ -200,7 +209,7 @@ fn auth_settings(args: &Serve) -> std::io::Result<AuthSettings> {
 }
 
 /// Task workspaces: where they live and how git reaches them.
-fn workspaces(args: &Serve, servers: Option<Arc<SandboxServers>>) -> std::io::Result<Workspaces> {
+fn workspaces(args: &Serve, servers: Option<Arc<SandboxServers>>, runner: Arc<Runner>) -> std::io::Result<Workspaces> {
     if let (Some(servers), None) = (servers, &args.agent_url) {
         return Ok(Workspaces::per_task(servers));
     }
@@ -222,7 +231,7 @@ fn workspaces(args: &Serve, servers: Option<Arc<SandboxServers>>) -> std::io::Re
             };
             Arc::new(SandboxShell::new(url, &root))
         }
-        _ => Arc::new(LocalShell::new(std::path::absolute(args.data_dir.join("sandboxes"))?)),
+        _ => Arc::new(LocalShell::with_runner(std::path::absolute(args.data_dir.join("sandboxes"))?, runner)),
     };
     Ok(Workspaces::new(shell))
 }
@@ -262,6 +271,10 @@ fn github_api(args: &Serve) -> std::io::Result<GitHubAccess> {
 }
 
 async fn serve(args: Serve) -> std::io::Result<()> {
+    // Started first, while this process has few descriptors open: workspace commands start there (see
+    // `integrations/workspace/runner.rs`), so their cost does not grow with the live actors' open files.
+    let runner = Arc::new(Runner::new(std::env::current_exe()?, vec!["run-commands".to_owned()]));
+    runner.warm_up().await.map_err(std::io::Error::other)?;
     let mut auth = auth_settings(&args)?;
     // Loaded before anything else starts: a missing or unreadable key is a configuration error to fix now.
     let cipher = match &args.token_key_file {
@@ -282,7 +295,7 @@ async fn serve(args: Serve) -> std::io::Result<()> {
         (None, Some(servers)) => Some(servers.url_for("_shared").await.map_err(std::io::Error::other)?),
         (None, None) => None,
     };
-    let workspaces = workspaces(&args, servers.clone())?;
+    let workspaces = workspaces(&args, servers.clone(), runner)?;
     let mut webhook_secret = args.webhook_secret.as_ref().map(|s| s.as_bytes().to_vec());
     let demo = if args.demo {
         if github.is_some() {

@@ -38,6 +38,8 @@ async fn health_readiness_and_metrics_over_http() {
     assert!(text.contains("foundry_mailbox_depth{kind=\"organization\"} 0"), "{text}");
     assert!(text.contains("foundry_live_actors{kind=\"task\"} 0"), "every domain kind is listed: {text}");
     assert!(text.contains("# TYPE foundry_ws_sessions gauge\nfoundry_ws_sessions 0"), "{text}");
+    assert!(text.contains("# TYPE foundry_turns_running gauge\nfoundry_turns_running 0\n"), "{text}");
+    assert!(text.contains("# TYPE foundry_turns_waiting gauge\nfoundry_turns_waiting 0\n"), "{text}");
     assert!(text.contains("foundry_http_responses_total{class=\"2xx\"} 2"), "sign-in and /me: {text}");
     assert!(text.contains("foundry_http_responses_total{class=\"4xx\"} 1"), "{text}");
 

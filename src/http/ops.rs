@@ -71,17 +71,13 @@ pub fn render_metrics(rt: &Runtime) -> String {
         rt.topic_channels()
     );
     if let Some(gate) = rt.service::<crate::actors::session::TurnPermits>() {
-        let _ = writeln!(
-            out,
-            "# HELP foundry_turns_running Agent turns running (holding a turn permit).
-             # TYPE foundry_turns_running gauge
-foundry_turns_running {}
-             # HELP foundry_turns_waiting Sessions waiting for a turn permit.
-             # TYPE foundry_turns_waiting gauge
-foundry_turns_waiting {}",
-            gate.running(),
-            gate.waiting()
-        );
+        let gauges = [
+            ("foundry_turns_running", "Agent turns running (each holds a turn permit).", gate.running()),
+            ("foundry_turns_waiting", "Sessions waiting for a turn permit.", gate.waiting()),
+        ];
+        for (name, help, value) in gauges {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
+        }
     }
     out
 }

@@ -12,6 +12,7 @@
 //! an argument or a file. Operations on one workspace are serialised; different workspaces run in parallel.
 
 mod git;
+mod runner;
 mod servers;
 mod shell;
 
@@ -25,6 +26,7 @@ use crate::integrations::github::app::GitHubApp;
 use crate::integrations::github::client::AccountKind;
 
 pub use git::{FileStat, GitState, LastCommit};
+pub use runner::{serve_stdio as serve_runner, Runner};
 pub use servers::SandboxServers;
 pub use shell::{Cmd, CmdOutput, LocalShell, SandboxShell, Shell};
 

@@ -2,11 +2,13 @@
 //! server's `POST /v1/processes/run`).
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use serde_json::json;
 
+use super::runner::{run_here, Runner};
 use super::WorkspaceError;
 
 /// One command to run.
@@ -62,14 +64,21 @@ pub trait Shell: Send + Sync + 'static {
     }
 }
 
-/// Runs commands as child processes on this host; workspaces live under `root` (in the data directory).
+/// Runs commands as child processes on this host; workspaces live under `root` (in the data directory). With a
+/// [`Runner`], they start in the runner process (see `runner.rs` for why a busy service wants one); without, here.
 pub struct LocalShell {
     root: String,
+    runner: Option<Arc<Runner>>,
 }
 
 impl LocalShell {
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        LocalShell { root: root.into().to_string_lossy().trim_end_matches('/').to_owned() }
+        LocalShell { root: root.into().to_string_lossy().trim_end_matches('/').to_owned(), runner: None }
+    }
+
+    /// Commands start in `runner`'s process.
+    pub fn with_runner(root: impl Into<PathBuf>, runner: Arc<Runner>) -> Self {
+        LocalShell { runner: Some(runner), ..LocalShell::new(root) }
     }
 }
 
@@ -83,38 +92,10 @@ impl Shell for LocalShell {
     }
 
     fn run(&self, cmd: Cmd) -> BoxFuture<'_, Result<CmdOutput, WorkspaceError>> {
-        Box::pin(async move {
-            if let Some(cwd) = &cmd.cwd {
-                // git clone creates its target, but a first clone needs the parent to exist.
-                let _ = std::fs::create_dir_all(cwd);
-            }
-            let mut command = tokio::process::Command::new(&cmd.program);
-            command
-                .args(&cmd.args)
-                .envs(cmd.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-                .stdin(std::process::Stdio::null())
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .kill_on_drop(true);
-            if let Some(cwd) = &cmd.cwd {
-                command.current_dir(cwd);
-            }
-            let child =
-                command.spawn().map_err(|e| WorkspaceError::Unreachable(format!("cannot run {}: {e}", cmd.program)))?;
-            let timeout = if cmd.timeout.is_zero() { Duration::from_secs(600) } else { cmd.timeout };
-            match tokio::time::timeout(timeout, child.wait_with_output()).await {
-                Ok(Ok(out)) => Ok(CmdOutput {
-                    code: out.status.code().unwrap_or(-1),
-                    stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-                    stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-                }),
-                Ok(Err(e)) => Err(WorkspaceError::Unreachable(format!("{} failed to run: {e}", cmd.program))),
-                Err(_) => Err(WorkspaceError::Git {
-                    op: "run",
-                    message: format!("{} timed out after {} s", cmd.program, timeout.as_secs()),
-                }),
-            }
-        })
+        match &self.runner {
+            Some(runner) => Box::pin(runner.run(cmd)),
+            None => Box::pin(run_here(cmd)),
+        }
     }
 }
 
