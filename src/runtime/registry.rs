@@ -365,8 +365,12 @@ impl<E: Entity> Registry<E> {
 
     async fn activate(&self, key: E::Key, slot: Arc<Slot<E>>, open: Open) -> Result<Addr<EntityActor<E>>, InitError> {
         let shared = &self.inner.shared;
-        let fail = |reason| {
+        let fail = |reason: ActivationFailure| {
             self.inner.stats.activation_failures.fetch_add(1, Ordering::Relaxed);
+            // Counted in `/metrics`; said here with the key and the reason, which the counter cannot tell.
+            if !matches!(reason, ActivationFailure::ShuttingDown) {
+                tracing::warn!(kind = E::KIND, key = %key.encode(), error = %reason, "activation failed");
+            }
             InitError::Failed(self.activation_error(&key, reason))
         };
         if shared.is_shutting_down() {

@@ -6,7 +6,8 @@
 //! `POST /v1/processes/run`, so the workspace lives where that server (and its agent) runs. Remote providers (Docker,
 //! E2B, Daytona) are further `Shell`s: anything that can run a command in a directory and remove a directory.
 //!
-//! Each repository gets one bare mirror per provider root, fetched before each provisioning, and each workspace is a
+//! Each repository gets one bare mirror per provider root, fetched for each provisioning (provisionings that wait
+//! behind a fetch share the next one), and each workspace is a
 //! local clone of that mirror (objects hard-linked, so the tenth task of a repository does not download it again).
 //! Credentials reach git only through its environment (`GIT_CONFIG_*`: an `http.extraHeader`), never a remote URL,
 //! an argument or a file. Operations on one workspace are serialised; different workspaces run in parallel.
@@ -17,6 +18,7 @@ mod servers;
 mod shell;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use futures_util::future::BoxFuture;
@@ -133,16 +135,27 @@ pub struct Workspaces {
     backing: Backing,
     /// One lock per workspace id and per mirror: git must not run twice at once in one repository.
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Per mirror: fetches started and the latest one that succeeded (see `provision`).
+    fetches: Mutex<HashMap<String, Arc<MirrorFetches>>>,
+}
+
+/// Fetches of one mirror are numbered as they start (under the mirror's lock, so one at a time); `done` is the number
+/// of the latest that succeeded. A provisioning needs a fetch that started after it asked: when `done` reaches it, a
+/// fetch from someone else already covered it.
+#[derive(Default)]
+struct MirrorFetches {
+    started: AtomicU64,
+    done: AtomicU64,
 }
 
 impl Workspaces {
     pub fn new(shell: Arc<dyn Shell>) -> Self {
-        Workspaces { backing: Backing::One(shell), locks: Mutex::new(HashMap::new()) }
+        Workspaces { backing: Backing::One(shell), locks: Mutex::default(), fetches: Mutex::default() }
     }
 
     /// Each workspace on its own sandbox-agent server, which its task's agent also uses.
     pub fn per_task(servers: Arc<SandboxServers>) -> Self {
-        Workspaces { backing: Backing::PerTask(servers), locks: Mutex::new(HashMap::new()) }
+        Workspaces { backing: Backing::PerTask(servers), locks: Mutex::default(), fetches: Mutex::default() }
     }
 
     /// `local` or `sandbox-agent`.
@@ -180,6 +193,11 @@ impl Workspaces {
         }
     }
 
+    fn fetches_for(&self, mirror: &str) -> Arc<MirrorFetches> {
+        let mut fetches = self.fetches.lock().unwrap_or_else(|p| p.into_inner());
+        fetches.entry(mirror.to_owned()).or_default().clone()
+    }
+
     fn lock_for(&self, name: &str) -> Arc<tokio::sync::Mutex<()>> {
         let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
         locks.entry(name.to_owned()).or_default().clone()
@@ -204,9 +222,18 @@ impl Workspaces {
             return Ok(Provisioned { state: git.state(&dir, spec).await?, cwd: dir });
         }
         {
+            // Provisionings of one repository that pile up behind a fetch share the next one: a burst of new tasks
+            // costs a few fetches, not one each, and each workspace still starts from the remote as it was when
+            // its provisioning asked (a fetch that started after that).
+            let fetches = self.fetches_for(&mirror);
+            let wanted = fetches.started.load(Ordering::SeqCst) + 1;
             let _m = self.lock_for(&mirror).lock_owned().await;
-            progress("fetching the repository");
-            git.update_mirror(&mirror, &spec.remote_url).await?;
+            if fetches.done.load(Ordering::SeqCst) < wanted {
+                let n = fetches.started.fetch_add(1, Ordering::SeqCst) + 1;
+                progress("fetching the repository");
+                git.update_mirror(&mirror, &spec.remote_url).await?;
+                fetches.done.store(n, Ordering::SeqCst);
+            }
         }
         progress(&format!("checking out {}", spec.branch));
         git.clone_from_mirror(&mirror, &dir, spec).await?;
