@@ -37,7 +37,7 @@ impl Session {
 }
 
 /// What `sessionUpdated` carries.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SessionDetail {
     pub org_id: String,

@@ -1,0 +1,209 @@
+//! The OpenAPI document (`/v1/openapi.json`, docs/openapi.json): the committed copy is what the code generates, it
+//! names exactly the routes the server registers, it is well-formed OpenAPI 3.1 whose references all resolve, the
+//! server serves it without a session, its security claims hold against the real server, and its request rules
+//! admit only what the server's own checks accept.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use serde_json::Value;
+
+const UPDATE_ENV: &str = "FOUNDRY_UPDATE_OPENAPI";
+
+fn committed_path() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/openapi.json")
+}
+
+fn document() -> Value {
+    serde_json::from_str(&foundry::http::openapi::document_json()).expect("the document is JSON")
+}
+
+const METHODS: &[&str] = &["get", "put", "post", "delete", "patch"];
+
+/// Every `(METHOD, path)` the document describes.
+fn documented(doc: &Value) -> BTreeSet<(String, String)> {
+    let mut out = BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for method in METHODS {
+            if item.get(*method).is_some() {
+                out.insert((method.to_uppercase(), path.clone()));
+            }
+        }
+    }
+    out
+}
+
+fn operations(doc: &Value) -> Vec<(String, String, &Value)> {
+    let mut out = Vec::new();
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for method in METHODS {
+            if let Some(op) = item.get(*method) {
+                out.push((method.to_uppercase(), path.clone(), op));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn the_committed_document_is_what_the_code_generates() {
+    let generated = foundry::http::openapi::document_json();
+    let path = committed_path();
+    if std::env::var(UPDATE_ENV).is_ok_and(|v| v == "1") {
+        std::fs::write(&path, &generated).unwrap();
+        eprintln!("rewrote {}", path.display());
+        return;
+    }
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    if committed != generated {
+        let line = committed.lines().zip(generated.lines()).position(|(a, b)| a != b);
+        let at = line.map_or_else(|| "its end".to_owned(), |n| format!("line {}", n + 1));
+        panic!(
+            "docs/openapi.json is stale (first difference at {at}): the API changed. Regenerate it with \
+             `{UPDATE_ENV}=1 cargo test --test openapi` and commit it with the change."
+        );
+    }
+}
+
+#[test]
+fn every_registered_route_is_documented_and_nothing_else() {
+    let registered: BTreeSet<(String, String)> =
+        support::routes::registered().into_iter().filter(|(_, path)| path.starts_with("/v1/")).collect();
+    // The scan must find the routes this test is about (else a refactor of the route table makes it vacuous).
+    for known in [("GET", "/v1/openapi.json"), ("POST", "/v1/orgs/{org}/repos/{repo}/tasks"), ("GET", "/v1/ws")] {
+        assert!(registered.contains(&(known.0.to_owned(), known.1.to_owned())), "the scan misses {known:?}");
+    }
+    let documented = documented(&document());
+    let missing: Vec<_> = registered.difference(&documented).collect();
+    let extra: Vec<_> = documented.difference(&registered).collect();
+    assert!(missing.is_empty(), "routes without a #[utoipa::path] in src/http/openapi.rs's list: {missing:?}");
+    assert!(extra.is_empty(), "documented routes the server does not register: {extra:?}");
+}
+
+/// Resolves a local `$ref` (`#/components/...`).
+fn resolve<'a>(doc: &'a Value, reference: &str) -> Option<&'a Value> {
+    doc.pointer(reference.strip_prefix('#')?)
+}
+
+fn refs(value: &Value, out: &mut Vec<String>) {
+    match value {
+        Value::Object(map) => {
+            if let Some(Value::String(r)) = map.get("$ref") {
+                out.push(r.clone());
+            }
+            map.values().for_each(|v| refs(v, out));
+        }
+        Value::Array(items) => items.iter().for_each(|v| refs(v, out)),
+        _ => {}
+    }
+}
+
+#[test]
+fn the_document_is_complete_openapi_3_1() {
+    let doc = document();
+    assert_eq!(doc["openapi"], "3.1.0");
+    let mut all = Vec::new();
+    refs(&doc, &mut all);
+    assert!(all.len() > 100, "the document uses references");
+    for r in &all {
+        assert!(resolve(&doc, r).is_some(), "unresolved reference {r}");
+    }
+    let mut ids = BTreeSet::new();
+    for (method, path, op) in operations(&doc) {
+        let what = format!("{method} {path}");
+        let id = op["operationId"].as_str().unwrap_or_else(|| panic!("{what}: no operationId"));
+        assert!(ids.insert(id.to_owned()), "{what}: operationId {id} is used twice");
+        assert!(op["tags"].as_array().is_some_and(|t| !t.is_empty()), "{what}: no tag");
+        let responses = op["responses"].as_object().unwrap_or_else(|| panic!("{what}: no responses"));
+        assert!(
+            responses.keys().any(|s| s.starts_with('2') || s == "101" || s == "302"),
+            "{what}: no success response"
+        );
+        // Every error response is the JSON error body.
+        for (status, response) in responses {
+            let response = match response.get("$ref").and_then(Value::as_str) {
+                Some(r) => resolve(&doc, r).unwrap(),
+                None => response,
+            };
+            if status.starts_with('4') || status.starts_with('5') {
+                let schema = &response["content"]["application/json"]["schema"]["$ref"];
+                assert_eq!(schema, "#/components/schemas/Error", "{what} {status}");
+            }
+        }
+        // The path's segments and the operation's path parameters are the same names.
+        let segments: BTreeSet<String> = path
+            .split('/')
+            .filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+            .map(str::to_owned)
+            .collect();
+        let params: BTreeSet<String> = op["parameters"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|p| p["in"] == "path")
+            .map(|p| p["name"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(segments, params, "{what}: path parameters");
+        for p in op["parameters"].as_array().into_iter().flatten().filter(|p| p["in"] == "path") {
+            assert_eq!(p["required"], true, "{what}: path parameter {}", p["name"]);
+        }
+        // What every route of its shape answers (see src/http/openapi.rs).
+        let secured = op.get("security").is_some();
+        assert!(!secured || responses.contains_key("401"), "{what}: 401");
+        for (status, applies) in [
+            ("413", op.get("requestBody").is_some() && path != "/v1/webhooks/github"),
+            ("500", path != "/v1/openapi.json"),
+        ] {
+            assert_eq!(responses.contains_key(status), applies, "{what}: {status}");
+        }
+        // A route without segments may still answer 404 (a feature that is off, a login nobody signed in with).
+        assert!(segments.is_empty() || responses.contains_key("404"), "{what}: 404");
+    }
+}
+
+#[actix_rt::test]
+async fn the_server_serves_the_document_without_a_session() {
+    let s = support::web::start(|_, _| {}).await;
+    let res = s.client.get(format!("{}/v1/openapi.json", s.base)).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["content-type"], "application/json");
+    assert_eq!(res.text().await.unwrap(), foundry::http::openapi::document_json());
+    s.stop().await;
+}
+
+/// A concrete path for a template: every segment a well-formed id nobody created.
+fn concrete(path: &str, op: &Value) -> String {
+    path.split('/')
+        .map(|segment| match segment.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+            Some(name) => {
+                let param = op["parameters"].as_array().unwrap().iter().find(|p| p["name"] == name).unwrap();
+                // An enumerated segment (an action, an operation) takes its first value.
+                param["schema"]["enum"][0].as_str().unwrap_or("nobody").to_owned()
+            }
+            None => segment.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+#[actix_rt::test]
+async fn what_the_document_says_about_sessions_holds_for_every_route() {
+    let s = support::web::start(|_, _| {}).await;
+    let doc = document();
+    let mut checked = BTreeMap::new();
+    for (method, path, op) in operations(&doc) {
+        let url = concrete(&path, op);
+        let (status, body) = s.call(&method, &url, None, None).await;
+        if op.get("security").is_some() {
+            assert_eq!(status, 401, "{method} {url} without a session: {body}");
+            assert_eq!(body["error"]["code"], "unauthenticated", "{method} {url}");
+        } else {
+            assert_ne!(status, 401, "{method} {url} is public: {body}");
+        }
+        checked.insert(format!("{method} {path}"), status);
+    }
+    assert!(checked.len() > 50, "{checked:?}");
+    s.stop().await;
+}
