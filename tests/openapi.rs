@@ -207,3 +207,159 @@ async fn what_the_document_says_about_sessions_holds_for_every_route() {
     assert!(checked.len() > 50, "{checked:?}");
     s.stop().await;
 }
+
+/// A string schema of the document, resolved, as (min, max, pattern).
+fn string_rule(doc: &Value, schema: &Value) -> (usize, usize, Option<regex_lite::Regex>) {
+    let schema = match schema.get("$ref").and_then(Value::as_str) {
+        Some(r) => resolve(doc, r).unwrap(),
+        None => schema,
+    };
+    let min = schema["minLength"].as_u64().unwrap_or(0) as usize;
+    let max = schema["maxLength"].as_u64().expect("a bounded string") as usize;
+    let pattern = schema["pattern"].as_str().map(|p| regex_lite::Regex::new(p).unwrap_or_else(|e| panic!("{p}: {e}")));
+    (min, max, pattern)
+}
+
+fn admits(rule: &(usize, usize, Option<regex_lite::Regex>), value: &str) -> bool {
+    let chars = value.chars().count();
+    chars >= rule.0 && chars <= rule.1 && rule.2.as_ref().is_none_or(|p| p.is_match(value))
+}
+
+/// Candidate strings: the edge cases of every rule, then random strings over an alphabet of what the rules treat
+/// differently (separators, dots, whitespace Rust trims and what it does not, control characters, non-ASCII).
+fn candidates() -> Vec<String> {
+    let mut out: Vec<String> = [
+        "",
+        ".",
+        "..",
+        "...",
+        "a",
+        "a.b",
+        "-a",
+        "a-",
+        "_",
+        "a/b",
+        "a//b",
+        "/a",
+        "a/",
+        "a/.b",
+        "a.lock",
+        "@",
+        "a@{b",
+        " a",
+        "a ",
+        " ",
+        "\t",
+        "\u{a0}",
+        "\u{feff}",
+        "\u{2028}x",
+        "x\u{85}",
+        "\u{3000}",
+        "\u{7f}",
+        "\u{9f}",
+        "é",
+        ".git/config",
+        "src/.git",
+        "a/../b",
+        "ok/path.rs",
+        "feat/login-page",
+        "x".repeat(100).as_str(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    out.push("x".repeat(101));
+    out.push("y".repeat(201));
+    const ALPHABET: &[char] = &[
+        'a', 'Z', '7', '.', '_', '-', '/', '@', '{', '~', ':', '\\', ' ', '\t', '\n', '\r', '\0', '\u{7f}', '\u{85}',
+        '\u{a0}', '\u{1680}', '\u{2000}', '\u{200b}', '\u{2028}', '\u{3000}', '\u{feff}', 'é', '日',
+    ];
+    // A fixed xorshift: the same candidates every run.
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for _ in 0..20_000 {
+        let len = (next() % 8) as usize;
+        out.push((0..len).map(|_| ALPHABET[(next() % ALPHABET.len() as u64) as usize]).collect());
+    }
+    out
+}
+
+#[test]
+fn each_request_rule_admits_only_what_the_servers_check_accepts() {
+    use foundry::actors::validate;
+    let doc = document();
+    let schema = |name: &str| doc["components"]["schemas"][name].clone();
+    type Check = fn(&str) -> bool;
+    let rules: [(&str, Check); 7] = [
+        ("Id", |v| validate::id("f", v).is_ok()),
+        ("DisplayName", |v| validate::display_name("f", v).is_ok()),
+        ("Label", |v| validate::name("f", v, 100).is_ok()),
+        ("RemoteUrl", |v| validate::name("f", v, 2000).is_ok()),
+        ("Text", |v| validate::text("f", v).is_ok()),
+        ("Branch", |v| validate::branch(v).is_ok()),
+        ("FilePath", |v| foundry::integrations::workspace::validate_path(v).is_ok()),
+    ];
+    let candidates = candidates();
+    for (name, check) in rules {
+        let rule = string_rule(&doc, &schema(name));
+        let mut admitted = 0;
+        for value in &candidates {
+            if admits(&rule, value) {
+                admitted += 1;
+                assert!(check(value), "{name} admits {value:?}, which the server refuses");
+            }
+        }
+        assert!(admitted > 10, "{name} admits almost nothing ({admitted})");
+    }
+    // The process command: not blank.
+    let command = string_rule(&doc, &schema("ProcessSpec")["properties"]["command"]);
+    for value in &candidates {
+        if admits(&command, value) {
+            assert!(!value.trim().is_empty(), "the command rule admits {value:?}");
+        }
+    }
+}
+
+#[test]
+fn bounds_written_as_numbers_are_the_constants_the_checks_use() {
+    use foundry::actors::user::{
+        MAX_ATTACHMENT_LINE_BYTES, MAX_ATTACHMENT_PATH_CHARS, MAX_AVATAR_URL_CHARS, MAX_DRAFT_ATTACHMENTS,
+        MAX_DRAFT_TEXT_BYTES, MAX_EMAIL_CHARS, MAX_ID_CHARS,
+    };
+    let doc = document();
+    let s = &doc["components"]["schemas"];
+    let attachment = &s["DraftAttachment"]["properties"];
+    assert_eq!(attachment["id"]["maxLength"], MAX_ID_CHARS);
+    assert_eq!(attachment["filePath"]["maxLength"], MAX_ATTACHMENT_PATH_CHARS);
+    assert_eq!(attachment["lineContent"]["maxLength"], MAX_ATTACHMENT_LINE_BYTES);
+    assert_eq!(s["DraftBody"]["properties"]["text"]["maxLength"], MAX_DRAFT_TEXT_BYTES / 4);
+    assert_eq!(s["DraftBody"]["properties"]["attachments"]["maxItems"], MAX_DRAFT_ATTACHMENTS);
+    assert_eq!(s["ProfileBody"]["properties"]["avatarUrl"]["maxLength"], MAX_AVATAR_URL_CHARS);
+    assert_eq!(s["DevSignIn"]["properties"]["email"]["maxLength"], MAX_EMAIL_CHARS);
+    let param = |method: &str, path: &str, name: &str| {
+        let op = &doc["paths"][path][method];
+        op["parameters"].as_array().unwrap().iter().find(|p| p["name"] == name).unwrap()["schema"].clone()
+    };
+    let key = param("post", "/v1/orgs", "Idempotency-Key");
+    assert_eq!(key["maxLength"], foundry::http::idempotency::MAX_KEY_LEN);
+    assert_eq!(param("get", "/v1/orgs/{org}/audit", "limit")["maximum"], 500);
+}
+
+#[actix_rt::test]
+async fn the_bounds_hold_at_the_server() {
+    let s = support::web::start(|_, _| {}).await;
+    let token = s.sign_in("alice").await;
+    let limit = |n: u32| format!("/v1/orgs/acme/audit?limit={n}");
+    let (status, body) =
+        s.call("POST", "/v1/orgs", Some(&token), Some(serde_json::json!({"id": "acme", "displayName": "Acme"}))).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(s.call("GET", &limit(500), Some(&token), None).await.0, 200);
+    assert_eq!(s.call("GET", &limit(501), Some(&token), None).await.0, 400);
+    assert_eq!(s.call("GET", &limit(0), Some(&token), None).await.0, 400);
+    s.stop().await;
+}

@@ -305,7 +305,7 @@ pub(super) struct DevSignIn {
     #[schema(value_type = Option<DisplayName>)]
     name: Option<String>,
     /// Default: `<login>@dev.invalid`.
-    #[schema(min_length = 3, max_length = 320, pattern = "@")]
+    #[schema(max_length = 320, pattern = "@")]
     email: Option<String>,
 }
 

@@ -542,11 +542,12 @@ pub(super) async fn github_connect(
     Ok(HttpResponse::Accepted().json(SyncStarted { generation }))
 }
 
-/// `POST /v1/orgs/{org}/github/sync`: starts a sync (members); a running one is reported, not doubled.
+/// `POST /v1/orgs/{org}/github/sync`: starts a sync (members); while one runs, 409 (never two at once).
 #[utoipa::path(post, path = "/v1/orgs/{org}/github/sync", tag = "github", params(OrgParams),
     request_body = Option<NoBody>,
     responses(
-        (status = 202, description = "A sync started, or the running one", body = SyncStarted),
+        (status = 202, description = "A sync started", body = SyncStarted),
+        (status = 409, response = Conflict),
         (status = 422, response = Unprocessable),
     ))]
 pub(super) async fn github_sync(req: HttpRequest, caller: Caller, path: web::Path<OrgParams>, _: NoBody) -> Res {
@@ -577,6 +578,7 @@ pub(super) enum AdminOp {
     responses(
         (status = 200, description = "`full-sync`: the sync's generation; `rebuild`: the summaries written", body = AdminOutcome),
         (status = 204, description = "`clear-github`: cleared (or never connected)"),
+        (status = 409, response = Conflict),
         (status = 422, response = Unprocessable),
     ))]
 pub(super) async fn admin_op(req: HttpRequest, caller: Caller, path: web::Path<(String, String)>, _: NoBody) -> Res {

@@ -176,7 +176,7 @@ pub(super) struct RenameBody {
     request_body = RenameBody,
     responses(
         (status = 200, description = "The task with the caller's overlay", body = TaskView),
-        (status = 409, response = Conflict),
+        (status = 422, response = Unprocessable),
     ))]
 pub(super) async fn rename_task(req: HttpRequest, caller: Caller, path: TaskPath, body: Json<RenameBody>) -> Res {
     let (api, task) = task_of(&req, &caller, path.into_inner().parts()).await?;
@@ -455,6 +455,7 @@ pub(super) struct UpdateSessionBody {
     responses(
         (status = 200, description = "The session", body = SessionDetail),
         (status = 409, response = Conflict),
+        (status = 422, response = Unprocessable),
     ))]
 pub(super) async fn update_session(
     req: HttpRequest,
@@ -597,6 +598,7 @@ pub(super) async fn interrupt(
     responses(
         (status = 202, description = "The agent was stopped", body = SessionCommandOutcome),
         (status = 409, response = Conflict),
+        (status = 422, response = Unprocessable),
     ))]
 pub(super) async fn stop(req: HttpRequest, caller: Caller, path: SessionPath, _: NoBody) -> Res {
     let (api, session) = session_of(&req, &caller, path.into_inner().parts()).await?;

@@ -175,8 +175,9 @@ pub struct DraftAttachment {
     #[schema(min_length = 1, max_length = 1024)]
     pub file_path: String,
     pub line_number: Option<u32>,
-    /// At most `MAX_ATTACHMENT_LINE_BYTES` of UTF-8: a quarter as many characters always fit.
-    #[schema(max_length = 2048)]
+    /// At most `MAX_ATTACHMENT_LINE_BYTES` of UTF-8 (so never more characters than that; a quarter as many always
+    /// fit). The same type is answered in drafts, so the schema states the bound every stored line meets.
+    #[schema(max_length = 8192)]
     pub line_content: String,
 }
 
