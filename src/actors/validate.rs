@@ -96,6 +96,24 @@ pub fn text(field: &'static str, value: &str) -> DomainResult<()> {
     Ok(())
 }
 
+/// Longest email address, in characters.
+pub const MAX_EMAIL: usize = 320;
+
+/// An email address as the sign-in index takes it: something before and after the first `@`, no whitespace or
+/// control characters, at most [`MAX_EMAIL`] characters.
+pub fn email(field: &'static str, value: &str) -> DomainResult<()> {
+    if value.chars().count() > MAX_EMAIL {
+        return Err(DomainError::invalid(field, format!("is longer than {MAX_EMAIL} characters")));
+    }
+    let Some((local, domain)) = value.split_once('@') else {
+        return Err(DomainError::invalid(field, "is not an email address"));
+    };
+    if local.is_empty() || domain.is_empty() || value.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(DomainError::invalid(field, "is not an email address"));
+    }
+    Ok(())
+}
+
 /// The SHA-256 of a secret (session token, OAuth state) as hex: exactly 64 ASCII hex digits. Secrets themselves are
 /// never passed to actors, so anything else is a caller bug.
 pub fn sha256_hex(field: &'static str, value: &str) -> DomainResult<()> {
@@ -227,6 +245,15 @@ pub mod schema {
             1,
             super::MAX_TEXT / 4,
             Some(format!("[^{SPACE}]")),
+        )
+    );
+    rule!(
+        /// [`super::email`].
+        Email => string(
+            "an email address: something before and after an '@', no whitespace or control characters",
+            3,
+            super::MAX_EMAIL,
+            Some(format!("^[^@{SPACE}{CONTROL}]+@[^{SPACE}{CONTROL}]+$")),
         )
     );
     rule!(

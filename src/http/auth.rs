@@ -33,7 +33,7 @@ use crate::actors::user::{
     AuthSessionInfo, LinkOAuthAccount, ListAuthSessions, RevokeAllAuthSessions, RevokeAuthSession, StartAuthSession,
     UpdateProfile, UpsertUser,
 };
-use crate::actors::validate::schema::{DisplayName, Id};
+use crate::actors::validate::schema::{DisplayName, Email, Id};
 use crate::integrations::github::oauth::GitHubOAuth;
 
 /// The cookie that carries a browser's session token.
@@ -305,7 +305,7 @@ pub(super) struct DevSignIn {
     #[schema(value_type = Option<DisplayName>)]
     name: Option<String>,
     /// Default: `<login>@dev.invalid`.
-    #[schema(max_length = 320, pattern = "@")]
+    #[schema(value_type = Option<Email>)]
     email: Option<String>,
 }
 

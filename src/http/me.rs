@@ -77,7 +77,24 @@ pub(super) async fn set_default_model(req: HttpRequest, caller: Caller, body: Js
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct StarterBody {
-    status: StarterRepoStatus,
+    status: StarterChoice,
+}
+
+/// What the user answers about the starter repository (`pending` is only where everyone starts).
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum StarterChoice {
+    Starred,
+    Skipped,
+}
+
+impl From<StarterChoice> for StarterRepoStatus {
+    fn from(choice: StarterChoice) -> Self {
+        match choice {
+            StarterChoice::Starred => StarterRepoStatus::Starred,
+            StarterChoice::Skipped => StarterRepoStatus::Skipped,
+        }
+    }
 }
 
 /// `PUT /v1/me/starter-repo {status: "starred" | "skipped"}`.
@@ -85,7 +102,7 @@ pub(super) struct StarterBody {
     responses((status = 200, description = "The caller's `app` snapshot", body = AppSnapshot)))]
 pub(super) async fn set_starter_repo(req: HttpRequest, caller: Caller, body: Json<StarterBody>) -> Res {
     let api = super::api(&req)?;
-    let msg = SetStarterRepoStatus { status: body.into_inner().status };
+    let msg = SetStarterRepoStatus { status: body.into_inner().status.into() };
     api.domain.users.mutate_existing(&caller.user_id, msg).await?;
     ok(api.domain.users.read_existing(&caller.user_id, GetAppSnapshot).await?)
 }
