@@ -158,6 +158,12 @@ fn the_document_is_complete_openapi_3_1() {
         ] {
             assert_eq!(responses.contains_key(status), applies, "{what}: {status}");
         }
+        // Every JSON body is strict (`deny_unknown_fields` on every body type: docs/API.md, "Request bodies").
+        if let Some(body) = op.get("requestBody").filter(|_| path != "/v1/webhooks/github") {
+            let schema = &body["content"]["application/json"]["schema"];
+            let schema = resolve(&doc, schema["$ref"].as_str().unwrap_or_else(|| panic!("{what}: {schema}"))).unwrap();
+            assert_eq!(schema["additionalProperties"], false, "{what}: the body admits unknown fields");
+        }
         // A route without segments may still answer 404 (a feature that is off, a login nobody signed in with).
         assert!(segments.is_empty() || responses.contains_key("404"), "{what}: 404");
     }

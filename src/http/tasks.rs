@@ -250,14 +250,15 @@ pub(super) async fn task_action(
     let body = body.into_inner();
     let action: TaskAction =
         super::segment(&action).ok_or_else(|| ApiError::not_found(format!("no task action {action:?}")))?;
-    if action == TaskAction::PullRequest {
-        let once = idempotency::key(&req, &caller, &route, &body)?;
-        return idempotency::to_completion(publish_pull_request(api, task, caller.user_id, once)).await;
-    }
     let user = Some(caller.user_id.as_str());
     let d = &api.domain;
     let status = |status| ok(TaskActionOutcome::Status(TaskStatusChanged { status }));
     match action {
+        TaskAction::PullRequest => {
+            let once = idempotency::key(&req, &caller, &route, &body)?;
+            let user = caller.user_id.clone();
+            return idempotency::to_completion(publish_pull_request(api.clone(), task, user, once)).await;
+        }
         TaskAction::Archive => return status(d.archive_task(&task, body.force, user).await?),
         TaskAction::Unarchive => return status(d.unarchive_task(&task, user).await?),
         TaskAction::Kill => return status(d.kill_task(&task, user).await?),
@@ -279,7 +280,6 @@ pub(super) async fn task_action(
             let target = body.target.ok_or_else(|| ApiError::bad_request("invalid_field", "target is required"))?;
             d.tasks.mutate(&task, SwitchTask { target, user_id: Some(caller.user_id.clone()) }).await?
         }
-        TaskAction::PullRequest => unreachable!("answered above"),
     };
     ok(TaskActionOutcome::View(Box::new(d.task_view(&task, user).await?)))
 }
