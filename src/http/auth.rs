@@ -362,7 +362,8 @@ pub(super) struct StartQuery {
 /// single-use `state`. `redirect` (where to land afterwards) must be a path on this site.
 #[utoipa::path(get, path = "/v1/auth/github/start", tag = "auth", params(StartQuery),
     responses(
-        (status = 302, description = "To GitHub's authorize page", headers(("Location" = String, description = "GitHub's authorize URL"))),
+        (status = 302, description = "To GitHub's authorize page",
+            headers(("Location" = String, description = "GitHub's authorize URL"))),
         (status = 404, response = NotFound),
     ))]
 pub(super) async fn github_start(req: HttpRequest, q: web::Query<StartQuery>) -> Result<HttpResponse, ApiError> {
@@ -403,7 +404,8 @@ pub(super) struct CallbackQuery {
 #[utoipa::path(get, path = "/v1/auth/github/callback", tag = "auth", params(CallbackQuery),
     responses(
         (status = 200, description = "Signed in (no `redirect` was given at start)", body = SignedIn),
-        (status = 302, description = "Signed in: to the `redirect` given at start, with the session cookie", headers(("Location" = String))),
+        (status = 302, description = "Signed in: to the `redirect` given at start, with the session cookie",
+            headers(("Location" = String))),
         (status = 404, response = NotFound),
         (status = 502, response = BadGateway),
     ))]

@@ -21,7 +21,8 @@ fn ok<T: serde::Serialize>(value: T) -> Res {
 }
 
 /// `GET /v1/me`: the caller's `app` snapshot (user, profile, default model, organizations).
-#[utoipa::path(get, path = "/v1/me", tag = "me", responses((status = 200, description = "The caller's `app` snapshot", body = AppSnapshot)))]
+#[utoipa::path(get, path = "/v1/me", tag = "me",
+    responses((status = 200, description = "The caller's `app` snapshot", body = AppSnapshot)))]
 pub(super) async fn me(req: HttpRequest, caller: Caller) -> Res {
     ok(super::api(&req)?.domain.users.read_existing(&caller.user_id, GetAppSnapshot).await?)
 }

@@ -149,7 +149,9 @@ pub(super) fn prepare() {
     path = "/v1/openapi.json",
     tag = "meta",
     operation_id = "openapi",
-    responses((status = 200, description = "The OpenAPI 3.1 document", content_type = "application/json", body = Object))
+    responses(
+        (status = 200, description = "The OpenAPI 3.1 document", content_type = "application/json", body = Object),
+    )
 )]
 async fn openapi_json() -> HttpResponse {
     let body = SERVED.get_or_init(|| web::Bytes::from(document_json())).clone();
@@ -188,7 +190,8 @@ macro_rules! refusals {
 }
 
 refusals! {
-    BadRequest = 400, false, "The request cannot be read or a value breaks its rule: `malformed_json`, `invalid_field`, \
+    BadRequest = 400, false, "The request cannot be read or a value breaks its rule: `malformed_json`, \
+        `invalid_field`, \
         `invalid_input`, `invalid_query`, `invalid_path`, `invalid_header`, `invalid_idempotency_key`, \
         `invalid_state`, `invalid_code`, `invalid_redirect`, `oauth_denied`, `not_websocket`.";
     Unauthenticated = 401, false, "No session, or an unknown, expired or revoked one: `unauthenticated` \
@@ -331,7 +334,10 @@ impl Modify for Contract {
 
 /// `schema` without its `null` alternative (`type: [T, "null"]` or `oneOf: [{type: null}, T]`).
 fn without_null(schema: &mut RefOr<Schema>) {
-    let is_null = |s: &RefOr<Schema>| matches!(s, RefOr::T(Schema::Object(o)) if matches!(&o.schema_type, SchemaType::Type(Type::Null)));
+    let is_null = |s: &RefOr<Schema>| match s {
+        RefOr::T(Schema::Object(o)) => matches!(&o.schema_type, SchemaType::Type(Type::Null)),
+        _ => false,
+    };
     match schema {
         RefOr::T(Schema::Object(object)) => {
             if let SchemaType::Array(types) = &object.schema_type {

@@ -510,7 +510,8 @@ async fn prove_control(
 
 /// `POST /v1/orgs/{org}/github/connect {login, kind}`: links a GitHub account (admins who control it on GitHub: see
 /// `prove_control`), then starts a sync. 409 when another organization holds the account.
-#[utoipa::path(post, path = "/v1/orgs/{org}/github/connect", tag = "github", params(OrgParams), request_body = ConnectBody,
+#[utoipa::path(post, path = "/v1/orgs/{org}/github/connect", tag = "github", params(OrgParams),
+    request_body = ConnectBody,
     responses(
         (status = 202, description = "Connected; a sync started", body = SyncStarted),
         (status = 409, response = Conflict),
@@ -576,7 +577,8 @@ pub(super) enum AdminOp {
     params(OrgParams, ("op" = inline(AdminOp), Path, description = "The operation")),
     request_body = Option<NoBody>,
     responses(
-        (status = 200, description = "`full-sync`: the sync's generation; `rebuild`: the summaries written", body = AdminOutcome),
+        (status = 200, description = "`full-sync`: the sync's generation; `rebuild`: the summaries written",
+            body = AdminOutcome),
         (status = 204, description = "`clear-github`: cleared (or never connected)"),
         (status = 409, response = Conflict),
         (status = 422, response = Unprocessable),

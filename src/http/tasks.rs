@@ -84,7 +84,8 @@ pub(super) struct CreateTaskBody {
 /// agent starts on the prompt. `sessionVersion` is that session's topic version before the turn started: subscribing
 /// with `after` it, the client's first `sessionUpdated` is the turn's start (or anything later), never older. With an
 /// `Idempotency-Key`, the repository records the key with the task it assigns.
-#[utoipa::path(post, path = "/v1/orgs/{org}/repos/{repo}/tasks", tag = "tasks", params(RepoParams, idempotency::KeyHeader),
+#[utoipa::path(post, path = "/v1/orgs/{org}/repos/{repo}/tasks", tag = "tasks",
+    params(RepoParams, idempotency::KeyHeader),
     request_body = CreateTaskBody,
     responses(
         (status = 201, description = "Created; its first session's agent started on the prompt", body = TaskCreated),
@@ -232,7 +233,8 @@ pub(super) enum TaskAction {
     params(TaskParams, ("action" = inline(TaskAction), Path, description = "The action"), idempotency::KeyHeader),
     request_body = Option<ActionBody>,
     responses(
-        (status = 200, description = "Done: the status (`archive`, `unarchive`, `kill`) or the task view", body = TaskActionOutcome),
+        (status = 200, description = "Done: the status (`archive`, `unarchive`, `kill`) or the task view",
+            body = TaskActionOutcome),
         (status = 201, description = "`pull-request`: opened", body = PullRequestOpened),
         (status = 409, response = Conflict),
         (status = 422, response = Unprocessable),
@@ -323,9 +325,11 @@ pub(super) struct DiffQuery {
 
 /// `GET .../tasks/{task}/diff?path=...`: one file's diff against the base branch (`text/x-diff`; empty when the
 /// file is unchanged).
-#[utoipa::path(get, path = "/v1/orgs/{org}/repos/{repo}/tasks/{task}/diff", tag = "tasks", params(TaskParams, DiffQuery),
+#[utoipa::path(get, path = "/v1/orgs/{org}/repos/{repo}/tasks/{task}/diff", tag = "tasks",
+    params(TaskParams, DiffQuery),
     responses(
-        (status = 200, description = "The diff (empty when the file is unchanged)", content_type = "text/x-diff", body = String),
+        (status = 200, description = "The diff (empty when the file is unchanged)", content_type = "text/x-diff",
+            body = String),
         (status = 409, response = Conflict),
         (status = 422, response = Unprocessable),
         (status = 502, response = BadGateway),
@@ -514,7 +518,8 @@ async fn session_state(
     params(SessionParams, idempotency::KeyHeader),
     request_body = TextBody,
     responses(
-        (status = 202, description = "Taken: it runs now or after the running turn (`submitted`)", body = SessionCommandOutcome),
+        (status = 202, description = "Taken: it runs now or after the running turn (`submitted`)",
+            body = SessionCommandOutcome),
         (status = 409, response = Conflict),
         (status = 422, response = Unprocessable),
     ))]
@@ -575,7 +580,8 @@ pub(super) struct InterruptBody {
     params(SessionParams),
     request_body = Option<InterruptBody>,
     responses(
-        (status = 202, description = "The turn was cancelled (`droppedPrompts`: the queued prompts dropped)", body = SessionCommandOutcome),
+        (status = 202, description = "The turn was cancelled (`droppedPrompts`: the queued prompts dropped)",
+            body = SessionCommandOutcome),
         (status = 409, response = Conflict),
         (status = 422, response = Unprocessable),
     ))]

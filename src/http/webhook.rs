@@ -19,7 +19,8 @@ fn header<'a>(req: &'a HttpRequest, name: &str) -> Option<&'a str> {
 /// `POST /v1/webhooks/github`: one signed delivery from GitHub (404 unless the server has a webhook secret).
 #[utoipa::path(post, path = "/v1/webhooks/github", tag = "webhooks",
     params(
-        ("X-Hub-Signature-256" = String, Header, description = "`sha256=` + the HMAC-SHA256 of the body with the webhook secret"),
+        ("X-Hub-Signature-256" = String, Header,
+            description = "`sha256=` + the HMAC-SHA256 of the body with the webhook secret"),
         ("X-GitHub-Event" = String, Header, description = "The event"),
         ("X-GitHub-Delivery" = String, Header, description = "The delivery's id (applied once)"),
     ),
