@@ -303,6 +303,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("PUT", "/v1/me/starter-repo"),
     ("GET", "/v1/models"),
     ("PUT", "/v1/me/active-organization"),
+    ("GET", "/v1/openapi.json"),
     ("GET", "/v1/orgs"),
     ("POST", "/v1/orgs"),
     ("GET", "/v1/orgs/{org}"),

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 /// The canonical task status (domain rule 6). Archive and kill go through their intermediate steps in order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TaskStatus {
     InitBootstrapDb,
@@ -96,7 +96,7 @@ impl TaskStatus {
 }
 
 /// A session's lifecycle as its task sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SessionStatus {
     /// Created; no turn has run yet.
@@ -127,7 +127,7 @@ impl SessionStatus {
 }
 
 /// What a task's index (and so the task detail, the repository and the organization) shows of one session.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SessionSummary {
     pub session_id: String,
@@ -139,7 +139,7 @@ pub struct SessionSummary {
 }
 
 /// A pull request as task data (rule 10).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PullRequestSummary {
     pub number: i64,
@@ -155,7 +155,7 @@ pub struct PullRequestSummary {
 }
 
 /// One task as its repository and organization show it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TaskSummary {
     pub repo_id: String,

@@ -96,6 +96,24 @@ pub fn text(field: &'static str, value: &str) -> DomainResult<()> {
     Ok(())
 }
 
+/// Longest email address, in characters.
+pub const MAX_EMAIL: usize = 320;
+
+/// An email address as the sign-in index takes it: something before and after the first `@`, no whitespace or
+/// control characters, at most [`MAX_EMAIL`] characters.
+pub fn email(field: &'static str, value: &str) -> DomainResult<()> {
+    if value.chars().count() > MAX_EMAIL {
+        return Err(DomainError::invalid(field, format!("is longer than {MAX_EMAIL} characters")));
+    }
+    let Some((local, domain)) = value.split_once('@') else {
+        return Err(DomainError::invalid(field, "is not an email address"));
+    };
+    if local.is_empty() || domain.is_empty() || value.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(DomainError::invalid(field, "is not an email address"));
+    }
+    Ok(())
+}
+
 /// The SHA-256 of a secret (session token, OAuth state) as hex: exactly 64 ASCII hex digits. Secrets themselves are
 /// never passed to actors, so anything else is a caller bug.
 pub fn sha256_hex(field: &'static str, value: &str) -> DomainResult<()> {
@@ -138,6 +156,128 @@ pub fn branch(value: &str) -> DomainResult<()> {
         return bad("no path component may start with '.'");
     }
     Ok(())
+}
+
+/// The rules above as named JSON Schemas for the API's OpenAPI document (`#[schema(value_type = validate::schema::Id)]`
+/// on a body field, `#[param(value_type = ...)]` on a path or query parameter). Each admits only values its check
+/// accepts (fewer where a regular expression cannot say the rule exactly: the description says so), so a client
+/// that generates requests from the document is never refused for their shape. Patterns use only what JSON Schema
+/// (ECMA-262) and Python's `re` read alike: classes, escapes, no lookaround.
+pub mod schema {
+    use std::borrow::Cow;
+
+    use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+    use utoipa::openapi::RefOr;
+
+    /// Characters Rust's `str::trim` removes (Unicode `White_Space`), as a class body.
+    const SPACE: &str = r"\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000";
+    /// Control characters (`char::is_control`: Unicode `Cc`), as a class body.
+    const CONTROL: &str = r"\x00-\x1f\x7f-\x9f";
+
+    fn string(description: &str, min: usize, max: usize, pattern: Option<String>) -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .description(Some(description))
+            .min_length(Some(min))
+            .max_length(Some(max))
+            .pattern(pattern)
+            .build()
+            .into()
+    }
+
+    /// A single-line name of at most `max` characters (see [`super::name`]): some character that is neither
+    /// whitespace nor control, and no control character at all (the check only looks inside the trimmed name,
+    /// the pattern everywhere).
+    fn name(description: &str, max: usize) -> RefOr<Schema> {
+        let pattern = format!("^[^{CONTROL}]*[^{SPACE}{CONTROL}][^{CONTROL}]*$");
+        string(description, 1, max, Some(pattern))
+    }
+
+    macro_rules! rule {
+        ($(#[$doc:meta])* $name:ident => $schema:expr) => {
+            $(#[$doc])*
+            pub struct $name;
+
+            impl utoipa::PartialSchema for $name {
+                fn schema() -> RefOr<Schema> {
+                    $schema
+                }
+            }
+
+            impl utoipa::ToSchema for $name {
+                fn name() -> Cow<'static, str> {
+                    Cow::Borrowed(stringify!($name))
+                }
+            }
+        };
+    }
+
+    rule!(
+        /// [`super::id`]: organization, repository, task, session and user ids, logins.
+        Id => string(
+            "1-100 characters of letters, digits, '.', '_' and '-', and not '.' or '..'",
+            1,
+            super::MAX_ID,
+            // At least one character that is not a dot, or only dots but three or more.
+            Some(r"^(?:[A-Za-z0-9._-]*[A-Za-z0-9_-][A-Za-z0-9._-]*|\.{3,})$".to_owned()),
+        )
+    );
+    rule!(
+        /// [`super::display_name`]: organization, user, task and session names.
+        DisplayName => name(
+            "a single-line name: not blank, no control characters, at most 200 characters (stored trimmed)",
+            super::MAX_NAME,
+        )
+    );
+    rule!(
+        /// [`super::name`] with 100 characters: the profile label of an organization or member.
+        Label => name("a single-line label: not blank, no control characters, at most 100 characters", 100)
+    );
+    rule!(
+        /// [`super::name`] with 2,000 characters: a repository's remote URL.
+        RemoteUrl => name("the git remote URL: not blank, no control characters, at most 2000 characters", 2000)
+    );
+    rule!(
+        /// [`super::text`]: prompts, messages and guidance. The limit is 64 KiB of UTF-8; 16,384 characters never
+        /// exceed it.
+        Text => string(
+            "free text that is not blank, at most 64 KiB of UTF-8 (16384 characters always fit)",
+            1,
+            super::MAX_TEXT / 4,
+            Some(format!("[^{SPACE}]")),
+        )
+    );
+    rule!(
+        /// [`super::email`].
+        Email => string(
+            "an email address: something before and after an '@', no whitespace or control characters",
+            3,
+            super::MAX_EMAIL,
+            Some(format!("^[^@{SPACE}{CONTROL}]+@[^{SPACE}{CONTROL}]+$")),
+        )
+    );
+    rule!(
+        /// [`super::branch`]. The pattern is a subset of git's rules (no dots or `@`): everything it admits is a
+        /// valid branch name.
+        Branch => string(
+            "a git branch name (git check-ref-format --branch); this pattern admits a safe subset: '/'-separated \
+             parts of letters, digits, '_' and '-', none starting with '-'",
+            1,
+            200,
+            Some(r"^[A-Za-z0-9_][A-Za-z0-9_-]*(?:/[A-Za-z0-9_][A-Za-z0-9_-]*)*$".to_owned()),
+        )
+    );
+    rule!(
+        /// [`crate::integrations::workspace::validate_path`]: a file in a task's checkout. The pattern is a subset
+        /// (no part starting with '.'): everything it admits is a path inside the repository.
+        FilePath => string(
+            "a relative path inside the repository, never into .git or above it; this pattern admits a safe subset: \
+             '/'-separated parts of letters, digits, '.', '_' and '-', none starting with '.' or '-'",
+            1,
+            1024,
+            Some(r"^[A-Za-z0-9_][A-Za-z0-9._-]*(?:/[A-Za-z0-9_][A-Za-z0-9._-]*)*$".to_owned()),
+        )
+    );
 }
 
 #[cfg(test)]

@@ -18,7 +18,11 @@ use actix_web::http::{header, StatusCode};
 use actix_web::{web, FromRequest, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use utoipa::{IntoParams, ToSchema};
 
+use super::body::NoBody;
+use super::openapi::{BadGateway, NotFound};
+use super::replies::{Revoked, WhoAmI};
 use super::{Api, ApiError};
 use crate::actors::auth_directory::{
     ConsumeVerification, CreateVerification, IndexAuthSession, IndexLogin, LinkAccount, RemoveAuthSession,
@@ -29,6 +33,7 @@ use crate::actors::user::{
     AuthSessionInfo, LinkOAuthAccount, ListAuthSessions, RevokeAllAuthSessions, RevokeAuthSession, StartAuthSession,
     UpdateProfile, UpsertUser,
 };
+use crate::actors::validate::schema::{DisplayName, Email, Id};
 use crate::integrations::github::oauth::GitHubOAuth;
 
 /// The cookie that carries a browser's session token.
@@ -211,7 +216,7 @@ impl FromRequest for Caller {
 }
 
 /// A new session for a signed-in user.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SignedIn {
     pub token: String,
@@ -291,18 +296,32 @@ fn signed_in_response(api: &Api, signed: &SignedIn) -> HttpResponse {
         .json(signed)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct DevSignIn {
+pub(super) struct DevSignIn {
+    #[schema(value_type = Id)]
     login: String,
+    /// Default: the login.
+    #[schema(value_type = Option<DisplayName>)]
     name: Option<String>,
+    /// Default: `<login>@dev.invalid`.
+    #[schema(value_type = Option<Email>)]
     email: Option<String>,
 }
 
 /// `POST /v1/auth/dev/sign-in {login, name?, email?}`: signs in (creating the user) without a provider, or with
 /// [`AuthSettings::dev_github`] as that login at the local GitHub. Refused (404, as if absent) unless dev sign-in is
 /// enabled.
-async fn dev_sign_in(req: HttpRequest, body: super::body::Json<DevSignIn>) -> Result<HttpResponse, ApiError> {
+#[utoipa::path(post, path = "/v1/auth/dev/sign-in", tag = "auth", request_body = DevSignIn,
+    responses(
+        (status = 200, description = "Signed in (the session cookie is set too)", body = SignedIn),
+        (status = 404, response = NotFound),
+        (status = 502, response = BadGateway),
+    ))]
+pub(super) async fn dev_sign_in(
+    req: HttpRequest,
+    body: super::body::Json<DevSignIn>,
+) -> Result<HttpResponse, ApiError> {
     let api = super::api(&req)?;
     api.limit_sign_in(&req)?;
     if !api.auth.dev_sign_in {
@@ -331,14 +350,23 @@ async fn dev_sign_in(req: HttpRequest, body: super::body::Json<DevSignIn>) -> Re
     Ok(signed_in_response(&api, &signed))
 }
 
-#[derive(Deserialize)]
-struct StartQuery {
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct StartQuery {
+    /// Where to land after signing in: a path on this site.
+    #[param(max_length = 500, pattern = r"^/(?:[^/\\][^\\]*)?$")]
     redirect: Option<String>,
 }
 
 /// `GET /v1/auth/github/start?redirect=/path`: redirects the browser to GitHub's authorize page with a fresh,
 /// single-use `state`. `redirect` (where to land afterwards) must be a path on this site.
-async fn github_start(req: HttpRequest, q: web::Query<StartQuery>) -> Result<HttpResponse, ApiError> {
+#[utoipa::path(get, path = "/v1/auth/github/start", tag = "auth", params(StartQuery),
+    responses(
+        (status = 302, description = "To GitHub's authorize page",
+            headers(("Location" = String, description = "GitHub's authorize URL"))),
+        (status = 404, response = NotFound),
+    ))]
+pub(super) async fn github_start(req: HttpRequest, q: web::Query<StartQuery>) -> Result<HttpResponse, ApiError> {
     let api = super::api(&req)?;
     api.limit_sign_in(&req)?;
     let oauth = api.auth.github.clone().ok_or_else(|| ApiError::not_found("GitHub sign-in is not configured"))?;
@@ -359,17 +387,29 @@ async fn github_start(req: HttpRequest, q: web::Query<StartQuery>) -> Result<Htt
     Ok(HttpResponse::Found().insert_header((header::LOCATION, oauth.config().authorize_url(&state))).finish())
 }
 
-#[derive(Deserialize)]
-struct CallbackQuery {
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct CallbackQuery {
+    /// GitHub's code to exchange.
     code: Option<String>,
+    /// The state `start` issued (single use).
     state: Option<String>,
+    /// Set when the user declined.
     error: Option<String>,
 }
 
 /// `GET /v1/auth/github/callback?code&state`: GitHub sends the browser back here. The state must be one we issued
 /// (once); the code is exchanged for a token, the GitHub user found or created, and a session started. Lands on the
 /// `redirect` given at start (with the cookie set), or answers the session as JSON.
-async fn github_callback(req: HttpRequest, q: web::Query<CallbackQuery>) -> Result<HttpResponse, ApiError> {
+#[utoipa::path(get, path = "/v1/auth/github/callback", tag = "auth", params(CallbackQuery),
+    responses(
+        (status = 200, description = "Signed in (no `redirect` was given at start)", body = SignedIn),
+        (status = 302, description = "Signed in: to the `redirect` given at start, with the session cookie",
+            headers(("Location" = String))),
+        (status = 404, response = NotFound),
+        (status = 502, response = BadGateway),
+    ))]
+pub(super) async fn github_callback(req: HttpRequest, q: web::Query<CallbackQuery>) -> Result<HttpResponse, ApiError> {
     let api = super::api(&req)?;
     api.limit_sign_in(&req)?;
     let oauth = api.auth.github.clone().ok_or_else(|| ApiError::not_found("GitHub sign-in is not configured"))?;
@@ -439,24 +479,35 @@ async fn revoke(api: &Api, user_id: &str, session_id: &str) -> Result<bool, ApiE
 }
 
 /// `POST /v1/auth/sign-out`: ends the caller's session and clears the cookie.
-async fn sign_out(req: HttpRequest, caller: Caller, _: super::body::NoBody) -> Result<HttpResponse, ApiError> {
+#[utoipa::path(post, path = "/v1/auth/sign-out", tag = "auth", request_body = Option<NoBody>,
+    responses((status = 204, description = "Signed out (the cookie is cleared)")))]
+pub(super) async fn sign_out(req: HttpRequest, caller: Caller, _: NoBody) -> Result<HttpResponse, ApiError> {
     let api = super::api(&req)?;
     revoke(&api, &caller.user_id, &caller.session_id).await?;
     Ok(HttpResponse::NoContent().insert_header((header::SET_COOKIE, session_cookie(&api, "", Duration::ZERO))).finish())
 }
 
 /// `GET /v1/auth/sessions`: the caller's sessions (never their tokens).
-async fn list_sessions(req: HttpRequest, caller: Caller) -> Result<web::Json<Vec<AuthSessionInfo>>, ApiError> {
+#[utoipa::path(get, path = "/v1/auth/sessions", tag = "auth",
+    responses((status = 200, description = "The caller's sessions", body = Vec<AuthSessionInfo>)))]
+pub(super) async fn list_sessions(
+    req: HttpRequest,
+    caller: Caller,
+) -> Result<web::Json<Vec<AuthSessionInfo>>, ApiError> {
     let api = super::api(&req)?;
     Ok(web::Json(api.domain.users.read_existing(&caller.user_id, ListAuthSessions).await?))
 }
 
 /// `DELETE /v1/auth/sessions/{id}`: signs one of the caller's sessions out (e.g. a lost laptop).
-async fn delete_session(
+#[utoipa::path(delete, path = "/v1/auth/sessions/{session}", tag = "auth",
+    params(("session" = String, Path, description = "One of the caller's session ids")),
+    request_body = Option<NoBody>,
+    responses((status = 204, description = "Signed out")))]
+pub(super) async fn delete_session(
     req: HttpRequest,
     caller: Caller,
     path: web::Path<String>,
-    _: super::body::NoBody,
+    _: NoBody,
 ) -> Result<HttpResponse, ApiError> {
     let api = super::api(&req)?;
     if revoke(&api, &caller.user_id, &path.into_inner()).await? {
@@ -467,11 +518,9 @@ async fn delete_session(
 }
 
 /// `DELETE /v1/auth/sessions`: signs the caller out everywhere (every session, this one included).
-async fn delete_all_sessions(
-    req: HttpRequest,
-    caller: Caller,
-    _: super::body::NoBody,
-) -> Result<HttpResponse, ApiError> {
+#[utoipa::path(delete, path = "/v1/auth/sessions", tag = "auth", request_body = Option<NoBody>,
+    responses((status = 200, description = "Signed out everywhere (the cookie is cleared)", body = Revoked)))]
+pub(super) async fn delete_all_sessions(req: HttpRequest, caller: Caller, _: NoBody) -> Result<HttpResponse, ApiError> {
     let api = super::api(&req)?;
     let revoked = api.domain.users.mutate_existing(&caller.user_id, RevokeAllAuthSessions).await?;
     let msg = RemoveUserAuthSessions { user_id: caller.user_id.clone() };
@@ -479,16 +528,18 @@ async fn delete_all_sessions(
     api.notify_signed_out(&caller.user_id, None);
     Ok(HttpResponse::Ok()
         .insert_header((header::SET_COOKIE, session_cookie(&api, "", Duration::ZERO)))
-        .json(serde_json::json!({ "revoked": revoked.len() })))
+        .json(Revoked { revoked: revoked.len() }))
 }
 
 /// `GET /v1/auth/whoami`: the caller's user and session ids.
-async fn whoami(caller: Caller) -> HttpResponse {
-    HttpResponse::Ok().json(serde_json::json!({
-        "userId": caller.user_id,
-        "sessionId": caller.session_id,
-        "expiresAtMs": caller.expires_at_ms,
-    }))
+#[utoipa::path(get, path = "/v1/auth/whoami", tag = "auth",
+    responses((status = 200, description = "The caller's user and session", body = WhoAmI)))]
+pub(super) async fn whoami(caller: Caller) -> HttpResponse {
+    HttpResponse::Ok().json(WhoAmI {
+        user_id: caller.user_id,
+        session_id: caller.session_id,
+        expires_at_ms: caller.expires_at_ms,
+    })
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig) {

@@ -49,8 +49,9 @@ impl<T> OptionalJson<T> {
 }
 
 /// No body, or the empty object `{}` (a body with any field is refused like an unknown field).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = Empty)]
 pub struct NoBody {}
 
 impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {

@@ -23,6 +23,22 @@ pub const REPLAYED: &str = "idempotent-replayed";
 /// Longest key accepted.
 pub const MAX_KEY_LEN: usize = 200;
 
+/// The header as the OpenAPI document describes it on the creating routes.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+pub struct KeyHeader {
+    /// A fresh key per new request, the same key when retrying it: the retry gets the first answer and nothing is
+    /// created twice (docs/API.md, "Idempotent creation"). 1 to 200 printable ASCII characters; the pattern also keeps
+    /// spaces off both ends, which HTTP would strip.
+    #[param(
+        rename = "Idempotency-Key",
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?$"
+    )]
+    pub key: Option<String>,
+}
+
 /// The request's key, if it sent one: scoped to the caller and `route` (method and path with its ids, so the same
 /// key on another path is another key), with the SHA-256 of the parsed `body` as the request's fingerprint (so
 /// `{}` and an absent optional body, or reordered fields, are the same request). 400 `invalid_idempotency_key` for a

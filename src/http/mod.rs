@@ -10,9 +10,12 @@ mod body;
 mod error;
 pub mod idempotency;
 pub mod limits;
+mod me;
+pub mod openapi;
 mod ops;
 mod orgs;
 mod processes;
+mod replies;
 pub mod session_cache;
 mod tasks;
 mod webapp;
@@ -174,6 +177,14 @@ pub async fn admin(api: &Api, caller: &Caller, org: &str) -> Result<MemberRow, A
     Ok(m)
 }
 
+/// A path segment read as one of the values of `T` (an enum of unit variants, named as its serde attributes say), or
+/// `None`: the operations a route's `{op}` or `{action}` may name, one type for the handler and the OpenAPI document.
+pub(crate) fn segment<T: serde::de::DeserializeOwned>(text: &str) -> Option<T> {
+    use serde::de::IntoDeserializer;
+    let text: serde::de::value::StrDeserializer<'_, serde::de::value::Error> = text.into_deserializer();
+    T::deserialize(text).ok()
+}
+
 async fn not_found(req: HttpRequest) -> HttpResponse {
     use actix_web::ResponseError;
     ApiError::new(
@@ -275,6 +286,7 @@ where
 
 /// Configures an app with every route; `api` is shared by all workers.
 pub fn configure(api: web::Data<Api>) -> impl Fn(&mut web::ServiceConfig) + Clone {
+    openapi::prepare();
     move |cfg| {
         cfg.app_data(api.clone())
             .app_data(web::QueryConfig::default().error_handler(error::query_error))
@@ -285,6 +297,8 @@ pub fn configure(api: web::Data<Api>) -> impl Fn(&mut web::ServiceConfig) + Clon
                 web::scope("/v1")
                     .wrap_fn(observe)
                     .configure(auth::routes)
+                    .configure(me::routes)
+                    .configure(openapi::routes)
                     .configure(orgs::routes)
                     .configure(processes::routes)
                     .configure(tasks::routes)

@@ -1,27 +1,30 @@
-//! Routes of the signed-in user (`/v1/me`, `/v1/models`) and of organizations: profile and snapshot, members,
-//! repositories, audit log, GitHub connection and sync, and admin recovery operations.
+//! Routes of organizations: creation and the caller's list, the snapshot, members, repositories, audit log, GitHub
+//! connection and sync, and admin recovery operations.
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use super::body::{Json, NoBody};
 use super::idempotency::{self, Step};
+use super::openapi::{BadGateway, Conflict, OrgParams, RepoParams, Unprocessable};
+use super::replies::{AdminOutcome, GitHubConnection, OrganizationList, Rebuilt, SyncStarted};
 use super::{admin, member, Api, ApiError, Caller};
-use crate::actors::audit_log::ListAuditEvents;
+use crate::actors::audit_log::{AuditPage, ListAuditEvents};
 use crate::actors::auth_directory::{ResolveLogin, AUTH_DIRECTORY_KEY};
 use crate::actors::github_data::{
     AdminClearState, AdminFullSync, ConnectGitHub, GetSyncStatus, GitHubService, RequestSync,
 };
+use crate::actors::organization::schema::{MemberRow, RepoRow};
 use crate::actors::organization::{
     AddMember, AddRepository, CreateOrganization, GetOrganizationSnapshot, GetRepository, ListMembers,
-    ListRepositories, MemberRole, OrgKind, Owner, RemoveMember,
+    ListRepositories, MemberRole, OrgKind, OrganizationSnapshot, Owner, RemoveMember,
 };
 use crate::actors::repository::ListTaskSummaries;
-use crate::actors::user::{
-    GetAppSnapshot, GetOAuthAccessToken, GetUser, GrantOrganization, SetActiveOrganization, SetDefaultModel,
-    SetStarterRepoStatus, StarterRepoStatus, StoredAccessToken, UpsertUser,
-};
+use crate::actors::summary::TaskSummary;
+use crate::actors::user::{GetAppSnapshot, GetOAuthAccessToken, GetUser, GrantOrganization, StoredAccessToken};
+use crate::actors::validate::schema::{Branch, DisplayName, Id, Label, RemoteUrl};
 use crate::actors::DomainError;
 use crate::actors::{validate, RepoKey};
 use crate::integrations::github::client::{AccountKind, GitHubClient};
@@ -47,75 +50,18 @@ fn require_github(api: &Api) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// `GET /v1/me`: the caller's `app` snapshot (user, profile, default model, organizations).
-async fn me(req: HttpRequest, caller: Caller) -> Res {
-    ok(super::api(&req)?.domain.users.read_existing(&caller.user_id, GetAppSnapshot).await?)
-}
-
-#[derive(Deserialize)]
+#[derive(Deserialize, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct ProfileBody {
-    name: Option<String>,
-    avatar_url: Option<String>,
-}
-
-/// `PATCH /v1/me {name?, avatarUrl?}`: the caller's display name and avatar (the email comes from the sign-in).
-async fn update_me(req: HttpRequest, caller: Caller, body: Json<ProfileBody>) -> Res {
-    let api = super::api(&req)?;
-    let b = body.into_inner();
-    let user = api.domain.users.read_existing(&caller.user_id, GetUser).await?;
-    let upsert = UpsertUser {
-        name: b.name.unwrap_or(user.user.name),
-        email: user.user.email,
-        // An empty URL removes the picture; an absent one keeps it.
-        avatar_url: match b.avatar_url {
-            Some(url) if url.trim().is_empty() => None,
-            Some(url) => Some(url),
-            None => user.user.avatar_url,
-        },
-    };
-    api.domain.users.mutate_existing(&caller.user_id, upsert).await?;
-    ok(api.domain.users.read_existing(&caller.user_id, GetAppSnapshot).await?)
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ModelBody {
-    model: String,
-}
-
-/// `PUT /v1/me/default-model {model}`.
-async fn set_default_model(req: HttpRequest, caller: Caller, body: Json<ModelBody>) -> Res {
-    let api = super::api(&req)?;
-    api.domain.users.mutate_existing(&caller.user_id, SetDefaultModel { model: body.into_inner().model }).await?;
-    ok(api.domain.users.read_existing(&caller.user_id, GetAppSnapshot).await?)
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct StarterBody {
-    status: StarterRepoStatus,
-}
-
-/// `PUT /v1/me/starter-repo {status: "starred" | "skipped"}`.
-async fn set_starter_repo(req: HttpRequest, caller: Caller, body: Json<StarterBody>) -> Res {
-    let api = super::api(&req)?;
-    let msg = SetStarterRepoStatus { status: body.into_inner().status };
-    api.domain.users.mutate_existing(&caller.user_id, msg).await?;
-    ok(api.domain.users.read_existing(&caller.user_id, GetAppSnapshot).await?)
-}
-
-/// `GET /v1/models`: the models sessions may use.
-async fn models(req: HttpRequest, _: Caller) -> Res {
-    ok(super::api(&req)?.domain.models())
-}
-
-#[derive(Deserialize, Serialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct CreateOrgBody {
+pub(super) struct CreateOrgBody {
+    /// The organization's id: foundry's own name, unrelated to any GitHub login.
+    #[schema(value_type = Id)]
     id: String,
+    #[schema(value_type = DisplayName)]
     display_name: String,
+    /// The profile's label until a GitHub connection sets it (default: the id).
+    #[schema(value_type = Option<Label>)]
     login: Option<String>,
+    /// The profile's kind until a GitHub connection sets it (default: `organization`).
     kind: Option<OrgKind>,
 }
 
@@ -126,7 +72,14 @@ struct CreateOrgBody {
 /// With an `Idempotency-Key`: the organization's id comes from the body, so the caller's own user actor holds the
 /// key's claim (the same key with another body, e.g. another id, is refused there) and the answer; the new
 /// organization records the key in the transaction that creates it, which makes the creation exactly-once.
-async fn create_org(req: HttpRequest, caller: Caller, body: Json<CreateOrgBody>) -> Res {
+#[utoipa::path(post, path = "/v1/orgs", tag = "organizations", request_body = CreateOrgBody,
+    params(idempotency::KeyHeader),
+    responses(
+        (status = 201, description = "Created, with the caller as its owner", body = OrganizationSnapshot),
+        (status = 409, response = Conflict),
+        (status = 422, response = Unprocessable),
+    ))]
+pub(super) async fn create_org(req: HttpRequest, caller: Caller, body: Json<CreateOrgBody>) -> Res {
     let api = super::api(&req)?;
     let body = body.into_inner();
     let once = idempotency::key(&req, &caller, "POST /v1/orgs", &body)?;
@@ -184,32 +137,19 @@ async fn create_org(req: HttpRequest, caller: Caller, body: Json<CreateOrgBody>)
 }
 
 /// `GET /v1/orgs`: the caller's organizations with names and roles, and the active one (the `app` snapshot's).
-async fn list_orgs(req: HttpRequest, caller: Caller) -> Res {
+#[utoipa::path(get, path = "/v1/orgs", tag = "organizations",
+    responses((status = 200, description = "The caller's organizations", body = OrganizationList)))]
+pub(super) async fn list_orgs(req: HttpRequest, caller: Caller) -> Res {
     let app = super::api(&req)?.domain.users.read_existing(&caller.user_id, GetAppSnapshot).await?;
-    ok(serde_json::json!({
-        "organizations": app.organizations,
-        "activeOrganizationId": app.active_organization_id,
-    }))
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct ActiveOrgBody {
-    org_id: String,
-}
-
-/// `PUT /v1/me/active-organization {orgId}`: where the caller's app opens (members only).
-async fn set_active_org(req: HttpRequest, caller: Caller, body: Json<ActiveOrgBody>) -> Res {
-    let api = super::api(&req)?;
-    let org_id = body.into_inner().org_id;
-    member(&api, &caller, &org_id).await?;
-    api.domain.users.mutate_existing(&caller.user_id, SetActiveOrganization { org_id }).await?;
-    ok(api.domain.users.read_existing(&caller.user_id, GetAppSnapshot).await?)
+    ok(OrganizationList { organizations: app.organizations, active_organization_id: app.active_organization_id })
 }
 
 /// `GET /v1/orgs/{org}`: the organization snapshot (what `organizationUpdated` carries). While WebSocket clients
 /// subscribe to it, the topic's already-serialised snapshot is served without asking the actor.
-async fn get_org(req: HttpRequest, caller: Caller, org: web::Path<String>) -> Res {
+#[utoipa::path(get, path = "/v1/orgs/{org}", tag = "organizations", params(OrgParams),
+    responses((status = 200, description = "The organization snapshot", body = OrganizationSnapshot)))]
+pub(super) async fn get_org(req: HttpRequest, caller: Caller, path: web::Path<OrgParams>) -> Res {
+    let org = path.into_inner().org;
     let api = super::api(&req)?;
     member(&api, &caller, &org).await?;
     if let Some(ev) = api.domain.orgs.latest_snapshot(&org, crate::actors::organization::TOPIC) {
@@ -218,29 +158,53 @@ async fn get_org(req: HttpRequest, caller: Caller, org: web::Path<String>) -> Re
     ok(api.domain.orgs.read_existing(&org, GetOrganizationSnapshot).await?)
 }
 
-async fn list_members(req: HttpRequest, caller: Caller, org: web::Path<String>) -> Res {
+/// `GET /v1/orgs/{org}/members`: the members, by user id.
+#[utoipa::path(get, path = "/v1/orgs/{org}/members", tag = "organizations", params(OrgParams),
+    responses((status = 200, description = "The members", body = Vec<MemberRow>)))]
+pub(super) async fn list_members(req: HttpRequest, caller: Caller, path: web::Path<OrgParams>) -> Res {
+    let org = path.into_inner().org;
     let api = super::api(&req)?;
     member(&api, &caller, &org).await?;
     ok(api.domain.orgs.read_existing(&org, ListMembers).await?)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct MemberBody {
+pub(super) struct MemberBody {
     role: MemberRole,
+    /// How the member is listed (default: their GitHub login, else their name).
+    #[schema(value_type = Option<Label>)]
     login: Option<String>,
+}
+
+/// The `{org}/members/{user}` path segments.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub(super) struct MemberParams {
+    /// The organization's id.
+    #[param(value_type = Id)]
+    org: String,
+    /// The member's user id.
+    #[param(value_type = Id)]
+    user: String,
 }
 
 /// `PUT /v1/orgs/{org}/members/{user} {role, login?}`: adds a signed-up user or changes their role (admins; only
 /// owners make owners).
-async fn put_member(
+#[utoipa::path(put, path = "/v1/orgs/{org}/members/{user}", tag = "organizations", params(MemberParams),
+    request_body = MemberBody,
+    responses(
+        (status = 200, description = "The member as now recorded", body = MemberRow),
+        (status = 409, response = Conflict),
+    ))]
+pub(super) async fn put_member(
     req: HttpRequest,
     caller: Caller,
-    path: web::Path<(String, String)>,
+    path: web::Path<MemberParams>,
     body: Json<MemberBody>,
 ) -> Res {
     let api = super::api(&req)?;
-    let (org, user_id) = path.into_inner();
+    let MemberParams { org, user: user_id } = path.into_inner();
     let me = admin(&api, &caller, &org).await?;
     let body = body.into_inner();
     if body.role == MemberRole::Owner && me.role() != MemberRole::Owner {
@@ -254,9 +218,11 @@ async fn put_member(
     ok(api.domain.orgs.mutate_existing(&org, msg).await?)
 }
 
-#[derive(Deserialize, Serialize)]
+#[derive(Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct InviteBody {
+pub(super) struct InviteBody {
+    /// The login they signed in with (GitHub, else development; case-insensitive).
+    #[schema(value_type = Id)]
     login: String,
     role: MemberRole,
 }
@@ -264,9 +230,21 @@ struct InviteBody {
 /// `POST /v1/orgs/{org}/members {login, role}`: adds the user who signed in with that login (GitHub first, then a
 /// development login); admins only, only owners make owners. 404 `user_not_found` if nobody has signed in with it,
 /// 409 if they are already a member (decided in the transaction that adds them, after an `Idempotency-Key`'s replay).
-async fn invite_member(req: HttpRequest, caller: Caller, org: web::Path<String>, body: Json<InviteBody>) -> Res {
+#[utoipa::path(post, path = "/v1/orgs/{org}/members", tag = "organizations", params(OrgParams, idempotency::KeyHeader),
+    request_body = InviteBody,
+    responses(
+        (status = 201, description = "Added", body = MemberRow),
+        (status = 409, response = Conflict),
+        (status = 422, response = Unprocessable),
+    ))]
+pub(super) async fn invite_member(
+    req: HttpRequest,
+    caller: Caller,
+    path: web::Path<OrgParams>,
+    body: Json<InviteBody>,
+) -> Res {
+    let org = path.into_inner().org;
     let api = super::api(&req)?;
-    let org = org.into_inner();
     let me = admin(&api, &caller, &org).await?;
     let body = body.into_inner();
     let once = idempotency::key(&req, &caller, &format!("POST /v1/orgs/{org}/members"), &body)?;
@@ -301,9 +279,12 @@ async fn invite_member(req: HttpRequest, caller: Caller, org: web::Path<String>,
 }
 
 /// `DELETE /v1/orgs/{org}/members/{user}`: admins remove members; anyone may leave.
-async fn delete_member(req: HttpRequest, caller: Caller, path: web::Path<(String, String)>, _: NoBody) -> Res {
+#[utoipa::path(delete, path = "/v1/orgs/{org}/members/{user}", tag = "organizations", params(MemberParams),
+    request_body = Option<NoBody>,
+    responses((status = 204, description = "Removed"), (status = 409, response = Conflict)))]
+pub(super) async fn delete_member(req: HttpRequest, caller: Caller, path: web::Path<MemberParams>, _: NoBody) -> Res {
     let api = super::api(&req)?;
-    let (org, user_id) = path.into_inner();
+    let MemberParams { org, user: user_id } = path.into_inner();
     if user_id == caller.user_id {
         member(&api, &caller, &org).await?;
     } else {
@@ -317,26 +298,48 @@ async fn delete_member(req: HttpRequest, caller: Caller, path: web::Path<(String
     }
 }
 
-async fn list_repos(req: HttpRequest, caller: Caller, org: web::Path<String>) -> Res {
+/// `GET /v1/orgs/{org}/repos`: the organization's repositories, by full name.
+#[utoipa::path(get, path = "/v1/orgs/{org}/repos", tag = "organizations", params(OrgParams),
+    responses((status = 200, description = "The repositories", body = Vec<RepoRow>)))]
+pub(super) async fn list_repos(req: HttpRequest, caller: Caller, path: web::Path<OrgParams>) -> Res {
+    let org = path.into_inner().org;
     let api = super::api(&req)?;
     member(&api, &caller, &org).await?;
     ok(api.domain.orgs.read_existing(&org, ListRepositories).await?)
 }
 
-#[derive(Deserialize, Serialize)]
+#[derive(Deserialize, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct AddRepoBody {
+pub(super) struct AddRepoBody {
+    #[schema(value_type = Id)]
     repo_id: String,
+    /// `owner/name`.
+    #[schema(value_type = DisplayName)]
     full_name: String,
+    #[schema(value_type = RemoteUrl)]
     remote_url: String,
+    /// Default: `main`.
+    #[schema(value_type = Option<Branch>)]
     default_branch: Option<String>,
 }
 
 /// `POST /v1/orgs/{org}/repos {repoId, fullName, remoteUrl, defaultBranch?}`: imports a repository (admins). With an
 /// `Idempotency-Key`, the organization records the key with the repository it adds.
-async fn add_repo(req: HttpRequest, caller: Caller, org: web::Path<String>, body: Json<AddRepoBody>) -> Res {
+#[utoipa::path(post, path = "/v1/orgs/{org}/repos", tag = "organizations", params(OrgParams, idempotency::KeyHeader),
+    request_body = AddRepoBody,
+    responses(
+        (status = 201, description = "Imported", body = RepoRow),
+        (status = 409, response = Conflict),
+        (status = 422, response = Unprocessable),
+    ))]
+pub(super) async fn add_repo(
+    req: HttpRequest,
+    caller: Caller,
+    path: web::Path<OrgParams>,
+    body: Json<AddRepoBody>,
+) -> Res {
+    let org = path.into_inner().org;
     let api = super::api(&req)?;
-    let org = org.into_inner();
     admin(&api, &caller, &org).await?;
     let b = body.into_inner();
     let once = idempotency::key(&req, &caller, &format!("POST /v1/orgs/{org}/repos"), &b)?;
@@ -361,18 +364,23 @@ async fn add_repo(req: HttpRequest, caller: Caller, org: web::Path<String>, body
     .await
 }
 
-async fn get_repo(req: HttpRequest, caller: Caller, path: web::Path<(String, String)>) -> Res {
+/// `GET /v1/orgs/{org}/repos/{repo}`: one repository.
+#[utoipa::path(get, path = "/v1/orgs/{org}/repos/{repo}", tag = "organizations", params(RepoParams),
+    responses((status = 200, description = "The repository", body = RepoRow)))]
+pub(super) async fn get_repo(req: HttpRequest, caller: Caller, path: web::Path<RepoParams>) -> Res {
     let api = super::api(&req)?;
-    let (org, repo) = path.into_inner();
+    let (org, repo) = path.into_inner().parts();
     member(&api, &caller, &org).await?;
     validate::repo_id("repo", &repo)?;
     ok(api.domain.orgs.read_existing(&org, GetRepository { repo_id: repo }).await?)
 }
 
 /// `GET /v1/orgs/{org}/repos/{repo}/tasks`: the repository's task summaries.
-async fn list_tasks(req: HttpRequest, caller: Caller, path: web::Path<(String, String)>) -> Res {
+#[utoipa::path(get, path = "/v1/orgs/{org}/repos/{repo}/tasks", tag = "organizations", params(RepoParams),
+    responses((status = 200, description = "The task summaries", body = Vec<TaskSummary>)))]
+pub(super) async fn list_tasks(req: HttpRequest, caller: Caller, path: web::Path<RepoParams>) -> Res {
     let api = super::api(&req)?;
-    let (org, repo) = path.into_inner();
+    let (org, repo) = path.into_inner().parts();
     member(&api, &caller, &org).await?;
     validate::repo_id("repo", &repo)?;
     api.domain.orgs.read_existing(&org, GetRepository { repo_id: repo.clone() }).await?;
@@ -381,17 +389,33 @@ async fn list_tasks(req: HttpRequest, caller: Caller, path: web::Path<(String, S
     ok(api.domain.repos.read(&RepoKey::new(&org, &repo), ListTaskSummaries).await?)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct AuditQuery {
+#[into_params(parameter_in = Query)]
+pub(super) struct AuditQuery {
+    /// Only events of this repository.
+    #[param(value_type = Option<Id>)]
     repo: Option<String>,
+    /// Only events of this task (of `repo`).
+    #[param(value_type = Option<Id>)]
     task: Option<String>,
+    /// Only events older than this id: a page's `nextBefore`.
     before: Option<i64>,
+    /// Page size (default 50).
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<u32>,
 }
 
 /// `GET /v1/orgs/{org}/audit?repo&task&before&limit`: audit events, newest first.
-async fn audit(req: HttpRequest, caller: Caller, org: web::Path<String>, q: web::Query<AuditQuery>) -> Res {
+#[utoipa::path(get, path = "/v1/orgs/{org}/audit", tag = "organizations", params(OrgParams, AuditQuery),
+    responses((status = 200, description = "A page of events, newest first", body = AuditPage)))]
+pub(super) async fn audit(
+    req: HttpRequest,
+    caller: Caller,
+    path: web::Path<OrgParams>,
+    q: web::Query<AuditQuery>,
+) -> Res {
+    let org = path.into_inner().org;
     let api = super::api(&req)?;
     member(&api, &caller, &org).await?;
     let q = q.into_inner();
@@ -410,21 +434,26 @@ async fn audit(req: HttpRequest, caller: Caller, org: web::Path<String>, q: web:
 }
 
 /// `GET /v1/orgs/{org}/github`: sync status and mirror counts.
-async fn github_status(req: HttpRequest, caller: Caller, org: web::Path<String>) -> Res {
+#[utoipa::path(get, path = "/v1/orgs/{org}/github", tag = "github", params(OrgParams),
+    responses((status = 200, description = "The connection and its sync", body = GitHubConnection)))]
+pub(super) async fn github_status(req: HttpRequest, caller: Caller, path: web::Path<OrgParams>) -> Res {
+    let org = path.into_inner().org;
     let api = super::api(&req)?;
     member(&api, &caller, &org).await?;
     match api.domain.github.read_existing(&org, GetSyncStatus).await {
-        Ok(status) => ok(serde_json::json!({ "connected": true, "status": status })),
+        Ok(status) => ok(GitHubConnection { connected: true, status: Some(status) }),
         Err(CallError::NotFound { .. } | CallError::Handler(DomainError::NotFound { .. })) => {
-            ok(serde_json::json!({ "connected": false }))
+            ok(GitHubConnection { connected: false, status: None })
         }
         Err(e) => Err(e.into()),
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ConnectBody {
+pub(super) struct ConnectBody {
+    /// The GitHub account's login.
+    #[schema(value_type = Id)]
     login: String,
     kind: AccountKind,
 }
@@ -481,7 +510,21 @@ async fn prove_control(
 
 /// `POST /v1/orgs/{org}/github/connect {login, kind}`: links a GitHub account (admins who control it on GitHub: see
 /// `prove_control`), then starts a sync. 409 when another organization holds the account.
-async fn github_connect(req: HttpRequest, caller: Caller, org: web::Path<String>, body: Json<ConnectBody>) -> Res {
+#[utoipa::path(post, path = "/v1/orgs/{org}/github/connect", tag = "github", params(OrgParams),
+    request_body = ConnectBody,
+    responses(
+        (status = 202, description = "Connected; a sync started", body = SyncStarted),
+        (status = 409, response = Conflict),
+        (status = 422, response = Unprocessable),
+        (status = 502, response = BadGateway),
+    ))]
+pub(super) async fn github_connect(
+    req: HttpRequest,
+    caller: Caller,
+    path: web::Path<OrgParams>,
+    body: Json<ConnectBody>,
+) -> Res {
+    let org = path.into_inner().org;
     let api = super::api(&req)?;
     admin(&api, &caller, &org).await?;
     require_github(&api)?;
@@ -497,50 +540,75 @@ async fn github_connect(req: HttpRequest, caller: Caller, org: web::Path<String>
     // Claims the account, then creates the organization's GitHub mirror; a refusal creates nothing.
     api.domain.connect_github(&org, connect).await?;
     let generation = api.domain.github.exec(&org, RequestSync { by }).await?;
-    Ok(HttpResponse::Accepted().json(serde_json::json!({ "generation": generation })))
+    Ok(HttpResponse::Accepted().json(SyncStarted { generation }))
 }
 
-/// `POST /v1/orgs/{org}/github/sync`: starts a sync (members); a running one is reported, not doubled.
-async fn github_sync(req: HttpRequest, caller: Caller, org: web::Path<String>, _: NoBody) -> Res {
+/// `POST /v1/orgs/{org}/github/sync`: starts a sync (members); while one runs, 409 (never two at once).
+#[utoipa::path(post, path = "/v1/orgs/{org}/github/sync", tag = "github", params(OrgParams),
+    request_body = Option<NoBody>,
+    responses(
+        (status = 202, description = "A sync started", body = SyncStarted),
+        (status = 409, response = Conflict),
+        (status = 422, response = Unprocessable),
+    ))]
+pub(super) async fn github_sync(req: HttpRequest, caller: Caller, path: web::Path<OrgParams>, _: NoBody) -> Res {
+    let org = path.into_inner().org;
     let api = super::api(&req)?;
     member(&api, &caller, &org).await?;
     require_github(&api)?;
     let generation = api.domain.github.exec_existing(&org, RequestSync { by: Some(caller.user_id.clone()) }).await?;
-    Ok(HttpResponse::Accepted().json(serde_json::json!({ "generation": generation })))
+    Ok(HttpResponse::Accepted().json(SyncStarted { generation }))
+}
+
+/// A recovery operation of `POST /v1/orgs/{org}/admin/{op}`.
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub(super) enum AdminOp {
+    /// Sync everything again from GitHub (200 with the sync's generation).
+    FullSync,
+    /// Forget the GitHub mirror (204).
+    ClearGithub,
+    /// Rebuild the task summaries from the tasks (200 with how many).
+    Rebuild,
 }
 
 /// `POST /v1/orgs/{org}/admin/{op}`: recovery operations (admins): `full-sync`, `clear-github`, `rebuild`.
-async fn admin_op(req: HttpRequest, caller: Caller, path: web::Path<(String, String)>, _: NoBody) -> Res {
+#[utoipa::path(post, path = "/v1/orgs/{org}/admin/{op}", tag = "github",
+    params(OrgParams, ("op" = inline(AdminOp), Path, description = "The operation")),
+    request_body = Option<NoBody>,
+    responses(
+        (status = 200, description = "`full-sync`: the sync's generation; `rebuild`: the summaries written",
+            body = AdminOutcome),
+        (status = 204, description = "`clear-github`: cleared (or never connected)"),
+        (status = 409, response = Conflict),
+        (status = 422, response = Unprocessable),
+    ))]
+pub(super) async fn admin_op(req: HttpRequest, caller: Caller, path: web::Path<(String, String)>, _: NoBody) -> Res {
     let api = super::api(&req)?;
     let (org, op) = path.into_inner();
     admin(&api, &caller, &org).await?;
+    let op: AdminOp = super::segment(&op).ok_or_else(|| ApiError::not_found(format!("no admin operation {op:?}")))?;
     let by = Some(caller.user_id.clone());
-    match op.as_str() {
-        "full-sync" => {
+    match op {
+        AdminOp::FullSync => {
             require_github(&api)?;
-            ok(serde_json::json!({ "generation": api.domain.github.exec_existing(&org, AdminFullSync { by }).await? }))
+            let generation = api.domain.github.exec_existing(&org, AdminFullSync { by }).await?;
+            ok(AdminOutcome::Sync(SyncStarted { generation }))
         }
-        "clear-github" => match api.domain.github.exec_existing(&org, AdminClearState { by }).await {
+        AdminOp::ClearGithub => match api.domain.github.exec_existing(&org, AdminClearState { by }).await {
             // Never connected: nothing to clear (and nothing to audit: nothing happened).
             Ok(()) | Err(CallError::NotFound { .. }) => Ok(HttpResponse::NoContent().finish()),
             Err(e) => Err(e.into()),
         },
-        "rebuild" => {
+        AdminOp::Rebuild => {
             let written = api.domain.admin_rebuild_organization(&org, by.as_deref()).await?;
-            ok(serde_json::json!({ "taskSummaries": written }))
+            ok(AdminOutcome::Rebuilt(Rebuilt { task_summaries: written }))
         }
-        _ => Err(ApiError::not_found(format!("no admin operation {op:?}"))),
     }
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/me", web::get().to(me))
-        .route("/me", web::patch().to(update_me))
-        .route("/me/default-model", web::put().to(set_default_model))
-        .route("/me/starter-repo", web::put().to(set_starter_repo))
-        .route("/models", web::get().to(models))
-        .route("/me/active-organization", web::put().to(set_active_org))
-        .route("/orgs", web::get().to(list_orgs))
+    cfg.route("/orgs", web::get().to(list_orgs))
         .route("/orgs", web::post().to(create_org))
         .route("/orgs/{org}", web::get().to(get_org))
         .route("/orgs/{org}/members", web::get().to(list_members))

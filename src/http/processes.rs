@@ -7,23 +7,27 @@ use std::sync::Arc;
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+use utoipa::{IntoParams, ToSchema};
 
 use super::body::{Json, NoBody};
 use super::idempotency;
+use super::openapi::{BadGateway, Conflict, TaskParams, Unprocessable};
+use super::replies::ProcessLogs;
 use super::tasks::task_of;
 use super::{Api, ApiError, Caller};
-use crate::actors::task::processes::{ForgetProcess, GetTaskProcess, ListTaskProcesses, ProcessAction, TrackProcess};
-use crate::integrations::sandbox::{ProcessError, ProcessHost, ProcessService, ProcessSpec};
+use crate::actors::task::processes::{
+    ForgetProcess, GetTaskProcess, ListTaskProcesses, ProcessAction, ProcessRow, ProcessesSnapshot, TrackProcess,
+};
+use crate::actors::validate::schema::Id;
+use crate::integrations::sandbox::{
+    ProcessError, ProcessHost, ProcessService, ProcessSpec, MAX_ARGS, MAX_ARG_BYTES, MAX_COMMAND_CHARS, MAX_ENV,
+};
 use crate::runtime::idempotency::ReserveIdempotency;
 
 type Res = Result<HttpResponse, ApiError>;
-type TaskPath = web::Path<(String, String, String)>;
-type ProcessPath = web::Path<(String, String, String, String)>;
-
-const MAX_COMMAND_CHARS: usize = 1000;
-const MAX_ARGS: usize = 100;
-const MAX_ARG_BYTES: usize = 16 * 1024;
-const MAX_ENV: usize = 100;
+type TaskPath = web::Path<TaskParams>;
+type ProcessPath = web::Path<ProcessParams>;
 
 impl From<ProcessError> for ApiError {
     fn from(e: ProcessError) -> Self {
@@ -68,15 +72,36 @@ async fn process_of(
     caller: &Caller,
     path: ProcessPath,
 ) -> Result<(web::Data<Api>, crate::actors::TaskKey, String), ApiError> {
-    let (org, repo, task, id) = path.into_inner();
+    let ProcessParams { org, repo, task, process: id } = path.into_inner();
     let (api, task) = task_of(req, caller, (org, repo, task)).await?;
     Ok((api, task, id))
 }
 
-async fn list(req: HttpRequest, caller: Caller, path: TaskPath) -> Res {
-    let (api, task) = task_of(&req, &caller, path.into_inner()).await?;
-    Ok(HttpResponse::Ok()
-        .json(serde_json::json!({ "processes": api.domain.tasks.read(&task, ListTaskProcesses).await? })))
+/// The `T/processes/{process}` path segments.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub(super) struct ProcessParams {
+    /// The organization's id.
+    #[param(value_type = Id)]
+    org: String,
+    /// The repository's id in the organization.
+    #[param(value_type = Id)]
+    repo: String,
+    /// The task's id in the repository.
+    #[param(value_type = Id)]
+    task: String,
+    /// The process's id in the sandbox (one of this task's).
+    process: String,
+}
+
+/// `GET T/processes`: the task's processes, oldest first.
+#[utoipa::path(get, path = "/v1/orgs/{org}/repos/{repo}/tasks/{task}/processes", tag = "processes",
+    operation_id = "list_processes", params(TaskParams),
+    responses((status = 200, description = "The task's processes", body = ProcessesSnapshot)))]
+pub(super) async fn list(req: HttpRequest, caller: Caller, path: TaskPath) -> Res {
+    let (api, task) = task_of(&req, &caller, path.into_inner().parts()).await?;
+    let processes = api.domain.tasks.read(&task, ListTaskProcesses).await?;
+    Ok(HttpResponse::Ok().json(ProcessesSnapshot { processes }))
 }
 
 /// `POST T/processes {command, args?, cwd?, env?}`: starts a process in the sandbox (201 with the process).
@@ -84,8 +109,17 @@ async fn list(req: HttpRequest, caller: Caller, path: TaskPath) -> Res {
 /// With an `Idempotency-Key`: the start happens on the sandbox host, outside any transaction, so the task reserves
 /// the key first (a retry meanwhile gets 409 `idempotency_in_progress`), and records it with the process in the
 /// transaction that records the process; a failed start releases it.
-async fn start(req: HttpRequest, caller: Caller, path: TaskPath, body: Json<ProcessSpec>) -> Res {
-    let (org, repo, task) = path.into_inner();
+#[utoipa::path(post, path = "/v1/orgs/{org}/repos/{repo}/tasks/{task}/processes", tag = "processes",
+    operation_id = "start_process", params(TaskParams, idempotency::KeyHeader),
+    request_body = ProcessSpec,
+    responses(
+        (status = 201, description = "Started", body = ProcessRow),
+        (status = 409, response = Conflict),
+        (status = 422, response = Unprocessable),
+        (status = 502, response = BadGateway),
+    ))]
+pub(super) async fn start(req: HttpRequest, caller: Caller, path: TaskPath, body: Json<ProcessSpec>) -> Res {
+    let (org, repo, task) = path.into_inner().parts();
     let route = format!("POST /v1/orgs/{org}/repos/{repo}/tasks/{task}/processes");
     let (api, task) = task_of(&req, &caller, (org, repo, task)).await?;
     let spec = body.into_inner();
@@ -128,13 +162,36 @@ async fn start(req: HttpRequest, caller: Caller, path: TaskPath, body: Json<Proc
     .await
 }
 
-async fn get(req: HttpRequest, caller: Caller, path: ProcessPath) -> Res {
+/// `GET T/processes/{process}`: one of the task's processes.
+#[utoipa::path(get, path = "/v1/orgs/{org}/repos/{repo}/tasks/{task}/processes/{process}", tag = "processes",
+    operation_id = "get_process", params(ProcessParams),
+    responses((status = 200, description = "The process", body = ProcessRow)))]
+pub(super) async fn get(req: HttpRequest, caller: Caller, path: ProcessPath) -> Res {
     let (api, task, id) = process_of(&req, &caller, path).await?;
     Ok(HttpResponse::Ok().json(api.domain.tasks.read(&task, GetTaskProcess { process_id: id }).await?))
 }
 
+/// A signal of `POST T/processes/{process}/{op}`.
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub(super) enum ProcessSignal {
+    /// SIGTERM.
+    Stop,
+    /// SIGKILL.
+    Kill,
+}
+
 /// `POST T/processes/{id}/{stop|kill}`: SIGTERM or SIGKILL.
-async fn signal(
+#[utoipa::path(post, path = "/v1/orgs/{org}/repos/{repo}/tasks/{task}/processes/{process}/{op}", tag = "processes",
+    operation_id = "signal_process",
+    params(ProcessParams, ("op" = inline(ProcessSignal), Path, description = "The signal")),
+    request_body = Option<NoBody>,
+    responses(
+        (status = 200, description = "The process after the signal", body = ProcessRow),
+        (status = 422, response = Unprocessable),
+        (status = 502, response = BadGateway),
+    ))]
+pub(super) async fn signal(
     req: HttpRequest,
     caller: Caller,
     path: web::Path<(String, String, String, String, String)>,
@@ -144,17 +201,26 @@ async fn signal(
     let (api, task) = task_of(&req, &caller, (org, repo, task)).await?;
     api.domain.tasks.read(&task, GetTaskProcess { process_id: id.clone() }).await?;
     let host = host(&api)?;
-    let (info, action) = match op.as_str() {
-        "stop" => (host.stop(&id).await?, ProcessAction::Stopped),
-        "kill" => (host.kill(&id).await?, ProcessAction::Killed),
-        _ => return Err(ApiError::not_found(format!("no process operation {op:?}"))),
+    let signal = super::segment(&op).ok_or_else(|| ApiError::not_found(format!("no process operation {op:?}")))?;
+    let (info, action) = match signal {
+        ProcessSignal::Stop => (host.stop(&id).await?, ProcessAction::Stopped),
+        ProcessSignal::Kill => (host.kill(&id).await?, ProcessAction::Killed),
     };
     let track = TrackProcess { info, action, user_id: Some(caller.user_id.clone()), once: None };
     Ok(HttpResponse::Ok().json(api.domain.tasks.exec(&task, track).await?))
 }
 
 /// `DELETE T/processes/{id}`: removes an exited process (and its logs) from the sandbox and the task.
-async fn delete(req: HttpRequest, caller: Caller, path: ProcessPath, _: NoBody) -> Res {
+#[utoipa::path(delete, path = "/v1/orgs/{org}/repos/{repo}/tasks/{task}/processes/{process}", tag = "processes",
+    operation_id = "delete_process", params(ProcessParams),
+    request_body = Option<NoBody>,
+    responses(
+        (status = 204, description = "Forgotten"),
+        (status = 409, response = Conflict),
+        (status = 422, response = Unprocessable),
+        (status = 502, response = BadGateway),
+    ))]
+pub(super) async fn delete(req: HttpRequest, caller: Caller, path: ProcessPath, _: NoBody) -> Res {
     let (api, task, id) = process_of(&req, &caller, path).await?;
     let row = api.domain.tasks.read(&task, GetTaskProcess { process_id: id.clone() }).await?;
     if row.status == "running" {
@@ -170,11 +236,18 @@ async fn delete(req: HttpRequest, caller: Caller, path: ProcessPath, _: NoBody) 
 }
 
 /// `GET T/processes/{id}/logs`: the output so far (entries with `stream`, `data`, `encoding`).
-async fn logs(req: HttpRequest, caller: Caller, path: ProcessPath) -> Res {
+#[utoipa::path(get, path = "/v1/orgs/{org}/repos/{repo}/tasks/{task}/processes/{process}/logs", tag = "processes",
+    operation_id = "process_logs", params(ProcessParams),
+    responses(
+        (status = 200, description = "The output so far", body = ProcessLogs),
+        (status = 422, response = Unprocessable),
+        (status = 502, response = BadGateway),
+    ))]
+pub(super) async fn logs(req: HttpRequest, caller: Caller, path: ProcessPath) -> Res {
     let (api, task, id) = process_of(&req, &caller, path).await?;
     api.domain.tasks.read(&task, GetTaskProcess { process_id: id.clone() }).await?;
     let entries = host(&api)?.logs(&id).await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "processId": id, "entries": entries })))
+    Ok(HttpResponse::Ok().json(ProcessLogs { process_id: id, entries }))
 }
 
 /// Registered before the task's `{action}` route, which would otherwise take `processes`.

@@ -5,15 +5,21 @@
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use super::body::{Json, NoBody, OptionalJson};
 use super::idempotency::{self, Step};
+use super::openapi::{BadGateway, Conflict, RepoParams, SessionParams, TaskParams, Unprocessable};
+use super::replies::{PullRequestOpened, SessionCommandOutcome, TaskActionOutcome, TaskCreated, TaskStatusChanged};
 use super::{member, Api, ApiError, Caller};
-use crate::actors::repository::{CreateTask, PreviewTaskNames};
-use crate::actors::session::{ChangeModel, GetSessionDetail, GetSessionState, RenameSession, StopSession};
+use crate::actors::repository::{CreateTask, PreviewTaskNames, TaskNames};
+use crate::actors::session::{
+    ChangeModel, GetSessionDetail, GetSessionState, RenameSession, SessionDetail, StopSession, Submitted,
+};
 use crate::actors::task::{CloseSession, CreateSession, RenameTask, SwitchTask};
 use crate::actors::user::{DraftAttachment, MarkSessionUnread, SaveDraft, SetActiveSession};
-use crate::actors::{validate, RepoKey, SessionKey, TaskKey};
+use crate::actors::validate::schema::{Branch, DisplayName, FilePath, Id, Text};
+use crate::actors::{validate, RepoKey, SessionKey, TaskKey, TaskView};
 use crate::runtime::IdempotencyKey;
 
 type Res = Result<HttpResponse, ApiError>;
@@ -55,41 +61,44 @@ async fn session_of(
     Ok((api, session))
 }
 
-type TaskPath = web::Path<(String, String, String)>;
-type SessionPath = web::Path<(String, String, String, String)>;
+type TaskPath = web::Path<TaskParams>;
+type SessionPath = web::Path<SessionParams>;
 
-#[derive(Deserialize, Serialize)]
+#[derive(Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CreateTaskBody {
+pub(super) struct CreateTaskBody {
+    /// What the agent is asked to do (the first session's first prompt).
+    #[schema(value_type = Text)]
     prompt: String,
+    /// Default: derived from the prompt.
+    #[schema(value_type = Option<DisplayName>)]
     title: Option<String>,
+    /// Default: derived from the title, made unique (409 if a given one has a task).
+    #[schema(value_type = Option<Branch>)]
     branch: Option<String>,
+    /// A model id of `GET /v1/models` (default: the caller's default model).
     model: Option<String>,
-}
-
-fn created_task(created: &crate::actors::repository::CreatedTask) -> serde_json::Value {
-    serde_json::json!({
-        "orgId": created.task.org,
-        "repoId": created.task.repo,
-        "taskId": created.task.task,
-        "title": created.title,
-        "branch": created.branch,
-        "sessionId": created.session_id,
-        "sessionVersion": created.session_version,
-    })
 }
 
 /// `POST .../repos/{repo}/tasks {prompt, title?, branch?, model?}`: creates a task with its first session, whose
 /// agent starts on the prompt. `sessionVersion` is that session's topic version before the turn started: subscribing
 /// with `after` it, the client's first `sessionUpdated` is the turn's start (or anything later), never older. With an
 /// `Idempotency-Key`, the repository records the key with the task it assigns.
-async fn create_task(
+#[utoipa::path(post, path = "/v1/orgs/{org}/repos/{repo}/tasks", tag = "tasks",
+    params(RepoParams, idempotency::KeyHeader),
+    request_body = CreateTaskBody,
+    responses(
+        (status = 201, description = "Created; its first session's agent started on the prompt", body = TaskCreated),
+        (status = 409, response = Conflict),
+        (status = 422, response = Unprocessable),
+    ))]
+pub(super) async fn create_task(
     req: HttpRequest,
     caller: Caller,
-    path: web::Path<(String, String)>,
+    path: web::Path<RepoParams>,
     body: Json<CreateTaskBody>,
 ) -> Res {
-    let (org, repo) = path.into_inner();
+    let (org, repo) = path.into_inner().parts();
     let api = authorized(&req, &caller, &[&org, &repo]).await?;
     let b = body.into_inner();
     let once = idempotency::key(&req, &caller, &format!("POST /v1/orgs/{org}/repos/{repo}/tasks"), &b)?;
@@ -103,12 +112,12 @@ async fn create_task(
     };
     idempotency::to_completion(async move {
         let Some(key) = once else {
-            return Ok(HttpResponse::Created().json(created_task(&api.domain.create_task(&repo, msg).await?)));
+            return Ok(HttpResponse::Created().json(TaskCreated::from(&api.domain.create_task(&repo, msg).await?)));
         };
         match idempotency::step(api.domain.create_task_once(&repo, msg, key.clone()).await?)? {
             Step::Answered(res) => Ok(res),
             Step::Finish(created, replayed) => {
-                let body = created_task(&created);
+                let body = TaskCreated::from(&created);
                 idempotency::answer(&api.domain.repos, &repo, &key, StatusCode::CREATED, body, replayed).await
             }
         }
@@ -116,23 +125,32 @@ async fn create_task(
     .await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct TaskNamesBody {
+pub(super) struct TaskNamesBody {
+    #[schema(value_type = Text)]
     prompt: String,
+    #[schema(value_type = Option<DisplayName>)]
     title: Option<String>,
+    #[schema(value_type = Option<Branch>)]
     branch: Option<String>,
 }
 
 /// `POST .../repos/{repo}/task-names {prompt, title?, branch?}`: the `{title, branch}` a task created with this body
 /// would get now (validated as creation validates them; nothing is created or reserved).
-async fn task_names(
+#[utoipa::path(post, path = "/v1/orgs/{org}/repos/{repo}/task-names", tag = "tasks", params(RepoParams),
+    request_body = TaskNamesBody,
+    responses(
+        (status = 200, description = "The title and branch a creation would get now", body = TaskNames),
+        (status = 409, response = Conflict),
+    ))]
+pub(super) async fn task_names(
     req: HttpRequest,
     caller: Caller,
-    path: web::Path<(String, String)>,
+    path: web::Path<RepoParams>,
     body: Json<TaskNamesBody>,
 ) -> Res {
-    let (org, repo) = path.into_inner();
+    let (org, repo) = path.into_inner().parts();
     let api = authorized(&req, &caller, &[&org, &repo]).await?;
     let b = body.into_inner();
     let msg = PreviewTaskNames { prompt: b.prompt, title: b.title, branch: b.branch };
@@ -140,20 +158,29 @@ async fn task_names(
 }
 
 /// `GET .../tasks/{task}`: the task detail with the caller's overlay.
-async fn get_task(req: HttpRequest, caller: Caller, path: TaskPath) -> Res {
-    let (api, task) = task_of(&req, &caller, path.into_inner()).await?;
+#[utoipa::path(get, path = "/v1/orgs/{org}/repos/{repo}/tasks/{task}", tag = "tasks", params(TaskParams),
+    responses((status = 200, description = "The task with the caller's overlay", body = TaskView)))]
+pub(super) async fn get_task(req: HttpRequest, caller: Caller, path: TaskPath) -> Res {
+    let (api, task) = task_of(&req, &caller, path.into_inner().parts()).await?;
     ok(api.domain.task_view(&task, Some(&caller.user_id)).await?)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct RenameBody {
+pub(super) struct RenameBody {
+    #[schema(value_type = DisplayName)]
     title: String,
 }
 
 /// `PATCH .../tasks/{task} {title}`.
-async fn rename_task(req: HttpRequest, caller: Caller, path: TaskPath, body: Json<RenameBody>) -> Res {
-    let (api, task) = task_of(&req, &caller, path.into_inner()).await?;
+#[utoipa::path(patch, path = "/v1/orgs/{org}/repos/{repo}/tasks/{task}", tag = "tasks", params(TaskParams),
+    request_body = RenameBody,
+    responses(
+        (status = 200, description = "The task with the caller's overlay", body = TaskView),
+        (status = 422, response = Unprocessable),
+    ))]
+pub(super) async fn rename_task(req: HttpRequest, caller: Caller, path: TaskPath, body: Json<RenameBody>) -> Res {
+    let (api, task) = task_of(&req, &caller, path.into_inner().parts()).await?;
     api.domain
         .tasks
         .mutate(&task, RenameTask { title: body.into_inner().title, user_id: Some(caller.user_id.clone()) })
@@ -161,21 +188,59 @@ async fn rename_task(req: HttpRequest, caller: Caller, path: TaskPath, body: Jso
     ok(api.domain.task_view(&task, Some(&caller.user_id)).await?)
 }
 
-#[derive(Deserialize, Serialize, Default)]
+#[derive(Deserialize, Serialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ActionBody {
+pub(super) struct ActionBody {
     /// `revert`: the file to revert.
+    #[schema(value_type = Option<FilePath>)]
     path: Option<String>,
     /// `switch`: the branch or task to switch to.
+    #[schema(value_type = Option<Branch>)]
     target: Option<String>,
     /// `archive`: archive even if work that is not on the remote cannot be pushed (it is discarded).
     #[serde(default)]
     force: bool,
 }
 
+/// What `POST T/{action}` does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub(super) enum TaskAction {
+    /// Cancel turns, refuse prompts, push work not on the remote (`force`: discard it if that fails), release the
+    /// workspace.
+    Archive,
+    Unarchive,
+    /// Cancel turns and destroy the workspace at once.
+    Kill,
+    /// Provision the workspace again.
+    Provision,
+    /// Mark unread for the caller.
+    Unread,
+    /// Push, then open the pull request on GitHub (201).
+    PullRequest,
+    Push,
+    /// Merge the task's pull request on GitHub.
+    Merge,
+    /// Restore `path` as on the base branch.
+    Revert,
+    /// Record `target` as the switch target.
+    Switch,
+}
+
 /// `POST .../tasks/{task}/{action}`: `archive {force?}`, `unarchive`, `kill`, `provision` (retry a failed
 /// workspace), `unread`, `pull-request`, `push`, `merge`, `revert {path}`, `switch {target}`.
-async fn task_action(
+#[utoipa::path(post, path = "/v1/orgs/{org}/repos/{repo}/tasks/{task}/{action}", tag = "tasks",
+    params(TaskParams, ("action" = inline(TaskAction), Path, description = "The action"), idempotency::KeyHeader),
+    request_body = Option<ActionBody>,
+    responses(
+        (status = 200, description = "Done: the status (`archive`, `unarchive`, `kill`) or the task view",
+            body = TaskActionOutcome),
+        (status = 201, description = "`pull-request`: opened", body = PullRequestOpened),
+        (status = 409, response = Conflict),
+        (status = 422, response = Unprocessable),
+        (status = 502, response = BadGateway),
+    ))]
+pub(super) async fn task_action(
     req: HttpRequest,
     caller: Caller,
     path: web::Path<(String, String, String, String)>,
@@ -185,37 +250,40 @@ async fn task_action(
     let route = format!("POST /v1/orgs/{org}/repos/{repo}/tasks/{task}/{action}");
     let (api, task) = task_of(&req, &caller, (org, repo, task)).await?;
     let body = body.into_inner();
-    if action == "pull-request" {
-        let once = idempotency::key(&req, &caller, &route, &body)?;
-        return idempotency::to_completion(publish_pull_request(api, task, caller.user_id, once)).await;
-    }
+    let action: TaskAction =
+        super::segment(&action).ok_or_else(|| ApiError::not_found(format!("no task action {action:?}")))?;
     let user = Some(caller.user_id.as_str());
     let d = &api.domain;
-    match action.as_str() {
-        "archive" => return ok(serde_json::json!({ "status": d.archive_task(&task, body.force, user).await? })),
-        "unarchive" => return ok(serde_json::json!({ "status": d.unarchive_task(&task, user).await? })),
-        "kill" => return ok(serde_json::json!({ "status": d.kill_task(&task, user).await? })),
-        "provision" => {
+    let status = |status| ok(TaskActionOutcome::Status(TaskStatusChanged { status }));
+    match action {
+        TaskAction::PullRequest => {
+            let once = idempotency::key(&req, &caller, &route, &body)?;
+            let user = caller.user_id.clone();
+            return idempotency::to_completion(publish_pull_request(api.clone(), task, user, once)).await;
+        }
+        TaskAction::Archive => return status(d.archive_task(&task, body.force, user).await?),
+        TaskAction::Unarchive => return status(d.unarchive_task(&task, user).await?),
+        TaskAction::Kill => return status(d.kill_task(&task, user).await?),
+        TaskAction::Provision => {
             d.reprovision_workspace(&task, user).await?;
         }
-        "unread" => d.mark_task_unread(&task, &caller.user_id).await?,
-        "push" => {
+        TaskAction::Unread => d.mark_task_unread(&task, &caller.user_id).await?,
+        TaskAction::Push => {
             d.push_task(&task, user).await?;
         }
-        "merge" => {
+        TaskAction::Merge => {
             d.merge_task(&task, user).await?;
         }
-        "revert" => {
+        TaskAction::Revert => {
             let path = body.path.ok_or_else(|| ApiError::bad_request("invalid_field", "path is required"))?;
             d.revert_file(&task, &path, user).await?;
         }
-        "switch" => {
+        TaskAction::Switch => {
             let target = body.target.ok_or_else(|| ApiError::bad_request("invalid_field", "target is required"))?;
             d.tasks.mutate(&task, SwitchTask { target, user_id: Some(caller.user_id.clone()) }).await?
         }
-        _ => return Err(ApiError::not_found(format!("no task action {action:?}"))),
     };
-    ok(d.task_view(&task, user).await?)
+    ok(TaskActionOutcome::View(Box::new(d.task_view(&task, user).await?)))
 }
 
 /// `POST T/pull-request`: 201 `{number}`. With an `Idempotency-Key`: the pull request is opened on GitHub, outside
@@ -239,59 +307,91 @@ async fn publish_pull_request(api: web::Data<Api>, task: TaskKey, user: String, 
             return Err(e.into());
         }
     };
-    let body = serde_json::json!({ "number": number });
+    let body = PullRequestOpened { number };
     match &once {
         None => Ok(HttpResponse::Created().json(body)),
         Some(key) => idempotency::answer(tasks, &task, key, StatusCode::CREATED, body, false).await,
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-struct DiffQuery {
+#[into_params(parameter_in = Query)]
+pub(super) struct DiffQuery {
+    /// The file.
+    #[param(value_type = FilePath)]
     path: String,
 }
 
 /// `GET .../tasks/{task}/diff?path=...`: one file's diff against the base branch (`text/x-diff`; empty when the
 /// file is unchanged).
-async fn file_diff(req: HttpRequest, caller: Caller, path: TaskPath, query: web::Query<DiffQuery>) -> Res {
-    let (api, task) = task_of(&req, &caller, path.into_inner()).await?;
+#[utoipa::path(get, path = "/v1/orgs/{org}/repos/{repo}/tasks/{task}/diff", tag = "tasks",
+    params(TaskParams, DiffQuery),
+    responses(
+        (status = 200, description = "The diff (empty when the file is unchanged)", content_type = "text/x-diff",
+            body = String),
+        (status = 409, response = Conflict),
+        (status = 422, response = Unprocessable),
+        (status = 502, response = BadGateway),
+    ))]
+pub(super) async fn file_diff(req: HttpRequest, caller: Caller, path: TaskPath, query: web::Query<DiffQuery>) -> Res {
+    let (api, task) = task_of(&req, &caller, path.into_inner().parts()).await?;
     let diff = api.domain.file_diff(&task, &query.into_inner().path).await?;
     Ok(HttpResponse::Ok().content_type("text/x-diff; charset=utf-8").body(diff))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct ActiveSessionBody {
+pub(super) struct ActiveSessionBody {
+    #[schema(value_type = Id)]
     session_id: String,
 }
 
 /// `PUT .../tasks/{task}/active-session {sessionId}`: the caller's open tab.
-async fn set_active_session(req: HttpRequest, caller: Caller, path: TaskPath, body: Json<ActiveSessionBody>) -> Res {
-    let (api, task) = task_of(&req, &caller, path.into_inner()).await?;
+#[utoipa::path(put, path = "/v1/orgs/{org}/repos/{repo}/tasks/{task}/active-session", tag = "tasks", params(TaskParams),
+    request_body = ActiveSessionBody,
+    responses((status = 200, description = "The task with the caller's overlay", body = TaskView)))]
+pub(super) async fn set_active_session(
+    req: HttpRequest,
+    caller: Caller,
+    path: TaskPath,
+    body: Json<ActiveSessionBody>,
+) -> Res {
+    let (api, task) = task_of(&req, &caller, path.into_inner().parts()).await?;
     let msg = SetActiveSession { task: task.clone(), session_id: body.into_inner().session_id };
     api.domain.users.mutate_existing(&caller.user_id, msg).await?;
     ok(api.domain.task_view(&task, Some(&caller.user_id)).await?)
 }
 
-#[derive(Deserialize, Serialize, Default)]
+#[derive(Deserialize, Serialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CreateSessionBody {
+pub(super) struct CreateSessionBody {
+    #[schema(value_type = Option<DisplayName>)]
     name: Option<String>,
+    /// A model id of `GET /v1/models`.
     model: Option<String>,
     /// A first message for the new session's agent.
+    #[schema(value_type = Option<Text>)]
     prompt: Option<String>,
 }
 
 /// `POST .../tasks/{task}/sessions {name?, model?, prompt?}`: opens another session. With an `Idempotency-Key`, the
 /// task records the key with the session it opens, and the first prompt is sent once under the same key.
-async fn create_session(
+#[utoipa::path(post, path = "/v1/orgs/{org}/repos/{repo}/tasks/{task}/sessions", tag = "sessions",
+    params(TaskParams, idempotency::KeyHeader),
+    request_body = Option<CreateSessionBody>,
+    responses(
+        (status = 201, description = "Opened", body = SessionDetail),
+        (status = 409, response = Conflict),
+        (status = 422, response = Unprocessable),
+    ))]
+pub(super) async fn create_session(
     req: HttpRequest,
     caller: Caller,
     path: TaskPath,
     body: OptionalJson<CreateSessionBody>,
 ) -> Res {
-    let (org, repo, task) = path.into_inner();
+    let (org, repo, task) = path.into_inner().parts();
     let route = format!("POST /v1/orgs/{org}/repos/{repo}/tasks/{task}/sessions");
     let (api, task) = task_of(&req, &caller, (org, repo, task)).await?;
     let b = body.into_inner();
@@ -331,23 +431,43 @@ async fn create_session(
 }
 
 /// `GET .../sessions/{session}`: the session detail with its transcript.
-async fn get_session(req: HttpRequest, caller: Caller, path: SessionPath) -> Res {
-    let (api, session) = session_of(&req, &caller, path.into_inner()).await?;
+#[utoipa::path(get, path = "/v1/orgs/{org}/repos/{repo}/tasks/{task}/sessions/{session}", tag = "sessions",
+    params(SessionParams),
+    responses((status = 200, description = "The session with its transcript", body = SessionDetail)))]
+pub(super) async fn get_session(req: HttpRequest, caller: Caller, path: SessionPath) -> Res {
+    let (api, session) = session_of(&req, &caller, path.into_inner().parts()).await?;
     ok(api.domain.sessions.read(&session, GetSessionDetail).await?)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct UpdateSessionBody {
+pub(super) struct UpdateSessionBody {
+    #[schema(value_type = Option<DisplayName>)]
     name: Option<String>,
+    /// A model id of `GET /v1/models`.
     model: Option<String>,
+    /// One of the model's modes (only with `model`).
     mode: Option<String>,
+    /// One of the model's thought levels (only with `model`).
     thought_level: Option<String>,
 }
 
 /// `PATCH .../sessions/{session} {name?, model?, mode?, thoughtLevel?}`.
-async fn update_session(req: HttpRequest, caller: Caller, path: SessionPath, body: Json<UpdateSessionBody>) -> Res {
-    let (api, session) = session_of(&req, &caller, path.into_inner()).await?;
+#[utoipa::path(patch, path = "/v1/orgs/{org}/repos/{repo}/tasks/{task}/sessions/{session}", tag = "sessions",
+    params(SessionParams),
+    request_body = UpdateSessionBody,
+    responses(
+        (status = 200, description = "The session", body = SessionDetail),
+        (status = 409, response = Conflict),
+        (status = 422, response = Unprocessable),
+    ))]
+pub(super) async fn update_session(
+    req: HttpRequest,
+    caller: Caller,
+    path: SessionPath,
+    body: Json<UpdateSessionBody>,
+) -> Res {
+    let (api, session) = session_of(&req, &caller, path.into_inner().parts()).await?;
     let b = body.into_inner();
     let user_id = Some(caller.user_id.clone());
     if b.model.is_none() && (b.mode.is_some() || b.thought_level.is_some()) {
@@ -367,53 +487,57 @@ async fn update_session(req: HttpRequest, caller: Caller, path: SessionPath, bod
     ok(api.domain.sessions.read(&session, GetSessionDetail).await?)
 }
 
-#[derive(Deserialize, Serialize)]
+#[derive(Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct TextBody {
+pub(super) struct TextBody {
+    #[schema(value_type = Text)]
     text: String,
 }
 
 /// The answer of every session command route (`messages`, `steer`, `interrupt`, `stop`): 202 with where the session
 /// stands after the command (`{sessionId, status, queued, version}`) plus what the command itself reports. One
 /// shape, so a client handles them alike, and the version tells it which `sessionUpdated` frames are newer.
-async fn accepted(api: &Api, session: &SessionKey, extra: serde_json::Value) -> Res {
-    Ok(HttpResponse::Accepted().json(session_state(api, session, extra).await?))
+async fn accepted(api: &Api, session: &SessionKey, submitted: Option<Submitted>, dropped: Option<usize>) -> Res {
+    Ok(HttpResponse::Accepted().json(session_state(api, session, submitted, dropped).await?))
 }
 
-/// The body of [`accepted`].
+/// The body of [`accepted`]: the session's state now, with what the command reports.
 async fn session_state(
     api: &Api,
     session: &SessionKey,
-    extra: serde_json::Value,
-) -> Result<serde_json::Value, ApiError> {
+    submitted: Option<Submitted>,
+    dropped_prompts: Option<usize>,
+) -> Result<SessionCommandOutcome, ApiError> {
     let state = api.domain.sessions.read(session, GetSessionState).await?;
-    let mut body = serde_json::to_value(state).map_err(|e| {
-        tracing::error!(error = %e, "cannot serialise a session state");
-        ApiError::internal()
-    })?;
-    if let (Some(body), serde_json::Value::Object(extra)) = (body.as_object_mut(), extra) {
-        body.extend(extra);
-    }
-    Ok(body)
+    Ok(SessionCommandOutcome { state, submitted, dropped_prompts })
 }
 
 /// `POST .../sessions/{session}/messages {text}`: runs now, or queues after the running turn. With an
 /// `Idempotency-Key`, the session records the key with the prompt.
-async fn send_message(req: HttpRequest, caller: Caller, path: SessionPath, body: Json<TextBody>) -> Res {
-    let (org, repo, task, session) = path.into_inner();
+#[utoipa::path(post, path = "/v1/orgs/{org}/repos/{repo}/tasks/{task}/sessions/{session}/messages", tag = "sessions",
+    params(SessionParams, idempotency::KeyHeader),
+    request_body = TextBody,
+    responses(
+        (status = 202, description = "Taken: it runs now or after the running turn (`submitted`)",
+            body = SessionCommandOutcome),
+        (status = 409, response = Conflict),
+        (status = 422, response = Unprocessable),
+    ))]
+pub(super) async fn send_message(req: HttpRequest, caller: Caller, path: SessionPath, body: Json<TextBody>) -> Res {
+    let (org, repo, task, session) = path.into_inner().parts();
     let route = format!("POST /v1/orgs/{org}/repos/{repo}/tasks/{task}/sessions/{session}/messages");
     let (api, session) = session_of(&req, &caller, (org, repo, task, session)).await?;
     let text = body.into_inner();
     let Some(key) = idempotency::key(&req, &caller, &route, &text)? else {
         let submitted = api.domain.send_message(&session, &text.text, Some(&caller.user_id)).await?;
-        return accepted(&api, &session, serde_json::json!({ "submitted": submitted })).await;
+        return accepted(&api, &session, Some(submitted), None).await;
     };
     idempotency::to_completion(async move {
         let once = api.domain.send_message_once(&session, &text.text, Some(&caller.user_id), key.clone()).await?;
         match idempotency::step(once)? {
             Step::Answered(res) => Ok(res),
             Step::Finish(submitted, replayed) => {
-                let state = session_state(&api, &session, serde_json::json!({ "submitted": submitted })).await?;
+                let state = session_state(&api, &session, Some(submitted), None).await?;
                 idempotency::answer(&api.domain.sessions, &session, &key, StatusCode::ACCEPTED, state, replayed).await
             }
         }
@@ -421,60 +545,103 @@ async fn send_message(req: HttpRequest, caller: Caller, path: SessionPath, body:
     .await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct SteerBody {
+pub(super) struct SteerBody {
+    #[schema(value_type = Text)]
     guidance: String,
 }
 
 /// `POST .../sessions/{session}/steer {guidance}`: guidance for the running turn of exactly this session.
-async fn steer(req: HttpRequest, caller: Caller, path: SessionPath, body: Json<SteerBody>) -> Res {
-    let (api, session) = session_of(&req, &caller, path.into_inner()).await?;
+#[utoipa::path(post, path = "/v1/orgs/{org}/repos/{repo}/tasks/{task}/sessions/{session}/steer", tag = "sessions",
+    params(SessionParams),
+    request_body = SteerBody,
+    responses(
+        (status = 202, description = "Taken by the running turn", body = SessionCommandOutcome),
+        (status = 409, response = Conflict),
+        (status = 422, response = Unprocessable),
+    ))]
+pub(super) async fn steer(req: HttpRequest, caller: Caller, path: SessionPath, body: Json<SteerBody>) -> Res {
+    let (api, session) = session_of(&req, &caller, path.into_inner().parts()).await?;
     api.domain.steer(&session, &body.into_inner().guidance, Some(&caller.user_id)).await?;
-    accepted(&api, &session, serde_json::json!({})).await
+    accepted(&api, &session, None, None).await
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct InterruptBody {
+pub(super) struct InterruptBody {
+    /// Also drop the prompts queued behind the turn.
     #[serde(default)]
     drop_queued: bool,
 }
 
 /// `POST .../sessions/{session}/interrupt {dropQueued?}`: cancels the running turn of exactly this session.
-async fn interrupt(req: HttpRequest, caller: Caller, path: SessionPath, body: OptionalJson<InterruptBody>) -> Res {
-    let (api, session) = session_of(&req, &caller, path.into_inner()).await?;
+#[utoipa::path(post, path = "/v1/orgs/{org}/repos/{repo}/tasks/{task}/sessions/{session}/interrupt", tag = "sessions",
+    params(SessionParams),
+    request_body = Option<InterruptBody>,
+    responses(
+        (status = 202, description = "The turn was cancelled (`droppedPrompts`: the queued prompts dropped)",
+            body = SessionCommandOutcome),
+        (status = 409, response = Conflict),
+        (status = 422, response = Unprocessable),
+    ))]
+pub(super) async fn interrupt(
+    req: HttpRequest,
+    caller: Caller,
+    path: SessionPath,
+    body: OptionalJson<InterruptBody>,
+) -> Res {
+    let (api, session) = session_of(&req, &caller, path.into_inner().parts()).await?;
     let drop_queued = body.into_inner().drop_queued;
     let dropped = api.domain.interrupt(&session, drop_queued, Some(&caller.user_id)).await?;
-    accepted(&api, &session, serde_json::json!({ "droppedPrompts": dropped })).await
+    accepted(&api, &session, None, Some(dropped)).await
 }
 
 /// `POST .../sessions/{session}/stop`: stops the session's agent.
-async fn stop(req: HttpRequest, caller: Caller, path: SessionPath, _: NoBody) -> Res {
-    let (api, session) = session_of(&req, &caller, path.into_inner()).await?;
+#[utoipa::path(post, path = "/v1/orgs/{org}/repos/{repo}/tasks/{task}/sessions/{session}/stop", tag = "sessions",
+    params(SessionParams),
+    request_body = Option<NoBody>,
+    responses(
+        (status = 202, description = "The agent was stopped", body = SessionCommandOutcome),
+        (status = 409, response = Conflict),
+        (status = 422, response = Unprocessable),
+    ))]
+pub(super) async fn stop(req: HttpRequest, caller: Caller, path: SessionPath, _: NoBody) -> Res {
+    let (api, session) = session_of(&req, &caller, path.into_inner().parts()).await?;
     api.domain.sessions.exec(&session, StopSession { user_id: Some(caller.user_id.clone()) }).await?;
-    accepted(&api, &session, serde_json::json!({})).await
+    accepted(&api, &session, None, None).await
 }
 
 /// `DELETE .../sessions/{session}`: closes the session (a task keeps at least one open).
-async fn close(req: HttpRequest, caller: Caller, path: SessionPath, _: NoBody) -> Res {
-    let (api, session) = session_of(&req, &caller, path.into_inner()).await?;
+#[utoipa::path(delete, path = "/v1/orgs/{org}/repos/{repo}/tasks/{task}/sessions/{session}", tag = "sessions",
+    params(SessionParams),
+    request_body = Option<NoBody>,
+    responses((status = 204, description = "Closed"), (status = 409, response = Conflict)))]
+pub(super) async fn close(req: HttpRequest, caller: Caller, path: SessionPath, _: NoBody) -> Res {
+    let (api, session) = session_of(&req, &caller, path.into_inner().parts()).await?;
     let msg = CloseSession { session_id: session.session.clone(), user_id: Some(caller.user_id.clone()) };
     api.domain.tasks.mutate(&session.task_key(), msg).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct DraftBody {
+pub(super) struct DraftBody {
+    /// The unsent text: at most 64 KiB of UTF-8 (16384 characters always fit).
+    #[schema(max_length = 16384)]
     text: String,
     #[serde(default)]
+    #[schema(max_items = 20)]
     attachments: Vec<DraftAttachment>,
 }
 
 /// `PUT .../sessions/{session}/draft {text, attachments}`: the caller's unsent message.
-async fn save_draft(req: HttpRequest, caller: Caller, path: SessionPath, body: Json<DraftBody>) -> Res {
-    let (api, session) = session_of(&req, &caller, path.into_inner()).await?;
+#[utoipa::path(put, path = "/v1/orgs/{org}/repos/{repo}/tasks/{task}/sessions/{session}/draft", tag = "sessions",
+    params(SessionParams),
+    request_body = DraftBody,
+    responses((status = 200, description = "The task with the caller's overlay", body = TaskView)))]
+pub(super) async fn save_draft(req: HttpRequest, caller: Caller, path: SessionPath, body: Json<DraftBody>) -> Res {
+    let (api, session) = session_of(&req, &caller, path.into_inner().parts()).await?;
     let b = body.into_inner();
     let task = session.task_key();
     api.domain
@@ -484,15 +651,19 @@ async fn save_draft(req: HttpRequest, caller: Caller, path: SessionPath, body: J
     ok(api.domain.task_view(&task, Some(&caller.user_id)).await?)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct UnreadBody {
+pub(super) struct UnreadBody {
     unread: bool,
 }
 
 /// `PUT .../sessions/{session}/unread {unread}`: the caller's unread mark.
-async fn set_unread(req: HttpRequest, caller: Caller, path: SessionPath, body: Json<UnreadBody>) -> Res {
-    let (api, session) = session_of(&req, &caller, path.into_inner()).await?;
+#[utoipa::path(put, path = "/v1/orgs/{org}/repos/{repo}/tasks/{task}/sessions/{session}/unread", tag = "sessions",
+    params(SessionParams),
+    request_body = UnreadBody,
+    responses((status = 200, description = "The task with the caller's overlay", body = TaskView)))]
+pub(super) async fn set_unread(req: HttpRequest, caller: Caller, path: SessionPath, body: Json<UnreadBody>) -> Res {
+    let (api, session) = session_of(&req, &caller, path.into_inner().parts()).await?;
     let task = session.task_key();
     api.domain.users.mutate_existing(&caller.user_id, MarkSessionUnread { session, unread: body.unread }).await?;
     ok(api.domain.task_view(&task, Some(&caller.user_id)).await?)

@@ -7,6 +7,7 @@
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 
+use super::replies::{DeliveryOutcome, Pong, WebhookAnswer};
 use super::{ApiError, MAX_WEBHOOK_BODY};
 use crate::actors::auth_directory::{ResolveGitHubAccount, AUTH_DIRECTORY_KEY};
 use crate::actors::github_data::{delivery_account, verify_signature, HandleWebhook};
@@ -15,7 +16,23 @@ fn header<'a>(req: &'a HttpRequest, name: &str) -> Option<&'a str> {
     req.headers().get(name).and_then(|v| v.to_str().ok())
 }
 
-async fn github_webhook(req: HttpRequest, body: web::Bytes) -> Result<HttpResponse, ApiError> {
+/// `POST /v1/webhooks/github`: one signed delivery from GitHub (404 unless the server has a webhook secret).
+#[utoipa::path(post, path = "/v1/webhooks/github", tag = "webhooks",
+    params(
+        ("X-Hub-Signature-256" = String, Header,
+            description = "`sha256=` + the HMAC-SHA256 of the body with the webhook secret"),
+        ("X-GitHub-Event" = String, Header, description = "The event"),
+        ("X-GitHub-Delivery" = String, Header, description = "The delivery's id (applied once)"),
+    ),
+    request_body(content = Object, description = "GitHub's payload", content_type = "application/json"),
+    responses(
+        (status = 200, description = "A `ping`", body = WebhookAnswer),
+        (status = 202, description = "Handled", body = WebhookAnswer),
+        (status = 401, response = super::openapi::Unauthenticated),
+        (status = 404, response = super::openapi::NotFound),
+        (status = 422, response = super::openapi::Unprocessable),
+    ))]
+pub(super) async fn github_webhook(req: HttpRequest, body: web::Bytes) -> Result<HttpResponse, ApiError> {
     let api = super::api(&req)?;
     let secret = api.webhook_secret.as_deref().ok_or_else(|| ApiError::not_found("webhooks are not configured"))?;
     if !verify_signature(secret, &body, header(&req, "x-hub-signature-256")) {
@@ -28,7 +45,7 @@ async fn github_webhook(req: HttpRequest, body: web::Bytes) -> Result<HttpRespon
     let payload: serde_json::Value =
         serde_json::from_slice(&body).map_err(|e| ApiError::bad_request("malformed_json", e.to_string()))?;
     if event == "ping" {
-        return Ok(HttpResponse::Ok().json(serde_json::json!({ "outcome": "pong" })));
+        return Ok(HttpResponse::Ok().json(WebhookAnswer { outcome: DeliveryOutcome::Ping(Pong::Pong) }));
     }
     let (account_id, login) = delivery_account(&payload).ok_or_else(|| {
         ApiError::new(
@@ -44,7 +61,7 @@ async fn github_webhook(req: HttpRequest, body: web::Bytes) -> Result<HttpRespon
     })?;
     let msg = HandleWebhook { delivery_id: delivery_id.to_owned(), event: event.to_owned(), payload };
     let outcome = api.domain.github.exec_existing(&org, msg).await?;
-    Ok(HttpResponse::Accepted().json(serde_json::json!({ "outcome": outcome })))
+    Ok(HttpResponse::Accepted().json(WebhookAnswer { outcome: DeliveryOutcome::Delivery(outcome) }))
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig) {

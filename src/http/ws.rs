@@ -611,8 +611,15 @@ fn dedup(mut v: Vec<String>) -> Vec<String> {
     v
 }
 
-/// Upgrades an authenticated request (401 before the upgrade otherwise).
-async fn ws(req: HttpRequest, body: web::Payload) -> Result<HttpResponse, ApiError> {
+/// `GET /v1/ws`: the WebSocket of live topic updates (frames: docs/API.md, "WebSocket"). Upgrades an authenticated
+/// request (401 before the upgrade otherwise).
+#[utoipa::path(get, path = "/v1/ws", tag = "events", operation_id = "websocket",
+    responses(
+        (status = 101, description = "Switched to the WebSocket protocol"),
+        (status = 400, response = super::openapi::BadRequest),
+        (status = 403, response = super::openapi::Forbidden),
+    ))]
+pub(super) async fn ws(req: HttpRequest, body: web::Payload) -> Result<HttpResponse, ApiError> {
     let api = super::api(&req)?;
     let caller = Caller::from_request_async(&req).await?;
     let (response, session, stream) = actix_ws::handle(&req, body)

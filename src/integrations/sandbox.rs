@@ -8,17 +8,62 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
-/// A process to start (also the body of `POST .../processes`, hence strict).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Longest command of a [`ProcessSpec`] the web layer accepts, in characters.
+pub const MAX_COMMAND_CHARS: usize = 1000;
+/// Most arguments, and the largest argument in bytes.
+pub const MAX_ARGS: usize = 100;
+pub const MAX_ARG_BYTES: usize = 16 * 1024;
+/// Most environment variables.
+pub const MAX_ENV: usize = 100;
+
+/// A process to start (also the body of `POST .../processes`, hence strict; its limits are checked by the web layer
+/// and stated in the schema).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ProcessSpec {
+    /// The program: not blank, at most [`MAX_COMMAND_CHARS`] characters.
+    #[schema(schema_with = command_schema)]
     pub command: String,
     #[serde(default)]
+    #[schema(schema_with = args_schema)]
     pub args: Vec<String>,
+    /// The working directory (default: the sandbox's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cwd: Option<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schema(schema_with = env_schema)]
     pub env: BTreeMap<String, String>,
+}
+
+fn command_schema() -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .description(Some("The program to run: not blank."))
+        .min_length(Some(1))
+        .max_length(Some(MAX_COMMAND_CHARS))
+        // Some character that `str::trim` keeps.
+        .pattern(Some(r"[^\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"))
+        .build()
+}
+
+fn args_schema() -> utoipa::openapi::schema::Array {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Type};
+    // A character is at most 4 bytes of UTF-8: this many characters always fit the byte limit.
+    let arg = ObjectBuilder::new().schema_type(Type::String).max_length(Some(MAX_ARG_BYTES / 4));
+    ArrayBuilder::new().items(arg).max_items(Some(MAX_ARGS)).description(Some("The arguments.")).build()
+}
+
+fn env_schema() -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    let name = ObjectBuilder::new().schema_type(Type::String).min_length(Some(1)).pattern(Some("^[^=]+$"));
+    ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .description(Some("Environment variables: names not empty and without '='."))
+        .property_names(Some(name))
+        .additional_properties(Some(ObjectBuilder::new().schema_type(Type::String)))
+        .max_properties(Some(MAX_ENV))
+        .build()
 }
 
 /// A process as the host reports it.
@@ -47,7 +92,7 @@ impl ProcessInfo {
 }
 
 /// One chunk of a process's output.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LogEntry {
     pub sequence: u64,

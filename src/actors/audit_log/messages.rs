@@ -112,7 +112,7 @@ pub struct ListAuditEvents {
 }
 
 /// A stored event (camelCase on the wire, like every other reply).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AuditEvent {
     pub id: i64,
@@ -126,7 +126,7 @@ pub struct AuditEvent {
 }
 
 /// A page of [`ListAuditEvents`] (`{events, nextBefore}` on the wire).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AuditPage {
     /// Newest first.

@@ -16,7 +16,7 @@ pub const MAX_ID_CHARS: usize = 200;
 /// Longest provider account id, in characters.
 pub const MAX_ACCOUNT_ID_CHARS: usize = 200;
 /// Longest email address, in characters.
-pub const MAX_EMAIL_CHARS: usize = 320;
+pub const MAX_EMAIL_CHARS: usize = validate::MAX_EMAIL;
 /// Longest redirect kept with a verification, in characters.
 pub const MAX_REDIRECT_CHARS: usize = 2048;
 
@@ -34,15 +34,7 @@ fn check_account(provider: &str, account_id: &str) -> DomainResult<()> {
 
 /// The email as indexed: lowercased, so lookups ignore case.
 fn normalized_email(email: &str) -> DomainResult<String> {
-    if email.chars().count() > MAX_EMAIL_CHARS {
-        return Err(DomainError::invalid("email", format!("is longer than {MAX_EMAIL_CHARS} characters")));
-    }
-    let Some((local, domain)) = email.split_once('@') else {
-        return Err(DomainError::invalid("email", "is not an email address"));
-    };
-    if local.is_empty() || domain.is_empty() || email.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(DomainError::invalid("email", "is not an email address"));
-    }
+    validate::email("email", email)?;
     Ok(email.to_lowercase())
 }
 

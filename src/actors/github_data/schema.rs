@@ -71,7 +71,7 @@ diesel::table! {
 }
 
 /// Sync state and progress.
-#[derive(Debug, Clone, Queryable, Selectable, serde::Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Queryable, Selectable, serde::Serialize, PartialEq, Eq, utoipa::ToSchema)]
 #[diesel(table_name = github_meta)]
 #[serde(rename_all = "camelCase")]
 pub struct Meta {

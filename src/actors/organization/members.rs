@@ -11,7 +11,7 @@ use crate::actors::{now_ms, validate, Audit, DomainError, DomainResult};
 use crate::runtime::{Mutation, Read, Tx};
 
 /// What a member may do: owners and admins manage members and run admin operations; members use the organization.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum MemberRole {
     Member,

@@ -13,7 +13,7 @@ use crate::actors::{now_ms, validate, Audit, DomainError, DomainResult, RepoKey}
 use crate::runtime::{Delivery, Mutation, Read, Tx};
 
 /// Personal account or GitHub organization.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OrgKind {
     Personal,

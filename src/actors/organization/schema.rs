@@ -52,7 +52,7 @@ diesel::table! {
 diesel::joinable!(task_summaries -> repos (repo_id));
 diesel::allow_tables_to_appear_in_same_query!(repos, task_summaries);
 
-#[derive(Debug, Clone, Queryable, Selectable, serde::Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Queryable, Selectable, serde::Serialize, PartialEq, Eq, utoipa::ToSchema)]
 #[diesel(table_name = organization_profile)]
 #[serde(rename_all = "camelCase")]
 pub struct ProfileRow {
@@ -76,7 +76,18 @@ pub struct ProfileRow {
     pub updated_at: i64,
 }
 
-#[derive(Debug, Clone, Queryable, Selectable, Insertable, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+#[derive(
+    Debug,
+    Clone,
+    Queryable,
+    Selectable,
+    Insertable,
+    serde::Serialize,
+    serde::Deserialize,
+    PartialEq,
+    Eq,
+    utoipa::ToSchema,
+)]
 #[diesel(table_name = repos)]
 #[serde(rename_all = "camelCase")]
 pub struct RepoRow {
@@ -156,7 +167,18 @@ diesel::table! {
 }
 
 /// A member of the organization: who may see and change it.
-#[derive(Debug, Clone, Queryable, Selectable, Insertable, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+#[derive(
+    Debug,
+    Clone,
+    Queryable,
+    Selectable,
+    Insertable,
+    serde::Serialize,
+    serde::Deserialize,
+    PartialEq,
+    Eq,
+    utoipa::ToSchema,
+)]
 #[diesel(table_name = members)]
 #[serde(rename_all = "camelCase")]
 pub struct MemberRow {

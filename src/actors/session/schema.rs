@@ -80,7 +80,7 @@ impl MetaRow {
 }
 
 /// One complete transcript item.
-#[derive(Debug, Clone, Queryable, Selectable, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Queryable, Selectable, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 #[diesel(table_name = transcript)]
 #[serde(rename_all = "camelCase")]
 pub struct TranscriptItem {

@@ -35,14 +35,16 @@ diesel::table! {
 }
 
 /// A process of the task, as published.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Queryable, Selectable)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Queryable, Selectable, utoipa::ToSchema)]
 #[diesel(table_name = task_processes)]
 #[serde(rename_all = "camelCase")]
 pub struct ProcessRow {
     #[serde(rename = "id")]
     pub process_id: String,
     pub command: String,
+    /// Stored as JSON text, sent as the array it holds.
     #[serde(serialize_with = "raw_json")]
+    #[schema(value_type = Vec<String>)]
     pub args: String,
     /// `running`, `exited`, or `missing` (the host no longer knows it).
     pub status: String,
@@ -58,8 +60,8 @@ fn raw_json<S: serde::Serializer>(text: &str, s: S) -> Result<S::Ok, S::Error> {
     value.serialize(s)
 }
 
-/// What `sandboxProcessesUpdated` carries.
-#[derive(Debug, Clone, Serialize)]
+/// What `sandboxProcessesUpdated` carries (and `GET T/processes` answers).
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ProcessesSnapshot {
     pub processes: Vec<ProcessRow>,
 }

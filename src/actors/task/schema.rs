@@ -72,7 +72,7 @@ impl TaskRow {
     }
 }
 
-#[derive(Debug, Clone, Queryable, Selectable, serde::Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Queryable, Selectable, serde::Serialize, PartialEq, Eq, utoipa::ToSchema)]
 #[diesel(table_name = task_runtime)]
 #[serde(rename_all = "camelCase")]
 pub struct RuntimeRow {

@@ -29,7 +29,7 @@ pub const MAX_SCOPES_CHARS: usize = 1024;
 pub const EXPIRED_SESSION_RETENTION_MS: i64 = 30 * 24 * 60 * 60 * 1000;
 
 /// A sign-in session as the user may see it (never the token hash).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AuthSessionInfo {
     pub session_id: String,

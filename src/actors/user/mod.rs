@@ -82,7 +82,7 @@ impl Entity for User {
 }
 
 /// Onboarding status of the starter repository.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum StarterRepoStatus {
     Pending,
@@ -110,7 +110,7 @@ impl StarterRepoStatus {
 }
 
 /// Who the user is.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UserInfo {
     pub id: String,
@@ -120,7 +120,7 @@ pub struct UserInfo {
 }
 
 /// The user's profile.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ProfileInfo {
     pub github_login: Option<String>,
@@ -141,7 +141,7 @@ pub struct UserSnapshot {
 }
 
 /// One of the user's organizations, as the `app` snapshot and `GET /v1/orgs` list it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OrganizationEntry {
     pub id: String,
@@ -152,7 +152,7 @@ pub struct OrganizationEntry {
 }
 
 /// The `app` topic's snapshot (and reply of [`GetAppSnapshot`]).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AppSnapshot {
     pub user: UserInfo,
@@ -165,17 +165,24 @@ pub struct AppSnapshot {
 }
 
 /// A code line attached to a draft.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DraftAttachment {
+    /// Limits as [`SaveDraft`] checks them (tests/openapi.rs compares the two): at most `MAX_ID_CHARS` characters.
+    #[schema(min_length = 1, max_length = 200)]
     pub id: String,
+    /// At most `MAX_ATTACHMENT_PATH_CHARS` characters.
+    #[schema(min_length = 1, max_length = 1024)]
     pub file_path: String,
     pub line_number: Option<u32>,
+    /// At most `MAX_ATTACHMENT_LINE_BYTES` of UTF-8 (so never more characters than that; a quarter as many always
+    /// fit). The same type is answered in drafts, so the schema states the bound every stored line meets.
+    #[schema(max_length = 8192)]
     pub line_content: String,
 }
 
 /// The unsent message of a session.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Draft {
     pub text: String,
@@ -185,7 +192,7 @@ pub struct Draft {
 }
 
 /// This user's state of one session.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SessionOverlay {
     pub session_id: String,
@@ -194,7 +201,7 @@ pub struct SessionOverlay {
 }
 
 /// This user's state of one task (reply of [`GetTaskOverlay`]); sessions sorted by id.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TaskOverlay {
     pub active_session_id: Option<String>,

@@ -190,7 +190,7 @@ pub struct MergeOutcome {
 type Res<T> = Result<T, GitHubError>;
 
 /// Whose repositories a sync lists.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AccountKind {
     Organization,

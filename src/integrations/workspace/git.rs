@@ -8,7 +8,7 @@ use super::shell::{Cmd, CmdOutput, Shell};
 use super::{GitAuth, WorkspaceError, WorkspaceSpec};
 
 /// One file changed against the base branch.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct FileStat {
     pub path: String,
@@ -20,7 +20,7 @@ pub struct FileStat {
 }
 
 /// The newest commit on the workspace's branch.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LastCommit {
     pub sha: String,
@@ -31,7 +31,7 @@ pub struct LastCommit {
 }
 
 /// A workspace's git state, as the task view shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct GitState {
     pub branch: String,
