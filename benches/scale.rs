@@ -213,6 +213,7 @@ async fn main() {
     let (live_settled, files_settled) = (metric(&client, &base, "foundry_live_actors").await, open_files(pid));
 
     // kill -9, then start: recovery costs what is pending.
+    let index_wal = std::fs::metadata(data.join("_foundry_index.sqlite3-wal")).map_or(0, |m| m.len());
     child.kill().unwrap();
     child.wait().unwrap();
     let t = Instant::now();
@@ -253,6 +254,7 @@ async fn main() {
     );
     println!("| live actors / open files after settling ({}s) | {live_settled} / {files_settled} |", settle.as_secs());
     println!("| first start (empty data) to ready | {} ms |", first_ready.as_millis());
+    println!("| recovery index WAL at the kill | {} KiB |", index_wal / 1024);
     println!(
         "| start after kill -9 to ready (actors activated at start: {resumed_kill}) | {} ms |",
         after_kill.as_millis()
