@@ -66,6 +66,10 @@ struct Serve {
     /// are passivated. Default: sized from the open-files limit, at most 4,096.
     #[arg(long, env = "FOUNDRY_MAX_LIVE", value_parser = clap::value_parser!(u64).range(8..))]
     max_live: Option<u64>,
+    /// Seconds an actor stays open after its last message before it passivates (closes its database, frees its
+    /// memory). Default: 300.
+    #[arg(long, env = "FOUNDRY_IDLE_TIMEOUT_SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    idle_timeout_secs: Option<u64>,
     /// Most agent turns running at once; sessions beyond it wait in line (first come, first served), their prompts
     /// queued, without holding a live actor.
     #[arg(long, env = "FOUNDRY_MAX_TURNS", default_value_t = foundry::actors::session::DEFAULT_MAX_TURNS as u64,
@@ -323,6 +327,7 @@ async fn serve(args: Serve) -> std::io::Result<()> {
     if let Some(max_live) = args.max_live {
         config.max_live = max_live as usize;
     }
+    config.idle_timeout = args.idle_timeout_secs.map(Duration::from_secs);
     let runtime = Runtime::start(config).map_err(std::io::Error::other)?;
     runtime.provide(Arc::new(foundry::actors::session::TurnPermits::new(args.max_turns as usize)));
     runtime.provide(Arc::new(cipher));

@@ -221,6 +221,21 @@ async fn idle_actors_passivate_and_come_back_with_their_state() {
     assert!(reg.stats().passivations.load(Ordering::SeqCst) >= 1);
 }
 
+#[actix_rt::test]
+async fn the_runtime_wide_idle_timeout_applies_to_kinds_without_their_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = foundry::runtime::RuntimeConfig::new(dir.path());
+    cfg.arbiters = 2;
+    cfg.idle_timeout = Some(Duration::from_millis(50));
+    let rt = foundry::runtime::Runtime::start(cfg).unwrap();
+    let reg = rt.registry::<Tally>();
+    assert_eq!(reg.config().idle_timeout, Duration::from_millis(50));
+    let k = key("sleepy");
+    reg.mutate(&k, Add::new(3)).await.unwrap();
+    eventually("passivated after the runtime's idle timeout", || !reg.is_live(&k)).await;
+    assert_eq!(reg.read(&k, GetValue).await.unwrap(), 3);
+}
+
 fn open_fds() -> Vec<String> {
     std::fs::read_dir("/proc/self/fd")
         .unwrap()
