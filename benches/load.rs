@@ -23,55 +23,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::service::{bare_remote, free_port, metric, open_files, rss_mib};
 use common::Opts;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn git(args: &[&str], cwd: &std::path::Path) {
-    let out = Command::new("git").args(args).current_dir(cwd).output().expect("git is needed");
-    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-}
-
-/// A bare repository with one commit on `main`.
-fn bare_remote(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
-    let bare = dir.join(format!("{name}.git"));
-    let work = dir.join(format!("{name}-seed"));
-    git(&["init", "-q", "--bare", "-b", "main", bare.to_str().unwrap()], dir);
-    git(&["clone", "-q", bare.to_str().unwrap(), work.to_str().unwrap()], dir);
-    git(&["checkout", "-q", "-b", "main"], &work);
-    std::fs::write(work.join("README.md"), format!("# {name}\n")).unwrap();
-    git(&["add", "README.md"], &work);
-    git(&["-c", "user.name=b", "-c", "user.email=b@example.com", "commit", "-qm", "seed"], &work);
-    git(&["push", "-q", "origin", "main"], &work);
-    bare
-}
-
-fn open_files(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
-}
-
-fn rss_mib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map_or(0, |kb| kb / 1024)
-}
-
-async fn metric(client: &reqwest::Client, base: &str, name: &str) -> u64 {
-    let text = client.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
-    text.lines()
-        .filter(|l| l.starts_with(name) && (l[name.len()..].starts_with('{') || l[name.len()..].starts_with(' ')))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum()
-}
 
 /// What the server holds: live actors, open files, RSS (MiB).
 async fn footprint(client: &reqwest::Client, base: &str, pid: u32) -> (u64, usize, u64) {

@@ -22,12 +22,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::service::{bare_remote, free_port, metric, open_files, rss_mib};
 use common::Opts;
 use serde_json::{json, Value};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 /// Starts the server; its log (warnings and errors) is appended to `log`.
 fn spawn(port: u16, data: &std::path::Path, max_live: Option<u64>, log: &std::path::Path) -> Child {
@@ -53,47 +50,6 @@ async fn ready(client: &reqwest::Client, base: &str, since: Instant) -> Duration
         assert!(since.elapsed() < Duration::from_secs(300), "the server did not become ready");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-}
-
-fn git(args: &[&str], cwd: &std::path::Path) {
-    let out = Command::new("git").args(args).current_dir(cwd).output().expect("git is needed");
-    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-}
-
-/// A bare repository with one commit on `main`.
-fn bare_remote(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
-    let remote = dir.join(format!("remotes/{name}.git"));
-    let seed = dir.join(format!("remotes/{name}-seed"));
-    std::fs::create_dir_all(&seed).unwrap();
-    git(&["init", "-q", "--bare", "-b", "main", remote.to_str().unwrap()], dir);
-    git(&["init", "-q", "-b", "main"], &seed);
-    std::fs::write(seed.join("README.md"), format!("# {name}\n")).unwrap();
-    git(&["add", "README.md"], &seed);
-    git(&["-c", "user.name=b", "-c", "user.email=b@example.com", "commit", "-q", "-m", "init"], &seed);
-    git(&["push", "-q", remote.to_str().unwrap(), "main"], &seed);
-    remote
-}
-
-fn open_files(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
-}
-
-fn rss_mib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-        .map_or(0, |kb| kb / 1024)
-}
-
-/// Sums of a `/metrics` family over kinds.
-async fn metric(client: &reqwest::Client, base: &str, name: &str) -> u64 {
-    let text = client.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
-    text.lines()
-        .filter(|l| l.starts_with(name) && (l[name.len()..].starts_with('{') || l[name.len()..].starts_with(' ')))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum()
 }
 
 async fn post(client: &reqwest::Client, url: String, token: &str, body: Value) -> Result<(u16, Value), String> {

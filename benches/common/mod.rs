@@ -5,6 +5,8 @@
 // Each bench uses only a subset of these helpers; the rest would be dead code in that bench's crate.
 #![allow(dead_code)]
 
+pub mod service;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
