@@ -23,8 +23,8 @@ pub const DEFAULT_MAX_TURNS: usize = 64;
 /// failed for a passing reason, such as the live set being full for a moment).
 const REDELIVER_AFTER: Duration = Duration::from_millis(200);
 
-/// The turn gate, as a runtime service (`Runtime::provide(Arc::new(TurnPermits::new(n)))`; the domain provides one of
-/// [`DEFAULT_MAX_TURNS`] if none was). Without one, turns are not bounded.
+/// The turn permits, as a runtime service (`Runtime::provide(Arc::new(TurnPermits::new(n)))`; the domain provides
+/// one of [`DEFAULT_MAX_TURNS`] if none was). Without one, turns are not bounded.
 pub struct TurnPermits {
     inner: Arc<Gate>,
 }
