@@ -52,7 +52,7 @@ impl<T> OrNotFound for Result<T> {
 
 /// A task detail as one viewer sees it: the shared detail plus that viewer's overlay (active session, unread,
 /// drafts), applied at read time.
-#[derive(Debug, Clone, serde::Serialize, PartialEq, utoipa::ToSchema)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TaskView {
     #[serde(flatten)]

@@ -47,7 +47,7 @@ pub fn is_known_model(id: &str) -> bool {
 }
 
 /// One model of the live catalog.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CatalogModel {
     pub id: String,

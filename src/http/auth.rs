@@ -296,17 +296,17 @@ fn signed_in_response(api: &Api, signed: &SignedIn) -> HttpResponse {
         .json(signed)
 }
 
-#[derive(Deserialize, ToSchema)]
+#[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub(super) struct DevSignIn {
+pub struct DevSignIn {
     #[schema(value_type = Id)]
-    login: String,
+    pub login: String,
     /// Default: the login.
     #[schema(value_type = Option<DisplayName>)]
-    name: Option<String>,
+    pub name: Option<String>,
     /// Default: `<login>@dev.invalid`.
     #[schema(value_type = Option<Email>)]
-    email: Option<String>,
+    pub email: Option<String>,
 }
 
 /// `POST /v1/auth/dev/sign-in {login, name?, email?}`: signs in (creating the user) without a provider, or with

@@ -2,7 +2,7 @@
 //! organization the app opens) and the model catalog (`/v1/models`).
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::body::Json;
@@ -27,15 +27,15 @@ pub(super) async fn me(req: HttpRequest, caller: Caller) -> Res {
     ok(super::api(&req)?.domain.users.read_existing(&caller.user_id, GetAppSnapshot).await?)
 }
 
-#[derive(Deserialize, ToSchema)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub(super) struct ProfileBody {
+pub struct ProfileBody {
     /// The display name (absent: kept).
     #[schema(value_type = Option<DisplayName>)]
-    name: Option<String>,
+    pub name: Option<String>,
     /// The picture's URL (absent: kept; empty: removed).
     #[schema(max_length = 2048)]
-    avatar_url: Option<String>,
+    pub avatar_url: Option<String>,
 }
 
 /// `PATCH /v1/me {name?, avatarUrl?}`: the caller's display name and avatar (the email comes from the sign-in).
@@ -59,11 +59,11 @@ pub(super) async fn update_me(req: HttpRequest, caller: Caller, body: Json<Profi
     ok(api.domain.users.read_existing(&caller.user_id, GetAppSnapshot).await?)
 }
 
-#[derive(Deserialize, ToSchema)]
+#[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub(super) struct ModelBody {
+pub struct ModelBody {
     /// A model id of `GET /v1/models` (400 `invalid_input` for another).
-    model: String,
+    pub model: String,
 }
 
 /// `PUT /v1/me/default-model {model}`.
@@ -75,16 +75,16 @@ pub(super) async fn set_default_model(req: HttpRequest, caller: Caller, body: Js
     ok(api.domain.users.read_existing(&caller.user_id, GetAppSnapshot).await?)
 }
 
-#[derive(Deserialize, ToSchema)]
+#[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub(super) struct StarterBody {
-    status: StarterChoice,
+pub struct StarterBody {
+    pub status: StarterChoice,
 }
 
 /// What the user answers about the starter repository (`pending` is only where everyone starts).
-#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
-pub(super) enum StarterChoice {
+pub enum StarterChoice {
     Starred,
     Skipped,
 }
@@ -115,12 +115,12 @@ pub(super) async fn models(req: HttpRequest, _: Caller) -> Res {
     ok(super::api(&req)?.domain.models())
 }
 
-#[derive(Deserialize, ToSchema)]
+#[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub(super) struct ActiveOrgBody {
+pub struct ActiveOrgBody {
     /// An organization the caller is a member of.
     #[schema(value_type = Id)]
-    org_id: String,
+    pub org_id: String,
 }
 
 /// `PUT /v1/me/active-organization {orgId}`: where the caller's app opens (members only).

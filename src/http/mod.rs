@@ -8,6 +8,7 @@
 pub mod auth;
 mod body;
 mod error;
+pub mod frames;
 pub mod idempotency;
 pub mod limits;
 mod me;
@@ -21,6 +22,43 @@ mod tasks;
 mod webapp;
 mod webhook;
 pub mod ws;
+
+/// The API's request and response bodies and the WebSocket frames: the types the handlers themselves parse and
+/// serialise, gathered for clients (the `foundry-client` crate re-exports this module), so a client cannot drift from
+/// the server.
+pub mod wire {
+    pub use super::auth::{DevSignIn, SignedIn};
+    pub use super::frames::{AnyKey, AppKey, ClientFrame, ServerFrame, TopicKey, TopicName, TopicSnapshot};
+    pub use super::me::{ActiveOrgBody, ModelBody, ProfileBody, StarterBody, StarterChoice};
+    pub use super::orgs::{AddRepoBody, AdminOp, AuditQuery, ConnectBody, CreateOrgBody, InviteBody, MemberBody};
+    pub use super::processes::ProcessSignal;
+    pub use super::replies::{
+        AdminOutcome, GitHubConnection, OrganizationList, ProcessLogs, PullRequestOpened, Rebuilt, Revoked,
+        SessionCommandOutcome, SyncStarted, TaskActionOutcome, TaskCreated, TaskStatusChanged, WhoAmI,
+    };
+    pub use super::tasks::{
+        ActionBody, ActiveSessionBody, CreateSessionBody, CreateTaskBody, DiffQuery, DraftBody, InterruptBody,
+        RenameBody, SteerBody, TaskAction, TaskNamesBody, TextBody, UnreadBody, UpdateSessionBody,
+    };
+    pub use crate::actors::audit_log::{AuditEvent, AuditPage};
+    pub use crate::actors::domain::TaskView;
+    pub use crate::actors::github_data::schema::Meta;
+    pub use crate::actors::github_data::SyncStatus;
+    pub use crate::actors::keys::{RepoKey, SessionKey, TaskKey};
+    pub use crate::actors::models::CatalogModel;
+    pub use crate::actors::organization::schema::{MemberRow, ProfileRow, RepoRow};
+    pub use crate::actors::organization::{MemberRole, OrgKind, OrganizationSnapshot};
+    pub use crate::actors::repository::TaskNames;
+    pub use crate::actors::session::{SessionDetail, SessionState, Submitted, TranscriptItem};
+    pub use crate::actors::summary::{PullRequestSummary, SessionStatus, SessionSummary, TaskStatus, TaskSummary};
+    pub use crate::actors::task::processes::{ProcessRow, ProcessesSnapshot};
+    pub use crate::actors::task::{TaskDetail, WorkspaceView};
+    pub use crate::actors::user::{AppSnapshot, AuthSessionInfo, DraftAttachment, OrganizationEntry, TaskOverlay};
+    pub use crate::integrations::github::client::AccountKind;
+    pub use crate::integrations::sandbox::{LogEntry, ProcessSpec};
+    pub use crate::integrations::workspace::GitState;
+    pub use crate::runtime::patch::{apply as apply_patch, PatchError, PatchOp};
+}
 
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;

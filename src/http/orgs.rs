@@ -50,19 +50,19 @@ fn require_github(api: &Api) -> Result<(), ApiError> {
     Ok(())
 }
 
-#[derive(Deserialize, Serialize, ToSchema)]
+#[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub(super) struct CreateOrgBody {
+pub struct CreateOrgBody {
     /// The organization's id: foundry's own name, unrelated to any GitHub login.
     #[schema(value_type = Id)]
-    id: String,
+    pub id: String,
     #[schema(value_type = DisplayName)]
-    display_name: String,
+    pub display_name: String,
     /// The profile's label until a GitHub connection sets it (default: the id).
     #[schema(value_type = Option<Label>)]
-    login: Option<String>,
+    pub login: Option<String>,
     /// The profile's kind until a GitHub connection sets it (default: `organization`).
-    kind: Option<OrgKind>,
+    pub kind: Option<OrgKind>,
 }
 
 /// `POST /v1/orgs {id, displayName, login?, kind?}`: creates an organization with the caller as its owner. The id is
@@ -168,13 +168,13 @@ pub(super) async fn list_members(req: HttpRequest, caller: Caller, path: web::Pa
     ok(api.domain.orgs.read_existing(&org, ListMembers).await?)
 }
 
-#[derive(Deserialize, ToSchema)]
+#[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub(super) struct MemberBody {
-    role: MemberRole,
+pub struct MemberBody {
+    pub role: MemberRole,
     /// How the member is listed (default: their GitHub login, else their name).
     #[schema(value_type = Option<Label>)]
-    login: Option<String>,
+    pub login: Option<String>,
 }
 
 /// The `{org}/members/{user}` path segments.
@@ -218,13 +218,13 @@ pub(super) async fn put_member(
     ok(api.domain.orgs.mutate_existing(&org, msg).await?)
 }
 
-#[derive(Deserialize, Serialize, ToSchema)]
+#[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub(super) struct InviteBody {
+pub struct InviteBody {
     /// The login they signed in with (GitHub, else development; case-insensitive).
     #[schema(value_type = Id)]
-    login: String,
-    role: MemberRole,
+    pub login: String,
+    pub role: MemberRole,
 }
 
 /// `POST /v1/orgs/{org}/members {login, role}`: adds the user who signed in with that login (GitHub first, then a
@@ -308,19 +308,19 @@ pub(super) async fn list_repos(req: HttpRequest, caller: Caller, path: web::Path
     ok(api.domain.orgs.read_existing(&org, ListRepositories).await?)
 }
 
-#[derive(Deserialize, Serialize, ToSchema)]
+#[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub(super) struct AddRepoBody {
+pub struct AddRepoBody {
     #[schema(value_type = Id)]
-    repo_id: String,
+    pub repo_id: String,
     /// `owner/name`.
     #[schema(value_type = DisplayName)]
-    full_name: String,
+    pub full_name: String,
     #[schema(value_type = RemoteUrl)]
-    remote_url: String,
+    pub remote_url: String,
     /// Default: `main`.
     #[schema(value_type = Option<Branch>)]
-    default_branch: Option<String>,
+    pub default_branch: Option<String>,
 }
 
 /// `POST /v1/orgs/{org}/repos {repoId, fullName, remoteUrl, defaultBranch?}`: imports a repository (admins). With an
@@ -389,21 +389,21 @@ pub(super) async fn list_tasks(req: HttpRequest, caller: Caller, path: web::Path
     ok(api.domain.repos.read(&RepoKey::new(&org, &repo), ListTaskSummaries).await?)
 }
 
-#[derive(Deserialize, IntoParams)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, IntoParams)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
-pub(super) struct AuditQuery {
+pub struct AuditQuery {
     /// Only events of this repository.
     #[param(value_type = Option<Id>)]
-    repo: Option<String>,
+    pub repo: Option<String>,
     /// Only events of this task (of `repo`).
     #[param(value_type = Option<Id>)]
-    task: Option<String>,
+    pub task: Option<String>,
     /// Only events older than this id: a page's `nextBefore`.
-    before: Option<i64>,
+    pub before: Option<i64>,
     /// Page size (default 50).
     #[param(minimum = 1, maximum = 500)]
-    limit: Option<u32>,
+    pub limit: Option<u32>,
 }
 
 /// `GET /v1/orgs/{org}/audit?repo&task&before&limit`: audit events, newest first.
@@ -449,13 +449,13 @@ pub(super) async fn github_status(req: HttpRequest, caller: Caller, path: web::P
     }
 }
 
-#[derive(Deserialize, ToSchema)]
+#[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub(super) struct ConnectBody {
+pub struct ConnectBody {
     /// The GitHub account's login.
     #[schema(value_type = Id)]
-    login: String,
-    kind: AccountKind,
+    pub login: String,
+    pub kind: AccountKind,
 }
 
 fn identity_required(message: impl Into<String>) -> ApiError {
@@ -561,9 +561,9 @@ pub(super) async fn github_sync(req: HttpRequest, caller: Caller, path: web::Pat
 }
 
 /// A recovery operation of `POST /v1/orgs/{org}/admin/{op}`.
-#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, ToSchema)]
 #[serde(rename_all = "kebab-case")]
-pub(super) enum AdminOp {
+pub enum AdminOp {
     /// Sync everything again from GitHub (200 with the sync's generation).
     FullSync,
     /// Forget the GitHub mirror (204).

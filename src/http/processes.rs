@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::body::{Json, NoBody};
@@ -172,9 +172,9 @@ pub(super) async fn get(req: HttpRequest, caller: Caller, path: ProcessPath) -> 
 }
 
 /// A signal of `POST T/processes/{process}/{op}`.
-#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
-pub(super) enum ProcessSignal {
+pub enum ProcessSignal {
     /// SIGTERM.
     Stop,
     /// SIGKILL.

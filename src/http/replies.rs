@@ -1,7 +1,7 @@
 //! Typed bodies of the answers that are not a domain type as is (a list with its context, a count, what a command
 //! reports besides the state it leaves), so that the OpenAPI document describes exactly what the handlers serialise.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::actors::domain::TaskView;
@@ -13,7 +13,7 @@ use crate::actors::user::OrganizationEntry;
 use crate::integrations::sandbox::LogEntry;
 
 /// `GET /v1/orgs`: the caller's organizations and the one the app opens (as in the `app` snapshot).
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OrganizationList {
     /// In the order the caller joined them.
@@ -22,7 +22,7 @@ pub struct OrganizationList {
 }
 
 /// `GET /v1/orgs/{org}/github`: whether a GitHub account is connected, and then its sync status.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct GitHubConnection {
     pub connected: bool,
     /// Present when connected.
@@ -31,21 +31,21 @@ pub struct GitHubConnection {
 }
 
 /// A sync was started, or one was already running: its generation.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SyncStarted {
     pub generation: i32,
 }
 
 /// `POST .../admin/rebuild`: how many task summaries were written again.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Rebuilt {
     pub task_summaries: usize,
 }
 
 /// The 200 answer of `POST .../admin/{op}`: `full-sync` starts a sync, `rebuild` counts what it wrote.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(untagged)]
 pub enum AdminOutcome {
     Sync(SyncStarted),
@@ -54,7 +54,7 @@ pub enum AdminOutcome {
 
 /// `POST .../repos/{repo}/tasks` (201): the new task, its first session and that session's topic version before its
 /// first turn (subscribe with `after` it: docs/API.md, "Following a new task").
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TaskCreated {
     pub org_id: String,
@@ -81,7 +81,7 @@ impl From<&CreatedTask> for TaskCreated {
 }
 
 /// The task's status after `archive`, `unarchive` or `kill`.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TaskStatusChanged {
     pub status: TaskStatus,
@@ -89,7 +89,7 @@ pub struct TaskStatusChanged {
 
 /// The 200 answer of `POST T/{action}`: the status for `archive`, `unarchive` and `kill`, the task view for the
 /// others (`pull-request` answers 201 [`PullRequestOpened`]).
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(untagged)]
 pub enum TaskActionOutcome {
     Status(TaskStatusChanged),
@@ -97,7 +97,7 @@ pub enum TaskActionOutcome {
 }
 
 /// `POST T/pull-request` (201): the pull request's number on GitHub.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PullRequestOpened {
     pub number: i64,
@@ -105,7 +105,7 @@ pub struct PullRequestOpened {
 
 /// The 202 answer of every session command (`messages`, `steer`, `interrupt`, `stop`): where the session stands once
 /// the command was taken, plus what the command itself reports.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SessionCommandOutcome {
     #[serde(flatten)]
@@ -119,7 +119,7 @@ pub struct SessionCommandOutcome {
 }
 
 /// `GET T/processes/{process}/logs`: the output so far.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ProcessLogs {
     pub process_id: String,
@@ -127,13 +127,13 @@ pub struct ProcessLogs {
 }
 
 /// `DELETE /v1/auth/sessions`: how many sessions were signed out.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Revoked {
     pub revoked: usize,
 }
 
 /// `GET /v1/auth/whoami`.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct WhoAmI {
     pub user_id: String,
@@ -143,14 +143,14 @@ pub struct WhoAmI {
 }
 
 /// A `ping` delivery's outcome: nothing to apply.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Pong {
     Pong,
 }
 
 /// What a webhook delivery did.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(untagged)]
 pub enum DeliveryOutcome {
     Delivery(WebhookOutcome),
@@ -158,7 +158,7 @@ pub enum DeliveryOutcome {
 }
 
 /// `POST /v1/webhooks/github`.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct WebhookAnswer {
     pub outcome: DeliveryOutcome,
 }

@@ -64,20 +64,20 @@ async fn session_of(
 type TaskPath = web::Path<TaskParams>;
 type SessionPath = web::Path<SessionParams>;
 
-#[derive(Deserialize, Serialize, ToSchema)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub(super) struct CreateTaskBody {
+pub struct CreateTaskBody {
     /// What the agent is asked to do (the first session's first prompt).
     #[schema(value_type = Text)]
-    prompt: String,
+    pub prompt: String,
     /// Default: derived from the prompt.
     #[schema(value_type = Option<DisplayName>)]
-    title: Option<String>,
+    pub title: Option<String>,
     /// Default: derived from the title, made unique (409 if a given one has a task).
     #[schema(value_type = Option<Branch>)]
-    branch: Option<String>,
+    pub branch: Option<String>,
     /// A model id of `GET /v1/models` (default: the caller's default model).
-    model: Option<String>,
+    pub model: Option<String>,
 }
 
 /// `POST .../repos/{repo}/tasks {prompt, title?, branch?, model?}`: creates a task with its first session, whose
@@ -125,15 +125,15 @@ pub(super) async fn create_task(
     .await
 }
 
-#[derive(Deserialize, ToSchema)]
+#[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub(super) struct TaskNamesBody {
+pub struct TaskNamesBody {
     #[schema(value_type = Text)]
-    prompt: String,
+    pub prompt: String,
     #[schema(value_type = Option<DisplayName>)]
-    title: Option<String>,
+    pub title: Option<String>,
     #[schema(value_type = Option<Branch>)]
-    branch: Option<String>,
+    pub branch: Option<String>,
 }
 
 /// `POST .../repos/{repo}/task-names {prompt, title?, branch?}`: the `{title, branch}` a task created with this body
@@ -165,11 +165,11 @@ pub(super) async fn get_task(req: HttpRequest, caller: Caller, path: TaskPath) -
     ok(api.domain.task_view(&task, Some(&caller.user_id)).await?)
 }
 
-#[derive(Deserialize, ToSchema)]
+#[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub(super) struct RenameBody {
+pub struct RenameBody {
     #[schema(value_type = DisplayName)]
-    title: String,
+    pub title: String,
 }
 
 /// `PATCH .../tasks/{task} {title}`.
@@ -188,24 +188,24 @@ pub(super) async fn rename_task(req: HttpRequest, caller: Caller, path: TaskPath
     ok(api.domain.task_view(&task, Some(&caller.user_id)).await?)
 }
 
-#[derive(Deserialize, Serialize, Default, ToSchema)]
+#[derive(Clone, Debug, Deserialize, Serialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub(super) struct ActionBody {
+pub struct ActionBody {
     /// `revert`: the file to revert.
     #[schema(value_type = Option<FilePath>)]
-    path: Option<String>,
+    pub path: Option<String>,
     /// `switch`: the branch or task to switch to.
     #[schema(value_type = Option<Branch>)]
-    target: Option<String>,
+    pub target: Option<String>,
     /// `archive`: archive even if work that is not on the remote cannot be pushed (it is discarded).
     #[serde(default)]
-    force: bool,
+    pub force: bool,
 }
 
 /// What `POST T/{action}` does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
 #[serde(rename_all = "kebab-case")]
-pub(super) enum TaskAction {
+pub enum TaskAction {
     /// Cancel turns, refuse prompts, push work not on the remote (`force`: discard it if that fails), release the
     /// workspace.
     Archive,
@@ -314,13 +314,13 @@ async fn publish_pull_request(api: web::Data<Api>, task: TaskKey, user: String, 
     }
 }
 
-#[derive(Deserialize, IntoParams)]
+#[derive(Clone, Debug, Deserialize, Serialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
-pub(super) struct DiffQuery {
+pub struct DiffQuery {
     /// The file.
     #[param(value_type = FilePath)]
-    path: String,
+    pub path: String,
 }
 
 /// `GET .../tasks/{task}/diff?path=...`: one file's diff against the base branch (`text/x-diff`; empty when the
@@ -340,11 +340,11 @@ pub(super) async fn file_diff(req: HttpRequest, caller: Caller, path: TaskPath, 
     Ok(HttpResponse::Ok().content_type("text/x-diff; charset=utf-8").body(diff))
 }
 
-#[derive(Deserialize, ToSchema)]
+#[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub(super) struct ActiveSessionBody {
+pub struct ActiveSessionBody {
     #[schema(value_type = Id)]
-    session_id: String,
+    pub session_id: String,
 }
 
 /// `PUT .../tasks/{task}/active-session {sessionId}`: the caller's open tab.
@@ -363,16 +363,16 @@ pub(super) async fn set_active_session(
     ok(api.domain.task_view(&task, Some(&caller.user_id)).await?)
 }
 
-#[derive(Deserialize, Serialize, Default, ToSchema)]
+#[derive(Clone, Debug, Deserialize, Serialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub(super) struct CreateSessionBody {
+pub struct CreateSessionBody {
     #[schema(value_type = Option<DisplayName>)]
-    name: Option<String>,
+    pub name: Option<String>,
     /// A model id of `GET /v1/models`.
-    model: Option<String>,
+    pub model: Option<String>,
     /// A first message for the new session's agent.
     #[schema(value_type = Option<Text>)]
-    prompt: Option<String>,
+    pub prompt: Option<String>,
 }
 
 /// `POST .../tasks/{task}/sessions {name?, model?, prompt?}`: opens another session. With an `Idempotency-Key`, the
@@ -439,17 +439,17 @@ pub(super) async fn get_session(req: HttpRequest, caller: Caller, path: SessionP
     ok(api.domain.sessions.read(&session, GetSessionDetail).await?)
 }
 
-#[derive(Deserialize, ToSchema)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub(super) struct UpdateSessionBody {
+pub struct UpdateSessionBody {
     #[schema(value_type = Option<DisplayName>)]
-    name: Option<String>,
+    pub name: Option<String>,
     /// A model id of `GET /v1/models`.
-    model: Option<String>,
+    pub model: Option<String>,
     /// One of the model's modes (only with `model`).
-    mode: Option<String>,
+    pub mode: Option<String>,
     /// One of the model's thought levels (only with `model`).
-    thought_level: Option<String>,
+    pub thought_level: Option<String>,
 }
 
 /// `PATCH .../sessions/{session} {name?, model?, mode?, thoughtLevel?}`.
@@ -487,11 +487,11 @@ pub(super) async fn update_session(
     ok(api.domain.sessions.read(&session, GetSessionDetail).await?)
 }
 
-#[derive(Deserialize, Serialize, ToSchema)]
+#[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub(super) struct TextBody {
+pub struct TextBody {
     #[schema(value_type = Text)]
-    text: String,
+    pub text: String,
 }
 
 /// The answer of every session command route (`messages`, `steer`, `interrupt`, `stop`): 202 with where the session
@@ -545,11 +545,11 @@ pub(super) async fn send_message(req: HttpRequest, caller: Caller, path: Session
     .await
 }
 
-#[derive(Deserialize, ToSchema)]
+#[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub(super) struct SteerBody {
+pub struct SteerBody {
     #[schema(value_type = Text)]
-    guidance: String,
+    pub guidance: String,
 }
 
 /// `POST .../sessions/{session}/steer {guidance}`: guidance for the running turn of exactly this session.
@@ -567,12 +567,12 @@ pub(super) async fn steer(req: HttpRequest, caller: Caller, path: SessionPath, b
     accepted(&api, &session, None, None).await
 }
 
-#[derive(Deserialize, Default, ToSchema)]
+#[derive(Clone, Debug, Deserialize, Default, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub(super) struct InterruptBody {
+pub struct InterruptBody {
     /// Also drop the prompts queued behind the turn.
     #[serde(default)]
-    drop_queued: bool,
+    pub drop_queued: bool,
 }
 
 /// `POST .../sessions/{session}/interrupt {dropQueued?}`: cancels the running turn of exactly this session.
@@ -624,15 +624,15 @@ pub(super) async fn close(req: HttpRequest, caller: Caller, path: SessionPath, _
     Ok(HttpResponse::NoContent().finish())
 }
 
-#[derive(Deserialize, ToSchema)]
+#[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub(super) struct DraftBody {
+pub struct DraftBody {
     /// The unsent text: at most 64 KiB of UTF-8 (16384 characters always fit).
     #[schema(max_length = 16384)]
-    text: String,
+    pub text: String,
     #[serde(default)]
     #[schema(max_items = 20)]
-    attachments: Vec<DraftAttachment>,
+    pub attachments: Vec<DraftAttachment>,
 }
 
 /// `PUT .../sessions/{session}/draft {text, attachments}`: the caller's unsent message.
@@ -651,10 +651,10 @@ pub(super) async fn save_draft(req: HttpRequest, caller: Caller, path: SessionPa
     ok(api.domain.task_view(&task, Some(&caller.user_id)).await?)
 }
 
-#[derive(Deserialize, ToSchema)]
+#[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub(super) struct UnreadBody {
-    unread: bool,
+pub struct UnreadBody {
+    pub unread: bool,
 }
 
 /// `PUT .../sessions/{session}/unread {unread}`: the caller's unread mark.

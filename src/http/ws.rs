@@ -28,6 +28,8 @@ use actix_ws::{CloseCode, CloseReason, Message, MessageStream, ProtocolError, Se
 use bytestring::ByteString;
 use serde::Deserialize;
 
+// The key type clients send and frames carry is the typed contract's (`frames.rs`).
+use super::frames::TopicKey as FrameKey;
 use super::{member, Api, ApiError, Caller};
 use crate::actors::{organization, session, task, user, RepoKey, SessionKey, TaskKey};
 use crate::runtime::{Subscription, TopicEvent, TopicFrame, TopicPatch};
@@ -73,18 +75,6 @@ struct ClientFrame {
     /// `subscribe`: after the first full snapshot, send each change as a `{topic}Patched` frame (the client applies
     /// it) instead of the whole snapshot again.
     patches: Option<bool>,
-}
-
-#[derive(Deserialize, Clone, PartialEq, Eq, Hash, serde::Serialize)]
-#[serde(deny_unknown_fields)]
-struct FrameKey {
-    org: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    repo: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    task: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    session: Option<String>,
 }
 
 /// What a subscription is to.

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// One operation of a patch. Applied in order; each sees the document as the previous ones left it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "op", rename_all = "camelCase")]
 pub enum PatchOp {
     /// Inserts `value` at `path`: into an array at an index (the rest shift up) or at `-` (the end), or as an

@@ -71,7 +71,9 @@ diesel::table! {
 }
 
 /// Sync state and progress.
-#[derive(Debug, Clone, Queryable, Selectable, serde::Serialize, PartialEq, Eq, utoipa::ToSchema)]
+#[derive(
+    Debug, Clone, Queryable, Selectable, serde::Serialize, serde::Deserialize, PartialEq, Eq, utoipa::ToSchema,
+)]
 #[diesel(table_name = github_meta)]
 #[serde(rename_all = "camelCase")]
 pub struct Meta {

@@ -253,7 +253,7 @@ impl Command for AdminClearState {
 }
 
 /// Sync status and row counts.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SyncStatus {
     pub meta: Meta,

@@ -57,7 +57,7 @@ pub fn delivery_account(payload: &Value) -> Option<(i64, String)> {
 }
 
 /// What a delivery did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum WebhookOutcome {
     Applied,

@@ -25,7 +25,7 @@ pub struct Organization {
 }
 
 /// What `organizationUpdated` carries.
-#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OrganizationSnapshot {
     pub organization_id: String,

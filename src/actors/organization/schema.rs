@@ -52,7 +52,9 @@ diesel::table! {
 diesel::joinable!(task_summaries -> repos (repo_id));
 diesel::allow_tables_to_appear_in_same_query!(repos, task_summaries);
 
-#[derive(Debug, Clone, Queryable, Selectable, serde::Serialize, PartialEq, Eq, utoipa::ToSchema)]
+#[derive(
+    Debug, Clone, Queryable, Selectable, serde::Serialize, serde::Deserialize, PartialEq, Eq, utoipa::ToSchema,
+)]
 #[diesel(table_name = organization_profile)]
 #[serde(rename_all = "camelCase")]
 pub struct ProfileRow {

@@ -56,7 +56,7 @@ fn assign_names(
 }
 
 /// A task's title and branch.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct TaskNames {
     pub title: String,
     pub branch: String,

@@ -393,7 +393,7 @@ pub struct SubmitPrompt {
 }
 
 /// Where a submitted prompt went.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Submitted {
     Started,

@@ -377,7 +377,7 @@ impl Read for GetSessionDetail {
 }
 
 /// Where a session stands after a command: what the session command routes answer (`202`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SessionState {
     pub session_id: String,

@@ -41,7 +41,7 @@ impl Session {
 }
 
 /// What `sessionUpdated` carries.
-#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SessionDetail {
     pub org_id: String,

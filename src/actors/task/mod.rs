@@ -42,7 +42,7 @@ impl Task {
 }
 
 /// What `taskUpdated` carries.
-#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TaskDetail {
     pub org_id: String,

@@ -35,7 +35,7 @@ diesel::table! {
 }
 
 /// A process of the task, as published.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Queryable, Selectable, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, Queryable, Selectable, utoipa::ToSchema)]
 #[diesel(table_name = task_processes)]
 #[serde(rename_all = "camelCase")]
 pub struct ProcessRow {
@@ -43,7 +43,7 @@ pub struct ProcessRow {
     pub process_id: String,
     pub command: String,
     /// Stored as JSON text, sent as the array it holds.
-    #[serde(serialize_with = "raw_json")]
+    #[serde(serialize_with = "raw_json", deserialize_with = "json_text")]
     #[schema(value_type = Vec<String>)]
     pub args: String,
     /// `running`, `exited`, or `missing` (the host no longer knows it).
@@ -60,8 +60,21 @@ fn raw_json<S: serde::Serializer>(text: &str, s: S) -> Result<S::Ok, S::Error> {
     value.serialize(s)
 }
 
+/// The inverse of [`raw_json`], for clients reading the row back: the array as the JSON text the row stores.
+fn json_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let value = <serde_json::Value as serde::Deserialize>::deserialize(d)?;
+    Ok(value.to_string())
+}
+
+impl ProcessRow {
+    /// The arguments (stored as JSON text); empty if the stored text is not an array of strings.
+    pub fn arg_list(&self) -> Vec<String> {
+        serde_json::from_str(&self.args).unwrap_or_default()
+    }
+}
+
 /// What `sandboxProcessesUpdated` carries (and `GET T/processes` answers).
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct ProcessesSnapshot {
     pub processes: Vec<ProcessRow>,
 }

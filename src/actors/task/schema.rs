@@ -72,7 +72,9 @@ impl TaskRow {
     }
 }
 
-#[derive(Debug, Clone, Queryable, Selectable, serde::Serialize, PartialEq, Eq, utoipa::ToSchema)]
+#[derive(
+    Debug, Clone, Queryable, Selectable, serde::Serialize, serde::Deserialize, PartialEq, Eq, utoipa::ToSchema,
+)]
 #[diesel(table_name = task_runtime)]
 #[serde(rename_all = "camelCase")]
 pub struct RuntimeRow {

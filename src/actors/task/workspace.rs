@@ -50,7 +50,7 @@ pub struct WorkspaceRow {
 }
 
 /// The workspace as the task view shows it.
-#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct WorkspaceView {
     pub provider: String,
