@@ -3,37 +3,64 @@
 
 mod support;
 
+use std::future::Future;
+use std::pin::Pin;
+
+use foundry_client::types::{
+    AddRepoBody, AdminOp, AuditQuery, CreateOrgBody, CreateSessionBody, CreateTaskBody, DevSignIn, DraftBody,
+    MemberBody, MemberRole, ProfileBody, RepoKey, SessionStatus, TaskAction, TaskKey, TaskNamesBody, TaskStatus,
+    UpdateSessionBody,
+};
+use foundry_client::{Client, ClientError};
 use serde_json::{json, Value};
 use support::web::{start, TestServer};
 
+/// The status and code of a refusal (panics on success or on a failure that is not the server's refusal).
+fn refused<T: std::fmt::Debug>(result: Result<T, ClientError>) -> (u16, String) {
+    match result {
+        Err(ClientError::Api(e)) => (e.status, e.code),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
 /// alice owns organization acme with repository r1 and one task; bob is signed in but not a member.
-async fn world(s: &TestServer) -> (String, String, String) {
-    let alice = s.sign_in("alice").await;
-    let bob = s.sign_in("bob").await;
-    let (st, body) =
-        s.call("POST", "/v1/orgs", Some(&alice), Some(json!({ "id": "acme", "displayName": "Acme" }))).await;
-    assert_eq!(st, 201, "{body}");
-    let repo = json!({ "repoId": "r1", "fullName": "acme/r1", "remoteUrl": "https://example.invalid/acme/r1.git" });
-    let (st, body) = s.call("POST", "/v1/orgs/acme/repos", Some(&alice), Some(repo)).await;
-    assert_eq!(st, 201, "{body}");
-    let (st, body) = s
-        .call("POST", "/v1/orgs/acme/repos/r1/tasks", Some(&alice), Some(json!({ "prompt": "Fix the login page" })))
-        .await;
-    assert_eq!(st, 201, "{body}");
-    assert_eq!(body["taskId"], "t1");
-    assert_eq!(body["sessionId"], "s1");
-    (alice, bob, "t1".to_owned())
+async fn world(s: &TestServer) -> (Client, Client, TaskKey) {
+    let alice = s.client_as("alice").await;
+    let bob = s.client_as("bob").await;
+    let org = CreateOrgBody { id: "acme".into(), display_name: "Acme".into(), login: None, kind: None };
+    let snapshot = alice.create_org(&org).await.unwrap();
+    assert_eq!(snapshot.organization_id, "acme");
+    let repo = AddRepoBody {
+        repo_id: "r1".into(),
+        full_name: "acme/r1".into(),
+        remote_url: "https://example.invalid/acme/r1.git".into(),
+        default_branch: None,
+    };
+    let row = alice.add_repo("acme", &repo).await.unwrap();
+    assert_eq!(row.repo_id, "r1");
+    let body = CreateTaskBody { prompt: "Fix the login page".into(), ..Default::default() };
+    let created = alice.create_task(&RepoKey::new("acme", "r1"), &body).await.unwrap();
+    assert_eq!((created.task_id.as_str(), created.session_id.as_str()), ("t1", "s1"));
+    (alice, bob, RepoKey::new("acme", "r1").task("t1"))
 }
 
 #[actix_rt::test]
 async fn tokens_are_random_hashed_expiring_and_revocable() {
     let s = start(|_, _| {}).await;
-    let token = s.sign_in("alice").await;
+    let anonymous = s.api_client();
+    let sign_in = |login: &str| {
+        let body = DevSignIn { login: login.into(), name: None, email: None };
+        let anonymous = anonymous.clone();
+        async move { anonymous.dev_sign_in(&body).await }
+    };
+    let signed = sign_in("alice").await.unwrap();
+    let token = signed.token.clone();
     assert!(token.starts_with("fdy_") && token.len() == 4 + 64, "256-bit token: {token}");
-    let again = s.sign_in("alice").await;
-    assert_ne!(token, again, "every sign-in gets a fresh token");
-    let user = s.user_id(&token).await;
-    assert_eq!(user, s.user_id(&again).await, "the same login is the same user");
+    let again = sign_in("alice").await.unwrap();
+    assert_ne!(token, again.token, "every sign-in gets a fresh token");
+    assert_eq!(signed.user_id, again.user_id, "the same login is the same user");
+    let alice = anonymous.clone().with_token(&token);
+    assert_eq!(alice.whoami().await.unwrap().user_id, signed.user_id);
 
     // The cookie works like the header.
     let res = s
@@ -46,13 +73,10 @@ async fn tokens_are_random_hashed_expiring_and_revocable() {
     assert_eq!(res.status(), 200);
 
     // Missing, malformed and unknown tokens: 401 with a JSON error.
-    let (st, body) = s.call("GET", "/v1/me", None, None).await;
-    assert_eq!((st, body["error"]["code"].as_str()), (401, Some("unauthenticated")), "{body}");
-    let (st, _) = s.call("GET", "/v1/me", Some("not-a-token"), None).await;
-    assert_eq!(st, 401);
+    assert_eq!(refused(anonymous.me().await), (401, "unauthenticated".into()));
+    assert_eq!(refused(anonymous.clone().with_token("not-a-token").me().await).0, 401);
     let forged = format!("fdy_{}", "0".repeat(64));
-    let (st, _) = s.call("GET", "/v1/me", Some(&forged), None).await;
-    assert_eq!(st, 401);
+    assert_eq!(refused(anonymous.clone().with_token(forged).me().await).0, 401);
 
     // Only hashes are stored: the token appears in no database file.
     s.rt.shutdown().await;
@@ -64,68 +88,55 @@ async fn tokens_are_random_hashed_expiring_and_revocable() {
 
     // Sign-out revokes at once; the sessions list shows it; another session can be revoked by id.
     let s = start(|_, _| {}).await;
-    let a = s.sign_in("alice").await;
-    let b = s.sign_in("alice").await;
-    let (st, sessions) = s.call("GET", "/v1/auth/sessions", Some(&a), None).await;
-    assert_eq!(st, 200);
-    assert_eq!(sessions.as_array().unwrap().len(), 2);
-    assert!(!sessions.to_string().contains(&a[4..]), "no token material in the list");
-    let (st, _) = s.call("POST", "/v1/auth/sign-out", Some(&a), None).await;
-    assert_eq!(st, 204);
-    let (st, _) = s.call("GET", "/v1/me", Some(&a), None).await;
-    assert_eq!(st, 401, "signed-out token no longer works");
-    let (_, who) = s.call("GET", "/v1/auth/whoami", Some(&b), None).await;
-    let c = s.sign_in("alice").await;
-    let path = format!("/v1/auth/sessions/{}", who["sessionId"].as_str().unwrap());
-    let (st, _) = s.call("DELETE", &path, Some(&c), None).await;
-    assert_eq!(st, 204);
-    let (st, _) = s.call("GET", "/v1/me", Some(&b), None).await;
-    assert_eq!(st, 401, "revoked from another session");
-    let (st, _) = s.call("DELETE", &path, Some(&c), None).await;
-    assert_eq!(st, 404, "revoking twice");
+    let a = s.client_as("alice").await;
+    let b = s.client_as("alice").await;
+    let sessions = a.auth_sessions().await.unwrap();
+    assert_eq!(sessions.len(), 2);
+    let listed = serde_json::to_string(&sessions).unwrap();
+    assert!(!listed.contains(&a.token().unwrap()[4..]), "no token material in the list");
+    a.sign_out().await.unwrap();
+    assert_eq!(refused(a.me().await).0, 401, "signed-out token no longer works");
+    let who = b.whoami().await.unwrap();
+    let c = s.client_as("alice").await;
+    c.revoke_auth_session(&who.session_id).await.unwrap();
+    assert_eq!(refused(b.me().await).0, 401, "revoked from another session");
+    assert_eq!(refused(c.revoke_auth_session(&who.session_id).await).0, 404, "revoking twice");
     // bob cannot revoke alice's session.
-    let bob = s.sign_in("bob").await;
-    let (_, who) = s.call("GET", "/v1/auth/whoami", Some(&c), None).await;
-    let (st, _) =
-        s.call("DELETE", &format!("/v1/auth/sessions/{}", who["sessionId"].as_str().unwrap()), Some(&bob), None).await;
-    assert_eq!(st, 404);
-    let (st, _) = s.call("GET", "/v1/me", Some(&c), None).await;
-    assert_eq!(st, 200);
+    let bob = s.client_as("bob").await;
+    let who = c.whoami().await.unwrap();
+    assert_eq!(refused(bob.revoke_auth_session(&who.session_id).await).0, 404);
+    c.me().await.unwrap();
 
     // Sign out everywhere: every session of the caller ends; other users keep theirs.
-    let d = s.sign_in("alice").await;
-    let e = s.sign_in("alice").await;
+    let d = s.client_as("alice").await;
+    let e = s.client_as("alice").await;
     // Used first, so that this node has them cached: the cache must not outlive the sign-out.
-    for t in [&d, &e, &c] {
-        assert_eq!(s.call("GET", "/v1/me", Some(t), None).await.0, 200);
+    for client in [&d, &e, &c] {
+        client.me().await.unwrap();
     }
-    let (st, body) = s.call("DELETE", "/v1/auth/sessions", Some(&d), None).await;
-    assert_eq!(st, 200, "{body}");
-    assert!(body["revoked"].as_u64().unwrap() >= 2, "{body}");
-    for t in [&d, &e, &c] {
-        assert_eq!(s.call("GET", "/v1/me", Some(t), None).await.0, 401);
+    let revoked = d.revoke_all_auth_sessions().await.unwrap();
+    assert!(revoked.revoked >= 2, "{revoked:?}");
+    for client in [&d, &e, &c] {
+        assert_eq!(refused(client.me().await).0, 401);
     }
-    assert_eq!(s.call("GET", "/v1/me", Some(&bob), None).await.0, 200);
+    bob.me().await.unwrap();
     // The profile: name and avatar change; a blank name is refused and changes nothing.
-    let (st, me) = s.call("PATCH", "/v1/me", Some(&bob), Some(json!({ "name": "Bob B." }))).await;
-    assert_eq!((st, me["user"]["name"].as_str()), (200, Some("Bob B.")), "{me}");
-    let (st, _) = s.call("PATCH", "/v1/me", Some(&bob), Some(json!({ "name": " " }))).await;
-    assert_eq!(st, 400);
-    let (_, me) = s.call("GET", "/v1/me", Some(&bob), None).await;
-    assert_eq!(me["user"]["name"], "Bob B.");
+    let me = bob.update_me(&ProfileBody { name: Some("Bob B.".into()), avatar_url: None }).await.unwrap();
+    assert_eq!(me.user.name, "Bob B.");
+    assert_eq!(refused(bob.update_me(&ProfileBody { name: Some(" ".into()), avatar_url: None }).await).0, 400);
+    assert_eq!(bob.me().await.unwrap().user.name, "Bob B.");
     s.stop().await;
 
     // Expiry: a zero-length lifetime is expired as soon as it is issued.
     let s = start(|api, _| api.auth.session_ttl = std::time::Duration::ZERO).await;
-    let t = s.sign_in("alice").await;
-    let (st, _) = s.call("GET", "/v1/me", Some(&t), None).await;
-    assert_eq!(st, 401, "expired token");
+    let t = s.client_as("alice").await;
+    assert_eq!(refused(t.me().await).0, 401, "expired token");
     s.stop().await;
 
     // Dev sign-in is refused when disabled.
     let s = start(|api, _| api.auth.dev_sign_in = false).await;
-    let (st, body) = s.call("POST", "/v1/auth/dev/sign-in", None, Some(json!({ "login": "alice" }))).await;
-    assert_eq!(st, 404, "{body}");
+    let r = s.api_client().dev_sign_in(&DevSignIn { login: "alice".into(), name: None, email: None }).await;
+    assert_eq!(refused(r).0, 404);
     s.stop().await;
 }
 
@@ -146,113 +157,131 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
 }
 
+type Call<'a> = Pin<Box<dyn Future<Output = Result<(), ClientError>> + 'a>>;
+
+/// One call of each route family, made by `c`, its answer dropped.
+fn route_families<'a>(c: &'a Client, t: &'a TaskKey) -> Vec<(&'static str, Call<'a>)> {
+    macro_rules! call {
+        ($e:expr) => {
+            Box::pin(async move { $e.await.map(drop) }) as Call<'a>
+        };
+    }
+    let repo = || t.repo_key();
+    let s1 = || t.session("s1");
+    let audit = AuditQuery { limit: Some(5), ..Default::default() };
+    let names = TaskNamesBody { prompt: "Name me".into(), title: None, branch: None };
+    vec![
+        ("GET org", call!(c.org("acme"))),
+        ("GET members", call!(c.members("acme"))),
+        ("GET repos", call!(c.repos("acme"))),
+        ("GET repo", call!(c.repo(&repo()))),
+        ("GET task summaries", call!(c.task_summaries(&repo()))),
+        ("GET audit", call!(c.audit("acme", &audit))),
+        ("GET github", call!(c.github("acme"))),
+        (
+            "POST tasks",
+            call!(c.create_task(&repo(), &CreateTaskBody { prompt: "Another".into(), ..Default::default() })),
+        ),
+        ("POST task-names", call!(c.task_names(&repo(), &names))),
+        ("GET task", call!(c.task(t))),
+        ("PATCH task", call!(c.rename_task(t, "Renamed"))),
+        ("POST unread", call!(c.task_action_view(t, TaskAction::Unread))),
+        ("PUT active-session", call!(c.set_active_session(t, "s1"))),
+        (
+            "POST sessions",
+            call!(c.create_session(t, &CreateSessionBody { name: Some("Second".into()), ..Default::default() })),
+        ),
+        ("GET session", call!(c.session(&s1()))),
+        (
+            "PATCH session",
+            call!(c.update_session(&s1(), &UpdateSessionBody { name: Some("Main".into()), ..Default::default() })),
+        ),
+        ("POST messages", call!(c.send_message(&s1(), "and the signup page"))),
+        // Steering an idle session is a refusal of the domain (422), not of authorization.
+        (
+            "POST steer",
+            call!(async {
+                match c.steer(&s1(), "keep it small").await {
+                    Err(e) if e.status() == Some(422) => Ok(None),
+                    other => other.map(Some),
+                }
+            }),
+        ),
+        ("POST interrupt", call!(c.interrupt(&s1(), false))),
+        ("PUT draft", call!(c.save_draft(&s1(), &DraftBody { text: "half a thought".into(), attachments: vec![] }))),
+        ("PUT unread", call!(c.set_unread(&s1(), false))),
+        ("POST admin/rebuild", call!(c.admin("acme", AdminOp::Rebuild))),
+    ]
+}
+
 /// Each route family: signed-out 401, non-member 403, member 2xx.
 #[actix_rt::test]
 async fn authorization_matrix_for_every_route_family() {
     let s = start(|_, _| {}).await;
-    let (alice, bob, _) = world(&s).await;
-    let t = "/v1/orgs/acme/repos/r1/tasks/t1";
-    let ses = "/v1/orgs/acme/repos/r1/tasks/t1/sessions/s1";
-    let routes: Vec<(&str, String, Option<Value>)> = vec![
-        ("GET", "/v1/orgs/acme".into(), None),
-        ("GET", "/v1/orgs/acme/members".into(), None),
-        ("GET", "/v1/orgs/acme/repos".into(), None),
-        ("GET", "/v1/orgs/acme/repos/r1".into(), None),
-        ("GET", "/v1/orgs/acme/repos/r1/tasks".into(), None),
-        ("GET", "/v1/orgs/acme/audit?limit=5".into(), None),
-        ("GET", "/v1/orgs/acme/github".into(), None),
-        ("POST", "/v1/orgs/acme/repos/r1/tasks".into(), Some(json!({ "prompt": "Another task" }))),
-        ("GET", t.into(), None),
-        ("PATCH", t.into(), Some(json!({ "title": "Renamed" }))),
-        ("POST", format!("{t}/unread"), None),
-        ("PUT", format!("{t}/active-session"), Some(json!({ "sessionId": "s1" }))),
-        ("POST", format!("{t}/sessions"), Some(json!({ "name": "Second" }))),
-        ("GET", ses.into(), None),
-        ("PATCH", ses.into(), Some(json!({ "name": "Main" }))),
-        ("POST", format!("{ses}/messages"), Some(json!({ "text": "and the signup page" }))),
-        ("POST", format!("{ses}/steer"), Some(json!({ "guidance": "keep it small" }))),
-        ("POST", format!("{ses}/interrupt"), Some(json!({}))),
-        ("PUT", format!("{ses}/draft"), Some(json!({ "text": "half a thought" }))),
-        ("PUT", format!("{ses}/unread"), Some(json!({ "unread": false }))),
-        ("POST", "/v1/orgs/acme/admin/rebuild".into(), None),
-    ];
-    for (method, path, body) in &routes {
-        let (st, err) = s.call(method, path, None, body.clone()).await;
-        assert_eq!(st, 401, "signed out: {method} {path}: {err}");
-        assert_eq!(err["error"]["code"], "unauthenticated");
-        let (st, err) = s.call(method, path, Some(&bob), body.clone()).await;
-        assert_eq!(st, 403, "non-member: {method} {path}: {err}");
-        assert_eq!(err["error"]["code"], "forbidden");
+    let (alice, bob, t) = world(&s).await;
+    let anonymous = s.api_client();
+    for (what, call) in route_families(&anonymous, &t) {
+        assert_eq!(refused(call.await), (401, "unauthenticated".into()), "signed out: {what}");
     }
-    for (method, path, body) in &routes {
-        let (st, res) = s.call(method, path, Some(&alice), body.clone()).await;
-        // Steering an idle session is a refusal of the domain, not of authorization.
-        let allowed =
-            if path.ends_with("/steer") { (200..300).contains(&st) || st == 422 } else { (200..300).contains(&st) };
-        assert!(allowed, "member: {method} {path}: {st} {res}");
+    for (what, call) in route_families(&bob, &t) {
+        assert_eq!(refused(call.await), (403, "forbidden".into()), "non-member: {what}");
+    }
+    for (what, call) in route_families(&alice, &t) {
+        call.await.unwrap_or_else(|e| panic!("member: {what}: {e}"));
     }
     // An unknown organization is 404, not 403.
-    let (st, _) = s.call("GET", "/v1/orgs/nope", Some(&alice), None).await;
-    assert_eq!(st, 404);
+    assert_eq!(refused(alice.org("nope").await).0, 404);
 
     // Members: bob, once added, sees the organization and it appears in his app snapshot; admin routes stay closed.
-    let bob_id = s.user_id(&bob).await;
-    let (st, body) = s
-        .call("PUT", &format!("/v1/orgs/acme/members/{bob_id}"), Some(&alice), Some(json!({ "role": "member" })))
-        .await;
-    assert_eq!(st, 200, "{body}");
-    let (st, _) = s.call("GET", t, Some(&bob), None).await;
-    assert_eq!(st, 200);
-    let (st, _) = s.call("POST", "/v1/orgs/acme/admin/rebuild", Some(&bob), None).await;
-    assert_eq!(st, 403, "members are not admins");
-    let (st, _) =
-        s.call("PUT", &format!("/v1/orgs/acme/members/{bob_id}"), Some(&bob), Some(json!({ "role": "owner" }))).await;
-    assert_eq!(st, 403, "members do not promote themselves");
+    let bob_id = bob.whoami().await.unwrap().user_id;
+    let member = MemberBody { role: MemberRole::Member, login: None };
+    assert_eq!(alice.put_member("acme", &bob_id, &member).await.unwrap().role(), MemberRole::Member);
+    bob.task(&t).await.unwrap();
+    assert_eq!(refused(bob.admin("acme", AdminOp::Rebuild).await).0, 403, "members are not admins");
+    let owner = MemberBody { role: MemberRole::Owner, login: None };
+    assert_eq!(refused(bob.put_member("acme", &bob_id, &owner).await).0, 403, "members do not promote themselves");
     for _ in 0..200 {
-        let (_, me) = s.call("GET", "/v1/me", Some(&bob), None).await;
-        if me["organizations"][0]["role"] == "member" {
+        if bob.me().await.unwrap().organizations.first().and_then(|o| o.role.as_deref()) == Some("member") {
             break;
         }
         actix_rt::time::sleep(std::time::Duration::from_millis(10)).await;
     }
-    let (_, me) = s.call("GET", "/v1/me", Some(&bob), None).await;
-    let acme = json!({ "id": "acme", "displayName": me["organizations"][0]["displayName"], "role": "member" });
-    assert_eq!(me["organizations"], json!([acme]), "{me}");
-    assert_eq!(me["activeOrganizationId"], "acme", "{me}");
-    let (st, orgs) = s.call("GET", "/v1/orgs", Some(&bob), None).await;
-    assert_eq!(st, 200, "{orgs}");
-    assert_eq!(orgs, json!({ "organizations": [acme], "activeOrganizationId": "acme" }));
+    let me = bob.me().await.unwrap();
+    assert_eq!(me.organizations.len(), 1, "{me:?}");
+    assert_eq!((me.organizations[0].id.as_str(), me.organizations[0].role.as_deref()), ("acme", Some("member")));
+    assert_eq!(me.active_organization_id.as_deref(), Some("acme"));
+    let orgs = bob.orgs().await.unwrap();
+    assert_eq!(orgs.organizations, me.organizations);
+    assert_eq!(orgs.active_organization_id.as_deref(), Some("acme"));
 
     // Overlays are per user: bob's draft is not in alice's view.
-    let (st, _) =
-        s.call("PUT", &format!("{ses}/draft"), Some(&bob), Some(json!({ "text": "bob's secret draft" }))).await;
-    assert_eq!(st, 200);
-    let (_, view) = s.call("GET", t, Some(&alice), None).await;
-    assert!(!view.to_string().contains("bob's secret draft"), "{view}");
-    let (_, view) = s.call("GET", t, Some(&bob), None).await;
-    assert!(view.to_string().contains("bob's secret draft"), "{view}");
+    let draft = DraftBody { text: "bob's secret draft".into(), attachments: vec![] };
+    bob.save_draft(&t.session("s1"), &draft).await.unwrap();
+    let view = alice.task(&t).await.unwrap();
+    assert!(!serde_json::to_string(&view).unwrap().contains("bob's secret draft"), "{view:?}");
+    let view = bob.task(&t).await.unwrap();
+    assert!(serde_json::to_string(&view).unwrap().contains("bob's secret draft"), "{view:?}");
 
     // Removed, bob loses access at once.
-    let (st, _) = s.call("DELETE", &format!("/v1/orgs/acme/members/{bob_id}"), Some(&alice), None).await;
-    assert_eq!(st, 204);
-    let (st, _) = s.call("GET", t, Some(&bob), None).await;
-    assert_eq!(st, 403);
+    alice.remove_member("acme", &bob_id).await.unwrap();
+    assert_eq!(refused(bob.task(&t).await).0, 403);
     // The last owner cannot leave.
-    let alice_id = s.user_id(&alice).await;
-    let (st, body) = s.call("DELETE", &format!("/v1/orgs/acme/members/{alice_id}"), Some(&alice), None).await;
-    assert_eq!((st, body["error"]["code"].as_str()), (409, Some("conflict")), "{body}");
+    let alice_id = alice.whoami().await.unwrap().user_id;
+    assert_eq!(refused(alice.remove_member("acme", &alice_id).await), (409, "conflict".into()));
     s.stop().await;
 }
 
 #[actix_rt::test]
 async fn errors_are_json_with_stable_codes_and_change_nothing() {
     let s = start(|_, _| {}).await;
-    let (alice, _, _) = world(&s).await;
+    let (alice, _, task) = world(&s).await;
     let t = "/v1/orgs/acme/repos/r1/tasks/t1";
-    let (_, before) = s.call("GET", t, Some(&alice), None).await;
+    let before = alice.task(&task).await.unwrap();
 
+    // Malformed requests: written by hand, since the typed client cannot produce them.
+    let token = alice.token().unwrap().to_owned();
     let raw = |body: &'static str, ctype: &'static str| {
-        s.client.patch(format!("{}{t}", s.base)).bearer_auth(&alice).header("content-type", ctype).body(body).send()
+        s.client.patch(format!("{}{t}", s.base)).bearer_auth(&token).header("content-type", ctype).body(body).send()
     };
     let res = raw("{\"title\": ", "application/json").await.unwrap();
     assert_eq!(res.status(), 400);
@@ -266,93 +295,69 @@ async fn errors_are_json_with_stable_codes_and_change_nothing() {
     let res = raw("title=x", "application/x-www-form-urlencoded").await.unwrap();
     assert_eq!(res.status(), 415);
     assert_eq!(res.json::<Value>().await.unwrap()["error"]["code"], "unsupported_media_type");
-    let huge = json!({ "title": "x".repeat(300 * 1024) });
-    let (st, body) = s.call("PATCH", t, Some(&alice), Some(huge)).await;
-    assert_eq!((st, body["error"]["code"].as_str()), (413, Some("payload_too_large")), "{body}");
-    let (st, body) = s.call("PATCH", t, Some(&alice), Some(json!({ "title": "x".repeat(10_000) }))).await;
-    assert_eq!((st, body["error"]["code"].as_str()), (400, Some("invalid_input")), "{body}");
-    let (st, body) = s.call("PATCH", t, Some(&alice), Some(json!({ "title": "   " }))).await;
-    assert_eq!(st, 400, "{body}");
-    let (st, body) = s
-        .call(
-            "PATCH",
-            &format!("{t}/sessions/s1"),
-            Some(&alice),
-            Some(json!({ "name": "ok", "model": "no-such-model" })),
-        )
-        .await;
-    assert!(st == 400 || st == 422, "unknown model: {st} {body}");
-    let (_, session) = s.call("GET", &format!("{t}/sessions/s1"), Some(&alice), None).await;
-    assert_ne!(session["name"], "ok", "a refused update changes nothing, not even the part that was valid");
-
-    let (st, body) =
-        s.call("POST", "/v1/orgs", Some(&alice), Some(json!({ "id": "acme", "displayName": "Again" }))).await;
-    assert_eq!((st, body["error"]["code"].as_str()), (409, Some("conflict")), "{body}");
-    let (st, body) =
-        s.call("POST", "/v1/orgs", Some(&alice), Some(json!({ "id": "bad id!", "displayName": "X" }))).await;
-    assert_eq!((st, body["error"]["code"].as_str()), (400, Some("invalid_input")), "{body}");
-    let (st, body) = s.call("GET", "/v1/orgs/acme/repos/r1/tasks/t999", Some(&alice), None).await;
-    assert_eq!((st, body["error"]["code"].as_str()), (404, Some("not_found")), "{body}");
-    let (st, body) = s.call("GET", "/v1/orgs/acme/repos/nope/tasks/t1/sessions/s1", Some(&alice), None).await;
-    assert_eq!(st, 404, "{body}");
-    let (st, body) = s.call("GET", "/v1/no/such/route", Some(&alice), None).await;
+    let (st, body) = s.call("GET", "/v1/no/such/route", Some(&token), None).await;
     assert_eq!((st, body["error"]["code"].as_str()), (404, Some("route_not_found")), "{body}");
-    let (st, body) = s.call("GET", "/v1/orgs/acme/audit?limit=0", Some(&alice), None).await;
-    assert_eq!((st, body["error"]["code"].as_str()), (400, Some("invalid_query")), "{body}");
+
+    // Well-formed requests the server refuses: through the client, as any caller would meet them.
+    assert_eq!(refused(alice.rename_task(&task, &"x".repeat(300 * 1024)).await), (413, "payload_too_large".into()));
+    assert_eq!(refused(alice.rename_task(&task, &"x".repeat(10_000)).await), (400, "invalid_input".into()));
+    assert_eq!(refused(alice.rename_task(&task, "   ").await).0, 400);
+    let update =
+        UpdateSessionBody { name: Some("ok".into()), model: Some("no-such-model".into()), ..Default::default() };
+    let (st, code) = refused(alice.update_session(&task.session("s1"), &update).await);
+    assert!(st == 400 || st == 422, "unknown model: {st} {code}");
+    let session = alice.session(&task.session("s1")).await.unwrap();
+    assert_ne!(session.name, "ok", "a refused update changes nothing, not even the part that was valid");
+
+    let again = CreateOrgBody { id: "acme".into(), display_name: "Again".into(), login: None, kind: None };
+    assert_eq!(refused(alice.create_org(&again).await), (409, "conflict".into()));
+    let bad = CreateOrgBody { id: "bad id!".into(), display_name: "X".into(), login: None, kind: None };
+    assert_eq!(refused(alice.create_org(&bad).await), (400, "invalid_input".into()));
+    let t999 = RepoKey::new("acme", "r1").task("t999");
+    assert_eq!(refused(alice.task(&t999).await), (404, "not_found".into()));
+    assert_eq!(refused(alice.session(&RepoKey::new("acme", "nope").task("t1").session("s1")).await).0, 404);
+    let zero = AuditQuery { limit: Some(0), ..Default::default() };
+    assert_eq!(refused(alice.audit("acme", &zero).await), (400, "invalid_query".into()));
     // No GitHub connection on this server: publishing says so (tests/workspace.rs publishes for real).
-    let (st, body) = s.call("POST", &format!("{t}/pull-request"), Some(&alice), None).await;
-    assert_eq!((st, body["error"]["code"].as_str()), (422, Some("git_failed")), "{body}");
-    let (st, body) = s.call("POST", &format!("{t}/push"), Some(&alice), None).await;
-    assert_eq!((st, body["error"]["code"].as_str()), (409, Some("workspace_unavailable")), "{body}");
+    assert_eq!(refused(alice.open_pull_request(&task).await), (422, "git_failed".into()));
+    assert_eq!(refused(alice.push_task(&task).await), (409, "workspace_unavailable".into()));
 
     // No nonexistent key left a database behind.
     assert!(!s.dir.path().join("task").join("acme%2Fr1%2Ft999.sqlite3").exists());
-    let (_, after) = s.call("GET", t, Some(&alice), None).await;
-    assert_eq!(before["title"], after["title"], "refused renames left the title as it was");
+    let after = alice.task(&task).await.unwrap();
+    assert_eq!(before.detail.title, after.detail.title, "refused renames left the title as it was");
     s.stop().await;
 }
 
 #[actix_rt::test]
 async fn sessions_steer_and_interrupt_target_one_session_over_http() {
     let s = start(|_, _| {}).await;
-    let (alice, _, _) = world(&s).await;
-    let t = "/v1/orgs/acme/repos/r1/tasks/t1";
-    let (st, second) = s
-        .call("POST", &format!("{t}/sessions"), Some(&alice), Some(json!({ "name": "Second", "prompt": "hello" })))
-        .await;
-    assert_eq!(st, 201, "{second}");
-    let id = second["sessionId"].as_str().unwrap_or("s2").to_owned();
-    let (st, body) = s
-        .call("POST", &format!("{t}/sessions/{id}/interrupt"), Some(&alice), Some(json!({ "dropQueued": true })))
-        .await;
-    assert_eq!(st, 202, "{body}");
-    assert_eq!(body["sessionId"], json!(id), "{body}");
-    assert!(body["droppedPrompts"].is_u64() && body["version"].is_u64() && body["status"].is_string(), "{body}");
-    let (_, view) = s.call("GET", t, Some(&alice), None).await;
-    assert_eq!(view["sessions"].as_array().unwrap().len(), 2, "{view}");
-    let (st, _) = s.call("DELETE", &format!("{t}/sessions/{id}"), Some(&alice), None).await;
-    assert_eq!(st, 204);
-    let (st, body) = s.call("DELETE", &format!("{t}/sessions/s1"), Some(&alice), None).await;
-    assert_eq!(st, 409, "a task keeps one open session: {body}");
-    let (st, body) = s.call("POST", &format!("{t}/archive"), Some(&alice), None).await;
-    assert_eq!(st, 200, "{body}");
-    assert_eq!(body["status"], "archived", "{body}");
+    let (alice, _, t) = world(&s).await;
+    let body = CreateSessionBody { name: Some("Second".into()), prompt: Some("hello".into()), model: None };
+    let second = alice.create_session(&t, &body).await.unwrap();
+    assert_eq!(second.name, "Second");
+    let id = t.session(&second.session_id);
+    let outcome = alice.interrupt(&id, true).await.unwrap();
+    assert_eq!(outcome.state.session_id, second.session_id);
+    assert!(outcome.dropped_prompts.is_some(), "{outcome:?}");
+    assert!(matches!(outcome.state.status, SessionStatus::Idle | SessionStatus::Ready), "{outcome:?}");
+    assert_eq!(alice.task(&t).await.unwrap().detail.sessions.len(), 2);
+    alice.close_session(&id).await.unwrap();
+    assert_eq!(refused(alice.close_session(&t.session("s1")).await).0, 409, "a task keeps one open session");
+    assert_eq!(alice.archive_task(&t, false).await.unwrap(), TaskStatus::Archived);
     // Audit events travel through outboxes: wait for the last one.
-    let mut events = Value::Null;
+    let mut kinds = Vec::new();
     for _ in 0..500 {
-        let (st, page) = s.call("GET", "/v1/orgs/acme/audit?limit=100", Some(&alice), None).await;
-        assert_eq!(st, 200);
-        events = page;
-        if events.to_string().contains("task.archived") {
+        let page = alice.audit("acme", &AuditQuery { limit: Some(100), ..Default::default() }).await.unwrap();
+        kinds = page.events.iter().map(|e| e.kind.clone()).collect();
+        if kinds.iter().any(|k| k == "task.archived") {
             break;
         }
         actix_rt::time::sleep(std::time::Duration::from_millis(10)).await;
     }
-    assert!(events.to_string().contains("organization.created"), "{events}");
-    assert!(events.to_string().contains("task.archived"), "{events}");
-    let (st, models) = s.call("GET", "/v1/models", Some(&alice), None).await;
-    assert_eq!(st, 200);
-    assert!(!models.as_array().unwrap().is_empty());
+    assert!(kinds.iter().any(|k| k == "organization.created"), "{kinds:?}");
+    assert!(kinds.iter().any(|k| k == "task.archived"), "{kinds:?}");
+    assert!(!alice.models().await.unwrap().is_empty());
     s.stop().await;
 }
 
@@ -491,8 +496,8 @@ async fn webhooks_are_verified_then_applied_once() {
     let res = post(Some(sign(b"wrong-secret", body.as_bytes())), "d1").await.unwrap();
     assert_eq!(res.status(), 401);
     assert_eq!(res.json::<Value>().await.unwrap()["error"]["code"], "invalid_signature");
-    let (_, repos) = s.call("GET", "/v1/orgs/acme/repos", Some(&alice), None).await;
-    assert_eq!(repos.as_array().unwrap().len(), 1, "a refused delivery changed nothing: {repos}");
+    let repos = alice.repos("acme").await.unwrap();
+    assert_eq!(repos.len(), 1, "a refused delivery changed nothing: {repos:?}");
 
     let res = post(Some(sign(b"hook-secret", body.as_bytes())), "d1").await.unwrap();
     assert_eq!(res.status(), 202);
@@ -513,14 +518,13 @@ async fn webhooks_are_verified_then_applied_once() {
         .unwrap();
     assert_eq!(res.status(), 202, "{upper}");
     for _ in 0..200 {
-        let (_, repos) = s.call("GET", "/v1/orgs/acme/repos", Some(&alice), None).await;
-        if repos.as_array().unwrap().len() == 2 {
+        if alice.repos("acme").await.unwrap().len() == 2 {
             break;
         }
         actix_rt::time::sleep(std::time::Duration::from_millis(10)).await;
     }
-    let (_, repos) = s.call("GET", "/v1/orgs/acme/repos", Some(&alice), None).await;
-    assert!(repos.to_string().contains("acme/r2"), "{repos}");
+    let repos = alice.repos("acme").await.unwrap();
+    assert!(repos.iter().any(|r| r.full_name == "acme/r2"), "{repos:?}");
     s.stop().await;
 
     let s = start(|_, _| {}).await;

@@ -44,6 +44,16 @@ pub async fn start(configure: impl FnOnce(&mut Api, &str)) -> TestServer {
 }
 
 impl TestServer {
+    /// The typed API client of this server, not signed in.
+    pub fn api_client(&self) -> foundry_client::Client {
+        foundry_client::Client::with_http(self.client.clone(), &self.base).unwrap()
+    }
+
+    /// The typed API client, signed in (dev sign-in) as `login`.
+    pub async fn client_as(&self, login: &str) -> foundry_client::Client {
+        self.api_client().signed_in_as(login).await.unwrap()
+    }
+
     /// Dev sign-in; returns the session token.
     pub async fn sign_in(&self, login: &str) -> String {
         let (status, body) =
