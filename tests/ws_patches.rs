@@ -13,85 +13,68 @@ use foundry::actors::repository::CreateTask;
 use foundry::actors::session::GetSessionDetail;
 use foundry::actors::{Domain, RepoKey};
 use foundry::integrations::agent::BuiltinAgent;
-use foundry::runtime::patch::{self, PatchOp};
+use foundry::runtime::patch;
 use foundry::runtime::TopicFrame;
-use futures_util::{SinkExt, StreamExt};
-use serde_json::{json, Value};
+use foundry_client::types::{AddRepoBody, CreateOrgBody, CreateTaskBody, OrganizationSnapshot, SessionDetail};
+use foundry_client::{Client, Events, Subscribe, TopicState};
+use serde_json::Value;
 use support::web::{start, TestServer};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::Message;
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-/// A WebSocket client holding one topic's state as rebuilt from the frames it received.
-struct Client {
-    ws: Ws,
-    version: u64,
-    doc: Value,
+/// A WebSocket client (foundry-client's) holding one topic's state as folded from the frames it received.
+struct Follower<S> {
+    events: Events,
+    state: TopicState<S>,
     /// Frame types in the order received (`sessionUpdated`, `sessionPatched` ...).
     kinds: Vec<String>,
-    /// The raw text of every patch frame.
+    /// Every patch frame, as JSON text.
     patches: Vec<String>,
 }
 
-impl Client {
-    async fn subscribe(s: &TestServer, token: &str, topic: &str, key: Value, after: Option<u64>) -> Client {
-        let mut req = format!("ws://{}/v1/ws", s.addr).into_client_request().unwrap();
-        req.headers_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
-        let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
-        let mut frame = json!({ "type": "subscribe", "topic": topic, "key": key, "patches": true });
-        if let Some(after) = after {
-            frame["after"] = after.into();
-        }
-        ws.send(Message::Text(frame.to_string().into())).await.unwrap();
-        Client { ws, version: 0, doc: Value::Null, kinds: Vec::new(), patches: Vec::new() }
+impl<S: foundry_client::types::TopicSnapshot> Follower<S> {
+    async fn subscribe(client: &Client, sub: Subscribe) -> Self {
+        let events = client.subscribe(sub.patches()).await.unwrap();
+        Follower { events, state: TopicState::new(), kinds: Vec::new(), patches: Vec::new() }
     }
 
-    /// Receives and applies one topic frame; `None` if none came within `wait` (pings do not count).
+    fn version(&self) -> u64 {
+        self.state.version().unwrap_or(0)
+    }
+
+    fn doc(&self) -> &Value {
+        self.state.json()
+    }
+
+    /// Receives and folds one topic frame; `None` if none came within `wait`.
     async fn step(&mut self, wait: Duration) -> Option<()> {
-        let deadline = tokio::time::Instant::now() + wait;
-        loop {
-            let msg = tokio::time::timeout_at(deadline, self.ws.next()).await.ok()?;
-            let text = match msg.expect("connection open").expect("no protocol error") {
-                Message::Text(t) => t.to_string(),
-                Message::Ping(_) | Message::Pong(_) => continue,
-                other => panic!("unexpected frame {other:?}"),
-            };
-            let mut f: Value = serde_json::from_str(&text).unwrap();
-            let kind = f["type"].as_str().unwrap().to_owned();
-            let version = f["version"].as_u64().unwrap();
-            assert!(version > self.version || self.kinds.is_empty(), "versions grow: {text}");
-            if kind.ends_with("Updated") {
-                self.doc = f["snapshot"].take();
-            } else if kind.ends_with("Patched") {
-                assert_eq!(f["base"].as_u64(), Some(self.version), "contiguous: {text}");
-                assert!(!self.kinds.is_empty(), "a full snapshot comes first: {text}");
-                let ops: Vec<PatchOp> = serde_json::from_value(f["ops"].take()).unwrap();
-                patch::apply(&mut self.doc, &ops).unwrap_or_else(|e| panic!("{e}: {text}"));
-                self.patches.push(text);
-            } else {
-                panic!("unexpected frame {text}");
-            }
-
-            self.version = version;
-            self.kinds.push(kind);
-            return Some(());
+        let next = tokio::time::timeout(wait, self.events.next()).await.ok()?;
+        let frame = next.expect("a documented frame").expect("connection open");
+        let text = serde_json::to_string(&frame).unwrap();
+        let version = frame.version().unwrap_or_else(|| panic!("unexpected frame {text}"));
+        assert!(version > self.version() || self.kinds.is_empty(), "versions grow: {text}");
+        if let Some((base, _)) = frame.patch() {
+            assert_eq!(Some(base), self.state.version(), "contiguous: {text}");
+            assert!(!self.kinds.is_empty(), "a full snapshot comes first: {text}");
+            self.patches.push(text.clone());
         }
+        assert!(self.state.apply(&frame).unwrap_or_else(|e| panic!("{e}: {text}")), "about this topic: {text}");
+        let kind: Value = serde_json::from_str(&text).unwrap();
+        self.kinds.push(kind["type"].as_str().unwrap().to_owned());
+        Some(())
     }
 
-    /// Applies frames until the rebuilt state satisfies `done`.
+    /// Folds frames until the state satisfies `done`.
     async fn until(&mut self, what: &str, done: impl Fn(&Value) -> bool) {
-        while self.kinds.is_empty() || !done(&self.doc) {
+        while self.kinds.is_empty() || !done(self.doc()) {
             self.step(Duration::from_secs(20)).await.unwrap_or_else(|| panic!("no frame while waiting for {what}"));
         }
     }
 
-    /// Applies frames until the rebuilt version is `version`.
+    /// Folds frames until the version held is `version`.
     async fn reach(&mut self, version: u64) {
-        while self.version < version {
+        while self.version() < version {
             self.step(Duration::from_secs(20)).await.expect("a frame up to the latest version");
         }
-        assert_eq!(self.version, version);
+        assert_eq!(self.version(), version);
     }
 
     fn fulls(&self) -> usize {
@@ -119,12 +102,19 @@ where
     panic!("the topic never settled");
 }
 
-async fn world(s: &TestServer) -> String {
-    let alice = s.sign_in("alice").await;
-    let (st, _) = s.call("POST", "/v1/orgs", Some(&alice), Some(json!({ "id": "acme", "displayName": "Acme" }))).await;
-    assert_eq!(st, 201);
-    let repo = json!({ "repoId": "r1", "fullName": "acme/r1", "remoteUrl": "https://example.invalid/acme/r1.git" });
-    assert_eq!(s.call("POST", "/v1/orgs/acme/repos", Some(&alice), Some(repo)).await.0, 201);
+async fn world(s: &TestServer) -> Client {
+    let alice = s.client_as("alice").await;
+    alice
+        .create_org(&CreateOrgBody { id: "acme".into(), display_name: "Acme".into(), login: None, kind: None })
+        .await
+        .unwrap();
+    let repo = AddRepoBody {
+        repo_id: "r1".into(),
+        full_name: "acme/r1".into(),
+        remote_url: "https://example.invalid/acme/r1.git".into(),
+        default_branch: None,
+    };
+    alice.add_repo("acme", &repo).await.unwrap();
     alice
 }
 
@@ -144,31 +134,28 @@ async fn patch_subscribers_rebuild_a_streaming_session_exactly() {
     })
     .await;
     let alice = world(&s).await;
-    let tasks = "/v1/orgs/acme/repos/r1/tasks";
-    let (st, created) =
-        s.call("POST", tasks, Some(&alice), Some(json!({ "prompt": "Fix the marmalade login page" }))).await;
-    assert_eq!(st, 201, "{created}");
-    let v0 = created["sessionVersion"].as_u64().unwrap();
-    let key = json!({ "org": "acme", "repo": "r1", "task": created["taskId"], "session": created["sessionId"] });
-    let session = RepoKey::new("acme", "r1").task(created["taskId"].as_str().unwrap()).session("s1");
+    let repo = RepoKey::new("acme", "r1");
+    let body = CreateTaskBody { prompt: "Fix the marmalade login page".into(), ..Default::default() };
+    let created = alice.create_task(&repo, &body).await.unwrap();
+    let v0 = created.session_version;
+    let session = repo.task(&created.task_id).session(&created.session_id);
 
     // From the create reply's version on: a full snapshot newer than it first, then patches.
-    let mut a = Client::subscribe(&s, &alice, "session", key.clone(), Some(v0)).await;
+    let mut a = Follower::<SessionDetail>::subscribe(&alice, Subscribe::session(&session).after(v0)).await;
     a.step(Duration::from_secs(20)).await.expect("a first frame");
     assert_eq!(a.kinds[0], "sessionUpdated");
-    assert!(a.version > v0, "after {v0}: {}", a.version);
+    assert!(a.version() > v0, "after {v0}: {}", a.version());
     a.until("the first reply", |d| replies(d) == 1 && d["status"] == "idle").await;
     let after_first = a.patches.len();
 
     // Follow-ups queue behind each other; a second client joins while the second reply streams.
     const FOLLOW_UPS: usize = 4;
-    let path = format!("{tasks}/{}/sessions/s1/messages", created["taskId"].as_str().unwrap());
     for k in 1..=FOLLOW_UPS {
         let text = format!("Follow-up number {k}: tidy the module and explain each change in detail");
-        assert_eq!(s.call("POST", &path, Some(&alice), Some(json!({ "text": text }))).await.0, 202);
+        alice.send_message(&session, &text).await.unwrap();
     }
     a.until("the second reply streaming", |d| replies(d) == 1 && d["partialText"] != "").await;
-    let mut b = Client::subscribe(&s, &alice, "session", key.clone(), None).await;
+    let mut b = Follower::<SessionDetail>::subscribe(&alice, Subscribe::session(&session)).await;
     a.until("every reply", |d| replies(d) == 1 + FOLLOW_UPS && d["status"] == "idle" && d["queued"] == 0).await;
 
     let (version, state) = settled(
@@ -180,13 +167,15 @@ async fn patch_subscribers_rebuild_a_streaming_session_exactly() {
     .await;
     a.reach(version).await;
     b.reach(version).await;
-    assert_eq!(a.doc, state, "the first client's rebuilt session is the read's");
-    assert_eq!(b.doc, state, "the late joiner's rebuilt session is the read's");
+    assert_eq!(a.doc(), &state, "the first client's rebuilt session is the read's");
+    assert_eq!(b.doc(), &state, "the late joiner's rebuilt session is the read's");
+    let read: SessionDetail = serde_json::from_value(state).unwrap();
+    assert_eq!(a.state.snapshot().unwrap(), Some(&read), "and reads as the same typed session");
     for c in [&a, &b] {
         assert_eq!(c.fulls(), 1, "one full snapshot, then patches only: {:?}", c.kinds);
         assert!(c.patches.iter().any(|p| p.contains(r#""op":"append","path":"/partialText""#)), "text streams");
     }
-    assert!(b.doc["transcript"].as_array().unwrap().len() > 2, "b joined mid-stream: it started with a transcript");
+    assert!(b.doc()["transcript"].as_array().unwrap().len() > 2, "b joined mid-stream: it started with a transcript");
     // What was said before is never sent again: the first prompt (and the reply quoting it) is in no later frame.
     assert!(a.patches[after_first..].iter().all(|p| !p.contains("marmalade")), "patches carry changes only");
     assert!(b.patches.iter().all(|p| !p.contains("marmalade")));
@@ -197,20 +186,17 @@ async fn patch_subscribers_rebuild_a_streaming_session_exactly() {
 async fn patch_subscribers_rebuild_the_organization_while_tasks_are_created() {
     let s = start(|_, _| {}).await;
     let alice = world(&s).await;
-    let key = json!({ "org": "acme" });
-    let mut reader = Client::subscribe(&s, &alice, "organization", key.clone(), None).await;
+    let mut reader = Follower::<OrganizationSnapshot>::subscribe(&alice, Subscribe::organization("acme")).await;
     reader.step(Duration::from_secs(20)).await.expect("the initial snapshot");
     // This one stops reading after its first frame, until every task exists.
-    let mut stalled = Client::subscribe(&s, &alice, "organization", key.clone(), None).await;
+    let mut stalled = Follower::<OrganizationSnapshot>::subscribe(&alice, Subscribe::organization("acme")).await;
     stalled.step(Duration::from_secs(20)).await.expect("the initial snapshot");
 
     const TASKS: usize = 40;
     let create = async {
         for i in 0..TASKS {
-            let prompt = format!("Task {i}: make the build faster");
-            let (st, body) =
-                s.call("POST", "/v1/orgs/acme/repos/r1/tasks", Some(&alice), Some(json!({ "prompt": prompt }))).await;
-            assert_eq!(st, 201, "{body}");
+            let body = CreateTaskBody { prompt: format!("Task {i}: make the build faster"), ..Default::default() };
+            alice.create_task(&RepoKey::new("acme", "r1"), &body).await.unwrap();
         }
     };
     let read = async {
@@ -227,8 +213,10 @@ async fn patch_subscribers_rebuild_the_organization_while_tasks_are_created() {
     .await;
     reader.reach(version).await;
     stalled.reach(version).await;
-    assert_eq!(reader.doc, state, "the reader's rebuilt organization is the read's");
-    assert_eq!(stalled.doc, state, "so is the stalled client's");
+    assert_eq!(reader.doc(), &state, "the reader's rebuilt organization is the read's");
+    assert_eq!(stalled.doc(), &state, "so is the stalled client's");
+    let read: OrganizationSnapshot = serde_json::from_value(state).unwrap();
+    assert_eq!(stalled.state.snapshot().unwrap(), Some(&read), "and reads as the same typed organization");
     assert_eq!(reader.fulls(), 1, "one full snapshot, then patches only");
     assert!(reader.patches.iter().all(|p| !p.contains("\"displayName\":\"Acme\"")), "the profile is not resent");
     s.stop().await;
