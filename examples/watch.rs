@@ -7,22 +7,24 @@
 //!
 //! `<topic>`: `app`, `organization`, `task`, `session` or `sandboxProcesses`; `<key>`: the ids joined by `/`
 //! (`acme`, `acme/web/t1`, `acme/web/t1/s1`). It subscribes with `patches`: after the first full snapshot, changes
-//! arrive as `{topic}Patched` frames, applied here to the snapshot it holds (`foundry::runtime::patch`). With
+//! arrive as `{topic}Patched` frames, folded into the snapshot it holds by foundry-client's `TopicState`. With
 //! `--until` it exits (0) once the snapshot (as compact JSON) contains the text, and exits 1 if it did not within
 //! `--timeout` (default 60 s). An `error` frame from the server, or a patch that does not fit, exits 2.
 
 use std::time::Duration;
 
-use foundry::runtime::patch::{self, PatchOp};
-use futures_util::{SinkExt, StreamExt};
-use serde_json::{json, Value};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::Message;
+use foundry_client::types::{
+    AppSnapshot, OrganizationSnapshot, ProcessesSnapshot, ServerFrame, SessionDetail, TaskView, TopicKey, TopicName,
+    TopicSnapshot,
+};
+use foundry_client::{Client, Events, Subscribe, TopicState};
+use serde_json::Value;
 
 /// One line about a frame and the snapshot after it: its status and the newest transcript item or title, not the
 /// whole document.
-fn describe(frame: &Value, s: &Value) -> String {
-    let mut parts = vec![format!("{} v{}", frame["type"].as_str().unwrap_or("?"), frame["version"])];
+fn describe(frame: &ServerFrame, s: &Value) -> String {
+    let kind = serde_json::to_value(frame).ok().and_then(|f| f["type"].as_str().map(str::to_owned));
+    let mut parts = vec![format!("{} v{}", kind.unwrap_or_default(), frame.version().unwrap_or_default())];
     if let Some(status) = s["status"].as_str() {
         parts.push(format!("status={status}"));
     }
@@ -42,6 +44,37 @@ fn describe(frame: &Value, s: &Value) -> String {
     parts.join("  ")
 }
 
+/// Folds the topic's frames into its state, printing a line per change; `true` once the state contains `until`.
+async fn follow<S: TopicSnapshot>(mut events: Events, until: Option<&str>) -> bool {
+    let mut state = TopicState::<S>::new();
+    loop {
+        let frame = match events.next().await {
+            Ok(Some(frame)) => frame,
+            Ok(None) => return false,
+            Err(e) => {
+                eprintln!("{e}");
+                std::process::exit(2);
+            }
+        };
+        if let ServerFrame::Error { code, message, .. } = &frame {
+            eprintln!("error {code}: {message}");
+            std::process::exit(2);
+        }
+        match state.apply(&frame) {
+            Ok(true) => {}
+            Ok(false) => continue,
+            Err(e) => {
+                eprintln!("frame to v{} does not apply: {e}", frame.version().unwrap_or_default());
+                std::process::exit(2);
+            }
+        }
+        println!("{}", describe(&frame, state.json()));
+        if until.is_some_and(|u| state.json().to_string().contains(u)) {
+            return true;
+        }
+    }
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
@@ -57,60 +90,32 @@ async fn main() {
         eprintln!("usage: watch <base-url> <token> <topic> [<key>] [--until <text>] [--timeout <seconds>]");
         std::process::exit(64);
     };
-    let ids: Vec<&str> = args.get(3).map(|k| k.split('/').collect()).unwrap_or_default();
-    let key: serde_json::Map<String, Value> =
-        ["org", "repo", "task", "session"].iter().zip(&ids).map(|(k, v)| (k.to_string(), json!(v))).collect();
+    let Ok(topic) = serde_json::from_value::<TopicName>(Value::String(topic.clone())) else {
+        eprintln!("unknown topic {topic:?}: app, organization, task, session or sandboxProcesses");
+        std::process::exit(64);
+    };
+    let ids: Vec<String> = args.get(3).map(|k| k.split('/').map(str::to_owned).collect()).unwrap_or_default();
+    let mut ids = ids.into_iter();
+    let key = ids.next().map(|org| TopicKey { org, repo: ids.next(), task: ids.next(), session: ids.next() });
+    let sub = Subscribe { topic, key, after: None, patches: true };
 
-    let url = format!("{}/v1/ws", base.replacen("http", "ws", 1));
-    let mut req = url.into_client_request().expect("a ws:// or wss:// URL");
-    req.headers_mut().insert("authorization", format!("Bearer {token}").parse().expect("a header-safe token"));
-    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap_or_else(|e| {
+    let client = Client::new(base.as_str()).unwrap_or_else(|e| {
+        eprintln!("{e}");
+        std::process::exit(64);
+    });
+    let events = client.with_token(token.as_str()).subscribe(sub).await.unwrap_or_else(|e| {
         eprintln!("cannot connect to {base}: {e}");
         std::process::exit(1);
     });
-    let sub = if key.is_empty() {
-        json!({ "type": "subscribe", "topic": topic, "patches": true })
-    } else {
-        json!({ "type": "subscribe", "topic": topic, "key": key, "patches": true })
-    };
-    ws.send(Message::Text(sub.to_string().into())).await.expect("subscribe");
-
+    let until = until.as_deref();
     let watch = async {
-        // The snapshot as of the last frame, and its version.
-        let mut state: Option<(u64, Value)> = None;
-        while let Some(Ok(msg)) = ws.next().await {
-            let Message::Text(text) = msg else { continue };
-            let mut frame: Value = serde_json::from_str(&text).unwrap_or_default();
-            let kind = frame["type"].as_str().unwrap_or_default().to_owned();
-            let version = frame["version"].as_u64().unwrap_or(0);
-            if kind == "error" {
-                eprintln!("error {}: {}", frame["code"], frame["message"]);
-                std::process::exit(2);
-            } else if kind.ends_with("Updated") {
-                state = Some((version, frame["snapshot"].take()));
-            } else if kind.ends_with("Patched") {
-                let ops: Vec<PatchOp> = serde_json::from_value(frame["ops"].take()).unwrap_or_default();
-                let applied = match &mut state {
-                    Some((have, doc)) if Some(*have) == frame["base"].as_u64() => patch::apply(doc, &ops),
-                    _ => Err(patch::PatchError::Missing(format!("version {}", frame["base"]))),
-                };
-                if let Err(e) = applied {
-                    eprintln!("patch to v{version} does not apply: {e}");
-                    std::process::exit(2);
-                }
-                if let Some((have, _)) = &mut state {
-                    *have = version;
-                }
-            } else {
-                continue;
-            }
-            let Some((_, doc)) = &state else { continue };
-            println!("{}", describe(&frame, doc));
-            if until.as_deref().is_some_and(|u| doc.to_string().contains(u)) {
-                return true;
-            }
+        match topic {
+            TopicName::App => follow::<AppSnapshot>(events, until).await,
+            TopicName::Organization => follow::<OrganizationSnapshot>(events, until).await,
+            TopicName::Task => follow::<TaskView>(events, until).await,
+            TopicName::Session => follow::<SessionDetail>(events, until).await,
+            TopicName::SandboxProcesses => follow::<ProcessesSnapshot>(events, until).await,
         }
-        false
     };
     match tokio::time::timeout(Duration::from_secs(timeout), watch).await {
         Ok(true) => {}
