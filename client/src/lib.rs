@@ -4,7 +4,8 @@
 //! serialises what the handlers parse and parses what they serialise, so the two cannot drift apart unnoticed. Every
 //! refusal is an [`ApiError`] with the server's stable code. Creating calls return a [`Creating`] request that takes
 //! an `Idempotency-Key`; [`Client::events`] opens the WebSocket, whose frames arrive as [`types::ServerFrame`]s, and
-//! [`TopicState`] folds a topic's snapshot and patches into its current state.
+//! [`TopicState`] folds a topic's snapshot and patches into its current state. [`typescript`] renders the same types
+//! as TypeScript declarations for the web app (`src/http/webapp/api.d.ts`).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), foundry_client::ClientError> {
@@ -30,6 +31,7 @@ mod client;
 mod error;
 mod events;
 mod routes;
+pub mod typescript;
 
 pub use client::{Answer, Client, Creating};
 pub use error::{ApiError, ClientError, FoldError};
