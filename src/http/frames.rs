@@ -56,7 +56,7 @@ pub struct AppKey {
     pub user: String,
 }
 
-/// A key in an `unsubscribed` or `error` frame: any topic's.
+/// The key in an `unsubscribed` frame: any topic's (`app`'s names the caller).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(untagged)]
 pub enum AnyKey {
@@ -185,8 +185,9 @@ pub enum ServerFrame {
         message: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         topic: Option<String>,
+        /// The key of the subscribe or unsubscribe frame it answers, as sent.
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        key: Option<AnyKey>,
+        key: Option<TopicKey>,
     },
     Pong,
     Unsubscribed {

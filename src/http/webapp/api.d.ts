@@ -35,7 +35,7 @@ export interface AddRepoBody {
 /** The 200 answer of `POST .../admin/{op}`: `full-sync` starts a sync, `rebuild` counts what it wrote. */
 export type AdminOutcome = SyncStarted | Rebuilt;
 
-/** A key in an `unsubscribed` or `error` frame: any topic's. */
+/** The key in an `unsubscribed` frame: any topic's (`app`'s names the caller). */
 export type AnyKey = TopicKey | AppKey;
 
 /** The key of an `app` frame: the caller's own user. */
@@ -562,7 +562,8 @@ export type ServerFrame = {
   version: number;
 } | {
   code: string;
-  key?: AnyKey | null;
+  /** The key of the subscribe or unsubscribe frame it answers, as sent. */
+  key?: TopicKey | null;
   message: string;
   topic?: string | null;
   type: "error";

@@ -5,6 +5,31 @@
 // re-renders the regions that depend on it, at most once per frame.
 // Lists are rendered as one HTML string per snapshot and every interaction goes through a few delegated listeners
 // on the document, which keeps 1,000 sidebar rows cheap.
+//
+// Type-checked (`// @ts-check`, JSDoc; CI: .ci/typecheck-webapp) against api.d.ts, the API's types generated from
+// the server's Rust types (tests/typescript.rs keeps it current): a renamed field fails CI, not the user.
+// @ts-check
+
+/** @typedef {import('./api').AppSnapshot} AppSnapshot */
+/** @typedef {import('./api').AuditPage} AuditPage */
+/** @typedef {import('./api').AuthSessionInfo} AuthSessionInfo */
+/** @typedef {import('./api').CatalogModel} CatalogModel */
+/** @typedef {import('./api').ClientFrame} ClientFrame */
+/** @typedef {import('./api').CreateTaskBody} CreateTaskBody */
+/** @typedef {import('./api').OrganizationSnapshot} OrganizationSnapshot */
+/** @typedef {import('./api').PatchOp} PatchOp */
+/** @typedef {import('./api').ProcessLogs} ProcessLogs */
+/** @typedef {import('./api').ProcessRow} ProcessRow */
+/** @typedef {import('./api').ProcessSpec} ProcessSpec */
+/** @typedef {import('./api').Revoked} Revoked */
+/** @typedef {import('./api').ServerFrame} ServerFrame */
+/** @typedef {import('./api').SessionDetail} SessionDetail */
+/** @typedef {import('./api').TaskCreated} TaskCreated */
+/** @typedef {import('./api').TaskNames} TaskNames */
+/** @typedef {import('./api').TaskView} TaskView */
+/** @typedef {import('./api').TopicKey} TopicKey */
+/** @typedef {import('./api').TopicName} TopicName */
+/** @typedef {import('./api').WhoAmI} WhoAmI */
 
 const $ = (sel, root = document) => root.querySelector(sel);
 const ESC = { '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' };
@@ -14,6 +39,27 @@ const enc = encodeURIComponent;
 // ---------------------------------------------------------------------------------------------------------------
 // State
 
+/**
+ * @typedef {object} AppState
+ * @property {'boot' | 'signin' | 'app'} phase
+ * @property {AppSnapshot | null} me the `app` snapshot
+ * @property {CatalogModel[]} models
+ * @property {any} route
+ * @property {OrganizationSnapshot | null} org
+ * @property {string | null} orgError
+ * @property {TaskView | null} task
+ * @property {SessionDetail | null} session
+ * @property {string | null} sessionPick
+ * @property {boolean} online
+ * @property {boolean} showArchived
+ * @property {boolean} renaming
+ * @property {number | null} auditBefore
+ * @property {ProcessRow[]} processes
+ * @property {string | null} draftSession
+ * @property {string | null} [logsOf] the process whose logs are open
+ */
+
+/** @type {AppState} */
 const S = {
   phase: 'boot', // boot | signin | app
   me: null, // the `app` snapshot
@@ -43,7 +89,16 @@ class ApiError extends Error {
   }
 }
 
+/**
+ * One API call: the answer's JSON (typed where it is used, from api.d.ts), or an ApiError with the server's code.
+ * @param {string} method
+ * @param {string} path
+ * @param {unknown} [body]
+ * @param {string} [idempotencyKey]
+ * @returns {Promise<any>}
+ */
 async function api(method, path, body, idempotencyKey) {
+  /** @type {RequestInit & { headers: Record<string, string> }} */
   const init = { method, credentials: 'same-origin', headers: {} };
   if (idempotencyKey) init.headers['idempotency-key'] = idempotencyKey;
   if (body !== undefined) {
@@ -84,6 +139,11 @@ function newKey() {
   return Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
 }
 
+/**
+ * @param {string} path
+ * @param {unknown} [body]
+ * @returns {Promise<any>}
+ */
 async function create(path, body) {
   const submission = `${path} ${JSON.stringify(body === undefined ? null : body)}`;
   let key = pendingKeys.get(submission);
@@ -192,6 +252,7 @@ let ws = null;
 let retries = 0;
 let retryTimer = null;
 let pingTimer = null;
+/** @type {Map<string, Sub>} */
 const active = new Map(); // subscription id -> frame sent
 
 const subId = (s) => `${s.topic}|${s.key ? JSON.stringify(s.key) : ''}`;
@@ -252,16 +313,27 @@ function applyOps(doc, ops) {
   return doc;
 }
 
+/**
+ * What every topic's `{topic}Updated` and `{topic}Patched` frames have in common.
+ * @typedef {{ type: string, key: any, version: number, snapshot?: any, base?: number, ops?: PatchOp[] }} TopicFrame
+ */
+
 // Keeps `wire` up to date; returns the frame as a full `{topic}Updated` (a patch applied to the held snapshot), or
 // null for a patch that cannot be applied (the app then resubscribes).
-function throughWire(f) {
-  const m = /^(.*)(Updated|Patched)$/.exec(f.type || '');
-  if (!m) return f;
-  const [, topic, kind] = m;
+/**
+ * @param {ServerFrame} frame
+ * @returns {ServerFrame | null}
+ */
+function throughWire(frame) {
+  const m = /^(.*)(Updated|Patched)$/.exec(frame.type || '');
+  if (!m) return frame;
+  const f = /** @type {TopicFrame} */ (frame);
+  const topic = /** @type {TopicName} */ (m[1]);
+  const kind = m[2];
   const id = `${topic}|${JSON.stringify(f.key)}`;
   if (kind === 'Updated') {
     wire.set(id, { version: f.version, doc: f.snapshot, resync: false });
-    return f;
+    return frame;
   }
   const w = wire.get(id);
   if (!w || w.resync) return null;
@@ -274,7 +346,8 @@ function throughWire(f) {
     send({ type: 'subscribe', topic, ...(topic === 'app' ? {} : { key: f.key }), patches: true });
     return null;
   }
-  return { type: `${topic}Updated`, key: f.key, version: f.version, snapshot: w.doc };
+  const updated = { type: `${topic}Updated`, key: f.key, version: f.version, snapshot: w.doc };
+  return /** @type {ServerFrame} */ (/** @type {unknown} */ (updated));
 }
 
 function currentSessionId() {
@@ -288,7 +361,11 @@ function currentSessionId() {
   return ids[0] || (t.sessions[0] && t.sessions[0].sessionId) || null;
 }
 
+/** @typedef {{ topic: TopicName, key?: TopicKey }} Sub */
+
+/** @returns {Sub[]} */
 function desiredSubs() {
+  /** @type {Sub[]} */
   const subs = [{ topic: 'app' }];
   const r = S.route;
   if (r.org) subs.push({ topic: 'organization', key: { org: r.org } });
@@ -302,6 +379,7 @@ function desiredSubs() {
   return subs;
 }
 
+/** @param {ClientFrame} frame */
 function send(frame) {
   if (ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify(frame));
 }
@@ -340,6 +418,7 @@ function connect() {
     invalidate('top');
   };
   sock.onmessage = (e) => {
+    /** @type {ServerFrame | null} */
     let frame;
     try {
       frame = JSON.parse(e.data);
@@ -394,6 +473,7 @@ function keyMatchesTask(key) {
   return r.name === 'task' && key && key.org === r.org && key.repo === r.repo && key.task === r.task;
 }
 
+/** @param {ServerFrame} f */
 function onFrame(f) {
   switch (f.type) {
     case 'appUpdated':
@@ -625,7 +705,8 @@ function renderSidebar() {
     byRepo.get(t.repoId).push(t);
   }
   const names = new Map(o.repos.map((repo) => [repo.repoId, repo.fullName]));
-  const focused = document.activeElement && document.activeElement.dataset ? document.activeElement.dataset.task : null;
+  const activeEl = /** @type {HTMLElement | null} */ (document.activeElement);
+  const focused = activeEl && activeEl.dataset ? activeEl.dataset.task : null;
   let first = true;
   const parts = [];
   for (const [repoId, tasks] of byRepo) {
@@ -847,6 +928,7 @@ async function loadAudit(org, first) {
   if (!first && S.auditBefore != null) q.set('before', String(S.auditBefore));
   const err = $('#audit-error');
   try {
+    /** @type {AuditPage} */
     const page = await api('GET', `/v1/orgs/${enc(org)}/audit?${q}`);
     if (S.route.name !== 'audit' || S.route.org !== org || !$('#audit-rows')) return;
     if (err) err.textContent = '';
@@ -927,7 +1009,9 @@ function renderSettingsLive() {
 }
 
 async function loadAuthSessions() {
+  /** @type {AuthSessionInfo[]} */
   let list;
+  /** @type {WhoAmI} */
   let me;
   try {
     [list, me] = await Promise.all([api('GET', '/v1/auth/sessions'), api('GET', '/v1/auth/whoami')]);
@@ -1006,16 +1090,19 @@ function schedulePreview(form) {
 async function previewNames(form) {
   const out = $('#nt-preview');
   if (!out || !form.isConnected) return;
-  const data = Object.fromEntries(new FormData(form));
+  // The new-task form has text fields only.
+  const data = /** @type {Record<string, string>} */ (Object.fromEntries(new FormData(form)));
   if (!data.repo || !data.prompt.trim()) {
     out.innerHTML = '<span class="muted">Title and branch appear here as you type.</span>';
     return;
   }
+  /** @type {import('./api').TaskNamesBody} */
   const body = { prompt: data.prompt };
   if (data.title.trim()) body.title = data.title.trim();
   if (data.branch.trim()) body.branch = data.branch.trim();
   const seq = ++previewSeq;
   try {
+    /** @type {TaskNames} */
     const names = await api('POST', `/v1/orgs/${enc(S.route.org)}/repos/${enc(data.repo)}/task-names`, body);
     if (seq !== previewSeq || !out.isConnected) return;
     out.innerHTML = `<span class="muted">Title</span> <strong id="nt-title">${esc(names.title)}</strong> <span class="muted">on branch</span> <code id="nt-branch">${esc(names.branch)}</code>`;
@@ -1223,9 +1310,10 @@ async function refreshLogs() {
     S.logsOf = null;
     return;
   }
+  /** @type {ProcessLogs | { error: ApiError }} */
   const res = await api('GET', `${taskBase()}/processes/${enc(id)}/logs`).catch((e) => ({ error: e }));
   if (S.logsOf !== id || !pre.isConnected) return;
-  if (res.error) {
+  if ('error' in res) {
     pre.textContent = res.error.message;
     return;
   }
@@ -1281,10 +1369,12 @@ async function changeRole(select) {
 async function changeSession(field, value) {
   const s = S.session;
   if (!s) return;
+  /** @type {import('./api').UpdateSessionBody} */
   const body = { model: s.model };
   if (field === 'model') body.model = value;
   else body[field] = value;
   try {
+    /** @type {SessionDetail} */
     const detail = await api('PATCH', sessionBase(), body);
     if (S.session && detail && detail.sessionId === S.session.sessionId) {
       S.session = detail;
@@ -1481,6 +1571,7 @@ function signedOut(message) {
 async function enterApp() {
   S.phase = 'app';
   try {
+    /** @type {[AppSnapshot, CatalogModel[]]} */
     const [me, models] = await Promise.all([api('GET', '/v1/me'), api('GET', '/v1/models')]);
     S.me = me;
     S.models = models;
@@ -1513,6 +1604,7 @@ function sessionBase() {
 
 const forms = {
   async signin(form, data) {
+    /** @type {import('./api').DevSignIn} */
     const body = { login: data.login.trim() };
     if (data.name.trim()) body.name = data.name.trim();
     await api('POST', '/v1/auth/dev/sign-in', body);
@@ -1522,10 +1614,13 @@ const forms = {
   },
   async 'create-org'(form, data) {
     const id = data.id.trim();
-    await create('/v1/orgs', { id, displayName: data.displayName.trim() });
+    /** @type {import('./api').CreateOrgBody} */
+    const body = { id, displayName: data.displayName.trim() };
+    await create('/v1/orgs', body);
     go(orgPath(id));
   },
   async 'add-repo'(form, data) {
+    /** @type {import('./api').AddRepoBody} */
     const body = { repoId: data.repoId.trim(), fullName: data.fullName.trim(), remoteUrl: data.remoteUrl.trim() };
     if (data.defaultBranch.trim()) body.defaultBranch = data.defaultBranch.trim();
     await create(`/v1/orgs/${enc(S.route.org)}/repos`, body);
@@ -1533,16 +1628,21 @@ const forms = {
     toast(`Added ${body.fullName}`, 'info');
   },
   async connect(form, data) {
-    await api('POST', `/v1/orgs/${enc(S.route.org)}/github/connect`, { login: data.login.trim(), kind: data.kind });
+    /** @type {import('./api').ConnectBody} */
+    const body = { login: data.login.trim(), kind: data.kind };
+    await api('POST', `/v1/orgs/${enc(S.route.org)}/github/connect`, body);
     toast('Connected; syncing repositories…', 'info');
   },
   async invite(form, data) {
     const login = data.login.trim();
-    await create(`/v1/orgs/${enc(S.route.org)}/members`, { login, role: data.role });
+    /** @type {import('./api').InviteBody} */
+    const body = { login, role: data.role };
+    await create(`/v1/orgs/${enc(S.route.org)}/members`, body);
     form.reset();
     toast(`Added ${login}`, 'info');
   },
   async profile(form, data) {
+    /** @type {import('./api').ProfileBody} */
     const body = { name: data.name.trim() };
     body.avatarUrl = data.avatarUrl.trim(); // empty: no picture
     S.me = await api('PATCH', '/v1/me', body);
@@ -1550,16 +1650,20 @@ const forms = {
     toast('Profile saved', 'info');
   },
   async 'default-model'(form, data) {
-    S.me = await api('PUT', '/v1/me/default-model', { model: data.model });
+    /** @type {import('./api').ModelBody} */
+    const body = { model: data.model };
+    S.me = await api('PUT', '/v1/me/default-model', body);
     invalidate('top', 'settings');
     toast('Default model saved', 'info');
   },
   async 'new-task'(form, data) {
     if (!data.repo) throw new Error('Choose a repository first.');
+    /** @type {CreateTaskBody} */
     const body = { prompt: data.prompt };
     if (data.model) body.model = data.model;
     if (data.title.trim()) body.title = data.title.trim();
     if (data.branch.trim()) body.branch = data.branch.trim();
+    /** @type {TaskCreated} */
     const created = await create(`/v1/orgs/${enc(S.route.org)}/repos/${enc(data.repo)}/tasks`, body);
     go(taskPath(S.route.org, created.repoId, created.taskId));
   },
@@ -1569,7 +1673,9 @@ const forms = {
     const box = $('#composer');
     box.value = '';
     try {
-      await create(`${sessionBase()}/messages`, { text });
+      /** @type {import('./api').TextBody} */
+      const body = { text };
+      await create(`${sessionBase()}/messages`, body);
     } catch (e) {
       box.value = text; // nothing was sent: keep what was typed
       throw e;
@@ -1579,6 +1685,7 @@ const forms = {
   async 'run-process'(form, data) {
     const [command, ...args] = splitCommand(data.commandLine);
     if (!command) throw new Error('Type a command to run.');
+    /** @type {ProcessSpec} */
     const body = { command, args };
     const w = S.task && S.task.workspace;
     if (w && w.status === 'ready' && w.cwd) body.cwd = w.cwd; // in the task's checkout
@@ -1587,6 +1694,7 @@ const forms = {
   },
   async 'rename-session'(form, data) {
     const name = data.name.trim();
+    /** @type {SessionDetail} */
     const detail = await api('PATCH', sessionBase(), { name });
     $('#dialog').close();
     if (S.session && detail && detail.sessionId === S.session.sessionId) S.session = detail;
@@ -1642,6 +1750,7 @@ const actions = {
     await loadAuthSessions();
   },
   async 'revoke-sessions'() {
+    /** @type {Revoked} */
     const res = await api('DELETE', '/v1/auth/sessions');
     signedOut(`Signed out everywhere (${res.revoked} ${res.revoked === 1 ? 'session' : 'sessions'}).`);
   },
@@ -1673,6 +1782,7 @@ const actions = {
   },
   async 'new-session'() {
     saveDraftNow();
+    /** @type {SessionDetail} */
     const created = await create(`${taskBase()}/sessions`, {});
     S.sessionPick = created.sessionId;
     S.session = null;
@@ -1765,6 +1875,7 @@ const actions = {
   },
   async diff(el) {
     const path = el.dataset.path;
+    /** @type {string} */
     const text = await api('GET', `${taskBase()}/diff?path=${enc(path)}`);
     const lines = String(text || '')
       .split('\n')
@@ -1831,7 +1942,8 @@ function confirmDialog(title, text, confirm, run) {
   $('#confirm-ok', d).focus();
 }
 
-document.addEventListener('click', async (e) => {
+// Delegated listeners: an event's target is whichever element it came from (a button, an input, a form ...).
+document.addEventListener('click', async (/** @type {MouseEvent & { target: any }} */ e) => {
   const closer = e.target.closest('.toast-close');
   if (closer) {
     closer.parentElement.remove();
@@ -1860,7 +1972,7 @@ document.addEventListener('click', async (e) => {
   go(url.pathname + url.search);
 });
 
-document.addEventListener('submit', async (e) => {
+document.addEventListener('submit', async (/** @type {SubmitEvent & { target: any }} */ e) => {
   const form = e.target;
   const handler = forms[form.dataset.form];
   if (!handler) return;
@@ -1879,7 +1991,7 @@ document.addEventListener('submit', async (e) => {
   }
 });
 
-document.addEventListener('change', (e) => {
+document.addEventListener('change', (/** @type {Event & { target: any }} */ e) => {
   const kind = e.target.dataset && e.target.dataset.change;
   if (kind === 'org') go(e.target.value ? orgPath(e.target.value) : '/orgs');
   if (e.target.id === 'nt-repo') schedulePreview(e.target.form);
@@ -1893,7 +2005,7 @@ document.addEventListener('change', (e) => {
   }
 });
 
-document.addEventListener('input', (e) => {
+document.addEventListener('input', (/** @type {InputEvent & { target: any }} */ e) => {
   if (e.target.id === 'composer') {
     scheduleDraft();
     return;
@@ -1911,7 +2023,7 @@ document.addEventListener('input', (e) => {
   }
 });
 
-document.addEventListener('keydown', (e) => {
+document.addEventListener('keydown', (/** @type {KeyboardEvent & { target: any }} */ e) => {
   if (e.key === 'Enter' && (e.ctrlKey || e.metaKey) && e.target.tagName === 'TEXTAREA' && e.target.form) {
     e.preventDefault();
     e.target.form.requestSubmit();
@@ -1925,7 +2037,7 @@ document.addEventListener('keydown', (e) => {
   const row = e.target.closest && e.target.closest('.task-row');
   if (!row || !['ArrowDown', 'ArrowUp', 'Home', 'End'].includes(e.key)) return;
   e.preventDefault();
-  const rows = [...document.querySelectorAll('#task-list .task-row')];
+  const rows = /** @type {HTMLElement[]} */ ([...document.querySelectorAll('#task-list .task-row')]);
   const i = rows.indexOf(row);
   const j = e.key === 'Home' ? 0 : e.key === 'End' ? rows.length - 1 : Math.max(0, Math.min(rows.length - 1, i + (e.key === 'ArrowDown' ? 1 : -1)));
   row.tabIndex = -1;
