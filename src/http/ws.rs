@@ -702,6 +702,40 @@ mod tests {
     }
 
     #[test]
+    fn hand_built_frames_read_as_the_typed_contract() {
+        use crate::http::frames::{AnyKey, ServerFrame, TopicKey};
+        let session = Target::Session(RepoKey::new("acme", "r1").task("t1").session("s1"));
+        let hub = crate::runtime::topic::TopicHub::default();
+        let mut sub = hub.subscribe("test", "k", "session");
+        hub.publish(event("session", 1, r#"{"partialText":""}"#));
+        assert!(futures_util::FutureExt::now_or_never(sub.next_frame()).flatten().is_some());
+        let ops = [crate::runtime::PatchOp::append("/partialText", "hi")];
+        hub.publish_patch("test", "k", "session", 2, &ops).unwrap();
+        let Some(crate::runtime::TopicFrame::Patch(p)) = sub.try_next_frame() else { panic!("a patch") };
+        let frame: ServerFrame = serde_json::from_str(&patch_frame(&key_json(&session), &p)).unwrap();
+        let ServerFrame::SessionPatched { key, version, base, ops: parsed } = frame else { panic!("{frame:?}") };
+        assert_eq!((key, version, base), (TopicKey::session("acme", "r1", "t1", "s1"), 2, 1));
+        assert_eq!(parsed, ops);
+
+        let mut about = serde_json::Map::new();
+        about.insert("topic".into(), "organization".into());
+        about.insert("key".into(), serde_json::to_value(TopicKey::org("acme")).unwrap());
+        let e = ApiError::forbidden("not a member");
+        let frame: ServerFrame = serde_json::from_str(&error_frame_about(&e, about)).unwrap();
+        assert_eq!(
+            frame,
+            ServerFrame::Error {
+                code: "forbidden".into(),
+                message: "not a member".into(),
+                topic: Some("organization".into()),
+                key: Some(TopicKey::org("acme")),
+            }
+        );
+        let app: AnyKey = serde_json::from_str(&key_json(&Target::App("u1".into()))).unwrap();
+        assert_eq!(app, AnyKey::App(crate::http::frames::AppKey { user: "u1".into() }));
+    }
+
+    #[test]
     fn update_frames_carry_the_clients_key_and_the_raw_snapshot() {
         let frame = update_frame(r#"{"org":"acme"}"#, &event("organization", 7, r#"{"repos":[]}"#));
         let v: serde_json::Value = serde_json::from_str(&frame).unwrap();
