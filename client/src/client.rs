@@ -198,9 +198,10 @@ impl<'a, T: DeserializeOwned + 'a> Creating<'a, T> {
     }
 }
 
-impl<'a, T: DeserializeOwned + 'a> IntoFuture for Creating<'a, T> {
+impl<'a, T: DeserializeOwned + Send + 'a> IntoFuture for Creating<'a, T> {
     type Output = Result<T>;
-    type IntoFuture = Pin<Box<dyn Future<Output = Result<T>> + 'a>>;
+    // `Send`, so that a creating call can run on a multi-threaded runtime's spawned task.
+    type IntoFuture = Pin<Box<dyn Future<Output = Result<T>> + Send + 'a>>;
 
     fn into_future(self) -> Self::IntoFuture {
         Box::pin(async move { self.send().await.map(|a| a.value) })
@@ -225,6 +226,16 @@ mod tests {
         assert_eq!(c.ws_url(), "ws://127.0.0.1:9/v1/ws");
         assert_eq!(Client::new("https://x.example").unwrap().ws_url(), "wss://x.example/v1/ws");
         assert!(matches!(Client::new("127.0.0.1:9"), Err(ClientError::BaseUrl(_))));
+    }
+
+    #[test]
+    fn clients_and_their_calls_can_move_between_threads() {
+        fn send<T: Send>(_: &T) {}
+        let client = Client::new("http://127.0.0.1:9").unwrap();
+        let body = foundry::http::wire::CreateTaskBody { prompt: "p".into(), ..Default::default() };
+        let repo = foundry::http::wire::RepoKey::new("a", "r");
+        send(&client.create_task(&repo, &body).into_future());
+        send(&client.me());
     }
 
     #[test]
