@@ -10,13 +10,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base64_decode::decode;
-use futures_util::{SinkExt, StreamExt};
-use serde_json::{json, Value};
-use support::web::{start, TestServer};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::Message;
-
 use foundry::integrations::sandbox::{ProcessService, SandboxProcesses};
+use foundry_client::types::{ProcessSignal, ProcessSpec, ProcessesSnapshot, RepoKey, ServerFrame, TopicKey};
+use foundry_client::{Events, Subscribe, TopicState};
+use serde_json::json;
+use support::web::{start, TestServer};
 
 async fn world(s: &TestServer) -> String {
     let alice = s.sign_in("alice").await;
@@ -30,6 +28,12 @@ async fn world(s: &TestServer) -> String {
         assert_eq!(st, 201);
     }
     alice
+}
+
+/// The next frame, within 20 s.
+async fn next(events: &mut Events) -> ServerFrame {
+    let frame = tokio::time::timeout(Duration::from_secs(20), events.next()).await.expect("a frame within 20 s");
+    frame.expect("a documented frame").expect("the connection open")
 }
 
 mod base64_decode {
@@ -59,79 +63,68 @@ async fn processes_run_in_the_sandbox_with_live_status() {
         api.domain.runtime.provide(Arc::new(ProcessService(Arc::new(SandboxProcesses::new(&url)))));
     })
     .await;
-    let alice = world(&s).await;
-    let t1 = "/v1/orgs/acme/repos/r1/tasks/t1";
+    let token = world(&s).await;
+    let alice = s.api_client().with_token(&token);
+    let (t1, t2) = (RepoKey::new("acme", "r1").task("t1"), RepoKey::new("acme", "r1").task("t2"));
 
-    let mut req = format!("ws://{}/v1/ws", s.addr).into_client_request().unwrap();
-    req.headers_mut().insert("authorization", format!("Bearer {alice}").parse().unwrap());
-    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
-    let key = json!({ "org": "acme", "repo": "r1", "task": "t1" });
-    ws.send(Message::Text(json!({ "type": "subscribe", "topic": "sandboxProcesses", "key": key }).to_string().into()))
-        .await
-        .unwrap();
-    let first = recv(&mut ws).await;
-    assert_eq!(first["type"], "sandboxProcessesUpdated", "{first}");
-    assert_eq!(first["snapshot"], json!({ "processes": [] }));
+    let mut events = alice.subscribe(Subscribe::processes(&t1)).await.unwrap();
+    let mut live = TopicState::<ProcessesSnapshot>::for_key(TopicKey::task("acme", "r1", "t1"));
+    assert!(live.apply(&next(&mut events).await).unwrap(), "the first frame is the topic's snapshot");
+    assert_eq!(live.snapshot().unwrap(), Some(&ProcessesSnapshot { processes: vec![] }));
 
     // A process that prints and exits with 3: running first, then exited with its code, pushed without asking.
-    let spec = json!({ "command": "sh", "args": ["-c", "echo hello; sleep 0.3; exit 3"] });
-    let (st, started) = s.call("POST", &format!("{t1}/processes"), Some(&alice), Some(spec)).await;
-    assert_eq!(st, 201, "{started}");
-    let id = started["id"].as_str().unwrap().to_owned();
+    let spec = |command: &str, args: &[&str]| ProcessSpec {
+        command: command.into(),
+        args: args.iter().map(|a| a.to_string()).collect(),
+        cwd: None,
+        env: Default::default(),
+    };
+    let started = alice.start_process(&t1, &spec("sh", &["-c", "echo hello; sleep 0.3; exit 3"])).await.unwrap();
+    assert_eq!(started.arg_list(), ["-c", "echo hello; sleep 0.3; exit 3"]);
+    let id = started.process_id.clone();
     // One shape on every route: the task's record (`createdAt`/`exitedAt`/`updatedAt`), never the host's `*Ms`.
-    let mut fields: Vec<&str> = started.as_object().unwrap().keys().map(String::as_str).collect();
+    let (_, raw) = s.call("GET", &format!("/v1/orgs/acme/repos/r1/tasks/t1/processes/{id}"), Some(&token), None).await;
+    let mut fields: Vec<&str> = raw.as_object().unwrap().keys().map(String::as_str).collect();
     fields.sort();
     let shape = ["args", "command", "createdAt", "exitCode", "exitedAt", "id", "pid", "status", "updatedAt"];
-    assert_eq!(fields, shape, "{started}");
-    let (_, one) = s.call("GET", &format!("{t1}/processes/{id}"), Some(&alice), None).await;
-    assert_eq!(one["createdAt"], started["createdAt"], "{one}");
+    assert_eq!(fields, shape, "{raw}");
+    assert_eq!(alice.process(&t1, &id).await.unwrap().created_at, started.created_at);
     let exited = loop {
-        let f = recv(&mut ws).await;
-        let p = &f["snapshot"]["processes"][0];
-        if p["status"] == "exited" {
-            break p.clone();
+        live.apply(&next(&mut events).await).unwrap();
+        let p = live.snapshot().unwrap().unwrap().processes[0].clone();
+        if p.status == "exited" {
+            break p;
         }
-        assert_eq!(p["id"], id.as_str(), "{f}");
+        assert_eq!(p.process_id, id);
     };
-    assert_eq!(exited["exitCode"], 3, "{exited}");
-    let (st, logs) = s.call("GET", &format!("{t1}/processes/{id}/logs"), Some(&alice), None).await;
-    assert_eq!(st, 200, "{logs}");
-    let out: Vec<u8> =
-        logs["entries"].as_array().unwrap().iter().flat_map(|e| decode(e["data"].as_str().unwrap())).collect();
+    assert_eq!(exited.exit_code, Some(3), "{exited:?}");
+    let logs = alice.process_logs(&t1, &id).await.unwrap();
+    let out: Vec<u8> = logs.entries.iter().flat_map(|e| decode(&e.data)).collect();
     assert_eq!(String::from_utf8_lossy(&out), "hello\n");
 
     // A long one, stopped on request.
-    let (st, long) = s
-        .call("POST", &format!("{t1}/processes"), Some(&alice), Some(json!({ "command": "sleep", "args": ["60"] })))
-        .await;
-    assert_eq!(st, 201);
-    let long_id = long["id"].as_str().unwrap().to_owned();
+    let long_id = alice.start_process(&t1, &spec("sleep", &["60"])).await.unwrap().process_id;
     // Another task can neither see nor touch it.
-    let t2 = "/v1/orgs/acme/repos/r1/tasks/t2";
-    let (st, _) = s.call("POST", &format!("{t2}/processes/{long_id}/kill"), Some(&alice), None).await;
-    assert_eq!(st, 404);
-    let (_, other) = s.call("GET", &format!("{t2}/processes"), Some(&alice), None).await;
-    assert_eq!(other, json!({ "processes": [] }));
-    let (st, body) = s.call("DELETE", &format!("{t1}/processes/{long_id}"), Some(&alice), None).await;
-    assert_eq!(st, 409, "a running process is stopped before it is deleted: {body}");
-    let (st, stopped) = s.call("POST", &format!("{t1}/processes/{long_id}/stop"), Some(&alice), None).await;
-    assert_eq!(st, 200, "{stopped}");
-    assert!(stopped.get("createdAt").is_some() && stopped.get("createdAtMs").is_none(), "{stopped}");
+    let refused = alice.signal_process(&t2, &long_id, ProcessSignal::Kill).await.unwrap_err();
+    assert_eq!(refused.status(), Some(404));
+    assert!(alice.processes(&t2).await.unwrap().processes.is_empty());
+    let refused = alice.delete_process(&t1, &long_id).await.unwrap_err();
+    assert_eq!(refused.status(), Some(409), "a running process is stopped before it is deleted: {refused}");
+    let stopped = alice.signal_process(&t1, &long_id, ProcessSignal::Stop).await.unwrap();
+    assert_eq!(stopped.process_id, long_id);
     loop {
-        let f = recv(&mut ws).await;
-        let procs = f["snapshot"]["processes"].as_array().unwrap().clone();
-        if procs.iter().any(|p| p["id"] == long_id.as_str() && p["status"] == "exited") {
+        live.apply(&next(&mut events).await).unwrap();
+        let processes = &live.snapshot().unwrap().unwrap().processes;
+        if processes.iter().any(|p| p.process_id == long_id && p.status == "exited") {
             break;
         }
     }
-    let (st, _) = s.call("DELETE", &format!("{t1}/processes/{long_id}"), Some(&alice), None).await;
-    assert_eq!(st, 204);
-    let (_, listed) = s.call("GET", &format!("{t1}/processes"), Some(&alice), None).await;
-    assert_eq!(listed["processes"].as_array().unwrap().len(), 1, "{listed}");
+    alice.delete_process(&t1, &long_id).await.unwrap();
+    assert_eq!(alice.processes(&t1).await.unwrap().processes.len(), 1);
 
     // Bad input is refused before the sandbox sees it.
-    let (st, _) = s.call("POST", &format!("{t1}/processes"), Some(&alice), Some(json!({ "command": "  " }))).await;
-    assert_eq!(st, 400);
+    let refused = alice.start_process(&t1, &spec("  ", &[])).await.unwrap_err();
+    assert_eq!((refused.status(), refused.code()), (Some(400), Some("invalid_input")));
     s.stop().await;
 }
 
@@ -194,18 +187,6 @@ async fn a_keyed_start_starts_one_process_however_often_it_is_retried() {
         assert_eq!(st, 200);
     }
     s.stop().await;
-}
-
-async fn recv<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>) -> Value
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-{
-    loop {
-        let msg = tokio::time::timeout(Duration::from_secs(20), ws.next()).await.expect("a frame within 20 s");
-        if let Message::Text(t) = msg.expect("open").expect("no protocol error") {
-            return serde_json::from_str(&t).unwrap();
-        }
-    }
 }
 
 #[actix_rt::test]
