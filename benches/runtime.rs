@@ -1,7 +1,7 @@
 //! Runtime benchmarks (plain program, `harness = false`).
 //!
 //! ```text
-//! cargo bench --bench runtime -- [a|b|c|d|all] [name=value ...]
+//! cargo bench --bench runtime -- [a|b|c|d|e|all] [name=value ...]
 //! ```
 //!
 //! Sections:
@@ -10,10 +10,12 @@
 //! - c: cold activations (sequential and bounded-concurrent), then RSS and fds with everything live, then with
 //!   passivation bounding the live set.
 //! - d: one topic with many subscribers: commit-to-last-delivery latency.
+//! - e: the read guard (`RuntimeConfig::guard_reads`, `query_only` switched around each write batch) on an actor
+//!   alternating mutations and reads, on and off side by side.
 //!
 //! Sizes come from `name=value` arguments or `BENCH_<NAME>` environment variables (argument wins):
 //! `reads`, `rounds`, `b_secs`, `b_conc`, `keys`, `seq_keys`, `conc`, `max_live_small`, `idle_ms`, `idle_keys`,
-//! `subs`, `pubs`.
+//! `subs`, `pubs`, `e_secs`, `e_rounds`, `e_conc`.
 //! Temporary data goes under `BENCH_TMP` (default `/work/bench-tmp`, else the system temp dir) and is deleted.
 
 mod common;
@@ -91,6 +93,18 @@ impl Mutation for Incr {
             tx.touch("topic");
         }
         Ok(())
+    }
+}
+
+/// `SELECT value FROM counter`: a read that runs one (cached) statement.
+struct GetValue;
+
+impl Read for GetValue {
+    type Entity = Bench;
+    type Output = i64;
+    type Error = diesel::result::Error;
+    fn read(self, _: &Bench, conn: &mut SqliteConnection) -> QueryResult<i64> {
+        counter::table.select(counter::value).find(1).first(conn)
     }
 }
 
@@ -333,6 +347,77 @@ async fn section_b(o: &Opts) {
     println!(
         "(b) group commit vs one txn per message under NORMAL: {normal_ratio:.2}x -> target >=5x {}",
         verdict(normal_ratio >= 5.0)
+    );
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// (e) the read guard (`query_only` switched around each write batch) on an actor that interleaves reads and writes
+
+/// Callers alternate `mutate(Incr)` and `read(GetValue)` on one key for `dur`; answers (mutations + reads)/s.
+async fn run_e(guard_reads: bool, callers: usize, dur: Duration) -> (u64, f64) {
+    let dir = tempdir();
+    let rt = start_runtime(&dir, |c| {
+        c.arbiters = 1;
+        c.guard_reads = guard_reads;
+    });
+    let reg = rt.register::<Bench>(kind_config(|k| {
+        k.mailbox_capacity = 1024;
+        k.max_batch = 256;
+    }));
+    let key = "hot".to_owned();
+    for _ in 0..50 {
+        reg.mutate(&key, Incr { touch: false }).await.expect("warm-up mutate");
+        reg.read(&key, GetValue).await.expect("warm-up read");
+    }
+    let done = AtomicU64::new(0);
+    let t = Instant::now();
+    join_all((0..callers).map(|_| async {
+        while t.elapsed() < dur {
+            reg.mutate(&key, Incr { touch: false }).await.expect("mutate");
+            reg.read(&key, GetValue).await.expect("read");
+            done.fetch_add(2, Ordering::Relaxed);
+        }
+    }))
+    .await;
+    let secs = t.elapsed().as_secs_f64();
+    rt.shutdown().await;
+    (done.load(Ordering::Relaxed), secs)
+}
+
+async fn section_e(o: &Opts) {
+    let dur = Duration::from_secs(o.get("e_secs", 2));
+    let rounds = o.get("e_rounds", 2).max(1);
+    let conc = o.get("e_conc", 64) as usize;
+    println!("\n== (e) read guard on an actor alternating mutations and reads, {:?} per run, {rounds} rounds", dur);
+    let mut rows = Vec::new();
+    for callers in [1, conc] {
+        // Rounds alternate guard on / off so drift on this shared machine hits both alike.
+        let (mut on, mut off) = (Vec::new(), Vec::new());
+        for _ in 0..rounds {
+            for guard in [true, false] {
+                let (ops, secs) = run_e(guard, callers, dur).await;
+                if guard {
+                    on.push(ops as f64 / secs)
+                } else {
+                    off.push(ops as f64 / secs)
+                }
+            }
+        }
+        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+        let fmt = |v: &[f64]| v.iter().map(|r| format!("{r:.0}")).collect::<Vec<_>>().join(" / ");
+        rows.push(vec![
+            callers.to_string(),
+            fmt(&on),
+            fmt(&off),
+            format!("{:.2}", 1e6 / mean(&on)),
+            format!("{:.2}", 1e6 / mean(&off)),
+            format!("{:.2}x", mean(&off) / mean(&on)),
+        ]);
+    }
+    table(
+        "(e) mutate + read alternating on one actor: answers/s with the read guard (query_only switched per write batch) and without",
+        &["callers", "guard on: answers/s per round", "guard off: answers/s per round", "on: us/answer", "off: us/answer", "off vs on"],
+        &rows,
     );
 }
 
@@ -669,6 +754,9 @@ async fn main() {
     }
     if o.runs("d") {
         section_d(&o).await;
+    }
+    if o.runs("e") {
+        section_e(&o).await;
     }
     println!("\ntotal bench time {:.1} s", t.elapsed().as_secs_f64());
 }

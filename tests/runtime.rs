@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use foundry::runtime::{ActivationFailure, Backpressure, CallError, Entity};
+use foundry::runtime::{ActivationFailure, Backpressure, CallError, Entity, Runtime, RuntimeConfig};
 use support::*;
 
 fn key(s: &str) -> String {
@@ -93,9 +93,19 @@ async fn a_failed_migration_names_kind_key_and_migration() {
     assert!(!reg.is_live(&key("b1")));
 }
 
+/// A runtime with the read guard set explicitly (its default depends on the build profile).
+fn runtime_guarding_reads(guard_reads: bool) -> (Runtime, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = RuntimeConfig::new(dir.path());
+    config.arbiters = 0;
+    config.guard_reads = guard_reads;
+    let rt = Runtime::start(config).unwrap();
+    (rt, dir)
+}
+
 #[actix_rt::test]
 async fn reads_cannot_write() {
-    let (rt, _dir) = runtime(0);
+    let (rt, _dir) = runtime_guarding_reads(true);
     let reg = rt.registry::<Tally>();
     let k = key("r");
     reg.mutate(&k, Add::new(5)).await.unwrap();
@@ -105,6 +115,21 @@ async fn reads_cannot_write() {
         other => panic!("unexpected {other:?}"),
     }
     assert_eq!(reg.read(&k, GetValue).await.unwrap(), 5);
+}
+
+/// Without the guard (the release default) reads run on a writable connection, and mutations still commit and
+/// read back as before: the switch only decides whether a read's stray write is refused.
+#[actix_rt::test]
+async fn without_the_read_guard_reads_and_writes_interleave_as_before() {
+    let (rt, _dir) = runtime_guarding_reads(false);
+    let reg = rt.registry::<Tally>();
+    let k = key("unguarded");
+    for i in 1..=5 {
+        reg.mutate(&k, Add::new(1)).await.unwrap();
+        assert_eq!(reg.read(&k, GetValue).await.unwrap(), i);
+    }
+    // The stray write goes through: this is what the guard exists to catch in tests.
+    reg.read(&k, WriteInRead).await.unwrap();
 }
 
 #[actix_rt::test]

@@ -38,6 +38,11 @@ pub struct RuntimeConfig {
     pub activation_wait: Duration,
     /// Overrides every kind's `KindConfig::idle_timeout` (kinds registered with an explicit configuration keep theirs).
     pub idle_timeout: Option<Duration>,
+    /// Keep each connection `query_only` outside write batches, so a read handler that writes fails. Switching costs
+    /// two PRAGMAs per write batch, and SQLite expires every prepared statement of the connection on each switch, so
+    /// the next use of each one compiles it again (BENCHMARKS.md, section e). A read that writes is a bug in the
+    /// kind's code: the guard is on in debug builds (tests) and off in release builds by default.
+    pub guard_reads: bool,
 }
 
 impl RuntimeConfig {
@@ -52,7 +57,13 @@ impl RuntimeConfig {
             synchronous: Synchronous::Normal,
             activation_wait: Duration::from_secs(10),
             idle_timeout: None,
+            guard_reads: cfg!(debug_assertions),
         }
+    }
+
+    /// How actor connections are opened under this configuration.
+    pub(crate) fn conn_options(&self) -> super::db::ConnOptions {
+        super::db::ConnOptions { synchronous: self.synchronous, guard_reads: self.guard_reads }
     }
 }
 
