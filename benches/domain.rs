@@ -19,7 +19,8 @@
 //! Sizes come from `name=value` arguments or `BENCH_<NAME>` environment variables (argument wins):
 //! `tasks`, `repos`, `conc`, `snap_reads`, `topic_tasks`, `gap_ms`; `seq=0` skips the sequential run; `agent=none`
 //! creates the domain without an agent (prompts stay queued), `agent=builtin` (default) runs each first turn on the
-//! built-in agent meanwhile.
+//! built-in agent meanwhile; `guard=1` turns the read guard on. Scenario directories are deleted at the end (see
+//! `common::defer_removal`), and the disk's file-creation cost is printed at the start and the end.
 //! Temporary data goes under `BENCH_TMP` (default `/work/bench-tmp`, else the system temp dir) and is deleted.
 
 mod common;
@@ -141,7 +142,10 @@ async fn run(o: &Opts, conc: usize) -> Scenario {
     let gap = Duration::from_millis(o.get("gap_ms", 20));
 
     let dir = tempdir();
-    let rt = Runtime::start(RuntimeConfig::new(dir.path())).expect("runtime starts");
+    let mut config = RuntimeConfig::new(dir.path());
+    // `guard=1`: the read guard of debug builds (`query_only` switched around each write batch), for comparison.
+    config.guard_reads = o.get("guard", 0) == 1;
+    let rt = Runtime::start(config).expect("runtime starts");
     // `agent=builtin` (default): each task's first turn runs on the built-in agent while tasks are created, as in
     // `serve`; `agent=none`: prompts stay queued, so only creation itself is measured.
     let with_agent = o.raw("agent").as_deref() != Some("none");
@@ -269,7 +273,7 @@ async fn run(o: &Opts, conc: usize) -> Scenario {
 
     rt.shutdown().await;
     arbiter.stop();
-    drop(dir);
+    common::defer_removal(dir);
 
     let since = |at: Option<Instant>, from: Instant| at.map(|t| t.saturating_duration_since(from));
     Scenario {
@@ -321,6 +325,7 @@ async fn main() {
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         tmp_base().display()
     );
+    let probe_start = common::disk_probe();
     let t = Instant::now();
     let mut runs = Vec::new();
     // `seq=0` skips the sequential run.
@@ -466,5 +471,7 @@ async fn main() {
         ],
         &rows,
     );
-    println!("\ntotal bench time {:.1} s", t.elapsed().as_secs_f64());
+    println!("\ndisk: {probe_start:.0} us per file creation at the start, {:.0} at the end", common::disk_probe());
+    println!("total bench time {:.1} s", t.elapsed().as_secs_f64());
+    common::remove_deferred();
 }

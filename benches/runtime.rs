@@ -510,6 +510,8 @@ async fn section_c(o: &Opts) {
         "\n== (c) cold activations (first mutate on a fresh data dir), fd limit soft={soft} hard={hard}, \
          RuntimeConfig default max_live={default_max_live}"
     );
+    // This disk's file-creation cost right now: the runs below create two files per activation (database, WAL).
+    let disk_before = common::disk_probe();
     let mut rows = Vec::new();
     let mut mem_rows = Vec::new();
 
@@ -521,10 +523,11 @@ async fn section_c(o: &Opts) {
         let r = activate_keys(&reg, "s", seq_keys, 1).await;
         rows.push(c_row("sequential (concurrency 1)", &r));
         rt.shutdown().await;
+        common::defer_removal(dir);
     }
 
-    // Bounded concurrency, everything stays live (as far as the fd limit allows: 3 fds per actor).
-    let fd_cap = (soft.saturating_sub(256) / 3) as usize;
+    // Bounded concurrency, everything stays live (as far as the fd limit allows: 2 fds per actor).
+    let fd_cap = (soft.saturating_sub(256) / 2) as usize;
     let all_live = keys.min(fd_cap);
     let target_met;
     {
@@ -554,10 +557,11 @@ async fn section_c(o: &Opts) {
         let live = reg.live_count();
         rt.shutdown().await;
         println!("(c) shutdown with {live} live took {:.2} s", t.elapsed().as_secs_f64());
+        common::defer_removal(dir);
     }
     if all_live < keys {
         println!(
-            "(c) NOTE: at most {all_live} of {keys} actors kept live: fd soft limit {soft} (hard {hard}) / 3 fds per actor; \
+            "(c) NOTE: at most {all_live} of {keys} actors kept live: fd soft limit {soft} (hard {hard}) / 2 fds per actor; \
              raise the hard limit (ulimit -n 65536 as a privileged user) for the full count"
         );
     }
@@ -608,6 +612,7 @@ async fn section_c(o: &Opts) {
             ]);
         }
         rt.shutdown().await;
+        common::defer_removal(dir);
     }
 
     table(
@@ -621,6 +626,7 @@ async fn section_c(o: &Opts) {
         &mem_rows,
     );
     println!("(c) {keys} activations at concurrency {conc} in <= 10 s per 10,000 -> target {}", verdict(target_met));
+    println!("(c) disk: {disk_before:.0} us per file creation before the runs, {:.0} after", common::disk_probe());
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -759,4 +765,5 @@ async fn main() {
         section_e(&o).await;
     }
     println!("\ntotal bench time {:.1} s", t.elapsed().as_secs_f64());
+    common::remove_deferred();
 }

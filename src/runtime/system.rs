@@ -30,7 +30,7 @@ pub struct RuntimeConfig {
     pub data_dir: PathBuf,
     /// Arbiter threads actors are spread over by key hash. 0 runs every actor on the arbiter that activates it.
     pub arbiters: usize,
-    /// Most actors open at once across all kinds (each holds three file descriptors: db, -wal, -shm). Beyond it, the
+    /// Most actors open at once across all kinds (each holds two file descriptors: the database and its WAL). Beyond it, the
     /// least recently used idle actors are passivated to make room.
     pub max_live: usize,
     pub synchronous: Synchronous,
@@ -51,9 +51,9 @@ impl RuntimeConfig {
         RuntimeConfig {
             data_dir: data_dir.into(),
             arbiters: std::thread::available_parallelism().map_or(2, |n| n.get()),
-            // Three descriptors per live actor, within the fd limit; and no more than 4,096 by default, because SQLite
+            // Two descriptors per live actor, within the fd limit; and no more than 4,096 by default, because SQLite
             // scans a process-wide list of open files on every open, so activations slow down as that list grows.
-            max_live: (fds.saturating_sub(1024) / 3).clamp(64, 4096) as usize,
+            max_live: (fds.saturating_sub(1024) / 2).clamp(64, 4096) as usize,
             synchronous: Synchronous::Normal,
             activation_wait: Duration::from_secs(10),
             idle_timeout: None,
