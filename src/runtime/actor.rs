@@ -19,7 +19,7 @@ use futures_util::FutureExt;
 use tokio::sync::{oneshot, OwnedSemaphorePermit};
 
 use super::batch::{BatchOutcome, DeliverItem, ItemFailed, ItemResult, MutationItem, PendingItem};
-use super::db::{self, Synchronous};
+use super::db;
 use super::entity::{message_name, Command, Delivery, Effects, Entity, EntityCtx, Mutation, Read, SnapshotError, Tx};
 use super::error::{ActivationFailure, CallError};
 use super::outbox::{self, DeliveryOutcome, OutboxRow, Source};
@@ -137,10 +137,10 @@ pub(crate) fn open_entity<E: Entity>(
     key: &E::Key,
     path: &Path,
     encoded: &str,
-    sync: Synchronous,
+    opts: db::ConnOptions,
     fresh: bool,
 ) -> Result<Opened<E>, ActivationFailure> {
-    let mut conn = db::open_actor_db(path, E::KIND, encoded, E::MIGRATIONS, sync, fresh)?;
+    let mut conn = db::open_actor_db(path, E::KIND, encoded, E::MIGRATIONS, opts, fresh)?;
     let load = |e: diesel::result::Error| ActivationFailure::Load(e.to_string());
     let versions = outbox::load_versions(&mut conn).map_err(load)?;
     let outbox_pending = outbox::has_rows(&mut conn).map_err(load)?;
@@ -270,13 +270,13 @@ impl<E: Entity> Core<E> {
         let mut changes = Vec::new();
         let (versions, dirty_marked, encoded) = (&self.versions, self.dirty_marked, &self.encoded);
         let conn = self.conn.as_mut().expect("commands and callbacks only run while the database is open");
-        db::set_writable(conn, true)?;
-        let res = conn.immediate_transaction::<T, Err, _>(|conn| {
-            let out = f(&mut Tx { conn, effects: &mut effects, runtime: &shared })?;
-            changes = stage_effects(conn, &shared, E::KIND, encoded, versions, dirty_marked, &mut effects)?;
-            Ok(out)
+        let res = db::writable(conn, shared.config.guard_reads, |conn| {
+            conn.immediate_transaction::<T, Err, _>(|conn| {
+                let out = f(&mut Tx { conn, effects: &mut effects, runtime: &shared })?;
+                changes = stage_effects(conn, &shared, E::KIND, encoded, versions, dirty_marked, &mut effects)?;
+                Ok(out)
+            })
         });
-        let _ = db::set_writable(conn, false);
         if res.is_ok() {
             self.registry.inner.stats.transactions.fetch_add(1, Ordering::Relaxed);
             // Each write is its own version: its patch is published in order with the others of the command.
@@ -431,7 +431,7 @@ impl<E: Entity> EntityActor<E> {
         let mut changes: Vec<Change> = Vec::new();
         let (versions, dirty_marked, encoded) = (&core.versions, core.dirty_marked, &core.encoded);
         let conn = core.conn.as_mut().expect("checked is_open above");
-        let result = db::set_writable(conn, true).and_then(|()| {
+        let result = db::writable(conn, shared.config.guard_reads, |conn| {
             conn.immediate_transaction::<_, diesel::result::Error, _>(|conn| {
                 for (i, item) in batch.iter_mut().enumerate() {
                     let item_span = tracing::debug_span!("apply", msg = item.name());
@@ -464,7 +464,6 @@ impl<E: Entity> EntityActor<E> {
                 Ok(())
             })
         });
-        let _ = db::set_writable(conn, false);
         let stats = &core.registry.inner.stats;
         let outcome = match result {
             Ok(()) => {
@@ -516,9 +515,9 @@ impl<E: Entity> EntityActor<E> {
             ctx.cancel_future(h);
         }
         self.core.conn = None;
-        let sync = self.shared().config.synchronous;
+        let opts = self.shared().config.conn_options();
         let reopened = catch_unwind(AssertUnwindSafe(|| {
-            open_entity::<E>(&self.core.key, &self.core.path, &self.core.encoded, sync, false)
+            open_entity::<E>(&self.core.key, &self.core.path, &self.core.encoded, opts, false)
         }))
         .unwrap_or_else(|p| Err(ActivationFailure::Load(format!("load panicked: {}", panic_text(&p)))));
         match reopened {
@@ -754,11 +753,8 @@ impl<E: Entity> EntityActor<E> {
         &mut self,
         f: impl FnOnce(&mut SqliteConnection) -> diesel::QueryResult<()>,
     ) -> diesel::QueryResult<()> {
-        let conn = self.core.conn();
-        db::set_writable(conn, true)?;
-        let res = conn.immediate_transaction(f);
-        let _ = db::set_writable(conn, false);
-        res
+        let guard = self.shared().config.guard_reads;
+        db::writable(self.core.conn(), guard, |conn| conn.immediate_transaction(f))
     }
 }
 
