@@ -28,12 +28,12 @@ impl<E: Entity> Core<E> {
         let shared = self.registry.inner.shared.clone();
         let mut effects = Effects::default();
         let mut changes = Vec::new();
-        let (versions, dirty_marked, encoded) = (&self.versions, self.dirty_marked, &self.encoded);
+        let (versions, marks, encoded) = (&self.versions, (self.dirty_marked, self.indexed.known_at()), &self.encoded);
         let conn = self.conn.as_mut().expect("commands and callbacks only run while the database is open");
         db::set_writable(conn, true)?;
         let res = conn.immediate_transaction::<T, Err, _>(|conn| {
-            let out = f(&mut Tx { conn, effects: &mut effects, runtime: &shared })?;
-            changes = stage_effects(conn, &shared, E::KIND, encoded, versions, dirty_marked, &mut effects)?;
+            let out = f(&mut Tx { conn, effects: &mut effects, runtime: &shared, kind: E::KIND })?;
+            changes = stage_effects(conn, &shared, E::KIND, encoded, versions, marks, &mut effects)?;
             Ok(out)
         });
         let _ = db::set_writable(conn, false);
@@ -49,6 +49,9 @@ impl<E: Entity> Core<E> {
                 self.dirty_marked = true;
                 self.outbox.pending = true;
                 self.written_outbox = true;
+            }
+            if effects.schedules_changed {
+                self.written_schedules = Some(effects.earliest_due);
             }
         }
         res
@@ -83,7 +86,7 @@ impl<E: Entity> EntityActor<E> {
         // A savepoint that itself failed (not the mutation): that caller must not hear "committed".
         let mut item_errors: Vec<Option<String>> = vec![None; batch.len()];
         let mut changes: Vec<Change> = Vec::new();
-        let (versions, dirty_marked, encoded) = (&core.versions, core.dirty_marked, &core.encoded);
+        let (versions, marks, encoded) = (&core.versions, (core.dirty_marked, core.indexed.known_at()), &core.encoded);
         let conn = core.conn.as_mut().expect("checked is_open above");
         let result = db::set_writable(conn, true).and_then(|()| {
             conn.immediate_transaction::<_, diesel::result::Error, _>(|conn| {
@@ -92,10 +95,10 @@ impl<E: Entity> EntityActor<E> {
                     let _item_enter = item_span.enter();
                     let mut eff = Effects::default();
                     let res = if single {
-                        item.apply(entity, &mut Tx { conn, effects: &mut eff, runtime: &shared })
+                        item.apply(entity, &mut Tx { conn, effects: &mut eff, runtime: &shared, kind: E::KIND })
                     } else {
                         conn.transaction::<_, ItemFailed, _>(|conn| {
-                            item.apply(entity, &mut Tx { conn, effects: &mut eff, runtime: &shared })
+                            item.apply(entity, &mut Tx { conn, effects: &mut eff, runtime: &shared, kind: E::KIND })
                         })
                     };
                     match res {
@@ -114,7 +117,7 @@ impl<E: Entity> EntityActor<E> {
                         }
                     }
                 }
-                changes = stage_effects(conn, &shared, E::KIND, encoded, versions, dirty_marked, &mut effects)?;
+                changes = stage_effects(conn, &shared, E::KIND, encoded, versions, marks, &mut effects)?;
                 Ok(())
             })
         });
@@ -154,6 +157,9 @@ impl<E: Entity> EntityActor<E> {
         }
         if effects.outbox_written {
             self.pump_outbox(ctx);
+        }
+        if effects.schedules_changed {
+            self.schedules_committed(ctx, effects.earliest_due);
         }
         match panicked {
             Some(p) => self.restart(ctx, &p),

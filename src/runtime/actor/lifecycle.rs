@@ -73,6 +73,10 @@ impl<E: Entity> EntityActor<E> {
                 tracing::warn!(error = %e, "could not clear recovery marker");
             }
         }
+        if self.core.indexed != super::schedules::Indexed::Absent {
+            // Its schedules are the due scanner's now: let it recompute when to look next.
+            self.shared().due_changed.notify_one();
+        }
         self.core.slot.force_retire();
         self.core.registry.remove_slot(&self.core.key, &self.core.slot);
         tracing::debug!(kind = E::KIND, key = %self.core.encoded, reason, "actor stopped");

@@ -12,6 +12,7 @@ mod commit;
 mod handlers;
 mod lifecycle;
 mod outbox_pump;
+mod schedules;
 mod supervise;
 
 use std::collections::HashMap;
@@ -33,6 +34,8 @@ use super::topic::Subscription;
 
 use lifecycle::StopState;
 use outbox_pump::OutboxState;
+pub(crate) use schedules::WakeSchedules;
+use schedules::{Indexed, ScheduleTimer};
 pub use supervise::restart_backoff;
 pub(crate) use supervise::{guard_panics, open_entity, panic_text};
 
@@ -154,6 +157,15 @@ pub struct Core<E: Entity> {
     /// returns.
     written: Vec<Change>,
     written_outbox: bool,
+    /// An `EntityCtx::write` changed schedules: the earliest due as of its commit, to sync and arm once the command
+    /// or callback returns.
+    written_schedules: Option<Option<i64>>,
+    /// What the runtime's due index holds for this actor, as far as it knows.
+    indexed: Indexed,
+    /// The in-memory timer armed for the earliest schedule.
+    timer: Option<ScheduleTimer>,
+    /// Due schedules are being fired: commits sync the due index but leave arming to the end of the round.
+    firing: bool,
 }
 
 impl<E: Entity> Core<E> {
@@ -237,6 +249,12 @@ impl<E: Entity> EntityActor<E> {
                 live_permit: Some(p.live_permit),
                 written: Vec::new(),
                 written_outbox: false,
+                written_schedules: None,
+                // Corrected (one index write) by the first arming if the actor has schedules; an actor without any
+                // is assumed to have no entry, so activations of such actors cost no index write.
+                indexed: Indexed::Absent,
+                timer: None,
+                firing: false,
             },
         }
     }
@@ -253,6 +271,9 @@ impl<E: Entity> EntityActor<E> {
         self.publish_changes(written);
         if std::mem::take(&mut self.core.written_outbox) {
             self.pump_outbox(ctx);
+        }
+        if let Some(earliest) = self.core.written_schedules.take() {
+            self.schedules_committed(ctx, earliest);
         }
         out
     }
@@ -297,6 +318,7 @@ impl<E: Entity> Actor for EntityActor<E> {
         if self.core.outbox.pending {
             self.pump_outbox(ctx);
         }
+        self.arm_from_db(ctx, false);
     }
 
     fn stopped(&mut self, ctx: &mut Context<Self>) {
