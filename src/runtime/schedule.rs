@@ -23,7 +23,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::actor::panic_text;
-use super::entity::{Entity, Mutation, Read, Tx};
+use super::entity::{Entity, EntityCtx, Mutation, Read, Tx};
 
 /// A mutation an actor of its kind may schedule for itself (see [`super::Tx::schedule_after`]).
 pub trait Scheduled: Mutation + Serialize + DeserializeOwned
@@ -33,6 +33,14 @@ where
     /// Stable wire name, stored in schedule rows: renaming it strands schedules already set (they fail and are
     /// retried with back-off until a handler of that name exists again).
     const NAME: &'static str;
+
+    /// Runs in the actor's context once the scheduled mutation committed: starts what the committed state calls for
+    /// and a transaction cannot (background work such as a sync or an agent turn). Not durable by itself: a crash
+    /// between the commit and this call skips it, so the mutation must leave a durable trace the actor's
+    /// `Entity::started` acts on (as it must for any background work cut by a crash).
+    fn committed(output: Self::Output, entity: &mut Self::Entity, ctx: &mut EntityCtx<'_, Self::Entity>) {
+        let _ = (output, entity, ctx);
+    }
 }
 
 /// A schedule's id in its actor's database; never reused.
@@ -104,10 +112,13 @@ pub(crate) enum FireError {
     Panicked(String),
 }
 
-/// Applies one due row's message (decoded by name) inside the fire's transaction.
-pub(crate) type FireFn<E> = fn(&E, &mut Tx<'_>, &str) -> Result<(), FireError>;
+/// What runs after a fired schedule committed ([`Scheduled::committed`] with the mutation's output).
+pub(crate) type AfterFire<E> = Box<dyn FnOnce(&mut E, &mut EntityCtx<'_, E>)>;
 
-pub(crate) fn fire_fn<M>(entity: &M::Entity, tx: &mut Tx<'_>, payload: &str) -> Result<(), FireError>
+/// Applies one due row's message (decoded by name) inside the fire's transaction.
+pub(crate) type FireFn<E> = fn(&E, &mut Tx<'_>, &str) -> Result<AfterFire<E>, FireError>;
+
+pub(crate) fn fire_fn<M>(entity: &M::Entity, tx: &mut Tx<'_>, payload: &str) -> Result<AfterFire<M::Entity>, FireError>
 where
     M: Scheduled,
     M::Error: std::fmt::Display,
@@ -115,7 +126,9 @@ where
     let msg: M = serde_json::from_str(payload)
         .map_err(|e| FireError::Failed(format!("{} payload does not decode: {e}", M::NAME)))?;
     match catch_unwind(AssertUnwindSafe(|| msg.apply(entity, tx))) {
-        Ok(Ok(_)) => Ok(()),
+        Ok(Ok(out)) => {
+            Ok(Box::new(move |e: &mut M::Entity, ctx: &mut EntityCtx<'_, M::Entity>| M::committed(out, e, ctx)))
+        }
         Ok(Err(e)) => Err(FireError::Failed(e.to_string())),
         Err(p) => Err(FireError::Panicked(panic_text(&p))),
     }

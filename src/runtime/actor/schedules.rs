@@ -155,18 +155,26 @@ impl<E: Entity> EntityActor<E> {
         let span = tracing::debug_span!("schedule", kind = E::KIND, key = %self.core.encoded, message = %row.message);
         let _enter = span.enter();
         let res = self.with_ctx(ctx, |entity, c| {
-            c.write(|tx| -> Result<bool, FireError> {
+            let fired = c.write(|tx| {
                 if !schedule::unchanged(tx.conn, &row)? {
-                    return Ok(false);
+                    return Ok(None);
                 }
                 let Some(fire) = fire else {
                     return Err(FireError::Failed(format!("{} has no scheduled message {:?}", E::KIND, row.message)));
                 };
-                fire(entity, tx, &row.payload)?;
+                let after = fire(entity, tx, &row.payload)?;
                 schedule::complete(tx.conn, &row, now)?;
                 tx.effects.schedules_changed = true;
-                Ok(true)
-            })
+                Ok(Some(after))
+            })?;
+            let Some(after) = fired else { return Ok(false) };
+            // A panic here is not the scheduled mutation's (it committed): it is caught and logged like one in
+            // `Entity::started`, and the actor carries on.
+            let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| after(entity, c)));
+            if let Err(p) = caught {
+                tracing::error!(panic = %super::panic_text(&p), "scheduled message's after-commit step panicked");
+            }
+            Ok::<bool, FireError>(true)
         });
         let stats = &self.core.registry.inner.stats;
         let failure = match res {
