@@ -318,7 +318,7 @@ impl<E: Entity> Actor for EntityActor<E> {
         if self.core.outbox.pending {
             self.pump_outbox(ctx);
         }
-        self.arm_from_db(ctx, false);
+        self.arm_from_db(ctx, schedules::Arming::Activated);
     }
 
     fn stopped(&mut self, ctx: &mut Context<Self>) {

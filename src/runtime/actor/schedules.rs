@@ -43,6 +43,17 @@ impl Indexed {
     }
 }
 
+/// Why the actor reads its earliest schedule again, which says what it knows of its due-index entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Arming {
+    /// Just activated: an actor with schedules writes its entry once; one without is assumed to have none.
+    Activated,
+    /// Woken by the due index: the entry may be stale, so it is written (or removed) whatever it holds.
+    Woken,
+    /// After firing or a restart: what the actor knows of its entry still holds.
+    Again,
+}
+
 pub(crate) struct ScheduleTimer {
     handle: SpawnHandle,
     /// The due time it was armed for.
@@ -52,19 +63,19 @@ pub(crate) struct ScheduleTimer {
 impl<E: Entity> Handler<WakeSchedules> for EntityActor<E> {
     type Result = ();
     fn handle(&mut self, _: WakeSchedules, ctx: &mut Context<Self>) {
-        self.arm_from_db(ctx, true);
+        self.arm_from_db(ctx, Arming::Woken);
     }
 }
 
 impl<E: Entity> EntityActor<E> {
-    /// Reads the earliest schedule, corrects the due index and arms the timer. `woken`: the index may be stale.
-    pub(super) fn arm_from_db(&mut self, ctx: &mut Context<Self>, woken: bool) {
+    /// Reads the earliest schedule, corrects the due index and arms the timer.
+    pub(super) fn arm_from_db(&mut self, ctx: &mut Context<Self>, why: Arming) {
         if !self.core.is_open() || !matches!(self.core.stop, StopState::Running) {
             return;
         }
         match schedule::earliest(self.core.conn()) {
             Ok(earliest) => {
-                if woken || earliest.is_some() {
+                if why == Arming::Woken || (why == Arming::Activated && earliest.is_some()) {
                     self.core.indexed = Indexed::Unknown;
                 }
                 self.sync_index(earliest);
@@ -128,6 +139,9 @@ impl<E: Entity> EntityActor<E> {
         }
         // Mutations that arrived before the alarm commit first: the scheduled message sees them.
         self.flush(ctx);
+        if !self.core.is_open() {
+            return; // the flush's restart failed and stopped the actor
+        }
         let now = schedule::now_ms();
         let rows = match schedule::due(self.core.conn(), now, FIRE_BATCH) {
             Ok(rows) => rows,
@@ -146,7 +160,7 @@ impl<E: Entity> EntityActor<E> {
             }
         }
         self.core.firing = false;
-        self.arm_from_db(ctx, false);
+        self.arm_from_db(ctx, Arming::Again);
     }
 
     /// Applies one due row; `false` if the actor restarted or stopped meanwhile.

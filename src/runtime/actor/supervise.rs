@@ -126,7 +126,7 @@ impl<E: Entity> EntityActor<E> {
         if self.core.outbox.pending {
             self.pump_outbox(ctx);
         }
-        self.arm_from_db(ctx, false);
+        self.arm_from_db(ctx, super::schedules::Arming::Again);
     }
 }
 
