@@ -254,6 +254,8 @@ async fn notes_until(reg: &Registry<Alarm>, key: &str, done: impl Fn(&[String]) 
 fn notes_on_disk(dir: &Path, key: &str) -> Vec<String> {
     let path = dir.join("alarm").join(format!("{key}.sqlite3"));
     let mut conn = SqliteConnection::establish(path.to_str().unwrap()).unwrap();
+    // The actor may be committing at the same moment: wait for its lock rather than fail.
+    diesel::connection::SimpleConnection::batch_execute(&mut conn, "PRAGMA busy_timeout = 5000").unwrap();
     entries::table.select(entries::note).order(entries::id).load(&mut conn).unwrap()
 }
 
