@@ -17,7 +17,10 @@
 //!   (`gap_ms` apart), time from `create_task` returning to the subscriber receiving a snapshot containing the task.
 //!
 //! Sizes come from `name=value` arguments or `BENCH_<NAME>` environment variables (argument wins):
-//! `tasks`, `repos`, `conc`, `snap_reads`, `topic_tasks`, `gap_ms`.
+//! `tasks`, `repos`, `conc`, `snap_reads`, `topic_tasks`, `gap_ms`; `seq=0` skips the sequential run; `agent=none`
+//! creates the domain without an agent (prompts stay queued), `agent=builtin` (default) runs each first turn on the
+//! built-in agent meanwhile; `guard=1` turns the read guard on. Scenario directories are deleted at the end (see
+//! `common::defer_removal`), and the disk's file-creation cost is printed at the start and the end.
 //! Temporary data goes under `BENCH_TMP` (default `/work/bench-tmp`, else the system temp dir) and is deleted.
 
 mod common;
@@ -139,8 +142,14 @@ async fn run(o: &Opts, conc: usize) -> Scenario {
     let gap = Duration::from_millis(o.get("gap_ms", 20));
 
     let dir = tempdir();
-    let rt = Runtime::start(RuntimeConfig::new(dir.path())).expect("runtime starts");
-    let domain = Domain::new(rt.clone());
+    let mut config = RuntimeConfig::new(dir.path());
+    // `guard=1`: the read guard of debug builds (`query_only` switched around each write batch), for comparison.
+    config.guard_reads = o.get("guard", 0) == 1;
+    let rt = Runtime::start(config).expect("runtime starts");
+    // `agent=builtin` (default): each task's first turn runs on the built-in agent while tasks are created, as in
+    // `serve`; `agent=none`: prompts stay queued, so only creation itself is measured.
+    let with_agent = o.raw("agent").as_deref() != Some("none");
+    let domain = if with_agent { Domain::new(rt.clone()) } else { Domain::without_agent(rt.clone()) };
     setup(&domain, repos).await;
     let org = ORG.to_owned();
 
@@ -176,8 +185,12 @@ async fn run(o: &Opts, conc: usize) -> Scenario {
         if visible_at.is_none() && snap.task_summaries.len() >= created {
             visible_at = Some(now);
         }
+        // Without an agent the first prompt stays queued: settled is then every summary with its session.
         if snap.task_summaries.len() >= created
-            && snap.task_summaries.iter().all(|t| t.status == TaskStatus::Idle && t.sessions.len() == 1)
+            && snap
+                .task_summaries
+                .iter()
+                .all(|t| (t.status == TaskStatus::Idle || !with_agent) && t.sessions.len() == 1)
         {
             settled_at = Some(now);
             break;
@@ -260,7 +273,7 @@ async fn run(o: &Opts, conc: usize) -> Scenario {
 
     rt.shutdown().await;
     arbiter.stop();
-    drop(dir);
+    common::defer_removal(dir);
 
     let since = |at: Option<Instant>, from: Instant| at.map(|t| t.saturating_duration_since(from));
     Scenario {
@@ -305,15 +318,19 @@ async fn main() {
     let o = Opts::parse();
     let conc = o.get("conc", 16).max(1) as usize;
     println!(
-        "foundry domain bench: tasks={} repos={} conc=1,{conc} cores={} tmp={}",
+        "foundry domain bench: tasks={} repos={} conc=1,{conc} agent={} cores={} tmp={}",
         o.get("tasks", 1_000),
         o.get("repos", 10),
+        o.raw("agent").unwrap_or_else(|| "builtin".to_owned()),
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         tmp_base().display()
     );
+    let probe_start = common::disk_probe();
     let t = Instant::now();
     let mut runs = Vec::new();
-    for c in [1, conc] {
+    // `seq=0` skips the sequential run.
+    let levels = if o.get("seq", 1) == 0 { vec![conc] } else { vec![1, conc] };
+    for c in levels {
         if runs.iter().any(|r: &Scenario| r.conc == c) {
             continue;
         }
@@ -454,5 +471,7 @@ async fn main() {
         ],
         &rows,
     );
-    println!("\ntotal bench time {:.1} s", t.elapsed().as_secs_f64());
+    println!("\ndisk: {probe_start:.0} us per file creation at the start, {:.0} at the end", common::disk_probe());
+    println!("total bench time {:.1} s", t.elapsed().as_secs_f64());
+    common::remove_deferred();
 }

@@ -1,7 +1,7 @@
 //! Runtime benchmarks (plain program, `harness = false`).
 //!
 //! ```text
-//! cargo bench --bench runtime -- [a|b|c|d|all] [name=value ...]
+//! cargo bench --bench runtime -- [a|b|c|d|e|all] [name=value ...]
 //! ```
 //!
 //! Sections:
@@ -10,10 +10,12 @@
 //! - c: cold activations (sequential and bounded-concurrent), then RSS and fds with everything live, then with
 //!   passivation bounding the live set.
 //! - d: one topic with many subscribers: commit-to-last-delivery latency.
+//! - e: the read guard (`RuntimeConfig::guard_reads`, `query_only` switched around each write batch) on an actor
+//!   alternating mutations and reads, on and off side by side.
 //!
 //! Sizes come from `name=value` arguments or `BENCH_<NAME>` environment variables (argument wins):
 //! `reads`, `rounds`, `b_secs`, `b_conc`, `keys`, `seq_keys`, `conc`, `max_live_small`, `idle_ms`, `idle_keys`,
-//! `subs`, `pubs`.
+//! `subs`, `pubs`, `e_secs`, `e_rounds`, `e_conc`.
 //! Temporary data goes under `BENCH_TMP` (default `/work/bench-tmp`, else the system temp dir) and is deleted.
 
 mod common;
@@ -91,6 +93,18 @@ impl Mutation for Incr {
             tx.touch("topic");
         }
         Ok(())
+    }
+}
+
+/// `SELECT value FROM counter`: a read that runs one (cached) statement.
+struct GetValue;
+
+impl Read for GetValue {
+    type Entity = Bench;
+    type Output = i64;
+    type Error = diesel::result::Error;
+    fn read(self, _: &Bench, conn: &mut SqliteConnection) -> QueryResult<i64> {
+        counter::table.select(counter::value).find(1).first(conn)
     }
 }
 
@@ -337,6 +351,77 @@ async fn section_b(o: &Opts) {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
+// (e) the read guard (`query_only` switched around each write batch) on an actor that interleaves reads and writes
+
+/// Callers alternate `mutate(Incr)` and `read(GetValue)` on one key for `dur`; answers (mutations + reads)/s.
+async fn run_e(guard_reads: bool, callers: usize, dur: Duration) -> (u64, f64) {
+    let dir = tempdir();
+    let rt = start_runtime(&dir, |c| {
+        c.arbiters = 1;
+        c.guard_reads = guard_reads;
+    });
+    let reg = rt.register::<Bench>(kind_config(|k| {
+        k.mailbox_capacity = 1024;
+        k.max_batch = 256;
+    }));
+    let key = "hot".to_owned();
+    for _ in 0..50 {
+        reg.mutate(&key, Incr { touch: false }).await.expect("warm-up mutate");
+        reg.read(&key, GetValue).await.expect("warm-up read");
+    }
+    let done = AtomicU64::new(0);
+    let t = Instant::now();
+    join_all((0..callers).map(|_| async {
+        while t.elapsed() < dur {
+            reg.mutate(&key, Incr { touch: false }).await.expect("mutate");
+            reg.read(&key, GetValue).await.expect("read");
+            done.fetch_add(2, Ordering::Relaxed);
+        }
+    }))
+    .await;
+    let secs = t.elapsed().as_secs_f64();
+    rt.shutdown().await;
+    (done.load(Ordering::Relaxed), secs)
+}
+
+async fn section_e(o: &Opts) {
+    let dur = Duration::from_secs(o.get("e_secs", 2));
+    let rounds = o.get("e_rounds", 2).max(1);
+    let conc = o.get("e_conc", 64) as usize;
+    println!("\n== (e) read guard on an actor alternating mutations and reads, {:?} per run, {rounds} rounds", dur);
+    let mut rows = Vec::new();
+    for callers in [1, conc] {
+        // Rounds alternate guard on / off so drift on this shared machine hits both alike.
+        let (mut on, mut off) = (Vec::new(), Vec::new());
+        for _ in 0..rounds {
+            for guard in [true, false] {
+                let (ops, secs) = run_e(guard, callers, dur).await;
+                if guard {
+                    on.push(ops as f64 / secs)
+                } else {
+                    off.push(ops as f64 / secs)
+                }
+            }
+        }
+        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+        let fmt = |v: &[f64]| v.iter().map(|r| format!("{r:.0}")).collect::<Vec<_>>().join(" / ");
+        rows.push(vec![
+            callers.to_string(),
+            fmt(&on),
+            fmt(&off),
+            format!("{:.2}", 1e6 / mean(&on)),
+            format!("{:.2}", 1e6 / mean(&off)),
+            format!("{:.2}x", mean(&off) / mean(&on)),
+        ]);
+    }
+    table(
+        "(e) mutate + read alternating on one actor: answers/s with the read guard (query_only switched per write batch) and without",
+        &["callers", "guard on: answers/s per round", "guard off: answers/s per round", "on: us/answer", "off: us/answer", "off vs on"],
+        &rows,
+    );
+}
+
+// ---------------------------------------------------------------------------------------------------------------
 // (c) cold activations
 
 struct CRun {
@@ -425,6 +510,8 @@ async fn section_c(o: &Opts) {
         "\n== (c) cold activations (first mutate on a fresh data dir), fd limit soft={soft} hard={hard}, \
          RuntimeConfig default max_live={default_max_live}"
     );
+    // This disk's file-creation cost right now: the runs below create two files per activation (database, WAL).
+    let disk_before = common::disk_probe();
     let mut rows = Vec::new();
     let mut mem_rows = Vec::new();
 
@@ -436,10 +523,11 @@ async fn section_c(o: &Opts) {
         let r = activate_keys(&reg, "s", seq_keys, 1).await;
         rows.push(c_row("sequential (concurrency 1)", &r));
         rt.shutdown().await;
+        common::defer_removal(dir);
     }
 
-    // Bounded concurrency, everything stays live (as far as the fd limit allows: 3 fds per actor).
-    let fd_cap = (soft.saturating_sub(256) / 3) as usize;
+    // Bounded concurrency, everything stays live (as far as the fd limit allows: 2 fds per actor).
+    let fd_cap = (soft.saturating_sub(256) / 2) as usize;
     let all_live = keys.min(fd_cap);
     let target_met;
     {
@@ -469,10 +557,11 @@ async fn section_c(o: &Opts) {
         let live = reg.live_count();
         rt.shutdown().await;
         println!("(c) shutdown with {live} live took {:.2} s", t.elapsed().as_secs_f64());
+        common::defer_removal(dir);
     }
     if all_live < keys {
         println!(
-            "(c) NOTE: at most {all_live} of {keys} actors kept live: fd soft limit {soft} (hard {hard}) / 3 fds per actor; \
+            "(c) NOTE: at most {all_live} of {keys} actors kept live: fd soft limit {soft} (hard {hard}) / 2 fds per actor; \
              raise the hard limit (ulimit -n 65536 as a privileged user) for the full count"
         );
     }
@@ -523,6 +612,7 @@ async fn section_c(o: &Opts) {
             ]);
         }
         rt.shutdown().await;
+        common::defer_removal(dir);
     }
 
     table(
@@ -536,6 +626,7 @@ async fn section_c(o: &Opts) {
         &mem_rows,
     );
     println!("(c) {keys} activations at concurrency {conc} in <= 10 s per 10,000 -> target {}", verdict(target_met));
+    println!("(c) disk: {disk_before:.0} us per file creation before the runs, {:.0} after", common::disk_probe());
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -670,5 +761,9 @@ async fn main() {
     if o.runs("d") {
         section_d(&o).await;
     }
+    if o.runs("e") {
+        section_e(&o).await;
+    }
     println!("\ntotal bench time {:.1} s", t.elapsed().as_secs_f64());
+    common::remove_deferred();
 }

@@ -62,7 +62,7 @@ struct Serve {
     /// HTTP worker threads (default: one per core).
     #[arg(long, env = "FOUNDRY_WORKERS")]
     workers: Option<usize>,
-    /// Most actors open at once (each holds three file descriptors); beyond it the least recently used idle actors
+    /// Most actors open at once (each holds two file descriptors); beyond it the least recently used idle actors
     /// are passivated. Default: sized from the open-files limit, at most 4,096.
     #[arg(long, env = "FOUNDRY_MAX_LIVE", value_parser = clap::value_parser!(u64).range(8..))]
     max_live: Option<u64>,

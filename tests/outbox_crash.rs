@@ -12,7 +12,6 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Text};
 use foundry::runtime::outbox::pending_count;
@@ -140,8 +139,7 @@ fn file_state(dir: &Path, key: &str) -> (i64, i64) {
     if !path.exists() {
         return (0, 0);
     }
-    let mut conn = open_file(&path);
-    conn.batch_execute("PRAGMA busy_timeout = 5000").unwrap();
+    let mut conn = observe_file(&path);
     let value = match current(&mut conn) {
         Ok(v) => v,
         Err(e) if e.to_string().contains("no such table") => 0,
@@ -293,9 +291,8 @@ async fn redelivered_outbox_rows_are_ignored_by_the_receiver() {
     for _ in 0..2 {
         reg.mutate(&sender, AddAndForward { by: 3, target: receiver.clone() }).await.unwrap();
     }
-    let mut conn = open_file(&actor_file(&dir, &sender));
-    eventually("outbox drained", || pending_count(&mut conn).unwrap() == 0).await;
-    drop(conn);
+    let file = actor_file(&dir, &sender);
+    eventually("outbox drained", || pending_count(&mut observe_file(&file)).unwrap() == 0).await;
     assert_eq!(reg.read(&receiver, GetValue).await.unwrap(), 6);
     rt.shutdown().await;
 
@@ -325,8 +322,9 @@ async fn redelivered_outbox_rows_are_ignored_by_the_receiver() {
     let reg = rt.registry::<Tally>();
     let report = rt.recover().await;
     assert_eq!(report.resumed, 1, "{report:?}");
-    let mut conn = open_file(&actor_file(&dir, &sender));
-    eventually("duplicates acknowledged", || pending_count(&mut conn).unwrap() == 0).await;
+    let file = actor_file(&dir, &sender);
+    eventually("duplicates acknowledged", || pending_count(&mut observe_file(&file)).unwrap() == 0).await;
+    let mut conn = observe_file(&file);
     assert_eq!(reg.read(&receiver, GetValue).await.unwrap(), 6, "a redelivered row was applied again");
     assert_eq!(reg.read(&receiver, GetEntryCount).await.unwrap(), 2);
     // Not dead-lettered either: a duplicate is acknowledged, not refused.
@@ -361,9 +359,8 @@ async fn recovery_clears_markers_of_senders_with_empty_outboxes() {
     let reg = rt.registry::<Tally>();
     let sender = "m-sender".to_owned();
     reg.mutate(&sender, AddAndForward { by: 1, target: "m-receiver".into() }).await.unwrap();
-    let mut conn = open_file(&actor_file(&dir, &sender));
-    eventually("outbox drained", || pending_count(&mut conn).unwrap() == 0).await;
-    drop(conn);
+    let file = actor_file(&dir, &sender);
+    eventually("outbox drained", || pending_count(&mut observe_file(&file)).unwrap() == 0).await;
     rt.shutdown().await;
     assert_eq!(recovery_markers(&dir), Vec::<(String, String)>::new(), "a clean stop clears the marker");
     // The state SIGKILL leaves after the drain: marker present, outbox empty.

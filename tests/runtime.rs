@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use foundry::runtime::{ActivationFailure, Backpressure, CallError, Entity};
+use foundry::runtime::{ActivationFailure, Backpressure, CallError, Entity, Runtime, RuntimeConfig};
 use support::*;
 
 fn key(s: &str) -> String {
@@ -93,9 +93,19 @@ async fn a_failed_migration_names_kind_key_and_migration() {
     assert!(!reg.is_live(&key("b1")));
 }
 
+/// A runtime with the read guard set explicitly (its default depends on the build profile).
+fn runtime_guarding_reads(guard_reads: bool) -> (Runtime, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = RuntimeConfig::new(dir.path());
+    config.arbiters = 0;
+    config.guard_reads = guard_reads;
+    let rt = Runtime::start(config).unwrap();
+    (rt, dir)
+}
+
 #[actix_rt::test]
 async fn reads_cannot_write() {
-    let (rt, _dir) = runtime(0);
+    let (rt, _dir) = runtime_guarding_reads(true);
     let reg = rt.registry::<Tally>();
     let k = key("r");
     reg.mutate(&k, Add::new(5)).await.unwrap();
@@ -105,6 +115,21 @@ async fn reads_cannot_write() {
         other => panic!("unexpected {other:?}"),
     }
     assert_eq!(reg.read(&k, GetValue).await.unwrap(), 5);
+}
+
+/// Without the guard (the release default) reads run on a writable connection, and mutations still commit and
+/// read back as before: the switch only decides whether a read's stray write is refused.
+#[actix_rt::test]
+async fn without_the_read_guard_reads_and_writes_interleave_as_before() {
+    let (rt, _dir) = runtime_guarding_reads(false);
+    let reg = rt.registry::<Tally>();
+    let k = key("unguarded");
+    for i in 1..=5 {
+        reg.mutate(&k, Add::new(1)).await.unwrap();
+        assert_eq!(reg.read(&k, GetValue).await.unwrap(), i);
+    }
+    // The stray write goes through: this is what the guard exists to catch in tests.
+    reg.read(&k, WriteInRead).await.unwrap();
 }
 
 #[actix_rt::test]
@@ -127,7 +152,7 @@ async fn the_reply_comes_after_commit() {
     for i in 1..=20 {
         reg.mutate(&k, Add::new(1)).await.unwrap();
         // An outside connection sees the change as soon as the reply arrived.
-        let mut outside = open_file(&dir.path().join("tally/commit.sqlite3"));
+        let mut outside = observe_file(&dir.path().join("tally/commit.sqlite3"));
         assert_eq!(current(&mut outside).unwrap(), i);
     }
 }
@@ -258,11 +283,50 @@ async fn live_actors_and_open_files_stay_bounded() {
         reg.mutate(&format!("k{i}"), Add::new(i)).await.unwrap();
         assert!(reg.live_count() <= 8, "live {}", reg.live_count());
         let open = open_fds().iter().filter(|p| p.starts_with(&data) && p.contains("/tally/")).count();
-        assert!(open <= 8 * 3, "{open} files open");
+        // Two descriptors per live actor: the database and its WAL (no shared-memory file, see below).
+        assert!(open <= 8 * 2, "{open} files open");
     }
     for i in 0..60 {
         assert_eq!(reg.read(&format!("k{i}"), GetValue).await.unwrap(), i);
     }
+}
+
+/// Exclusive locking mode: a live actor keeps two files open (its database and WAL) and no shared-memory file, holds
+/// the file against other connections, and leaves only its database behind when it passivates.
+#[actix_rt::test]
+async fn a_live_actor_holds_its_database_and_wal_and_no_shared_memory_file() {
+    use diesel::connection::SimpleConnection;
+    let (rt, dir) = runtime(2);
+    let reg = rt.registry::<Tally>();
+    let k = key("files");
+    reg.mutate(&k, Add::new(5)).await.unwrap();
+    let path = std::fs::canonicalize(dir.path()).unwrap().join("tally/files.sqlite3");
+    let name = path.to_str().unwrap().to_owned();
+    let mut open: Vec<String> = open_fds().into_iter().filter(|p| p.starts_with(&name)).collect();
+    open.sort();
+    assert_eq!(open, vec![name.clone(), format!("{name}-wal")]);
+    assert!(!std::path::Path::new(&format!("{name}-shm")).exists(), "no shared-memory file");
+    // Another connection cannot read the file while the actor holds it.
+    let mut outside = open_file(&path);
+    outside.batch_execute("PRAGMA busy_timeout = 0").unwrap();
+    let err = current(&mut outside).unwrap_err();
+    assert!(err.to_string().contains("locked"), "{err}");
+    drop(outside);
+    assert!(reg.passivate(&k).await);
+    // The file is closed on the blocking pool after the actor stopped.
+    let left = || {
+        let mut names: Vec<String> = std::fs::read_dir(path.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.starts_with("files."))
+            .collect();
+        names.sort();
+        names
+    };
+    eventually("the WAL folded back and removed", || left() == vec!["files.sqlite3".to_owned()]).await;
+    assert_eq!(current(&mut open_file(&path)).unwrap(), 5, "readable once the actor passivated");
+    // And the actor comes back with its state.
+    assert_eq!(reg.read(&k, GetValue).await.unwrap(), 5);
 }
 
 #[actix_rt::test]
@@ -358,8 +422,9 @@ async fn outbox_messages_are_delivered_in_order_and_removed() {
     }
     assert_eq!(got, expected);
     // Delivered rows are gone from the sender's outbox, and the receiver recorded the last sequence it applied.
-    let mut conn = open_file(&dir.path().join("tally/sender.sqlite3"));
-    eventually("outbox drained", || foundry::runtime::outbox::pending_count(&mut conn).unwrap() == 0).await;
+    let sender = dir.path().join("tally/sender.sqlite3");
+    eventually("outbox drained", || foundry::runtime::outbox::pending_count(&mut observe_file(&sender)).unwrap() == 0)
+        .await;
     // A forward that fails is rolled back with its outbox row: nothing is delivered.
     assert!(reg.mutate(&a, Add::new(-1)).await.is_err());
     assert_eq!(reg.read(&b, GetEntryCount).await.unwrap(), 25);
@@ -474,8 +539,10 @@ async fn refused_and_poison_deliveries_are_dead_lettered_without_blocking_the_re
     for by in [-5, 666, 7] {
         reg.mutate(&a, AddAndForward { by, target: b.clone() }).await.unwrap();
     }
-    let mut conn = open_file(&dir.path().join("tally/dl-sender.sqlite3"));
-    eventually("outbox drained", || foundry::runtime::outbox::pending_count(&mut conn).unwrap() == 0).await;
+    let sender = dir.path().join("tally/dl-sender.sqlite3");
+    eventually("outbox drained", || foundry::runtime::outbox::pending_count(&mut observe_file(&sender)).unwrap() == 0)
+        .await;
+    let mut conn = observe_file(&sender);
     // Only the good message was applied; the refused one and the panicking one changed nothing.
     assert_eq!(reg.read(&b, GetValue).await.unwrap(), 7);
     assert_eq!(reg.read(&b, GetEntryCount).await.unwrap(), 1);
@@ -493,12 +560,14 @@ async fn a_retryable_refusal_is_retried_until_the_receiver_is_ready() {
     let (a, b) = (key("ny-sender"), key("ny-receiver"));
     // The receiver refuses 777 with a retryable error until it holds at least 10.
     reg.mutate(&a, AddAndForward { by: 777, target: b.clone() }).await.unwrap();
-    let mut conn = open_file(&dir.path().join("tally/ny-sender.sqlite3"));
+    let sender = dir.path().join("tally/ny-sender.sqlite3");
+    let pending = || foundry::runtime::outbox::pending_count(&mut observe_file(&sender)).unwrap();
     tokio::time::sleep(Duration::from_millis(50)).await;
-    assert_eq!(foundry::runtime::outbox::pending_count(&mut conn).unwrap(), 1, "kept, not dead-lettered");
+    assert_eq!(pending(), 1, "kept, not dead-lettered");
     assert_eq!(reg.read(&b, GetValue).await.unwrap(), 0);
     reg.mutate(&b, Add::new(10)).await.unwrap();
-    eventually("delivered once ready", || foundry::runtime::outbox::pending_count(&mut conn).unwrap() == 0).await;
+    eventually("delivered once ready", || pending() == 0).await;
+    let mut conn = observe_file(&sender);
     assert_eq!(reg.read(&b, GetValue).await.unwrap(), 787);
     let dead: i64 = {
         use diesel::RunQueryDsl;

@@ -250,12 +250,22 @@ async fn notes_until(reg: &Registry<Alarm>, key: &str, done: impl Fn(&[String]) 
     }
 }
 
-/// Reads an actor's notes straight from its file (no actor involved).
+/// Reads an actor's notes from its file (no actor involved). A live actor holds its file (exclusive locking mode), so
+/// this reads a copy of the file and its WAL as they are on disk: the committed state.
 fn notes_on_disk(dir: &Path, key: &str) -> Vec<String> {
     let path = dir.join("alarm").join(format!("{key}.sqlite3"));
-    let mut conn = SqliteConnection::establish(path.to_str().unwrap()).unwrap();
-    // The actor may be committing at the same moment: wait for its lock rather than fail.
-    diesel::connection::SimpleConnection::batch_execute(&mut conn, "PRAGMA busy_timeout = 5000").unwrap();
+    let copies = dir.join(".observed");
+    std::fs::create_dir_all(&copies).unwrap();
+    let copy = copies.join(format!("{key}.sqlite3"));
+    let with = |p: &Path, suffix: &str| std::path::PathBuf::from(format!("{}{suffix}", p.display()));
+    for suffix in ["-wal", "-shm"] {
+        let _ = std::fs::remove_file(with(&copy, suffix));
+    }
+    std::fs::copy(&path, &copy).unwrap();
+    if with(&path, "-wal").exists() {
+        std::fs::copy(with(&path, "-wal"), with(&copy, "-wal")).unwrap();
+    }
+    let mut conn = SqliteConnection::establish(copy.to_str().unwrap()).unwrap();
     entries::table.select(entries::note).order(entries::id).load(&mut conn).unwrap()
 }
 

@@ -83,6 +83,35 @@ pub fn tempdir(prefix: &str) -> tempfile::TempDir {
     tempfile::Builder::new().prefix(prefix).tempdir_in(base).expect("create temp dir")
 }
 
+static DEFERRED: std::sync::Mutex<Vec<tempfile::TempDir>> = std::sync::Mutex::new(Vec::new());
+
+/// Keeps `dir` until [`remove_deferred`] (the end of the bench). Deleting thousands of files makes file creation on
+/// this disk slow for the next ~35 s (ext4 without a journal skips inodes deleted in the last 5 s, 35 s while their
+/// inode-table block is dirty, scanning past each one: measured 25 µs per create on a quiet disk, 600-900 µs right
+/// after mass deletions), which would charge a scenario for the previous one's cleanup.
+pub fn defer_removal(dir: tempfile::TempDir) {
+    DEFERRED.lock().unwrap_or_else(|e| e.into_inner()).push(dir);
+}
+
+/// Deletes the directories kept by [`defer_removal`].
+pub fn remove_deferred() {
+    DEFERRED.lock().unwrap_or_else(|e| e.into_inner()).clear();
+}
+
+/// Microseconds per empty-file creation (200 files in a fresh directory under [`tmp_base`], kept until the end):
+/// printed with a bench's results so runs on this disk can be compared (see [`defer_removal`]).
+pub fn disk_probe() -> f64 {
+    let dir = tempdir("foundry-bench-probe-");
+    let n = 200;
+    let t = std::time::Instant::now();
+    for i in 0..n {
+        let _ = std::fs::File::create(dir.path().join(format!("f{i}")));
+    }
+    let us = t.elapsed().as_secs_f64() * 1e6 / n as f64;
+    defer_removal(dir);
+    us
+}
+
 /// The `p` quantile (0..=1) of ascending `sorted`, nearest rank; zero when empty.
 pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {

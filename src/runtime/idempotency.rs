@@ -340,14 +340,21 @@ impl<E: Entity> Mutation for ReleaseIdempotency<E> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runtime::db::{open_actor_db, set_writable, Synchronous};
+    use crate::runtime::db::{open_actor_db, set_writable, ConnOptions, Synchronous};
 
     const NONE: diesel_migrations::EmbeddedMigrations = diesel_migrations::embed_migrations!("migrations/runtime");
 
     fn db() -> (tempfile::TempDir, SqliteConnection) {
         let dir = tempfile::tempdir().unwrap();
-        let mut conn =
-            open_actor_db(&dir.path().join("a.sqlite3"), "k", "a", NONE, Synchronous::Normal, false).unwrap();
+        let mut conn = open_actor_db(
+            &dir.path().join("a.sqlite3"),
+            "k",
+            "a",
+            NONE,
+            ConnOptions { synchronous: Synchronous::Normal, guard_reads: true },
+            false,
+        )
+        .unwrap();
         set_writable(&mut conn, true).unwrap();
         (dir, conn)
     }

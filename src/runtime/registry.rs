@@ -395,7 +395,7 @@ impl<E: Entity> Registry<E> {
         }
         let live_permit = shared.acquire_live_slot().await.map_err(fail)?;
         let started = std::time::Instant::now();
-        let (k, p, enc, sync) = (key.clone(), path.clone(), encoded.clone(), shared.config.synchronous);
+        let (k, p, enc, opts) = (key.clone(), path.clone(), encoded.clone(), shared.config.conn_options());
         let _opening = shared.opening.acquire().await.map_err(|_| fail(ActivationFailure::ShuttingDown))?;
         let this = self.clone();
         let opened = actix_rt::task::spawn_blocking(move || {
@@ -406,7 +406,7 @@ impl<E: Entity> Registry<E> {
                 }
                 this.create_from_template(&p);
             }
-            super::actor::open_entity::<E>(&k, &p, &enc, sync, fresh).map(Some)
+            super::actor::open_entity::<E>(&k, &p, &enc, opts, fresh).map(Some)
         })
         .await
         .map_err(|e| fail(ActivationFailure::Load(format!("activation task failed: {e}"))))?;

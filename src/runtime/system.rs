@@ -31,7 +31,7 @@ pub struct RuntimeConfig {
     pub data_dir: PathBuf,
     /// Arbiter threads actors are spread over by key hash. 0 runs every actor on the arbiter that activates it.
     pub arbiters: usize,
-    /// Most actors open at once across all kinds (each holds three file descriptors: db, -wal, -shm). Beyond it, the
+    /// Most actors open at once across all kinds (each holds two file descriptors: the database and its WAL). Beyond it, the
     /// least recently used idle actors are passivated to make room.
     pub max_live: usize,
     pub synchronous: Synchronous,
@@ -39,6 +39,11 @@ pub struct RuntimeConfig {
     pub activation_wait: Duration,
     /// Overrides every kind's `KindConfig::idle_timeout` (kinds registered with an explicit configuration keep theirs).
     pub idle_timeout: Option<Duration>,
+    /// Keep each connection `query_only` outside write batches, so a read handler that writes fails. Switching costs
+    /// two PRAGMAs per write batch, and SQLite expires every prepared statement of the connection on each switch, so
+    /// the next use of each one compiles it again (BENCHMARKS.md, section e). A read that writes is a bug in the
+    /// kind's code: the guard is on in debug builds (tests) and off in release builds by default.
+    pub guard_reads: bool,
 }
 
 impl RuntimeConfig {
@@ -47,13 +52,19 @@ impl RuntimeConfig {
         RuntimeConfig {
             data_dir: data_dir.into(),
             arbiters: std::thread::available_parallelism().map_or(2, |n| n.get()),
-            // Three descriptors per live actor, within the fd limit; and no more than 4,096 by default, because SQLite
+            // Two descriptors per live actor, within the fd limit; and no more than 4,096 by default, because SQLite
             // scans a process-wide list of open files on every open, so activations slow down as that list grows.
-            max_live: (fds.saturating_sub(1024) / 3).clamp(64, 4096) as usize,
+            max_live: (fds.saturating_sub(1024) / 2).clamp(64, 4096) as usize,
             synchronous: Synchronous::Normal,
             activation_wait: Duration::from_secs(10),
             idle_timeout: None,
+            guard_reads: cfg!(debug_assertions),
         }
+    }
+
+    /// How actor connections are opened under this configuration.
+    pub(crate) fn conn_options(&self) -> super::db::ConnOptions {
+        super::db::ConnOptions { synchronous: self.synchronous, guard_reads: self.guard_reads }
     }
 }
 

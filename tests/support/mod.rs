@@ -347,9 +347,32 @@ where
     panic!("timed out waiting for {what}");
 }
 
-/// Opens an actor's database file directly (a second connection, as an outside observer).
+/// Opens a database file directly (a second connection): for files no runtime holds open (the runtime is stopped, the
+/// actor passivated, its process killed) and for the runtime's own index. A live actor holds its file's lock for as
+/// long as it is open (exclusive locking mode); to read one, use [`observe_file`].
 pub fn open_file(path: &std::path::Path) -> SqliteConnection {
     SqliteConnection::establish(path.to_str().expect("utf-8 path")).expect("open db file")
+}
+
+/// Opens a copy of an actor's database file and its WAL as they are on disk at this moment: what an outside observer
+/// sees of a live actor's committed state (a WAL frame is only valid once its commit is complete). Read-only in
+/// spirit: writes go to the copy. The copy sits under `<data>/.observed/` (inside the test's own directory) and is
+/// replaced by the next observation of the same file.
+pub fn observe_file(path: &std::path::Path) -> SqliteConnection {
+    let data = path.parent().and_then(|kind| kind.parent()).expect("<data>/<kind>/<file>");
+    let kind = path.parent().and_then(|k| k.file_name()).expect("kind directory");
+    let dir = data.join(".observed").join(kind);
+    std::fs::create_dir_all(&dir).expect("observer dir");
+    let copy = dir.join(path.file_name().expect("file name"));
+    let with = |p: &std::path::Path, suffix: &str| std::path::PathBuf::from(format!("{}{suffix}", p.display()));
+    for suffix in ["-wal", "-shm"] {
+        let _ = std::fs::remove_file(with(&copy, suffix));
+    }
+    std::fs::copy(path, &copy).expect("copy the database file");
+    if with(path, "-wal").exists() {
+        std::fs::copy(with(path, "-wal"), with(&copy, "-wal")).expect("copy the WAL");
+    }
+    SqliteConnection::establish(copy.to_str().expect("utf-8 path")).expect("open the copy")
 }
 
 /// Polls `read` every 100 ms until two reads in a row agree (asynchronous work has landed); bounded.

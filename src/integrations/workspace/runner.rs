@@ -3,7 +3,7 @@
 //! Why a separate process: starting a program costs the starting process time in proportion to its open files —
 //! the child inherits the descriptor table and the kernel closes every close-on-exec descriptor at `exec`, each one
 //! a SQLite file with POSIX locks — and the thread that spawns waits for all of it. A service with thousands of live
-//! actors holds three descriptors each: measured here, one spawn took ~2 ms with 6 descriptors open and ~20 ms with
+//! actors holds two descriptors each: measured here, one spawn took ~2 ms with 6 descriptors open and ~20 ms with
 //! 12,000, and git runs several times per turn. The runner is started once, early, with a handful of descriptors;
 //! every command starts there, at the cost of a few descriptors, whatever the service holds.
 //!

@@ -30,13 +30,13 @@ impl<E: Entity> Core<E> {
         let mut changes = Vec::new();
         let (versions, marks, encoded) = (&self.versions, (self.dirty_marked, self.indexed.known_at()), &self.encoded);
         let conn = self.conn.as_mut().expect("commands and callbacks only run while the database is open");
-        db::set_writable(conn, true)?;
-        let res = conn.immediate_transaction::<T, Err, _>(|conn| {
-            let out = f(&mut Tx { conn, effects: &mut effects, runtime: &shared, kind: E::KIND })?;
-            changes = stage_effects(conn, &shared, E::KIND, encoded, versions, marks, &mut effects)?;
-            Ok(out)
+        let res = db::writable(conn, shared.config.guard_reads, |conn| {
+            conn.immediate_transaction::<T, Err, _>(|conn| {
+                let out = f(&mut Tx { conn, effects: &mut effects, runtime: &shared, kind: E::KIND })?;
+                changes = stage_effects(conn, &shared, E::KIND, encoded, versions, marks, &mut effects)?;
+                Ok(out)
+            })
         });
-        let _ = db::set_writable(conn, false);
         if res.is_ok() {
             self.registry.inner.stats.transactions.fetch_add(1, Ordering::Relaxed);
             // Each write is its own version: its patch is published in order with the others of the command.
@@ -88,7 +88,7 @@ impl<E: Entity> EntityActor<E> {
         let mut changes: Vec<Change> = Vec::new();
         let (versions, marks, encoded) = (&core.versions, (core.dirty_marked, core.indexed.known_at()), &core.encoded);
         let conn = core.conn.as_mut().expect("checked is_open above");
-        let result = db::set_writable(conn, true).and_then(|()| {
+        let result = db::writable(conn, shared.config.guard_reads, |conn| {
             conn.immediate_transaction::<_, diesel::result::Error, _>(|conn| {
                 for (i, item) in batch.iter_mut().enumerate() {
                     let item_span = tracing::debug_span!("apply", msg = item.name());
@@ -121,7 +121,6 @@ impl<E: Entity> EntityActor<E> {
                 Ok(())
             })
         });
-        let _ = db::set_writable(conn, false);
         let stats = &core.registry.inner.stats;
         let outcome = match result {
             Ok(()) => {

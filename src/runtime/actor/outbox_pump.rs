@@ -146,10 +146,7 @@ impl<E: Entity> EntityActor<E> {
         &mut self,
         f: impl FnOnce(&mut SqliteConnection) -> diesel::QueryResult<()>,
     ) -> diesel::QueryResult<()> {
-        let conn = self.core.conn();
-        db::set_writable(conn, true)?;
-        let res = conn.immediate_transaction(f);
-        let _ = db::set_writable(conn, false);
-        res
+        let guard = self.shared().config.guard_reads;
+        db::writable(self.core.conn(), guard, |conn| conn.immediate_transaction(f))
     }
 }

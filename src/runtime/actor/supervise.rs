@@ -12,7 +12,7 @@ use actix::prelude::*;
 use diesel::sqlite::SqliteConnection;
 use futures_util::FutureExt;
 
-use super::super::db::{self, Synchronous};
+use super::super::db;
 use super::super::entity::Entity;
 use super::super::error::ActivationFailure;
 use super::super::outbox;
@@ -41,10 +41,10 @@ pub(crate) fn open_entity<E: Entity>(
     key: &E::Key,
     path: &Path,
     encoded: &str,
-    sync: Synchronous,
+    opts: db::ConnOptions,
     fresh: bool,
 ) -> Result<Opened<E>, ActivationFailure> {
-    let mut conn = db::open_actor_db(path, E::KIND, encoded, E::MIGRATIONS, sync, fresh)?;
+    let mut conn = db::open_actor_db(path, E::KIND, encoded, E::MIGRATIONS, opts, fresh)?;
     let load = |e: diesel::result::Error| ActivationFailure::Load(e.to_string());
     let versions = outbox::load_versions(&mut conn).map_err(load)?;
     let outbox_pending = outbox::has_rows(&mut conn).map_err(load)?;
@@ -90,9 +90,9 @@ impl<E: Entity> EntityActor<E> {
             ctx.cancel_future(h);
         }
         self.core.conn = None;
-        let sync = self.shared().config.synchronous;
+        let opts = self.shared().config.conn_options();
         let reopened = catch_unwind(AssertUnwindSafe(|| {
-            open_entity::<E>(&self.core.key, &self.core.path, &self.core.encoded, sync, false)
+            open_entity::<E>(&self.core.key, &self.core.path, &self.core.encoded, opts, false)
         }))
         .unwrap_or_else(|p| Err(ActivationFailure::Load(format!("load panicked: {}", panic_text(&p)))));
         match reopened {
