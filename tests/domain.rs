@@ -582,6 +582,40 @@ async fn a_creation_cut_short_still_answers_the_first_prompt() {
     assert_eq!(d.unwrap().transcript[0].text, "Nobody started me");
 }
 
+/// The first turn's start is a durable schedule of the session (`StartOwedTurn`, set by `InitializeSession`): a
+/// session that nobody started and that passivated during the grace is woken by the runtime's due index and answers
+/// its first prompt, without anyone calling it (an in-memory timer died with the passivation).
+#[actix_rt::test]
+async fn a_session_passivated_before_its_first_turn_is_woken_to_run_it() {
+    use foundry::runtime::ListSchedules;
+    let (rt, _dir) = runtime(2);
+    let domain = Domain::new(rt.clone());
+    setup(&domain).await;
+    let (created, init) = domain.repos.mutate(&repo(), prompt("Wake me")).await.unwrap();
+    let session_init = domain.tasks.mutate(&created.task, init).await.unwrap().expect("a first session");
+    let session = created.task.session(&created.session_id);
+    domain.sessions.mutate(&session, session_init).await.unwrap();
+    let schedules = domain.sessions.read(&session, ListSchedules::new()).await.unwrap();
+    assert_eq!(schedules.iter().map(|s| s.message.as_str()).collect::<Vec<_>>(), vec!["session.start_owed_turn"]);
+    // Passivate it as soon as its outbox (summary, audit) is delivered.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !domain.sessions.passivate(&session).await {
+        assert!(std::time::Instant::now() < deadline, "the session never passivated");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    while domain.sessions.is_live(&session) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Nobody calls the session: only its schedule can bring it back.
+    until("the session woken by its schedule", || async { domain.sessions.is_live(&session) }, |live| *live).await;
+    let answered = |d: &Result<foundry::actors::session::SessionDetail, _>| {
+        d.as_ref().is_ok_and(|d| d.status == SessionStatus::Idle && d.transcript.iter().any(|i| i.role == "agent"))
+    };
+    let d = until("the first prompt answered", || domain.sessions.read(&session, GetSessionDetail), answered).await;
+    assert_eq!(d.unwrap().transcript[0].text, "Wake me");
+    assert!(domain.sessions.read(&session, ListSchedules::new()).await.unwrap().is_empty(), "fired once, then gone");
+}
+
 #[actix_rt::test]
 async fn the_model_catalog_service_decides_which_models_sessions_may_use() {
     use foundry::actors::models::{CatalogModel, ModelCatalog};

@@ -7,13 +7,15 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use foundry::actors::github_data::{ConnectGitHub, GetSyncStatus, GitHubData, GitHubService, StartSync, SyncStatus};
+use foundry::actors::github_data::{
+    ConnectGitHub, GetSyncStatus, GitHubData, GitHubService, RetrySync, StartSync, SyncRetry, SyncStatus,
+};
 use foundry::actors::organization::{CreateOrganization, GetOrganizationSnapshot, OrgKind, OrganizationSnapshot};
 use foundry::actors::repository::ListTaskSummaries;
 use foundry::actors::{Domain, DomainError, RepoKey};
 use foundry::integrations::github::client::{AccountKind, GitHubClient, RetryPolicy};
 use foundry::integrations::github::fake::{FakeGitHub, Fixture};
-use foundry::runtime::{CallError, Registry};
+use foundry::runtime::{CallError, ListSchedules, Registry};
 
 const ORG: &str = "acme";
 const TOKEN: &str = "sync-token";
@@ -129,6 +131,84 @@ async fn a_failed_sync_keeps_its_rows_and_a_retry_completes() {
     let done = wait_for_sync(&github, generation).await;
     assert_eq!(done.meta.status, "synced");
     assert_eq!((done.repositories, done.branches, done.pull_requests), (150, 150 * 3, 150 * 3));
+    gh.stop().await;
+}
+
+/// The retry schedules of `github`'s actor, decoded.
+async fn retries(github: &Registry<GitHubData>) -> Vec<RetrySync> {
+    let list = github.read(&ORG.to_owned(), ListSchedules::new()).await.unwrap();
+    list.iter().map(|s| s.decode::<RetrySync>().expect("only retry schedules")).collect()
+}
+
+/// A failed sync schedules its own retry (a durable schedule of the github-data actor), which runs without anyone
+/// asking and completes; nothing is left scheduled after the success.
+#[actix_rt::test]
+async fn a_failed_sync_is_retried_on_its_own() {
+    let (domain, github, gh, _dir) = setup(Fixture::generate(ORG, 150, 2, 3)).await;
+    domain.runtime.provide(Arc::new(SyncRetry { first: Duration::from_millis(200), max_attempts: 3 }));
+    gh.fail_next("page=2", 502, RetryPolicy::default().max_attempts);
+    let generation = github.exec(&ORG.to_owned(), StartSync).await.unwrap();
+    let failed = wait_for_sync(&github, generation).await;
+    assert_eq!(failed.meta.status, "error");
+    assert_eq!(retries(&github).await, vec![RetrySync { generation, attempt: 1 }], "scheduled with the failure");
+    // Nobody syncs: the retry does, as the next generation.
+    let done = wait_for_sync(&github, generation + 1).await;
+    assert_eq!(done.meta.status, "synced");
+    assert_eq!((done.repositories, done.branches, done.pull_requests), (150, 150 * 3, 150 * 3));
+    assert!(retries(&github).await.is_empty());
+    gh.stop().await;
+}
+
+/// Retries are bounded: each failed retry schedules the next, until the attempts are used up; then the status
+/// stays `error` with nothing scheduled. A sync started by someone cancels a pending retry.
+#[actix_rt::test]
+async fn sync_retries_stop_after_the_last_attempt() {
+    let (domain, github, gh, _dir) = setup(Fixture::generate(ORG, 150, 2, 3)).await;
+    domain.runtime.provide(Arc::new(SyncRetry { first: Duration::from_millis(100), max_attempts: 2 }));
+    // Enough failures for the first sync and both retries.
+    gh.fail_next("page=2", 502, 3 * RetryPolicy::default().max_attempts);
+    let generation = github.exec(&ORG.to_owned(), StartSync).await.unwrap();
+    wait_for_sync(&github, generation).await;
+    let second = wait_for_sync(&github, generation + 1).await;
+    assert_eq!(second.meta.status, "error");
+    let third = wait_for_sync(&github, generation + 2).await;
+    assert_eq!(third.meta.status, "error");
+    assert!(retries(&github).await.is_empty(), "no retry after the last attempt");
+    // A new failure starts a new series, and a sync started by someone replaces the pending retry.
+    gh.fail_next("page=2", 502, RetryPolicy::default().max_attempts);
+    domain.runtime.provide(Arc::new(SyncRetry { first: Duration::from_secs(3600), max_attempts: 2 }));
+    let manual = github.exec(&ORG.to_owned(), StartSync).await.unwrap();
+    assert_eq!(manual, generation + 3);
+    wait_for_sync(&github, manual).await;
+    assert_eq!(retries(&github).await, vec![RetrySync { generation: manual, attempt: 1 }]);
+    let again = github.exec(&ORG.to_owned(), StartSync).await.unwrap();
+    assert!(retries(&github).await.is_empty(), "the manual sync cancelled the pending retry");
+    assert_eq!(wait_for_sync(&github, again).await.meta.status, "synced");
+    gh.stop().await;
+}
+
+/// A sync cut by a restart is marked failed when the actor starts again, and its retry is scheduled in that same
+/// transaction: it runs after the restart without anyone asking.
+#[actix_rt::test]
+async fn a_sync_cut_by_a_restart_is_retried_after_it() {
+    let (domain, github, gh, dir) = setup(Fixture::generate(ORG, 150, 2, 3)).await;
+    gh.set_delay(200);
+    let generation = github.exec(&ORG.to_owned(), StartSync).await.unwrap();
+    domain.runtime.shutdown().await;
+    gh.set_delay(0);
+    let rt = support::runtime_at(dir.path(), 2);
+    let policy = RetryPolicy { backoff: Duration::from_millis(1), ..Default::default() };
+    rt.provide(Arc::new(GitHubService(Arc::new(GitHubClient::with_policy(&gh.base_url(), TOKEN, policy)))));
+    rt.provide(Arc::new(SyncRetry { first: Duration::from_millis(200), max_attempts: 3 }));
+    let _domain = Domain::without_agent(rt.clone());
+    let github = rt.registry::<GitHubData>();
+    let cut = github.read(&ORG.to_owned(), GetSyncStatus).await.unwrap();
+    assert_eq!((cut.meta.generation, cut.meta.status.as_str()), (generation, "error"));
+    assert_eq!(cut.meta.last_error.as_deref(), Some("interrupted by a restart"));
+    let done = wait_for_sync(&github, generation + 1).await;
+    assert_eq!(done.meta.status, "synced");
+    assert_eq!(done.repositories, 150);
+    rt.shutdown().await;
     gh.stop().await;
 }
 

@@ -115,7 +115,8 @@ fn the_offline_walk_through_runs_verbatim() {
 
 #[test]
 fn the_examples_run() {
-    for (name, says) in [("counter", "counter"), ("domain", "status update please (s1)")] {
+    let cases = [("counter", "counter"), ("domain", "status update please (s1)"), ("schedules", "schedules left: 0")];
+    for (name, says) in cases {
         let out = Command::new(example(name)).output().unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(out.status.success(), "examples/{name}.rs failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));

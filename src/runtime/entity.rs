@@ -1,9 +1,10 @@
 //! What a keyed actor kind implements: the [`Entity`] trait, and its three kinds of messages — [`Read`] (read-only
 //! query), [`Mutation`] (one transaction, group-committable) and [`Command`] (actor-context work such as starting or
-//! cancelling background tasks). [`Delivery`] marks a mutation that other actors may send through their outbox.
+//! cancelling background tasks). [`Delivery`] marks a mutation that other actors may send through their outbox;
+//! [`super::schedule::Scheduled`] one an actor may schedule for itself ([`Tx::schedule_after`]).
 
 use std::future::Future;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use actix::prelude::*;
 use diesel::sqlite::SqliteConnection;
@@ -15,6 +16,7 @@ use super::actor::{Core, EntityActor};
 use super::key::EntityKey;
 use super::outbox;
 use super::patch::PatchOp;
+use super::schedule::{self, ScheduleId, ScheduleInfo, Scheduled};
 
 /// Per-kind tuning. Defaults suit a domain actor; benchmarks and tests override them.
 #[derive(Debug, Clone)]
@@ -87,7 +89,8 @@ pub trait Entity: Sized + Unpin + Send + 'static {
         false
     }
 
-    /// Declares the [`Delivery`] messages this kind accepts from other actors' outboxes.
+    /// Declares the [`Delivery`] messages this kind accepts from other actors' outboxes, and the
+    /// [`Scheduled`] messages it may schedule for itself (`Accepts::schedule`).
     fn accepts(deliveries: &mut outbox::Accepts<Self>) {
         let _ = deliveries;
     }
@@ -150,6 +153,10 @@ pub(crate) struct Effects {
     pub outbox_written: bool,
     /// The transaction recorded work the actor owes (see [`Tx::owe_work`]).
     pub work_owed: bool,
+    /// The transaction set, cancelled or fired a schedule.
+    pub schedules_changed: bool,
+    /// With `schedules_changed`: the actor's earliest due schedule as of this transaction (set when it is staged).
+    pub earliest_due: Option<i64>,
 }
 
 /// A topic a transaction changed, and how subscribers learn of it.
@@ -181,6 +188,7 @@ impl Effects {
         }
         self.outbox_written |= later.outbox_written;
         self.work_owed |= later.work_owed;
+        self.schedules_changed |= later.schedules_changed;
     }
 }
 
@@ -189,6 +197,8 @@ pub struct Tx<'a> {
     pub(crate) conn: &'a mut SqliteConnection,
     pub(crate) effects: &'a mut Effects,
     pub(crate) runtime: &'a super::system::Shared,
+    /// The kind of the actor whose transaction this is: schedules are only ever the actor's own.
+    pub(crate) kind: &'static str,
 }
 
 impl<'a> Tx<'a> {
@@ -223,6 +233,85 @@ impl<'a> Tx<'a> {
     /// the mark stays while [`Entity::owes_work`] says so, so a restart reactivates it.
     pub fn owe_work(&mut self) {
         self.effects.work_owed = true;
+    }
+
+    /// Schedules `msg` for this actor `delay` from now, in this transaction: if and only if it commits, `msg` is
+    /// applied (as a mutation, in a transaction of its own) once due, even if the actor passivated or the process
+    /// restarted meanwhile. `M` must be declared with `Accepts::schedule` by this actor's kind.
+    pub fn schedule_after<M>(&mut self, delay: Duration, msg: &M) -> Result<ScheduleId, diesel::result::Error>
+    where
+        M: Scheduled,
+        M::Error: std::fmt::Display,
+    {
+        let due = schedule::now_ms().saturating_add(delay.as_millis() as i64);
+        self.add_schedule(due, None, msg)
+    }
+
+    /// Schedules `msg` for this actor at wall-clock time `at` (at once if that has passed); see
+    /// [`Tx::schedule_after`].
+    pub fn schedule_at<M>(&mut self, at: SystemTime, msg: &M) -> Result<ScheduleId, diesel::result::Error>
+    where
+        M: Scheduled,
+        M::Error: std::fmt::Display,
+    {
+        self.add_schedule(schedule::to_unix_ms(at), None, msg)
+    }
+
+    /// Schedules `msg` for this actor every `every`, the first time `every` from now, until cancelled. A period
+    /// missed while nothing ran yields one run, not a burst.
+    pub fn schedule_every<M>(&mut self, every: Duration, msg: &M) -> Result<ScheduleId, diesel::result::Error>
+    where
+        M: Scheduled,
+        M::Error: std::fmt::Display,
+    {
+        let every_ms = (every.as_millis() as i64).max(1);
+        self.add_schedule(schedule::now_ms().saturating_add(every_ms), Some(every_ms), msg)
+    }
+
+    fn add_schedule<M>(&mut self, due: i64, every: Option<i64>, msg: &M) -> Result<ScheduleId, diesel::result::Error>
+    where
+        M: Scheduled,
+        M::Error: std::fmt::Display,
+    {
+        let refuse = |why: String| diesel::result::Error::QueryBuilderError(why.into());
+        if <M::Entity as Entity>::KIND != self.kind {
+            return Err(refuse(format!(
+                "{} cannot schedule {} for {}: an actor schedules only its own messages",
+                self.kind,
+                M::NAME,
+                <M::Entity as Entity>::KIND
+            )));
+        }
+        if !self.runtime.registry::<M::Entity>().inner.scheduled.contains_key(M::NAME) {
+            return Err(refuse(format!("{} does not declare {} (Accepts::schedule)", self.kind, M::NAME)));
+        }
+        let payload = serde_json::to_string(msg).map_err(|e| diesel::result::Error::SerializationError(Box::new(e)))?;
+        let id = schedule::insert(self.conn, M::NAME, &payload, due, every)?;
+        self.effects.schedules_changed = true;
+        Ok(id)
+    }
+
+    /// Cancels one of this actor's schedules in this transaction; whether it was still set.
+    pub fn cancel_schedule(&mut self, id: ScheduleId) -> Result<bool, diesel::result::Error> {
+        let found = schedule::cancel(self.conn, id)?;
+        self.effects.schedules_changed |= found;
+        Ok(found)
+    }
+
+    /// Cancels every schedule of message `M` of this actor; how many were set.
+    pub fn cancel_schedules<M>(&mut self) -> Result<usize, diesel::result::Error>
+    where
+        M: Scheduled,
+        M::Error: std::fmt::Display,
+    {
+        let n = schedule::cancel_message(self.conn, M::NAME)?;
+        self.effects.schedules_changed |= n > 0;
+        Ok(n)
+    }
+
+    /// This actor's schedules as this transaction sees them, earliest first.
+    pub fn schedules(&mut self) -> Result<Vec<ScheduleInfo>, diesel::result::Error> {
+        schedule::list(self.conn)
     }
 
     /// Queues `msg` for the actor `key` of kind `M::Entity`, in this transaction: it is delivered (in order, exactly

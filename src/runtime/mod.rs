@@ -7,11 +7,14 @@
 //! - [`db`], [`key`]: per-actor files, pragmas, migrations, key escaping.
 //! - [`topic`], [`patch`], [`outbox`]: snapshots and patches to subscribers, durable cross-actor delivery.
 //! - [`idempotency`]: idempotency keys recorded in the transaction of the creation they stand for.
+//! - [`schedule`]: durable schedules (alarms) an actor sets for itself; `due`: the runtime-wide index that wakes
+//!   passivated actors when one is due.
 //! - [`system`]: the [`Runtime`] tying it together.
 
 pub mod actor;
 mod batch;
 pub mod db;
+mod due;
 pub mod entity;
 pub mod error;
 pub mod idempotency;
@@ -20,6 +23,7 @@ pub mod outbox;
 pub mod patch;
 mod publish;
 pub mod registry;
+pub mod schedule;
 pub mod system;
 pub mod topic;
 
@@ -34,6 +38,7 @@ pub use key::EntityKey;
 pub use outbox::Accepts;
 pub use patch::{PatchError, PatchOp};
 pub use registry::{Backpressure, EntityRef, KindStats, Registry};
+pub use schedule::{CancelSchedule, ListSchedules, ScheduleId, ScheduleInfo, Scheduled};
 pub use system::{RecoveryReport, Runtime, RuntimeConfig};
 pub use topic::{NeedFull, Subscription, TopicEvent, TopicFrame, TopicPatch};
 

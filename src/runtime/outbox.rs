@@ -1,5 +1,5 @@
 //! Durable cross-actor delivery: the outbox rows a mutation writes, the inbox that makes redelivery a no-op, the table
-//! of message types each kind accepts, and the SQL behind them.
+//! of message types each kind accepts (and schedules for itself), and the SQL behind them.
 //!
 //! Protocol: a mutation calls `Tx::send`, which inserts an outbox row in the sender's transaction. After commit the
 //! sender delivers its rows oldest first, one at a time, as a `Deliver` mutation on the receiver; the receiver applies
@@ -22,6 +22,7 @@ use super::actor::Deliver;
 use super::entity::{Delivery, Entity};
 use super::error::CallError;
 use super::key::EntityKey;
+use super::schedule::{fire_fn, FireFn, Scheduled};
 use super::system::Shared;
 
 /// Who sent an outbox message.
@@ -52,12 +53,14 @@ pub(crate) type DeliverFn =
 /// Registration handle passed to `Entity::accepts`.
 pub struct Accepts<E: Entity> {
     pub(crate) table: HashMap<String, DeliverFn>,
+    /// The kind's [`Scheduled`] messages by wire name.
+    pub(crate) scheduled: HashMap<&'static str, FireFn<E>>,
     _kind: PhantomData<E>,
 }
 
 impl<E: Entity> Accepts<E> {
     pub(crate) fn new() -> Self {
-        Accepts { table: HashMap::new(), _kind: PhantomData }
+        Accepts { table: HashMap::new(), scheduled: HashMap::new(), _kind: PhantomData }
     }
 
     /// This kind accepts `M` from other actors' outboxes.
@@ -67,6 +70,16 @@ impl<E: Entity> Accepts<E> {
         M::Error: std::fmt::Display,
     {
         self.table.insert(delivery_key(E::KIND, M::NAME), deliver_fn::<M>());
+        self
+    }
+
+    /// This kind's actors may schedule `M` for themselves (`Tx::schedule_after` and friends).
+    pub fn schedule<M>(&mut self) -> &mut Self
+    where
+        M: Scheduled<Entity = E>,
+        M::Error: std::fmt::Display,
+    {
+        self.scheduled.insert(M::NAME, fire_fn::<M>);
         self
     }
 }

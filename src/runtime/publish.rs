@@ -22,16 +22,19 @@ pub(crate) struct Change {
     pub ops: Option<Vec<PatchOp>>,
 }
 
-/// Inside a write transaction, after the writes: bumps the versions of touched topics and, if outbox rows were
+/// Inside a write transaction, after the writes: bumps the versions of touched topics; if outbox rows were
 /// written, marks the actor in the recovery index (before the commit, so a crash right after it still resumes
-/// delivery). Returns the changes with their new versions, to apply in memory and publish once committed.
+/// delivery); if schedules changed, notes the earliest one and lowers the actor's entry in the due index to it unless
+/// the index is known to hold an earlier time (`indexed_at`), so the index never says later than the truth once this
+/// commits, even if the process dies right after. Returns the changes with their new versions, to apply in memory and
+/// publish once committed.
 pub(crate) fn stage_effects(
     conn: &mut SqliteConnection,
     shared: &super::system::Shared,
     kind: &str,
     encoded: &str,
     versions: &HashMap<String, u64>,
-    dirty_marked: bool,
+    (dirty_marked, indexed_at): (bool, Option<i64>),
     effects: &mut Effects,
 ) -> diesel::QueryResult<Vec<Change>> {
     let mut changes = Vec::with_capacity(effects.touched.len());
@@ -45,6 +48,16 @@ pub(crate) fn stage_effects(
             .index
             .mark(kind, encoded)
             .map_err(|e| diesel::result::Error::QueryBuilderError(format!("recovery index: {e}").into()))?;
+    }
+    if effects.schedules_changed {
+        let earliest = super::schedule::earliest(conn)?;
+        effects.earliest_due = earliest;
+        if let Some(due) = earliest.filter(|due| indexed_at.is_none_or(|at| *due < at)) {
+            shared
+                .index
+                .lower_due(kind, encoded, due)
+                .map_err(|e| diesel::result::Error::QueryBuilderError(format!("due index: {e}").into()))?;
+        }
     }
     Ok(changes)
 }

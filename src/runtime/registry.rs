@@ -178,6 +178,10 @@ pub struct KindStats {
     pub transactions: AtomicU64,
     pub committed_mutations: AtomicU64,
     pub activation_failures: AtomicU64,
+    /// Scheduled messages applied (their transaction committed).
+    pub schedules_fired: AtomicU64,
+    /// Attempts of scheduled messages that failed (refused, panicked, not decodable) and were put back with back-off.
+    pub schedule_failures: AtomicU64,
     /// Milliseconds of the latest restart back-off (0 when the last restart needed none).
     pub last_backoff_ms: AtomicU64,
 }
@@ -193,6 +197,8 @@ pub(crate) struct RegistryInner<E: Entity> {
     pub(crate) shared: Arc<Shared>,
     pub(crate) config: super::entity::KindConfig,
     pub(crate) stats: KindStats,
+    /// The kind's scheduled messages by wire name (`Accepts::schedule`).
+    pub(crate) scheduled: HashMap<&'static str, super::schedule::FireFn<E>>,
     /// Bytes of a migrated empty database for this kind (see `db::build_template`); `None` if it could not be built.
     template: std::sync::OnceLock<Option<Arc<Vec<u8>>>>,
 }
@@ -221,7 +227,11 @@ impl<E: Entity> EntityRef<E> {
 }
 
 impl<E: Entity> Registry<E> {
-    pub(crate) fn new(shared: Arc<Shared>, config: super::entity::KindConfig) -> Self {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        config: super::entity::KindConfig,
+        scheduled: HashMap<&'static str, super::schedule::FireFn<E>>,
+    ) -> Self {
         Registry {
             inner: Arc::new(RegistryInner {
                 shards: (0..SHARDS).map(|_| Mutex::new(HashMap::default())).collect(),
@@ -229,6 +239,7 @@ impl<E: Entity> Registry<E> {
                 shared,
                 config,
                 stats: KindStats::default(),
+                scheduled,
                 template: std::sync::OnceLock::new(),
             }),
         }
@@ -764,6 +775,13 @@ pub(crate) trait KindHandle: Send + Sync {
     fn recover(&self, encoded_key: String) -> futures_util::future::BoxFuture<'static, Result<(), ActivationError>>;
     fn stats(&self) -> &KindStats;
     fn in_flight_total(&self) -> u64;
+    /// Whether the actor of this encoded key is live (an undecodable key is not).
+    fn is_live_encoded(&self, encoded_key: &str) -> bool;
+    /// Activates an existing actor (never creates one) and asks it to fire its due schedules; `false`: no such actor.
+    fn wake_schedules(
+        &self,
+        encoded_key: String,
+    ) -> futures_util::future::BoxFuture<'static, Result<bool, ActivationError>>;
 }
 
 impl<E: Entity> KindHandle for Registry<E> {
@@ -801,5 +819,25 @@ impl<E: Entity> KindHandle for Registry<E> {
     }
     fn in_flight_total(&self) -> u64 {
         Registry::in_flight_total(self)
+    }
+    fn is_live_encoded(&self, encoded_key: &str) -> bool {
+        E::Key::decode(encoded_key).is_ok_and(|k| self.is_live(&k))
+    }
+    fn wake_schedules(
+        &self,
+        encoded_key: String,
+    ) -> futures_util::future::BoxFuture<'static, Result<bool, ActivationError>> {
+        let this = self.clone();
+        Box::pin(async move {
+            // A key that no longer decodes names no actor: its index entry is dropped like a missing file's.
+            let Ok(key) = E::Key::decode(&encoded_key) else { return Ok(false) };
+            match this.get_existing(&key).await? {
+                Some(target) => {
+                    target.addr.do_send(super::actor::WakeSchedules);
+                    Ok(true)
+                }
+                None => Ok(false),
+            }
+        })
     }
 }

@@ -1,5 +1,6 @@
 //! The `Runtime`: data directory, arbiters, the registries of every kind, the topic hub, the live-actor budget, the
-//! recovery index of senders with undelivered outbox rows, and graceful shutdown.
+//! recovery index of senders with undelivered outbox rows (whose file also holds the due index of schedules,
+//! `due.rs`), and graceful shutdown.
 
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
@@ -103,6 +104,8 @@ pub struct Shared {
     /// reviver as soon as a live slot is free.
     parked: Mutex<std::collections::BTreeSet<(&'static str, String)>>,
     parked_changed: tokio::sync::Notify,
+    /// An actor with schedules passivated: the due scanner looks again at once (its next wake may be earlier).
+    pub(crate) due_changed: tokio::sync::Notify,
     /// Bounds concurrent database opens: beyond a few per core they only contend on SQLite's global open lock.
     pub(crate) opening: Semaphore,
     shutting_down: AtomicBool,
@@ -151,7 +154,9 @@ impl Shared {
             c.idle_timeout = self.config.idle_timeout.unwrap_or(c.idle_timeout);
             c
         });
-        let registry = Registry::<E>::new(shared, config);
+        let mut accepts = Accepts::<E>::new();
+        E::accepts(&mut accepts);
+        let registry = Registry::<E>::new(shared, config, std::mem::take(&mut accepts.scheduled));
         let dir = self.config.data_dir.join(E::KIND);
         if let Err(e) = std::fs::create_dir_all(&dir) {
             tracing::error!(kind = E::KIND, dir = %dir.display(), error = %e, "cannot create kind directory");
@@ -161,8 +166,6 @@ impl Shared {
             tracing::error!(kind = E::KIND, "two entity types share one KIND; their databases would collide");
         }
         handles.push(Arc::new(registry.clone()));
-        let mut accepts = Accepts::<E>::new();
-        E::accepts(&mut accepts);
         self.deliveries.write().unwrap_or_else(|p| p.into_inner()).extend(accepts.table);
         kinds.insert(id, Arc::new(registry.clone()));
         registry
@@ -182,7 +185,7 @@ impl Shared {
         self.deliveries.read().unwrap_or_else(|p| p.into_inner()).get(&key).cloned()
     }
 
-    fn handles(&self) -> Vec<Arc<dyn KindHandle>> {
+    pub(crate) fn handles(&self) -> Vec<Arc<dyn KindHandle>> {
         self.handles.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
@@ -270,6 +273,7 @@ impl Runtime {
             live,
             parked: Mutex::new(std::collections::BTreeSet::new()),
             parked_changed: tokio::sync::Notify::new(),
+            due_changed: tokio::sync::Notify::new(),
             opening: Semaphore::new(4 * std::thread::available_parallelism().map_or(2, |n| n.get())),
             shutting_down: AtomicBool::new(false),
             epoch: Instant::now(),
@@ -279,6 +283,7 @@ impl Runtime {
         start_clock(&shared);
         actix_rt::spawn(revive_parked(Arc::downgrade(&shared)));
         actix_rt::spawn(trim_after_passivations(Arc::downgrade(&shared)));
+        actix_rt::spawn(super::due::scan(Arc::downgrade(&shared)));
         tracing::info!(data_dir = %shared.config.data_dir.display(), arbiters = shared.config.arbiters, max_live = shared.config.max_live, "runtime started");
         Ok(Runtime { shared })
     }
@@ -328,6 +333,11 @@ impl Runtime {
         for h in self.shared.handles() {
             f(h.kind(), h.stats(), h.in_flight_total());
         }
+    }
+
+    /// Actors listed in the due index (actors with schedules, plus stale entries not yet corrected by a wake).
+    pub fn scheduled_actors(&self) -> Result<i64, RuntimeError> {
+        self.shared.index.due_count().map_err(RuntimeError::Index)
     }
 
     /// True once `shutdown` has begun.
@@ -508,7 +518,7 @@ pub(crate) struct RecoveryIndex {
     pool: Mutex<Option<Pool<ConnectionManager<SqliteConnection>>>>,
 }
 
-type IndexConn = r2d2::PooledConnection<ConnectionManager<SqliteConnection>>;
+pub(crate) type IndexConn = r2d2::PooledConnection<ConnectionManager<SqliteConnection>>;
 
 #[derive(QueryableByName)]
 struct Marker {
@@ -532,14 +542,15 @@ impl RecoveryIndex {
             .map_err(|e| RuntimeError::Index(e.to_string()))?;
         let mut conn = pool.get().map_err(|e| RuntimeError::Index(e.to_string()))?;
         conn.batch_execute(
-            "CREATE TABLE IF NOT EXISTS outbox_pending (kind TEXT NOT NULL, key TEXT NOT NULL, PRIMARY KEY (kind, key)) WITHOUT ROWID",
+            "CREATE TABLE IF NOT EXISTS outbox_pending (kind TEXT NOT NULL, key TEXT NOT NULL, PRIMARY KEY (kind, key)) WITHOUT ROWID;",
         )
+        .and_then(|()| conn.batch_execute(super::due::SCHEMA))
         .map_err(|e| RuntimeError::Index(e.to_string()))?;
         drop(conn);
         Ok(RecoveryIndex { pool: Mutex::new(Some(pool)) })
     }
 
-    fn conn(&self) -> Result<IndexConn, String> {
+    pub(crate) fn conn(&self) -> Result<IndexConn, String> {
         let pool = lock(&self.pool).clone().ok_or_else(|| "the recovery index is closed".to_owned())?;
         pool.get().map_err(|e| e.to_string())
     }

@@ -3,11 +3,13 @@
 //! repositories, then members. Each chunk is stored in its own transaction as it arrives, stamped with the sync's
 //! generation; rows of older generations are swept only when their phase completes, so a failed sync keeps every row
 //! it had and every row it fetched. Progress goes to the organization (its snapshot shows it live), new repositories
-//! are imported into it, and pull requests go to their repository coordinator.
+//! are imported into it, and pull requests go to their repository coordinator. A failed or interrupted sync is
+//! retried on its own (`retry.rs`, a durable schedule).
 //!
 //! The connection records the account's GitHub id as well as its login: webhooks reach this actor by that id (through
 //! the auth directory's account index), and a delivery that shows the account under a new login updates the login.
 
+mod retry;
 pub mod schema;
 mod sync;
 pub mod webhook;
@@ -17,11 +19,12 @@ use std::sync::Arc;
 use actix::SpawnHandle;
 use diesel::sqlite::SqliteConnection;
 
+pub use retry::{RetrySync, SyncRetry};
 pub use sync::*;
 pub use webhook::{delivery_account, verify_signature, HandleWebhook, WebhookOutcome};
 
 use crate::integrations::github::client::GitHubApi;
-use crate::runtime::{embed_migrations, EmbeddedMigrations, Entity};
+use crate::runtime::{embed_migrations, Accepts, EmbeddedMigrations, Entity};
 
 /// The GitHub API the sync uses, provided to the runtime (`Runtime::provide(Arc::new(GitHubService(..)))`).
 pub struct GitHubService(pub Arc<dyn GitHubApi>);
@@ -30,6 +33,8 @@ pub struct GitHubData {
     pub org: String,
     /// The running sync (a runtime handle, not state).
     sync: Option<SpawnHandle>,
+    /// Which automatic retry the running sync is (0: started by someone), so its failure schedules the next one.
+    retry_attempt: u32,
 }
 
 impl Entity for GitHubData {
@@ -38,7 +43,7 @@ impl Entity for GitHubData {
     const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/github_data");
 
     fn load(key: &String, _: &mut SqliteConnection) -> diesel::QueryResult<Self> {
-        Ok(GitHubData { org: key.clone(), sync: None })
+        Ok(GitHubData { org: key.clone(), sync: None, retry_attempt: 0 })
     }
 
     fn started(&mut self, ctx: &mut crate::runtime::EntityCtx<'_, Self>) {
@@ -50,5 +55,9 @@ impl Entity for GitHubData {
 
     fn can_passivate(&self) -> bool {
         self.sync.is_none()
+    }
+
+    fn accepts(a: &mut Accepts<Self>) {
+        a.schedule::<RetrySync>();
     }
 }

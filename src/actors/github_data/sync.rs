@@ -171,6 +171,8 @@ pub(super) fn start_sync(
     let org = g.org.clone();
     let meta = ctx.write(|tx: &mut Tx<'_>| -> DomainResult<Meta> {
         let m = schema::require_meta(tx.conn(), &org)?;
+        // This sync supersedes a retry still pending.
+        tx.cancel_schedules::<super::RetrySync>()?;
         let now = now_ms();
         diesel::update(github_meta::table.find(1))
             .set((
@@ -196,6 +198,8 @@ pub(super) fn start_sync(
     };
     let handle = ctx.spawn(run_sync(ctx.myself(), api.0.clone(), account, meta.generation));
     g.sync = Some(handle);
+    // A retry sets its attempt after this returns.
+    g.retry_attempt = 0;
     Ok(meta.generation)
 }
 
@@ -276,7 +280,7 @@ impl Read for GetSyncStatus {
     }
 }
 
-/// Marks a sync that a restart cut short as failed (called when the actor starts).
+/// Marks a sync that a restart cut short as failed and schedules its retry (called when the actor starts).
 pub(super) fn fail_interrupted(g: &mut GitHubData, ctx: &mut EntityCtx<'_, GitHubData>) -> DomainResult<()> {
     let org = g.org.clone();
     ctx.write(|tx: &mut Tx<'_>| -> DomainResult<()> {
@@ -290,6 +294,7 @@ pub(super) fn fail_interrupted(g: &mut GitHubData, ctx: &mut EntityCtx<'_, GitHu
                     ))
                     .execute(tx.conn())?;
                 push_progress(&org, tx)?;
+                super::retry::schedule_retry(tx, &org, m.generation, 1)?;
                 let payload = serde_json::json!({ "generation": m.generation, "error": "interrupted by a restart" });
                 Audit::org(&org).append(tx, "github.sync.failed", payload)
             }
@@ -514,6 +519,7 @@ impl Command for EndSync {
         g.sync = None;
         let org = g.org.clone();
         let error = self.error;
+        let next_attempt = g.retry_attempt + 1;
         in_generation(g, ctx, self.generation, |tx, m| {
             let status = if error.is_some() { "error" } else { "synced" };
             if let Some(e) = &error {
@@ -528,6 +534,9 @@ impl Command for EndSync {
                 ))
                 .execute(tx.conn())?;
             push_progress(&org, tx)?;
+            if error.is_some() {
+                super::retry::schedule_retry(tx, &org, m.generation, next_attempt)?;
+            }
             let (kind, payload) = match &error {
                 Some(e) => ("github.sync.failed", serde_json::json!({ "generation": m.generation, "error": e })),
                 None => ("github.sync.finished", serde_json::json!({ "generation": m.generation })),

@@ -63,9 +63,36 @@ const MAX_EVENTS_PER_COMMIT: usize = 256;
 /// How long streamed events gather before they are committed and published: at most ~40 session snapshots per
 /// second per session, whatever the agent's pace, for a delay readers do not notice.
 const COALESCE_WINDOW: std::time::Duration = std::time::Duration::from_millis(25);
-/// How long a new session waits for its creator to start the first turn before starting it itself (shorter than the
-/// runtime's 2 s before a settled actor's recovery marker is cleared).
-const FIRST_TURN_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+/// How long a new session waits for its creator to start the first turn before starting it itself.
+pub(super) const FIRST_TURN_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Scheduled by `InitializeSession` (durably, in the transaction that queues the first prompt) for
+/// [`FIRST_TURN_GRACE`] later. The creator normally starts the first turn itself at once; if nobody did — the
+/// creating request died with its process and the task's outbox finished the initialisation after a restart, or the
+/// session was evicted within the grace — this wakes the session (activating it if it passivated) and runs its queue.
+/// The schedule's row outlives passivation and restarts, which the in-memory timer it replaces did not; a crash after
+/// it committed but before the queue ran is covered by the prompt's recovery mark (`Tx::owe_work`).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct StartOwedTurn;
+
+impl crate::runtime::Mutation for StartOwedTurn {
+    type Entity = Session;
+    type Output = ();
+    type Error = DomainError;
+    fn apply(self, _: &Session, _: &mut Tx<'_>) -> DomainResult<()> {
+        Ok(())
+    }
+}
+
+impl crate::runtime::Scheduled for StartOwedTurn {
+    const NAME: &'static str = "session.start_owed_turn";
+
+    fn committed(_: (), s: &mut Session, ctx: &mut EntityCtx<'_, Session>) {
+        if let Err(e) = s.run_owed_turn(ctx) {
+            tracing::warn!(session = %s.key.encode(), error = %e, "could not start the first turn");
+        }
+    }
+}
 
 impl Session {
     /// Starts the next queued prompt's turn if none is running. Call after anything that queued a prompt.
@@ -164,7 +191,7 @@ impl Session {
     }
 
     /// Runs the queue if the session was initialised meanwhile (and no turn is running: `run_queue` checks).
-    fn run_owed_turn(&mut self, ctx: &mut EntityCtx<'_, Session>) -> DomainResult<()> {
+    pub(super) fn run_owed_turn(&mut self, ctx: &mut EntityCtx<'_, Session>) -> DomainResult<()> {
         if schema::meta(ctx.db())?.is_some() {
             self.run_queue(ctx)?;
         }
@@ -175,16 +202,7 @@ impl Session {
     /// carry on with the queue.
     pub(super) fn recover_turn(&mut self, ctx: &mut EntityCtx<'_, Session>) -> DomainResult<()> {
         if schema::meta(ctx.db())?.is_none() {
-            // Activated to be initialised, by the creating request or by the task's outbox. The creator starts the
-            // first turn itself right after (having read the version before it); if nobody does — the creating
-            // request died with the previous process and the outbox finished the job after a restart — the session
-            // starts it. Well before the recovery marker its initialisation set can be cleared, so a crash before
-            // then still reactivates the session, whose recovery runs the queue.
-            ctx.run_later(FIRST_TURN_GRACE, |s, ctx| {
-                if let Err(e) = s.run_owed_turn(ctx) {
-                    tracing::warn!(session = %s.key.encode(), error = %e, "could not start the first turn");
-                }
-            });
+            // Activated to be initialised: `InitializeSession` schedules the first turn's start (`StartOwedTurn`).
             return Ok(());
         }
         let key = self.key.clone();

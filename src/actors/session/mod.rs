@@ -120,5 +120,6 @@ impl Entity for Session {
 
     fn accepts(deliveries: &mut Accepts<Self>) {
         deliveries.accept::<InitializeSession>().accept::<CloseSessionNow>();
+        deliveries.schedule::<agent::StartOwedTurn>();
     }
 }

@@ -1,0 +1,330 @@
+//! `EntityActor<E>`: the actix actor that hosts one entity instance and its database: its messages, its per-actor
+//! state ([`Core`]) and its start and stop hooks. The concerns live in the submodules:
+//!
+//! - `commit`: group commit (mutations that arrive together share one IMMEDIATE transaction with a savepoint each)
+//!   and `EntityCtx::write`.
+//! - `outbox_pump`: outbox delivery, one row at a time in order, and clearing the recovery marker once settled.
+//! - `supervise`: panics caught per handler, reload from the database, back-off on repeated failure.
+//! - `lifecycle`: idle passivation, eviction, parking and the drain-then-close shutdown.
+//! - `handlers`: one actix `Handler` per message type.
+
+mod commit;
+mod handlers;
+mod lifecycle;
+mod outbox_pump;
+mod schedules;
+mod supervise;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use actix::prelude::*;
+use diesel::sqlite::SqliteConnection;
+use tokio::sync::{oneshot, OwnedSemaphorePermit};
+
+use super::batch::PendingItem;
+use super::entity::{Command, Entity, EntityCtx, Mutation, Read, SnapshotError};
+use super::error::CallError;
+use super::outbox::Source;
+use super::publish::Change;
+use super::registry::{Registry, Slot};
+use super::topic::Subscription;
+
+use lifecycle::StopState;
+use outbox_pump::OutboxState;
+pub(crate) use schedules::WakeSchedules;
+use schedules::{Indexed, ScheduleTimer};
+pub use supervise::restart_backoff;
+pub(crate) use supervise::{guard_panics, open_entity, panic_text};
+
+pub(crate) type Reply<T, E> = oneshot::Sender<Result<T, CallError<E>>>;
+
+/// A read-only query for the actor (see [`Read`]).
+pub struct Query<M: Read> {
+    pub(crate) msg: M,
+    pub(crate) reply: Reply<M::Output, M::Error>,
+}
+impl<M: Read> Message for Query<M> {
+    type Result = ();
+}
+
+/// A mutation for the actor (see [`Mutation`]).
+pub struct Mutate<M: Mutation> {
+    pub(crate) msg: M,
+    pub(crate) reply: Reply<M::Output, M::Error>,
+}
+impl<M: Mutation> Message for Mutate<M> {
+    type Result = ();
+}
+
+/// A command for the actor (see [`Command`]).
+pub struct Exec<C: Command> {
+    pub(crate) cmd: C,
+    pub(crate) reply: Reply<C::Output, C::Error>,
+}
+impl<C: Command> Message for Exec<C> {
+    type Result = ();
+}
+
+/// An outbox message from another actor; applied at most once per (source, seq).
+pub struct Deliver<M: Mutation> {
+    pub(crate) source: Source,
+    pub(crate) seq: i64,
+    pub(crate) msg: M,
+    /// `true` if applied now, `false` if it was a duplicate.
+    pub(crate) reply: Reply<bool, M::Error>,
+}
+impl<M: Mutation> Message for Deliver<M> {
+    type Result = ();
+}
+
+/// Subscribe to a topic: publishes the current snapshot to the new subscriber.
+pub struct SubscribeTopic {
+    pub(crate) topic: String,
+    pub(crate) reply: Reply<Subscription, SnapshotError>,
+}
+impl Message for SubscribeTopic {
+    type Result = ();
+}
+
+/// Passivate now if idle (registry eviction, admin).
+pub(crate) struct Passivate {
+    pub(crate) done: Option<oneshot::Sender<bool>>,
+    /// Eviction with no idle actor left: passivate even with outbox rows still to deliver. They are durable (rows
+    /// in the actor's database, its marker in the recovery index) and the runtime reactivates the actor to deliver
+    /// them as soon as there is room. Without this, a full live set of actors waiting to deliver to actors that are
+    /// not live could never make room for them.
+    pub(crate) park_pending: bool,
+}
+impl Message for Passivate {
+    type Result = ();
+}
+
+/// Drain calls in flight, then close the database and stop (runtime shutdown).
+pub(crate) struct Shutdown {
+    pub(crate) done: oneshot::Sender<()>,
+}
+impl Message for Shutdown {
+    type Result = ();
+}
+
+/// The actor was activated by `Runtime::recover` because the recovery index lists it: it owns that marker now and
+/// clears it once its outbox is empty, even if it opened with no rows left.
+pub(crate) struct Recovered;
+impl Message for Recovered {
+    type Result = ();
+}
+
+pub(crate) struct CoreParts<E: Entity> {
+    pub key: E::Key,
+    pub encoded: String,
+    pub path: PathBuf,
+    pub opened_conn: SqliteConnection,
+    pub incarnation: String,
+    pub slot: Arc<Slot<E>>,
+    pub registry: Registry<E>,
+    pub versions: HashMap<String, u64>,
+    pub outbox_pending: bool,
+    pub live_permit: OwnedSemaphorePermit,
+}
+
+/// Everything the runtime keeps per actor besides the entity value.
+pub struct Core<E: Entity> {
+    pub(crate) key: E::Key,
+    pub(crate) encoded: String,
+    incarnation: String,
+    path: PathBuf,
+    conn: Option<SqliteConnection>,
+    slot: Arc<Slot<E>>,
+    registry: Registry<E>,
+    versions: HashMap<String, u64>,
+    pending: Vec<Box<dyn PendingItem<E>>>,
+    flush_scheduled: bool,
+    outbox: OutboxState,
+    dirty_marked: bool,
+    /// A check that clears this actor's recovery marker once its outbox has stayed empty is scheduled.
+    unmark_scheduled: bool,
+    failures: u32,
+    /// Coarse runtime clock (ms) at the last handled message.
+    last_activity_ms: u64,
+    bg: HashMap<u64, SpawnHandle>,
+    next_bg: u64,
+    stop: StopState,
+    live_permit: Option<OwnedSemaphorePermit>,
+    /// Topic changes of `EntityCtx::write`s, in commit order, waiting to be published once the command or callback
+    /// returns.
+    written: Vec<Change>,
+    written_outbox: bool,
+    /// An `EntityCtx::write` changed schedules: the earliest due as of its commit, to sync and arm once the command
+    /// or callback returns.
+    written_schedules: Option<Option<i64>>,
+    /// What the runtime's due index holds for this actor, as far as it knows.
+    indexed: Indexed,
+    /// The in-memory timer armed for the earliest schedule.
+    timer: Option<ScheduleTimer>,
+    /// Due schedules are being fired: commits sync the due index but leave arming to the end of the round.
+    firing: bool,
+}
+
+impl<E: Entity> Core<E> {
+    /// The open connection. Handlers check `is_open()` first; the connection is only taken when the actor stops, after
+    /// which it handles nothing.
+    pub(crate) fn conn(&mut self) -> &mut SqliteConnection {
+        self.conn.as_mut().expect("connection is open while the actor handles messages")
+    }
+
+    fn is_open(&self) -> bool {
+        self.conn.is_some()
+    }
+
+    pub(crate) fn next_bg_id(&mut self) -> u64 {
+        self.next_bg += 1;
+        self.next_bg
+    }
+
+    pub(crate) fn track(&mut self, id: u64, handle: SpawnHandle) {
+        self.bg.insert(id, handle);
+    }
+
+    pub(crate) fn untrack_id(&mut self, id: u64) {
+        self.bg.remove(&id);
+    }
+
+    pub(crate) fn shared(&self) -> &super::system::Shared {
+        &self.registry.inner.shared
+    }
+
+    /// One write transaction from a command or a background callback (see `EntityCtx::write`).
+    /// Background tasks started through `EntityCtx` that have not finished.
+    pub(crate) fn background_count(&self) -> usize {
+        self.bg.len()
+    }
+
+    /// The committed version of `topic` (0 if never touched).
+    pub(crate) fn version(&self, topic: &str) -> u64 {
+        self.versions.get(topic).copied().unwrap_or(0)
+    }
+
+    pub(crate) fn untrack_handle(&mut self, handle: SpawnHandle) {
+        self.bg.retain(|_, h| *h != handle);
+    }
+
+    fn stats(&self) -> &super::registry::KindStats {
+        &self.registry.inner.stats
+    }
+}
+
+/// The actix actor hosting one entity of kind `E`.
+pub struct EntityActor<E: Entity> {
+    pub(super) entity: E,
+    pub(super) core: Core<E>,
+}
+
+impl<E: Entity> EntityActor<E> {
+    pub(crate) fn new(entity: E, p: CoreParts<E>) -> Self {
+        let now_ms = p.registry.inner.shared.clock_ms();
+        EntityActor {
+            entity,
+            core: Core {
+                key: p.key,
+                encoded: p.encoded,
+                incarnation: p.incarnation,
+                path: p.path,
+                conn: Some(p.opened_conn),
+                slot: p.slot,
+                registry: p.registry,
+                versions: p.versions,
+                pending: Vec::new(),
+                flush_scheduled: false,
+                outbox: OutboxState { pending: p.outbox_pending, ..Default::default() },
+                dirty_marked: p.outbox_pending,
+                unmark_scheduled: false,
+                failures: 0,
+                last_activity_ms: now_ms,
+                bg: HashMap::new(),
+                next_bg: 0,
+                stop: StopState::Running,
+                live_permit: Some(p.live_permit),
+                written: Vec::new(),
+                written_outbox: false,
+                written_schedules: None,
+                // Corrected (one index write) by the first arming if the actor has schedules; an actor without any
+                // is assumed to have no entry, so activations of such actors cost no index write.
+                indexed: Indexed::Absent,
+                timer: None,
+                firing: false,
+            },
+        }
+    }
+
+    /// Runs `f` with the entity and its context, then publishes what its writes touched and starts outbox delivery.
+    pub(crate) fn with_ctx<R>(
+        &mut self,
+        ctx: &mut Context<Self>,
+        f: impl FnOnce(&mut E, &mut EntityCtx<'_, E>) -> R,
+    ) -> R {
+        let EntityActor { entity, core } = self;
+        let out = f(entity, &mut EntityCtx { core, ctx });
+        let written = std::mem::take(&mut self.core.written);
+        self.publish_changes(written);
+        if std::mem::take(&mut self.core.written_outbox) {
+            self.pump_outbox(ctx);
+        }
+        if let Some(earliest) = self.core.written_schedules.take() {
+            self.schedules_committed(ctx, earliest);
+        }
+        out
+    }
+
+    pub(crate) fn core_mut(&mut self) -> &mut Core<E> {
+        &mut self.core
+    }
+
+    fn shared(&self) -> &super::system::Shared {
+        &self.core.registry.inner.shared
+    }
+
+    /// Common prologue: refuses if the database is closed, records activity.
+    fn begin(&mut self) -> bool {
+        if !self.core.is_open() {
+            return false;
+        }
+        // The coarse clock is one relaxed load, not a clock read: it serves the idle timer and LRU eviction.
+        let ms = self.shared().clock_ms();
+        self.core.last_activity_ms = ms;
+        self.core.slot.last_used_ms.store(ms, Ordering::Relaxed);
+        self.core.stats().messages.fetch_add(1, Ordering::Relaxed);
+        true
+    }
+
+    fn unavailable<Err>(&self) -> CallError<Err> {
+        if self.shared().is_shutting_down() {
+            CallError::ShuttingDown
+        } else {
+            CallError::Unavailable { kind: E::KIND, key: self.core.encoded.clone() }
+        }
+    }
+}
+
+impl<E: Entity> Actor for EntityActor<E> {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let idle = self.core.registry.inner.config.idle_timeout;
+        ctx.run_later(idle, |act, ctx| act.check_idle(ctx));
+        self.call_started(ctx);
+        if self.core.outbox.pending {
+            self.pump_outbox(ctx);
+        }
+        self.arm_from_db(ctx, schedules::Arming::Activated);
+    }
+
+    fn stopped(&mut self, ctx: &mut Context<Self>) {
+        // Stopped from outside (arbiter or system shutting down): still commit and close cleanly.
+        if !matches!(self.core.stop, StopState::Stopped) {
+            self.finish_stop(ctx, "stopped by the system");
+        }
+    }
+}
