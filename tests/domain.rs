@@ -616,6 +616,26 @@ async fn a_session_passivated_before_its_first_turn_is_woken_to_run_it() {
     assert!(domain.sessions.read(&session, ListSchedules::new()).await.unwrap().is_empty(), "fired once, then gone");
 }
 
+/// The fallback start of the first turn is only owed until a turn starts: `create_task` starts it at once, which
+/// cancels the schedule (no wake-up a second later); without an agent backend no turn can run, so none is set.
+#[actix_rt::test]
+async fn starting_the_first_turn_cancels_its_fallback_schedule() {
+    use foundry::runtime::ListSchedules;
+    let (rt, _dir) = runtime(2);
+    let domain = Domain::new(rt.clone());
+    setup(&domain).await;
+    let created = domain.create_task(&repo(), prompt("Started at once")).await.unwrap();
+    let session = created.task.session(&created.session_id);
+    assert!(domain.sessions.read(&session, ListSchedules::new()).await.unwrap().is_empty());
+
+    let (rt, _dir) = runtime(2);
+    let domain = Domain::without_agent(rt);
+    setup(&domain).await;
+    let created = domain.create_task(&repo(), prompt("Nobody to run it")).await.unwrap();
+    let session = created.task.session(&created.session_id);
+    assert!(domain.sessions.read(&session, ListSchedules::new()).await.unwrap().is_empty());
+}
+
 #[actix_rt::test]
 async fn the_model_catalog_service_decides_which_models_sessions_may_use() {
     use foundry::actors::models::{CatalogModel, ModelCatalog};

@@ -67,7 +67,8 @@ const COALESCE_WINDOW: std::time::Duration = std::time::Duration::from_millis(25
 pub(super) const FIRST_TURN_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Scheduled by `InitializeSession` (durably, in the transaction that queues the first prompt) for
-/// [`FIRST_TURN_GRACE`] later. The creator normally starts the first turn itself at once; if nobody did — the
+/// [`FIRST_TURN_GRACE`] later (with an agent backend). The creator normally starts the first turn itself at once, and
+/// starting a turn cancels this; if nobody did — the
 /// creating request died with its process and the task's outbox finished the initialisation after a restart, or the
 /// session was evicted within the grace — this wakes the session (activating it if it passivated) and runs its queue.
 /// The schedule's row outlives passivation and restarts, which the in-memory timer it replaces did not; a crash after
@@ -145,6 +146,9 @@ impl Session {
             }
             publishing(&key, tx, |tx| {
                 let Some(next) = schema::dequeue(tx.conn())? else { return Ok(None) };
+                // A turn is starting: the first turn's fallback start (`StartOwedTurn`) is not owed any more, and
+                // cancelling it here spares the session a wake-up and a transaction when it would have fired.
+                tx.cancel_schedules::<StartOwedTurn>()?;
                 schema::set_status(tx.conn(), SessionStatus::Running, now_ms())?;
                 push_summary(&key, tx)?;
                 let resume = m.agent_state();

@@ -55,7 +55,10 @@ impl Mutation for InitializeSession {
             // Queued in the transaction that creates the session: the first prompt can never be dropped.
             schema::enqueue(tx.conn(), prompt, self.user_id.as_deref(), self.created_at, item)?;
             tx.owe_work();
-            tx.schedule_after(super::agent::FIRST_TURN_GRACE, &super::agent::StartOwedTurn)?;
+            // Without an agent backend no turn can run, so there is nothing to start later.
+            if tx.service::<super::SessionAgent>().is_some() {
+                tx.schedule_after(super::agent::FIRST_TURN_GRACE, &super::agent::StartOwedTurn)?;
+            }
             let payload = serde_json::json!({ "chars": prompt.chars().count(), "first": true });
             Audit::session(&s.key).by(self.user_id.as_deref()).append(tx, "task.message.sent", payload)?;
         }
