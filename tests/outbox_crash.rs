@@ -342,7 +342,7 @@ async fn redelivered_outbox_rows_are_ignored_by_the_receiver() {
 
     // Sequence numbers keep growing past the re-inserted rows, so the next forward is fresh and applied once.
     reg.mutate(&sender, AddAndForward { by: 4, target: receiver.clone() }).await.unwrap();
-    eventually("fresh row delivered", || pending_count(&mut conn).unwrap() == 0).await;
+    eventually("fresh row delivered", || pending_count(&mut observe_file(&file)).unwrap() == 0).await;
     assert_eq!(reg.read(&receiver, GetValue).await.unwrap(), 10);
     assert_eq!(reg.read(&receiver, GetEntryCount).await.unwrap(), 3);
     rt.shutdown().await;
