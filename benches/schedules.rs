@@ -226,6 +226,10 @@ fn stamp_on_disk(dir: &Path, key: &str) -> i64 {
 
 #[actix_rt::main]
 async fn main() {
+    // `RUST_LOG=...` shows the runtime's own account (wake failures, evictions) when a figure needs explaining.
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
+    }
     let o = Opts::parse();
     if o.runs("a") {
         section_a(&o).await;

@@ -452,6 +452,39 @@ async fn overdue_schedules_fire_after_a_restart() {
     rt.shutdown().await;
 }
 
+/// More actors due at once than may be live: each is woken once and fires before the scanner moves on, so making room
+/// for the next wake-up never evicts one that has not fired yet (which would wake it again and again).
+#[actix_rt::test]
+async fn more_due_actors_than_the_live_cap_are_each_woken_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys: Vec<String> = (0..40).map(|i| format!("cap{i}")).collect();
+    {
+        let rt = runtime_at(dir.path());
+        let reg = alarms(&rt);
+        for k in &keys {
+            reg.mutate(k, Set::note("capped", 200)).await.unwrap();
+        }
+        rt.shutdown().await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut config = RuntimeConfig::new(dir.path());
+    config.arbiters = 2;
+    config.max_live = 8;
+    let rt = Runtime::start(config).unwrap();
+    let reg = alarms(&rt);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for k in &keys {
+        while notes_on_disk(dir.path(), k).is_empty() {
+            assert!(Instant::now() < deadline, "{k} never fired");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(notes_on_disk(dir.path(), k), vec!["capped saw 0".to_owned()], "{k} fired once");
+    }
+    let activations = reg.stats().activations.load(Ordering::Relaxed);
+    assert!(activations <= keys.len() as u64 + 4, "{activations} activations for {} wake-ups", keys.len());
+    rt.shutdown().await;
+}
+
 const CHILD_TEST: &str = "child_process_schedules_then_waits";
 const CHILD_DIR_ENV: &str = "FOUNDRY_SCHEDULE_CHILD_DIR";
 const READY: &str = "FOUNDRY_SCHEDULE_CHILD_READY";

@@ -833,7 +833,9 @@ impl<E: Entity> KindHandle for Registry<E> {
             let Ok(key) = E::Key::decode(&encoded_key) else { return Ok(false) };
             match this.get_existing(&key).await? {
                 Some(target) => {
-                    target.addr.do_send(super::actor::WakeSchedules);
+                    // Answered once what was due has fired (an actor that stopped meanwhile keeps its entry, which
+                    // the scanner finds again).
+                    let _ = target.addr.send(super::actor::WakeSchedules).await;
                     Ok(true)
                 }
                 None => Ok(false),

@@ -64,6 +64,15 @@ impl<E: Entity> Handler<WakeSchedules> for EntityActor<E> {
     type Result = ();
     fn handle(&mut self, _: WakeSchedules, ctx: &mut Context<Self>) {
         self.arm_from_db(ctx, Arming::Woken);
+        // What is due fires before the answer, so the scanner's wake-up covers the firing: at the live cap, an actor
+        // woken for its schedule is otherwise evicted to make room for the next wake-up before its timer ran, and
+        // woken again (measured: 10,000 due at once on passivated actors fired at 41/s, some actors woken 270 times).
+        if self.core.timer.as_ref().is_some_and(|t| t.due <= schedule::now_ms()) {
+            if let Some(timer) = self.core.timer.take() {
+                ctx.cancel_future(timer.handle);
+            }
+            self.fire_due(ctx);
+        }
     }
 }
 
