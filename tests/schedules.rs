@@ -5,6 +5,8 @@
 //! The kill -9 child is this test binary, re-executed with `--exact child_process_schedules_then_waits` and
 //! `FOUNDRY_SCHEDULE_CHILD_DIR` set; in a normal run that test returns at once.
 
+mod support;
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -250,22 +252,10 @@ async fn notes_until(reg: &Registry<Alarm>, key: &str, done: impl Fn(&[String]) 
     }
 }
 
-/// Reads an actor's notes from its file (no actor involved). A live actor holds its file (exclusive locking mode), so
-/// this reads a copy of the file and its WAL as they are on disk: the committed state.
+/// Reads an actor's notes from its file (no actor involved): a live actor holds its file, so through a copy of the
+/// file and its WAL as they are on disk (`support::observe_file`), the committed state.
 fn notes_on_disk(dir: &Path, key: &str) -> Vec<String> {
-    let path = dir.join("alarm").join(format!("{key}.sqlite3"));
-    let copies = dir.join(".observed");
-    std::fs::create_dir_all(&copies).unwrap();
-    let copy = copies.join(format!("{key}.sqlite3"));
-    let with = |p: &Path, suffix: &str| std::path::PathBuf::from(format!("{}{suffix}", p.display()));
-    for suffix in ["-wal", "-shm"] {
-        let _ = std::fs::remove_file(with(&copy, suffix));
-    }
-    std::fs::copy(&path, &copy).unwrap();
-    if with(&path, "-wal").exists() {
-        std::fs::copy(with(&path, "-wal"), with(&copy, "-wal")).unwrap();
-    }
-    let mut conn = SqliteConnection::establish(copy.to_str().unwrap()).unwrap();
+    let mut conn = support::observe_file(&dir.join("alarm").join(format!("{key}.sqlite3")));
     entries::table.select(entries::note).order(entries::id).load(&mut conn).unwrap()
 }
 
