@@ -170,8 +170,14 @@ async fn a_team_works_in_the_browser() {
     assert_eq!(a.js("return document.querySelector('#composer').value", json!([])).await, "");
     a.wait("the second reply", &format!("{agent_done} >= 2")).await;
 
-    // Steer the running turn (the guidance shows up in the reply), then interrupt it.
-    a.type_into("#composer", "Explain the redirect loop in detail").await;
+    // Steer the running turn (the guidance shows up in the reply), then interrupt it. The reply repeats the prompt, so
+    // a long prompt makes a long turn (~5 s at the agent's pace): typing the steer and clicking interrupt on a loaded
+    // machine (CI, two cores) must not race the turn's end.
+    let long_prompt = "Explain the redirect loop in detail: where the session cookie is set, which middleware reads \
+        it, why the session check runs before the OAuth callback handler, what the browser does on each hop, how the \
+        fix will stop it from coming back, which files are involved and which tests should cover each of those cases, \
+        including the expired cookie, the missing cookie, the tampered cookie and the second tab signing out";
+    a.type_into("#composer", long_prompt).await;
     a.click("form[data-form=send] button[type=submit]").await;
     a.wait("the steer button", "return !document.querySelector('#steer').hidden").await;
     a.type_into("#composer", "keep it short").await;

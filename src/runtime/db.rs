@@ -60,6 +60,24 @@ pub fn open_actor_db(
     opts: ConnOptions,
     fresh: bool,
 ) -> Result<SqliteConnection, ActivationFailure> {
+    open_actor_db_with(path, kind, encoded_key, migrations, opts, fresh, &mut |_| Ok(()))
+}
+
+/// The writes a kind makes once, when its actor's database is created (`Entity::on_create`); an error refuses the
+/// activation and leaves the actor uncreated.
+pub type OnCreate<'a> = &'a mut dyn FnMut(&mut SqliteConnection) -> Result<(), String>;
+
+/// [`open_actor_db`], running `on_create` in the transaction that records the file's owner: it runs exactly once per
+/// database, since a crash before that commit leaves no owner and the next open runs it again.
+pub fn open_actor_db_with(
+    path: &Path,
+    kind: &str,
+    encoded_key: &str,
+    migrations: EmbeddedMigrations,
+    opts: ConnOptions,
+    fresh: bool,
+    on_create: OnCreate<'_>,
+) -> Result<SqliteConnection, ActivationFailure> {
     let sync = opts.synchronous;
     let url = path.to_str().ok_or_else(|| ActivationFailure::Open {
         path: path.display().to_string(),
@@ -91,7 +109,7 @@ pub fn open_actor_db(
         run_migrations(&mut conn, migrations, kind, encoded_key)?;
         conn.batch_execute(&format!("PRAGMA user_version = {stamp}")).map_err(open_err)?;
     }
-    check_identity(&mut conn, kind, encoded_key)?;
+    check_identity(&mut conn, kind, encoded_key, on_create)?;
     if is_new {
         conn.batch_execute(&format!("PRAGMA synchronous = {}", sync.pragma())).map_err(open_err)?;
     }
@@ -239,7 +257,12 @@ struct IdentityRow {
 /// Records the owner on first open; afterwards refuses a file that belongs to another (kind, key). Two keys can only
 /// meet in one file through a hash collision of very long keys, so this is a guard, not a code path. Two openers of
 /// one new file at once (see [`create_from_template`]) agree on the identity the first one wrote.
-fn check_identity(conn: &mut SqliteConnection, kind: &str, key: &str) -> Result<(), ActivationFailure> {
+fn check_identity(
+    conn: &mut SqliteConnection,
+    kind: &str,
+    key: &str,
+    on_create: OnCreate<'_>,
+) -> Result<(), ActivationFailure> {
     let load = |e: diesel::result::Error| ActivationFailure::Load(e.to_string());
     let stored = |conn: &mut SqliteConnection| -> Result<Option<IdentityRow>, ActivationFailure> {
         let rows: Vec<IdentityRow> =
@@ -249,14 +272,24 @@ fn check_identity(conn: &mut SqliteConnection, kind: &str, key: &str) -> Result<
     let row = match stored(conn)? {
         Some(row) => row,
         None => {
-            diesel::sql_query(
-                "INSERT OR IGNORE INTO _foundry_identity (id, kind, key, incarnation) VALUES (1, ?, ?, ?)",
-            )
-            .bind::<Text, _>(kind)
-            .bind::<Text, _>(key)
-            .bind::<Text, _>(new_incarnation())
-            .execute(conn)
-            .map_err(load)?;
+            // The owner and the kind's creation writes commit together (the file is this connection's alone).
+            struct Failed(ActivationFailure);
+            impl From<diesel::result::Error> for Failed {
+                fn from(e: diesel::result::Error) -> Self {
+                    Failed(ActivationFailure::Load(e.to_string()))
+                }
+            }
+            conn.immediate_transaction::<_, Failed, _>(|conn| {
+                diesel::sql_query(
+                    "INSERT OR IGNORE INTO _foundry_identity (id, kind, key, incarnation) VALUES (1, ?, ?, ?)",
+                )
+                .bind::<Text, _>(kind)
+                .bind::<Text, _>(key)
+                .bind::<Text, _>(new_incarnation())
+                .execute(conn)?;
+                on_create(conn).map_err(|e| Failed(ActivationFailure::Create(e)))
+            })
+            .map_err(|Failed(e)| e)?;
             stored(conn)?.ok_or_else(|| ActivationFailure::Load("the identity row was not written".into()))?
         }
     };
@@ -276,17 +309,42 @@ fn new_incarnation() -> String {
     format!("{nanos:x}-{:x}-{:x}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed))
 }
 
+/// What the runtime reads of `_foundry_identity` on every open.
 #[derive(QueryableByName)]
-struct Incarnation {
+pub struct Identity {
+    /// This database file's incarnation: a sender recreated from scratch restarts its outbox sequence under a new one.
     #[diesel(sql_type = Text)]
-    incarnation: String,
+    pub incarnation: String,
+    /// The actor is being destroyed (see `runtime/actor/lifecycle.rs`).
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    pub destroying: bool,
 }
 
-/// This database file's incarnation (see `_foundry_identity`).
-pub fn incarnation(conn: &mut SqliteConnection) -> QueryResult<String> {
-    let rows: Vec<Incarnation> =
-        diesel::sql_query("SELECT incarnation FROM _foundry_identity WHERE id = 1").load(conn)?;
-    rows.into_iter().next().map(|r| r.incarnation).ok_or(diesel::result::Error::NotFound)
+/// This database file's identity row.
+pub fn identity(conn: &mut SqliteConnection) -> QueryResult<Identity> {
+    let rows: Vec<Identity> =
+        diesel::sql_query("SELECT incarnation, destroying FROM _foundry_identity WHERE id = 1").load(conn)?;
+    rows.into_iter().next().ok_or(diesel::result::Error::NotFound)
+}
+
+/// Marks the actor as being destroyed, in the caller's transaction.
+pub fn mark_destroying(conn: &mut SqliteConnection) -> QueryResult<()> {
+    diesel::sql_query("UPDATE _foundry_identity SET destroying = 1 WHERE id = 1").execute(conn).map(drop)
+}
+
+/// Deletes an actor's database and its journal files (the connection must be closed). A file already gone counts as
+/// deleted; the database goes last, so a crash midway leaves a file that still says it is being destroyed.
+pub fn remove_actor_files(path: &Path) -> std::io::Result<()> {
+    let base = path.as_os_str().to_owned();
+    for suffix in ["-wal", "-shm", "-journal", ""] {
+        let mut name = base.clone();
+        name.push(suffix);
+        match std::fs::remove_file(&name) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// Switches the connection between read-only (`query_only`) and writable. With guarded reads the runtime flips it
@@ -413,7 +471,7 @@ mod concurrent_open_tests {
                             let _ = create_from_template(&path, &template);
                         }
                         let mut conn = open_actor_db(&path, "k", "a", RUNTIME_ONLY, GUARDED, true)?;
-                        incarnation(&mut conn).map_err(|e| ActivationFailure::Load(e.to_string()))
+                        identity(&mut conn).map(|i| i.incarnation).map_err(|e| ActivationFailure::Load(e.to_string()))
                     })
                 })
                 .collect();

@@ -73,18 +73,44 @@ pub trait Entity: Sized + Unpin + Send + 'static {
         Err(SnapshotError::UnknownTopic { kind: Self::KIND, topic: topic.to_owned() })
     }
 
-    /// Called once the actor runs (after activation and after each restart): start timers and background work here.
-    fn started(&mut self, ctx: &mut EntityCtx<'_, Self>) {
+    /// Called once per actor, when an activation creates its database (`get_or_create` of a new key, an outbox
+    /// delivery to one): initial rows, first schedules. It runs in the transaction that records the file's owner, so
+    /// exactly once per database even across crashes; an error refuses that activation and leaves no file behind
+    /// (`ActivationFailure::Create`). Topics it touches publish nothing: nobody subscribes to an actor yet to exist.
+    fn on_create(key: &Self::Key, tx: &mut Tx<'_>) -> HookResult {
+        let _ = (key, tx);
+        Ok(())
+    }
+
+    /// Called each time the actor starts running: after every activation (the first included) and after a restart
+    /// from its database. Resume background work here (a job the database says was running).
+    fn on_wake(&mut self, ctx: &mut EntityCtx<'_, Self>) {
         let _ = ctx;
     }
 
+    /// Called before the actor stops with its database still open: idle passivation, eviction to make room, runtime
+    /// shutdown (not after a failed restart, nor when destroyed). No call is in flight or can arrive. Writes through
+    /// `ctx.write` commit and publish; background work is cancelled right after.
+    fn on_sleep(&mut self, ctx: &mut EntityCtx<'_, Self>, reason: SleepReason) {
+        let _ = (ctx, reason);
+    }
+
+    /// Called when the actor is destroyed (`Registry::destroy`, `EntityCtx::destroy`), in the transaction that marks
+    /// it destroyed: tell others through the outbox (`tx.send`), which is delivered before the database is deleted.
+    /// An error refuses the destroy and changes nothing.
+    fn on_destroy(&self, tx: &mut Tx<'_>) -> HookResult {
+        let _ = tx;
+        Ok(())
+    }
+
     /// Whether the actor may passivate now even though it is idle (e.g. not while a long job runs in the background).
+    /// Work started with [`EntityCtx::keep_awake`] holds the actor awake without this.
     fn can_passivate(&self) -> bool {
         true
     }
 
     /// Whether the actor owes work it has not started (recorded with [`Tx::owe_work`]): it may passivate, but its
-    /// recovery mark is kept, so a restart reactivates it and [`Entity::started`] can pick the work up.
+    /// recovery mark is kept, so a restart reactivates it and [`Entity::on_wake`] can pick the work up.
     fn owes_work(&self) -> bool {
         false
     }
@@ -94,6 +120,20 @@ pub trait Entity: Sized + Unpin + Send + 'static {
     fn accepts(deliveries: &mut outbox::Accepts<Self>) {
         let _ = deliveries;
     }
+}
+
+/// What the `on_create` and `on_destroy` hooks answer: an error (any, diesel's included) refuses.
+pub type HookResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
+
+/// Why an actor is going to sleep ([`Entity::on_sleep`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SleepReason {
+    /// It handled nothing for its kind's `idle_timeout`.
+    Idle,
+    /// The runtime needed its live slot (the live cap) or an operator asked.
+    Evicted,
+    /// The runtime is shutting down.
+    Shutdown,
 }
 
 /// A read-only query. Runs against the committed state, with writes refused by the connection.
@@ -350,7 +390,7 @@ impl<E: Entity> Myself<E> {
     }
 }
 
-/// The actor context given to [`Command`]s and [`Entity::started`]: read access to the database and scoped background
+/// The actor context given to [`Command`]s and [`Entity::on_wake`]: read access to the database and scoped background
 /// work. Everything started here is cancelled when the actor stops, passivates or restarts.
 pub struct EntityCtx<'a, E: Entity> {
     pub(crate) core: &'a mut Core<E>,
@@ -397,6 +437,33 @@ impl<'a, E: Entity> EntityCtx<'a, E> {
         let handle = self.ctx.spawn(fut);
         self.core.track(id, handle);
         handle
+    }
+
+    /// Runs `fut` as background work that keeps the actor awake: until it completes the actor neither passivates for
+    /// idleness nor is evicted (its idle time counts from the end of the work). It is still cancelled by a restart,
+    /// a destroy or a runtime shutdown: work that must survive those belongs in the database (`Tx::owe_work`, a
+    /// durable schedule).
+    pub fn keep_awake<F>(&mut self, fut: F) -> SpawnHandle
+    where
+        F: Future<Output = ()> + 'static,
+    {
+        self.core.awake += 1;
+        let id = self.core.next_bg_id();
+        let fut =
+            actix::fut::wrap_future::<_, EntityActor<E>>(super::actor::guard_panics(fut)).map(move |(), act, _| {
+                let core = act.core_mut();
+                core.untrack_id(id);
+                core.awake_done();
+            });
+        let handle = self.ctx.spawn(fut);
+        self.core.track(id, handle);
+        handle
+    }
+
+    /// Destroys this actor once the current message is done (see `Registry::destroy`; nobody waits for the answer,
+    /// a refusal of `on_destroy` is logged).
+    pub fn destroy(&mut self) {
+        self.ctx.notify(super::actor::Destroy { reply: None });
     }
 
     /// Runs `f` after `delay`, unless the actor stops first.

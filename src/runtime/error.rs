@@ -32,6 +32,9 @@ pub enum ActivationFailure {
     IdentityMismatch { stored_kind: String, stored_key: String },
     #[error("loading state failed: {0}")]
     Load(String),
+    /// The kind's `Entity::on_create` refused; nothing was created.
+    #[error("creating the actor failed: {0}")]
+    Create(String),
     #[error("no live slot became free within {0:?} (max live actors reached)")]
     TooManyLive(Duration),
     #[error("the runtime is shutting down")]

@@ -30,7 +30,8 @@ pub mod topic;
 pub use actor::{restart_backoff, EntityActor};
 pub use db::Synchronous;
 pub use entity::{
-    message_name, Command, Delivery, Entity, EntityCtx, KindConfig, Mutation, Myself, Read, SnapshotError, Tx,
+    message_name, Command, Delivery, Entity, EntityCtx, HookResult, KindConfig, Mutation, Myself, Read, SleepReason,
+    SnapshotError, Tx,
 };
 pub use error::{ActivationError, ActivationFailure, CallError, KeyError, RuntimeError};
 pub use idempotency::{IdempotencyKey, Idempotent, Once, Recorded};

@@ -37,7 +37,7 @@ where
     /// Runs in the actor's context once the scheduled mutation committed: starts what the committed state calls for
     /// and a transaction cannot (background work such as a sync or an agent turn). Not durable by itself: a crash
     /// between the commit and this call skips it, so the mutation must leave a durable trace the actor's
-    /// `Entity::started` acts on (as it must for any background work cut by a crash).
+    /// `Entity::on_wake` acts on (as it must for any background work cut by a crash).
     fn committed(output: Self::Output, entity: &mut Self::Entity, ctx: &mut EntityCtx<'_, Self::Entity>) {
         let _ = (output, entity, ctx);
     }

@@ -368,6 +368,13 @@ impl TopicHub {
         self.shards.iter().map(|s| lock(s).len()).sum()
     }
 
+    /// Drops the channels of one actor (it was destroyed): its subscribers see the end of their streams.
+    pub fn close_actor(&self, kind: &'static str, key: &str) {
+        for shard in &self.shards {
+            lock(shard).retain(|id, _| !(id.kind == kind && id.key == key));
+        }
+    }
+
     /// Drops every channel: subscribers see the end of their stream.
     pub fn close_all(&self) {
         for shard in &self.shards {

@@ -46,7 +46,7 @@ impl Entity for GitHubData {
         Ok(GitHubData { org: key.clone(), sync: None, retry_attempt: 0 })
     }
 
-    fn started(&mut self, ctx: &mut crate::runtime::EntityCtx<'_, Self>) {
+    fn on_wake(&mut self, ctx: &mut crate::runtime::EntityCtx<'_, Self>) {
         // A sync cut by a restart is reported as failed; its rows stay and the next sync starts cleanly.
         if let Err(e) = sync::fail_interrupted(self, ctx) {
             tracing::error!(org = %self.org, error = %e, "could not recover the sync state");

@@ -1,5 +1,5 @@
 //! Automatic retry of a failed or interrupted sync, as a durable schedule of the github-data actor: `EndSync` with an
-//! error (or `Entity::started` finding a sync a restart cut short) schedules [`RetrySync`] in the transaction that
+//! error (or `Entity::on_wake` finding a sync a restart cut short) schedules [`RetrySync`] in the transaction that
 //! records the failure, after a delay that doubles per attempt ([`SyncRetry`]); when it fires and the failure is
 //! still the latest state, the sync starts again. The schedule survives passivation and restarts, so an
 //! organization whose sync failed at night is mirrored again without anyone asking. Any sync started meanwhile

@@ -100,7 +100,7 @@ impl Entity for Session {
         Ok(Session::new(key.clone()))
     }
 
-    fn started(&mut self, ctx: &mut EntityCtx<'_, Self>) {
+    fn on_wake(&mut self, ctx: &mut EntityCtx<'_, Self>) {
         if let Err(e) = self.recover_turn(ctx) {
             tracing::error!(session = %self.key.encode(), error = %e, "could not recover the agent loop");
         }

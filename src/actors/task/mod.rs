@@ -106,7 +106,7 @@ impl Entity for Task {
         crate::actors::topic_snapshot(Self::KIND, topic, TOPIC, || self.build_detail(db))
     }
 
-    fn started(&mut self, ctx: &mut crate::runtime::EntityCtx<'_, Self>) {
+    fn on_wake(&mut self, ctx: &mut crate::runtime::EntityCtx<'_, Self>) {
         processes::resume(self, ctx);
         workspace::resume(self, ctx);
     }

@@ -1,49 +1,67 @@
-//! Lifecycle: idle passivation, eviction (with parking of actors whose outbox waits), and the drain-then-close
-//! shutdown that commits what is pending, closes the database off the arbiter and leaves the registry.
+//! Lifecycle: idle passivation, eviction (with parking of actors whose outbox waits), keep-awake, the `on_sleep`
+//! hook, and the drain-then-close shutdown that commits what is pending, closes the database off the arbiter and
+//! leaves the registry. Destruction is in `destroy`.
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
-use super::super::entity::Entity;
-use super::{EntityActor, Passivate, Recovered, Shutdown};
+use super::super::entity::{Entity, SleepReason};
+use super::super::error::CallError;
+use super::{panic_text, EntityActor, Passivate, Recovered, Shutdown};
+
+/// The answer to a caller of `Registry::destroy` (an `on_destroy` refusal is `CallError::Handler`).
+pub(crate) type DestroyReply = oneshot::Sender<Result<(), CallError<String>>>;
 
 pub(super) enum StopState {
     Running,
     /// Shutdown requested: retired, draining calls in flight; these wait for the database to close.
     Draining(Vec<oneshot::Sender<()>>),
+    /// Being destroyed (see `destroy`): retired; the outbox still delivers; these wait for the file to be deleted.
+    Destroying(Vec<DestroyReply>),
     Stopped,
+}
+
+impl StopState {
+    /// Whether the outbox keeps delivering: while running, and while destroying (a destroy waits for it to settle).
+    pub(super) fn delivers(&self) -> bool {
+        matches!(self, StopState::Running | StopState::Destroying(_))
+    }
 }
 
 impl<E: Entity> EntityActor<E> {
     pub(super) fn check_idle(&mut self, ctx: &mut Context<Self>) {
         let idle = self.core.registry.inner.config.idle_timeout;
         let since = Duration::from_millis(self.shared().clock_ms().saturating_sub(self.core.last_activity_ms));
-        if since >= idle && self.try_passivate(ctx, false) {
+        if since >= idle && self.try_passivate(ctx, false, SleepReason::Idle) {
             return;
         }
         let next = if since >= idle { idle } else { idle - since };
         ctx.run_later(next, |act, ctx| act.check_idle(ctx));
     }
 
-    /// Passivates if nothing is in flight and nothing keeps the actor busy.
-    pub(super) fn try_passivate(&mut self, ctx: &mut Context<Self>, park_pending: bool) -> bool {
+    /// Passivates if nothing is in flight and nothing keeps the actor busy (`can_passivate`, keep-awake work).
+    pub(super) fn try_passivate(&mut self, ctx: &mut Context<Self>, park_pending: bool, why: SleepReason) -> bool {
         if !matches!(self.core.stop, StopState::Running) || !self.core.is_open() {
             return false;
         }
         self.flush(ctx);
-        let pending = self.core.outbox.pending;
         // Parking also drops a delivery in flight (typically waiting for its target to get a live slot): the row
         // stays in the outbox and is delivered again later, and receivers ignore a sequence number they applied.
         let delivering = self.core.outbox.in_flight && !park_pending;
-        if !self.entity.can_passivate() || (pending && !park_pending) || delivering {
+        let busy = !self.entity.can_passivate() || self.core.awake > 0;
+        if busy || (self.core.outbox.pending && !park_pending) || delivering {
             return false;
         }
         if !self.core.slot.try_retire() {
             return false;
         }
+        self.call_on_sleep(ctx, why);
+        // `on_sleep` may have written outbox rows: they are parked like any others (durable, delivered later).
+        let pending = self.core.outbox.pending;
         self.finish_stop(ctx, if pending { "parked with outbox rows to deliver" } else { "passivated" });
         if pending {
             self.shared().park(E::KIND, &self.core.encoded);
@@ -51,8 +69,21 @@ impl<E: Entity> EntityActor<E> {
         true
     }
 
+    /// Runs `Entity::on_sleep` (the slot is retired: no call is in flight or can arrive). Its writes commit and
+    /// publish like a command's; its background work is cancelled with the rest right after.
+    fn call_on_sleep(&mut self, ctx: &mut Context<Self>, why: SleepReason) {
+        let res = catch_unwind(AssertUnwindSafe(|| self.with_ctx(ctx, |e, c| e.on_sleep(c, why))));
+        if let Err(p) = res {
+            tracing::error!(kind = E::KIND, key = %self.core.encoded, panic = %panic_text(&p), "on_sleep hook panicked");
+        }
+    }
+
     pub(super) fn drain_then_stop(&mut self, ctx: &mut Context<Self>) {
         if self.core.slot.in_flight() == 0 {
+            if self.core.is_open() {
+                self.flush(ctx);
+                self.call_on_sleep(ctx, SleepReason::Shutdown);
+            }
             self.finish_stop(ctx, "shut down");
         } else {
             ctx.run_later(Duration::from_millis(1), |act, ctx| act.drain_then_stop(ctx));
@@ -79,6 +110,9 @@ impl<E: Entity> EntityActor<E> {
         }
         self.core.slot.force_retire();
         self.core.registry.remove_slot(&self.core.key, &self.core.slot);
+        // A destroy cut short (shutdown, a refusal) releases callers waiting for the key; its mark, if committed,
+        // makes the next activation resume it.
+        self.core.slot.release_destroyed();
         tracing::debug!(kind = E::KIND, key = %self.core.encoded, reason, "actor stopped");
         let waiters = match std::mem::replace(&mut self.core.stop, StopState::Stopped) {
             StopState::Draining(waiters) => waiters,
@@ -111,7 +145,7 @@ impl<E: Entity> EntityActor<E> {
 impl<E: Entity> Handler<Passivate> for EntityActor<E> {
     type Result = ();
     fn handle(&mut self, p: Passivate, ctx: &mut Context<Self>) {
-        let done = self.try_passivate(ctx, p.park_pending);
+        let done = self.try_passivate(ctx, p.park_pending, SleepReason::Evicted);
         self.core.slot.evict_requested.store(false, Ordering::Relaxed);
         if let Some(tx) = p.done {
             let _ = tx.send(done);
@@ -127,6 +161,14 @@ impl<E: Entity> Handler<Shutdown> for EntityActor<E> {
                 let _ = s.done.send(());
             }
             StopState::Draining(waiters) => waiters.push(s.done),
+            StopState::Destroying(waiters) => {
+                // The destroy resumes after the restart (its mark is durable); its callers learn why it did not end.
+                for w in waiters.drain(..) {
+                    let _ = w.send(Err(CallError::ShuttingDown));
+                }
+                self.core.stop = StopState::Draining(vec![s.done]);
+                self.finish_stop(ctx, "shut down while destroying");
+            }
             StopState::Running => {
                 self.core.slot.force_retire();
                 self.core.stop = StopState::Draining(vec![s.done]);

@@ -5,10 +5,12 @@
 //!   and `EntityCtx::write`.
 //! - `outbox_pump`: outbox delivery, one row at a time in order, and clearing the recovery marker once settled.
 //! - `supervise`: panics caught per handler, reload from the database, back-off on repeated failure.
-//! - `lifecycle`: idle passivation, eviction, parking and the drain-then-close shutdown.
+//! - `lifecycle`: idle passivation, eviction, parking, keep-awake, `on_sleep` and the drain-then-close shutdown.
+//! - `destroy`: destroying an actor (outbox settled first, then its database deleted), resumed after a crash.
 //! - `handlers`: one actix `Handler` per message type.
 
 mod commit;
+mod destroy;
 mod handlers;
 mod lifecycle;
 mod outbox_pump;
@@ -32,6 +34,7 @@ use super::publish::Change;
 use super::registry::{Registry, Slot};
 use super::topic::Subscription;
 
+pub(crate) use lifecycle::DestroyReply;
 use lifecycle::StopState;
 use outbox_pump::OutboxState;
 pub(crate) use schedules::WakeSchedules;
@@ -102,6 +105,14 @@ impl Message for Passivate {
     type Result = ();
 }
 
+/// Destroy the actor (see `destroy`); `reply` answers once its database is deleted.
+pub(crate) struct Destroy {
+    pub(crate) reply: Option<DestroyReply>,
+}
+impl Message for Destroy {
+    type Result = ();
+}
+
 /// Drain calls in flight, then close the database and stop (runtime shutdown).
 pub(crate) struct Shutdown {
     pub(crate) done: oneshot::Sender<()>,
@@ -127,6 +138,7 @@ pub(crate) struct CoreParts<E: Entity> {
     pub registry: Registry<E>,
     pub versions: HashMap<String, u64>,
     pub outbox_pending: bool,
+    pub destroying: bool,
     pub live_permit: OwnedSemaphorePermit,
 }
 
@@ -151,6 +163,10 @@ pub struct Core<E: Entity> {
     last_activity_ms: u64,
     bg: HashMap<u64, SpawnHandle>,
     next_bg: u64,
+    /// Keep-awake work running (`EntityCtx::keep_awake`): the actor neither passivates nor is evicted meanwhile.
+    pub(crate) awake: usize,
+    /// The database says a destroy was accepted: the actor resumes it as soon as it starts.
+    resume_destroy: bool,
     stop: StopState,
     live_permit: Option<OwnedSemaphorePermit>,
     /// Topic changes of `EntityCtx::write`s, in commit order, waiting to be published once the command or callback
@@ -190,6 +206,12 @@ impl<E: Entity> Core<E> {
 
     pub(crate) fn untrack_id(&mut self, id: u64) {
         self.bg.remove(&id);
+    }
+
+    /// A keep-awake task ended: the idle clock restarts from now.
+    pub(crate) fn awake_done(&mut self) {
+        self.awake = self.awake.saturating_sub(1);
+        self.last_activity_ms = self.shared().clock_ms();
     }
 
     pub(crate) fn shared(&self) -> &super::system::Shared {
@@ -245,6 +267,8 @@ impl<E: Entity> EntityActor<E> {
                 last_activity_ms: now_ms,
                 bg: HashMap::new(),
                 next_bg: 0,
+                awake: 0,
+                resume_destroy: p.destroying,
                 stop: StopState::Running,
                 live_permit: Some(p.live_permit),
                 written: Vec::new(),
@@ -312,9 +336,17 @@ impl<E: Entity> Actor for EntityActor<E> {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        if self.core.resume_destroy {
+            // No `on_wake`, no schedules: the actor only settles its outbox and deletes itself.
+            self.begin_destroy(ctx, None, true);
+            if self.core.outbox.pending {
+                self.pump_outbox(ctx);
+            }
+            return;
+        }
         let idle = self.core.registry.inner.config.idle_timeout;
         ctx.run_later(idle, |act, ctx| act.check_idle(ctx));
-        self.call_started(ctx);
+        self.call_on_wake(ctx);
         if self.core.outbox.pending {
             self.pump_outbox(ctx);
         }

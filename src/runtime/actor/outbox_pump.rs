@@ -61,7 +61,7 @@ impl<E: Entity> EntityActor<E> {
 
     /// Sends the oldest outbox row; the next one goes when this one is acknowledged, which keeps delivery in order.
     pub(super) fn pump_outbox(&mut self, ctx: &mut Context<Self>) {
-        if self.core.outbox.in_flight || !self.core.is_open() || !matches!(self.core.stop, StopState::Running) {
+        if self.core.outbox.in_flight || !self.core.is_open() || !self.core.stop.delivers() {
             return;
         }
         let row = match outbox::head(self.core.conn()) {

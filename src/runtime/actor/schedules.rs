@@ -55,7 +55,7 @@ pub(crate) enum Arming {
 }
 
 pub(crate) struct ScheduleTimer {
-    handle: SpawnHandle,
+    pub(super) handle: SpawnHandle,
     /// The due time it was armed for.
     due: i64,
 }
@@ -192,7 +192,7 @@ impl<E: Entity> EntityActor<E> {
             })?;
             let Some(after) = fired else { return Ok(false) };
             // A panic here is not the scheduled mutation's (it committed): it is caught and logged like one in
-            // `Entity::started`, and the actor carries on.
+            // `Entity::on_wake`, and the actor carries on.
             let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| after(entity, c)));
             if let Err(p) = caught {
                 tracing::error!(panic = %super::panic_text(&p), "scheduled message's after-commit step panicked");

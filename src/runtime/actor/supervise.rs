@@ -13,9 +13,10 @@ use diesel::sqlite::SqliteConnection;
 use futures_util::FutureExt;
 
 use super::super::db;
-use super::super::entity::Entity;
+use super::super::entity::{Effects, Entity, Tx};
 use super::super::error::ActivationFailure;
 use super::super::outbox;
+use super::super::system::Shared;
 use super::EntityActor;
 
 /// Back-off before the actor processes messages again after its `failures`-th consecutive failure: none for an
@@ -34,23 +35,41 @@ pub(crate) struct Opened<E> {
     pub entity: E,
     pub versions: HashMap<String, u64>,
     pub outbox_pending: bool,
+    /// A destroy was accepted before the actor last stopped: it resumes the destruction instead of serving calls.
+    pub destroying: bool,
 }
 
-/// Opens, migrates and loads an entity; runs on the blocking pool at activation and inline on restart.
+/// Opens, migrates and loads an entity (running `Entity::on_create` if this open creates it); runs on the blocking
+/// pool at activation and inline on restart.
 pub(crate) fn open_entity<E: Entity>(
     key: &E::Key,
     path: &Path,
     encoded: &str,
-    opts: db::ConnOptions,
+    shared: &Shared,
     fresh: bool,
 ) -> Result<Opened<E>, ActivationFailure> {
-    let mut conn = db::open_actor_db(path, E::KIND, encoded, E::MIGRATIONS, opts, fresh)?;
+    let opts = shared.config.conn_options();
+    // Effects of the creation (topics, schedules, outbox rows) need no publishing: nobody subscribes to an actor that
+    // does not exist yet, and the new actor arms its schedules and pumps its outbox when it starts.
+    let mut on_create = |conn: &mut SqliteConnection| {
+        let mut effects = Effects::default();
+        let mut tx = Tx { conn, effects: &mut effects, runtime: shared, kind: E::KIND };
+        E::on_create(key, &mut tx).map_err(|e| e.to_string())
+    };
+    let mut conn = db::open_actor_db_with(path, E::KIND, encoded, E::MIGRATIONS, opts, fresh, &mut on_create)?;
     let load = |e: diesel::result::Error| ActivationFailure::Load(e.to_string());
     let versions = outbox::load_versions(&mut conn).map_err(load)?;
     let outbox_pending = outbox::has_rows(&mut conn).map_err(load)?;
-    let incarnation = db::incarnation(&mut conn).map_err(load)?;
+    let identity = db::identity(&mut conn).map_err(load)?;
     let entity = E::load(key, &mut conn).map_err(load)?;
-    Ok(Opened { conn, incarnation, entity, versions, outbox_pending })
+    Ok(Opened {
+        conn,
+        incarnation: identity.incarnation,
+        entity,
+        versions,
+        outbox_pending,
+        destroying: identity.destroying,
+    })
 }
 
 /// Logs instead of unwinding: a panic in background work must not take the arbiter thread (and every actor on it)
@@ -74,10 +93,10 @@ pub(crate) fn panic_text(p: &Box<dyn std::any::Any + Send>) -> String {
 }
 
 impl<E: Entity> EntityActor<E> {
-    pub(super) fn call_started(&mut self, ctx: &mut Context<Self>) {
-        let res = catch_unwind(AssertUnwindSafe(|| self.with_ctx(ctx, |e, c| e.started(c))));
+    pub(super) fn call_on_wake(&mut self, ctx: &mut Context<Self>) {
+        let res = catch_unwind(AssertUnwindSafe(|| self.with_ctx(ctx, |e, c| e.on_wake(c))));
         if let Err(p) = res {
-            tracing::error!(kind = E::KIND, key = %self.core.encoded, panic = %panic_text(&p), "started hook panicked");
+            tracing::error!(kind = E::KIND, key = %self.core.encoded, panic = %panic_text(&p), "on_wake hook panicked");
         }
     }
 
@@ -90,9 +109,9 @@ impl<E: Entity> EntityActor<E> {
             ctx.cancel_future(h);
         }
         self.core.conn = None;
-        let opts = self.shared().config.conn_options();
+        let shared = self.core.registry.inner.shared.clone();
         let reopened = catch_unwind(AssertUnwindSafe(|| {
-            open_entity::<E>(&self.core.key, &self.core.path, &self.core.encoded, opts, false)
+            open_entity::<E>(&self.core.key, &self.core.path, &self.core.encoded, &shared, false)
         }))
         .unwrap_or_else(|p| Err(ActivationFailure::Load(format!("load panicked: {}", panic_text(&p)))));
         match reopened {
@@ -122,7 +141,7 @@ impl<E: Entity> EntityActor<E> {
         if !backoff.is_zero() {
             ctx.wait(actix::fut::wrap_future(actix_rt::time::sleep(backoff)));
         }
-        self.call_started(ctx);
+        self.call_on_wake(ctx);
         if self.core.outbox.pending {
             self.pump_outbox(ctx);
         }

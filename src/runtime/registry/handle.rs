@@ -52,8 +52,15 @@ impl<E: Entity> KindHandle for Registry<E> {
                 key: encoded_key.clone(),
                 reason: e.into(),
             })?;
-            let target = this.get_or_create(&key).await?;
-            target.addr.do_send(super::super::actor::Recovered);
+            // Never creates: an entry whose file is gone (a destroy deleted it just before a crash) names nothing.
+            match this.get_existing(&key).await? {
+                Some(target) => target.addr.do_send(super::super::actor::Recovered),
+                None => {
+                    if let Err(e) = this.inner.shared.index.unmark(E::KIND, &encoded_key) {
+                        tracing::warn!(kind = E::KIND, key = %encoded_key, error = %e, "could not clear a stale recovery marker");
+                    }
+                }
+            }
             Ok(())
         })
     }

@@ -58,6 +58,10 @@ pub(crate) struct Slot<E: Entity> {
     /// for [`EVICT_REFUSAL_BACKOFF_MS`]: an actor with an outbox to deliver or a turn running cannot make room, and
     /// asking it again and again is what kept a full runtime from evicting anyone else.
     pub(crate) evict_refused_ms: AtomicU64,
+    /// The actor is being destroyed: callers wait for [`Slot::release_destroyed`] instead of activating the key's
+    /// file again under a new actor.
+    destroying: AtomicBool,
+    released: Notify,
 }
 
 /// An eviction candidate: when it was last used, its slot and its address.
@@ -101,6 +105,30 @@ impl<E: Entity> Slot<E> {
             last_used_ms: AtomicU64::new(0),
             evict_requested: AtomicBool::new(false),
             evict_refused_ms: AtomicU64::new(0),
+            destroying: AtomicBool::new(false),
+            released: Notify::new(),
+        }
+    }
+
+    /// Retires the slot for a destroy: it stays in the map (so the key cannot be activated) until released.
+    pub(crate) fn mark_destroying(&self) {
+        self.destroying.store(true, Ordering::SeqCst);
+        self.force_retire();
+    }
+
+    /// The destroyed actor's file is gone (or the destroy ended otherwise): waiting callers look the key up again.
+    pub(crate) fn release_destroyed(&self) {
+        if self.destroying.swap(false, Ordering::SeqCst) {
+            self.released.notify_waiters();
+        }
+    }
+
+    async fn wait_released(&self) {
+        let released = self.released.notified();
+        tokio::pin!(released);
+        released.as_mut().enable();
+        if self.destroying.load(Ordering::SeqCst) {
+            released.await;
         }
     }
 
@@ -185,6 +213,8 @@ pub struct KindStats {
     pub schedules_fired: AtomicU64,
     /// Attempts of scheduled messages that failed (refused, panicked, not decodable) and were put back with back-off.
     pub schedule_failures: AtomicU64,
+    /// Actors destroyed (their database deleted).
+    pub destroyed: AtomicU64,
     /// Milliseconds of the latest restart back-off (0 when the last restart needed none).
     pub last_backoff_ms: AtomicU64,
 }
@@ -287,6 +317,34 @@ impl<E: Entity> Registry<E> {
         Ok(slot.and_then(|s| s.cell.get().cloned()).map(|addr| EntityRef { addr }))
     }
 
+    /// Destroys `key`'s actor (never creating one: `NotFound` if it does not exist). It stops admitting calls, lets
+    /// the ones in flight finish, commits `Entity::on_destroy` with a durable mark, waits for its outbox to settle
+    /// (every row delivered or dead-lettered), deletes its database and releases the key; the answer comes once the
+    /// file is gone. Afterwards the key names nothing: `*_existing` calls answer `NotFound`, and `get_or_create`
+    /// (like an outbox delivery addressed to it) creates a fresh actor. Callers that arrive meanwhile wait for that.
+    /// A refusal of `on_destroy` is `CallError::Handler` and changes nothing. A crash after the mark resumes the
+    /// destruction when the actor is next activated (recovery activates it).
+    pub async fn destroy(&self, key: &E::Key) -> Result<(), CallError<String>> {
+        if self.inner.shared.is_shutting_down() {
+            return Err(CallError::ShuttingDown);
+        }
+        for _ in 0..16 {
+            let Some(target) = self.get_existing(key).await? else {
+                return Err(CallError::NotFound { kind: E::KIND, key: key.encode() });
+            };
+            let (tx, rx) = oneshot::channel();
+            // Past the mailbox bound on purpose: the destroy retires the slot, so callers queue behind it anyway.
+            if target.addr.send(super::actor::Destroy { reply: Some(tx) }).await.is_err() {
+                continue; // It passivated meanwhile: activate it again.
+            }
+            match rx.await {
+                Ok(answer) => return answer,
+                Err(_) => continue,
+            }
+        }
+        Err(CallError::Unavailable { kind: E::KIND, key: key.encode() })
+    }
+
     /// Whether `key` exists (a live actor or a database on disk), without activating it.
     pub fn exists(&self, key: &E::Key) -> Result<bool, ActivationError> {
         if self.is_live(key) {
@@ -329,6 +387,8 @@ impl<E: Entity> Registry<E> {
                 }
             };
             if slot.is_retired() {
+                // A destroyed actor's key is released only once its file is deleted.
+                slot.wait_released().await;
                 // The old actor is on its way out; step past it to a fresh slot.
                 self.remove_slot(key, &slot);
                 continue;
@@ -398,7 +458,7 @@ impl<E: Entity> Registry<E> {
         }
         let live_permit = shared.acquire_live_slot().await.map_err(fail)?;
         let started = std::time::Instant::now();
-        let (k, p, enc, opts) = (key.clone(), path.clone(), encoded.clone(), shared.config.conn_options());
+        let (k, p, enc) = (key.clone(), path.clone(), encoded.clone());
         let _opening = shared.opening.acquire().await.map_err(|_| fail(ActivationFailure::ShuttingDown))?;
         let this = self.clone();
         let opened = actix_rt::task::spawn_blocking(move || {
@@ -409,7 +469,14 @@ impl<E: Entity> Registry<E> {
                 }
                 this.create_from_template(&p);
             }
-            super::actor::open_entity::<E>(&k, &p, &enc, opts, fresh).map(Some)
+            let opened = super::actor::open_entity::<E>(&k, &p, &enc, &this.inner.shared, fresh);
+            if fresh && matches!(opened, Err(ActivationFailure::Create(_))) {
+                // `on_create` refused: no file is left behind, so the key still names nothing (`get_existing`).
+                if let Err(e) = super::db::remove_actor_files(&p) {
+                    tracing::warn!(kind = E::KIND, path = %p.display(), error = %e, "could not remove an uncreated actor");
+                }
+            }
+            opened.map(Some)
         })
         .await
         .map_err(|e| fail(ActivationFailure::Load(format!("activation task failed: {e}"))))?;
@@ -434,6 +501,7 @@ impl<E: Entity> Registry<E> {
             registry,
             versions: opened.versions,
             outbox_pending: opened.outbox_pending,
+            destroying: opened.destroying,
             live_permit,
         };
         let entity = opened.entity;

@@ -1,0 +1,1 @@
+ALTER TABLE _foundry_identity DROP COLUMN destroying;
