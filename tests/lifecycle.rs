@@ -359,7 +359,7 @@ async fn an_on_destroy_refusal_changes_nothing_and_the_actor_serves_again() {
     let key = k("refuse-destroy-1");
     reg.mutate(&key, AddNote("kept")).await.unwrap();
     match reg.destroy(&key).await {
-        Err(CallError::Handler(m)) => assert!(m.contains("stays"), "{m}"),
+        Err(CallError::Handler(m)) => assert!(m.0.contains("stays"), "{m}"),
         other => panic!("expected the hook's refusal, got {other:?}"),
     }
     let notes = reg.read(&key, GetNotes).await.unwrap();

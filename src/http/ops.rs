@@ -53,6 +53,9 @@ pub fn render_metrics(rt: &Runtime) -> String {
             s.passivations.load(Ordering::Relaxed)
         }),
         ("foundry_restarts_total", "counter", "Restarts after a panic.", |s, _| s.restarts.load(Ordering::Relaxed)),
+        ("foundry_destroyed_total", "counter", "Actors destroyed (database deleted).", |s, _| {
+            s.destroyed.load(Ordering::Relaxed)
+        }),
     ];
     let mut rows: Vec<(&'static str, Vec<u64>)> = Vec::new();
     rt.for_each_kind(|kind, stats, depth| rows.push((kind, METRICS.iter().map(|m| (m.3)(stats, depth)).collect())));

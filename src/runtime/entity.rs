@@ -435,7 +435,7 @@ impl<'a, E: Entity> EntityCtx<'a, E> {
         let fut = actix::fut::wrap_future::<_, EntityActor<E>>(super::actor::guard_panics(fut))
             .map(move |(), act, _| act.core_mut().untrack_id(id));
         let handle = self.ctx.spawn(fut);
-        self.core.track(id, handle);
+        self.core.track(id, handle, false);
         handle
     }
 
@@ -447,16 +447,15 @@ impl<'a, E: Entity> EntityCtx<'a, E> {
     where
         F: Future<Output = ()> + 'static,
     {
-        self.core.awake += 1;
         let id = self.core.next_bg_id();
         let fut =
             actix::fut::wrap_future::<_, EntityActor<E>>(super::actor::guard_panics(fut)).map(move |(), act, _| {
                 let core = act.core_mut();
                 core.untrack_id(id);
-                core.awake_done();
+                core.background_done(true);
             });
         let handle = self.ctx.spawn(fut);
-        self.core.track(id, handle);
+        self.core.track(id, handle, true);
         handle
     }
 
@@ -476,7 +475,7 @@ impl<'a, E: Entity> EntityCtx<'a, E> {
             act.core_mut().untrack_id(id);
             act.with_ctx(ctx, f)
         });
-        self.core.track(id, handle);
+        self.core.track(id, handle, false);
         handle
     }
 
@@ -487,7 +486,7 @@ impl<'a, E: Entity> EntityCtx<'a, E> {
     {
         let id = self.core.next_bg_id();
         let handle = self.ctx.run_interval(every, move |act, ctx| act.with_ctx(ctx, &mut f));
-        self.core.track(id, handle);
+        self.core.track(id, handle, false);
         handle
     }
 

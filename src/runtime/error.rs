@@ -43,6 +43,11 @@ pub enum ActivationFailure {
     UnknownKind(String),
 }
 
+/// `Entity::on_destroy` refused the destroy (its message); nothing changed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("destroy refused: {0}")]
+pub struct DestroyRefused(pub String);
+
 /// What a call to an actor can return instead of the handler's reply.
 ///
 /// `E` is the handler's own error type, so domain errors stay typed end to end.

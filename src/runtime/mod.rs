@@ -33,7 +33,7 @@ pub use entity::{
     message_name, Command, Delivery, Entity, EntityCtx, HookResult, KindConfig, Mutation, Myself, Read, SleepReason,
     SnapshotError, Tx,
 };
-pub use error::{ActivationError, ActivationFailure, CallError, KeyError, RuntimeError};
+pub use error::{ActivationError, ActivationFailure, CallError, DestroyRefused, KeyError, RuntimeError};
 pub use idempotency::{IdempotencyKey, Idempotent, Once, Recorded};
 pub use key::EntityKey;
 pub use outbox::Accepts;

@@ -53,10 +53,6 @@ impl Entity for GitHubData {
         }
     }
 
-    fn can_passivate(&self) -> bool {
-        self.sync.is_none()
-    }
-
     fn accepts(a: &mut Accepts<Self>) {
         a.schedule::<RetrySync>();
     }

@@ -196,7 +196,8 @@ pub(super) fn start_sync(
         login: meta.account_login.clone(),
         id: meta.account_id.and_then(|id| u64::try_from(id).ok()),
     };
-    let handle = ctx.spawn(run_sync(ctx.myself(), api.0.clone(), account, meta.generation));
+    // Keep-awake: the organization's data stays live (not passivated, not evicted) while its sync runs.
+    let handle = ctx.keep_awake(run_sync(ctx.myself(), api.0.clone(), account, meta.generation));
     g.sync = Some(handle);
     // A retry sets its attempt after this returns.
     g.retry_attempt = 0;

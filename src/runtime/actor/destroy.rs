@@ -14,7 +14,7 @@ use actix::prelude::*;
 
 use super::super::db;
 use super::super::entity::Entity;
-use super::super::error::CallError;
+use super::super::error::{CallError, DestroyRefused};
 use super::lifecycle::{DestroyReply, StopState};
 use super::{Destroy, EntityActor};
 
@@ -85,7 +85,7 @@ impl<E: Entity> EntityActor<E> {
         tracing::info!(kind = E::KIND, key = %self.core.encoded, error = %message, "destroy refused");
         if let StopState::Destroying(waiters) = std::mem::replace(&mut self.core.stop, StopState::Running) {
             for w in waiters {
-                let _ = w.send(Err(CallError::Handler(message.clone())));
+                let _ = w.send(Err(CallError::Handler(DestroyRefused(message.clone()))));
             }
         }
         self.finish_stop(ctx, "destroy refused");
@@ -108,8 +108,8 @@ impl<E: Entity> EntityActor<E> {
         let StopState::Destroying(waiters) = std::mem::replace(&mut self.core.stop, StopState::Stopped) else {
             return;
         };
-        for (_, h) in self.core.bg.drain() {
-            ctx.cancel_future(h);
+        for (_, b) in self.core.bg.drain() {
+            ctx.cancel_future(b.handle);
         }
         let shared = self.core.registry.inner.shared.clone();
         let (kind, encoded) = (E::KIND, self.core.encoded.clone());

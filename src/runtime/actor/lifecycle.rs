@@ -10,11 +10,11 @@ use actix::prelude::*;
 use tokio::sync::oneshot;
 
 use super::super::entity::{Entity, SleepReason};
-use super::super::error::CallError;
+use super::super::error::{CallError, DestroyRefused};
 use super::{panic_text, EntityActor, Passivate, Recovered, Shutdown};
 
 /// The answer to a caller of `Registry::destroy` (an `on_destroy` refusal is `CallError::Handler`).
-pub(crate) type DestroyReply = oneshot::Sender<Result<(), CallError<String>>>;
+pub(crate) type DestroyReply = oneshot::Sender<Result<(), CallError<DestroyRefused>>>;
 
 pub(super) enum StopState {
     Running,
@@ -52,7 +52,7 @@ impl<E: Entity> EntityActor<E> {
         // Parking also drops a delivery in flight (typically waiting for its target to get a live slot): the row
         // stays in the outbox and is delivered again later, and receivers ignore a sequence number they applied.
         let delivering = self.core.outbox.in_flight && !park_pending;
-        let busy = !self.entity.can_passivate() || self.core.awake > 0;
+        let busy = !self.entity.can_passivate() || self.core.kept_awake();
         if busy || (self.core.outbox.pending && !park_pending) || delivering {
             return false;
         }
@@ -96,8 +96,8 @@ impl<E: Entity> EntityActor<E> {
             return;
         }
         self.flush(ctx);
-        for (_, h) in self.core.bg.drain() {
-            ctx.cancel_future(h);
+        for (_, b) in self.core.bg.drain() {
+            ctx.cancel_future(b.handle);
         }
         if self.core.is_open() && self.core.dirty_marked && !self.core.outbox.pending && !self.entity.owes_work() {
             if let Err(e) = self.shared().index.unmark(E::KIND, &self.core.encoded) {

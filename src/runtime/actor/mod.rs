@@ -142,6 +142,12 @@ pub(crate) struct CoreParts<E: Entity> {
     pub live_permit: OwnedSemaphorePermit,
 }
 
+/// Background work started through `EntityCtx`, cancelled when the actor stops.
+struct Background {
+    handle: SpawnHandle,
+    keeps_awake: bool,
+}
+
 /// Everything the runtime keeps per actor besides the entity value.
 pub struct Core<E: Entity> {
     pub(crate) key: E::Key,
@@ -161,10 +167,8 @@ pub struct Core<E: Entity> {
     failures: u32,
     /// Coarse runtime clock (ms) at the last handled message.
     last_activity_ms: u64,
-    bg: HashMap<u64, SpawnHandle>,
+    bg: HashMap<u64, Background>,
     next_bg: u64,
-    /// Keep-awake work running (`EntityCtx::keep_awake`): the actor neither passivates nor is evicted meanwhile.
-    pub(crate) awake: usize,
     /// The database says a destroy was accepted: the actor resumes it as soon as it starts.
     resume_destroy: bool,
     stop: StopState,
@@ -200,18 +204,24 @@ impl<E: Entity> Core<E> {
         self.next_bg
     }
 
-    pub(crate) fn track(&mut self, id: u64, handle: SpawnHandle) {
-        self.bg.insert(id, handle);
+    pub(crate) fn track(&mut self, id: u64, handle: SpawnHandle, keeps_awake: bool) {
+        self.bg.insert(id, Background { handle, keeps_awake });
     }
 
     pub(crate) fn untrack_id(&mut self, id: u64) {
         self.bg.remove(&id);
     }
 
-    /// A keep-awake task ended: the idle clock restarts from now.
-    pub(crate) fn awake_done(&mut self) {
-        self.awake = self.awake.saturating_sub(1);
-        self.last_activity_ms = self.shared().clock_ms();
+    /// Background work ended (it was untracked): the idle clock restarts from now if it kept the actor awake.
+    pub(crate) fn background_done(&mut self, kept_awake: bool) {
+        if kept_awake {
+            self.last_activity_ms = self.shared().clock_ms();
+        }
+    }
+
+    /// Keep-awake work is running (`EntityCtx::keep_awake`): the actor neither passivates nor is evicted.
+    pub(crate) fn kept_awake(&self) -> bool {
+        self.bg.values().any(|b| b.keeps_awake)
     }
 
     pub(crate) fn shared(&self) -> &super::system::Shared {
@@ -230,7 +240,7 @@ impl<E: Entity> Core<E> {
     }
 
     pub(crate) fn untrack_handle(&mut self, handle: SpawnHandle) {
-        self.bg.retain(|_, h| *h != handle);
+        self.bg.retain(|_, b| b.handle != handle);
     }
 
     fn stats(&self) -> &super::registry::KindStats {
@@ -267,7 +277,6 @@ impl<E: Entity> EntityActor<E> {
                 last_activity_ms: now_ms,
                 bg: HashMap::new(),
                 next_bg: 0,
-                awake: 0,
                 resume_destroy: p.destroying,
                 stop: StopState::Running,
                 live_permit: Some(p.live_permit),

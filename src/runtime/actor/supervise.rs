@@ -105,8 +105,8 @@ impl<E: Entity> EntityActor<E> {
     pub(super) fn restart(&mut self, ctx: &mut Context<Self>, why: &str) {
         self.core.failures += 1;
         self.core.stats().restarts.fetch_add(1, Ordering::Relaxed);
-        for (_, h) in self.core.bg.drain() {
-            ctx.cancel_future(h);
+        for (_, b) in self.core.bg.drain() {
+            ctx.cancel_future(b.handle);
         }
         self.core.conn = None;
         let shared = self.core.registry.inner.shared.clone();

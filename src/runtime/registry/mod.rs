@@ -324,7 +324,7 @@ impl<E: Entity> Registry<E> {
     /// (like an outbox delivery addressed to it) creates a fresh actor. Callers that arrive meanwhile wait for that.
     /// A refusal of `on_destroy` is `CallError::Handler` and changes nothing. A crash after the mark resumes the
     /// destruction when the actor is next activated (recovery activates it).
-    pub async fn destroy(&self, key: &E::Key) -> Result<(), CallError<String>> {
+    pub async fn destroy(&self, key: &E::Key) -> Result<(), CallError<super::error::DestroyRefused>> {
         if self.inner.shared.is_shutting_down() {
             return Err(CallError::ShuttingDown);
         }
