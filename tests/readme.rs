@@ -1,12 +1,13 @@
 //! README.md is executable: its offline walk-through ("Try the whole loop offline") is run verbatim — the server
 //! command as written (on a free port, in a temporary directory), then the shell block with `bash -euo pipefail`,
 //! where every `curl -sf` must succeed and every `watch --until` must see its state — and the examples under
-//! `examples/` run to completion, so neither can rot.
+//! `examples/` run to completion, so neither can rot. docs/writing-an-actor-kind.md quotes its example kind: each of its
+//! code blocks must still be in the file it names, and every path it names must exist.
 //!
 //! The examples' binaries are built by `cargo test` (all targets); alone: `cargo build --examples && cargo test --test readme`.
 //! Needs `git` and `bash` (under `CI=true` a missing one fails the test).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -120,11 +121,128 @@ fn the_examples_run() {
         ("domain", "status update please (s1)"),
         ("schedules", "schedules left: 0"),
         ("lifecycle", "recreated fresh: counter 101"),
+        ("bookmarks", "snapshot folded from patches equals getshelf: true"),
     ];
     for (name, says) in cases {
         let out = Command::new(example(name)).output().unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(out.status.success(), "examples/{name}.rs failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
         assert!(stdout.to_lowercase().contains(says), "examples/{name}.rs printed:\n{stdout}");
+    }
+}
+
+const GUIDE: &str = "docs/writing-an-actor-kind.md";
+
+/// The guide's fenced code blocks: (info string, code). The info string is the language, then the quoted file.
+fn fenced_blocks(guide: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut open: Option<(String, Vec<&str>)> = None;
+    for line in guide.lines() {
+        match (&mut open, line.strip_prefix("```")) {
+            (None, Some(info)) => open = Some((info.trim().to_owned(), Vec::new())),
+            (Some(_), Some(_)) => {
+                let (info, lines) = open.take().unwrap();
+                out.push((info, lines.join("\n")));
+            }
+            (Some((_, lines)), None) => lines.push(line),
+            (None, None) => {}
+        }
+    }
+    out
+}
+
+/// Where `guide` no longer matches the repository: a code block that does not name a file of the repository or is
+/// not in that file verbatim, an unclosed block, or a path in backticks that does not exist. `read` gives a
+/// repository file's text.
+fn guide_drift(guide: &str, read: impl Fn(&str) -> Option<String>) -> Vec<String> {
+    let mut problems = Vec::new();
+    if guide.lines().filter(|l| l.starts_with("```")).count() % 2 == 1 {
+        problems.push("a code block is not closed".to_owned());
+    }
+    for (info, code) in fenced_blocks(guide) {
+        let first = code.lines().next().unwrap_or_default();
+        let Some((lang, file)) = info.split_once(' ') else {
+            problems.push(format!("the block starting {first:?} names no file (```{info})"));
+            continue;
+        };
+        if !["rust", "sql"].contains(&lang) {
+            problems.push(format!("the block starting {first:?} is {lang}, not rust or sql"));
+        }
+        match read(file) {
+            None => problems.push(format!("the block starting {first:?} quotes {file}, which does not exist")),
+            Some(text) if !text.contains(&code) => {
+                problems.push(format!("the block starting {first:?} is no longer in {file} as quoted"))
+            }
+            Some(_) => {}
+        }
+    }
+    let prose: String = guide.split("```").step_by(2).collect();
+    for path in prose.split('`').skip(1).step_by(2).filter(|span| is_repo_path(span)) {
+        if !Path::new(env!("CARGO_MANIFEST_DIR")).join(path).exists() {
+            problems.push(format!("the guide names {path}, which does not exist"));
+        }
+    }
+    problems
+}
+
+/// Whether a span in backticks names a file or directory of the repository (not a placeholder such as `<kind>`).
+fn is_repo_path(span: &str) -> bool {
+    const ROOTS: &[&str] = &["src/", "tests/", "examples/", "migrations/", "docs/", "client/"];
+    const FILES: &[&str] = &["README.md", "ARCHITECTURE.md", "diesel.toml", "build.rs"];
+    (ROOTS.iter().any(|r| span.starts_with(r)) || FILES.contains(&span)) && !span.contains(['<', '*', ' '])
+}
+
+fn repo_file(path: &str) -> Option<String> {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(path)).ok()
+}
+
+#[test]
+fn the_guide_quotes_its_example_verbatim() {
+    let guide = repo_file(GUIDE).unwrap();
+    let problems = guide_drift(&guide, repo_file);
+    assert!(problems.is_empty(), "{GUIDE} drifted from the code it quotes:\n{}", problems.join("\n"));
+
+    // Every step of the guide still shows its code.
+    let code: String = fenced_blocks(&guide).into_iter().map(|(_, code)| code + "\n").collect();
+    for step in [
+        "CHECK (id = 1)",
+        "diesel::table!",
+        "thiserror::Error",
+        "impl Entity for",
+        "impl Read for",
+        "impl Mutation for",
+        "tx.patch(",
+        "tx.send(",
+        "impl Delivery for",
+        "impl Scheduled for",
+        "read_existing",
+        "support::observe_file",
+    ] {
+        assert!(code.contains(step), "no code block of {GUIDE} shows {step:?}");
+    }
+    for doc in ["README.md", "ARCHITECTURE.md"] {
+        assert!(repo_file(doc).unwrap().contains(GUIDE), "{doc} does not link {GUIDE}");
+    }
+}
+
+/// The check notices a quoted line changed in the guide, a block that names no file, and a path that is gone.
+#[test]
+fn a_drifted_guide_is_reported() {
+    let guide = repo_file(GUIDE).unwrap();
+    let kind = r#"const KIND: &'static str = "bookmarks";"#;
+    assert!(guide.contains(kind));
+    let cases = [
+        (
+            guide.replace(kind, r#"const KIND: &'static str = "bookmark";"#),
+            "is no longer in examples/bookmarks/kind.rs",
+        ),
+        (guide.replacen("```rust examples/bookmarks/kind.rs", "```rust", 1), "names no file"),
+        (guide.replacen("```rust examples/bookmarks/kind.rs", "```rust examples/bookmark.rs", 1), "does not exist"),
+        (guide.replacen("`src/actors/error.rs`", "`src/actors/errors.rs`", 1), "names src/actors/errors.rs"),
+    ];
+    for (drifted, says) in cases {
+        assert_ne!(drifted, guide, "the case for {says:?} changed nothing");
+        let problems = guide_drift(&drifted, repo_file);
+        assert!(problems.len() == 1 && problems[0].contains(says), "expected {says:?}, got {problems:?}");
     }
 }

@@ -16,6 +16,11 @@ use foundry::actors::task::Task;
 use foundry::actors::user::User;
 use foundry::runtime::Entity;
 
+/// The guide's example kind (docs/writing-an-actor-kind.md); only its schema is used here.
+#[allow(dead_code)]
+#[path = "../examples/bookmarks/kind.rs"]
+mod guide_kind;
+
 #[derive(QueryableByName)]
 struct Column {
     #[diesel(sql_type = Text)]
@@ -123,4 +128,10 @@ fn singleton_tables_refuse_a_second_row() {
         total += n;
     }
     assert!(total >= 7, "{total} singleton tables checked");
+}
+
+/// The kind of docs/writing-an-actor-kind.md: its `shelf` is a singleton too.
+#[test]
+fn the_guide_kinds_singleton_refuses_a_second_row() {
+    assert_eq!(check_kind("bookmarks", guide_kind::Bookmarks::MIGRATIONS), 1);
 }
