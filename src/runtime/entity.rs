@@ -67,6 +67,13 @@ pub trait Entity: Sized + Unpin + Send + 'static {
         KindConfig::default()
     }
 
+    /// The key that places this actor in a shard (`runtime::placement`): actors with one placement key always live
+    /// together. The default is the key itself; a kind whose actors belong to a larger whole (a task to its
+    /// organization) answers that whole's key. Must depend on the key only, and never change for a stored actor.
+    fn placement_key(key: &Self::Key) -> std::borrow::Cow<'_, str> {
+        std::borrow::Cow::Owned(key.encode())
+    }
+
     /// The full snapshot of `topic`, as published to subscribers. Runs read-only.
     fn snapshot(&self, topic: &str, db: &mut SqliteConnection) -> Result<serde_json::Value, SnapshotError> {
         let _ = db;

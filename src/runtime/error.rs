@@ -41,6 +41,9 @@ pub enum ActivationFailure {
     ShuttingDown,
     #[error("kind {0} is not registered with this runtime")]
     UnknownKind(String),
+    /// Cluster mode: another node serves the actor's shard (or none does right now); nothing was opened.
+    #[error("shard {0} is not served by this node")]
+    NotOwner(super::placement::ShardId),
 }
 
 /// `Entity::on_destroy` refused the destroy (its message); nothing changed.

@@ -9,6 +9,7 @@
 //! - [`idempotency`]: idempotency keys recorded in the transaction of the creation they stand for.
 //! - [`schedule`]: durable schedules (alarms) an actor sets for itself; `due`: the runtime-wide index that wakes
 //!   passivated actors when one is due.
+//! - [`placement`]: the fixed 1,024 shards actors are placed in, and the `Router` cluster mode decides them with.
 //! - [`system`]: the [`Runtime`] tying it together.
 
 pub mod actor;
@@ -21,6 +22,7 @@ pub mod idempotency;
 pub mod key;
 pub mod outbox;
 pub mod patch;
+pub mod placement;
 mod publish;
 pub mod registry;
 pub mod schedule;
@@ -38,6 +40,7 @@ pub use idempotency::{IdempotencyKey, Idempotent, Once, Recorded};
 pub use key::EntityKey;
 pub use outbox::Accepts;
 pub use patch::{PatchError, PatchOp};
+pub use placement::{shard_of, Route, Router, ShardId, SHARD_COUNT};
 pub use registry::{Backpressure, EntityRef, KindStats, Registry};
 pub use schedule::{CancelSchedule, ListSchedules, ScheduleId, ScheduleInfo, Scheduled};
 pub use system::{RecoveryReport, Runtime, RuntimeConfig};

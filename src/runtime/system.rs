@@ -44,6 +44,9 @@ pub struct RuntimeConfig {
     /// the next use of each one compiles it again (BENCHMARKS.md, section e). A read that writes is a bug in the
     /// kind's code: the guard is on in debug builds (tests) and off in release builds by default.
     pub guard_reads: bool,
+    /// Cluster mode: which shards this process serves (`runtime::placement`). `None` (single-node mode): all of them,
+    /// with no check at all.
+    pub router: Option<Arc<dyn super::placement::Router>>,
 }
 
 impl RuntimeConfig {
@@ -59,6 +62,7 @@ impl RuntimeConfig {
             activation_wait: Duration::from_secs(10),
             idle_timeout: None,
             guard_reads: cfg!(debug_assertions),
+            router: None,
         }
     }
 

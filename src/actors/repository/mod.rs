@@ -22,6 +22,11 @@ impl Entity for Repository {
     const KIND: &'static str = "repository";
     const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/repository");
 
+    /// With its organization: a whole organization's actors share one shard (`runtime::placement`).
+    fn placement_key(key: &Self::Key) -> std::borrow::Cow<'_, str> {
+        std::borrow::Cow::Borrowed(&key.org)
+    }
+
     fn load(key: &RepoKey, _: &mut SqliteConnection) -> diesel::QueryResult<Self> {
         Ok(Repository { key: key.clone() })
     }

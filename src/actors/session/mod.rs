@@ -96,6 +96,11 @@ impl Entity for Session {
     const KIND: &'static str = "session";
     const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/session");
 
+    /// With its organization: a whole organization's actors share one shard (`runtime::placement`).
+    fn placement_key(key: &Self::Key) -> std::borrow::Cow<'_, str> {
+        std::borrow::Cow::Borrowed(&key.org)
+    }
+
     fn load(key: &SessionKey, _: &mut SqliteConnection) -> diesel::QueryResult<Self> {
         Ok(Session::new(key.clone()))
     }

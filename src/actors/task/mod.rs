@@ -94,6 +94,11 @@ impl Entity for Task {
     const KIND: &'static str = "task";
     const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/task");
 
+    /// With its organization: a whole organization's actors share one shard (`runtime::placement`).
+    fn placement_key(key: &Self::Key) -> std::borrow::Cow<'_, str> {
+        std::borrow::Cow::Borrowed(&key.org)
+    }
+
     fn load(key: &TaskKey, _: &mut SqliteConnection) -> diesel::QueryResult<Self> {
         Ok(Task::new(key.clone()))
     }

@@ -345,6 +345,11 @@ impl<E: Entity> Registry<E> {
         Err(CallError::Unavailable { kind: E::KIND, key: key.encode() })
     }
 
+    /// The shard `key`'s actor is placed in (`Entity::placement_key`).
+    pub fn shard_of(&self, key: &E::Key) -> super::placement::ShardId {
+        super::placement::shard_of(&E::placement_key(key))
+    }
+
     /// Whether `key` exists (a live actor or a database on disk), without activating it.
     pub fn exists(&self, key: &E::Key) -> Result<bool, ActivationError> {
         if self.is_live(key) {
@@ -370,6 +375,14 @@ impl<E: Entity> Registry<E> {
                 if slot.cell.get().is_some_and(|a| a.connected()) && !slot.is_retired() {
                     return Ok(Some(slot.clone()));
                 }
+            }
+        }
+        // Not live here: in cluster mode, only a shard this node serves may be opened (or even looked for on disk).
+        if let Some(router) = &self.inner.shared.config.router {
+            let shard = self.shard_of(key);
+            if router.route(shard) != super::placement::Route::Local {
+                self.inner.stats.activation_failures.fetch_add(1, Ordering::Relaxed);
+                return Err(self.activation_error(key, ActivationFailure::NotOwner(shard)));
             }
         }
         loop {
