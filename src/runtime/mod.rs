@@ -10,6 +10,8 @@
 //! - [`schedule`]: durable schedules (alarms) an actor sets for itself; `due`: the runtime-wide index that wakes
 //!   passivated actors when one is due.
 //! - [`system`]: the [`Runtime`] tying it together.
+//! - [`inspect`]: the read-only view of a running runtime for operators ([`Inspector`]) and each actor's trace of
+//!   recent messages.
 
 pub mod actor;
 mod batch;
@@ -18,6 +20,7 @@ mod due;
 pub mod entity;
 pub mod error;
 pub mod idempotency;
+pub mod inspect;
 pub mod key;
 pub mod outbox;
 pub mod patch;
@@ -34,6 +37,7 @@ pub use entity::{
 };
 pub use error::{ActivationError, ActivationFailure, CallError, KeyError, RuntimeError};
 pub use idempotency::{IdempotencyKey, Idempotent, Once, Recorded};
+pub use inspect::{InspectError, Inspector};
 pub use key::EntityKey;
 pub use outbox::Accepts;
 pub use patch::{PatchError, PatchOp};

@@ -44,7 +44,13 @@ pub struct RuntimeConfig {
     /// the next use of each one compiles it again (BENCHMARKS.md, section e). A read that writes is a bug in the
     /// kind's code: the guard is on in debug builds (tests) and off in release builds by default.
     pub guard_reads: bool,
+    /// Messages each live actor's trace keeps for the inspector (name, sort, outcome, duration, when); 0 turns
+    /// tracing off. A ring of 32-byte entries in the actor, allocated on first use.
+    pub trace_size: usize,
 }
+
+/// The default [`RuntimeConfig::trace_size`]: 1 KiB per busy actor, 4 MiB at 4,096 live actors.
+pub const DEFAULT_TRACE_SIZE: usize = 32;
 
 impl RuntimeConfig {
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
@@ -59,6 +65,7 @@ impl RuntimeConfig {
             activation_wait: Duration::from_secs(10),
             idle_timeout: None,
             guard_reads: cfg!(debug_assertions),
+            trace_size: DEFAULT_TRACE_SIZE,
         }
     }
 
@@ -301,6 +308,11 @@ impl Runtime {
 
     pub fn config(&self) -> &RuntimeConfig {
         &self.shared.config
+    }
+
+    /// The read-only view of this runtime for operators (see [`super::inspect`]).
+    pub fn inspector(&self) -> super::inspect::Inspector {
+        super::inspect::Inspector { shared: self.shared.clone() }
     }
 
     /// Makes `service` available to every actor through `EntityCtx::service::<T>()` (one value per type; a later

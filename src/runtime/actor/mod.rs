@@ -7,9 +7,11 @@
 //! - `supervise`: panics caught per handler, reload from the database, back-off on repeated failure.
 //! - `lifecycle`: idle passivation, eviction, parking and the drain-then-close shutdown.
 //! - `handlers`: one actix `Handler` per message type.
+//! - `inspect`: the inspector's questions to a live actor (state, trace, a copy of its database).
 
 mod commit;
 mod handlers;
+mod inspect;
 mod lifecycle;
 mod outbox_pump;
 mod schedules;
@@ -32,6 +34,7 @@ use super::publish::Change;
 use super::registry::{Registry, Slot};
 use super::topic::Subscription;
 
+pub(crate) use inspect::{Inspect, Probe, Probed};
 use lifecycle::StopState;
 use outbox_pump::OutboxState;
 pub(crate) use schedules::WakeSchedules;
@@ -166,6 +169,8 @@ pub struct Core<E: Entity> {
     timer: Option<ScheduleTimer>,
     /// Due schedules are being fired: commits sync the due index but leave arming to the end of the round.
     firing: bool,
+    /// The last messages handled (`RuntimeConfig::trace_size` of them), for the inspector.
+    pub(crate) trace: super::inspect::Trace,
 }
 
 impl<E: Entity> Core<E> {
@@ -225,6 +230,7 @@ pub struct EntityActor<E: Entity> {
 impl<E: Entity> EntityActor<E> {
     pub(crate) fn new(entity: E, p: CoreParts<E>) -> Self {
         let now_ms = p.registry.inner.shared.clock_ms();
+        let trace = super::inspect::Trace::new(p.registry.inner.shared.config.trace_size);
         EntityActor {
             entity,
             core: Core {
@@ -255,6 +261,7 @@ impl<E: Entity> EntityActor<E> {
                 indexed: Indexed::Absent,
                 timer: None,
                 firing: false,
+                trace,
             },
         }
     }
