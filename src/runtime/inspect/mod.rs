@@ -203,7 +203,8 @@ pub struct ActorDetail {
 pub struct TableInfo {
     pub name: String,
     pub rows: i64,
-    /// One of the runtime's own tables (`_foundry_*`: outbox, inbox, topics, schedules ...), present in every actor.
+    /// One of the runtime's own tables, present in every actor (`_foundry_*`: outbox, inbox, topics, schedules ...;
+    /// and diesel's list of applied migrations).
     pub runtime: bool,
 }
 
@@ -315,7 +316,7 @@ impl Inspector {
         let database_bytes = bytes.len() as u64;
         let tables = on_copy(bytes, |s| s.tables()).await?;
         let tables =
-            tables.into_iter().map(|(name, rows)| TableInfo { runtime: name.starts_with("_foundry_"), name, rows }).collect();
+            tables.into_iter().map(|(name, rows)| TableInfo { runtime: is_runtime_table(&name), name, rows }).collect();
         let mailbox_depth = handle.live_actor(key).map_or(0, |a| a.in_flight);
         let subscribed = self.subscribers(kind, Some(key));
         Ok(ActorDetail {
@@ -450,6 +451,10 @@ async fn on_copy<T: Send + 'static>(
         Ok(res) => res.map_err(CallError::Handler),
         Err(e) => refused(InspectError::Snapshot(format!("the reading task failed: {e}"))),
     }
+}
+
+fn is_runtime_table(name: &str) -> bool {
+    name.starts_with("_foundry_") || name == "__diesel_schema_migrations"
 }
 
 fn kind_view(h: &dyn KindHandle) -> KindView {
