@@ -809,7 +809,10 @@ export interface TableDump {
 export interface TableInfo {
   name: string;
   rows: number;
-  /** One of the runtime's own tables (`_foundry_*`: outbox, inbox, topics, schedules ...), present in every actor. */
+  /**
+   * One of the runtime's own tables, present in every actor (`_foundry_*`: outbox, inbox, topics, schedules ...;
+   * and diesel's list of applied migrations).
+   */
   runtime: boolean;
 }
 
