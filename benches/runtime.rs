@@ -509,7 +509,16 @@ async fn section_f(o: &Opts) {
     }
     table(
         "(f) answers/s on one actor with the trace on and off (overhead: how much faster off is)",
-        &["load", "callers", "trace on: answers/s per round", "trace off: answers/s per round", "on: us/answer", "off: us/answer", "overhead", "target <=2%"],
+        &[
+            "load",
+            "callers",
+            "trace on: answers/s per round",
+            "trace off: answers/s per round",
+            "on: us/answer",
+            "off: us/answer",
+            "overhead",
+            "target <=2%",
+        ],
         &rows,
     );
     println!("(f) worst overhead {worst:+.1}% -> target {}", verdict(worst <= 2.0));

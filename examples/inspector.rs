@@ -9,8 +9,7 @@ use std::time::Duration;
 use diesel::prelude::*;
 use diesel::sqlite::SqliteConnection;
 use foundry::runtime::{
-    embed_migrations, CallError, EmbeddedMigrations, Entity, Mutation, Read, Runtime, RuntimeConfig, SnapshotError,
-    Tx,
+    embed_migrations, CallError, EmbeddedMigrations, Entity, Mutation, Read, Runtime, RuntimeConfig, SnapshotError, Tx,
 };
 
 diesel::table! {
@@ -91,9 +90,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let inspector = runtime.inspector();
     let overview = inspector.runtime();
-    println!("\nlive actors: {} of at most {}; trace size {}", overview.live_actors, overview.max_live, overview.trace_size);
+    println!(
+        "\nlive actors: {} of at most {}; trace size {}",
+        overview.live_actors, overview.max_live, overview.trace_size
+    );
     for k in &overview.kinds {
-        println!("  kind {}: {} live, {} messages, {} committed mutations", k.kind, k.live, k.messages, k.committed_mutations);
+        println!(
+            "  kind {}: {} live, {} messages, {} committed mutations",
+            k.kind, k.live, k.messages, k.committed_mutations
+        );
     }
 
     println!("\nlive counters:");
@@ -101,7 +106,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let Some(s) = a.state else { continue };
         let topics: Vec<String> =
             s.topics.iter().map(|t| format!("{} v{} ({} subscribed)", t.topic, t.version, t.subscribers)).collect();
-        println!("  {}: mailbox {}, outbox {}, schedules {}, topics {}", a.key, a.mailbox_depth, s.outbox_pending, s.schedules, topics.join(", "));
+        println!(
+            "  {}: mailbox {}, outbox {}, schedules {}, topics {}",
+            a.key,
+            a.mailbox_depth,
+            s.outbox_pending,
+            s.schedules,
+            topics.join(", ")
+        );
     }
 
     let detail = inspector.actor("counter", "apples").await?;

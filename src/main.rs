@@ -232,7 +232,10 @@ fn server_admins(given: &[String]) -> std::io::Result<Vec<String>> {
         }
     }
     if admins.len() > foundry::http::MAX_SERVER_ADMINS {
-        return Err(std::io::Error::other(format!("at most {} --server-admin logins", foundry::http::MAX_SERVER_ADMINS)));
+        return Err(std::io::Error::other(format!(
+            "at most {} --server-admin logins",
+            foundry::http::MAX_SERVER_ADMINS
+        )));
     }
     if !admins.is_empty() {
         tracing::info!(admins = %admins.join(","), "server admins may use the runtime inspector");

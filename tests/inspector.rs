@@ -282,7 +282,8 @@ async fn read_only_sql_refuses_writes_caps_rows_and_stops_runaway_queries() {
     let file = s.dir.path().join("tally/a.sqlite3");
     let before = files(s.dir.path());
 
-    let (status, body) = query(&s, &root, "tally", "a", json!({ "sql": "SELECT id, note FROM entries ORDER BY id" })).await;
+    let (status, body) =
+        query(&s, &root, "tally", "a", json!({ "sql": "SELECT id, note FROM entries ORDER BY id" })).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["columns"], json!(["id", "note"]));
     assert_eq!(body["rows"][0], json!([1, "add 1"]));
@@ -349,7 +350,8 @@ async fn read_only_sql_refuses_writes_caps_rows_and_stops_runaway_queries() {
     let dump = get(&s, "/v1/admin/kinds/tally/actors/a/tables/entries?offset=1&limit=2", &root).await;
     assert_eq!(dump["total"], 5);
     assert_eq!(dump["rows"], json!([[2, "add 2"], [3, "add 3"]]));
-    let (status, body) = s.call("GET", "/v1/admin/kinds/tally/actors/a/tables/entries?limit=501", Some(&root), None).await;
+    let (status, body) =
+        s.call("GET", "/v1/admin/kinds/tally/actors/a/tables/entries?limit=501", Some(&root), None).await;
     assert_eq!((status, body["error"]["code"].as_str()), (400, Some("invalid_limit")));
     let (status, body) = s.call("GET", "/v1/admin/kinds/tally/actors/a/tables/nope", Some(&root), None).await;
     assert_eq!((status, body["error"]["code"].as_str()), (404, Some("not_found")), "{body}");
@@ -505,10 +507,7 @@ async fn the_trace_is_bounded_newest_first_and_records_errors() {
     assert_eq!((fired.message.as_str(), fired.outcome), ("alarm.ring", TraceOutcome::Ok));
 
     // Unknown kinds and keys.
-    assert!(matches!(
-        rt.inspector().trace("nope", "a").await,
-        Err(CallError::Handler(InspectError::UnknownKind(_)))
-    ));
+    assert!(matches!(rt.inspector().trace("nope", "a").await, Err(CallError::Handler(InspectError::UnknownKind(_)))));
     assert!(matches!(rt.inspector().trace("tally", "ghost").await, Err(CallError::NotFound { .. })));
     rt.shutdown().await;
 }

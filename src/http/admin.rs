@@ -54,8 +54,11 @@ async fn require_server_admin(api: &Api, caller: &Caller) -> Result<(), ApiError
             logins.push(("dev".to_owned(), login.clone()));
         }
     }
-    let users =
-        api.domain.auth.read_with(&AUTH_DIRECTORY_KEY.to_owned(), ListLoginUsers { logins }, CHECK_BACKPRESSURE).await?;
+    let users = api
+        .domain
+        .auth
+        .read_with(&AUTH_DIRECTORY_KEY.to_owned(), ListLoginUsers { logins }, CHECK_BACKPRESSURE)
+        .await?;
     if users.contains(&caller.user_id) {
         Ok(())
     } else {

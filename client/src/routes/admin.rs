@@ -5,7 +5,9 @@ use reqwest::Method;
 
 use super::seg;
 use crate::client::json;
-use crate::types::{ActorDetail, ActorPage, ActorsQuery, DumpQuery, QueryAnswer, QueryBody, RuntimeView, TableDump, TraceView};
+use crate::types::{
+    ActorDetail, ActorPage, ActorsQuery, DumpQuery, QueryAnswer, QueryBody, RuntimeView, TableDump, TraceView,
+};
 use crate::{Client, Result};
 
 fn actor_path(kind: &str, key: &str) -> String {

@@ -17,7 +17,9 @@ pub(crate) enum Probe {
     State,
     Trace,
     /// The database as `sqlite3_serialize` writes it, refused when larger than this many bytes.
-    Database { max_bytes: u64 },
+    Database {
+        max_bytes: u64,
+    },
 }
 
 /// The actor's answer to a [`Probe`].
@@ -77,7 +79,13 @@ impl<E: Entity> Handler<Inspect> for EntityActor<E> {
 impl<E: Entity> EntityActor<E> {
     /// Records a message that ended now in the actor's trace (`since` from `Trace::start`).
     #[inline]
-    pub(super) fn traced(&mut self, name: &'static str, kind: TraceKind, outcome: TraceOutcome, since: Option<std::time::Instant>) {
+    pub(super) fn traced(
+        &mut self,
+        name: &'static str,
+        kind: TraceKind,
+        outcome: TraceOutcome,
+        since: Option<std::time::Instant>,
+    ) {
         let clock = self.shared().clock_ms();
         self.core.trace.record(name, kind, outcome, since, None, clock);
     }

@@ -47,6 +47,8 @@ pub const MAX_QUERY_TIME: Duration = Duration::from_secs(10);
 pub const MAX_DATABASE_BYTES: u64 = 256 * 1024 * 1024;
 /// How long a listed actor has to answer before it is listed without its state.
 const LIST_ANSWER_WAIT: Duration = Duration::from_secs(1);
+/// How long one actor has to answer a question about itself (activation included) before `CallError::Timeout`.
+const ASK_WAIT: Duration = Duration::from_secs(10);
 
 /// Why an inspection was refused (inside `CallError::Handler`; the other `CallError`s mean what they do for any call).
 #[derive(Debug, Clone, thiserror::Error)]
@@ -279,7 +281,8 @@ impl Inspector {
         let mut live = handle.live_actors();
         let total = live.len();
         live.sort_by(|a, b| a.key.cmp(&b.key));
-        let mut page: Vec<LiveActor> = live.into_iter().filter(|a| after.is_none_or(|after| a.key.as_str() > after)).collect();
+        let mut page: Vec<LiveActor> =
+            live.into_iter().filter(|a| after.is_none_or(|after| a.key.as_str() > after)).collect();
         let next_after = (page.len() > limit).then(|| page[limit - 1].key.clone());
         page.truncate(limit);
         let subscribed = self.subscribers(kind, None);
@@ -330,7 +333,14 @@ impl Inspector {
     }
 
     /// Rows `offset..offset + limit` of one of the actor's tables (`limit` up to [`MAX_DUMP_ROWS`]).
-    pub async fn table(&self, kind: &str, key: &str, table: &str, offset: u64, limit: usize) -> InspectResult<TableDump> {
+    pub async fn table(
+        &self,
+        kind: &str,
+        key: &str,
+        table: &str,
+        offset: u64,
+        limit: usize,
+    ) -> InspectResult<TableDump> {
         if !(1..=MAX_DUMP_ROWS).contains(&limit) {
             return refused(InspectError::InvalidLimit(format!("limit must be 1 to {MAX_DUMP_ROWS}")));
         }
@@ -393,10 +403,12 @@ impl Inspector {
 
     /// Asks the actor of `key`, activating it if it exists on disk.
     async fn ask(&self, handle: &Arc<dyn KindHandle>, key: &str, probe: Probe) -> InspectResult<Probed> {
-        match handle.inspect(key.to_owned(), probe, false).await {
-            Some(answer) => answer,
+        // Bounded: an actor whose mailbox is held (a command waiting on something) must not hold the operator too.
+        match tokio::time::timeout(ASK_WAIT, handle.inspect(key.to_owned(), probe, false)).await {
+            Ok(Some(answer)) => answer,
             // Only a live-only probe answers `None`.
-            None => Err(CallError::NotFound { kind: handle.kind(), key: key.to_owned() }),
+            Ok(None) => Err(CallError::NotFound { kind: handle.kind(), key: key.to_owned() }),
+            Err(_) => Err(CallError::Timeout(ASK_WAIT)),
         }
     }
 

@@ -184,7 +184,8 @@ impl Snapshot {
     }
 
     fn run(&mut self, sql: &str, bounds: Bounds, guarded: bool) -> Result<Rows, InspectError> {
-        let text = CString::new(sql).map_err(|_| InspectError::InvalidSql("the SQL contains a NUL character".into()))?;
+        let text =
+            CString::new(sql).map_err(|_| InspectError::InvalidSql("the SQL contains a NUL character".into()))?;
         let mut guard = Guard::default();
         let mut deadline = Deadline { at: Instant::now() + bounds.time, passed: false };
         // SAFETY: both callbacks get pointers to `guard` and `deadline`, which live on this stack frame until the
@@ -287,7 +288,8 @@ impl Snapshot {
                 }
                 ffi::SQLITE_FLOAT => {
                     *budget = budget.saturating_sub(8);
-                    serde_json::Number::from_f64(ffi::sqlite3_column_double(stmt.0, i)).map_or(Value::Null, Value::Number)
+                    serde_json::Number::from_f64(ffi::sqlite3_column_double(stmt.0, i))
+                        .map_or(Value::Null, Value::Number)
                 }
                 ffi::SQLITE_TEXT => {
                     let p = ffi::sqlite3_column_text(stmt.0, i);
@@ -488,7 +490,10 @@ mod tests {
         let mut s = Snapshot::open(bytes).unwrap();
         let rows = s.query("SELECT id, name, score, data, note FROM t ORDER BY id", BOUNDS).unwrap();
         assert_eq!(rows.columns, ["id", "name", "score", "data", "note"]);
-        assert_eq!(rows.rows[0], vec![Value::from(1), Value::from("a"), Value::from(1.5), serde_json::json!({"blob": "00ff"}), Value::Null]);
+        assert_eq!(
+            rows.rows[0],
+            vec![Value::from(1), Value::from("a"), Value::from(1.5), serde_json::json!({"blob": "00ff"}), Value::Null]
+        );
         assert!(!rows.truncated);
         assert_eq!(s.tables().unwrap(), vec![("t".to_owned(), 2)]);
         let page = s.dump("t", 1, 10).unwrap();
@@ -498,7 +503,8 @@ mod tests {
 
     #[test]
     fn writes_and_escapes_are_refused_before_they_run() {
-        let mut s = Snapshot::open(copy_of("CREATE TABLE t (id INTEGER PRIMARY KEY); INSERT INTO t VALUES (1);")).unwrap();
+        let mut s =
+            Snapshot::open(copy_of("CREATE TABLE t (id INTEGER PRIMARY KEY); INSERT INTO t VALUES (1);")).unwrap();
         for sql in [
             "INSERT INTO t VALUES (2)",
             "UPDATE t SET id = 5",

@@ -127,7 +127,8 @@ impl<E: Entity> KindHandle for Registry<E> {
             .then(|| LiveActor { key: encoded_key.to_owned(), in_flight: slot.in_flight() })
     }
     fn exists_encoded(&self, encoded_key: &str) -> Result<bool, CallError<InspectError>> {
-        let key = E::Key::decode(encoded_key).map_err(|e| CallError::Handler(InspectError::InvalidKey(e.to_string())))?;
+        let key =
+            E::Key::decode(encoded_key).map_err(|e| CallError::Handler(InspectError::InvalidKey(e.to_string())))?;
         Ok(self.exists(&key)?)
     }
     fn inspect(
