@@ -167,6 +167,12 @@ mod tests {
     }
 
     #[test]
+    fn an_entry_is_32_bytes() {
+        // What RuntimeConfig::trace_size's memory figure (32 entries: 1 KiB per actor) rests on.
+        assert_eq!(std::mem::size_of::<Traced>(), 32);
+    }
+
+    #[test]
     fn size_zero_records_nothing() {
         let mut t = Trace::new(0);
         assert!(t.start().is_none());
