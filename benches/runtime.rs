@@ -1,7 +1,7 @@
 //! Runtime benchmarks (plain program, `harness = false`).
 //!
 //! ```text
-//! cargo bench --bench runtime -- [a|b|c|d|e|all] [name=value ...]
+//! cargo bench --bench runtime -- [a|b|c|d|e|f|all] [name=value ...]
 //! ```
 //!
 //! Sections:
@@ -12,10 +12,12 @@
 //! - d: one topic with many subscribers: commit-to-last-delivery latency.
 //! - e: the read guard (`RuntimeConfig::guard_reads`, `query_only` switched around each write batch) on an actor
 //!   alternating mutations and reads, on and off side by side.
+//! - f: the inspector's per-actor trace (`RuntimeConfig::trace_size`) on the hot path, on (the default size) and off
+//!   side by side: reads (a no-op one and a one-statement one, one caller and many) and group-committed mutations.
 //!
 //! Sizes come from `name=value` arguments or `BENCH_<NAME>` environment variables (argument wins):
 //! `reads`, `rounds`, `b_secs`, `b_conc`, `keys`, `seq_keys`, `conc`, `max_live_small`, `idle_ms`, `idle_keys`,
-//! `subs`, `pubs`, `e_secs`, `e_rounds`, `e_conc`.
+//! `subs`, `pubs`, `e_secs`, `e_rounds`, `e_conc`, `f_ms`, `f_rounds`, `f_conc`.
 //! Temporary data goes under `BENCH_TMP` (default `/work/bench-tmp`, else the system temp dir) and is deleted.
 
 mod common;
@@ -422,6 +424,107 @@ async fn section_e(o: &Opts) {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
+// (f) the trace's cost on the hot path
+
+#[derive(Clone, Copy)]
+enum FLoad {
+    NoopRead,
+    Read,
+    Mutation,
+}
+
+/// `callers` callers send `load` to one actor (on its own arbiter) for `dur`, with the trace at `trace_size`;
+/// answers per second.
+async fn run_f(trace_size: usize, load: FLoad, callers: usize, dur: Duration) -> f64 {
+    let dir = tempdir();
+    let rt = start_runtime(&dir, |c| {
+        c.arbiters = 1;
+        c.guard_reads = false;
+        c.trace_size = trace_size;
+    });
+    let reg = rt.register::<Bench>(kind_config(|k| {
+        k.mailbox_capacity = 1024;
+        k.max_batch = 256;
+    }));
+    let key = "hot".to_owned();
+    let one = |reg: Registry<Bench>, key: String| async move {
+        match load {
+            FLoad::NoopRead => reg.read(&key, NoopRead).await.map(|_| ()).expect("read"),
+            FLoad::Read => reg.read(&key, GetValue).await.map(|_| ()).expect("read"),
+            FLoad::Mutation => reg.mutate(&key, Incr { touch: false }).await.expect("mutate"),
+        }
+    };
+    for _ in 0..200 {
+        one(reg.clone(), key.clone()).await;
+    }
+    let done = AtomicU64::new(0);
+    let t = Instant::now();
+    join_all((0..callers).map(|_| async {
+        while t.elapsed() < dur {
+            one(reg.clone(), key.clone()).await;
+            done.fetch_add(1, Ordering::Relaxed);
+        }
+    }))
+    .await;
+    let rate = done.load(Ordering::Relaxed) as f64 / t.elapsed().as_secs_f64();
+    rt.shutdown().await;
+    rate
+}
+
+async fn section_f(o: &Opts) {
+    let dur = Duration::from_millis(o.get("f_ms", 1500));
+    let rounds = o.get("f_rounds", 2).max(1);
+    let conc = o.get("f_conc", 64) as usize;
+    let size = foundry::runtime::system::DEFAULT_TRACE_SIZE;
+    println!("\n== (f) per-actor trace (size {size}) on vs off, {dur:?} per run, {rounds} rounds");
+    let loads = [
+        ("read, no-op", FLoad::NoopRead, 1),
+        ("read, one SELECT", FLoad::Read, 1),
+        ("read, one SELECT", FLoad::Read, conc),
+        ("mutation, group commit", FLoad::Mutation, conc),
+    ];
+    let mut rows = Vec::new();
+    let mut worst: f64 = 0.0;
+    for (label, load, callers) in loads {
+        // Rounds alternate on / off so drift on a shared machine hits both alike.
+        let (mut on, mut off) = (Vec::new(), Vec::new());
+        for _ in 0..rounds {
+            on.push(run_f(size, load, callers, dur).await);
+            off.push(run_f(0, load, callers, dur).await);
+        }
+        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+        let fmt = |v: &[f64]| v.iter().map(|r| format!("{r:.0}")).collect::<Vec<_>>().join(" / ");
+        let overhead = (mean(&off) / mean(&on) - 1.0) * 100.0;
+        worst = worst.max(overhead);
+        rows.push(vec![
+            label.to_owned(),
+            callers.to_string(),
+            fmt(&on),
+            fmt(&off),
+            format!("{:.2}", 1e6 / mean(&on)),
+            format!("{:.2}", 1e6 / mean(&off)),
+            format!("{overhead:+.1}%"),
+            verdict(overhead <= 2.0).to_owned(),
+        ]);
+    }
+    table(
+        "(f) answers/s on one actor with the trace on and off (overhead: how much faster off is)",
+        &[
+            "load",
+            "callers",
+            "trace on: answers/s per round",
+            "trace off: answers/s per round",
+            "on: us/answer",
+            "off: us/answer",
+            "overhead",
+            "target <=2%",
+        ],
+        &rows,
+    );
+    println!("(f) worst overhead {worst:+.1}% -> target {}", verdict(worst <= 2.0));
+}
+
+// ---------------------------------------------------------------------------------------------------------------
 // (c) cold activations
 
 struct CRun {
@@ -763,6 +866,9 @@ async fn main() {
     }
     if o.runs("e") {
         section_e(&o).await;
+    }
+    if o.runs("f") {
+        section_f(&o).await;
     }
     println!("\ntotal bench time {:.1} s", t.elapsed().as_secs_f64());
     common::remove_deferred();

@@ -162,6 +162,14 @@ struct Serve {
     /// the sign-in limit) from its last entry instead of the TCP peer. Without such a proxy, clients could pick it.
     #[arg(long, env = "FOUNDRY_TRUST_FORWARDED_FOR")]
     trust_forwarded_for: bool,
+    /// A server admin's login (repeat the flag, or separate logins with commas in the variable): they may use the
+    /// runtime inspector (`/v1/admin`, the web app's Inspector page). Matched against the GitHub login a user
+    /// signed in with, and against dev sign-in logins while dev sign-in is on. None by default, `--demo` included.
+    #[arg(long = "server-admin", env = "FOUNDRY_SERVER_ADMINS", value_delimiter = ',')]
+    server_admins: Vec<String>,
+    /// Messages each live actor's trace keeps for the inspector; 0 turns tracing off.
+    #[arg(long, env = "FOUNDRY_TRACE_SIZE", default_value_t = foundry::runtime::system::DEFAULT_TRACE_SIZE)]
+    trace_size: usize,
 }
 
 fn main() -> std::io::Result<()> {
@@ -210,6 +218,29 @@ fn auth_settings(args: &Serve) -> std::io::Result<AuthSettings> {
         github,
         dev_github: None,
     })
+}
+
+/// The `--server-admin` logins, checked and lowercased (logins match case-insensitively).
+fn server_admins(given: &[String]) -> std::io::Result<Vec<String>> {
+    let mut admins: Vec<String> = Vec::new();
+    for login in given.iter().map(|l| l.trim()).filter(|l| !l.is_empty()) {
+        foundry::actors::validate::login("server-admin", login)
+            .map_err(|e| std::io::Error::other(format!("--server-admin {login:?}: {e}")))?;
+        let login = login.to_lowercase();
+        if !admins.contains(&login) {
+            admins.push(login);
+        }
+    }
+    if admins.len() > foundry::http::MAX_SERVER_ADMINS {
+        return Err(std::io::Error::other(format!(
+            "at most {} --server-admin logins",
+            foundry::http::MAX_SERVER_ADMINS
+        )));
+    }
+    if !admins.is_empty() {
+        tracing::info!(admins = %admins.join(","), "server admins may use the runtime inspector");
+    }
+    Ok(admins)
 }
 
 /// Task workspaces: where they live and how git reaches them.
@@ -280,6 +311,7 @@ async fn serve(args: Serve) -> std::io::Result<()> {
     let runner = Arc::new(Runner::new(std::env::current_exe()?, vec!["run-commands".to_owned()]));
     runner.warm_up().await.map_err(std::io::Error::other)?;
     let mut auth = auth_settings(&args)?;
+    let server_admins = server_admins(&args.server_admins)?;
     // Loaded before anything else starts: a missing or unreadable key is a configuration error to fix now.
     let cipher = match &args.token_key_file {
         Some(path) => TokenCipher::load(path),
@@ -328,6 +360,7 @@ async fn serve(args: Serve) -> std::io::Result<()> {
         config.max_live = max_live as usize;
     }
     config.idle_timeout = args.idle_timeout_secs.map(Duration::from_secs);
+    config.trace_size = args.trace_size;
     let runtime = Runtime::start(config).map_err(std::io::Error::other)?;
     runtime.provide(Arc::new(foundry::actors::session::TurnPermits::new(args.max_turns as usize)));
     runtime.provide(Arc::new(cipher));
@@ -362,6 +395,7 @@ async fn serve(args: Serve) -> std::io::Result<()> {
     api.webhook_secret = webhook_secret;
     api.github_app_id = args.github_app_id.clone();
     api.metrics_token = args.metrics_token.clone().filter(|t| !t.is_empty());
+    api.server_admins = server_admins;
     api.set_rate_limits(RateLimits {
         token: RateLimit { per_minute: args.rate_limit_per_token, burst: args.rate_limit_token_burst },
         sign_in: RateLimit { per_minute: args.rate_limit_sign_in, burst: args.rate_limit_sign_in_burst },

@@ -74,6 +74,14 @@ const ROUTES: &[(&str, &str, Audit)] = &[
         "/webhooks/github",
         NotAudited("GitHub's deliveries: the syncs and membership changes they cause are audited where applied"),
     ),
+    (
+        "POST",
+        "/admin/kinds/{kind}/actors/{key}/query",
+        NotAudited(
+            "a read (POST only to carry the SQL): it runs read-only on a copy of one actor's database and changes \
+             nothing; server-wide, so it belongs to no organization's log (the server log records who ran what)",
+        ),
+    ),
 ];
 
 /// The task actions (`POST T/{action}`), each with what it leaves.

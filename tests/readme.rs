@@ -122,6 +122,7 @@ fn the_examples_run() {
         ("schedules", "schedules left: 0"),
         ("lifecycle", "recreated fresh: counter 101"),
         ("bookmarks", "snapshot folded from patches equals getshelf: true"),
+        ("inspector", "update refused: only reads are allowed"),
     ];
     for (name, says) in cases {
         let out = Command::new(example(name)).output().unwrap();

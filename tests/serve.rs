@@ -1,6 +1,7 @@
 //! `foundry serve` as a process: the embedded default (loopback, dev sign-in), graceful shutdown on SIGTERM (open
 //! WebSockets closed with 1001, exit 0), state and sessions surviving a restart, dev sign-in refused off loopback,
-//! the demo mode's loop, and the log formats (no colour codes off a terminal; JSON lines on request).
+//! the demo mode's loop, the log formats (no colour codes off a terminal; JSON lines on request), and server admins
+//! named by flag or environment (a malformed login refused at start).
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -271,4 +272,63 @@ async fn logs_are_plain_text_off_a_terminal_or_json_on_request() {
             }
         }
     }
+}
+
+#[actix_rt::test]
+async fn server_admins_come_from_the_flag_or_the_environment() {
+    let client = foundry::integrations::http_client_builder().build().unwrap();
+    for (flags, env) in [(vec!["--server-admin", "Root", "--server-admin", "ops"], None), (vec![], Some("ops,root"))] {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let base = format!("http://127.0.0.1:{port}");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_foundry"));
+        cmd.args(["serve", "--bind", &format!("127.0.0.1:{port}"), "--log", "warn", "--trace-size", "8"])
+            .args(&flags)
+            .arg("--data-dir")
+            .arg(dir.path())
+            .env_remove("FOUNDRY_NO_DEV_SIGN_IN")
+            .env_remove("FOUNDRY_SERVER_ADMINS")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        if let Some(admins) = env {
+            cmd.env("FOUNDRY_SERVER_ADMINS", admins);
+        }
+        let child = cmd.spawn().unwrap();
+        ready(&client, &base).await;
+        let sign_in = |login: &'static str| {
+            let (client, base) = (client.clone(), base.clone());
+            async move {
+                let (status, body) =
+                    post(&client, format!("{base}/v1/auth/dev/sign-in"), None, json!({ "login": login })).await;
+                assert_eq!(status, 200, "{body}");
+                body["token"].as_str().unwrap().to_owned()
+            }
+        };
+        for (login, status) in [("root", 200), ("bob", 403)] {
+            let token = sign_in(login).await;
+            let res = client.get(format!("{base}/v1/admin/runtime")).bearer_auth(&token).send().await.unwrap();
+            assert_eq!(res.status().as_u16(), status, "{login} with {flags:?} / {env:?}");
+            if status == 200 {
+                let view: Value = res.json().await.unwrap();
+                assert_eq!(view["traceSize"], 8, "{view}");
+            }
+        }
+        sigterm(&child);
+        let status = tokio::task::spawn_blocking(move || wait_exit(child)).await.unwrap();
+        assert!(status.success());
+    }
+    // A login that cannot be one is a configuration error, reported at start.
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_foundry"))
+        .args(["serve", "--bind", &format!("127.0.0.1:{}", free_port()), "--server-admin", "not a login"])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--server-admin"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

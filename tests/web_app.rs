@@ -51,9 +51,17 @@ async fn assets_are_served_with_etags_and_the_api_keeps_its_404() {
     );
     let res = get("/icon.svg").send().await.unwrap();
     assert_eq!((res.status().as_u16(), res.headers()["content-type"].to_str().unwrap()), (200, "image/svg+xml"));
+    let res = get("/inspector.js").send().await.unwrap();
+    assert_eq!(
+        (res.status().as_u16(), res.headers()["content-type"].to_str().unwrap()),
+        (200, "text/javascript; charset=utf-8")
+    );
+    assert!(res.text().await.unwrap().contains("export function renderRuntimeInspector"));
 
     // Client-side routes get the shell, so a reload or a shared link works.
-    for path in ["/sign-in", "/orgs", "/orgs/acme", "/orgs/acme/repos/r1/tasks/t1"] {
+    for path in
+        ["/sign-in", "/orgs", "/orgs/acme", "/orgs/acme/repos/r1/tasks/t1", "/admin", "/admin/kinds/task/actors/a%2Fb"]
+    {
         let res = get(path).send().await.unwrap();
         assert_eq!(res.status(), 200, "{path}");
         assert_eq!(res.headers()["etag"].to_str().unwrap(), etag, "{path}");

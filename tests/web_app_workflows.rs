@@ -3,7 +3,9 @@
 //! the new-task form's title/branch preview agreeing with creation; Markdown replies; drafts saved as you type and
 //! restored on another device; unread cleared when viewed; a dropped network shown as offline and recovered by
 //! reconnecting and resubscribing; and a task with a real git workspace: changed files and their diff, a pull
-//! request published and merged on the local GitHub-compatible server, sandbox processes with their logs, archive.
+//! request published and merged on the local GitHub-compatible server, sandbox processes with their logs, archive;
+//! the runtime inspector for a server admin (kinds, live actors, one actor's topics, trace, tables and a read-only
+//! query) and its refusal for anyone else.
 //!
 //! Needs `chromium` + `chromedriver`, `git`, and the sandbox-agent binary (`SANDBOX_AGENT_BIN`, for processes):
 //! each missing one skips the test that needs it, saying why, except under `CI=true`, where it fails.
@@ -336,4 +338,61 @@ async fn a_task_workspace_in_the_browser() {
     a.quit().await;
     s.stop().await;
     drop(sandbox);
+}
+
+#[actix_rt::test]
+async fn the_runtime_inspector_in_the_browser() {
+    let Some(driver) = Driver::start().await else { return };
+    let s = start(|api, _| api.server_admins = vec!["root".to_owned()]).await;
+    let shots = screenshot_dir();
+    let root = s.sign_in("root").await;
+    let bob = s.sign_in("bob").await;
+    let tallies = s.rt.registry::<support::Tally>();
+    let a = "a".to_owned();
+    for by in 1..=3 {
+        tallies.mutate(&a, support::Add::new(by)).await.unwrap();
+    }
+
+    // The admin finds the inspector in the top bar, then the kind, the live actor and its state.
+    let b = driver.browser().await;
+    b.signed_in(&s.base, &root, "/orgs").await;
+    b.wait("the inspector's link", "return document.querySelector('#inspector-link')?.hidden === false").await;
+    b.click("#inspector-link").await;
+    b.wait("the kinds", "return !!document.querySelector('#inspect-kinds tr[data-kind=tally]')").await;
+    b.click("#inspect-kinds tr[data-kind=tally] a").await;
+    b.wait("actor a among the live ones", "return !!document.querySelector('#inspect-actors tr[data-key=a]')").await;
+    b.click("#inspect-actors tr[data-key=a] a").await;
+    b.wait("a's topic", "return document.querySelector('#inspect-topics')?.textContent.includes('tally')").await;
+    b.wait("a's trace", "return document.querySelector('#inspect-trace-rows')?.textContent.includes('Add')").await;
+
+    // A read-only query answers; a write is refused with the server's reason and changes nothing.
+    b.clear("#inspect-sql textarea").await;
+    b.type_into("#inspect-sql textarea", "SELECT value FROM tally").await;
+    b.click("#inspect-sql button[type=submit]").await;
+    b.wait("the query's answer", "return document.querySelector('#inspect-result td')?.textContent === '6'").await;
+    b.clear("#inspect-sql textarea").await;
+    b.type_into("#inspect-sql textarea", "DELETE FROM entries").await;
+    b.click("#inspect-sql button[type=submit]").await;
+    b.wait(
+        "the refusal",
+        "return document.querySelector('#inspect-result .form-error')?.textContent.includes('only reads')",
+    )
+    .await;
+    b.click("[data-inspect=table][data-table=entries]").await;
+    b.wait("a page of entries", "return document.querySelector('#inspect-dump')?.textContent.includes('add 2')").await;
+    b.shot(&shots, "12-inspector").await;
+    assert_eq!(tallies.read(&a, support::GetValue).await.unwrap(), 6);
+    b.quit().await;
+
+    // Anyone else: no link, and the page says why.
+    let c = driver.browser().await;
+    c.signed_in(&s.base, &bob, "/admin").await;
+    c.wait(
+        "the refusal",
+        "return document.querySelector('#runtime-inspector')?.textContent.includes('only server admins')",
+    )
+    .await;
+    assert_eq!(c.js("return document.querySelector('#inspector-link').hidden", json!([])).await, true);
+    c.quit().await;
+    s.stop().await;
 }

@@ -4,7 +4,9 @@
 //! Every route under `/v1` except sign-in and the webhook takes a [`Caller`] (401 without a valid session) and
 //! checks membership of the organization in its path ([`member`]: 404 for an unknown organization, 403 for a
 //! non-member). Handlers translate requests into domain messages; every failure is an [`ApiError`] JSON body.
+//! `/v1/admin` (`admin`) is the runtime inspector, for server admins only.
 
+mod admin;
 pub mod auth;
 mod body;
 mod error;
@@ -27,6 +29,7 @@ pub mod ws;
 /// serialise, gathered for clients (the `foundry-client` crate re-exports this module), so a client cannot drift from
 /// the server.
 pub mod wire {
+    pub use super::admin::{ActorsQuery, DumpQuery, QueryBody};
     pub use super::auth::{DevSignIn, SignedIn};
     pub use super::frames::{AnyKey, AppKey, ClientFrame, ServerFrame, TopicKey, TopicName, TopicSnapshot};
     pub use super::me::{ActiveOrgBody, ModelBody, ProfileBody, StarterBody, StarterChoice};
@@ -57,6 +60,10 @@ pub mod wire {
     pub use crate::integrations::github::client::AccountKind;
     pub use crate::integrations::sandbox::{LogEntry, ProcessSpec};
     pub use crate::integrations::workspace::GitState;
+    pub use crate::runtime::inspect::{
+        ActorDetail, ActorPage, ActorState, ActorSummary, KindView, QueryAnswer, RuntimeView, TableDump, TableInfo,
+        TopicView, TraceEntry, TraceKind, TraceOutcome, TraceView,
+    };
     pub use crate::runtime::patch::{apply as apply_patch, PatchError, PatchOp};
 }
 
@@ -65,6 +72,7 @@ use std::sync::Arc;
 
 use actix_web::{web, HttpRequest, HttpResponse};
 
+pub use admin::MAX_SERVER_ADMINS;
 pub use auth::{AuthSettings, Caller, DevGitHub, DevIdentity};
 pub use error::ApiError;
 pub use limits::{RateLimit, RateLimits};
@@ -128,6 +136,8 @@ pub struct Api {
     closing: tokio::sync::watch::Sender<bool>,
     /// Per-token and per-address request limits (none unless set with [`Api::set_rate_limits`]).
     pub(crate) limits: limits::RateLimiter,
+    /// Logins of the server admins, lowercased (`serve --server-admin`): only they may use `/v1/admin`.
+    pub server_admins: Vec<String>,
 }
 
 impl Api {
@@ -144,6 +154,7 @@ impl Api {
             sessions: session_cache::SessionCache::new(SESSION_CACHE_TTL),
             closing: tokio::sync::watch::channel(false).0,
             limits: limits::RateLimiter::new(RateLimits::default()),
+            server_admins: Vec::new(),
         }
     }
 
@@ -341,7 +352,8 @@ pub fn configure(api: web::Data<Api>) -> impl Fn(&mut web::ServiceConfig) + Clon
                     .configure(processes::routes)
                     .configure(tasks::routes)
                     .configure(webhook::routes)
-                    .configure(ws::routes),
+                    .configure(ws::routes)
+                    .configure(admin::routes),
             )
             .default_service(web::to(not_found));
     }

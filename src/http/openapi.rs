@@ -7,8 +7,8 @@
 //! a path segment). [`Contract`] adds the refusals that follow from a route's shape, the same way for every route of
 //! that shape, so no route can forget one: a session (401; 429 for its rate limit), path segments (400
 //! `invalid_path`/`invalid_input`, 404 for what they name), a JSON body (400, 413, 415), any actor call (429
-//! `overloaded`, 500, 503), an organization in the path or a method that acts (403: not a member, or a cookie sent by
-//! another site).
+//! `overloaded`, 500, 503), an organization in the path, `/v1/admin` or a method that acts (403: not a member, not a
+//! server admin, or a cookie sent by another site).
 
 use std::sync::OnceLock;
 
@@ -104,6 +104,12 @@ const RAW_BODY: &[&str] = &["/v1/webhooks/github"];
         super::processes::signal,
         super::ws::ws,
         super::webhook::github_webhook,
+        super::admin::runtime,
+        super::admin::actors,
+        super::admin::actor,
+        super::admin::table,
+        super::admin::query,
+        super::admin::trace,
         openapi_json,
     ),
     components(schemas(super::error::Body, super::frames::ClientFrame, super::frames::ServerFrame)),
@@ -118,6 +124,7 @@ const RAW_BODY: &[&str] = &["/v1/webhooks/github"];
         (name = "processes", description = "Processes in a task's sandbox"),
         (name = "events", description = "Live topic updates over WebSocket"),
         (name = "webhooks", description = "Deliveries from GitHub"),
+        (name = "admin", description = "The runtime inspector, for server admins (`serve --server-admin`) only"),
         (name = "meta", description = "This document"),
     )
 )]
@@ -193,12 +200,14 @@ refusals! {
     BadRequest = 400, false, "The request cannot be read or a value breaks its rule: `malformed_json`, \
         `invalid_field`, \
         `invalid_input`, `invalid_query`, `invalid_path`, `invalid_header`, `invalid_idempotency_key`, \
-        `invalid_state`, `invalid_code`, `invalid_redirect`, `oauth_denied`, `not_websocket`.";
+        `invalid_state`, `invalid_code`, `invalid_redirect`, `oauth_denied`, `not_websocket`; the inspector's \
+        `invalid_limit`, `sql_invalid`, `sql_not_read_only`.";
     Unauthenticated = 401, false, "No session, or an unknown, expired or revoked one: `unauthenticated` \
         (`invalid_signature` for a webhook whose signature does not match).";
     Forbidden = 403, false, "Signed in but not a member (or not an admin) of the organization, or a request that acts \
         sent with the session cookie from another site: `forbidden`; connecting GitHub without a usable GitHub \
-        identity or control of the account: `github_identity_required`, `github_not_admin`.";
+        identity or control of the account: `github_identity_required`, `github_not_admin`; `/v1/admin` by anyone \
+        but a server admin: `not_server_admin`.";
     NotFound = 404, false, "What the path names does not exist (organization, repository, task, session, user, \
         process, action), or the feature is off on this server: `not_found`, `user_not_found`.";
     Conflict = 409, true, "The current state refuses it: `conflict` (already exists, the last owner or open session, \
@@ -207,7 +216,9 @@ refusals! {
     PayloadTooLarge = 413, false, "The body is over 256 KiB: `payload_too_large`.";
     UnsupportedMediaType = 415, false, "A body that is not `application/json`: `unsupported_media_type`.";
     Unprocessable = 422, false, "Well-formed but not applicable now: `unprocessable`, `git_failed`, \
-        `github_not_configured`, `sandbox_unavailable`, `sandbox_refused`, `idempotency_key_reused`.";
+        `github_not_configured`, `sandbox_unavailable`, `sandbox_refused`, `idempotency_key_reused`; an inspector \
+        query that ran too long or failed (`sql_timeout`, `sql_failed`), a database too large to copy \
+        (`database_too_large`).";
     TooManyRequests = 429, true, "Over the client's rate limit (`rate_limited`) or the actor's mailbox is full \
         (`overloaded`); retry after `Retry-After` seconds.";
     Internal = 500, false, "A storage failure or a bug: `internal` (details only in the server log).";
@@ -400,7 +411,7 @@ fn shape(path: &str, method: &str, op: &mut Operation) {
     };
     add(400, parameters || json_body);
     add(401, !public);
-    add(403, !public && (method != "GET" || path.starts_with("/v1/orgs/{org}")));
+    add(403, !public && (method != "GET" || path.starts_with("/v1/orgs/{org}") || path.starts_with("/v1/admin/")));
     add(404, segments);
     add(413, json_body);
     add(415, json_body);

@@ -35,6 +35,7 @@ const fn asset(body: &'static [u8], content_type: &'static str) -> Asset {
 
 static INDEX: Asset = asset(include_bytes!("webapp/index.html"), "text/html; charset=utf-8");
 static APP_JS: Asset = asset(include_bytes!("webapp/app.js"), "text/javascript; charset=utf-8");
+static INSPECTOR_JS: Asset = asset(include_bytes!("webapp/inspector.js"), "text/javascript; charset=utf-8");
 static APP_CSS: Asset = asset(include_bytes!("webapp/app.css"), "text/css; charset=utf-8");
 static ICON: Asset = asset(include_bytes!("webapp/icon.svg"), "image/svg+xml");
 
@@ -67,6 +68,10 @@ async fn app_js(req: HttpRequest) -> HttpResponse {
     serve(&req, &APP_JS)
 }
 
+async fn inspector_js(req: HttpRequest) -> HttpResponse {
+    serve(&req, &INSPECTOR_JS)
+}
+
 async fn app_css(req: HttpRequest) -> HttpResponse {
     serve(&req, &APP_CSS)
 }
@@ -83,7 +88,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/settings", web::get().to(index))
         .route("/orgs", web::get().to(index))
         .route("/orgs/{rest:.*}", web::get().to(index))
+        .route("/admin", web::get().to(index))
+        .route("/admin/{rest:.*}", web::get().to(index))
         .route("/app.js", web::get().to(app_js))
+        .route("/inspector.js", web::get().to(inspector_js))
         .route("/app.css", web::get().to(app_css))
         .route("/icon.svg", web::get().to(icon))
         .route("/favicon.ico", web::get().to(icon));

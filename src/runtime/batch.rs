@@ -2,10 +2,12 @@
 //! under `catch_unwind` in its own savepoint, and answered once the batch's fate is known.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::time::Instant;
 
 use super::actor::{panic_text, Reply};
 use super::entity::{message_name, Entity, Mutation, Tx};
 use super::error::CallError;
+use super::inspect::{TraceKind, TraceOutcome};
 use super::outbox::{self, Source};
 
 /// One mutation waiting in a group-commit batch.
@@ -13,8 +15,10 @@ pub(super) trait PendingItem<E: Entity> {
     fn name(&self) -> &'static str;
     /// Runs in the open transaction; `Err` means this item's writes must be rolled back.
     fn apply(&mut self, entity: &E, tx: &mut Tx<'_>) -> Result<(), ItemFailed>;
-    /// Sends the reply once the batch's fate is known.
-    fn finish(self: Box<Self>, outcome: &BatchOutcome, kind: &'static str, key: &str);
+    /// Sends the reply once the batch's fate is known; how it ended, for the trace.
+    fn finish(self: Box<Self>, outcome: &BatchOutcome, kind: &'static str, key: &str) -> TraceOutcome;
+    /// Its name and sort for the trace, and when the actor took it up (if tracing).
+    fn traced(&self) -> (&'static str, TraceKind, Option<Instant>);
 }
 
 pub(super) enum ItemFailed {
@@ -47,7 +51,13 @@ fn finish_reply<T, Err>(
     kind: &'static str,
     key: &str,
     message: &'static str,
-) {
+) -> TraceOutcome {
+    let traced = match (&result, outcome) {
+        (ItemResult::Done(Err(_)), _) => TraceOutcome::Refused,
+        (ItemResult::Panicked(_), _) => TraceOutcome::Panicked,
+        (ItemResult::Done(Ok(_)), BatchOutcome::Committed) => TraceOutcome::Ok,
+        _ => TraceOutcome::Failed,
+    };
     let answer = match (result, outcome) {
         (ItemResult::Done(Err(e)), _) => Err(CallError::Handler(e)),
         (ItemResult::Panicked(panic), _) => Err(CallError::Panicked { kind, key: key.to_owned(), message, panic }),
@@ -60,6 +70,7 @@ fn finish_reply<T, Err>(
         }
     };
     let _ = reply.send(answer);
+    traced
 }
 
 /// Runs one mutation under `catch_unwind`, storing its result for the reply and telling the batch whether to keep
@@ -86,6 +97,8 @@ pub(super) struct MutationItem<M: Mutation> {
     pub msg: Option<M>,
     pub result: ItemResult<M::Output, M::Error>,
     pub reply: Reply<M::Output, M::Error>,
+    /// When the actor took it up (only while tracing).
+    pub since: Option<Instant>,
 }
 
 impl<M: Mutation> PendingItem<M::Entity> for MutationItem<M> {
@@ -96,8 +109,11 @@ impl<M: Mutation> PendingItem<M::Entity> for MutationItem<M> {
         let Some(msg) = self.msg.take() else { return Ok(()) };
         run_item(&mut self.result, || msg.apply(entity, tx))
     }
-    fn finish(self: Box<Self>, outcome: &BatchOutcome, kind: &'static str, key: &str) {
-        finish_reply(self.result, self.reply, outcome, kind, key, message_name::<M>());
+    fn finish(self: Box<Self>, outcome: &BatchOutcome, kind: &'static str, key: &str) -> TraceOutcome {
+        finish_reply(self.result, self.reply, outcome, kind, key, message_name::<M>())
+    }
+    fn traced(&self) -> (&'static str, TraceKind, Option<Instant>) {
+        (message_name::<M>(), TraceKind::Mutation, self.since)
     }
 }
 
@@ -107,6 +123,7 @@ pub(super) struct DeliverItem<M: Mutation> {
     pub msg: Option<M>,
     pub result: ItemResult<bool, M::Error>,
     pub reply: Reply<bool, M::Error>,
+    pub since: Option<Instant>,
 }
 
 impl<M: Mutation> PendingItem<M::Entity> for DeliverItem<M> {
@@ -125,7 +142,10 @@ impl<M: Mutation> PendingItem<M::Entity> for DeliverItem<M> {
         outbox::record_applied(tx.conn, &self.source, self.seq)?;
         Ok(())
     }
-    fn finish(self: Box<Self>, outcome: &BatchOutcome, kind: &'static str, key: &str) {
-        finish_reply(self.result, self.reply, outcome, kind, key, message_name::<M>());
+    fn finish(self: Box<Self>, outcome: &BatchOutcome, kind: &'static str, key: &str) -> TraceOutcome {
+        finish_reply(self.result, self.reply, outcome, kind, key, message_name::<M>())
+    }
+    fn traced(&self) -> (&'static str, TraceKind, Option<Instant>) {
+        (message_name::<M>(), TraceKind::Delivery, self.since)
     }
 }

@@ -11,6 +11,8 @@
 //!   passivated actors when one is due.
 //! - [`placement`]: the fixed 1,024 shards actors are placed in, and the `Router` cluster mode decides them with.
 //! - [`system`]: the [`Runtime`] tying it together.
+//! - [`inspect`]: the read-only view of a running runtime for operators ([`Inspector`]) and each actor's trace of
+//!   recent messages.
 
 pub mod actor;
 mod batch;
@@ -19,6 +21,7 @@ mod due;
 pub mod entity;
 pub mod error;
 pub mod idempotency;
+pub mod inspect;
 pub mod key;
 pub mod outbox;
 pub mod patch;
@@ -37,6 +40,7 @@ pub use entity::{
 };
 pub use error::{ActivationError, ActivationFailure, CallError, DestroyRefused, KeyError, RuntimeError};
 pub use idempotency::{IdempotencyKey, Idempotent, Once, Recorded};
+pub use inspect::{InspectError, Inspector};
 pub use key::EntityKey;
 pub use outbox::Accepts;
 pub use patch::{PatchError, PatchOp};

@@ -363,6 +363,21 @@ impl TopicHub {
         Ok(())
     }
 
+    /// The topics of `kind` (of one key, if given) that have subscribers: `(key, topic, subscribers)`. One pass over
+    /// every channel, for the inspector (not for a hot path).
+    pub fn subscribed(&self, kind: &str, key: Option<&str>) -> Vec<(String, String, usize)> {
+        let mut out = Vec::new();
+        for shard in &self.shards {
+            for (id, ch) in lock(shard).iter() {
+                let n = ch.wake.receiver_count();
+                if n > 0 && id.kind == kind && key.is_none_or(|k| k == id.key) {
+                    out.push((id.key.clone(), id.topic.clone(), n));
+                }
+            }
+        }
+        out
+    }
+
     /// Number of topic channels currently held (for metrics and tests of cleanup).
     pub fn channel_count(&self) -> usize {
         self.shards.iter().map(|s| lock(s).len()).sum()

@@ -1,8 +1,10 @@
 //! The typed methods of [`crate::Client`], one file per route group of docs/API.md: `account` (sign-in, the
 //! caller's sessions, `/v1/me`, the model catalog), `orgs` (organizations, members, repositories, audit log, GitHub,
-//! admin), `tasks` (tasks, their actions and pull requests, sessions, messages, drafts) and `processes`.
+//! admin), `tasks` (tasks, their actions and pull requests, sessions, messages, drafts), `processes`, and `admin`
+//! (the runtime inspector, for server admins).
 
 mod account;
+mod admin;
 mod orgs;
 mod processes;
 mod tasks;

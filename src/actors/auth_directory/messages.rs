@@ -254,6 +254,36 @@ impl Read for ResolveLogin {
     }
 }
 
+/// Most logins one [`ListLoginUsers`] looks up.
+pub const MAX_LOGINS_LISTED: usize = 64;
+
+/// The users who last signed in with these `(provider, login)` pairs (logins case-insensitive); pairs that name
+/// nobody are left out. The server-admin check asks it for the configured admin logins.
+#[derive(Debug, Clone)]
+pub struct ListLoginUsers {
+    pub logins: Vec<(String, String)>,
+}
+
+impl Read for ListLoginUsers {
+    type Entity = AuthDirectory;
+    type Output = Vec<String>;
+    type Error = DomainError;
+
+    fn read(self, _: &AuthDirectory, db: &mut SqliteConnection) -> DomainResult<Vec<String>> {
+        if self.logins.len() > MAX_LOGINS_LISTED {
+            return Err(DomainError::invalid("logins", format!("at most {MAX_LOGINS_LISTED} at once")));
+        }
+        let mut users = Vec::new();
+        for (provider, login) in &self.logins {
+            check_account(provider, login)?;
+            if let Some(user) = schema::find_login(db, provider, &login.to_lowercase())? {
+                users.push(user);
+            }
+        }
+        Ok(users)
+    }
+}
+
 /// The user an email is bound to (case-insensitive).
 #[derive(Debug, Clone)]
 pub struct ResolveEmail {

@@ -23,6 +23,63 @@ export interface ActiveSessionBody {
   sessionId: Id;
 }
 
+/** One actor in full: its state and its database's tables. */
+export interface ActorDetail {
+  /** Size of its database (pages times page size). */
+  databaseBytes: number;
+  key: string;
+  kind: string;
+  mailboxDepth: number;
+  state: ActorState;
+  tables: TableInfo[];
+}
+
+/** A page of a kind's live actors, by encoded key. */
+export interface ActorPage {
+  actors: ActorSummary[];
+  kind: string;
+  /** Live actors of the kind, all pages together. */
+  live: number;
+  /** Pass as `after` for the next page; absent on the last. */
+  nextAfter?: string | null;
+}
+
+/** What a live actor reports of itself. */
+export interface ActorState {
+  /** Background tasks started through its context and not finished. */
+  backgroundTasks: number;
+  /** Panics in a row (restarts back off after the first). */
+  consecutiveFailures: number;
+  /** Outbox rows the receiver refused, kept in `_foundry_dead_letters`. */
+  deadLetters: number;
+  /** A delivery is on its way (or waiting to be retried). */
+  delivering: boolean;
+  /** Milliseconds since it last handled a message (to the runtime clock's 2 ms). */
+  idleMs: number;
+  /** When the earliest is due (ms since the Unix epoch). */
+  nextDueMs?: number | null;
+  /** Outbox rows not delivered yet. */
+  outboxPending: number;
+  /** Mutations waiting for their group commit. */
+  pendingMutations: number;
+  /** Durable schedules set. */
+  schedules: number;
+  /** Every topic it has published, with its committed version and current subscribers. */
+  topics: TopicView[];
+  /** Entries in its trace. */
+  traced: number;
+}
+
+/** One live actor. */
+export interface ActorSummary {
+  /** The encoded key (what the actor's file and the routes name it by). */
+  key: string;
+  /** Calls in flight: queued in its mailbox or running. */
+  mailboxDepth: number;
+  /** Its state; `null` when it did not answer within a second (busy, or passivating meanwhile). */
+  state?: ActorState | null;
+}
+
 export interface AddRepoBody {
   /** Default: `main`. */
   defaultBranch?: Branch | null;
@@ -258,6 +315,29 @@ export interface InviteBody {
   role: MemberRole;
 }
 
+/** One actor kind: its live actors, configuration and counters since the process started. */
+export interface KindView {
+  activationFailures: number;
+  activations: number;
+  committedMutations: number;
+  /** Actors destroyed (their database deleted). */
+  destroyed: number;
+  groupCommit: boolean;
+  idleTimeoutMs: number;
+  kind: string;
+  live: number;
+  mailboxCapacity: number;
+  /** Calls in flight to this kind's live actors (the sum of their mailbox depths). */
+  mailboxDepth: number;
+  maxBatch: number;
+  messages: number;
+  passivations: number;
+  restarts: number;
+  scheduleFailures: number;
+  schedulesFired: number;
+  transactions: number;
+}
+
 /** a single-line label: not blank, no control characters, at most 100 characters */
 export type Label = string;
 
@@ -466,6 +546,28 @@ export interface PullRequestSummary {
   url: string;
 }
 
+/** The answer of a read-only query. */
+export interface QueryAnswer {
+  columns: string[];
+  /** Values as JSON: numbers, strings, `null`, a blob as `{"blob": "<hex>"}`. */
+  rows: any[][];
+  /** Rows were left out (beyond the limit, or past ~4 MiB of values) or long values were cut. */
+  truncated: boolean;
+}
+
+/** One read-only SQL statement to run on a copy of the actor's database. */
+export interface QueryBody {
+  /** Most rows to answer (default 100). */
+  limit?: number | null;
+  /**
+   * One statement that only reads: `SELECT`/`WITH`, `EXPLAIN`, or a pragma that reads (`table_info`,
+   * `index_list`, `user_version` ...). At most 16 KiB.
+   */
+  sql: string;
+  /** Stop the statement after this many milliseconds (default 2,000). */
+  timeoutMs?: number | null;
+}
+
 /** `POST .../admin/rebuild`: how many task summaries were written again. */
 export interface Rebuilt {
   taskSummaries: number;
@@ -498,6 +600,21 @@ export interface RuntimeRow {
   cwd?: string | null;
   switchTarget?: string | null;
   updatedAt: number;
+}
+
+/** The runtime as a whole. */
+export interface RuntimeView {
+  /** Every registered kind, by name. */
+  kinds: KindView[];
+  liveActors: number;
+  /** Most actors open at once (beyond it, the least recently used idle ones passivate). */
+  maxLive: number;
+  /** Actors listed in the due index (actors with durable schedules). */
+  scheduledActors: number;
+  /** Topic channels with subscribers. */
+  topicChannels: number;
+  /** Messages each actor's trace keeps (0: off). */
+  traceSize: number;
 }
 
 /**
@@ -677,6 +794,30 @@ export interface SyncStatus {
   repositories: number;
 }
 
+/** A page of one table's rows, in stored order. */
+export interface TableDump {
+  columns: string[];
+  offset: number;
+  /** Values as JSON: numbers, strings, `null`, a blob as `{"blob": "<hex>"}`. */
+  rows: any[][];
+  table: string;
+  /** The table's rows, all pages together. */
+  total: number;
+  /** Long values were cut (text after 4,096 characters, blobs after 1 KiB). */
+  truncated: boolean;
+}
+
+/** A table of an actor's database. */
+export interface TableInfo {
+  name: string;
+  rows: number;
+  /**
+   * One of the runtime's own tables, present in every actor (`_foundry_*`: outbox, inbox, topics, schedules ...;
+   * and diesel's list of applied migrations).
+   */
+  runtime: boolean;
+}
+
 /**
  * The 200 answer of `POST T/{action}`: the status for `archive`, `unarchive` and `kill`, the task view for the
  * others (`pull-request` answers 201 [`PullRequestOpened`]).
@@ -785,6 +926,44 @@ export interface TopicKey {
 
 /** The topics a connection may subscribe to. */
 export type TopicName = "app" | "organization" | "task" | "session" | "sandboxProcesses";
+
+/** One topic of an actor. */
+export interface TopicView {
+  subscribers: number;
+  topic: string;
+  /** The committed version (0: subscribed to but never changed). */
+  version: number;
+}
+
+/** One traced message. */
+export interface TraceEntry {
+  /** When it ended (ms since the Unix epoch; to the runtime clock's 2 ms). */
+  atMs: number;
+  /** From the actor taking it up to its answer (for a mutation: to its batch's commit). */
+  durationUs: number;
+  kind: TraceKind;
+  /** The message's type name (a schedule's wire name). */
+  message: string;
+  outcome: TraceOutcome;
+}
+
+/** What sort of message a trace entry is. */
+export type TraceKind = "read" | "mutation" | "command" | "delivery" | "schedule";
+
+/** How a traced message ended. */
+export type TraceOutcome = "ok" | "refused" | "panicked" | "failed";
+
+/** One actor's recent messages. */
+export interface TraceView {
+  /** Newest first. */
+  entries: TraceEntry[];
+  /** Whether the actor is live: a passivated actor has no trace (it covers the current activation only). */
+  live: boolean;
+  /** Messages traced since the actor was activated; the ring keeps the last `size`. */
+  recorded: number;
+  /** The ring's size (`RuntimeConfig::trace_size`, `serve --trace-size`); 0: tracing is off. */
+  size: number;
+}
 
 /** One complete transcript item. */
 export interface TranscriptItem {

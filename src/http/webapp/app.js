@@ -10,6 +10,8 @@
 // the server's Rust types (tests/typescript.rs keeps it current): a renamed field fails CI, not the user.
 // @ts-check
 
+import { renderRuntimeInspector } from './inspector.js';
+
 /** @typedef {import('./api').AppSnapshot} AppSnapshot */
 /** @typedef {import('./api').AuditPage} AuditPage */
 /** @typedef {import('./api').AuthSessionInfo} AuthSessionInfo */
@@ -57,6 +59,7 @@ const enc = encodeURIComponent;
  * @property {ProcessRow[]} processes
  * @property {string | null} draftSession
  * @property {string | null} [logsOf] the process whose logs are open
+ * @property {boolean} [serverAdmin] the user may open the runtime inspector (`/admin`)
  */
 
 /** @type {AppState} */
@@ -186,6 +189,7 @@ function parseRoute(path) {
   const p = path.split('/').filter(Boolean).map(decodeURIComponent);
   if (p[0] === 'sign-in') return { name: 'signin' };
   if (p[0] === 'settings' && p.length === 1) return { name: 'settings' };
+  if (p[0] === 'admin') return { name: 'inspector', kind: p[1] === 'kinds' ? p[2] : undefined, key: p[3] === 'actors' ? p[4] : undefined };
   if (p[0] !== 'orgs') return { name: 'home' };
   if (p.length === 1) return { name: 'orgs' };
   const org = p[1];
@@ -645,6 +649,7 @@ function renderShell() {
       <label class="org-switch"><span class="sr-only">Organization</span><select id="org-select" data-change="org"></select></label>
       <span class="spacer"></span>
       <span id="conn" class="conn" role="status"></span>
+      <a id="inspector-link" class="btn ghost small" href="/admin" hidden>Inspector</a>
       <a id="user-link" class="user-link" href="/settings" title="Your settings"><span id="user-avatar" class="avatar small" aria-hidden="true"></span><span id="user-name" class="user-name"></span></a>
       <button class="btn ghost" data-action="sign-out">Sign out</button>
     </header>
@@ -664,6 +669,7 @@ function renderTop() {
   conn.className = `conn ${S.online ? 'on' : 'off'}`;
   conn.textContent = S.online ? 'Live' : 'Offline — reconnecting…';
   $('#user-name').textContent = me ? me.user.name || me.user.email : '';
+  $('#inspector-link').hidden = !S.serverAdmin;
   const av = $('#user-avatar');
   const avHtml = me ? avatarHtml(me.user.name || me.user.email, me.user.avatarUrl) : '';
   if (av.dataset.html !== avHtml) {
@@ -759,6 +765,7 @@ function renderMain() {
   else if (r.name === 'task') renderTask(main);
   else if (r.name === 'audit') renderAudit(main);
   else if (r.name === 'settings') renderSettings(main);
+  else if (r.name === 'inspector') renderRuntimeInspector(main, r, { api, fail });
 }
 
 // --- organizations -----------------------------------------------------------------------------------------------
@@ -1582,6 +1589,14 @@ async function enterApp() {
   renderShell();
   connect();
   onRoute();
+  // Server admins (serve --server-admin) get the runtime inspector's link; anyone else is refused with 403.
+  api('GET', '/v1/admin/runtime').then(
+    () => {
+      S.serverAdmin = true;
+      invalidate('top');
+    },
+    () => {},
+  );
 }
 
 // ---------------------------------------------------------------------------------------------------------------

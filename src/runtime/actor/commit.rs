@@ -146,13 +146,17 @@ impl<E: Entity> EntityActor<E> {
             core.outbox.pending = true;
         }
         self.publish_changes(changes);
+        // One clock read for the whole batch: its mutations end together, at their replies.
+        let (end, clock) = (self.core.trace.start(), self.core.shared().clock_ms());
         for (item, err) in batch.into_iter().zip(item_errors) {
-            match (err, &outcome) {
+            let (name, kind, since) = item.traced();
+            let traced = match (err, &outcome) {
                 (Some(e), BatchOutcome::Committed) => {
                     item.finish(&BatchOutcome::StorageFailed(e), E::KIND, &self.core.encoded)
                 }
                 _ => item.finish(&outcome, E::KIND, &self.core.encoded),
-            }
+            };
+            self.core.trace.record(name, kind, traced, since, end, clock);
         }
         if effects.outbox_written {
             self.pump_outbox(ctx);

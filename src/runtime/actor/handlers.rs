@@ -8,6 +8,7 @@ use actix::prelude::*;
 use super::super::batch::{DeliverItem, ItemResult, MutationItem};
 use super::super::entity::{message_name, Command, Delivery, Entity, Mutation, Read};
 use super::super::error::CallError;
+use super::super::inspect::{TraceKind, TraceOutcome};
 use super::{panic_text, Deliver, EntityActor, Exec, Mutate, Query, SubscribeTopic};
 
 macro_rules! span {
@@ -26,15 +27,19 @@ impl<E: Entity, M: Read<Entity = E>> Handler<Query<M>> for EntityActor<E> {
             return;
         }
         self.flush(ctx);
+        let since = self.core.trace.start();
         let Query { msg, reply } = q;
         let EntityActor { entity, core } = self;
         let conn = core.conn();
         match catch_unwind(AssertUnwindSafe(|| msg.read(entity, conn))) {
             Ok(r) => {
                 self.core.failures = 0;
+                let outcome = if r.is_ok() { TraceOutcome::Ok } else { TraceOutcome::Refused };
                 let _ = reply.send(r.map_err(CallError::Handler));
+                self.traced(message_name::<M>(), TraceKind::Read, outcome, since);
             }
             Err(p) => {
+                self.traced(message_name::<M>(), TraceKind::Read, TraceOutcome::Panicked, since);
                 let panic = panic_text(&p);
                 let key = self.core.encoded.clone();
                 let _ = reply.send(Err(CallError::Panicked {
@@ -58,7 +63,13 @@ impl<E: Entity, M: Mutation<Entity = E>> Handler<Mutate<M>> for EntityActor<E> {
             let _ = m.reply.send(Err(self.unavailable()));
             return;
         }
-        self.core.pending.push(Box::new(MutationItem { msg: Some(m.msg), result: ItemResult::NotRun, reply: m.reply }));
+        let since = self.core.trace.start();
+        self.core.pending.push(Box::new(MutationItem {
+            msg: Some(m.msg),
+            result: ItemResult::NotRun,
+            reply: m.reply,
+            since,
+        }));
         self.schedule_flush(ctx);
     }
 }
@@ -81,6 +92,7 @@ where
             msg: Some(d.msg),
             result: ItemResult::NotRun,
             reply: d.reply,
+            since: self.core.trace.start(),
         }));
         self.schedule_flush(ctx);
     }
@@ -96,12 +108,16 @@ impl<E: Entity, C: Command<Entity = E>> Handler<Exec<C>> for EntityActor<E> {
             return;
         }
         self.flush(ctx);
+        let since = self.core.trace.start();
         let Exec { cmd, reply } = x;
         match catch_unwind(AssertUnwindSafe(|| self.with_ctx(ctx, |e, c| cmd.run(e, c)))) {
             Ok(r) => {
+                let outcome = if r.is_ok() { TraceOutcome::Ok } else { TraceOutcome::Refused };
                 let _ = reply.send(r.map_err(CallError::Handler));
+                self.traced(message_name::<C>(), TraceKind::Command, outcome, since);
             }
             Err(p) => {
+                self.traced(message_name::<C>(), TraceKind::Command, TraceOutcome::Panicked, since);
                 let panic = panic_text(&p);
                 let key = self.core.encoded.clone();
                 let _ = reply.send(Err(CallError::Panicked {

@@ -8,10 +8,12 @@
 //! - `lifecycle`: idle passivation, eviction, parking, keep-awake, `on_sleep` and the drain-then-close shutdown.
 //! - `destroy`: destroying an actor (outbox settled first, then its database deleted), resumed after a crash.
 //! - `handlers`: one actix `Handler` per message type.
+//! - `inspect`: the inspector's questions to a live actor (state, trace, a copy of its database).
 
 mod commit;
 mod destroy;
 mod handlers;
+mod inspect;
 mod lifecycle;
 mod outbox_pump;
 mod schedules;
@@ -35,6 +37,7 @@ use super::registry::{Registry, Slot};
 use super::topic::Subscription;
 
 pub(crate) use lifecycle::DestroyReply;
+pub(crate) use inspect::{Inspect, Probe, Probed};
 use lifecycle::StopState;
 use outbox_pump::OutboxState;
 pub(crate) use schedules::WakeSchedules;
@@ -186,6 +189,8 @@ pub struct Core<E: Entity> {
     timer: Option<ScheduleTimer>,
     /// Due schedules are being fired: commits sync the due index but leave arming to the end of the round.
     firing: bool,
+    /// The last messages handled (`RuntimeConfig::trace_size` of them), for the inspector.
+    pub(crate) trace: super::inspect::Trace,
 }
 
 impl<E: Entity> Core<E> {
@@ -257,6 +262,7 @@ pub struct EntityActor<E: Entity> {
 impl<E: Entity> EntityActor<E> {
     pub(crate) fn new(entity: E, p: CoreParts<E>) -> Self {
         let now_ms = p.registry.inner.shared.clock_ms();
+        let trace = super::inspect::Trace::new(p.registry.inner.shared.config.trace_size);
         EntityActor {
             entity,
             core: Core {
@@ -288,6 +294,7 @@ impl<E: Entity> EntityActor<E> {
                 indexed: Indexed::Absent,
                 timer: None,
                 firing: false,
+                trace,
             },
         }
     }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use actix::prelude::*;
 
 use super::super::entity::Entity;
+use super::super::inspect::{TraceKind, TraceOutcome};
 use super::super::schedule::{self, FireError, ScheduleInfo};
 use super::lifecycle::StopState;
 use super::EntityActor;
@@ -174,7 +175,9 @@ impl<E: Entity> EntityActor<E> {
 
     /// Applies one due row; `false` if the actor restarted or stopped meanwhile.
     fn fire_one(&mut self, ctx: &mut Context<Self>, row: ScheduleInfo, now: i64) -> bool {
-        let fire = self.core.registry.inner.scheduled.get(row.message.as_str()).copied();
+        let since = self.core.trace.start();
+        let known = self.core.registry.inner.scheduled.get_key_value(row.message.as_str());
+        let (name, fire) = known.map_or(("(unknown scheduled message)", None), |(name, fire)| (*name, Some(*fire)));
         let span = tracing::debug_span!("schedule", kind = E::KIND, key = %self.core.encoded, message = %row.message);
         let _enter = span.enter();
         let res = self.with_ctx(ctx, |entity, c| {
@@ -203,12 +206,19 @@ impl<E: Entity> EntityActor<E> {
         let failure = match res {
             Ok(true) => {
                 stats.schedules_fired.fetch_add(1, Ordering::Relaxed);
+                self.traced(name, TraceKind::Schedule, TraceOutcome::Ok, since);
                 return true;
             }
             Ok(false) => return true,
             Err(e) => e,
         };
         stats.schedule_failures.fetch_add(1, Ordering::Relaxed);
+        let outcome = match &failure {
+            FireError::Failed(_) if fire.is_some() => TraceOutcome::Refused,
+            FireError::Panicked(_) => TraceOutcome::Panicked,
+            FireError::Failed(_) | FireError::Db(_) => TraceOutcome::Failed,
+        };
+        self.traced(name, TraceKind::Schedule, outcome, since);
         tracing::warn!(id = row.id, attempts = row.attempts + 1, error = %failure, "scheduled message failed; will retry");
         let text = failure.to_string();
         if let Err(e) = self.write_now(|c| schedule::record_failure(c, &row, now, &text)) {

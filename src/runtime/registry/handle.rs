@@ -1,12 +1,18 @@
 //! The type-erased view of a kind's registry ([`KindHandle`]) that runtime-wide work goes through: shutdown,
-//! eviction across kinds, outbox recovery, schedule wake-ups, metrics.
+//! eviction across kinds, outbox recovery, schedule wake-ups, metrics, the inspector.
 
 use tokio::sync::oneshot;
 
-use super::super::entity::Entity;
-use super::super::error::ActivationError;
+use super::super::actor::{Inspect, Probe, Probed};
+use super::super::entity::{Entity, KindConfig};
+use super::super::error::{ActivationError, CallError};
+use super::super::inspect::{InspectError, LiveActor};
 use super::super::key::EntityKey;
-use super::{KindStats, Registry};
+use super::super::topic::lock;
+use super::{Backpressure, KindStats, Open, Registry};
+
+/// How long an inspection of one actor waits for room in a full mailbox (then `CallError::Timeout`).
+const INSPECT_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Type-erased view of a registry, for runtime-wide work (shutdown, eviction, recovery, metrics).
 pub(crate) trait KindHandle: Send + Sync {
@@ -25,6 +31,21 @@ pub(crate) trait KindHandle: Send + Sync {
         &self,
         encoded_key: String,
     ) -> futures_util::future::BoxFuture<'static, Result<bool, ActivationError>>;
+    fn config(&self) -> &KindConfig;
+    /// The live actors, unordered (the inspector).
+    fn live_actors(&self) -> Vec<LiveActor>;
+    /// The actor of this encoded key if it is live.
+    fn live_actor(&self, encoded_key: &str) -> Option<LiveActor>;
+    /// Whether the encoded key names an actor (live, or a database on disk), activating nothing.
+    fn exists_encoded(&self, encoded_key: &str) -> Result<bool, CallError<InspectError>>;
+    /// Asks the actor of this encoded key for `probe`. `live_only`: only a live actor is asked (`None` otherwise,
+    /// nothing activated). Else an existing actor is activated and a key naming none is `CallError::NotFound`.
+    fn inspect(
+        &self,
+        encoded_key: String,
+        probe: Probe,
+        live_only: bool,
+    ) -> futures_util::future::BoxFuture<'static, Option<Result<Probed, CallError<InspectError>>>>;
 }
 
 impl<E: Entity> KindHandle for Registry<E> {
@@ -89,6 +110,51 @@ impl<E: Entity> KindHandle for Registry<E> {
                     Ok(true)
                 }
                 None => Ok(false),
+            }
+        })
+    }
+    fn config(&self) -> &KindConfig {
+        &self.inner.config
+    }
+    fn live_actors(&self) -> Vec<LiveActor> {
+        let mut out = Vec::new();
+        for shard in &self.inner.shards {
+            for (key, slot) in lock(shard).iter() {
+                if slot.cell.initialized() && !slot.is_retired() {
+                    out.push(LiveActor { key: key.encode(), in_flight: slot.in_flight() });
+                }
+            }
+        }
+        out
+    }
+    fn live_actor(&self, encoded_key: &str) -> Option<LiveActor> {
+        let key = E::Key::decode(encoded_key).ok()?;
+        let slot = lock(self.shard(&key)).get(&key).cloned()?;
+        (slot.cell.initialized() && !slot.is_retired())
+            .then(|| LiveActor { key: encoded_key.to_owned(), in_flight: slot.in_flight() })
+    }
+    fn exists_encoded(&self, encoded_key: &str) -> Result<bool, CallError<InspectError>> {
+        let key =
+            E::Key::decode(encoded_key).map_err(|e| CallError::Handler(InspectError::InvalidKey(e.to_string())))?;
+        Ok(self.exists(&key)?)
+    }
+    fn inspect(
+        &self,
+        encoded_key: String,
+        probe: Probe,
+        live_only: bool,
+    ) -> futures_util::future::BoxFuture<'static, Option<Result<Probed, CallError<InspectError>>>> {
+        let this = self.clone();
+        Box::pin(async move {
+            let key = match E::Key::decode(&encoded_key) {
+                Ok(key) => key,
+                Err(e) => return Some(Err(CallError::Handler(InspectError::InvalidKey(e.to_string())))),
+            };
+            if live_only {
+                this.call_if_live(&key, |reply| Inspect { probe, reply }).await
+            } else {
+                let wait = Backpressure::WaitUpTo(INSPECT_WAIT);
+                Some(this.call(&key, Open::IfExists, wait, |reply| Inspect { probe, reply }).await)
             }
         })
     }

@@ -614,6 +614,37 @@ impl<E: Entity> Registry<E> {
         Err(CallError::Unavailable { kind: E::KIND, key: key.encode() })
     }
 
+    /// Sends one envelope to `key`'s actor only if it is live now, activating nothing: `None` when it is not live
+    /// (or is passivating). A full mailbox answers `Overloaded` at once (the inspector lists busy actors without
+    /// waiting on them).
+    pub(crate) async fn call_if_live<T, Err, Msg>(
+        &self,
+        key: &E::Key,
+        make: impl FnOnce(oneshot::Sender<Result<T, CallError<Err>>>) -> Msg,
+    ) -> Option<Result<T, CallError<Err>>>
+    where
+        Msg: Message<Result = ()> + Send + 'static,
+        EntityActor<E>: Handler<Msg>,
+        <EntityActor<E> as Actor>::Context: actix::dev::ToEnvelope<EntityActor<E>, Msg>,
+    {
+        let slot = lock(self.shard(key)).get(key).cloned()?;
+        let addr = slot.cell.get().filter(|a| a.connected())?.clone();
+        match slot.try_enter() {
+            Admission::Admitted => {}
+            Admission::Retired => return None,
+            Admission::Full => {
+                let capacity = self.inner.config.mailbox_capacity;
+                return Some(Err(CallError::Overloaded { kind: E::KIND, key: key.encode(), capacity }));
+            }
+        }
+        let _in_flight = InFlight(&slot);
+        let (tx, rx) = oneshot::channel();
+        if addr.try_send(make(tx)).is_err() {
+            return None;
+        }
+        Some(rx.await.unwrap_or_else(|_| Err(CallError::Unavailable { kind: E::KIND, key: key.encode() })))
+    }
+
     /// Runs a read-only query on `key`'s actor.
     pub async fn read<M: Read<Entity = E>>(&self, key: &E::Key, msg: M) -> Result<M::Output, CallError<M::Error>> {
         self.read_with(key, msg, Backpressure::Wait).await
