@@ -36,8 +36,8 @@ use super::publish::Change;
 use super::registry::{Registry, Slot};
 use super::topic::Subscription;
 
-pub(crate) use lifecycle::DestroyReply;
 pub(crate) use inspect::{Inspect, Probe, Probed};
+pub(crate) use lifecycle::DestroyReply;
 use lifecycle::StopState;
 use outbox_pump::OutboxState;
 pub(crate) use schedules::WakeSchedules;
