@@ -33,6 +33,15 @@ use tokio::sync::mpsc;
 
 use super::{AgentBackend, AgentEvent, HistoryItem, TurnEnd, TurnRequest};
 
+mod acp;
+mod catalog;
+mod sse;
+
+use acp::{is_answer, map_envelope, permission_answer};
+use catalog::parse_agent;
+pub use catalog::{CatalogAgent, CatalogOption, CatalogSetting};
+use sse::{SseBuffer, SseStream};
+
 /// Failures talking to the sandbox-agent server.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum SandboxError {
@@ -60,62 +69,6 @@ impl SandboxError {
             }
             _ => false,
         }
-    }
-}
-
-/// One agent of the server's catalog, with its selectable options.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct CatalogAgent {
-    pub id: String,
-    pub installed: bool,
-    pub models: Vec<CatalogOption>,
-    pub modes: Vec<CatalogOption>,
-    pub thought_levels: Vec<CatalogOption>,
-    /// The config options the lists above come from.
-    pub settings: Vec<CatalogSetting>,
-}
-
-impl CatalogAgent {
-    /// The config option of `category` (`model`, `mode`, `thought_level`), if the agent has one.
-    pub fn setting(&self, category: &str) -> Option<&CatalogSetting> {
-        self.settings.iter().find(|s| s.category == category)
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct CatalogOption {
-    pub value: String,
-    pub name: String,
-}
-
-/// One config option of an agent (`configOptions[]`).
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct CatalogSetting {
-    /// What `session/set_config_option` names it by (`configId`).
-    pub id: String,
-    pub category: String,
-    /// The agent's own default (`currentValue`).
-    pub current: Option<String>,
-    pub options: Vec<CatalogOption>,
-}
-
-impl CatalogSetting {
-    /// The agent's value for foundry's `wanted`: the same value, else the option whose value or name matches
-    /// ignoring case and punctuation (`accept-edits` is claude's `acceptEdits`, `default` is codex's `auto`, named
-    /// "Default"), else for `default` the agent's own default. `None` if the agent offers nothing like it.
-    pub fn pick(&self, wanted: &str) -> Option<String> {
-        if let Some(o) = self.options.iter().find(|o| o.value == wanted) {
-            return Some(o.value.clone());
-        }
-        let norm = |s: &str| s.chars().filter(char::is_ascii_alphanumeric).collect::<String>().to_ascii_lowercase();
-        let w = norm(wanted);
-        if let Some(o) = self.options.iter().find(|o| norm(&o.value) == w || norm(&o.name) == w) {
-            return Some(o.value.clone());
-        }
-        if wanted == "default" {
-            return self.current.clone().or_else(|| self.options.first().map(|o| o.value.clone()));
-        }
-        None
     }
 }
 
@@ -693,11 +646,6 @@ async fn skip_until(stream: &mut SseStream, marker: Option<u64>) {
     }
 }
 
-/// Whether `envelope` is the answer to our request `id` (not a request of the agent's with the same id).
-fn is_answer(envelope: &Value, id: u64) -> bool {
-    envelope.get("method").is_none() && envelope.get("id").and_then(Value::as_u64) == Some(id)
-}
-
 /// A new ACP server id: `foundry-<128 random bits>-<session key>` (the key, with only `[A-Za-z0-9-]` and at most 64
 /// characters of it, is only there to make a server list readable).
 fn new_server_id(session_key: &str) -> Result<String, SandboxError> {
@@ -779,199 +727,6 @@ impl Drop for CancelOnDrop {
     }
 }
 
-/// One server-sent event.
-#[derive(Debug, Clone, PartialEq)]
-struct SseEvent {
-    id: Option<u64>,
-    data: Option<String>,
-}
-
-impl SseEvent {
-    fn envelope(&self) -> Option<Value> {
-        self.data.as_deref().and_then(|d| serde_json::from_str(d).ok())
-    }
-}
-
-/// Bytes read but not yet split into events (a chunk may end mid-event, or mid-character).
-#[derive(Debug, Default)]
-struct SseBuffer {
-    bytes: Vec<u8>,
-}
-
-impl SseBuffer {
-    fn push(&mut self, chunk: &[u8]) {
-        self.bytes.extend(chunk.iter().filter(|b| **b != b'\r'));
-    }
-
-    fn pop(&mut self) -> Option<SseEvent> {
-        let end = self.bytes.windows(2).position(|w| w == b"\n\n")?;
-        let raw: Vec<u8> = self.bytes.drain(..end + 2).collect();
-        let (id, data) = parse_sse(&String::from_utf8_lossy(&raw));
-        Some(SseEvent { id, data })
-    }
-
-    fn has_event(&self) -> bool {
-        self.bytes.windows(2).any(|w| w == b"\n\n")
-    }
-}
-
-struct SseStream {
-    res: reqwest::Response,
-    buf: SseBuffer,
-    /// The last event id read (or the id the stream was opened after).
-    after: u64,
-}
-
-impl SseStream {
-    /// The next event after `after` (events at or before it are skipped), or `None` when the stream ends.
-    /// Cancel-safe: bytes of an unfinished read stay buffered.
-    async fn next(&mut self) -> Result<Option<SseEvent>, SandboxError> {
-        loop {
-            while let Some(event) = self.buf.pop() {
-                match event.id {
-                    Some(id) if id <= self.after => continue,
-                    Some(id) => self.after = id,
-                    None if event.data.is_none() => continue,
-                    None => {}
-                }
-                return Ok(Some(event));
-            }
-            match self.res.chunk().await {
-                Ok(Some(bytes)) => self.buf.push(&bytes),
-                Ok(None) => return Ok(None),
-                Err(e) => return Err(SandboxError::Unreachable(e.to_string())),
-            }
-        }
-    }
-
-    fn has_buffered(&self) -> bool {
-        self.buf.has_event()
-    }
-}
-
-fn parse_sse(raw: &str) -> (Option<u64>, Option<String>) {
-    let mut id = None;
-    let mut data: Option<String> = None;
-    for line in raw.lines() {
-        if let Some(v) = line.strip_prefix("id:") {
-            id = v.trim().parse().ok();
-        } else if let Some(v) = line.strip_prefix("data:") {
-            let v = v.strip_prefix(' ').unwrap_or(v);
-            match &mut data {
-                Some(d) => {
-                    d.push('\n');
-                    d.push_str(v);
-                }
-                None => data = Some(v.to_owned()),
-            }
-        }
-    }
-    (id, data)
-}
-
-/// Maps one ACP envelope from the stream to agent events: `session/update` notifications (message chunks, tool calls
-/// and their updates) and the mock agent's `mock/echo` of a prompt.
-/// The answer to an agent's `session/request_permission`: the first "allow" option it offers (once before always),
-/// or a cancelled outcome if it offers none.
-fn permission_answer(envelope: &Value) -> Option<Value> {
-    if envelope["method"] != "session/request_permission" || envelope.get("id").is_none() {
-        return None;
-    }
-    let options = envelope["params"]["options"].as_array().cloned().unwrap_or_default();
-    let pick = ["allow_once", "allow_always"]
-        .iter()
-        .find_map(|kind| options.iter().find(|o| o["kind"] == *kind))
-        .and_then(|o| o["optionId"].as_str());
-    let outcome = match pick {
-        Some(option) => json!({ "outcome": "selected", "optionId": option }),
-        None => json!({ "outcome": "cancelled" }),
-    };
-    Some(json!({ "jsonrpc": "2.0", "id": envelope["id"], "result": { "outcome": outcome } }))
-}
-
-fn map_envelope(envelope: &Value) -> Vec<AgentEvent> {
-    let method = envelope["method"].as_str().unwrap_or_default();
-    let params = &envelope["params"];
-    match method {
-        "session/update" => {
-            let update = &params["update"];
-            match update["sessionUpdate"].as_str().unwrap_or_default() {
-                "agent_message_chunk" => {
-                    let text = update["content"]["text"].as_str().unwrap_or_default();
-                    vec![AgentEvent::TextDelta { text: text.to_owned() }]
-                }
-                "tool_call" => vec![AgentEvent::ToolCall {
-                    id: update["toolCallId"].as_str().unwrap_or_default().to_owned(),
-                    name: update["title"].as_str().or(update["kind"].as_str()).unwrap_or("tool").to_owned(),
-                    input: update["rawInput"].clone(),
-                }],
-                "tool_call_update" if update["status"] == "completed" => vec![AgentEvent::ToolResult {
-                    id: update["toolCallId"].as_str().unwrap_or_default().to_owned(),
-                    output: update["content"].to_string(),
-                }],
-                _ => Vec::new(),
-            }
-        }
-        "mock/echo" => {
-            let message = &params["message"];
-            if message["method"] == "session/prompt" {
-                let text: Vec<&str> = message["params"]["prompt"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|p| p["text"].as_str())
-                    .collect();
-                vec![AgentEvent::TextDelta { text: format!("echo: {}", text.join(" ")) }]
-            } else {
-                Vec::new()
-            }
-        }
-        _ => Vec::new(),
-    }
-}
-
-/// Options may nest in groups (`{name, options: [...]}`).
-fn collect_options(list: &Value, out: &mut Vec<CatalogOption>) {
-    for o in list.as_array().into_iter().flatten() {
-        if let Some(value) = o["value"].as_str() {
-            out.push(CatalogOption { value: value.to_owned(), name: o["name"].as_str().unwrap_or(value).to_owned() });
-        } else {
-            collect_options(&o["options"], out);
-        }
-    }
-}
-
-fn parse_agent(a: &Value) -> CatalogAgent {
-    let settings: Vec<CatalogSetting> = a["configOptions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|c| {
-            let category = c["category"].as_str()?.to_owned();
-            let mut options = Vec::new();
-            collect_options(&c["options"], &mut options);
-            Some(CatalogSetting {
-                // Older servers name no id: the category is what they accept.
-                id: c["id"].as_str().unwrap_or(&category).to_owned(),
-                current: c["currentValue"].as_str().map(str::to_owned),
-                category,
-                options,
-            })
-        })
-        .collect();
-    let options = |category: &str| -> Vec<CatalogOption> {
-        settings.iter().filter(|s| s.category == category).flat_map(|s| s.options.clone()).collect()
-    };
-    CatalogAgent {
-        id: a["id"].as_str().unwrap_or_default().to_owned(),
-        installed: a["installed"].as_bool().unwrap_or(false),
-        models: options("model"),
-        modes: options("mode"),
-        thought_levels: options("thought_level"),
-        settings,
-    }
-}
-
 async fn read_json(res: reqwest::Response) -> Result<Value, SandboxError> {
     let status = res.status();
     let body = res.text().await.map_err(|e| SandboxError::Unreachable(e.to_string()))?;
@@ -1000,55 +755,6 @@ impl AgentBackend for SandboxAgent {
 mod tests {
     use super::*;
 
-    #[test]
-    fn sse_events_parse_and_map() {
-        let (id, data) = parse_sse("event: message\nid: 7\ndata: {\"a\":1}\n\n");
-        assert_eq!((id, data.as_deref()), (Some(7), Some("{\"a\":1}")));
-        let chunk = json!({"jsonrpc":"2.0","method":"session/update","params":{"sessionId":"s","update":{
-            "sessionUpdate":"agent_message_chunk","content":{"type":"text","text":"Hel"}}}});
-        assert_eq!(map_envelope(&chunk), vec![AgentEvent::TextDelta { text: "Hel".into() }]);
-        let echo = json!({"jsonrpc":"2.0","method":"mock/echo","params":{"message":{"method":"session/prompt",
-            "params":{"prompt":[{"type":"text","text":"hi"}]}}}});
-        assert_eq!(map_envelope(&echo), vec![AgentEvent::TextDelta { text: "echo: hi".into() }]);
-        assert!(map_envelope(&json!({"id":1,"result":{}})).is_empty());
-        let ask = json!({"jsonrpc":"2.0","id":7,"method":"session/request_permission","params":{"sessionId":"s",
-            "toolCall":{"toolCallId":"t"},"options":[{"optionId":"no","kind":"reject_once","name":"No"},
-            {"optionId":"always","kind":"allow_always","name":"Always"},{"optionId":"once","kind":"allow_once","name":"Once"}]}});
-        assert_eq!(
-            permission_answer(&ask),
-            Some(json!({"jsonrpc":"2.0","id":7,"result":{"outcome":{"outcome":"selected","optionId":"once"}}}))
-        );
-        let none = json!({"jsonrpc":"2.0","id":8,"method":"session/request_permission","params":{"options":[]}});
-        assert_eq!(permission_answer(&none).unwrap()["result"]["outcome"]["outcome"], "cancelled");
-        assert_eq!(permission_answer(&chunk), None);
-    }
-
-    #[test]
-    fn sse_buffer_splits_events_across_chunks() {
-        let mut buf = SseBuffer::default();
-        let text = "id: 1\r\ndata: {\"t\":\"é\"}\r\n\r\nid: 2\ndata: x\n\n";
-        let bytes = text.as_bytes();
-        // Split inside the two-byte "é" and inside the separator.
-        let split = text.find('é').unwrap() + 1;
-        buf.push(&bytes[..split]);
-        assert!(buf.pop().is_none() && !buf.has_event());
-        buf.push(&bytes[split..]);
-        assert!(buf.has_event());
-        let first = buf.pop().unwrap();
-        assert_eq!(first.id, Some(1));
-        assert_eq!(first.envelope(), Some(json!({"t":"é"})));
-        assert_eq!(buf.pop(), Some(SseEvent { id: Some(2), data: Some("x".into()) }));
-        assert_eq!(buf.pop(), None);
-    }
-
-    #[test]
-    fn answers_are_told_from_agent_requests() {
-        assert!(is_answer(&json!({"jsonrpc":"2.0","id":5,"result":{}}), 5));
-        assert!(is_answer(&json!({"jsonrpc":"2.0","id":5,"error":{"code":-32601}}), 5));
-        assert!(!is_answer(&json!({"jsonrpc":"2.0","id":5,"method":"fs/read_text_file"}), 5));
-        assert!(!is_answer(&json!({"jsonrpc":"2.0","id":6,"result":{}}), 5));
-    }
-
     fn mock_agent() -> Value {
         json!({"id":"mock","installed":true,"configOptions":[
             {"category":"model","id":"model","currentValue":"mock","options":[
@@ -1057,20 +763,6 @@ mod tests {
                 {"value":"normal","name":"Normal"},{"value":"plan","name":"Plan"}]},
             {"category":"thought_level","id":"thought_level","currentValue":"low","options":[
                 {"value":"low","name":"Low"},{"value":"medium","name":"Medium"},{"value":"high","name":"High"}]}]})
-    }
-
-    #[test]
-    fn catalog_options_flatten_groups() {
-        let agent = json!({"id":"codex","installed":true,"configOptions":[
-            {"category":"model","options":[{"value":"a","name":"A"},{"name":"group","options":[{"value":"b","name":"B"}]}]},
-            {"category":"thought_level","options":[{"value":"high","name":"High"}]}]});
-        let parsed = parse_agent(&agent);
-        assert_eq!(parsed.models.iter().map(|o| o.value.as_str()).collect::<Vec<_>>(), ["a", "b"]);
-        assert_eq!(parsed.thought_levels.len(), 1);
-        assert!(parsed.modes.is_empty());
-        assert_eq!(parsed.setting("model").map(|s| s.id.as_str()), Some("model"), "the category when no id");
-        let mock = parse_agent(&mock_agent());
-        assert_eq!(mock.setting("mode").and_then(|s| s.current.as_deref()), Some("normal"));
     }
 
     #[test]
