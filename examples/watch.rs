@@ -97,7 +97,7 @@ async fn main() {
     let ids: Vec<String> = args.get(3).map(|k| k.split('/').map(str::to_owned).collect()).unwrap_or_default();
     let mut ids = ids.into_iter();
     let key = ids.next().map(|org| TopicKey { org, repo: ids.next(), task: ids.next(), session: ids.next() });
-    let sub = Subscribe { topic, key, after: None, patches: true };
+    let sub = Subscribe { topic, key, after: None, patches: true, params: None };
 
     let client = Client::new(base.as_str()).unwrap_or_else(|e| {
         eprintln!("{e}");

@@ -8,10 +8,15 @@
 //! stop answering; the session token and every subscription's membership are re-checked periodically, so sign-out or
 //! removal from an organization ends access on open connections too.
 //!
-//! Client frames: `{"type":"subscribe","topic","key","after"?,"patches"?}`, `{"type":"unsubscribe","topic","key"}`,
-//! `{"type":"ping"}`.
+//! Each subscription is a connection of the topic's actor (`runtime::connection`): the caller's user id and the
+//! frame's `params` go to its `before_connect` hook (the organization checks membership there), and the actor's
+//! events reach the client as `event` frames in order with the topic's frames.
+//!
+//! Client frames: `{"type":"subscribe","topic","key","after"?,"patches"?,"params"?}`,
+//! `{"type":"unsubscribe","topic","key"}`, `{"type":"ping"}`.
 //! Server frames: `{"type":"{topic}Updated","key","version","snapshot"}`,
 //! `{"type":"{topic}Patched","key","version","base","ops"}` (subscriptions with `patches` only),
+//! `{"type":"event","topic","key","event","seq","payload"}`, `{"type":"lagged","topic","key","missed"}`,
 //! `{"type":"error","code","message"}`, `{"type":"pong"}`, `{"type":"unsubscribed","topic","key"}`. Keys: `app`
 //! takes none (the caller's own), otherwise `{"org"}`, `{"org","repo","task"}` (task, sandboxProcesses) or
 //! `{"org","repo","task","session"}`.
@@ -32,7 +37,12 @@ use serde::Deserialize;
 use super::frames::TopicKey as FrameKey;
 use super::{member, Api, ApiError, Caller};
 use crate::actors::{organization, session, task, user, RepoKey, SessionKey, TaskKey};
-use crate::runtime::{Subscription, TopicEvent, TopicFrame, TopicPatch};
+use crate::actors::validate;
+use crate::runtime::{Connect, ConnectionItem, Event as TopicEventMsg, TopicEvent, TopicFrame, TopicPatch};
+use crate::runtime::Connection as TopicConnection;
+
+/// Largest `params` of a subscribe frame (serialised): the connection keeps them while it lasts.
+const MAX_PARAMS: usize = 4 * 1024;
 
 /// Connection limits and timers.
 #[derive(Debug, Clone)]
@@ -75,6 +85,8 @@ struct ClientFrame {
     /// `subscribe`: after the first full snapshot, send each change as a `{topic}Patched` frame (the client applies
     /// it) instead of the whole snapshot again.
     patches: Option<bool>,
+    /// `subscribe`: connect params for the topic's actor.
+    params: Option<serde_json::Value>,
 }
 
 /// What a subscription is to.
@@ -111,9 +123,9 @@ impl Target {
 struct Sub {
     /// The key as the client names it in frames (JSON).
     key_json: String,
-    channel: Subscription,
+    channel: TopicConnection,
     /// Task subscriptions: the caller's own overlay of the task, composed into each `taskUpdated` frame.
-    overlay: Option<Subscription>,
+    overlay: Option<TopicConnection>,
     /// Version of the last frame sent: the composed task frame is sent again only when it is newer.
     sent: Option<u64>,
     /// The client applies `{topic}Patched` frames.
@@ -222,6 +234,21 @@ fn merged_patch_frame(key_json: &str, patches: &[Arc<TopicPatch>]) -> String {
     )
 }
 
+/// `{"type":"event","topic","key","event","seq","payload"}`: the payload spliced in as already-serialised JSON.
+fn event_frame(topic: &str, key_json: &str, seq: u64, ev: &TopicEventMsg) -> String {
+    // A name is the kind's own constant; serialising a string cannot fail.
+    let name = serde_json::to_string(&ev.name).unwrap_or_default();
+    format!(
+        r#"{{"type":"event","topic":"{topic}","key":{key_json},"event":{name},"seq":{seq},"payload":{}}}"#,
+        ev.payload.get()
+    )
+}
+
+/// `{"type":"lagged","topic","key","missed"}`.
+fn lagged_frame(topic: &str, key_json: &str, missed: u64) -> String {
+    format!(r#"{{"type":"lagged","topic":"{topic}","key":{key_json},"missed":{missed}}}"#)
+}
+
 /// `{"type":"error","code","message"}`, plus `about` (the topic and key of the subscription it concerns).
 fn error_frame_about(e: &ApiError, about: serde_json::Map<String, serde_json::Value>) -> String {
     let mut frame = serde_json::Map::new();
@@ -252,30 +279,40 @@ fn task_frame(key_json: &str, detail: &TopicEvent, overlay: &TopicEvent) -> Stri
     )
 }
 
-/// Checks access to `target` and opens its topic channel (and, for a task, the caller's overlay channel).
-async fn open(api: &Api, caller: &Caller, target: &Target) -> Result<(Subscription, Option<Subscription>), ApiError> {
-    if let Some(org) = target.org() {
-        member(api, caller, org).await?;
+/// Checks access to `target` and connects to its topic (and, for a task, to the caller's overlay). The
+/// organization's actor checks membership itself, in its `before_connect`; the actors below it do not know the
+/// members, so membership is asked of the organization first.
+async fn open(
+    api: &Api,
+    caller: &Caller,
+    target: &Target,
+    params: serde_json::Value,
+) -> Result<(TopicConnection, Option<TopicConnection>), ApiError> {
+    match target.org() {
+        Some(org) if matches!(target, Target::Organization(_)) => validate::org_id("org", org)?,
+        Some(org) => drop(member(api, caller, org).await?),
+        None => {}
     }
     let d = &api.domain;
-    let sub = match target {
-        Target::App(user) => d.users.subscribe_existing(user, user::APP_TOPIC).await,
-        Target::Organization(org) => d.orgs.subscribe_existing(org, organization::TOPIC).await,
+    let connect = |topic: &str| Connect::new(topic).caller(caller.user_id.clone()).params(params.clone());
+    let conn = match target {
+        Target::App(user) => d.users.connect_existing(user, connect(user::APP_TOPIC)).await,
+        Target::Organization(org) => d.orgs.connect_existing(org, connect(organization::TOPIC)).await,
         Target::Task(t) => {
             d.open_task(t).await?;
-            let overlay = d.users.subscribe_existing(&caller.user_id, &user::overlay_topic(t)).await?;
-            return Ok((d.tasks.subscribe(t, task::TOPIC).await?, Some(overlay)));
+            let overlay = d.users.connect_existing(&caller.user_id, connect(&user::overlay_topic(t))).await?;
+            return Ok((d.tasks.connect(t, connect(task::TOPIC)).await?, Some(overlay)));
         }
         Target::Session(s) => {
             d.open_session(s).await?;
-            d.sessions.subscribe(s, session::TOPIC).await
+            d.sessions.connect(s, connect(session::TOPIC)).await
         }
         Target::Processes(t) => {
             d.open_task(t).await?;
-            d.tasks.subscribe(t, task::processes::PROCESSES_TOPIC).await
+            d.tasks.connect(t, connect(task::processes::PROCESSES_TOPIC)).await
         }
     };
-    Ok((sub?, None))
+    Ok((conn?, None))
 }
 
 enum Event {
@@ -283,14 +320,14 @@ enum Event {
     Tick,
     /// A sign-out on this node that may be this connection's (or `None`: some were missed, re-check anyway).
     SignedOut(Option<(String, Option<String>)>),
-    Changed(Target, Option<TopicFrame>),
+    Changed(Target, Option<ConnectionItem>),
 }
 
-type Change<'a> = Pin<Box<dyn Future<Output = (Target, Option<TopicFrame>)> + 'a>>;
+type Change<'a> = Pin<Box<dyn Future<Output = (Target, Option<ConnectionItem>)> + 'a>>;
 
-/// The next frame of any subscription (never resolves without subscriptions). Every wait is cancel-safe: a frame
-/// counts as received only when its future completes.
-async fn next_change(subs: &mut HashMap<Target, Sub>) -> (Target, Option<TopicFrame>) {
+/// The next frame or event of any subscription (never resolves without subscriptions). Every wait is cancel-safe: an
+/// item counts as received only when its future completes.
+async fn next_change(subs: &mut HashMap<Target, Sub>) -> (Target, Option<ConnectionItem>) {
     if subs.is_empty() {
         return std::future::pending().await;
     }
@@ -300,15 +337,11 @@ async fn next_change(subs: &mut HashMap<Target, Sub>) -> (Target, Option<TopicFr
         let patches = *patches && overlay.is_none();
         let main: Change<'_> = {
             let t = t.clone();
-            if patches {
-                Box::pin(async move { (t, channel.next_frame().await) })
-            } else {
-                Box::pin(async move { (t, channel.next().await.map(TopicFrame::Full)) })
-            }
+            Box::pin(async move { (t, channel.next_item(patches).await) })
         };
         let overlay = overlay.as_mut().map(|o| -> Change<'_> {
             let t = t.clone();
-            Box::pin(async move { (t, o.next().await.map(TopicFrame::Full)) })
+            Box::pin(async move { (t, o.next().await.map(|full| ConnectionItem::Frame(TopicFrame::Full(full)))) })
         });
         std::iter::once(main).chain(overlay)
     });
@@ -441,9 +474,9 @@ impl Connection {
         let reply = match (f.kind.as_str(), f.topic.as_deref()) {
             ("ping", _) => return self.send(r#"{"type":"pong"}"#.to_owned()).await,
             ("subscribe" | "unsubscribe", None) => Err(ApiError::bad_request("invalid_frame", "topic is required")),
-            ("subscribe", Some(topic)) => match target(&self.caller, topic, f.key) {
-                Ok(t) => self.subscribe(t, f.after, f.patches.unwrap_or(false)).await,
-                Err(e) => Err(e),
+            ("subscribe", Some(topic)) => match (target(&self.caller, topic, f.key), params(f.params)) {
+                (Ok(t), Ok(params)) => self.subscribe(t, f.after, f.patches.unwrap_or(false), params).await,
+                (Err(e), _) | (_, Err(e)) => Err(e),
             },
             ("unsubscribe", Some(topic)) => match target(&self.caller, topic, f.key) {
                 Ok(t) => {
@@ -462,12 +495,18 @@ impl Connection {
     }
 
     /// Subscribing again to the same target resends its current snapshot (or waits for one newer than `after`).
-    async fn subscribe(&mut self, t: Target, after: Option<u64>, patches: bool) -> Result<(), ApiError> {
+    async fn subscribe(
+        &mut self,
+        t: Target,
+        after: Option<u64>,
+        patches: bool,
+        params: serde_json::Value,
+    ) -> Result<(), ApiError> {
         if !self.subs.contains_key(&t) && self.subs.len() >= self.api.ws.max_subscriptions {
             let max = self.api.ws.max_subscriptions;
             return Err(ApiError::bad_request("too_many_subscriptions", format!("at most {max} per connection")));
         }
-        let (mut channel, overlay) = open(&self.api, &self.caller, &t).await?;
+        let (mut channel, overlay) = open(&self.api, &self.caller, &t, params).await?;
         // The first frame of a fresh channel is the current snapshot: the loop sends it like any change. `after`
         // counts as received, so the first frame is a full snapshot newer than it; a task frame's version is the sum
         // of its two halves', so there it is compared with what the loop composes.
@@ -482,8 +521,8 @@ impl Connection {
         Ok(())
     }
 
-    async fn changed(&mut self, t: Target, frame: Option<TopicFrame>) -> Result<(), End> {
-        let Some(frame) = frame else {
+    async fn changed(&mut self, t: Target, item: Option<ConnectionItem>) -> Result<(), End> {
+        let Some(item) = item else {
             // The runtime is shutting down: its topic channels are gone.
             return Err(End::Close(CloseReason {
                 code: CloseCode::Restart,
@@ -491,6 +530,20 @@ impl Connection {
             }));
         };
         let Some(sub) = self.subs.get_mut(&t) else { return Ok(()) };
+        let frame = match item {
+            ConnectionItem::Frame(frame) => frame,
+            ConnectionItem::Event { seq, event } => {
+                let frame = event_frame(t.topic(), &sub.key_json, seq, &event);
+                self.api.stats.ws_frames.fetch_add(1, Ordering::Relaxed);
+                return self.send(frame).await;
+            }
+            ConnectionItem::Lagged { missed } => {
+                // The snapshot that follows must go out even if its version was sent before.
+                sub.sent = None;
+                let frame = lagged_frame(t.topic(), &sub.key_json, missed);
+                return self.send(frame).await;
+            }
+        };
         let (version, frame) = match (&sub.overlay, frame) {
             // Every subscriber of this event names it with the same key: one frame, shared.
             (None, TopicFrame::Full(ev)) => {
@@ -593,6 +646,16 @@ impl Connection {
         }
         Ok(())
     }
+}
+
+/// A subscribe frame's connect params: any JSON up to [`MAX_PARAMS`] bytes (`null` without).
+fn params(params: Option<serde_json::Value>) -> Result<serde_json::Value, ApiError> {
+    let params = params.unwrap_or_default();
+    let size = serde_json::to_string(&params).map_or(0, |s| s.len());
+    if size > MAX_PARAMS {
+        return Err(ApiError::bad_request("invalid_frame", format!("params over {MAX_PARAMS} bytes ({size})")));
+    }
+    Ok(params)
 }
 
 fn dedup(mut v: Vec<String>) -> Vec<String> {
@@ -733,6 +796,43 @@ mod tests {
         );
         let app: AnyKey = serde_json::from_str(&key_json(&Target::App("u1".into()))).unwrap();
         assert_eq!(app, AnyKey::App(crate::http::frames::AppKey { user: "u1".into() }));
+    }
+
+    #[test]
+    fn event_and_lag_frames_read_as_the_typed_contract() {
+        use crate::http::frames::{AnyKey, ServerFrame, TopicKey, TopicName};
+        let task = Target::Task(RepoKey::new("acme", "r1").task("t1"));
+        let payload = serde_json::value::to_raw_value(&serde_json::json!({ "kind": "task.pushed" })).unwrap();
+        let ev = TopicEventMsg { topic: "task".into(), name: "gitOperation".into(), payload: payload.into(), version: 3 };
+        let frame: ServerFrame = serde_json::from_str(&event_frame(task.topic(), &key_json(&task), 7, &ev)).unwrap();
+        assert_eq!(
+            frame,
+            ServerFrame::Event {
+                topic: TopicName::Task,
+                key: AnyKey::Topic(TopicKey::task("acme", "r1", "t1")),
+                event: "gitOperation".into(),
+                seq: 7,
+                payload: serde_json::json!({ "kind": "task.pushed" }),
+            }
+        );
+        let app = Target::App("u1".into());
+        let frame: ServerFrame = serde_json::from_str(&lagged_frame(app.topic(), &key_json(&app), 12)).unwrap();
+        assert_eq!(
+            frame,
+            ServerFrame::Lagged {
+                topic: TopicName::App,
+                key: AnyKey::App(crate::http::frames::AppKey { user: "u1".into() }),
+                missed: 12
+            }
+        );
+    }
+
+    #[test]
+    fn connect_params_are_bounded() {
+        assert_eq!(params(None).unwrap(), serde_json::Value::Null);
+        assert!(params(Some(serde_json::json!({ "a": "x".repeat(100) }))).is_ok());
+        let e = params(Some(serde_json::json!("x".repeat(MAX_PARAMS)))).unwrap_err();
+        assert_eq!(e.code, "invalid_frame");
     }
 
     #[test]

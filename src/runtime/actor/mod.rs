@@ -9,6 +9,7 @@
 //! - `handlers`: one actix `Handler` per message type.
 
 mod commit;
+mod connections;
 mod handlers;
 mod lifecycle;
 mod outbox_pump;
@@ -25,15 +26,16 @@ use diesel::sqlite::SqliteConnection;
 use tokio::sync::{oneshot, OwnedSemaphorePermit};
 
 use super::batch::PendingItem;
-use super::entity::{Command, Entity, EntityCtx, Mutation, Read, SnapshotError};
+use super::entity::{Command, Entity, EntityCtx, Mutation, Read};
 use super::error::CallError;
 use super::outbox::Source;
 use super::publish::Change;
 use super::registry::{Registry, Slot};
-use super::topic::Subscription;
 
 use lifecycle::StopState;
 use outbox_pump::OutboxState;
+pub use connections::ConnectTopic;
+pub(crate) use connections::{Disconnected, Outgoing};
 pub(crate) use schedules::WakeSchedules;
 use schedules::{Indexed, ScheduleTimer};
 pub use supervise::restart_backoff;
@@ -77,15 +79,6 @@ pub struct Deliver<M: Mutation> {
     pub(crate) reply: Reply<bool, M::Error>,
 }
 impl<M: Mutation> Message for Deliver<M> {
-    type Result = ();
-}
-
-/// Subscribe to a topic: publishes the current snapshot to the new subscriber.
-pub struct SubscribeTopic {
-    pub(crate) topic: String,
-    pub(crate) reply: Reply<Subscription, SnapshotError>,
-}
-impl Message for SubscribeTopic {
     type Result = ();
 }
 
@@ -156,6 +149,8 @@ pub struct Core<E: Entity> {
     /// Topic changes of `EntityCtx::write`s, in commit order, waiting to be published once the command or callback
     /// returns.
     written: Vec<Change>,
+    /// Events of `EntityCtx::write`s and `EntityCtx::emit`, in order, published after `written`.
+    written_events: Vec<Outgoing>,
     written_outbox: bool,
     /// An `EntityCtx::write` changed schedules: the earliest due as of its commit, to sync and arm once the command
     /// or callback returns.
@@ -248,6 +243,7 @@ impl<E: Entity> EntityActor<E> {
                 stop: StopState::Running,
                 live_permit: Some(p.live_permit),
                 written: Vec::new(),
+                written_events: Vec::new(),
                 written_outbox: false,
                 written_schedules: None,
                 // Corrected (one index write) by the first arming if the actor has schedules; an actor without any
@@ -269,6 +265,8 @@ impl<E: Entity> EntityActor<E> {
         let out = f(entity, &mut EntityCtx { core, ctx });
         let written = std::mem::take(&mut self.core.written);
         self.publish_changes(written);
+        let events = std::mem::take(&mut self.core.written_events);
+        self.publish_events(events);
         if std::mem::take(&mut self.core.written_outbox) {
             self.pump_outbox(ctx);
         }
