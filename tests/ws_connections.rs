@@ -89,8 +89,13 @@ async fn a_tasks_viewers_come_and_go_with_their_connections() {
     until_viewers(&mut a, &viewers(&[(alice, 1), (bob, 2)])).await;
     let callers: Vec<_> = s.api.domain.tasks.connections(&w.task).into_iter().filter_map(|c| c.caller).collect();
     assert_eq!(callers.iter().filter(|c| *c == bob).count(), 2, "{callers:?}");
-    // A closed socket, then an unsubscribe, take them away.
+    // A closed socket, a dropped one (no close frame, as a browser leaving the page), and an unsubscribe take them
+    // away.
     b2.close().await.unwrap();
+    until_viewers(&mut a, &viewers(&[(alice, 1), (bob, 1)])).await;
+    let b3 = w.bob.subscribe(Subscribe::task(&w.task)).await.unwrap();
+    until_viewers(&mut a, &viewers(&[(alice, 1), (bob, 2)])).await;
+    drop(b3);
     until_viewers(&mut a, &viewers(&[(alice, 1), (bob, 1)])).await;
     b.unsubscribe(TopicName::Task, Some(TopicKey::task("acme", "r1", &w.task.task))).await.unwrap();
     until_viewers(&mut a, &viewers(&[(alice, 1)])).await;
