@@ -207,7 +207,13 @@ async fn on_connect_and_on_disconnect_run_once_each_and_the_actor_sees_each_conn
     let mut alice = rooms.connect(&k, as_alice()).await.unwrap();
     joined(&mut alice).await;
     let bob = rooms.subscribe(&k, TOPIC).await.unwrap();
-    assert_eq!(log.lines(), [format!("connect {} Some(\"alice\") listed=true", alice.id()), format!("connect {} None listed=true", bob.id())]);
+    assert_eq!(
+        log.lines(),
+        [
+            format!("connect {} Some(\"alice\") listed=true", alice.id()),
+            format!("connect {} None listed=true", bob.id())
+        ]
+    );
 
     // The actor lists its connections with what `before_connect` gave them, and may change a state.
     let listed = rooms.exec(&k, ListConnections).await.unwrap();

@@ -115,7 +115,12 @@ fn the_offline_walk_through_runs_verbatim() {
 
 #[test]
 fn the_examples_run() {
-    let cases = [("counter", "counter"), ("domain", "status update please (s1)"), ("schedules", "schedules left: 0")];
+    let cases = [
+        ("counter", "counter"),
+        ("domain", "status update please (s1)"),
+        ("schedules", "schedules left: 0"),
+        ("connections", "bob left; 1 still here"),
+    ];
     for (name, says) in cases {
         let out = Command::new(example(name)).output().unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);

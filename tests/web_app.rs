@@ -339,7 +339,8 @@ async fn a_team_works_in_the_browser() {
     // Presence: alice opens the same task and each sees the other there; when she leaves, her name goes.
     let path = b.js("return location.pathname", json!([])).await;
     a.goto(&format!("{}{}", s.base, path.as_str().unwrap())).await;
-    let viewing = |who: &str| format!("return !!document.querySelector('#task-viewers')?.textContent.includes('{who}')");
+    let viewing =
+        |who: &str| format!("return !!document.querySelector('#task-viewers')?.textContent.includes('{who}')");
     a.wait("bob among the task's viewers", &viewing("bob")).await;
     b.wait("alice among the task's viewers", &viewing("alice")).await;
     b.shot(&shots, "07b-presence").await;

@@ -117,7 +117,8 @@ async fn a_git_operation_reaches_the_tasks_viewers_as_an_event_after_its_change(
     let refused = RecordGitOperation { kind: "task.bogus", payload: json!({}), user_id: None };
     assert!(tasks.mutate(&w.task, refused).await.is_err());
     let payload = json!({ "branch": "fix-the-login-page", "commits": 2 });
-    let pushed = RecordGitOperation { kind: "task.pushed", payload: payload.clone(), user_id: Some(w.alice_id.clone()) };
+    let pushed =
+        RecordGitOperation { kind: "task.pushed", payload: payload.clone(), user_id: Some(w.alice_id.clone()) };
     tasks.mutate(&w.task, pushed).await.unwrap();
     let done = tasks.read(&w.task, foundry::actors::task::GetTaskDetail).await.unwrap().updated_at;
 
@@ -128,7 +129,10 @@ async fn a_git_operation_reaches_the_tasks_viewers_as_an_event_after_its_change(
             match next(events).await {
                 ServerFrame::TaskUpdated { snapshot, .. } => shown |= snapshot.detail.updated_at >= done,
                 ServerFrame::Event { topic, key, event, seq, payload } => {
-                    assert_eq!((topic, key), (TopicName::Task, AnyKey::Topic(TopicKey::task("acme", "r1", &w.task.task))));
+                    assert_eq!(
+                        (topic, key),
+                        (TopicName::Task, AnyKey::Topic(TopicKey::task("acme", "r1", &w.task.task)))
+                    );
                     break (event, seq, payload);
                 }
                 _ => {}
@@ -139,7 +143,11 @@ async fn a_git_operation_reaches_the_tasks_viewers_as_an_event_after_its_change(
         let got: GitOperationEvent = serde_json::from_value(got).unwrap();
         assert_eq!(
             got,
-            GitOperationEvent { kind: "task.pushed".into(), user_id: Some(w.alice_id.clone()), payload: payload.clone() }
+            GitOperationEvent {
+                kind: "task.pushed".into(),
+                user_id: Some(w.alice_id.clone()),
+                payload: payload.clone()
+            }
         );
     }
 }

@@ -36,10 +36,10 @@ use serde::Deserialize;
 // The key type clients send and frames carry is the typed contract's (`frames.rs`).
 use super::frames::TopicKey as FrameKey;
 use super::{member, Api, ApiError, Caller};
-use crate::actors::{organization, session, task, user, RepoKey, SessionKey, TaskKey};
 use crate::actors::validate;
-use crate::runtime::{Connect, ConnectionItem, Event as TopicEventMsg, TopicEvent, TopicFrame, TopicPatch};
+use crate::actors::{organization, session, task, user, RepoKey, SessionKey, TaskKey};
 use crate::runtime::Connection as TopicConnection;
+use crate::runtime::{Connect, ConnectionItem, Event as TopicEventMsg, TopicEvent, TopicFrame, TopicPatch};
 
 /// Largest `params` of a subscribe frame (serialised): the connection keeps them while it lasts.
 const MAX_PARAMS: usize = 4 * 1024;
@@ -803,7 +803,8 @@ mod tests {
         use crate::http::frames::{AnyKey, ServerFrame, TopicKey, TopicName};
         let task = Target::Task(RepoKey::new("acme", "r1").task("t1"));
         let payload = serde_json::value::to_raw_value(&serde_json::json!({ "kind": "task.pushed" })).unwrap();
-        let ev = TopicEventMsg { topic: "task".into(), name: "gitOperation".into(), payload: payload.into(), version: 3 };
+        let ev =
+            TopicEventMsg { topic: "task".into(), name: "gitOperation".into(), payload: payload.into(), version: 3 };
         let frame: ServerFrame = serde_json::from_str(&event_frame(task.topic(), &key_json(&task), 7, &ev)).unwrap();
         assert_eq!(
             frame,

@@ -224,7 +224,10 @@ pub(crate) struct ConnectionTable {
 
 impl Default for ConnectionTable {
     fn default() -> Self {
-        ConnectionTable { shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(), next_id: AtomicU64::new(0) }
+        ConnectionTable {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            next_id: AtomicU64::new(0),
+        }
     }
 }
 

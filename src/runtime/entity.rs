@@ -451,7 +451,12 @@ impl<'a, E: Entity> EntityCtx<'a, E> {
     }
 
     /// [`EntityCtx::emit`] to one connection.
-    pub fn emit_to(&mut self, conn: ConnectionId, event: &str, payload: &impl Serialize) -> Result<(), serde_json::Error> {
+    pub fn emit_to(
+        &mut self,
+        conn: ConnectionId,
+        event: &str,
+        payload: &impl Serialize,
+    ) -> Result<(), serde_json::Error> {
         let ev = PendingEvent::new(None, Some(conn), event, payload)?;
         self.core.emitted(ev);
         Ok(())

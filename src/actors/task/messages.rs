@@ -416,7 +416,11 @@ impl Mutation for RecordGitOperation {
         schema::touch(tx.conn(), now_ms())?;
         tx.touch(TOPIC);
         // Told to whoever has the task open, once: the snapshot shows the branch's new state, not who did what.
-        let event = GitOperationEvent { kind: self.kind.to_owned(), user_id: self.user_id.clone(), payload: self.payload.clone() };
+        let event = GitOperationEvent {
+            kind: self.kind.to_owned(),
+            user_id: self.user_id.clone(),
+            payload: self.payload.clone(),
+        };
         tx.emit(TOPIC, GIT_OPERATION_EVENT, &event)?;
         Audit::task(&t.key).by(self.user_id.as_deref()).append(tx, self.kind, self.payload)
     }

@@ -135,7 +135,13 @@ impl<E: Entity> Handler<ConnectTopic> for EntityActor<E> {
 }
 
 impl<E: Entity> EntityActor<E> {
-    fn hook_panicked<T, Err>(&mut self, ctx: &mut Context<Self>, reply: Reply<T, Err>, hook: &'static str, panic: &str) {
+    fn hook_panicked<T, Err>(
+        &mut self,
+        ctx: &mut Context<Self>,
+        reply: Reply<T, Err>,
+        hook: &'static str,
+        panic: &str,
+    ) {
         let key = self.core.encoded.clone();
         let _ = reply.send(Err(CallError::Panicked { kind: E::KIND, key, message: hook, panic: panic.to_owned() }));
         self.restart(ctx, panic);

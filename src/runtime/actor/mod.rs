@@ -32,10 +32,10 @@ use super::outbox::Source;
 use super::publish::Change;
 use super::registry::{Registry, Slot};
 
-use lifecycle::StopState;
-use outbox_pump::OutboxState;
 pub use connections::ConnectTopic;
 pub(crate) use connections::{Disconnected, Outgoing};
+use lifecycle::StopState;
+use outbox_pump::OutboxState;
 pub(crate) use schedules::WakeSchedules;
 use schedules::{Indexed, ScheduleTimer};
 pub use supervise::restart_backoff;

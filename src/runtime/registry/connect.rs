@@ -54,7 +54,8 @@ impl<E: Entity> Registry<E> {
         let registry = self.clone();
         shared.end_connection(Box::new(move || {
             Box::pin(async move {
-                let call = registry.call(&key, Open::IfExists, Backpressure::Wait, |reply| Disconnected { info, reply });
+                let call =
+                    registry.call(&key, Open::IfExists, Backpressure::Wait, |reply| Disconnected { info, reply });
                 if let Err(e) = call.await {
                     tracing::debug!(kind = E::KIND, key = %key.encode(), error = %e, "on_disconnect did not run");
                 }
