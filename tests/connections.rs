@@ -386,3 +386,23 @@ async fn connections_end_when_the_runtime_shuts_down() {
     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     assert_eq!(log.count("disconnect"), 0, "no hook runs at shutdown");
 }
+
+#[actix_rt::test]
+async fn a_kind_without_an_on_disconnect_is_not_woken_by_subscribers_leaving() {
+    let (rt, _dir) = runtime(0);
+    let tallies = rt.registry::<support::Tally>();
+    let k = "quiet".to_owned();
+    // The first disconnect runs the default hook, which tells the runtime there is nothing to run.
+    drop(tallies.subscribe(&k, "tally").await.unwrap());
+    let sub = tallies.subscribe(&k, "tally").await.unwrap();
+    let activations = || tallies.stats().activations.load(std::sync::atomic::Ordering::Relaxed);
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    assert!(tallies.passivate(&k).await);
+    eventually("passivated", || !tallies.is_live(&k)).await;
+    let before = activations();
+    drop(sub);
+    assert!(tallies.connections(&k).is_empty(), "the connection ended");
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(!tallies.is_live(&k), "not woken");
+    assert_eq!(activations(), before);
+}

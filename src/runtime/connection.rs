@@ -220,6 +220,9 @@ type KeyId = (&'static str, String);
 pub(crate) struct ConnectionTable {
     shards: Vec<Mutex<HashMap<KeyId, Vec<Arc<Entry>>>>>,
     next_id: AtomicU64,
+    /// Kinds whose `on_disconnect` is the default (which does nothing): learned the first time it runs, after which
+    /// their connections end without a message, so leaving never wakes one of their actors for nothing.
+    no_disconnect_hook: std::sync::RwLock<std::collections::HashSet<&'static str>>,
 }
 
 impl Default for ConnectionTable {
@@ -227,6 +230,7 @@ impl Default for ConnectionTable {
         ConnectionTable {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             next_id: AtomicU64::new(0),
+            no_disconnect_hook: Default::default(),
         }
     }
 }
@@ -288,6 +292,19 @@ impl ConnectionTable {
     /// The queues of one actor's connections to `topic`.
     pub(crate) fn queues(&self, kind: &'static str, key: &str, topic: &str) -> Vec<Arc<EventQueue>> {
         self.entries(kind, key).iter().filter(|e| lock(&e.info).topic == topic).map(|e| e.queue.clone()).collect()
+    }
+
+    /// The default `on_disconnect` of `kind` ran: it has none of its own.
+    pub(crate) fn default_disconnect_hook(&self, kind: &'static str) {
+        if !self.has_disconnect_hook(kind) {
+            return;
+        }
+        self.no_disconnect_hook.write().unwrap_or_else(|p| p.into_inner()).insert(kind);
+    }
+
+    /// Whether `kind` may have an `on_disconnect` of its own (until its default one was seen running).
+    pub(crate) fn has_disconnect_hook(&self, kind: &'static str) -> bool {
+        !self.no_disconnect_hook.read().unwrap_or_else(|p| p.into_inner()).contains(kind)
     }
 
     /// Every connection of the process (for metrics and tests).

@@ -115,7 +115,9 @@ pub trait Entity: Sized + Unpin + Send + 'static {
     /// meanwhile; not at runtime shutdown or after a crash, so what a hook derives from connections is rebuilt from
     /// `ctx.connections()` in [`Entity::started`], not trusted from the database.
     fn on_disconnect(&mut self, ctx: &mut EntityCtx<'_, Self>, conn: &ConnectionInfo) {
-        let _ = (ctx, conn);
+        let _ = conn;
+        // Nothing to do, so the runtime stops sending this kind's disconnects (and waking its actors for them).
+        ctx.core.shared().conns.default_disconnect_hook(Self::KIND);
     }
 }
 

@@ -48,7 +48,7 @@ impl<E: Entity> Registry<E> {
     pub(crate) fn connection_ended(&self, key: E::Key, id: ConnectionId) {
         let shared = &self.inner.shared;
         let Some(info) = shared.conns.remove(E::KIND, &key.encode(), id) else { return };
-        if shared.is_shutting_down() {
+        if shared.is_shutting_down() || !shared.conns.has_disconnect_hook(E::KIND) {
             return;
         }
         let registry = self.clone();
