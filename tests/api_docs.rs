@@ -1,6 +1,6 @@
 //! docs/API.md stays the complete reference of error codes: every code string the source passes to an error
 //! constructor (`ApiError::new` / `bad_request` / `unavailable`, the WebSocket error frames built from them in
-//! src/http/ws.rs, a connection hook's `Refusal::new`, and `DomainError::code` in src/actors/error.rs) must be listed
+//! src/http/ws/, a connection hook's `Refusal::new`, and `DomainError::code` in src/actors/error.rs) must be listed
 //! there.
 
 use std::collections::BTreeSet;

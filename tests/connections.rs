@@ -1,6 +1,6 @@
 //! Connections and events in the runtime, with a test kind `room` whose hooks log what they see: `before_connect`
 //! refusing (nothing recorded, no hook run), `on_connect` / `on_disconnect` once each per connection (a dropped
-//! handle, an actor that passivated in between, shutdown), per-connection state the actor lists and changes, events
+//! handle, an actor that passivated in between, a panicking `on_connect`, shutdown), per-connection state the actor lists and changes, events
 //! after commit in commit order with their payload (to all or to one connection), nothing from a rolled-back
 //! mutation, and a slow subscriber that loses events (bounded, told how many, then the snapshot) while a fast one gets
 //! every event and the actor keeps committing.
@@ -71,6 +71,9 @@ impl Entity for Room {
         let log = ctx.service::<HookLog>().unwrap();
         let listed = ctx.connections().iter().any(|c| c.id == conn.id);
         log.0.lock().unwrap().push(format!("connect {} {:?} listed={listed}", conn.id, conn.caller));
+        if conn.caller.as_deref() == Some("crash") {
+            panic!("on_connect failed");
+        }
         ctx.emit_to(conn.id, "welcome", &json!({ "id": conn.id })).unwrap();
     }
 
@@ -405,4 +408,19 @@ async fn a_kind_without_an_on_disconnect_is_not_woken_by_subscribers_leaving() {
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     assert!(!tallies.is_live(&k), "not woken");
     assert_eq!(activations(), before);
+}
+
+#[actix_rt::test]
+async fn a_panicking_on_connect_refuses_the_subscriber_and_still_ends_its_connection() {
+    let (rt, _dir, log) = start();
+    let rooms = rt.registry::<Room>();
+    let k = "lobby".to_owned();
+    let err = rooms.connect(&k, Connect::new(TOPIC).caller("crash")).await.unwrap_err();
+    assert!(matches!(err, CallError::Panicked { message: "on_connect", .. }), "{err:?}");
+    assert!(rooms.connections(&k).is_empty(), "no connection is left behind");
+    // Its on_disconnect runs once, in the actor restarted from its database, which serves the next subscriber.
+    eventually("on_disconnect of the failed connection", || log.count("disconnect") == 1).await;
+    let mut alice = rooms.connect(&k, as_alice()).await.unwrap();
+    joined(&mut alice).await;
+    assert_eq!(rooms.stats().restarts.load(std::sync::atomic::Ordering::Relaxed), 1);
 }

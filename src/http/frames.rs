@@ -1,10 +1,10 @@
 //! The WebSocket's frames as types (`GET /v1/ws`; docs/API.md, "WebSocket"): what a client sends ([`ClientFrame`])
 //! and what the server sends ([`ServerFrame`]), with a typed snapshot per topic.
 //!
-//! The connection (`ws.rs`) splices already-serialised snapshots and patches into its frames instead of serialising
+//! The connection (`ws/`) splices already-serialised snapshots and patches into its frames instead of serialising
 //! these types per subscriber (one shared buffer per change, whatever the number of subscribers); these types are the
 //! contract those frames follow: the OpenAPI document's components and the TypeScript types are generated from them,
-//! the Rust client parses frames into them, and `ws.rs`'s tests parse every frame it builds as a [`ServerFrame`].
+//! the Rust client parses frames into them, and `ws/`'s tests parse every frame it builds as a [`ServerFrame`].
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
