@@ -9,7 +9,8 @@
 //! (`acme`, `acme/web/t1`, `acme/web/t1/s1`). It subscribes with `patches`: after the first full snapshot, changes
 //! arrive as `{topic}Patched` frames, folded into the snapshot it holds by foundry-client's `TopicState`. With
 //! `--until` it exits (0) once the snapshot (as compact JSON) contains the text, and exits 1 if it did not within
-//! `--timeout` (default 60 s). An `error` frame from the server, or a patch that does not fit, exits 2.
+//! `--timeout` (default 60 s). Events (`gitOperation` on a task) print a line of their own. An `error` frame from
+//! the server, or a patch that does not fit, exits 2.
 
 use std::time::Duration;
 
@@ -59,6 +60,12 @@ async fn follow<S: TopicSnapshot>(mut events: Events, until: Option<&str>) -> bo
         if let ServerFrame::Error { code, message, .. } = &frame {
             eprintln!("error {code}: {message}");
             std::process::exit(2);
+        }
+        // Events are told once, beside the state (a `lagged` frame before a fresh snapshot says some were lost).
+        match &frame {
+            ServerFrame::Event { event, seq, payload, .. } => println!("event #{seq} {event} {payload}"),
+            ServerFrame::Lagged { missed, .. } => println!("lost {missed} events"),
+            _ => {}
         }
         match state.apply(&frame) {
             Ok(true) => {}
