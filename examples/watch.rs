@@ -9,7 +9,8 @@
 //! (`acme`, `acme/web/t1`, `acme/web/t1/s1`). It subscribes with `patches`: after the first full snapshot, changes
 //! arrive as `{topic}Patched` frames, folded into the snapshot it holds by foundry-client's `TopicState`. With
 //! `--until` it exits (0) once the snapshot (as compact JSON) contains the text, and exits 1 if it did not within
-//! `--timeout` (default 60 s). An `error` frame from the server, or a patch that does not fit, exits 2.
+//! `--timeout` (default 60 s). Events (`gitOperation` on a task) print a line of their own. An `error` frame from
+//! the server, or a patch that does not fit, exits 2.
 
 use std::time::Duration;
 
@@ -60,6 +61,12 @@ async fn follow<S: TopicSnapshot>(mut events: Events, until: Option<&str>) -> bo
             eprintln!("error {code}: {message}");
             std::process::exit(2);
         }
+        // Events are told once, beside the state (a `lagged` frame before a fresh snapshot says some were lost).
+        match &frame {
+            ServerFrame::Event { event, seq, payload, .. } => println!("event #{seq} {event} {payload}"),
+            ServerFrame::Lagged { missed, .. } => println!("lost {missed} events"),
+            _ => {}
+        }
         match state.apply(&frame) {
             Ok(true) => {}
             Ok(false) => continue,
@@ -97,7 +104,7 @@ async fn main() {
     let ids: Vec<String> = args.get(3).map(|k| k.split('/').map(str::to_owned).collect()).unwrap_or_default();
     let mut ids = ids.into_iter();
     let key = ids.next().map(|org| TopicKey { org, repo: ids.next(), task: ids.next(), session: ids.next() });
-    let sub = Subscribe { topic, key, after: None, patches: true };
+    let sub = Subscribe { topic, key, after: None, patches: true, params: None };
 
     let client = Client::new(base.as_str()).unwrap_or_else(|e| {
         eprintln!("{e}");

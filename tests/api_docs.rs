@@ -1,6 +1,7 @@
 //! docs/API.md stays the complete reference of error codes: every code string the source passes to an error
 //! constructor (`ApiError::new` / `bad_request` / `unavailable`, the WebSocket error frames built from them in
-//! src/http/ws.rs, and `DomainError::code` in src/actors/error.rs) must be listed there.
+//! src/http/ws/, a connection hook's `Refusal::new`, and `DomainError::code` in src/actors/error.rs) must be listed
+//! there.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -10,8 +11,15 @@ const NEVER_SENT: &[(&str, &str)] =
     &[("storage", "DomainError::Db is answered as 500 `internal` (src/http/error.rs); its code stays in the log")];
 
 /// Constructors whose first string-literal argument is an error code.
-const CONSTRUCTORS: &[&str] =
-    &["ApiError::new(", "ApiError::bad_request(", "ApiError::unavailable(", "Self::new(", "Self::unavailable("];
+const CONSTRUCTORS: &[&str] = &[
+    "ApiError::new(",
+    "ApiError::bad_request(",
+    "ApiError::unavailable(",
+    "Self::new(",
+    "Self::unavailable(",
+    // A connection hook's refusal reaches the client as the error frame's code.
+    "Refusal::new(",
+];
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     for entry in std::fs::read_dir(dir).unwrap() {

@@ -328,6 +328,7 @@ async fn destroy_settles_the_outbox_first_then_deletes_the_database_and_the_key_
     // The old subscription ended with the actor.
     let ended = tokio::time::timeout(Duration::from_secs(5), async { while sub.next().await.is_some() {} }).await;
     assert!(ended.is_ok(), "a destroyed actor's subscribers see the end of their stream");
+    assert!(reg.connections(&key).is_empty(), "the fresh actor has none of the old actor's connections");
     assert_eq!(reg.stats().destroyed.load(Ordering::Relaxed), 1);
     rt.shutdown().await;
 }

@@ -123,6 +123,7 @@ fn the_examples_run() {
         ("lifecycle", "recreated fresh: counter 101"),
         ("bookmarks", "snapshot folded from patches equals getshelf: true"),
         ("inspector", "update refused: only reads are allowed"),
+        ("connections", "bob left; 1 still here"),
     ];
     for (name, says) in cases {
         let out = Command::new(example(name)).output().unwrap();

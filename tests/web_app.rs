@@ -3,7 +3,8 @@
 //! (chromedriver's W3C JSON API, spoken with reqwest, so no client crate is built): sign in, create an
 //! organization, add a repository, create a task and watch the agent's reply stream in, follow up, steer and
 //! interrupt a turn, rename the task and its session tab, the organization's audit log, a second
-//! member's sidebar updating live and keyboard navigation, sign out, and a non-member who sees nothing.
+//! member's sidebar updating live and keyboard navigation, who else has a task open (presence), sign out, and a
+//! non-member who sees nothing.
 //!
 //! Needs `chromium` and `chromedriver` (Debian: `apt-get install chromium chromium-driver`); without them the browser
 //! test skips, saying why, except under `CI=true`, where it fails. Screenshots of the main screens are written to
@@ -348,6 +349,17 @@ async fn a_team_works_in_the_browser() {
         format!("return location.pathname.endsWith('/tasks/{}')", second.as_str().unwrap().split('/').nth(1).unwrap());
     b.wait("the task opened from the keyboard", &want).await;
     b.wait("its transcript", "return document.querySelectorAll('.items .msg').length >= 1").await;
+
+    // Presence: alice opens the same task and each sees the other there; when she leaves, her name goes.
+    let path = b.js("return location.pathname", json!([])).await;
+    a.goto(&format!("{}{}", s.base, path.as_str().unwrap())).await;
+    let viewing =
+        |who: &str| format!("return !!document.querySelector('#task-viewers')?.textContent.includes('{who}')");
+    a.wait("bob among the task's viewers", &viewing("bob")).await;
+    b.wait("alice among the task's viewers", &viewing("alice")).await;
+    b.shot(&shots, "07b-presence").await;
+    a.goto(&format!("{}/orgs/acme-labs", s.base)).await;
+    b.wait("alice no longer viewing", "return !document.querySelector('#task-viewers')").await;
 
     // Sign out; a non-member signs in and sees nothing of the organization, even by its address.
     b.click("[data-action=sign-out]").await;

@@ -20,11 +20,13 @@ pub struct Subscribe {
     pub key: Option<TopicKey>,
     pub after: Option<u64>,
     pub patches: bool,
+    /// Connect params for the topic's actor (JSON, at most 4 KiB).
+    pub params: Option<Value>,
 }
 
 impl Subscribe {
     fn new(topic: TopicName, key: Option<TopicKey>) -> Self {
-        Subscribe { topic, key, after: None, patches: false }
+        Subscribe { topic, key, after: None, patches: false, params: None }
     }
 
     /// The caller's own `app` snapshot.
@@ -62,12 +64,19 @@ impl Subscribe {
         self
     }
 
+    /// Connect params for the topic's actor.
+    pub fn params(mut self, params: Value) -> Self {
+        self.params = Some(params);
+        self
+    }
+
     fn frame(&self) -> ClientFrame {
         ClientFrame::Subscribe {
             topic: self.topic,
             key: self.key.clone(),
             after: self.after,
             patches: self.patches.then_some(true),
+            params: self.params.clone(),
         }
     }
 }

@@ -171,6 +171,16 @@ impl From<crate::runtime::SnapshotError> for ApiError {
     }
 }
 
+impl From<crate::runtime::ConnectError> for ApiError {
+    fn from(e: crate::runtime::ConnectError) -> Self {
+        match e {
+            // The actor's own refusal: its code reaches the client as is (docs/API.md lists the hooks' codes).
+            crate::runtime::ConnectError::Refused(r) => ApiError::new(StatusCode::FORBIDDEN, r.code, r.message),
+            crate::runtime::ConnectError::Snapshot(e) => e.into(),
+        }
+    }
+}
+
 /// Errors of the request body and query extractors as JSON: 413 for too large, 415 for a non-JSON body, 400 for
 /// malformed JSON or fields.
 pub fn json_error(err: actix_web::error::JsonPayloadError, _: &actix_web::HttpRequest) -> actix_web::Error {

@@ -1,10 +1,10 @@
 //! The WebSocket's frames as types (`GET /v1/ws`; docs/API.md, "WebSocket"): what a client sends ([`ClientFrame`])
 //! and what the server sends ([`ServerFrame`]), with a typed snapshot per topic.
 //!
-//! The connection (`ws.rs`) splices already-serialised snapshots and patches into its frames instead of serialising
+//! The connection (`ws/`) splices already-serialised snapshots and patches into its frames instead of serialising
 //! these types per subscriber (one shared buffer per change, whatever the number of subscribers); these types are the
 //! contract those frames follow: the OpenAPI document's components and the TypeScript types are generated from them,
-//! the Rust client parses frames into them, and `ws.rs`'s tests parse every frame it builds as a [`ServerFrame`].
+//! the Rust client parses frames into them, and `ws/`'s tests parse every frame it builds as a [`ServerFrame`].
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -107,6 +107,9 @@ pub enum ClientFrame {
         /// After the first full snapshot, changes as `{topic}Patched` frames.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         patches: Option<bool>,
+        /// Connect params (JSON, at most 4 KiB serialised) for the topic's actor; none of today's topics reads any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        params: Option<serde_json::Value>,
     },
     Unsubscribe {
         topic: TopicName,
@@ -194,6 +197,24 @@ pub enum ServerFrame {
         topic: TopicName,
         key: AnyKey,
     },
+    /// Something that happened, told once rather than kept in the snapshot (docs/API.md, "Events"). Comes after the
+    /// snapshot or patch frame of the change it belongs to.
+    Event {
+        topic: TopicName,
+        key: AnyKey,
+        /// The event's name (per topic: `task` has `gitOperation`).
+        event: String,
+        /// Counts the events of this subscription: 1, 2, ...; after a `lagged` frame it is higher by `missed` + 1.
+        seq: u64,
+        payload: serde_json::Value,
+    },
+    /// The client read too slowly and `missed` events of this subscription were dropped; a full `{topic}Updated`
+    /// follows.
+    Lagged {
+        topic: TopicName,
+        key: AnyKey,
+        missed: u64,
+    },
 }
 
 impl ServerFrame {
@@ -206,7 +227,7 @@ impl ServerFrame {
             TaskUpdated { .. } | TaskPatched { .. } => TopicName::Task,
             SessionUpdated { .. } | SessionPatched { .. } => TopicName::Session,
             SandboxProcessesUpdated { .. } | SandboxProcessesPatched { .. } => TopicName::SandboxProcesses,
-            Error { .. } | Pong | Unsubscribed { .. } => return None,
+            Error { .. } | Pong | Unsubscribed { .. } | Event { .. } | Lagged { .. } => return None,
         })
     }
 

@@ -55,7 +55,7 @@ pub mod wire {
     pub use crate::actors::session::{SessionDetail, SessionState, Submitted, TranscriptItem};
     pub use crate::actors::summary::{PullRequestSummary, SessionStatus, SessionSummary, TaskStatus, TaskSummary};
     pub use crate::actors::task::processes::{ProcessRow, ProcessesSnapshot};
-    pub use crate::actors::task::{TaskDetail, WorkspaceView};
+    pub use crate::actors::task::{GitOperationEvent, TaskDetail, TaskViewer, WorkspaceView};
     pub use crate::actors::user::{AppSnapshot, AuthSessionInfo, DraftAttachment, OrganizationEntry, TaskOverlay};
     pub use crate::integrations::github::client::AccountKind;
     pub use crate::integrations::sandbox::{LogEntry, ProcessSpec};

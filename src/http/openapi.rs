@@ -112,7 +112,12 @@ const RAW_BODY: &[&str] = &["/v1/webhooks/github"];
         super::admin::trace,
         openapi_json,
     ),
-    components(schemas(super::error::Body, super::frames::ClientFrame, super::frames::ServerFrame)),
+    components(schemas(
+        super::error::Body,
+        super::frames::ClientFrame,
+        super::frames::ServerFrame,
+        crate::actors::task::GitOperationEvent
+    )),
     modifiers(&Contract),
     tags(
         (name = "auth", description = "Sign-in, sign-out and the caller's sessions"),

@@ -73,6 +73,12 @@ pub fn render_metrics(rt: &Runtime) -> String {
          foundry_topic_channels {}",
         rt.topic_channels()
     );
+    let _ = writeln!(
+        out,
+        "# HELP foundry_connections Topic subscribers the actors know (connections).\n\
+         # TYPE foundry_connections gauge\nfoundry_connections {}",
+        rt.connection_count()
+    );
     if let Some(gate) = rt.service::<crate::actors::session::TurnPermits>() {
         let gauges = [
             ("foundry_turns_running", "Agent turns running (each holds a turn permit).", gate.running()),

@@ -13,6 +13,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::actor::{Core, EntityActor};
+use super::connection::{Connect, ConnectionId, ConnectionInfo, PendingEvent, Refusal};
 use super::key::EntityKey;
 use super::outbox;
 use super::patch::PatchOp;
@@ -127,6 +128,30 @@ pub trait Entity: Sized + Unpin + Send + 'static {
     fn accepts(deliveries: &mut outbox::Accepts<Self>) {
         let _ = deliveries;
     }
+
+    /// Decides whether a subscriber of `request.topic` becomes a connection, before anything is recorded: `Ok` with
+    /// the connection's state (JSON, listed by `EntityCtx::connections`), or a [`Refusal`] the web layer sends as an
+    /// error frame. Runs read-only in the actor; the default accepts everyone with a `null` state.
+    fn before_connect(&self, request: &Connect, db: &mut SqliteConnection) -> Result<serde_json::Value, Refusal> {
+        let _ = (request, db);
+        Ok(serde_json::Value::Null)
+    }
+
+    /// A subscriber became a connection (it is in `ctx.connections()` already, and its first frame is the snapshot
+    /// as of after this hook). May write through `ctx` like a command, e.g. to publish presence.
+    fn on_connect(&mut self, ctx: &mut EntityCtx<'_, Self>, conn: &ConnectionInfo) {
+        let _ = (ctx, conn);
+    }
+
+    /// A connection ended (its subscriber dropped it: socket closed, unsubscribe, client dropped); it is no longer in
+    /// `ctx.connections()`. Runs once per connection whose `on_connect` ran, waking the actor if it passivated
+    /// meanwhile; not at runtime shutdown or after a crash, so what a hook derives from connections is rebuilt from
+    /// `ctx.connections()` in [`Entity::on_wake`], not trusted from the database.
+    fn on_disconnect(&mut self, ctx: &mut EntityCtx<'_, Self>, conn: &ConnectionInfo) {
+        let _ = conn;
+        // Nothing to do, so the runtime stops sending this kind's disconnects (and waking its actors for them).
+        ctx.core.shared().conns.default_disconnect_hook(Self::KIND);
+    }
 }
 
 /// What the `on_create` and `on_destroy` hooks answer: an error (any, diesel's included) refuses.
@@ -204,6 +229,8 @@ pub(crate) struct Effects {
     pub schedules_changed: bool,
     /// With `schedules_changed`: the actor's earliest due schedule as of this transaction (set when it is staged).
     pub earliest_due: Option<i64>,
+    /// Events to publish once committed, in the order emitted.
+    pub events: Vec<PendingEvent>,
 }
 
 /// A topic a transaction changed, and how subscribers learn of it.
@@ -236,6 +263,7 @@ impl Effects {
         self.outbox_written |= later.outbox_written;
         self.work_owed |= later.work_owed;
         self.schedules_changed |= later.schedules_changed;
+        self.events.extend(later.events);
     }
 }
 
@@ -273,6 +301,27 @@ impl<'a> Tx<'a> {
         if !ops.is_empty() {
             self.effects.touch(topic, Some(ops));
         }
+    }
+
+    /// Emits `event` with `payload` to the connections of `topic`, if and only if this transaction commits: after
+    /// the commit, in commit order, each after the topic frame of this transaction's version (see
+    /// [`super::connection`] for the bounds: a subscriber that cannot keep up loses events and is told how many).
+    pub fn emit(&mut self, topic: &str, event: &str, payload: &impl Serialize) -> Result<(), diesel::result::Error> {
+        let ev = PendingEvent::new(Some(topic), None, event, payload).map_err(serialization)?;
+        self.effects.events.push(ev);
+        Ok(())
+    }
+
+    /// [`Tx::emit`] to one connection of this actor (nothing if it has ended by the commit).
+    pub fn emit_to(
+        &mut self,
+        conn: ConnectionId,
+        event: &str,
+        payload: &impl Serialize,
+    ) -> Result<(), diesel::result::Error> {
+        let ev = PendingEvent::new(None, Some(conn), event, payload).map_err(serialization)?;
+        self.effects.events.push(ev);
+        Ok(())
     }
 
     /// Records, in this transaction, that the actor now owes work it must carry out even after a crash (a queued
@@ -375,6 +424,10 @@ impl<'a> Tx<'a> {
     }
 }
 
+fn serialization(e: serde_json::Error) -> diesel::result::Error {
+    diesel::result::Error::SerializationError(Box::new(e))
+}
+
 /// A background task's way back into its own actor.
 pub struct Myself<E: Entity> {
     addr: Addr<EntityActor<E>>,
@@ -426,6 +479,36 @@ impl<'a, E: Entity> EntityCtx<'a, E> {
     /// A service provided to the runtime (`Runtime::provide`), e.g. the agent backend.
     pub fn service<T: Send + Sync + 'static>(&self) -> Option<std::sync::Arc<T>> {
         self.core.shared().service::<T>()
+    }
+
+    /// This actor's connections (every topic), oldest first.
+    pub fn connections(&self) -> Vec<ConnectionInfo> {
+        self.core.shared().conns.list(E::KIND, &self.core.encoded)
+    }
+
+    /// Replaces a connection's state; whether it is still connected.
+    pub fn set_connection_state(&mut self, conn: ConnectionId, state: serde_json::Value) -> bool {
+        self.core.shared().conns.set_state(E::KIND, &self.core.encoded, conn, state)
+    }
+
+    /// Emits `event` to the connections of `topic` once the command or callback returns, after what its writes
+    /// published (see [`Tx::emit`]; inside [`EntityCtx::write`], `tx.emit` ties the event to that transaction).
+    pub fn emit(&mut self, topic: &str, event: &str, payload: &impl Serialize) -> Result<(), serde_json::Error> {
+        let ev = PendingEvent::new(Some(topic), None, event, payload)?;
+        self.core.emitted(ev);
+        Ok(())
+    }
+
+    /// [`EntityCtx::emit`] to one connection.
+    pub fn emit_to(
+        &mut self,
+        conn: ConnectionId,
+        event: &str,
+        payload: &impl Serialize,
+    ) -> Result<(), serde_json::Error> {
+        let ev = PendingEvent::new(None, Some(conn), event, payload)?;
+        self.core.emitted(ev);
+        Ok(())
     }
 
     /// A handle background work can use to send commands back to this actor (each awaited one at a time).

@@ -6,6 +6,8 @@
 //! - [`actor`]: the host actor: supervision, group commit, topics, outbox delivery, passivation, shutdown.
 //! - [`db`], [`key`]: per-actor files, pragmas, migrations, key escaping.
 //! - [`topic`], [`patch`], [`outbox`]: snapshots and patches to subscribers, durable cross-actor delivery.
+//! - [`connection`]: subscribers as connections the actor knows (hooks, per-connection state) and the events it
+//!   emits to them.
 //! - [`idempotency`]: idempotency keys recorded in the transaction of the creation they stand for.
 //! - [`schedule`]: durable schedules (alarms) an actor sets for itself; `due`: the runtime-wide index that wakes
 //!   passivated actors when one is due.
@@ -16,6 +18,7 @@
 
 pub mod actor;
 mod batch;
+pub mod connection;
 pub mod db;
 mod due;
 pub mod entity;
@@ -33,6 +36,7 @@ pub mod system;
 pub mod topic;
 
 pub use actor::{restart_backoff, EntityActor};
+pub use connection::{Connect, ConnectError, Connection, ConnectionId, ConnectionInfo, ConnectionItem, Event, Refusal};
 pub use db::Synchronous;
 pub use entity::{
     message_name, Command, Delivery, Entity, EntityCtx, HookResult, KindConfig, Mutation, Myself, Read, SleepReason,

@@ -104,6 +104,10 @@ pub struct Shared {
     arbiters: Vec<ArbiterHandle>,
     owned_arbiters: Mutex<Vec<Arbiter>>,
     pub(crate) hub: TopicHub,
+    /// Every topic subscriber an actor knows, beside the hub (see `connection.rs`).
+    pub(crate) conns: super::connection::ConnectionTable,
+    /// `on_disconnect` calls of connections that ended, run by one runtime task (a drop cannot await).
+    disconnects: tokio::sync::mpsc::UnboundedSender<super::connection::DisconnectJob>,
     kinds: RwLock<HashMap<TypeId, Arc<dyn Any + Send + Sync>>>,
     handles: RwLock<Vec<Arc<dyn KindHandle>>>,
     deliveries: RwLock<HashMap<String, DeliverFn>>,
@@ -271,11 +275,14 @@ impl Runtime {
         let owned: Vec<Arbiter> = (0..config.arbiters).map(|_| Arbiter::new()).collect();
         let arbiters = owned.iter().map(|a| a.handle()).collect();
         let live = Arc::new(Semaphore::new(config.max_live));
+        let (disconnects, ended) = tokio::sync::mpsc::unbounded_channel();
         let shared = Arc::new_cyclic(|me| Shared {
             config,
             arbiters,
             owned_arbiters: Mutex::new(owned),
             hub: TopicHub::default(),
+            conns: Default::default(),
+            disconnects,
             kinds: RwLock::new(HashMap::new()),
             handles: RwLock::new(Vec::new()),
             deliveries: RwLock::new(HashMap::new()),
@@ -295,6 +302,7 @@ impl Runtime {
         actix_rt::spawn(revive_parked(Arc::downgrade(&shared)));
         actix_rt::spawn(trim_after_passivations(Arc::downgrade(&shared)));
         actix_rt::spawn(super::due::scan(Arc::downgrade(&shared)));
+        actix_rt::spawn(run_disconnects(ended));
         tracing::info!(data_dir = %shared.config.data_dir.display(), arbiters = shared.config.arbiters, max_live = shared.config.max_live, "runtime started");
         Ok(Runtime { shared })
     }
@@ -337,6 +345,11 @@ impl Runtime {
     /// Number of topic channels held by the hub.
     pub fn topic_channels(&self) -> usize {
         self.shared.hub.channel_count()
+    }
+
+    /// Number of open connections (topic subscribers) across all actors.
+    pub fn connection_count(&self) -> usize {
+        self.shared.conns.count()
     }
 
     /// Live actors across all kinds.
@@ -409,6 +422,7 @@ impl Runtime {
         }
         self.shared.live.close();
         self.shared.hub.close_all();
+        self.shared.conns.clear();
         self.shared.index.close();
         let arbiters: Vec<Arbiter> = std::mem::take(&mut *lock(&self.shared.owned_arbiters));
         for a in &arbiters {
@@ -463,6 +477,23 @@ fn trim_heap() {
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn trim_heap() {}
+
+impl Shared {
+    /// Queues a dropped connection's `on_disconnect` for the runtime's disconnect task.
+    pub(crate) fn end_connection(&self, job: super::connection::DisconnectJob) {
+        // The receiver lives as long as the runtime's system: a send fails only when it is gone, and then so are
+        // the actors the hook would have run in.
+        let _ = self.disconnects.send(job);
+    }
+}
+
+/// Runs each ended connection's `on_disconnect` call as a task of its own, so a slow or passivated actor delays only
+/// its own hooks.
+async fn run_disconnects(mut ended: tokio::sync::mpsc::UnboundedReceiver<super::connection::DisconnectJob>) {
+    while let Some(job) = ended.recv().await {
+        actix_rt::spawn(job());
+    }
+}
 
 async fn revive_parked(weak: Weak<Shared>) {
     loop {

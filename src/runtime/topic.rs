@@ -424,16 +424,46 @@ impl Subscription {
     pub async fn next(&mut self) -> Option<Arc<TopicEvent>> {
         loop {
             self.rx.borrow_and_update();
-            {
-                let mut state = lock(&self.state);
-                let newer = state.latest.filter(|&v| self.wants_full(v));
-                if let Some(full) = newer.and_then(|_| state.materialize()) {
-                    self.seen = Some(full.version);
-                    return Some(full);
-                }
+            if let Some(full) = self.try_next_full() {
+                return Some(full);
             }
             self.rx.changed().await.ok()?;
         }
+    }
+
+    /// The latest full snapshot if it is newer than the last version returned, without waiting.
+    pub fn try_next_full(&mut self) -> Option<Arc<TopicEvent>> {
+        let mut state = lock(&self.state);
+        let newer = state.latest.filter(|&v| self.wants_full(v));
+        let full = newer.and_then(|_| state.materialize())?;
+        self.seen = Some(full.version);
+        Some(full)
+    }
+
+    /// Marks the current change notification as seen (before polling, so a change after the poll wakes `changed`).
+    pub(crate) fn observe(&mut self) {
+        self.rx.borrow_and_update();
+    }
+
+    /// Waits for the topic to change; `false` once the runtime has shut down.
+    pub(crate) async fn changed(&mut self) -> bool {
+        self.rx.changed().await.is_ok()
+    }
+
+    /// The version up to which this subscriber holds the topic (the last frame returned, or `skip_through`'s).
+    pub(crate) fn received(&self) -> Option<u64> {
+        self.seen.max(self.after)
+    }
+
+    /// The latest version the hub holds for this topic.
+    pub(crate) fn held_version(&self) -> Option<u64> {
+        lock(&self.state).latest
+    }
+
+    /// Forgets what was received: the next frame is a full snapshot of the latest version, even an unchanged one.
+    pub(crate) fn resync(&mut self) {
+        self.seen = None;
+        self.after = None;
     }
 
     /// Waits for the next frame: a full snapshot first (newer than [`Subscription::skip_through`]'s version if set),

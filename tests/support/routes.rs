@@ -10,13 +10,10 @@ const ROOT_FILES: &[&str] = &["ops.rs", "webapp.rs"];
 /// Every `(METHOD, full path)` registered in src/http/: `.route(path, web::get()|post()|...)` (with the `const`
 /// path prefixes a file defines expanded) and `web::resource("path")...route(web::post()...)`.
 pub fn registered() -> BTreeSet<(String, String)> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/http");
+    let mut files = Vec::new();
+    rust_files(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src/http"), &mut files);
     let mut out = BTreeSet::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().is_none_or(|e| e != "rs") {
-            continue;
-        }
+    for path in files {
         let file = path.file_name().unwrap().to_string_lossy().into_owned();
         let prefix = if ROOT_FILES.contains(&file.as_str()) { "" } else { "/v1" };
         let text = std::fs::read_to_string(&path).unwrap();
@@ -52,4 +49,16 @@ pub fn registered() -> BTreeSet<(String, String)> {
         }
     }
     out
+}
+
+/// The `.rs` files under `dir`, in its subdirectories too (a module split into a folder keeps its routes listed).
+fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
 }

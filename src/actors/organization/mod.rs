@@ -16,7 +16,7 @@ pub use schema::{MemberRow, ProfileRow, RepoRow};
 
 use crate::actors::summary::TaskSummary;
 use crate::actors::DomainResult;
-use crate::runtime::{embed_migrations, Accepts, EmbeddedMigrations, Entity, SnapshotError};
+use crate::runtime::{embed_migrations, Accepts, Connect, EmbeddedMigrations, Entity, Refusal, SnapshotError};
 
 pub const TOPIC: &str = "organization";
 
@@ -60,6 +60,22 @@ impl Entity for Organization {
 
     fn snapshot(&self, topic: &str, db: &mut SqliteConnection) -> Result<serde_json::Value, SnapshotError> {
         crate::actors::topic_snapshot(Self::KIND, topic, TOPIC, || self.build_snapshot(db))
+    }
+
+    /// Only members subscribe to the organization's topic; the connection keeps the role they had when it opened.
+    /// A subscriber inside the process (no caller) is the service itself.
+    fn before_connect(&self, request: &Connect, db: &mut SqliteConnection) -> Result<serde_json::Value, Refusal> {
+        let Some(user) = &request.caller else { return Ok(serde_json::Value::Null) };
+        let member = schema::require_profile(db, &self.id).and_then(|_| schema::find_member(db, user));
+        match member {
+            Ok(Some(m)) => Ok(serde_json::json!({ "role": m.role })),
+            Ok(None) => Err(Refusal::new("forbidden", format!("not a member of organization {:?}", self.id))),
+            Err(crate::actors::DomainError::Db(e)) => {
+                tracing::error!(org = %self.id, error = %e, "membership check failed");
+                Err(Refusal::new("internal", "internal error; see the server log"))
+            }
+            Err(e) => Err(Refusal::new(e.code(), e.to_string())),
+        }
     }
 
     fn accepts(deliveries: &mut Accepts<Self>) {

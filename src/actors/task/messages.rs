@@ -415,8 +415,30 @@ impl Mutation for RecordGitOperation {
         require_live(&row)?;
         schema::touch(tx.conn(), now_ms())?;
         tx.touch(TOPIC);
+        // Told to whoever has the task open, once: the snapshot shows the branch's new state, not who did what.
+        let event = GitOperationEvent {
+            kind: self.kind.to_owned(),
+            user_id: self.user_id.clone(),
+            payload: self.payload.clone(),
+        };
+        tx.emit(TOPIC, GIT_OPERATION_EVENT, &event)?;
         Audit::task(&t.key).by(self.user_id.as_deref()).append(tx, self.kind, self.payload)
     }
+}
+
+/// The `task` topic's event for a git operation done on the task (its payload: [`GitOperationEvent`]).
+pub const GIT_OPERATION_EVENT: &str = "gitOperation";
+
+/// A push, merge, reverted file or requested provisioning, as the task's viewers hear of it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GitOperationEvent {
+    /// `task.pushed`, `task.merged`, `task.file.reverted` or `task.workspace.provisioned` (as in the audit log).
+    pub kind: String,
+    /// Who did it (`null`: the system).
+    pub user_id: Option<String>,
+    /// What the audit log records with it (the branch pushed, the file reverted, ...).
+    pub payload: serde_json::Value,
 }
 
 /// Points the task's sandbox at another target (a branch or commit to check out).

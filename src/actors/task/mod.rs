@@ -4,6 +4,7 @@
 //! `sandboxProcesses` (the processes it started in the sandbox, see [`processes`]).
 
 mod messages;
+pub mod presence;
 pub mod processes;
 pub mod schema;
 pub mod workspace;
@@ -12,6 +13,7 @@ use diesel::sqlite::SqliteConnection;
 use serde::Serialize;
 
 pub use messages::*;
+pub use presence::TaskViewer;
 pub use schema::RuntimeRow;
 pub use workspace::{
     AwaitWorkspace, GetWorkspace, GitTokens, MarkWorkspaceGone, RecordGitState, StartProvision, WorkspaceView,
@@ -20,7 +22,7 @@ pub use workspace::{
 
 use crate::actors::summary::{PullRequestSummary, SessionSummary, TaskStatus};
 use crate::actors::{DomainResult, TaskKey};
-use crate::runtime::{embed_migrations, Accepts, EmbeddedMigrations, Entity, SnapshotError};
+use crate::runtime::{embed_migrations, Accepts, ConnectionInfo, EmbeddedMigrations, Entity, EntityCtx, SnapshotError};
 
 pub const TOPIC: &str = "task";
 
@@ -32,12 +34,14 @@ pub struct Task {
     provision: Option<actix::SpawnHandle>,
     /// Turns waiting for the workspace watch this (the database has the same in `task_workspace`).
     ready: tokio::sync::watch::Sender<workspace::Readiness>,
+    /// Who views the task: derived from the runtime's connections (see [`presence`]), not state.
+    viewers: Vec<TaskViewer>,
 }
 
 impl Task {
     pub fn new(key: TaskKey) -> Self {
         let (ready, _) = tokio::sync::watch::channel(workspace::Readiness::Pending);
-        Task { key, poller: None, provision: None, ready }
+        Task { key, poller: None, provision: None, ready, viewers: Vec::new() }
     }
 }
 
@@ -60,6 +64,8 @@ pub struct TaskDetail {
     pub workspace: Option<WorkspaceView>,
     pub pull_request: Option<PullRequestSummary>,
     pub sessions: Vec<SessionSummary>,
+    /// Who has the task open right now (connected to its topic), by user.
+    pub viewers: Vec<TaskViewer>,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -77,6 +83,7 @@ impl Task {
             runtime: schema::runtime(db)?,
             workspace: workspace::row(db)?.map(|w| w.view()),
             sessions: schema::sessions(db)?,
+            viewers: self.viewers.clone(),
             title: row.title,
             branch: row.branch,
             prompt: row.prompt,
@@ -112,8 +119,18 @@ impl Entity for Task {
     }
 
     fn on_wake(&mut self, ctx: &mut crate::runtime::EntityCtx<'_, Self>) {
+        presence::rebuild(self, ctx);
         processes::resume(self, ctx);
         workspace::resume(self, ctx);
+    }
+
+    /// Presence: a viewer of the `task` topic arrived.
+    fn on_connect(&mut self, ctx: &mut EntityCtx<'_, Self>, conn: &ConnectionInfo) {
+        presence::changed(self, ctx, conn);
+    }
+
+    fn on_disconnect(&mut self, ctx: &mut EntityCtx<'_, Self>, conn: &ConnectionInfo) {
+        presence::changed(self, ctx, conn);
     }
 
     fn can_passivate(&self) -> bool {

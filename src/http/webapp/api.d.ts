@@ -156,6 +156,8 @@ export type ClientFrame = {
   after?: number | null;
   /** Every topic but `app` needs one. */
   key?: TopicKey | null;
+  /** Connect params (JSON, at most 4 KiB serialised) for the topic's actor; none of today's topics reads any. */
+  params?: any;
   /** After the first full snapshot, changes as `{topic}Patched` frames. */
   patches?: boolean | null;
   topic: TopicName;
@@ -280,6 +282,16 @@ export interface GitHubConnection {
   connected: boolean;
   /** Present when connected. */
   status?: SyncStatus | null;
+}
+
+/** A push, merge, reverted file or requested provisioning, as the task's viewers hear of it. */
+export interface GitOperationEvent {
+  /** `task.pushed`, `task.merged`, `task.file.reverted` or `task.workspace.provisioned` (as in the audit log). */
+  kind: string;
+  /** What the audit log records with it (the branch pushed, the file reverted, ...). */
+  payload: any;
+  /** Who did it (`null`: the system). */
+  userId?: string | null;
 }
 
 /** A workspace's git state, as the task view shows it. */
@@ -690,6 +702,20 @@ export type ServerFrame = {
   key: AnyKey;
   topic: TopicName;
   type: "unsubscribed";
+} | {
+  /** The event's name (per topic: `task` has `gitOperation`). */
+  event: string;
+  key: AnyKey;
+  payload: any;
+  /** Counts the events of this subscription: 1, 2, ...; after a `lagged` frame it is higher by `missed` + 1. */
+  seq: number;
+  topic: TopicName;
+  type: "event";
+} | {
+  key: AnyKey;
+  missed: number;
+  topic: TopicName;
+  type: "lagged";
 };
 
 /**
@@ -855,6 +881,8 @@ export interface TaskDetail {
   taskId: string;
   title: string;
   updatedAt: number;
+  /** Who has the task open right now (connected to its topic), by user. */
+  viewers: TaskViewer[];
   /** The task's workspace (its checkout and git state), once provisioning started. */
   workspace?: WorkspaceView | null;
 }
@@ -905,6 +933,13 @@ export interface TaskSummary {
 export type TaskView = TaskDetail & {
   overlay?: TaskOverlay | null;
 };
+
+/** A user viewing the task. */
+export interface TaskViewer {
+  /** The user's connections to the task's topic (at least 1). */
+  connections: number;
+  userId: string;
+}
 
 /** free text that is not blank, at most 64 KiB of UTF-8 (16384 characters always fit) */
 export type Text = string;

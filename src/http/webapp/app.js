@@ -18,6 +18,7 @@ import { renderRuntimeInspector } from './inspector.js';
 /** @typedef {import('./api').CatalogModel} CatalogModel */
 /** @typedef {import('./api').ClientFrame} ClientFrame */
 /** @typedef {import('./api').CreateTaskBody} CreateTaskBody */
+/** @typedef {import('./api').GitOperationEvent} GitOperationEvent */
 /** @typedef {import('./api').OrganizationSnapshot} OrganizationSnapshot */
 /** @typedef {import('./api').PatchOp} PatchOp */
 /** @typedef {import('./api').ProcessLogs} ProcessLogs */
@@ -29,6 +30,7 @@ import { renderRuntimeInspector } from './inspector.js';
 /** @typedef {import('./api').TaskCreated} TaskCreated */
 /** @typedef {import('./api').TaskNames} TaskNames */
 /** @typedef {import('./api').TaskView} TaskView */
+/** @typedef {import('./api').TaskViewer} TaskViewer */
 /** @typedef {import('./api').TopicKey} TopicKey */
 /** @typedef {import('./api').TopicName} TopicName */
 /** @typedef {import('./api').WhoAmI} WhoAmI */
@@ -513,6 +515,13 @@ function onFrame(f) {
         invalidate('session');
       }
       break;
+    case 'event':
+      if (f.topic === 'task' && f.event === 'gitOperation' && keyMatchesTask(f.key)) {
+        gitOperationNotice(/** @type {GitOperationEvent} */ (f.payload));
+      }
+      break;
+    case 'lagged':
+      break; // events were lost; the full snapshot that follows is the state
     case 'error':
       if (f.code === 'unauthenticated') {
         signedOut('Your session ended. Sign in again.');
@@ -1166,6 +1175,12 @@ function restoreDraft() {
 }
 
 window.addEventListener('pagehide', saveDraftNow);
+// A page the browser keeps for back/forward navigation would otherwise keep its socket, and with it its place among
+// a task's viewers: leave when the page is hidden for good or frozen, come back when it is shown again.
+window.addEventListener('pagehide', () => disconnect());
+window.addEventListener('pageshow', (e) => {
+  if (e.persisted) connect();
+});
 
 // --- task -------------------------------------------------------------------------------------------------------
 
@@ -1220,6 +1235,7 @@ function renderTaskLive() {
         <span class="pill pill-${cls}"><span class="st st-${cls}"></span>${esc(label)}</span>
         <code class="branch" title="Branch">${esc(t.branch)}</code>
         ${pr ? `<a class="pr-link" href="${esc(pr.url)}" target="_blank" rel="noopener">${prBadge(pr)} ${esc(pr.title)}</a>` : ''}
+        ${viewersBadge(t.viewers)}
         <span class="spacer"></span>
         ${prActions}
         ${winding ? '' : '<button class="btn" data-action="push">Push</button>'}
@@ -1236,6 +1252,40 @@ function renderTaskLive() {
       .map((s) => `<button role="tab" class="tab" aria-selected="${s.sessionId === current}" data-action="tab" data-session="${esc(s.sessionId)}"><span class="st st-${taskStatus(s.status === 'ready' ? 'idle' : s.status)[0]}"></span>${esc(s.name || s.sessionId)}</button>`)
       .join('') + (winding ? '' : '<button class="tab add" data-action="new-session" aria-label="New session">+</button>');
   renderInspector();
+}
+
+/** A member's name as the organization lists it (their login), else their user id. */
+function memberName(userId) {
+  const m = S.org && S.org.members.find((x) => x.userId === userId);
+  return m ? m.login : userId;
+}
+
+/**
+ * Who else has the task open (the server's presence: one entry per user, with their connections).
+ * @param {TaskViewer[] | undefined} viewers
+ */
+function viewersBadge(viewers) {
+  const me = S.me && S.me.user.id;
+  const others = (viewers || []).filter((v) => v.userId !== me);
+  if (!others.length) return '';
+  const names = others.map((v) => memberName(v.userId) + (v.connections > 1 ? ` (${v.connections} tabs)` : ''));
+  return `<span class="viewers small" id="task-viewers" title="Has this task open now">Also here: ${esc(names.join(', '))}</span>`;
+}
+
+/**
+ * A git operation someone else did on the open task, told once (the task's `gitOperation` event).
+ * @param {GitOperationEvent} e
+ */
+function gitOperationNotice(e) {
+  if (S.me && e.userId === S.me.user.id) return; // the one who did it already heard
+  const who = e.userId ? memberName(e.userId) : 'foundry';
+  const what = {
+    'task.pushed': 'pushed the branch',
+    'task.merged': 'merged the pull request',
+    'task.file.reverted': `reverted ${(e.payload && e.payload.path) || 'a file'}`,
+    'task.workspace.provisioned': 'provisioned the workspace again',
+  }[e.kind] || e.kind;
+  toast(`${who} ${what}`, 'info');
 }
 
 function renderInspector() {

@@ -44,6 +44,9 @@ impl<E: Entity> Core<E> {
                 self.versions.insert(c.topic.clone(), c.version);
             }
             self.written.extend(changes);
+            for ev in std::mem::take(&mut effects.events) {
+                self.emitted(ev);
+            }
             self.dirty_marked |= effects.work_owed;
             if effects.outbox_written {
                 self.dirty_marked = true;
@@ -140,12 +143,14 @@ impl<E: Entity> EntityActor<E> {
         for c in &changes {
             core.versions.insert(c.topic.clone(), c.version);
         }
+        let events: Vec<_> = std::mem::take(&mut effects.events).into_iter().filter_map(|e| core.stamp(e)).collect();
         core.dirty_marked |= effects.work_owed;
         if effects.outbox_written {
             core.dirty_marked = true;
             core.outbox.pending = true;
         }
         self.publish_changes(changes);
+        self.publish_events(events);
         // One clock read for the whole batch: its mutations end together, at their replies.
         let (end, clock) = (self.core.trace.start(), self.core.shared().clock_ms());
         for (item, err) in batch.into_iter().zip(item_errors) {

@@ -1,6 +1,6 @@
 //! Destroying an actor: no new calls, the calls in flight drained, `Entity::on_destroy` and a durable "destroying"
 //! mark committed together, the outbox settled (every row delivered or dead-lettered), then the database deleted
-//! and the key released. A key destroyed is gone: `*_existing` calls answer "not found", and `get_or_create` (or a
+//! and the key released; its subscribers' connections end (no `on_disconnect`). A key destroyed is gone: `*_existing` calls answer "not found", and `get_or_create` (or a
 //! delivery addressed to it) creates a fresh actor with an empty database.
 //!
 //! Crash safety: the mark lives in the actor's own database and the actor is in the recovery index from that commit
@@ -117,6 +117,7 @@ impl<E: Entity> EntityActor<E> {
             // Harmless if left: the due scanner drops an entry whose actor no longer exists.
             tracing::warn!(kind, key = %encoded, error = %e, "could not clear the due index entry");
         }
+        shared.conns.remove_actor(kind, &encoded);
         shared.hub.close_actor(kind, &encoded);
         let (conn, permit, registry) =
             (self.core.conn.take(), self.core.live_permit.take(), self.core.registry.clone());

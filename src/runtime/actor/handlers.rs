@@ -9,7 +9,7 @@ use super::super::batch::{DeliverItem, ItemResult, MutationItem};
 use super::super::entity::{message_name, Command, Delivery, Entity, Mutation, Read};
 use super::super::error::CallError;
 use super::super::inspect::{TraceKind, TraceOutcome};
-use super::{panic_text, Deliver, EntityActor, Exec, Mutate, Query, SubscribeTopic};
+use super::{panic_text, Deliver, EntityActor, Exec, Mutate, Query};
 
 macro_rules! span {
     ($self:ident, $msg:ty) => {
@@ -129,19 +129,5 @@ impl<E: Entity, C: Command<Entity = E>> Handler<Exec<C>> for EntityActor<E> {
                 self.restart(ctx, &panic);
             }
         }
-    }
-}
-
-impl<E: Entity> Handler<SubscribeTopic> for EntityActor<E> {
-    type Result = ();
-    fn handle(&mut self, s: SubscribeTopic, ctx: &mut Context<Self>) {
-        if !self.begin() {
-            let _ = s.reply.send(Err(self.unavailable()));
-            return;
-        }
-        self.flush(ctx);
-        let sub = self.shared().hub.subscribe(E::KIND, &self.core.encoded, &s.topic);
-        let res = self.publish_current(&s.topic).map(|()| sub).map_err(CallError::Handler);
-        let _ = s.reply.send(res);
     }
 }

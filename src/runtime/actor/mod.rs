@@ -11,6 +11,7 @@
 //! - `inspect`: the inspector's questions to a live actor (state, trace, a copy of its database).
 
 mod commit;
+mod connections;
 mod destroy;
 mod handlers;
 mod inspect;
@@ -29,13 +30,14 @@ use diesel::sqlite::SqliteConnection;
 use tokio::sync::{oneshot, OwnedSemaphorePermit};
 
 use super::batch::PendingItem;
-use super::entity::{Command, Entity, EntityCtx, Mutation, Read, SnapshotError};
+use super::entity::{Command, Entity, EntityCtx, Mutation, Read};
 use super::error::CallError;
 use super::outbox::Source;
 use super::publish::Change;
 use super::registry::{Registry, Slot};
-use super::topic::Subscription;
 
+pub use connections::ConnectTopic;
+pub(crate) use connections::{Disconnected, Outgoing};
 pub(crate) use inspect::{Inspect, Probe, Probed};
 pub(crate) use lifecycle::DestroyReply;
 use lifecycle::StopState;
@@ -83,15 +85,6 @@ pub struct Deliver<M: Mutation> {
     pub(crate) reply: Reply<bool, M::Error>,
 }
 impl<M: Mutation> Message for Deliver<M> {
-    type Result = ();
-}
-
-/// Subscribe to a topic: publishes the current snapshot to the new subscriber.
-pub struct SubscribeTopic {
-    pub(crate) topic: String,
-    pub(crate) reply: Reply<Subscription, SnapshotError>,
-}
-impl Message for SubscribeTopic {
     type Result = ();
 }
 
@@ -179,6 +172,8 @@ pub struct Core<E: Entity> {
     /// Topic changes of `EntityCtx::write`s, in commit order, waiting to be published once the command or callback
     /// returns.
     written: Vec<Change>,
+    /// Events of `EntityCtx::write`s and `EntityCtx::emit`, in order, published after `written`.
+    written_events: Vec<Outgoing>,
     written_outbox: bool,
     /// An `EntityCtx::write` changed schedules: the earliest due as of its commit, to sync and arm once the command
     /// or callback returns.
@@ -287,6 +282,7 @@ impl<E: Entity> EntityActor<E> {
                 stop: StopState::Running,
                 live_permit: Some(p.live_permit),
                 written: Vec::new(),
+                written_events: Vec::new(),
                 written_outbox: false,
                 written_schedules: None,
                 // Corrected (one index write) by the first arming if the actor has schedules; an actor without any
@@ -309,6 +305,8 @@ impl<E: Entity> EntityActor<E> {
         let out = f(entity, &mut EntityCtx { core, ctx });
         let written = std::mem::take(&mut self.core.written);
         self.publish_changes(written);
+        let events = std::mem::take(&mut self.core.written_events);
+        self.publish_events(events);
         if std::mem::take(&mut self.core.written_outbox) {
             self.pump_outbox(ctx);
         }

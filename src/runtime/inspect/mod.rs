@@ -8,7 +8,7 @@
 //! itself (`actor/inspect.rs`): counts on its own connection, and for tables and SQL a serialised copy of its
 //! database that is then opened, read-only and in memory, on the blocking pool. Looking at an actor is not activity.
 //! Listing never activates anything; inspecting one actor activates it if it exists on disk (like any call: its
-//! `started` hook runs, its schedules are armed, its outbox resumes) and never creates one (an unknown key is
+//! `on_wake` hook runs, its schedules are armed, its outbox resumes) and never creates one (an unknown key is
 //! `CallError::NotFound`); its trace never activates it (a passivated actor has none).
 
 mod sql;

@@ -17,13 +17,14 @@ use std::time::Duration;
 use actix::prelude::*;
 use tokio::sync::{oneshot, Notify, OnceCell};
 
-use super::actor::{EntityActor, Exec, Mutate, Passivate, Query, Shutdown, SubscribeTopic};
-use super::entity::{Command, Entity, Mutation, Read, SnapshotError};
+use super::actor::{EntityActor, Exec, Mutate, Passivate, Query, Shutdown};
+use super::entity::{Command, Entity, Mutation, Read};
 use super::error::{ActivationError, ActivationFailure, CallError};
 use super::key::EntityKey;
 use super::system::Shared;
-use super::topic::{lock, Subscription};
+use super::topic::lock;
 
+mod connect;
 mod handle;
 pub(crate) use handle::KindHandle;
 
@@ -682,12 +683,6 @@ impl<E: Entity> Registry<E> {
         self.call(key, Open::OrCreate, Backpressure::Wait, |reply| Exec { cmd, reply }).await
     }
 
-    /// Subscribes to `topic` of `key`: the first `next()` yields the current snapshot, then one per change.
-    pub async fn subscribe(&self, key: &E::Key, topic: &str) -> Result<Subscription, CallError<SnapshotError>> {
-        let topic = topic.to_owned();
-        self.call(key, Open::OrCreate, Backpressure::Wait, |reply| SubscribeTopic { topic, reply }).await
-    }
-
     /// [`Registry::read`] on an existing key only (see [`Registry::get_existing`]): `CallError::NotFound`, and
     /// nothing created, when the key has neither a live actor nor a database.
     pub async fn read_existing<M: Read<Entity = E>>(
@@ -723,16 +718,6 @@ impl<E: Entity> Registry<E> {
         cmd: C,
     ) -> Result<C::Output, CallError<C::Error>> {
         self.call(key, Open::IfExists, Backpressure::Wait, |reply| Exec { cmd, reply }).await
-    }
-
-    /// [`Registry::subscribe`] on an existing key only (`CallError::NotFound` otherwise, nothing created).
-    pub async fn subscribe_existing(
-        &self,
-        key: &E::Key,
-        topic: &str,
-    ) -> Result<Subscription, CallError<SnapshotError>> {
-        let topic = topic.to_owned();
-        self.call(key, Open::IfExists, Backpressure::Wait, |reply| SubscribeTopic { topic, reply }).await
     }
 
     pub(crate) async fn deliver_envelope<T, Err, Msg>(

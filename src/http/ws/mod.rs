@@ -8,10 +8,15 @@
 //! stop answering; the session token and every subscription's membership are re-checked periodically, so sign-out or
 //! removal from an organization ends access on open connections too.
 //!
-//! Client frames: `{"type":"subscribe","topic","key","after"?,"patches"?}`, `{"type":"unsubscribe","topic","key"}`,
-//! `{"type":"ping"}`.
+//! Each subscription is a connection of the topic's actor (`runtime::connection`): the caller's user id and the
+//! frame's `params` go to its `before_connect` hook (the organization checks membership there), and the actor's
+//! events reach the client as `event` frames in order with the topic's frames.
+//!
+//! Client frames: `{"type":"subscribe","topic","key","after"?,"patches"?,"params"?}`,
+//! `{"type":"unsubscribe","topic","key"}`, `{"type":"ping"}`.
 //! Server frames: `{"type":"{topic}Updated","key","version","snapshot"}`,
 //! `{"type":"{topic}Patched","key","version","base","ops"}` (subscriptions with `patches` only),
+//! `{"type":"event","topic","key","event","seq","payload"}`, `{"type":"lagged","topic","key","missed"}`,
 //! `{"type":"error","code","message"}`, `{"type":"pong"}`, `{"type":"unsubscribed","topic","key"}`. Keys: `app`
 //! takes none (the caller's own), otherwise `{"org"}`, `{"org","repo","task"}` (task, sandboxProcesses) or
 //! `{"org","repo","task","session"}`.
@@ -20,7 +25,6 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -28,11 +32,23 @@ use actix_ws::{CloseCode, CloseReason, Message, MessageStream, ProtocolError, Se
 use bytestring::ByteString;
 use serde::Deserialize;
 
+mod splice;
+
+use splice::{
+    error_frame, error_frame_about, event_frame, lagged_frame, merged_patch_frame, patch_frame, task_frame,
+    update_frame, MAX_MERGED_OPS,
+};
+
 // The key type clients send and frames carry is the typed contract's (`frames.rs`).
 use super::frames::TopicKey as FrameKey;
 use super::{member, Api, ApiError, Caller};
+use crate::actors::validate;
 use crate::actors::{organization, session, task, user, RepoKey, SessionKey, TaskKey};
-use crate::runtime::{Subscription, TopicEvent, TopicFrame, TopicPatch};
+use crate::runtime::Connection as TopicConnection;
+use crate::runtime::{Connect, ConnectionItem, TopicFrame};
+
+/// Largest `params` of a subscribe frame (serialised): the connection keeps them while it lasts.
+const MAX_PARAMS: usize = 4 * 1024;
 
 /// Connection limits and timers.
 #[derive(Debug, Clone)]
@@ -75,6 +91,8 @@ struct ClientFrame {
     /// `subscribe`: after the first full snapshot, send each change as a `{topic}Patched` frame (the client applies
     /// it) instead of the whole snapshot again.
     patches: Option<bool>,
+    /// `subscribe`: connect params for the topic's actor.
+    params: Option<serde_json::Value>,
 }
 
 /// What a subscription is to.
@@ -111,9 +129,9 @@ impl Target {
 struct Sub {
     /// The key as the client names it in frames (JSON).
     key_json: String,
-    channel: Subscription,
+    channel: TopicConnection,
     /// Task subscriptions: the caller's own overlay of the task, composed into each `taskUpdated` frame.
-    overlay: Option<Subscription>,
+    overlay: Option<TopicConnection>,
     /// Version of the last frame sent: the composed task frame is sent again only when it is newer.
     sent: Option<u64>,
     /// The client applies `{topic}Patched` frames.
@@ -166,116 +184,40 @@ fn key_json(target: &Target) -> String {
     serde_json::to_string(&key).unwrap_or_default()
 }
 
-/// `{"type":"{topic}Updated","key","version","snapshot"}`: the snapshot is spliced in as already-serialised JSON, so
-/// a thousand subscribers cost a thousand string copies, not a thousand serialisations.
-fn update_frame(key_json: &str, ev: &TopicEvent) -> String {
-    format!(
-        r#"{{"type":"{}Updated","key":{},"version":{},"snapshot":{}}}"#,
-        ev.topic,
-        key_json,
-        ev.version,
-        ev.snapshot.get()
-    )
-}
-
-/// A client behind by several patches gets them in one frame, up to about this many bytes of operations: fewer
-/// frames (and socket writes) for a slow client, as coalesced snapshots were, without resending the snapshot.
-const MAX_MERGED_OPS: usize = 64 * 1024;
-
-/// `{"type":"{topic}Patched","key","version","base","ops"}`: the operations spliced in as already-serialised JSON.
-fn patch_frame(key_json: &str, p: &TopicPatch) -> String {
-    format!(
-        r#"{{"type":"{}Patched","key":{},"version":{},"base":{},"ops":{}}}"#,
-        p.topic,
-        key_json,
-        p.version,
-        p.base(),
-        p.ops.get()
-    )
-}
-
-/// One `{topic}Patched` frame for consecutive patches: from the first's base to the last's version, their operations
-/// in order.
-fn merged_patch_frame(key_json: &str, patches: &[Arc<TopicPatch>]) -> String {
-    let (Some(first), Some(last)) = (patches.first(), patches.last()) else { return String::new() };
-    let mut ops = String::from("[");
-    for p in patches {
-        // A serialised array of operations: `[` ... `]`.
-        let raw = p.ops.get();
-        let inner = raw.get(1..raw.len().saturating_sub(1)).unwrap_or_default();
-        if inner.is_empty() {
-            continue;
-        }
-        if ops.len() > 1 {
-            ops.push(',');
-        }
-        ops.push_str(inner);
-    }
-    ops.push(']');
-    format!(
-        r#"{{"type":"{}Patched","key":{},"version":{},"base":{},"ops":{}}}"#,
-        first.topic,
-        key_json,
-        last.version,
-        first.base(),
-        ops
-    )
-}
-
-/// `{"type":"error","code","message"}`, plus `about` (the topic and key of the subscription it concerns).
-fn error_frame_about(e: &ApiError, about: serde_json::Map<String, serde_json::Value>) -> String {
-    let mut frame = serde_json::Map::new();
-    frame.insert("type".into(), "error".into());
-    frame.insert("code".into(), e.code.into());
-    frame.insert("message".into(), e.message.as_str().into());
-    frame.extend(about);
-    serde_json::Value::Object(frame).to_string()
-}
-
-fn error_frame(e: &ApiError) -> String {
-    error_frame_about(e, serde_json::Map::new())
-}
-
-/// `taskUpdated`: the shared task detail with the viewer's overlay spliced in as `overlay` (the same shape as
-/// `GET .../tasks/{task}`). The version is the sum of both versions, so it grows when either changes.
-fn task_frame(key_json: &str, detail: &TopicEvent, overlay: &TopicEvent) -> String {
-    let raw = detail.snapshot.get().trim_end();
-    let body = raw.strip_suffix('}').unwrap_or(raw);
-    let sep = if body.trim_end().ends_with('{') { "" } else { "," };
-    format!(
-        r#"{{"type":"taskUpdated","key":{},"version":{},"snapshot":{}{}"overlay":{}}}}}"#,
-        key_json,
-        detail.version + overlay.version,
-        body,
-        sep,
-        overlay.snapshot.get()
-    )
-}
-
-/// Checks access to `target` and opens its topic channel (and, for a task, the caller's overlay channel).
-async fn open(api: &Api, caller: &Caller, target: &Target) -> Result<(Subscription, Option<Subscription>), ApiError> {
-    if let Some(org) = target.org() {
-        member(api, caller, org).await?;
+/// Checks access to `target` and connects to its topic (and, for a task, to the caller's overlay). The
+/// organization's actor checks membership itself, in its `before_connect`; the actors below it do not know the
+/// members, so membership is asked of the organization first.
+async fn open(
+    api: &Api,
+    caller: &Caller,
+    target: &Target,
+    params: serde_json::Value,
+) -> Result<(TopicConnection, Option<TopicConnection>), ApiError> {
+    match target.org() {
+        Some(org) if matches!(target, Target::Organization(_)) => validate::org_id("org", org)?,
+        Some(org) => drop(member(api, caller, org).await?),
+        None => {}
     }
     let d = &api.domain;
-    let sub = match target {
-        Target::App(user) => d.users.subscribe_existing(user, user::APP_TOPIC).await,
-        Target::Organization(org) => d.orgs.subscribe_existing(org, organization::TOPIC).await,
+    let connect = |topic: &str| Connect::new(topic).caller(caller.user_id.clone()).params(params.clone());
+    let conn = match target {
+        Target::App(user) => d.users.connect_existing(user, connect(user::APP_TOPIC)).await,
+        Target::Organization(org) => d.orgs.connect_existing(org, connect(organization::TOPIC)).await,
         Target::Task(t) => {
             d.open_task(t).await?;
-            let overlay = d.users.subscribe_existing(&caller.user_id, &user::overlay_topic(t)).await?;
-            return Ok((d.tasks.subscribe(t, task::TOPIC).await?, Some(overlay)));
+            let overlay = d.users.connect_existing(&caller.user_id, connect(&user::overlay_topic(t))).await?;
+            return Ok((d.tasks.connect(t, connect(task::TOPIC)).await?, Some(overlay)));
         }
         Target::Session(s) => {
             d.open_session(s).await?;
-            d.sessions.subscribe(s, session::TOPIC).await
+            d.sessions.connect(s, connect(session::TOPIC)).await
         }
         Target::Processes(t) => {
             d.open_task(t).await?;
-            d.tasks.subscribe(t, task::processes::PROCESSES_TOPIC).await
+            d.tasks.connect(t, connect(task::processes::PROCESSES_TOPIC)).await
         }
     };
-    Ok((sub?, None))
+    Ok((conn?, None))
 }
 
 enum Event {
@@ -283,14 +225,14 @@ enum Event {
     Tick,
     /// A sign-out on this node that may be this connection's (or `None`: some were missed, re-check anyway).
     SignedOut(Option<(String, Option<String>)>),
-    Changed(Target, Option<TopicFrame>),
+    Changed(Target, Option<ConnectionItem>),
 }
 
-type Change<'a> = Pin<Box<dyn Future<Output = (Target, Option<TopicFrame>)> + 'a>>;
+type Change<'a> = Pin<Box<dyn Future<Output = (Target, Option<ConnectionItem>)> + 'a>>;
 
-/// The next frame of any subscription (never resolves without subscriptions). Every wait is cancel-safe: a frame
-/// counts as received only when its future completes.
-async fn next_change(subs: &mut HashMap<Target, Sub>) -> (Target, Option<TopicFrame>) {
+/// The next frame or event of any subscription (never resolves without subscriptions). Every wait is cancel-safe: an
+/// item counts as received only when its future completes.
+async fn next_change(subs: &mut HashMap<Target, Sub>) -> (Target, Option<ConnectionItem>) {
     if subs.is_empty() {
         return std::future::pending().await;
     }
@@ -300,15 +242,11 @@ async fn next_change(subs: &mut HashMap<Target, Sub>) -> (Target, Option<TopicFr
         let patches = *patches && overlay.is_none();
         let main: Change<'_> = {
             let t = t.clone();
-            if patches {
-                Box::pin(async move { (t, channel.next_frame().await) })
-            } else {
-                Box::pin(async move { (t, channel.next().await.map(TopicFrame::Full)) })
-            }
+            Box::pin(async move { (t, channel.next_item(patches).await) })
         };
         let overlay = overlay.as_mut().map(|o| -> Change<'_> {
             let t = t.clone();
-            Box::pin(async move { (t, o.next().await.map(TopicFrame::Full)) })
+            Box::pin(async move { (t, o.next().await.map(|full| ConnectionItem::Frame(TopicFrame::Full(full)))) })
         });
         std::iter::once(main).chain(overlay)
     });
@@ -441,9 +379,9 @@ impl Connection {
         let reply = match (f.kind.as_str(), f.topic.as_deref()) {
             ("ping", _) => return self.send(r#"{"type":"pong"}"#.to_owned()).await,
             ("subscribe" | "unsubscribe", None) => Err(ApiError::bad_request("invalid_frame", "topic is required")),
-            ("subscribe", Some(topic)) => match target(&self.caller, topic, f.key) {
-                Ok(t) => self.subscribe(t, f.after, f.patches.unwrap_or(false)).await,
-                Err(e) => Err(e),
+            ("subscribe", Some(topic)) => match (target(&self.caller, topic, f.key), params(f.params)) {
+                (Ok(t), Ok(params)) => self.subscribe(t, f.after, f.patches.unwrap_or(false), params).await,
+                (Err(e), _) | (_, Err(e)) => Err(e),
             },
             ("unsubscribe", Some(topic)) => match target(&self.caller, topic, f.key) {
                 Ok(t) => {
@@ -462,12 +400,18 @@ impl Connection {
     }
 
     /// Subscribing again to the same target resends its current snapshot (or waits for one newer than `after`).
-    async fn subscribe(&mut self, t: Target, after: Option<u64>, patches: bool) -> Result<(), ApiError> {
+    async fn subscribe(
+        &mut self,
+        t: Target,
+        after: Option<u64>,
+        patches: bool,
+        params: serde_json::Value,
+    ) -> Result<(), ApiError> {
         if !self.subs.contains_key(&t) && self.subs.len() >= self.api.ws.max_subscriptions {
             let max = self.api.ws.max_subscriptions;
             return Err(ApiError::bad_request("too_many_subscriptions", format!("at most {max} per connection")));
         }
-        let (mut channel, overlay) = open(&self.api, &self.caller, &t).await?;
+        let (mut channel, overlay) = open(&self.api, &self.caller, &t, params).await?;
         // The first frame of a fresh channel is the current snapshot: the loop sends it like any change. `after`
         // counts as received, so the first frame is a full snapshot newer than it; a task frame's version is the sum
         // of its two halves', so there it is compared with what the loop composes.
@@ -482,8 +426,8 @@ impl Connection {
         Ok(())
     }
 
-    async fn changed(&mut self, t: Target, frame: Option<TopicFrame>) -> Result<(), End> {
-        let Some(frame) = frame else {
+    async fn changed(&mut self, t: Target, item: Option<ConnectionItem>) -> Result<(), End> {
+        let Some(item) = item else {
             // The runtime is shutting down: its topic channels are gone.
             return Err(End::Close(CloseReason {
                 code: CloseCode::Restart,
@@ -491,6 +435,20 @@ impl Connection {
             }));
         };
         let Some(sub) = self.subs.get_mut(&t) else { return Ok(()) };
+        let frame = match item {
+            ConnectionItem::Frame(frame) => frame,
+            ConnectionItem::Event { seq, event } => {
+                let frame = event_frame(t.topic(), &sub.key_json, seq, &event);
+                self.api.stats.ws_frames.fetch_add(1, Ordering::Relaxed);
+                return self.send(frame).await;
+            }
+            ConnectionItem::Lagged { missed } => {
+                // The snapshot that follows must go out even if its version was sent before.
+                sub.sent = None;
+                let frame = lagged_frame(t.topic(), &sub.key_json, missed);
+                return self.send(frame).await;
+            }
+        };
         let (version, frame) = match (&sub.overlay, frame) {
             // Every subscriber of this event names it with the same key: one frame, shared.
             (None, TopicFrame::Full(ev)) => {
@@ -595,6 +553,16 @@ impl Connection {
     }
 }
 
+/// A subscribe frame's connect params: any JSON up to [`MAX_PARAMS`] bytes (`null` without).
+fn params(params: Option<serde_json::Value>) -> Result<serde_json::Value, ApiError> {
+    let params = params.unwrap_or_default();
+    let size = serde_json::to_string(&params).map_or(0, |s| s.len());
+    if size > MAX_PARAMS {
+        return Err(ApiError::bad_request("invalid_frame", format!("params over {MAX_PARAMS} bytes ({size})")));
+    }
+    Ok(params)
+}
+
 fn dedup(mut v: Vec<String>) -> Vec<String> {
     v.sort();
     v.dedup();
@@ -627,78 +595,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::runtime::{Event as TopicEventMsg, TopicEvent};
 
     fn event(topic: &str, version: u64, json: &str) -> TopicEvent {
-        TopicEvent::new(
-            "test",
-            "k".into(),
-            topic.into(),
-            version,
-            serde_json::value::RawValue::from_string(json.into()).unwrap().into(),
-        )
-    }
-
-    #[test]
-    fn task_frames_splice_the_overlay_into_the_detail() {
-        let frame =
-            task_frame(r#"{"org":"a"}"#, &event("task", 3, r#"{"taskId":"t1","title":"x"}"#), &event("o", 2, "null"));
-        let v: serde_json::Value = serde_json::from_str(&frame).unwrap();
-        assert_eq!(v["type"], "taskUpdated");
-        assert_eq!(v["version"], 5);
-        assert_eq!(v["snapshot"], serde_json::json!({ "taskId": "t1", "title": "x", "overlay": null }));
-        let empty = task_frame("{}", &event("task", 1, "{ }"), &event("o", 1, r#"{"a":1}"#));
-        let v: serde_json::Value = serde_json::from_str(&empty).unwrap();
-        assert_eq!(v["snapshot"], serde_json::json!({ "overlay": { "a": 1 } }));
-    }
-
-    #[test]
-    fn patch_frames_name_their_base_and_carry_the_raw_ops() {
-        let hub = crate::runtime::topic::TopicHub::default();
-        let mut sub = hub.subscribe("test", "k", "session");
-        hub.publish(event("session", 4, r#"{"partialText":""}"#));
-        let ops = [crate::runtime::PatchOp::append("/partialText", "hi")];
-        hub.publish_patch("test", "k", "session", 5, &ops).unwrap();
-        sub.skip_through(4);
-        let Some(crate::runtime::TopicFrame::Full(_)) =
-            futures_util::FutureExt::now_or_never(sub.next_frame()).flatten()
-        else {
-            panic!("a full snapshot first");
-        };
-        hub.publish_patch("test", "k", "session", 6, &ops).unwrap();
-        let Some(crate::runtime::TopicFrame::Patch(p)) =
-            futures_util::FutureExt::now_or_never(sub.next_frame()).flatten()
-        else {
-            panic!("then a patch");
-        };
-        let v: serde_json::Value = serde_json::from_str(&patch_frame(r#"{"org":"a"}"#, &p)).unwrap();
-        assert_eq!(
-            v,
-            serde_json::json!({ "type": "sessionPatched", "key": { "org": "a" }, "version": 6, "base": 5,
-                "ops": [{ "op": "append", "path": "/partialText", "value": "hi" }] })
-        );
-    }
-
-    #[test]
-    fn a_client_behind_gets_consecutive_patches_in_one_frame() {
-        let hub = crate::runtime::topic::TopicHub::default();
-        let mut sub = hub.subscribe("test", "k", "session");
-        hub.publish(event("session", 1, r#"{"partialText":"","transcript":[]}"#));
-        assert!(futures_util::FutureExt::now_or_never(sub.next_frame()).flatten().is_some());
-        let add = crate::runtime::PatchOp::add("/transcript/-", serde_json::json!({ "seq": 1 }));
-        let append = crate::runtime::PatchOp::append("/partialText", "hi");
-        hub.publish_patch("test", "k", "session", 2, std::slice::from_ref(&add)).unwrap();
-        hub.publish_patch("test", "k", "session", 3, &[]).unwrap();
-        hub.publish_patch("test", "k", "session", 4, std::slice::from_ref(&append)).unwrap();
-        let mut patches = Vec::new();
-        while let Some(crate::runtime::TopicFrame::Patch(p)) = sub.try_next_frame() {
-            patches.push(p);
-        }
-        let v: serde_json::Value = serde_json::from_str(&merged_patch_frame("{}", &patches)).unwrap();
-        assert_eq!(
-            v,
-            serde_json::json!({ "type": "sessionPatched", "key": {}, "version": 4, "base": 1,
-                "ops": [serde_json::to_value(&add).unwrap(), serde_json::to_value(&append).unwrap()] })
-        );
+        let raw = serde_json::value::RawValue::from_string(json.into()).unwrap();
+        TopicEvent::new("test", "k".into(), topic.into(), version, raw.into())
     }
 
     #[test]
@@ -736,12 +637,40 @@ mod tests {
     }
 
     #[test]
-    fn update_frames_carry_the_clients_key_and_the_raw_snapshot() {
-        let frame = update_frame(r#"{"org":"acme"}"#, &event("organization", 7, r#"{"repos":[]}"#));
-        let v: serde_json::Value = serde_json::from_str(&frame).unwrap();
+    fn event_and_lag_frames_read_as_the_typed_contract() {
+        use crate::http::frames::{AnyKey, ServerFrame, TopicKey, TopicName};
+        let task = Target::Task(RepoKey::new("acme", "r1").task("t1"));
+        let payload = serde_json::value::to_raw_value(&serde_json::json!({ "kind": "task.pushed" })).unwrap();
+        let ev =
+            TopicEventMsg { topic: "task".into(), name: "gitOperation".into(), payload: payload.into(), version: 3 };
+        let frame: ServerFrame = serde_json::from_str(&event_frame(task.topic(), &key_json(&task), 7, &ev)).unwrap();
         assert_eq!(
-            v,
-            serde_json::json!({ "type": "organizationUpdated", "key": { "org": "acme" }, "version": 7, "snapshot": { "repos": [] } })
+            frame,
+            ServerFrame::Event {
+                topic: TopicName::Task,
+                key: AnyKey::Topic(TopicKey::task("acme", "r1", "t1")),
+                event: "gitOperation".into(),
+                seq: 7,
+                payload: serde_json::json!({ "kind": "task.pushed" }),
+            }
         );
+        let app = Target::App("u1".into());
+        let frame: ServerFrame = serde_json::from_str(&lagged_frame(app.topic(), &key_json(&app), 12)).unwrap();
+        assert_eq!(
+            frame,
+            ServerFrame::Lagged {
+                topic: TopicName::App,
+                key: AnyKey::App(crate::http::frames::AppKey { user: "u1".into() }),
+                missed: 12
+            }
+        );
+    }
+
+    #[test]
+    fn connect_params_are_bounded() {
+        assert_eq!(params(None).unwrap(), serde_json::Value::Null);
+        assert!(params(Some(serde_json::json!({ "a": "x".repeat(100) }))).is_ok());
+        let e = params(Some(serde_json::json!("x".repeat(MAX_PARAMS)))).unwrap_err();
+        assert_eq!(e.code, "invalid_frame");
     }
 }
