@@ -368,9 +368,25 @@ pub fn observe_file(path: &std::path::Path) -> SqliteConnection {
     for suffix in ["-wal", "-shm"] {
         let _ = std::fs::remove_file(with(&copy, suffix));
     }
-    std::fs::copy(path, &copy).expect("copy the database file");
-    if with(path, "-wal").exists() {
-        std::fs::copy(with(path, "-wal"), with(&copy, "-wal")).expect("copy the WAL");
+    // A consistent pair: the WAL read before and after the database must be the same bytes. A commit (frames
+    // appended) or a checkpoint that restarted the WAL in between would otherwise pair a database with a WAL of
+    // another moment — a copy showing an older state, which made an `eventually` pass early.
+    let read_wal = || std::fs::read(with(path, "-wal")).ok();
+    let (db, wal) = (0..200)
+        .find_map(|_| {
+            let before = read_wal();
+            let db = std::fs::read(path).expect("read the database file");
+            let after = read_wal();
+            if before == after {
+                return Some((db, after));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+            None
+        })
+        .expect("the database kept changing while it was copied");
+    std::fs::write(&copy, db).expect("write the copy");
+    if let Some(wal) = wal {
+        std::fs::write(with(&copy, "-wal"), wal).expect("write the WAL copy");
     }
     SqliteConnection::establish(copy.to_str().expect("utf-8 path")).expect("open the copy")
 }
