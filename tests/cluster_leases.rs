@@ -5,7 +5,7 @@
 mod cluster_support;
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use cluster_support::{postgres::PgServer, proxy::Proxy};
@@ -24,10 +24,10 @@ const TICK: Duration = Duration::from_millis(250);
 
 /// One PostgreSQL and three lease threads per test: run the tests one at a time, so that a loaded 2-core machine
 /// does not starve the lease threads of the test that is running.
-static SERIAL: Mutex<()> = Mutex::new(());
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().await
 }
 
 fn config(node: &str, url: String) -> ClusterConfig {
@@ -216,7 +216,7 @@ async fn three_nodes(pg: &PgServer) -> (Node, Node, Node, Store) {
 
 #[tokio::test]
 async fn three_nodes_split_the_shards_by_rendezvous_and_each_shard_has_one_owner() {
-    let _serial = serial();
+    let _serial = serial().await;
     let Some(pg) = start_pg().await else { return };
     let (mut a, mut b, mut c, store) = three_nodes(&pg).await;
 
@@ -253,7 +253,7 @@ async fn three_nodes_split_the_shards_by_rendezvous_and_each_shard_has_one_owner
 
 #[tokio::test]
 async fn a_killed_node_s_shards_are_taken_over_after_expiry_with_the_next_epoch() {
-    let _serial = serial();
+    let _serial = serial().await;
     let Some(pg) = start_pg().await else { return };
     let (mut a, mut b, mut c, store) = three_nodes(&pg).await;
     let before: BTreeMap<ShardId, Epoch> = store.shards().await.unwrap().iter().map(|r| (r.shard, r.epoch)).collect();
@@ -303,7 +303,7 @@ impl Drain for RecordingDrain {
 
 #[tokio::test]
 async fn a_graceful_stop_drains_and_releases_and_peers_take_over_without_waiting_for_expiry() {
-    let _serial = serial();
+    let _serial = serial().await;
     let Some(pg) = start_pg().await else { return };
     let mut a = Node::start(&pg, "node-a").await;
     let store = direct(&pg).await;
@@ -345,7 +345,7 @@ async fn a_graceful_stop_drains_and_releases_and_peers_take_over_without_waiting
 
 #[tokio::test]
 async fn a_paused_node_stops_serving_before_anyone_can_acquire_and_its_late_calls_are_refused() {
-    let _serial = serial();
+    let _serial = serial().await;
     let Some(pg) = start_pg().await else { return };
     let (mut a, mut b, mut c, store) = three_nodes(&pg).await;
     let held = b.serving();
@@ -394,7 +394,7 @@ async fn a_paused_node_stops_serving_before_anyone_can_acquire_and_its_late_call
 
 #[tokio::test]
 async fn a_restarted_node_never_renews_its_predecessors_leases() {
-    let _serial = serial();
+    let _serial = serial().await;
     let Some(pg) = start_pg().await else { return };
     let (mut a, mut b, mut c, store) = three_nodes(&pg).await;
     let held = b.serving();
@@ -424,7 +424,7 @@ async fn a_restarted_node_never_renews_its_predecessors_leases() {
 
 #[tokio::test]
 async fn a_paused_node_replaced_by_a_new_boot_stops_for_good_when_it_resumes() {
-    let _serial = serial();
+    let _serial = serial().await;
     let Some(pg) = start_pg().await else { return };
     let (mut a, mut b, mut c, store) = three_nodes(&pg).await;
     let held = b.serving();
@@ -456,7 +456,7 @@ async fn a_paused_node_replaced_by_a_new_boot_stops_for_good_when_it_resumes() {
 
 #[tokio::test]
 async fn a_bad_configuration_or_an_unreachable_postgres_starts_nothing() {
-    let _serial = serial();
+    let _serial = serial().await;
     let bad =
         ClusterConfig { node_id: "a/b".into(), ..config("x", "postgresql://postgres@127.0.0.1:1/postgres".into()) };
     assert!(matches!(cluster::start(bad, LeaseHooks::default()).await, Err(ClusterError::Config(_))));
@@ -468,7 +468,7 @@ async fn a_bad_configuration_or_an_unreachable_postgres_starts_nothing() {
 /// Straight against the store, without managers: what each lease statement accepts and refuses.
 #[tokio::test]
 async fn the_lease_statements_fence_by_owner_epoch_and_expiry() {
-    let _serial = serial();
+    let _serial = serial().await;
     let Some(pg) = start_pg().await else { return };
     let mut store = direct(&pg).await;
     store.migrate().await.unwrap();
@@ -523,7 +523,7 @@ async fn the_lease_statements_fence_by_owner_epoch_and_expiry() {
 
 #[tokio::test]
 async fn the_schema_is_created_once_by_nodes_starting_together_and_a_newer_schema_is_refused() {
-    let _serial = serial();
+    let _serial = serial().await;
     let Some(pg) = start_pg().await else { return };
     let mut stores = Vec::new();
     for _ in 0..3 {
@@ -531,7 +531,9 @@ async fn the_schema_is_created_once_by_nodes_starting_together_and_a_newer_schem
     }
     let [s1, s2, s3] = &mut stores[..] else { unreachable!() };
     let (r1, r2, r3) = tokio::join!(s1.migrate(), s2.migrate(), s3.migrate());
-    (r1.unwrap(), r2.unwrap(), r3.unwrap());
+    for r in [r1, r2, r3] {
+        r.expect("concurrent migration");
+    }
     stores[0].migrate().await.unwrap();
     assert_eq!(stores[0].shards().await.unwrap().len(), usize::from(SHARD_COUNT));
 
