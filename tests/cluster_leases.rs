@@ -353,6 +353,12 @@ async fn a_paused_node_stops_serving_before_anyone_can_acquire_and_its_late_call
     // Its Postgres connection freezes: heartbeats, renewals and everything after are held in the proxy.
     b.proxy.pause();
     wait_stable(&store, &[&a, &b, &c], &[0, 2]).await;
+    // `is_serving` turned false by itself at each deadline; the stuck manager reports it at its next tick.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !held.iter().all(|(s, e)| b.lost(*s, *e).is_some()) {
+        assert!(Instant::now() < deadline, "the paused node's manager never reported its expired leases");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     let history = store.history().await.unwrap();
     for (&shard, &epoch) in &held {

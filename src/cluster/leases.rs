@@ -300,7 +300,7 @@ impl Manager {
     async fn init(&mut self) -> Result<(), ClusterError> {
         let limit = self.config.call_timeout;
         let mut store = Store::connect(&self.config.postgres_url, &self.application_name(), limit).await?;
-        // Migrating may wait for another node's migration: a few call timeouts, not one.
+        // Several statements (each also bounded by the server's statement timeout), so a few call timeouts in all.
         bounded(limit * 4, store.migrate()).await?;
         bounded(limit, store.register(&self.config.node_id, &self.boot_id, self.config.addr.as_deref())).await?;
         self.store = Some(store);

@@ -19,7 +19,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
-pub use leases::{start, Drain, LeaseHooks, Leases, NoDrain};
+pub use leases::{start, Drain, LeaseHooks, Leases, NoDrain, ShutdownReport};
 pub use ownership::{Held, LeaseEvent, LeaseView, LostReason, Ownership};
 pub use store::{Store, StoreError};
 

@@ -211,12 +211,10 @@ impl Store {
         let prepared = self
             .prepared
             .get_or_try_init(|| async {
-                Ok::<_, tokio_postgres::Error>(Prepared {
-                    acquire: c.prepare(ACQUIRE).await?,
-                    renew: c.prepare(RENEW).await?,
-                    release: c.prepare(RELEASE).await?,
-                    heartbeat: c.prepare(HEARTBEAT).await?,
-                })
+                // Sent together, so the four preparations cost one round trip, not four.
+                let (acquire, renew, release, heartbeat) =
+                    tokio::try_join!(c.prepare(ACQUIRE), c.prepare(RENEW), c.prepare(RELEASE), c.prepare(HEARTBEAT))?;
+                Ok::<_, tokio_postgres::Error>(Prepared { acquire, renew, release, heartbeat })
             })
             .await?;
         Ok(prepared)
