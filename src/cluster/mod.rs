@@ -1,0 +1,176 @@
+//! Cluster mode (issue 15, in progress): shard ownership in PostgreSQL. Knows shards, nodes and leases; no actor
+//! kinds and no domain.
+//!
+//! - [`store`]: the schema (`fdy_node`, `fdy_shard`, `fdy_shard_history`) and the lease statements.
+//! - [`rendezvous`]: which live node should own each of the 1,024 shards.
+//! - [`leases`]: the lease manager, a task on its own thread that heartbeats, acquires, renews and releases, and the
+//!   [`Leases`] handle (`is_serving(shard) -> Option<Epoch>`, a [`LeaseView`] that is a `runtime::Router`, events).
+//!
+//! What is not built yet (later slices): the fenced commit log, the transport between nodes, draining a shard's
+//! actors (a [`Drain`] hook exists; nothing implements it), and `foundry serve` flags. Single-node mode never touches
+//! this module.
+
+pub mod leases;
+mod ownership;
+pub mod rendezvous;
+pub mod store;
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+pub use leases::{start, Drain, LeaseHooks, Leases, NoDrain, ShutdownReport};
+pub use ownership::{Held, LeaseEvent, LeaseView, LostReason, Ownership};
+pub use store::{Store, StoreError};
+
+/// A shard's lease generation: bumped by every acquisition, never reused. Later slices fence durable writes with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+pub struct Epoch(pub u64);
+
+impl fmt::Display for Epoch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// How a node takes part in a cluster. `ClusterConfig::new(node_id, postgres_url)` gives the design's timings.
+#[derive(Clone)]
+pub struct ClusterConfig {
+    /// Stable name of this node (`[A-Za-z0-9._-]`, 1 to 64 characters); shards are assigned by it, so a restarted
+    /// node gets the same shards back.
+    pub node_id: String,
+    /// `postgresql://user:password@host:port/db` or the key/value form. Never logged (it may hold a password).
+    pub postgres_url: String,
+    /// Where other nodes reach this one, recorded in `fdy_node` (the transport of a later slice will use it).
+    pub addr: Option<String>,
+    /// Lease length, counted by Postgres from each acquisition or renewal. Also how long a node counts as live after
+    /// its last heartbeat.
+    pub ttl: Duration,
+    /// How often held leases are renewed (one statement for all of them).
+    pub renew_every: Duration,
+    /// A node stops serving a shard at `(sent time of the last successful renewal) + ttl - margin` on its own
+    /// monotonic clock: the margin absorbs clock-rate differences and scheduling delays.
+    pub margin: Duration,
+    /// How often the manager heartbeats and recomputes which shards it should own.
+    pub tick: Duration,
+    /// Bound on each Postgres call (also the server-side statement timeout); a call that takes longer is abandoned
+    /// with its connection.
+    pub call_timeout: Duration,
+    /// How long the drain hook may take for a shard before its lease is released anyway.
+    pub drain_timeout: Duration,
+}
+
+impl fmt::Debug for ClusterConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClusterConfig")
+            .field("node_id", &self.node_id)
+            .field("postgres_url", &"<redacted>")
+            .field("addr", &self.addr)
+            .field("ttl", &self.ttl)
+            .field("renew_every", &self.renew_every)
+            .field("margin", &self.margin)
+            .field("tick", &self.tick)
+            .field("call_timeout", &self.call_timeout)
+            .field("drain_timeout", &self.drain_timeout)
+            .finish()
+    }
+}
+
+impl ClusterConfig {
+    /// The design's defaults: 10 s leases renewed every 3 s, serving stops 2 s before expiry, a tick every second.
+    pub fn new(node_id: impl Into<String>, postgres_url: impl Into<String>) -> Self {
+        ClusterConfig {
+            node_id: node_id.into(),
+            postgres_url: postgres_url.into(),
+            addr: None,
+            ttl: Duration::from_secs(10),
+            renew_every: Duration::from_secs(3),
+            margin: Duration::from_secs(2),
+            tick: Duration::from_secs(1),
+            call_timeout: Duration::from_secs(2),
+            drain_timeout: Duration::from_secs(30),
+        }
+    }
+
+    /// How long after sending a successful acquisition or renewal this node may serve the shard.
+    pub fn serving_window(&self) -> Duration {
+        self.ttl.saturating_sub(self.margin)
+    }
+
+    /// Refuses a configuration that could not keep its leases or that names the node ambiguously.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let id = &self.node_id;
+        if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) {
+            return Err(ConfigError::NodeId(id.clone()));
+        }
+        tokio_postgres::Config::from_str(&self.postgres_url).map_err(|e| ConfigError::PostgresUrl(e.to_string()))?;
+        if self.tick.is_zero() || self.renew_every.is_zero() || self.call_timeout.is_zero() {
+            return Err(ConfigError::Timing("tick, renew_every and call_timeout must be positive"));
+        }
+        if self.margin.is_zero() || self.margin >= self.ttl {
+            return Err(ConfigError::Timing("margin must be positive and shorter than ttl"));
+        }
+        if self.tick > self.renew_every {
+            return Err(ConfigError::Timing("tick must not be longer than renew_every"));
+        }
+        // A renewal sent on schedule must answer (or time out, leaving time for a retry) before serving stops.
+        if self.renew_every + self.call_timeout >= self.serving_window() {
+            return Err(ConfigError::Timing("renew_every + call_timeout must be shorter than ttl - margin"));
+        }
+        Ok(())
+    }
+}
+
+/// A [`ClusterConfig`] that cannot work.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("node id {0:?} must be 1 to 64 characters of A-Z, a-z, 0-9, '.', '_' or '-'")]
+    NodeId(String),
+    #[error("the PostgreSQL URL is invalid: {0}")]
+    PostgresUrl(String),
+    #[error("lease timings: {0}")]
+    Timing(&'static str),
+}
+
+/// Why the lease manager could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A newer process registered with this node id: this one gave up every shard and stopped.
+    #[error("node {0} was restarted elsewhere; this process stopped serving")]
+    Superseded(String),
+    #[error("cannot start the lease thread: {0}")]
+    Thread(#[source] std::io::Error),
+    /// The lease manager is gone (killed, or its thread ended) before answering.
+    #[error("the lease manager has stopped")]
+    Stopped,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_defaults_are_valid_and_bad_configurations_are_refused() {
+        let ok = ClusterConfig::new("node-1", "postgresql://u@127.0.0.1:5432/db");
+        assert_eq!(ok.validate(), Ok(()));
+        assert_eq!(ok.serving_window(), Duration::from_secs(8));
+        for bad in ["", "a/b", "n 1", &"x".repeat(65)] {
+            let c = ClusterConfig { node_id: bad.to_owned(), ..ok.clone() };
+            assert!(matches!(c.validate(), Err(ConfigError::NodeId(_))), "{bad:?}");
+        }
+        let c = ClusterConfig { postgres_url: "postgresql://[::1".into(), ..ok.clone() };
+        assert!(matches!(c.validate(), Err(ConfigError::PostgresUrl(_))));
+        let c = ClusterConfig { margin: Duration::from_secs(10), ..ok.clone() };
+        assert!(matches!(c.validate(), Err(ConfigError::Timing(_))));
+        let c = ClusterConfig { renew_every: Duration::from_secs(7), ..ok.clone() };
+        assert!(matches!(c.validate(), Err(ConfigError::Timing(_))));
+        let c = ClusterConfig { tick: Duration::from_secs(4), ..ok.clone() };
+        assert!(matches!(c.validate(), Err(ConfigError::Timing(_))));
+        let secret = format!("{:?}", ClusterConfig::new("n", "postgresql://u:hunter2@h/db"));
+        assert!(!secret.contains("hunter2"), "{secret}");
+    }
+}
