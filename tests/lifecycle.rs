@@ -8,9 +8,7 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command as Process, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -400,12 +398,7 @@ async fn child_process_starts_a_destroy_then_waits() {
     };
     // Committed once the friend has been asked (and refused) at least once: the farewell exists only in that commit.
     support::eventually("the farewell is attempted", || file_of(Path::new(&dir), "crash-friend").exists()).await;
-    {
-        use std::io::Write;
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "\n{READY}");
-        let _ = out.flush();
-    }
+    support::report_ready(READY);
     let _ = destroying.await;
     std::future::pending::<()>().await;
 }
@@ -416,31 +409,7 @@ async fn a_destroy_cut_by_kill_9_resumes_at_recovery() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let exe = std::env::current_exe().unwrap();
-    let mut child = Process::new(exe)
-        .args(["--exact", CHILD_TEST, "--nocapture", "--test-threads=1"])
-        .env(CHILD_DIR_ENV, dir.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn the child test process");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if line.contains(READY) {
-                let _ = tx.send(());
-            }
-        }
-    });
-    if rx.recv_timeout(Duration::from_secs(30)).is_err() {
-        let _ = child.kill();
-        panic!("the child never started its destroy");
-    }
-    child.kill().expect("SIGKILL the child");
-    let _ = child.wait();
+    support::kill_9_child_when_ready(CHILD_TEST, CHILD_DIR_ENV, dir.path(), READY);
     assert!(file_of(dir.path(), "crash").exists(), "the kill came before the file was deleted");
 
     // A new process: recovery reactivates the actor, which resumes the destroy instead of serving calls.

@@ -7,9 +7,7 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -489,12 +487,7 @@ async fn child_process_schedules_then_waits() {
     for (i, k) in CRASH_KEYS.iter().enumerate() {
         reg.mutate(&k.to_string(), Set { value: Some(i as i64), ..Set::note("crash", 1_000) }).await.unwrap();
     }
-    {
-        use std::io::Write;
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "\n{READY}");
-        let _ = out.flush();
-    }
+    support::report_ready(READY);
     std::future::pending::<()>().await;
 }
 
@@ -504,36 +497,7 @@ async fn schedules_survive_kill_9_and_fire_after_restart() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let exe = std::env::current_exe().unwrap();
-    let mut child = Command::new(exe)
-        .args(["--exact", CHILD_TEST, "--nocapture", "--test-threads=1"])
-        .env(CHILD_DIR_ENV, dir.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn the child test process");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if line.contains(READY) {
-                let _ = tx.send(());
-            }
-        }
-    });
-    let ready = rx.recv_timeout(Duration::from_secs(30));
-    if ready.is_err() {
-        let _ = child.kill();
-        panic!("the child never set its schedules");
-    }
-    child.kill().expect("SIGKILL the child");
-    let status = child.wait().unwrap();
-    {
-        use std::os::unix::process::ExitStatusExt;
-        assert_eq!(status.signal(), Some(libc::SIGKILL), "child ended by {status:?}");
-    }
+    support::kill_9_child_when_ready(CHILD_TEST, CHILD_DIR_ENV, dir.path(), READY);
     for k in CRASH_KEYS {
         assert!(notes_on_disk(dir.path(), k).is_empty(), "{k} fired before the kill");
     }

@@ -404,3 +404,46 @@ pub async fn until_stable<T: PartialEq + std::fmt::Debug>(what: &str, mut read: 
     }
     panic!("{what} keeps changing: {last:?}");
 }
+
+/// Tells the parent of a [`kill_9_child_when_ready`] child that it reached the point to be killed at.
+pub fn report_ready(marker: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "\n{marker}");
+    let _ = out.flush();
+}
+
+/// Re-runs this test binary as a child running only `test` with `env = dir` (the child test does its work when that
+/// variable is set and returns at once otherwise), waits until it prints `marker` ([`report_ready`]), then SIGKILLs
+/// it and checks it died of that signal: a crash at a chosen moment, with the child's files left as they were.
+pub fn kill_9_child_when_ready(test: &str, env: &str, dir: &std::path::Path, marker: &str) {
+    use std::io::BufRead;
+    use std::os::unix::process::ExitStatusExt;
+    let exe = std::env::current_exe().expect("this test binary");
+    let mut child = std::process::Command::new(exe)
+        .args(["--exact", test, "--nocapture", "--test-threads=1"])
+        .env(env, dir)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .expect("spawn the child test process");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let marker_owned = marker.to_owned();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if line.contains(&marker_owned) {
+                let _ = tx.send(());
+            }
+        }
+    });
+    if rx.recv_timeout(Duration::from_secs(30)).is_err() {
+        let _ = child.kill();
+        panic!("the child {test} never reported {marker}");
+    }
+    child.kill().expect("SIGKILL the child");
+    let status = child.wait().expect("wait for the child");
+    assert_eq!(status.signal(), Some(libc::SIGKILL), "child ended by {status:?}");
+}
