@@ -78,7 +78,9 @@ const _: () = assert!(SHARD_COUNT == 1024, "migration 1 creates 1,024 shard rows
 const MIGRATION_LOCK: i64 = 0x6664_795f_7363_6865;
 
 /// Acquire the wanted shards that are free or expired: epoch + 1, a new expiry from Postgres' clock, and a history
-/// row, in one statement. The rows are locked in shard order (so two acquiring nodes cannot deadlock); a node that
+/// row, in one statement. The history's times are `clock_timestamp()`, taken once the rows are locked: `now()` is the
+/// statement's start, which for an acquisition that waited for a release's lock is earlier than the release (CI saw
+/// an acquisition dated before the release it waited for). The rows are locked in shard order (so two acquiring nodes cannot deadlock); a node that
 /// waited for another's lock re-checks the condition against the row the other left (Read Committed), so of two
 /// nodes racing for a shard only one gets it.
 const ACQUIRE: &str = "WITH prev AS (
@@ -91,7 +93,7 @@ const ACQUIRE: &str = "WITH prev AS (
         RETURNING s.shard, s.epoch, prev.owner AS prev_owner, prev.expires_at AS prev_expires_at),
      hist AS (
         INSERT INTO fdy_shard_history (shard, epoch, owner, acquired_at, prev_owner, prev_expires_at)
-        SELECT shard, epoch, $1, now(), prev_owner, prev_expires_at FROM got)
+        SELECT shard, epoch, $1, clock_timestamp(), prev_owner, prev_expires_at FROM got)
      SELECT shard, epoch, now() FROM got ORDER BY shard";
 
 /// Renew every lease the node holds, in one statement: only rows still held by this owner at this epoch and not yet
@@ -109,7 +111,8 @@ const RELEASE: &str = "WITH rel AS (
          WHERE s.shard = mine.shard AND s.epoch = mine.epoch AND s.owner = $1
         RETURNING s.shard, s.epoch),
      hist AS (
-        UPDATE fdy_shard_history h SET released_at = now() FROM rel WHERE h.shard = rel.shard AND h.epoch = rel.epoch)
+        UPDATE fdy_shard_history h SET released_at = clock_timestamp() FROM rel
+         WHERE h.shard = rel.shard AND h.epoch = rel.epoch)
      SELECT shard, epoch FROM rel ORDER BY shard";
 
 /// Record this node's heartbeat (only if the row still names this boot) and list the live nodes, in one round trip.
