@@ -19,20 +19,8 @@ use foundry::runtime::{
     HookResult, KindConfig, Mutation, Read, Registry, Runtime, RuntimeConfig, SleepReason, SnapshotError, Tx,
 };
 use serde::{Deserialize, Serialize};
-
-diesel::table! {
-    tally (id) {
-        id -> Integer,
-        value -> BigInt,
-    }
-}
-
-diesel::table! {
-    entries (id) {
-        id -> Integer,
-        note -> Text,
-    }
-}
+// The fixture migration's tables (`tests/fixtures/migrations/tally`), declared once in the support module.
+use support::entries;
 
 /// Whether `Farewell` deliveries are accepted (otherwise refused as "not yet", which the sender retries).
 static ACCEPT_FAREWELLS: AtomicBool = AtomicBool::new(true);
