@@ -11,6 +11,7 @@
 //! this module.
 
 pub mod leases;
+pub mod log;
 mod ownership;
 pub mod rendezvous;
 pub mod store;
@@ -20,6 +21,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 pub use leases::{start, Drain, LeaseHooks, Leases, NoDrain, ShutdownReport};
+pub use log::{LogStats, PgLog};
 pub use ownership::{Held, LeaseEvent, LeaseView, LostReason, Ownership};
 pub use store::{Store, StoreError};
 

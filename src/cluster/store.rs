@@ -1,6 +1,6 @@
 //! The PostgreSQL side of cluster ownership: the schema (`fdy_node`, `fdy_shard` with one row per shard,
-//! `fdy_shard_history`) applied by versioned migrations at startup, and the lease statements of the design (spec
-//! §4.1), each one round trip on one connection.
+//! `fdy_shard_history`, and the commit log's tables, whose statements are in `log.rs`) applied by versioned
+//! migrations at startup, and the lease statements of the design (spec §4.1), each one round trip on one connection.
 //!
 //! Postgres' `now()` is the only clock that decides expiry and liveness: nodes only send durations. A lease is a row
 //! `(shard, owner, epoch, expires_at)`; `owner` is `<node id>/<boot id>`, so a restarted process can never renew what
@@ -37,13 +37,14 @@ pub enum StoreError {
 }
 
 /// The schema, one entry per version. A version, once released, never changes: add a new one instead.
-const MIGRATIONS: &[(i32, &str)] = &[(
-    1,
-    // 1,024 = SHARD_COUNT (asserted below). `epoch` counts acquisitions of the shard; `owner` and `expires_at` are
-    // set and cleared together. The history's primary key makes "one owner per (shard, epoch)" a constraint; each
-    // row also says whom the shard was taken from (`prev_owner` NULL: it was free or released) and when that lease
-    // was due to expire, and when it was released, so an audit can check every handover from the table alone.
-    "CREATE TABLE fdy_node (
+const MIGRATIONS: &[(i32, &str)] = &[
+    (
+        1,
+        // 1,024 = SHARD_COUNT (asserted below). `epoch` counts acquisitions of the shard; `owner` and `expires_at` are
+        // set and cleared together. The history's primary key makes "one owner per (shard, epoch)" a constraint; each
+        // row also says whom the shard was taken from (`prev_owner` NULL: it was free or released) and when that lease
+        // was due to expire, and when it was released, so an audit can check every handover from the table alone.
+        "CREATE TABLE fdy_node (
          node_id text PRIMARY KEY,
          boot_id text NOT NULL,
          addr text,
@@ -69,7 +70,43 @@ const MIGRATIONS: &[(i32, &str)] = &[(
          released_at timestamptz,
          PRIMARY KEY (shard, epoch)
      );",
-)];
+    ),
+    (
+        2,
+        // The commit log (spec §4.2-4.3): per actor, its head, the entries after its newest snapshot and that snapshot.
+        // Every row says which epoch and owner wrote it, so an audit can map each commit to the lease it was fenced by.
+        "CREATE TABLE fdy_actor_head (
+         kind text NOT NULL,
+         key text NOT NULL,
+         shard int NOT NULL REFERENCES fdy_shard (shard),
+         txid bigint NOT NULL CHECK (txid > 0),
+         epoch bigint NOT NULL,
+         snapshot_txid bigint NOT NULL CHECK (snapshot_txid > 0 AND snapshot_txid <= txid),
+         log_bytes bigint NOT NULL DEFAULT 0,
+         PRIMARY KEY (kind, key)
+     );
+     CREATE TABLE fdy_actor_log (
+         kind text NOT NULL,
+         key text NOT NULL,
+         txid bigint NOT NULL,
+         epoch bigint NOT NULL,
+         owner text NOT NULL,
+         frames bytea NOT NULL,
+         appended_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+         PRIMARY KEY (kind, key, txid)
+     );
+     CREATE TABLE fdy_actor_snapshot (
+         kind text NOT NULL,
+         key text NOT NULL,
+         txid bigint NOT NULL,
+         epoch bigint NOT NULL,
+         owner text NOT NULL,
+         bytes bytea NOT NULL,
+         taken_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+         PRIMARY KEY (kind, key, txid)
+     );",
+    ),
+];
 
 const _: () = assert!(SHARD_COUNT == 1024, "migration 1 creates 1,024 shard rows");
 
@@ -207,6 +244,15 @@ impl Store {
             Ok(Store { client, driver, prepared: OnceCell::new() })
         };
         tokio::time::timeout(timeout, connect).await.map_err(|_| StoreError::Timeout(timeout))?
+    }
+
+    /// The connection itself, for the commit log's statements (`log.rs`).
+    pub(crate) fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub(crate) fn client_mut(&mut self) -> &mut Client {
+        &mut self.client
     }
 
     async fn prepared(&self) -> Result<&Prepared, StoreError> {

@@ -36,6 +36,8 @@ impl From<diesel::result::Error> for ItemFailed {
 pub(super) enum BatchOutcome {
     Committed,
     StorageFailed(String),
+    /// Committed locally but the commit log did not take it (cluster mode): not acknowledged, the file is discarded.
+    NotDurable(super::durable::LogError),
 }
 
 pub(super) enum ItemResult<T, E> {
@@ -65,12 +67,27 @@ fn finish_reply<T, Err>(
         (_, BatchOutcome::StorageFailed(m)) => {
             Err(CallError::Storage { kind, key: key.to_owned(), message: m.clone() })
         }
+        (_, BatchOutcome::NotDurable(e)) => Err(not_durable(e, kind, key)),
         (ItemResult::NotRun, BatchOutcome::Committed) => {
             Err(CallError::Storage { kind, key: key.to_owned(), message: "mutation was not applied".into() })
         }
     };
     let _ = reply.send(answer);
     traced
+}
+
+/// The caller's error for a commit the log did not take: a fence refusal is "not the owner" (retry where the shard
+/// is served; nothing was applied), anything else a storage error (it may have landed: retry with the same
+/// idempotency key).
+pub(super) fn not_durable<Err>(e: &super::durable::LogError, kind: &'static str, key: &str) -> CallError<Err> {
+    match e {
+        super::durable::LogError::Fenced(shard) => CallError::Activation(super::error::ActivationError {
+            kind,
+            key: key.to_owned(),
+            reason: super::error::ActivationFailure::NotOwner(*shard),
+        }),
+        other => CallError::Storage { kind, key: key.to_owned(), message: other.to_string() },
+    }
 }
 
 /// Runs one mutation under `catch_unwind`, storing its result for the reply and telling the batch whether to keep

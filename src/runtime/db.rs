@@ -41,6 +41,9 @@ pub struct ConnOptions {
     pub synchronous: Synchronous,
     /// Keep the connection `query_only` outside write batches (see `RuntimeConfig::guard_reads` for its cost).
     pub guard_reads: bool,
+    /// `wal_autocheckpoint = 0`: the runtime checkpoints itself, only after shipping what the WAL holds (cluster
+    /// mode reads commits from the WAL, and SQLite's own checkpoints would rewind it under the reader).
+    pub manual_checkpoints: bool,
 }
 
 /// `<data>/<kind>/<escaped key>.sqlite3`.
@@ -101,6 +104,10 @@ pub fn open_actor_db_with(
          PRAGMA synchronous = {setup_sync}; PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON;"
     );
     let mut conn = open_exclusive(url, &setup)?;
+    if opts.manual_checkpoints {
+        // Before the migrations: their pages must stay in the WAL until shipped, like any commit's.
+        conn.batch_execute("PRAGMA wal_autocheckpoint = 0").map_err(open_err)?;
+    }
     // Listing applied migrations costs diesel two statements per source on every open; the stamp (one pragma) says
     // whether this file already has exactly the migrations this build knows.
     let stamp = migrations_stamp(&migrations);
@@ -332,11 +339,12 @@ pub fn mark_destroying(conn: &mut SqliteConnection) -> QueryResult<()> {
     diesel::sql_query("UPDATE _foundry_identity SET destroying = 1 WHERE id = 1").execute(conn).map(drop)
 }
 
-/// Deletes an actor's database and its journal files (the connection must be closed). A file already gone counts as
-/// deleted; the database goes last, so a crash midway leaves a file that still says it is being destroyed.
+/// Deletes an actor's database and its journal files, and cluster mode's files beside it (the connection must be
+/// closed). A file already gone counts as deleted; the database goes last, so a crash midway leaves a file that
+/// still says it is being destroyed.
 pub fn remove_actor_files(path: &Path) -> std::io::Result<()> {
     let base = path.as_os_str().to_owned();
-    for suffix in ["-wal", "-shm", "-journal", ""] {
+    for suffix in ["-shipped", "-restoring", "-wal", "-shm", "-journal", ""] {
         let mut name = base.clone();
         name.push(suffix);
         match std::fs::remove_file(&name) {
@@ -374,7 +382,8 @@ mod tests {
     use super::*;
 
     const EMPTY: EmbeddedMigrations = diesel_migrations::embed_migrations!("migrations/runtime");
-    const GUARDED: ConnOptions = ConnOptions { synchronous: Synchronous::Normal, guard_reads: true };
+    const GUARDED: ConnOptions =
+        ConnOptions { synchronous: Synchronous::Normal, guard_reads: true, manual_checkpoints: false };
 
     #[derive(QueryableByName)]
     struct Pragma {
@@ -441,8 +450,15 @@ mod tests {
         let Err(err) = open_actor_db(&path, "k", "b", EMPTY, GUARDED, false) else { panic!("opened") };
         assert!(matches!(err, ActivationFailure::IdentityMismatch { .. }), "{err}");
         // Reopening with the right identity works and is idempotent.
-        open_actor_db(&path, "k", "a", EMPTY, ConnOptions { synchronous: Synchronous::Full, guard_reads: true }, false)
-            .unwrap();
+        open_actor_db(
+            &path,
+            "k",
+            "a",
+            EMPTY,
+            ConnOptions { synchronous: Synchronous::Full, guard_reads: true, manual_checkpoints: false },
+            false,
+        )
+        .unwrap();
     }
 }
 
@@ -451,7 +467,8 @@ mod concurrent_open_tests {
     use super::*;
 
     const RUNTIME_ONLY: EmbeddedMigrations = diesel_migrations::embed_migrations!("migrations/runtime");
-    const GUARDED: ConnOptions = ConnOptions { synchronous: Synchronous::Normal, guard_reads: true };
+    const GUARDED: ConnOptions =
+        ConnOptions { synchronous: Synchronous::Normal, guard_reads: true, manual_checkpoints: false };
 
     /// An activation whose caller went away keeps opening its file on the blocking pool while the next caller
     /// activates the same key: two opens of one new file at once must both succeed, as the same identity.

@@ -351,7 +351,7 @@ mod tests {
             "k",
             "a",
             NONE,
-            ConnOptions { synchronous: Synchronous::Normal, guard_reads: true },
+            ConnOptions { synchronous: Synchronous::Normal, guard_reads: true, manual_checkpoints: false },
             false,
         )
         .unwrap();

@@ -12,6 +12,8 @@
 //! - [`schedule`]: durable schedules (alarms) an actor sets for itself; `due`: the runtime-wide index that wakes
 //!   passivated actors when one is due.
 //! - [`placement`]: the fixed 1,024 shards actors are placed in, and the `Router` cluster mode decides them with.
+//! - [`durable`], [`wal`]: cluster mode's commit log seam: every commit shipped as page images before anyone hears
+//!   of it, and actors rebuilt from the log on another node.
 //! - [`system`]: the [`Runtime`] tying it together.
 //! - [`inspect`]: the read-only view of a running runtime for operators ([`Inspector`]) and each actor's trace of
 //!   recent messages.
@@ -21,6 +23,7 @@ mod batch;
 pub mod connection;
 pub mod db;
 mod due;
+pub mod durable;
 pub mod entity;
 pub mod error;
 pub mod idempotency;
@@ -34,6 +37,7 @@ pub mod registry;
 pub mod schedule;
 pub mod system;
 pub mod topic;
+pub mod wal;
 
 pub use actor::{restart_backoff, EntityActor};
 pub use connection::{Connect, ConnectError, Connection, ConnectionId, ConnectionInfo, ConnectionItem, Event, Refusal};

@@ -47,6 +47,9 @@ pub struct RuntimeConfig {
     /// Cluster mode: which shards this process serves (`runtime::placement`). `None` (single-node mode): all of them,
     /// with no check at all.
     pub router: Option<Arc<dyn super::placement::Router>>,
+    /// Cluster mode: where every commit is made durable before its reply, topics, events or outbox deliveries go
+    /// out (see `durable.rs`). `None` (single-node mode): the local SQLite commit is the durable one.
+    pub commit_log: Option<Arc<dyn super::durable::CommitLog>>,
     /// Messages each live actor's trace keeps for the inspector (name, sort, outcome, duration, when); 0 turns
     /// tracing off. A ring of 32-byte entries in the actor, allocated on first use.
     pub trace_size: usize,
@@ -69,13 +72,18 @@ impl RuntimeConfig {
             idle_timeout: None,
             guard_reads: cfg!(debug_assertions),
             router: None,
+            commit_log: None,
             trace_size: DEFAULT_TRACE_SIZE,
         }
     }
 
     /// How actor connections are opened under this configuration.
     pub(crate) fn conn_options(&self) -> super::db::ConnOptions {
-        super::db::ConnOptions { synchronous: self.synchronous, guard_reads: self.guard_reads }
+        super::db::ConnOptions {
+            synchronous: self.synchronous,
+            guard_reads: self.guard_reads,
+            manual_checkpoints: self.commit_log.is_some(),
+        }
     }
 }
 
@@ -124,6 +132,9 @@ pub struct Shared {
     /// Bounds concurrent database opens: beyond a few per core they only contend on SQLite's global open lock.
     pub(crate) opening: Semaphore,
     shutting_down: AtomicBool,
+    /// Cluster mode: actor files whose connection is closing (shipping its last commits); activation waits.
+    closing: Mutex<std::collections::HashSet<PathBuf>>,
+    closed: tokio::sync::Notify,
     epoch: Instant,
     clock_ms: AtomicU64,
     me: Weak<Shared>,
@@ -294,6 +305,8 @@ impl Runtime {
             due_changed: tokio::sync::Notify::new(),
             opening: Semaphore::new(4 * std::thread::available_parallelism().map_or(2, |n| n.get())),
             shutting_down: AtomicBool::new(false),
+            closing: Mutex::new(std::collections::HashSet::new()),
+            closed: tokio::sync::Notify::new(),
             epoch: Instant::now(),
             clock_ms: AtomicU64::new(0),
             me: me.clone(),
@@ -479,6 +492,29 @@ fn trim_heap() {
 fn trim_heap() {}
 
 impl Shared {
+    /// Cluster mode: `path`'s connection is closing (see `wait_closed`).
+    pub(crate) fn closing_started(&self, path: &Path) {
+        lock(&self.closing).insert(path.to_owned());
+    }
+
+    pub(crate) fn closing_done(&self, path: &Path) {
+        lock(&self.closing).remove(path);
+        self.closed.notify_waiters();
+    }
+
+    /// Waits until no connection to `path` is closing: its last commits are shipped and its marker written, so an
+    /// activation can trust (or rebuild) the file without racing the old connection's checkpoint.
+    pub(crate) async fn wait_closed(&self, path: &Path) {
+        loop {
+            // Registered before the check, so a close finishing in between still wakes this wait.
+            let closed = self.closed.notified();
+            if !lock(&self.closing).contains(path) {
+                return;
+            }
+            closed.await;
+        }
+    }
+
     /// Queues a dropped connection's `on_disconnect` for the runtime's disconnect task.
     pub(crate) fn end_connection(&self, job: super::connection::DisconnectJob) {
         // The receiver lives as long as the runtime's system: a send fails only when it is gone, and then so are

@@ -7,8 +7,9 @@ use std::sync::atomic::Ordering;
 use actix::prelude::*;
 use diesel::connection::Connection;
 
-use super::super::batch::{BatchOutcome, ItemFailed};
+use super::super::batch::{BatchOutcome, ItemFailed, PendingItem};
 use super::super::db;
+use super::super::durable::LogError;
 use super::super::entity::{Effects, Entity, Tx};
 use super::super::publish::{stage_effects, Change};
 use super::{Core, EntityActor};
@@ -79,6 +80,14 @@ impl<E: Entity> EntityActor<E> {
             return;
         }
         let mut batch = std::mem::take(&mut self.core.pending);
+        if let Some(failed) = self.core.durable.as_ref().and_then(|d| d.failure()) {
+            // The file holds commits the log refused: nothing more is committed on it (the actor is stopping).
+            let outcome = BatchOutcome::NotDurable(failed);
+            for item in batch {
+                item.finish(&outcome, E::KIND, &self.core.encoded);
+            }
+            return;
+        }
         let span = tracing::debug_span!("commit", kind = E::KIND, key = %self.core.encoded, batch = batch.len());
         let _enter = span.enter();
         let EntityActor { entity, core } = self;
@@ -140,6 +149,25 @@ impl<E: Entity> EntityActor<E> {
                 BatchOutcome::StorageFailed(e.to_string())
             }
         };
+        let committed = Committed { batch, item_errors, outcome, changes, effects, panicked };
+        if matches!(committed.outcome, BatchOutcome::Committed) {
+            // Cluster mode: nobody hears of the batch before the commit log has it (at once in single-node mode).
+            self.after_durable(ctx, move |act, ctx, shipped| act.release(ctx, committed, shipped));
+        } else {
+            self.release(ctx, committed, Ok(()));
+        }
+    }
+
+    /// The batch's commit is durable (or failed to become so): versions, publishing, replies, outbox, schedules.
+    fn release(&mut self, ctx: &mut Context<Self>, committed: Committed<E>, shipped: Result<(), LogError>) {
+        let Committed { batch, item_errors, mut outcome, mut changes, mut effects, panicked } = committed;
+        if let Err(e) = shipped {
+            // Not durable: nothing of the batch may be seen. The actor discards its file right after.
+            outcome = BatchOutcome::NotDurable(e);
+            changes.clear();
+            effects = Effects::default();
+        }
+        let core = &mut self.core;
         for c in &changes {
             core.versions.insert(c.topic.clone(), c.version);
         }
@@ -174,6 +202,16 @@ impl<E: Entity> EntityActor<E> {
             None => self.core.failures = 0,
         }
     }
+}
+
+/// A batch committed locally, waiting to be released (see `EntityActor::release`).
+struct Committed<E: Entity> {
+    batch: Vec<Box<dyn PendingItem<E>>>,
+    item_errors: Vec<Option<String>>,
+    outcome: BatchOutcome,
+    changes: Vec<Change>,
+    effects: Effects,
+    panicked: Option<String>,
 }
 
 impl<E: Entity> Handler<Flush> for EntityActor<E> {

@@ -96,6 +96,15 @@ impl<E: Entity> EntityActor<E> {
         if !matches!(self.core.stop, StopState::Destroying(_)) || !self.core.is_open() {
             return;
         }
+        if self.shipping() {
+            // Cluster mode: the destroying mark is durable before anything is delivered or deleted.
+            self.after_durable(ctx, |act, ctx, shipped| {
+                if shipped.is_ok() {
+                    act.settle_then_delete(ctx);
+                }
+            });
+            return;
+        }
         if self.core.outbox.pending || self.core.outbox.in_flight {
             self.pump_outbox(ctx);
             ctx.run_later(SETTLE_POLL, |act, ctx| act.settle_then_delete(ctx));
@@ -122,9 +131,19 @@ impl<E: Entity> EntityActor<E> {
         let (conn, permit, registry) =
             (self.core.conn.take(), self.core.live_permit.take(), self.core.registry.clone());
         let (key, slot, path) = (self.core.key.clone(), self.core.slot.clone(), self.core.path.clone());
+        let durable = self.core.durable.take();
         let delete = move || {
             drop(conn);
-            let removed = db::remove_actor_files(&path);
+            // Cluster mode: the log goes first (fenced); if it cannot, the actor keeps existing there, with its
+            // destroying mark, and the next activation resumes the destroy.
+            let forgotten = match durable {
+                Some(d) => match tokio::runtime::Handle::try_current() {
+                    Ok(handle) => handle.block_on(d.log.forget(&d.actor, d.txid)).map_err(|e| e.to_string()),
+                    Err(_) => Err("no runtime to reach the commit log with".to_owned()),
+                },
+                None => Ok(()),
+            };
+            let removed = db::remove_actor_files(&path).map_err(|e| e.to_string()).and(forgotten);
             if removed.is_ok() {
                 if let Err(e) = shared.index.unmark(kind, &encoded) {
                     tracing::warn!(kind, key = %encoded, error = %e, "could not clear recovery marker");

@@ -5,7 +5,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use actix::prelude::*;
 
-use super::super::batch::{DeliverItem, ItemResult, MutationItem};
+use super::super::batch::{not_durable, DeliverItem, ItemResult, MutationItem};
 use super::super::entity::{message_name, Command, Delivery, Entity, Mutation, Read};
 use super::super::error::CallError;
 use super::super::inspect::{TraceKind, TraceOutcome};
@@ -27,6 +27,16 @@ impl<E: Entity, M: Read<Entity = E>> Handler<Query<M>> for EntityActor<E> {
             return;
         }
         self.flush(ctx);
+        if self.shipping() {
+            // Cluster mode: the state includes a commit the log does not have yet; answer once it does.
+            self.after_durable(ctx, move |act, ctx, shipped| match shipped {
+                Ok(()) => act.handle(q, ctx),
+                Err(e) => {
+                    let _ = q.reply.send(Err(not_durable(&e, E::KIND, &act.core.encoded)));
+                }
+            });
+            return;
+        }
         let since = self.core.trace.start();
         let Query { msg, reply } = q;
         let EntityActor { entity, core } = self;
@@ -108,12 +118,28 @@ impl<E: Entity, C: Command<Entity = E>> Handler<Exec<C>> for EntityActor<E> {
             return;
         }
         self.flush(ctx);
+        if self.shipping() {
+            self.after_durable(ctx, move |act, ctx, shipped| match shipped {
+                Ok(()) => act.handle(x, ctx),
+                Err(e) => {
+                    let _ = x.reply.send(Err(not_durable(&e, E::KIND, &act.core.encoded)));
+                }
+            });
+            return;
+        }
         let since = self.core.trace.start();
         let Exec { cmd, reply } = x;
         match catch_unwind(AssertUnwindSafe(|| self.with_ctx(ctx, |e, c| cmd.run(e, c)))) {
             Ok(r) => {
                 let outcome = if r.is_ok() { TraceOutcome::Ok } else { TraceOutcome::Refused };
-                let _ = reply.send(r.map_err(CallError::Handler));
+                // Cluster mode: what the command wrote is durable before its caller hears back.
+                self.after_durable(ctx, move |act, _, shipped| {
+                    let answer = match shipped {
+                        Ok(()) => r.map_err(CallError::Handler),
+                        Err(e) => Err(not_durable(&e, E::KIND, &act.core.encoded)),
+                    };
+                    let _ = reply.send(answer);
+                });
                 self.traced(message_name::<C>(), TraceKind::Command, outcome, since);
             }
             Err(p) => {

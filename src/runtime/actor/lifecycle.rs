@@ -96,6 +96,11 @@ impl<E: Entity> EntityActor<E> {
             return;
         }
         self.flush(ctx);
+        if self.shipping() {
+            // Cluster mode: the last batch's append is in flight; stop once it has landed (or failed).
+            self.after_durable(ctx, move |act, ctx, _| act.finish_stop(ctx, reason));
+            return;
+        }
         for (_, b) in self.core.bg.drain() {
             ctx.cancel_future(b.handle);
         }
@@ -123,8 +128,19 @@ impl<E: Entity> EntityActor<E> {
         // only once the file is closed, which keeps open descriptors within `max_live`.
         let (conn, permit, registry) =
             (self.core.conn.take(), self.core.live_permit.take(), self.core.registry.clone());
+        let durable = self.core.durable.take().map(|d| {
+            // Until the file is closed (and marked or deleted), a new activation of the key must not touch it.
+            registry.inner.shared.closing_started(&self.core.path);
+            (d, self.core.path.clone())
+        });
         let close = move || {
-            drop(conn);
+            match durable {
+                Some((d, path)) => {
+                    super::durable::close_durable(conn, d, &path);
+                    registry.inner.shared.closing_done(&path);
+                }
+                None => drop(conn),
+            }
             let stats = &registry.inner.stats;
             // Counted out before the slot is handed on, so the live count never exceeds `max_live` either.
             stats.live.fetch_sub(1, Ordering::Relaxed);

@@ -7,12 +7,14 @@
 //! - `supervise`: panics caught per handler, reload from the database, back-off on repeated failure.
 //! - `lifecycle`: idle passivation, eviction, parking, keep-awake, `on_sleep` and the drain-then-close shutdown.
 //! - `destroy`: destroying an actor (outbox settled first, then its database deleted), resumed after a crash.
+//! - `durable`: cluster mode's output gate: commits reach the commit log before anything reveals them.
 //! - `handlers`: one actix `Handler` per message type.
 //! - `inspect`: the inspector's questions to a live actor (state, trace, a copy of its database).
 
 mod commit;
 mod connections;
 mod destroy;
+mod durable;
 mod handlers;
 mod inspect;
 mod lifecycle;
@@ -136,6 +138,8 @@ pub(crate) struct CoreParts<E: Entity> {
     pub outbox_pending: bool,
     pub destroying: bool,
     pub live_permit: OwnedSemaphorePermit,
+    /// Cluster mode: the actor's place in its commit log.
+    pub durable: Option<super::durable::Durable>,
 }
 
 /// Background work started through `EntityCtx`, cancelled when the actor stops.
@@ -186,6 +190,10 @@ pub struct Core<E: Entity> {
     firing: bool,
     /// The last messages handled (`RuntimeConfig::trace_size` of them), for the inspector.
     pub(crate) trace: super::inspect::Trace,
+    /// Cluster mode: where the actor stands in its commit log (see `durable`).
+    durable: Option<super::durable::Durable>,
+    /// Work waiting for the append in flight, in order.
+    after_ship: Vec<durable::AfterShip<E>>,
 }
 
 impl<E: Entity> Core<E> {
@@ -291,6 +299,8 @@ impl<E: Entity> EntityActor<E> {
                 timer: None,
                 firing: false,
                 trace,
+                durable: p.durable,
+                after_ship: Vec::new(),
             },
         }
     }
@@ -304,15 +314,26 @@ impl<E: Entity> EntityActor<E> {
         let EntityActor { entity, core } = self;
         let out = f(entity, &mut EntityCtx { core, ctx });
         let written = std::mem::take(&mut self.core.written);
-        self.publish_changes(written);
         let events = std::mem::take(&mut self.core.written_events);
-        self.publish_events(events);
-        if std::mem::take(&mut self.core.written_outbox) {
-            self.pump_outbox(ctx);
+        let outbox = std::mem::take(&mut self.core.written_outbox);
+        let schedules = self.core.written_schedules.take();
+        if written.is_empty() && events.is_empty() && !outbox && schedules.is_none() {
+            return out;
         }
-        if let Some(earliest) = self.core.written_schedules.take() {
-            self.schedules_committed(ctx, earliest);
-        }
+        self.after_durable(ctx, move |act, ctx, shipped| {
+            if shipped.is_err() {
+                // Nothing of these writes may be seen; the actor is stopping and its file will be discarded.
+                return;
+            }
+            act.publish_changes(written);
+            act.publish_events(events);
+            if outbox {
+                act.pump_outbox(ctx);
+            }
+            if let Some(earliest) = schedules {
+                act.schedules_committed(ctx, earliest);
+            }
+        });
         out
     }
 
@@ -358,13 +379,13 @@ impl<E: Entity> Actor for EntityActor<E> {
             }
             return;
         }
-        let idle = self.core.registry.inner.config.idle_timeout;
-        ctx.run_later(idle, |act, ctx| act.check_idle(ctx));
-        self.call_on_wake(ctx);
-        if self.core.outbox.pending {
-            self.pump_outbox(ctx);
-        }
-        self.arm_from_db(ctx, schedules::Arming::Activated);
+        // Cluster mode: a new actor's first snapshot (or the pages its migrations wrote) is durable before `on_wake`
+        // or its outbox can reveal it.
+        self.after_durable(ctx, |act, ctx, shipped| {
+            if shipped.is_ok() {
+                act.wake(ctx);
+            }
+        });
     }
 
     fn stopped(&mut self, ctx: &mut Context<Self>) {
@@ -372,5 +393,17 @@ impl<E: Entity> Actor for EntityActor<E> {
         if !matches!(self.core.stop, StopState::Stopped) {
             self.finish_stop(ctx, "stopped by the system");
         }
+    }
+}
+
+impl<E: Entity> EntityActor<E> {
+    fn wake(&mut self, ctx: &mut Context<Self>) {
+        let idle = self.core.registry.inner.config.idle_timeout;
+        ctx.run_later(idle, |act, ctx| act.check_idle(ctx));
+        self.call_on_wake(ctx);
+        if self.core.outbox.pending {
+            self.pump_outbox(ctx);
+        }
+        self.arm_from_db(ctx, schedules::Arming::Activated);
     }
 }

@@ -105,6 +105,13 @@ impl<E: Entity> EntityActor<E> {
     pub(super) fn restart(&mut self, ctx: &mut Context<Self>, why: &str) {
         self.core.failures += 1;
         self.core.stats().restarts.fetch_add(1, Ordering::Relaxed);
+        if self.core.durable.is_some() {
+            // Cluster mode: reopening in place would checkpoint commits not yet shipped into the file, out of the
+            // log's reach. Stopping ships them at close; the next call activates the actor afresh.
+            tracing::error!(kind = E::KIND, key = %self.core.encoded, error = why, "stopping after a panic");
+            self.finish_stop(ctx, "stopped after a panic");
+            return;
+        }
         for (_, b) in self.core.bg.drain() {
             ctx.cancel_future(b.handle);
         }

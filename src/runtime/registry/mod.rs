@@ -362,6 +362,10 @@ impl<E: Entity> Registry<E> {
     /// `false` only when `key`'s database file is certainly absent; an unreadable directory counts as "may exist",
     /// so that activation reports the real error instead of a misleading "not found".
     fn may_exist_on_disk(&self, key: &E::Key) -> Result<bool, ActivationError> {
+        if self.inner.shared.config.commit_log.is_some() {
+            // Cluster mode: the commit log decides, at activation.
+            return Ok(true);
+        }
         let path = super::db::actor_path(&self.inner.shared.config.data_dir, E::KIND, &key.encode())
             .map_err(|reason| self.activation_error(key, reason))?;
         Ok(!matches!(path.try_exists(), Ok(false)))
@@ -466,8 +470,17 @@ impl<E: Entity> Registry<E> {
         }
         let encoded = key.encode();
         let path = super::db::actor_path(&shared.config.data_dir, E::KIND, &encoded).map_err(fail)?;
+        // Cluster mode: the commit log, not the local disk, says whether the actor exists and what its file holds.
+        let durable = match &shared.config.commit_log {
+            Some(log) => match self.prepare_durable(log, &key, &encoded, &path, open).await {
+                Ok(Some(d)) => Some(d),
+                Ok(None) => return Err(InitError::Missing),
+                Err(reason) => return Err(fail(reason)),
+            },
+            None => None,
+        };
         // Before taking a live permit: making room may passivate another actor, which an unknown key must not cause.
-        if open == Open::IfExists && matches!(path.try_exists(), Ok(false)) {
+        if open == Open::IfExists && durable.is_none() && matches!(path.try_exists(), Ok(false)) {
             return Err(InitError::Missing);
         }
         let live_permit = shared.acquire_live_slot().await.map_err(fail)?;
@@ -517,6 +530,7 @@ impl<E: Entity> Registry<E> {
             outbox_pending: opened.outbox_pending,
             destroying: opened.destroying,
             live_permit,
+            durable,
         };
         let entity = opened.entity;
         let spawned = arbiter.spawn_fn(move || {
@@ -533,6 +547,56 @@ impl<E: Entity> Registry<E> {
         self.inner.stats.live.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(kind = E::KIND, key = %span_key, ms = started.elapsed().as_secs_f64() * 1e3, "activated");
         Ok(addr)
+    }
+
+    /// Cluster mode: makes `path` hold the actor as its commit log has it, before it is opened. A file closed cleanly
+    /// at the log's head is kept (the common case); any other is rebuilt from the log, or removed when the log has
+    /// no such actor (`None` then for `Open::IfExists`: the key names nothing).
+    async fn prepare_durable(
+        &self,
+        log: &Arc<dyn super::durable::CommitLog>,
+        key: &E::Key,
+        encoded: &str,
+        path: &std::path::Path,
+        open: Open,
+    ) -> Result<Option<super::durable::Durable>, ActivationFailure> {
+        use super::durable::{self, LogError, LogKey};
+        let shard = self.shard_of(key);
+        let log_failure = |e: LogError| match e {
+            LogError::Fenced(shard) => ActivationFailure::NotOwner(shard),
+            other => ActivationFailure::Load(other.to_string()),
+        };
+        self.inner.shared.wait_closed(path).await;
+        let actor = LogKey { kind: E::KIND, key: encoded.to_owned(), shard };
+        let head = log.head(&actor).await.map_err(log_failure)?;
+        let history = match head {
+            Some(h) if durable::read_marker(path) == Some(h.txid) && path.exists() => None,
+            Some(_) => Some(log.history(&actor).await.map_err(log_failure)?.ok_or_else(|| {
+                ActivationFailure::Load("the commit log lost the actor while it was being restored".into())
+            })?),
+            None if open == Open::IfExists => {
+                let p = path.to_owned();
+                let _ = actix_rt::task::spawn_blocking(move || super::db::remove_actor_files(&p)).await;
+                return Ok(None);
+            }
+            None => None,
+        };
+        let p = path.to_owned();
+        let prepared = actix_rt::task::spawn_blocking(move || -> std::io::Result<()> {
+            match (head, history) {
+                (Some(_), Some(history)) => durable::restore(&p, &history)?,
+                // Nothing durable: whatever is here was never acknowledged (or belongs to a destroyed actor).
+                (None, _) => super::db::remove_actor_files(&p)?,
+                (Some(_), None) => {}
+            }
+            // From now on the file may change without its commits being shipped: untrusted until closed cleanly.
+            durable::clear_marker(&p)
+        })
+        .await
+        .map_err(|e| ActivationFailure::Load(format!("preparing the actor's file: {e}")))?;
+        prepared
+            .map_err(|e| ActivationFailure::Load(format!("preparing the actor's file from its commit log: {e}")))?;
+        Ok(Some(durable::Durable::new(log.clone(), actor, head)))
     }
 
     /// Creates a missing actor file as a copy of the kind's template (built once per process). Best effort: on any

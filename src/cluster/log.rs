@@ -1,0 +1,483 @@
+//! The commit log on PostgreSQL: `runtime::durable::CommitLog` for a node, fenced by its shard leases (spec §4.2).
+//!
+//! An append is one statement that locks the shard's lease row `FOR SHARE` at the epoch this node holds and moves
+//! the actor's head from `txid - 1` to `txid`: a takeover's `UPDATE fdy_shard … epoch + 1` and the append serialise
+//! on that row, and under Read Committed a waiter re-checks its condition against the newest row, so an append
+//! either commits before the takeover (and the new owner restores it) or finds the epoch moved and appends nothing.
+//! `txid = head + 1` also refuses a stale writer whose file fell behind.
+//!
+//! Appends of all the node's actors are batched into one Postgres transaction (one round trip, pipelined statements)
+//! by a pump on its own thread, as the lease manager has, so actor arbiters never wait on Postgres themselves.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::future::{join_all, BoxFuture};
+use tokio::sync::{mpsc, oneshot};
+use tokio_postgres::types::ToSql;
+
+use super::store::{Store, StoreError};
+use super::{ClusterConfig, ClusterError, Epoch, LeaseView};
+use crate::runtime::durable::{Append, CommitLog, Entry, Head, History, LogError, LogKey};
+
+/// At most this many appends share one Postgres transaction.
+const MAX_BATCH: usize = 256;
+
+/// Entry `txid` after `txid - 1`, if the lease holds at this epoch.
+const APPEND_PAGES: &str = "WITH lease AS (
+        SELECT 1 FROM fdy_shard WHERE shard = $1::int AND owner = $2::text AND epoch = $3::bigint FOR SHARE),
+     head AS (
+        UPDATE fdy_actor_head SET txid = $6::bigint, epoch = $3::bigint, log_bytes = log_bytes + octet_length($7::bytea)
+         WHERE kind = $4 AND key = $5 AND shard = $1::int AND txid = $6::bigint - 1 AND EXISTS (SELECT 1 FROM lease)
+        RETURNING 1)
+     INSERT INTO fdy_actor_log (kind, key, txid, epoch, owner, frames) SELECT $4, $5, $6::bigint, $3::bigint, $2::text, $7::bytea FROM head";
+
+/// The first entry of an actor: a snapshot that creates its head (refused if the actor already has one).
+const CREATE: &str = "WITH lease AS (
+        SELECT 1 FROM fdy_shard WHERE shard = $1::int AND owner = $2::text AND epoch = $3::bigint FOR SHARE),
+     head AS (
+        INSERT INTO fdy_actor_head (kind, key, shard, txid, epoch, snapshot_txid)
+        SELECT $4, $5, $1::int, $6::bigint, $3::bigint, $6::bigint WHERE $6::bigint = 1 AND EXISTS (SELECT 1 FROM lease)
+        ON CONFLICT (kind, key) DO NOTHING
+        RETURNING 1)
+     INSERT INTO fdy_actor_snapshot (kind, key, txid, epoch, owner, bytes) SELECT $4, $5, $6::bigint, $3::bigint, $2::text, $7::bytea FROM head";
+
+/// A later snapshot (compaction): moves the head, stores the snapshot and deletes what it replaces.
+const COMPACT: &str = "WITH lease AS (
+        SELECT 1 FROM fdy_shard WHERE shard = $1::int AND owner = $2::text AND epoch = $3::bigint FOR SHARE),
+     head AS (
+        UPDATE fdy_actor_head SET txid = $6::bigint, epoch = $3::bigint, snapshot_txid = $6::bigint, log_bytes = 0
+         WHERE kind = $4 AND key = $5 AND shard = $1::int AND txid = $6::bigint - 1 AND EXISTS (SELECT 1 FROM lease)
+        RETURNING 1),
+     snap AS (
+        INSERT INTO fdy_actor_snapshot (kind, key, txid, epoch, owner, bytes) SELECT $4, $5, $6::bigint, $3::bigint, $2::text, $7::bytea FROM head
+        RETURNING 1),
+     old_log AS (
+        DELETE FROM fdy_actor_log WHERE kind = $4 AND key = $5 AND txid < $6::bigint AND EXISTS (SELECT 1 FROM head)),
+     old_snap AS (
+        DELETE FROM fdy_actor_snapshot WHERE kind = $4 AND key = $5 AND txid < $6::bigint AND EXISTS (SELECT 1 FROM head))
+     SELECT count(*) FROM snap";
+
+/// A destroyed actor's log, at the head its owner knows.
+const FORGET: &str = "WITH lease AS (
+        SELECT 1 FROM fdy_shard WHERE shard = $1::int AND owner = $2::text AND epoch = $3::bigint FOR SHARE),
+     head AS (
+        DELETE FROM fdy_actor_head
+         WHERE kind = $4 AND key = $5 AND shard = $1::int AND txid = $6::bigint AND EXISTS (SELECT 1 FROM lease)
+        RETURNING 1),
+     old_log AS (DELETE FROM fdy_actor_log WHERE kind = $4 AND key = $5 AND EXISTS (SELECT 1 FROM head)),
+     old_snap AS (DELETE FROM fdy_actor_snapshot WHERE kind = $4 AND key = $5 AND EXISTS (SELECT 1 FROM head))
+     SELECT count(*) FROM head";
+
+/// Counters of the pump, for `/metrics` and the benchmarks.
+#[derive(Debug, Default)]
+pub struct LogStats {
+    /// Entries appended (pages and snapshots).
+    pub appends: AtomicU64,
+    /// Postgres transactions that carried them.
+    pub batches: AtomicU64,
+    /// Bytes of entries appended.
+    pub bytes: AtomicU64,
+    /// Appends refused by the fence.
+    pub fenced: AtomicU64,
+    /// Appends that failed for another reason (Postgres unreachable, an error, a timeout).
+    pub failed: AtomicU64,
+    /// Sum of the batches' round trips, in microseconds (with `batches`: the mean append latency).
+    pub batch_micros: AtomicU64,
+}
+
+/// A node's commit log: cheap to clone into the runtime's config.
+#[derive(Clone)]
+pub struct PgLog {
+    requests: mpsc::UnboundedSender<Request>,
+    view: LeaseView,
+    owner: String,
+    stats: Arc<LogStats>,
+}
+
+impl std::fmt::Debug for PgLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgLog").field("owner", &self.owner).finish()
+    }
+}
+
+type Reply<T> = oneshot::Sender<Result<T, LogError>>;
+
+enum Request {
+    Head(LogKey, Reply<Option<Head>>),
+    History(LogKey, Reply<Option<History>>),
+    Write(Write, Reply<()>),
+}
+
+/// A fenced write, with the epoch this node held when it was asked for.
+struct Write {
+    actor: LogKey,
+    epoch: Epoch,
+    txid: u64,
+    op: WriteOp,
+}
+
+enum WriteOp {
+    Pages(Vec<u8>),
+    Snapshot(Vec<u8>),
+    Forget,
+}
+
+impl PgLog {
+    /// Connects (migrating the schema if needed) and starts the pump thread. `view` and `owner` are the node's
+    /// lease manager's (`Leases::view`, `Leases::owner`): appends are fenced by what it holds.
+    pub async fn start(config: &ClusterConfig, view: LeaseView, owner: String) -> Result<PgLog, ClusterError> {
+        let (requests, rx) = mpsc::unbounded_channel();
+        let stats = Arc::new(LogStats::default());
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let (url, timeout, pump_stats) = (config.postgres_url.clone(), config.call_timeout, stats.clone());
+        let pump_owner = owner.clone();
+        let name = format!("commit-log-{}", config.node_id);
+        std::thread::Builder::new()
+            .name(name)
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(ClusterError::Thread(e)));
+                        return;
+                    }
+                };
+                rt.block_on(async move {
+                    let mut pump = Pump { url, owner: pump_owner, timeout, store: None, stats: pump_stats };
+                    match pump.connect().await {
+                        Ok(()) => {
+                            let _ = ready_tx.send(Ok(()));
+                        }
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(ClusterError::from(e)));
+                            return;
+                        }
+                    }
+                    pump.run(rx).await;
+                });
+            })
+            .map_err(ClusterError::Thread)?;
+        ready_rx.await.map_err(|_| ClusterError::Stopped)??;
+        Ok(PgLog { requests, view, owner, stats })
+    }
+
+    pub fn stats(&self) -> &LogStats {
+        &self.stats
+    }
+
+    fn ask<T: Send + 'static>(
+        &self,
+        make: impl FnOnce(Reply<T>) -> Request,
+    ) -> BoxFuture<'static, Result<T, LogError>> {
+        let (tx, rx) = oneshot::channel();
+        let sent = self.requests.send(make(tx)).is_ok();
+        Box::pin(async move {
+            if !sent {
+                return Err(LogError::Unavailable("the commit log has stopped".into()));
+            }
+            rx.await.unwrap_or_else(|_| Err(LogError::Unavailable("the commit log has stopped".into())))
+        })
+    }
+
+    fn write(&self, actor: LogKey, txid: u64, op: WriteOp) -> BoxFuture<'static, Result<(), LogError>> {
+        // Not serving the shard (any more): refused here, without a round trip. Postgres' fence is what makes it
+        // safe; this only spares it writes that would fail.
+        let Some(epoch) = self.view.is_serving(actor.shard) else {
+            self.stats.fenced.fetch_add(1, Ordering::Relaxed);
+            return Box::pin(std::future::ready(Err(LogError::Fenced(actor.shard))));
+        };
+        self.ask(|reply| Request::Write(Write { actor, epoch, txid, op }, reply))
+    }
+}
+
+impl CommitLog for PgLog {
+    fn head(&self, actor: &LogKey) -> BoxFuture<'static, Result<Option<Head>, LogError>> {
+        self.ask(|reply| Request::Head(actor.clone(), reply))
+    }
+
+    fn history(&self, actor: &LogKey) -> BoxFuture<'static, Result<Option<History>, LogError>> {
+        self.ask(|reply| Request::History(actor.clone(), reply))
+    }
+
+    fn append(&self, append: Append) -> BoxFuture<'static, Result<(), LogError>> {
+        let op = match append.entry {
+            Entry::Pages(b) => WriteOp::Pages(b),
+            Entry::Snapshot(b) => WriteOp::Snapshot(b),
+        };
+        self.write(append.actor, append.txid, op)
+    }
+
+    fn forget(&self, actor: &LogKey, txid: u64) -> BoxFuture<'static, Result<(), LogError>> {
+        if txid == 0 {
+            // Never appended: there is nothing to forget.
+            return Box::pin(std::future::ready(Ok(())));
+        }
+        self.write(actor.clone(), txid, WriteOp::Forget)
+    }
+}
+
+struct Pump {
+    url: String,
+    /// This node's lease owner (`<node id>/<boot id>`), which the fence compares with `fdy_shard.owner`.
+    owner: String,
+    timeout: Duration,
+    store: Option<Store>,
+    stats: Arc<LogStats>,
+}
+
+impl Pump {
+    async fn connect(&mut self) -> Result<(), StoreError> {
+        let mut store = Store::connect(&self.url, "foundry-commit-log", self.timeout).await?;
+        store.migrate().await?;
+        self.store = Some(store);
+        Ok(())
+    }
+
+    async fn run(&mut self, mut rx: mpsc::UnboundedReceiver<Request>) {
+        while let Some(first) = rx.recv().await {
+            let mut writes = Vec::new();
+            let mut reads = Vec::new();
+            let mut next = Some(first);
+            while let Some(req) = next.take() {
+                match req {
+                    Request::Write(w, reply) => writes.push((w, reply)),
+                    other => reads.push(other),
+                }
+                if writes.len() < MAX_BATCH {
+                    next = rx.try_recv().ok();
+                }
+            }
+            if self.store.is_none() {
+                if let Err(e) = self.connect().await {
+                    let failed = LogError::Unavailable(e.to_string());
+                    self.stats.failed.fetch_add(writes.len() as u64, Ordering::Relaxed);
+                    for (_, reply) in writes {
+                        let _ = reply.send(Err(failed.clone()));
+                    }
+                    for r in reads {
+                        fail_read(r, &failed);
+                    }
+                    continue;
+                }
+            }
+            if !writes.is_empty() {
+                self.write_batch(writes).await;
+            }
+            for r in reads {
+                self.read(r).await;
+            }
+        }
+    }
+
+    /// One transaction for the whole batch; each write learns whether its fence held.
+    async fn write_batch(&mut self, writes: Vec<(Write, Reply<()>)>) {
+        let Some(store) = self.store.as_mut() else { return };
+        let started = Instant::now();
+        let res = tokio::time::timeout(self.timeout, run_writes(store, &self.owner, &writes)).await;
+        let outcome = match res {
+            Ok(Ok(applied)) => Ok(applied),
+            Ok(Err(e)) => Err(LogError::Unavailable(pg_error(&e))),
+            Err(_) => Err(LogError::Unavailable(format!("no answer from PostgreSQL within {:?}", self.timeout))),
+        };
+        if outcome.is_err() {
+            // The connection may be mid-statement or broken: start over on a new one.
+            self.store = None;
+        }
+        let stats = &self.stats;
+        stats.batches.fetch_add(1, Ordering::Relaxed);
+        stats.batch_micros.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        match outcome {
+            Ok(applied) => {
+                for ((w, reply), ok) in writes.into_iter().zip(applied) {
+                    let answer = if ok {
+                        stats.appends.fetch_add(1, Ordering::Relaxed);
+                        stats.bytes.fetch_add(w.op.len() as u64, Ordering::Relaxed);
+                        Ok(())
+                    } else {
+                        stats.fenced.fetch_add(1, Ordering::Relaxed);
+                        Err(LogError::Fenced(w.actor.shard))
+                    };
+                    let _ = reply.send(answer);
+                }
+            }
+            Err(e) => {
+                stats.failed.fetch_add(writes.len() as u64, Ordering::Relaxed);
+                for (_, reply) in writes {
+                    let _ = reply.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+
+    async fn read(&mut self, req: Request) {
+        let Some(store) = self.store.as_mut() else { return };
+        let timeout = self.timeout;
+        let slow = || LogError::Unavailable(format!("no answer from PostgreSQL within {timeout:?}"));
+        match req {
+            Request::Head(actor, reply) => {
+                let res = tokio::time::timeout(timeout, read_head(store, &actor)).await;
+                let answer = res.map_err(|_| slow()).and_then(|r| r.map_err(unavailable));
+                if answer.is_err() {
+                    self.store = None;
+                }
+                let _ = reply.send(answer);
+            }
+            Request::History(actor, reply) => {
+                let res = tokio::time::timeout(timeout, read_history(store, &actor)).await;
+                let answer = res.map_err(|_| slow()).and_then(|r| r);
+                if matches!(answer, Err(LogError::Unavailable(_))) {
+                    self.store = None;
+                }
+                let _ = reply.send(answer);
+            }
+            Request::Write(_, reply) => {
+                let _ = reply.send(Err(LogError::Unavailable("a write was routed as a read".into())));
+            }
+        }
+    }
+}
+
+impl WriteOp {
+    fn len(&self) -> usize {
+        match self {
+            WriteOp::Pages(b) | WriteOp::Snapshot(b) => b.len(),
+            WriteOp::Forget => 0,
+        }
+    }
+}
+
+fn fail_read(req: Request, e: &LogError) {
+    match req {
+        Request::Head(_, reply) => drop(reply.send(Err(e.clone()))),
+        Request::History(_, reply) => drop(reply.send(Err(e.clone()))),
+        Request::Write(_, reply) => drop(reply.send(Err(e.clone()))),
+    }
+}
+
+fn unavailable(e: tokio_postgres::Error) -> LogError {
+    LogError::Unavailable(pg_error(&e))
+}
+
+/// The server's own message when there is one (`Display` of a database error says only "db error").
+fn pg_error(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{}: {}", db.code().code(), db.message()),
+        None => e.to_string(),
+    }
+}
+
+fn as_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// The batch's statements, sent together on one transaction (tokio-postgres pipelines them): whether each applied.
+async fn run_writes(
+    store: &mut Store,
+    owner: &str,
+    writes: &[(Write, Reply<()>)],
+) -> Result<Vec<bool>, tokio_postgres::Error> {
+    let txn = store.client_mut().transaction().await?;
+    let tx = &txn;
+    let statements = writes.iter().map(|(w, _)| async move {
+        let shard = i32::from(w.actor.shard.0);
+        let (epoch, txid) = (as_i64(w.epoch.0), as_i64(w.txid));
+        let (kind, key) = (w.actor.kind, w.actor.key.as_str());
+        match &w.op {
+            WriteOp::Pages(b) => {
+                let sql = APPEND_PAGES;
+                tx.execute(sql, &[&shard, &owner, &epoch, &kind, &key, &txid, b]).await.map(|n| n == 1)
+            }
+            WriteOp::Snapshot(b) if w.txid == 1 => {
+                tx.execute(CREATE, &[&shard, &owner, &epoch, &kind, &key, &txid, b]).await.map(|n| n == 1)
+            }
+            WriteOp::Snapshot(b) => {
+                let p: [&(dyn ToSql + Sync); 7] = [&shard, &owner, &epoch, &kind, &key, &txid, b];
+                tx.query_one(COMPACT, &p).await.and_then(|row| row.try_get::<_, i64>(0)).map(|n| n == 1)
+            }
+            WriteOp::Forget => {
+                let p: [&(dyn ToSql + Sync); 6] = [&shard, &owner, &epoch, &kind, &key, &txid];
+                tx.query_one(FORGET, &p).await.and_then(|row| row.try_get::<_, i64>(0)).map(|n| n == 1)
+            }
+        }
+    });
+    let applied: Vec<bool> = join_all(statements).await.into_iter().collect::<Result<_, _>>()?;
+    txn.commit().await?;
+    Ok(applied)
+}
+
+async fn read_head(store: &Store, actor: &LogKey) -> Result<Option<Head>, tokio_postgres::Error> {
+    let row = store
+        .client()
+        .query_opt(
+            "SELECT txid, snapshot_txid, log_bytes FROM fdy_actor_head WHERE kind = $1 AND key = $2",
+            &[&actor.kind, &actor.key],
+        )
+        .await?;
+    row.map(|r| {
+        Ok(Head {
+            txid: r.try_get::<_, i64>(0)? as u64,
+            snapshot_txid: r.try_get::<_, i64>(1)? as u64,
+            log_bytes: r.try_get::<_, i64>(2)? as u64,
+        })
+    })
+    .transpose()
+}
+
+/// The head, its snapshot and the entries after it, read in one repeatable-read transaction (one consistent view).
+async fn read_history(store: &mut Store, actor: &LogKey) -> Result<Option<History>, LogError> {
+    let tx = store
+        .client_mut()
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await
+        .map_err(unavailable)?;
+    let key = (&actor.kind, &actor.key);
+    let head = tx
+        .query_opt("SELECT txid, snapshot_txid FROM fdy_actor_head WHERE kind = $1 AND key = $2", &[key.0, key.1])
+        .await
+        .map_err(unavailable)?;
+    let Some(head) = head else { return Ok(None) };
+    let (txid, snapshot_txid): (i64, i64) =
+        (head.try_get(0).map_err(unavailable)?, head.try_get(1).map_err(unavailable)?);
+    let snapshot = tx
+        .query_opt(
+            "SELECT bytes FROM fdy_actor_snapshot WHERE kind = $1 AND key = $2 AND txid = $3",
+            &[key.0, key.1, &snapshot_txid],
+        )
+        .await
+        .map_err(unavailable)?
+        .ok_or_else(|| {
+            LogError::Corrupt(format!("{} {:?}: snapshot {snapshot_txid} is missing", actor.kind, actor.key))
+        })?
+        .try_get::<_, Vec<u8>>(0)
+        .map_err(unavailable)?;
+    let rows = tx
+        .query(
+            "SELECT txid, frames FROM fdy_actor_log WHERE kind = $1 AND key = $2 AND txid > $3 AND txid <= $4
+              ORDER BY txid",
+            &[key.0, key.1, &snapshot_txid, &txid],
+        )
+        .await
+        .map_err(unavailable)?;
+    let mut entries = Vec::with_capacity(rows.len());
+    for r in rows {
+        entries.push((
+            r.try_get::<_, i64>(0).map_err(unavailable)? as u64,
+            r.try_get::<_, Vec<u8>>(1).map_err(unavailable)?,
+        ));
+    }
+    if entries.len() as i64 != txid - snapshot_txid {
+        return Err(LogError::Corrupt(format!(
+            "{} {:?}: {} entries after snapshot {snapshot_txid}, head {txid}",
+            actor.kind,
+            actor.key,
+            entries.len()
+        )));
+    }
+    tx.commit().await.map_err(unavailable)?;
+    Ok(Some(History { snapshot_txid: snapshot_txid as u64, snapshot, entries }))
+}

@@ -1,0 +1,267 @@
+//! Cluster mode's durability seam: the [`CommitLog`] an actor's commits are appended to before anyone hears of them
+//! (replies, topics, events, outbox deliveries), and what an actor keeps to feed it ([`Durable`]). The runtime knows
+//! no store: `cluster::log` implements the trait on PostgreSQL, fenced by the shard's lease epoch.
+//!
+//! The local file is a cache of the log. An actor ships its commits as numbered entries (`txid` 1, 2, …): the first is
+//! a snapshot of the whole file, later ones the pages its commits wrote (`wal.rs`), and every so often a snapshot
+//! again (compaction). A file is trusted at activation only if it was closed cleanly with everything shipped — the
+//! `-shipped` marker beside it names the entry it matches — and that entry is still the log's head; otherwise the
+//! file is rebuilt from the log. A crash therefore costs one restore, never a divergence between file and log.
+//!
+//! Single-node mode has no commit log: none of this runs.
+
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+
+use super::placement::ShardId;
+use super::wal::{self, WalCursor};
+
+/// Compaction: a snapshot replaces the log once this many entries followed the last one...
+pub const SNAPSHOT_EVERY_ENTRIES: u64 = 1_000;
+/// ...or once they hold this many bytes.
+pub const SNAPSHOT_EVERY_BYTES: u64 = 4 << 20;
+/// The runtime checkpoints an actor's WAL (truncating it) once this much of it has been shipped.
+pub const CHECKPOINT_WAL_BYTES: u64 = 4 << 20;
+
+/// Which actor a log call is about.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct LogKey {
+    pub kind: &'static str,
+    pub key: String,
+    pub shard: ShardId,
+}
+
+/// Where an actor's log stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Head {
+    /// The last entry appended.
+    pub txid: u64,
+    /// The entry the newest snapshot stands for (restore starts there).
+    pub snapshot_txid: u64,
+    /// Bytes of the entries after that snapshot.
+    pub log_bytes: u64,
+}
+
+/// One appended entry: the whole file, or the pages of the commits since the previous entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Entry {
+    Snapshot(Vec<u8>),
+    Pages(Vec<u8>),
+}
+
+impl Entry {
+    pub fn len(&self) -> usize {
+        match self {
+            Entry::Snapshot(b) | Entry::Pages(b) => b.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// An append: entry `txid` must directly follow the log's head (`txid - 1`; 0 for an actor with no log yet).
+#[derive(Debug, Clone)]
+pub struct Append {
+    pub actor: LogKey,
+    pub txid: u64,
+    pub entry: Entry,
+}
+
+/// What an append in flight was, to account for it once it lands (the entry's bytes went to the log).
+#[derive(Debug, Clone, Copy)]
+pub struct Shipped {
+    pub txid: u64,
+    pub snapshot: bool,
+    pub bytes: u64,
+}
+
+impl Append {
+    pub fn shipped(&self) -> Shipped {
+        Shipped { txid: self.txid, snapshot: matches!(self.entry, Entry::Snapshot(_)), bytes: self.entry.len() as u64 }
+    }
+}
+
+/// What rebuilding an actor takes: its newest snapshot and the entries after it, in order.
+#[derive(Debug, Clone)]
+pub struct History {
+    pub snapshot_txid: u64,
+    pub snapshot: Vec<u8>,
+    pub entries: Vec<(u64, Vec<u8>)>,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LogError {
+    /// The append was refused by the fence: this node does not hold the shard's lease at the epoch it appended
+    /// with, or the log moved on without it (another owner appended). Nothing was appended.
+    #[error("not the owner of shard {0}: the commit log refused the append")]
+    Fenced(ShardId),
+    /// The store could not be reached or failed; an append may or may not have landed.
+    #[error("commit log unavailable: {0}")]
+    Unavailable(String),
+    /// The log holds something this build cannot replay.
+    #[error("commit log is damaged: {0}")]
+    Corrupt(String),
+}
+
+/// The durable record of every actor's commits (cluster mode). Implementations fence appends by shard ownership.
+pub trait CommitLog: Send + Sync + fmt::Debug + 'static {
+    /// The actor's head, `None` if it has no log (never created, or destroyed).
+    fn head(&self, actor: &LogKey) -> BoxFuture<'static, Result<Option<Head>, LogError>>;
+    /// Everything needed to rebuild the actor at its head.
+    fn history(&self, actor: &LogKey) -> BoxFuture<'static, Result<Option<History>, LogError>>;
+    /// Appends one entry, fenced (see [`Append`]); resolves once it is durable.
+    fn append(&self, append: Append) -> BoxFuture<'static, Result<(), LogError>>;
+    /// Deletes the actor's log (it was destroyed), fenced like an append; `txid` is the head the caller knows.
+    fn forget(&self, actor: &LogKey, txid: u64) -> BoxFuture<'static, Result<(), LogError>>;
+}
+
+/// `<file>-shipped`: written after a clean close with every commit shipped; names the entry the file matches.
+pub fn marker_path(db: &Path) -> PathBuf {
+    let mut p = db.as_os_str().to_owned();
+    p.push("-shipped");
+    PathBuf::from(p)
+}
+
+/// The entry a cleanly closed file matches, if its marker says so.
+pub fn read_marker(db: &Path) -> Option<u64> {
+    std::fs::read_to_string(marker_path(db)).ok()?.trim().parse().ok()
+}
+
+pub fn write_marker(db: &Path, txid: u64) -> io::Result<()> {
+    std::fs::write(marker_path(db), txid.to_string())
+}
+
+/// Removes the marker: done when a file is opened, so a crash during its life leaves it untrusted.
+pub fn clear_marker(db: &Path) -> io::Result<()> {
+    match std::fs::remove_file(marker_path(db)) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// Rebuilds `db` from `history`: the snapshot, then each entry's pages, written beside it and renamed into place
+/// (with any WAL of the old file removed first, so SQLite cannot replay it over the new one).
+pub fn restore(db: &Path, history: &History) -> io::Result<()> {
+    for (expected, (txid, _)) in (history.snapshot_txid + 1..).zip(&history.entries) {
+        if *txid != expected {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("log entry {txid} where {expected} was due"),
+            ));
+        }
+    }
+    let tmp = {
+        let mut p = db.as_os_str().to_owned();
+        p.push("-restoring");
+        PathBuf::from(p)
+    };
+    std::fs::write(&tmp, &history.snapshot)?;
+    let file = std::fs::OpenOptions::new().write(true).open(&tmp)?;
+    for (_, entry) in &history.entries {
+        wal::apply_entry(&file, entry)?;
+    }
+    file.sync_all()?;
+    drop(file);
+    for suffix in ["-wal", "-shm", "-journal"] {
+        let mut p = db.as_os_str().to_owned();
+        p.push(suffix);
+        match std::fs::remove_file(PathBuf::from(p)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+    }
+    std::fs::rename(&tmp, db)
+}
+
+/// What an actor keeps to ship its commits: where its log stands and where its WAL was last read.
+pub(crate) struct Durable {
+    pub log: Arc<dyn CommitLog>,
+    pub actor: LogKey,
+    /// The head as of the last successful append (0: no log yet, the next append is the first snapshot).
+    pub txid: u64,
+    pub cursor: WalCursor,
+    pub since_snapshot: u64,
+    pub log_bytes: u64,
+    /// An append is on its way; calls that would reveal state wait for it.
+    pub in_flight: bool,
+    /// An append failed (why): the file may hold commits the log does not, so it is never trusted or shipped again.
+    pub poisoned: Option<LogError>,
+}
+
+impl Durable {
+    pub fn new(log: Arc<dyn CommitLog>, actor: LogKey, head: Option<Head>) -> Self {
+        let (txid, since_snapshot, log_bytes) = match head {
+            Some(h) => (h.txid, h.txid - h.snapshot_txid, h.log_bytes),
+            None => (0, 0, 0),
+        };
+        Durable {
+            log,
+            actor,
+            txid,
+            cursor: WalCursor::new(),
+            since_snapshot,
+            log_bytes,
+            in_flight: false,
+            poisoned: None,
+        }
+    }
+
+    /// Why this actor must not commit or answer any more, if an append failed.
+    pub fn failure(&self) -> Option<LogError> {
+        self.poisoned.clone()
+    }
+
+    /// Whether the next append must be a snapshot: the first one, or the log since the last has grown enough.
+    pub fn wants_snapshot(&self) -> bool {
+        self.txid == 0 || self.since_snapshot >= SNAPSHOT_EVERY_ENTRIES || self.log_bytes >= SNAPSHOT_EVERY_BYTES
+    }
+
+    /// The append that ships what was committed since the last one, if anything was. `checkpoint` truncates the
+    /// WAL into the file (for a snapshot, which is the file itself).
+    pub fn next_append(
+        &mut self,
+        db: &Path,
+        checkpoint: &mut dyn FnMut() -> io::Result<()>,
+    ) -> io::Result<Option<Append>> {
+        let wal_path = {
+            let mut p = db.as_os_str().to_owned();
+            p.push("-wal");
+            PathBuf::from(p)
+        };
+        let pages = self.cursor.read_new(&wal_path)?;
+        if pages.is_none() && self.txid != 0 {
+            return Ok(None);
+        }
+        let entry = if self.wants_snapshot() {
+            checkpoint()?;
+            self.cursor.reset();
+            Entry::Snapshot(std::fs::read(db)?)
+        } else {
+            Entry::Pages(pages.map(|p| p.encode()).unwrap_or_default())
+        };
+        Ok(Some(Append { actor: self.actor.clone(), txid: self.txid + 1, entry }))
+    }
+
+    /// The append of `shipped` landed.
+    pub fn appended(&mut self, shipped: Shipped) {
+        self.txid = shipped.txid;
+        if shipped.snapshot {
+            self.since_snapshot = 0;
+            self.log_bytes = 0;
+        } else {
+            self.since_snapshot += 1;
+            self.log_bytes += shipped.bytes;
+        }
+    }
+
+    /// Whether the WAL has grown enough to checkpoint (everything read from it has been shipped by then).
+    pub fn wants_checkpoint(&self) -> bool {
+        self.cursor.offset() >= CHECKPOINT_WAL_BYTES
+    }
+}

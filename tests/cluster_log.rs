@@ -1,0 +1,266 @@
+//! Cluster mode, slice 3 (issue 15): the fenced commit log in a real PostgreSQL. Runtimes in this process, each a
+//! "node" with its own lease manager, commit log pump and data directory. A commit is acknowledged only once it is in
+//! Postgres; a node whose disk is lost is replaced by one that rebuilds every actor from the log; a node that lost its
+//! lease cannot commit (the fence is Postgres' row lock on the lease at the epoch, not the node's own clock).
+
+mod cluster_support;
+mod support;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cluster_support::postgres::PgServer;
+use foundry::cluster::{self, ClusterConfig, LeaseHooks, Leases, PgLog};
+use foundry::runtime::{
+    shard_of, ActivationFailure, CallError, KindConfig, Registry, Runtime, RuntimeConfig, SHARD_COUNT,
+};
+use support::{Add, AddAndForward, GetEntryCount, GetValue, Tally};
+
+const TTL: Duration = Duration::from_secs(3);
+
+/// One PostgreSQL per test and lease threads that must stay on time: one test at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn config(node: &str, url: String) -> ClusterConfig {
+    ClusterConfig {
+        ttl: TTL,
+        renew_every: Duration::from_secs(1),
+        margin: Duration::from_secs(1),
+        tick: Duration::from_millis(200),
+        call_timeout: Duration::from_millis(750),
+        drain_timeout: Duration::from_secs(2),
+        ..ClusterConfig::new(node, url)
+    }
+}
+
+struct Node {
+    leases: Option<Leases>,
+    log: PgLog,
+    rt: Runtime,
+    tallies: Registry<Tally>,
+}
+
+impl Node {
+    /// A node alone in the cluster once the others' leases are gone: it serves every shard before this returns.
+    async fn start(pg: &PgServer, id: &str, dir: &Path) -> Node {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+        let cfg = config(id, pg.url());
+        let leases = cluster::start(cfg.clone(), LeaseHooks::default()).await.expect("lease manager starts");
+        let view = leases.view();
+        support::eventually_some("the node serves every shard", || {
+            let n = view.serving().len();
+            async move { (n == usize::from(SHARD_COUNT)).then_some(()) }
+        })
+        .await;
+        let log = PgLog::start(&cfg, leases.view(), leases.owner()).await.expect("commit log starts");
+        let mut rc = RuntimeConfig::new(dir);
+        rc.arbiters = 2;
+        rc.router = Some(Arc::new(leases.view()));
+        rc.commit_log = Some(Arc::new(log.clone()));
+        let rt = Runtime::start(rc).expect("runtime starts");
+        let tallies = rt.register::<Tally>(KindConfig::default());
+        Node { leases: Some(leases), log, rt, tallies }
+    }
+
+    /// Machine loss: the lease manager stops without releasing (its leases expire) and the runtime goes away; the
+    /// caller then deletes the data directory.
+    async fn crash(mut self) {
+        drop(self.leases.take());
+        self.rt.shutdown().await;
+    }
+}
+
+async fn pg_or_skip() -> Option<PgServer> {
+    PgServer::start().await
+}
+
+async fn sql(pg: &PgServer) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(&pg.url(), tokio_postgres::NoTls).await.expect("direct connection");
+    tokio::spawn(conn);
+    client
+}
+
+async fn head(client: &tokio_postgres::Client, key: &str) -> Option<(i64, i64)> {
+    client
+        .query_opt("SELECT txid, snapshot_txid FROM fdy_actor_head WHERE kind = 'tally' AND key = $1", &[&key])
+        .await
+        .unwrap()
+        .map(|r| (r.get(0), r.get(1)))
+}
+
+fn wipe(dir: &Path) {
+    std::fs::remove_dir_all(dir).unwrap();
+    std::fs::create_dir_all(dir).unwrap();
+}
+
+#[actix_rt::test]
+async fn acknowledged_commits_survive_the_loss_of_the_node_and_its_disk() {
+    let _serial = SERIAL.lock().await;
+    let Some(pg) = pg_or_skip().await else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let a = Node::start(&pg, "node-a", dir.path()).await;
+    let mut acked = std::collections::BTreeMap::new();
+    for round in 1..=5i64 {
+        for k in ["t1", "t2", "t3"] {
+            let v = a.tallies.mutate(&k.to_owned(), Add::new(round)).await.expect("acknowledged");
+            acked.insert(k, v);
+        }
+    }
+    // A delivery between two actors: acknowledged by the receiver only once its commit is durable.
+    a.tallies
+        .mutate(&"t1".to_owned(), AddAndForward { by: 100, target: "t4".into() })
+        .await
+        .expect("sent through the outbox");
+    support::eventually_some("the delivery reached t4", || {
+        let t = a.tallies.clone();
+        async move { (t.read(&"t4".to_owned(), GetValue).await.ok()? == 100).then_some(()) }
+    })
+    .await;
+    acked.insert("t1", acked["t1"] + 100);
+    acked.insert("t4", 100);
+    let client = sql(&pg).await;
+    for k in ["t1", "t2", "t3"] {
+        let (txid, _) = head(&client, k).await.expect("every acknowledged actor has a log");
+        assert!(txid >= 2, "{k}: a snapshot and the pages of later commits ({txid})");
+    }
+
+    a.crash().await;
+    wipe(dir.path());
+    let b_dir = tempfile::tempdir().unwrap();
+    let b = Node::start(&pg, "node-b", b_dir.path()).await;
+    for (k, v) in &acked {
+        let got = b.tallies.read(&(*k).to_owned(), GetValue).await.expect("restored from the log");
+        assert_eq!(got, *v, "{k} after the node holding it was lost");
+    }
+    assert_eq!(b.tallies.read(&"t2".to_owned(), GetEntryCount).await.unwrap(), 5, "rows, not only a counter");
+    // The restored actors go on committing where the log stands.
+    assert_eq!(b.tallies.mutate(&"t2".to_owned(), Add::new(1)).await.unwrap(), acked["t2"] + 1);
+    // A key that was never created names nothing, in the log as on disk.
+    assert!(b.tallies.read_existing(&"never".to_owned(), GetValue).await.is_err());
+    assert!(head(&client, "never").await.is_none());
+    b.crash().await;
+}
+
+#[actix_rt::test]
+async fn a_node_whose_lease_moved_cannot_commit_and_discards_its_copy() {
+    let _serial = SERIAL.lock().await;
+    let Some(pg) = pg_or_skip().await else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let a = Node::start(&pg, "node-a", dir.path()).await;
+    let key = "fenced".to_owned();
+    assert_eq!(a.tallies.mutate(&key, Add::new(5)).await.unwrap(), 5);
+    let before = head(&sql(&pg).await, "fenced").await.unwrap();
+
+    // Another owner takes the shard behind the node's back (as after a pause longer than the lease, with the node's
+    // own clock not yet telling it): the epoch moves in Postgres while the node still believes it serves.
+    let shard = shard_of("fenced");
+    let client = sql(&pg).await;
+    client
+        .execute("UPDATE fdy_shard SET epoch = epoch + 1, owner = 'thief/0' WHERE shard = $1", &[&i32::from(shard.0)])
+        .await
+        .unwrap();
+    let refused = a.tallies.mutate(&key, Add::new(7)).await.expect_err("the fence refuses the commit");
+    match refused {
+        CallError::Activation(e) => assert!(matches!(e.reason, ActivationFailure::NotOwner(s) if s == shard), "{e}"),
+        other => panic!("expected not_owner, got {other}"),
+    }
+    assert_eq!(head(&client, "fenced").await.unwrap(), before, "nothing appended");
+    let file = dir.path().join("tally").join("fenced.sqlite3");
+    support::eventually("the refused copy is deleted", || !file.exists()).await;
+    assert!(a.log.stats().fenced.load(std::sync::atomic::Ordering::Relaxed) >= 1);
+
+    // Once the "thief" lets go, a node that takes the shard rebuilds the actor without the refused commit.
+    a.crash().await;
+    client
+        .execute("UPDATE fdy_shard SET owner = NULL, expires_at = NULL WHERE shard = $1", &[&i32::from(shard.0)])
+        .await
+        .unwrap();
+    let b_dir = tempfile::tempdir().unwrap();
+    let b = Node::start(&pg, "node-b", b_dir.path()).await;
+    assert_eq!(b.tallies.read(&key, GetValue).await.unwrap(), 5, "the refused +7 was never applied");
+    assert_eq!(b.tallies.mutate(&key, Add::new(1)).await.unwrap(), 6);
+    b.crash().await;
+}
+
+#[actix_rt::test]
+async fn a_cleanly_closed_file_is_reused_and_the_log_is_compacted() {
+    let _serial = SERIAL.lock().await;
+    let Some(pg) = pg_or_skip().await else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let a = Node::start(&pg, "node-a", dir.path()).await;
+    let key = "busy".to_owned();
+    // Past the compaction threshold of 1,000 entries (sequential calls: one commit, one entry each).
+    let n = foundry::runtime::durable::SNAPSHOT_EVERY_ENTRIES as i64 + 10;
+    for _ in 0..n {
+        a.tallies.mutate(&key, Add::new(1)).await.unwrap();
+    }
+    let client = sql(&pg).await;
+    let (txid, snapshot_txid) = head(&client, "busy").await.unwrap();
+    assert!(snapshot_txid > 1, "a later snapshot replaced the first ({snapshot_txid})");
+    let rows: i64 = client
+        .query_one("SELECT count(*) FROM fdy_actor_log WHERE kind = 'tally' AND key = 'busy'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, txid - snapshot_txid, "entries up to the snapshot were deleted");
+    let snapshots: i64 = client
+        .query_one("SELECT count(*) FROM fdy_actor_snapshot WHERE kind = 'tally' AND key = 'busy'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(snapshots, 1, "older snapshots were deleted");
+
+    // Passivated cleanly: the marker names the log's head, and reactivation keeps the file.
+    assert!(a.tallies.passivate(&key).await);
+    let file = dir.path().join("tally").join("busy.sqlite3");
+    let marker = dir.path().join("tally").join("busy.sqlite3-shipped");
+    support::eventually("the marker is written", || marker.exists()).await;
+    let (txid, _) = head(&client, "busy").await.unwrap();
+    assert_eq!(std::fs::read_to_string(&marker).unwrap(), txid.to_string());
+    let inode = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&file).unwrap());
+    assert_eq!(a.tallies.read(&key, GetValue).await.unwrap(), n);
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&file).unwrap()),
+        inode,
+        "the file was reused, not rebuilt"
+    );
+    assert!(!marker.exists(), "a live file is untrusted until closed cleanly again");
+
+    // A file whose marker does not match the log (here: an older copy) is rebuilt from the log.
+    assert!(a.tallies.passivate(&key).await);
+    support::eventually("the marker is written", || marker.exists()).await;
+    std::fs::write(&marker, "1").unwrap();
+    assert_eq!(a.tallies.read(&key, GetValue).await.unwrap(), n);
+    assert_ne!(std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&file).unwrap()), inode, "rebuilt");
+    a.crash().await;
+}
+
+#[actix_rt::test]
+async fn destroying_an_actor_deletes_its_log() {
+    let _serial = SERIAL.lock().await;
+    let Some(pg) = pg_or_skip().await else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let a = Node::start(&pg, "node-a", dir.path()).await;
+    let key = "doomed".to_owned();
+    a.tallies.mutate(&key, Add::new(3)).await.unwrap();
+    let client = sql(&pg).await;
+    assert!(head(&client, "doomed").await.is_some());
+    a.tallies.destroy(&key).await.expect("destroyed");
+    assert!(head(&client, "doomed").await.is_none(), "the log is gone with the file");
+    for table in ["fdy_actor_log", "fdy_actor_snapshot"] {
+        let n: i64 = client
+            .query_one(&format!("SELECT count(*) FROM {table} WHERE kind = 'tally' AND key = 'doomed'"), &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(n, 0, "{table}");
+    }
+    assert!(a.tallies.read_existing(&key, GetValue).await.is_err(), "the key names nothing");
+    // Recreated fresh, as in single-node mode.
+    assert_eq!(a.tallies.mutate(&key, Add::new(1)).await.unwrap(), 1);
+    a.crash().await;
+}
