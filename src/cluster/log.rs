@@ -271,11 +271,21 @@ impl Pump {
         }
     }
 
-    /// One transaction for the whole batch; each write learns whether its fence held.
-    async fn write_batch(&mut self, writes: Vec<(Write, Reply<()>)>) {
+    /// One transaction for the whole batch; each write learns whether its fence held. The statements run in shard
+    /// order, so the lease rows are locked in the order renewals lock them (no deadlock); a deadlock or
+    /// serialization failure all the same (another client) is retried once.
+    async fn write_batch(&mut self, mut writes: Vec<(Write, Reply<()>)>) {
         let Some(store) = self.store.as_mut() else { return };
+        writes.sort_by_key(|(w, _)| w.actor.shard);
         let started = Instant::now();
-        let res = tokio::time::timeout(self.timeout, run_writes(store, &self.owner, &writes)).await;
+        let mut res = tokio::time::timeout(self.timeout, run_writes(store, &self.owner, &writes)).await;
+        let retry = matches!(&res, Ok(Err(e)) if e.code().is_some_and(|c| {
+            *c == tokio_postgres::error::SqlState::T_R_DEADLOCK_DETECTED
+                || *c == tokio_postgres::error::SqlState::T_R_SERIALIZATION_FAILURE
+        }));
+        if retry {
+            res = tokio::time::timeout(self.timeout, run_writes(store, &self.owner, &writes)).await;
+        }
         let outcome = match res {
             Ok(Ok(applied)) => Ok(applied),
             Ok(Err(e)) => Err(LogError::Unavailable(pg_error(&e))),

@@ -135,17 +135,27 @@ const ACQUIRE: &str = "WITH prev AS (
 
 /// Renew every lease the node holds, in one statement: only rows still held by this owner at this epoch and not yet
 /// expired (an expired lease is lost, even if nobody took it yet; getting it back means a new epoch).
-const RENEW: &str = "UPDATE fdy_shard s SET expires_at = now() + make_interval(secs => $4)
-      FROM unnest($2::int[], $3::bigint[]) AS mine (shard, epoch)
-     WHERE s.shard = mine.shard AND s.epoch = mine.epoch AND s.owner = $1 AND s.expires_at > now()
+///
+/// Rows are locked in shard order first, as every other statement that locks several lease rows does (acquire, and
+/// the commit log's appends, which lock theirs `FOR SHARE` in shard order): two statements locking the same rows in
+/// different orders deadlock.
+const RENEW: &str = "WITH mine AS (
+        SELECT s.shard FROM fdy_shard s
+          JOIN unnest($2::int[], $3::bigint[]) AS m (shard, epoch) ON s.shard = m.shard AND s.epoch = m.epoch
+         WHERE s.owner = $1 AND s.expires_at > now()
+         ORDER BY s.shard FOR UPDATE OF s)
+     UPDATE fdy_shard s SET expires_at = now() + make_interval(secs => $4) FROM mine WHERE s.shard = mine.shard
     RETURNING s.shard, s.epoch";
 
 /// Give leases back (after draining), epoch-checked: a release from a node that lost the lease changes nothing. The
 /// history row of the released epoch records when.
-const RELEASE: &str = "WITH rel AS (
-        UPDATE fdy_shard s SET owner = NULL, expires_at = NULL
-          FROM unnest($2::int[], $3::bigint[]) AS mine (shard, epoch)
-         WHERE s.shard = mine.shard AND s.epoch = mine.epoch AND s.owner = $1
+const RELEASE: &str = "WITH mine AS (
+        SELECT s.shard FROM fdy_shard s
+          JOIN unnest($2::int[], $3::bigint[]) AS m (shard, epoch) ON s.shard = m.shard AND s.epoch = m.epoch
+         WHERE s.owner = $1
+         ORDER BY s.shard FOR UPDATE OF s),
+     rel AS (
+        UPDATE fdy_shard s SET owner = NULL, expires_at = NULL FROM mine WHERE s.shard = mine.shard
         RETURNING s.shard, s.epoch),
      hist AS (
         UPDATE fdy_shard_history h SET released_at = clock_timestamp() FROM rel

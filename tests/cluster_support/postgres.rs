@@ -74,6 +74,15 @@ impl PgServer {
     /// Starts a fresh server and waits until it accepts connections, or `None` (saying why) when PostgreSQL is not
     /// installed outside CI.
     pub async fn start() -> Option<PgServer> {
+        PgServer::start_with(false).await
+    }
+
+    /// [`PgServer::start`] with `fsync = on`, for benchmarks whose figures must include making commits durable.
+    pub async fn start_durable() -> Option<PgServer> {
+        PgServer::start_with(true).await
+    }
+
+    async fn start_with(durable: bool) -> Option<PgServer> {
         let Some(bin) = bin_dir() else { return skip_or_fail("no PostgreSQL server binaries (initdb, postgres)") };
         // SAFETY: geteuid has no preconditions.
         let as_user = if unsafe { libc::geteuid() } == 0 {
@@ -126,7 +135,8 @@ impl PgServer {
                 .arg(format!("unix_socket_directories={}", dir.path().display()))
                 // Durability against power loss is not under test here (a killed server keeps its WAL in the OS
                 // cache); fsync only slows a 2-core CI machine down.
-                .args(["-c", "fsync=off", "-c", "max_connections=60", "-c", "shared_buffers=16MB"])
+                .args(["-c", if durable { "fsync=on" } else { "fsync=off" }])
+                .args(["-c", "max_connections=60", "-c", "shared_buffers=16MB"])
                 .stdout(Stdio::null())
                 .stderr(log)
                 .spawn()
