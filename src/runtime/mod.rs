@@ -11,7 +11,8 @@
 //! - [`idempotency`]: idempotency keys recorded in the transaction of the creation they stand for.
 //! - [`schedule`]: durable schedules (alarms) an actor sets for itself; `due`: the runtime-wide index that wakes
 //!   passivated actors when one is due.
-//! - [`placement`]: the fixed 1,024 shards actors are placed in, and the `Router` cluster mode decides them with.
+//! - [`placement`]: the fixed 1,024 shards actors are placed in, and the `Router` cluster mode decides them with;
+//!   `shards`: stopping a shard's live actors and resuming its outboxes (`Runtime::stop_shards`, `recover_shards`).
 //! - [`system`]: the [`Runtime`] tying it together.
 //! - [`inspect`]: the read-only view of a running runtime for operators ([`Inspector`]) and each actor's trace of
 //!   recent messages.
@@ -32,6 +33,7 @@ pub mod placement;
 mod publish;
 pub mod registry;
 pub mod schedule;
+mod shards;
 pub mod system;
 pub mod topic;
 
