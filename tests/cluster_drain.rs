@@ -1,22 +1,30 @@
 //! Cluster mode: a node stops the live actors of a shard it stops serving. `Runtime::stop_shard` stops exactly the
 //! shard's actors, as shutdown does (calls in flight finish and commit), waiting for activations that were under
-//! way; against a private PostgreSQL, a shard handed to another node is drained before its lease is released, and a
-//! lease lost without a drain (Postgres out of reach: self-expiry) stops its actors on this node by itself.
+//! way; a shard gained again resumes its outboxes and schedules (`Runtime::recover_shards`), and its schedules are
+//! not woken while it is served elsewhere. Against a private PostgreSQL, a shard handed to another node is drained
+//! before its lease is released, and a lease lost without a drain (Postgres out of reach: self-expiry) stops its
+//! actors on this node by itself.
 
 mod cluster_support;
 mod support;
 
 use std::collections::HashSet;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use diesel::prelude::*;
+use diesel::sqlite::SqliteConnection;
 
 use cluster_support::{postgres::PgServer, proxy::Proxy};
 use foundry::cluster::store::Store;
 use foundry::cluster::{self, rendezvous, ClusterConfig, ClusterNode, LeaseHooks, Readiness};
 use foundry::runtime::{
-    shard_of, ActivationFailure, CallError, Registry, Route, Router, Runtime, RuntimeConfig, ShardId,
+    embed_migrations, shard_of, Accepts, ActivationFailure, CallError, EmbeddedMigrations, Entity, Mutation, Read,
+    Registry, Route, Router, Runtime, RuntimeConfig, Scheduled, ShardId, Tx,
 };
-use support::{Add, Gate, GetValue, Tally};
+use serde::{Deserialize, Serialize};
+use support::{Add, AddAndForward, Gate, GetValue, Tally, TallyError};
 
 /// Serves every shard but the refused ones.
 #[derive(Debug, Default)]
@@ -25,6 +33,67 @@ struct Refusing(Mutex<HashSet<ShardId>>);
 impl Refusing {
     fn refuse(&self, shard: ShardId) {
         self.0.lock().unwrap().insert(shard);
+    }
+
+    fn serve_all(&self) {
+        self.0.lock().unwrap().clear();
+    }
+}
+
+/// A kind with one durable schedule: `Ring` adds one to its tally row.
+struct Bell;
+
+impl Entity for Bell {
+    type Key = String;
+    const KIND: &'static str = "bell";
+    const MIGRATIONS: EmbeddedMigrations = embed_migrations!("tests/fixtures/migrations/tally");
+
+    fn load(_: &String, _: &mut SqliteConnection) -> QueryResult<Self> {
+        Ok(Bell)
+    }
+
+    fn accepts(a: &mut Accepts<Self>) {
+        a.schedule::<Ring>();
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct Ring;
+
+impl Mutation for Ring {
+    type Entity = Bell;
+    type Output = ();
+    type Error = TallyError;
+    fn apply(self, _: &Bell, tx: &mut Tx<'_>) -> Result<(), TallyError> {
+        diesel::sql_query("UPDATE tally SET value = value + 1 WHERE id = 1").execute(tx.conn())?;
+        Ok(())
+    }
+}
+
+impl Scheduled for Ring {
+    const NAME: &'static str = "bell.ring";
+}
+
+struct RingAfter(Duration);
+
+impl Mutation for RingAfter {
+    type Entity = Bell;
+    type Output = ();
+    type Error = TallyError;
+    fn apply(self, _: &Bell, tx: &mut Tx<'_>) -> Result<(), TallyError> {
+        tx.schedule_after(self.0, &Ring)?;
+        Ok(())
+    }
+}
+
+struct Rings;
+
+impl Read for Rings {
+    type Entity = Bell;
+    type Output = i64;
+    type Error = TallyError;
+    fn read(self, _: &Bell, db: &mut SqliteConnection) -> Result<i64, TallyError> {
+        Ok(support::current(db)?)
     }
 }
 
@@ -146,6 +215,44 @@ async fn an_activation_under_way_when_its_shard_stops_is_waited_for_and_stopped(
     rt.shutdown().await;
 }
 
+#[actix_rt::test]
+async fn a_shard_gained_again_resumes_its_outboxes_and_schedules() {
+    let dir = tempfile::tempdir().unwrap();
+    let router = Arc::new(Refusing::default());
+    let rt = routed_runtime(dir.path(), router.clone(), 64);
+    let (tallies, bells) = (rt.registry::<Tally>(), rt.registry::<Bell>());
+    let sender = "k0".to_owned();
+    let s = shard_of(&sender);
+    let target = (1..).map(|i| format!("k{i}")).find(|k| shard_of(k) != s).unwrap();
+
+    // The sender's delivery cannot reach its target's shard; a bell in the sender's shard is due shortly.
+    router.refuse(shard_of(&target));
+    tallies.mutate(&sender, AddAndForward { by: 3, target: target.clone() }).await.unwrap();
+    bells.mutate(&sender, RingAfter(Duration::from_millis(200))).await.unwrap();
+    // Then the sender's shard goes elsewhere: both stop with their work still to do.
+    router.refuse(s);
+    assert_eq!(rt.stop_shard(s).await, 2);
+    assert!(!tallies.is_live(&sender) && !bells.is_live(&sender));
+
+    // Overdue while its shard is served elsewhere: the scanner does not even try to wake the bell here.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(!bells.is_live(&sender));
+    assert_eq!(bells.stats().activation_failures.load(Ordering::SeqCst), 0, "no wake was attempted");
+
+    router.serve_all();
+    let report = rt.recover_shards([s]).await;
+    assert_eq!(report.resumed, 1, "the sender had an outbox to deliver: {report:?}");
+    support::eventually_some("the delivery arrived", || async {
+        (tallies.read(&target, GetValue).await.ok() == Some(3)).then_some(())
+    })
+    .await;
+    support::eventually_some("the bell rang", || async {
+        (bells.read(&sender, Rings).await.ok() == Some(1)).then_some(())
+    })
+    .await;
+    rt.shutdown().await;
+}
+
 const TTL: Duration = Duration::from_secs(3);
 
 /// One PostgreSQL and lease threads per test: one at a time, so a loaded machine does not starve the lease threads.
@@ -233,12 +340,15 @@ async fn a_lease_lost_without_a_drain_stops_its_actors_here() {
     for key in &keys {
         reg.mutate(key, Add::new(2)).await.unwrap();
     }
+    // A delivery its receiver refuses for now (777 is taken only once it holds 10 more): the sender keeps it.
+    let (sender, target) = ("fwd-sender".to_owned(), "fwd-target".to_owned());
+    reg.mutate(&sender, AddAndForward { by: 777, target: target.clone() }).await.unwrap();
 
     // Postgres out of reach: renewals fail, and the leases lapse on this node's clock.
     proxy.pause();
     let status = node.status();
     support::eventually("the node gives its shards up", || status.readiness() == Readiness::StoreUnreachable).await;
-    support::eventually("every actor stopped", || keys.iter().all(|k| !reg.is_live(k))).await;
+    support::eventually("every actor stopped", || keys.iter().chain([&sender]).all(|k| !reg.is_live(k))).await;
     assert!(!rt.is_shutting_down(), "stopped shard by shard, not by a shutdown");
     let res = reg.mutate(&keys[0], Add::new(1)).await;
     assert!(is_not_owner(&res, shard_of(&keys[0])), "{res:?}");
@@ -250,6 +360,13 @@ async fn a_lease_lost_without_a_drain_stops_its_actors_here() {
     for key in &keys {
         assert_eq!(reg.read(key, GetValue).await.unwrap(), 2, "{key}");
     }
+    // The sender stopped with its delivery pending; gaining its shard back revived it, so the delivery goes on.
+    assert!(!keys.contains(&sender));
+    reg.mutate(&target, Add::new(10)).await.unwrap();
+    support::eventually_some("the pending delivery arrived", || async {
+        (reg.read(&target, GetValue).await.ok() == Some(787)).then_some(())
+    })
+    .await;
     node.shutdown().await.unwrap();
     rt.shutdown().await;
 }

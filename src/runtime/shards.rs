@@ -1,13 +1,15 @@
 //! Shard-level operations for cluster mode: [`Runtime::stop_shards`] stops every live actor of some shards across all
 //! kinds, as shutdown stops them (used when this node stops serving a shard: handed off, lost or expired), and
-//! [`Runtime::recover_shards`] resumes the outbox delivery of the actors this node marked in shards it gained.
-//! Single-node mode never calls them.
+//! [`Runtime::recover_shards`] resumes the outbox delivery of the actors this node marked in shards it gained (and
+//! has the schedule scanner look again: it skips shards this node does not serve). Single-node mode never calls
+//! them.
 
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use super::placement::{ShardId, SHARD_COUNT};
-use super::system::{RecoveryReport, Runtime};
+use super::placement::{Route, ShardId, SHARD_COUNT};
+use super::registry::KindHandle;
+use super::system::{RecoveryReport, Runtime, Shared};
 
 /// How long a stop waits, beyond the activation timeout, for activations of its shards that were under way.
 const ACTIVATING_GRACE: Duration = Duration::from_secs(5);
@@ -36,6 +38,17 @@ impl ShardMask {
 
     pub(crate) fn is_empty(&self) -> bool {
         self.0.iter().all(|w| *w == 0)
+    }
+}
+
+impl Shared {
+    /// Whether this node serves the shard of `handle`'s encoded key (always, in single-node mode; a key that does not
+    /// decode counts as served, so the caller's own path reports it).
+    pub(crate) fn serves_encoded(&self, handle: &dyn KindHandle, encoded_key: &str) -> bool {
+        match (&self.config.router, handle.shard_of_encoded(encoded_key)) {
+            (Some(router), Some(shard)) => router.route(shard) == Route::Local,
+            _ => true,
+        }
     }
 }
 
