@@ -22,7 +22,8 @@ use super::{rendezvous, ClusterConfig, ClusterError, Epoch};
 use crate::runtime::{ShardId, SHARD_COUNT};
 
 /// Stops a shard's live actors before its lease is released, so the next owner finds nobody still serving it.
-/// Until the runtime can drain a shard (a later slice), [`NoDrain`] answers at once.
+/// `foundry serve --cluster` drains through the runtime (`cluster::node`); [`NoDrain`], for a manager with no actors
+/// behind it, answers at once.
 pub trait Drain: Send + Sync + 'static {
     /// Resolves when nothing of `shard` runs here any more. Bounded by `ClusterConfig::drain_timeout`, after which
     /// the lease is released anyway (the shard stopped being served when its drain began).
