@@ -13,6 +13,7 @@ use clap::{Args, Parser, Subcommand};
 use foundry::actors::github_data::GitHubService;
 use foundry::actors::task::GitTokens;
 use foundry::actors::Domain;
+use foundry::cluster::ClusterNode;
 use foundry::http::{Api, AuthSettings, RateLimit, RateLimits};
 use foundry::integrations::agent::{AgentBackend, BuiltinAgent, SandboxAgent};
 use foundry::integrations::github::app::{AppClient, GitHubApp};
@@ -170,6 +171,26 @@ struct Serve {
     /// Messages each live actor's trace keeps for the inspector; 0 turns tracing off.
     #[arg(long, env = "FOUNDRY_TRACE_SIZE", default_value_t = foundry::runtime::system::DEFAULT_TRACE_SIZE)]
     trace_size: usize,
+    /// Cluster mode (preview): this node serves only the shards whose leases it holds in PostgreSQL
+    /// (--postgres-url), among the nodes sharing that database; needs --node-id. Calls for other shards answer 503
+    /// `not_owner` (no forwarding between nodes yet).
+    #[arg(long, env = "FOUNDRY_CLUSTER")]
+    cluster: bool,
+    /// With --cluster: this node's stable name (1 to 64 of A-Z a-z 0-9 . _ -); shards are assigned by it, so a
+    /// restarted node gets the same shards back.
+    #[arg(long, env = "FOUNDRY_NODE_ID")]
+    node_id: Option<String>,
+    /// With --cluster: the PostgreSQL holding the shard leases (`postgresql://user:password@host:port/db`).
+    #[arg(long, env = "FOUNDRY_POSTGRES_URL", hide_env_values = true)]
+    postgres_url: Option<String>,
+    /// With --cluster: where other nodes reach this one, recorded with the node in PostgreSQL (no transport uses it
+    /// yet).
+    #[arg(long, env = "FOUNDRY_CLUSTER_ADDR")]
+    cluster_addr: Option<String>,
+    /// With --cluster: lease length in seconds (renewed every 3/10 of it; a node stops serving a shard 1/5 of it
+    /// before its lease would expire). Default: 10.
+    #[arg(long, env = "FOUNDRY_LEASE_TTL_SECS", value_parser = clap::value_parser!(u64).range(2..=600))]
+    lease_ttl_secs: Option<u64>,
 }
 
 fn main() -> std::io::Result<()> {
@@ -243,6 +264,44 @@ fn server_admins(given: &[String]) -> std::io::Result<Vec<String>> {
     Ok(admins)
 }
 
+/// The cluster configuration of `--cluster` and its flags (`None` without it), refused with the flag to fix.
+fn cluster_config(args: &Serve) -> std::io::Result<Option<foundry::cluster::ClusterConfig>> {
+    use foundry::cluster::{ClusterConfig, ConfigError};
+    let err = |msg: String| std::io::Error::other(msg);
+    if !args.cluster {
+        let given = [
+            ("--node-id", args.node_id.is_some()),
+            ("--postgres-url", args.postgres_url.is_some()),
+            ("--cluster-addr", args.cluster_addr.is_some()),
+            ("--lease-ttl-secs", args.lease_ttl_secs.is_some()),
+        ];
+        let given: Vec<&str> = given.iter().filter(|(_, g)| *g).map(|(flag, _)| *flag).collect();
+        if !given.is_empty() {
+            let verb = if given.len() == 1 { "applies" } else { "apply" };
+            return Err(err(format!("{} {verb} only with --cluster (FOUNDRY_CLUSTER)", given.join(", "))));
+        }
+        return Ok(None);
+    }
+    let node_id = args.node_id.clone().ok_or_else(|| err("--cluster needs --node-id (FOUNDRY_NODE_ID)".into()))?;
+    let url =
+        args.postgres_url.clone().ok_or_else(|| err("--cluster needs --postgres-url (FOUNDRY_POSTGRES_URL)".into()))?;
+    let ttl = Duration::from_secs(args.lease_ttl_secs.unwrap_or(10));
+    let mut config = ClusterConfig::new(node_id, url).with_ttl(ttl);
+    if let Some(addr) = &args.cluster_addr {
+        if addr.is_empty() || addr.len() > 256 || addr.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(err(format!("--cluster-addr {addr:?}: 1 to 256 characters, no spaces")));
+        }
+        config.addr = Some(addr.clone());
+    }
+    config.validate().map_err(|e| match e {
+        ConfigError::NodeId(_) => err(format!("--node-id: {e}")),
+        // The URL itself is not repeated: it may hold a password.
+        ConfigError::PostgresUrl(_) => err(format!("--postgres-url: {e}")),
+        ConfigError::Timing(_) => err(format!("--lease-ttl-secs: {e}")),
+    })?;
+    Ok(Some(config))
+}
+
 /// Task workspaces: where they live and how git reaches them.
 fn workspaces(args: &Serve, servers: Option<Arc<SandboxServers>>, runner: Arc<Runner>) -> std::io::Result<Workspaces> {
     if let (Some(servers), None) = (servers, &args.agent_url) {
@@ -306,6 +365,8 @@ fn github_api(args: &Serve) -> std::io::Result<GitHubAccess> {
 }
 
 async fn serve(args: Serve) -> std::io::Result<()> {
+    // Checked before anything starts: a cluster flag without its companions is a configuration error to fix now.
+    let cluster_config = cluster_config(&args)?;
     // Started first, while this process has few descriptors open: workspace commands start there (see
     // `integrations/workspace/runner.rs`), so their cost does not grow with the live actors' open files.
     let runner = Arc::new(Runner::new(std::env::current_exe()?, vec!["run-commands".to_owned()]));
@@ -361,6 +422,20 @@ async fn serve(args: Serve) -> std::io::Result<()> {
     }
     config.idle_timeout = args.idle_timeout_secs.map(Duration::from_secs);
     config.trace_size = args.trace_size;
+    // Cluster mode: the lease manager starts before the runtime (whose router it is) and the HTTP server, and
+    // registers this node at once; shards are acquired from its first round on.
+    let mut cluster = match cluster_config {
+        Some(c) => {
+            let node = ClusterNode::start(c)
+                .await
+                .map_err(|e| std::io::Error::other(format!("cluster mode (--cluster): {e}")))?;
+            tracing::info!(node = node.status().node_id(), "cluster mode: taking part through PostgreSQL");
+            config.router = Some(node.router());
+            config.commit_log = Some(node.commit_log());
+            Some(node)
+        }
+        None => None,
+    };
     let runtime = Runtime::start(config).map_err(std::io::Error::other)?;
     runtime.provide(Arc::new(foundry::actors::session::TurnPermits::new(args.max_turns as usize)));
     runtime.provide(Arc::new(cipher));
@@ -387,11 +462,19 @@ async fn serve(args: Serve) -> std::io::Result<()> {
             Err(e) => tracing::warn!(error = %e, "sandbox-agent catalog unavailable; using the built-in catalog"),
         }
     }
-    let report = runtime.recover().await;
-    if !report.failed.is_empty() {
-        tracing::warn!(failed = report.failed.len(), "some actors could not resume outbox delivery");
+    match &mut cluster {
+        // Outboxes resume per shard, as this node gains each one (this one's recovery index would be refused for
+        // every shard not held yet).
+        Some(node) => node.attach(&runtime),
+        None => {
+            let report = runtime.recover().await;
+            if !report.failed.is_empty() {
+                tracing::warn!(failed = report.failed.len(), "some actors could not resume outbox delivery");
+            }
+        }
     }
     let mut api = Api::new(domain, auth);
+    api.cluster = cluster.as_ref().map(ClusterNode::status);
     api.webhook_secret = webhook_secret;
     api.github_app_id = args.github_app_id.clone();
     api.metrics_token = args.metrics_token.clone().filter(|t| !t.is_empty());
@@ -409,6 +492,16 @@ async fn serve(args: Serve) -> std::io::Result<()> {
     // its mailboxes and closes databases.
     actix_rt::spawn(foundry::http::stop_on_signals(api, server.handle()));
     server.await?;
+    // Each shard's actors stop (drained through the runtime) before its lease is released, so the peer that takes it
+    // over finds nobody still serving it; the runtime's own shutdown then closes whatever belongs to no held shard.
+    if let Some(node) = cluster {
+        match node.shutdown().await {
+            Ok(report) => {
+                tracing::info!(released = report.released, left_to_expire = report.left_to_expire, "left the cluster")
+            }
+            Err(e) => tracing::warn!(error = %e, "leaving the cluster failed; this node's leases will expire"),
+        }
+    }
     runtime.shutdown().await;
     if let Some(servers) = servers {
         servers.stop_all().await;

@@ -16,13 +16,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use futures_util::future::BoxFuture;
 use tokio::sync::{mpsc, oneshot};
 
-use super::ownership::{Held, LeaseEvent, LeaseView, LostReason, Publisher};
+use super::ownership::{Held, LeaseEvent, LeaseStats, LeaseView, LostReason, Publisher};
 use super::store::{Store, StoreError};
 use super::{rendezvous, ClusterConfig, ClusterError, Epoch};
 use crate::runtime::{ShardId, SHARD_COUNT};
 
 /// Stops a shard's live actors before its lease is released, so the next owner finds nobody still serving it.
-/// Until the runtime can drain a shard (a later slice), [`NoDrain`] answers at once.
+/// `foundry serve --cluster` drains through the runtime (`cluster::node`); [`NoDrain`], for a manager with no actors
+/// behind it, answers at once.
 pub trait Drain: Send + Sync + 'static {
     /// Resolves when nothing of `shard` runs here any more. Bounded by `ClusterConfig::drain_timeout`, after which
     /// the lease is released anyway (the shard stopped being served when its drain began).
@@ -72,6 +73,7 @@ pub struct Leases {
     node_id: String,
     boot_id: String,
     view: LeaseView,
+    stats: Arc<LeaseStats>,
     publisher: Arc<Publisher>,
     commands: mpsc::UnboundedSender<Command>,
     /// Dropping it cancels the manager's task wherever it is.
@@ -85,14 +87,15 @@ pub struct Leases {
 pub async fn start(config: ClusterConfig, hooks: LeaseHooks) -> Result<Leases, ClusterError> {
     config.validate()?;
     let boot_id = new_boot_id();
-    let (publisher, view) = Publisher::new(hooks.events.clone());
+    let stats = Arc::new(LeaseStats::default());
+    let (publisher, view) = Publisher::new(hooks.events.clone(), stats.clone());
     let publisher = Arc::new(publisher);
     let (commands, command_rx) = mpsc::unbounded_channel();
     let (cancel, cancelled) = oneshot::channel::<()>();
     let (ready_tx, ready) = oneshot::channel();
     let (done_tx, done) = oneshot::channel();
     let node_id = config.node_id.clone();
-    let manager = Manager::new(config, boot_id.clone(), hooks, publisher.clone());
+    let manager = Manager::new(config, boot_id.clone(), hooks, publisher.clone(), stats.clone());
     std::thread::Builder::new()
         .name(format!("leases-{node_id}"))
         .spawn(move || {
@@ -116,7 +119,7 @@ pub async fn start(config: ClusterConfig, hooks: LeaseHooks) -> Result<Leases, C
         .map_err(ClusterError::Thread)?;
     match ready.await {
         Ok(Ok(())) => {
-            Ok(Leases { node_id, boot_id, view, publisher, commands, cancel: Some(cancel), done: Some(done) })
+            Ok(Leases { node_id, boot_id, view, stats, publisher, commands, cancel: Some(cancel), done: Some(done) })
         }
         Ok(Err(e)) => Err(e),
         Err(_) => Err(ClusterError::Stopped),
@@ -146,6 +149,11 @@ impl Leases {
     /// A read-only view (also a `runtime::Router`).
     pub fn view(&self) -> LeaseView {
         self.view.clone()
+    }
+
+    /// The manager's counters (rounds, readiness, renewal round trips, leases acquired and lost).
+    pub fn stats(&self) -> Arc<LeaseStats> {
+        self.stats.clone()
     }
 
     /// Graceful stop: leaves the node list at once (so peers take each shard as soon as it is released), drains and
@@ -220,6 +228,7 @@ struct Manager {
     owner: String,
     hooks: LeaseHooks,
     publisher: Arc<Publisher>,
+    stats: Arc<LeaseStats>,
     store: Option<Store>,
     /// The truth of what this node holds; published after every change.
     held: BTreeMap<ShardId, Held>,
@@ -238,7 +247,13 @@ struct Manager {
 }
 
 impl Manager {
-    fn new(config: ClusterConfig, boot_id: String, hooks: LeaseHooks, publisher: Arc<Publisher>) -> Self {
+    fn new(
+        config: ClusterConfig,
+        boot_id: String,
+        hooks: LeaseHooks,
+        publisher: Arc<Publisher>,
+        stats: Arc<LeaseStats>,
+    ) -> Self {
         let (drained, drained_rx) = mpsc::unbounded_channel();
         Manager {
             owner: owner_of(&config.node_id, &boot_id),
@@ -246,6 +261,7 @@ impl Manager {
             boot_id,
             hooks,
             publisher,
+            stats,
             store: None,
             held: BTreeMap::new(),
             to_release: BTreeMap::new(),
@@ -304,6 +320,7 @@ impl Manager {
         bounded(limit * 4, store.migrate()).await?;
         bounded(limit, store.register(&self.config.node_id, &self.boot_id, self.config.addr.as_deref())).await?;
         self.store = Some(store);
+        self.stats.store_reached();
         Ok(())
     }
 
@@ -328,6 +345,7 @@ impl Manager {
             tracing::warn!(node = %self.config.node_id, %error, "cluster store unreachable; retrying every tick");
         }
         self.healthy = false;
+        self.stats.store_failed();
         self.renew_failed = true;
         // The connection may be mid-statement: start over on a fresh one.
         self.store = None;
@@ -363,6 +381,7 @@ impl Manager {
         if !self.acquire(&desired, me).await {
             return;
         }
+        self.stats.round_done(self.holds_all(&desired, me));
         self.hand_off(&desired, me);
         self.release_drained().await;
     }
@@ -420,6 +439,7 @@ impl Manager {
         let sent = Instant::now();
         match bounded(self.config.call_timeout, store.renew(&self.owner, &mine, self.config.ttl)).await {
             Ok(kept) => {
+                self.stats.renewed(sent.elapsed());
                 let kept: BTreeMap<ShardId, Epoch> = kept.into_iter().collect();
                 let until = sent + self.config.serving_window();
                 let now = Instant::now();
@@ -438,6 +458,7 @@ impl Manager {
                 true
             }
             Err(e) => {
+                self.stats.renew_failed();
                 self.connection_lost(e);
                 false
             }
@@ -476,6 +497,15 @@ impl Manager {
                 false
             }
         }
+    }
+
+    /// Whether every shard rendezvous assigns this node is held and not being handed off.
+    fn holds_all(&self, desired: &[Option<usize>], me: Option<usize>) -> bool {
+        me.is_some()
+            && self.leaving.is_none()
+            && (0..SHARD_COUNT).all(|s| {
+                desired[usize::from(s)] != me || self.held.get(&ShardId(s)).is_some_and(|h| h.draining.is_none())
+            })
     }
 
     /// Starts draining every held shard another live node should own (all of them when leaving). The shards are

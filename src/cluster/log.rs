@@ -167,6 +167,11 @@ impl PgLog {
         &self.stats
     }
 
+    /// The counters, shared (for `/metrics`).
+    pub fn stats_handle(&self) -> Arc<LogStats> {
+        self.stats.clone()
+    }
+
     fn ask<T: Send + 'static>(
         &self,
         make: impl FnOnce(Reply<T>) -> Request,

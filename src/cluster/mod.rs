@@ -1,17 +1,20 @@
-//! Cluster mode (issue 15, in progress): shard ownership in PostgreSQL. Knows shards, nodes and leases; no actor
-//! kinds and no domain.
+//! Cluster mode (issue 15, in progress): shard ownership in PostgreSQL. Knows shards, nodes, leases and the
+//! runtime's shard-level operations; no actor kinds and no domain.
 //!
 //! - [`store`]: the schema (`fdy_node`, `fdy_shard`, `fdy_shard_history`) and the lease statements.
 //! - [`rendezvous`]: which live node should own each of the 1,024 shards.
 //! - [`leases`]: the lease manager, a task on its own thread that heartbeats, acquires, renews and releases, and the
-//!   [`Leases`] handle (`is_serving(shard) -> Option<Epoch>`, a [`LeaseView`] that is a `runtime::Router`, events).
+//!   [`Leases`] handle (`is_serving(shard) -> Option<Epoch>`, a [`LeaseView`] that is a `runtime::Router`, events,
+//!   [`LeaseStats`]).
+//! - [`node`]: a runtime taking part in a cluster (`foundry serve --cluster`): the runtime as the lease manager's
+//!   [`Drain`], its live actors stopped whenever this node stops serving their shard, readiness.
 //!
-//! What is not built yet (later slices): the fenced commit log, the transport between nodes, draining a shard's
-//! actors (a [`Drain`] hook exists; nothing implements it), and `foundry serve` flags. Single-node mode never touches
-//! this module.
+//! What is not built yet (later slices): the fenced commit log and the transport between nodes. Single-node mode
+//! never touches this module.
 
 pub mod leases;
 pub mod log;
+pub mod node;
 mod ownership;
 pub mod rendezvous;
 pub mod store;
@@ -22,7 +25,8 @@ use std::time::Duration;
 
 pub use leases::{start, Drain, LeaseHooks, Leases, NoDrain, ShutdownReport};
 pub use log::{LogStats, PgLog};
-pub use ownership::{Held, LeaseEvent, LeaseView, LostReason, Ownership};
+pub use node::{ClusterNode, ClusterStatus, Readiness};
+pub use ownership::{Held, LeaseEvent, LeaseStats, LeaseView, LostReason, Ownership};
 pub use store::{Store, StoreError};
 
 /// A shard's lease generation: bumped by every acquisition, never reused. Later slices fence durable writes with it.
@@ -91,6 +95,21 @@ impl ClusterConfig {
             tick: Duration::from_secs(1),
             call_timeout: Duration::from_secs(2),
             drain_timeout: Duration::from_secs(30),
+        }
+    }
+
+    /// The design's timings scaled to leases of `ttl` (10 s gives [`ClusterConfig::new`]'s): renewals every 3/10 of
+    /// it, serving stops 1/5 of it before the lease ends, each Postgres call is bounded by 1/5 of it, and a tick
+    /// every second (every renewal, if that is more often). The drain timeout is kept.
+    pub fn with_ttl(self, ttl: Duration) -> Self {
+        let renew_every = ttl * 3 / 10;
+        ClusterConfig {
+            ttl,
+            renew_every,
+            margin: ttl / 5,
+            call_timeout: ttl / 5,
+            tick: renew_every.min(Duration::from_secs(1)),
+            ..self
         }
     }
 
@@ -172,6 +191,17 @@ mod tests {
         assert!(matches!(c.validate(), Err(ConfigError::Timing(_))));
         let c = ClusterConfig { tick: Duration::from_secs(4), ..ok.clone() };
         assert!(matches!(c.validate(), Err(ConfigError::Timing(_))));
+        let scaled = ok.clone().with_ttl(Duration::from_secs(10));
+        assert_eq!(
+            (scaled.renew_every, scaled.margin, scaled.call_timeout, scaled.tick),
+            (ok.renew_every, ok.margin, ok.call_timeout, ok.tick),
+            "10 s leases scale to the defaults"
+        );
+        for secs in [2, 3, 7, 60, 600] {
+            let c = ok.clone().with_ttl(Duration::from_secs(secs));
+            assert_eq!(c.validate(), Ok(()), "{secs} s leases");
+            assert_eq!(c.ttl, Duration::from_secs(secs));
+        }
         let secret = format!("{:?}", ClusterConfig::new("n", "postgresql://u:hunter2@h/db"));
         assert!(!secret.contains("hunter2"), "{secret}");
     }

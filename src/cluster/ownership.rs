@@ -1,6 +1,6 @@
 //! What a node holds, as its lease manager publishes it: the [`Ownership`] snapshot behind a `watch` channel, read
-//! through a [`LeaseView`] (`is_serving`, and `runtime::Router` for the registry), and the [`LeaseEvent`]s that
-//! accompany each change.
+//! through a [`LeaseView`] (`is_serving`, and `runtime::Router` for the registry), the [`LeaseEvent`]s that
+//! accompany each change, and the manager's counters ([`LeaseStats`]: readiness and metrics).
 //!
 //! Serving is decided at the moment of the question: a held shard is served until its `valid_until` on the local
 //! monotonic clock, whether or not the manager's task is running, so a node whose renewals are stuck stops serving
@@ -8,7 +8,9 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::time::{Instant, SystemTime};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{mpsc, watch};
 
@@ -134,9 +136,25 @@ impl LeaseView {
         self.rx.borrow().serving(Instant::now())
     }
 
+    /// How many shards are served now.
+    pub fn serving_count(&self) -> usize {
+        let now = Instant::now();
+        self.rx.borrow().iter().filter(|(_, h)| h.serves_at(now)).count()
+    }
+
+    /// Why the manager stopped, once it has.
+    pub fn stopped(&self) -> Option<LostReason> {
+        self.rx.borrow().stopped
+    }
+
     /// Waits for the next change of the holdings; `false` once the manager is gone.
     pub async fn changed(&mut self) -> bool {
         self.rx.changed().await.is_ok()
+    }
+
+    /// A copy of the current holdings, marked as seen: [`LeaseView::changed`] then waits for a newer one.
+    pub fn snapshot_and_mark_seen(&mut self) -> Ownership {
+        self.rx.borrow_and_update().clone()
     }
 }
 
@@ -156,23 +174,120 @@ impl Router for LeaseView {
     }
 }
 
+/// A lease manager's counters, written by its thread and read anywhere (readiness, `/metrics`).
+#[derive(Debug, Default)]
+pub struct LeaseStats {
+    /// Rounds (ticks) in which the heartbeat, the renewal and the acquisition all answered.
+    rounds: AtomicU64,
+    /// Set once a completed round found this node holding every shard rendezvous assigns it; never cleared.
+    settled: AtomicBool,
+    /// Whether the manager's last attempt reached Postgres (true from its start, which had to).
+    store_ok: AtomicBool,
+    /// Successful renewal round trips, their total duration and the latest one (microseconds).
+    renewals: AtomicU64,
+    renew_micros: AtomicU64,
+    last_renew_micros: AtomicU64,
+    /// Renewal calls that failed (an error, or no answer within the call timeout).
+    renew_failures: AtomicU64,
+    acquired: AtomicU64,
+    lost: AtomicU64,
+}
+
+impl LeaseStats {
+    /// Rounds in which the manager reached Postgres for everything it had to do.
+    pub fn rounds(&self) -> u64 {
+        self.rounds.load(Ordering::Relaxed)
+    }
+
+    /// Whether the node has, at least once, held every shard rendezvous assigns it (the end of its start-up).
+    pub fn settled(&self) -> bool {
+        self.settled.load(Ordering::Relaxed)
+    }
+
+    /// Whether the manager's last attempt reached Postgres.
+    pub fn store_ok(&self) -> bool {
+        self.store_ok.load(Ordering::Relaxed)
+    }
+
+    /// Successful renewal round trips and their total duration.
+    pub fn renewals(&self) -> (u64, Duration) {
+        (self.renewals.load(Ordering::Relaxed), Duration::from_micros(self.renew_micros.load(Ordering::Relaxed)))
+    }
+
+    /// The latest successful renewal's round trip (zero before the first).
+    pub fn last_renewal(&self) -> Duration {
+        Duration::from_micros(self.last_renew_micros.load(Ordering::Relaxed))
+    }
+
+    pub fn renew_failures(&self) -> u64 {
+        self.renew_failures.load(Ordering::Relaxed)
+    }
+
+    /// Leases acquired since start ([`LeaseEvent::Acquired`] events).
+    pub fn acquired(&self) -> u64 {
+        self.acquired.load(Ordering::Relaxed)
+    }
+
+    /// Leases given up or lost since start, for any reason ([`LeaseEvent::Lost`] events).
+    pub fn lost(&self) -> u64 {
+        self.lost.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn round_done(&self, settled: bool) {
+        self.rounds.fetch_add(1, Ordering::Relaxed);
+        self.store_ok.store(true, Ordering::Relaxed);
+        if settled {
+            self.settled.store(true, Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn store_reached(&self) {
+        self.store_ok.store(true, Ordering::Relaxed);
+    }
+
+    pub(crate) fn store_failed(&self) {
+        self.store_ok.store(false, Ordering::Relaxed);
+    }
+
+    pub(crate) fn renewed(&self, took: Duration) {
+        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        self.renewals.fetch_add(1, Ordering::Relaxed);
+        self.renew_micros.fetch_add(micros, Ordering::Relaxed);
+        self.last_renew_micros.store(micros, Ordering::Relaxed);
+    }
+
+    pub(crate) fn renew_failed(&self) {
+        self.renew_failures.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 /// The writing side, shared by the manager (publishes) and its handle (stops): both go through the channel's lock,
 /// so once the handle has stopped the node, nothing the manager does afterwards can make a shard served again, and
 /// every event is delivered in the order of the snapshots.
 pub(crate) struct Publisher {
     tx: watch::Sender<Ownership>,
     events: Option<mpsc::UnboundedSender<LeaseEvent>>,
+    stats: Arc<LeaseStats>,
 }
 
 impl Publisher {
-    pub(crate) fn new(events: Option<mpsc::UnboundedSender<LeaseEvent>>) -> (Publisher, LeaseView) {
+    pub(crate) fn new(
+        events: Option<mpsc::UnboundedSender<LeaseEvent>>,
+        stats: Arc<LeaseStats>,
+    ) -> (Publisher, LeaseView) {
         let (tx, rx) = watch::channel(Ownership::empty());
-        (Publisher { tx, events }, LeaseView { rx })
+        (Publisher { tx, events, stats }, LeaseView { rx })
     }
 
+    /// Every event goes out through here, so the counters agree with what the events' consumer sees.
     fn emit(&self, events: impl IntoIterator<Item = LeaseEvent>) {
-        if let Some(sink) = &self.events {
-            for e in events {
+        for e in events {
+            let counter = match e {
+                LeaseEvent::Acquired { .. } => &self.stats.acquired,
+                LeaseEvent::Lost { .. } => &self.stats.lost,
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+            if let Some(sink) = &self.events {
                 // A consumer that went away loses nothing it asked for.
                 let _ = sink.send(e);
             }
@@ -236,7 +351,7 @@ mod tests {
 
     #[test]
     fn a_lease_stops_being_served_at_its_deadline_without_a_new_snapshot() {
-        let (publisher, view) = Publisher::new(None);
+        let (publisher, view) = Publisher::new(None, Arc::default());
         let now = Instant::now();
         let soon = now + Duration::from_millis(30);
         let later = now + Duration::from_secs(60);
@@ -261,7 +376,8 @@ mod tests {
     #[test]
     fn once_stopped_nothing_is_served_and_later_publishes_are_refused() {
         let (tx, mut events) = mpsc::unbounded_channel();
-        let (publisher, view) = Publisher::new(Some(tx));
+        let stats = Arc::new(LeaseStats::default());
+        let (publisher, view) = Publisher::new(Some(tx), stats.clone());
         let until = Instant::now() + Duration::from_secs(60);
         let held = BTreeMap::from([(ShardId(7), Held { epoch: Epoch(1), valid_until: until, draining: None })]);
         publisher.publish(&held, Vec::new());
@@ -274,5 +390,6 @@ mod tests {
         assert!(!publisher.publish(&held, Vec::new()), "a manager still running cannot serve again");
         assert_eq!(view.is_serving(ShardId(7)), None);
         assert_eq!(view.snapshot().stopped(), Some(LostReason::Stopped));
+        assert_eq!((stats.acquired(), stats.lost()), (0, 1), "the counters follow the events");
     }
 }

@@ -120,9 +120,13 @@ impl<E: Into<ApiError> + std::fmt::Display> From<CallError<E>> for ApiError {
                     ApiError::unavailable("shutting_down", "the service is shutting down")
                 }
                 ActivationFailure::TooManyLive(_) => ApiError::unavailable("overloaded", "too many live actors; retry"),
-                ActivationFailure::NotOwner(shard) => {
-                    ApiError::unavailable("not_owner", format!("shard {shard} is served by another node; retry"))
-                }
+                ActivationFailure::NotOwner(shard) => ApiError::unavailable(
+                    "not_owner",
+                    format!(
+                        "shard {shard} is not served by this node (another node serves it, or it is moving between \
+                         nodes); retry the request after Retry-After"
+                    ),
+                ),
                 other => {
                     tracing::error!(kind = a.kind, key = %a.key, error = %other, "activation failed");
                     ApiError::internal()

@@ -138,6 +138,8 @@ pub struct Api {
     pub(crate) limits: limits::RateLimiter,
     /// Logins of the server admins, lowercased (`serve --server-admin`): only they may use `/v1/admin`.
     pub server_admins: Vec<String>,
+    /// Cluster mode (`serve --cluster`): the node's shard ownership, for `/readyz` and `/metrics`.
+    pub cluster: Option<crate::cluster::ClusterStatus>,
 }
 
 impl Api {
@@ -155,6 +157,7 @@ impl Api {
             closing: tokio::sync::watch::channel(false).0,
             limits: limits::RateLimiter::new(RateLimits::default()),
             server_admins: Vec::new(),
+            cluster: None,
         }
     }
 

@@ -229,8 +229,9 @@ refusals! {
     Internal = 500, false, "A storage failure or a bug: `internal` (details only in the server log).";
     BadGateway = 502, false, "GitHub, the git host or the sandbox could not be reached or failed: `oauth_failed`, \
         `github_unavailable`, `sandbox_unreachable`, `git_failed`.";
-    Unavailable = 503, true, "Shutting down or no capacity in time: `shutting_down`, `timeout`, `unavailable`; retry \
-        after `Retry-After` seconds.";
+    Unavailable = 503, true, "Shutting down or no capacity in time: `shutting_down`, `timeout`, `unavailable`; in \
+        cluster mode, the resource's shard is not served by this node (`not_owner`: served by another node, or \
+        moving); retry after `Retry-After` seconds.";
 }
 
 fn error_response(description: &str, retry_after: bool) -> Response {

@@ -1,5 +1,7 @@
-//! Operational routes: liveness (`/healthz`), readiness (`/readyz`, 503 while shutting down) and Prometheus metrics
-//! (`/metrics`: per actor kind, plus HTTP and WebSocket counters; loopback clients only, or holders of the metrics token).
+//! Operational routes: liveness (`/healthz`), readiness (`/readyz`: 503 while shutting down, and in cluster mode
+//! until the node holds its shards or when it lost them with Postgres) and Prometheus metrics (`/metrics`: per actor
+//! kind, plus HTTP and WebSocket counters, and the shard leases in cluster mode; loopback clients only, or holders of
+//! the metrics token).
 
 use std::fmt::Write;
 use std::net::IpAddr;
@@ -9,26 +11,40 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Serialize;
 
 use super::{ApiError, HttpStats};
+use crate::cluster::{ClusterStatus, Readiness};
 use crate::runtime::Runtime;
 
 #[derive(Serialize)]
 struct Health {
     status: &'static str,
     live_actors: usize,
+    /// Cluster mode: the shards this node serves now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    shards_owned: Option<usize>,
 }
 
 async fn healthz(req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let api = super::api(&req)?;
-    Ok(HttpResponse::Ok().json(Health { status: "ok", live_actors: api.domain.runtime.live_actors() }))
+    let live_actors = api.domain.runtime.live_actors();
+    Ok(HttpResponse::Ok().json(Health { status: "ok", live_actors, shards_owned: None }))
 }
 
-/// Ready while the runtime accepts calls; 503 once it is shutting down (load balancers stop sending traffic).
+/// Ready while the runtime accepts calls; 503 once it is shutting down (load balancers stop sending traffic). In
+/// cluster mode also 503 while the node is still acquiring its shards, has lost them with Postgres, or has left.
 async fn readyz(req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    let rt = &super::api(&req)?.domain.runtime;
-    Ok(if rt.is_shutting_down() {
-        HttpResponse::ServiceUnavailable().json(Health { status: "shutting_down", live_actors: rt.live_actors() })
+    let api = super::api(&req)?;
+    let rt = &api.domain.runtime;
+    let shards_owned = api.cluster.as_ref().map(ClusterStatus::shards_served);
+    let status = if rt.is_shutting_down() {
+        "shutting_down"
     } else {
-        HttpResponse::Ok().json(Health { status: "ready", live_actors: rt.live_actors() })
+        api.cluster.as_ref().map_or(Readiness::Ready, ClusterStatus::readiness).as_str()
+    };
+    let health = Health { status, live_actors: rt.live_actors(), shards_owned };
+    Ok(if status == Readiness::Ready.as_str() {
+        HttpResponse::Ok().json(health)
+    } else {
+        HttpResponse::ServiceUnavailable().json(health)
     })
 }
 
@@ -114,6 +130,62 @@ pub fn render_http_metrics(stats: &HttpStats, out: &mut String) {
     }
 }
 
+/// Cluster mode's gauges and counters (shard leases), appended to [`render_metrics`].
+pub fn render_cluster_metrics(cluster: &ClusterStatus, out: &mut String) {
+    let stats = cluster.stats();
+    let (renewals, renew_time) = stats.renewals();
+    let rows: [(&str, &str, &str, u64); 4] = [
+        ("foundry_cluster_shards_owned", "gauge", "Shards this node serves now.", cluster.shards_served() as u64),
+        ("foundry_cluster_shards_acquired_total", "counter", "Shard leases acquired.", stats.acquired()),
+        (
+            "foundry_cluster_shards_lost_total",
+            "counter",
+            "Shard leases given up: handed off, expired, refused or \
+          stopped.",
+            stats.lost(),
+        ),
+        (
+            "foundry_cluster_lease_renew_failures_total",
+            "counter",
+            "Lease renewals that failed (an error, or no answer \
+          within the call timeout).",
+            stats.renew_failures(),
+        ),
+    ];
+    for (name, kind, help, value) in rows {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+    }
+    let log = cluster.log_stats();
+    let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+    let log_rows: [(&str, &str, u64); 5] = [
+        ("foundry_cluster_log_appends_total", "Commit log entries appended (fenced, durable).", load(&log.appends)),
+        ("foundry_cluster_log_bytes_total", "Bytes of commit log entries appended.", load(&log.bytes)),
+        ("foundry_cluster_log_fenced_total", "Appends refused by the lease fence (not the owner).", load(&log.fenced)),
+        ("foundry_cluster_log_failures_total", "Appends that failed otherwise (PostgreSQL unreachable, an error).", {
+            load(&log.failed)
+        }),
+        ("foundry_cluster_log_transactions_total", "PostgreSQL transactions carrying appends.", load(&log.batches)),
+    ];
+    for (name, help, value) in log_rows {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
+    }
+    let name = "foundry_cluster_log_append_seconds";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Round trips of the commit log's PostgreSQL transactions (each carries a batch of appends).\n\
+         # TYPE {name} summary\n{name}_sum {}\n{name}_count {}",
+        load(&log.batch_micros) as f64 / 1e6,
+        load(&log.batches)
+    );
+    let name = "foundry_cluster_lease_renew_seconds";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Round trips of successful lease renewals (one statement renews all of the node's leases).\n\
+         # TYPE {name} summary\n{name}_sum {}\n{name}_count {renewals}",
+        renew_time.as_secs_f64()
+    );
+}
+
 /// Who may read `/metrics`: with a token configured, a caller presenting it (`Authorization: Bearer`); without one,
 /// loopback clients only (the counters describe the whole service, so they are not for anyone who reaches the port).
 fn metrics_allowed(peer: Option<IpAddr>, token: Option<&str>, authorization: Option<&str>) -> Result<(), ApiError> {
@@ -142,6 +214,9 @@ async fn metrics(req: HttpRequest) -> Result<HttpResponse, ApiError> {
     metrics_allowed(req.peer_addr().map(|a| a.ip()), api.metrics_token.as_deref(), authorization)?;
     let mut text = render_metrics(&api.domain.runtime);
     render_http_metrics(&api.stats, &mut text);
+    if let Some(cluster) = &api.cluster {
+        render_cluster_metrics(cluster, &mut text);
+    }
     Ok(HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(text))
 }
 

@@ -156,7 +156,9 @@ pub(crate) async fn scan(weak: Weak<Shared>) {
             let handles = shared.handles();
             for entry in entries {
                 let Some(handle) = handles.iter().find(|h| h.kind() == entry.kind).cloned() else { continue };
-                if handle.is_live_encoded(&entry.key) {
+                // Cluster mode: a shard served elsewhere is not woken here (the wake would be refused, again and
+                // again, holding a permit each time); gaining the shard makes the scanner look again.
+                if handle.is_live_encoded(&entry.key) || !shared.serves_encoded(handle.as_ref(), &entry.key) {
                     continue;
                 }
                 let id = (entry.kind.clone(), entry.key.clone());

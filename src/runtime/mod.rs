@@ -11,7 +11,8 @@
 //! - [`idempotency`]: idempotency keys recorded in the transaction of the creation they stand for.
 //! - [`schedule`]: durable schedules (alarms) an actor sets for itself; `due`: the runtime-wide index that wakes
 //!   passivated actors when one is due.
-//! - [`placement`]: the fixed 1,024 shards actors are placed in, and the `Router` cluster mode decides them with.
+//! - [`placement`]: the fixed 1,024 shards actors are placed in, and the `Router` cluster mode decides them with;
+//!   `shards`: stopping a shard's live actors and resuming its outboxes (`Runtime::stop_shards`, `recover_shards`).
 //! - [`durable`], [`wal`]: cluster mode's commit log seam: every commit shipped as page images before anyone hears
 //!   of it, and actors rebuilt from the log on another node.
 //! - [`system`]: the [`Runtime`] tying it together.
@@ -35,6 +36,7 @@ pub mod placement;
 mod publish;
 pub mod registry;
 pub mod schedule;
+mod shards;
 pub mod system;
 pub mod topic;
 pub mod wal;

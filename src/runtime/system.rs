@@ -221,6 +221,12 @@ impl Shared {
         self.parked_changed.notify_one();
     }
 
+    /// Forgets the parked actors `which` picks (cluster mode: their shard is no longer served here, and a revival
+    /// refused again and again would hold up the ones behind it). Their recovery marks stay.
+    pub(crate) fn unpark_where(&self, which: impl Fn(&str, &str) -> bool) {
+        lock(&self.parked).retain(|(kind, key)| !which(kind, key));
+    }
+
     /// Takes one of `max_live` slots. While none is free, the least recently used idle actor of any kind is asked
     /// to passivate (recency compared across kinds); one that refuses (an outbox to deliver, a turn running) is
     /// passed over and the next is asked at once, so a few busy actors never stall every activation.
@@ -333,6 +339,10 @@ impl Runtime {
 
     pub fn config(&self) -> &RuntimeConfig {
         &self.shared.config
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
     }
 
     /// The read-only view of this runtime for operators (see [`super::inspect`]).
@@ -669,7 +679,7 @@ impl RecoveryIndex {
             .map_err(|e| e.to_string())
     }
 
-    fn list(&self) -> Result<Vec<(String, String)>, String> {
+    pub(crate) fn list(&self) -> Result<Vec<(String, String)>, String> {
         let mut conn = self.conn()?;
         let rows: Vec<Marker> = diesel::sql_query("SELECT kind, key FROM outbox_pending ORDER BY kind, key")
             .load(&mut conn)

@@ -8,8 +8,10 @@ use super::super::entity::{Entity, KindConfig};
 use super::super::error::{ActivationError, CallError};
 use super::super::inspect::{InspectError, LiveActor};
 use super::super::key::EntityKey;
+use super::super::placement::ShardId;
+use super::super::shards::ShardMask;
 use super::super::topic::lock;
-use super::{Backpressure, KindStats, Open, Registry};
+use super::{Backpressure, KindStats, Open, Registry, ShardSweep};
 
 /// How long an inspection of one actor waits for room in a full mailbox (then `CallError::Timeout`).
 const INSPECT_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
@@ -36,6 +38,10 @@ pub(crate) trait KindHandle: Send + Sync {
     fn live_actors(&self) -> Vec<LiveActor>;
     /// The actor of this encoded key if it is live.
     fn live_actor(&self, encoded_key: &str) -> Option<LiveActor>;
+    /// Cluster mode: asks the live actors of `mask`'s shards to stop (see `Registry::stop_in`).
+    fn stop_in(&self, mask: &ShardMask) -> ShardSweep;
+    /// The shard of an encoded key (`None`: it does not decode).
+    fn shard_of_encoded(&self, encoded_key: &str) -> Option<ShardId>;
     /// Whether the encoded key names an actor (live, or a database on disk), activating nothing.
     fn exists_encoded(&self, encoded_key: &str) -> Result<bool, CallError<InspectError>>;
     /// Asks the actor of this encoded key for `probe`. `live_only`: only a live actor is asked (`None` otherwise,
@@ -132,6 +138,12 @@ impl<E: Entity> KindHandle for Registry<E> {
         let slot = lock(self.shard(&key)).get(&key).cloned()?;
         (slot.cell.initialized() && !slot.is_retired())
             .then(|| LiveActor { key: encoded_key.to_owned(), in_flight: slot.in_flight() })
+    }
+    fn stop_in(&self, mask: &ShardMask) -> ShardSweep {
+        Registry::stop_in(self, mask)
+    }
+    fn shard_of_encoded(&self, encoded_key: &str) -> Option<ShardId> {
+        E::Key::decode(encoded_key).ok().map(|k| self.shard_of(&k))
     }
     fn exists_encoded(&self, encoded_key: &str) -> Result<bool, CallError<InspectError>> {
         let key =

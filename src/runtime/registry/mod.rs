@@ -26,7 +26,9 @@ use super::topic::lock;
 
 mod connect;
 mod handle;
+mod shards;
 pub(crate) use handle::KindHandle;
+pub(crate) use shards::ShardSweep;
 
 const SHARDS: usize = 64;
 const RETIRED: u64 = 1 << 63;
@@ -63,6 +65,9 @@ pub(crate) struct Slot<E: Entity> {
     /// file again under a new actor.
     destroying: AtomicBool,
     released: Notify,
+    /// An activation of this slot began and did not fail or get abandoned by its caller (kept once it succeeded):
+    /// with `cell`, it tells a shard's stop whether an actor is, or is about to be, live here (`shards.rs`).
+    activating: AtomicBool,
 }
 
 /// An eviction candidate: when it was last used, its slot and its address.
@@ -108,6 +113,7 @@ impl<E: Entity> Slot<E> {
             evict_refused_ms: AtomicU64::new(0),
             destroying: AtomicBool::new(false),
             released: Notify::new(),
+            activating: AtomicBool::new(false),
         }
     }
 
@@ -383,13 +389,7 @@ impl<E: Entity> Registry<E> {
             }
         }
         // Not live here: in cluster mode, only a shard this node serves may be opened (or even looked for on disk).
-        if let Some(router) = &self.inner.shared.config.router {
-            let shard = self.shard_of(key);
-            if router.route(shard) != super::placement::Route::Local {
-                self.inner.stats.activation_failures.fetch_add(1, Ordering::Relaxed);
-                return Err(self.activation_error(key, ActivationFailure::NotOwner(shard)));
-            }
-        }
+        self.refuse_unserved(key)?;
         loop {
             let slot = match open {
                 Open::OrCreate => self.slot(key),
@@ -444,9 +444,16 @@ impl<E: Entity> Registry<E> {
         if !current {
             return Err(InitError::Stale);
         }
-        let res = self.activate(key.clone(), slot.clone(), open).await;
-        if res.is_err() {
+        // Cluster mode: marked, then the router asked again now that the slot is in the map (see `refuse_unserved`).
+        let activating = shards::Activating::start(&slot.activating);
+        if let Err(e) = self.refuse_unserved(key) {
             self.remove_slot(key, slot);
+            return Err(InitError::Failed(e));
+        }
+        let res = self.activate(key.clone(), slot.clone(), open).await;
+        match &res {
+            Ok(_) => activating.succeeded(),
+            Err(_) => self.remove_slot(key, slot),
         }
         res
     }
