@@ -173,7 +173,7 @@ struct Serve {
     trace_size: usize,
     /// Cluster mode (preview): this node serves only the shards whose leases it holds in PostgreSQL
     /// (--postgres-url), among the nodes sharing that database; needs --node-id. Calls for other shards answer 503
-    /// `not_owner` (no forwarding between nodes yet).
+    /// `not_owner` unless --nats-url names the NATS the nodes forward them through.
     #[arg(long, env = "FOUNDRY_CLUSTER")]
     cluster: bool,
     /// With --cluster: this node's stable name (1 to 64 of A-Z a-z 0-9 . _ -); shards are assigned by it, so a
@@ -183,14 +183,18 @@ struct Serve {
     /// With --cluster: the PostgreSQL holding the shard leases (`postgresql://user:password@host:port/db`).
     #[arg(long, env = "FOUNDRY_POSTGRES_URL", hide_env_values = true)]
     postgres_url: Option<String>,
-    /// With --cluster: where other nodes reach this one, recorded with the node in PostgreSQL (no transport uses it
-    /// yet).
+    /// With --cluster: where other nodes reach this one, recorded with the node in PostgreSQL (for operators; the
+    /// transport goes through NATS).
     #[arg(long, env = "FOUNDRY_CLUSTER_ADDR")]
     cluster_addr: Option<String>,
     /// With --cluster: lease length in seconds (renewed every 3/10 of it; a node stops serving a shard 1/5 of it
     /// before its lease would expire). Default: 10.
     #[arg(long, env = "FOUNDRY_LEASE_TTL_SECS", value_parser = clap::value_parser!(u64).range(2..=600))]
     lease_ttl_secs: Option<u64>,
+    /// With --cluster: the NATS server(s) nodes send each other requests through (`nats://host:4222`, commas for
+    /// several). Without it, a call for an actor another node serves answers 503 `not_owner`.
+    #[arg(long, env = "FOUNDRY_NATS_URL")]
+    nats_url: Option<String>,
 }
 
 fn main() -> std::io::Result<()> {
@@ -274,6 +278,7 @@ fn cluster_config(args: &Serve) -> std::io::Result<Option<foundry::cluster::Clus
             ("--postgres-url", args.postgres_url.is_some()),
             ("--cluster-addr", args.cluster_addr.is_some()),
             ("--lease-ttl-secs", args.lease_ttl_secs.is_some()),
+            ("--nats-url", args.nats_url.is_some()),
         ];
         let given: Vec<&str> = given.iter().filter(|(_, g)| *g).map(|(flag, _)| *flag).collect();
         if !given.is_empty() {
@@ -426,12 +431,13 @@ async fn serve(args: Serve) -> std::io::Result<()> {
     // registers this node at once; shards are acquired from its first round on.
     let mut cluster = match cluster_config {
         Some(c) => {
-            let node = ClusterNode::start(c)
+            let node = ClusterNode::start(c, args.nats_url.as_deref())
                 .await
                 .map_err(|e| std::io::Error::other(format!("cluster mode (--cluster): {e}")))?;
             tracing::info!(node = node.status().node_id(), "cluster mode: taking part through PostgreSQL");
             config.router = Some(node.router());
             config.commit_log = Some(node.commit_log());
+            config.transport = node.transport();
             Some(node)
         }
         None => None,

@@ -264,7 +264,7 @@ fn config(node: &str, url: String) -> ClusterConfig {
 
 /// A runtime taking part in the cluster as `node`, the way `foundry serve --cluster` runs one.
 async fn cluster_runtime(dir: &std::path::Path, node: &str, url: String) -> (ClusterNode, Runtime, Registry<Tally>) {
-    let mut node = ClusterNode::start(config(node, url)).await.expect("the node joins");
+    let mut node = ClusterNode::start(config(node, url), None).await.expect("the node joins");
     let rt = routed_runtime(dir, node.router(), 64);
     let reg = rt.registry::<Tally>();
     node.attach(&rt);

@@ -9,8 +9,10 @@
 //! - [`node`]: a runtime taking part in a cluster (`foundry serve --cluster`): the runtime as the lease manager's
 //!   [`Drain`], its live actors stopped whenever this node stops serving their shard, readiness.
 //!
-//! What is not built yet (later slices): the fenced commit log and the transport between nodes. Single-node mode
-//! never touches this module.
+//! - [`log`]: the commit log on PostgreSQL (`PgLog`, a `runtime::durable::CommitLog` fenced by the leases).
+//! - [`transport`]: requests between nodes on NATS core (`NatsTransport`, a `runtime::Transport`).
+//!
+//! Single-node mode never touches this module.
 
 pub mod leases;
 pub mod log;
@@ -18,6 +20,7 @@ pub mod node;
 mod ownership;
 pub mod rendezvous;
 pub mod store;
+pub mod transport;
 
 use std::fmt;
 use std::str::FromStr;
@@ -28,6 +31,7 @@ pub use log::{LogStats, PgLog};
 pub use node::{ClusterNode, ClusterStatus, Readiness};
 pub use ownership::{Held, LeaseEvent, LeaseStats, LeaseView, LostReason, Ownership};
 pub use store::{Store, StoreError};
+pub use transport::{NatsTransport, TransportStats};
 
 /// A shard's lease generation: bumped by every acquisition, never reused. Later slices fence durable writes with it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
@@ -168,6 +172,9 @@ pub enum ClusterError {
     /// The lease manager is gone (killed, or its thread ended) before answering.
     #[error("the lease manager has stopped")]
     Stopped,
+    /// NATS could not be reached (the transport between nodes).
+    #[error("cannot connect to NATS: {0}")]
+    Transport(String),
 }
 
 #[cfg(test)]

@@ -52,9 +52,15 @@ pub struct ClusterStatus {
     view: LeaseView,
     stats: Arc<LeaseStats>,
     log: Arc<super::LogStats>,
+    transport: Option<Arc<super::TransportStats>>,
 }
 
 impl ClusterStatus {
+    /// The transport's counters (requests sent, "no responders" answers, requests served), with `--nats-url`.
+    pub fn transport_stats(&self) -> Option<&super::TransportStats> {
+        self.transport.as_deref()
+    }
+
     /// The commit log's counters (appends, Postgres transactions, bytes, fence refusals, failures, round trips).
     pub fn log_stats(&self) -> &super::LogStats {
         &self.log
@@ -115,6 +121,8 @@ impl Drain for RuntimeDrain {
 pub struct ClusterNode {
     leases: Leases,
     log: super::PgLog,
+    transport: Option<super::NatsTransport>,
+    serving: Option<tokio::task::JoinHandle<()>>,
     status: ClusterStatus,
     runtime: Arc<OnceLock<Runtime>>,
     follower: Option<tokio::task::JoinHandle<()>>,
@@ -123,18 +131,29 @@ pub struct ClusterNode {
 impl ClusterNode {
     /// Starts the lease manager (see [`super::start`]): the node registers and starts acquiring at once. Start the
     /// runtime with [`ClusterNode::router`], then [`ClusterNode::attach`] it.
-    pub async fn start(config: ClusterConfig) -> Result<ClusterNode, ClusterError> {
+    pub async fn start(config: ClusterConfig, nats_url: Option<&str>) -> Result<ClusterNode, ClusterError> {
         let runtime = Arc::new(OnceLock::new());
         let hooks = LeaseHooks { drain: Arc::new(RuntimeDrain(runtime.clone())), events: None };
         let leases = super::start(config.clone(), hooks).await?;
         let log = super::PgLog::start(&config, leases.view(), leases.owner()).await?;
+        let transport = match nats_url {
+            Some(url) => Some(super::NatsTransport::connect(url, &config.node_id).await?),
+            None => None,
+        };
         let status = ClusterStatus {
             node_id: leases.node_id().to_owned(),
             view: leases.view(),
             stats: leases.stats(),
             log: log.stats_handle(),
+            transport: transport.as_ref().map(|t| t.stats()),
         };
-        Ok(ClusterNode { leases, log, status, runtime, follower: None })
+        Ok(ClusterNode { leases, log, transport, serving: None, status, runtime, follower: None })
+    }
+
+    /// The runtime's transport (`RuntimeConfig::transport`), with a NATS URL: routed calls and outbox deliveries
+    /// reach actors of shards other nodes serve.
+    pub fn transport(&self) -> Option<Arc<dyn crate::runtime::Transport>> {
+        self.transport.clone().map(|t| Arc::new(t) as Arc<dyn crate::runtime::Transport>)
     }
 
     /// The runtime's commit log (`RuntimeConfig::commit_log`): every commit is durable in PostgreSQL, fenced by
@@ -159,6 +178,9 @@ impl ClusterNode {
             return;
         }
         self.follower = Some(actix_rt::spawn(follow_ownership(self.leases.view(), runtime.clone())));
+        if let Some(transport) = &self.transport {
+            self.serving = Some(transport.serve(runtime.clone(), self.leases.view()));
+        }
     }
 
     pub fn status(&self) -> ClusterStatus {
@@ -174,6 +196,9 @@ impl ClusterNode {
         // Every shard was drained (or the runtime's own shutdown comes next): nothing left to follow.
         if let Some(follower) = self.follower.take() {
             follower.abort();
+        }
+        if let Some(serving) = self.serving.take() {
+            serving.abort();
         }
         report
     }

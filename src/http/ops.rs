@@ -169,6 +169,20 @@ pub fn render_cluster_metrics(cluster: &ClusterStatus, out: &mut String) {
     for (name, help, value) in log_rows {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
     }
+    if let Some(t) = cluster.transport_stats() {
+        let rows: [(&str, &str, u64); 3] = [
+            ("foundry_cluster_remote_calls_total", "Requests sent to the node serving a shard (NATS).", load(&t.sent)),
+            (
+                "foundry_cluster_remote_no_responders_total",
+                "Of those, answered \"nobody serves this shard\" (retried until a node does).",
+                load(&t.no_responders),
+            ),
+            ("foundry_cluster_remote_served_total", "Requests from other nodes served here.", load(&t.served)),
+        ];
+        for (name, help, value) in rows {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
+        }
+    }
     let name = "foundry_cluster_log_append_seconds";
     let _ = writeln!(
         out,

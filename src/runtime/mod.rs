@@ -13,6 +13,7 @@
 //!   passivated actors when one is due.
 //! - [`placement`]: the fixed 1,024 shards actors are placed in, and the `Router` cluster mode decides them with;
 //!   `shards`: stopping a shard's live actors and resuming its outboxes (`Runtime::stop_shards`, `recover_shards`).
+//! - [`remote`]: calls and outbox deliveries to actors of shards another node serves (cluster mode's transport seam).
 //! - [`durable`], [`wal`]: cluster mode's commit log seam: every commit shipped as page images before anyone hears
 //!   of it, and actors rebuilt from the log on another node.
 //! - [`system`]: the [`Runtime`] tying it together.
@@ -35,6 +36,7 @@ pub mod patch;
 pub mod placement;
 mod publish;
 pub mod registry;
+pub mod remote;
 pub mod schedule;
 mod shards;
 pub mod system;
@@ -56,6 +58,7 @@ pub use outbox::Accepts;
 pub use patch::{PatchError, PatchOp};
 pub use placement::{shard_of, Route, Router, ShardId, SHARD_COUNT};
 pub use registry::{Backpressure, EntityRef, KindStats, Registry};
+pub use remote::{Remote, Transport, TransportError};
 pub use schedule::{CancelSchedule, ListSchedules, ScheduleId, ScheduleInfo, Scheduled};
 pub use system::{RecoveryReport, Runtime, RuntimeConfig};
 pub use topic::{NeedFull, Subscription, TopicEvent, TopicFrame, TopicPatch};

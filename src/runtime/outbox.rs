@@ -16,12 +16,14 @@ use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Text};
 use diesel::sqlite::SqliteConnection;
 use futures_util::future::BoxFuture;
+use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::actor::Deliver;
-use super::entity::{Delivery, Entity};
+use super::entity::{Delivery, Entity, Mutation, Read};
 use super::error::CallError;
 use super::key::EntityKey;
+use super::remote::{deliver_remote, Remote, Reply, Request, WireError};
 use super::schedule::{fire_fn, FireFn, Scheduled};
 use super::system::Shared;
 
@@ -47,12 +49,19 @@ pub enum DeliveryOutcome {
     Panicked(String),
 }
 
+/// Delivers one outbox row to its receiver: on this node, or (cluster mode, `forward`) through the transport to the
+/// node serving the receiver's shard. The serving side of a forwarded delivery calls it with `forward = false`.
 pub(crate) type DeliverFn =
-    Arc<dyn Fn(Arc<Shared>, String, Source, i64, String) -> BoxFuture<'static, DeliveryOutcome> + Send + Sync>;
+    Arc<dyn Fn(Arc<Shared>, String, Source, i64, String, bool) -> BoxFuture<'static, DeliveryOutcome> + Send + Sync>;
+
+/// A registered remote message, run on this node for a caller on another (see `remote.rs`).
+pub(crate) type RemoteFn = Arc<dyn Fn(Arc<Shared>, String, String) -> BoxFuture<'static, Reply> + Send + Sync>;
 
 /// Registration handle passed to `Entity::accepts`.
 pub struct Accepts<E: Entity> {
     pub(crate) table: HashMap<String, DeliverFn>,
+    /// The kind's [`Remote`] mutations and reads by wire name (cluster mode: callable from other nodes).
+    pub(crate) remote: HashMap<String, RemoteFn>,
     /// The kind's [`Scheduled`] messages by wire name.
     pub(crate) scheduled: HashMap<&'static str, FireFn<E>>,
     _kind: PhantomData<E>,
@@ -60,7 +69,7 @@ pub struct Accepts<E: Entity> {
 
 impl<E: Entity> Accepts<E> {
     pub(crate) fn new() -> Self {
-        Accepts { table: HashMap::new(), scheduled: HashMap::new(), _kind: PhantomData }
+        Accepts { table: HashMap::new(), remote: HashMap::new(), scheduled: HashMap::new(), _kind: PhantomData }
     }
 
     /// This kind accepts `M` from other actors' outboxes.
@@ -70,6 +79,50 @@ impl<E: Entity> Accepts<E> {
         M::Error: std::fmt::Display,
     {
         self.table.insert(delivery_key(E::KIND, M::NAME), deliver_fn::<M>());
+        self
+    }
+
+    /// Other nodes may send this kind the mutation `M` (cluster mode; see [`Registry::mutate_routed`]).
+    ///
+    /// [`Registry::mutate_routed`]: super::Registry::mutate_routed
+    pub fn remote_mutation<M>(&mut self) -> &mut Self
+    where
+        M: Mutation<Entity = E> + Remote,
+        M::Output: Serialize + DeserializeOwned,
+        M::Error: Serialize + DeserializeOwned,
+    {
+        let f: RemoteFn = Arc::new(|shared: Arc<Shared>, key: String, payload: String| {
+            Box::pin(async move {
+                let (key, msg) = match decode_call::<E, M>(&key, &payload) {
+                    Ok(v) => v,
+                    Err(reply) => return reply,
+                };
+                returned(shared.registry::<E>().mutate(&key, msg).await)
+            }) as BoxFuture<'static, Reply>
+        });
+        self.remote.insert(delivery_key(E::KIND, M::NAME), f);
+        self
+    }
+
+    /// Other nodes may send this kind the read `M` (cluster mode; see [`Registry::read_routed`]).
+    ///
+    /// [`Registry::read_routed`]: super::Registry::read_routed
+    pub fn remote_read<M>(&mut self) -> &mut Self
+    where
+        M: Read<Entity = E> + Remote,
+        M::Output: Serialize + DeserializeOwned,
+        M::Error: Serialize + DeserializeOwned,
+    {
+        let f: RemoteFn = Arc::new(|shared: Arc<Shared>, key: String, payload: String| {
+            Box::pin(async move {
+                let (key, msg) = match decode_call::<E, M>(&key, &payload) {
+                    Ok(v) => v,
+                    Err(reply) => return reply,
+                };
+                returned(shared.registry::<E>().read(&key, msg).await)
+            }) as BoxFuture<'static, Reply>
+        });
+        self.remote.insert(delivery_key(E::KIND, M::NAME), f);
         self
     }
 
@@ -88,17 +141,41 @@ pub(crate) fn delivery_key(kind: &str, message: &str) -> String {
     format!("{kind}\u{0}{message}")
 }
 
+fn decode_call<E: Entity, M: DeserializeOwned>(key: &str, payload: &str) -> Result<(E::Key, M), Reply> {
+    let key = E::Key::decode(key).map_err(|e| Reply::Failed { error: WireError::bad_request(e.to_string()) })?;
+    let msg = serde_json::from_str(payload)
+        .map_err(|e| Reply::Failed { error: WireError::bad_request(format!("payload does not decode: {e}")) })?;
+    Ok((key, msg))
+}
+
+fn returned<T: Serialize, Err: Serialize>(res: Result<T, CallError<Err>>) -> Reply {
+    match res {
+        Ok(v) => match serde_json::to_string(&v) {
+            Ok(output) => Reply::Returned { output },
+            Err(e) => Reply::Failed { error: WireError::bad_request(format!("the output does not encode: {e}")) },
+        },
+        Err(e) => Reply::Failed { error: WireError::from_call(e) },
+    }
+}
+
 fn deliver_fn<M>() -> DeliverFn
 where
     M: Delivery,
     M::Error: std::fmt::Display,
 {
-    Arc::new(|shared: Arc<Shared>, key: String, source: Source, seq: i64, payload: String| {
+    Arc::new(|shared: Arc<Shared>, encoded: String, source: Source, seq: i64, payload: String, forward: bool| {
         Box::pin(async move {
-            let key = match <M::Entity as Entity>::Key::decode(&key) {
+            let key = match <M::Entity as Entity>::Key::decode(&encoded) {
                 Ok(k) => k,
                 Err(e) => return DeliveryOutcome::Rejected(e.to_string()),
             };
+            if forward {
+                if let Some((transport, shard)) = shared.remote_route::<M::Entity>(&key) {
+                    let kind = <M::Entity as Entity>::KIND;
+                    let request = Request::deliver(kind, &encoded, M::NAME, &source, seq, &payload);
+                    return deliver_remote(transport.as_ref(), shard, request).await;
+                }
+            }
             let msg: M = match serde_json::from_str(&payload) {
                 Ok(m) => m,
                 Err(e) => return DeliveryOutcome::Rejected(format!("payload does not decode: {e}")),

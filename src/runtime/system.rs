@@ -50,6 +50,9 @@ pub struct RuntimeConfig {
     /// Cluster mode: where every commit is made durable before its reply, topics, events or outbox deliveries go
     /// out (see `durable.rs`). `None` (single-node mode): the local SQLite commit is the durable one.
     pub commit_log: Option<Arc<dyn super::durable::CommitLog>>,
+    /// Cluster mode: how calls and outbox deliveries reach actors of shards another node serves (see `remote.rs`).
+    /// `None`: such calls answer `not_owner`.
+    pub transport: Option<Arc<dyn super::remote::Transport>>,
     /// Messages each live actor's trace keeps for the inspector (name, sort, outcome, duration, when); 0 turns
     /// tracing off. A ring of 32-byte entries in the actor, allocated on first use.
     pub trace_size: usize,
@@ -73,6 +76,7 @@ impl RuntimeConfig {
             guard_reads: cfg!(debug_assertions),
             router: None,
             commit_log: None,
+            transport: None,
             trace_size: DEFAULT_TRACE_SIZE,
         }
     }
@@ -119,6 +123,8 @@ pub struct Shared {
     kinds: RwLock<HashMap<TypeId, Arc<dyn Any + Send + Sync>>>,
     handles: RwLock<Vec<Arc<dyn KindHandle>>>,
     deliveries: RwLock<HashMap<String, DeliverFn>>,
+    /// Registered remote mutations and reads (`Accepts::remote_*`), by kind and wire name.
+    remote_calls: RwLock<HashMap<String, super::outbox::RemoteFn>>,
     /// Services actors reach through `EntityCtx::service` (agent backends, git hosts, ...), by type.
     services: RwLock<HashMap<TypeId, Arc<dyn Any + Send + Sync>>>,
     pub(crate) index: RecoveryIndex,
@@ -193,6 +199,7 @@ impl Shared {
         }
         handles.push(Arc::new(registry.clone()));
         self.deliveries.write().unwrap_or_else(|p| p.into_inner()).extend(accepts.table);
+        self.remote_calls.write().unwrap_or_else(|p| p.into_inner()).extend(accepts.remote);
         kinds.insert(id, Arc::new(registry.clone()));
         registry
     }
@@ -204,6 +211,21 @@ impl Shared {
 
     pub(crate) fn ensure_kind<E: Entity>(&self) {
         let _ = self.registry::<E>();
+    }
+
+    /// Cluster mode: the transport and the shard, when `key`'s shard is served by another node (or none).
+    pub(crate) fn remote_route<E: Entity>(
+        &self,
+        key: &E::Key,
+    ) -> Option<(Arc<dyn super::remote::Transport>, super::placement::ShardId)> {
+        let (transport, router) = (self.config.transport.as_ref()?, self.config.router.as_ref()?);
+        let shard = super::placement::shard_of(&E::placement_key(key));
+        (router.route(shard) != super::placement::Route::Local).then(|| (transport.clone(), shard))
+    }
+
+    pub(crate) fn remote_fn(&self, kind: &str, message: &str) -> Option<super::outbox::RemoteFn> {
+        let key = super::outbox::delivery_key(kind, message);
+        self.remote_calls.read().unwrap_or_else(|p| p.into_inner()).get(&key).cloned()
     }
 
     pub(crate) fn delivery_fn(&self, kind: &str, message: &str) -> Option<DeliverFn> {
@@ -303,6 +325,7 @@ impl Runtime {
             kinds: RwLock::new(HashMap::new()),
             handles: RwLock::new(Vec::new()),
             deliveries: RwLock::new(HashMap::new()),
+            remote_calls: RwLock::new(HashMap::new()),
             services: RwLock::new(HashMap::new()),
             index,
             live,

@@ -89,7 +89,7 @@ impl<E: Entity> EntityActor<E> {
             key: self.core.encoded.clone(),
             incarnation: self.core.incarnation.clone(),
         };
-        let fut = deliver(shared, row.target_key.clone(), source, row.seq, row.payload.clone());
+        let fut = deliver(shared, row.target_key.clone(), source, row.seq, row.payload.clone(), true);
         ctx.spawn(
             actix::fut::wrap_future(fut).map(move |outcome, act: &mut Self, ctx| act.on_delivered(row, outcome, ctx)),
         );

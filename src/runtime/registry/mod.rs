@@ -26,6 +26,7 @@ use super::topic::lock;
 
 mod connect;
 mod handle;
+mod routed;
 mod shards;
 pub(crate) use handle::KindHandle;
 pub(crate) use shards::ShardSweep;

@@ -1,0 +1,307 @@
+//! Calls to actors another node serves (cluster mode): the [`Transport`] seam, the messages that may cross it
+//! ([`Remote`]: a stable name and serde, as outbox deliveries already have), the wire format, and the serving side
+//! ([`super::Runtime::serve_remote`]). The runtime knows no transport: `cluster::transport` implements it on NATS.
+//!
+//! A request is addressed to a shard, not a node: whichever node serves the shard answers. The serving node runs
+//! it on its local path only (never forwarding again), so a request that reaches a node that just lost the shard
+//! answers `not_owner` and the caller tries again until its deadline — that is how a call waits out a failover.
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use futures_util::future::BoxFuture;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use super::error::{ActivationError, ActivationFailure, CallError};
+use super::outbox::{DeliveryOutcome, Source};
+use super::placement::ShardId;
+
+/// How long a routed call keeps trying (no node serves the shard yet, or the one asked just lost it).
+pub const ROUTED_DEADLINE: Duration = Duration::from_secs(15);
+
+/// Carries requests to the node serving a shard and brings the answer back.
+pub trait Transport: Send + Sync + fmt::Debug + 'static {
+    /// Sends `body` to whichever node serves `shard`, waiting at most `timeout` for one to answer.
+    fn request(
+        &self,
+        shard: ShardId,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> BoxFuture<'static, Result<Vec<u8>, TransportError>>;
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum TransportError {
+    /// Nobody serves the shard right now (between an owner's loss and the next one's acquisition): try again.
+    #[error("no node serves shard {0} right now")]
+    NoResponders(ShardId),
+    /// Sent, but no answer came in time: the request may or may not have run.
+    #[error("no answer from the node serving shard {0} in time")]
+    Timeout(ShardId),
+    #[error("transport failed: {0}")]
+    Failed(String),
+}
+
+/// A message other nodes may send to this kind: a stable wire name (renaming it breaks mixed-version clusters) and
+/// serde for the message, its output and its error.
+pub trait Remote: Serialize + DeserializeOwned + Send + 'static {
+    const NAME: &'static str;
+}
+
+/// One request on the wire (JSON).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "t", rename_all = "camelCase")]
+pub(crate) enum Request {
+    /// An outbox delivery, deduplicated by the receiver like a local one.
+    Deliver {
+        kind: String,
+        key: String,
+        message: String,
+        source_kind: String,
+        source_key: String,
+        incarnation: String,
+        seq: i64,
+        payload: String,
+    },
+    /// A registered [`Remote`] mutation or read.
+    Call { kind: String, key: String, message: String, payload: String },
+}
+
+/// One answer on the wire (JSON).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "t", rename_all = "camelCase")]
+pub(crate) enum Reply {
+    Delivered { outcome: WireOutcome, detail: String },
+    Returned { output: String },
+    Failed { error: WireError },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) enum WireOutcome {
+    Applied,
+    Duplicate,
+    Rejected,
+    Retry,
+    Panicked,
+}
+
+/// A `CallError` from another node. The handler's own error travels as its JSON; the rest as a code and a message.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct WireError {
+    code: WireCode,
+    message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    handler: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    shard: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    capacity: Option<usize>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum WireCode {
+    Handler,
+    NotOwner,
+    NotFound,
+    Overloaded,
+    ShuttingDown,
+    /// Anything else (storage, panic, activation, timeout on that node): retried by nobody, reported as storage.
+    Failed,
+    /// The request itself was not understood (unknown kind or message, bad payload).
+    BadRequest,
+}
+
+impl WireError {
+    pub(crate) fn bad_request(message: String) -> WireError {
+        WireError { code: WireCode::BadRequest, message, handler: None, shard: None, capacity: None }
+    }
+
+    pub(crate) fn from_call<E: Serialize>(e: CallError<E>) -> WireError {
+        let mut w =
+            WireError { code: WireCode::Failed, message: String::new(), handler: None, shard: None, capacity: None };
+        match e {
+            CallError::Handler(h) => {
+                w.code = WireCode::Handler;
+                w.handler = Some(serde_json::to_string(&h).unwrap_or_default());
+            }
+            CallError::Activation(ActivationError { reason: ActivationFailure::NotOwner(shard), .. }) => {
+                w.code = WireCode::NotOwner;
+                w.shard = Some(shard.0);
+            }
+            CallError::NotFound { .. } => w.code = WireCode::NotFound,
+            CallError::Overloaded { capacity, .. } => {
+                w.code = WireCode::Overloaded;
+                w.capacity = Some(capacity);
+            }
+            CallError::ShuttingDown => w.code = WireCode::ShuttingDown,
+            // The handler variant was taken above; the rest display without it.
+            other => w.message = other.map_handler(|_| std::fmt::Error).to_string(),
+        }
+        w
+    }
+
+    /// Back into the caller's terms. `None`: the owner was not the owner after all (try again).
+    pub(crate) fn into_call<E: DeserializeOwned>(self, kind: &'static str, key: &str) -> Option<CallError<E>> {
+        let key = key.to_owned();
+        Some(match self.code {
+            // Not (or no longer) serving it, or leaving: the shard is about to be served elsewhere.
+            WireCode::NotOwner | WireCode::ShuttingDown => return None,
+            WireCode::Handler => match self.handler.as_deref().map(serde_json::from_str::<E>) {
+                Some(Ok(h)) => CallError::Handler(h),
+                _ => CallError::Storage { kind, key, message: "the owning node's error did not decode".into() },
+            },
+            WireCode::NotFound => CallError::NotFound { kind, key },
+            WireCode::Overloaded => CallError::Overloaded { kind, key, capacity: self.capacity.unwrap_or(0) },
+            WireCode::Failed | WireCode::BadRequest => {
+                CallError::Storage { kind, key, message: format!("on the node serving it: {}", self.message) }
+            }
+        })
+    }
+}
+
+impl Reply {
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        // Plain data with string fields: serialising cannot fail.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    pub(crate) fn delivered(outcome: DeliveryOutcome) -> Reply {
+        let (outcome, detail) = match outcome {
+            DeliveryOutcome::Applied => (WireOutcome::Applied, String::new()),
+            DeliveryOutcome::Duplicate => (WireOutcome::Duplicate, String::new()),
+            DeliveryOutcome::Rejected(d) => (WireOutcome::Rejected, d),
+            DeliveryOutcome::Retry(d) => (WireOutcome::Retry, d),
+            DeliveryOutcome::Panicked(d) => (WireOutcome::Panicked, d),
+        };
+        Reply::Delivered { outcome, detail }
+    }
+}
+
+impl Request {
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    pub(crate) fn deliver(kind: &str, key: &str, message: &str, source: &Source, seq: i64, payload: &str) -> Request {
+        Request::Deliver {
+            kind: kind.to_owned(),
+            key: key.to_owned(),
+            message: message.to_owned(),
+            source_kind: source.kind.clone(),
+            source_key: source.key.clone(),
+            incarnation: source.incarnation.clone(),
+            seq,
+            payload: payload.to_owned(),
+        }
+    }
+}
+
+/// Sends an outbox delivery to the node serving `shard` and waits for the outcome (any failure: retry later).
+pub(crate) async fn deliver_remote(transport: &dyn Transport, shard: ShardId, request: Request) -> DeliveryOutcome {
+    let body = request.encode();
+    match transport.request(shard, body, ROUTED_DEADLINE).await {
+        Err(e) => DeliveryOutcome::Retry(e.to_string()),
+        Ok(bytes) => match serde_json::from_slice::<Reply>(&bytes) {
+            Ok(Reply::Delivered { outcome, detail }) => match outcome {
+                WireOutcome::Applied => DeliveryOutcome::Applied,
+                WireOutcome::Duplicate => DeliveryOutcome::Duplicate,
+                WireOutcome::Rejected => DeliveryOutcome::Rejected(detail),
+                WireOutcome::Retry => DeliveryOutcome::Retry(detail),
+                WireOutcome::Panicked => DeliveryOutcome::Panicked(detail),
+            },
+            Ok(Reply::Failed { error }) => DeliveryOutcome::Retry(format!("{:?}: {}", error.code, error.message)),
+            Ok(other) => DeliveryOutcome::Retry(format!("unexpected answer {other:?}")),
+            Err(e) => DeliveryOutcome::Retry(format!("answer does not decode: {e}")),
+        },
+    }
+}
+
+/// A routed call's remote leg: sends `payload` as message `name` of `kind`/`key` until a node serving the shard
+/// answers (or the deadline passes). `Ok(Ok(json))` is the output's JSON; `Ok(Err)` the call's error.
+pub(crate) async fn call_remote<E: DeserializeOwned>(
+    transport: &dyn Transport,
+    shard: ShardId,
+    kind: &'static str,
+    key: &str,
+    name: &str,
+    payload: String,
+    deadline: Instant,
+) -> Result<String, CallError<E>> {
+    let body = Request::Call { kind: kind.to_owned(), key: key.to_owned(), message: name.to_owned(), payload }.encode();
+    let mut pause = Duration::from_millis(50);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let not_owner = || {
+            CallError::Activation(ActivationError {
+                kind,
+                key: key.to_owned(),
+                reason: ActivationFailure::NotOwner(shard),
+            })
+        };
+        if left.is_zero() {
+            return Err(not_owner());
+        }
+        match transport.request(shard, body.clone(), left).await {
+            Ok(bytes) => match serde_json::from_slice::<Reply>(&bytes) {
+                Ok(Reply::Returned { output }) => return Ok(output),
+                Ok(Reply::Failed { error }) => {
+                    if let Some(e) = error.into_call::<E>(kind, key) {
+                        return Err(e);
+                    }
+                }
+                Ok(other) => {
+                    let message = format!("unexpected answer from the owning node: {other:?}");
+                    return Err(CallError::Storage { kind, key: key.to_owned(), message });
+                }
+                Err(e) => {
+                    let message = format!("the owning node's answer does not decode: {e}");
+                    return Err(CallError::Storage { kind, key: key.to_owned(), message });
+                }
+            },
+            Err(TransportError::NoResponders(_)) => {}
+            Err(TransportError::Timeout(_)) => return Err(CallError::Timeout(ROUTED_DEADLINE)),
+            Err(TransportError::Failed(message)) => {
+                return Err(CallError::Storage { kind, key: key.to_owned(), message });
+            }
+        }
+        // Nobody serves the shard (or the node asked no longer does): wait for the next owner.
+        tokio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now()))).await;
+        pause = (pause * 2).min(Duration::from_secs(1));
+    }
+}
+
+impl super::Runtime {
+    /// Runs one request from another node on this node's local path (never forwarding it again) and encodes the
+    /// answer. Call it inside the actix system (activation spawns there).
+    pub fn serve_remote(&self, body: &[u8]) -> BoxFuture<'static, Vec<u8>> {
+        let shared = self.shared().clone();
+        let request = serde_json::from_slice::<Request>(body);
+        Box::pin(async move {
+            let reply = match request {
+                Err(e) => Reply::Failed { error: WireError::bad_request(format!("request does not decode: {e}")) },
+                Ok(Request::Deliver { kind, key, message, source_kind, source_key, incarnation, seq, payload }) => {
+                    match shared.delivery_fn(&kind, &message) {
+                        None => {
+                            Reply::Failed { error: WireError::bad_request(format!("{kind} does not accept {message}")) }
+                        }
+                        Some(deliver) => {
+                            let source = Source { kind: source_kind, key: source_key, incarnation };
+                            Reply::delivered(deliver(shared.clone(), key, source, seq, payload, false).await)
+                        }
+                    }
+                }
+                Ok(Request::Call { kind, key, message, payload }) => match shared.remote_fn(&kind, &message) {
+                    None => Reply::Failed {
+                        error: WireError::bad_request(format!("{kind} takes no remote message {message}")),
+                    },
+                    Some(call) => call(shared.clone(), key, payload).await,
+                },
+            };
+            reply.encode()
+        })
+    }
+}
