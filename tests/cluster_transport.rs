@@ -1,6 +1,6 @@
 //! Cluster mode, slice 4 (issue 15): the transport between nodes on a real NATS server, with the fenced commit log
-//! in a real PostgreSQL. Two nodes in this process split the shards by rendezvous; a routed call runs on the node
-//! serving its actor, an outbox delivery crosses to the node serving its receiver, and when a node dies a routed call
+//! in a real PostgreSQL. Two nodes in this process split the shards by rendezvous; a call (of a message registered
+//! as remote) runs on the node serving its actor, an outbox delivery crosses to the node serving its receiver, and when a node dies a routed call
 //! waits ("no responders", then retries) until the survivor serves the shard, rebuilt from the log.
 
 mod cluster_support;
@@ -14,8 +14,8 @@ use diesel::prelude::*;
 use diesel::sqlite::SqliteConnection;
 use foundry::cluster::{self, rendezvous, ClusterConfig, LeaseHooks, Leases, NatsTransport, PgLog};
 use foundry::runtime::{
-    embed_migrations, shard_of, Accepts, CallError, Delivery, EmbeddedMigrations, Entity, KindConfig, Mutation, Read,
-    Registry, Remote, Runtime, RuntimeConfig, Tx,
+    embed_migrations, shard_of, Accepts, ActivationFailure, CallError, Delivery, EmbeddedMigrations, Entity,
+    KindConfig, Mutation, Read, Registry, Remote, Runtime, RuntimeConfig, Tx,
 };
 use serde::{Deserialize, Serialize};
 
@@ -110,6 +110,19 @@ impl Remote for CreditAndForward {
     const NAME: &'static str = "CreditAndForward";
 }
 
+/// Not registered as remote: calls of it for another node's actor answer `not_owner`.
+struct Reset;
+
+impl Mutation for Reset {
+    type Entity = Account;
+    type Output = ();
+    type Error = AccountError;
+    fn apply(self, _: &Account, tx: &mut Tx<'_>) -> Result<(), AccountError> {
+        diesel::update(counter::table.find(1)).set(counter::value.eq(0)).execute(tx.conn())?;
+        Ok(())
+    }
+}
+
 #[derive(Serialize, Deserialize)]
 struct Balance;
 
@@ -150,6 +163,10 @@ struct Node {
 
 impl Node {
     async fn start(pg: &PgServer, nats: &NatsServer, id: &str, dir: &Path) -> Node {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
         let cfg = config(id, pg.url());
         let leases = cluster::start(cfg.clone(), LeaseHooks::default()).await.expect("lease manager starts");
         let log = PgLog::start(&cfg, leases.view(), leases.owner()).await.expect("commit log starts");
@@ -169,8 +186,11 @@ impl Node {
         self.leases.as_ref().is_some_and(|l| l.is_serving(shard_of(key)).is_some())
     }
 
+    /// As a machine dying: its NATS connection goes (the server drops its subscriptions), its leases are neither
+    /// renewed nor released, and nothing of it runs any more.
     async fn crash(mut self) {
         self.serving.abort();
+        self.transport.close().await;
         drop(self.leases.take());
         self.rt.shutdown().await;
     }
@@ -206,22 +226,29 @@ async fn calls_and_deliveries_reach_the_node_serving_the_actor_and_wait_out_its_
     both_settled(&a, &b, &ka, &kb).await;
 
     // A routed call from b for an actor a serves runs on a: a's disk has it, b's has nothing of it.
-    assert_eq!(b.accounts.mutate_routed(&ka, Credit { amount: 5 }).await.unwrap(), 5);
+    assert_eq!(b.accounts.mutate(&ka, Credit { amount: 5 }).await.unwrap(), 5);
     assert_eq!(a.accounts.read(&ka, Balance).await.unwrap(), 5, "applied on the serving node");
     assert!(dir_a.path().join("account").join(format!("{ka}.sqlite3")).exists());
     assert!(!dir_b.path().join("account").join(format!("{ka}.sqlite3")).exists(), "nothing of it opened on b");
-    assert_eq!(b.accounts.read_routed(&ka, Balance).await.unwrap(), 5);
+    assert_eq!(b.accounts.read(&ka, Balance).await.unwrap(), 5);
     // The handler's own error crosses typed.
-    match b.accounts.mutate_routed(&ka, Credit { amount: -1 }).await {
+    match b.accounts.mutate(&ka, Credit { amount: -1 }).await {
         Err(CallError::Handler(AccountError::NotPositive)) => {}
         other => panic!("expected the handler's refusal, got {other:?}"),
     }
-    // A plain (unrouted) call for another node's actor is still refused, not forwarded.
-    assert!(b.accounts.mutate(&ka, Credit { amount: 1 }).await.is_err());
+    // A message its kind did not register as remote cannot travel: refused as before.
+    match b.accounts.mutate(&ka, Reset).await {
+        Err(CallError::Activation(e)) => assert!(matches!(e.reason, ActivationFailure::NotOwner(_)), "{e}"),
+        other => panic!("expected not_owner, got {:?}", other.map_err(|e| e.to_string())),
+    }
+    // `*_existing` keeps its meaning across nodes: nothing created on the serving node.
+    let ghost = key_of(&nodes, "node-a", "ghost-");
+    assert!(matches!(b.accounts.read_existing(&ghost, Balance).await, Err(CallError::NotFound { .. })));
+    assert!(!dir_a.path().join("account").join(format!("{ghost}.sqlite3")).exists());
     assert!(b.transport.stats().sent.load(std::sync::atomic::Ordering::Relaxed) >= 3);
 
     // An outbox delivery from a's actor to one b serves crosses over, deduplicated like a local one.
-    assert_eq!(a.accounts.mutate_routed(&ka, CreditAndForward { amount: 7, target: kb.clone() }).await.unwrap(), 12);
+    assert_eq!(a.accounts.mutate(&ka, CreditAndForward { amount: 7, target: kb.clone() }).await.unwrap(), 12);
     let mut delivered = 0;
     for _ in 0..400 {
         delivered = b.accounts.read(&kb, Balance).await.unwrap();
@@ -236,7 +263,7 @@ async fn calls_and_deliveries_reach_the_node_serving_the_actor_and_wait_out_its_
     // them over and rebuilt the actor from the commit log.
     a.crash().await;
     drop(dir_a);
-    let after = b.accounts.mutate_routed(&ka, Credit { amount: 1 }).await.expect("served after the failover");
+    let after = b.accounts.mutate(&ka, Credit { amount: 1 }).await.expect("served after the failover");
     assert_eq!(after, 13, "every acknowledged credit survived: 5 + 7 + 1");
     assert!(b.serves(&ka), "b took a's shard over");
     assert!(b.transport.stats().no_responders.load(std::sync::atomic::Ordering::Relaxed) > 0, "it waited it out");

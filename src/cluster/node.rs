@@ -200,6 +200,9 @@ impl ClusterNode {
         if let Some(serving) = self.serving.take() {
             serving.abort();
         }
+        if let Some(transport) = &self.transport {
+            transport.close().await;
+        }
         report
     }
 }

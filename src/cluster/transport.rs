@@ -67,6 +67,15 @@ impl NatsTransport {
         Ok(NatsTransport { client, stats: Arc::new(TransportStats::default()) })
     }
 
+    /// Leaves NATS: every subscription is removed on the server (requests go to the shards' next owners), then the
+    /// connection closes. For a graceful stop after the node stopped serving; a crash gets the same from the server
+    /// when the connection drops.
+    pub async fn close(&self) {
+        if let Err(e) = self.client.drain().await {
+            tracing::debug!(error = %e, "closing the NATS connection");
+        }
+    }
+
     pub fn stats(&self) -> Arc<TransportStats> {
         self.stats.clone()
     }

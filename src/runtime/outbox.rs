@@ -23,7 +23,7 @@ use super::actor::Deliver;
 use super::entity::{Delivery, Entity, Mutation, Read};
 use super::error::CallError;
 use super::key::EntityKey;
-use super::remote::{deliver_remote, Remote, Reply, Request, WireError};
+use super::remote::{codec, deliver_remote, Remote, Reply, Request, WireError};
 use super::schedule::{fire_fn, FireFn, Scheduled};
 use super::system::Shared;
 
@@ -55,13 +55,15 @@ pub(crate) type DeliverFn =
     Arc<dyn Fn(Arc<Shared>, String, Source, i64, String, bool) -> BoxFuture<'static, DeliveryOutcome> + Send + Sync>;
 
 /// A registered remote message, run on this node for a caller on another (see `remote.rs`).
-pub(crate) type RemoteFn = Arc<dyn Fn(Arc<Shared>, String, String) -> BoxFuture<'static, Reply> + Send + Sync>;
+pub(crate) type RemoteFn = Arc<dyn Fn(Arc<Shared>, String, String, bool) -> BoxFuture<'static, Reply> + Send + Sync>;
 
 /// Registration handle passed to `Entity::accepts`.
 pub struct Accepts<E: Entity> {
     pub(crate) table: HashMap<String, DeliverFn>,
     /// The kind's [`Remote`] mutations and reads by wire name (cluster mode: callable from other nodes).
     pub(crate) remote: HashMap<String, RemoteFn>,
+    /// Their codecs by message type, for the calling side (see `remote::Codec`).
+    pub(crate) codecs: Vec<(std::any::TypeId, Arc<dyn std::any::Any + Send + Sync>)>,
     /// The kind's [`Scheduled`] messages by wire name.
     pub(crate) scheduled: HashMap<&'static str, FireFn<E>>,
     _kind: PhantomData<E>,
@@ -69,7 +71,13 @@ pub struct Accepts<E: Entity> {
 
 impl<E: Entity> Accepts<E> {
     pub(crate) fn new() -> Self {
-        Accepts { table: HashMap::new(), remote: HashMap::new(), scheduled: HashMap::new(), _kind: PhantomData }
+        Accepts {
+            table: HashMap::new(),
+            remote: HashMap::new(),
+            codecs: Vec::new(),
+            scheduled: HashMap::new(),
+            _kind: PhantomData,
+        }
     }
 
     /// This kind accepts `M` from other actors' outboxes.
@@ -82,47 +90,51 @@ impl<E: Entity> Accepts<E> {
         self
     }
 
-    /// Other nodes may send this kind the mutation `M` (cluster mode; see [`Registry::mutate_routed`]).
-    ///
-    /// [`Registry::mutate_routed`]: super::Registry::mutate_routed
+    /// Cluster mode: `M` may be called on this kind from other nodes, and calls of it (`Registry::mutate`,
+    /// `mutate_existing`) for an actor another node serves go there through the transport instead of answering
+    /// `not_owner`.
     pub fn remote_mutation<M>(&mut self) -> &mut Self
     where
         M: Mutation<Entity = E> + Remote,
         M::Output: Serialize + DeserializeOwned,
         M::Error: Serialize + DeserializeOwned,
     {
-        let f: RemoteFn = Arc::new(|shared: Arc<Shared>, key: String, payload: String| {
+        let f: RemoteFn = Arc::new(|shared: Arc<Shared>, key: String, payload: String, existing: bool| {
             Box::pin(async move {
                 let (key, msg) = match decode_call::<E, M>(&key, &payload) {
                     Ok(v) => v,
                     Err(reply) => return reply,
                 };
-                returned(shared.registry::<E>().mutate(&key, msg).await)
+                let registry = shared.registry::<E>();
+                returned(registry.mutate_here(&key, msg, existing).await)
             }) as BoxFuture<'static, Reply>
         });
         self.remote.insert(delivery_key(E::KIND, M::NAME), f);
+        let codec = Arc::new(codec::<M, M::Output, M::Error>());
+        self.codecs.push((std::any::TypeId::of::<M>(), codec));
         self
     }
 
-    /// Other nodes may send this kind the read `M` (cluster mode; see [`Registry::read_routed`]).
-    ///
-    /// [`Registry::read_routed`]: super::Registry::read_routed
+    /// Cluster mode: as [`Accepts::remote_mutation`], for the read `M` (`Registry::read`, `read_existing`).
     pub fn remote_read<M>(&mut self) -> &mut Self
     where
         M: Read<Entity = E> + Remote,
         M::Output: Serialize + DeserializeOwned,
         M::Error: Serialize + DeserializeOwned,
     {
-        let f: RemoteFn = Arc::new(|shared: Arc<Shared>, key: String, payload: String| {
+        let f: RemoteFn = Arc::new(|shared: Arc<Shared>, key: String, payload: String, existing: bool| {
             Box::pin(async move {
                 let (key, msg) = match decode_call::<E, M>(&key, &payload) {
                     Ok(v) => v,
                     Err(reply) => return reply,
                 };
-                returned(shared.registry::<E>().read(&key, msg).await)
+                let registry = shared.registry::<E>();
+                returned(registry.read_here(&key, msg, existing).await)
             }) as BoxFuture<'static, Reply>
         });
         self.remote.insert(delivery_key(E::KIND, M::NAME), f);
+        let codec = Arc::new(codec::<M, M::Output, M::Error>());
+        self.codecs.push((std::any::TypeId::of::<M>(), codec));
         self
     }
 

@@ -64,8 +64,15 @@ pub(crate) enum Request {
         seq: i64,
         payload: String,
     },
-    /// A registered [`Remote`] mutation or read.
-    Call { kind: String, key: String, message: String, payload: String },
+    /// A registered [`Remote`] mutation or read; `existing`: only if the actor exists (`*_existing` calls).
+    Call {
+        kind: String,
+        key: String,
+        message: String,
+        payload: String,
+        #[serde(default)]
+        existing: bool,
+    },
 }
 
 /// One answer on the wire (JSON).
@@ -220,18 +227,76 @@ pub(crate) async fn deliver_remote(transport: &dyn Transport, shard: ShardId, re
     }
 }
 
-/// A routed call's remote leg: sends `payload` as message `name` of `kind`/`key` until a node serving the shard
-/// answers (or the deadline passes). `Ok(Ok(json))` is the output's JSON; `Ok(Err)` the call's error.
-pub(crate) async fn call_remote<E: DeserializeOwned>(
+/// How a registered remote message crosses, built where its serde bounds are known (`Accepts::remote_*`) and used by
+/// the registry's call paths, which are generic over every message and have no such bounds.
+pub(crate) struct Codec<M, O, Er> {
+    pub name: &'static str,
+    pub encode: fn(&M) -> serde_json::Result<String>,
+    pub decode: fn(&str) -> serde_json::Result<O>,
+    pub decode_err: fn(WireError, &'static str, &str) -> Option<CallError<Er>>,
+}
+
+pub(crate) fn codec<M, O, Er>() -> Codec<M, O, Er>
+where
+    M: Remote,
+    O: DeserializeOwned,
+    Er: DeserializeOwned,
+{
+    Codec {
+        name: M::NAME,
+        encode: |m| serde_json::to_string(m),
+        decode: |s| serde_json::from_str(s),
+        decode_err: |w, kind, key| w.into_call::<Er>(kind, key),
+    }
+}
+
+/// What a call to a remote actor needs besides its message.
+pub(crate) struct CallTarget<'a> {
+    pub shard: ShardId,
+    pub kind: &'static str,
+    pub key: &'a str,
+    pub existing: bool,
+    pub deadline: Instant,
+    /// A read: an attempt that got no answer (it may have reached a node as it died) is simply tried again. A
+    /// mutation's is not: it may have run, so the caller hears `Timeout`.
+    pub read: bool,
+}
+
+/// One attempt waits at most this long for an answer (reads retry after it; see `CallTarget::read`).
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A call's remote leg: sends the message (already JSON) to whichever node serves the shard, until one answers (or
+/// the deadline passes), and decodes its answer.
+pub(crate) async fn call_remote<M, O, Er>(
     transport: &dyn Transport,
+    codec: &Codec<M, O, Er>,
+    target: CallTarget<'_>,
+    payload: String,
+) -> Result<O, CallError<Er>> {
+    let CallTarget { shard, kind, key, existing, deadline, read } = target;
+    let storage = |message: String| CallError::Storage { kind, key: key.to_owned(), message };
+    let output =
+        call_remote_raw(transport, codec.decode_err, shard, kind, key, codec.name, payload, existing, deadline, read)
+            .await?;
+    (codec.decode)(&output).map_err(|e| storage(format!("the owning node's answer does not decode: {e}")))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn call_remote_raw<Er>(
+    transport: &dyn Transport,
+    decode_err: fn(WireError, &'static str, &str) -> Option<CallError<Er>>,
     shard: ShardId,
     kind: &'static str,
     key: &str,
     name: &str,
     payload: String,
+    existing: bool,
     deadline: Instant,
-) -> Result<String, CallError<E>> {
-    let body = Request::Call { kind: kind.to_owned(), key: key.to_owned(), message: name.to_owned(), payload }.encode();
+    read: bool,
+) -> Result<String, CallError<Er>> {
+    let body =
+        Request::Call { kind: kind.to_owned(), key: key.to_owned(), message: name.to_owned(), payload, existing }
+            .encode();
     let mut pause = Duration::from_millis(50);
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -245,11 +310,12 @@ pub(crate) async fn call_remote<E: DeserializeOwned>(
         if left.is_zero() {
             return Err(not_owner());
         }
-        match transport.request(shard, body.clone(), left).await {
+        let attempt = if read { left.min(ATTEMPT_TIMEOUT) } else { left };
+        match transport.request(shard, body.clone(), attempt).await {
             Ok(bytes) => match serde_json::from_slice::<Reply>(&bytes) {
                 Ok(Reply::Returned { output }) => return Ok(output),
                 Ok(Reply::Failed { error }) => {
-                    if let Some(e) = error.into_call::<E>(kind, key) {
+                    if let Some(e) = decode_err(error, kind, key) {
                         return Err(e);
                     }
                 }
@@ -263,6 +329,7 @@ pub(crate) async fn call_remote<E: DeserializeOwned>(
                 }
             },
             Err(TransportError::NoResponders(_)) => {}
+            Err(TransportError::Timeout(_)) if read => {}
             Err(TransportError::Timeout(_)) => return Err(CallError::Timeout(ROUTED_DEADLINE)),
             Err(TransportError::Failed(message)) => {
                 return Err(CallError::Storage { kind, key: key.to_owned(), message });
@@ -294,12 +361,14 @@ impl super::Runtime {
                         }
                     }
                 }
-                Ok(Request::Call { kind, key, message, payload }) => match shared.remote_fn(&kind, &message) {
-                    None => Reply::Failed {
-                        error: WireError::bad_request(format!("{kind} takes no remote message {message}")),
-                    },
-                    Some(call) => call(shared.clone(), key, payload).await,
-                },
+                Ok(Request::Call { kind, key, message, payload, existing }) => {
+                    match shared.remote_fn(&kind, &message) {
+                        None => Reply::Failed {
+                            error: WireError::bad_request(format!("{kind} takes no remote message {message}")),
+                        },
+                        Some(call) => call(shared.clone(), key, payload, existing).await,
+                    }
+                }
             };
             reply.encode()
         })

@@ -125,6 +125,8 @@ pub struct Shared {
     deliveries: RwLock<HashMap<String, DeliverFn>>,
     /// Registered remote mutations and reads (`Accepts::remote_*`), by kind and wire name.
     remote_calls: RwLock<HashMap<String, super::outbox::RemoteFn>>,
+    /// Their codecs by message type (`remote::Codec`), for the registry's call paths.
+    codecs: RwLock<HashMap<TypeId, Arc<dyn Any + Send + Sync>>>,
     /// Services actors reach through `EntityCtx::service` (agent backends, git hosts, ...), by type.
     services: RwLock<HashMap<TypeId, Arc<dyn Any + Send + Sync>>>,
     pub(crate) index: RecoveryIndex,
@@ -200,6 +202,7 @@ impl Shared {
         handles.push(Arc::new(registry.clone()));
         self.deliveries.write().unwrap_or_else(|p| p.into_inner()).extend(accepts.table);
         self.remote_calls.write().unwrap_or_else(|p| p.into_inner()).extend(accepts.remote);
+        self.codecs.write().unwrap_or_else(|p| p.into_inner()).extend(accepts.codecs);
         kinds.insert(id, Arc::new(registry.clone()));
         registry
     }
@@ -221,6 +224,12 @@ impl Shared {
         let (transport, router) = (self.config.transport.as_ref()?, self.config.router.as_ref()?);
         let shard = super::placement::shard_of(&E::placement_key(key));
         (router.route(shard) != super::placement::Route::Local).then(|| (transport.clone(), shard))
+    }
+
+    /// The codec of the remote message `M` (with its output `O` and error `Er`), if its kind registered it.
+    pub(crate) fn codec<M: 'static, O: 'static, Er: 'static>(&self) -> Option<Arc<super::remote::Codec<M, O, Er>>> {
+        let codecs = self.codecs.read().unwrap_or_else(|p| p.into_inner());
+        codecs.get(&TypeId::of::<M>()).cloned()?.downcast::<super::remote::Codec<M, O, Er>>().ok()
     }
 
     pub(crate) fn remote_fn(&self, kind: &str, message: &str) -> Option<super::outbox::RemoteFn> {
@@ -326,6 +335,7 @@ impl Runtime {
             handles: RwLock::new(Vec::new()),
             deliveries: RwLock::new(HashMap::new()),
             remote_calls: RwLock::new(HashMap::new()),
+            codecs: RwLock::new(HashMap::new()),
             services: RwLock::new(HashMap::new()),
             index,
             live,

@@ -729,6 +729,11 @@ impl<E: Entity> Registry<E> {
         msg: M,
         bp: Backpressure,
     ) -> Result<M::Output, CallError<M::Error>> {
+        if self.inner.shared.config.transport.is_some() {
+            if let Some(leg) = self.remote_leg::<M, M::Output, M::Error>(key, &msg, false, true) {
+                return leg.run().await;
+            }
+        }
         self.call(key, Open::OrCreate, bp, |reply| Query { msg, reply }).await
     }
 
@@ -747,6 +752,11 @@ impl<E: Entity> Registry<E> {
         msg: M,
         bp: Backpressure,
     ) -> Result<M::Output, CallError<M::Error>> {
+        if self.inner.shared.config.transport.is_some() {
+            if let Some(leg) = self.remote_leg::<M, M::Output, M::Error>(key, &msg, false, false) {
+                return leg.run().await;
+            }
+        }
         self.call(key, Open::OrCreate, bp, |reply| Mutate { msg, reply }).await
     }
 
@@ -771,6 +781,11 @@ impl<E: Entity> Registry<E> {
         msg: M,
         bp: Backpressure,
     ) -> Result<M::Output, CallError<M::Error>> {
+        if self.inner.shared.config.transport.is_some() {
+            if let Some(leg) = self.remote_leg::<M, M::Output, M::Error>(key, &msg, true, true) {
+                return leg.run().await;
+            }
+        }
         self.call(key, Open::IfExists, bp, |reply| Query { msg, reply }).await
     }
 
@@ -780,6 +795,11 @@ impl<E: Entity> Registry<E> {
         key: &E::Key,
         msg: M,
     ) -> Result<M::Output, CallError<M::Error>> {
+        if self.inner.shared.config.transport.is_some() {
+            if let Some(leg) = self.remote_leg::<M, M::Output, M::Error>(key, &msg, true, false) {
+                return leg.run().await;
+            }
+        }
         self.call(key, Open::IfExists, Backpressure::Wait, |reply| Mutate { msg, reply }).await
     }
 

@@ -1,97 +1,80 @@
-//! Routed calls (cluster mode): a [`Remote`] mutation or read that runs wherever its actor's shard is served — here
-//! through the usual path, on another node through the transport. Without a transport (single-node mode) they are
-//! the plain calls.
+//! Routing (cluster mode): a call for an actor whose shard another node serves goes there through the transport,
+//! when its message is registered as remote (`Accepts::remote_mutation` / `remote_read`); otherwise it answers
+//! `not_owner` as before. Without a transport (single-node mode) nothing here runs: one `Option` check per call.
 
+use std::sync::Arc;
 use std::time::Instant;
 
-use serde::de::DeserializeOwned;
-use serde::Serialize;
-
-use super::super::entity::{Entity, Mutation, Read};
-use super::super::error::{ActivationError, ActivationFailure, CallError};
+use super::super::entity::Entity;
+use super::super::error::CallError;
 use super::super::key::EntityKey;
-use super::super::remote::{call_remote, Remote, ROUTED_DEADLINE};
+use super::super::placement::ShardId;
+use super::super::remote::{call_remote, CallTarget, Codec, Transport, ROUTED_DEADLINE};
 use super::Registry;
 
+/// A call on its way to another node: everything owned (the message already encoded), so the caller's future holds
+/// no reference to the message across the wait.
+pub(super) struct RemoteLeg<M, O, Er> {
+    transport: Arc<dyn Transport>,
+    codec: Arc<Codec<M, O, Er>>,
+    shard: ShardId,
+    kind: &'static str,
+    key: String,
+    existing: bool,
+    read: bool,
+    payload: Result<String, String>,
+}
+
 impl<E: Entity> Registry<E> {
-    /// [`Registry::mutate`] on whichever node serves `key`'s shard (the kind registers `M` with
-    /// `Accepts::remote_mutation`). A call that finds the shard moving keeps trying for a while (`ROUTED_DEADLINE`).
-    pub async fn mutate_routed<M>(&self, key: &E::Key, msg: M) -> Result<M::Output, CallError<M::Error>>
-    where
-        M: Mutation<Entity = E> + Remote,
-        M::Output: Serialize + DeserializeOwned,
-        M::Error: Serialize + DeserializeOwned,
-    {
-        let deadline = Instant::now() + ROUTED_DEADLINE;
-        let payload = self.routed_payload(key, &msg)?;
-        let Some(payload) = payload else { return self.mutate(key, msg).await };
-        match self.inner.shared.remote_route::<E>(key) {
-            None => match self.mutate(key, msg).await {
-                // The shard moved away between the check and the activation: go where it went.
-                Err(e) if is_not_owner(&e) => {
-                    self.remote_leg::<M::Output, M::Error>(key, M::NAME, payload, deadline).await
-                }
-                other => other,
-            },
-            Some(_) => self.remote_leg::<M::Output, M::Error>(key, M::NAME, payload, deadline).await,
-        }
-    }
-
-    /// [`Registry::read`] on whichever node serves `key`'s shard (registered with `Accepts::remote_read`).
-    pub async fn read_routed<M>(&self, key: &E::Key, msg: M) -> Result<M::Output, CallError<M::Error>>
-    where
-        M: Read<Entity = E> + Remote,
-        M::Output: Serialize + DeserializeOwned,
-        M::Error: Serialize + DeserializeOwned,
-    {
-        let deadline = Instant::now() + ROUTED_DEADLINE;
-        let payload = self.routed_payload(key, &msg)?;
-        let Some(payload) = payload else { return self.read(key, msg).await };
-        match self.inner.shared.remote_route::<E>(key) {
-            None => match self.read(key, msg).await {
-                Err(e) if is_not_owner(&e) => {
-                    self.remote_leg::<M::Output, M::Error>(key, M::NAME, payload, deadline).await
-                }
-                other => other,
-            },
-            Some(_) => self.remote_leg::<M::Output, M::Error>(key, M::NAME, payload, deadline).await,
-        }
-    }
-
-    /// The message's JSON when it may have to travel (a transport is configured), `None` otherwise.
-    fn routed_payload<M: Serialize, Err>(&self, key: &E::Key, msg: &M) -> Result<Option<String>, CallError<Err>> {
-        if self.inner.shared.config.transport.is_none() {
-            return Ok(None);
-        }
-        serde_json::to_string(msg).map(Some).map_err(|e| CallError::Storage {
-            kind: E::KIND,
-            key: key.encode(),
-            message: format!("the message does not encode: {e}"),
-        })
-    }
-
-    async fn remote_leg<T: DeserializeOwned, Err: DeserializeOwned>(
+    /// The call's remote leg, if it has one: `None` when the key's shard is served here, or when the message cannot
+    /// travel — the local path then runs (and answers `not_owner` if need be).
+    pub(super) fn remote_leg<M: 'static, O: 'static, Er: 'static>(
         &self,
         key: &E::Key,
-        name: &'static str,
-        payload: String,
-        deadline: Instant,
-    ) -> Result<T, CallError<Err>> {
-        let encoded = key.encode();
-        let Some(transport) = self.inner.shared.config.transport.clone() else {
-            let reason = ActivationFailure::NotOwner(self.shard_of(key));
-            return Err(CallError::Activation(ActivationError { kind: E::KIND, key: encoded, reason }));
-        };
-        let shard = self.shard_of(key);
-        let output = call_remote::<Err>(transport.as_ref(), shard, E::KIND, &encoded, name, payload, deadline).await?;
-        serde_json::from_str(&output).map_err(|e| CallError::Storage {
-            kind: E::KIND,
-            key: encoded,
-            message: format!("the owning node's answer does not decode: {e}"),
-        })
+        msg: &M,
+        existing: bool,
+        read: bool,
+    ) -> Option<RemoteLeg<M, O, Er>> {
+        let shared = &self.inner.shared;
+        let (transport, shard) = shared.remote_route::<E>(key)?;
+        let codec = shared.codec::<M, O, Er>()?;
+        let payload = (codec.encode)(msg).map_err(|e| format!("the message does not encode: {e}"));
+        Some(RemoteLeg { transport, codec, shard, kind: E::KIND, key: key.encode(), existing, read, payload })
     }
 }
 
-fn is_not_owner<Err>(e: &CallError<Err>) -> bool {
-    matches!(e, CallError::Activation(ActivationError { reason: ActivationFailure::NotOwner(_), .. }))
+impl<E: Entity> Registry<E> {
+    /// A mutation on this node's path only, never forwarded (serving another node's request: forwarding again
+    /// could send it in circles while the shard moves).
+    pub(crate) async fn mutate_here<M: super::super::entity::Mutation<Entity = E>>(
+        &self,
+        key: &E::Key,
+        msg: M,
+        existing: bool,
+    ) -> Result<M::Output, CallError<M::Error>> {
+        let open = if existing { super::Open::IfExists } else { super::Open::OrCreate };
+        self.call(key, open, super::Backpressure::Wait, |reply| super::super::actor::Mutate { msg, reply }).await
+    }
+
+    /// A read on this node's path only (see [`Registry::mutate_here`]).
+    pub(crate) async fn read_here<M: super::super::entity::Read<Entity = E>>(
+        &self,
+        key: &E::Key,
+        msg: M,
+        existing: bool,
+    ) -> Result<M::Output, CallError<M::Error>> {
+        let open = if existing { super::Open::IfExists } else { super::Open::OrCreate };
+        self.call(key, open, super::Backpressure::Wait, |reply| super::super::actor::Query { msg, reply }).await
+    }
+}
+
+impl<M, O, Er> RemoteLeg<M, O, Er> {
+    pub(super) async fn run(self) -> Result<O, CallError<Er>> {
+        let payload =
+            self.payload.map_err(|message| CallError::Storage { kind: self.kind, key: self.key.clone(), message })?;
+        let deadline = Instant::now() + ROUTED_DEADLINE;
+        let (shard, kind, key, existing, read) = (self.shard, self.kind, self.key.as_str(), self.existing, self.read);
+        let target = CallTarget { shard, kind, key, existing, deadline, read };
+        call_remote(self.transport.as_ref(), &self.codec, target, payload).await
+    }
 }
