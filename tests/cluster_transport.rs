@@ -14,8 +14,8 @@ use diesel::prelude::*;
 use diesel::sqlite::SqliteConnection;
 use foundry::cluster::{self, rendezvous, ClusterConfig, LeaseHooks, Leases, NatsTransport, PgLog};
 use foundry::runtime::{
-    embed_migrations, shard_of, Accepts, ActivationFailure, CallError, Delivery, EmbeddedMigrations, Entity,
-    KindConfig, Mutation, Read, Registry, Remote, Runtime, RuntimeConfig, Tx,
+    embed_migrations, shard_of, Accepts, ActivationFailure, CallError, Command, Delivery, EmbeddedMigrations, Entity,
+    EntityCtx, KindConfig, Mutation, Read, Registry, Remote, Runtime, RuntimeConfig, Tx,
 };
 use serde::{Deserialize, Serialize};
 
@@ -53,7 +53,11 @@ impl Entity for Account {
     }
 
     fn accepts(a: &mut Accepts<Self>) {
-        a.accept::<Credit>().remote_mutation::<Credit>().remote_mutation::<CreditAndForward>().remote_read::<Balance>();
+        a.accept::<Credit>()
+            .remote_mutation::<Credit>()
+            .remote_mutation::<CreditAndForward>()
+            .remote_read::<Balance>()
+            .remote_command::<Audit>();
     }
 }
 
@@ -108,6 +112,27 @@ impl Mutation for CreditAndForward {
 
 impl Remote for CreditAndForward {
     const NAME: &'static str = "CreditAndForward";
+}
+
+/// A command: reads the balance and writes it down (`EntityCtx::write`), answering both.
+#[derive(Serialize, Deserialize)]
+struct Audit;
+
+impl Command for Audit {
+    type Entity = Account;
+    type Output = (i64, i64);
+    type Error = AccountError;
+    fn run(self, _: &mut Account, ctx: &mut EntityCtx<'_, Account>) -> Result<(i64, i64), AccountError> {
+        ctx.write(|tx| {
+            let b = balance(tx.conn())?;
+            diesel::update(counter::table.find(1)).set(counter::value.eq(b * 2)).execute(tx.conn())?;
+            Ok((b, b * 2))
+        })
+    }
+}
+
+impl Remote for Audit {
+    const NAME: &'static str = "Audit";
 }
 
 /// Not registered as remote: calls of it for another node's actor answer `not_owner`.
@@ -231,6 +256,10 @@ async fn calls_and_deliveries_reach_the_node_serving_the_actor_and_wait_out_its_
     assert!(dir_a.path().join("account").join(format!("{ka}.sqlite3")).exists());
     assert!(!dir_b.path().join("account").join(format!("{ka}.sqlite3")).exists(), "nothing of it opened on b");
     assert_eq!(b.accounts.read(&ka, Balance).await.unwrap(), 5);
+    // A command crosses too (its writes durable before its answer), and back.
+    assert_eq!(b.accounts.exec(&ka, Audit).await.unwrap(), (5, 10));
+    assert_eq!(b.accounts.mutate(&ka, Credit { amount: 5 }).await.unwrap(), 15);
+    assert_eq!(a.accounts.read(&ka, Balance).await.unwrap(), 15);
     // The handler's own error crosses typed.
     match b.accounts.mutate(&ka, Credit { amount: -1 }).await {
         Err(CallError::Handler(AccountError::NotPositive)) => {}
@@ -248,7 +277,7 @@ async fn calls_and_deliveries_reach_the_node_serving_the_actor_and_wait_out_its_
     assert!(b.transport.stats().sent.load(std::sync::atomic::Ordering::Relaxed) >= 3);
 
     // An outbox delivery from a's actor to one b serves crosses over, deduplicated like a local one.
-    assert_eq!(a.accounts.mutate(&ka, CreditAndForward { amount: 7, target: kb.clone() }).await.unwrap(), 12);
+    assert_eq!(a.accounts.mutate(&ka, CreditAndForward { amount: 7, target: kb.clone() }).await.unwrap(), 22);
     let mut delivered = 0;
     for _ in 0..400 {
         delivered = b.accounts.read(&kb, Balance).await.unwrap();
@@ -264,7 +293,7 @@ async fn calls_and_deliveries_reach_the_node_serving_the_actor_and_wait_out_its_
     a.crash().await;
     drop(dir_a);
     let after = b.accounts.mutate(&ka, Credit { amount: 1 }).await.expect("served after the failover");
-    assert_eq!(after, 13, "every acknowledged credit survived: 5 + 7 + 1");
+    assert_eq!(after, 23, "every acknowledged change survived: (5 doubled) + 5 + 7 + 1");
     assert!(b.serves(&ka), "b took a's shard over");
     assert!(b.transport.stats().no_responders.load(std::sync::atomic::Ordering::Relaxed) > 0, "it waited it out");
     b.crash().await;

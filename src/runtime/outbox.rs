@@ -20,7 +20,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::actor::Deliver;
-use super::entity::{Delivery, Entity, Mutation, Read};
+use super::entity::{Command, Delivery, Entity, Mutation, Read};
 use super::error::CallError;
 use super::key::EntityKey;
 use super::remote::{codec, deliver_remote, Remote, Reply, Request, WireError};
@@ -112,6 +112,29 @@ impl<E: Entity> Accepts<E> {
         self.remote.insert(delivery_key(E::KIND, M::NAME), f);
         let codec = Arc::new(codec::<M, M::Output, M::Error>());
         self.codecs.push((std::any::TypeId::of::<M>(), codec));
+        self
+    }
+
+    /// Cluster mode: as [`Accepts::remote_mutation`], for the command `C` (`Registry::exec`, `exec_existing`). Its
+    /// reply travels once the command returns (after its writes are durable, as for a local caller).
+    pub fn remote_command<C>(&mut self) -> &mut Self
+    where
+        C: Command<Entity = E> + Remote,
+        C::Output: Serialize + DeserializeOwned,
+        C::Error: Serialize + DeserializeOwned,
+    {
+        let f: RemoteFn = Arc::new(|shared: Arc<Shared>, key: String, payload: String, existing: bool| {
+            Box::pin(async move {
+                let (key, cmd) = match decode_call::<E, C>(&key, &payload) {
+                    Ok(v) => v,
+                    Err(reply) => return reply,
+                };
+                returned(shared.registry::<E>().exec_here(&key, cmd, existing).await)
+            }) as BoxFuture<'static, Reply>
+        });
+        self.remote.insert(delivery_key(E::KIND, C::NAME), f);
+        let codec = Arc::new(codec::<C, C::Output, C::Error>());
+        self.codecs.push((std::any::TypeId::of::<C>(), codec));
         self
     }
 

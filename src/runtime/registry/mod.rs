@@ -762,6 +762,11 @@ impl<E: Entity> Registry<E> {
 
     /// Runs a command in `key`'s actor context.
     pub async fn exec<C: Command<Entity = E>>(&self, key: &E::Key, cmd: C) -> Result<C::Output, CallError<C::Error>> {
+        if self.inner.shared.config.transport.is_some() {
+            if let Some(leg) = self.remote_leg::<C, C::Output, C::Error>(key, &cmd, false, false) {
+                return leg.run().await;
+            }
+        }
         self.call(key, Open::OrCreate, Backpressure::Wait, |reply| Exec { cmd, reply }).await
     }
 
@@ -809,6 +814,11 @@ impl<E: Entity> Registry<E> {
         key: &E::Key,
         cmd: C,
     ) -> Result<C::Output, CallError<C::Error>> {
+        if self.inner.shared.config.transport.is_some() {
+            if let Some(leg) = self.remote_leg::<C, C::Output, C::Error>(key, &cmd, true, false) {
+                return leg.run().await;
+            }
+        }
         self.call(key, Open::IfExists, Backpressure::Wait, |reply| Exec { cmd, reply }).await
     }
 

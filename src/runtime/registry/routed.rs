@@ -1,5 +1,5 @@
 //! Routing (cluster mode): a call for an actor whose shard another node serves goes there through the transport,
-//! when its message is registered as remote (`Accepts::remote_mutation` / `remote_read`); otherwise it answers
+//! when its message is registered as remote (`Accepts::remote_mutation` / `remote_read` / `remote_command`); otherwise it answers
 //! `not_owner` as before. Without a transport (single-node mode) nothing here runs: one `Option` check per call.
 
 use std::sync::Arc;
@@ -54,6 +54,17 @@ impl<E: Entity> Registry<E> {
     ) -> Result<M::Output, CallError<M::Error>> {
         let open = if existing { super::Open::IfExists } else { super::Open::OrCreate };
         self.call(key, open, super::Backpressure::Wait, |reply| super::super::actor::Mutate { msg, reply }).await
+    }
+
+    /// A command on this node's path only (see [`Registry::mutate_here`]).
+    pub(crate) async fn exec_here<C: super::super::entity::Command<Entity = E>>(
+        &self,
+        key: &E::Key,
+        cmd: C,
+        existing: bool,
+    ) -> Result<C::Output, CallError<C::Error>> {
+        let open = if existing { super::Open::IfExists } else { super::Open::OrCreate };
+        self.call(key, open, super::Backpressure::Wait, |reply| super::super::actor::Exec { cmd, reply }).await
     }
 
     /// A read on this node's path only (see [`Registry::mutate_here`]).
