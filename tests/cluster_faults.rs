@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use cluster_support::{nats::NatsServer, postgres::PgServer};
 use diesel::prelude::*;
 use diesel::sqlite::SqliteConnection;
-use foundry::cluster::{self, ClusterConfig, LeaseHooks, Leases, NatsTransport, PgLog};
+use foundry::cluster::{self, LeaseHooks, Leases, NatsTransport, PgLog};
 use foundry::runtime::durable::{restore, CommitLog, LogKey};
 use foundry::runtime::{
     embed_migrations, shard_of, Accepts, EmbeddedMigrations, Entity, KindConfig, Mutation, Read, Registry, Remote,
@@ -92,21 +92,8 @@ impl Remote for Entries {
     const NAME: &'static str = "Entries";
 }
 
-const TTL: Duration = Duration::from_secs(3);
 const NODES: [&str; 3] = ["n1", "n2", "n3"];
 const LEDGERS: usize = 12;
-
-fn config(node: &str, url: String) -> ClusterConfig {
-    ClusterConfig {
-        ttl: TTL,
-        renew_every: Duration::from_secs(1),
-        margin: Duration::from_secs(1),
-        tick: Duration::from_millis(200),
-        call_timeout: Duration::from_millis(750),
-        drain_timeout: Duration::from_secs(2),
-        ..ClusterConfig::new(node, url)
-    }
-}
 
 struct Node {
     leases: Option<Leases>,
@@ -118,7 +105,7 @@ struct Node {
 
 impl Node {
     async fn start(pg: &str, nats: &str, id: &str, dir: &Path) -> Node {
-        let cfg = config(id, pg.to_owned());
+        let cfg = cluster_support::short_leases(id, pg.to_owned());
         let leases = cluster::start(cfg.clone(), LeaseHooks::default()).await.expect("lease manager starts");
         let log = PgLog::start(&cfg, leases.view(), leases.owner()).await.expect("commit log starts");
         let transport = NatsTransport::connect(nats, id).await.expect("NATS reachable");
@@ -252,7 +239,7 @@ async fn no_acknowledged_append_is_lost_or_applied_twice_while_nodes_die() {
         let _ = conn.await;
     });
     let view = nodes.lock().unwrap()[0].as_ref().unwrap().leases.as_ref().unwrap().view();
-    let probe_cfg = config("probe", pg_url.clone());
+    let probe_cfg = cluster_support::short_leases("probe", pg_url.clone());
     let log = PgLog::start(&probe_cfg, view, "probe/0".into()).await.unwrap();
     let restored_dir = tempfile::tempdir().unwrap();
     let mut from_log = BTreeMap::new();

@@ -8,31 +8,16 @@ mod support;
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use cluster_support::postgres::PgServer;
-use foundry::cluster::{self, ClusterConfig, LeaseHooks, Leases, PgLog};
+use foundry::cluster::{self, LeaseHooks, Leases, PgLog};
 use foundry::runtime::{
     shard_of, ActivationFailure, CallError, KindConfig, Registry, Runtime, RuntimeConfig, SHARD_COUNT,
 };
 use support::{Add, AddAndForward, GetEntryCount, GetValue, Tally};
 
-const TTL: Duration = Duration::from_secs(3);
-
 /// One PostgreSQL per test and lease threads that must stay on time: one test at a time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-fn config(node: &str, url: String) -> ClusterConfig {
-    ClusterConfig {
-        ttl: TTL,
-        renew_every: Duration::from_secs(1),
-        margin: Duration::from_secs(1),
-        tick: Duration::from_millis(200),
-        call_timeout: Duration::from_millis(750),
-        drain_timeout: Duration::from_secs(2),
-        ..ClusterConfig::new(node, url)
-    }
-}
 
 struct Node {
     leases: Option<Leases>,
@@ -48,7 +33,7 @@ impl Node {
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
             .with_test_writer()
             .try_init();
-        let cfg = config(id, pg.url());
+        let cfg = cluster_support::short_leases(id, pg.url());
         let leases = cluster::start(cfg.clone(), LeaseHooks::default()).await.expect("lease manager starts");
         let view = leases.view();
         support::eventually_some("the node serves every shard", || {

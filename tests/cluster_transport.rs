@@ -12,7 +12,7 @@ use std::time::Duration;
 use cluster_support::{nats::NatsServer, postgres::PgServer};
 use diesel::prelude::*;
 use diesel::sqlite::SqliteConnection;
-use foundry::cluster::{self, rendezvous, ClusterConfig, LeaseHooks, Leases, NatsTransport, PgLog};
+use foundry::cluster::{self, rendezvous, LeaseHooks, Leases, NatsTransport, PgLog};
 use foundry::runtime::{
     embed_migrations, shard_of, Accepts, ActivationFailure, CallError, Command, Delivery, EmbeddedMigrations, Entity,
     EntityCtx, KindConfig, Mutation, Read, Registry, Remote, Runtime, RuntimeConfig, Tx,
@@ -164,20 +164,6 @@ impl Remote for Balance {
     const NAME: &'static str = "Balance";
 }
 
-const TTL: Duration = Duration::from_secs(3);
-
-fn config(node: &str, url: String) -> ClusterConfig {
-    ClusterConfig {
-        ttl: TTL,
-        renew_every: Duration::from_secs(1),
-        margin: Duration::from_secs(1),
-        tick: Duration::from_millis(200),
-        call_timeout: Duration::from_millis(750),
-        drain_timeout: Duration::from_secs(2),
-        ..ClusterConfig::new(node, url)
-    }
-}
-
 struct Node {
     leases: Option<Leases>,
     rt: Runtime,
@@ -192,7 +178,7 @@ impl Node {
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
             .with_test_writer()
             .try_init();
-        let cfg = config(id, pg.url());
+        let cfg = cluster_support::short_leases(id, pg.url());
         let leases = cluster::start(cfg.clone(), LeaseHooks::default()).await.expect("lease manager starts");
         let log = PgLog::start(&cfg, leases.view(), leases.owner()).await.expect("commit log starts");
         let transport = NatsTransport::connect(&nats.url(), id).await.expect("NATS reachable");

@@ -54,6 +54,10 @@ pub enum DeliveryOutcome {
 pub(crate) type DeliverFn =
     Arc<dyn Fn(Arc<Shared>, String, Source, i64, String, bool) -> BoxFuture<'static, DeliveryOutcome> + Send + Sync>;
 
+/// How a remote message runs on the serving node: its kind's local call path, never forwarding again.
+type LocalRun<E, M, O, Er> =
+    fn(super::Registry<E>, <E as Entity>::Key, M, bool) -> BoxFuture<'static, Result<O, CallError<Er>>>;
+
 /// A registered remote message, run on this node for a caller on another (see `remote.rs`).
 pub(crate) type RemoteFn = Arc<dyn Fn(Arc<Shared>, String, String, bool) -> BoxFuture<'static, Reply> + Send + Sync>;
 
@@ -99,20 +103,9 @@ impl<E: Entity> Accepts<E> {
         M::Output: Serialize + DeserializeOwned,
         M::Error: Serialize + DeserializeOwned,
     {
-        let f: RemoteFn = Arc::new(|shared: Arc<Shared>, key: String, payload: String, existing: bool| {
-            Box::pin(async move {
-                let (key, msg) = match decode_call::<E, M>(&key, &payload) {
-                    Ok(v) => v,
-                    Err(reply) => return reply,
-                };
-                let registry = shared.registry::<E>();
-                returned(registry.mutate_here(&key, msg, existing).await)
-            }) as BoxFuture<'static, Reply>
-        });
-        self.remote.insert(delivery_key(E::KIND, M::NAME), f);
-        let codec = Arc::new(codec::<M, M::Output, M::Error>());
-        self.codecs.push((std::any::TypeId::of::<M>(), codec));
-        self
+        self.remote_call::<M, M::Output, M::Error>(|r, k, m, existing| {
+            Box::pin(async move { r.mutate_here(&k, m, existing).await })
+        })
     }
 
     /// Cluster mode: as [`Accepts::remote_mutation`], for the command `C` (`Registry::exec`, `exec_existing`). Its
@@ -123,19 +116,9 @@ impl<E: Entity> Accepts<E> {
         C::Output: Serialize + DeserializeOwned,
         C::Error: Serialize + DeserializeOwned,
     {
-        let f: RemoteFn = Arc::new(|shared: Arc<Shared>, key: String, payload: String, existing: bool| {
-            Box::pin(async move {
-                let (key, cmd) = match decode_call::<E, C>(&key, &payload) {
-                    Ok(v) => v,
-                    Err(reply) => return reply,
-                };
-                returned(shared.registry::<E>().exec_here(&key, cmd, existing).await)
-            }) as BoxFuture<'static, Reply>
-        });
-        self.remote.insert(delivery_key(E::KIND, C::NAME), f);
-        let codec = Arc::new(codec::<C, C::Output, C::Error>());
-        self.codecs.push((std::any::TypeId::of::<C>(), codec));
-        self
+        self.remote_call::<C, C::Output, C::Error>(|r, k, c, existing| {
+            Box::pin(async move { r.exec_here(&k, c, existing).await })
+        })
     }
 
     /// Cluster mode: as [`Accepts::remote_mutation`], for the read `M` (`Registry::read`, `read_existing`).
@@ -145,19 +128,30 @@ impl<E: Entity> Accepts<E> {
         M::Output: Serialize + DeserializeOwned,
         M::Error: Serialize + DeserializeOwned,
     {
-        let f: RemoteFn = Arc::new(|shared: Arc<Shared>, key: String, payload: String, existing: bool| {
+        self.remote_call::<M, M::Output, M::Error>(|r, k, m, existing| {
+            Box::pin(async move { r.read_here(&k, m, existing).await })
+        })
+    }
+
+    /// Registers the serving side (decode, run on this node's path with `run`, encode the answer) and the calling
+    /// side's codec of the remote message `M`.
+    fn remote_call<M, O, Er>(&mut self, run: LocalRun<E, M, O, Er>) -> &mut Self
+    where
+        M: Remote,
+        O: Serialize + DeserializeOwned + 'static,
+        Er: Serialize + DeserializeOwned + 'static,
+    {
+        let f: RemoteFn = Arc::new(move |shared: Arc<Shared>, key: String, payload: String, existing: bool| {
             Box::pin(async move {
                 let (key, msg) = match decode_call::<E, M>(&key, &payload) {
                     Ok(v) => v,
                     Err(reply) => return reply,
                 };
-                let registry = shared.registry::<E>();
-                returned(registry.read_here(&key, msg, existing).await)
+                returned(run(shared.registry::<E>(), key, msg, existing).await)
             }) as BoxFuture<'static, Reply>
         });
         self.remote.insert(delivery_key(E::KIND, M::NAME), f);
-        let codec = Arc::new(codec::<M, M::Output, M::Error>());
-        self.codecs.push((std::any::TypeId::of::<M>(), codec));
+        self.codecs.push((std::any::TypeId::of::<M>(), Arc::new(codec::<M, O, Er>())));
         self
     }
 

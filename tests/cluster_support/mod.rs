@@ -5,3 +5,18 @@
 pub mod nats;
 pub mod postgres;
 pub mod proxy;
+
+/// A node's configuration with short leases (3 s, renewed every second, a tick every 200 ms): takeovers within
+/// seconds, for the tests that run nodes in process.
+pub fn short_leases(node: &str, postgres_url: String) -> foundry::cluster::ClusterConfig {
+    use std::time::Duration;
+    foundry::cluster::ClusterConfig {
+        ttl: Duration::from_secs(3),
+        renew_every: Duration::from_secs(1),
+        margin: Duration::from_secs(1),
+        tick: Duration::from_millis(200),
+        call_timeout: Duration::from_millis(750),
+        drain_timeout: Duration::from_secs(2),
+        ..foundry::cluster::ClusterConfig::new(node, postgres_url)
+    }
+}
