@@ -29,11 +29,16 @@ struct Node {
 impl Node {
     /// A node alone in the cluster once the others' leases are gone: it serves every shard before this returns.
     async fn start(pg: &PgServer, id: &str, dir: &Path) -> Node {
+        Node::start_via(&pg.url(), id, dir).await
+    }
+
+    /// A node reaching PostgreSQL at `url` (a proxy in front of it, say).
+    async fn start_via(url: &str, id: &str, dir: &Path) -> Node {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
             .with_test_writer()
             .try_init();
-        let cfg = cluster_support::short_leases(id, pg.url());
+        let cfg = cluster_support::short_leases(id, url.to_owned());
         let leases = cluster::start(cfg.clone(), LeaseHooks::default()).await.expect("lease manager starts");
         let view = leases.view();
         support::eventually_some("the node serves every shard", || {
@@ -169,6 +174,35 @@ async fn a_node_whose_lease_moved_cannot_commit_and_discards_its_copy() {
     assert_eq!(b.tallies.read(&key, GetValue).await.unwrap(), 5, "the refused +7 was never applied");
     assert_eq!(b.tallies.mutate(&key, Add::new(1)).await.unwrap(), 6);
     b.crash().await;
+}
+
+/// PostgreSQL unreachable while a mutation commits: its caller hears an error (never "committed"), the actor's copy,
+/// which holds the commit the log does not, is discarded, and the actor comes back as the log has it.
+#[actix_rt::test]
+async fn a_commit_the_log_could_not_take_is_not_acknowledged_and_its_copy_is_discarded() {
+    let _serial = SERIAL.lock().await;
+    let Some(pg) = pg_or_skip().await else { return };
+    let proxy = cluster_support::proxy::Proxy::start(pg.addr());
+    let dir = tempfile::tempdir().unwrap();
+    let a = Node::start_via(&pg.url_via(proxy.addr()), "node-a", dir.path()).await;
+    let key = "cut-off".to_owned();
+    assert_eq!(a.tallies.mutate(&key, Add::new(5)).await.unwrap(), 5);
+    proxy.pause();
+    let failed = a.tallies.mutate(&key, Add::new(7)).await.expect_err("not acknowledged without the log");
+    assert!(matches!(failed, CallError::Storage { .. }), "{failed}");
+    let file = dir.path().join("tally").join("cut-off.sqlite3");
+    support::eventually("the copy holding the unlogged commit is deleted", || !file.exists()).await;
+    proxy.resume();
+    let value = support::eventually_some("the actor is back from the log", || {
+        let t = a.tallies.clone();
+        let key = key.clone();
+        async move { t.read(&key, GetValue).await.ok() }
+    })
+    .await;
+    assert_eq!(value, 5, "the refused +7 is not in the log");
+    assert_eq!(a.tallies.mutate(&key, Add::new(1)).await.unwrap(), 6);
+    assert!(a.log.stats().failed.load(std::sync::atomic::Ordering::Relaxed) >= 1);
+    a.crash().await;
 }
 
 #[actix_rt::test]

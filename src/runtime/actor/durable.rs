@@ -86,6 +86,9 @@ impl<E: Entity> EntityActor<E> {
             }
             Err(e) => {
                 tracing::warn!(kind = E::KIND, key = %self.core.encoded, txid = shipped.txid, error = %e, "append refused");
+                // Before anything waiting runs: the WAL cursor already moved past the refused frames, so nothing
+                // (a stop's final ship included) may append after them.
+                d.poisoned.get_or_insert(e.clone());
             }
         }
         for then in std::mem::take(&mut self.core.after_ship) {
