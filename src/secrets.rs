@@ -23,7 +23,7 @@ pub const KEY_FILE_NAME: &str = "token-key";
 const VERSION: &str = "v1";
 
 /// What can go wrong loading a key or opening a sealed value. Messages never contain key or plaintext bytes.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum SecretsError {
     #[error("token key file {path}: {message}")]
     KeyFile { path: PathBuf, message: String },

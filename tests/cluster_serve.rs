@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use cluster_support::{postgres::PgServer, proxy::Proxy};
+use cluster_support::{nats::NatsServer, postgres::PgServer, proxy::Proxy};
 use foundry::cluster::rendezvous;
 use foundry::cluster::store::{HistoryRow, Store};
 use serde_json::{json, Value};
@@ -19,8 +19,14 @@ use serde_json::{json, Value};
 const FOUNDRY: &str = env!("CARGO_BIN_EXE_foundry");
 
 /// Environment variables of `serve` that would change what these tests start.
-const CLUSTER_ENV: &[&str] =
-    &["FOUNDRY_CLUSTER", "FOUNDRY_NODE_ID", "FOUNDRY_POSTGRES_URL", "FOUNDRY_CLUSTER_ADDR", "FOUNDRY_LEASE_TTL_SECS"];
+const CLUSTER_ENV: &[&str] = &[
+    "FOUNDRY_CLUSTER",
+    "FOUNDRY_NODE_ID",
+    "FOUNDRY_POSTGRES_URL",
+    "FOUNDRY_CLUSTER_ADDR",
+    "FOUNDRY_LEASE_TTL_SECS",
+    "FOUNDRY_NATS_URL",
+];
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -36,6 +42,11 @@ struct Node {
 
 impl Node {
     fn start(id: &'static str, postgres_url: &str, ttl_secs: u64) -> Node {
+        Node::start_with(id, postgres_url, ttl_secs, None)
+    }
+
+    /// As [`Node::start`], reaching the other nodes' actors through the NATS at `nats_url` if given.
+    fn start_with(id: &'static str, postgres_url: &str, ttl_secs: u64, nats_url: Option<&str>) -> Node {
         let data = tempfile::tempdir().unwrap();
         let port = free_port();
         let mut command = Command::new(FOUNDRY);
@@ -45,6 +56,9 @@ impl Node {
             .arg(data.path())
             .args(["--cluster", "--node-id", id, "--postgres-url", postgres_url])
             .args(["--lease-ttl-secs", &ttl_secs.to_string(), "--cluster-addr", &format!("127.0.0.1:{port}")]);
+        if let Some(url) = nats_url {
+            command.args(["--nats-url", url]);
+        }
         for var in CLUSTER_ENV {
             command.env_remove(var);
         }
@@ -300,6 +314,113 @@ async fn what_a_killed_node_acknowledged_is_served_by_the_next_one_from_postgres
     assert!(res.status().is_success(), "{:?}", res.text().await);
     let text = client.get(format!("{}/metrics", b.base)).send().await.unwrap().text().await.unwrap();
     assert!(metric(&text, "foundry_cluster_log_appends_total").is_some_and(|n| n > 0), "b's commits are logged");
+}
+
+/// The product across nodes (issue 15): with two nodes splitting the shards and reaching each other through NATS,
+/// every request works on either node, whichever serves the actors it needs (the auth directory, the user, each
+/// organization and its repositories land on shards spread over both). Signed in on "a", the same token works on
+/// "b"; organizations created on either are read, listed and changed on the other.
+#[actix_rt::test]
+async fn every_request_works_on_either_node_whichever_serves_its_actors() {
+    let Some(pg) = PgServer::start().await else { return };
+    let Some(nats) = NatsServer::start() else { return };
+    let client = foundry::integrations::http_client_builder().build().unwrap();
+    let a = Node::start_with("a", &pg.url(), 10, Some(&nats.url()));
+    let b = Node::start_with("b", &pg.url(), 10, Some(&nats.url()));
+    split(&client, &a, &b).await;
+
+    let res =
+        client.post(format!("{}/v1/auth/dev/sign-in", a.base)).json(&json!({ "login": "alice" })).send().await.unwrap();
+    assert_eq!(res.status(), 200, "{:?}", res.text().await);
+    let token = res.json::<Value>().await.unwrap()["token"].as_str().unwrap().to_owned();
+    let send = |req: reqwest::RequestBuilder| {
+        let token = token.clone();
+        async move {
+            let res = req.bearer_auth(token).send().await.unwrap();
+            let status = res.status().as_u16();
+            let body = res.json::<Value>().await.unwrap_or(Value::Null);
+            (status, body)
+        }
+    };
+
+    // Organizations whose shards fall on both nodes (ids hash to shards): create each through "a" or "b" in turn,
+    // so that some call crosses in each direction whatever rendezvous decided.
+    let ids = ["acme", "beta", "gamma", "delta", "epsilon", "zeta"];
+    for (i, id) in ids.iter().enumerate() {
+        let (via, other) = if i % 2 == 0 { (&a, &b) } else { (&b, &a) };
+        let (status, body) = send(
+            client.post(format!("{}/v1/orgs", via.base)).json(&json!({ "id": id, "displayName": format!("Org {id}") })),
+        )
+        .await;
+        assert_eq!(status, 201, "create {id} through {}: {body}", via.id);
+        let (status, org) = send(client.get(format!("{}/v1/orgs/{id}", other.base))).await;
+        assert_eq!(status, 200, "read {id} through {}: {org}", other.id);
+        assert_eq!(org["profile"]["displayName"], format!("Org {id}"), "{org}");
+        assert_eq!(org["members"][0]["login"], "alice", "{org}");
+    }
+    for node in [&a, &b] {
+        let (status, list) = send(client.get(format!("{}/v1/orgs", node.base))).await;
+        assert_eq!(status, 200, "{list}");
+        let mut listed: Vec<&str> =
+            list["organizations"].as_array().unwrap().iter().map(|o| o["id"].as_str().unwrap()).collect();
+        listed.sort_unstable();
+        let mut want = ids.to_vec();
+        want.sort_unstable();
+        assert_eq!(listed, want, "listed through {}", node.id);
+    }
+
+    // A domain refusal crosses as itself: the same code and status whichever node answers.
+    for node in [&a, &b] {
+        let (status, body) =
+            send(client.post(format!("{}/v1/orgs", node.base)).json(&json!({ "id": "acme", "displayName": "Again" })))
+                .await;
+        assert_eq!(status, 409, "{body}");
+        assert_eq!(body["error"]["code"], "conflict", "{body}");
+        let (status, body) = send(client.get(format!("{}/v1/orgs/nope", node.base))).await;
+        assert!(status == 403 || status == 404, "{status} {body}");
+    }
+
+    // Changes through one node are seen through the other: a repository added through "b" to each organization.
+    for id in ids {
+        let (status, body) = send(client.post(format!("{}/v1/orgs/{id}/repos", b.base)).json(&json!({
+            "repoId": "app", "fullName": format!("{id}/app"), "remoteUrl": format!("https://example.invalid/{id}/app.git")
+        })))
+        .await;
+        assert_eq!(status, 201, "{body}");
+        let (status, repo) = send(client.get(format!("{}/v1/orgs/{id}/repos/app", a.base))).await;
+        assert_eq!(status, 200, "{repo}");
+        assert_eq!(repo["fullName"], format!("{id}/app"), "{repo}");
+    }
+
+    // A task created through "a" (the repository, its task and session actors share the organization's shard) is
+    // listed and shown through "b".
+    for id in ["acme", "beta"] {
+        let (status, task) = send(
+            client.post(format!("{}/v1/orgs/{id}/repos/app/tasks", a.base)).json(&json!({ "prompt": "Add a README" })),
+        )
+        .await;
+        assert_eq!(status, 201, "{task}");
+        let task_id = task["taskId"].as_str().unwrap();
+        let (status, tasks) = send(client.get(format!("{}/v1/orgs/{id}/repos/app/tasks", b.base))).await;
+        assert_eq!(status, 200, "{tasks}");
+        let listed = tasks.as_array().unwrap();
+        assert_eq!(listed.len(), 1, "{tasks}");
+        assert_eq!(
+            (listed[0]["taskId"].as_str(), listed[0]["title"].as_str()),
+            (Some(task_id), Some("docs: add a README"))
+        );
+        let (status, detail) = send(client.get(format!("{}/v1/orgs/{id}/repos/app/tasks/{task_id}", b.base))).await;
+        assert_eq!(status, 200, "{detail}");
+        assert_eq!((detail["orgId"].as_str(), detail["prompt"].as_str()), (Some(id), Some("Add a README")), "{detail}");
+    }
+
+    // Both nodes sent calls to the other and served the other's: the transport carried requests both ways.
+    for node in [&a, &b] {
+        let text = client.get(format!("{}/metrics", node.base)).send().await.unwrap().text().await.unwrap();
+        for name in ["foundry_cluster_remote_calls_total", "foundry_cluster_remote_served_total"] {
+            assert!(metric(&text, name).is_some_and(|n| n > 0), "{} {name}:\n{text}", node.id);
+        }
+    }
 }
 
 /// Runs `serve` with `args` and expects it to refuse at once: non-zero exit, the message naming `flag`, nothing

@@ -59,3 +59,165 @@ impl DomainError {
 
 /// Result of domain handlers.
 pub type DomainResult<T> = Result<T, DomainError>;
+
+/// `DomainError` as it crosses nodes (cluster mode): its code plus the fields of that variant.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct WireDomainError {
+    code: String,
+    #[serde(default)]
+    message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    what: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    field: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    unreachable: bool,
+}
+
+impl serde::Serialize for DomainError {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut wire = WireDomainError {
+            code: self.code().to_owned(),
+            message: String::new(),
+            what: None,
+            id: None,
+            field: None,
+            unreachable: false,
+        };
+        match self {
+            DomainError::NotFound { what, id } => {
+                wire.what = Some((*what).to_owned());
+                wire.id = Some(id.clone());
+            }
+            DomainError::Invalid { field, message } => {
+                wire.field = Some((*field).to_owned());
+                wire.message = message.clone();
+            }
+            DomainError::Git { message, unreachable } => {
+                wire.message = message.clone();
+                wire.unreachable = *unreachable;
+            }
+            DomainError::Conflict(m)
+            | DomainError::Unprocessable(m)
+            | DomainError::TaskArchived(m)
+            | DomainError::WorkspaceUnavailable(m) => wire.message = m.clone(),
+            DomainError::Db(e) => wire.message = e.to_string(),
+        }
+        wire.serialize(serializer)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for DomainError {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let w = WireDomainError::deserialize(deserializer)?;
+        Ok(match w.code.as_str() {
+            "not_found" => DomainError::NotFound {
+                what: static_name(w.what.as_deref().unwrap_or_default()),
+                id: w.id.unwrap_or_default(),
+            },
+            "conflict" => DomainError::Conflict(w.message),
+            "invalid_input" => {
+                DomainError::Invalid { field: static_name(w.field.as_deref().unwrap_or_default()), message: w.message }
+            }
+            "unprocessable" => DomainError::Unprocessable(w.message),
+            "task_archived" => DomainError::TaskArchived(w.message),
+            "workspace_unavailable" => DomainError::WorkspaceUnavailable(w.message),
+            "git_failed" => DomainError::Git { message: w.message, unreachable: w.unreachable },
+            // The database error itself stays on the node that had it; its text travels, and the code (`storage`)
+            // and HTTP mapping stay those of a local one.
+            "storage" => DomainError::Db(diesel::result::Error::QueryBuilderError(w.message.into())),
+            other => return Err(serde::de::Error::unknown_variant(other, CODES)),
+        })
+    }
+}
+
+const CODES: &[&str] = &[
+    "not_found",
+    "conflict",
+    "invalid_input",
+    "unprocessable",
+    "task_archived",
+    "workspace_unavailable",
+    "git_failed",
+    "storage",
+];
+
+/// Most distinct names [`static_name`] keeps; past it a name reads as `"value"`. The names are the domain's own
+/// literals (`"organization"`, `"name"`, ...), a few dozen, so the cap only bounds what a misbehaving peer could leak.
+const MAX_INTERNED: usize = 1024;
+
+/// The `&'static str` for a `what`/`field` name received from another node. `DomainError` keeps these as
+/// `&'static str` because handlers match on them (`NotFound { what: "repository", .. }`); each distinct name is
+/// leaked once and reused, so the memory is bounded by the set of names, not by the number of errors.
+pub(crate) fn static_name(name: &str) -> &'static str {
+    use std::collections::HashSet;
+    use std::sync::{Mutex, OnceLock};
+    static NAMES: OnceLock<Mutex<HashSet<&'static str>>> = OnceLock::new();
+    // A poisoned lock still holds a valid set (insertions cannot half-happen): keep using it.
+    let mut names = NAMES.get_or_init(Default::default).lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(known) = names.get(name) {
+        return known;
+    }
+    if names.len() >= MAX_INTERNED {
+        return "value";
+    }
+    let leaked: &'static str = Box::leak(name.to_owned().into_boxed_str());
+    names.insert(leaked);
+    leaked
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trip(e: DomainError) -> DomainError {
+        let json = serde_json::to_string(&e).unwrap();
+        serde_json::from_str(&json).unwrap()
+    }
+
+    #[test]
+    fn every_variant_survives_the_wire_with_its_code_and_text() {
+        let all = vec![
+            DomainError::not_found("organization", "acme"),
+            DomainError::Conflict("already exists".into()),
+            DomainError::invalid("name", "is empty"),
+            DomainError::Unprocessable("cannot".into()),
+            DomainError::TaskArchived("task is archived".into()),
+            DomainError::WorkspaceUnavailable("not provisioned".into()),
+            DomainError::Git { message: "refused".into(), unreachable: false },
+            DomainError::Git { message: "down".into(), unreachable: true },
+            DomainError::Db(diesel::result::Error::NotFound),
+        ];
+        for e in all {
+            let (code, text) = (e.code(), e.to_string());
+            let back = round_trip(e);
+            assert_eq!(back.code(), code);
+            assert_eq!(back.to_string(), text, "{code}");
+        }
+    }
+
+    #[test]
+    fn fields_come_back_so_handlers_can_match_on_them() {
+        assert!(matches!(
+            round_trip(DomainError::not_found("repository", "r1")),
+            DomainError::NotFound { what: "repository", id } if id == "r1"
+        ));
+        assert!(matches!(
+            round_trip(DomainError::invalid("default_branch", "bad")),
+            DomainError::Invalid { field: "default_branch", message } if message == "bad"
+        ));
+        assert!(matches!(
+            round_trip(DomainError::Git { message: "down".into(), unreachable: true }),
+            DomainError::Git { unreachable: true, .. }
+        ));
+        // The same name received twice is the same leaked string, not a second copy.
+        assert!(std::ptr::eq(static_name("some_field_x"), static_name("some_field_x")));
+    }
+
+    #[test]
+    fn an_unknown_code_does_not_decode() {
+        assert!(serde_json::from_str::<DomainError>(r#"{"code":"exploded","message":"x"}"#).is_err());
+    }
+}

@@ -11,6 +11,7 @@ pub mod github_data;
 pub mod keys;
 pub mod models;
 pub mod organization;
+mod remote;
 pub mod repository;
 pub mod session;
 pub mod summary;

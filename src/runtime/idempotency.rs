@@ -54,7 +54,7 @@ pub enum Recorded {
 }
 
 /// The result of a keyed creation.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Once<T> {
     /// Created now; the key is recorded with it.
     Applied(T),

@@ -187,3 +187,9 @@ impl Read for ListAuditEvents {
         Ok(AuditPage { events, next_before })
     }
 }
+
+crate::actors::remote::remote_messages! {
+    super::AuditLog;
+    mutations: AppendAuditEvent;
+    reads: ListAuditEvents;
+}

@@ -92,5 +92,7 @@ impl Entity for AuditLog {
 
     fn accepts(deliveries: &mut Accepts<Self>) {
         deliveries.accept::<AppendAuditEvent>();
+        // Cluster mode: calls from other nodes (see `crate::actors::remote`).
+        messages::accept_remote(deliveries);
     }
 }

@@ -19,7 +19,7 @@ fn check_account_id(account_id: i64) -> DomainResult<()> {
 
 /// Makes `org_id` the organization of GitHub account `account_id`. Replies whether this call made the claim (false:
 /// the organization already held it). [`DomainError::Conflict`] if another organization holds it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ClaimGitHubAccount {
     pub account_id: i64,
     /// The account's login, for the refusal's message only.
@@ -75,7 +75,7 @@ impl Delivery for ReleaseGitHubAccount {
 }
 
 /// The organization connected to a GitHub account, if any.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ResolveGitHubAccount {
     pub account_id: i64,
 }
@@ -89,4 +89,10 @@ impl Read for ResolveGitHubAccount {
         check_account_id(self.account_id)?;
         Ok(schema::github_account_org(db, self.account_id)?)
     }
+}
+
+crate::actors::remote::remote_messages! {
+    super::AuthDirectory;
+    mutations: ClaimGitHubAccount, ReleaseGitHubAccount;
+    reads: ResolveGitHubAccount;
 }

@@ -41,7 +41,7 @@ fn normalized_email(email: &str) -> DomainResult<String> {
 /// Indexes a new session token (by hash) for `user_id`'s session `session_id`. Refuses a hash that is already
 /// indexed with [`DomainError::Conflict`]. Also deletes up to [`schema::PRUNE_BATCH`] expired entries, so the index
 /// stays bounded by the live sessions without a sweeper.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct IndexAuthSession {
     pub token_hash: String,
     pub user_id: String,
@@ -77,7 +77,7 @@ impl Mutation for IndexAuthSession {
 }
 
 /// Who a live session token belongs to.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ResolvedSession {
     pub user_id: String,
@@ -87,7 +87,7 @@ pub struct ResolvedSession {
 
 /// The session of a token hash; `None` if it is not indexed or expired at `now_ms` (an entry is valid strictly
 /// before its expiry). Revocation is the caller removing the entry ([`RemoveAuthSession`]).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ResolveAuthSession {
     pub token_hash: String,
     pub now_ms: i64,
@@ -106,7 +106,7 @@ impl Read for ResolveAuthSession {
 }
 
 /// Removes a token hash (sign out); replies whether it was indexed.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct RemoveAuthSession {
     pub token_hash: String,
 }
@@ -123,7 +123,7 @@ impl Mutation for RemoveAuthSession {
 }
 
 /// Removes every token of a user (sign out everywhere); replies how many were indexed.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct RemoveUserAuthSessions {
     pub user_id: String,
 }
@@ -141,7 +141,7 @@ impl Mutation for RemoveUserAuthSessions {
 
 /// Reply of [`LinkAccount`]: the user the account belongs to, and whether that is `new_user_id` (the caller must then
 /// create the user actor).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LinkedAccount {
     pub user_id: String,
@@ -155,7 +155,7 @@ pub struct LinkedAccount {
 /// 3. else the account, and `email` if given, are bound to `new_user_id` (`created: true`).
 ///
 /// Step 2 merges accounts by email, so the caller must pass only an email the provider has verified.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct LinkAccount {
     pub provider: String,
     pub account_id: String,
@@ -194,7 +194,7 @@ impl Mutation for LinkAccount {
 }
 
 /// The user an OAuth account is bound to.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ResolveAccount {
     pub provider: String,
     pub account_id: String,
@@ -212,7 +212,7 @@ impl Read for ResolveAccount {
 }
 
 /// Records the login a user signed in with (case-insensitive), so admins can add them by it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct IndexLogin {
     pub provider: String,
     pub login: String,
@@ -232,7 +232,7 @@ impl Mutation for IndexLogin {
 }
 
 /// The user who last signed in with a login (case-insensitive): GitHub logins first, then development logins.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ResolveLogin {
     pub login: String,
 }
@@ -259,7 +259,7 @@ pub const MAX_LOGINS_LISTED: usize = 64;
 
 /// The users who last signed in with these `(provider, login)` pairs (logins case-insensitive); pairs that name
 /// nobody are left out. The server-admin check asks it for the configured admin logins.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ListLoginUsers {
     pub logins: Vec<(String, String)>,
 }
@@ -285,7 +285,7 @@ impl Read for ListLoginUsers {
 }
 
 /// The user an email is bound to (case-insensitive).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ResolveEmail {
     pub email: String,
 }
@@ -303,7 +303,7 @@ impl Read for ResolveEmail {
 
 /// Binds an email (case-insensitive) to a user. Idempotent for the same user; [`DomainError::Conflict`] if another
 /// user has it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct IndexEmail {
     pub email: String,
     pub user_id: String,
@@ -328,7 +328,7 @@ impl Mutation for IndexEmail {
 }
 
 /// A consumed OAuth flow: which provider it was for and where to go afterwards.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Verification {
     pub provider: String,
@@ -337,7 +337,7 @@ pub struct Verification {
 
 /// Records a pending OAuth flow under the hash of its `state`. [`DomainError::Conflict`] if the hash exists. Also
 /// deletes up to [`schema::PRUNE_BATCH`] expired flows (abandoned sign-ins are never consumed).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct CreateVerification {
     pub state_hash: String,
     pub provider: String,
@@ -381,7 +381,7 @@ impl Mutation for CreateVerification {
 
 /// Takes a pending OAuth flow: deletes it and replies with it, or `None` if it is unknown, already consumed or
 /// expired at `now_ms` (an expired one is deleted too). Single use, so a replayed `state` is refused.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ConsumeVerification {
     pub state_hash: String,
     pub now_ms: i64,
@@ -397,4 +397,10 @@ impl Mutation for ConsumeVerification {
         let row = schema::take_verification(tx.conn(), &self.state_hash)?.filter(|r| r.expires_at > self.now_ms);
         Ok(row.map(|r| Verification { provider: r.provider, redirect: r.redirect }))
     }
+}
+
+crate::actors::remote::remote_messages! {
+    super::AuthDirectory;
+    mutations: IndexAuthSession, RemoveAuthSession, RemoveUserAuthSessions, LinkAccount, IndexLogin, IndexEmail, CreateVerification, ConsumeVerification;
+    reads: ResolveAuthSession, ResolveAccount, ResolveLogin, ListLoginUsers, ResolveEmail;
 }

@@ -57,6 +57,10 @@ impl Entity for AuthDirectory {
 
     fn accepts(deliveries: &mut Accepts<Self>) {
         deliveries.accept::<SetOrganizationAccounts>().accept::<ReleaseGitHubAccount>();
+        // Cluster mode: calls from other nodes (see `crate::actors::remote`).
+        messages::accept_remote(deliveries);
+        github::accept_remote(deliveries);
+        orgs::accept_remote(deliveries);
     }
 
     /// Every authenticated request reads this one actor: a deep mailbox, and it never passivates (reopening it would

@@ -74,3 +74,8 @@ impl Mutation for SetOrganizationAccounts {
 impl Delivery for SetOrganizationAccounts {
     const NAME: &'static str = "auth_directory.set_organization_accounts";
 }
+
+crate::actors::remote::remote_messages! {
+    super::AuthDirectory;
+    mutations: SetOrganizationAccounts;
+}

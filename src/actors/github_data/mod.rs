@@ -55,5 +55,9 @@ impl Entity for GitHubData {
 
     fn accepts(a: &mut Accepts<Self>) {
         a.schedule::<RetrySync>();
+        // Cluster mode: calls from other nodes (see `crate::actors::remote`).
+        sync::accept_remote(a);
+        retry::accept_remote(a);
+        webhook::accept_remote(a);
     }
 }

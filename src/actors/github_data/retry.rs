@@ -83,6 +83,11 @@ pub(super) fn schedule_retry(tx: &mut Tx<'_>, org: &str, generation: i32, attemp
     Ok(())
 }
 
+crate::actors::remote::remote_messages! {
+    super::GitHubData;
+    mutations: RetrySync;
+}
+
 #[cfg(test)]
 mod tests {
     use super::SyncRetry;

@@ -44,6 +44,7 @@ pub(super) fn org_kind(kind: AccountKind) -> OrgKind {
 /// Connects (or re-points) the organization's GitHub account, audited as `github.connected` by `by`. Whoever sends it
 /// has established that the account may be connected (the HTTP layer: the caller proved control through GitHub) and
 /// claimed its id in the auth directory (`Domain::connect_github`); re-pointing releases the previous account's claim.
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct ConnectGitHub {
     /// The login as GitHub spells it.
     pub login: String,
@@ -130,6 +131,7 @@ fn set_progress(conn: &mut SqliteConnection, phase: Option<&str>, synced: i32, t
 
 /// Starts a sync (one per organization at a time); returns its generation. Audited as `github.sync.started` with
 /// no user; [`RequestSync`] names who asked.
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct StartSync;
 
 impl Command for StartSync {
@@ -142,6 +144,7 @@ impl Command for StartSync {
 }
 
 /// [`StartSync`] on someone's request (audited with who).
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct RequestSync {
     pub by: Option<String>,
 }
@@ -205,6 +208,7 @@ pub(super) fn start_sync(
 }
 
 /// Recovery: a full resync (the same as `StartSync`, for admins; audited as `admin.full_sync` too).
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct AdminFullSync {
     pub by: Option<String>,
 }
@@ -226,6 +230,7 @@ impl Command for AdminFullSync {
 
 /// Recovery: stops any sync and forgets everything mirrored from GitHub (the connection stays). Audited as
 /// `admin.clear_github` when an admin asked (`by`), else as `github.cleared` (GitHub removed the installation).
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct AdminClearState {
     pub by: Option<String>,
 }
@@ -268,6 +273,7 @@ pub struct SyncStatus {
     pub members: i64,
 }
 
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct GetSyncStatus;
 
 impl Read for GetSyncStatus {
@@ -371,6 +377,7 @@ fn in_generation<T: Default>(
     })
 }
 
+#[derive(serde::Serialize, serde::Deserialize)]
 struct StoreRepos {
     generation: i32,
     repos: Vec<Repository>,
@@ -402,12 +409,14 @@ impl Command for StoreRepos {
     }
 }
 
+#[derive(serde::Serialize, serde::Deserialize)]
 struct RepoDetails {
     repo_id: String,
     branches: Vec<Branch>,
     pulls: Vec<PullRequest>,
 }
 
+#[derive(serde::Serialize, serde::Deserialize)]
 struct StoreRepoDetails {
     generation: i32,
     items: Vec<RepoDetails>,
@@ -440,6 +449,7 @@ impl Command for StoreRepoDetails {
     }
 }
 
+#[derive(serde::Serialize, serde::Deserialize)]
 struct StoreMembers {
     generation: i32,
     members: Vec<Account>,
@@ -507,6 +517,7 @@ impl Command for EndPhase {
     }
 }
 
+#[derive(serde::Serialize, serde::Deserialize)]
 struct EndSync {
     generation: i32,
     error: Option<String>,
@@ -561,4 +572,11 @@ pub fn pull_summary(pr: &PullRequest) -> PullRequestSummary {
         author_login: Some(pr.user.login.clone()),
         updated_at: parse_rfc3339_ms(&pr.updated_at).unwrap_or(0),
     }
+}
+
+crate::actors::remote::remote_messages! {
+    super::GitHubData;
+    mutations: ConnectGitHub;
+    reads: GetSyncStatus;
+    commands: StartSync, RequestSync, AdminFullSync, AdminClearState, StoreRepos, StoreRepoDetails, StoreMembers, EndSync;
 }

@@ -71,6 +71,7 @@ pub enum WebhookOutcome {
 }
 
 /// One verified webhook delivery (`X-GitHub-Event`, `X-GitHub-Delivery`, the parsed body).
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct HandleWebhook {
     pub delivery_id: String,
     pub event: String,
@@ -238,6 +239,11 @@ fn apply_event(
         }
         _ => Ok(WebhookOutcome::Ignored),
     }
+}
+
+crate::actors::remote::remote_messages! {
+    super::GitHubData;
+    commands: HandleWebhook;
 }
 
 #[cfg(test)]

@@ -57,6 +57,7 @@ fn check_user(user_id: &str, login: Option<&str>) -> DomainResult<()> {
 }
 
 /// Adds a member or changes their role. Demoting the last owner is refused: an organization always has one.
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct AddMember {
     pub user_id: String,
     pub login: String,
@@ -130,6 +131,7 @@ fn refuse_last_owner(conn: &mut SqliteConnection) -> DomainResult<()> {
 }
 
 /// Removes a member (not the last owner). Returns whether they were a member.
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct RemoveMember {
     pub user_id: String,
     pub by: Option<String>,
@@ -157,6 +159,7 @@ impl Mutation for RemoveMember {
 }
 
 /// One member, or `None` if the user is not a member (`NotFound` if the organization does not exist).
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct GetMember {
     pub user_id: String,
 }
@@ -172,6 +175,7 @@ impl Read for GetMember {
 }
 
 /// Every member, by user id.
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct ListMembers;
 
 impl Read for ListMembers {
@@ -226,4 +230,10 @@ impl Mutation for ApplyLinkedMember {
 
 impl crate::runtime::Delivery for ApplyLinkedMember {
     const NAME: &'static str = "organization.apply_linked_member";
+}
+
+crate::actors::remote::remote_messages! {
+    super::Organization;
+    mutations: AddMember, RemoveMember, ApplyLinkedMember;
+    reads: GetMember, ListMembers;
 }

@@ -31,6 +31,7 @@ impl OrgKind {
 
 /// Creates the organization (once), with its first owner if given (in the same transaction, so an organization
 /// created over the API is never left without one).
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct CreateOrganization {
     pub login: String,
     pub display_name: String,
@@ -39,6 +40,7 @@ pub struct CreateOrganization {
 }
 
 /// The first owner of a new organization.
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct Owner {
     pub user_id: String,
     pub login: String,
@@ -89,6 +91,7 @@ impl Mutation for CreateOrganization {
 }
 
 /// Imports a repository: the organization is its coordinator and alone creates it.
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct AddRepository {
     pub repo_id: String,
     pub full_name: String,
@@ -174,6 +177,7 @@ impl Delivery for ApplyRepoSummary {
 
 /// Recovery: replaces everything the organization holds about one repository's tasks with `tasks` (as read from the
 /// repository coordinator).
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct AdminReplaceRepoTasks {
     pub repo_id: String,
     pub tasks: Vec<TaskSummary>,
@@ -201,6 +205,7 @@ impl Mutation for AdminReplaceRepoTasks {
 }
 
 /// The organization snapshot (profile, repositories, task summaries of all repositories).
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct GetOrganizationSnapshot;
 
 impl Read for GetOrganizationSnapshot {
@@ -213,6 +218,7 @@ impl Read for GetOrganizationSnapshot {
 }
 
 /// The profile alone (cheap, whatever the number of repositories and tasks).
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct GetOrganizationProfile;
 
 impl Read for GetOrganizationProfile {
@@ -225,6 +231,7 @@ impl Read for GetOrganizationProfile {
 }
 
 /// One repository of the index.
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct GetRepository {
     pub repo_id: String,
 }
@@ -240,6 +247,7 @@ impl Read for GetRepository {
 }
 
 /// The repository index.
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct ListRepositories;
 
 impl Read for ListRepositories {
@@ -383,4 +391,10 @@ impl Delivery for ApplySyncProgress {
     fn is_retryable(error: &DomainError) -> bool {
         matches!(error, DomainError::NotFound { what: "organization", .. })
     }
+}
+
+crate::actors::remote::remote_messages! {
+    super::Organization;
+    mutations: CreateOrganization, AddRepository, ApplyRepoSummary, AdminReplaceRepoTasks, ImportRepository, ApplyGitHubAccount, ApplySyncProgress;
+    reads: GetOrganizationSnapshot, GetOrganizationProfile, GetRepository, ListRepositories;
 }

@@ -85,5 +85,8 @@ impl Entity for Organization {
             .accept::<ApplySyncProgress>()
             .accept::<ApplyGitHubAccount>()
             .accept::<ApplyLinkedMember>();
+        // Cluster mode: calls from other nodes (see `crate::actors::remote`).
+        messages::accept_remote(deliveries);
+        members::accept_remote(deliveries);
     }
 }

@@ -64,6 +64,7 @@ pub struct TaskNames {
 
 /// What [`CreateTask`] would name a task now (a read: nothing is reserved, so a concurrent creation may take the
 /// branch first and creation then picks the next free one).
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct PreviewTaskNames {
     pub prompt: String,
     pub title: Option<String>,
@@ -115,7 +116,7 @@ impl Delivery for InitializeRepository {
 
 /// Creates a task from a prompt. Title and branch are kept as given (validated) or derived; the branch must be
 /// unused and never changes afterwards.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct CreateTask {
     pub prompt: String,
     pub title: Option<String>,
@@ -231,6 +232,7 @@ impl Delivery for ApplyTaskSummary {
 }
 
 /// Every task summary of the repository (one query).
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct ListTaskSummaries;
 
 impl Read for ListTaskSummaries {
@@ -244,6 +246,7 @@ impl Read for ListTaskSummaries {
 }
 
 /// One task's index entry.
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct GetTaskSummary {
     pub task_id: String,
 }
@@ -259,6 +262,7 @@ impl Read for GetTaskSummary {
 
 /// Whether a task of the index already has its own actor (`NotFound` if the task does not exist): lets callers skip
 /// the write of [`MaterializeTask`] on every use.
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct IsTaskMaterialized {
     pub task_id: String,
 }
@@ -344,6 +348,7 @@ impl Delivery for ApplyPullRequests {
 
 /// Gives a task created lazily from a pull request its own actor, on first use: marks it materialised and returns
 /// the initialisation to apply (also queued in the outbox). `None` if the task already has its actor.
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct MaterializeTask {
     pub task_id: String,
 }
@@ -376,4 +381,10 @@ impl Mutation for MaterializeTask {
         tx.send(&repo.key.task(&self.task_id), &init)?;
         Ok(Some(init))
     }
+}
+
+crate::actors::remote::remote_messages! {
+    super::Repository;
+    mutations: InitializeRepository, CreateTask, ApplyTaskSummary, ApplyPullRequests, MaterializeTask;
+    reads: PreviewTaskNames, ListTaskSummaries, GetTaskSummary, IsTaskMaterialized;
 }

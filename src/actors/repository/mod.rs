@@ -33,5 +33,7 @@ impl Entity for Repository {
 
     fn accepts(deliveries: &mut Accepts<Self>) {
         deliveries.accept::<InitializeRepository>().accept::<ApplyTaskSummary>().accept::<ApplyPullRequests>();
+        // Cluster mode: calls from other nodes (see `crate::actors::remote`).
+        messages::accept_remote(deliveries);
     }
 }

@@ -238,6 +238,7 @@ fn history_source(me: Myself<Session>, before: Option<i64>) -> HistorySource {
 }
 
 /// The user messages and agent replies before transcript item `before` (all if `None`).
+#[derive(serde::Serialize, serde::Deserialize)]
 struct LoadHistory {
     before: Option<i64>,
 }
@@ -315,6 +316,7 @@ fn stale(session: &Session, turn: u64) -> bool {
 }
 
 /// Applies a batch of streamed events of turn `turn` (ignored if that turn was interrupted meanwhile).
+#[derive(serde::Serialize, serde::Deserialize)]
 pub(super) struct ApplyTurnEvents {
     turn: u64,
     events: Vec<AgentEvent>,
@@ -371,6 +373,7 @@ impl Command for ApplyTurnEvents {
 }
 
 /// Ends turn `turn`: its text becomes a complete item, and the next queued prompt (if any) starts.
+#[derive(serde::Serialize, serde::Deserialize)]
 pub(super) struct FinishTurn {
     turn: u64,
     end: TurnEnd,
@@ -409,6 +412,7 @@ impl Command for FinishTurn {
 }
 
 /// Queues a prompt for the session's agent; it runs now if no turn is running, else as a follow-up.
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct SubmitPrompt {
     pub text: String,
     pub user_id: Option<String>,
@@ -438,6 +442,7 @@ impl Command for SubmitPrompt {
 
 /// [`SubmitPrompt`] at most once per idempotency key: the key is recorded in the transaction that records the
 /// prompt, so a retried request finds it and replays instead of sending the prompt twice.
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct SubmitPromptOnce {
     pub text: String,
     pub user_id: Option<String>,
@@ -484,6 +489,7 @@ impl Command for SubmitPromptOnce {
 
 /// Starts queued prompts if no turn is running (after the first prompt arrived with the session, or when an agent
 /// backend became available).
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct RunQueue;
 
 impl Command for RunQueue {
@@ -498,6 +504,7 @@ impl Command for RunQueue {
 }
 
 /// Guidance for the turn running in this session (and only this one).
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct Steer {
     pub guidance: String,
     pub user_id: Option<String>,
@@ -530,6 +537,7 @@ impl Command for Steer {
 
 /// Cancels the turn running in this session (and only this one), including a tool call in progress. Queued
 /// follow-ups then run, or are dropped if `drop_queued`.
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct Interrupt {
     pub drop_queued: bool,
     pub user_id: Option<String>,
@@ -563,4 +571,10 @@ impl Command for Interrupt {
         s.run_queue(ctx)?;
         Ok(dropped)
     }
+}
+
+crate::actors::remote::remote_messages! {
+    super::Session;
+    mutations: StartOwedTurn;
+    commands: LoadHistory, ApplyTurnEvents, FinishTurn, SubmitPrompt, SubmitPromptOnce, RunQueue, Steer, Interrupt;
 }

@@ -134,6 +134,7 @@ pub(super) fn record_user_message(
 }
 
 /// Renames the session.
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct RenameSession {
     pub name: String,
     pub user_id: Option<String>,
@@ -160,6 +161,7 @@ impl Mutation for RenameSession {
 
 /// Changes the session's model (and optionally its mode and thought level), checked against the model catalog (the
 /// live agent's when one is loaded). A running turn keeps its settings: the change applies from the next turn.
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct ChangeModel {
     pub model: String,
     pub mode: Option<String>,
@@ -204,6 +206,7 @@ impl Mutation for ChangeModel {
 
 /// A user's message to the session's agent: stored as a complete transcript item and queued for the agent (which
 /// runs it when someone runs the queue: use the `SubmitPrompt` command to also start the turn).
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct SendMessage {
     pub text: String,
     pub user_id: Option<String>,
@@ -220,6 +223,7 @@ impl Mutation for SendMessage {
 }
 
 /// Stops the session: cancels its running turn (if any), drops queued follow-ups, and marks it stopped.
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct StopSession {
     pub user_id: Option<String>,
 }
@@ -251,6 +255,7 @@ impl Command for StopSession {
 /// running turn (its streamed text is kept, and a status item says why it stopped), drops queued follow-ups, and
 /// marks the session stopped. Until [`ResumeSession`], prompts, steer and the queue are refused with
 /// [`DomainError::TaskArchived`]; the suspension is stored, so it outlives a restart. Idempotent.
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct SuspendSession {
     pub reason: String,
     pub user_id: Option<String>,
@@ -298,6 +303,7 @@ impl Command for SuspendSession {
 }
 
 /// Lifts a [`SuspendSession`] (the task was unarchived): the session is idle and takes prompts again. Idempotent.
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct ResumeSession {
     pub user_id: Option<String>,
 }
@@ -357,6 +363,7 @@ impl Delivery for CloseSessionNow {
 
 /// What the agent backend saved to continue the conversation (its ids and event cursor), if anything: for
 /// diagnostics and tests.
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct GetAgentState;
 
 impl Read for GetAgentState {
@@ -369,6 +376,7 @@ impl Read for GetAgentState {
 }
 
 /// The session detail with its transcript.
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct GetSessionDetail;
 
 impl Read for GetSessionDetail {
@@ -393,6 +401,7 @@ pub struct SessionState {
 }
 
 /// The session's status, queue length and topic version (two small queries, no transcript).
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct GetSessionState;
 
 impl Read for GetSessionState {
@@ -408,4 +417,11 @@ impl Read for GetSessionState {
             version: crate::runtime::outbox::topic_version(db, TOPIC)?,
         })
     }
+}
+
+crate::actors::remote::remote_messages! {
+    super::Session;
+    mutations: InitializeSession, RenameSession, ChangeModel, SendMessage, CloseSessionNow;
+    reads: GetAgentState, GetSessionDetail, GetSessionState;
+    commands: StopSession, SuspendSession, ResumeSession;
 }

@@ -126,5 +126,8 @@ impl Entity for Session {
     fn accepts(deliveries: &mut Accepts<Self>) {
         deliveries.accept::<InitializeSession>().accept::<CloseSessionNow>();
         deliveries.schedule::<agent::StartOwedTurn>();
+        // Cluster mode: calls from other nodes (see `crate::actors::remote`).
+        messages::accept_remote(deliveries);
+        agent::accept_remote(deliveries);
     }
 }

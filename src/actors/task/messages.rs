@@ -177,6 +177,7 @@ fn require_live(row: &TaskRow) -> DomainResult<()> {
 }
 
 /// Renames the task (the branch never changes).
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct RenameTask {
     pub title: String,
     pub user_id: Option<String>,
@@ -201,6 +202,7 @@ impl Mutation for RenameTask {
 }
 
 /// Opens another session on the task.
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct CreateSession {
     pub name: Option<String>,
     pub model: Option<String>,
@@ -228,6 +230,7 @@ impl Mutation for CreateSession {
 }
 
 /// Closes a session (the task keeps at least one open).
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct CloseSession {
     pub session_id: String,
     pub user_id: Option<String>,
@@ -287,6 +290,7 @@ impl Delivery for ApplySessionSummary {
 }
 
 /// One step of archiving or killing. Steps must come in order (`TaskStatus::ARCHIVE_STEPS` / `KILL_STEPS`).
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct AdvanceLifecycle {
     pub to: TaskStatus,
     pub user_id: Option<String>,
@@ -329,6 +333,7 @@ impl Mutation for AdvanceLifecycle {
 }
 
 /// Brings an archived task back (a killed one stays killed): its status is derived from its sessions again.
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct UnarchiveTask {
     pub user_id: Option<String>,
 }
@@ -352,6 +357,7 @@ impl Mutation for UnarchiveTask {
 }
 
 /// Records the pull request published for the task.
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct RecordPullRequest {
     pub pull_request: PullRequestSummary,
     pub user_id: Option<String>,
@@ -396,11 +402,31 @@ impl Delivery for ApplyPullRequest {
 
 /// Records a git operation done on the task's branch (push, merge, revert of a file, a requested provisioning of its
 /// workspace) in the task and the audit log.
+#[derive(serde::Serialize)]
 pub struct RecordGitOperation {
     /// `task.pushed`, `task.merged`, `task.file.reverted` or `task.workspace.provisioned`.
     pub kind: &'static str,
     pub payload: serde_json::Value,
     pub user_id: Option<String>,
+}
+
+// By hand: a derived impl of a struct with a `&'static str` field only reads from `'static` input, which the runtime's
+// remote codec (any lifetime) cannot use.
+impl<'de> serde::Deserialize<'de> for RecordGitOperation {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(serde::Deserialize)]
+        struct Wire {
+            kind: String,
+            payload: serde_json::Value,
+            user_id: Option<String>,
+        }
+        let w = Wire::deserialize(d)?;
+        Ok(RecordGitOperation {
+            kind: crate::actors::error::static_name(&w.kind),
+            payload: w.payload,
+            user_id: w.user_id,
+        })
+    }
 }
 
 impl Mutation for RecordGitOperation {
@@ -442,6 +468,7 @@ pub struct GitOperationEvent {
 }
 
 /// Points the task's sandbox at another target (a branch or commit to check out).
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct SwitchTask {
     pub target: String,
     pub user_id: Option<String>,
@@ -467,6 +494,7 @@ impl Mutation for SwitchTask {
 }
 
 /// The task detail (without any viewer's overlay).
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct GetTaskDetail;
 
 impl Read for GetTaskDetail {
@@ -476,4 +504,10 @@ impl Read for GetTaskDetail {
     fn read(self, t: &Task, db: &mut SqliteConnection) -> DomainResult<TaskDetail> {
         t.build_detail(db)
     }
+}
+
+crate::actors::remote::remote_messages! {
+    super::Task;
+    mutations: InitializeTask, RenameTask, CreateSession, CloseSession, ApplySessionSummary, AdvanceLifecycle, UnarchiveTask, RecordPullRequest, ApplyPullRequest, RecordGitOperation, SwitchTask;
+    reads: GetTaskDetail;
 }

@@ -139,5 +139,9 @@ impl Entity for Task {
 
     fn accepts(deliveries: &mut Accepts<Self>) {
         deliveries.accept::<InitializeTask>().accept::<ApplySessionSummary>().accept::<ApplyPullRequest>();
+        // Cluster mode: calls from other nodes (see `crate::actors::remote`).
+        messages::accept_remote(deliveries);
+        processes::accept_remote(deliveries);
+        workspace::accept_remote(deliveries);
     }
 }

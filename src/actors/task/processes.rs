@@ -143,7 +143,7 @@ async fn poll(me: Myself<Task>, host: Arc<dyn ProcessHost>) {
 }
 
 /// What the caller did to a process: recorded in the audit log with who did it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ProcessAction {
     Started,
     Stopped,
@@ -162,6 +162,7 @@ impl ProcessAction {
 
 /// Records a process the task started (or its new state after stop/kill), audits the action, and polls while it
 /// runs. Replies with the process as published (the shape every process route answers with).
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct TrackProcess {
     pub info: ProcessInfo,
     pub action: ProcessAction,
@@ -204,6 +205,7 @@ impl Command for TrackProcess {
 
 /// The poll's result: updates every tracked process from the host's list. Replies whether one still runs (the poll
 /// stops otherwise).
+#[derive(serde::Serialize, serde::Deserialize)]
 struct ApplyProcessStatuses {
     listed: Vec<ProcessInfo>,
 }
@@ -248,6 +250,7 @@ fn gone(row: &ProcessRow) -> ProcessInfo {
 }
 
 /// Forgets a process (after the host deleted it), audited. Replies whether it was the task's.
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct ForgetProcess {
     pub process_id: String,
     pub user_id: Option<String>,
@@ -272,6 +275,7 @@ impl Command for ForgetProcess {
 }
 
 /// The task's processes, oldest first.
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct ListTaskProcesses;
 
 impl Read for ListTaskProcesses {
@@ -285,6 +289,7 @@ impl Read for ListTaskProcesses {
 }
 
 /// One process of the task (`NotFound` if it is not this task's).
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct GetTaskProcess {
     pub process_id: String,
 }
@@ -305,4 +310,10 @@ pub(super) fn resume(task: &mut Task, ctx: &mut EntityCtx<'_, Task>) {
         Ok(false) => {}
         Err(e) => tracing::warn!(error = %e, "cannot read the task's processes"),
     }
+}
+
+crate::actors::remote::remote_messages! {
+    super::Task;
+    reads: ListTaskProcesses, GetTaskProcess;
+    commands: TrackProcess, ApplyProcessStatuses, ForgetProcess;
 }

@@ -33,7 +33,7 @@ diesel::table! {
 /// Where git credentials for a repository come from, as a runtime service.
 pub struct GitTokens(pub Arc<dyn TokenSource>);
 
-#[derive(Debug, Clone, Queryable, Selectable)]
+#[derive(Debug, Clone, Queryable, Selectable, serde::Serialize, serde::Deserialize)]
 #[diesel(table_name = task_workspace)]
 pub struct WorkspaceRow {
     pub id: i32,
@@ -171,6 +171,7 @@ pub enum WorkspaceWait {
 
 /// Starts provisioning the task's workspace, or does nothing if it is ready or being provisioned (unless `retry`,
 /// which redoes a ready one's checkout check as well). Refused for an archived or killed task.
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct StartProvision {
     pub full_name: String,
     pub remote_url: String,
@@ -274,6 +275,7 @@ pub(super) fn spawn_job(t: &mut Task, ctx: &mut EntityCtx<'_, Task>, workspaces:
 }
 
 /// A step of the running provisioning job (shown as the workspace's message).
+#[derive(serde::Serialize, serde::Deserialize)]
 pub(super) struct ProvisionProgress {
     message: String,
 }
@@ -294,6 +296,7 @@ impl Command for ProvisionProgress {
 }
 
 /// The end of the provisioning job.
+#[derive(serde::Serialize, serde::Deserialize)]
 pub(super) struct FinishProvision {
     result: Result<Provisioned, String>,
 }
@@ -361,6 +364,7 @@ impl Command for AwaitWorkspace {
 }
 
 /// The workspace's row (what it is a checkout of, its status), if the task has one.
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct GetWorkspace;
 
 impl Read for GetWorkspace {
@@ -374,6 +378,7 @@ impl Read for GetWorkspace {
 }
 
 /// The workspace's git state, as just computed.
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct RecordGitState {
     pub state: GitState,
 }
@@ -393,6 +398,7 @@ impl Mutation for RecordGitState {
 }
 
 /// The workspace was removed: `released` (archive; the branch was pushed) or `destroyed` (kill).
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct MarkWorkspaceGone {
     pub destroyed: bool,
 }
@@ -436,4 +442,11 @@ pub(super) fn resume(t: &mut Task, ctx: &mut EntityCtx<'_, Task>) {
         Ok(_) => {}
         Err(e) => tracing::error!(error = %e, "could not read the workspace"),
     }
+}
+
+crate::actors::remote::remote_messages! {
+    super::Task;
+    mutations: RecordGitState;
+    reads: GetWorkspace;
+    commands: StartProvision, ProvisionProgress, FinishProvision, MarkWorkspaceGone;
 }

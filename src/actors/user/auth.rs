@@ -81,7 +81,7 @@ fn check_session_id(session_id: &str) -> DomainResult<()> {
 /// Records a new sign-in session of an existing user ([`DomainError::NotFound`] otherwise). [`DomainError::Conflict`]
 /// if the session id or the token hash is taken. Also prunes sessions expired for longer than
 /// [`EXPIRED_SESSION_RETENTION_MS`].
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct StartAuthSession {
     pub session_id: String,
     pub token_hash: String,
@@ -146,7 +146,7 @@ fn audit_in_each_organization(
 
 /// Revokes one session. Replies with its token hash if this call revoked it, so the caller removes it from the auth
 /// directory; `None` if the session is unknown or was already revoked.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct RevokeAuthSession {
     pub session_id: String,
 }
@@ -168,7 +168,7 @@ impl Mutation for RevokeAuthSession {
 }
 
 /// Revokes every session not yet revoked (sign out everywhere); replies with their token hashes.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct RevokeAllAuthSessions;
 
 impl Mutation for RevokeAllAuthSessions {
@@ -187,7 +187,7 @@ impl Mutation for RevokeAllAuthSessions {
 }
 
 /// One session, revoked or not.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct GetAuthSession {
     pub session_id: String,
 }
@@ -204,7 +204,7 @@ impl Read for GetAuthSession {
 }
 
 /// Every session (including revoked and recently expired ones), newest first.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ListAuthSessions;
 
 impl Read for ListAuthSessions {
@@ -220,7 +220,7 @@ impl Read for ListAuthSessions {
 /// Links an OAuth account to an existing user ([`DomainError::NotFound`] otherwise), or refreshes its login, token
 /// and scopes. The token is stored sealed with the runtime's [`TokenCipher`]; without one nothing is stored
 /// ([`DomainError::Unprocessable`]).
-#[derive(Clone)]
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
 pub struct LinkOAuthAccount {
     pub provider: String,
     pub account_id: String,
@@ -290,7 +290,7 @@ impl Mutation for LinkOAuthAccount {
 }
 
 /// The linked accounts, by provider and account id, without their tokens.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ListOAuthAccounts;
 
 impl Read for ListOAuthAccounts {
@@ -304,7 +304,7 @@ impl Read for ListOAuthAccounts {
 }
 
 /// A stored access token as [`GetOAuthAccessToken`] finds it. Never `Debug`-printed with the token.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum StoredAccessToken {
     /// No account of that provider is linked.
     Missing,
@@ -327,7 +327,7 @@ impl std::fmt::Debug for StoredAccessToken {
 /// The access token of the user's account at `provider` (the most recently linked one if several), for server-side
 /// calls only: never send it to a client. A command, not a read: a token stored in plaintext by an earlier version is
 /// sealed in place on this first use.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct GetOAuthAccessToken {
     pub provider: String,
 }
@@ -361,4 +361,11 @@ impl Command for GetOAuthAccessToken {
         tracing::info!(user, %provider, "sealed a plaintext OAuth token of an earlier version");
         Ok(StoredAccessToken::Token(stored))
     }
+}
+
+crate::actors::remote::remote_messages! {
+    super::User;
+    mutations: StartAuthSession, RevokeAuthSession, RevokeAllAuthSessions, LinkOAuthAccount;
+    reads: GetAuthSession, ListAuthSessions, ListOAuthAccounts;
+    commands: GetOAuthAccessToken;
 }

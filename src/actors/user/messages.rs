@@ -93,7 +93,7 @@ fn save_profile_if_changed(tx: &mut Tx<'_>, before: &ProfileRow, mut profile: Pr
 
 /// Creates the user (with a profile whose default model is the catalog's default, [`models::default_for`]) or updates
 /// name, email and avatar (and replaces a default model the catalog no longer offers). Replies with the stored user.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct UpsertUser {
     pub name: String,
     pub email: String,
@@ -170,7 +170,7 @@ impl Mutation for UpsertUser {
 
 /// Updates the profile fields that are `Some`; the others stay. Eligible organization ids are stored deduplicated, in
 /// the given order. Replies with the stored profile.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct UpdateProfile {
     pub github_login: Option<String>,
     pub role: Option<String>,
@@ -340,7 +340,7 @@ impl Delivery for RevokeOrganization {
 /// Chooses the organization the user's app opens in (`activeOrganizationId` of the `app` snapshot). The caller
 /// checks membership first (the organization's member table is the authority): the user's own list may not have
 /// received a new membership yet.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct SetActiveOrganization {
     pub org_id: String,
 }
@@ -360,7 +360,7 @@ impl Mutation for SetActiveOrganization {
 }
 
 /// Sets the user's default model (a model of the catalog, see [`models::is_known_model`]).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct SetDefaultModel {
     pub model: String,
 }
@@ -382,7 +382,7 @@ impl Mutation for SetDefaultModel {
 }
 
 /// Records the starter-repository onboarding choice (`Starred` or `Skipped`; `Pending` is only the initial state).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct SetStarterRepoStatus {
     pub status: StarterRepoStatus,
 }
@@ -404,7 +404,7 @@ impl Mutation for SetStarterRepoStatus {
 }
 
 /// Sets which session tab of `task` the user has open.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct SetActiveSession {
     pub task: TaskKey,
     pub session_id: String,
@@ -426,7 +426,7 @@ impl Mutation for SetActiveSession {
 }
 
 /// Marks a session read or unread for this user.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct MarkSessionUnread {
     pub session: SessionKey,
     pub unread: bool,
@@ -449,7 +449,7 @@ impl Mutation for MarkSessionUnread {
 /// Replaces the draft of a session (text and attachments). Limits: [`MAX_DRAFT_TEXT_BYTES`],
 /// [`MAX_DRAFT_ATTACHMENTS`], [`MAX_ATTACHMENT_PATH_CHARS`], [`MAX_ATTACHMENT_LINE_BYTES`]. Replies with the stored
 /// draft.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct SaveDraft {
     pub session: SessionKey,
     pub text: String,
@@ -501,7 +501,7 @@ impl Mutation for SaveDraft {
 }
 
 /// The stored user with profile and default model.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct GetUser;
 
 impl Read for GetUser {
@@ -515,7 +515,7 @@ impl Read for GetUser {
 }
 
 /// This user's state of one task: active session and, per session, unread flag and draft (two queries in all).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct GetTaskOverlay {
     pub task: TaskKey,
 }
@@ -531,7 +531,7 @@ impl Read for GetTaskOverlay {
 }
 
 /// The `app` snapshot, as the topic publishes it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct GetAppSnapshot;
 
 impl Read for GetAppSnapshot {
@@ -542,4 +542,10 @@ impl Read for GetAppSnapshot {
     fn read(self, user: &User, db: &mut SqliteConnection) -> DomainResult<AppSnapshot> {
         app_snapshot(db)?.ok_or_else(|| not_found(user))
     }
+}
+
+crate::actors::remote::remote_messages! {
+    super::User;
+    mutations: UpsertUser, UpdateProfile, GrantOrganization, RevokeOrganization, SetActiveOrganization, SetDefaultModel, SetStarterRepoStatus, SetActiveSession, MarkSessionUnread, SaveDraft;
+    reads: GetUser, GetTaskOverlay, GetAppSnapshot;
 }

@@ -78,6 +78,9 @@ impl Entity for User {
 
     fn accepts(deliveries: &mut Accepts<Self>) {
         deliveries.accept::<GrantOrganization>().accept::<RevokeOrganization>();
+        // Cluster mode: calls from other nodes (see `crate::actors::remote`).
+        messages::accept_remote(deliveries);
+        auth::accept_remote(deliveries);
     }
 }
 

@@ -115,7 +115,7 @@ pub enum AgentEvent {
 }
 
 /// How a turn ended (an interrupt is the caller dropping the turn future; it never returns).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum TurnEnd {
     Completed,
     Failed(String),
