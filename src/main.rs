@@ -372,6 +372,13 @@ fn github_api(args: &Serve) -> std::io::Result<GitHubAccess> {
 async fn serve(args: Serve) -> std::io::Result<()> {
     // Checked before anything starts: a cluster flag without its companions is a configuration error to fix now.
     let cluster_config = cluster_config(&args)?;
+    if cluster_config.is_some() && args.token_key_file.is_none() {
+        // Each node would make its own key: tokens sealed on one node could not be opened where the actor moves.
+        tracing::warn!(
+            "cluster mode without --token-key-file: give every node the same key file, or OAuth tokens \
+                        stored through one node cannot be read once their user's actor moves to another"
+        );
+    }
     // Started first, while this process has few descriptors open: workspace commands start there (see
     // `integrations/workspace/runner.rs`), so their cost does not grow with the live actors' open files.
     let runner = Arc::new(Runner::new(std::env::current_exe()?, vec!["run-commands".to_owned()]));
