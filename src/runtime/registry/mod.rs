@@ -7,6 +7,10 @@
 //! Every call holds a permit of the slot's semaphore (the mailbox bound) and an in-flight count. An actor passivates
 //! only by atomically swapping an in-flight count of zero for the RETIRED bit, and a caller only sends after it
 //! incremented the count while RETIRED was clear; so no message is ever sent to an actor that is going away.
+//!
+//! Submodules: `calls` (the typed call paths), `routed` (cluster mode: a call's remote leg), `durable` (cluster
+//! mode: the actor's file prepared from its commit log at activation), `shards` (a shard's live actors stopped),
+//! `connect` (connections to actors), `handle` (the kind-erased handle the runtime keeps).
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
@@ -17,14 +21,16 @@ use std::time::Duration;
 use actix::prelude::*;
 use tokio::sync::{oneshot, Notify, OnceCell};
 
-use super::actor::{EntityActor, Exec, Mutate, Passivate, Query, Shutdown};
-use super::entity::{Command, Entity, Mutation, Read};
+use super::actor::{EntityActor, Passivate, Shutdown};
+use super::entity::Entity;
 use super::error::{ActivationError, ActivationFailure, CallError};
 use super::key::EntityKey;
 use super::system::Shared;
 use super::topic::lock;
 
+mod calls;
 mod connect;
+mod durable;
 mod handle;
 mod routed;
 mod shards;
@@ -557,56 +563,6 @@ impl<E: Entity> Registry<E> {
         Ok(addr)
     }
 
-    /// Cluster mode: makes `path` hold the actor as its commit log has it, before it is opened. A file closed cleanly
-    /// at the log's head is kept (the common case); any other is rebuilt from the log, or removed when the log has
-    /// no such actor (`None` then for `Open::IfExists`: the key names nothing).
-    async fn prepare_durable(
-        &self,
-        log: &Arc<dyn super::durable::CommitLog>,
-        key: &E::Key,
-        encoded: &str,
-        path: &std::path::Path,
-        open: Open,
-    ) -> Result<Option<super::durable::Durable>, ActivationFailure> {
-        use super::durable::{self, LogError, LogKey};
-        let shard = self.shard_of(key);
-        let log_failure = |e: LogError| match e {
-            LogError::Fenced(shard) => ActivationFailure::NotOwner(shard),
-            other => ActivationFailure::Load(other.to_string()),
-        };
-        self.inner.shared.wait_closed(path).await;
-        let actor = LogKey { kind: E::KIND, key: encoded.to_owned(), shard };
-        let head = log.head(&actor).await.map_err(log_failure)?;
-        let history = match head {
-            Some(h) if durable::read_marker(path) == Some(h.txid) && path.exists() => None,
-            Some(_) => Some(log.history(&actor).await.map_err(log_failure)?.ok_or_else(|| {
-                ActivationFailure::Load("the commit log lost the actor while it was being restored".into())
-            })?),
-            None if open == Open::IfExists => {
-                let p = path.to_owned();
-                let _ = actix_rt::task::spawn_blocking(move || super::db::remove_actor_files(&p)).await;
-                return Ok(None);
-            }
-            None => None,
-        };
-        let p = path.to_owned();
-        let prepared = actix_rt::task::spawn_blocking(move || -> std::io::Result<()> {
-            match (head, history) {
-                (Some(_), Some(history)) => durable::restore(&p, &history)?,
-                // Nothing durable: whatever is here was never acknowledged (or belongs to a destroyed actor).
-                (None, _) => super::db::remove_actor_files(&p)?,
-                (Some(_), None) => {}
-            }
-            // From now on the file may change without its commits being shipped: untrusted until closed cleanly.
-            durable::clear_marker(&p)
-        })
-        .await
-        .map_err(|e| ActivationFailure::Load(format!("preparing the actor's file: {e}")))?;
-        prepared
-            .map_err(|e| ActivationFailure::Load(format!("preparing the actor's file from its commit log: {e}")))?;
-        Ok(Some(durable::Durable::new(log.clone(), actor, head)))
-    }
-
     /// Creates a missing actor file as a copy of the kind's template (built once per process). Best effort: on any
     /// failure the normal path creates and migrates the file, and reports errors with their migration names.
     fn create_from_template(&self, path: &std::path::Path) {
@@ -716,123 +672,6 @@ impl<E: Entity> Registry<E> {
             return None;
         }
         Some(rx.await.unwrap_or_else(|_| Err(CallError::Unavailable { kind: E::KIND, key: key.encode() })))
-    }
-
-    /// Runs a read-only query on `key`'s actor.
-    pub async fn read<M: Read<Entity = E>>(&self, key: &E::Key, msg: M) -> Result<M::Output, CallError<M::Error>> {
-        self.read_with(key, msg, Backpressure::Wait).await
-    }
-
-    pub async fn read_with<M: Read<Entity = E>>(
-        &self,
-        key: &E::Key,
-        msg: M,
-        bp: Backpressure,
-    ) -> Result<M::Output, CallError<M::Error>> {
-        if self.inner.shared.config.transport.is_some() {
-            if let Some(leg) = self.remote_leg::<M, M::Output, M::Error>(key, &msg, false, true) {
-                return leg.run().await;
-            }
-        }
-        self.call(key, Open::OrCreate, bp, |reply| Query { msg, reply }).await
-    }
-
-    /// Applies a mutation on `key`'s actor; the reply arrives after its transaction committed.
-    pub async fn mutate<M: Mutation<Entity = E>>(
-        &self,
-        key: &E::Key,
-        msg: M,
-    ) -> Result<M::Output, CallError<M::Error>> {
-        self.mutate_with(key, msg, Backpressure::Wait).await
-    }
-
-    pub async fn mutate_with<M: Mutation<Entity = E>>(
-        &self,
-        key: &E::Key,
-        msg: M,
-        bp: Backpressure,
-    ) -> Result<M::Output, CallError<M::Error>> {
-        if self.inner.shared.config.transport.is_some() {
-            if let Some(leg) = self.remote_leg::<M, M::Output, M::Error>(key, &msg, false, false) {
-                return leg.run().await;
-            }
-        }
-        self.call(key, Open::OrCreate, bp, |reply| Mutate { msg, reply }).await
-    }
-
-    /// Runs a command in `key`'s actor context.
-    pub async fn exec<C: Command<Entity = E>>(&self, key: &E::Key, cmd: C) -> Result<C::Output, CallError<C::Error>> {
-        if self.inner.shared.config.transport.is_some() {
-            if let Some(leg) = self.remote_leg::<C, C::Output, C::Error>(key, &cmd, false, false) {
-                return leg.run().await;
-            }
-        }
-        self.call(key, Open::OrCreate, Backpressure::Wait, |reply| Exec { cmd, reply }).await
-    }
-
-    /// [`Registry::read`] on an existing key only (see [`Registry::get_existing`]): `CallError::NotFound`, and
-    /// nothing created, when the key has neither a live actor nor a database.
-    pub async fn read_existing<M: Read<Entity = E>>(
-        &self,
-        key: &E::Key,
-        msg: M,
-    ) -> Result<M::Output, CallError<M::Error>> {
-        self.read_existing_with(key, msg, Backpressure::Wait).await
-    }
-
-    pub async fn read_existing_with<M: Read<Entity = E>>(
-        &self,
-        key: &E::Key,
-        msg: M,
-        bp: Backpressure,
-    ) -> Result<M::Output, CallError<M::Error>> {
-        if self.inner.shared.config.transport.is_some() {
-            if let Some(leg) = self.remote_leg::<M, M::Output, M::Error>(key, &msg, true, true) {
-                return leg.run().await;
-            }
-        }
-        self.call(key, Open::IfExists, bp, |reply| Query { msg, reply }).await
-    }
-
-    /// [`Registry::mutate`] on an existing key only (`CallError::NotFound` otherwise, nothing created).
-    pub async fn mutate_existing<M: Mutation<Entity = E>>(
-        &self,
-        key: &E::Key,
-        msg: M,
-    ) -> Result<M::Output, CallError<M::Error>> {
-        if self.inner.shared.config.transport.is_some() {
-            if let Some(leg) = self.remote_leg::<M, M::Output, M::Error>(key, &msg, true, false) {
-                return leg.run().await;
-            }
-        }
-        self.call(key, Open::IfExists, Backpressure::Wait, |reply| Mutate { msg, reply }).await
-    }
-
-    /// [`Registry::exec`] on an existing key only (`CallError::NotFound` otherwise, nothing created).
-    pub async fn exec_existing<C: Command<Entity = E>>(
-        &self,
-        key: &E::Key,
-        cmd: C,
-    ) -> Result<C::Output, CallError<C::Error>> {
-        if self.inner.shared.config.transport.is_some() {
-            if let Some(leg) = self.remote_leg::<C, C::Output, C::Error>(key, &cmd, true, false) {
-                return leg.run().await;
-            }
-        }
-        self.call(key, Open::IfExists, Backpressure::Wait, |reply| Exec { cmd, reply }).await
-    }
-
-    pub(crate) async fn deliver_envelope<T, Err, Msg>(
-        &self,
-        key: &E::Key,
-        make: impl FnOnce(oneshot::Sender<Result<T, CallError<Err>>>) -> Msg,
-    ) -> Result<T, CallError<Err>>
-    where
-        Msg: Message<Result = ()> + Send + 'static,
-        EntityActor<E>: Handler<Msg>,
-        <EntityActor<E> as Actor>::Context: actix::dev::ToEnvelope<EntityActor<E>, Msg>,
-    {
-        self.call(key, Open::OrCreate, Backpressure::Wait, make).await
     }
 
     /// The latest published snapshot of `topic` of `key` if someone subscribes to it (see [`super::topic::TopicHub::latest`]):
