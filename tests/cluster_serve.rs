@@ -14,7 +14,10 @@ use std::time::{Duration, Instant};
 use cluster_support::{nats::NatsServer, postgres::PgServer, proxy::Proxy};
 use foundry::cluster::rendezvous;
 use foundry::cluster::store::{HistoryRow, Store};
+use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
 
 const FOUNDRY: &str = env!("CARGO_BIN_EXE_foundry");
 
@@ -392,6 +395,54 @@ async fn every_request_works_on_either_node_whichever_serves_its_actors() {
         assert_eq!(repo["fullName"], format!("{id}/app"), "{repo}");
     }
 
+    // WebSocket subscriptions work on either node too: each node's socket follows all six organizations (so some
+    // are served by the other node, whose frames cross over NATS), and a change made through either node reaches both.
+    let mut sockets = Vec::new();
+    for node in [&a, &b] {
+        let mut req = format!("{}/v1/ws", node.base.replace("http://", "ws://")).into_client_request().unwrap();
+        req.headers_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+        let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+        for id in ids {
+            let frame = json!({ "type": "subscribe", "topic": "organization", "key": { "org": id } });
+            ws.send(Message::Text(frame.to_string().into())).await.unwrap();
+        }
+        let mut first = std::collections::BTreeSet::new();
+        while first.len() < ids.len() {
+            let frame = ws_frame(&mut ws).await;
+            assert_eq!(frame["type"], "organizationUpdated", "through {}: {frame}", node.id);
+            first.insert(frame["key"]["org"].as_str().unwrap().to_owned());
+        }
+        sockets.push(ws);
+    }
+    for (i, id) in ids.iter().enumerate() {
+        let via = if i % 2 == 0 { &b } else { &a };
+        let (status, body) = send(client.post(format!("{}/v1/orgs/{id}/repos", via.base)).json(&json!({
+            "repoId": "lib", "fullName": format!("{id}/lib"), "remoteUrl": format!("https://example.invalid/{id}/lib.git")
+        })))
+        .await;
+        assert_eq!(status, 201, "{body}");
+    }
+    for (ws, node) in sockets.iter_mut().zip([&a, &b]) {
+        let mut updated = std::collections::BTreeSet::new();
+        while updated.len() < ids.len() {
+            let frame = ws_frame(ws).await;
+            let repos = frame["snapshot"]["repos"].as_array().cloned().unwrap_or_default();
+            if repos.iter().any(|r| r["repoId"] == "lib") {
+                updated.insert(frame["key"]["org"].as_str().unwrap().to_owned());
+            }
+        }
+        assert_eq!(updated.len(), ids.len(), "through {}", node.id);
+    }
+    // Every subscription is a link on its socket's node; those to the other node's actors are served there.
+    let mut upstreams = 0;
+    for node in [&a, &b] {
+        let text = client.get(format!("{}/metrics", node.base)).send().await.unwrap().text().await.unwrap();
+        assert_eq!(metric(&text, "foundry_cluster_topic_links"), Some(ids.len() as u64), "{}:\n{text}", node.id);
+        upstreams += metric(&text, "foundry_cluster_topic_upstreams").unwrap();
+    }
+    assert!(upstreams > 0, "some subscriptions crossed to the other node");
+    drop(sockets);
+
     // A task created through "a" (the repository, its task and session actors share the organization's shard) is
     // listed and shown through "b".
     for id in ["acme", "beta"] {
@@ -419,6 +470,21 @@ async fn every_request_works_on_either_node_whichever_serves_its_actors() {
         let text = client.get(format!("{}/metrics", node.base)).send().await.unwrap().text().await.unwrap();
         for name in ["foundry_cluster_remote_calls_total", "foundry_cluster_remote_served_total"] {
             assert!(metric(&text, name).is_some_and(|n| n > 0), "{} {name}:\n{text}", node.id);
+        }
+    }
+}
+
+/// The next text frame of a WebSocket as JSON, within 15 s.
+async fn ws_frame<S>(ws: &mut S) -> Value
+where
+    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    loop {
+        let next = tokio::time::timeout(Duration::from_secs(15), ws.next()).await.expect("a frame within 15 s");
+        match next.expect("the socket stays open").expect("a frame") {
+            Message::Text(t) => return serde_json::from_str(&t).unwrap(),
+            Message::Ping(_) | Message::Pong(_) => continue,
+            other => panic!("unexpected {other:?}"),
         }
     }
 }

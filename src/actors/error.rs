@@ -144,29 +144,7 @@ const CODES: &[&str] = &[
     "storage",
 ];
 
-/// Most distinct names [`static_name`] keeps; past it a name reads as `"value"`. The names are the domain's own
-/// literals (`"organization"`, `"name"`, ...), a few dozen, so the cap only bounds what a misbehaving peer could leak.
-const MAX_INTERNED: usize = 1024;
-
-/// The `&'static str` for a `what`/`field` name received from another node. `DomainError` keeps these as
-/// `&'static str` because handlers match on them (`NotFound { what: "repository", .. }`); each distinct name is
-/// leaked once and reused, so the memory is bounded by the set of names, not by the number of errors.
-pub(crate) fn static_name(name: &str) -> &'static str {
-    use std::collections::HashSet;
-    use std::sync::{Mutex, OnceLock};
-    static NAMES: OnceLock<Mutex<HashSet<&'static str>>> = OnceLock::new();
-    // A poisoned lock still holds a valid set (insertions cannot half-happen): keep using it.
-    let mut names = NAMES.get_or_init(Default::default).lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(known) = names.get(name) {
-        return known;
-    }
-    if names.len() >= MAX_INTERNED {
-        return "value";
-    }
-    let leaked: &'static str = Box::leak(name.to_owned().into_boxed_str());
-    names.insert(leaked);
-    leaked
-}
+pub(crate) use crate::runtime::remote::static_name;
 
 #[cfg(test)]
 mod tests {

@@ -6,6 +6,11 @@
 //! fence is in PostgreSQL.
 //!
 //! Requests are served on the actix system (the runtime activates actors there), each as its own task.
+//!
+//! Connections to another node's actors (`runtime::links`) add two subjects: each node's inbox `fdy.gw.<node id in
+//! hex>`, where the nodes serving its subscribers' actors push their frames and events (request/reply: the answer is
+//! the acknowledgement), and `fdy.gained`, where a node announces the shards it has just started serving so the
+//! other nodes move their connections to it at once.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,6 +25,9 @@ use crate::runtime::{Runtime, ShardId, Transport, TransportError};
 
 /// The queue group every node's shard subscriptions join.
 const QUEUE: &str = "fdy";
+
+/// Where nodes announce the shards they just started serving.
+const GAINED: &str = "fdy.gained";
 
 /// How often the served shards are compared with the subscriptions (a shard just acquired is served within this;
 /// callers meanwhile get "no responders" and retry).
@@ -41,6 +49,15 @@ pub struct TransportStats {
 pub struct NatsTransport {
     client: async_nats::Client,
     stats: Arc<TransportStats>,
+    /// This node's inbox subject (see the module doc).
+    inbox: String,
+}
+
+/// A node's announcement on [`GAINED`].
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Gained {
+    node: String,
+    shards: Vec<u16>,
 }
 
 impl std::fmt::Debug for NatsTransport {
@@ -64,7 +81,9 @@ impl NatsTransport {
             .connect(url)
             .await
             .map_err(|e| ClusterError::Transport(e.to_string()))?;
-        Ok(NatsTransport { client, stats: Arc::new(TransportStats::default()) })
+        // Hex keeps any node id a single subject token.
+        let hex: String = node_id.bytes().map(|b| format!("{b:02x}")).collect();
+        Ok(NatsTransport { client, stats: Arc::new(TransportStats::default()), inbox: format!("fdy.gw.{hex}") })
     }
 
     /// Leaves NATS: every subscription is removed on the server (requests go to the shards' next owners), then the
@@ -86,16 +105,26 @@ impl NatsTransport {
         let this = self.clone();
         actix_rt::spawn(async move {
             let mut subscribed = Subscriptions::default();
+            // Pushes for this node's links, and other nodes' announcements: for as long as this task runs.
+            let mut side = AbortOnDrop::default();
+            match this.client.subscribe(this.inbox.clone()).await {
+                Ok(sub) => side.0.push(actix_rt::spawn(this.clone().take_pushes(sub, runtime.clone()))),
+                Err(e) => tracing::warn!(error = %e, "cannot subscribe to this node's inbox: no links to other nodes"),
+            }
+            match this.client.subscribe(GAINED).await {
+                Ok(sub) => side.0.push(actix_rt::spawn(this.clone().hear_gains(sub, runtime.clone()))),
+                Err(e) => tracing::warn!(error = %e, "cannot subscribe to shard announcements"),
+            }
             loop {
                 let served: BTreeMap<ShardId, ()> = view.serving().into_iter().map(|(s, _)| (s, ())).collect();
                 subscribed.0.retain(|shard, task| {
                     let keep = served.contains_key(shard) && !task.is_finished();
                     if !keep {
-                        // Dropping the subscriber (with its task) unsubscribes.
                         task.abort();
                     }
                     keep
                 });
+                let mut gained = Vec::new();
                 for shard in served.keys() {
                     if subscribed.0.contains_key(shard) {
                         continue;
@@ -103,9 +132,13 @@ impl NatsTransport {
                     match this.client.queue_subscribe(subject(*shard), QUEUE.to_owned()).await {
                         Ok(sub) => {
                             subscribed.0.insert(*shard, actix_rt::spawn(this.clone().answer(sub, runtime.clone())));
+                            gained.push(shard.0);
                         }
                         Err(e) => tracing::warn!(%shard, error = %e, "cannot subscribe to the shard's requests"),
                     }
+                }
+                if !gained.is_empty() {
+                    this.announce(gained).await;
                 }
                 if view.stopped().is_some() {
                     return;
@@ -113,6 +146,34 @@ impl NatsTransport {
                 tokio::time::sleep(FOLLOW_EVERY).await;
             }
         })
+    }
+
+    /// Tells every node (this one too) that these shards are served here now.
+    async fn announce(&self, shards: Vec<u16>) {
+        let body = serde_json::to_vec(&Gained { node: self.inbox.clone(), shards }).unwrap_or_default();
+        if let Err(e) = self.client.publish(GAINED, body.into()).await {
+            tracing::debug!(error = %e, "could not announce gained shards (connections follow after a silence)");
+        }
+    }
+
+    async fn take_pushes(self, mut sub: async_nats::Subscriber, runtime: Runtime) {
+        while let Some(msg) = sub.next().await {
+            let Some(reply) = msg.reply else { continue };
+            // Answered in order, here: a link's pushes come one at a time anyway, and taking one never waits.
+            let ack = runtime.serve_push(&msg.payload);
+            if let Err(e) = self.client.publish(reply, ack.into()).await {
+                tracing::debug!(error = %e, "could not acknowledge a push");
+            }
+        }
+    }
+
+    async fn hear_gains(self, mut sub: async_nats::Subscriber, runtime: Runtime) {
+        while let Some(msg) = sub.next().await {
+            match serde_json::from_slice::<Gained>(&msg.payload) {
+                Ok(g) => runtime.shards_gained(&g.node, &g.shards.into_iter().map(ShardId).collect::<Vec<_>>()),
+                Err(e) => tracing::warn!(error = %e, "an announcement that does not decode"),
+            }
+        }
     }
 
     async fn answer(self, mut sub: async_nats::Subscriber, runtime: Runtime) {
@@ -135,6 +196,18 @@ impl NatsTransport {
 #[derive(Default)]
 struct Subscriptions(BTreeMap<ShardId, tokio::task::JoinHandle<()>>);
 
+/// Tasks that end with their holder.
+#[derive(Default)]
+struct AbortOnDrop(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
+}
+
 impl Drop for Subscriptions {
     fn drop(&mut self) {
         for task in self.0.values() {
@@ -144,6 +217,31 @@ impl Drop for Subscriptions {
 }
 
 impl Transport for NatsTransport {
+    fn inbox(&self) -> Option<String> {
+        Some(self.inbox.clone())
+    }
+
+    fn push(
+        &self,
+        inbox: &str,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> BoxFuture<'static, Result<Vec<u8>, TransportError>> {
+        let (client, inbox) = (self.client.clone(), inbox.to_owned());
+        Box::pin(async move {
+            let late = || TransportError::Failed(format!("no answer from {inbox} in time"));
+            match tokio::time::timeout(timeout, client.request(inbox.clone(), body.into())).await {
+                Err(_) => Err(late()),
+                Ok(Ok(msg)) => Ok(msg.payload.to_vec()),
+                Ok(Err(e)) => match e.kind() {
+                    async_nats::RequestErrorKind::NoResponders => Err(TransportError::Unreachable(inbox)),
+                    async_nats::RequestErrorKind::TimedOut => Err(late()),
+                    _ => Err(TransportError::Failed(e.to_string())),
+                },
+            }
+        })
+    }
+
     fn request(
         &self,
         shard: ShardId,

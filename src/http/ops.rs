@@ -230,6 +230,27 @@ async fn metrics(req: HttpRequest) -> Result<HttpResponse, ApiError> {
     render_http_metrics(&api.stats, &mut text);
     if let Some(cluster) = &api.cluster {
         render_cluster_metrics(cluster, &mut text);
+        let (links, upstreams) = api.domain.runtime.link_counts();
+        let gauges = [
+            (
+                "foundry_cluster_topic_links",
+                "Connections of this node's subscribers (each linked to its actor's node).",
+                links,
+            ),
+            (
+                "foundry_cluster_topic_upstreams",
+                "Connections this node serves for other nodes' subscribers.",
+                upstreams,
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let _ = writeln!(
+                text,
+                "# HELP {name} {help}
+# TYPE {name} gauge
+{name} {value}"
+            );
+        }
     }
     Ok(HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(text))
 }

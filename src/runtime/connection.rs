@@ -177,6 +177,9 @@ struct QueueState {
 pub(crate) struct EventQueue {
     state: Mutex<QueueState>,
     wake: Notify,
+    /// The connection was ended from its producer's side (cluster mode: its link to the actor's node failed for
+    /// good); the subscriber's stream ends.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 impl EventQueue {
@@ -200,6 +203,29 @@ impl EventQueue {
         drop(q);
         // A stored permit if the reader is not waiting right now: it cannot miss this push.
         self.wake.notify_one();
+    }
+
+    /// Counts `missed` events as lost here, as an overflow does (a connection linked to another node's actor hears
+    /// of that node's overflow this way).
+    pub(crate) fn push_gap(&self, missed: u64) {
+        let mut q = lock(&self.state);
+        q.next_seq += missed;
+        match q.items.back_mut() {
+            Some(Queued::Gap { missed: m }) => *m += missed,
+            _ => q.items.push_back(Queued::Gap { missed }),
+        }
+        drop(q);
+        self.wake.notify_one();
+    }
+
+    /// Ends the stream of the connection reading this queue.
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.wake.notify_one();
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
     }
 
     /// Events held unread (for tests of the bound).
@@ -354,10 +380,14 @@ impl Connection {
     }
 
     /// Waits for the next item: a topic frame (patches with `patches`, else the latest full snapshot), an event once
-    /// the topic frame it follows was yielded, or a lag marker. `None` once the runtime has shut down. Cancel-safe:
-    /// an item counts as read only when it is returned.
+    /// the topic frame it follows was yielded, or a lag marker. `None` once the runtime has shut down (or, in
+    /// cluster mode, the actor's node could not be reached again). Cancel-safe: an item counts as read only when it
+    /// is returned.
     pub async fn next_item(&mut self, patches: bool) -> Option<ConnectionItem> {
         loop {
+            if self.queue.is_closed() {
+                return None;
+            }
             self.sub.observe();
             if let Some(item) = self.try_next_item(patches) {
                 return Some(item);

@@ -31,6 +31,7 @@ pub mod error;
 pub mod idempotency;
 pub mod inspect;
 pub mod key;
+mod links;
 pub mod outbox;
 pub mod patch;
 pub mod placement;

@@ -29,6 +29,25 @@ pub trait Transport: Send + Sync + fmt::Debug + 'static {
         body: Vec<u8>,
         timeout: Duration,
     ) -> BoxFuture<'static, Result<Vec<u8>, TransportError>>;
+
+    /// This node's address for pushes: the frames and events of the actors other nodes serve, for this node's
+    /// connections to them (`runtime::links`). `None`: the transport carries no pushes, and a connection to another
+    /// node's actor answers `not_owner`.
+    fn inbox(&self) -> Option<String> {
+        None
+    }
+
+    /// Sends `body` to the node whose [`Transport::inbox`] is `inbox` and waits at most `timeout` for its answer.
+    fn push(
+        &self,
+        inbox: &str,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> BoxFuture<'static, Result<Vec<u8>, TransportError>> {
+        let _ = (body, timeout);
+        let inbox = inbox.to_owned();
+        Box::pin(async move { Err(TransportError::Unreachable(inbox)) })
+    }
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -41,6 +60,9 @@ pub enum TransportError {
     Timeout(ShardId),
     #[error("transport failed: {0}")]
     Failed(String),
+    /// Nobody listens at a node's inbox any more (that node is gone).
+    #[error("nobody listens at {0}")]
+    Unreachable(String),
 }
 
 /// A message other nodes may send to this kind: a stable wire name (renaming it breaks mixed-version clusters) and
@@ -73,15 +95,41 @@ pub(crate) enum Request {
         #[serde(default)]
         existing: bool,
     },
+    /// Make the sender's connection `link` a connection of the actor's topic (`runtime::links`): the frames and events
+    /// are pushed to `inbox`, stamped with `gen` (the link's attempt, so the pushes of an older one are refused).
+    Connect {
+        kind: String,
+        key: String,
+        topic: String,
+        caller: Option<String>,
+        params: serde_json::Value,
+        existing: bool,
+        inbox: String,
+        link: u64,
+        gen: u64,
+    },
+    /// The sender's connection `link` ended (or moved on from attempt `gen`).
+    Disconnect { inbox: String, link: u64, gen: u64 },
 }
 
 /// One answer on the wire (JSON).
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "t", rename_all = "camelCase")]
 pub(crate) enum Reply {
-    Delivered { outcome: WireOutcome, detail: String },
-    Returned { output: String },
-    Failed { error: WireError },
+    Delivered {
+        outcome: WireOutcome,
+        detail: String,
+    },
+    Returned {
+        output: String,
+    },
+    Failed {
+        error: WireError,
+    },
+    /// A `Connect` became a connection on the node whose inbox is `owner`; its pushes follow.
+    Connected {
+        owner: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -125,6 +173,14 @@ pub(crate) enum WireCode {
 impl WireError {
     pub(crate) fn bad_request(message: String) -> WireError {
         WireError { code: WireCode::BadRequest, message, handler: None, shard: None, capacity: None }
+    }
+
+    pub(crate) fn code(&self) -> WireCode {
+        self.code
+    }
+
+    pub(crate) fn failed(message: String) -> WireError {
+        WireError { code: WireCode::Failed, message, handler: None, shard: None, capacity: None }
     }
 
     pub(crate) fn from_call<E: Serialize>(e: CallError<E>) -> WireError {
@@ -331,8 +387,8 @@ async fn call_remote_raw<Er>(
             Err(TransportError::NoResponders(_)) => {}
             Err(TransportError::Timeout(_)) if read => {}
             Err(TransportError::Timeout(_)) => return Err(CallError::Timeout(ROUTED_DEADLINE)),
-            Err(TransportError::Failed(message)) => {
-                return Err(CallError::Storage { kind, key: key.to_owned(), message });
+            Err(e @ (TransportError::Failed(_) | TransportError::Unreachable(_))) => {
+                return Err(CallError::Storage { kind, key: key.to_owned(), message: e.to_string() });
             }
         }
         // Nobody serves the shard (or the node asked no longer does): wait for the next owner.
@@ -369,8 +425,42 @@ impl super::Runtime {
                         Some(call) => call(shared.clone(), key, payload, existing).await,
                     }
                 }
+                Ok(Request::Connect { kind, key, topic, caller, params, existing, inbox, link, gen }) => {
+                    let request = super::connection::Connect { topic, caller, params };
+                    let upstream = super::links::Upstream { inbox, link, gen };
+                    super::links::serve_connect(&shared, &kind, key, request, existing, upstream).await
+                }
+                Ok(Request::Disconnect { inbox, link, gen }) => {
+                    shared.upstreams.end(&super::links::Upstream { inbox, link, gen });
+                    Reply::Returned { output: "null".into() }
+                }
             };
             reply.encode()
         })
     }
+}
+
+/// Most distinct names [`static_name`] keeps; past it a name reads as `"value"`. The names are literals of the code
+/// on the other side (a domain error's `"organization"`, `"name"`, a refusal's code), a few dozen, so the cap only
+/// bounds what a misbehaving peer could leak.
+const MAX_INTERNED: usize = 1024;
+
+/// The `&'static str` for a name received from another node (a domain error's `what`/`field`, a connection
+/// refusal's code). Those are `&'static str` because code matches on them (`NotFound { what: "repository", .. }`); each distinct name is
+/// leaked once and reused, so the memory is bounded by the set of names, not by the number of errors.
+pub fn static_name(name: &str) -> &'static str {
+    use std::collections::HashSet;
+    use std::sync::{Mutex, OnceLock};
+    static NAMES: OnceLock<Mutex<HashSet<&'static str>>> = OnceLock::new();
+    // A poisoned lock still holds a valid set (insertions cannot half-happen): keep using it.
+    let mut names = NAMES.get_or_init(Default::default).lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(known) = names.get(name) {
+        return known;
+    }
+    if names.len() >= MAX_INTERNED {
+        return "value";
+    }
+    let leaked: &'static str = Box::leak(name.to_owned().into_boxed_str());
+    names.insert(leaked);
+    leaked
 }

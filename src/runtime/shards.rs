@@ -103,6 +103,10 @@ impl Runtime {
                     tokio::time::sleep(ACTIVATING_POLL).await;
                 }
             }
+            // Connections to these actors move to the next owner: this node's subscribers' links, and the
+            // gateways of the connections it served for other nodes.
+            shared.links.relink_in(&mask);
+            shared.upstreams.end_in(&mask);
             let handles = shared.handles();
             shared.unpark_where(|kind, key| {
                 handles

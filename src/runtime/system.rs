@@ -118,6 +118,9 @@ pub struct Shared {
     pub(crate) hub: TopicHub,
     /// Every topic subscriber an actor knows, beside the hub (see `connection.rs`).
     pub(crate) conns: super::connection::ConnectionTable,
+    /// Cluster mode: this node's subscribers' links, and the connections it serves for other nodes' (`links`).
+    pub(crate) links: super::links::Links,
+    pub(crate) upstreams: super::links::Upstreams,
     /// `on_disconnect` calls of connections that ended, run by one runtime task (a drop cannot await).
     disconnects: tokio::sync::mpsc::UnboundedSender<super::connection::DisconnectJob>,
     kinds: RwLock<HashMap<TypeId, Arc<dyn Any + Send + Sync>>>,
@@ -330,6 +333,8 @@ impl Runtime {
             owned_arbiters: Mutex::new(owned),
             hub: TopicHub::default(),
             conns: Default::default(),
+            links: Default::default(),
+            upstreams: Default::default(),
             disconnects,
             kinds: RwLock::new(HashMap::new()),
             handles: RwLock::new(Vec::new()),

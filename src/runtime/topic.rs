@@ -390,6 +390,12 @@ impl TopicHub {
         }
     }
 
+    /// Drops one topic's channel: its subscribers see the end of their stream (cluster mode: the actor another node
+    /// served was destroyed; a channel left behind would hold versions its next incarnation starts below).
+    pub fn close_topic(&self, kind: &'static str, key: &str, topic: &str) {
+        lock(self.shard(key, topic)).remove(&Self::id(kind, key, topic));
+    }
+
     /// Drops every channel: subscribers see the end of their stream.
     pub fn close_all(&self) {
         for shard in &self.shards {

@@ -14,6 +14,9 @@ impl<E: Entity> Registry<E> {
     /// `before_connect` accepts or refuses it, then `on_connect` runs. The connection's first item is the topic's
     /// current snapshot; it ends when the returned handle is dropped.
     pub async fn connect(&self, key: &E::Key, request: Connect) -> Result<Connection, CallError<ConnectError>> {
+        if self.links_enabled() {
+            return self.connect_linked(key, request, false).await;
+        }
         self.call(key, Open::OrCreate, Backpressure::Wait, |reply| ConnectTopic { request, reply }).await
     }
 
@@ -23,7 +26,16 @@ impl<E: Entity> Registry<E> {
         key: &E::Key,
         request: Connect,
     ) -> Result<Connection, CallError<ConnectError>> {
+        if self.links_enabled() {
+            return self.connect_linked(key, request, true).await;
+        }
         self.call(key, Open::IfExists, Backpressure::Wait, |reply| ConnectTopic { request, reply }).await
+    }
+
+    /// Cluster mode with a transport that carries pushes: every connection is a link (`runtime::links`), so it
+    /// reaches an actor another node serves and follows the actor when its shard moves.
+    fn links_enabled(&self) -> bool {
+        self.inner.shared.config.transport.as_ref().is_some_and(|t| t.inbox().is_some())
     }
 
     /// Subscribes to `topic` of `key` as a subscriber inside the process (a connection with no caller and no

@@ -3,7 +3,8 @@
 
 use tokio::sync::oneshot;
 
-use super::super::actor::{Inspect, Probe, Probed};
+use super::super::actor::{ConnectTopic, Inspect, Probe, Probed};
+use super::super::connection::{Connect, ConnectError, Connection};
 use super::super::entity::{Entity, KindConfig};
 use super::super::error::{ActivationError, CallError};
 use super::super::inspect::{InspectError, LiveActor};
@@ -40,6 +41,14 @@ pub(crate) trait KindHandle: Send + Sync {
     fn live_actor(&self, encoded_key: &str) -> Option<LiveActor>;
     /// Cluster mode: asks the live actors of `mask`'s shards to stop (see `Registry::stop_in`).
     fn stop_in(&self, mask: &ShardMask) -> ShardSweep;
+    /// Makes a connection of the actor of this encoded key on this node's path only (serving another node's
+    /// subscriber: never linked or forwarded again).
+    fn connect_here(
+        &self,
+        encoded_key: String,
+        request: Connect,
+        existing: bool,
+    ) -> futures_util::future::BoxFuture<'static, Result<Connection, CallError<ConnectError>>>;
     /// The shard of an encoded key (`None`: it does not decode).
     fn shard_of_encoded(&self, encoded_key: &str) -> Option<ShardId>;
     /// Whether the encoded key names an actor (live, or a database on disk), activating nothing.
@@ -141,6 +150,21 @@ impl<E: Entity> KindHandle for Registry<E> {
     }
     fn stop_in(&self, mask: &ShardMask) -> ShardSweep {
         Registry::stop_in(self, mask)
+    }
+    fn connect_here(
+        &self,
+        encoded_key: String,
+        request: Connect,
+        existing: bool,
+    ) -> futures_util::future::BoxFuture<'static, Result<Connection, CallError<ConnectError>>> {
+        let this = self.clone();
+        Box::pin(async move {
+            let key = E::Key::decode(&encoded_key).map_err(|e| {
+                CallError::Activation(ActivationError { kind: E::KIND, key: encoded_key.clone(), reason: e.into() })
+            })?;
+            let open = if existing { Open::IfExists } else { Open::OrCreate };
+            this.call(&key, open, Backpressure::Wait, |reply| ConnectTopic { request, reply }).await
+        })
     }
     fn shard_of_encoded(&self, encoded_key: &str) -> Option<ShardId> {
         E::Key::decode(encoded_key).ok().map(|k| self.shard_of(&k))

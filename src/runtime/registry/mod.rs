@@ -32,6 +32,7 @@ mod calls;
 mod connect;
 mod durable;
 mod handle;
+mod linked;
 mod routed;
 mod shards;
 pub(crate) use handle::KindHandle;
@@ -675,8 +676,12 @@ impl<E: Entity> Registry<E> {
     }
 
     /// The latest published snapshot of `topic` of `key` if someone subscribes to it (see [`super::topic::TopicHub::latest`]):
-    /// a read served without a message to the actor.
+    /// a read served without a message to the actor. Cluster mode: `None` for an actor another node serves (this
+    /// node's copy of its topic arrives after the commit's reply, so it could miss the caller's own last write).
     pub fn latest_snapshot(&self, key: &E::Key, topic: &str) -> Option<Arc<super::TopicEvent>> {
+        if self.inner.shared.remote_route::<E>(key).is_some() {
+            return None;
+        }
         self.inner.shared.hub.latest(E::KIND, &key.encode(), topic)
     }
 
