@@ -65,6 +65,26 @@ impl Entity for Account {
     }
 }
 
+/// How many routed mutations' request ids the actor remembers (the runtime's own table, read as is).
+struct RemoteRecords;
+
+impl Read for RemoteRecords {
+    type Entity = Account;
+    type Output = i64;
+    type Error = AccountError;
+    fn read(self, _: &Account, conn: &mut SqliteConnection) -> Result<i64, AccountError> {
+        #[derive(QueryableByName)]
+        struct Count {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            n: i64,
+        }
+        let rows: Vec<Count> =
+            diesel::sql_query("SELECT count(*) AS n FROM _foundry_idempotency WHERE scope = 'fdy.remote'")
+                .load(conn)?;
+        Ok(rows.first().map_or(0, |c| c.n))
+    }
+}
+
 fn balance(conn: &mut SqliteConnection) -> QueryResult<i64> {
     counter::table.select(counter::value).find(1).first(conn)
 }
@@ -458,6 +478,8 @@ async fn bytes_logged_per_routed_mutation_with_and_without_the_record() {
         per_entry.push(bytes / entries);
     }
     let (plain, keyed) = (per_entry[0], per_entry[1]);
+    assert_eq!(a.accounts.read(&local, RemoteRecords).await.unwrap(), 0, "a local mutation records no id");
+    assert_eq!(a.accounts.read(&ka, RemoteRecords).await.unwrap(), N + 1, "one record per routed mutation");
     eprintln!("bytes logged per mutation: local (no id) {plain}, routed with its record {keyed}");
     assert!(keyed > plain, "the record's pages ship with the mutation: {keyed} vs {plain}");
     b.crash().await;

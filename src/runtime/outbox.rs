@@ -22,7 +22,7 @@ use serde::Serialize;
 use super::actor::Deliver;
 use super::entity::{Command, Delivery, Entity, Mutation, Read};
 use super::error::CallError;
-use super::idempotency::{IdempotencyKey, Idempotent, Once};
+use super::idempotency::{IdempotencyKey, Once, RemoteOnce};
 use super::key::EntityKey;
 use super::remote::{codec, deliver_remote, remote_key, Remote, RemoteCall, Reply, Request, WireError};
 use super::schedule::{fire_fn, FireFn, Scheduled};
@@ -98,10 +98,10 @@ impl<E: Entity> Accepts<E> {
 
     /// Cluster mode: `M` may be called on this kind from other nodes, and calls of it (`Registry::mutate`,
     /// `mutate_existing`) for an actor another node serves go there through the transport instead of answering
-    /// `not_owner`. A call carrying a request id runs as [`Idempotent`] under it (scope `remote::REMOTE_SCOPE`): the
-    /// record commits with the mutation, so a caller that lost the answer and asks again, of this node or of the
-    /// shard's next owner, gets the first output instead of a second run. A refusal records nothing (its savepoint
-    /// rolls back), so asking again runs it again.
+    /// `not_owner`. A call carrying a request id runs as `RemoteOnce` (an [`super::Idempotent`] kept ten minutes)
+    /// under it (scope `remote::REMOTE_SCOPE`): the record commits with the mutation, so a caller that lost the
+    /// answer and asks again, of this node or of the shard's next owner, gets the first output instead of a second
+    /// run. A refusal records nothing (its savepoint rolls back), so asking again runs it again.
     pub fn remote_mutation<M>(&mut self) -> &mut Self
     where
         M: Mutation<Entity = E> + Remote,
@@ -112,7 +112,7 @@ impl<E: Entity> Accepts<E> {
             Box::pin(async move {
                 let Some(key) = once else { return returned(r.mutate_here(&k, m, existing).await) };
                 let id = key.key.clone();
-                match r.mutate_here(&k, Idempotent { key, msg: m }, existing).await {
+                match r.mutate_here(&k, RemoteOnce { key, msg: m }, existing).await {
                     Ok(Once::Applied(output)) => returned::<_, M::Error>(Ok(output)),
                     Ok(Once::Replayed { output, .. }) => {
                         tracing::debug!(kind = E::KIND, message = M::NAME, %id, "routed mutation replayed");

@@ -427,3 +427,45 @@ impl super::Runtime {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_call_without_a_request_id_stays_on_the_wire_as_before() {
+        // From a node that predates request ids: decodes, with none.
+        let old = br#"{"t":"call","kind":"k","key":"a","message":"M","payload":"{}","existing":false}"#;
+        let Ok(Request::Call { id, .. }) = serde_json::from_slice::<Request>(old) else { panic!("decodes") };
+        assert_eq!(id, None);
+        // Reads and commands carry none and write none.
+        let call = |id| Request::Call {
+            kind: "k".into(),
+            key: "a".into(),
+            message: "M".into(),
+            payload: "{}".into(),
+            existing: false,
+            id,
+        };
+        assert_eq!(call(None).encode(), old.to_vec());
+        let keyed = String::from_utf8(call(Some("00ff".into())).encode()).unwrap();
+        assert!(keyed.ends_with(r#","id":"00ff"}"#), "{keyed}");
+    }
+
+    #[test]
+    fn request_ids_are_fresh_and_fingerprints_tell_requests_apart() {
+        let (a, b) = (new_request_id().unwrap(), new_request_id().unwrap());
+        assert_ne!(a, b);
+        assert!(a.len() == 32 && a.chars().all(|c| c.is_ascii_hexdigit()), "{a}");
+        let k = remote_key("account", "Credit", r#"{"amount":5}"#, a.clone());
+        assert_eq!((k.scope.as_str(), k.key.as_str()), (REMOTE_SCOPE, a.as_str()));
+        assert_eq!(k, remote_key("account", "Credit", r#"{"amount":5}"#, a.clone()));
+        for (kind, message, payload) in [
+            ("account", "Credit", r#"{"amount":6}"#),
+            ("account", "Withdraw", r#"{"amount":5}"#),
+            ("other", "Credit", r#"{"amount":5}"#),
+        ] {
+            assert_ne!(k.fingerprint, remote_key(kind, message, payload, a.clone()).fingerprint);
+        }
+    }
+}
