@@ -5,6 +5,10 @@
 //! A request is addressed to a shard, not a node: whichever node serves the shard answers. The serving node runs
 //! it on its local path only (never forwarding again), so a request that reaches a node that just lost the shard
 //! answers `not_owner` and the caller tries again until its deadline — that is how a call waits out a failover.
+//!
+//! A mutation carries a request id, the same on every attempt, and its owner runs it at most once per id (the record
+//! commits with it: see `idempotency::RemoteOnce`), so an attempt whose answer was lost is asked again rather than
+//! reported as a timeout; see [`CallClass`] for what each kind of call does then.
 
 use std::fmt;
 use std::time::{Duration, Instant};
