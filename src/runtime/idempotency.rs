@@ -13,6 +13,10 @@
 //!
 //! The runtime knows nothing of what a creation is: [`Idempotent`] wraps any mutation whose output serialises, and
 //! commands that write through `EntityCtx::write` call [`lookup`] and [`record`] in their own transaction.
+//!
+//! Cluster mode uses the same table for routed mutations ([`RemoteOnce`], scope `remote::REMOTE_SCOPE`, the
+//! caller's request id as the key, kept [`REMOTE_TTL`]): the record commits, and so is in the commit log, with the
+//! mutation, so a caller that lost the answer gets the first output from this node or the shard's next owner.
 
 use std::marker::PhantomData;
 use std::time::Duration;
@@ -31,6 +35,11 @@ pub const KEY_TTL: Duration = Duration::from_secs(24 * 3600);
 pub const PENDING_LEASE: Duration = Duration::from_secs(120);
 /// Expired rows deleted per keyed creation: bounded work per request, and more than one per request keeps up.
 pub const PRUNE_BATCH: i64 = 16;
+/// How long a routed mutation's request id is remembered (cluster mode, [`RemoteOnce`]). Its caller stops asking
+/// after `remote::ROUTED_DEADLINE` (15 s); the rest covers a retry queued behind a busy mailbox or a failover, and
+/// the wall clocks of the owner that recorded it and the next one disagreeing. A day of ids, as for clients' keys,
+/// would keep a busy actor's every routed call for a day.
+pub const REMOTE_TTL: Duration = Duration::from_secs(10 * 60);
 
 /// A key as recorded: who and what (`scope`), the client's key, and the request's fingerprint.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -122,6 +131,19 @@ pub fn lookup(conn: &mut SqliteConnection, key: &IdempotencyKey, now: i64) -> Qu
 /// the creation's own transaction, after [`lookup`] found the key [`Recorded::Absent`] or pending.
 pub fn record(conn: &mut SqliteConnection, key: &IdempotencyKey, output: &str, now: i64) -> QueryResult<()> {
     upsert(conn, key, "created", Some(output), now)
+}
+
+/// [`record`] for a key that lives `ttl` (shorter than [`KEY_TTL`]): stamped as if made `KEY_TTL - ttl` earlier,
+/// so the one age-ordered [`prune`] and [`lookup`]'s expiry treat it by its own lifetime, with no second index.
+fn record_for(
+    conn: &mut SqliteConnection,
+    key: &IdempotencyKey,
+    output: &str,
+    now: i64,
+    ttl: Duration,
+) -> QueryResult<()> {
+    let early = KEY_TTL.saturating_sub(ttl).as_millis() as i64;
+    upsert(conn, key, "created", Some(output), now - early)
 }
 
 /// Reserves `key` for a creation whose first step runs outside this database (see [`PENDING_LEASE`]).
@@ -220,19 +242,53 @@ where
     type Output = Once<M::Output>;
     type Error = M::Error;
     fn apply(self, entity: &M::Entity, tx: &mut Tx<'_>) -> Result<Once<M::Output>, M::Error> {
-        let now = now_ms();
-        prune(tx.conn(), now)?;
-        match lookup(tx.conn(), &self.key, now)? {
-            Recorded::Absent => {
-                let output = self.msg.apply(entity, tx)?;
-                record(tx.conn(), &self.key, &to_json(&output)?, now)?;
-                Ok(Once::Applied(output))
-            }
-            Recorded::Created { output, answer } => Ok(Once::Replayed { output: from_json(&output)?, answer }),
-            Recorded::Mismatch => Ok(Once::KeyReused),
-            // Only a reservation's own completion writes over it; a plain mutation waits its turn like a retry.
-            Recorded::Pending => Ok(Once::InProgress),
+        apply_once(self.key, self.msg, KEY_TTL, entity, tx)
+    }
+}
+
+/// [`Idempotent`] for a routed mutation (cluster mode): the key is the caller's request id, remembered
+/// [`REMOTE_TTL`]. Built by the serving side of `Accepts::remote_mutation` only.
+pub(crate) struct RemoteOnce<M> {
+    pub key: IdempotencyKey,
+    pub msg: M,
+}
+
+impl<M> Mutation for RemoteOnce<M>
+where
+    M: Mutation,
+    M::Output: Serialize + DeserializeOwned,
+{
+    type Entity = M::Entity;
+    type Output = Once<M::Output>;
+    type Error = M::Error;
+    fn apply(self, entity: &M::Entity, tx: &mut Tx<'_>) -> Result<Once<M::Output>, M::Error> {
+        apply_once(self.key, self.msg, REMOTE_TTL, entity, tx)
+    }
+}
+
+fn apply_once<M>(
+    key: IdempotencyKey,
+    msg: M,
+    ttl: Duration,
+    entity: &M::Entity,
+    tx: &mut Tx<'_>,
+) -> Result<Once<M::Output>, M::Error>
+where
+    M: Mutation,
+    M::Output: Serialize + DeserializeOwned,
+{
+    let now = now_ms();
+    prune(tx.conn(), now)?;
+    match lookup(tx.conn(), &key, now)? {
+        Recorded::Absent => {
+            let output = msg.apply(entity, tx)?;
+            record_for(tx.conn(), &key, &to_json(&output)?, now, ttl)?;
+            Ok(Once::Applied(output))
         }
+        Recorded::Created { output, answer } => Ok(Once::Replayed { output: from_json(&output)?, answer }),
+        Recorded::Mismatch => Ok(Once::KeyReused),
+        // Only a reservation's own completion writes over it; a plain mutation waits its turn like a retry.
+        Recorded::Pending => Ok(Once::InProgress),
     }
 }
 
@@ -406,6 +462,22 @@ mod tests {
         release(&mut c, &key("p", "f").scope, "p").unwrap();
         assert_eq!(lookup(&mut c, &key("r", "f"), t0 + 1).unwrap(), Recorded::Absent);
         assert_eq!(lookup(&mut c, &key("p", "f"), t0 + 1).unwrap(), done);
+    }
+
+    #[test]
+    fn a_short_lived_record_expires_and_is_pruned_after_its_own_ttl() {
+        let (_dir, mut c) = db();
+        let t0 = 10 * KEY_TTL.as_millis() as i64;
+        let ttl = REMOTE_TTL.as_millis() as i64;
+        record_for(&mut c, &key("id", "f"), "7", t0, REMOTE_TTL).unwrap();
+        record(&mut c, &key("client", "f"), "1", t0).unwrap();
+        let created = Recorded::Created { output: "7".into(), answer: None };
+        assert_eq!(lookup(&mut c, &key("id", "f"), t0 + ttl - 1).unwrap(), created);
+        assert_eq!(lookup(&mut c, &key("id", "g"), t0 + ttl - 1).unwrap(), Recorded::Mismatch);
+        assert_eq!(prune(&mut c, t0 + ttl - 1).unwrap(), 0);
+        assert_eq!(lookup(&mut c, &key("id", "f"), t0 + ttl).unwrap(), Recorded::Absent);
+        assert_eq!(prune(&mut c, t0 + ttl + 1).unwrap(), 1, "the short-lived one only");
+        assert!(matches!(lookup(&mut c, &key("client", "f"), t0 + ttl + 1).unwrap(), Recorded::Created { .. }));
     }
 
     #[test]

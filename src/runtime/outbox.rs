@@ -22,8 +22,9 @@ use serde::Serialize;
 use super::actor::Deliver;
 use super::entity::{Command, Delivery, Entity, Mutation, Read};
 use super::error::CallError;
+use super::idempotency::{IdempotencyKey, Once, RemoteOnce};
 use super::key::EntityKey;
-use super::remote::{codec, deliver_remote, Remote, Reply, Request, WireError};
+use super::remote::{codec, deliver_remote, remote_key, Remote, RemoteCall, Reply, Request, WireError};
 use super::schedule::{fire_fn, FireFn, Scheduled};
 use super::system::Shared;
 
@@ -54,12 +55,13 @@ pub enum DeliveryOutcome {
 pub(crate) type DeliverFn =
     Arc<dyn Fn(Arc<Shared>, String, Source, i64, String, bool) -> BoxFuture<'static, DeliveryOutcome> + Send + Sync>;
 
-/// How a remote message runs on the serving node: its kind's local call path, never forwarding again.
-type LocalRun<E, M, O, Er> =
-    fn(super::Registry<E>, <E as Entity>::Key, M, bool) -> BoxFuture<'static, Result<O, CallError<Er>>>;
+/// How a remote message runs on the serving node: its kind's local call path, never forwarding again, with
+/// `existing` and (a mutation's) request id as its idempotency key.
+type LocalRun<E, M> =
+    fn(super::Registry<E>, <E as Entity>::Key, M, bool, Option<IdempotencyKey>) -> BoxFuture<'static, Reply>;
 
 /// A registered remote message, run on this node for a caller on another (see `remote.rs`).
-pub(crate) type RemoteFn = Arc<dyn Fn(Arc<Shared>, String, String, bool) -> BoxFuture<'static, Reply> + Send + Sync>;
+pub(crate) type RemoteFn = Arc<dyn Fn(Arc<Shared>, RemoteCall) -> BoxFuture<'static, Reply> + Send + Sync>;
 
 /// Registration handle passed to `Entity::accepts`.
 pub struct Accepts<E: Entity> {
@@ -96,15 +98,34 @@ impl<E: Entity> Accepts<E> {
 
     /// Cluster mode: `M` may be called on this kind from other nodes, and calls of it (`Registry::mutate`,
     /// `mutate_existing`) for an actor another node serves go there through the transport instead of answering
-    /// `not_owner`.
+    /// `not_owner`. A call carrying a request id runs as `RemoteOnce` (an [`super::Idempotent`] kept ten minutes)
+    /// under it (scope `remote::REMOTE_SCOPE`): the record commits with the mutation, so a caller that lost the
+    /// answer and asks again, of this node or of the shard's next owner, gets the first output instead of a second
+    /// run. A refusal records nothing (its savepoint rolls back), so asking again runs it again.
     pub fn remote_mutation<M>(&mut self) -> &mut Self
     where
         M: Mutation<Entity = E> + Remote,
         M::Output: Serialize + DeserializeOwned,
         M::Error: Serialize + DeserializeOwned,
     {
-        self.remote_call::<M, M::Output, M::Error>(|r, k, m, existing| {
-            Box::pin(async move { r.mutate_here(&k, m, existing).await })
+        self.remote_call::<M, M::Output, M::Error>(|r, k, m, existing, once| {
+            Box::pin(async move {
+                let Some(key) = once else { return returned(r.mutate_here(&k, m, existing).await) };
+                let id = key.key.clone();
+                match r.mutate_here(&k, RemoteOnce { key, msg: m }, existing).await {
+                    Ok(Once::Applied(output)) => returned::<_, M::Error>(Ok(output)),
+                    Ok(Once::Replayed { output, .. }) => {
+                        tracing::debug!(kind = E::KIND, message = M::NAME, %id, "routed mutation replayed");
+                        returned::<_, M::Error>(Ok(output))
+                    }
+                    Ok(Once::KeyReused) => Reply::Failed { error: WireError::id_reused(&id) },
+                    // Nothing reserves keys in the remote scope; an id another scope's reservation holds cannot be.
+                    Ok(Once::InProgress) => {
+                        Reply::Failed { error: WireError::bad_request(format!("request id {id} is reserved")) }
+                    }
+                    Err(e) => returned::<M::Output, _>(Err(e)),
+                }
+            })
         })
     }
 
@@ -116,8 +137,9 @@ impl<E: Entity> Accepts<E> {
         C::Output: Serialize + DeserializeOwned,
         C::Error: Serialize + DeserializeOwned,
     {
-        self.remote_call::<C, C::Output, C::Error>(|r, k, c, existing| {
-            Box::pin(async move { r.exec_here(&k, c, existing).await })
+        // A request id (none is sent for commands) would change nothing: a command is not one transaction.
+        self.remote_call::<C, C::Output, C::Error>(|r, k, c, existing, _| {
+            Box::pin(async move { returned(r.exec_here(&k, c, existing).await) })
         })
     }
 
@@ -128,26 +150,27 @@ impl<E: Entity> Accepts<E> {
         M::Output: Serialize + DeserializeOwned,
         M::Error: Serialize + DeserializeOwned,
     {
-        self.remote_call::<M, M::Output, M::Error>(|r, k, m, existing| {
-            Box::pin(async move { r.read_here(&k, m, existing).await })
+        self.remote_call::<M, M::Output, M::Error>(|r, k, m, existing, _| {
+            Box::pin(async move { returned(r.read_here(&k, m, existing).await) })
         })
     }
 
     /// Registers the serving side (decode, run on this node's path with `run`, encode the answer) and the calling
     /// side's codec of the remote message `M`.
-    fn remote_call<M, O, Er>(&mut self, run: LocalRun<E, M, O, Er>) -> &mut Self
+    fn remote_call<M, O, Er>(&mut self, run: LocalRun<E, M>) -> &mut Self
     where
         M: Remote,
         O: Serialize + DeserializeOwned + 'static,
         Er: Serialize + DeserializeOwned + 'static,
     {
-        let f: RemoteFn = Arc::new(move |shared: Arc<Shared>, key: String, payload: String, existing: bool| {
+        let f: RemoteFn = Arc::new(move |shared: Arc<Shared>, call: RemoteCall| {
             Box::pin(async move {
-                let (key, msg) = match decode_call::<E, M>(&key, &payload) {
+                let (key, msg) = match decode_call::<E, M>(&call.key, &call.payload) {
                     Ok(v) => v,
                     Err(reply) => return reply,
                 };
-                returned(run(shared.registry::<E>(), key, msg, existing).await)
+                let once = call.id.map(|id| remote_key(&call.kind, &call.message, &call.payload, id));
+                run(shared.registry::<E>(), key, msg, call.existing, once).await
             }) as BoxFuture<'static, Reply>
         });
         self.remote.insert(delivery_key(E::KIND, M::NAME), f);

@@ -5,6 +5,10 @@
 //! A request is addressed to a shard, not a node: whichever node serves the shard answers. The serving node runs
 //! it on its local path only (never forwarding again), so a request that reaches a node that just lost the shard
 //! answers `not_owner` and the caller tries again until its deadline — that is how a call waits out a failover.
+//!
+//! A mutation carries a request id, the same on every attempt, and its owner runs it at most once per id (the record
+//! commits with it: see `idempotency::RemoteOnce`), so an attempt whose answer was lost is asked again rather than
+//! reported as a timeout; see [`CallClass`] for what each kind of call does then.
 
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -86,7 +90,7 @@ pub(crate) enum Request {
         seq: i64,
         payload: String,
     },
-    /// A registered [`Remote`] mutation or read; `existing`: only if the actor exists (`*_existing` calls).
+    /// A registered [`Remote`] mutation, read or command; `existing`: only if the actor exists (`*_existing` calls).
     Call {
         kind: String,
         key: String,
@@ -94,6 +98,10 @@ pub(crate) enum Request {
         payload: String,
         #[serde(default)]
         existing: bool,
+        /// A mutation's request id, the same on every attempt of one call: the owner runs it at most once per id
+        /// (see [`REMOTE_SCOPE`]). Absent on reads and commands, and from nodes that predate it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
     },
     /// Make the sender's connection `link` a connection of the actor's topic (`runtime::links`): the frames and events
     /// are pushed to `inbox`, stamped with `gen` (the link's attempt, so the pushes of an older one are refused).
@@ -110,6 +118,16 @@ pub(crate) enum Request {
     },
     /// The sender's connection `link` ended (or moved on from attempt `gen`).
     Disconnect { inbox: String, link: u64, gen: u64 },
+}
+
+/// A [`Request::Call`] as its kind's registered [`super::outbox::RemoteFn`] receives it.
+pub(crate) struct RemoteCall {
+    pub kind: String,
+    pub key: String,
+    pub message: String,
+    pub payload: String,
+    pub existing: bool,
+    pub id: Option<String>,
 }
 
 /// One answer on the wire (JSON).
@@ -168,6 +186,8 @@ pub(crate) enum WireCode {
     Failed,
     /// The request itself was not understood (unknown kind or message, bad payload).
     BadRequest,
+    /// The request id was used before with another request: refused, nothing applied.
+    IdReused,
 }
 
 impl WireError {
@@ -181,6 +201,11 @@ impl WireError {
 
     pub(crate) fn failed(message: String) -> WireError {
         WireError { code: WireCode::Failed, message, handler: None, shard: None, capacity: None }
+    }
+
+    pub(crate) fn id_reused(id: &str) -> WireError {
+        let message = format!("request id {id} was used before with another request; not applied");
+        WireError { code: WireCode::IdReused, message, handler: None, shard: None, capacity: None }
     }
 
     pub(crate) fn from_call<E: Serialize>(e: CallError<E>) -> WireError {
@@ -219,7 +244,7 @@ impl WireError {
             },
             WireCode::NotFound => CallError::NotFound { kind, key },
             WireCode::Overloaded => CallError::Overloaded { kind, key, capacity: self.capacity.unwrap_or(0) },
-            WireCode::Failed | WireCode::BadRequest => {
+            WireCode::Failed | WireCode::BadRequest | WireCode::IdReused => {
                 CallError::Storage { kind, key, message: format!("on the node serving it: {}", self.message) }
             }
         })
@@ -306,6 +331,19 @@ where
     }
 }
 
+/// What a routed call is: it decides what an attempt that got no answer means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CallClass {
+    /// Tried again: it may have reached a node as it died, and running it twice changes nothing.
+    Read,
+    /// Tried again with the same request id, which the owner runs at most once: the retry gets the first run's
+    /// output if there was one.
+    Mutation,
+    /// Reported as `Timeout`: a command runs outside one transaction and may have effects outside the database, so
+    /// the runtime cannot know whether it ran or make a second run harmless.
+    Command,
+}
+
 /// What a call to a remote actor needs besides its message.
 pub(crate) struct CallTarget<'a> {
     pub shard: ShardId,
@@ -313,13 +351,36 @@ pub(crate) struct CallTarget<'a> {
     pub key: &'a str,
     pub existing: bool,
     pub deadline: Instant,
-    /// A read: an attempt that got no answer (it may have reached a node as it died) is simply tried again. A
-    /// mutation's is not: it may have run, so the caller hears `Timeout`.
-    pub read: bool,
+    pub class: CallClass,
+    /// A mutation's request id (see [`Request::Call`]); `None` for reads and commands.
+    pub id: Option<String>,
 }
 
-/// One attempt waits at most this long for an answer (reads retry after it; see `CallTarget::read`).
+/// One attempt waits at most this long for an answer before reads and mutations try again (see [`CallClass`]).
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A fresh request id: 128 random bits, hex. No fallback: ids made from the clock could repeat across nodes, and a
+/// repeated id would replay another call's output.
+pub(crate) fn new_request_id() -> Result<String, String> {
+    let mut bytes = [0u8; 16];
+    getrandom::getrandom(&mut bytes).map_err(|e| format!("no randomness for a request id: {e}"))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// The owner's record of a routed mutation: scope [`REMOTE_SCOPE`], the request id as the key, and a fingerprint
+/// of what was asked (kind, message, SHA-256 of the payload), so the id reused with another request is refused.
+pub(crate) fn remote_key(kind: &str, message: &str, payload: &str, id: String) -> super::idempotency::IdempotencyKey {
+    use sha2::{Digest, Sha256};
+    let digest: String = Sha256::digest(payload.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+    super::idempotency::IdempotencyKey {
+        scope: REMOTE_SCOPE.to_owned(),
+        key: id,
+        fingerprint: format!("{kind}/{message}/{digest}"),
+    }
+}
+
+/// The idempotency scope of routed mutations in the owner's `_foundry_idempotency`.
+pub const REMOTE_SCOPE: &str = "fdy.remote";
 
 /// A call's remote leg: sends the message (already JSON) to whichever node serves the shard, until one answers (or
 /// the deadline passes), and decodes its answer.
@@ -329,44 +390,37 @@ pub(crate) async fn call_remote<M, O, Er>(
     target: CallTarget<'_>,
     payload: String,
 ) -> Result<O, CallError<Er>> {
-    let CallTarget { shard, kind, key, existing, deadline, read } = target;
+    let (kind, key) = (target.kind, target.key);
     let storage = |message: String| CallError::Storage { kind, key: key.to_owned(), message };
-    let output =
-        call_remote_raw(transport, codec.decode_err, shard, kind, key, codec.name, payload, existing, deadline, read)
-            .await?;
+    let output = call_remote_raw(transport, codec.decode_err, codec.name, target, payload).await?;
     (codec.decode)(&output).map_err(|e| storage(format!("the owning node's answer does not decode: {e}")))
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn call_remote_raw<Er>(
     transport: &dyn Transport,
     decode_err: fn(WireError, &'static str, &str) -> Option<CallError<Er>>,
-    shard: ShardId,
-    kind: &'static str,
-    key: &str,
     name: &str,
+    target: CallTarget<'_>,
     payload: String,
-    existing: bool,
-    deadline: Instant,
-    read: bool,
 ) -> Result<String, CallError<Er>> {
+    let CallTarget { shard, kind, key, existing, deadline, class, id } = target;
     let body =
-        Request::Call { kind: kind.to_owned(), key: key.to_owned(), message: name.to_owned(), payload, existing }
+        Request::Call { kind: kind.to_owned(), key: key.to_owned(), message: name.to_owned(), payload, existing, id }
             .encode();
+    let retry_unanswered = class != CallClass::Command;
+    // A mutation attempt went unanswered: it may have run, so running out of time is a timeout, not `not_owner`.
+    let mut maybe_ran = false;
     let mut pause = Duration::from_millis(50);
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        let not_owner = || {
-            CallError::Activation(ActivationError {
-                kind,
-                key: key.to_owned(),
-                reason: ActivationFailure::NotOwner(shard),
-            })
-        };
         if left.is_zero() {
-            return Err(not_owner());
+            if maybe_ran {
+                return Err(CallError::Timeout(ROUTED_DEADLINE));
+            }
+            let reason = ActivationFailure::NotOwner(shard);
+            return Err(CallError::Activation(ActivationError { kind, key: key.to_owned(), reason }));
         }
-        let attempt = if read { left.min(ATTEMPT_TIMEOUT) } else { left };
+        let attempt = if retry_unanswered { left.min(ATTEMPT_TIMEOUT) } else { left };
         match transport.request(shard, body.clone(), attempt).await {
             Ok(bytes) => match serde_json::from_slice::<Reply>(&bytes) {
                 Ok(Reply::Returned { output }) => return Ok(output),
@@ -385,13 +439,14 @@ async fn call_remote_raw<Er>(
                 }
             },
             Err(TransportError::NoResponders(_)) => {}
-            Err(TransportError::Timeout(_)) if read => {}
+            Err(TransportError::Timeout(_)) if retry_unanswered => maybe_ran |= class == CallClass::Mutation,
             Err(TransportError::Timeout(_)) => return Err(CallError::Timeout(ROUTED_DEADLINE)),
             Err(e @ (TransportError::Failed(_) | TransportError::Unreachable(_))) => {
                 return Err(CallError::Storage { kind, key: key.to_owned(), message: e.to_string() });
             }
         }
-        // Nobody serves the shard (or the node asked no longer does): wait for the next owner.
+        // Nobody serves the shard, the node asked no longer does, or (reads, mutations) it did not answer: wait for
+        // the next owner. A mutation goes again under the same id, so the owner replays it if it ran.
         tokio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now()))).await;
         pause = (pause * 2).min(Duration::from_secs(1));
     }
@@ -417,12 +472,14 @@ impl super::Runtime {
                         }
                     }
                 }
-                Ok(Request::Call { kind, key, message, payload, existing }) => {
+                Ok(Request::Call { kind, key, message, payload, existing, id }) => {
                     match shared.remote_fn(&kind, &message) {
                         None => Reply::Failed {
                             error: WireError::bad_request(format!("{kind} takes no remote message {message}")),
                         },
-                        Some(call) => call(shared.clone(), key, payload, existing).await,
+                        Some(call) => {
+                            call(shared.clone(), RemoteCall { kind, key, message, payload, existing, id }).await
+                        }
                     }
                 }
                 Ok(Request::Connect { kind, key, topic, caller, params, existing, inbox, link, gen }) => {
@@ -463,4 +520,46 @@ pub fn static_name(name: &str) -> &'static str {
     let leaked: &'static str = Box::leak(name.to_owned().into_boxed_str());
     names.insert(leaked);
     leaked
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_call_without_a_request_id_stays_on_the_wire_as_before() {
+        // From a node that predates request ids: decodes, with none.
+        let old = br#"{"t":"call","kind":"k","key":"a","message":"M","payload":"{}","existing":false}"#;
+        let Ok(Request::Call { id, .. }) = serde_json::from_slice::<Request>(old) else { panic!("decodes") };
+        assert_eq!(id, None);
+        // Reads and commands carry none and write none.
+        let call = |id| Request::Call {
+            kind: "k".into(),
+            key: "a".into(),
+            message: "M".into(),
+            payload: "{}".into(),
+            existing: false,
+            id,
+        };
+        assert_eq!(call(None).encode(), old.to_vec());
+        let keyed = String::from_utf8(call(Some("00ff".into())).encode()).unwrap();
+        assert!(keyed.ends_with(r#","id":"00ff"}"#), "{keyed}");
+    }
+
+    #[test]
+    fn request_ids_are_fresh_and_fingerprints_tell_requests_apart() {
+        let (a, b) = (new_request_id().unwrap(), new_request_id().unwrap());
+        assert_ne!(a, b);
+        assert!(a.len() == 32 && a.chars().all(|c| c.is_ascii_hexdigit()), "{a}");
+        let k = remote_key("account", "Credit", r#"{"amount":5}"#, a.clone());
+        assert_eq!((k.scope.as_str(), k.key.as_str()), (REMOTE_SCOPE, a.as_str()));
+        assert_eq!(k, remote_key("account", "Credit", r#"{"amount":5}"#, a.clone()));
+        for (kind, message, payload) in [
+            ("account", "Credit", r#"{"amount":6}"#),
+            ("account", "Withdraw", r#"{"amount":5}"#),
+            ("other", "Credit", r#"{"amount":5}"#),
+        ] {
+            assert_ne!(k.fingerprint, remote_key(kind, message, payload, a.clone()).fingerprint);
+        }
+    }
 }

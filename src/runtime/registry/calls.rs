@@ -8,6 +8,7 @@ use tokio::sync::oneshot;
 use super::super::actor::{EntityActor, Exec, Mutate, Query};
 use super::super::entity::{Command, Entity, Mutation, Read};
 use super::super::error::CallError;
+use super::super::remote::CallClass;
 use super::{Backpressure, Open, Registry};
 
 impl<E: Entity> Registry<E> {
@@ -23,7 +24,7 @@ impl<E: Entity> Registry<E> {
         bp: Backpressure,
     ) -> Result<M::Output, CallError<M::Error>> {
         if self.inner.shared.config.transport.is_some() {
-            if let Some(leg) = self.remote_leg::<M, M::Output, M::Error>(key, &msg, false, true) {
+            if let Some(leg) = self.remote_leg::<M, M::Output, M::Error>(key, &msg, false, CallClass::Read) {
                 return leg.run().await;
             }
         }
@@ -46,7 +47,7 @@ impl<E: Entity> Registry<E> {
         bp: Backpressure,
     ) -> Result<M::Output, CallError<M::Error>> {
         if self.inner.shared.config.transport.is_some() {
-            if let Some(leg) = self.remote_leg::<M, M::Output, M::Error>(key, &msg, false, false) {
+            if let Some(leg) = self.remote_leg::<M, M::Output, M::Error>(key, &msg, false, CallClass::Mutation) {
                 return leg.run().await;
             }
         }
@@ -56,7 +57,7 @@ impl<E: Entity> Registry<E> {
     /// Runs a command in `key`'s actor context.
     pub async fn exec<C: Command<Entity = E>>(&self, key: &E::Key, cmd: C) -> Result<C::Output, CallError<C::Error>> {
         if self.inner.shared.config.transport.is_some() {
-            if let Some(leg) = self.remote_leg::<C, C::Output, C::Error>(key, &cmd, false, false) {
+            if let Some(leg) = self.remote_leg::<C, C::Output, C::Error>(key, &cmd, false, CallClass::Command) {
                 return leg.run().await;
             }
         }
@@ -80,7 +81,7 @@ impl<E: Entity> Registry<E> {
         bp: Backpressure,
     ) -> Result<M::Output, CallError<M::Error>> {
         if self.inner.shared.config.transport.is_some() {
-            if let Some(leg) = self.remote_leg::<M, M::Output, M::Error>(key, &msg, true, true) {
+            if let Some(leg) = self.remote_leg::<M, M::Output, M::Error>(key, &msg, true, CallClass::Read) {
                 return leg.run().await;
             }
         }
@@ -94,7 +95,7 @@ impl<E: Entity> Registry<E> {
         msg: M,
     ) -> Result<M::Output, CallError<M::Error>> {
         if self.inner.shared.config.transport.is_some() {
-            if let Some(leg) = self.remote_leg::<M, M::Output, M::Error>(key, &msg, true, false) {
+            if let Some(leg) = self.remote_leg::<M, M::Output, M::Error>(key, &msg, true, CallClass::Mutation) {
                 return leg.run().await;
             }
         }
@@ -108,7 +109,7 @@ impl<E: Entity> Registry<E> {
         cmd: C,
     ) -> Result<C::Output, CallError<C::Error>> {
         if self.inner.shared.config.transport.is_some() {
-            if let Some(leg) = self.remote_leg::<C, C::Output, C::Error>(key, &cmd, true, false) {
+            if let Some(leg) = self.remote_leg::<C, C::Output, C::Error>(key, &cmd, true, CallClass::Command) {
                 return leg.run().await;
             }
         }

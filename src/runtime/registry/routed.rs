@@ -9,7 +9,7 @@ use super::super::entity::Entity;
 use super::super::error::CallError;
 use super::super::key::EntityKey;
 use super::super::placement::ShardId;
-use super::super::remote::{call_remote, CallTarget, Codec, Transport, ROUTED_DEADLINE};
+use super::super::remote::{call_remote, new_request_id, CallClass, CallTarget, Codec, Transport, ROUTED_DEADLINE};
 use super::Registry;
 
 /// A call on its way to another node: everything owned (the message already encoded), so the caller's future holds
@@ -21,7 +21,9 @@ pub(super) struct RemoteLeg<M, O, Er> {
     kind: &'static str,
     key: String,
     existing: bool,
-    read: bool,
+    class: CallClass,
+    /// A mutation's request id, made once per call: every attempt carries it (see `remote::CallClass`).
+    id: Option<String>,
     payload: Result<String, String>,
 }
 
@@ -33,13 +35,20 @@ impl<E: Entity> Registry<E> {
         key: &E::Key,
         msg: &M,
         existing: bool,
-        read: bool,
+        class: CallClass,
     ) -> Option<RemoteLeg<M, O, Er>> {
         let shared = &self.inner.shared;
         let (transport, shard) = shared.remote_route::<E>(key)?;
         let codec = shared.codec::<M, O, Er>()?;
-        let payload = (codec.encode)(msg).map_err(|e| format!("the message does not encode: {e}"));
-        Some(RemoteLeg { transport, codec, shard, kind: E::KIND, key: key.encode(), existing, read, payload })
+        let mut payload = (codec.encode)(msg).map_err(|e| format!("the message does not encode: {e}"));
+        let mut id = None;
+        if class == CallClass::Mutation {
+            match new_request_id() {
+                Ok(made) => id = Some(made),
+                Err(e) => payload = Err(e),
+            }
+        }
+        Some(RemoteLeg { transport, codec, shard, kind: E::KIND, key: key.encode(), existing, class, id, payload })
     }
 }
 
@@ -84,8 +93,8 @@ impl<M, O, Er> RemoteLeg<M, O, Er> {
         let payload =
             self.payload.map_err(|message| CallError::Storage { kind: self.kind, key: self.key.clone(), message })?;
         let deadline = Instant::now() + ROUTED_DEADLINE;
-        let (shard, kind, key, existing, read) = (self.shard, self.kind, self.key.as_str(), self.existing, self.read);
-        let target = CallTarget { shard, kind, key, existing, deadline, read };
+        let (shard, kind, key, existing, class) = (self.shard, self.kind, self.key.as_str(), self.existing, self.class);
+        let target = CallTarget { shard, kind, key, existing, deadline, class, id: self.id };
         call_remote(self.transport.as_ref(), &self.codec, target, payload).await
     }
 }
