@@ -7,6 +7,10 @@
 //!
 //! Archive never loses work silently: work not on the remote is pushed first, and if that push fails the archive is
 //! refused unless `force` (which discards it).
+//!
+//! In cluster mode a workspace lives on the node serving its task's shard (its provisioning runs in the task actor
+//! there, and turns run there), so the git operations a request asks for on any other node run there too: each is a
+//! [`Procedure`] placed on the task's organization, forwarded by `on_owner!` and served by what [`install`] registers.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,9 +30,44 @@ use super::task::{
 use super::{Domain, DomainError, TaskKey};
 use crate::integrations::github::client::{GitHubError, MergeMethod};
 use crate::integrations::workspace::{GitAuth, GitState, WorkspaceError, WorkspaceSpec, Workspaces};
-use crate::runtime::CallError;
+use crate::runtime::{CallError, Entity, Procedure};
 
 type Result<T> = std::result::Result<T, DomainCallError>;
+
+/// Declares the workspace operations as procedures: their inputs, outputs and wire names.
+macro_rules! procedures {
+    ($($name:ident { $($field:ident: $ty:ty),* } -> $out:ty;)*) => {$(
+        #[derive(serde::Serialize, serde::Deserialize)]
+        struct $name { task: TaskKey, $($field: $ty),* }
+        impl Procedure for $name {
+            const NAME: &'static str = stringify!($name);
+            type Output = $out;
+            type Error = DomainError;
+            fn placement(&self) -> String {
+                super::task::Task::placement_key(&self.task).into_owned()
+            }
+        }
+    )*};
+}
+
+procedures! {
+    PushTask { user: Option<String> } -> GitState;
+    PublishPullRequest { user: Option<String> } -> i64;
+    MergeTask { user: Option<String> } -> PullRequestSummary;
+    RevertFile { path: String, user: Option<String> } -> GitState;
+    FileDiff { path: String } -> String;
+    ArchiveTask { force: bool, user: Option<String> } -> TaskStatus;
+    KillTask { user: Option<String> } -> TaskStatus;
+}
+
+/// Returns the answer of the node serving the task's shard when that is another node (see the module doc).
+macro_rules! on_owner {
+    ($domain:expr, $procedure:expr) => {
+        if let Some(answer) = $domain.runtime.on_owner(&$procedure).await {
+            return answer;
+        }
+    };
+}
 
 /// How long a turn waits for its workspace to be provisioned.
 const PROVISION_WAIT: Duration = Duration::from_secs(15 * 60);
@@ -178,6 +217,7 @@ impl Domain {
 
     /// Pushes the task's branch (committing what is not committed yet).
     pub async fn push_task(&self, task: &TaskKey, user: Option<&str>) -> Result<GitState> {
+        on_owner!(self, PushTask { task: task.clone(), user: user.map(str::to_owned) });
         let r = self.ready_workspace(task).await?;
         self.push_ready(task, &r, user).await
     }
@@ -193,6 +233,7 @@ impl Domain {
     /// Pushes the branch and opens a pull request for it against the base branch; the pull request is stored as task
     /// data exactly as the sync stores it.
     pub async fn publish_pull_request(&self, task: &TaskKey, user: Option<&str>) -> Result<i64> {
+        on_owner!(self, PublishPullRequest { task: task.clone(), user: user.map(str::to_owned) });
         let detail = self.tasks.read(task, GetTaskDetail).await?;
         if let Some(pr) = detail.pull_request.as_ref().filter(|pr| pr.state == "open") {
             return Err(refused(DomainError::Conflict(format!("pull request #{} is open", pr.number))));
@@ -214,6 +255,7 @@ impl Domain {
 
     /// Merges the task's pull request on GitHub (a merge commit), then records the pull request as merged.
     pub async fn merge_task(&self, task: &TaskKey, user: Option<&str>) -> Result<PullRequestSummary> {
+        on_owner!(self, MergeTask { task: task.clone(), user: user.map(str::to_owned) });
         let detail = self.tasks.read(task, GetTaskDetail).await?;
         let Some(pr) = detail.pull_request else {
             return Err(refused(DomainError::Conflict("the task has no pull request: publish one first".into())));
@@ -233,6 +275,7 @@ impl Domain {
 
     /// Restores one file as it is on the base branch, committed.
     pub async fn revert_file(&self, task: &TaskKey, path: &str, user: Option<&str>) -> Result<GitState> {
+        on_owner!(self, RevertFile { task: task.clone(), path: path.to_owned(), user: user.map(str::to_owned) });
         crate::integrations::workspace::validate_path(path).map_err(workspace_error)?;
         let r = self.ready_workspace(task).await?;
         let state = r.workspaces.revert_file(&r.spec, &r.auth, path).await.map_err(workspace_error)?;
@@ -243,6 +286,7 @@ impl Domain {
 
     /// One file's diff against the base branch.
     pub async fn file_diff(&self, task: &TaskKey, path: &str) -> Result<String> {
+        on_owner!(self, FileDiff { task: task.clone(), path: path.to_owned() });
         crate::integrations::workspace::validate_path(path).map_err(workspace_error)?;
         let r = self.ready_workspace(task).await?;
         r.workspaces.file_diff(&r.spec, &r.auth, path).await.map_err(workspace_error)
@@ -260,6 +304,7 @@ impl Domain {
     /// Archives the task: its turns are cancelled and its sessions take no prompts, work not on the remote is pushed
     /// (refused if that fails, unless `force`), and the workspace is released.
     pub async fn archive_task(&self, task: &TaskKey, force: bool, user: Option<&str>) -> Result<TaskStatus> {
+        on_owner!(self, ArchiveTask { task: task.clone(), force, user: user.map(str::to_owned) });
         let detail = self.tasks.read(task, GetTaskDetail).await?;
         if detail.status.is_winding_down() {
             return Err(refused(DomainError::TaskArchived(format!("task is {}", detail.status.as_str()))));
@@ -302,6 +347,7 @@ impl Domain {
     /// Kills the task: turns cancelled, sessions closed to prompts, the workspace destroyed at once (unpushed work is
     /// gone).
     pub async fn kill_task(&self, task: &TaskKey, user: Option<&str>) -> Result<TaskStatus> {
+        on_owner!(self, KillTask { task: task.clone(), user: user.map(str::to_owned) });
         let user_id = user.map(str::to_owned);
         for &to in &TaskStatus::KILL_STEPS {
             self.tasks.mutate(task, AdvanceLifecycle { to, user_id: user_id.clone() }).await?;
@@ -367,4 +413,40 @@ pub(super) fn install(domain: &Domain) {
     if domain.runtime.service::<SessionWorkspace>().is_none() {
         domain.runtime.provide(Arc::new(SessionWorkspace(Arc::new(TaskWorkspaces(domain.clone())))));
     }
+    let rt = &domain.runtime;
+    let d = domain.clone();
+    rt.serve_procedure(move |p: PushTask| {
+        let d = d.clone();
+        async move { d.push_task(&p.task, p.user.as_deref()).await }
+    });
+    let d = domain.clone();
+    rt.serve_procedure(move |p: PublishPullRequest| {
+        let d = d.clone();
+        async move { d.publish_pull_request(&p.task, p.user.as_deref()).await }
+    });
+    let d = domain.clone();
+    rt.serve_procedure(move |p: MergeTask| {
+        let d = d.clone();
+        async move { d.merge_task(&p.task, p.user.as_deref()).await }
+    });
+    let d = domain.clone();
+    rt.serve_procedure(move |p: RevertFile| {
+        let d = d.clone();
+        async move { d.revert_file(&p.task, &p.path, p.user.as_deref()).await }
+    });
+    let d = domain.clone();
+    rt.serve_procedure(move |p: FileDiff| {
+        let d = d.clone();
+        async move { d.file_diff(&p.task, &p.path).await }
+    });
+    let d = domain.clone();
+    rt.serve_procedure(move |p: ArchiveTask| {
+        let d = d.clone();
+        async move { d.archive_task(&p.task, p.force, p.user.as_deref()).await }
+    });
+    let d = domain.clone();
+    rt.serve_procedure(move |p: KillTask| {
+        let d = d.clone();
+        async move { d.kill_task(&p.task, p.user.as_deref()).await }
+    });
 }

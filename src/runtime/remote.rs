@@ -118,6 +118,8 @@ pub(crate) enum Request {
     },
     /// The sender's connection `link` ended (or moved on from attempt `gen`).
     Disconnect { inbox: String, link: u64, gen: u64 },
+    /// A registered procedure (`runtime::procedure`), for the node serving `shard`.
+    Procedure { name: String, shard: u16, payload: String },
 }
 
 /// A [`Request::Call`] as its kind's registered [`super::outbox::RemoteFn`] receives it.
@@ -197,6 +199,16 @@ impl WireError {
 
     pub(crate) fn code(&self) -> WireCode {
         self.code
+    }
+
+    pub(crate) fn not_owner(shard: ShardId) -> WireError {
+        WireError {
+            code: WireCode::NotOwner,
+            message: String::new(),
+            handler: None,
+            shard: Some(shard.0),
+            capacity: None,
+        }
     }
 
     pub(crate) fn failed(message: String) -> WireError {
@@ -407,6 +419,28 @@ async fn call_remote_raw<Er>(
     let body =
         Request::Call { kind: kind.to_owned(), key: key.to_owned(), message: name.to_owned(), payload, existing, id }
             .encode();
+    exchange(transport, decode_err, body, Exchange { shard, kind, key, deadline, class }).await
+}
+
+/// Where a request goes and how its attempts are retried (see [`exchange`]).
+pub(crate) struct Exchange<'a> {
+    pub shard: ShardId,
+    /// Named in the caller's errors.
+    pub kind: &'static str,
+    pub key: &'a str,
+    pub deadline: Instant,
+    pub class: CallClass,
+}
+
+/// Sends an encoded request to whichever node serves the shard until one answers (or the deadline passes) and
+/// returns its output.
+pub(crate) async fn exchange<Er>(
+    transport: &dyn Transport,
+    decode_err: fn(WireError, &'static str, &str) -> Option<CallError<Er>>,
+    body: Vec<u8>,
+    to: Exchange<'_>,
+) -> Result<String, CallError<Er>> {
+    let Exchange { shard, kind, key, deadline, class } = to;
     let retry_unanswered = class != CallClass::Command;
     // A mutation attempt went unanswered: it may have run, so running out of time is a timeout, not `not_owner`.
     let mut maybe_ran = false;
@@ -486,6 +520,9 @@ impl super::Runtime {
                     let request = super::connection::Connect { topic, caller, params };
                     let upstream = super::links::Upstream { inbox, link, gen };
                     super::links::serve_connect(&shared, &kind, key, request, existing, upstream).await
+                }
+                Ok(Request::Procedure { name, shard, payload }) => {
+                    super::procedure::serve(&shared, &name, shard, payload).await
                 }
                 Ok(Request::Disconnect { inbox, link, gen }) => {
                     shared.upstreams.end(&super::links::Upstream { inbox, link, gen });

@@ -121,6 +121,8 @@ pub struct Shared {
     /// Cluster mode: this node's subscribers' links, and the connections it serves for other nodes' (`links`).
     pub(crate) links: super::links::Links,
     pub(crate) upstreams: super::links::Upstreams,
+    /// Cluster mode: procedures this node runs for callers on other nodes (`procedure`).
+    pub(crate) procedures: super::procedure::Procedures,
     /// `on_disconnect` calls of connections that ended, run by one runtime task (a drop cannot await).
     disconnects: tokio::sync::mpsc::UnboundedSender<super::connection::DisconnectJob>,
     kinds: RwLock<HashMap<TypeId, Arc<dyn Any + Send + Sync>>>,
@@ -335,6 +337,7 @@ impl Runtime {
             conns: Default::default(),
             links: Default::default(),
             upstreams: Default::default(),
+            procedures: Default::default(),
             disconnects,
             kinds: RwLock::new(HashMap::new()),
             handles: RwLock::new(Vec::new()),
