@@ -547,10 +547,10 @@ async fn the_schema_is_created_once_by_nodes_starting_together_and_a_newer_schem
     tokio::spawn(conn);
     let versions: Vec<i32> =
         client.query("SELECT version FROM fdy_schema_version", &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
-    assert_eq!(versions, [1, 2], "each migration applied once");
+    assert_eq!(versions, [1, 2, 3], "each migration applied once");
     client.execute("INSERT INTO fdy_schema_version (version) VALUES (99)", &[]).await.unwrap();
     let err = stores[0].migrate().await.unwrap_err();
-    assert!(matches!(err, foundry::cluster::StoreError::SchemaTooNew { found: 99, known: 2 }), "{err}");
+    assert!(matches!(err, foundry::cluster::StoreError::SchemaTooNew { found: 99, known: 3 }), "{err}");
     // A node of this build refuses to start on it, saying why.
     let refused = cluster::start(config("node-a", pg.url()), LeaseHooks::default()).await;
     assert!(matches!(refused, Err(ClusterError::Store(foundry::cluster::StoreError::SchemaTooNew { .. }))));

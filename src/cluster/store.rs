@@ -106,6 +106,21 @@ const MIGRATIONS: &[(i32, &str)] = &[
          PRIMARY KEY (kind, key, txid)
      );",
     ),
+    (
+        3,
+        // The wake index (spec §4.3, the node-local recovery and due indexes in the store of record): the actors that
+        // must run without a caller, and when (ms since the Unix epoch; 0: at once, undelivered outbox rows or owed
+        // work). Written by the same fenced statement as the entry that changed it, so it never disagrees with the
+        // log; a node gaining a shard reads that shard's rows.
+        "CREATE TABLE fdy_actor_wake (
+         kind text NOT NULL,
+         key text NOT NULL,
+         shard int NOT NULL REFERENCES fdy_shard (shard),
+         wake_at_ms bigint NOT NULL,
+         PRIMARY KEY (kind, key)
+     );
+     CREATE INDEX fdy_actor_wake_shard ON fdy_actor_wake (shard, wake_at_ms);",
+    ),
 ];
 
 const _: () = assert!(SHARD_COUNT == 1024, "migration 1 creates 1,024 shard rows");
