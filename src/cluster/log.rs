@@ -634,3 +634,25 @@ async fn read_wakes(store: &Store, shards: &[ShardId]) -> Result<Vec<Wake>, LogE
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_that_keep_the_wake_state_use_the_statements_without_it() {
+        for plain in [APPEND_PAGES, CREATE, COMPACT] {
+            assert!(!plain.contains("fdy_actor_wake") && !plain.contains("$8"), "{plain}");
+        }
+        for (plain, with_wake) in [(APPEND_PAGES, APPEND_PAGES_WAKE), (CREATE, CREATE_WAKE), (COMPACT, COMPACT_WAKE)] {
+            assert!(
+                with_wake.contains("INSERT INTO fdy_actor_wake") && with_wake.contains("DELETE FROM fdy_actor_wake")
+            );
+            // The same statement with the wake CTEs spliced in after `head`: nothing else differs.
+            let spliced = with_wake.replace(wake_ctes!("$8"), "");
+            assert_eq!(spliced, plain);
+        }
+        assert!(SET_WAKE.contains("$7::bigint") && !SET_WAKE.contains("$8"));
+        assert!(FORGET.contains("DELETE FROM fdy_actor_wake"));
+    }
+}

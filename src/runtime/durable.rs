@@ -386,3 +386,27 @@ impl Durable {
         self.cursor.offset() >= CHECKPOINT_WAL_BYTES
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_wake_state_ships_only_what_changed_and_nothing_guessed() {
+        let mut w = WakeState { marked: false, earliest: None, shipped: Some(5_000) };
+        assert_eq!(w.change(), None, "the earliest schedule is not known yet: the log keeps what it has");
+        w.committed(false, None);
+        assert_eq!(w.change(), None, "a commit that touched no schedule tells nothing");
+        w.committed(false, Some(Some(5_000)));
+        assert_eq!(w.change(), None, "the log already holds it");
+        w.committed(true, None);
+        assert_eq!(w.change(), Some(Some(WAKE_NOW)), "outbox rows: at once, whatever the schedules");
+        w.shipped = Some(WAKE_NOW);
+        w.committed(false, Some(Some(9_000)));
+        assert_eq!(w.change(), None, "still marked: a later commit does not unmark");
+        w.marked = false;
+        assert_eq!(w.change(), Some(Some(9_000)), "unmarked: back to the earliest schedule");
+        w.committed(false, Some(None));
+        assert_eq!(w.change(), Some(None), "no schedule left: cleared");
+    }
+}
