@@ -6,6 +6,10 @@
 //! either commits before the takeover (and the new owner restores it) or finds the epoch moved and appends nothing.
 //! `txid = head + 1` also refuses a stale writer whose file fell behind.
 //!
+//! The wake index (`fdy_actor_wake`: when each actor must next run without a caller) is written by the same
+//! statement as the entry that changed it (the `_WAKE` variants), or alone at the current head (`SET_WAKE`), and
+//! read per shard by a node gaining shards (`CommitLog::wakes`).
+//!
 //! Appends of all the node's actors are batched into one Postgres transaction (one round trip, pipelined statements)
 //! by a pump on its own thread, as the lease manager has, so actor arbiters never wait on Postgres themselves.
 
