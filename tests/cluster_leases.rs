@@ -547,11 +547,40 @@ async fn the_schema_is_created_once_by_nodes_starting_together_and_a_newer_schem
     tokio::spawn(conn);
     let versions: Vec<i32> =
         client.query("SELECT version FROM fdy_schema_version", &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
-    assert_eq!(versions, [1, 2], "each migration applied once");
+    assert_eq!(versions, [1, 2, 3], "each migration applied once");
     client.execute("INSERT INTO fdy_schema_version (version) VALUES (99)", &[]).await.unwrap();
     let err = stores[0].migrate().await.unwrap_err();
-    assert!(matches!(err, foundry::cluster::StoreError::SchemaTooNew { found: 99, known: 2 }), "{err}");
+    assert!(matches!(err, foundry::cluster::StoreError::SchemaTooNew { found: 99, known: 3 }), "{err}");
     // A node of this build refuses to start on it, saying why.
     let refused = cluster::start(config("node-a", pg.url()), LeaseHooks::default()).await;
     assert!(matches!(refused, Err(ClusterError::Store(foundry::cluster::StoreError::SchemaTooNew { .. }))));
+}
+
+/// Rows of nodes that died without leaving are deleted once their heartbeat is over an hour old; a node dead for
+/// less is kept (it may come back), and so is every live one.
+#[tokio::test]
+async fn rows_of_nodes_dead_for_over_an_hour_are_pruned() {
+    let _serial = serial().await;
+    let Some(pg) = start_pg().await else { return };
+    let mut store = direct(&pg).await;
+    store.migrate().await.unwrap();
+    let (client, conn) = tokio_postgres::connect(&pg.url(), tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    for (node, age) in [("ghost", "2 hours"), ("dozing", "30 minutes")] {
+        let sql = format!(
+            "INSERT INTO fdy_node (node_id, boot_id, addr, started_at, heartbeat)
+             VALUES ($1, 'b', NULL, now() - interval '{age}', now() - interval '{age}')"
+        );
+        client.execute(&sql, &[&node]).await.unwrap();
+    }
+    assert!(cluster::leases::NODE_DEAD_FOR <= Duration::from_secs(3600));
+    let mut a = Node::start(&pg, "node-a").await;
+    let names = || async { store.nodes().await.unwrap().into_iter().map(|n| n.node_id).collect::<Vec<_>>() };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while names().await.contains(&"ghost".to_owned()) {
+        assert!(Instant::now() < deadline, "the ghost's row is still there");
+        tokio::time::sleep(TICK).await;
+    }
+    assert_eq!(names().await, ["dozing", "node-a"], "dead for less than an hour, and live: kept");
+    assert_never_served_twice(&mut [&mut a]);
 }

@@ -211,6 +211,11 @@ fn new_boot_id() -> String {
 }
 
 /// Runs a store call within the configured bound.
+/// A node whose heartbeat is older than this is dead for good: its row is deleted (`Store::prune_nodes`).
+pub const NODE_DEAD_FOR: Duration = Duration::from_secs(3600);
+/// How often a node prunes dead nodes' rows (every node does; the statement is idempotent).
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+
 async fn bounded<T>(limit: Duration, call: impl Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
     tokio::time::timeout(limit, call).await.unwrap_or(Err(StoreError::Timeout(limit)))
 }
@@ -244,6 +249,8 @@ struct Manager {
     events: Vec<LeaseEvent>,
     leaving: Option<Leaving>,
     superseded: bool,
+    /// When dead nodes' rows were last pruned.
+    last_prune: Option<Instant>,
 }
 
 impl Manager {
@@ -273,6 +280,7 @@ impl Manager {
             events: Vec::new(),
             leaving: None,
             superseded: false,
+            last_prune: None,
         }
     }
 
@@ -384,6 +392,22 @@ impl Manager {
         self.stats.round_done(self.holds_all(&desired, me));
         self.hand_off(&desired, me);
         self.release_drained().await;
+        self.prune_dead_nodes().await;
+    }
+
+    /// Deletes the rows of nodes dead for more than [`NODE_DEAD_FOR`], at most every [`PRUNE_EVERY`].
+    async fn prune_dead_nodes(&mut self) {
+        let now = Instant::now();
+        if self.leaving.is_some() || self.last_prune.is_some_and(|t| now < t + PRUNE_EVERY) {
+            return;
+        }
+        let Some(store) = self.store.as_ref() else { return };
+        self.last_prune = Some(now);
+        match bounded(self.config.call_timeout, store.prune_nodes(NODE_DEAD_FOR)).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(nodes = n, "removed the rows of nodes dead for over an hour"),
+            Err(e) => self.connection_lost(e),
+        }
     }
 
     /// Heartbeat and the live nodes; while leaving, only the pending deregistration (and nobody is live to us, so

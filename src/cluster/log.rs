@@ -6,6 +6,10 @@
 //! either commits before the takeover (and the new owner restores it) or finds the epoch moved and appends nothing.
 //! `txid = head + 1` also refuses a stale writer whose file fell behind.
 //!
+//! The wake index (`fdy_actor_wake`: when each actor must next run without a caller) is written by the same
+//! statement as the entry that changed it (the `_WAKE` variants), or alone at the current head (`SET_WAKE`), and
+//! read per shard by a node gaining shards (`CommitLog::wakes`).
+//!
 //! Appends of all the node's actors are batched into one Postgres transaction (one round trip, pipelined statements)
 //! by a pump on its own thread, as the lease manager has, so actor arbiters never wait on Postgres themselves.
 
@@ -19,32 +23,64 @@ use tokio_postgres::types::ToSql;
 
 use super::store::{Store, StoreError};
 use super::{ClusterConfig, ClusterError, Epoch, LeaseView};
-use crate::runtime::durable::{Append, CommitLog, Entry, Head, History, LogError, LogKey};
+use crate::runtime::durable::{Append, CommitLog, Entry, Head, History, LogError, LogKey, Wake};
+use crate::runtime::ShardId;
 
 /// At most this many appends share one Postgres transaction.
 const MAX_BATCH: usize = 256;
 
-/// Entry `txid` after `txid - 1`, if the lease holds at this epoch.
-const APPEND_PAGES: &str = "WITH lease AS (
+/// The wake-state CTEs appended to a fenced write (after its `lease` and `head`): the actor's row in
+/// `fdy_actor_wake` set to the parameter `$p` (`NULL`: deleted), only if `head` says the write applied.
+macro_rules! wake_ctes {
+    ($p:tt) => {
+        concat!(
+            ", wake_set AS (
+        INSERT INTO fdy_actor_wake (kind, key, shard, wake_at_ms) SELECT $4, $5, $1::int, ",
+            $p,
+            "::bigint FROM head
+         WHERE ",
+            $p,
+            "::bigint IS NOT NULL
+        ON CONFLICT (kind, key) DO UPDATE SET shard = excluded.shard, wake_at_ms = excluded.wake_at_ms),
+     wake_del AS (
+        DELETE FROM fdy_actor_wake WHERE kind = $4 AND key = $5 AND ",
+            $p,
+            "::bigint IS NULL AND EXISTS (SELECT 1 FROM head))"
+        )
+    };
+}
+
+/// Entry `txid` after `txid - 1`, if the lease holds at this epoch (`$wake`: the wake-state CTEs, or nothing).
+macro_rules! append_pages {
+    ($wake:expr) => {
+        concat!("WITH lease AS (
         SELECT 1 FROM fdy_shard WHERE shard = $1::int AND owner = $2::text AND epoch = $3::bigint FOR SHARE),
      head AS (
         UPDATE fdy_actor_head SET txid = $6::bigint, epoch = $3::bigint, log_bytes = log_bytes + octet_length($7::bytea)
          WHERE kind = $4 AND key = $5 AND shard = $1::int AND txid = $6::bigint - 1 AND EXISTS (SELECT 1 FROM lease)
-        RETURNING 1)
-     INSERT INTO fdy_actor_log (kind, key, txid, epoch, owner, frames) SELECT $4, $5, $6::bigint, $3::bigint, $2::text, $7::bytea FROM head";
+        RETURNING 1)", $wake, "
+     INSERT INTO fdy_actor_log (kind, key, txid, epoch, owner, frames) SELECT $4, $5, $6::bigint, $3::bigint, $2::text, $7::bytea FROM head")
+    };
+}
 
 /// The first entry of an actor: a snapshot that creates its head (refused if the actor already has one).
-const CREATE: &str = "WITH lease AS (
+macro_rules! create {
+    ($wake:expr) => {
+        concat!("WITH lease AS (
         SELECT 1 FROM fdy_shard WHERE shard = $1::int AND owner = $2::text AND epoch = $3::bigint FOR SHARE),
      head AS (
         INSERT INTO fdy_actor_head (kind, key, shard, txid, epoch, snapshot_txid)
         SELECT $4, $5, $1::int, $6::bigint, $3::bigint, $6::bigint WHERE $6::bigint = 1 AND EXISTS (SELECT 1 FROM lease)
         ON CONFLICT (kind, key) DO NOTHING
-        RETURNING 1)
-     INSERT INTO fdy_actor_snapshot (kind, key, txid, epoch, owner, bytes) SELECT $4, $5, $6::bigint, $3::bigint, $2::text, $7::bytea FROM head";
+        RETURNING 1)", $wake, "
+     INSERT INTO fdy_actor_snapshot (kind, key, txid, epoch, owner, bytes) SELECT $4, $5, $6::bigint, $3::bigint, $2::text, $7::bytea FROM head")
+    };
+}
 
 /// A later snapshot (compaction): moves the head, stores the snapshot and deletes what it replaces.
-const COMPACT: &str = "WITH lease AS (
+macro_rules! compact {
+    ($wake:expr) => {
+        concat!("WITH lease AS (
         SELECT 1 FROM fdy_shard WHERE shard = $1::int AND owner = $2::text AND epoch = $3::bigint FOR SHARE),
      head AS (
         UPDATE fdy_actor_head SET txid = $6::bigint, epoch = $3::bigint, snapshot_txid = $6::bigint, log_bytes = 0
@@ -56,10 +92,32 @@ const COMPACT: &str = "WITH lease AS (
      old_log AS (
         DELETE FROM fdy_actor_log WHERE kind = $4 AND key = $5 AND txid < $6::bigint AND EXISTS (SELECT 1 FROM head)),
      old_snap AS (
-        DELETE FROM fdy_actor_snapshot WHERE kind = $4 AND key = $5 AND txid < $6::bigint AND EXISTS (SELECT 1 FROM head))
-     SELECT count(*) FROM snap";
+        DELETE FROM fdy_actor_snapshot WHERE kind = $4 AND key = $5 AND txid < $6::bigint AND EXISTS (SELECT 1 FROM head))", $wake, "
+     SELECT count(*) FROM snap")
+    };
+}
 
-/// A destroyed actor's log, at the head its owner knows.
+// Most entries leave the wake state as it was: their statements are exactly those without it.
+const APPEND_PAGES: &str = append_pages!("");
+const APPEND_PAGES_WAKE: &str = append_pages!(wake_ctes!("$8"));
+const CREATE: &str = create!("");
+const CREATE_WAKE: &str = create!(wake_ctes!("$8"));
+const COMPACT: &str = compact!("");
+const COMPACT_WAKE: &str = compact!(wake_ctes!("$8"));
+
+/// The wake state alone, at the head the owner knows (nothing was committed since its last entry).
+const SET_WAKE: &str = concat!(
+    "WITH lease AS (
+        SELECT 1 FROM fdy_shard WHERE shard = $1::int AND owner = $2::text AND epoch = $3::bigint FOR SHARE),
+     head AS (
+        SELECT 1 FROM fdy_actor_head
+         WHERE kind = $4 AND key = $5 AND shard = $1::int AND txid = $6::bigint AND EXISTS (SELECT 1 FROM lease))",
+    wake_ctes!("$7"),
+    "
+     SELECT count(*) FROM head"
+);
+
+/// A destroyed actor's log and wake state, at the head its owner knows.
 const FORGET: &str = "WITH lease AS (
         SELECT 1 FROM fdy_shard WHERE shard = $1::int AND owner = $2::text AND epoch = $3::bigint FOR SHARE),
      head AS (
@@ -67,7 +125,8 @@ const FORGET: &str = "WITH lease AS (
          WHERE kind = $4 AND key = $5 AND shard = $1::int AND txid = $6::bigint AND EXISTS (SELECT 1 FROM lease)
         RETURNING 1),
      old_log AS (DELETE FROM fdy_actor_log WHERE kind = $4 AND key = $5 AND EXISTS (SELECT 1 FROM head)),
-     old_snap AS (DELETE FROM fdy_actor_snapshot WHERE kind = $4 AND key = $5 AND EXISTS (SELECT 1 FROM head))
+     old_snap AS (DELETE FROM fdy_actor_snapshot WHERE kind = $4 AND key = $5 AND EXISTS (SELECT 1 FROM head)),
+     old_wake AS (DELETE FROM fdy_actor_wake WHERE kind = $4 AND key = $5 AND EXISTS (SELECT 1 FROM head))
      SELECT count(*) FROM head";
 
 /// Counters of the pump, for `/metrics` and the benchmarks.
@@ -85,6 +144,10 @@ pub struct LogStats {
     pub failed: AtomicU64,
     /// Sum of the batches' round trips, in microseconds (with `batches`: the mean append latency).
     pub batch_micros: AtomicU64,
+    /// Writes that changed an actor's wake state (with an entry or alone).
+    pub wake_writes: AtomicU64,
+    /// Of those, writes of the wake state alone (no entry).
+    pub wake_only: AtomicU64,
 }
 
 /// A node's commit log: cheap to clone into the runtime's config.
@@ -107,6 +170,7 @@ type Reply<T> = oneshot::Sender<Result<T, LogError>>;
 enum Request {
     Head(LogKey, Reply<Option<Head>>),
     History(LogKey, Reply<Option<History>>),
+    Wakes(Vec<ShardId>, Reply<Vec<Wake>>),
     Write(Write, Reply<()>),
 }
 
@@ -116,12 +180,16 @@ struct Write {
     epoch: Epoch,
     txid: u64,
     op: WriteOp,
+    /// The actor's new wake state, if it changed (see `Append::wake`).
+    wake: Option<Option<i64>>,
 }
 
 enum WriteOp {
     Pages(Vec<u8>),
     Snapshot(Vec<u8>),
     Forget,
+    /// Only the wake state (in `Write::wake`), at head `txid`.
+    Wake,
 }
 
 impl PgLog {
@@ -186,14 +254,20 @@ impl PgLog {
         })
     }
 
-    fn write(&self, actor: LogKey, txid: u64, op: WriteOp) -> BoxFuture<'static, Result<(), LogError>> {
+    fn write(
+        &self,
+        actor: LogKey,
+        txid: u64,
+        op: WriteOp,
+        wake: Option<Option<i64>>,
+    ) -> BoxFuture<'static, Result<(), LogError>> {
         // Not serving the shard (any more): refused here, without a round trip. Postgres' fence is what makes it
         // safe; this only spares it writes that would fail.
         let Some(epoch) = self.view.is_serving(actor.shard) else {
             self.stats.fenced.fetch_add(1, Ordering::Relaxed);
             return Box::pin(std::future::ready(Err(LogError::Fenced(actor.shard))));
         };
-        self.ask(|reply| Request::Write(Write { actor, epoch, txid, op }, reply))
+        self.ask(|reply| Request::Write(Write { actor, epoch, txid, op, wake }, reply))
     }
 }
 
@@ -211,7 +285,7 @@ impl CommitLog for PgLog {
             Entry::Pages(b) => WriteOp::Pages(b),
             Entry::Snapshot(b) => WriteOp::Snapshot(b),
         };
-        self.write(append.actor, append.txid, op)
+        self.write(append.actor, append.txid, op, append.wake)
     }
 
     fn forget(&self, actor: &LogKey, txid: u64) -> BoxFuture<'static, Result<(), LogError>> {
@@ -219,7 +293,15 @@ impl CommitLog for PgLog {
             // Never appended: there is nothing to forget.
             return Box::pin(std::future::ready(Ok(())));
         }
-        self.write(actor.clone(), txid, WriteOp::Forget)
+        self.write(actor.clone(), txid, WriteOp::Forget, None)
+    }
+
+    fn set_wake(&self, actor: &LogKey, txid: u64, wake_at_ms: Option<i64>) -> BoxFuture<'static, Result<(), LogError>> {
+        self.write(actor.clone(), txid, WriteOp::Wake, Some(wake_at_ms))
+    }
+
+    fn wakes(&self, shards: Vec<ShardId>) -> BoxFuture<'static, Result<Vec<Wake>, LogError>> {
+        self.ask(|reply| Request::Wakes(shards, reply))
     }
 }
 
@@ -307,7 +389,15 @@ impl Pump {
             Ok(applied) => {
                 for ((w, reply), ok) in writes.into_iter().zip(applied) {
                     let answer = if ok {
-                        stats.appends.fetch_add(1, Ordering::Relaxed);
+                        if !matches!(w.op, WriteOp::Wake) {
+                            stats.appends.fetch_add(1, Ordering::Relaxed);
+                        }
+                        if w.wake.is_some() {
+                            stats.wake_writes.fetch_add(1, Ordering::Relaxed);
+                        }
+                        if matches!(w.op, WriteOp::Wake) {
+                            stats.wake_only.fetch_add(1, Ordering::Relaxed);
+                        }
                         stats.bytes.fetch_add(w.op.len() as u64, Ordering::Relaxed);
                         Ok(())
                     } else {
@@ -347,6 +437,14 @@ impl Pump {
                 }
                 let _ = reply.send(answer);
             }
+            Request::Wakes(shards, reply) => {
+                let res = tokio::time::timeout(timeout, read_wakes(store, &shards)).await;
+                let answer = res.map_err(|_| slow()).and_then(|r| r);
+                if matches!(answer, Err(LogError::Unavailable(_))) {
+                    self.store = None;
+                }
+                let _ = reply.send(answer);
+            }
             Request::Write(_, reply) => {
                 let _ = reply.send(Err(LogError::Unavailable("a write was routed as a read".into())));
             }
@@ -358,7 +456,7 @@ impl WriteOp {
     fn len(&self) -> usize {
         match self {
             WriteOp::Pages(b) | WriteOp::Snapshot(b) => b.len(),
-            WriteOp::Forget => 0,
+            WriteOp::Forget | WriteOp::Wake => 0,
         }
     }
 }
@@ -367,6 +465,7 @@ fn fail_read(req: Request, e: &LogError) {
     match req {
         Request::Head(_, reply) => drop(reply.send(Err(e.clone()))),
         Request::History(_, reply) => drop(reply.send(Err(e.clone()))),
+        Request::Wakes(_, reply) => drop(reply.send(Err(e.clone()))),
         Request::Write(_, reply) => drop(reply.send(Err(e.clone()))),
     }
 }
@@ -399,21 +498,39 @@ async fn run_writes(
         let shard = i32::from(w.actor.shard.0);
         let (epoch, txid) = (as_i64(w.epoch.0), as_i64(w.txid));
         let (kind, key) = (w.actor.kind, w.actor.key.as_str());
-        match &w.op {
-            WriteOp::Pages(b) => {
-                let sql = APPEND_PAGES;
-                tx.execute(sql, &[&shard, &owner, &epoch, &kind, &key, &txid, b]).await.map(|n| n == 1)
+        // `$8` of the `_WAKE` statements: the new wake time, `NULL` to clear it.
+        let wake: Option<i64> = w.wake.flatten();
+        let count = |row: tokio_postgres::Row| row.try_get::<_, i64>(0).map(|n| n == 1);
+        match (&w.op, w.wake.is_some()) {
+            (WriteOp::Pages(b), false) => {
+                tx.execute(APPEND_PAGES, &[&shard, &owner, &epoch, &kind, &key, &txid, b]).await.map(|n| n == 1)
             }
-            WriteOp::Snapshot(b) if w.txid == 1 => {
+            (WriteOp::Pages(b), true) => {
+                let p: [&(dyn ToSql + Sync); 8] = [&shard, &owner, &epoch, &kind, &key, &txid, b, &wake];
+                tx.execute(APPEND_PAGES_WAKE, &p).await.map(|n| n == 1)
+            }
+            (WriteOp::Snapshot(b), false) if w.txid == 1 => {
                 tx.execute(CREATE, &[&shard, &owner, &epoch, &kind, &key, &txid, b]).await.map(|n| n == 1)
             }
-            WriteOp::Snapshot(b) => {
-                let p: [&(dyn ToSql + Sync); 7] = [&shard, &owner, &epoch, &kind, &key, &txid, b];
-                tx.query_one(COMPACT, &p).await.and_then(|row| row.try_get::<_, i64>(0)).map(|n| n == 1)
+            (WriteOp::Snapshot(b), true) if w.txid == 1 => {
+                let p: [&(dyn ToSql + Sync); 8] = [&shard, &owner, &epoch, &kind, &key, &txid, b, &wake];
+                tx.execute(CREATE_WAKE, &p).await.map(|n| n == 1)
             }
-            WriteOp::Forget => {
+            (WriteOp::Snapshot(b), false) => {
+                let p: [&(dyn ToSql + Sync); 7] = [&shard, &owner, &epoch, &kind, &key, &txid, b];
+                tx.query_one(COMPACT, &p).await.and_then(count)
+            }
+            (WriteOp::Snapshot(b), true) => {
+                let p: [&(dyn ToSql + Sync); 8] = [&shard, &owner, &epoch, &kind, &key, &txid, b, &wake];
+                tx.query_one(COMPACT_WAKE, &p).await.and_then(count)
+            }
+            (WriteOp::Forget, _) => {
                 let p: [&(dyn ToSql + Sync); 6] = [&shard, &owner, &epoch, &kind, &key, &txid];
-                tx.query_one(FORGET, &p).await.and_then(|row| row.try_get::<_, i64>(0)).map(|n| n == 1)
+                tx.query_one(FORGET, &p).await.and_then(count)
+            }
+            (WriteOp::Wake, _) => {
+                let p: [&(dyn ToSql + Sync); 7] = [&shard, &owner, &epoch, &kind, &key, &txid, &wake];
+                tx.query_one(SET_WAKE, &p).await.and_then(count)
             }
         }
     });
@@ -426,7 +543,9 @@ async fn read_head(store: &Store, actor: &LogKey) -> Result<Option<Head>, tokio_
     let row = store
         .client()
         .query_opt(
-            "SELECT txid, snapshot_txid, log_bytes FROM fdy_actor_head WHERE kind = $1 AND key = $2",
+            "SELECT h.txid, h.snapshot_txid, h.log_bytes, w.wake_at_ms
+               FROM fdy_actor_head h LEFT JOIN fdy_actor_wake w ON w.kind = h.kind AND w.key = h.key
+              WHERE h.kind = $1 AND h.key = $2",
             &[&actor.kind, &actor.key],
         )
         .await?;
@@ -435,6 +554,7 @@ async fn read_head(store: &Store, actor: &LogKey) -> Result<Option<Head>, tokio_
             txid: r.try_get::<_, i64>(0)? as u64,
             snapshot_txid: r.try_get::<_, i64>(1)? as u64,
             log_bytes: r.try_get::<_, i64>(2)? as u64,
+            wake_at_ms: r.try_get(3)?,
         })
     })
     .transpose()
@@ -495,4 +615,48 @@ async fn read_history(store: &mut Store, actor: &LogKey) -> Result<Option<Histor
     }
     tx.commit().await.map_err(unavailable)?;
     Ok(Some(History { snapshot_txid: snapshot_txid as u64, snapshot, entries }))
+}
+
+/// The wake states of `shards`' actors, soonest first.
+async fn read_wakes(store: &Store, shards: &[ShardId]) -> Result<Vec<Wake>, LogError> {
+    let shards: Vec<i32> = shards.iter().map(|s| i32::from(s.0)).collect();
+    let rows = store
+        .client()
+        .query(
+            "SELECT kind, key, wake_at_ms FROM fdy_actor_wake WHERE shard = ANY($1::int[]) ORDER BY wake_at_ms",
+            &[&shards],
+        )
+        .await
+        .map_err(unavailable)?;
+    rows.into_iter()
+        .map(|r| {
+            Ok(Wake {
+                kind: r.try_get(0).map_err(unavailable)?,
+                key: r.try_get(1).map_err(unavailable)?,
+                at_ms: r.try_get(2).map_err(unavailable)?,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_that_keep_the_wake_state_use_the_statements_without_it() {
+        for plain in [APPEND_PAGES, CREATE, COMPACT] {
+            assert!(!plain.contains("fdy_actor_wake") && !plain.contains("$8"), "{plain}");
+        }
+        for (plain, with_wake) in [(APPEND_PAGES, APPEND_PAGES_WAKE), (CREATE, CREATE_WAKE), (COMPACT, COMPACT_WAKE)] {
+            assert!(
+                with_wake.contains("INSERT INTO fdy_actor_wake") && with_wake.contains("DELETE FROM fdy_actor_wake")
+            );
+            // The same statement with the wake CTEs spliced in after `head`: nothing else differs.
+            let spliced = with_wake.replace(wake_ctes!("$8"), "");
+            assert_eq!(spliced, plain);
+        }
+        assert!(SET_WAKE.contains("$7::bigint") && !SET_WAKE.contains("$8"));
+        assert!(FORGET.contains("DELETE FROM fdy_actor_wake"));
+    }
 }

@@ -1,6 +1,7 @@
 //! The PostgreSQL side of cluster ownership: the schema (`fdy_node`, `fdy_shard` with one row per shard,
-//! `fdy_shard_history`, and the commit log's tables, whose statements are in `log.rs`) applied by versioned
-//! migrations at startup, and the lease statements of the design (spec §4.1), each one round trip on one connection.
+//! `fdy_shard_history`, and the commit log's tables with its wake index `fdy_actor_wake`, whose statements are in
+//! `log.rs`) applied by versioned migrations at startup, and the lease statements of the design (spec §4.1), each one
+//! round trip on one connection.
 //!
 //! Postgres' `now()` is the only clock that decides expiry and liveness: nodes only send durations. A lease is a row
 //! `(shard, owner, epoch, expires_at)`; `owner` is `<node id>/<boot id>`, so a restarted process can never renew what
@@ -105,6 +106,21 @@ const MIGRATIONS: &[(i32, &str)] = &[
          taken_at timestamptz NOT NULL DEFAULT clock_timestamp(),
          PRIMARY KEY (kind, key, txid)
      );",
+    ),
+    (
+        3,
+        // The wake index (spec §4.3, the node-local recovery and due indexes in the store of record): the actors that
+        // must run without a caller, and when (ms since the Unix epoch; 0: at once, undelivered outbox rows or owed
+        // work). Written by the same fenced statement as the entry that changed it, so it never disagrees with the
+        // log; a node gaining a shard reads that shard's rows.
+        "CREATE TABLE fdy_actor_wake (
+         kind text NOT NULL,
+         key text NOT NULL,
+         shard int NOT NULL REFERENCES fdy_shard (shard),
+         wake_at_ms bigint NOT NULL,
+         PRIMARY KEY (kind, key)
+     );
+     CREATE INDEX fdy_actor_wake_shard ON fdy_actor_wake (shard, wake_at_ms);",
     ),
 ];
 
@@ -343,6 +359,14 @@ impl Store {
             live.insert(at, node_id.to_owned());
         }
         Ok(Some(live))
+    }
+
+    /// Deletes the rows of nodes whose last heartbeat is older than `dead_for` (they died without leaving), so the
+    /// node list does not grow with every crashed boot. Such a node, should it ever come back, finds its row gone at
+    /// its next heartbeat and stops as superseded; its leases lapsed long before. Answers how many rows went.
+    pub async fn prune_nodes(&self, dead_for: Duration) -> Result<u64, StoreError> {
+        let sql = "DELETE FROM fdy_node WHERE heartbeat < now() - make_interval(secs => $1)";
+        Ok(self.client.execute(sql, &[&dead_for.as_secs_f64()]).await?)
     }
 
     /// Removes this boot's node row (graceful stop): other nodes stop counting it at their next tick.

@@ -157,7 +157,7 @@ pub fn render_cluster_metrics(cluster: &ClusterStatus, out: &mut String) {
     }
     let log = cluster.log_stats();
     let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
-    let log_rows: [(&str, &str, u64); 5] = [
+    let log_rows: [(&str, &str, u64); 7] = [
         ("foundry_cluster_log_appends_total", "Commit log entries appended (fenced, durable).", load(&log.appends)),
         ("foundry_cluster_log_bytes_total", "Bytes of commit log entries appended.", load(&log.bytes)),
         ("foundry_cluster_log_fenced_total", "Appends refused by the lease fence (not the owner).", load(&log.fenced)),
@@ -165,6 +165,12 @@ pub fn render_cluster_metrics(cluster: &ClusterStatus, out: &mut String) {
             load(&log.failed)
         }),
         ("foundry_cluster_log_transactions_total", "PostgreSQL transactions carrying appends.", load(&log.batches)),
+        ("foundry_cluster_log_wake_writes_total", "Writes that changed an actor's wake state (fdy_actor_wake).", {
+            load(&log.wake_writes)
+        }),
+        ("foundry_cluster_log_wake_only_total", "Of those, writes of the wake state alone (no entry).", {
+            load(&log.wake_only)
+        }),
     ];
     for (name, help, value) in log_rows {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");

@@ -7,6 +7,7 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
+use super::durable::{CommitLog, Wake};
 use super::placement::{Route, ShardId, SHARD_COUNT};
 use super::registry::KindHandle;
 use super::system::{RecoveryReport, Runtime, Shared};
@@ -125,14 +126,34 @@ impl Runtime {
     }
 
     /// Reactivates the actors of `shards` that this node's recovery index marks as having undelivered outbox rows
-    /// (or owed work), so their delivery resumes: [`Runtime::recover`] for the shards a node has just gained. Also
-    /// asks the schedule scanner to look again, since schedules of those shards can now be woken here.
+    /// (or owed work), so their delivery resumes: [`Runtime::recover`] for the shards a node has just gained. In
+    /// cluster mode, also hands the actors the commit log says must run without a caller (undelivered outbox rows,
+    /// owed work, schedules; written by whichever node owned them, whose disk may be gone) to the schedule scanner,
+    /// which wakes each at its time, a bounded number at once; then asks it to look again, since schedules of those
+    /// shards can now be woken here.
     pub async fn recover_shards(&self, shards: impl IntoIterator<Item = ShardId>) -> RecoveryReport {
         let mask = ShardMask::of(shards);
         let shared = self.shared();
         let mut report = RecoveryReport::default();
         if mask.is_empty() {
             return report;
+        }
+        let handles = shared.handles();
+        if let Some(log) = &shared.config.commit_log {
+            for wake in wakes_of(log.as_ref(), &mask).await {
+                if !handles.iter().any(|h| h.kind() == wake.kind) {
+                    report.unknown_kinds.push(wake.kind);
+                    continue;
+                }
+                // Lowered, never raised: an entry this node already holds for an earlier time stays. A wake that
+                // finds nothing to do corrects both indexes (`Arming::Woken`).
+                match shared.index.lower_due(&wake.kind, &wake.key, wake.at_ms) {
+                    Ok(()) => report.wakes += 1,
+                    Err(e) => {
+                        tracing::error!(kind = %wake.kind, key = %wake.key, error = %e, "cannot write the due index")
+                    }
+                }
+            }
         }
         shared.due_changed.notify_one();
         let marked = match shared.index.list() {
@@ -142,7 +163,6 @@ impl Runtime {
                 return report;
             }
         };
-        let handles = shared.handles();
         for (kind, key) in marked {
             let Some(handle) = handles.iter().find(|h| h.kind() == kind) else {
                 report.unknown_kinds.push(kind);
@@ -158,6 +178,30 @@ impl Runtime {
         }
         report
     }
+}
+
+/// Attempts at reading the wake index of gained shards before giving up (the store may be failing over).
+const WAKES_ATTEMPTS: u32 = 8;
+
+/// The wake index of the shards in `mask`, retried with back-off while the store does not answer: a shard whose
+/// wakes are not read has nothing else to wake its actors.
+async fn wakes_of(log: &dyn CommitLog, mask: &ShardMask) -> Vec<Wake> {
+    let shards: Vec<ShardId> = (0..SHARD_COUNT).map(ShardId).filter(|s| mask.contains(*s)).collect();
+    let mut pause = Duration::from_millis(100);
+    for attempt in 1..=WAKES_ATTEMPTS {
+        match log.wakes(shards.clone()).await {
+            Ok(wakes) => return wakes,
+            Err(e) if attempt == WAKES_ATTEMPTS => {
+                tracing::error!(shards = shards.len(), error = %e, "cannot read the wake index of gained shards");
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the wake index of gained shards failed; will retry");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+    Vec::new()
 }
 
 #[cfg(test)]

@@ -317,6 +317,9 @@ pub struct RecoveryReport {
     pub failed: Vec<ActivationError>,
     /// Markers of kinds this runtime has no registry for (register them before recovering).
     pub unknown_kinds: Vec<String>,
+    /// Cluster mode (`Runtime::recover_shards`): actors the commit log says must run without a caller, handed to the
+    /// schedule scanner.
+    pub wakes: usize,
 }
 
 impl Runtime {

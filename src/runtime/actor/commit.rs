@@ -57,6 +57,12 @@ impl<E: Entity> Core<E> {
             if effects.schedules_changed {
                 self.written_schedules = Some(effects.earliest_due);
             }
+            if let Some(d) = self.durable.as_mut() {
+                d.wake.committed(
+                    effects.outbox_written || effects.work_owed,
+                    effects.schedules_changed.then_some(effects.earliest_due),
+                );
+            }
         }
         res
     }
@@ -149,6 +155,13 @@ impl<E: Entity> EntityActor<E> {
                 BatchOutcome::StorageFailed(e.to_string())
             }
         };
+        if let (BatchOutcome::Committed, Some(d)) = (&outcome, core.durable.as_mut()) {
+            // The entry shipping this commit carries the wake state it leaves.
+            d.wake.committed(
+                effects.outbox_written || effects.work_owed,
+                effects.schedules_changed.then_some(effects.earliest_due),
+            );
+        }
         let committed = Committed { batch, item_errors, outcome, changes, effects, panicked };
         if matches!(committed.outcome, BatchOutcome::Committed) {
             // Cluster mode: nobody hears of the batch before the commit log has it (at once in single-node mode).

@@ -33,19 +33,16 @@ impl<E: Entity> EntityActor<E> {
         }
         if d.in_flight {
             self.core.after_ship.push(Box::new(then));
+            if let Some(d) = self.core.durable.as_mut() {
+                d.queued = true;
+            }
             return;
         }
         match self.prepare_append() {
             Ok(None) => then(self, ctx, Ok(())),
-            Ok(Some(append)) => {
+            Ok(Some(ship)) => {
                 self.core.after_ship.push(Box::new(then));
-                let shipped = append.shipped();
-                let Some(d) = self.core.durable.as_mut() else { return };
-                d.in_flight = true;
-                let fut = d.log.append(append);
-                ctx.wait(
-                    actix::fut::wrap_future(fut).map(move |res, act: &mut Self, ctx| act.shipped(ctx, shipped, res)),
-                );
+                self.start_ship(ctx, ship);
             }
             Err(e) => {
                 let failed = LogError::Unavailable(format!("reading the actor's commits: {e}"));
@@ -55,22 +52,42 @@ impl<E: Entity> EntityActor<E> {
         }
     }
 
+    /// Sends `ship`; the actor handles nothing else until it has landed (or failed).
+    fn start_ship(&mut self, ctx: &mut Context<Self>, ship: durable::Ship) {
+        let shipped = ship.shipped();
+        let Some(d) = self.core.durable.as_mut() else { return };
+        d.in_flight = true;
+        let fut = ship.send(d.log.as_ref());
+        ctx.wait(actix::fut::wrap_future(fut).map(move |res, act: &mut Self, ctx| act.shipped(ctx, shipped, res)));
+    }
+
     /// Whether calls must wait before looking at the state: an append is in flight.
     pub(super) fn shipping(&self) -> bool {
         self.core.durable.as_ref().is_some_and(|d| d.in_flight)
     }
 
-    /// The append for what was committed since the last one (a snapshot checkpoints the WAL into the file first).
-    fn prepare_append(&mut self) -> std::io::Result<Option<durable::Append>> {
+    /// The append for what was committed since the last one (a snapshot checkpoints the WAL into the file first),
+    /// or the wake state alone if only it changed.
+    fn prepare_append(&mut self) -> std::io::Result<Option<durable::Ship>> {
         let core = &mut self.core;
         let (Some(d), Some(conn)) = (core.durable.as_mut(), core.conn.as_mut()) else { return Ok(None) };
-        d.next_append(&core.path, &mut || checkpoint(conn))
+        d.next_ship(&core.path, &mut || checkpoint(conn))
+    }
+
+    /// Cluster mode: the wake state changed without a commit (the recovery marker was cleared, the earliest schedule
+    /// was read): ships it now unless it is what the log holds. A no-op in single-node mode.
+    pub(super) fn wake_changed(&mut self, ctx: &mut Context<Self>, change: impl FnOnce(&mut durable::WakeState)) {
+        let Some(d) = self.core.durable.as_mut() else { return };
+        change(&mut d.wake);
+        if d.wake.change().is_some() && d.failure().is_none() && self.core.is_open() {
+            self.after_durable(ctx, |_, _, _| {});
+        }
     }
 
     fn shipped(&mut self, ctx: &mut Context<Self>, shipped: Shipped, res: Result<(), LogError>) {
         let Some(d) = self.core.durable.as_mut() else { return };
         d.in_flight = false;
-        match &res {
+        let mut res = match res {
             Ok(()) => {
                 d.appended(shipped);
                 if d.wants_checkpoint() {
@@ -83,12 +100,35 @@ impl<E: Entity> EntityActor<E> {
                         }
                     }
                 }
+                Ok(())
+            }
+            Err(e) if !shipped.entry => {
+                // Only the wake state: the file still matches the log's head, so nothing is lost and nobody waiting
+                // was promised anything more. The change stays unshipped and goes with the next write.
+                tracing::warn!(kind = E::KIND, key = %self.core.encoded, error = %e, "wake state not written");
+                Ok(())
             }
             Err(e) => {
                 tracing::warn!(kind = E::KIND, key = %self.core.encoded, txid = shipped.txid, error = %e, "append refused");
                 // Before anything waiting runs: the WAL cursor already moved past the refused frames, so nothing
                 // (a stop's final ship included) may append after them.
                 d.poisoned.get_or_insert(e.clone());
+                Err(e)
+            }
+        };
+        if res.is_ok() && std::mem::replace(&mut d.queued, false) {
+            // Work queued while this write was in flight may wait for commits made meanwhile (in the same handler):
+            // they ship first, and everything waiting runs once they have landed.
+            match self.prepare_append() {
+                Ok(Some(ship)) => return self.start_ship(ctx, ship),
+                Ok(None) => {}
+                Err(e) => {
+                    let failed = LogError::Unavailable(format!("reading the actor's commits: {e}"));
+                    if let Some(d) = self.core.durable.as_mut() {
+                        d.poisoned.get_or_insert(failed.clone());
+                    }
+                    res = Err(failed);
+                }
             }
         }
         for then in std::mem::take(&mut self.core.after_ship) {
@@ -120,16 +160,21 @@ pub(super) fn close_durable(conn: Option<diesel::SqliteConnection>, mut d: Durab
     let mut conn = conn;
     if d.poisoned.is_none() && !d.in_flight {
         if let Some(c) = conn.as_mut() {
-            match d.next_append(path, &mut || checkpoint(c)) {
+            match d.next_ship(path, &mut || checkpoint(c)) {
                 Ok(None) => {}
-                Ok(Some(append)) => {
-                    let shipped = append.shipped();
+                Ok(Some(ship)) => {
+                    let shipped = ship.shipped();
                     let res = match tokio::runtime::Handle::try_current() {
-                        Ok(handle) => handle.block_on(d.log.append(append)),
+                        Ok(handle) => handle.block_on(ship.send(d.log.as_ref())),
                         Err(_) => Err(LogError::Unavailable("no runtime to append with".into())),
                     };
                     match res {
                         Ok(()) => d.appended(shipped),
+                        // Only the wake state failed: the file still matches the head (a later owner may wake the
+                        // actor once for nothing).
+                        Err(e) if !shipped.entry => {
+                            tracing::warn!(kind = d.actor.kind, key = %d.actor.key, error = %e, "wake state not written")
+                        }
                         Err(e) => d.poisoned = Some(e),
                     }
                 }

@@ -108,6 +108,13 @@ impl<E: Entity> EntityActor<E> {
             if let Err(e) = self.shared().index.unmark(E::KIND, &self.core.encoded) {
                 tracing::warn!(error = %e, "could not clear recovery marker");
             }
+            if let Some(d) = self.core.durable.as_mut() {
+                // Shipped by the close: the log's wake state falls back to the earliest schedule.
+                d.wake.marked = false;
+                if let (None, Some(conn)) = (d.wake.earliest, self.core.conn.as_mut()) {
+                    d.wake.earliest = super::super::schedule::earliest(conn).ok();
+                }
+            }
         }
         if self.core.indexed != super::schedules::Indexed::Absent {
             // Its schedules are the due scanner's now: let it recompute when to look next.

@@ -266,6 +266,16 @@ impl<E: Entity> EntityActor<E> {
     pub(crate) fn new(entity: E, p: CoreParts<E>) -> Self {
         let now_ms = p.registry.inner.shared.clock_ms();
         let trace = super::inspect::Trace::new(p.registry.inner.shared.config.trace_size);
+        let mut durable = p.durable;
+        // Cluster mode: an actor the log says must run at once is treated as recovered (its marker is cleared once
+        // it has nothing pending), and undelivered outbox rows mark it.
+        let marked = match durable.as_mut() {
+            Some(d) => {
+                d.wake.marked |= p.outbox_pending;
+                d.wake.marked
+            }
+            None => p.outbox_pending,
+        };
         EntityActor {
             entity,
             core: Core {
@@ -280,7 +290,7 @@ impl<E: Entity> EntityActor<E> {
                 pending: Vec::new(),
                 flush_scheduled: false,
                 outbox: OutboxState { pending: p.outbox_pending, ..Default::default() },
-                dirty_marked: p.outbox_pending,
+                dirty_marked: marked,
                 unmark_scheduled: false,
                 failures: 0,
                 last_activity_ms: now_ms,
@@ -299,7 +309,7 @@ impl<E: Entity> EntityActor<E> {
                 timer: None,
                 firing: false,
                 trace,
-                durable: p.durable,
+                durable,
                 after_ship: Vec::new(),
             },
         }

@@ -53,7 +53,10 @@ impl<E: Entity> EntityActor<E> {
                 return;
             }
             match act.shared().index.unmark(E::KIND, &act.core.encoded) {
-                Ok(()) => act.core.dirty_marked = false,
+                Ok(()) => {
+                    act.core.dirty_marked = false;
+                    act.wake_changed(ctx, |w| w.marked = false);
+                }
                 Err(e) => tracing::warn!(error = %e, "could not clear recovery marker"),
             }
         });

@@ -90,6 +90,9 @@ impl<E: Entity> EntityActor<E> {
                 }
                 self.sync_index(earliest);
                 self.arm(ctx, earliest);
+                // Cluster mode: the log's wake state learns the truth too (it may have been stale, or unknown since
+                // activation).
+                self.wake_changed(ctx, |w| w.earliest = Some(earliest));
             }
             Err(e) => {
                 tracing::error!(kind = E::KIND, key = %self.core.encoded, error = %e, "reading schedules failed");
