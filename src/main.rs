@@ -195,6 +195,11 @@ struct Serve {
     /// several). Without it, a call for an actor another node serves answers 503 `not_owner`.
     #[arg(long, env = "FOUNDRY_NATS_URL")]
     nats_url: Option<String>,
+    /// With --nats-url: a CA certificate (PEM) the NATS server's certificate must chain to; the connection then
+    /// requires TLS (a `tls://` URL requires it too, trusting the system's roots). PostgreSQL's TLS is set in its
+    /// URL: `?sslmode=require&sslrootcert=/path/ca.pem`.
+    #[arg(long, env = "FOUNDRY_NATS_CA_FILE")]
+    nats_ca_file: Option<PathBuf>,
 }
 
 fn main() -> std::io::Result<()> {
@@ -279,6 +284,7 @@ fn cluster_config(args: &Serve) -> std::io::Result<Option<foundry::cluster::Clus
             ("--cluster-addr", args.cluster_addr.is_some()),
             ("--lease-ttl-secs", args.lease_ttl_secs.is_some()),
             ("--nats-url", args.nats_url.is_some()),
+            ("--nats-ca-file", args.nats_ca_file.is_some()),
         ];
         let given: Vec<&str> = given.iter().filter(|(_, g)| *g).map(|(flag, _)| *flag).collect();
         if !given.is_empty() {
@@ -297,6 +303,18 @@ fn cluster_config(args: &Serve) -> std::io::Result<Option<foundry::cluster::Clus
             return Err(err(format!("--cluster-addr {addr:?}: 1 to 256 characters, no spaces")));
         }
         config.addr = Some(addr.clone());
+    }
+    if let Some(ca) = &args.nats_ca_file {
+        if args.nats_url.is_none() {
+            return Err(err("--nats-ca-file applies only with --nats-url (FOUNDRY_NATS_URL)".into()));
+        }
+        if let Err(e) =
+            std::fs::metadata(ca)
+                .and_then(|m| if m.is_file() { Ok(()) } else { Err(std::io::Error::other("not a file")) })
+        {
+            return Err(err(format!("--nats-ca-file {}: {e}", ca.display())));
+        }
+        config.nats_ca_file = Some(ca.clone());
     }
     config.validate().map_err(|e| match e {
         ConfigError::NodeId(_) => err(format!("--node-id: {e}")),

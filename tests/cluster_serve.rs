@@ -520,4 +520,11 @@ fn cluster_flags_are_checked_before_anything_starts() {
     );
     refused(&["--node-id", "n1"], "--cluster");
     refused(&["--postgres-url", "postgresql://u@127.0.0.1:9/db"], "--cluster");
+    // TLS settings that cannot work are refused before anything starts too.
+    let pg = "postgresql://u@127.0.0.1:9/db";
+    refused(&["--cluster", "--node-id", "n1", "--postgres-url", pg, "--nats-ca-file", "/etc/hostname"], "--nats-url");
+    let nats = ["--nats-url", "tls://127.0.0.1:9", "--nats-ca-file", "/nonexistent/ca.pem"];
+    refused(&[&["--cluster", "--node-id", "n1", "--postgres-url", pg][..], &nats[..]].concat(), "--nats-ca-file");
+    let no_root = "postgresql://u@127.0.0.1:9/db?sslmode=verify-full&sslrootcert=/nonexistent/ca.pem";
+    refused(&["--cluster", "--node-id", "n1", "--postgres-url", no_root], "--postgres-url");
 }

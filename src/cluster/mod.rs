@@ -20,6 +20,7 @@ pub mod node;
 mod ownership;
 pub mod rendezvous;
 pub mod store;
+pub mod tls;
 pub mod transport;
 
 use std::fmt;
@@ -68,6 +69,9 @@ pub struct ClusterConfig {
     pub call_timeout: Duration,
     /// How long the drain hook may take for a shard before its lease is released anyway.
     pub drain_timeout: Duration,
+    /// A CA certificate (PEM) the NATS server's certificate must chain to, besides the system's roots; given, the
+    /// NATS connection requires TLS (a `tls://` URL requires it too).
+    pub nats_ca_file: Option<std::path::PathBuf>,
 }
 
 impl fmt::Debug for ClusterConfig {
@@ -82,6 +86,7 @@ impl fmt::Debug for ClusterConfig {
             .field("tick", &self.tick)
             .field("call_timeout", &self.call_timeout)
             .field("drain_timeout", &self.drain_timeout)
+            .field("nats_ca_file", &self.nats_ca_file)
             .finish()
     }
 }
@@ -99,6 +104,7 @@ impl ClusterConfig {
             tick: Duration::from_secs(1),
             call_timeout: Duration::from_secs(2),
             drain_timeout: Duration::from_secs(30),
+            nats_ca_file: None,
         }
     }
 
@@ -128,7 +134,11 @@ impl ClusterConfig {
         if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) {
             return Err(ConfigError::NodeId(id.clone()));
         }
-        tokio_postgres::Config::from_str(&self.postgres_url).map_err(|e| ConfigError::PostgresUrl(e.to_string()))?;
+        let url = tls::PgTls::parse(&self.postgres_url);
+        tokio_postgres::Config::from_str(&url.url).map_err(|e| ConfigError::PostgresUrl(e.to_string()))?;
+        if url.tls {
+            url.connector().map_err(ConfigError::PostgresUrl)?;
+        }
         if self.tick.is_zero() || self.renew_every.is_zero() || self.call_timeout.is_zero() {
             return Err(ConfigError::Timing("tick, renew_every and call_timeout must be positive"));
         }

@@ -137,7 +137,10 @@ impl ClusterNode {
         let leases = super::start(config.clone(), hooks).await?;
         let log = super::PgLog::start(&config, leases.view(), leases.owner()).await?;
         let transport = match nats_url {
-            Some(url) => Some(super::NatsTransport::connect(url, &config.node_id).await?),
+            Some(url) => {
+                let ca = config.nats_ca_file.as_deref();
+                Some(super::NatsTransport::connect_with(url, &config.node_id, ca).await?)
+            }
             None => None,
         };
         let status = ClusterStatus {

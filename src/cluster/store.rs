@@ -35,6 +35,9 @@ pub enum StoreError {
     ShardTable { found: i64 },
     #[error("PostgreSQL returned {0}")]
     Invalid(String),
+    /// The connection string asks for TLS and its settings cannot be used (an unreadable `sslrootcert`, no roots).
+    #[error("TLS to PostgreSQL: {0}")]
+    Tls(String),
 }
 
 /// The schema, one entry per version. A version, once released, never changes: add a new one instead.
@@ -252,21 +255,40 @@ pub struct Acquired {
     pub at: SystemTime,
 }
 
+/// Runs a connection until it ends.
+fn drive<F>(connection: F) -> tokio::task::JoinHandle<()>
+where
+    F: std::future::Future<Output = Result<(), tokio_postgres::Error>> + Send + 'static,
+{
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "cluster store connection ended");
+        }
+    })
+}
+
 impl Store {
-    /// Connects (no TLS) within `timeout`. Every statement on this connection is cancelled by the server after
-    /// `timeout` too, so a lock wait cannot outlive the caller's patience.
+    /// Connects within `timeout`, over TLS when the connection string says `sslmode=require` (or `verify-*`; see
+    /// `tls.rs`). Every statement on this connection is cancelled by the server after `timeout` too, so a lock wait
+    /// cannot outlive the caller's patience.
     pub async fn connect(url: &str, application: &str, timeout: Duration) -> Result<Store, StoreError> {
-        let mut config = tokio_postgres::Config::from_str(url).map_err(StoreError::Connect)?;
+        let tls = super::tls::PgTls::parse(url);
+        let mut config = tokio_postgres::Config::from_str(&tls.url).map_err(StoreError::Connect)?;
         let options =
             format!("{} -c statement_timeout={}", config.get_options().unwrap_or_default(), timeout.as_millis().max(1));
         config.application_name(application).connect_timeout(timeout).options(options.trim());
+        let connector = if tls.tls { Some(super::tls::PgTls::connector(&tls).map_err(StoreError::Tls)?) } else { None };
         let connect = async {
-            let (client, connection) = config.connect(NoTls).await.map_err(StoreError::Connect)?;
-            let driver = tokio::spawn(async move {
-                if let Err(e) = connection.await {
-                    tracing::debug!(error = %e, "cluster store connection ended");
+            let (client, driver) = match connector {
+                None => {
+                    let (client, connection) = config.connect(NoTls).await.map_err(StoreError::Connect)?;
+                    (client, drive(connection))
                 }
-            });
+                Some(connector) => {
+                    let (client, connection) = config.connect(connector).await.map_err(StoreError::Connect)?;
+                    (client, drive(connection))
+                }
+            };
             Ok(Store { client, driver, prepared: OnceCell::new() })
         };
         tokio::time::timeout(timeout, connect).await.map_err(|_| StoreError::Timeout(timeout))?

@@ -73,7 +73,21 @@ fn subject(shard: ShardId) -> String {
 impl NatsTransport {
     /// Connects to NATS (`nats://host:port`, comma-separated for a cluster). The client reconnects by itself.
     pub async fn connect(url: &str, node_id: &str) -> Result<NatsTransport, ClusterError> {
-        let client = async_nats::ConnectOptions::new()
+        NatsTransport::connect_with(url, node_id, None).await
+    }
+
+    /// [`NatsTransport::connect`], over TLS verified against `ca_file` (PEM) and the system's roots when it is given
+    /// (a `tls://` URL asks for TLS with the system's roots alone).
+    pub async fn connect_with(
+        url: &str,
+        node_id: &str,
+        ca_file: Option<&std::path::Path>,
+    ) -> Result<NatsTransport, ClusterError> {
+        let mut options = async_nats::ConnectOptions::new();
+        if let Some(ca) = ca_file {
+            options = options.add_root_certificates(ca.to_path_buf()).require_tls(true);
+        }
+        let client = options
             .name(format!("foundry {node_id}"))
             // Our callers bound each request themselves (`Transport::request`'s timeout).
             .request_timeout(None)

@@ -20,3 +20,19 @@ pub fn short_leases(node: &str, postgres_url: String) -> foundry::cluster::Clust
         ..foundry::cluster::ClusterConfig::new(node, postgres_url)
     }
 }
+
+/// With `openssl`, in `dir`: a CA (`ca.crt`) and a server certificate for 127.0.0.1 and localhost signed by it
+/// (`server.crt`, `server.key`), for the servers the TLS tests start.
+pub fn make_certificates(dir: &std::path::Path) {
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl").args(args).current_dir(dir).output().expect("openssl runs");
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    let ca = ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-days", "2"];
+    openssl(&[&ca[..], &["-subj", "/CN=foundry test CA"]].concat());
+    let csr = ["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr"];
+    openssl(&[&csr[..], &["-subj", "/CN=127.0.0.1"]].concat());
+    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1,DNS:localhost\n").unwrap();
+    let sign = ["x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial"];
+    openssl(&[&sign[..], &["-out", "server.crt", "-days", "2", "-extfile", "san.ext"]].concat());
+}

@@ -24,6 +24,17 @@ fn binary() -> Option<PathBuf> {
 
 impl NatsServer {
     pub fn start() -> Option<NatsServer> {
+        NatsServer::start_with(None)
+    }
+
+    /// A server that takes TLS connections only, with a certificate for 127.0.0.1 signed by a CA of its own, whose
+    /// certificate is `ca.crt` in `certs` (see [`super::make_certificates`]).
+    pub fn start_tls(certs: &std::path::Path) -> Option<NatsServer> {
+        super::make_certificates(certs);
+        NatsServer::start_with(Some(certs))
+    }
+
+    fn start_with(certs: Option<&std::path::Path>) -> Option<NatsServer> {
         let Some(bin) = binary() else {
             let msg = "no nats-server: install it with `apt-get install nats-server` or set FOUNDRY_NATS_SERVER";
             if std::env::var("CI").is_ok_and(|v| v == "true") {
@@ -34,12 +45,17 @@ impl NatsServer {
         };
         for _ in 0..5 {
             let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-            let mut child = Command::new(&bin)
-                .args(["-a", "127.0.0.1", "-p", &port.to_string()])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("nats-server starts");
+            let mut command = Command::new(&bin);
+            command.args(["-a", "127.0.0.1", "-p", &port.to_string()]);
+            if let Some(dir) = certs {
+                command
+                    .arg("--tls")
+                    .arg("--tlscert")
+                    .arg(dir.join("server.crt"))
+                    .arg("--tlskey")
+                    .arg(dir.join("server.key"));
+            }
+            let mut child = command.stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("nats-server starts");
             let deadline = Instant::now() + Duration::from_secs(10);
             while Instant::now() < deadline {
                 if let Ok(Some(_)) = child.try_wait() {
@@ -54,6 +70,11 @@ impl NatsServer {
             let _ = child.wait();
         }
         panic!("nats-server did not start");
+    }
+
+    /// `tls://…` for a server started with [`NatsServer::start_tls`].
+    pub fn tls_url(&self) -> String {
+        format!("tls://127.0.0.1:{}", self.port)
     }
 
     pub fn url(&self) -> String {

@@ -74,15 +74,26 @@ impl PgServer {
     /// Starts a fresh server and waits until it accepts connections, or `None` (saying why) when PostgreSQL is not
     /// installed outside CI.
     pub async fn start() -> Option<PgServer> {
-        PgServer::start_with(false).await
+        PgServer::start_with(false, false).await
     }
 
     /// [`PgServer::start`] with `fsync = on`, for benchmarks whose figures must include making commits durable.
     pub async fn start_durable() -> Option<PgServer> {
-        PgServer::start_with(true).await
+        PgServer::start_with(true, false).await
     }
 
-    async fn start_with(durable: bool) -> Option<PgServer> {
+    /// A server that takes TCP connections over TLS only (`hostssl`; a plain one is rejected), with a certificate
+    /// for 127.0.0.1 made by `openssl` and signed by a CA of its own, whose certificate is [`PgServer::ca_file`].
+    pub async fn start_tls() -> Option<PgServer> {
+        PgServer::start_with(false, true).await
+    }
+
+    /// The CA certificate (PEM) that signed a [`PgServer::start_tls`] server's certificate.
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("ca.crt")
+    }
+
+    async fn start_with(durable: bool, tls: bool) -> Option<PgServer> {
         let Some(bin) = bin_dir() else { return skip_or_fail("no PostgreSQL server binaries (initdb, postgres)") };
         // SAFETY: geteuid has no preconditions.
         let as_user = if unsafe { libc::geteuid() } == 0 {
@@ -118,6 +129,9 @@ impl PgServer {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
+        if tls {
+            make_certificates(dir.path(), &data, as_user);
+        }
         let log_path = dir.path().join("postgres.log");
         // A port taken between choosing it and the server binding it only costs a retry.
         for _ in 0..3 {
@@ -137,6 +151,7 @@ impl PgServer {
                 // cache); fsync only slows a 2-core CI machine down.
                 .args(["-c", if durable { "fsync=on" } else { "fsync=off" }])
                 .args(["-c", "max_connections=60", "-c", "shared_buffers=16MB"])
+                .args(if tls { &["-c", "ssl=on"][..] } else { &[][..] })
                 .stdout(Stdio::null())
                 .stderr(log)
                 .spawn()
@@ -160,7 +175,8 @@ impl PgServer {
             if let Ok(Some(status)) = self.child.try_wait() {
                 return Err(format!("exited with {status}: {}", self.log()));
             }
-            if let Ok((client, conn)) = tokio_postgres::connect(&self.url(), tokio_postgres::NoTls).await {
+            let socket = format!("host={} port={} user=postgres dbname=postgres", self.dir.path().display(), self.port);
+            if let Ok((client, conn)) = tokio_postgres::connect(&socket, tokio_postgres::NoTls).await {
                 let driver = tokio::spawn(conn);
                 let ok = client.simple_query("SELECT 1").await.is_ok();
                 drop(client);
@@ -225,4 +241,25 @@ impl Drop for PgServer {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// A CA and a server certificate for 127.0.0.1 signed by it (`openssl`), in the server's data directory with
+/// `pg_hba.conf` taking TCP connections over TLS only (the Unix socket, for the harness's own readiness check, stays).
+fn make_certificates(dir: &Path, data: &Path, as_user: Option<(u32, u32)>) {
+    super::make_certificates(dir);
+    for file in ["server.crt", "server.key"] {
+        let to = data.join(file);
+        std::fs::copy(dir.join(file), &to).unwrap();
+        std::fs::set_permissions(&to, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        if let Some((uid, gid)) = as_user {
+            let path = CString::new(to.to_str().unwrap()).unwrap();
+            // SAFETY: a valid NUL-terminated path; the server's user must own its key.
+            unsafe { libc::chown(path.as_ptr(), uid, gid) };
+        }
+    }
+    std::fs::write(
+        data.join("pg_hba.conf"),
+        "local all all trust\nhostssl all all 127.0.0.1/32 trust\nhostnossl all all 127.0.0.1/32 reject\n",
+    )
+    .unwrap();
 }
