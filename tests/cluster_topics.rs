@@ -10,14 +10,15 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use cluster_support::node::{self, key_of, TestNode};
 use cluster_support::{nats::NatsServer, postgres::PgServer};
 use diesel::prelude::*;
 use diesel::sqlite::SqliteConnection;
-use foundry::cluster::{self, rendezvous, LeaseHooks, Leases, NatsTransport, PgLog};
+use foundry::cluster::rendezvous;
 use foundry::runtime::{
     embed_migrations, shard_of, Accepts, CallError, Command, Connect, ConnectError, Connection, ConnectionInfo,
-    ConnectionItem, EmbeddedMigrations, Entity, EntityCtx, KindConfig, Mutation, Refusal, Registry, Remote, Runtime,
-    RuntimeConfig, SnapshotError, TopicFrame, Tx,
+    ConnectionItem, EmbeddedMigrations, Entity, EntityCtx, KindConfig, Mutation, Refusal, Registry, Remote,
+    SnapshotError, TopicFrame, Tx,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -127,67 +128,38 @@ impl Remote for ListConnections {
 }
 
 struct Node {
-    leases: Option<Leases>,
-    rt: Runtime,
+    node: TestNode,
     rooms: Registry<Room>,
     log: Arc<HookLog>,
-    serving: tokio::task::JoinHandle<()>,
-    transport: NatsTransport,
 }
 
 impl Node {
     async fn start(pg: &PgServer, nats: &NatsServer, id: &str, dir: &Path) -> Node {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-            .with_test_writer()
-            .try_init();
-        let cfg = cluster_support::short_leases(id, pg.url());
-        let leases = cluster::start(cfg.clone(), LeaseHooks::default()).await.expect("lease manager starts");
-        let log = PgLog::start(&cfg, leases.view(), leases.owner()).await.expect("commit log starts");
-        let transport = NatsTransport::connect(&nats.url(), id).await.expect("NATS reachable");
-        let mut rc = RuntimeConfig::new(dir);
-        rc.arbiters = 1;
-        rc.router = Some(Arc::new(leases.view()));
-        rc.commit_log = Some(Arc::new(log));
-        rc.transport = Some(Arc::new(transport.clone()));
-        let rt = Runtime::start(rc).expect("runtime starts");
-        let hooks = Arc::new(HookLog::default());
-        rt.provide(hooks.clone());
-        let rooms = rt.register::<Room>(KindConfig::default());
-        let serving = transport.serve(rt.clone(), leases.view());
-        Node { leases: Some(leases), rt, rooms, log: hooks, serving, transport }
+        let log = Arc::new(HookLog::default());
+        let mut rooms = None;
+        let node = TestNode::start(pg, nats, id, dir, 1, |rt| {
+            rt.provide(log.clone());
+            rooms = Some(rt.register::<Room>(KindConfig::default()));
+        })
+        .await;
+        Node { node, rooms: rooms.unwrap(), log }
     }
 
     fn serves(&self, key: &str) -> bool {
-        self.leases.as_ref().is_some_and(|l| l.is_serving(shard_of(key)).is_some())
+        self.node.serves(key)
     }
 
-    /// As a machine dying: its NATS connection and leases go unreleased, nothing of it runs any more.
-    async fn crash(mut self) {
-        self.serving.abort();
-        self.transport.close().await;
-        drop(self.leases.take());
-        self.rt.shutdown().await;
+    fn links(&self) -> (usize, usize) {
+        self.node.rt.link_counts()
     }
-}
 
-fn key_of(nodes: &[&str], node: &str, prefix: &str) -> String {
-    (0..)
-        .map(|i| format!("{prefix}{i}"))
-        .find(|k| rendezvous::owner_of(nodes, shard_of(k)) == Some(node))
-        .expect("some key lands on every node")
+    async fn crash(self) {
+        self.node.crash().await
+    }
 }
 
 async fn settled(a: &Node, b: &Node, kb: &str) {
-    for _ in 0..600 {
-        if b.serves(kb) && !a.serves(kb) {
-            // The transport subscribes within 100 ms of the lease.
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("the nodes did not split the shards");
+    node::settled(&b.node, &a.node, kb).await
 }
 
 async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
@@ -236,7 +208,7 @@ async fn a_subscriber_on_one_node_follows_an_actor_another_node_serves() {
     assert_eq!((r.code, r.message.as_str()), ("forbidden", "not in this room"));
     let unknown = a.rooms.connect(&kb, Connect::new("nope").caller("alice")).await.unwrap_err();
     assert!(matches!(unknown, CallError::Handler(ConnectError::Snapshot(SnapshotError::UnknownTopic { .. }))));
-    assert_eq!(a.rt.link_counts(), (0, 0), "refused links are gone");
+    assert_eq!(a.links(), (0, 0), "refused links are gone");
     assert!(!dir_a.path().join("room").join(format!("{kb}.sqlite3")).exists(), "the actor lives on b only");
 
     let mut conn = a.rooms.connect(&kb, alice()).await.expect("connected through b");
@@ -246,7 +218,7 @@ async fn a_subscriber_on_one_node_follows_an_actor_another_node_serves() {
     assert_eq!(b.log.count("connect"), 1);
     assert_eq!(a.log.count("connect"), 0);
     assert_eq!(b.rooms.exec(&kb, ListConnections).await.unwrap(), [Some("alice".to_owned())]);
-    assert_eq!((a.rt.link_counts().0, b.rt.link_counts().1), (1, 1));
+    assert_eq!((a.links().0, b.links().1), (1, 1));
 
     // Changes committed on b, whoever asks for them, reach a's subscriber in order, each event after its frame.
     assert_eq!(a.rooms.mutate(&kb, Say("hello".into())).await.unwrap(), 1);
@@ -257,7 +229,7 @@ async fn a_subscriber_on_one_node_follows_an_actor_another_node_serves() {
     // Dropping it ends the connection on b: on_disconnect runs there, the upstream goes.
     drop(conn);
     eventually("on_disconnect on the owner", || b.log.count("disconnect") == 1).await;
-    eventually("the upstream ends", || b.rt.link_counts().1 == 0 && a.rt.link_counts().0 == 0).await;
+    eventually("the upstream ends", || b.links().1 == 0 && a.links().0 == 0).await;
     assert!(b.rooms.exec(&kb, ListConnections).await.unwrap().is_empty());
 
     // Destroying the actor ends its subscribers' streams on other nodes too.
@@ -267,7 +239,7 @@ async fn a_subscriber_on_one_node_follows_an_actor_another_node_serves() {
     b.rooms.destroy(&kb).await.expect("destroyed on its owner");
     let end = tokio::time::timeout(quick, conn.next_item(true)).await.expect("the stream ends in time");
     assert!(end.is_none(), "the stream ends: {end:?}");
-    eventually("nothing is left", || a.rt.link_counts() == (0, 0) && b.rt.link_counts() == (0, 0)).await;
+    eventually("nothing is left", || a.links() == (0, 0) && b.links() == (0, 0)).await;
 
     a.crash().await;
     b.crash().await;

@@ -6,16 +6,15 @@
 mod cluster_support;
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
+use cluster_support::node::{key_of, TestNode};
 use cluster_support::{nats::NatsServer, postgres::PgServer};
 use diesel::prelude::*;
 use diesel::sqlite::SqliteConnection;
-use foundry::cluster::{self, rendezvous, LeaseHooks, Leases, NatsTransport, PgLog};
 use foundry::runtime::{
-    embed_migrations, shard_of, Accepts, ActivationFailure, CallError, Command, Delivery, EmbeddedMigrations, Entity,
-    EntityCtx, KindConfig, Mutation, Read, Registry, Remote, Runtime, RuntimeConfig, Tx,
+    embed_migrations, Accepts, ActivationFailure, CallError, Command, Delivery, EmbeddedMigrations, Entity, EntityCtx,
+    KindConfig, Mutation, Read, Registry, Remote, Tx,
 };
 use serde::{Deserialize, Serialize};
 
@@ -165,54 +164,27 @@ impl Remote for Balance {
 }
 
 struct Node {
-    leases: Option<Leases>,
-    rt: Runtime,
+    node: TestNode,
     accounts: Registry<Account>,
-    serving: tokio::task::JoinHandle<()>,
-    transport: NatsTransport,
 }
 
 impl Node {
     async fn start(pg: &PgServer, nats: &NatsServer, id: &str, dir: &Path) -> Node {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-            .with_test_writer()
-            .try_init();
-        let cfg = cluster_support::short_leases(id, pg.url());
-        let leases = cluster::start(cfg.clone(), LeaseHooks::default()).await.expect("lease manager starts");
-        let log = PgLog::start(&cfg, leases.view(), leases.owner()).await.expect("commit log starts");
-        let transport = NatsTransport::connect(&nats.url(), id).await.expect("NATS reachable");
-        let mut rc = RuntimeConfig::new(dir);
-        rc.arbiters = 2;
-        rc.router = Some(Arc::new(leases.view()));
-        rc.commit_log = Some(Arc::new(log));
-        rc.transport = Some(Arc::new(transport.clone()));
-        let rt = Runtime::start(rc).expect("runtime starts");
-        let accounts = rt.register::<Account>(KindConfig::default());
-        let serving = transport.serve(rt.clone(), leases.view());
-        Node { leases: Some(leases), rt, accounts, serving, transport }
+        let mut accounts = None;
+        let node = TestNode::start(pg, nats, id, dir, 2, |rt| {
+            accounts = Some(rt.register::<Account>(KindConfig::default()));
+        })
+        .await;
+        Node { node, accounts: accounts.unwrap() }
     }
 
     fn serves(&self, key: &str) -> bool {
-        self.leases.as_ref().is_some_and(|l| l.is_serving(shard_of(key)).is_some())
+        self.node.serves(key)
     }
 
-    /// As a machine dying: its NATS connection goes (the server drops its subscriptions), its leases are neither
-    /// renewed nor released, and nothing of it runs any more.
-    async fn crash(mut self) {
-        self.serving.abort();
-        self.transport.close().await;
-        drop(self.leases.take());
-        self.rt.shutdown().await;
+    async fn crash(self) {
+        self.node.crash().await
     }
-}
-
-/// A key whose shard rendezvous gives to `node` among `nodes`.
-fn key_of(nodes: &[&str], node: &str, prefix: &str) -> String {
-    (0..)
-        .map(|i| format!("{prefix}{i}"))
-        .find(|k| rendezvous::owner_of(nodes, shard_of(k)) == Some(node))
-        .expect("some key lands on every node")
 }
 
 async fn both_settled(a: &Node, b: &Node, ka: &str, kb: &str) {
@@ -260,7 +232,7 @@ async fn calls_and_deliveries_reach_the_node_serving_the_actor_and_wait_out_its_
     let ghost = key_of(&nodes, "node-a", "ghost-");
     assert!(matches!(b.accounts.read_existing(&ghost, Balance).await, Err(CallError::NotFound { .. })));
     assert!(!dir_a.path().join("account").join(format!("{ghost}.sqlite3")).exists());
-    assert!(b.transport.stats().sent.load(std::sync::atomic::Ordering::Relaxed) >= 3);
+    assert!(b.node.transport.stats().sent.load(std::sync::atomic::Ordering::Relaxed) >= 3);
 
     // An outbox delivery from a's actor to one b serves crosses over, deduplicated like a local one.
     assert_eq!(a.accounts.mutate(&ka, CreditAndForward { amount: 7, target: kb.clone() }).await.unwrap(), 22);
@@ -281,6 +253,6 @@ async fn calls_and_deliveries_reach_the_node_serving_the_actor_and_wait_out_its_
     let after = b.accounts.mutate(&ka, Credit { amount: 1 }).await.expect("served after the failover");
     assert_eq!(after, 23, "every acknowledged change survived: (5 doubled) + 5 + 7 + 1");
     assert!(b.serves(&ka), "b took a's shard over");
-    assert!(b.transport.stats().no_responders.load(std::sync::atomic::Ordering::Relaxed) > 0, "it waited it out");
+    assert!(b.node.transport.stats().no_responders.load(std::sync::atomic::Ordering::Relaxed) > 0, "it waited it out");
     b.crash().await;
 }

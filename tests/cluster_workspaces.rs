@@ -10,6 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use cluster_support::node::{key_of, settled, TestNode};
 use cluster_support::{nats::NatsServer, postgres::PgServer};
 use foundry::actors::organization::{AddRepository, CreateOrganization, OrgKind};
 use foundry::actors::repository::CreateTask;
@@ -17,49 +18,26 @@ use foundry::actors::summary::TaskStatus;
 use foundry::actors::task::{GetTaskDetail, GitTokens};
 use foundry::actors::user::UpsertUser;
 use foundry::actors::{Domain, RepoKey};
-use foundry::cluster::{self, rendezvous, LeaseHooks, Leases, NatsTransport, PgLog};
 use foundry::integrations::github::fake::{FakeGitHub, Fixture};
 use foundry::integrations::workspace::{LocalShell, StaticToken, Workspaces};
-use foundry::runtime::{shard_of, Runtime, RuntimeConfig};
 
 const TOKEN: &str = "ghs_cluster_workspace_token";
 
 struct Node {
-    leases: Option<Leases>,
-    rt: Runtime,
+    node: TestNode,
     domain: Domain,
-    serving: tokio::task::JoinHandle<()>,
-    transport: NatsTransport,
 }
 
 impl Node {
     async fn start(pg: &PgServer, nats: &NatsServer, id: &str, dir: &Path, sandboxes: &Path) -> Node {
-        let cfg = cluster_support::short_leases(id, pg.url());
-        let leases = cluster::start(cfg.clone(), LeaseHooks::default()).await.expect("lease manager starts");
-        let log = PgLog::start(&cfg, leases.view(), leases.owner()).await.expect("commit log starts");
-        let transport = NatsTransport::connect(&nats.url(), id).await.expect("NATS reachable");
-        let mut rc = RuntimeConfig::new(dir);
-        rc.arbiters = 1;
-        rc.router = Some(Arc::new(leases.view()));
-        rc.commit_log = Some(Arc::new(log));
-        rc.transport = Some(Arc::new(transport.clone()));
-        let rt = Runtime::start(rc).expect("runtime starts");
-        rt.provide(Arc::new(Workspaces::new(Arc::new(LocalShell::new(sandboxes.to_path_buf())))));
-        rt.provide(Arc::new(GitTokens(Arc::new(StaticToken(Some(TOKEN.into()))))));
-        let domain = Domain::without_agent(rt.clone());
-        let serving = transport.serve(rt.clone(), leases.view());
-        Node { leases: Some(leases), rt, domain, serving, transport }
-    }
-
-    fn serves(&self, placement: &str) -> bool {
-        self.leases.as_ref().is_some_and(|l| l.is_serving(shard_of(placement)).is_some())
-    }
-
-    async fn stop(mut self) {
-        self.serving.abort();
-        self.transport.close().await;
-        drop(self.leases.take());
-        self.rt.shutdown().await;
+        let mut domain = None;
+        let node = TestNode::start(pg, nats, id, dir, 1, |rt| {
+            rt.provide(Arc::new(Workspaces::new(Arc::new(LocalShell::new(sandboxes.to_path_buf())))));
+            rt.provide(Arc::new(GitTokens(Arc::new(StaticToken(Some(TOKEN.into()))))));
+            domain = Some(Domain::without_agent(rt.clone()));
+        })
+        .await;
+        Node { node, domain: domain.unwrap() }
     }
 }
 
@@ -91,18 +69,8 @@ async fn git_operations_asked_of_any_node_run_where_the_tasks_workspace_lives() 
     let a = Node::start(&pg, &nats, "node-a", dir_a.path(), sand_a.path()).await;
     let b = Node::start(&pg, &nats, "node-b", dir_b.path(), sand_b.path()).await;
     // An organization (and so its tasks) that "a" serves.
-    let org = (0..)
-        .map(|i| format!("acme{i}"))
-        .find(|o| rendezvous::owner_of(&["node-a", "node-b"], shard_of(o)) == Some("node-a"))
-        .unwrap();
-    for _ in 0..600 {
-        if a.serves(&org) && !b.serves(&org) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert!(a.serves(&org), "a serves the organization");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let org = key_of(&["node-a", "node-b"], "node-a", "acme");
+    settled(&a.node, &b.node, &org).await;
 
     let d = &b.domain;
     let create = CreateOrganization {
@@ -171,6 +139,6 @@ async fn git_operations_asked_of_any_node_run_where_the_tasks_workspace_lives() 
     assert_eq!(d.archive_task(&task, false, Some("u1")).await.unwrap(), TaskStatus::Archived);
     assert_eq!(files_under(sand_b.path()), 0, "b never held a workspace");
 
-    a.stop().await;
-    b.stop().await;
+    a.node.crash().await;
+    b.node.crash().await;
 }

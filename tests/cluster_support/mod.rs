@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod nats;
+pub mod node;
 pub mod postgres;
 pub mod proxy;
 
