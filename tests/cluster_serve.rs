@@ -351,11 +351,18 @@ async fn every_request_works_on_either_node_whichever_serves_its_actors() {
     let ids = ["acme", "beta", "gamma", "delta", "epsilon", "zeta"];
     for (i, id) in ids.iter().enumerate() {
         let (via, other) = if i % 2 == 0 { (&a, &b) } else { (&b, &a) };
-        let (status, body) = send(
-            client.post(format!("{}/v1/orgs", via.base)).json(&json!({ "id": id, "displayName": format!("Org {id}") })),
-        )
-        .await;
+        // With an Idempotency-Key, as the README's quick start does: the key's records live with the actors, on
+        // whichever node serves them; the same request again, through the other node, replays the first answer.
+        let create = |node: &Node| {
+            client
+                .post(format!("{}/v1/orgs", node.base))
+                .header("idempotency-key", format!("create-{id}"))
+                .json(&json!({ "id": id, "displayName": format!("Org {id}") }))
+        };
+        let (status, body) = send(create(via)).await;
         assert_eq!(status, 201, "create {id} through {}: {body}", via.id);
+        let (status, again) = send(create(other)).await;
+        assert_eq!((status, &again), (201, &body), "the retry through {} replays the first answer", other.id);
         let (status, org) = send(client.get(format!("{}/v1/orgs/{id}", other.base))).await;
         assert_eq!(status, 200, "read {id} through {}: {org}", other.id);
         assert_eq!(org["profile"]["displayName"], format!("Org {id}"), "{org}");

@@ -152,6 +152,13 @@ impl From<diesel::result::Error> for ApiError {
     }
 }
 
+impl From<crate::runtime::idempotency::RecordError> for ApiError {
+    fn from(e: crate::runtime::idempotency::RecordError) -> Self {
+        tracing::error!(error = %e, "storage error");
+        ApiError::internal()
+    }
+}
+
 /// What a runtime kind is called in a message to a client (the key is shown with it).
 fn kind_noun(kind: &str) -> &str {
     match kind {

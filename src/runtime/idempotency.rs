@@ -29,6 +29,17 @@ use serde::{Deserialize, Serialize};
 
 use super::entity::{Entity, Mutation, Read, Tx};
 
+/// A storage failure of the idempotency messages, as text: it crosses nodes (cluster mode) like any handler error.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+#[error("idempotency record: {0}")]
+pub struct RecordError(pub String);
+
+impl From<diesel::result::Error> for RecordError {
+    fn from(e: diesel::result::Error) -> Self {
+        RecordError(e.to_string())
+    }
+}
+
 /// How long a key is remembered.
 pub const KEY_TTL: Duration = Duration::from_secs(24 * 3600);
 /// How long a reservation holds while its outside step runs; after that a retry may take the key over.
@@ -50,7 +61,7 @@ pub struct IdempotencyKey {
 }
 
 /// What an actor has recorded for a key.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Recorded {
     /// Nothing live: never used, expired, or an abandoned reservation.
     Absent,
@@ -227,7 +238,7 @@ fn from_json<T: DeserializeOwned>(text: &str) -> QueryResult<T> {
 
 /// `msg`, applied at most once per key: the key's record and the creation commit in one transaction. A recorded key
 /// replays the recorded output without applying `msg`; a refused `msg` records nothing (its savepoint rolls back).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Idempotent<M> {
     pub key: IdempotencyKey,
     pub msg: M,
@@ -293,8 +304,11 @@ where
 }
 
 /// Reads the record of a key (expired and abandoned ones read as absent).
+#[derive(Serialize, Deserialize)]
+#[serde(bound = "")]
 pub struct LookupIdempotency<E> {
     key: IdempotencyKey,
+    #[serde(skip)]
     _kind: PhantomData<fn() -> E>,
 }
 
@@ -307,18 +321,21 @@ impl<E> LookupIdempotency<E> {
 impl<E: Entity> Read for LookupIdempotency<E> {
     type Entity = E;
     type Output = Recorded;
-    type Error = diesel::result::Error;
-    fn read(self, _: &E, db: &mut SqliteConnection) -> QueryResult<Recorded> {
-        lookup(db, &self.key, now_ms())
+    type Error = RecordError;
+    fn read(self, _: &E, db: &mut SqliteConnection) -> Result<Recorded, RecordError> {
+        Ok(lookup(db, &self.key, now_ms())?)
     }
 }
 
 /// Claims a key unless it is recorded: with `output`, as created (a creation another actor carries out, whose own
 /// record makes it exactly-once); without, as a pending reservation. Replies with what was recorded before
 /// ([`Recorded::Absent`]: claimed now).
+#[derive(Serialize, Deserialize)]
+#[serde(bound = "")]
 pub struct ReserveIdempotency<E> {
     key: IdempotencyKey,
     output: Option<String>,
+    #[serde(skip)]
     _kind: PhantomData<fn() -> E>,
 }
 
@@ -335,8 +352,8 @@ impl<E> ReserveIdempotency<E> {
 impl<E: Entity> Mutation for ReserveIdempotency<E> {
     type Entity = E;
     type Output = Recorded;
-    type Error = diesel::result::Error;
-    fn apply(self, _: &E, tx: &mut Tx<'_>) -> QueryResult<Recorded> {
+    type Error = RecordError;
+    fn apply(self, _: &E, tx: &mut Tx<'_>) -> Result<Recorded, RecordError> {
         let now = now_ms();
         prune(tx.conn(), now)?;
         let before = lookup(tx.conn(), &self.key, now)?;
@@ -351,9 +368,12 @@ impl<E: Entity> Mutation for ReserveIdempotency<E> {
 }
 
 /// Stores the route's answer for a key (the first one wins) and replies with the stored answer.
+#[derive(Serialize, Deserialize)]
+#[serde(bound = "")]
 pub struct AnswerIdempotency<E> {
     key: IdempotencyKey,
     answer: String,
+    #[serde(skip)]
     _kind: PhantomData<fn() -> E>,
 }
 
@@ -366,15 +386,18 @@ impl<E> AnswerIdempotency<E> {
 impl<E: Entity> Mutation for AnswerIdempotency<E> {
     type Entity = E;
     type Output = Option<String>;
-    type Error = diesel::result::Error;
-    fn apply(self, _: &E, tx: &mut Tx<'_>) -> QueryResult<Option<String>> {
-        answer(tx.conn(), &self.key.scope, &self.key.key, &self.answer)
+    type Error = RecordError;
+    fn apply(self, _: &E, tx: &mut Tx<'_>) -> Result<Option<String>, RecordError> {
+        Ok(answer(tx.conn(), &self.key.scope, &self.key.key, &self.answer)?)
     }
 }
 
 /// Forgets an unanswered key after its creation was refused or its outside step failed (see [`release`]).
+#[derive(Serialize, Deserialize)]
+#[serde(bound = "")]
 pub struct ReleaseIdempotency<E> {
     key: IdempotencyKey,
+    #[serde(skip)]
     _kind: PhantomData<fn() -> E>,
 }
 
@@ -387,10 +410,39 @@ impl<E> ReleaseIdempotency<E> {
 impl<E: Entity> Mutation for ReleaseIdempotency<E> {
     type Entity = E;
     type Output = ();
-    type Error = diesel::result::Error;
-    fn apply(self, _: &E, tx: &mut Tx<'_>) -> QueryResult<()> {
-        release(tx.conn(), &self.key.scope, &self.key.key)
+    type Error = RecordError;
+    fn apply(self, _: &E, tx: &mut Tx<'_>) -> Result<(), RecordError> {
+        Ok(release(tx.conn(), &self.key.scope, &self.key.key)?)
     }
+}
+
+// Cluster mode: the HTTP layer's idempotency steps reach the actor that owns a creation on whichever node serves it
+// (every kind registers them, see `Shared::registry_with`).
+impl<E: Entity> super::remote::Remote for LookupIdempotency<E> {
+    const NAME: &'static str = "LookupIdempotency";
+}
+impl<E: Entity> super::remote::Remote for ReserveIdempotency<E> {
+    const NAME: &'static str = "ReserveIdempotency";
+}
+impl<E: Entity> super::remote::Remote for AnswerIdempotency<E> {
+    const NAME: &'static str = "AnswerIdempotency";
+}
+impl<E: Entity> super::remote::Remote for ReleaseIdempotency<E> {
+    const NAME: &'static str = "ReleaseIdempotency";
+}
+
+/// A remote mutation whose keyed form ([`Idempotent`]) may travel too: its wire name (`remote_messages!` in the
+/// domain gives every remote mutation one).
+pub trait RemoteIdempotent: super::remote::Remote + Mutation {
+    const IDEMPOTENT_NAME: &'static str;
+}
+
+impl<M> super::remote::Remote for Idempotent<M>
+where
+    M: RemoteIdempotent,
+    M::Output: Serialize + DeserializeOwned,
+{
+    const NAME: &'static str = M::IDEMPOTENT_NAME;
 }
 
 #[cfg(test)]

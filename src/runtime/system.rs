@@ -195,6 +195,12 @@ impl Shared {
         });
         let mut accepts = Accepts::<E>::new();
         E::accepts(&mut accepts);
+        // Every kind's idempotency records are reachable from other nodes (cluster mode; unused otherwise).
+        accepts
+            .remote_read::<super::idempotency::LookupIdempotency<E>>()
+            .remote_mutation::<super::idempotency::ReserveIdempotency<E>>()
+            .remote_mutation::<super::idempotency::AnswerIdempotency<E>>()
+            .remote_mutation::<super::idempotency::ReleaseIdempotency<E>>();
         let registry = Registry::<E>::new(shared, config, std::mem::take(&mut accepts.scheduled));
         let dir = self.config.data_dir.join(E::KIND);
         if let Err(e) = std::fs::create_dir_all(&dir) {
