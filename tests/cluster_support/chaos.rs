@@ -2,9 +2,9 @@
 //! generator of creating operations (`POST /v1/orgs/{org}/repos`, repoId = op id, the op id as `Idempotency-Key`)
 //! round-robin over the nodes, each retried on another node until acknowledged or given up, every answer journaled;
 //! then the checks once the cluster is quiet: every acknowledged op present exactly once through a node and in each
-//! organization rebuilt straight from PostgreSQL's commit log, nothing applied twice, and the log's audit (per actor:
-//! txids contiguous, epochs non-decreasing, each entry written by the holder of its epoch, none written after a
-//! later epoch of its shard was acquired).
+//! organization rebuilt straight from PostgreSQL's commit log, nothing applied twice, and the log's audit (per actor,
+//! snapshots and log entries alike: txids contiguous, epochs non-decreasing, each entry written by the holder of its
+//! epoch, none written after a later epoch of its shard was acquired).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -370,9 +370,13 @@ pub struct LogAudit {
 pub async fn audit_log(pg: &tokio_postgres::Client) -> LogAudit {
     let rows = pg
         .query(
-            "SELECT l.kind, l.key, l.txid, l.epoch, l.owner, h.owner,
-                    EXTRACT(EPOCH FROM (l.appended_at - nh.acquired_at))::float8
-               FROM fdy_actor_log l
+            // An actor's entries are its first (or latest compaction's) snapshot, then the log after it.
+            "WITH l AS (
+                 SELECT kind, key, txid, epoch, owner, appended_at AS at FROM fdy_actor_log
+                 UNION ALL SELECT kind, key, txid, epoch, owner, taken_at FROM fdy_actor_snapshot)
+             SELECT l.kind, l.key, l.txid, l.epoch, l.owner, h.owner,
+                    EXTRACT(EPOCH FROM (l.at - nh.acquired_at))::float8
+               FROM l
                JOIN fdy_actor_head a ON a.kind = l.kind AND a.key = l.key
                LEFT JOIN fdy_shard_history h ON h.shard = a.shard AND h.epoch = l.epoch
                LEFT JOIN fdy_shard_history nh ON nh.shard = a.shard AND nh.epoch = l.epoch + 1
