@@ -279,7 +279,7 @@ async fn one_op(
                         rec.not_owner += 1;
                         rec.error = Some(format!("{status} {code}"));
                         // Another node may serve it now: asking the next one costs no wait.
-                        if rec.not_owner % 3 != 0 {
+                        if !rec.not_owner.is_multiple_of(3) {
                             pause = Duration::ZERO;
                         }
                     }
@@ -494,9 +494,8 @@ pub fn check(
             v.node_vs_log.push(org.clone());
         }
     }
-    let present = |state: &BTreeMap<String, Vec<String>>, o: &OpRecord| {
-        state.get(&o.org).is_some_and(|ids| ids.iter().any(|id| *id == o.op))
-    };
+    let present =
+        |state: &BTreeMap<String, Vec<String>>, o: &OpRecord| state.get(&o.org).is_some_and(|ids| ids.contains(&o.op));
     for o in &journal.ops {
         v.lost_answers += o.lost_answers as usize;
         v.not_owner += o.not_owner as usize;
