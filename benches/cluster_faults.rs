@@ -165,7 +165,10 @@ fn load_rows(t: &mut Table, j: &Journal) {
         format!("{} / {} / {}", j.ops.len(), lat.len(), j.ops.len() - lat.len()),
     );
     t.row("acknowledged per second", format!("{:.0}", lat.len() as f64 / span));
-    t.row("ops started > 50 ms late (in-flight bound)", j.late_starts.to_string());
+    t.row(
+        "ops started > 50 ms late / never started (in-flight bound of 32)",
+        format!("{} / {}", j.late_starts, j.not_sent),
+    );
     t.row(
         "latency p50 / p99 / max (sent → ack, retries included)",
         format!(
@@ -220,11 +223,7 @@ async fn check(s: &mut Setup, t: &mut Table, journal: &Journal, quiet: u64) -> b
         Duration::from_secs(60),
     )
     .await;
-    for i in 0..s.cluster.slots.len() {
-        if s.cluster.running(i) {
-            s.cluster.term(i, Duration::from_secs(60)).await;
-        }
-    }
+    s.cluster.term_all(Duration::from_secs(60)).await;
     let dir = tempfile::tempdir().unwrap();
     let via_log = chaos::restore_from_postgres(&s.cluster.pg.url(), &s.target.orgs, dir.path()).await;
     let audit = chaos::audit_log(&s.pg).await;
@@ -314,6 +313,7 @@ async fn cost(s: &mut Setup, t: &mut Table, args: Args) -> (String, bool) {
         );
         all.ops.extend(journal.ops);
         all.late_starts += journal.late_starts;
+        all.not_sent += journal.not_sent;
         all.ended = journal.ended;
     }
     let ok = check(s, t, &all, args.quiet).await;

@@ -87,6 +87,8 @@ pub struct Journal {
     pub ops: Vec<OpRecord>,
     /// Operations started more than 50 ms after they were due (the in-flight bound held them back).
     pub late_starts: usize,
+    /// Operations due in the window but never sent (still held back by the in-flight bound when it ended).
+    pub not_sent: usize,
     pub started: Option<Instant>,
     pub ended: Option<Instant>,
 }
@@ -176,11 +178,14 @@ pub async fn run_load(client: reqwest::Client, target: Arc<Target>, cfg: LoadCon
     let mut n: u64 = 0;
     loop {
         let due = start + period * n as u32;
-        if due >= start + cfg.duration {
+        let end = start + cfg.duration;
+        if due >= end {
             break;
         }
         tokio::time::sleep_until(due.into()).await;
-        let permit = permits.clone().acquire_owned().await.unwrap();
+        // The window is wall time: ops the in-flight bound held back past its end are not sent at all, so a cluster
+        // slower than the rate shows as fewer ops, not as a longer run.
+        let Ok(Ok(permit)) = tokio::time::timeout_at(end.into(), permits.clone().acquire_owned()).await else { break };
         if Instant::now() > due + Duration::from_millis(50) {
             journal.lock().unwrap().late_starts += 1;
         }
@@ -198,6 +203,7 @@ pub async fn run_load(client: reqwest::Client, target: Arc<Target>, cfg: LoadCon
         });
         n += 1;
     }
+    journal.lock().unwrap().not_sent = ((cfg.duration.as_secs_f64() * cfg.rate) as usize).saturating_sub(n as usize);
     let _all = permits.acquire_many(cfg.max_in_flight as u32).await.unwrap();
     let mut journal = std::mem::take(&mut *journal.lock().unwrap());
     journal.ended = Some(Instant::now());

@@ -161,6 +161,11 @@ impl ProcCluster {
     /// SIGTERM, then waits (up to `limit`) for the graceful exit.
     pub async fn term(&mut self, i: usize, limit: Duration) -> ExitStatus {
         self.signal(i, libc::SIGTERM);
+        self.exited(i, limit).await
+    }
+
+    /// Waits (up to `limit`, then kills) for node `i`'s process to end, and reaps it.
+    async fn exited(&mut self, i: usize, limit: Duration) -> ExitStatus {
         let mut child = self.slots[i].child.take().unwrap();
         tokio::task::spawn_blocking(move || {
             let deadline = Instant::now() + limit;
@@ -177,6 +182,19 @@ impl ProcCluster {
         })
         .await
         .unwrap()
+    }
+
+    /// SIGTERM to every running node at once, then waits for each exit; whether all exited cleanly.
+    pub async fn term_all(&mut self, limit: Duration) -> bool {
+        let running: Vec<usize> = (0..self.slots.len()).filter(|i| self.running(*i)).collect();
+        for &i in &running {
+            self.signal(i, libc::SIGTERM);
+        }
+        let mut clean = true;
+        for i in running {
+            clean &= self.exited(i, limit).await.success();
+        }
+        clean
     }
 
     /// Cuts node `i` off PostgreSQL and NATS (bytes held, nothing delivered) or lets it through again.
