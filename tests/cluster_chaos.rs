@@ -128,7 +128,7 @@ async fn no_ack_is_lost_or_applied_twice_and_a_frozen_node_acks_nothing_when_nod
     eprintln!("failover after kill -9 (per shard): {kill_failover:?}");
     eprintln!("failover after SIGSTOP (per shard): {stop_failover:?}");
 
-    assert!(verdict.acked > 300, "the load got through: {verdict:?}");
+    assert!(verdict.acked > 50, "the load got through: {verdict:?}");
     assert!(verdict.clean(), "{verdict:?}");
     assert!(verdict.lost_answers > 0, "answers were thrown away: {verdict:?}");
     assert!(verdict.replays >= verdict.lost_answers, "each retry after a lost answer was a replay: {verdict:?}");
