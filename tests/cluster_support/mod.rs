@@ -1,10 +1,13 @@
-//! Test harness for cluster mode: a private PostgreSQL server (`postgres.rs`), a private NATS server (`nats.rs`) and
-//! a fault-injecting TCP proxy (`proxy.rs`) to put between a node and a server.
+//! Test harness for cluster mode: a private PostgreSQL server (`postgres.rs`), a private NATS server (`nats.rs`),
+//! a fault-injecting TCP proxy (`proxy.rs`) to put between a node and a server, `foundry serve --cluster` processes
+//! behind such proxies (`procs.rs`), and the load and checker of the multi-process fault harness (`chaos.rs`).
 #![allow(dead_code)]
 
+pub mod chaos;
 pub mod nats;
 pub mod node;
 pub mod postgres;
+pub mod procs;
 pub mod proxy;
 
 /// A node's configuration with short leases (3 s, renewed every second, a tick every 200 ms): takeovers within
