@@ -517,11 +517,12 @@ async fn serve(args: Serve) -> std::io::Result<()> {
     });
     let workers = args.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
     let api = Arc::new(api);
+    // On SIGINT/SIGTERM: WebSockets close, the server stops accepting and drains requests; then the runtime drains
+    // its mailboxes and closes databases. Listened to before the server can answer anyone.
+    let signals = foundry::http::StopSignals::listen()?;
     let (server, addr) = foundry::http::server(api.clone(), args.bind, workers)?;
     tracing::info!(%addr, "listening");
-    // On SIGINT/SIGTERM: WebSockets close, the server stops accepting and drains requests; then the runtime drains
-    // its mailboxes and closes databases.
-    actix_rt::spawn(foundry::http::stop_on_signals(api, server.handle()));
+    actix_rt::spawn(foundry::http::stop_on_signals(api, server.handle(), signals));
     server.await?;
     // Each shard's actors stop (drained through the runtime) before its lease is released, so the peer that takes it
     // over finds nobody still serving it; the runtime's own shutdown then closes whatever belongs to no held shard.

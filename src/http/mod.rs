@@ -392,18 +392,25 @@ pub fn server_on(
     Ok(server.run())
 }
 
+/// SIGINT and SIGTERM, listened to from the moment this is made: make it before the server can answer, so a signal
+/// that follows the first answer is never met by the default action (exiting at once, undrained).
+pub struct StopSignals {
+    interrupt: actix_rt::signal::unix::Signal,
+    terminate: actix_rt::signal::unix::Signal,
+}
+
+impl StopSignals {
+    pub fn listen() -> std::io::Result<StopSignals> {
+        use actix_rt::signal::unix::{signal, SignalKind};
+        Ok(StopSignals { interrupt: signal(SignalKind::interrupt())?, terminate: signal(SignalKind::terminate())? })
+    }
+}
+
 /// Waits for SIGINT or SIGTERM, then closes WebSocket connections, stops accepting and drains in-flight requests.
-pub async fn stop_on_signals(api: Arc<Api>, server: actix_web::dev::ServerHandle) {
-    let mut term = match actix_rt::signal::unix::signal(actix_rt::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot listen for SIGTERM");
-            return;
-        }
-    };
+pub async fn stop_on_signals(api: Arc<Api>, server: actix_web::dev::ServerHandle, mut signals: StopSignals) {
     tokio::select! {
-        _ = actix_rt::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
-        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = signals.interrupt.recv() => tracing::info!("SIGINT: shutting down"),
+        _ = signals.terminate.recv() => tracing::info!("SIGTERM: shutting down"),
     }
     api.close_connections();
     server.stop(true).await;
