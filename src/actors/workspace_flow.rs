@@ -34,30 +34,45 @@ use crate::runtime::{CallError, Entity, Procedure};
 
 type Result<T> = std::result::Result<T, DomainCallError>;
 
-/// Declares the workspace operations as procedures: their inputs, outputs and wire names.
+/// Declares the workspace operations as procedures (their inputs, outputs and wire names), and `serve_procedures`,
+/// which registers each with the flow that serves it: the same `Domain` method a caller on the serving node runs.
 macro_rules! procedures {
-    ($($name:ident { $($field:ident: $ty:ty),* } -> $out:ty;)*) => {$(
-        #[derive(serde::Serialize, serde::Deserialize)]
-        struct $name { task: TaskKey, $($field: $ty),* }
-        impl Procedure for $name {
-            const NAME: &'static str = stringify!($name);
-            type Output = $out;
-            type Error = DomainError;
-            fn placement(&self) -> String {
-                super::task::Task::placement_key(&self.task).into_owned()
+    ($($name:ident { $($field:ident: $ty:ty),* } -> $out:ty = |$d:ident, $p:ident| $call:expr;)*) => {
+        $(
+            #[derive(serde::Serialize, serde::Deserialize)]
+            struct $name { task: TaskKey, $($field: $ty),* }
+            impl Procedure for $name {
+                const NAME: &'static str = stringify!($name);
+                type Output = $out;
+                type Error = DomainError;
+                fn placement(&self) -> String {
+                    super::task::Task::placement_key(&self.task).into_owned()
+                }
             }
+        )*
+
+        fn serve_procedures(domain: &Domain) {
+            $(
+                let d = domain.clone();
+                domain.runtime.serve_procedure(move |$p: $name| {
+                    let $d = d.clone();
+                    async move { $call.await }
+                });
+            )*
         }
-    )*};
+    };
 }
 
 procedures! {
-    PushTask { user: Option<String> } -> GitState;
-    PublishPullRequest { user: Option<String> } -> i64;
-    MergeTask { user: Option<String> } -> PullRequestSummary;
-    RevertFile { path: String, user: Option<String> } -> GitState;
-    FileDiff { path: String } -> String;
-    ArchiveTask { force: bool, user: Option<String> } -> TaskStatus;
-    KillTask { user: Option<String> } -> TaskStatus;
+    PushTask { user: Option<String> } -> GitState = |d, p| d.push_task(&p.task, p.user.as_deref());
+    PublishPullRequest { user: Option<String> } -> i64 = |d, p| d.publish_pull_request(&p.task, p.user.as_deref());
+    MergeTask { user: Option<String> } -> PullRequestSummary = |d, p| d.merge_task(&p.task, p.user.as_deref());
+    RevertFile { path: String, user: Option<String> } -> GitState =
+        |d, p| d.revert_file(&p.task, &p.path, p.user.as_deref());
+    FileDiff { path: String } -> String = |d, p| d.file_diff(&p.task, &p.path);
+    ArchiveTask { force: bool, user: Option<String> } -> TaskStatus =
+        |d, p| d.archive_task(&p.task, p.force, p.user.as_deref());
+    KillTask { user: Option<String> } -> TaskStatus = |d, p| d.kill_task(&p.task, p.user.as_deref());
 }
 
 /// Returns the answer of the node serving the task's shard when that is another node (see the module doc).
@@ -413,40 +428,5 @@ pub(super) fn install(domain: &Domain) {
     if domain.runtime.service::<SessionWorkspace>().is_none() {
         domain.runtime.provide(Arc::new(SessionWorkspace(Arc::new(TaskWorkspaces(domain.clone())))));
     }
-    let rt = &domain.runtime;
-    let d = domain.clone();
-    rt.serve_procedure(move |p: PushTask| {
-        let d = d.clone();
-        async move { d.push_task(&p.task, p.user.as_deref()).await }
-    });
-    let d = domain.clone();
-    rt.serve_procedure(move |p: PublishPullRequest| {
-        let d = d.clone();
-        async move { d.publish_pull_request(&p.task, p.user.as_deref()).await }
-    });
-    let d = domain.clone();
-    rt.serve_procedure(move |p: MergeTask| {
-        let d = d.clone();
-        async move { d.merge_task(&p.task, p.user.as_deref()).await }
-    });
-    let d = domain.clone();
-    rt.serve_procedure(move |p: RevertFile| {
-        let d = d.clone();
-        async move { d.revert_file(&p.task, &p.path, p.user.as_deref()).await }
-    });
-    let d = domain.clone();
-    rt.serve_procedure(move |p: FileDiff| {
-        let d = d.clone();
-        async move { d.file_diff(&p.task, &p.path).await }
-    });
-    let d = domain.clone();
-    rt.serve_procedure(move |p: ArchiveTask| {
-        let d = d.clone();
-        async move { d.archive_task(&p.task, p.force, p.user.as_deref()).await }
-    });
-    let d = domain.clone();
-    rt.serve_procedure(move |p: KillTask| {
-        let d = d.clone();
-        async move { d.kill_task(&p.task, p.user.as_deref()).await }
-    });
+    serve_procedures(domain);
 }

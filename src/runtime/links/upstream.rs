@@ -123,17 +123,18 @@ pub(crate) async fn serve_connect(
 }
 
 fn connect_error(e: CallError<ConnectError>) -> WireError {
-    if let CallError::Handler(ConnectError::Snapshot(e)) = &e {
-        if !matches!(e, SnapshotError::UnknownTopic { .. }) {
-            return WireError::failed(format!("the topic's snapshot failed: {e}"));
+    match e {
+        CallError::Handler(ConnectError::Refused(r)) => {
+            let refused = WireConnectError::Refused { code: r.code.to_owned(), message: r.message };
+            WireError::from_call(CallError::Handler(refused))
         }
+        CallError::Handler(ConnectError::Snapshot(SnapshotError::UnknownTopic { topic, .. })) => {
+            WireError::from_call(CallError::Handler(WireConnectError::UnknownTopic { topic }))
+        }
+        CallError::Handler(ConnectError::Snapshot(e)) => WireError::failed(format!("the topic's snapshot failed: {e}")),
+        // Every handler error was matched above: the closure never runs.
+        other => WireError::from_call(other.map_handler(|_| WireConnectError::UnknownTopic { topic: String::new() })),
     }
-    WireError::from_call(e.map_handler(|h| match h {
-        ConnectError::Refused(r) => WireConnectError::Refused { code: r.code.to_owned(), message: r.message },
-        ConnectError::Snapshot(SnapshotError::UnknownTopic { topic, .. }) => WireConnectError::UnknownTopic { topic },
-        // Taken above.
-        ConnectError::Snapshot(other) => WireConnectError::UnknownTopic { topic: other.to_string() },
-    }))
 }
 
 /// Pushes the connection's items to the gateway until one side lets go.
