@@ -6,7 +6,11 @@
 //! nothing else writes, so only the epoch fence can refuse it), then thawed. Then: every
 //! acknowledged op is present exactly once, through a node and rebuilt from PostgreSQL alone; no retry was answered
 //! "conflict"; the log's audit is clean (contiguous, epochs non-decreasing, one holder per epoch, nothing appended after
-//! a later epoch began); the frozen node acknowledged nothing it had in flight when it froze.
+//! a later epoch began); the frozen node acknowledged nothing it had in flight when it froze. The outbox effects of
+//! the creations are there exactly once (each repository's `repository.added` audit entry, through a node once
+//! delivery settled and from the audit logs rebuilt from PostgreSQL), the organizations' summaries agree with their
+//! repositories (each initialised by the organization's outbox), and WebSocket watchers on every node, following every
+//! organization through the kill and the freeze, never saw a topic version go back.
 //!
 //! Checked to fail: with the lease condition taken out of the append statements (`src/cluster/log.rs`) the late
 //! append is accepted and reported; with `add_repo` ignoring `Idempotency-Key`, the retries are answered 409.
@@ -17,8 +21,10 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cluster_support::chaos::{self, LoadConfig, Target};
+use cluster_support::chaos::{self, LoadConfig, Observed, OpKind, Target};
 use cluster_support::procs::ProcCluster;
+use cluster_support::topics::TopicWatch;
+use cluster_support::{effects, rebuild};
 
 const FOUNDRY: &str = env!("CARGO_BIN_EXE_foundry");
 const TTL_SECS: u64 = 3;
@@ -46,8 +52,8 @@ async fn no_ack_is_lost_or_applied_twice_and_a_frozen_node_acks_nothing_when_nod
     let frozen = node_of(&cluster, &owners[&shards[0].0]).expect("the first organization's shard is held");
     let killed = (frozen + 1) % 3;
 
-    let target =
-        Arc::new(Target { bases: bases.clone(), token: token.clone(), orgs: orgs.clone(), prefix: "op".into() });
+    let target = Arc::new(Target::new(bases.clone(), token.clone(), orgs.clone(), "op"));
+    let watch = TopicWatch::start(&bases, &token, &orgs);
     let cfg = LoadConfig {
         rate: 40.0,
         max_in_flight: 16,
@@ -56,6 +62,7 @@ async fn no_ack_is_lost_or_applied_twice_and_a_frozen_node_acks_nothing_when_nod
         attempt_timeout: Duration::from_secs(2),
         lose_answer_every: 10,
         keyed: true,
+        op: OpKind::CreateRepo,
     };
     let load = tokio::spawn(chaos::run_load(client.clone(), target.clone(), cfg));
 
@@ -115,21 +122,34 @@ async fn no_ack_is_lost_or_applied_twice_and_a_frozen_node_acks_nothing_when_nod
     tokio::time::sleep(Duration::from_secs(1)).await;
     let reader = (kill_at.elapsed().as_millis() % 3) as usize;
     let via_node = chaos::read_through(&client, &bases[reader], &token, &checked, Duration::from_secs(30)).await;
+    let effects = effects::through_node(&client, &bases[reader], &token, &via_node, Duration::from_secs(30)).await;
+    let topics = watch.stop().await;
     assert!(cluster.term_all(Duration::from_secs(30)).await, "every node exits cleanly");
     let restored = tempfile::tempdir().unwrap();
-    let via_log = chaos::restore_from_postgres(&cluster.pg.url(), &checked, restored.path()).await;
+    let rebuilt = rebuild::rebuild(&cluster.pg.url(), &checked, restored.path()).await;
     let audit = chaos::audit_log(&pg).await;
-    let verdict = chaos::check(&journal, &via_node, &via_log);
+    let seen = Observed { via_node: &via_node, effects: &effects, rebuilt: &rebuilt, topics: Some(topics.clone()) };
+    let verdict = chaos::check(&journal, seen);
 
     let kill_failover = chaos::failover(&journal, kill_at, &killed_shards);
     let stop_failover = chaos::failover(&journal, stop_at, &frozen_shards);
     eprintln!("verdict: {verdict:?}");
     eprintln!("audit: {} entries over {} actors", audit.entries, audit.actors);
+    eprintln!(
+        "outbox effects settled in {:?} ({} repositories read one by one, {} rebuilt); topics: {topics:?}",
+        effects.settled_in, effects.repositories, rebuilt.repositories
+    );
     eprintln!("failover after kill -9 (per shard): {kill_failover:?}");
     eprintln!("failover after SIGSTOP (per shard): {stop_failover:?}");
 
     assert!(verdict.acked > 50, "the load got through: {verdict:?}");
     assert!(verdict.clean(), "{verdict:?}");
+    let repositories: usize = via_node.values().map(Vec::len).sum();
+    assert_eq!((effects.repositories, rebuilt.repositories), (repositories, repositories), "every repository checked");
+    assert!(effects.settled_in.is_some(), "the audit entries settled: {verdict:?}");
+    // Every watcher saw frames, and the killed node's watcher connected again once it was back.
+    assert!(topics.frames > 100, "{topics:?}");
+    assert!(topics.connections > 3, "a watcher reconnected: {topics:?}");
     assert!(verdict.lost_answers > 0, "answers were thrown away: {verdict:?}");
     assert!(verdict.replays >= verdict.lost_answers, "each retry after a lost answer was a replay: {verdict:?}");
     assert!(audit.violations.is_empty(), "{:?}", audit.violations);
