@@ -12,6 +12,9 @@
 //! repositories (each initialised by the organization's outbox), and WebSocket watchers on every node, following every
 //! organization through the kill and the freeze, never saw a topic version go back.
 //!
+//! Then the small mutation of the cost bench (`cost-small`: a user's default model) goes through every node and
+//! lands.
+//!
 //! Checked to fail: with the lease condition taken out of the append statements (`src/cluster/log.rs`) the late
 //! append is accepted and reported; with `add_repo` ignoring `Idempotency-Key`, the retries are answered 409.
 
@@ -124,6 +127,7 @@ async fn no_ack_is_lost_or_applied_twice_and_a_frozen_node_acks_nothing_when_nod
     let via_node = chaos::read_through(&client, &bases[reader], &token, &checked, Duration::from_secs(30)).await;
     let effects = effects::through_node(&client, &bases[reader], &token, &via_node, Duration::from_secs(30)).await;
     let topics = watch.stop().await;
+    small_mutations(&client, &bases, cfg).await;
     assert!(cluster.term_all(Duration::from_secs(30)).await, "every node exits cleanly");
     let restored = tempfile::tempdir().unwrap();
     let rebuilt = rebuild::rebuild(&cluster.pg.url(), &checked, restored.path()).await;
@@ -164,4 +168,45 @@ async fn no_ack_is_lost_or_applied_twice_and_a_frozen_node_acks_nothing_when_nod
         .collect();
     assert!(acked_by_frozen.is_empty(), "acknowledged by the frozen node after its lease: {acked_by_frozen:?}");
     assert!(probe_ack.node != frozen || probe_ack.attempt_sent > cont_at, "the probe's commit was refused");
+}
+
+/// The bench's small mutation through the load generator: three users' default model flipped back and forth, round
+/// robin over the nodes; every op acknowledged, and each user left on the model of its last op.
+async fn small_mutations(client: &reqwest::Client, bases: &[String], cfg: LoadConfig) {
+    let mut users = Vec::new();
+    for i in 0..3 {
+        users.push(chaos::sign_in(client, bases, &format!("small-{i}"), Duration::from_secs(30)).await);
+    }
+    let models = chaos::two_models(client, &bases[0], &users[0]).await;
+    let target = Target {
+        users: users.clone(),
+        models: models.clone(),
+        ..Target::new(bases.to_vec(), String::new(), vec!["-".into()], "small")
+    };
+    let small = LoadConfig {
+        rate: 20.0,
+        duration: Duration::from_secs(2),
+        lose_answer_every: 0,
+        keyed: false,
+        op: OpKind::SetDefaultModel,
+        ..cfg
+    };
+    let journal = chaos::run_load(client.clone(), Arc::new(target), small).await;
+    let refused: Vec<_> = journal.ops.iter().filter(|o| o.ack.is_none()).collect();
+    assert!(journal.ops.len() >= 30 && refused.is_empty(), "{} sent, refused: {refused:?}", journal.ops.len());
+    // Op n is user n % 3's, setting models[(n / 3) % 2]; ops of one user are 150 ms apart, so they land in order.
+    let sent = journal.ops.len();
+    for (u, token) in users.iter().enumerate() {
+        let last = (0..sent).filter(|n| n % 3 == u).max().unwrap();
+        let me: serde_json::Value = client
+            .get(format!("{}/v1/me", bases[u % bases.len()]))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(me["defaultModel"].as_str(), Some(models[(last / 3) % 2].as_str()), "user {u}: {me}");
+    }
 }

@@ -142,6 +142,20 @@ pub async fn sign_in(client: &reqwest::Client, bases: &[String], login: &str, li
     unreachable!()
 }
 
+/// Two model ids of the catalog for [`OpKind::SetDefaultModel`]: one that `token`'s user does not have as its
+/// default first, then its default, so that every op (the first one of each new user too) changes its row.
+pub async fn two_models(client: &reqwest::Client, base: &str, token: &str) -> Vec<String> {
+    let get = |path: &str| {
+        let req = client.get(format!("{base}{path}")).bearer_auth(token).timeout(Duration::from_secs(10));
+        async move { req.send().await.unwrap().json::<Value>().await.unwrap() }
+    };
+    let catalog = get("/v1/models").await;
+    let current = get("/v1/me").await["defaultModel"].as_str().expect("the app snapshot's default model").to_owned();
+    let ids = catalog.as_array().expect("the model catalog").iter().filter_map(|m| m["id"].as_str());
+    let other = ids.into_iter().find(|id| *id != current).expect("a catalog of at least two models").to_owned();
+    vec![other, current]
+}
+
 /// Creates `orgs` (idempotently, retried over the nodes), within `limit` each.
 pub async fn create_orgs(client: &reqwest::Client, bases: &[String], token: &str, orgs: &[String], limit: Duration) {
     for (n, org) in orgs.iter().enumerate() {
@@ -497,11 +511,6 @@ impl Verdict {
             && self.audit_orphans.is_empty()
             && self.summaries_differing.is_empty()
             && self.topics.as_ref().is_none_or(|t| t.regressions.is_empty())
-    }
-
-    /// Audit entries of repositories: missing, duplicated, orphaned (for the reports).
-    pub fn audit_figures(&self) -> (usize, usize, usize) {
-        (self.audit_missing.len(), self.audit_duplicated.len(), self.audit_orphans.len())
     }
 
     /// Compares each organization's `repository.added` entries in `audit` with its repositories in `repos`.

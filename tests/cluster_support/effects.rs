@@ -73,7 +73,8 @@ pub async fn through_node(
             differing.extend(summaries(client, base, token, &org, &ids, deadline).await);
         }
         if differing.is_empty() || Instant::now() >= deadline {
-            out.summaries_differing = differing.into_iter().map(|(org, id, what)| format!("{org}/{id}: {what}")).collect();
+            out.summaries_differing =
+                differing.into_iter().map(|(org, id, what)| format!("{org}/{id}: {what}")).collect();
             return out;
         }
         pending = differing.into_iter().map(|(org, id, _)| (org, id)).collect();

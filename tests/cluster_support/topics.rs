@@ -48,7 +48,8 @@ impl TopicWatch {
             .enumerate()
             .map(|(node, base)| {
                 let url = format!("{}/v1/ws", base.replace("http://", "ws://"));
-                let watcher = Watcher { node, url, token: token.to_owned(), orgs: orgs.to_vec(), report: report.clone() };
+                let watcher =
+                    Watcher { node, url, token: token.to_owned(), orgs: orgs.to_vec(), report: report.clone() };
                 tokio::spawn(watcher.run(stopped.clone()))
             })
             .collect();
