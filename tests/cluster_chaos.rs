@@ -16,7 +16,9 @@
 //! lands.
 //!
 //! Checked to fail: with the lease condition taken out of the append statements (`src/cluster/log.rs`) the late
-//! append is accepted and reported; with `add_repo` ignoring `Idempotency-Key`, the retries are answered 409.
+//! append is accepted and reported; with `add_repo` ignoring `Idempotency-Key`, the retries are answered 409; with
+//! `AddRepository` appending its audit entry twice for some repositories, they are reported duplicated through the
+//! node and from the rebuild; with it recording a task count of 1 for some, those summaries are reported differing.
 
 mod cluster_support;
 
