@@ -5,11 +5,15 @@
 //! cluster, its faults, then the checker and one table. Plain program (`harness = false`).
 //!
 //! ```text
-//! cargo bench --bench cluster_faults -- [all|cost|kill|stop|term|blackhole ...] [secs=N] [rate=N] [quiet=N]
+//! cargo bench --bench cluster_faults -- [all|cost|cost-small|kill|stop|term|blackhole ...] [secs=N] [rate=N] [quiet=N]
 //! ```
 //!
 //! - cost: no faults; 200 creations/s for `secs` (30) unkeyed (every node forwards to the organization's node),
 //!   then the same keyed (`Idempotency-Key`): latency p50/p99, PostgreSQL transactions/s, bytes logged.
+//! - cost-small: no faults; one repository per organization, then 200 small mutations/s for `secs` (30), round-robin
+//!   over the nodes: `PUT /v1/me/default-model` by one of 12 users in turn, flipping between two models (one profile
+//!   row of an existing user actor; no audit entry, no outbox, no new actor: `chaos::OpKind::SetDefaultModel` says
+//!   why it is the cheapest real mutation). The same cost rows as `cost`.
 //! - kill: kill -9 of a random node every 20 s (first at 20 s), back 5 s later with its data directory wiped.
 //! - stop: at 10 s, a node's PostgreSQL proxy holds its bytes, 0.3 s later SIGSTOP for 15 s (> the 10 s lease); the
 //!   proxy lets the held commits through (they must be refused), SIGCONT a second later.
@@ -18,6 +22,11 @@
 //!
 //! Every fault scenario sends keyed creations (each op's id as `Idempotency-Key`; every 20th answer thrown away and
 //! the op retried elsewhere), so that retries are exactly-once; see `LoadConfig::keyed` for what that costs today.
+//! During a fault scenario's load a WebSocket watcher on every node follows four organizations' topics
+//! (`tests/cluster_support/topics.rs`; not in the cost scenarios, whose figures it would disturb). Every scenario's
+//! checker also counts each repository's `repository.added` audit entry (through the node once outbox delivery
+//! settled, polled up to 30 s, and from the audit logs rebuilt from PostgreSQL), compares the organizations' summaries
+//! with every repository, and reports topic version regressions: any nonzero figure there misses a safety goal.
 
 #[path = "../tests/cluster_support/mod.rs"]
 mod cluster_support;
@@ -26,12 +35,17 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cluster_support::chaos::{self, Journal, LoadConfig, Target, Verdict};
+use cluster_support::chaos::{self, Journal, LoadConfig, Observed, OpKind, Target, Verdict};
 use cluster_support::procs::{metric, ProcCluster};
+use cluster_support::topics::TopicWatch;
+use cluster_support::{effects, rebuild};
 
 const FOUNDRY: &str = env!("CARGO_BIN_EXE_foundry");
 const TTL_SECS: u64 = 10;
 const ORGS: usize = 12;
+/// Organizations the topic watchers follow (on every node).
+const WATCHED: usize = 4;
+const SCENARIOS: [&str; 6] = ["cost", "cost-small", "kill", "stop", "term", "blackhole"];
 
 #[derive(Clone, Copy)]
 struct Args {
@@ -49,13 +63,13 @@ fn main() {
             Some(("rate", v)) => args.rate = v.parse().expect("rate=N"),
             Some(("quiet", v)) => args.quiet = v.parse().expect("quiet=N"),
             Some(_) => panic!("unknown argument {arg}"),
-            None if arg == "all" => scenarios.extend(["cost", "kill", "stop", "term", "blackhole"].map(String::from)),
-            None if ["cost", "kill", "stop", "term", "blackhole"].contains(&arg.as_str()) => scenarios.push(arg),
-            None => panic!("unknown scenario {arg}: cost, kill, stop, term, blackhole or all"),
+            None if arg == "all" => scenarios.extend(SCENARIOS.map(String::from)),
+            None if SCENARIOS.contains(&arg.as_str()) => scenarios.push(arg),
+            None => panic!("unknown scenario {arg}: one of {SCENARIOS:?} or all"),
         }
     }
     if scenarios.is_empty() {
-        scenarios.extend(["cost", "kill", "stop", "term", "blackhole"].map(String::from));
+        scenarios.extend(SCENARIOS.map(String::from));
     }
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
@@ -76,6 +90,8 @@ struct Setup {
     client: reqwest::Client,
     target: Arc<Target>,
     pg: tokio_postgres::Client,
+    /// Topic watchers, stopped by the checker once it has read through the node.
+    watch: Option<TopicWatch>,
 }
 
 async fn setup(prefix: &str) -> Option<Setup> {
@@ -87,8 +103,8 @@ async fn setup(prefix: &str) -> Option<Setup> {
     let orgs: Vec<String> = (0..ORGS).map(|i| format!("org-{i}")).collect();
     chaos::create_orgs(&client, &bases, &token, &orgs, Duration::from_secs(30)).await;
     let pg = chaos::pg_client(&cluster.pg.url()).await;
-    let target = Arc::new(Target { bases, token, orgs, prefix: prefix.into() });
-    Some(Setup { cluster, client, target, pg })
+    let target = Arc::new(Target::new(bases, token, orgs, prefix));
+    Some(Setup { cluster, client, target, pg, watch: None })
 }
 
 fn fault_load(secs: u64) -> LoadConfig {
@@ -100,6 +116,7 @@ fn fault_load(secs: u64) -> LoadConfig {
         attempt_timeout: Duration::from_secs(5),
         lose_answer_every: 20,
         keyed: true,
+        op: OpKind::CreateRepo,
     }
 }
 
@@ -223,11 +240,18 @@ async fn check(s: &mut Setup, t: &mut Table, journal: &Journal, quiet: u64) -> b
         Duration::from_secs(60),
     )
     .await;
+    let base = &s.target.bases[reader];
+    let effects = effects::through_node(&s.client, base, &s.target.token, &via_node, Duration::from_secs(30)).await;
+    let topics = match s.watch.take() {
+        Some(watch) => Some(watch.stop().await),
+        None => None,
+    };
     s.cluster.term_all(Duration::from_secs(60)).await;
     let dir = tempfile::tempdir().unwrap();
-    let via_log = chaos::restore_from_postgres(&s.cluster.pg.url(), &s.target.orgs, dir.path()).await;
+    let rebuilt = rebuild::rebuild(&s.cluster.pg.url(), &s.target.orgs, dir.path()).await;
     let audit = chaos::audit_log(&s.pg).await;
-    let v: Verdict = chaos::check(journal, &via_node, &via_log);
+    let v: Verdict =
+        chaos::check(journal, Observed { via_node: &via_node, effects: &effects, rebuilt: &rebuilt, topics });
     let list =
         |v: &[String]| if v.is_empty() { "0".to_owned() } else { format!("{} {:?}", v.len(), &v[..v.len().min(5)]) };
     t.row("cluster ready again after the load", ready.to_string());
@@ -236,6 +260,47 @@ async fn check(s: &mut Setup, t: &mut Table, journal: &Journal, quiet: u64) -> b
     t.row("ops applied twice (listed twice, or a retry answered 409 conflict)", list(&v.applied_twice));
     t.row("node state = PostgreSQL rebuild (organizations differing)", list(&v.node_vs_log));
     t.row("unacknowledged ops applied (allowed, once)", v.unacked_applied.to_string());
+    let (missing, twice) = (v.audit_missing.len(), v.audit_duplicated.len());
+    t.row(
+        format!(
+            "outbox effects: audit entries missing / duplicated (`repository.added`, through n{} and rebuilt)",
+            reader + 1
+        ),
+        format!(
+            "{missing} / {twice}{}",
+            if missing + twice > 0 {
+                format!(" {:?}", v.audit_missing.iter().chain(&v.audit_duplicated).take(5).collect::<Vec<_>>())
+            } else {
+                String::new()
+            }
+        ),
+    );
+    t.row("outbox effects: audit entries naming no repository of their organization", list(&v.audit_orphans));
+    t.row(
+        "outbox effects settled (audit entries matching through the node, polled every 1 s up to 30 s)",
+        v.effects_settled_in.map_or("NOT within 30 s".to_owned(), |d| format!("in {}", in_s(d))),
+    );
+    t.row(
+        format!(
+            "summaries differing from their children ({} repositories read through the node, {} rebuilt)",
+            effects.repositories, rebuilt.repositories
+        ),
+        list(&v.summaries_differing),
+    );
+    match &v.topics {
+        Some(topics) => {
+            t.row(
+                format!("topic frames received / connections (a watcher per node, {WATCHED} organizations each)"),
+                format!("{} / {}", topics.frames, topics.connections),
+            );
+            t.row("topic version regressions", list(&topics.regressions));
+            t.row(
+                "topic frames repeating a version / patches not following the version held / refusals",
+                format!("{} / {} / {:?}", topics.repeats, topics.base_gaps, topics.errors),
+            );
+        }
+        None => t.row("topic version regressions", "not watched (cost scenario)"),
+    }
     t.row("answers thrown away / retries answered by a replay", format!("{} / {}", v.lost_answers, v.replays));
     if !v.errors.is_empty() {
         t.row("given up, by last answer", format!("{:?}", v.errors));
@@ -253,9 +318,14 @@ async fn run(name: &str, args: Args) -> bool {
         eprintln!("skipped {name}: PostgreSQL or nats-server not installed");
         return true;
     };
+    if !name.starts_with("cost") {
+        let watched = &s.target.orgs[..WATCHED];
+        s.watch = Some(TopicWatch::start(&s.target.bases, &s.target.token, watched));
+    }
     let mut t = Table(Vec::new());
     let (title, ok) = match name {
         "cost" => cost(&mut s, &mut t, args).await,
+        "cost-small" => cost_small(&mut s, &mut t, args).await,
         "kill" => kill(&mut s, &mut t, args).await,
         "stop" => stop(&mut s, &mut t, args).await,
         "term" => term(&mut s, &mut t, args).await,
@@ -281,36 +351,7 @@ async fn cost(s: &mut Setup, t: &mut Table, args: Args) -> (String, bool) {
         let prefix = if keyed { "keyed" } else { "routed" };
         let target = Arc::new(Target { prefix: prefix.into(), ..clone_target(&s.target) });
         let cfg = LoadConfig { rate: args.rate, lose_answer_every: 0, keyed, ..fault_load(secs) };
-        let names = [
-            "foundry_cluster_log_transactions_total",
-            "foundry_cluster_log_appends_total",
-            "foundry_cluster_log_bytes_total",
-        ];
-        let mut before = Vec::new();
-        for n in names {
-            before.push(total(s, n).await);
-        }
-        let journal = chaos::run_load(s.client.clone(), target, cfg).await;
-        let span = (journal.ended.unwrap() - journal.started.unwrap()).as_secs_f64();
-        let mut delta = Vec::new();
-        for (n, b) in names.iter().zip(before) {
-            delta.push(total(s, n).await.saturating_sub(b));
-        }
-        let acked = journal.acked().count().max(1) as f64;
-        let mut sub = Table(Vec::new());
-        load_rows(&mut sub, &journal);
-        for (k, v) in sub.0 {
-            t.row(format!("{prefix}: {k}"), v);
-        }
-        t.row(format!("{prefix}: PostgreSQL transactions/s (commit log)"), format!("{:.0}", delta[0] as f64 / span));
-        t.row(
-            format!("{prefix}: log entries per op / per transaction"),
-            format!("{:.2} / {:.2}", delta[1] as f64 / acked, delta[1] as f64 / delta[0].max(1) as f64),
-        );
-        t.row(
-            format!("{prefix}: bytes logged per entry / per op"),
-            format!("{:.0} / {:.0}", delta[2] as f64 / delta[1].max(1) as f64, delta[2] as f64 / acked),
-        );
+        let journal = measure(s, t, prefix, target, cfg).await;
         all.ops.extend(journal.ops);
         all.late_starts += journal.late_starts;
         all.not_sent += journal.not_sent;
@@ -320,8 +361,84 @@ async fn cost(s: &mut Setup, t: &mut Table, args: Args) -> (String, bool) {
     (format!("cost: {} creations/s, no faults, 3 nodes ({secs} s unkeyed, then {secs} s keyed)", args.rate), ok)
 }
 
+/// Runs one measured load and adds its rows, each named after `prefix`: the load's, and the commit log's cost from
+/// the nodes' counters.
+async fn measure(s: &Setup, t: &mut Table, prefix: &str, target: Arc<Target>, cfg: LoadConfig) -> Journal {
+    let names = [
+        "foundry_cluster_log_transactions_total",
+        "foundry_cluster_log_appends_total",
+        "foundry_cluster_log_bytes_total",
+    ];
+    let mut before = Vec::new();
+    for n in names {
+        before.push(total(s, n).await);
+    }
+    let journal = chaos::run_load(s.client.clone(), target, cfg).await;
+    let span = (journal.ended.unwrap() - journal.started.unwrap()).as_secs_f64();
+    let mut delta = Vec::new();
+    for (n, b) in names.iter().zip(before) {
+        delta.push(total(s, n).await.saturating_sub(b));
+    }
+    let acked = journal.acked().count().max(1) as f64;
+    let mut sub = Table(Vec::new());
+    load_rows(&mut sub, &journal);
+    for (k, v) in sub.0 {
+        t.row(format!("{prefix}: {k}"), v);
+    }
+    t.row(format!("{prefix}: PostgreSQL transactions/s (commit log)"), format!("{:.0}", delta[0] as f64 / span));
+    t.row(
+        format!("{prefix}: log entries per op / per transaction"),
+        format!("{:.2} / {:.2}", delta[1] as f64 / acked, delta[1] as f64 / delta[0].max(1) as f64),
+    );
+    t.row(
+        format!("{prefix}: bytes logged per entry / per op"),
+        format!("{:.0} / {:.0}", delta[2] as f64 / delta[1].max(1) as f64, delta[2] as f64 / acked),
+    );
+    journal
+}
+
+async fn cost_small(s: &mut Setup, t: &mut Table, args: Args) -> (String, bool) {
+    let secs = args.secs.unwrap_or(30);
+    // One repository per organization, journaled like any creation so that the checker covers them.
+    let once = LoadConfig { lose_answer_every: 0, keyed: false, ..fault_load(secs) };
+    let mut created = Journal { started: Some(Instant::now()), ..Journal::default() };
+    for (i, org) in s.target.orgs.iter().enumerate() {
+        let op = format!("small-{i}");
+        created.ops.push(chaos::send_op(&s.client, &s.target, op, org.clone(), i % 3, once).await);
+    }
+    created.ended = Some(Instant::now());
+    // One user per organization: user actors spread over the shards (one user would put every op on one actor).
+    let mut users = Vec::new();
+    for i in 0..s.target.orgs.len() {
+        users.push(chaos::sign_in(&s.client, &s.target.bases, &format!("small-{i}"), Duration::from_secs(30)).await);
+    }
+    let models = chaos::two_models(&s.client, &s.target.bases[0], &users[0]).await;
+    let target = Arc::new(Target { prefix: "small".into(), users, models, ..clone_target(&s.target) });
+    let small = LoadConfig { lose_answer_every: 0, keyed: false, op: OpKind::SetDefaultModel, ..fault_load(secs) };
+    // Warm-up: every user's actor open on its node, every node's connections made.
+    let warm = LoadConfig { rate: 50.0, duration: Duration::from_secs(3), ..small };
+    chaos::run_load(s.client.clone(), target.clone(), warm).await;
+    let journal = measure(s, t, "small", target, LoadConfig { rate: args.rate, ..small }).await;
+    let refused: usize = journal.ops.iter().filter(|o| o.ack.is_none()).count();
+    t.row("small: ops not acknowledged (must be 0 without faults)", refused.to_string());
+    let ok = check(s, t, &created, args.quiet).await;
+    let title = format!(
+        "cost-small: {} small mutations/s (`PUT /v1/me/default-model`, {} users), no faults, 3 nodes ({secs} s)",
+        args.rate,
+        s.target.orgs.len()
+    );
+    (title, ok && refused == 0)
+}
+
 fn clone_target(t: &Target) -> Target {
-    Target { bases: t.bases.clone(), token: t.token.clone(), orgs: t.orgs.clone(), prefix: t.prefix.clone() }
+    Target {
+        bases: t.bases.clone(),
+        token: t.token.clone(),
+        orgs: t.orgs.clone(),
+        prefix: t.prefix.clone(),
+        users: t.users.clone(),
+        models: t.models.clone(),
+    }
 }
 
 /// Small deterministic generator (the victims).

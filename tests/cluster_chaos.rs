@@ -6,10 +6,19 @@
 //! nothing else writes, so only the epoch fence can refuse it), then thawed. Then: every
 //! acknowledged op is present exactly once, through a node and rebuilt from PostgreSQL alone; no retry was answered
 //! "conflict"; the log's audit is clean (contiguous, epochs non-decreasing, one holder per epoch, nothing appended after
-//! a later epoch began); the frozen node acknowledged nothing it had in flight when it froze.
+//! a later epoch began); the frozen node acknowledged nothing it had in flight when it froze. The outbox effects of
+//! the creations are there exactly once (each repository's `repository.added` audit entry, through a node once
+//! delivery settled and from the audit logs rebuilt from PostgreSQL), the organizations' summaries agree with their
+//! repositories (each initialised by the organization's outbox), and WebSocket watchers on every node, following every
+//! organization through the kill and the freeze, never saw a topic version go back.
+//!
+//! Then the small mutation of the cost bench (`cost-small`: a user's default model) goes through every node and
+//! lands.
 //!
 //! Checked to fail: with the lease condition taken out of the append statements (`src/cluster/log.rs`) the late
-//! append is accepted and reported; with `add_repo` ignoring `Idempotency-Key`, the retries are answered 409.
+//! append is accepted and reported; with `add_repo` ignoring `Idempotency-Key`, the retries are answered 409; with
+//! `AddRepository` appending its audit entry twice for some repositories, they are reported duplicated through the
+//! node and from the rebuild; with it recording a task count of 1 for some, those summaries are reported differing.
 
 mod cluster_support;
 
@@ -17,8 +26,10 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cluster_support::chaos::{self, LoadConfig, Target};
+use cluster_support::chaos::{self, LoadConfig, Observed, OpKind, Target};
 use cluster_support::procs::ProcCluster;
+use cluster_support::topics::TopicWatch;
+use cluster_support::{effects, rebuild};
 
 const FOUNDRY: &str = env!("CARGO_BIN_EXE_foundry");
 const TTL_SECS: u64 = 3;
@@ -46,8 +57,8 @@ async fn no_ack_is_lost_or_applied_twice_and_a_frozen_node_acks_nothing_when_nod
     let frozen = node_of(&cluster, &owners[&shards[0].0]).expect("the first organization's shard is held");
     let killed = (frozen + 1) % 3;
 
-    let target =
-        Arc::new(Target { bases: bases.clone(), token: token.clone(), orgs: orgs.clone(), prefix: "op".into() });
+    let target = Arc::new(Target::new(bases.clone(), token.clone(), orgs.clone(), "op"));
+    let watch = TopicWatch::start(&bases, &token, &orgs);
     let cfg = LoadConfig {
         rate: 40.0,
         max_in_flight: 16,
@@ -56,6 +67,7 @@ async fn no_ack_is_lost_or_applied_twice_and_a_frozen_node_acks_nothing_when_nod
         attempt_timeout: Duration::from_secs(2),
         lose_answer_every: 10,
         keyed: true,
+        op: OpKind::CreateRepo,
     };
     let load = tokio::spawn(chaos::run_load(client.clone(), target.clone(), cfg));
 
@@ -115,21 +127,35 @@ async fn no_ack_is_lost_or_applied_twice_and_a_frozen_node_acks_nothing_when_nod
     tokio::time::sleep(Duration::from_secs(1)).await;
     let reader = (kill_at.elapsed().as_millis() % 3) as usize;
     let via_node = chaos::read_through(&client, &bases[reader], &token, &checked, Duration::from_secs(30)).await;
+    let effects = effects::through_node(&client, &bases[reader], &token, &via_node, Duration::from_secs(30)).await;
+    let topics = watch.stop().await;
+    small_mutations(&client, &bases, cfg).await;
     assert!(cluster.term_all(Duration::from_secs(30)).await, "every node exits cleanly");
     let restored = tempfile::tempdir().unwrap();
-    let via_log = chaos::restore_from_postgres(&cluster.pg.url(), &checked, restored.path()).await;
+    let rebuilt = rebuild::rebuild(&cluster.pg.url(), &checked, restored.path()).await;
     let audit = chaos::audit_log(&pg).await;
-    let verdict = chaos::check(&journal, &via_node, &via_log);
+    let seen = Observed { via_node: &via_node, effects: &effects, rebuilt: &rebuilt, topics: Some(topics.clone()) };
+    let verdict = chaos::check(&journal, seen);
 
     let kill_failover = chaos::failover(&journal, kill_at, &killed_shards);
     let stop_failover = chaos::failover(&journal, stop_at, &frozen_shards);
     eprintln!("verdict: {verdict:?}");
     eprintln!("audit: {} entries over {} actors", audit.entries, audit.actors);
+    eprintln!(
+        "outbox effects settled in {:?} ({} repositories read one by one, {} rebuilt); topics: {topics:?}",
+        effects.settled_in, effects.repositories, rebuilt.repositories
+    );
     eprintln!("failover after kill -9 (per shard): {kill_failover:?}");
     eprintln!("failover after SIGSTOP (per shard): {stop_failover:?}");
 
     assert!(verdict.acked > 50, "the load got through: {verdict:?}");
     assert!(verdict.clean(), "{verdict:?}");
+    let repositories: usize = via_node.values().map(Vec::len).sum();
+    assert_eq!((effects.repositories, rebuilt.repositories), (repositories, repositories), "every repository checked");
+    assert!(effects.settled_in.is_some(), "the audit entries settled: {verdict:?}");
+    // Every watcher saw frames, and the killed node's watcher connected again once it was back.
+    assert!(topics.frames > 100, "{topics:?}");
+    assert!(topics.connections > 3, "a watcher reconnected: {topics:?}");
     assert!(verdict.lost_answers > 0, "answers were thrown away: {verdict:?}");
     assert!(verdict.replays >= verdict.lost_answers, "each retry after a lost answer was a replay: {verdict:?}");
     assert!(audit.violations.is_empty(), "{:?}", audit.violations);
@@ -144,4 +170,45 @@ async fn no_ack_is_lost_or_applied_twice_and_a_frozen_node_acks_nothing_when_nod
         .collect();
     assert!(acked_by_frozen.is_empty(), "acknowledged by the frozen node after its lease: {acked_by_frozen:?}");
     assert!(probe_ack.node != frozen || probe_ack.attempt_sent > cont_at, "the probe's commit was refused");
+}
+
+/// The bench's small mutation through the load generator: three users' default model flipped back and forth, round
+/// robin over the nodes; every op acknowledged, and each user left on the model of its last op.
+async fn small_mutations(client: &reqwest::Client, bases: &[String], cfg: LoadConfig) {
+    let mut users = Vec::new();
+    for i in 0..3 {
+        users.push(chaos::sign_in(client, bases, &format!("small-{i}"), Duration::from_secs(30)).await);
+    }
+    let models = chaos::two_models(client, &bases[0], &users[0]).await;
+    let target = Target {
+        users: users.clone(),
+        models: models.clone(),
+        ..Target::new(bases.to_vec(), String::new(), vec!["-".into()], "small")
+    };
+    let small = LoadConfig {
+        rate: 20.0,
+        duration: Duration::from_secs(2),
+        lose_answer_every: 0,
+        keyed: false,
+        op: OpKind::SetDefaultModel,
+        ..cfg
+    };
+    let journal = chaos::run_load(client.clone(), Arc::new(target), small).await;
+    let refused: Vec<_> = journal.ops.iter().filter(|o| o.ack.is_none()).collect();
+    assert!(journal.ops.len() >= 30 && refused.is_empty(), "{} sent, refused: {refused:?}", journal.ops.len());
+    // Op n is user n % 3's, setting models[(n / 3) % 2]; ops of one user are 150 ms apart, so they land in order.
+    let sent = journal.ops.len();
+    for (u, token) in users.iter().enumerate() {
+        let last = (0..sent).filter(|n| n % 3 == u).max().unwrap();
+        let me: serde_json::Value = client
+            .get(format!("{}/v1/me", bases[u % bases.len()]))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(me["defaultModel"].as_str(), Some(models[(last / 3) % 2].as_str()), "user {u}: {me}");
+    }
 }

@@ -1,27 +1,35 @@
 //! The multi-process harness's load and checker (issue 15, "Goals, measured by that harness"): a paced, bounded
-//! generator of creating operations (`POST /v1/orgs/{org}/repos`, repoId = op id, the op id as `Idempotency-Key`)
-//! round-robin over the nodes, each retried on another node until acknowledged or given up, every answer journaled;
-//! then the checks once the cluster is quiet: every acknowledged op present exactly once through a node and in each
-//! organization rebuilt straight from PostgreSQL's commit log, nothing applied twice, and the log's audit (per actor,
-//! snapshots and log entries alike: txids contiguous, epochs non-decreasing, each entry written by the holder of its
-//! epoch, none written after a later epoch of its shard was acquired).
+//! generator of operations round-robin over the nodes (repository creations, `POST /v1/orgs/{org}/repos` with repoId
+//! = op id, the op id as `Idempotency-Key`; or a small mutation, [`OpKind`]), each retried on another node until
+//! acknowledged or given up, every answer journaled; then the checks once the cluster is quiet: every acknowledged
+//! op present exactly once through a node and in each organization rebuilt straight from PostgreSQL's commit log,
+//! nothing applied twice, the outbox effects of each creation there exactly once and the organization's summaries
+//! agreeing with its repositories (`effects.rs`, `rebuild.rs`), topic versions never going back (`topics.rs`), and
+//! the log's audit (per actor, snapshots and log entries alike: txids contiguous, epochs non-decreasing, each entry
+//! written by the holder of its epoch, none written after a later epoch of its shard was acquired).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use diesel::prelude::*;
-use diesel::sqlite::SqliteConnection;
-use foundry::cluster::{self, ClusterConfig, LeaseHooks, PgLog};
-use foundry::runtime::durable::{restore, CommitLog, LogKey};
 use foundry::runtime::ShardId;
 use serde_json::{json, Value};
 
-diesel::table! {
-    repos (repo_id) {
-        repo_id -> Text,
-    }
+use super::effects::NodeEffects;
+use super::rebuild::{AuditCounts, Rebuilt};
+use super::topics::TopicReport;
+
+/// What each operation of a load does.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OpKind {
+    /// `POST /v1/orgs/{org}/repos`: a new repository actor, an audit entry and the organization's row (201).
+    #[default]
+    CreateRepo,
+    /// `PUT /v1/me/default-model` as one of [`Target::users`] in turn, flipping between the first two catalog models
+    /// ([`Target::models`]) so every op changes the one profile row of an existing user actor (200). No audit entry,
+    /// no outbox, no new actor: the cheapest real mutation (every organization-level mutation also appends to the
+    /// audit log through the outbox). Setting a value is idempotent: retries need no key.
+    SetDefaultModel,
 }
 
 /// What the generator sends and how hard it tries.
@@ -44,6 +52,7 @@ pub struct LoadConfig {
     /// nodes): the others answer 503 `not_owner` and the op moves on to the next node at once. Unkeyed, every node
     /// forwards the creation to the organization's node, but a retry after a lost answer is answered 409.
     pub keyed: bool,
+    pub op: OpKind,
 }
 
 /// Where the load goes.
@@ -53,6 +62,17 @@ pub struct Target {
     pub orgs: Vec<String>,
     /// Prefix of this run's op ids.
     pub prefix: String,
+    /// Tokens of the users [`OpKind::SetDefaultModel`] changes (op `n` is user `n % len`'s).
+    pub users: Vec<String>,
+    /// The two model ids [`OpKind::SetDefaultModel`] alternates between.
+    pub models: Vec<String>,
+}
+
+impl Target {
+    /// The creating load's target: no users for small mutations.
+    pub fn new(bases: Vec<String>, token: String, orgs: Vec<String>, prefix: impl Into<String>) -> Target {
+        Target { bases, token, orgs, prefix: prefix.into(), users: Vec::new(), models: Vec::new() }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -120,6 +140,20 @@ pub async fn sign_in(client: &reqwest::Client, bases: &[String], login: &str, li
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     unreachable!()
+}
+
+/// Two model ids of the catalog for [`OpKind::SetDefaultModel`]: one that `token`'s user does not have as its
+/// default first, then its default, so that every op (the first one of each new user too) changes its row.
+pub async fn two_models(client: &reqwest::Client, base: &str, token: &str) -> Vec<String> {
+    let get = |path: &str| {
+        let req = client.get(format!("{base}{path}")).bearer_auth(token).timeout(Duration::from_secs(10));
+        async move { req.send().await.unwrap().json::<Value>().await.unwrap() }
+    };
+    let catalog = get("/v1/models").await;
+    let current = get("/v1/me").await["defaultModel"].as_str().expect("the app snapshot's default model").to_owned();
+    let ids = catalog.as_array().expect("the model catalog").iter().filter_map(|m| m["id"].as_str());
+    let other = ids.into_iter().find(|id| *id != current).expect("a catalog of at least two models").to_owned();
+    vec![other, current]
 }
 
 /// Creates `orgs` (idempotently, retried over the nodes), within `limit` each.
@@ -197,7 +231,7 @@ pub async fn run_load(client: reqwest::Client, target: Arc<Target>, cfg: LoadCon
         let (client, target, suspects, journal) = (client.clone(), target.clone(), suspects.clone(), journal.clone());
         let first = suspects.pick((n as usize + n as usize / orgs) % nodes);
         tokio::spawn(async move {
-            let rec = one_op(&client, &target, &suspects, op, org, first, cfg, lose).await;
+            let rec = one_op(&client, &target, &suspects, (n, op), org, first, cfg, lose).await;
             journal.lock().unwrap().ops.push(rec);
             drop(permit);
         });
@@ -221,7 +255,7 @@ pub async fn send_op(
     cfg: LoadConfig,
 ) -> OpRecord {
     let suspects = Suspects(Mutex::new(vec![None; target.bases.len()]));
-    one_op(client, target, &suspects, op, org, first, cfg, false).await
+    one_op(client, target, &suspects, (0, op), org, first, cfg, false).await
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -229,7 +263,7 @@ async fn one_op(
     client: &reqwest::Client,
     target: &Target,
     suspects: &Suspects,
-    op: String,
+    (n, op): (u64, String),
     org: String,
     first: usize,
     cfg: LoadConfig,
@@ -247,18 +281,27 @@ async fn one_op(
         not_owner: 0,
         error: None,
     };
-    let body = json!({
-        "repoId": op, "fullName": format!("bench/{op}"), "remoteUrl": format!("https://example.invalid/bench/{op}.git")
-    });
+    let (body, token, done) = match cfg.op {
+        OpKind::CreateRepo => {
+            let repo = format!("https://example.invalid/bench/{op}.git");
+            (json!({ "repoId": op, "fullName": format!("bench/{op}"), "remoteUrl": repo }), &target.token, 201)
+        }
+        OpKind::SetDefaultModel => {
+            let users = target.users.len() as u64;
+            let model = &target.models[((n / users) % 2) as usize];
+            (json!({ "model": model }), &target.users[(n % users) as usize], 200)
+        }
+    };
     let mut node = first;
     loop {
         let attempt_sent = Instant::now();
         rec.attempts += 1;
-        let mut req = client
-            .post(format!("{}/v1/orgs/{org}/repos", target.bases[node]))
-            .bearer_auth(&target.token)
-            .json(&body)
-            .timeout(cfg.attempt_timeout);
+        let base = &target.bases[node];
+        let mut req = match cfg.op {
+            OpKind::CreateRepo => client.post(format!("{base}/v1/orgs/{org}/repos")),
+            OpKind::SetDefaultModel => client.put(format!("{base}/v1/me/default-model")),
+        };
+        req = req.bearer_auth(token).json(&body).timeout(cfg.attempt_timeout);
         if cfg.keyed {
             req = req.header("idempotency-key", &op);
         }
@@ -271,8 +314,8 @@ async fn one_op(
                 let answer: Value = res.json().await.unwrap_or(Value::Null);
                 let code = answer["error"]["code"].as_str().unwrap_or("").to_owned();
                 match status {
-                    201 if lose && rec.lost_answers == 0 => rec.lost_answers += 1,
-                    201 => {
+                    _ if status == done && lose && rec.lost_answers == 0 => rec.lost_answers += 1,
+                    _ if status == done => {
                         rec.ack = Some(Ack { at: Instant::now(), attempt_sent, node, replayed });
                         return rec;
                     }
@@ -339,25 +382,6 @@ pub async fn read_through(
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
-    out
-}
-
-/// Each organization's repository ids, rebuilt from PostgreSQL alone (snapshot + log, as a new node restores it)
-/// into `dir`. The nodes must be stopped: the probe registers as a node to get a lease view for the log client.
-pub async fn restore_from_postgres(pg_url: &str, orgs: &[String], dir: &Path) -> BTreeMap<String, Vec<String>> {
-    let cfg = ClusterConfig::new("probe", pg_url.to_owned());
-    let leases = cluster::start(cfg.clone(), LeaseHooks::default()).await.expect("probe lease manager");
-    let log = PgLog::start(&cfg, leases.view(), leases.owner()).await.expect("probe log client");
-    let mut out = BTreeMap::new();
-    for org in orgs {
-        let actor = LogKey { kind: "organization", key: org.clone(), shard: foundry::runtime::shard_of(org) };
-        let history = log.history(&actor).await.unwrap().unwrap_or_else(|| panic!("{org} is in the log"));
-        let path = dir.join(format!("{org}.sqlite3"));
-        restore(&path, &history).unwrap();
-        let mut conn = SqliteConnection::establish(path.to_str().unwrap()).unwrap();
-        out.insert(org.clone(), repos::table.select(repos::repo_id).order(repos::repo_id).load(&mut conn).unwrap());
-    }
-    drop(leases);
     out
 }
 
@@ -462,6 +486,17 @@ pub struct Verdict {
     pub lost_answers: usize,
     pub not_owner: usize,
     pub errors: BTreeMap<String, usize>,
+    /// Outbox effects: repositories without their `repository.added` audit entry, with more than one, and entries
+    /// naming a repository the organization does not have (`node: ...` through the node, `log: ...` rebuilt).
+    pub audit_missing: Vec<String>,
+    pub audit_duplicated: Vec<String>,
+    pub audit_orphans: Vec<String>,
+    /// Where the organization's summary of a repository disagrees with the repository (`node:` / `log:`).
+    pub summaries_differing: Vec<String>,
+    /// How long the audit entries read through the node took to match (`None`: not within the bound).
+    pub effects_settled_in: Option<Duration>,
+    /// Topic watchers (`None`: none ran).
+    pub topics: Option<TopicReport>,
 }
 
 impl Verdict {
@@ -471,15 +506,49 @@ impl Verdict {
             && self.applied_twice.is_empty()
             && self.unknown.is_empty()
             && self.node_vs_log.is_empty()
+            && self.audit_missing.is_empty()
+            && self.audit_duplicated.is_empty()
+            && self.audit_orphans.is_empty()
+            && self.summaries_differing.is_empty()
+            && self.topics.as_ref().is_none_or(|t| t.regressions.is_empty())
+    }
+
+    /// Compares each organization's `repository.added` entries in `audit` with its repositories in `repos`.
+    fn audit_against(&mut self, from: &str, repos: &BTreeMap<String, Vec<String>>, audit: &AuditCounts) {
+        for (org, ids) in repos {
+            let counts = audit.get(org).cloned().unwrap_or_default();
+            for id in ids {
+                match counts.get(id).copied().unwrap_or(0) {
+                    0 => self.audit_missing.push(format!("{from}: {org}/{id}")),
+                    1 => {}
+                    n => self.audit_duplicated.push(format!("{from}: {org}/{id} ×{n}")),
+                }
+            }
+            for (id, n) in counts.iter().filter(|(id, _)| !ids.contains(id)) {
+                self.audit_orphans.push(format!("{from}: {org}/{id} ×{n}"));
+            }
+        }
     }
 }
 
-pub fn check(
-    journal: &Journal,
-    via_node: &BTreeMap<String, Vec<String>>,
-    via_log: &BTreeMap<String, Vec<String>>,
-) -> Verdict {
+/// Everything the checker compares with the journal.
+pub struct Observed<'a> {
+    /// Each organization's repository ids read through a node.
+    pub via_node: &'a BTreeMap<String, Vec<String>>,
+    pub effects: &'a NodeEffects,
+    pub rebuilt: &'a Rebuilt,
+    pub topics: Option<TopicReport>,
+}
+
+pub fn check(journal: &Journal, seen: Observed<'_>) -> Verdict {
+    let (via_node, via_log) = (seen.via_node, &seen.rebuilt.repos);
     let mut v = Verdict { sent: journal.ops.len(), ..Verdict::default() };
+    v.audit_against("node", via_node, &seen.effects.audit);
+    v.audit_against("log", via_log, &seen.rebuilt.audit);
+    v.summaries_differing.extend(seen.effects.summaries_differing.iter().map(|d| format!("node: {d}")));
+    v.summaries_differing.extend(seen.rebuilt.summaries_differing.iter().map(|d| format!("log: {d}")));
+    v.effects_settled_in = seen.effects.settled_in;
+    v.topics = seen.topics;
     let sent: BTreeMap<&str, &OpRecord> = journal.ops.iter().map(|o| (o.op.as_str(), o)).collect();
     for (org, ids) in via_node {
         let mut seen = BTreeSet::new();

@@ -1,14 +1,18 @@
 //! Test harness for cluster mode: a private PostgreSQL server (`postgres.rs`), a private NATS server (`nats.rs`),
 //! a fault-injecting TCP proxy (`proxy.rs`) to put between a node and a server, `foundry serve --cluster` processes
-//! behind such proxies (`procs.rs`), and the load and checker of the multi-process fault harness (`chaos.rs`).
+//! behind such proxies (`procs.rs`), and the load and checker of the multi-process fault harness (`chaos.rs`, with
+//! `effects.rs` and `rebuild.rs` for outbox effects and summaries, `topics.rs` for topic versions).
 #![allow(dead_code)]
 
 pub mod chaos;
+pub mod effects;
 pub mod nats;
 pub mod node;
 pub mod postgres;
 pub mod procs;
 pub mod proxy;
+pub mod rebuild;
+pub mod topics;
 
 /// A node's configuration with short leases (3 s, renewed every second, a tick every 200 ms): takeovers within
 /// seconds, for the tests that run nodes in process.
