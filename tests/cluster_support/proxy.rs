@@ -35,6 +35,11 @@ impl Proxy {
                             let paused = paused_rx.clone();
                             tokio::spawn(async move {
                                 let Ok(server) = TcpStream::connect(target).await else { return };
+                                // As the clients and servers themselves do: with Nagle's algorithm on, a small write
+                                // behind an unacknowledged one waits for the peer's delayed ACK (40 ms on Linux), which
+                                // stalled every PostgreSQL transaction and NATS request through the proxy.
+                                let _ = client.set_nodelay(true);
+                                let _ = server.set_nodelay(true);
                                 let (cr, cw) = client.into_split();
                                 let (sr, sw) = server.into_split();
                                 tokio::join!(pump(cr, sw, paused.clone()), pump(sr, cw, paused));
