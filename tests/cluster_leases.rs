@@ -61,7 +61,7 @@ impl Node {
     async fn start_with(pg: &PgServer, id: &str, drain: Arc<dyn Drain>) -> Node {
         let proxy = Proxy::start(pg.addr());
         let (tx, events) = mpsc::unbounded_channel();
-        let hooks = LeaseHooks { drain, events: Some(tx) };
+        let hooks = LeaseHooks { drain, events: Some(tx), ..LeaseHooks::default() };
         let leases = cluster::start(config(id, pg.url_via(proxy.addr())), hooks).await.expect("lease manager starts");
         Node {
             id: id.to_owned(),

@@ -256,3 +256,109 @@ async fn calls_and_deliveries_reach_the_node_serving_the_actor_and_wait_out_its_
     assert!(b.node.transport.stats().no_responders.load(std::sync::atomic::Ordering::Relaxed) > 0, "it waited it out");
     b.crash().await;
 }
+
+/// A node cut off from NATS without its connection closing (a partition, a frozen process) stays in its shards'
+/// queue groups on the server for minutes; here a client that joined `fdy.rpc.<shard>` and never answers plays it.
+/// Once the shard's next owner has announced itself, every call goes straight to it: none is handed to the silent
+/// member and lost for a whole attempt (5 s), as about half of them would be through the queue group alone.
+#[actix_rt::test]
+async fn a_cut_off_previous_owner_left_in_the_queue_group_holds_no_call_up() {
+    let Some(pg) = PgServer::start().await else { return };
+    let Some(nats) = NatsServer::start() else { return };
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let nodes = ["node-a", "node-b"];
+    let kb = key_of(&nodes, "node-b", "bob-");
+    let a = Node::start(&pg, &nats, "node-a", dir_a.path()).await;
+    for _ in 0..400 {
+        if a.serves(&kb) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(a.serves(&kb), "alone, a serves every shard");
+    let zombie = async_nats::connect(nats.url()).await.expect("NATS reachable");
+    let shard = foundry::runtime::shard_of(&kb);
+    let _silent = zombie.queue_subscribe(format!("fdy.rpc.{}", shard.0), "fdy".to_owned()).await.unwrap();
+    zombie.flush().await.unwrap();
+
+    let b = Node::start(&pg, &nats, "node-b", dir_b.path()).await;
+    let ka = key_of(&nodes, "node-a", "alice-");
+    both_settled(&a, &b, &ka, &kb).await;
+    // b subscribes and announces within 100 ms of its lease.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let mut slowest = Duration::ZERO;
+    for n in 1..=20 {
+        let started = std::time::Instant::now();
+        assert_eq!(a.accounts.mutate(&kb, Credit { amount: 1 }).await.unwrap(), n);
+        slowest = slowest.max(started.elapsed());
+    }
+    assert!(slowest < Duration::from_secs(2), "a call waited on the silent member: {slowest:?}");
+    let stats = a.node.transport.stats();
+    assert!(stats.direct.load(std::sync::atomic::Ordering::Relaxed) >= 20, "addressed to b directly");
+    assert_eq!(b.accounts.read(&kb, Balance).await.unwrap(), 20, "each applied once");
+    a.crash().await;
+    b.crash().await;
+}
+
+/// A cluster node as `foundry serve --cluster` wires one (`ClusterNode`: release announcements on NATS nudge the
+/// peers' lease managers), with the account kind.
+async fn cluster_node(
+    cfg: foundry::cluster::ClusterConfig,
+    nats: &NatsServer,
+    dir: &Path,
+) -> (foundry::cluster::ClusterNode, foundry::runtime::Runtime) {
+    let mut node = foundry::cluster::ClusterNode::start(cfg, Some(&nats.url())).await.expect("the node joins");
+    let mut rc = foundry::runtime::RuntimeConfig::new(dir);
+    rc.arbiters = 1;
+    rc.router = Some(node.router());
+    rc.commit_log = Some(node.commit_log());
+    rc.transport = node.transport();
+    let rt = foundry::runtime::Runtime::start(rc).expect("runtime starts");
+    rt.register::<Account>(KindConfig::default());
+    node.attach(&rt);
+    (node, rt)
+}
+
+/// A node releasing shards announces it, and the node due to take them over acquires them at once rather than at its
+/// next lease round: here "b" runs its rounds only every 18 s, yet holds its shards well within that of joining,
+/// the handover ("a" drains, releases, announces) happening after b's first round found them still held.
+#[actix_rt::test]
+async fn a_released_shard_is_taken_over_at_once_not_at_the_next_round() {
+    use foundry::cluster::{ClusterConfig, Readiness};
+    let Some(pg) = PgServer::start().await else { return };
+    let Some(nats) = NatsServer::start() else { return };
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, rt_a) = cluster_node(cluster_support::short_leases("node-a", pg.url()), &nats, dir_a.path()).await;
+    for _ in 0..400 {
+        if a.status().readiness() == Readiness::Ready {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(a.status().shards_served(), 1024, "alone, a serves every shard");
+
+    let slow = ClusterConfig {
+        ttl: Duration::from_secs(60),
+        renew_every: Duration::from_secs(18),
+        tick: Duration::from_secs(18),
+        margin: Duration::from_secs(12),
+        call_timeout: Duration::from_secs(2),
+        drain_timeout: Duration::from_secs(2),
+        ..ClusterConfig::new("node-b", pg.url())
+    };
+    let joined = std::time::Instant::now();
+    let (b, rt_b) = cluster_node(slow, &nats, dir_b.path()).await;
+    while b.status().readiness() != Readiness::Ready && joined.elapsed() < Duration::from_secs(17) {
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let took = joined.elapsed();
+    assert_eq!(b.status().readiness(), Readiness::Ready, "b did not take its shards over before its next round");
+    assert!(took < Duration::from_secs(6), "b took {took:?} to hold its shards");
+    let kb = key_of(&["node-a", "node-b"], "node-b", "bob-");
+    assert_eq!(rt_a.registry::<Account>().mutate(&kb, Credit { amount: 2 }).await.unwrap(), 2, "served by b");
+    b.shutdown().await.unwrap();
+    a.shutdown().await.unwrap();
+    rt_b.shutdown().await;
+    rt_a.shutdown().await;
+}

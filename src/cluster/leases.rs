@@ -40,17 +40,36 @@ impl Drain for NoDrain {
     }
 }
 
+/// Told which shards' leases were just released (committed in Postgres), so the nodes taking them over can be
+/// told at once (`foundry serve --cluster` announces them on NATS). Awaited, bounded by [`ANNOUNCE_WITHIN`].
+pub type OnReleased = Arc<dyn Fn(Vec<ShardId>) -> BoxFuture<'static, ()> + Send + Sync>;
+
+/// How long a release announcement may hold the manager up.
+const ANNOUNCE_WITHIN: Duration = Duration::from_millis(500);
+
 /// What the embedding process plugs into the manager.
 #[derive(Clone)]
 pub struct LeaseHooks {
     pub drain: Arc<dyn Drain>,
     /// Receives every [`LeaseEvent`] in order. Unbounded: at most a few events per shard per ownership change.
     pub events: Option<mpsc::UnboundedSender<LeaseEvent>>,
+    pub released: Option<OnReleased>,
 }
 
 impl Default for LeaseHooks {
     fn default() -> Self {
-        LeaseHooks { drain: Arc::new(NoDrain), events: None }
+        LeaseHooks { drain: Arc::new(NoDrain), events: None, released: None }
+    }
+}
+
+/// Makes a lease manager run its round now rather than at its next tick: another node released shards this one may
+/// be due to take over. Cheap to clone; does nothing once the manager has stopped.
+#[derive(Clone)]
+pub struct Nudger(mpsc::UnboundedSender<Command>);
+
+impl Nudger {
+    pub fn nudge(&self) {
+        let _ = self.0.send(Command::Nudge);
     }
 }
 
@@ -65,6 +84,7 @@ pub struct ShutdownReport {
 
 enum Command {
     Shutdown(oneshot::Sender<ShutdownReport>),
+    Nudge,
 }
 
 /// The handle of a running lease manager. Dropping it stops the node at once without releasing (as a crash would:
@@ -151,6 +171,11 @@ impl Leases {
         self.view.clone()
     }
 
+    /// A handle that makes the manager run its round at once (see [`Nudger`]).
+    pub fn nudger(&self) -> Nudger {
+        Nudger(self.commands.clone())
+    }
+
     /// The manager's counters (rounds, readiness, renewal round trips, leases acquired and lost).
     pub fn stats(&self) -> Arc<LeaseStats> {
         self.stats.clone()
@@ -209,6 +234,9 @@ fn new_boot_id() -> String {
     }
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// A nudge runs a round only if the last one is at least this old.
+const MIN_NUDGE_GAP: Duration = Duration::from_millis(50);
 
 /// A node whose heartbeat is older than this is dead for good: its row is deleted (`Store::prune_nodes`).
 pub const NODE_DEAD_FOR: Duration = Duration::from_secs(3600);
@@ -299,7 +327,15 @@ impl Manager {
         let mut next_tick = tokio::time::Instant::now();
         loop {
             tokio::select! {
-                Some(Command::Shutdown(reply)) = commands.recv() => self.begin_leaving(reply).await,
+                Some(command) = commands.recv() => match command {
+                    Command::Shutdown(reply) => self.begin_leaving(reply).await,
+                    // Not while a round just ran: a burst of announcements costs one round, not one each.
+                    Command::Nudge if tokio::time::Instant::now() + self.config.tick >= next_tick + MIN_NUDGE_GAP => {
+                        self.tick().await;
+                        next_tick = tokio::time::Instant::now() + self.config.tick;
+                    }
+                    Command::Nudge => {}
+                },
                 Some((shard, epoch)) = drained.recv() => {
                     self.to_release.insert(shard, epoch);
                     self.release_drained().await;
@@ -577,6 +613,12 @@ impl Manager {
         match bounded(self.config.call_timeout, store.release(&self.owner, &batch)).await {
             Ok(released) => {
                 let released: BTreeMap<ShardId, Epoch> = released.into_iter().collect();
+                if let (Some(hook), false) = (&self.hooks.released, released.is_empty()) {
+                    let announce = hook(released.keys().copied().collect());
+                    if tokio::time::timeout(ANNOUNCE_WITHIN, announce).await.is_err() {
+                        tracing::debug!("announcing released shards took too long; peers acquire at their next tick");
+                    }
+                }
                 let now = Instant::now();
                 for (shard, epoch) in batch {
                     let reason =

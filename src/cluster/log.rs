@@ -10,8 +10,11 @@
 //! statement as the entry that changed it (the `_WAKE` variants), or alone at the current head (`SET_WAKE`), and
 //! read per shard by a node gaining shards (`CommitLog::wakes`).
 //!
-//! Appends of all the node's actors are batched into one Postgres transaction (one round trip, pipelined statements)
-//! by a pump on its own thread, as the lease manager has, so actor arbiters never wait on Postgres themselves.
+//! Appends of all the node's actors are batched into Postgres transactions (one round trip each, pipelined
+//! statements) by pumps on their own thread, as the lease manager has, so actor arbiters never wait on Postgres
+//! themselves. [`PUMPS`] pumps, each with its own connection, take turns at the queue: while one batch commits, the
+//! appends that arrive meanwhile go out on another connection instead of waiting for it (Postgres flushes
+//! concurrent commits together). Order needs no more than that: an actor has one write in flight at a time.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -20,6 +23,7 @@ use std::time::{Duration, Instant};
 use futures_util::future::{join_all, BoxFuture};
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::types::ToSql;
+use tokio_postgres::Statement;
 
 use super::store::{Store, StoreError};
 use super::{ClusterConfig, ClusterError, Epoch, LeaseView};
@@ -28,6 +32,9 @@ use crate::runtime::ShardId;
 
 /// At most this many appends share one Postgres transaction.
 const MAX_BATCH: usize = 256;
+
+/// Connections (and so transactions in flight) per node's commit log.
+pub const PUMPS: usize = 4;
 
 /// The wake-state CTEs appended to a fenced write (after its `lease` and `head`): the actor's row in
 /// `fdy_actor_wake` set to the parameter `$p` (`NULL`: deleted), only if `head` says the write applied.
@@ -116,6 +123,11 @@ const SET_WAKE: &str = concat!(
     "
      SELECT count(*) FROM head"
 );
+
+/// Where an actor's log stands, with its wake state.
+const READ_HEAD: &str = "SELECT h.txid, h.snapshot_txid, h.log_bytes, w.wake_at_ms
+       FROM fdy_actor_head h LEFT JOIN fdy_actor_wake w ON w.kind = h.kind AND w.key = h.key
+      WHERE h.kind = $1 AND h.key = $2";
 
 /// A destroyed actor's log and wake state, at the head its owner knows.
 const FORGET: &str = "WITH lease AS (
@@ -213,8 +225,16 @@ impl PgLog {
                     }
                 };
                 rt.block_on(async move {
-                    let mut pump = Pump { url, owner: pump_owner, timeout, store: None, stats: pump_stats };
-                    match pump.connect().await {
+                    let pump = |url: &String| Pump {
+                        url: url.clone(),
+                        owner: pump_owner.clone(),
+                        timeout,
+                        store: None,
+                        stats: pump_stats.clone(),
+                    };
+                    let mut first = pump(&url);
+                    // The first connection migrates the schema; the others connect on their first batch.
+                    match first.connect().await {
                         Ok(()) => {
                             let _ = ready_tx.send(Ok(()));
                         }
@@ -223,7 +243,10 @@ impl PgLog {
                             return;
                         }
                     }
-                    pump.run(rx).await;
+                    let queue = Arc::new(tokio::sync::Mutex::new(rx));
+                    let mut pumps = vec![tokio::spawn(first.run(queue.clone()))];
+                    pumps.extend((1..PUMPS).map(|_| tokio::spawn(pump(&url).run(queue.clone()))));
+                    join_all(pumps).await;
                 });
             })
             .map_err(ClusterError::Thread)?;
@@ -310,30 +333,80 @@ struct Pump {
     /// This node's lease owner (`<node id>/<boot id>`), which the fence compares with `fdy_shard.owner`.
     owner: String,
     timeout: Duration,
-    store: Option<Store>,
+    /// The connection and its prepared statements (none: reconnect before the next batch).
+    store: Option<(Store, Statements)>,
     stats: Arc<LogStats>,
+}
+
+/// The write statements and the head read, prepared once per connection: each use is then one Bind/Execute in the
+/// batch's pipeline rather than a Parse round trip first (and Postgres plans them once).
+struct Statements {
+    append_pages: Statement,
+    append_pages_wake: Statement,
+    create: Statement,
+    create_wake: Statement,
+    compact: Statement,
+    compact_wake: Statement,
+    forget: Statement,
+    set_wake: Statement,
+    head: Statement,
+}
+
+impl Statements {
+    async fn prepare(client: &tokio_postgres::Client) -> Result<Statements, tokio_postgres::Error> {
+        // Polled together, so the nine Parse messages share one round trip.
+        let (append_pages, append_pages_wake, create, create_wake, compact, compact_wake, forget, set_wake, head) = tokio::try_join!(
+            client.prepare(APPEND_PAGES),
+            client.prepare(APPEND_PAGES_WAKE),
+            client.prepare(CREATE),
+            client.prepare(CREATE_WAKE),
+            client.prepare(COMPACT),
+            client.prepare(COMPACT_WAKE),
+            client.prepare(FORGET),
+            client.prepare(SET_WAKE),
+            client.prepare(READ_HEAD),
+        )?;
+        Ok(Statements {
+            append_pages,
+            append_pages_wake,
+            create,
+            create_wake,
+            compact,
+            compact_wake,
+            forget,
+            set_wake,
+            head,
+        })
+    }
 }
 
 impl Pump {
     async fn connect(&mut self) -> Result<(), StoreError> {
         let mut store = Store::connect(&self.url, "foundry-commit-log", self.timeout).await?;
         store.migrate().await?;
-        self.store = Some(store);
+        let statements = Statements::prepare(store.client()).await.map_err(StoreError::from)?;
+        self.store = Some((store, statements));
         Ok(())
     }
 
-    async fn run(&mut self, mut rx: mpsc::UnboundedReceiver<Request>) {
-        while let Some(first) = rx.recv().await {
+    /// Takes what is queued (the queue is shared with the other pumps: whoever holds it waits for the next
+    /// request) and writes it, until the log is dropped.
+    async fn run(mut self, queue: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<Request>>>) {
+        loop {
             let mut writes = Vec::new();
             let mut reads = Vec::new();
-            let mut next = Some(first);
-            while let Some(req) = next.take() {
-                match req {
-                    Request::Write(w, reply) => writes.push((w, reply)),
-                    other => reads.push(other),
-                }
-                if writes.len() < MAX_BATCH {
-                    next = rx.try_recv().ok();
+            {
+                let mut rx = queue.lock().await;
+                let Some(first) = rx.recv().await else { return };
+                let mut next = Some(first);
+                while let Some(req) = next.take() {
+                    match req {
+                        Request::Write(w, reply) => writes.push((w, reply)),
+                        other => reads.push(other),
+                    }
+                    if writes.len() < MAX_BATCH {
+                        next = rx.try_recv().ok();
+                    }
                 }
             }
             if self.store.is_none() {
@@ -352,6 +425,7 @@ impl Pump {
             if !writes.is_empty() {
                 self.write_batch(writes).await;
             }
+            self.read_heads(&mut reads).await;
             for r in reads {
                 self.read(r).await;
             }
@@ -362,16 +436,17 @@ impl Pump {
     /// order, so the lease rows are locked in the order renewals lock them (no deadlock); a deadlock or
     /// serialization failure all the same (another client) is retried once.
     async fn write_batch(&mut self, mut writes: Vec<(Write, Reply<()>)>) {
-        let Some(store) = self.store.as_mut() else { return };
+        let Some((store, statements)) = self.store.as_ref() else { return };
         writes.sort_by_key(|(w, _)| w.actor.shard);
         let started = Instant::now();
-        let mut res = tokio::time::timeout(self.timeout, run_writes(store, &self.owner, &writes)).await;
+        let client = store.client();
+        let mut res = tokio::time::timeout(self.timeout, run_writes(client, statements, &self.owner, &writes)).await;
         let retry = matches!(&res, Ok(Err(e)) if e.code().is_some_and(|c| {
             *c == tokio_postgres::error::SqlState::T_R_DEADLOCK_DETECTED
                 || *c == tokio_postgres::error::SqlState::T_R_SERIALIZATION_FAILURE
         }));
         if retry {
-            res = tokio::time::timeout(self.timeout, run_writes(store, &self.owner, &writes)).await;
+            res = tokio::time::timeout(self.timeout, run_writes(client, statements, &self.owner, &writes)).await;
         }
         let outcome = match res {
             Ok(Ok(applied)) => Ok(applied),
@@ -416,18 +491,41 @@ impl Pump {
         }
     }
 
+    /// Answers the head reads among `reads` (taking them out), pipelined: one round trip for all of them.
+    async fn read_heads(&mut self, reads: &mut Vec<Request>) {
+        let (heads, others): (Vec<Request>, Vec<Request>) =
+            std::mem::take(reads).into_iter().partition(|r| matches!(r, Request::Head(..)));
+        *reads = others;
+        let Some((store, statements)) = self.store.as_ref() else {
+            let failed = LogError::Unavailable("no connection to PostgreSQL".into());
+            return heads.into_iter().for_each(|r| fail_read(r, &failed));
+        };
+        let timeout = self.timeout;
+        let answers = heads.into_iter().filter_map(|r| match r {
+            Request::Head(actor, reply) => Some(async move {
+                let res = tokio::time::timeout(timeout, read_head(store, statements, &actor)).await;
+                let answer = res
+                    .map_err(|_| LogError::Unavailable(format!("no answer from PostgreSQL within {timeout:?}")))
+                    .and_then(|r| r.map_err(unavailable));
+                let failed = answer.is_err();
+                let _ = reply.send(answer);
+                failed
+            }),
+            _ => None,
+        });
+        if join_all(answers).await.into_iter().any(|failed| failed) {
+            self.store = None;
+        }
+    }
+
     async fn read(&mut self, req: Request) {
-        let Some(store) = self.store.as_mut() else { return };
+        let Some((store, _)) = self.store.as_mut() else { return };
         let timeout = self.timeout;
         let slow = || LogError::Unavailable(format!("no answer from PostgreSQL within {timeout:?}"));
         match req {
             Request::Head(actor, reply) => {
-                let res = tokio::time::timeout(timeout, read_head(store, &actor)).await;
-                let answer = res.map_err(|_| slow()).and_then(|r| r.map_err(unavailable));
-                if answer.is_err() {
-                    self.store = None;
-                }
-                let _ = reply.send(answer);
+                // Taken out by `read_heads`; answered the same way if one gets here.
+                let _ = reply.send(Err(LogError::Unavailable(format!("head of {:?} read out of turn", actor.key))));
             }
             Request::History(actor, reply) => {
                 let res = tokio::time::timeout(timeout, read_history(store, &actor)).await;
@@ -486,14 +584,15 @@ fn as_i64(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-/// The batch's statements, sent together on one transaction (tokio-postgres pipelines them): whether each applied.
+/// The batch as one transaction, sent in one pipeline: `BEGIN`, each write's prepared statement, `COMMIT`, polled
+/// together so they leave in that order and the batch costs one round trip. Whether each write applied (its fence
+/// held). A statement that fails aborts the transaction (its `COMMIT` then rolls back) and fails the batch.
 async fn run_writes(
-    store: &mut Store,
+    client: &tokio_postgres::Client,
+    st: &Statements,
     owner: &str,
     writes: &[(Write, Reply<()>)],
 ) -> Result<Vec<bool>, tokio_postgres::Error> {
-    let txn = store.client_mut().transaction().await?;
-    let tx = &txn;
     let statements = writes.iter().map(|(w, _)| async move {
         let shard = i32::from(w.actor.shard.0);
         let (epoch, txid) = (as_i64(w.epoch.0), as_i64(w.txid));
@@ -503,52 +602,55 @@ async fn run_writes(
         let count = |row: tokio_postgres::Row| row.try_get::<_, i64>(0).map(|n| n == 1);
         match (&w.op, w.wake.is_some()) {
             (WriteOp::Pages(b), false) => {
-                tx.execute(APPEND_PAGES, &[&shard, &owner, &epoch, &kind, &key, &txid, b]).await.map(|n| n == 1)
+                client.execute(&st.append_pages, &[&shard, &owner, &epoch, &kind, &key, &txid, b]).await.map(|n| n == 1)
             }
             (WriteOp::Pages(b), true) => {
                 let p: [&(dyn ToSql + Sync); 8] = [&shard, &owner, &epoch, &kind, &key, &txid, b, &wake];
-                tx.execute(APPEND_PAGES_WAKE, &p).await.map(|n| n == 1)
+                client.execute(&st.append_pages_wake, &p).await.map(|n| n == 1)
             }
             (WriteOp::Snapshot(b), false) if w.txid == 1 => {
-                tx.execute(CREATE, &[&shard, &owner, &epoch, &kind, &key, &txid, b]).await.map(|n| n == 1)
+                client.execute(&st.create, &[&shard, &owner, &epoch, &kind, &key, &txid, b]).await.map(|n| n == 1)
             }
             (WriteOp::Snapshot(b), true) if w.txid == 1 => {
                 let p: [&(dyn ToSql + Sync); 8] = [&shard, &owner, &epoch, &kind, &key, &txid, b, &wake];
-                tx.execute(CREATE_WAKE, &p).await.map(|n| n == 1)
+                client.execute(&st.create_wake, &p).await.map(|n| n == 1)
             }
             (WriteOp::Snapshot(b), false) => {
                 let p: [&(dyn ToSql + Sync); 7] = [&shard, &owner, &epoch, &kind, &key, &txid, b];
-                tx.query_one(COMPACT, &p).await.and_then(count)
+                client.query_one(&st.compact, &p).await.and_then(count)
             }
             (WriteOp::Snapshot(b), true) => {
                 let p: [&(dyn ToSql + Sync); 8] = [&shard, &owner, &epoch, &kind, &key, &txid, b, &wake];
-                tx.query_one(COMPACT_WAKE, &p).await.and_then(count)
+                client.query_one(&st.compact_wake, &p).await.and_then(count)
             }
             (WriteOp::Forget, _) => {
                 let p: [&(dyn ToSql + Sync); 6] = [&shard, &owner, &epoch, &kind, &key, &txid];
-                tx.query_one(FORGET, &p).await.and_then(count)
+                client.query_one(&st.forget, &p).await.and_then(count)
             }
             (WriteOp::Wake, _) => {
                 let p: [&(dyn ToSql + Sync); 7] = [&shard, &owner, &epoch, &kind, &key, &txid, &wake];
-                tx.query_one(SET_WAKE, &p).await.and_then(count)
+                client.query_one(&st.set_wake, &p).await.and_then(count)
             }
         }
     });
-    let applied: Vec<bool> = join_all(statements).await.into_iter().collect::<Result<_, _>>()?;
-    txn.commit().await?;
+    let (begun, applied, committed) = futures_util::future::join3(
+        client.batch_execute("BEGIN"),
+        join_all(statements),
+        client.batch_execute("COMMIT"),
+    )
+    .await;
+    begun?;
+    let applied: Vec<bool> = applied.into_iter().collect::<Result<_, _>>()?;
+    committed?;
     Ok(applied)
 }
 
-async fn read_head(store: &Store, actor: &LogKey) -> Result<Option<Head>, tokio_postgres::Error> {
-    let row = store
-        .client()
-        .query_opt(
-            "SELECT h.txid, h.snapshot_txid, h.log_bytes, w.wake_at_ms
-               FROM fdy_actor_head h LEFT JOIN fdy_actor_wake w ON w.kind = h.kind AND w.key = h.key
-              WHERE h.kind = $1 AND h.key = $2",
-            &[&actor.kind, &actor.key],
-        )
-        .await?;
+async fn read_head(
+    store: &Store,
+    statements: &Statements,
+    actor: &LogKey,
+) -> Result<Option<Head>, tokio_postgres::Error> {
+    let row = store.client().query_opt(&statements.head, &[&actor.kind, &actor.key]).await?;
     row.map(|r| {
         Ok(Head {
             txid: r.try_get::<_, i64>(0)? as u64,

@@ -27,12 +27,12 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
-pub use leases::{start, Drain, LeaseHooks, Leases, NoDrain, ShutdownReport};
+pub use leases::{start, Drain, LeaseHooks, Leases, NoDrain, Nudger, OnReleased, ShutdownReport};
 pub use log::{LogStats, PgLog};
 pub use node::{ClusterNode, ClusterStatus, Readiness};
 pub use ownership::{Held, LeaseEvent, LeaseStats, LeaseView, LostReason, Ownership};
 pub use store::{Store, StoreError};
-pub use transport::{NatsTransport, TransportStats};
+pub use transport::{NatsTransport, OnPeerRelease, TransportStats};
 
 /// A shard's lease generation: bumped by every acquisition, never reused. Later slices fence durable writes with it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]

@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use futures_util::future::BoxFuture;
 
-use super::leases::{Drain, LeaseHooks, Leases, ShutdownReport};
+use super::leases::{Drain, LeaseHooks, Leases, OnReleased, ShutdownReport};
 use super::ownership::{LeaseStats, LeaseView};
 use super::{ClusterConfig, ClusterError, Epoch};
 use crate::runtime::{Router, Runtime, ShardId};
@@ -133,13 +133,32 @@ impl ClusterNode {
     /// runtime with [`ClusterNode::router`], then [`ClusterNode::attach`] it.
     pub async fn start(config: ClusterConfig, nats_url: Option<&str>) -> Result<ClusterNode, ClusterError> {
         let runtime = Arc::new(OnceLock::new());
-        let hooks = LeaseHooks { drain: Arc::new(RuntimeDrain(runtime.clone())), events: None };
+        // Releases are announced on NATS once connected (the lease manager starts first: it checks the store).
+        let announcer: Arc<OnceLock<super::NatsTransport>> = Arc::new(OnceLock::new());
+        let released: OnReleased = {
+            let announcer = announcer.clone();
+            Arc::new(move |shards| {
+                let transport = announcer.get().cloned();
+                Box::pin(async move {
+                    if let Some(t) = transport {
+                        t.announce_released(shards).await;
+                    }
+                })
+            })
+        };
+        let hooks =
+            LeaseHooks { drain: Arc::new(RuntimeDrain(runtime.clone())), events: None, released: Some(released) };
         let leases = super::start(config.clone(), hooks).await?;
         let log = super::PgLog::start(&config, leases.view(), leases.owner()).await?;
         let transport = match nats_url {
             Some(url) => {
                 let ca = config.nats_ca_file.as_deref();
-                Some(super::NatsTransport::connect_with(url, &config.node_id, ca).await?)
+                let transport = super::NatsTransport::connect_with(url, &config.node_id, ca).await?;
+                // Another node released shards: this one may be their next owner, so it runs its round now.
+                let nudger = leases.nudger();
+                transport.on_released(Arc::new(move || nudger.nudge()));
+                let _ = announcer.set(transport.clone());
+                Some(transport)
             }
             None => None,
         };

@@ -176,7 +176,7 @@ pub fn render_cluster_metrics(cluster: &ClusterStatus, out: &mut String) {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
     }
     if let Some(t) = cluster.transport_stats() {
-        let rows: [(&str, &str, u64); 3] = [
+        let rows: [(&str, &str, u64); 6] = [
             ("foundry_cluster_remote_calls_total", "Requests sent to the node serving a shard (NATS).", load(&t.sent)),
             (
                 "foundry_cluster_remote_no_responders_total",
@@ -184,6 +184,21 @@ pub fn render_cluster_metrics(cluster: &ClusterStatus, out: &mut String) {
                 load(&t.no_responders),
             ),
             ("foundry_cluster_remote_served_total", "Requests from other nodes served here.", load(&t.served)),
+            (
+                "foundry_cluster_remote_direct_total",
+                "Requests sent straight to the node last heard serving the shard.",
+                load(&t.direct),
+            ),
+            (
+                "foundry_cluster_remote_stale_hints_total",
+                "Of those, not served there (or unanswered): sent to the shard's queue group instead.",
+                load(&t.stale_hints),
+            ),
+            (
+                "foundry_cluster_remote_moved_total",
+                "Requests given up on a previous owner once another node announced it serves the shard.",
+                load(&t.moved),
+            ),
         ];
         for (name, help, value) in rows {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");

@@ -48,7 +48,8 @@ pub struct Head {
     pub wake_at_ms: Option<i64>,
 }
 
-/// One appended entry: the whole file, or the pages of the commits since the previous entry.
+/// One appended entry: the whole file, or the pages of the commits since the previous entry, as stored
+/// (compressed: `wal::pack`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Entry {
     Snapshot(Vec<u8>),
@@ -222,10 +223,10 @@ pub fn restore(db: &Path, history: &History) -> io::Result<()> {
         p.push("-restoring");
         PathBuf::from(p)
     };
-    std::fs::write(&tmp, &history.snapshot)?;
+    std::fs::write(&tmp, wal::unpack(&history.snapshot)?)?;
     let file = std::fs::OpenOptions::new().write(true).open(&tmp)?;
     for (_, entry) in &history.entries {
-        wal::apply_entry(&file, entry)?;
+        wal::apply_entry(&file, &wal::unpack(entry)?)?;
     }
     file.sync_all()?;
     drop(file);
@@ -356,9 +357,9 @@ impl Durable {
         let entry = if self.wants_snapshot() {
             checkpoint()?;
             self.cursor.reset();
-            Entry::Snapshot(std::fs::read(db)?)
+            Entry::Snapshot(wal::pack(&std::fs::read(db)?))
         } else {
-            Entry::Pages(pages.map(|p| p.encode()).unwrap_or_default())
+            Entry::Pages(pages.map(|p| wal::pack(&p.encode())).unwrap_or_default())
         };
         Ok(Some(Append { actor: self.actor.clone(), txid: self.txid + 1, entry, wake: None }))
     }

@@ -34,6 +34,18 @@ pub trait Transport: Send + Sync + fmt::Debug + 'static {
         timeout: Duration,
     ) -> BoxFuture<'static, Result<Vec<u8>, TransportError>>;
 
+    /// [`Transport::request`] for a request that is safe to send again (a read, a mutation with its request id, an
+    /// outbox delivery): it may give up early with [`TransportError::Moved`] when another node announces it serves
+    /// the shard, rather than wait out a previous owner that may never answer.
+    fn request_movable(
+        &self,
+        shard: ShardId,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> BoxFuture<'static, Result<Vec<u8>, TransportError>> {
+        self.request(shard, body, timeout)
+    }
+
     /// This node's address for pushes: the frames and events of the actors other nodes serve, for this node's
     /// connections to them (`runtime::links`). `None`: the transport carries no pushes, and a connection to another
     /// node's actor answers `not_owner`.
@@ -52,6 +64,13 @@ pub trait Transport: Send + Sync + fmt::Debug + 'static {
         let inbox = inbox.to_owned();
         Box::pin(async move { Err(TransportError::Unreachable(inbox)) })
     }
+
+    /// Resolves once a node announces that it serves `shard` (a failover ended), so a caller backing off asks again
+    /// at once. Never resolves if the transport hears no announcements.
+    fn announced(&self, shard: ShardId) -> BoxFuture<'static, ()> {
+        let _ = shard;
+        Box::pin(std::future::pending())
+    }
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -62,6 +81,10 @@ pub enum TransportError {
     /// Sent, but no answer came in time: the request may or may not have run.
     #[error("no answer from the node serving shard {0} in time")]
     Timeout(ShardId),
+    /// Given up on the node asked: another node announced it serves the shard now, so the one asked was a previous
+    /// owner (perhaps cut off) that will not answer. Like `Timeout`, the request may or may not have run.
+    #[error("shard {0} moved to another node while its previous owner was asked")]
+    Moved(ShardId),
     #[error("transport failed: {0}")]
     Failed(String),
     /// Nobody listens at a node's inbox any more (that node is gone).
@@ -303,7 +326,7 @@ impl Request {
 /// Sends an outbox delivery to the node serving `shard` and waits for the outcome (any failure: retry later).
 pub(crate) async fn deliver_remote(transport: &dyn Transport, shard: ShardId, request: Request) -> DeliveryOutcome {
     let body = request.encode();
-    match transport.request(shard, body, ROUTED_DEADLINE).await {
+    match transport.request_movable(shard, body, ROUTED_DEADLINE).await {
         Err(e) => DeliveryOutcome::Retry(e.to_string()),
         Ok(bytes) => match serde_json::from_slice::<Reply>(&bytes) {
             Ok(Reply::Delivered { outcome, detail }) => match outcome {
@@ -454,8 +477,12 @@ pub(crate) async fn exchange<Er>(
             let reason = ActivationFailure::NotOwner(shard);
             return Err(CallError::Activation(ActivationError { kind, key: key.to_owned(), reason }));
         }
-        let attempt = if retry_unanswered { left.min(ATTEMPT_TIMEOUT) } else { left };
-        match transport.request(shard, body.clone(), attempt).await {
+        let sent = if retry_unanswered {
+            transport.request_movable(shard, body.clone(), left.min(ATTEMPT_TIMEOUT))
+        } else {
+            transport.request(shard, body.clone(), left)
+        };
+        match sent.await {
             Ok(bytes) => match serde_json::from_slice::<Reply>(&bytes) {
                 Ok(Reply::Returned { output }) => return Ok(output),
                 Ok(Reply::Failed { error }) => {
@@ -473,15 +500,27 @@ pub(crate) async fn exchange<Er>(
                 }
             },
             Err(TransportError::NoResponders(_)) => {}
+            // The shard has a new owner already: ask it now.
+            Err(TransportError::Moved(_)) if retry_unanswered => {
+                maybe_ran |= class == CallClass::Mutation;
+                continue;
+            }
             Err(TransportError::Timeout(_)) if retry_unanswered => maybe_ran |= class == CallClass::Mutation,
-            Err(TransportError::Timeout(_)) => return Err(CallError::Timeout(ROUTED_DEADLINE)),
+            Err(TransportError::Timeout(_) | TransportError::Moved(_)) => {
+                return Err(CallError::Timeout(ROUTED_DEADLINE))
+            }
             Err(e @ (TransportError::Failed(_) | TransportError::Unreachable(_))) => {
                 return Err(CallError::Storage { kind, key: key.to_owned(), message: e.to_string() });
             }
         }
         // Nobody serves the shard, the node asked no longer does, or (reads, mutations) it did not answer: wait for
-        // the next owner. A mutation goes again under the same id, so the owner replays it if it ran.
-        tokio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now()))).await;
+        // the next owner (until it announces itself, or the pause ends). A mutation goes again under the same id,
+        // so the owner replays it if it ran.
+        let announced = transport.announced(shard);
+        tokio::select! {
+            () = tokio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now()))) => {}
+            () = announced => {}
+        }
         pause = (pause * 2).min(Duration::from_secs(1));
     }
 }

@@ -192,11 +192,13 @@ async fn remote_connect<E: Entity>(
         gen,
     }
     .encode();
-    let answer = match transport.request(shard, body, ATTEMPT).await {
+    let answer = match transport.request_movable(shard, body, ATTEMPT).await {
         Ok(answer) => answer,
         // A `Connect` that timed out may have made a connection there: its pushes carry this attempt, which the
         // next one supersedes, so it ends at its first push.
-        Err(TransportError::NoResponders(_) | TransportError::Timeout(_)) => return Ok(None),
+        Err(TransportError::NoResponders(_) | TransportError::Timeout(_) | TransportError::Moved(_)) => {
+            return Ok(None)
+        }
         Err(e) => return Err(storage(e.to_string())),
     };
     match serde_json::from_slice::<Reply>(&answer) {
