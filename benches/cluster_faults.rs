@@ -8,6 +8,8 @@
 //! cargo bench --bench cluster_faults -- [all|cost|cost-small|kill|stop|term|blackhole ...] [secs=N] [rate=N] [quiet=N]
 //! ```
 //!
+//! `FOUNDRY_BIN=<path>` runs the nodes from another build of `foundry` (to compare two builds side by side).
+//!
 //! - cost: no faults; 200 creations/s for `secs` (30) unkeyed (every node forwards to the organization's node),
 //!   then the same keyed (`Idempotency-Key`): latency p50/p99, PostgreSQL transactions/s, bytes logged.
 //! - cost-small: no faults; one repository per organization, then 200 small mutations/s for `secs` (30), round-robin
@@ -95,7 +97,9 @@ struct Setup {
 }
 
 async fn setup(prefix: &str) -> Option<Setup> {
-    let cluster = ProcCluster::start(FOUNDRY.as_ref(), 3, TTL_SECS, true).await?;
+    // `FOUNDRY_BIN=<path>` runs another build (an older one, side by side with this one).
+    let binary = std::env::var_os("FOUNDRY_BIN").map_or_else(|| std::path::PathBuf::from(FOUNDRY), Into::into);
+    let cluster = ProcCluster::start(&binary, 3, TTL_SECS, true).await?;
     let client = foundry::integrations::http_client_builder().build().unwrap();
     assert!(cluster.all_ready(&client, Duration::from_secs(60)).await, "{}", cluster.log_tail(0, 20));
     let bases = cluster.bases();

@@ -200,6 +200,10 @@ struct Serve {
     /// URL: `?sslmode=require&sslrootcert=/path/ca.pem`.
     #[arg(long, env = "FOUNDRY_NATS_CA_FILE")]
     nats_ca_file: Option<PathBuf>,
+    /// With --cluster: PostgreSQL connections of the commit log (batches of appends in flight at once). More help
+    /// only when PostgreSQL's commit is slow (a distant synchronous standby). Default: 1.
+    #[arg(long, env = "FOUNDRY_LOG_CONNECTIONS", value_parser = clap::value_parser!(u64).range(1..=64))]
+    log_connections: Option<u64>,
 }
 
 fn main() -> std::io::Result<()> {
@@ -285,6 +289,7 @@ fn cluster_config(args: &Serve) -> std::io::Result<Option<foundry::cluster::Clus
             ("--lease-ttl-secs", args.lease_ttl_secs.is_some()),
             ("--nats-url", args.nats_url.is_some()),
             ("--nats-ca-file", args.nats_ca_file.is_some()),
+            ("--log-connections", args.log_connections.is_some()),
         ];
         let given: Vec<&str> = given.iter().filter(|(_, g)| *g).map(|(flag, _)| *flag).collect();
         if !given.is_empty() {
@@ -316,8 +321,12 @@ fn cluster_config(args: &Serve) -> std::io::Result<Option<foundry::cluster::Clus
         }
         config.nats_ca_file = Some(ca.clone());
     }
+    if let Some(n) = args.log_connections {
+        config.log_connections = usize::try_from(n).unwrap_or(1);
+    }
     config.validate().map_err(|e| match e {
         ConfigError::NodeId(_) => err(format!("--node-id: {e}")),
+        ConfigError::LogConnections(_) => err(format!("--log-connections: {e}")),
         // The URL itself is not repeated: it may hold a password.
         ConfigError::PostgresUrl(_) => err(format!("--postgres-url: {e}")),
         ConfigError::Timing(_) => err(format!("--lease-ttl-secs: {e}")),

@@ -584,3 +584,57 @@ async fn rows_of_nodes_dead_for_over_an_hour_are_pruned() {
     assert_eq!(names().await, ["dozing", "node-a"], "dead for less than an hour, and live: kept");
     assert_never_served_twice(&mut [&mut a]);
 }
+
+/// A graceful stop tells the release hook (which `serve --cluster` announces on NATS, so peers acquire at once) each
+/// shard it released, once, and only after the release committed in Postgres.
+#[tokio::test]
+async fn a_graceful_stop_announces_each_release_once_it_committed() {
+    let _serial = serial().await;
+    let Some(pg) = start_pg().await else { return };
+    let a = Node::start(&pg, "node-a").await;
+    let store = direct(&pg).await;
+    let announced = Arc::new(Mutex::new(Vec::<(ShardId, bool)>::new()));
+    let b_owner = Arc::new(OnceLock::<String>::new());
+    let hook: cluster::OnReleased = {
+        let (announced, url, b_owner) = (announced.clone(), pg.url(), b_owner.clone());
+        Arc::new(move |shards: Vec<ShardId>| {
+            let (announced, url, b_owner) = (announced.clone(), url.clone(), b_owner.clone());
+            Box::pin(async move {
+                // Announced only once released: no row of these shards still names b (free, or a took it).
+                let store = Store::connect(&url, "test", Duration::from_secs(5)).await.unwrap();
+                let rows = store.shards().await.unwrap();
+                for shard in shards {
+                    let free = rows.iter().any(|r| r.shard == shard && r.owner.as_ref() != b_owner.get());
+                    announced.lock().unwrap().push((shard, free));
+                }
+            })
+        })
+    };
+    let hooks = LeaseHooks { released: Some(hook), ..LeaseHooks::default() };
+    let b = cluster::start(config("node-b", pg.url()), hooks).await.expect("lease manager starts");
+    b_owner.set(b.owner()).unwrap();
+    let b_view = b.view();
+    let b_node = Node {
+        id: "node-b".into(),
+        owner: b.owner(),
+        leases: None,
+        view: b_view.clone(),
+        events: mpsc::unbounded_channel().1,
+        log: Vec::new(),
+        proxy: Proxy::start(pg.addr()),
+    };
+    wait_stable(&store, &[&a, &b_node], &[0, 1]).await;
+    let held: BTreeMap<ShardId, Epoch> = b_view.serving().into_iter().collect();
+    assert!(!held.is_empty());
+
+    let report = b.shutdown().await.expect("graceful stop");
+    assert!(b_view.stopped().is_some());
+    assert_eq!((report.released, report.left_to_expire), (held.len(), 0));
+    let announced = announced.lock().unwrap().clone();
+    let named: BTreeMap<ShardId, Epoch> = announced.iter().map(|(s, _)| (*s, held[s])).collect();
+    assert_eq!(named, held, "every released shard announced, once");
+    assert_eq!(announced.len(), held.len());
+    assert!(announced.iter().all(|(_, free)| *free), "announced before the release committed: {announced:?}");
+    wait_stable(&store, &[&a], &[0]).await;
+    assert_eq!(a.serving().len(), usize::from(foundry::runtime::SHARD_COUNT), "a took everything over");
+}

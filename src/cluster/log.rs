@@ -12,9 +12,9 @@
 //!
 //! Appends of all the node's actors are batched into Postgres transactions (one round trip each, pipelined
 //! statements) by pumps on their own thread, as the lease manager has, so actor arbiters never wait on Postgres
-//! themselves. [`PUMPS`] pumps, each with its own connection, take turns at the queue: while one batch commits, the
-//! appends that arrive meanwhile go out on another connection instead of waiting for it (Postgres flushes
-//! concurrent commits together). Order needs no more than that: an actor has one write in flight at a time.
+//! themselves. With `ClusterConfig::log_connections` above 1, that many pumps, each with its own connection, take
+//! turns at the queue: while one batch commits, the appends that arrive meanwhile go out on another connection
+//! instead of waiting for it. Order needs no more than that: an actor has one write in flight at a time.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -32,9 +32,6 @@ use crate::runtime::ShardId;
 
 /// At most this many appends share one Postgres transaction.
 const MAX_BATCH: usize = 256;
-
-/// Connections (and so transactions in flight) per node's commit log.
-pub const PUMPS: usize = 4;
 
 /// The wake-state CTEs appended to a fenced write (after its `lease` and `head`): the actor's row in
 /// `fdy_actor_wake` set to the parameter `$p` (`NULL`: deleted), only if `head` says the write applied.
@@ -212,6 +209,7 @@ impl PgLog {
         let stats = Arc::new(LogStats::default());
         let (ready_tx, ready_rx) = oneshot::channel();
         let (url, timeout, pump_stats) = (config.postgres_url.clone(), config.call_timeout, stats.clone());
+        let connections = config.log_connections.max(1);
         let pump_owner = owner.clone();
         let name = format!("commit-log-{}", config.node_id);
         std::thread::Builder::new()
@@ -245,7 +243,7 @@ impl PgLog {
                     }
                     let queue = Arc::new(tokio::sync::Mutex::new(rx));
                     let mut pumps = vec![tokio::spawn(first.run(queue.clone()))];
-                    pumps.extend((1..PUMPS).map(|_| tokio::spawn(pump(&url).run(queue.clone()))));
+                    pumps.extend((1..connections).map(|_| tokio::spawn(pump(&url).run(queue.clone()))));
                     join_all(pumps).await;
                 });
             })

@@ -72,6 +72,10 @@ pub struct ClusterConfig {
     /// A CA certificate (PEM) the NATS server's certificate must chain to, besides the system's roots; given, the
     /// NATS connection requires TLS (a `tls://` URL requires it too).
     pub nats_ca_file: Option<std::path::PathBuf>,
+    /// PostgreSQL connections of the commit log: how many batches of appends may be in flight at once. One batch is
+    /// one round trip (pipelined) plus PostgreSQL's commit, so more help only when that commit is slow (a synchronous
+    /// standby far away); otherwise they split batches into more transactions, each with its own flush.
+    pub log_connections: usize,
 }
 
 impl fmt::Debug for ClusterConfig {
@@ -87,6 +91,7 @@ impl fmt::Debug for ClusterConfig {
             .field("call_timeout", &self.call_timeout)
             .field("drain_timeout", &self.drain_timeout)
             .field("nats_ca_file", &self.nats_ca_file)
+            .field("log_connections", &self.log_connections)
             .finish()
     }
 }
@@ -105,6 +110,7 @@ impl ClusterConfig {
             call_timeout: Duration::from_secs(2),
             drain_timeout: Duration::from_secs(30),
             nats_ca_file: None,
+            log_connections: 1,
         }
     }
 
@@ -139,6 +145,9 @@ impl ClusterConfig {
         if url.tls {
             url.connector().map_err(ConfigError::PostgresUrl)?;
         }
+        if !(1..=64).contains(&self.log_connections) {
+            return Err(ConfigError::LogConnections(self.log_connections));
+        }
         if self.tick.is_zero() || self.renew_every.is_zero() || self.call_timeout.is_zero() {
             return Err(ConfigError::Timing("tick, renew_every and call_timeout must be positive"));
         }
@@ -165,6 +174,8 @@ pub enum ConfigError {
     PostgresUrl(String),
     #[error("lease timings: {0}")]
     Timing(&'static str),
+    #[error("{0} commit-log connections: 1 to 64")]
+    LogConnections(usize),
 }
 
 /// Why the lease manager could not start or stopped.
