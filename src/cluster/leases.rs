@@ -425,6 +425,9 @@ impl Manager {
         if !self.acquire(&desired, me).await {
             return;
         }
+        // What was acquired is served before readiness says so: `/readyz` (and a caller waiting on it) must never
+        // see "ready" while the router still refuses the shards it names.
+        self.publish();
         self.stats.round_done(self.holds_all(&desired, me));
         self.hand_off(&desired, me);
         self.release_drained().await;
