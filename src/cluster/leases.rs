@@ -235,7 +235,7 @@ fn new_boot_id() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// A nudge runs a round only if the last one is at least this old.
+/// A nudge brings the next round forward to this long after the last one (or now, if that has passed).
 const MIN_NUDGE_GAP: Duration = Duration::from_millis(50);
 
 /// A node whose heartbeat is older than this is dead for good: its row is deleted (`Store::prune_nodes`).
@@ -329,12 +329,12 @@ impl Manager {
             tokio::select! {
                 Some(command) = commands.recv() => match command {
                     Command::Shutdown(reply) => self.begin_leaving(reply).await,
-                    // Not while a round just ran: a burst of announcements costs one round, not one each.
-                    Command::Nudge if tokio::time::Instant::now() + self.config.tick >= next_tick + MIN_NUDGE_GAP => {
-                        self.tick().await;
-                        next_tick = tokio::time::Instant::now() + self.config.tick;
+                    // The next round is brought forward, to no sooner than MIN_NUDGE_GAP after the last one: a
+                    // burst of announcements costs one round, not one each, and none is lost.
+                    Command::Nudge => {
+                        let last = next_tick.checked_sub(self.config.tick).unwrap_or(next_tick);
+                        next_tick = next_tick.min(last + MIN_NUDGE_GAP);
                     }
-                    Command::Nudge => {}
                 },
                 Some((shard, epoch)) = drained.recv() => {
                     self.to_release.insert(shard, epoch);

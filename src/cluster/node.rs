@@ -148,20 +148,23 @@ impl ClusterNode {
         };
         let hooks =
             LeaseHooks { drain: Arc::new(RuntimeDrain(runtime.clone())), events: None, released: Some(released) };
-        let leases = super::start(config.clone(), hooks).await?;
-        let log = super::PgLog::start(&config, leases.view(), leases.owner()).await?;
+        // NATS first: a joining node must hear the releases its peers make for it as soon as its manager starts.
         let transport = match nats_url {
             Some(url) => {
                 let ca = config.nats_ca_file.as_deref();
                 let transport = super::NatsTransport::connect_with(url, &config.node_id, ca).await?;
-                // Another node released shards: this one may be their next owner, so it runs its round now.
-                let nudger = leases.nudger();
-                transport.on_released(Arc::new(move || nudger.nudge()));
                 let _ = announcer.set(transport.clone());
                 Some(transport)
             }
             None => None,
         };
+        let leases = super::start(config.clone(), hooks).await?;
+        if let Some(transport) = &transport {
+            // Another node released shards: this one may be their next owner, so it runs its round now.
+            let nudger = leases.nudger();
+            transport.on_released(Arc::new(move || nudger.nudge()));
+        }
+        let log = super::PgLog::start(&config, leases.view(), leases.owner()).await?;
         let status = ClusterStatus {
             node_id: leases.node_id().to_owned(),
             view: leases.view(),

@@ -172,7 +172,15 @@ pub struct NatsTransport {
     /// This node's inbox subject (see the module doc).
     inbox: String,
     owners: Arc<Owners>,
-    on_released: Arc<Mutex<Option<OnPeerRelease>>>,
+    on_released: Arc<Mutex<PeerReleases>>,
+}
+
+/// What to do when another node announces a release, and whether one was heard before that was set (a node joining
+/// hears its peers' releases from the moment it connects, before its lease manager exists).
+#[derive(Default)]
+struct PeerReleases {
+    hook: Option<OnPeerRelease>,
+    heard: bool,
 }
 
 impl std::fmt::Debug for NatsTransport {
@@ -217,19 +225,34 @@ impl NatsTransport {
             .map_err(|e| ClusterError::Transport(e.to_string()))?;
         // Hex keeps any node id a single subject token.
         let hex: String = node_id.bytes().map(|b| format!("{b:02x}")).collect();
-        Ok(NatsTransport {
+        let this = NatsTransport {
             client,
             stats: Arc::new(TransportStats::default()),
             inbox: format!("fdy.gw.{hex}"),
             owners: Arc::new(Owners::new()),
-            on_released: Arc::new(Mutex::new(None)),
-        })
+            on_released: Arc::new(Mutex::new(PeerReleases::default())),
+        };
+        // From now on, not only once serving: a joining node must hear the releases its peers make for it while its
+        // lease manager starts. The task ends with the connection.
+        match this.client.subscribe(RELEASED).await {
+            Ok(sub) => drop(tokio::spawn(this.clone().hear_releases(sub))),
+            Err(e) => tracing::warn!(error = %e, "cannot subscribe to release announcements"),
+        }
+        Ok(this)
     }
 
-    /// Runs `hook` whenever another node announces it released shards (the lease manager's nudge).
+    /// Runs `hook` whenever another node announces it released shards (the lease manager's nudge), and once now if
+    /// one was announced since this transport connected.
     pub fn on_released(&self, hook: OnPeerRelease) {
-        if let Ok(mut slot) = self.on_released.lock() {
-            *slot = Some(hook);
+        let heard = match self.on_released.lock() {
+            Ok(mut slot) => {
+                slot.hook = Some(hook.clone());
+                std::mem::take(&mut slot.heard)
+            }
+            Err(_) => false,
+        };
+        if heard {
+            hook();
         }
     }
 
@@ -270,10 +293,6 @@ impl NatsTransport {
             match this.client.subscribe(GAINED).await {
                 Ok(sub) => side.0.push(actix_rt::spawn(this.clone().hear_gains(sub, runtime.clone()))),
                 Err(e) => tracing::warn!(error = %e, "cannot subscribe to shard announcements"),
-            }
-            match this.client.subscribe(RELEASED).await {
-                Ok(sub) => side.0.push(actix_rt::spawn(this.clone().hear_releases(sub))),
-                Err(e) => tracing::warn!(error = %e, "cannot subscribe to release announcements"),
             }
             match this.client.subscribe(format!("{}.rpc.*", this.inbox)).await {
                 Ok(sub) => side.0.push(actix_rt::spawn(this.clone().answer_direct(sub, runtime.clone(), view.clone()))),
@@ -352,7 +371,13 @@ impl NatsTransport {
         while let Some(msg) = sub.next().await {
             match serde_json::from_slice::<Gained>(&msg.payload) {
                 Ok(r) if r.node != self.inbox => {
-                    let hook = self.on_released.lock().ok().and_then(|h| h.clone());
+                    let hook = match self.on_released.lock() {
+                        Ok(mut slot) => {
+                            slot.heard |= slot.hook.is_none();
+                            slot.hook.clone()
+                        }
+                        Err(_) => None,
+                    };
                     if let Some(hook) = hook {
                         hook();
                     }
