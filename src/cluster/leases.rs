@@ -338,6 +338,10 @@ impl Manager {
                 },
                 Some((shard, epoch)) = drained.recv() => {
                     self.to_release.insert(shard, epoch);
+                    // Every shard drained by now goes in the same release (and announcement).
+                    while let Ok((shard, epoch)) = drained.try_recv() {
+                        self.to_release.insert(shard, epoch);
+                    }
                     self.release_drained().await;
                 }
                 _ = tokio::time::sleep_until(next_tick) => {
