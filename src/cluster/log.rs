@@ -582,9 +582,11 @@ fn as_i64(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-/// The batch as one transaction, sent in one pipeline: `BEGIN`, each write's prepared statement, `COMMIT`, polled
-/// together so they leave in that order and the batch costs one round trip. Whether each write applied (its fence
-/// held). A statement that fails aborts the transaction (its `COMMIT` then rolls back) and fails the batch.
+/// The batch as one transaction: `BEGIN` and each write's prepared statement sent in one pipeline (polled together,
+/// so they leave in that order), then `COMMIT` once they have answered — two round trips. `COMMIT` is not pipelined
+/// with them on purpose: bytes held up on the way (a stalled network) and delivered after this node gave up on the
+/// batch must not commit it; without their `COMMIT`, Postgres rolls them back when the dropped connection ends.
+/// Whether each write applied (its fence held).
 async fn run_writes(
     client: &tokio_postgres::Client,
     st: &Statements,
@@ -631,16 +633,19 @@ async fn run_writes(
             }
         }
     });
-    let (begun, applied, committed) = futures_util::future::join3(
-        client.batch_execute("BEGIN"),
-        join_all(statements),
-        client.batch_execute("COMMIT"),
-    )
-    .await;
-    begun?;
-    let applied: Vec<bool> = applied.into_iter().collect::<Result<_, _>>()?;
-    committed?;
-    Ok(applied)
+    let (begun, applied) = futures_util::future::join(client.batch_execute("BEGIN"), join_all(statements)).await;
+    let applied = begun.and_then(|()| applied.into_iter().collect::<Result<Vec<bool>, _>>());
+    match applied {
+        Ok(applied) => {
+            client.batch_execute("COMMIT").await?;
+            Ok(applied)
+        }
+        Err(e) => {
+            // Ready for a retry on this connection (a deadlock): the aborted transaction ends here.
+            let _ = client.batch_execute("ROLLBACK").await;
+            Err(e)
+        }
+    }
 }
 
 async fn read_head(
