@@ -17,52 +17,10 @@ use futures_util::StreamExt;
 /// Per organization, per repository id: how many `repository.added` audit entries name it.
 pub type AuditCounts = BTreeMap<String, BTreeMap<String, usize>>;
 
-mod org {
-    diesel::table! {
-        repos (repo_id) {
-            repo_id -> Text,
-            full_name -> Text,
-            remote_url -> Text,
-            default_branch -> Text,
-            task_count -> Integer,
-            latest_activity_at -> Nullable<BigInt>,
-        }
-    }
-    diesel::table! {
-        task_summaries (repo_id, task_id) {
-            repo_id -> Text,
-            task_id -> Text,
-            updated_at -> BigInt,
-        }
-    }
-}
-
-mod audit {
-    diesel::table! {
-        events (id) {
-            id -> BigInt,
-            kind -> Text,
-            repo_id -> Nullable<Text>,
-        }
-    }
-}
-
-mod repo {
-    diesel::table! {
-        repo_meta (id) {
-            id -> Integer,
-            full_name -> Text,
-            remote_url -> Text,
-            default_branch -> Text,
-        }
-    }
-    diesel::table! {
-        tasks (task_id) {
-            task_id -> Text,
-            updated_at -> BigInt,
-        }
-    }
-}
+// The actors' own table definitions: the rebuild reads the files they wrote.
+use foundry::actors::audit_log::schema as audit;
+use foundry::actors::organization::schema as org;
+use foundry::actors::repository::schema as repo;
 
 /// The organization's row for one repository: (full name, remote, default branch, task count, latest activity).
 type RepoSummary = (String, String, String, i32, Option<i64>);
