@@ -135,6 +135,49 @@ async fn acknowledged_commits_survive_the_loss_of_the_node_and_its_disk() {
     b.crash().await;
 }
 
+/// A log entry damaged in the store (one byte of its checksum here) is refused when the actor is rebuilt from it:
+/// the actor is not served from pages nobody wrote, nothing half-built is left on disk, and once the entry is whole
+/// again the same node rebuilds the actor as acknowledged.
+#[actix_rt::test]
+async fn a_damaged_log_entry_is_refused_not_replayed() {
+    let _serial = SERIAL.lock().await;
+    let Some(pg) = pg_or_skip().await else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let a = Node::start(&pg, "node-a", dir.path()).await;
+    let key = "damaged".to_owned();
+    for n in 1..=3 {
+        a.tallies.mutate(&key, Add::new(n)).await.expect("acknowledged");
+    }
+    a.tallies.mutate(&"whole".to_owned(), Add::new(9)).await.expect("acknowledged");
+    a.crash().await;
+    wipe(dir.path());
+
+    let client = sql(&pg).await;
+    let flip = "UPDATE fdy_actor_log SET frames = set_byte(frames, 8, get_byte(frames, 8) # 255)
+                WHERE kind = 'tally' AND key = 'damaged'
+                  AND txid = (SELECT max(txid) FROM fdy_actor_log WHERE kind = 'tally' AND key = 'damaged')";
+    assert_eq!(client.execute(flip, &[]).await.unwrap(), 1, "the actor's newest entry is in the log");
+
+    let b_dir = tempfile::tempdir().unwrap();
+    let b = Node::start(&pg, "node-b", b_dir.path()).await;
+    match b.tallies.read(&key, GetValue).await {
+        Err(CallError::Activation(e)) => {
+            assert!(matches!(&e.reason, ActivationFailure::Load(m) if m.contains("checksum")), "{e}")
+        }
+        other => panic!("a damaged entry must refuse the activation, got {other:?}"),
+    }
+    let files: Vec<_> = std::fs::read_dir(b_dir.path().join("tally"))
+        .map(|d| d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    assert!(!files.iter().any(|f| f.starts_with("damaged")), "nothing of the damaged actor is left: {files:?}");
+    assert_eq!(b.tallies.read(&"whole".to_owned(), GetValue).await.unwrap(), 9, "other actors are served");
+
+    // Repaired (the same flip again), the entry replays, and the actor is what was acknowledged.
+    assert_eq!(client.execute(flip, &[]).await.unwrap(), 1);
+    assert_eq!(b.tallies.read(&key, GetValue).await.expect("rebuilt once the entry is whole"), 6);
+    b.crash().await;
+}
+
 #[actix_rt::test]
 async fn a_node_whose_lease_moved_cannot_commit_and_discards_its_copy() {
     let _serial = SERIAL.lock().await;

@@ -223,13 +223,22 @@ pub fn restore(db: &Path, history: &History) -> io::Result<()> {
         p.push("-restoring");
         PathBuf::from(p)
     };
-    std::fs::write(&tmp, wal::unpack(&history.snapshot)?)?;
-    let file = std::fs::OpenOptions::new().write(true).open(&tmp)?;
-    for (_, entry) in &history.entries {
-        wal::apply_entry(&file, &wal::unpack(entry)?)?;
+    let rebuilt = (|| {
+        let snapshot = wal::unpack(&history.snapshot)
+            .map_err(|e| with_context(e, format!("the snapshot at commit {}", history.snapshot_txid)))?;
+        std::fs::write(&tmp, snapshot)?;
+        let file = std::fs::OpenOptions::new().write(true).open(&tmp)?;
+        for (txid, entry) in &history.entries {
+            let pages = wal::unpack(entry).map_err(|e| with_context(e, format!("log entry {txid}")))?;
+            wal::apply_entry(&file, &pages)?;
+        }
+        file.sync_all()
+    })();
+    if let Err(e) = rebuilt {
+        // Nothing half-built is left beside the actor's file; the next attempt starts over.
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
     }
-    file.sync_all()?;
-    drop(file);
     for suffix in ["-wal", "-shm", "-journal"] {
         let mut p = db.as_os_str().to_owned();
         p.push(suffix);
@@ -239,6 +248,10 @@ pub fn restore(db: &Path, history: &History) -> io::Result<()> {
         }
     }
     std::fs::rename(&tmp, db)
+}
+
+fn with_context(e: io::Error, what: String) -> io::Error {
+    io::Error::new(e.kind(), format!("{what}: {e}"))
 }
 
 /// What an actor keeps to ship its commits: where its log stands and where its WAL was last read.

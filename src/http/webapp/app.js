@@ -492,7 +492,8 @@ function onFrame(f) {
       if (f.key && f.key.org === S.route.org) {
         S.org = f.snapshot;
         S.orgError = null;
-        invalidate('sidebar', 'org', 'top');
+        // 'names': the open task's header names its viewers from the member list, which may arrive after the task
+        invalidate('sidebar', 'org', 'top', 'names');
       }
       break;
     case 'taskUpdated':
@@ -603,7 +604,7 @@ function flush() {
   if (parts.has('org') && S.route.name === 'org') renderOrgLive();
   if (parts.has('org') && S.route.name === 'new') renderNewTaskLive();
   if (parts.has('orgs') && S.route.name === 'orgs') renderMain();
-  if (parts.has('task') && S.route.name === 'task') renderTaskLive();
+  if ((parts.has('task') || parts.has('names')) && S.route.name === 'task') renderTaskLive();
   if ((parts.has('session') || parts.has('task')) && S.route.name === 'task') renderTranscript();
   if ((parts.has('processes') || parts.has('task')) && S.route.name === 'task') renderProcesses();
   if (parts.has('task') && S.route.name === 'task') restoreDraft();
