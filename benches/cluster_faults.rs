@@ -224,8 +224,12 @@ fn fault_rows(t: &mut Table, j: &Journal, faults: &[Fault], goal: Duration) -> b
         );
     }
     let gaps = chaos::max_ack_gap(j);
-    if let Some((shard, gap)) = gaps.iter().max_by_key(|(_, g)| **g) {
-        t.row("longest stretch without an ack on one shard", format!("{} (shard {shard})", in_s(*gap)));
+    if let Some((shard, (gap, from))) = gaps.iter().max_by_key(|(_, (g, _))| *g) {
+        let into = |at: Instant| at.saturating_duration_since(j.started.unwrap()).as_secs_f64();
+        t.row(
+            "longest stretch without an ack on one shard",
+            format!("{} (shard {shard}, {:.2}–{:.2} s into the load)", in_s(*gap), into(*from), into(*from + *gap)),
+        );
     }
     ok
 }
@@ -561,6 +565,7 @@ async fn term(s: &mut Setup, t: &mut Table, args: Args) -> (String, bool) {
     let start = Instant::now();
     let mut faults = Vec::new();
     let mut exits = Vec::new();
+    let mut timeline = Vec::new();
     for i in 0..3 {
         tokio::time::sleep_until((start + Duration::from_secs(10 + 15 * i as u64)).into()).await;
         let shards = held_by(s, i).await;
@@ -574,10 +579,25 @@ async fn term(s: &mut Setup, t: &mut Table, args: Args) -> (String, bool) {
         ));
         faults.push(Fault { what: format!("SIGTERM n{} at {:.0} s", i + 1, (at - start).as_secs_f64()), at, shards });
         s.cluster.spawn(i);
+        // When the restarted node holds its shards again (`/readyz`), to place a stretch without acks in time.
+        let next = start + Duration::from_secs(10 + 15 * (i as u64 + 1));
+        let spawned = Instant::now();
+        while !s.cluster.is_ready(&s.client, i).await && Instant::now() < next {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let since = |at: Instant| (at - start).as_secs_f64();
+        timeline.push(format!(
+            "n{}: SIGTERM {:.2} s, exited {:.2} s, ready again {:.2} s",
+            i + 1,
+            since(at),
+            since(spawned),
+            since(Instant::now())
+        ));
     }
     let journal = load.await.unwrap();
     load_rows(t, &journal);
     t.row("graceful exits", exits.join(", "));
+    t.row("timeline (from the start of the bench's clock, ≈ the load's)", timeline.join("; "));
     let live = fault_rows(t, &journal, &faults, Duration::from_secs(2));
     let ok = check(s, t, &journal, args.quiet).await;
     (format!("term: rolling SIGTERM + restart of each node, one every 15 s ({secs} s of load)"), ok && live)

@@ -553,6 +553,8 @@ impl Manager {
                 let at = Instant::now();
                 if !won.is_empty() {
                     tracing::info!(node = %self.config.node_id, count = won.len(), "acquired shard leases");
+                    let shards: Vec<u16> = won.iter().map(|a| a.shard.0).collect();
+                    tracing::debug!(node = %self.config.node_id, ?shards, "acquired these shards");
                 }
                 for a in won {
                     let valid_until = sent + self.config.serving_window();
@@ -593,6 +595,8 @@ impl Manager {
             return;
         }
         tracing::info!(node = %self.config.node_id, count = starting.len(), "handing shard leases off");
+        let shards: Vec<u16> = starting.iter().map(|(s, _)| s.0).collect();
+        tracing::debug!(node = %self.config.node_id, ?shards, "handing these shards off");
         self.publish();
         for (shard, epoch) in starting {
             let (drained, limit) = (self.drained.clone(), self.config.drain_timeout);

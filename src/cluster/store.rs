@@ -274,8 +274,16 @@ impl Store {
     pub async fn connect(url: &str, application: &str, timeout: Duration) -> Result<Store, StoreError> {
         let tls = super::tls::PgTls::parse(url);
         let mut config = tokio_postgres::Config::from_str(&tls.url).map_err(StoreError::Connect)?;
-        let options =
-            format!("{} -c statement_timeout={}", config.get_options().unwrap_or_default(), timeout.as_millis().max(1));
+        // `idle_in_transaction_session_timeout`: a commit-log batch whose answers never reach this node (a network
+        // holding every byte) never gets its `COMMIT` nor its `ROLLBACK`, and PostgreSQL does not notice a peer
+        // that went silent. Left open, its transaction would keep the `FOR SHARE` lock its fence took on the
+        // shard's lease row, and the next owner's acquisition would wait behind it until the network healed —
+        // past the lease. PostgreSQL ends it instead once it has idled as long as this node would have waited.
+        let ms = timeout.as_millis().max(1);
+        let options = format!(
+            "{} -c statement_timeout={ms} -c idle_in_transaction_session_timeout={ms}",
+            config.get_options().unwrap_or_default()
+        );
         config.application_name(application).connect_timeout(timeout).options(options.trim());
         let connector = if tls.tls { Some(super::tls::PgTls::connector(&tls).map_err(StoreError::Tls)?) } else { None };
         let connect = async {

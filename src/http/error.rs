@@ -120,6 +120,13 @@ impl<E: Into<ApiError> + std::fmt::Display> From<CallError<E>> for ApiError {
                     ApiError::unavailable("shutting_down", "the service is shutting down")
                 }
                 ActivationFailure::TooManyLive(_) => ApiError::unavailable("overloaded", "too many live actors; retry"),
+                ActivationFailure::StoreUnavailable(why) => {
+                    tracing::warn!(kind = a.kind, key = %a.key, error = %why, "commit log unreachable at activation");
+                    ApiError::unavailable(
+                        "store_unavailable",
+                        "the store of record (PostgreSQL) did not answer this node in time; retry after Retry-After",
+                    )
+                }
                 ActivationFailure::NotOwner(shard) => ApiError::unavailable(
                     "not_owner",
                     format!(
@@ -220,6 +227,7 @@ pub fn path_error(err: actix_web::error::PathError, _: &actix_web::HttpRequest) 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::runtime::ActivationError;
 
     fn status_and_code(e: CallError<DomainError>) -> (u16, &'static str, Option<u32>) {
         let e = ApiError::from(e);
@@ -239,6 +247,13 @@ mod tests {
         assert_eq!(status_and_code(overloaded), (429, "overloaded", Some(1)));
         assert_eq!(status_and_code(CallError::Timeout(std::time::Duration::ZERO)), (503, "timeout", Some(1)));
         assert_eq!(status_and_code(CallError::ShuttingDown), (503, "shutting_down", Some(1)));
+        let activation = |reason| CallError::Activation(ActivationError { kind: "task", key: "k".into(), reason });
+        let store = activation(ActivationFailure::StoreUnavailable("no answer within 2s".into()));
+        assert_eq!(status_and_code(store), (503, "store_unavailable", Some(1)));
+        let damaged = activation(ActivationFailure::Load("commit log is damaged".into()));
+        assert_eq!(status_and_code(damaged), (500, "internal", None));
+        let unavailable = CallError::Unavailable { kind: "task", key: "k".into() };
+        assert_eq!(status_and_code(unavailable), (503, "unavailable", Some(1)));
         let panicked = CallError::<DomainError>::Panicked {
             kind: "task",
             key: "k".into(),

@@ -44,6 +44,10 @@ pub enum ActivationFailure {
     /// Cluster mode: another node serves the actor's shard (or none does right now); nothing was opened.
     #[error("shard {0} is not served by this node")]
     NotOwner(super::placement::ShardId),
+    /// Cluster mode: the commit log (the store of record) did not answer, so the actor could not be checked
+    /// against it or rebuilt from it; nothing was opened. Retrying later may succeed (unlike a damaged log).
+    #[error("the commit log could not be reached: {0}")]
+    StoreUnavailable(String),
 }
 
 /// `Entity::on_destroy` refused the destroy (its message); nothing changed.

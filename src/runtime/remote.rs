@@ -207,6 +207,9 @@ pub(crate) enum WireCode {
     NotFound,
     Overloaded,
     ShuttingDown,
+    /// Nothing of the call ran and asking again may work: the actor stopped under it (its commit was refused as the
+    /// shard moved, say) or the store of record did not answer its activation. The caller answers `Unavailable`.
+    Unavailable,
     /// Anything else (storage, panic, activation, timeout on that node): retried by nobody, reported as storage.
     Failed,
     /// The request itself was not understood (unknown kind or message, bad payload).
@@ -261,6 +264,14 @@ impl WireError {
                 w.capacity = Some(capacity);
             }
             CallError::ShuttingDown => w.code = WireCode::ShuttingDown,
+            unavailable @ (CallError::Unavailable { .. }
+            | CallError::Activation(ActivationError {
+                reason: ActivationFailure::StoreUnavailable(_),
+                ..
+            })) => {
+                w.code = WireCode::Unavailable;
+                w.message = unavailable.map_handler(|_| std::fmt::Error).to_string();
+            }
             // The handler variant was taken above; the rest display without it.
             other => w.message = other.map_handler(|_| std::fmt::Error).to_string(),
         }
@@ -279,6 +290,7 @@ impl WireError {
             },
             WireCode::NotFound => CallError::NotFound { kind, key },
             WireCode::Overloaded => CallError::Overloaded { kind, key, capacity: self.capacity.unwrap_or(0) },
+            WireCode::Unavailable => CallError::Unavailable { kind, key },
             WireCode::Failed | WireCode::BadRequest | WireCode::IdReused => {
                 CallError::Storage { kind, key, message: format!("on the node serving it: {}", self.message) }
             }
@@ -485,6 +497,11 @@ pub(crate) async fn exchange<Er>(
         match sent.await {
             Ok(bytes) => match serde_json::from_slice::<Reply>(&bytes) {
                 Ok(Reply::Returned { output }) => return Ok(output),
+                // The actor stopped under the call (its shard moving, most often) or could not be loaded: reads and
+                // mutations (under their request id) ask again, as after `not_owner`.
+                Ok(Reply::Failed { error }) if retry_unanswered && error.code() == WireCode::Unavailable => {
+                    maybe_ran |= class == CallClass::Mutation;
+                }
                 Ok(Reply::Failed { error }) => {
                     if let Some(e) = decode_err(error, kind, key) {
                         return Err(e);
@@ -513,7 +530,8 @@ pub(crate) async fn exchange<Er>(
                 return Err(CallError::Storage { kind, key: key.to_owned(), message: e.to_string() });
             }
         }
-        // Nobody serves the shard, the node asked no longer does, or (reads, mutations) it did not answer: wait for
+        // Nobody serves the shard, the node asked no longer does, or (reads, mutations) it did not answer or its actor
+        // was unavailable: wait for
         // the next owner (until it announces itself, or the pause ends). A mutation goes again under the same id,
         // so the owner replays it if it ran.
         let announced = transport.announced(shard);
@@ -620,6 +638,27 @@ mod tests {
         assert_eq!(call(None).encode(), old.to_vec());
         let keyed = String::from_utf8(call(Some("00ff".into())).encode()).unwrap();
         assert!(keyed.ends_with(r#","id":"00ff"}"#), "{keyed}");
+    }
+
+    #[test]
+    fn unavailable_crosses_nodes_as_unavailable_not_as_a_storage_failure() {
+        let store = ActivationError {
+            kind: "tally",
+            key: "a".into(),
+            reason: ActivationFailure::StoreUnavailable("no answer from PostgreSQL within 2s".into()),
+        };
+        for e in [CallError::<String>::Unavailable { kind: "tally", key: "a".into() }, CallError::Activation(store)] {
+            let wire = WireError::from_call(e);
+            assert_eq!(wire.code(), WireCode::Unavailable);
+            let back: WireError = serde_json::from_slice(&serde_json::to_vec(&wire).unwrap()).unwrap();
+            match back.into_call::<String>("tally", "a") {
+                Some(CallError::Unavailable { kind: "tally", key }) => assert_eq!(key, "a"),
+                other => panic!("expected Unavailable, got {other:?}"),
+            }
+        }
+        // A storage failure stays one (the outcome is unknown: nobody retries it).
+        let storage = CallError::<String>::Storage { kind: "tally", key: "a".into(), message: "disk full".into() };
+        assert_eq!(WireError::from_call(storage).code(), WireCode::Failed);
     }
 
     #[test]

@@ -623,8 +623,9 @@ pub fn failover(journal: &Journal, at: Instant, shards: &BTreeSet<u16>) -> BTree
     out
 }
 
-/// The longest stretch without any acknowledgement on one shard, per shard of the load (while it ran).
-pub fn max_ack_gap(journal: &Journal) -> BTreeMap<u16, Duration> {
+/// The longest stretch without any acknowledgement on one shard, per shard of the load (while it ran): its length
+/// and the instant it began (the ack before it, or the start of the load).
+pub fn max_ack_gap(journal: &Journal) -> BTreeMap<u16, (Duration, Instant)> {
     let mut acks: BTreeMap<u16, Vec<Instant>> = BTreeMap::new();
     for (o, a) in journal.acked() {
         acks.entry(foundry::runtime::shard_of(&o.org).0).or_default().push(a.at);
@@ -634,9 +635,12 @@ pub fn max_ack_gap(journal: &Journal) -> BTreeMap<u16, Duration> {
         .map(|(shard, mut times)| {
             times.sort();
             let mut prev = start;
-            let mut gap = Duration::ZERO;
+            let mut gap = (Duration::ZERO, start);
             for t in times.iter().chain(std::iter::once(&end)) {
-                gap = gap.max(t.saturating_duration_since(prev));
+                let d = t.saturating_duration_since(prev);
+                if d > gap.0 {
+                    gap = (d, prev);
+                }
                 prev = *t;
             }
             (shard, gap)

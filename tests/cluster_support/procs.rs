@@ -5,7 +5,7 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus};
 use std::time::{Duration, Instant};
 
 use super::{nats::NatsServer, postgres::PgServer, proxy::Proxy};
@@ -68,7 +68,11 @@ impl ProcCluster {
         let key: String = (0..32).map(|i| format!("{:02x}", (i * 37 + 11) % 256)).collect();
         std::fs::write(&key_file, key).unwrap();
         std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
-        let log_dir = dir.path().join("logs");
+        // `FOUNDRY_CHAOS_LOGS=<dir>` keeps the nodes' logs there after the run (to read a bench's timeline).
+        let log_dir = match std::env::var_os("FOUNDRY_CHAOS_LOGS") {
+            Some(keep) => PathBuf::from(keep).join(dir.path().file_name().unwrap()),
+            None => dir.path().join("logs"),
+        };
         std::fs::create_dir_all(&log_dir).unwrap();
         let slots = (0..nodes)
             .map(|i| Slot {
@@ -105,7 +109,7 @@ impl ProcCluster {
                 "--bind",
                 &format!("127.0.0.1:{}", slot.port),
                 "--log",
-                "warn,foundry::cluster=info",
+                &std::env::var("FOUNDRY_CHAOS_LOG").unwrap_or_else(|_| "warn,foundry::cluster=info".into()),
                 "--workers",
                 "1",
             ])
@@ -123,7 +127,8 @@ impl ProcCluster {
         for var in SERVE_ENV {
             command.env_remove(var);
         }
-        let child = command.stdout(Stdio::null()).stderr(log).spawn().expect("foundry serve starts");
+        // The server logs to stdout: both go to the node's log file.
+        let child = command.stdout(log.try_clone().unwrap()).stderr(log).spawn().expect("foundry serve starts");
         self.slots[i].child = Some(child);
     }
 

@@ -2,6 +2,8 @@
 //! directions, on connections open or new (a frozen process or a network that stopped delivering: nothing is lost,
 //! nothing arrives); [`Proxy::resume`] lets the held bytes through in order, then everything else. It runs on its own
 //! thread, so it keeps its behaviour whatever the test's runtime is doing; dropping it closes every connection.
+//! [`Proxy::hold_replies`] holds only what the server sends (requests arrive, answers do not: a client that sent a
+//! transaction's statements and can no longer hear them answered).
 
 use std::net::SocketAddr;
 
@@ -11,7 +13,7 @@ use tokio::sync::{oneshot, watch};
 
 pub struct Proxy {
     addr: SocketAddr,
-    paused: watch::Sender<bool>,
+    paused: watch::Sender<Held>,
     _stop: oneshot::Sender<()>,
 }
 
@@ -21,7 +23,7 @@ impl Proxy {
         let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         std_listener.set_nonblocking(true).unwrap();
         let addr = std_listener.local_addr().unwrap();
-        let (paused, paused_rx) = watch::channel(false);
+        let (paused, paused_rx) = watch::channel(Held::Nothing);
         let (stop, stopped) = oneshot::channel::<()>();
         std::thread::Builder::new()
             .name("test-proxy".into())
@@ -42,7 +44,7 @@ impl Proxy {
                                 let _ = server.set_nodelay(true);
                                 let (cr, cw) = client.into_split();
                                 let (sr, sw) = server.into_split();
-                                tokio::join!(pump(cr, sw, paused.clone()), pump(sr, cw, paused));
+                                tokio::join!(pump(cr, sw, paused.clone(), false), pump(sr, cw, paused, true));
                             });
                         }
                     };
@@ -62,24 +64,37 @@ impl Proxy {
     }
 
     pub fn pause(&self) {
-        self.paused.send_replace(true);
+        self.paused.send_replace(Held::Both);
+    }
+
+    pub fn hold_replies(&self) {
+        self.paused.send_replace(Held::Replies);
     }
 
     pub fn resume(&self) {
-        self.paused.send_replace(false);
+        self.paused.send_replace(Held::Nothing);
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Held {
+    Nothing,
+    Both,
+    Replies,
 }
 
 /// Copies one direction, holding each chunk while paused; an end of stream is passed on (after the held bytes).
 async fn pump(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
-    mut paused: watch::Receiver<bool>,
+    mut paused: watch::Receiver<Held>,
+    replies: bool,
 ) {
     let mut buf = vec![0u8; 16 * 1024];
     loop {
         let n = from.read(&mut buf).await.unwrap_or(0);
-        if paused.wait_for(|p| !*p).await.is_err() {
+        let passes = |h: &Held| *h == Held::Nothing || (*h == Held::Replies && !replies);
+        if paused.wait_for(passes).await.is_err() {
             return;
         }
         if n == 0 {

@@ -22,7 +22,8 @@ impl<E: Entity> Registry<E> {
         let shard = self.shard_of(key);
         let log_failure = |e: LogError| match e {
             LogError::Fenced(shard) => ActivationFailure::NotOwner(shard),
-            other => ActivationFailure::Load(other.to_string()),
+            LogError::Unavailable(why) => ActivationFailure::StoreUnavailable(why),
+            corrupt @ LogError::Corrupt(_) => ActivationFailure::Load(corrupt.to_string()),
         };
         self.inner.shared.wait_closed(path).await;
         let actor = LogKey { kind: E::KIND, key: encoded.to_owned(), shard };
