@@ -207,8 +207,8 @@ pub(crate) enum WireCode {
     NotFound,
     Overloaded,
     ShuttingDown,
-    /// Nothing of the call ran and asking again may work: the actor stopped under it (its commit was refused as the
-    /// shard moved, say) or the store of record did not answer its activation. The caller answers `Unavailable`.
+    /// The actor stopped before answering (its commit refused as the shard moved, say) or the store of record did
+    /// not answer its activation: asking again may work. The caller answers `Unavailable`, as a local call would.
     Unavailable,
     /// Anything else (storage, panic, activation, timeout on that node): retried by nobody, reported as storage.
     Failed,
