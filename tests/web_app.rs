@@ -145,6 +145,8 @@ async fn a_team_works_in_the_browser() {
         a.js("return document.querySelector('select[name=model] option:checked').textContent", json!([])).await;
     assert!(starred.as_str().unwrap().starts_with('★'), "{starred}");
     a.type_into("textarea[name=prompt]", "Fix the login page redirect loop").await;
+    // The click lands where the button is once the title preview has arrived (WebDriver clicks at coordinates).
+    a.wait("the title preview", "return document.querySelector('#nt-title')?.textContent.startsWith('fix: ')").await;
     a.shot(&shots, "04-new-task").await;
     a.click("form[data-form=new-task] button[type=submit]").await;
     a.wait(
