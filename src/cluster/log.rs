@@ -10,8 +10,8 @@
 //! statement as the entry that changed it (the `_WAKE` variants), or alone at the current head (`SET_WAKE`), and
 //! read per shard by a node gaining shards (`CommitLog::wakes`).
 //!
-//! Appends of all the node's actors are batched into Postgres transactions (one round trip each, pipelined
-//! statements) by pumps on their own thread, as the lease manager has, so actor arbiters never wait on Postgres
+//! Appends of all the node's actors are batched into Postgres transactions (two round trips each: the pipelined
+//! statements, then `COMMIT`; see `run_writes`) by pumps on their own thread, as the lease manager has, so actor arbiters never wait on Postgres
 //! themselves. With `ClusterConfig::log_connections` above 1, that many pumps, each with its own connection, take
 //! turns at the queue: while one batch commits, the appends that arrive meanwhile go out on another connection
 //! instead of waiting for it. Order needs no more than that: an actor has one write in flight at a time.
@@ -585,8 +585,9 @@ fn as_i64(n: u64) -> i64 {
 /// The batch as one transaction: `BEGIN` and each write's prepared statement sent in one pipeline (polled together,
 /// so they leave in that order), then `COMMIT` once they have answered — two round trips. `COMMIT` is not pipelined
 /// with them on purpose: bytes held up on the way (a stalled network) and delivered after this node gave up on the
-/// batch must not commit it; without their `COMMIT`, Postgres rolls them back when the dropped connection ends.
-/// Whether each write applied (its fence held).
+/// batch must not commit it; without their `COMMIT`, Postgres rolls them back when the dropped connection ends, or,
+/// when it cannot see the connection end, once the transaction idled past the call timeout (`Store::connect`'s
+/// `idle_in_transaction_session_timeout`). Whether each write applied (its fence held).
 async fn run_writes(
     client: &tokio_postgres::Client,
     st: &Statements,

@@ -531,9 +531,8 @@ pub(crate) async fn exchange<Er>(
             }
         }
         // Nobody serves the shard, the node asked no longer does, or (reads, mutations) it did not answer or its actor
-        // was unavailable: wait for
-        // the next owner (until it announces itself, or the pause ends). A mutation goes again under the same id,
-        // so the owner replays it if it ran.
+        // was unavailable: wait for the next owner (until it announces itself, or the pause ends). A mutation goes
+        // again under the same id, so the owner replays it if it ran.
         let announced = transport.announced(shard);
         tokio::select! {
             () = tokio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now()))) => {}
